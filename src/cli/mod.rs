@@ -1,0 +1,1 @@
+//! sendmail command line → Mode.

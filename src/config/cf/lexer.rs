@@ -1,0 +1,1 @@
+//! Physical lines → logical lines: continuation, comments, blank lines. (Lands with the reader.)

@@ -1,0 +1,1 @@
+//! `DaemonPortOptions` / `ClientPortOptions` values → typed listener descriptions.

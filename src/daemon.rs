@@ -1,0 +1,1 @@
+//! Daemon mode: startup, pid file, signals, reload.

@@ -1,0 +1,31 @@
+//! sendmail-rs: a memory-safe, IPv6-first drop-in for sendmail.
+//!
+//! # One message's path, module by module
+//!
+//! 1. [`cli`] turns sendmail's getopt-style argv (`-bd -q30m -O Opt=val -C file`) into a
+//!    [`cli::Mode`]; `main.rs` picks the mode from argv[0] too (`mailq`, `newaliases`,
+//!    `mailstats`).
+//! 2. [`config`] reads a sendmail.cf ([`config::cf`]: `O D C F K M S R H P T V E` lines),
+//!    applies `-O` overrides, and yields one typed [`config::Config`]; each
+//!    `DaemonPortOptions` becomes a [`config::daemon_options::DaemonPortOptions`].
+//! 3. [`listener`] opens one socket per daemon (socket2: `IPV6_V6ONLY`, backlog, buffers),
+//!    accepts, and hands each connection to [`smtp::conn`].
+//! 4. [`smtp::conn`] feeds the client's bytes to the sans-IO [`smtp::session::Session`],
+//!    which answers with replies from [`smtp::reply`].
+//! 5. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
+//!    [`stats`] counts per mailer and per daemon for `mailstats`.
+//! 6. [`rules`] is sendmail's rewriting engine (S/R lines) and `-bt`.
+//!
+//! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3164 (syslog lines).
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod listener;
+pub mod log;
+pub mod queue;
+pub mod rules;
+pub mod shutdown;
+pub mod smtp;
+pub mod stats;
+pub mod sysexits;

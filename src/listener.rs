@@ -1,0 +1,1 @@
+//! One listening socket per DaemonPortOptions.

@@ -1,0 +1,1 @@
+//! The mail log: sendmail-format lines to syslog, LogFile, or stderr.

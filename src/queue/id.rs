@@ -1,0 +1,1 @@
+//! sendmail-style queue ids.

@@ -1,0 +1,3 @@
+//! The mail queue.
+
+pub mod id;

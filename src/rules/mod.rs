@@ -1,0 +1,1 @@
+//! The ruleset engine (S/R lines) and address test mode (-bt).

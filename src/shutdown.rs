@@ -1,0 +1,1 @@
+//! Graceful shutdown: broadcast + drop guard.

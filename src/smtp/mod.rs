@@ -1,0 +1,3 @@
+//! The SMTP server side.
+
+pub mod session;

@@ -1,0 +1,1 @@
+//! mailstats: per-mailer and per-daemon counters kept in StatusFile.
