@@ -46,8 +46,10 @@ pub fn xputs(out: &mut Vec<u8>, names: &MacroNames, s: &[u8]) {
                 out.push(b'$');
                 out.push(*letter);
             }
-            if c == meta::MATCHCLASS || c == meta::MATCHNCLASS {
-                if let Some(&n) = s.get(i) {
+            if (c == meta::MATCHCLASS || c == meta::MATCHNCLASS)
+                && let Some(&n) = s.get(i)
+            {
+                {
                     i += 1;
                     if n >= 0x80 {
                         out.extend_from_slice(names.name(n).as_bytes());

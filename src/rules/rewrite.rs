@@ -649,7 +649,10 @@ mod tests {
     use super::*;
     use crate::rules::ruleset::compile_rule;
 
-    fn engine(sets: &[(&str, usize, &[(&str, &str)])]) -> Engine {
+    /// (name, number, rules as (LHS, RHS)).
+    type SetSpec<'a> = (&'a str, usize, &'a [(&'a str, &'a str)]);
+
+    fn engine(sets: &[SetSpec]) -> Engine {
         let mut e = Engine {
             tables: TokenTables::new(b".:%@!^/[]+"),
             ..Default::default()

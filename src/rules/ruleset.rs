@@ -193,10 +193,9 @@ pub fn compile_rule(
 ) -> Result<Rule, RuleError> {
     let l = macros.expand(&translate_dollars(names, lhs.as_bytes()));
     let r = macros.expand(&translate_dollars(names, rhs.as_bytes()));
-    let lhs = match prescan(tables, &l, None, table, true).result {
-        Ok(t) => t,
-        Err(_) => Vec::new(),
-    };
+    let lhs = prescan(tables, &l, None, table, true)
+        .result
+        .unwrap_or_default();
     for t in &lhs {
         let botch = match t[0] {
             meta::MATCHREPL => Some("$1-$9"),

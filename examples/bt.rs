@@ -1,0 +1,33 @@
+//! Stand-alone address test mode for conformance runs until `sendmail -bt` is wired:
+//! `bt -C /path/sendmail.cf -bt` reads commands on stdin like `sendmail -bt`.
+
+use sendmail_rs::rules::bt::Session;
+use sendmail_rs::rules::cf::{HostInfo, load_file};
+use std::path::PathBuf;
+
+fn main() {
+    let mut cf = PathBuf::from("/etc/mail/sendmail.cf");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "-C" {
+            if let Some(p) = args.next() {
+                cf = PathBuf::from(p);
+            }
+        } else if let Some(p) = a.strip_prefix("-C") {
+            cf = PathBuf::from(p);
+        }
+    }
+    let (engine, extras) = match load_file(&cf, &HostInfo::current()) {
+        Ok(x) => x,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            std::process::exit(78);
+        }
+    };
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let rc = Session::new(engine, extras).run(stdin.lock(), stdout.lock());
+    std::process::exit(rc);
+}

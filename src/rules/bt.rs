@@ -1,0 +1,611 @@
+//! Address test mode (`sendmail -bt`): read commands, print what sendmail 8.17 prints.
+//!
+//! In: an [`Engine`] built from the cf, the cf extras (mailers, help file), input lines.
+//! Out: the dialogue on `out` (banner, `> ` prompts, ruleset traces, command answers) and
+//! the exit status (`0`, or `70`/`64` after errors, as sendmail's `ExitStat`).
+//!
+//! Commands (op.txt §"Testing the configuration", main.c `testmodeline`): `rules address`
+//! (`3,0 root`, `canonify,parse a@b`), `.Dx value`, `.Cx word`, `=Sruleset`, `=M`, `$x`,
+//! `$=X`, `/map`, `/parse`, `/try`, `/tryflags`, `/canon`, `/mx`, `/expand`, `/quit`, `?`.
+//! Input lines are read as fgets with sendmail's 2048-byte buffer would read them.
+
+use super::cf::CfExtras;
+use super::macros::translate_dollars;
+use super::print::{printav, xputs};
+use super::rewrite::{Engine, MAXATOM, shorten};
+use super::ruleset::{Lookup, MAXRWSETS};
+use super::token::{Table, prescan};
+use crate::sysexits::{EX_OK, EX_SOFTWARE, EX_USAGE};
+use std::io::{BufRead, Write};
+
+/// sendmail's MAXLINE: fgets reads at most this many bytes minus one per call.
+const MAXLINE: usize = 2048;
+
+/// One `-bt` session.
+pub struct Session {
+    pub engine: Engine,
+    pub extras: CfExtras,
+    /// `/tryflags`: header (vs envelope) address.
+    pub header: bool,
+    /// `/tryflags`: sender (vs recipient) address.
+    pub sender: bool,
+    exit_stat: i32,
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+impl Session {
+    pub fn new(mut engine: Engine, extras: CfExtras) -> Self {
+        engine.trace = true;
+        Session {
+            engine,
+            extras,
+            header: false,
+            sender: false,
+            exit_stat: EX_OK,
+        }
+    }
+
+    fn flush(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.engine.exit_stat != EX_OK && self.exit_stat == EX_OK {
+            self.exit_stat = self.engine.exit_stat;
+        }
+        self.engine.exit_stat = EX_OK;
+        out.write_all(&std::mem::take(&mut self.engine.out))
+    }
+
+    fn say(&mut self, s: &str) {
+        self.engine.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn syserr(&mut self, s: &str) {
+        self.say(s);
+        self.say("\n");
+        if self.engine.exit_stat == EX_OK {
+            self.engine.exit_stat = EX_SOFTWARE;
+        }
+    }
+
+    /// Run the dialogue to the end of input (or `/quit`); returns the exit status.
+    pub fn run(&mut self, mut input: impl BufRead, mut out: impl Write) -> i32 {
+        let _ = out.write_all(
+            b"ADDRESS TEST MODE (ruleset 3 NOT automatically invoked)\nEnter <ruleset> <address>\n",
+        );
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let _ = out.write_all(b"> ");
+            let _ = out.flush();
+            let line = match next_line(&mut input, &mut pending) {
+                Some(l) => l,
+                None => break,
+            };
+            let flow = self.line(&line);
+            let _ = self.flush(&mut out);
+            if let Flow::Quit = flow {
+                break;
+            }
+        }
+        let _ = out.flush();
+        self.exit_stat
+    }
+
+    /// Process one input line (sendmail's `testmodeline`).
+    fn line(&mut self, raw: &[u8]) -> Flow {
+        let start = raw.iter().take_while(|&&b| b == b' ').count();
+        let line = &raw[start..];
+        match line.first() {
+            None | Some(b'#') => Flow::Continue,
+            Some(b'?') => {
+                self.help();
+                Flow::Continue
+            }
+            Some(b'.') => {
+                self.dot(line);
+                Flow::Continue
+            }
+            Some(b'=') => {
+                self.equals(line);
+                Flow::Continue
+            }
+            Some(b'-') => {
+                match line.get(1) {
+                    Some(b'd') => {}
+                    None => self.say("Usage: -d{debug arguments}\n"),
+                    Some(_) => {
+                        let s = format!("Unknown \"-\" command {}\n", lossy(line));
+                        self.say(&s)
+                    }
+                }
+                Flow::Continue
+            }
+            Some(b'$') => {
+                self.dollar(line);
+                Flow::Continue
+            }
+            Some(b'/') => self.slash(line),
+            Some(_) => {
+                self.rules(line);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn help(&mut self) {
+        let text = self
+            .extras
+            .help_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .unwrap_or_default();
+        let mut found = false;
+        for l in text.split(|&b| b == b'\n') {
+            if let Some(rest) = l.strip_prefix(b"-bt\t") {
+                self.engine.out.extend_from_slice(rest);
+                self.engine.out.push(b'\n');
+                found = true;
+            }
+        }
+        if found {
+            self.say("End of HELP info\n");
+        } else {
+            self.say("HELP topic \"-bt\" unknown\n");
+        }
+    }
+
+    fn dot(&mut self, line: &[u8]) {
+        match line.get(1) {
+            Some(b'D') => {
+                let rest = &line[2..];
+                let Some((id, used)) = self.engine.names.parse(rest) else {
+                    self.syserr("Name required for macro/class");
+                    return;
+                };
+                let v = translate_dollars(&mut self.engine.names, &rest[used..]);
+                self.engine.macros.define(id, v);
+            }
+            Some(b'C') => {
+                let rest = &line[2..];
+                if rest.is_empty() {
+                    return;
+                }
+                let Some((id, used)) = self.engine.names.parse(rest) else {
+                    self.syserr("Name required for macro/class");
+                    return;
+                };
+                let v = translate_dollars(&mut self.engine.names, &rest[used..]);
+                let v = self.engine.macros.expand(&v);
+                for w in v
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
+                    self.engine.macros.add_to_class(id, w);
+                }
+            }
+            None => self.say("Usage: .[DC]macro value(s)\n"),
+            Some(_) => {
+                let s = format!("Unknown \".\" command {}\n", lossy(line));
+                self.say(&s)
+            }
+        }
+    }
+
+    fn equals(&mut self, line: &[u8]) {
+        match line.get(1) {
+            Some(b'S') => {
+                let name = lossy(&line[2..]);
+                let Some(set) = self.find_ruleset(&name) else {
+                    let s = format!("Undefined ruleset {name}\n");
+                    self.say(&s);
+                    return;
+                };
+                let rules = self.engine.rulesets.rules(set).to_vec();
+                for r in rules {
+                    let mut o = vec![b'R'];
+                    for t in &r.lhs {
+                        xputs(&mut o, &self.engine.names, t);
+                        o.push(b' ');
+                    }
+                    o.extend_from_slice(b"\t\t");
+                    for t in &r.rhs {
+                        xputs(&mut o, &self.engine.names, t);
+                        o.push(b' ');
+                    }
+                    o.push(b'\n');
+                    self.engine.out.extend_from_slice(&o);
+                }
+            }
+            Some(b'M') => self.print_mailers(),
+            None => self.say("Usage: =Sruleset or =M\n"),
+            Some(_) => {
+                let s = format!("Unknown \"=\" command {}\n", lossy(line));
+                self.say(&s)
+            }
+        }
+    }
+
+    /// sendmail's `strtorwset(name, NULL, ST_FIND)` with its error messages.
+    fn find_ruleset(&mut self, spec: &str) -> Option<usize> {
+        match self.engine.rulesets.find(spec) {
+            Lookup::Found(n, _) => Some(n),
+            Lookup::NotFound(_) => None,
+            Lookup::BadNumber(n, _) => {
+                self.syserr(&format!("bad ruleset {n} ({} max)", MAXRWSETS / 2));
+                None
+            }
+            Lookup::BadName => {
+                let shown: String = spec.chars().take(20).collect();
+                self.syserr(&format!("invalid ruleset name: \"{shown}\""));
+                None
+            }
+        }
+    }
+
+    fn dollar(&mut self, line: &[u8]) {
+        if line.get(1) == Some(&b'=') {
+            match self.engine.names.parse(&line[2..]) {
+                Some((id, _)) => {
+                    let mut words: Vec<Vec<u8>> = self.engine.macros.class(id).to_vec();
+                    words.sort_by_key(|w| stab_hash(w));
+                    for w in words {
+                        self.engine.out.extend_from_slice(&w);
+                        self.engine.out.push(b'\n');
+                    }
+                }
+                None => self.syserr("Name required for macro/class"),
+            }
+            return;
+        }
+        let Some((id, _)) = self.engine.names.parse(&line[1..]) else {
+            self.syserr("Name required for macro/class");
+            return;
+        };
+        match self.engine.macros.get(id).map(|v| v.to_vec()) {
+            None => self.say("Undefined\n"),
+            Some(v) => {
+                let mut o = Vec::new();
+                xputs(&mut o, &self.engine.names, &v);
+                o.push(b'\n');
+                self.engine.out.extend_from_slice(&o);
+            }
+        }
+    }
+
+    fn slash(&mut self, line: &[u8]) -> Flow {
+        let mut line = line.to_vec();
+        while line.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            line.pop();
+        }
+        let (cmd, arg) = match line.iter().position(|&b| b == b' ' || b == b'\t') {
+            Some(i) => {
+                let mut j = i;
+                while j < line.len() && line[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                (line[..i].to_vec(), line[j..].to_vec())
+            }
+            None => (line.clone(), Vec::new()),
+        };
+        let c = String::from_utf8_lossy(&cmd[1..]).to_ascii_lowercase();
+        match c.as_str() {
+            "" => self.say("Usage: /[canon|map|mx|parse|try|tryflags]\n"),
+            "quit" => return Flow::Quit,
+            "mx" => {
+                if arg.is_empty() {
+                    self.say("Usage: /mx address\n");
+                } else {
+                    let s = format!("getmxrr({}) returns 0 value(s):\n", lossy(&arg));
+                    self.say(&s);
+                }
+            }
+            "canon" => {
+                if arg.is_empty() {
+                    self.say("Usage: /canon address\n");
+                } else {
+                    let a = lossy(&arg);
+                    let c = self
+                        .engine
+                        .maps
+                        .hosts
+                        .canonical(&a)
+                        .unwrap_or_else(|| a.clone());
+                    let s = format!("getcanonname({a}) returns {c}\n");
+                    self.say(&s);
+                }
+            }
+            "map" => self.slash_map(&arg),
+            "tryflags" => {
+                if arg.is_empty() {
+                    self.say("Usage: /tryflags [Hh|Ee][Ss|Rr]\n");
+                } else {
+                    for b in &arg {
+                        match b {
+                            b'H' | b'h' => self.header = true,
+                            b'E' | b'e' => self.header = false,
+                            b'S' | b's' => self.sender = true,
+                            b'R' | b'r' => self.sender = false,
+                            _ => {}
+                        }
+                    }
+                    let v = format!(
+                        "{} {}",
+                        if self.header { 'h' } else { 'e' },
+                        if self.sender { 's' } else { 'r' }
+                    );
+                    if let Some(id) = self.engine.names.id("addr_type") {
+                        self.engine.macros.define(id, v.into_bytes());
+                    }
+                }
+            }
+            "expand" => {
+                if arg.is_empty() {
+                    self.say("Usage: /expand string\n");
+                } else {
+                    let t = translate_dollars(&mut self.engine.names, &arg);
+                    let v = self.engine.macros.expand(&t);
+                    let mut o = Vec::new();
+                    xputs(&mut o, &self.engine.names, &v);
+                    self.engine.out.extend_from_slice(&o);
+                }
+            }
+            "gethostbyname" => {}
+            _ => {
+                let s = format!("Unknown \"/\" command {}\n", lossy(&line));
+                self.say(&s);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn slash_map(&mut self, arg: &[u8]) {
+        if arg.is_empty() {
+            self.say("Usage: /map mapname key\n");
+            return;
+        }
+        let Some(sp) = arg.iter().position(|b| b.is_ascii_whitespace()) else {
+            self.say("No key specified\n");
+            return;
+        };
+        let name = lossy(&arg[..sp]);
+        let key = arg[sp + 1..].to_vec();
+        let Some(map) = self.engine.maps.maps.get(&name) else {
+            let s = format!("Map named \"{name}\" not found\n");
+            self.say(&s);
+            return;
+        };
+        if !map.is_open() && !map.optional {
+            let s = format!("Map named \"{name}\" not open\n");
+            self.say(&s);
+            return;
+        }
+        let s = format!("map_lookup: {name} ({}) ", lossy(&key));
+        self.say(&s);
+        let ans = self
+            .engine
+            .map_lookup(&name, &key, std::slice::from_ref(&key));
+        let s = match ans.value {
+            None => format!("no match ({})\n", ans.status),
+            Some(v) => format!("returns {} ({})\n", lossy(&v), ans.status),
+        };
+        self.say(&s);
+    }
+
+    /// `rules address`: run the address through each listed ruleset.
+    fn rules(&mut self, line: &[u8]) {
+        let start = line.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let line = &line[start..];
+        let Some(sp) = line.iter().position(|b| b.is_ascii_whitespace()) else {
+            self.say("No address!\n");
+            return;
+        };
+        let spec = lossy(&line[..sp]);
+        let addr = line[sp + 1..].to_vec();
+        if self.invalid_addr(&addr) {
+            return;
+        }
+        let table = if self.extras.config_level >= 9 {
+            Table::NoComment
+        } else {
+            Table::Ext
+        };
+        let mut pos = 0usize;
+        loop {
+            let rest = &addr[pos..];
+            let scan = prescan(&self.engine.tables, rest, Some(b','), table, false);
+            self.engine.print_diags(rest, &scan.diagnostics);
+            let end = pos + scan.end;
+            match scan.result {
+                Ok(mut pvp) => self.run_spec(&spec, &mut pvp),
+                Err(e) => self.prescan_failed(rest, &e),
+            }
+            if end >= addr.len() {
+                break;
+            }
+            pos = end + 1;
+        }
+    }
+
+    fn prescan_failed(&mut self, addr: &[u8], e: &super::token::PrescanError) {
+        use super::token::PrescanError as P;
+        if matches!(e, P::Empty) {
+            return;
+        }
+        let mut line = shorten(addr);
+        line.extend_from_slice(b"... ");
+        line.extend_from_slice(e.to_string().as_bytes());
+        line.push(b'\n');
+        self.engine.out.extend_from_slice(&line);
+    }
+
+    fn run_spec(&mut self, spec: &str, pvp: &mut Vec<Vec<u8>>) {
+        let mut p = spec;
+        while !p.is_empty() {
+            let set = match self.engine.rulesets.find(p) {
+                Lookup::Found(n, _) => Some(n),
+                _ => self.find_ruleset(p),
+            };
+            let Some(set) = set else {
+                let s = format!("Undefined ruleset {p}\n");
+                self.say(&s);
+                break;
+            };
+            let status = self.engine.rewrite(pvp, set, 0, MAXATOM);
+            if status != EX_OK {
+                let name = p.split(',').next().unwrap_or(p);
+                let s = format!("== Ruleset {name} ({set}) status {status}\n");
+                self.say(&s);
+            }
+            p = match p.find(',') {
+                Some(i) => &p[i + 1..],
+                None => "",
+            };
+        }
+    }
+
+    /// sendmail's `invalidaddr`: too long, or 8-bit bytes in 0x80..0x9f.
+    fn invalid_addr(&mut self, addr: &[u8]) -> bool {
+        const MAXNAME: usize = super::token::MAXNAME;
+        if addr.len() > MAXNAME - 1 {
+            let shown = lossy(&addr[..MAXNAME - 1]);
+            let s = format!("Address \"{shown}\" too long ({} bytes max)\n", MAXNAME - 1);
+            self.say(&s);
+            return true;
+        }
+        if addr.iter().any(|&b| b & 0xe0 == 0x80) {
+            let shown: Vec<u8> = addr
+                .iter()
+                .map(|&b| if b & 0xe0 == 0x80 { b'?' } else { b & 0x7f })
+                .collect();
+            let s = format!("8-bit character in mailbox address \"{}\"\n", lossy(&shown));
+            self.say(&s);
+            if self.engine.exit_stat == EX_OK {
+                self.engine.exit_stat = EX_USAGE;
+            }
+            return true;
+        }
+        false
+    }
+
+    fn print_mailers(&mut self) {
+        let _ = printav;
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// sendmail's symbol table hash for class entries: the order `$=X` lists words in.
+fn stab_hash(w: &[u8]) -> u32 {
+    const STABSIZE: u32 = 2003;
+    const ST_CLASS: u32 = 1;
+    let mut h = ST_CLASS;
+    for &c in w {
+        h = ((h << 1) ^ c.to_ascii_lowercase() as u32) % STABSIZE;
+    }
+    h
+}
+
+/// Read the next line as `fgets(buf, MAXLINE)` does: at most MAXLINE-1 bytes, newline
+/// removed. `None` at end of input.
+fn next_line(input: &mut impl BufRead, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if pending.is_empty() {
+        let mut buf = Vec::new();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => *pending = buf,
+        }
+    }
+    let take = pending.len().min(MAXLINE - 1);
+    let mut line: Vec<u8> = pending.drain(..take).collect();
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::cf::{HostInfo, load};
+
+    fn session(cf: &str) -> Session {
+        let host = HostInfo {
+            hostname: "oracle.example.test".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+        };
+        let (e, x) = load(cf.as_bytes(), "t.cf", &host).unwrap();
+        Session::new(e, x)
+    }
+
+    fn talk(cf: &str, input: &str) -> (String, i32) {
+        let mut s = session(cf);
+        let mut out = Vec::new();
+        let rc = s.run(input.as_bytes(), &mut out);
+        (String::from_utf8(out).unwrap(), rc)
+    }
+
+    const CF: &str = "V10\nO OperatorChars=.:%@!^/[]+\nScanonify=3\nR$* @ $*\t$@ $1 < @ $2 >\nSparse=0\nR$+\t$# local $: $1\n";
+    const BANNER: &str =
+        "ADDRESS TEST MODE (ruleset 3 NOT automatically invoked)\nEnter <ruleset> <address>\n";
+
+    #[test]
+    fn ruleset_list_traces_each_call() {
+        let (out, rc) = talk(CF, "3,0 bob@x\n");
+        assert_eq!(
+            out,
+            format!(
+                "{BANNER}> canonify           input: bob @ x\ncanonify         returns: bob < @ x >\nparse              input: bob < @ x >\nparse            returns: $# local $: bob < @ x >\n> "
+            )
+        );
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn undefined_ruleset_and_missing_address() {
+        let (out, _) = talk(CF, "nosuch root\nfoo\n");
+        assert!(out.contains("> Undefined ruleset nosuch\n> No address!\n> "));
+        let (out, rc) = talk(CF, "999 root\n");
+        assert!(out.contains("bad ruleset 999 (100 max)\nUndefined ruleset 999\n"));
+        assert_eq!(rc, 70);
+    }
+
+    #[test]
+    fn macros_and_classes() {
+        let (out, _) = talk(CF, ".Dxvalue of x\n$x\n$j\n$=w\n$e\n");
+        assert!(out.contains("> > value of x\n> oracle.example.test\n> oracle\noracle.example.test\n[127.0.0.1]\n> Undefined\n"));
+    }
+
+    #[test]
+    fn show_ruleset() {
+        let (out, _) = talk(CF, "=Scanonify\n");
+        assert!(out.contains("> R$* @ $* \t\t$@ $1 < @ $2 > \n"));
+    }
+
+    #[test]
+    fn quit_ends_without_prompt() {
+        let (out, _) = talk(CF, "/quit\n3,0 root\n");
+        assert_eq!(out, format!("{BANNER}> "));
+    }
+
+    #[test]
+    fn long_lines_are_read_in_fgets_pieces() {
+        let mut pending = Vec::new();
+        let long = format!("{}\n", "a".repeat(3000));
+        let mut input = long.as_bytes();
+        assert_eq!(next_line(&mut input, &mut pending).unwrap().len(), 2047);
+        assert_eq!(next_line(&mut input, &mut pending).unwrap().len(), 953);
+        assert_eq!(next_line(&mut input, &mut pending), None);
+    }
+
+    #[test]
+    fn too_long_address() {
+        let (out, _) = talk(CF, &format!("3,0 {}\n", "x".repeat(300)));
+        assert!(out.contains(&format!(
+            "Address \"{}\" too long (255 bytes max)\n",
+            "x".repeat(255)
+        )));
+    }
+}
