@@ -9,10 +9,12 @@
 //! `$=X`, `/map`, `/parse`, `/try`, `/tryflags`, `/canon`, `/mx`, `/expand`, `/quit`, `?`.
 //! Input lines are read as fgets with sendmail's 2048-byte buffer would read them.
 
+use super::address::{self, Use};
 use super::cf::CfExtras;
 use super::macros::translate_dollars;
-use super::print::{printav, xputs};
-use super::rewrite::{Engine, MAXATOM, shorten};
+use super::mailer::{self, MailerDef};
+use super::print::xputs;
+use super::rewrite::{Engine, MAXATOM};
 use super::ruleset::{Lookup, MAXRWSETS};
 use super::token::{Table, prescan};
 use crate::sysexits::{EX_OK, EX_SOFTWARE, EX_USAGE};
@@ -25,6 +27,7 @@ const MAXLINE: usize = 2048;
 pub struct Session {
     pub engine: Engine,
     pub extras: CfExtras,
+    pub mailers: Vec<MailerDef>,
     /// `/tryflags`: header (vs envelope) address.
     pub header: bool,
     /// `/tryflags`: sender (vs recipient) address.
@@ -40,9 +43,11 @@ enum Flow {
 impl Session {
     pub fn new(mut engine: Engine, extras: CfExtras) -> Self {
         engine.trace = true;
+        let mailers = mailer::build(&extras.mailers, &engine.rulesets, &mut engine.names);
         Session {
             engine,
             extras,
+            mailers,
             header: false,
             sender: false,
             exit_stat: EX_OK,
@@ -351,6 +356,20 @@ impl Session {
                 }
             }
             "gethostbyname" => {}
+            "parse" => self.slash_parse(&arg),
+            "try" => self.slash_try(&arg),
+            "sender" => self.slash_sender(&arg),
+            "header" => {
+                let colon = arg.iter().position(|&b| b == b':');
+                let name_ok =
+                    colon.is_some_and(|c| c > 0 && arg[..c].iter().all(|b| b.is_ascii_graphic()));
+                if name_ok {
+                    self.say("ul = 0x00040000\n");
+                } else {
+                    self.syserr(&format!("header syntax error, line \"{}\"", lossy(&arg)));
+                    self.say("ul = 00000000\n");
+                }
+            }
             _ => {
                 let s = format!("Unknown \"/\" command {}\n", lossy(&line));
                 self.say(&s);
@@ -432,11 +451,7 @@ impl Session {
         if matches!(e, P::Empty) {
             return;
         }
-        let mut line = shorten(addr);
-        line.extend_from_slice(b"... ");
-        line.extend_from_slice(e.to_string().as_bytes());
-        line.push(b'\n');
-        self.engine.out.extend_from_slice(&line);
+        self.engine.print_diags(addr, &[e.to_string()]);
     }
 
     fn run_spec(&mut self, spec: &str, pvp: &mut Vec<Vec<u8>>) {
@@ -489,8 +504,133 @@ impl Session {
     }
 
     fn print_mailers(&mut self) {
-        let _ = printav;
+        let mut o = Vec::new();
+        for m in &self.mailers {
+            mailer::print(&mut o, m, &self.engine.rulesets, &self.engine.names);
+        }
+        self.engine.out.extend_from_slice(&o);
     }
+
+    fn how(&self) -> Use {
+        Use {
+            sender: self.sender,
+            header: self.header,
+        }
+    }
+
+    fn kind(&self) -> (&'static str, &'static str) {
+        (
+            if self.header { "header" } else { "envelope" },
+            if self.sender { "sender" } else { "recipient" },
+        )
+    }
+
+    fn slash_parse(&mut self, arg: &[u8]) {
+        if arg.is_empty() {
+            self.say("Usage: /parse address\n");
+            return;
+        }
+        let cracked = address::crackaddr(arg);
+        let mut o = b"Cracked address = ".to_vec();
+        xputs(&mut o, &self.engine.names, &cracked);
+        let (h, s) = self.kind();
+        o.extend_from_slice(format!("\nParsing {h} {s} address\n").as_bytes());
+        self.engine.out.extend_from_slice(&o);
+        let how = self.how();
+        match address::parseaddr(&mut self.engine, &self.mailers, arg, how) {
+            None => self.say("Cannot parse\n"),
+            Some(a) => {
+                let line = match a.host.as_deref() {
+                    Some(h) if !h.is_empty() => {
+                        format!("mailer {}, host {}, user {}\n", a.mailer, h, a.user)
+                    }
+                    _ => format!("mailer {}, user {}\n", a.mailer, a.user),
+                };
+                self.say(&line);
+            }
+        }
+    }
+
+    fn slash_try(&mut self, arg: &[u8]) {
+        let sp = arg.iter().position(|&b| b == b' ' || b == b'\t');
+        let (name, addr) = match sp {
+            Some(i) => {
+                let mut j = i;
+                while j < arg.len() && arg[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                (lossy(&arg[..i]), arg[j..].to_vec())
+            }
+            None => (lossy(arg), Vec::new()),
+        };
+        if addr.is_empty() {
+            self.say("Usage: /try mailer address\n");
+            return;
+        }
+        let Some(m) = self
+            .mailers
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(&name))
+            .cloned()
+        else {
+            let s = format!("Unknown mailer {name}\n");
+            self.say(&s);
+            return;
+        };
+        let (h, s) = self.kind();
+        let line = format!(
+            "Trying {h} {s} address {} for mailer {name}\n",
+            lossy(&addr)
+        );
+        self.say(&line);
+        let how = self.how();
+        let (out, rcode) = address::remotename(&mut self.engine, &m, &addr, how);
+        let mut o = format!("Rcode = {rcode}, addr = ").into_bytes();
+        o.extend_from_slice(&out);
+        o.push(b'\n');
+        self.engine.out.extend_from_slice(&o);
+    }
+
+    /// `/sender addr`: sendmail's `setsender`, then `addr=` the rewritten sender.
+    fn slash_sender(&mut self, arg: &[u8]) {
+        let how = Use {
+            sender: true,
+            header: false,
+        };
+        let mut from = arg.to_vec();
+        let parsed = if from.is_empty() {
+            None
+        } else {
+            address::parseaddr(&mut self.engine, &self.mailers, &from, how)
+        };
+        if parsed.as_ref().is_none_or(|a| a.bad) {
+            from = real_user_name().into_bytes();
+            let _ = address::parseaddr(&mut self.engine, &self.mailers, &from, Use::default());
+        }
+        let scan = prescan(&self.engine.tables, &from, None, Table::Ext, false);
+        let Ok(mut pvp) = scan.result else {
+            self.say("addr=\n");
+            return;
+        };
+        self.engine.rewrite(&mut pvp, 3, 0, MAXATOM);
+        self.engine.rewrite(&mut pvp, 1, 0, MAXATOM);
+        self.engine.rewrite(&mut pvp, 4, 0, MAXATOM);
+        let v =
+            super::rewrite::cataddr(&self.engine.tables, &pvp, Some(self.engine.space_sub), true);
+        let mut o = b"addr=".to_vec();
+        o.extend_from_slice(&v);
+        o.push(b'\n');
+        self.engine.out.extend_from_slice(&o);
+    }
+}
+
+/// The invoking user's login name (sendmail's `RealUserName`).
+fn real_user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
 }
 
 fn lossy(b: &[u8]) -> String {

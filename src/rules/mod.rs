@@ -13,9 +13,11 @@
 //! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
 //! parseaddr.c, readcf.c, map.c.
 
+pub mod address;
 pub mod bt;
 pub mod cf;
 pub mod macros;
+pub mod mailer;
 pub mod maps;
 pub mod print;
 pub mod rewrite;

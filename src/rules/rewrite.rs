@@ -49,6 +49,8 @@ pub struct Engine {
     pub out: Vec<u8>,
     /// The most serious status reported by `syserr`-like failures (for the exit code).
     pub exit_stat: i32,
+    /// The address being processed (sendmail's `e_to`): prefixes error messages.
+    pub e_to: Option<Vec<u8>>,
 }
 
 impl Default for Engine {
@@ -64,6 +66,7 @@ impl Default for Engine {
             trace: false,
             out: Vec::new(),
             exit_stat: EX_OK,
+            e_to: None,
         }
     }
 }
@@ -137,10 +140,31 @@ impl Engine {
         self.out.push(b'\n');
     }
 
-    fn syserr(&mut self, line: &str) {
-        self.message(line);
+    /// A user error as test mode prints it: SMTP and enhanced codes dropped, prefixed by
+    /// the current address (`addr... text`).
+    pub fn usrerr(&mut self, msg: &str) {
+        let text = strip_codes(msg);
+        let mut line = Vec::new();
+        if let Some(to) = &self.e_to {
+            line.extend_from_slice(&shorten(to));
+            line.extend_from_slice(b"... ");
+        }
+        line.extend_from_slice(text.as_bytes());
+        line.push(b'\n');
+        self.out.extend_from_slice(&line);
+    }
+
+    /// A configuration/software error: printed like [`usrerr`](Self::usrerr), and the
+    /// exit status becomes `EX_SOFTWARE` (70).
+    pub fn syserr(&mut self, msg: &str) {
+        self.usrerr(msg);
+        self.setstat(crate::sysexits::EX_SOFTWARE);
+    }
+
+    /// sendmail's `setstat`: remember the first non-OK status.
+    pub fn setstat(&mut self, st: i32) {
         if self.exit_stat == EX_OK {
-            self.exit_stat = crate::sysexits::EX_SOFTWARE;
+            self.exit_stat = st;
         }
     }
 
@@ -422,15 +446,14 @@ impl Engine {
         EX_DATAERR
     }
 
-    /// Print prescan diagnostics the way `usrerr` shows them in test mode.
+    /// Print prescan diagnostics the way `usrerr` shows them in test mode (the scanned
+    /// text is the current address meanwhile).
     pub fn print_diags(&mut self, addr: &[u8], diags: &[String]) {
+        let saved = self.e_to.replace(addr.to_vec());
         for d in diags {
-            let mut line = shorten(addr);
-            line.extend_from_slice(b"... ");
-            line.extend_from_slice(d.as_bytes());
-            line.push(b'\n');
-            self.out.extend_from_slice(&line);
+            self.usrerr(d);
         }
+        self.e_to = saved;
     }
 
     /// Replace `$[ host $]` and `$( map key $@ arg $: default $)` in `npvp`.
@@ -632,6 +655,31 @@ impl Engine {
         }
         rstat
     }
+}
+
+/// Drop a leading `553 ` and `5.1.3 ` from a message.
+pub fn strip_codes(msg: &str) -> &str {
+    let b = msg.as_bytes();
+    let mut m = msg;
+    if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ' {
+        m = &msg[4..];
+        let dsn_len = m
+            .split(' ')
+            .next()
+            .filter(|w| {
+                let p: Vec<&str> = w.split('.').collect();
+                p.len() == 3
+                    && p.iter()
+                        .all(|x| !x.is_empty() && x.bytes().all(|c| c.is_ascii_digit()))
+            })
+            .map(str::len);
+        if let Some(n) = dsn_len
+            && m.len() > n
+        {
+            m = &m[n + 1..];
+        }
+    }
+    m
 }
 
 /// sendmail's `shortenstring(s, MAXSHORTSTR)`: long strings become head...tail.
