@@ -148,7 +148,8 @@ impl Session {
         let mut found = false;
         for l in text.split(|&b| b == b'\n') {
             if let Some(rest) = l.strip_prefix(b"-bt\t") {
-                self.engine.out.extend_from_slice(rest);
+                let text = String::from_utf8_lossy(rest).replace("$$", "$");
+                self.engine.out.extend_from_slice(text.as_bytes());
                 self.engine.out.push(b'\n');
                 found = true;
             }
@@ -425,7 +426,7 @@ impl Session {
             return;
         }
         let table = if self.extras.config_level >= 9 {
-            Table::NoComment
+            Table::NoCommentExt
         } else {
             Table::Ext
         };

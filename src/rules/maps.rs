@@ -505,7 +505,12 @@ impl Maps {
 
     fn host_lookup(&self, key: &[u8]) -> MapAnswer {
         let k = String::from_utf8_lossy(key);
-        if let Some(inner) = k.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        if let Some(rest) = k.strip_prefix('[') {
+            // "[addr]anything": the address up to ']' is looked up, the rest ignored
+            let Some(close) = rest.find(']') else {
+                return MapAnswer::none(EX_NOHOST);
+            };
+            let inner = &rest[..close];
             let inner = inner.strip_prefix("IPv6:").unwrap_or(inner);
             return match self.hosts.by_addr(inner) {
                 Some(n) => MapAnswer::found(n.into_bytes()),

@@ -123,8 +123,11 @@ pub enum Table {
     Ext,
     /// Internal strings: metasymbols split, comments stripped.
     Int,
-    /// Internal strings, comments kept as `(` `)` operators (rules of V9+ configs, -bt input).
+    /// Internal strings, comments kept as `(` `)` operators (rules of V9+ configs).
     NoComment,
+    /// External strings with comments kept (addresses typed at `-bt` with V9+ configs):
+    /// 8-bit bytes are part of atoms.
+    NoCommentExt,
 }
 
 /// The three byte→class tables, built once from the configured operator characters.
@@ -133,6 +136,7 @@ pub struct TokenTables {
     ext: [Class; 256],
     int: [Class; 256],
     noc: [Class; 256],
+    noc_ext: [Class; 256],
 }
 
 impl TokenTables {
@@ -150,6 +154,7 @@ impl TokenTables {
         let mut noc = base;
         noc[b'(' as usize] = Class::Opr;
         noc[b')' as usize] = Class::Opr;
+        let mut noc_ext = noc;
         for c in 0x80..=0xff_usize {
             int[c] = Class::Opr;
             noc[c] = Class::Opr;
@@ -161,13 +166,20 @@ impl TokenTables {
         int[0xff] = Class::One;
         noc[0xff] = Class::One;
         for &c in operators.iter().chain(DELIMCHARS) {
-            for t in [&mut ext, &mut int, &mut noc] {
+            for t in [&mut ext, &mut int, &mut noc, &mut noc_ext] {
                 if t[c as usize] == Class::Atm {
                     t[c as usize] = Class::Opr;
                 }
             }
         }
-        TokenTables { ext, int, noc }
+        // 0xff starts a token that takes the next byte (stored as DEL, see `prescan`)
+        noc_ext[0xff] = Class::One;
+        TokenTables {
+            ext,
+            int,
+            noc,
+            noc_ext,
+        }
     }
 
     fn table(&self, t: Table) -> &[Class; 256] {
@@ -175,6 +187,7 @@ impl TokenTables {
             Table::Ext => &self.ext,
             Table::Int => &self.int,
             Table::NoComment => &self.noc,
+            Table::NoCommentExt => &self.noc_ext,
         }
     }
 
@@ -322,7 +335,8 @@ pub fn prescan(
                 if used >= PSBUFSIZE - 5 {
                     return fail(PrescanError::AddressTooLong, diags, p);
                 }
-                tok.push(ch);
+                // sendmail stores a 0xff byte as DEL (0x7f)
+                tok.push(if ch == 0xff { 0x7f } else { ch });
                 used += 1;
             }
             // read a new input character
@@ -363,9 +377,6 @@ pub fn prescan(
                     c = Some(ch);
                     break;
                 }
-            }
-            if ch == 0xff {
-                ch = 0x7f;
             }
             let mut cur = Some(ch);
             if bslash {
