@@ -301,6 +301,14 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
         }
     }
     if let Some(lt) = lt {
+        // "<>" stays as it is
+        let inner_empty = addr[lt + 1..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_none_or(|&b| b == b'>');
+        if inner_empty {
+            return addr.to_vec();
+        }
         let mut depth = 0i32;
         let mut gt = None;
         let mut quote = false;
@@ -326,9 +334,36 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
         }
         return out;
     }
-    // no angle brackets: keep comments after the address
-    let (mut quote, mut bs) = (false, false);
-    let mut paren = None;
+    // no angle brackets: a group name before the first ':' is kept (quoted when it holds
+    // special characters), the rest is the address
+    if let Some(colon) = group_colon(addr) {
+        let name = &addr[..colon];
+        let mut out = Vec::new();
+        let t = name
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(name.len());
+        let trimmed = &name[t..];
+        if trimmed.iter().any(|b| b"@,;:\\()[].'".contains(b)) && !trimmed.is_empty() {
+            out.push(b'"');
+            out.extend_from_slice(trimmed);
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(trimmed);
+        }
+        out.push(b':');
+        let rest = &addr[colon + 1..];
+        let ws = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        out.extend_from_slice(&rest[..ws]);
+        out.append(&mut crackaddr_plain(&rest[ws..]));
+        return out;
+    }
+    crackaddr_plain(addr)
+}
+
+/// The top-level `:` ending a group name, if any.
+fn group_colon(addr: &[u8]) -> Option<usize> {
+    let (mut quote, mut cmnt, mut bs, mut bracket) = (false, 0i32, false, false);
     for (i, &c) in addr.iter().enumerate() {
         if bs {
             bs = false;
@@ -336,29 +371,88 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
         }
         match c {
             b'\\' => bs = true,
-            b'"' => quote = !quote,
-            b'(' if !quote => {
-                paren = Some(i);
-                break;
-            }
+            b'"' if cmnt == 0 => quote = !quote,
+            b'(' if !quote => cmnt += 1,
+            b')' if !quote && cmnt > 0 => cmnt -= 1,
+            b'[' if !quote && cmnt == 0 => bracket = true,
+            b']' if !quote && cmnt == 0 => bracket = false,
+            b':' if !quote && cmnt == 0 && !bracket => return Some(i),
             _ => {}
         }
     }
-    let mut out = g.to_vec();
-    if let Some(p) = paren {
-        let before = &addr[..p];
-        let ws = before
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |x| x + 1);
-        if ws > 0 {
-            out.extend_from_slice(&addr[ws..]);
-        } else {
-            let mut v = addr[p..].to_vec();
-            v.push(b' ');
-            v.extend_from_slice(&g);
-            return v;
+    None
+}
+
+/// Without angle brackets: comments are kept, the address text (however split by
+/// comments) becomes one `$g`, a group's closing `;` is kept.
+fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
+    let g = [meta::MACROEXPAND, b'g'];
+    let mut out: Vec<u8> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut put_g = false;
+    let mut i = 0;
+    while i < addr.len() {
+        let c = addr[i];
+        if c.is_ascii_whitespace() {
+            pending.push(c);
+            i += 1;
+            continue;
         }
+        if c == b'(' {
+            let start = i;
+            let mut depth = 0i32;
+            while i < addr.len() {
+                match addr[i] {
+                    b'\\' => i += 1,
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            if !out.is_empty() {
+                out.append(&mut pending);
+            }
+            pending.clear();
+            out.extend_from_slice(&addr[start..i.min(addr.len())]);
+            continue;
+        }
+        if c == b';' {
+            pending.clear();
+            out.push(b';');
+            i += 1;
+            continue;
+        }
+        // address text
+        if !put_g {
+            if !out.is_empty() {
+                out.append(&mut pending);
+            }
+            out.extend_from_slice(&g);
+            put_g = true;
+        }
+        pending.clear();
+        if c == b'"' {
+            i += 1;
+            while i < addr.len() && addr[i] != b'"' {
+                if addr[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+        } else if c == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    if !put_g {
+        out.extend_from_slice(&g);
     }
     out
 }

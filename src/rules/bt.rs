@@ -349,8 +349,9 @@ impl Session {
                 if arg.is_empty() {
                     self.say("Usage: /expand string\n");
                 } else {
-                    let t = translate_dollars(&mut self.engine.names, &arg);
-                    let v = self.engine.macros.expand(&t);
+                    // 8.17 expands the raw text, whose `$` are not macro markers: the
+                    // string comes back unchanged, without a newline
+                    let v = self.engine.macros.expand(&arg);
                     let mut o = Vec::new();
                     xputs(&mut o, &self.engine.names, &v);
                     self.engine.out.extend_from_slice(&o);
@@ -360,17 +361,7 @@ impl Session {
             "parse" => self.slash_parse(&arg),
             "try" => self.slash_try(&arg),
             "sender" => self.slash_sender(&arg),
-            "header" => {
-                let colon = arg.iter().position(|&b| b == b':');
-                let name_ok =
-                    colon.is_some_and(|c| c > 0 && arg[..c].iter().all(|b| b.is_ascii_graphic()));
-                if name_ok {
-                    self.say("ul = 0x00040000\n");
-                } else {
-                    self.syserr(&format!("header syntax error, line \"{}\"", lossy(&arg)));
-                    self.say("ul = 00000000\n");
-                }
-            }
+            "header" => self.slash_header(&arg),
             _ => {
                 let s = format!("Unknown \"/\" command {}\n", lossy(&line));
                 self.say(&s);
@@ -512,6 +503,26 @@ impl Session {
         self.engine.out.extend_from_slice(&o);
     }
 
+    /// `/header Name: value`: the header flags sendmail would give a user-supplied header.
+    fn slash_header(&mut self, arg: &[u8]) {
+        const H_USER: u32 = 0x0004_0000;
+        let colon = arg.iter().position(|&b| b == b':');
+        let name = colon.map(|c| &arg[..c]).unwrap_or(b"");
+        let name_end = name
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let name = &name[..name_end];
+        if colon.is_none() || name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
+            self.syserr(&format!("header syntax error, line \"{}\"", lossy(arg)));
+            self.say("ul = 00000000\n");
+            return;
+        }
+        let flags = header_flags(&lossy(name)) | H_USER;
+        let s = format!("ul = {flags:#010x}\n");
+        self.say(&s);
+    }
+
     fn how(&self) -> Use {
         Use {
             sender: self.sender,
@@ -623,6 +634,65 @@ impl Session {
         o.push(b'\n');
         self.engine.out.extend_from_slice(&o);
     }
+}
+
+/// Flags of the header fields sendmail knows (conf.c `HdrInfo`, sendmail.h `H_*`).
+fn header_flags(name: &str) -> u32 {
+    const H_EOH: u32 = 0x1;
+    const H_RCPT: u32 = 0x2;
+    const H_RESENT: u32 = 0x8;
+    const H_ACHECK: u32 = 0x20;
+    const H_FORCE: u32 = 0x40;
+    const H_TRACE: u32 = 0x80;
+    const H_FROM: u32 = 0x100;
+    const H_RECEIPTTO: u32 = 0x400;
+    const H_ERRORSTO: u32 = 0x800;
+    const H_CTE: u32 = 0x1000;
+    const H_CTYPE: u32 = 0x2000;
+    const H_BCC: u32 = 0x4000;
+    const H_ENCODABLE: u32 = 0x8000;
+    const H_BINDLATE: u32 = 0x20000;
+    const TABLE: &[(&str, u32)] = &[
+        ("resent-sender", H_FROM | H_RESENT),
+        ("resent-from", H_FROM | H_RESENT),
+        ("resent-reply-to", H_FROM | H_RESENT),
+        ("sender", H_FROM),
+        ("from", H_FROM),
+        ("reply-to", H_FROM),
+        ("errors-to", H_FROM | H_ERRORSTO),
+        ("full-name", H_ACHECK),
+        ("return-receipt-to", H_RECEIPTTO),
+        ("delivery-receipt-to", H_RECEIPTTO),
+        ("disposition-notification-to", H_FROM),
+        ("to", H_RCPT),
+        ("resent-to", H_RCPT | H_RESENT),
+        ("cc", H_RCPT),
+        ("resent-cc", H_RCPT | H_RESENT),
+        ("bcc", H_RCPT | H_BCC),
+        ("resent-bcc", H_RCPT | H_BCC | H_RESENT),
+        ("apparently-to", H_RCPT),
+        ("message-id", 0),
+        ("resent-message-id", H_RESENT),
+        ("message", H_EOH),
+        ("text", H_EOH),
+        ("date", 0),
+        ("resent-date", H_RESENT),
+        ("received", H_TRACE | H_FORCE),
+        ("x400-received", H_TRACE | H_FORCE),
+        ("via", H_TRACE | H_FORCE),
+        ("mail-from", H_TRACE | H_FORCE),
+        ("comments", H_FORCE | H_ENCODABLE),
+        ("return-path", H_FORCE | H_ACHECK | H_BINDLATE),
+        ("content-transfer-encoding", H_CTE),
+        ("content-type", H_CTYPE),
+        ("content-length", H_ACHECK),
+        ("subject", H_ENCODABLE),
+        ("x-authentication-warning", H_FORCE),
+    ];
+    TABLE
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map_or(0, |(_, f)| *f)
 }
 
 /// The invoking user's login name (sendmail's `RealUserName`).

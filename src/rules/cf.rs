@@ -378,9 +378,9 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
     e.macros.define(b'w', short.clone().into_bytes());
     e.macros.define(b'j', full.clone().into_bytes());
     e.macros.define(b'm', domain.clone().into_bytes());
-    e.macros.define(b'k', short.clone().into_bytes());
+    e.macros.define(b'k', full.clone().into_bytes());
     e.macros.add_to_class(b'w', short.as_bytes());
-    e.macros.add_to_class(b'k', short.as_bytes());
+    e.macros.add_to_class(b'k', full.as_bytes());
     if !domain.is_empty() {
         e.macros.add_to_class(b'm', domain.as_bytes());
     }
@@ -395,6 +395,29 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
         e.macros.add_to_class(b'w', full.as_bytes());
     }
     e.macros.define(b'v', b"8.17.1.9".to_vec());
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into());
+    e.macros
+        .define(b'_', format!("{user}@localhost").into_bytes());
+    if let Some(id) = e.names.id("opMode") {
+        e.macros.define(id, b"t".to_vec());
+    }
+    let now = chrono::Utc::now();
+    e.macros.define(
+        b'b',
+        now.format("%a, %-d %b %Y %H:%M:%S GMT")
+            .to_string()
+            .into_bytes(),
+    );
+    e.macros.define(
+        b'd',
+        now.format("%a %b %e %H:%M:%S %Y").to_string().into_bytes(),
+    );
+    e.macros
+        .define(b't', now.format("%Y%m%d%H%M").to_string().into_bytes());
 }
 
 #[cfg(test)]

@@ -149,7 +149,8 @@ impl RuleSets {
         if b.first().is_some_and(|c| c.is_ascii_digit()) {
             let len = b.iter().take_while(|c| c.is_ascii_digit()).count();
             let n: i64 = s[..len].parse().unwrap_or(i64::MAX);
-            if n < 0 || n as usize >= MAXRWSETS {
+            // numbers above MAXRWSETS/2 belong to named rulesets and cannot be typed
+            if n < 0 || n as usize >= MAXRWSETS / 2 {
                 return Lookup::BadNumber(n, len);
             }
             return Lookup::Found(n as usize, len);
