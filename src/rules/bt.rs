@@ -16,7 +16,7 @@ use super::mailer::{self, MailerDef};
 use super::print::xputs;
 use super::rewrite::{Engine, MAXATOM};
 use super::ruleset::{Lookup, MAXRWSETS};
-use super::token::{Table, prescan};
+use super::token::{Table, meta, prescan};
 use crate::sysexits::{EX_OK, EX_SOFTWARE, EX_USAGE};
 use std::io::{BufRead, Write};
 
@@ -165,9 +165,12 @@ impl Session {
         match line.get(1) {
             Some(b'D') => {
                 let rest = &line[2..];
-                let Some((id, used)) = self.engine.names.parse(rest) else {
-                    self.syserr("Name required for macro/class");
-                    return;
+                let (id, used) = match self.engine.names.parse_checked(rest) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.syserr(&e.to_string());
+                        return;
+                    }
                 };
                 let v = translate_dollars(&mut self.engine.names, &rest[used..]);
                 self.engine.macros.define(id, v);
@@ -177,9 +180,12 @@ impl Session {
                 if rest.is_empty() {
                     return;
                 }
-                let Some((id, used)) = self.engine.names.parse(rest) else {
-                    self.syserr("Name required for macro/class");
-                    return;
+                let (id, used) = match self.engine.names.parse_checked(rest) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.syserr(&e.to_string());
+                        return;
+                    }
                 };
                 let v = translate_dollars(&mut self.engine.names, &rest[used..]);
                 let v = self.engine.macros.expand(&v);
@@ -251,22 +257,33 @@ impl Session {
 
     fn dollar(&mut self, line: &[u8]) {
         if line.get(1) == Some(&b'=') {
-            match self.engine.names.parse(&line[2..]) {
-                Some((id, _)) => {
-                    let mut words: Vec<Vec<u8>> = self.engine.macros.class(id).to_vec();
-                    words.sort_by_key(|w| stab_hash(w));
-                    for w in words {
+            match self.engine.names.parse_checked(&line[2..]) {
+                Ok((id, _)) => {
+                    let mut words = self.engine.macros.class_entries(id);
+                    words.sort_by_key(|(rank, w)| (stab_hash(w), *rank));
+                    for (_, w) in words {
                         self.engine.out.extend_from_slice(&w);
                         self.engine.out.push(b'\n');
                     }
                 }
-                None => self.syserr("Name required for macro/class"),
+                Err(e) => self.syserr(&e.to_string()),
             }
             return;
         }
-        let Some((id, _)) = self.engine.names.parse(&line[1..]) else {
-            self.syserr("Name required for macro/class");
+        if let Some(&c) = line.get(1)
+            && (c.is_ascii_digit() || (c != b'=' && meta::from_letter(c).is_some()))
+        {
+            // sendmail prints rule metasymbols as themselves
+            let s = format!("${}\n", c as char);
+            self.say(&s);
             return;
+        }
+        let id = match self.engine.names.parse_checked(&line[1..]) {
+            Ok((id, _)) => id,
+            Err(e) => {
+                self.syserr(&e.to_string());
+                return;
+            }
         };
         match self.engine.macros.get(id).map(|v| v.to_vec()) {
             None => self.say("Undefined\n"),

@@ -86,9 +86,32 @@ impl MacroNames {
                 }
                 Some((self.id(&name)?, close + 1))
             }
-            &c if c.is_ascii_graphic() || c >= 0x80 => Some((c, 1)),
-            _ => None,
+            0 => None,
+            &c => Some((c, 1)),
         }
+    }
+}
+
+/// Why a macro or class name could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Nothing usable after `$`/`.D`.
+    #[error("Name required for macro/class")]
+    Missing,
+    /// `{name` without `}`; carries the text after `{`.
+    #[error("Unbalanced {{ on {0}\nUnable to assign macro/class ID (mid = 0xffffffff)")]
+    Unbalanced(String),
+}
+
+impl MacroNames {
+    /// Like [`parse`](Self::parse), telling a missing name from an unclosed `{`.
+    pub fn parse_checked(&mut self, s: &[u8]) -> Result<(u8, usize), NameError> {
+        if s.first() == Some(&b'{') && !s.contains(&b'}') {
+            return Err(NameError::Unbalanced(
+                String::from_utf8_lossy(&s[1..]).into_owned(),
+            ));
+        }
+        self.parse(s).ok_or(NameError::Missing)
     }
 }
 
@@ -130,10 +153,18 @@ pub fn translate_dollars(names: &mut MacroNames, s: &[u8]) -> Vec<u8> {
 }
 
 /// Macro values (internal form) and class members.
+///
+/// Class words live in one table shared by all classes, as in sendmail's symbol table: a
+/// word keeps the spelling it was first added with, whichever class that was.
 #[derive(Debug, Clone, Default)]
 pub struct Macros {
     values: HashMap<u8, Vec<u8>>,
-    classes: HashMap<u8, Vec<Vec<u8>>>,
+    /// Every class word ever added, in order, with its first spelling.
+    words: Vec<Vec<u8>>,
+    /// Lower-cased word → index in `words`.
+    word_index: HashMap<Vec<u8>, usize>,
+    /// Class id → word indices, in the order added.
+    classes: HashMap<u8, Vec<usize>>,
 }
 
 impl Macros {
@@ -152,27 +183,45 @@ impl Macros {
         self.values.get(&id).map(|v| v.as_slice())
     }
 
-    /// Add a word to a class (no duplicates; case-insensitive as in sendmail's symbol table).
+    /// Add a word to a class (case-insensitive, no duplicates).
     pub fn add_to_class(&mut self, class: u8, word: &[u8]) {
+        let key = word.to_ascii_lowercase();
+        let idx = match self.word_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.words.push(word.to_vec());
+                self.word_index.insert(key, self.words.len() - 1);
+                self.words.len() - 1
+            }
+        };
         let list = self.classes.entry(class).or_default();
-        if !list.iter().any(|w| w.eq_ignore_ascii_case(word)) {
-            list.push(word.to_vec());
+        if !list.contains(&idx) {
+            list.push(idx);
         }
     }
 
     /// Is `word` in class `class`?
     pub fn in_class(&self, class: u8, word: &[u8]) -> bool {
-        self.classes
-            .get(&class)
-            .is_some_and(|l| l.iter().any(|w| w.eq_ignore_ascii_case(word)))
+        let Some(i) = self.word_index.get(&word.to_ascii_lowercase()) else {
+            return false;
+        };
+        self.classes.get(&class).is_some_and(|l| l.contains(i))
     }
 
-    /// The members of a class in the order they were added.
-    pub fn class(&self, class: u8) -> &[Vec<u8>] {
+    /// The members of a class in the order they were added (first spellings).
+    pub fn class(&self, class: u8) -> Vec<Vec<u8>> {
+        self.class_entries(class)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect()
+    }
+
+    /// Members with their global insertion rank (for symbol-table ordering).
+    pub fn class_entries(&self, class: u8) -> Vec<(usize, Vec<u8>)> {
         self.classes
             .get(&class)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+            .map(|l| l.iter().map(|&i| (i, self.words[i].clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Expand `$x`, `$?x ... $| ... $.` in internal text; `$&x` and rule metasymbols are
