@@ -627,14 +627,22 @@ impl Session {
             header: false,
         };
         let mut from = arg.to_vec();
-        let parsed = if from.is_empty() {
+        let mut parsed = if from.is_empty() {
             None
         } else {
             address::parseaddr(&mut self.engine, &self.mailers, &from, how)
         };
+        if let Some(a) = &parsed
+            && matches!(a.mailer.as_str(), "prog" | "*file*" | "*include*")
+        {
+            let saved = self.engine.e_to.replace(from.clone());
+            self.engine.usrerr("553 5.1.7 Invalid sender address");
+            self.engine.e_to = saved;
+            parsed = None;
+        }
         if parsed.as_ref().is_none_or(|a| a.bad) {
             from = real_user_name().into_bytes();
-            let _ = address::parseaddr(&mut self.engine, &self.mailers, &from, Use::default());
+            parsed = address::parseaddr(&mut self.engine, &self.mailers, &from, Use::default());
         }
         let scan = prescan(&self.engine.tables, &from, None, Table::Ext, false);
         let Ok(mut pvp) = scan.result else {
@@ -644,8 +652,22 @@ impl Session {
         self.engine.rewrite(&mut pvp, 3, 0, MAXATOM);
         self.engine.rewrite(&mut pvp, 1, 0, MAXATOM);
         self.engine.rewrite(&mut pvp, 4, 0, MAXATOM);
-        let v =
-            super::rewrite::cataddr(&self.engine.tables, &pvp, Some(self.engine.space_sub), true);
+        // a local sender is known by its user name, others by the rewritten address
+        let local = parsed.as_ref().and_then(|a| {
+            self.mailers
+                .iter()
+                .find(|m| m.name == a.mailer && m.has_flag(b'l'))
+                .map(|_| a.user.clone())
+        });
+        let v = match local {
+            Some(u) => u.into_bytes(),
+            None => super::rewrite::cataddr(
+                &self.engine.tables,
+                &pvp,
+                Some(self.engine.space_sub),
+                true,
+            ),
+        };
         let mut o = b"addr=".to_vec();
         o.extend_from_slice(&v);
         o.push(b'\n');
