@@ -279,7 +279,6 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
 /// The address with its machine-readable part replaced by `$g` (sendmail's `crackaddr`),
 /// in internal form (`$g` is MACROEXPAND g).
 pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
-    let g = [meta::MACROEXPAND, b'g'];
     // find a top-level '<'
     let (mut quote, mut cmnt, mut bs) = (false, 0i32, false);
     let mut lt = None;
@@ -326,8 +325,21 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
                 _ => {}
             }
         }
-        let mut out = addr[..=lt].to_vec();
-        out.extend_from_slice(&g);
+        let phrase = &addr[..lt];
+        let pend = phrase
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let mut out = quote_phrase(&phrase[..pend]);
+        out.extend_from_slice(&phrase[pend..]);
+        out.push(b'<');
+        let inner_end = gt.unwrap_or(addr.len());
+        let mut inner = &addr[lt + 1..inner_end];
+        // nested brackets: the innermost route-addr is the address
+        while inner.first() == Some(&b'<') && inner.last() == Some(&b'>') && inner.len() >= 2 {
+            inner = &inner[1..inner.len() - 1];
+        }
+        out.append(&mut crackaddr_plain(inner));
         out.push(b'>');
         if let Some(gt) = gt {
             out.extend_from_slice(&addr[gt + 1..]);
@@ -359,6 +371,27 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
         return out;
     }
     crackaddr_plain(addr)
+}
+
+/// A display phrase or group name with characters that must be quoted
+/// (`MustQuoteChars`, outside quoted strings) comes back inside double quotes.
+fn quote_phrase(p: &[u8]) -> Vec<u8> {
+    let mut quote = false;
+    let mut special = false;
+    for &c in p {
+        match c {
+            b'"' => quote = !quote,
+            _ if !quote && b"@,;:\\()[].'".contains(&c) => special = true,
+            _ => {}
+        }
+    }
+    if !special {
+        return p.to_vec();
+    }
+    let mut out = vec![b'"'];
+    out.extend(p.iter().filter(|&&c| c != b'"'));
+    out.push(b'"');
+    out
 }
 
 /// The top-level `:` ending a group name, if any.
@@ -417,6 +450,9 @@ fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
                 i += 1;
             }
             if !out.is_empty() {
+                if pending.is_empty() && !out.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    pending.push(b' ');
+                }
                 out.append(&mut pending);
             }
             pending.clear();

@@ -626,6 +626,11 @@ impl Session {
             sender: true,
             header: false,
         };
+        // setsender: {addr_type} is "e s" while the sender is parsed, undefined after
+        let addr_type = self.engine.names.id("addr_type");
+        if let Some(id) = addr_type {
+            self.engine.macros.define(id, b"e s".to_vec());
+        }
         let mut from = arg.to_vec();
         let mut parsed = if from.is_empty() {
             None
@@ -645,29 +650,16 @@ impl Session {
             parsed = address::parseaddr(&mut self.engine, &self.mailers, &from, Use::default());
         }
         let scan = prescan(&self.engine.tables, &from, None, Table::Ext, false);
-        let Ok(mut pvp) = scan.result else {
-            self.say("addr=\n");
-            return;
-        };
-        self.engine.rewrite(&mut pvp, 3, 0, MAXATOM);
-        self.engine.rewrite(&mut pvp, 1, 0, MAXATOM);
-        self.engine.rewrite(&mut pvp, 4, 0, MAXATOM);
-        // a local sender is known by its user name, others by the rewritten address
-        let local = parsed.as_ref().and_then(|a| {
-            self.mailers
-                .iter()
-                .find(|m| m.name == a.mailer && m.has_flag(b'l'))
-                .map(|_| a.user.clone())
-        });
-        let v = match local {
-            Some(u) => u.into_bytes(),
-            None => super::rewrite::cataddr(
-                &self.engine.tables,
-                &pvp,
-                Some(self.engine.space_sub),
-                true,
-            ),
-        };
+        if let Ok(mut pvp) = scan.result {
+            self.engine.rewrite(&mut pvp, 3, 0, MAXATOM);
+            self.engine.rewrite(&mut pvp, 1, 0, MAXATOM);
+            self.engine.rewrite(&mut pvp, 4, 0, MAXATOM);
+        }
+        // what test mode prints is the parsed sender's user part (e_from.q_user)
+        let v = parsed.map(|a| a.user.into_bytes()).unwrap_or_default();
+        if let Some(id) = addr_type {
+            self.engine.macros.undefine(id);
+        }
         let mut o = b"addr=".to_vec();
         o.extend_from_slice(&v);
         o.push(b'\n');

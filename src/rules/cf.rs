@@ -402,6 +402,9 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
         .unwrap_or_else(|| "root".into());
     e.macros
         .define(b'_', format!("{user}@localhost").into_bytes());
+    if let Some(id) = e.names.id("addr_type") {
+        e.macros.define(id, b"e r".to_vec());
+    }
     if let Some(id) = e.names.id("opMode") {
         e.macros.define(id, b"t".to_vec());
     }
