@@ -113,13 +113,21 @@ fn parse_inner(e: &mut Engine, mailers: &[MailerDef], addr: &[u8], how: Use) -> 
 pub fn invalid_addr(e: &mut Engine, addr: &[u8]) -> bool {
     const MAXNAME: usize = super::token::MAXNAME;
     if addr.len() > MAXNAME - 1 {
-        let saved = e.e_to.take();
+        // sendmail cuts the address in place while it complains: the current address
+        // shown before the message is cut too
+        let saved = e.e_to.as_mut().map(|t| {
+            let full = t.clone();
+            t.truncate(MAXNAME - 1);
+            full
+        });
         e.usrerr(&format!(
             "553 5.1.0 Address \"{}\" too long ({} bytes max)",
             lossy(&addr[..MAXNAME - 1]),
             MAXNAME - 1
         ));
-        e.e_to = saved;
+        if let Some(full) = saved {
+            e.e_to = Some(full);
+        }
         return true;
     }
     if addr.iter().any(|&b| b & 0xe0 == 0x80) {
@@ -521,8 +529,18 @@ pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<
     };
     let scan = prescan(&e.tables, name, None, Table::Ext, false);
     e.print_diags(name, &scan.diagnostics);
-    let Ok(mut pvp) = scan.result else {
-        return (name.to_vec(), EX_OK);
+    let mut pvp = match scan.result {
+        Ok(p) => p,
+        Err(super::token::PrescanError::Empty) => return (name.to_vec(), EX_OK),
+        Err(err) => {
+            e.print_diags(name, &[err.to_string()]);
+            // prescan cuts an over-long address in place
+            let mut n = name.to_vec();
+            if err == super::token::PrescanError::AddressTooLong {
+                n.truncate(super::token::MAXNAME);
+            }
+            return (n, EX_OK);
+        }
     };
     let mut stat = EX_OK;
     let mut tf = |st: i32| {
@@ -536,10 +554,13 @@ pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<
         tf(e.rewrite(&mut pvp, rwset, 0, MAXATOM));
     }
     tf(e.rewrite(&mut pvp, 4, 0, MAXATOM));
-    let lbuf = cataddr(&e.tables, &pvp, Some(e.space_sub), false);
+    // sendmail builds this in a MAXNAME-sized buffer: longer results are cut
+    let mut lbuf = cataddr(&e.tables, &pvp, Some(e.space_sub), false);
+    lbuf.truncate(super::token::MAXNAME - 2);
     let old = e.macros.get(b'g').map(|v| v.to_vec());
     e.macros.define(b'g', lbuf);
-    let out = e.macros.expand(&fancy);
+    let mut out = e.macros.expand(&fancy);
+    out.truncate(super::token::MAXNAME - 1);
     match old {
         Some(v) => e.macros.define(b'g', v),
         None => e.macros.undefine(b'g'),

@@ -307,6 +307,15 @@ pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtra
                     Err(er) => errors.push(err(er.to_string())),
                 }
             }
+            b'T' => {
+                // trusted users: class t
+                for w in rest
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
+                    e.macros.add_to_class(b't', w);
+                }
+            }
             b'M' => {
                 let s = String::from_utf8_lossy(rest).into_owned();
                 let mut it = s.splitn(2, ',');
@@ -404,6 +413,21 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
         .define(b'_', format!("{user}@localhost").into_bytes());
     if let Some(id) = e.names.id("addr_type") {
         e.macros.define(id, b"e r".to_vec());
+    }
+    if let Some(id) = e.names.id("deliveryMode") {
+        e.macros.define(id, b"i".to_vec());
+    }
+    // classes sendmail's main() fills: macros kept across envelopes, MIME types and
+    // encodings it handles itself
+    if let Some(id) = e.names.id("persistentMacros") {
+        for w in ["r", "s", "_", "{if_addr}", "{daemon_flags}"] {
+            e.macros.add_to_class(id, w.as_bytes());
+        }
+    }
+    e.macros.add_to_class(b'n', b"multipart/signed");
+    e.macros.add_to_class(b's', b"rfc822");
+    for w in ["7bit", "8bit", "binary"] {
+        e.macros.add_to_class(b'e', w.as_bytes());
     }
     if let Some(id) = e.names.id("opMode") {
         e.macros.define(id, b"t".to_vec());
