@@ -1,8 +1,6 @@
 //! Stand-alone address test mode for conformance runs until `sendmail -bt` is wired:
 //! `bt -C /path/sendmail.cf -bt` reads commands on stdin like `sendmail -bt`.
 
-use sendmail_rs::rules::bt::Session;
-use sendmail_rs::rules::cf::{HostInfo, load_file};
 use std::path::PathBuf;
 
 fn main() {
@@ -17,17 +15,8 @@ fn main() {
             cf = PathBuf::from(p);
         }
     }
-    let (engine, extras) = match load_file(&cf, &HostInfo::current()) {
-        Ok(x) => x,
-        Err(errs) => {
-            for e in errs {
-                eprintln!("{e}");
-            }
-            std::process::exit(78);
-        }
-    };
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let rc = Session::new(engine, extras).run(stdin.lock(), stdout.lock());
+    let rc = sendmail_rs::rules::bt::run_path(&cf, stdin.lock(), stdout.lock());
     std::process::exit(rc);
 }

@@ -287,6 +287,49 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
 /// The address with its machine-readable part replaced by `$g` (sendmail's `crackaddr`),
 /// in internal form (`$g` is MACROEXPAND g).
 pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
+    let lt = first_angle(addr);
+    // a group name ("name:") before any route-addr is kept, quoted when needed
+    if let Some(colon) = group_colon(addr)
+        && lt.is_none_or(|lt| colon < lt)
+    {
+        let name = &addr[..colon];
+        let t = name
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(name.len());
+        let mut out = quote_phrase(&name[t..]);
+        out.push(b':');
+        let rest = &addr[colon + 1..];
+        let ws = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        out.extend_from_slice(&rest[..ws]);
+        out.append(&mut crack_angle(&rest[ws..]));
+        return out;
+    }
+    crack_angle(addr)
+}
+
+/// The first top-level `<` (outside quotes and comments).
+fn first_angle(addr: &[u8]) -> Option<usize> {
+    let (mut quote, mut cmnt, mut bs) = (false, 0i32, false);
+    for (i, &c) in addr.iter().enumerate() {
+        if bs {
+            bs = false;
+            continue;
+        }
+        match c {
+            b'\\' => bs = true,
+            b'"' if cmnt == 0 => quote = !quote,
+            b'(' if !quote => cmnt += 1,
+            b')' if !quote && cmnt > 0 => cmnt -= 1,
+            b'<' if !quote && cmnt == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// crackaddr without the group-name step.
+fn crack_angle(addr: &[u8]) -> Vec<u8> {
     // find a top-level '<'
     let (mut quote, mut cmnt, mut bs) = (false, 0i32, false);
     let mut lt = None;
@@ -350,32 +393,19 @@ pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
         out.append(&mut crackaddr_plain(inner));
         out.push(b'>');
         if let Some(gt) = gt {
-            out.extend_from_slice(&addr[gt + 1..]);
+            // what follows the route-addr is kept, without stray '>'
+            let (mut q, mut c) = (false, 0i32);
+            for &b in &addr[gt + 1..] {
+                match b {
+                    b'"' if c == 0 => q = !q,
+                    b'(' if !q => c += 1,
+                    b')' if !q && c > 0 => c -= 1,
+                    b'>' if !q && c == 0 => continue,
+                    _ => {}
+                }
+                out.push(b);
+            }
         }
-        return out;
-    }
-    // no angle brackets: a group name before the first ':' is kept (quoted when it holds
-    // special characters), the rest is the address
-    if let Some(colon) = group_colon(addr) {
-        let name = &addr[..colon];
-        let mut out = Vec::new();
-        let t = name
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(name.len());
-        let trimmed = &name[t..];
-        if trimmed.iter().any(|b| b"@,;:\\()[].'".contains(b)) && !trimmed.is_empty() {
-            out.push(b'"');
-            out.extend_from_slice(trimmed);
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(trimmed);
-        }
-        out.push(b':');
-        let rest = &addr[colon + 1..];
-        let ws = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        out.extend_from_slice(&rest[..ws]);
-        out.append(&mut crackaddr_plain(&rest[ws..]));
         return out;
     }
     crackaddr_plain(addr)
@@ -397,7 +427,12 @@ fn quote_phrase(p: &[u8]) -> Vec<u8> {
         return p.to_vec();
     }
     let mut out = vec![b'"'];
-    out.extend(p.iter().filter(|&&c| c != b'"'));
+    for &c in p {
+        if c == b'"' {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
     out.push(b'"');
     out
 }

@@ -23,6 +23,31 @@ use std::io::{BufRead, Write};
 /// sendmail's MAXLINE: fgets reads at most this many bytes minus one per call.
 const MAXLINE: usize = 2048;
 
+/// `sendmail -bt -C cf`: read the cf at `cf`, then run the dialogue on `input`/`out`.
+///
+/// Returns the exit status: 72 when the cf cannot be read (message on `out`, as
+/// sendmail prints it), else the session's status; bad cf lines are reported on `out`
+/// before the banner and make the status 70, as sendmail's `syserr` does.
+pub fn run_path(cf: &std::path::Path, input: impl BufRead, mut out: impl Write) -> i32 {
+    let text = match std::fs::read(cf) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(out, "{}", super::cf::cannot_open(cf, &e));
+            return crate::sysexits::EX_OSFILE;
+        }
+    };
+    let host = super::cf::HostInfo::current();
+    let (engine, extras, errors) = super::cf::load_lenient(&text, &cf.display().to_string(), &host);
+    for e in &errors {
+        let _ = writeln!(out, "{e}");
+    }
+    let mut session = Session::new(engine, extras);
+    if !errors.is_empty() {
+        session.exit_stat = EX_SOFTWARE;
+    }
+    session.run(input, out)
+}
+
 /// One `-bt` session.
 pub struct Session {
     pub engine: Engine,
@@ -650,6 +675,7 @@ impl Session {
             parsed = address::parseaddr(&mut self.engine, &self.mailers, &from, Use::default());
         }
         let scan = prescan(&self.engine.tables, &from, None, Table::Ext, false);
+        self.engine.print_diags(&from, &scan.diagnostics);
         if let Ok(mut pvp) = scan.result {
             self.engine.rewrite(&mut pvp, 3, 0, MAXATOM);
             self.engine.rewrite(&mut pvp, 1, 0, MAXATOM);

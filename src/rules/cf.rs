@@ -143,12 +143,33 @@ fn option_name(s: &str) -> (String, String) {
 
 /// Read a cf file from disk; see [`load`].
 pub fn load_file(path: &Path, host: &HostInfo) -> Result<(Engine, CfExtras), Vec<String>> {
-    let text = std::fs::read(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let text = std::fs::read(path).map_err(|e| vec![cannot_open(path, &e)])?;
     load(&text, &path.display().to_string(), host)
 }
 
-/// Build the engine from cf text. `file` names the source in error messages.
+/// sendmail's message for a cf that cannot be read.
+pub fn cannot_open(path: &Path, e: &std::io::Error) -> String {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    format!("{}: line 0: cannot open: {reason}", path.display())
+}
+
+/// Build the engine from cf text, failing on the first report of any bad line.
 pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtras), Vec<String>> {
+    let (e, x, errors) = load_lenient(text, file, host);
+    if errors.is_empty() {
+        Ok((e, x))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Build the engine from cf text as sendmail does: a bad line is reported
+/// (`file: line N: message`) and skipped, the rest still counts.
+pub fn load_lenient(text: &[u8], file: &str, host: &HostInfo) -> (Engine, CfExtras, Vec<String>) {
     let mut e = Engine::default();
     let mut x = CfExtras::default();
     let mut errors = Vec::new();
@@ -159,7 +180,7 @@ pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtra
     let mut tables_fixed = false;
     startup_macros(&mut e, host);
     for (lineno, line) in logical_lines(text) {
-        let err = |m: String| format!("{file}:{lineno}: {m}");
+        let err = |m: String| format!("{file}: line {lineno}: {m}");
         let rest = &line[1..];
         match line[0] {
             b'V' => {
@@ -331,7 +352,11 @@ pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtra
                 }
                 x.mailers.push(Mailer { name, fields });
             }
-            _ => {}
+            b'H' | b'P' | b'E' | b'Q' | b'L' | b'X' | b'G' => {}
+            _ => errors.push(err(format!(
+                "unknown configuration line \"{}\"",
+                String::from_utf8_lossy(&line)
+            ))),
         }
     }
     if !tables_fixed {
@@ -351,11 +376,7 @@ pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtra
     if let Some(a) = alias_file {
         e.maps.maps.insert("aliases".into(), Map::aliases(&a));
     }
-    if errors.is_empty() {
-        Ok((e, x))
-    } else {
-        Err(errors)
-    }
+    (e, x, errors)
 }
 
 /// Fields are `X=value` separated by commas; a comma not followed by `X=` belongs to the
@@ -484,7 +505,7 @@ mod tests {
         let host = HostInfo::default();
         let errs = load(b"S bad-name\nR$:\tx\n", "t.cf", &host).unwrap_err();
         assert_eq!(errs.len(), 2);
-        assert!(errs[0].starts_with("t.cf:1: "));
-        assert!(errs[1].starts_with("t.cf:2: "));
+        assert!(errs[0].starts_with("t.cf: line 1: "));
+        assert_eq!(errs[1], "t.cf: line 2: Inappropriate use of $: on LHS");
     }
 }

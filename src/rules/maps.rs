@@ -511,7 +511,10 @@ impl Maps {
                 return MapAnswer::none(EX_NOHOST);
             };
             let inner = &rest[..close];
-            let inner = inner.strip_prefix("IPv6:").unwrap_or(inner);
+            let inner = match inner.get(..5) {
+                Some(p) if p.eq_ignore_ascii_case("IPv6:") => &inner[5..],
+                _ => inner,
+            };
             return match self.hosts.by_addr(inner) {
                 Some(n) => MapAnswer::found(n.into_bytes()),
                 None => MapAnswer::none(EX_NOHOST),
