@@ -343,7 +343,13 @@ impl Session {
             "mx" => {
                 if arg.is_empty() {
                     self.say("Usage: /mx address\n");
+                } else if arg.first() == Some(&b'[') {
+                    // an address literal is its own (only) mail exchanger
+                    let a = lossy(&arg);
+                    let s = format!("getmxrr({a}) returns 1 value(s):\n\t{a}\n");
+                    self.say(&s);
                 } else {
+                    // name lookups use the hosts file only: there are no MX records
                     let s = format!("getmxrr({}) returns 0 value(s):\n", lossy(&arg));
                     self.say(&s);
                 }

@@ -13,7 +13,7 @@
 
 use crate::sysexits::{EX_CONFIG, EX_NOHOST, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The result of one lookup: value (if found) and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,11 +525,6 @@ impl Maps {
             None => MapAnswer::none(EX_NOHOST),
         }
     }
-}
-
-/// The default hosts file.
-pub fn default_hosts_file() -> PathBuf {
-    PathBuf::from("/etc/hosts")
 }
 
 #[cfg(test)]

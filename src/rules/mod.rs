@@ -9,6 +9,11 @@
 //! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
 //! * [`maps`] — `K` maps: host, dequote, arith, macro, sequence, text-backed hash tables.
 //! * [`print`] — sendmail's `xputs`/`printav` output form.
+//! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
+//! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
+//!   `crackaddr`.
+//! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`bt`] — the `-bt` dialogue; [`bt::run_path`] is `sendmail -bt -C file`.
 //!
 //! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
 //! parseaddr.c, readcf.c, map.c.

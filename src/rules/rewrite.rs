@@ -134,12 +134,6 @@ enum Step {
 }
 
 impl Engine {
-    /// Write one message line (sendmail's `usrerr`/`syserr` text in test mode).
-    pub fn message(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.push(b'\n');
-    }
-
     /// A user error as test mode prints it: SMTP and enhanced codes dropped, prefixed by
     /// the current address (`addr... text`).
     pub fn usrerr(&mut self, msg: &str) {

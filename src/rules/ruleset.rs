@@ -41,15 +41,9 @@ pub enum RuleError {
     /// No free slot for a named ruleset.
     #[error("too many named rulesets ({max} max)", max = MAXRWSETS)]
     TooMany,
-    /// An `R` line before any `S` line selected a ruleset... (sendmail uses ruleset 0).
-    #[error("LHS of rule cannot be scanned: {0}")]
-    Lhs(String),
     /// A metasymbol that has no meaning on a LHS (`$:`, `$>`, `$1`, ...).
     #[error("Inappropriate use of {0} on LHS")]
     LhsMeta(&'static str),
-    /// Rewriting rule without tab separator.
-    #[error("R line: null LHS")]
-    NullLhs,
 }
 
 /// All rulesets of a configuration.
