@@ -23,12 +23,40 @@ use std::io::{BufRead, Write};
 /// sendmail's MAXLINE: fgets reads at most this many bytes minus one per call.
 const MAXLINE: usize = 2048;
 
+/// `sendmail -bt`: run address test mode on the configuration the command line chose.
+///
+/// `source` and `overrides` are [`crate::cli::Invocation`]'s; command-line options win over
+/// the cf's. Returns the exit status (see [`run_path`]). The embedded default
+/// configuration has no rules yet, so without a cf file this reports the system cf as
+/// missing, as sendmail does.
+pub fn run(
+    source: &crate::config::Source,
+    overrides: &[crate::config::Override],
+    input: impl BufRead,
+    out: impl Write,
+) -> i32 {
+    let path = match source {
+        crate::config::Source::File(p) => p.clone(),
+        crate::config::Source::Embedded => std::path::PathBuf::from(crate::cli::SYSTEM_CF),
+    };
+    run_with(&path, overrides, input, out)
+}
+
 /// `sendmail -bt -C cf`: read the cf at `cf`, then run the dialogue on `input`/`out`.
 ///
 /// Returns the exit status: 72 when the cf cannot be read (message on `out`, as
 /// sendmail prints it), else the session's status; bad cf lines are reported on `out`
 /// before the banner and make the status 70, as sendmail's `syserr` does.
-pub fn run_path(cf: &std::path::Path, input: impl BufRead, mut out: impl Write) -> i32 {
+pub fn run_path(cf: &std::path::Path, input: impl BufRead, out: impl Write) -> i32 {
+    run_with(cf, &[], input, out)
+}
+
+fn run_with(
+    cf: &std::path::Path,
+    overrides: &[crate::config::Override],
+    input: impl BufRead,
+    mut out: impl Write,
+) -> i32 {
     let text = match std::fs::read(cf) {
         Ok(t) => t,
         Err(e) => {
@@ -37,7 +65,8 @@ pub fn run_path(cf: &std::path::Path, input: impl BufRead, mut out: impl Write) 
         }
     };
     let host = super::cf::HostInfo::current();
-    let (engine, extras, errors) = super::cf::load_lenient(&text, &cf.display().to_string(), &host);
+    let (engine, extras, errors) =
+        super::cf::load_with(&text, &cf.display().to_string(), &host, overrides);
     for e in &errors {
         let _ = writeln!(out, "{e}");
     }

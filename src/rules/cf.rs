@@ -122,6 +122,47 @@ fn split_tabs(s: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lhs, s[i..rhs_end].to_vec())
 }
 
+/// The long name of a one-letter option (the ones the rules care about).
+fn long_option(c: char) -> &'static str {
+    match c {
+        'B' => "BlankSub",
+        'A' => "AliasFile",
+        'H' => "HelpFile",
+        'o' => "OldStyleHeaders",
+        _ => "",
+    }
+}
+
+/// Options that change how the rules read and run, as collected from the cf and the
+/// command line.
+struct RuleOptions {
+    operators: Option<Vec<u8>>,
+    hosts_file: PathBuf,
+    alias_file: Option<PathBuf>,
+}
+
+impl RuleOptions {
+    fn apply(&mut self, e: &mut Engine, x: &mut CfExtras, name: &str, value: &str) {
+        match name {
+            "OperatorChars" => {
+                let v = translate_dollars(&mut e.names, value.as_bytes());
+                self.operators = Some(e.macros.expand(&v));
+            }
+            "BlankSub" => e.space_sub = value.bytes().next().unwrap_or(b' '),
+            "HostsFile" => self.hosts_file = PathBuf::from(value),
+            "AliasFile" => {
+                self.alias_file = Some(PathBuf::from(value.split(',').next().unwrap_or("")))
+            }
+            "HelpFile" => x.help_file = Some(PathBuf::from(value)),
+            "MaxRuleRecursion" => {
+                e.max_recursion = value.parse().unwrap_or(super::rewrite::MAX_RULE_RECURSION)
+            }
+            _ => {}
+        }
+        x.options.push((name.to_string(), value.to_string()));
+    }
+}
+
 /// Long option names for the old one-letter forms the rules care about.
 fn option_name(s: &str) -> (String, String) {
     if let Some(rest) = s.strip_prefix(' ') {
@@ -131,14 +172,7 @@ fn option_name(s: &str) -> (String, String) {
     }
     let mut chars = s.chars();
     let c = chars.next().unwrap_or(' ');
-    let long = match c {
-        'B' => "BlankSub",
-        'A' => "AliasFile",
-        'H' => "HelpFile",
-        'o' => "OldStyleHeaders",
-        _ => "",
-    };
-    (long.to_string(), chars.as_str().to_string())
+    (long_option(c).to_string(), chars.as_str().to_string())
 }
 
 /// Read a cf file from disk; see [`load`].
@@ -170,15 +204,43 @@ pub fn load(text: &[u8], file: &str, host: &HostInfo) -> Result<(Engine, CfExtra
 /// Build the engine from cf text as sendmail does: a bad line is reported
 /// (`file: line N: message`) and skipped, the rest still counts.
 pub fn load_lenient(text: &[u8], file: &str, host: &HostInfo) -> (Engine, CfExtras, Vec<String>) {
+    load_with(text, file, host, &[])
+}
+
+/// [`load_lenient`] with command-line options (`-O Name=value`, `-oXvalue`): they win over
+/// the cf's `O` lines for the same option, which are then ignored (sendmail's sticky
+/// options).
+pub fn load_with(
+    text: &[u8],
+    file: &str,
+    host: &HostInfo,
+    overrides: &[crate::config::Override],
+) -> (Engine, CfExtras, Vec<String>) {
+    let sticky: Vec<(String, String)> = overrides
+        .iter()
+        .map(|o| {
+            let name = if o.name.chars().count() == 1 {
+                long_option(o.name.chars().next().unwrap_or(' ')).to_string()
+            } else {
+                o.name.clone()
+            };
+            (name, o.value.clone())
+        })
+        .collect();
     let mut e = Engine::default();
     let mut x = CfExtras::default();
     let mut errors = Vec::new();
-    let mut operators: Option<Vec<u8>> = None;
+    let mut opts = RuleOptions {
+        operators: None,
+        hosts_file: PathBuf::from("/etc/hosts"),
+        alias_file: None,
+    };
     let mut current_set = 0usize;
-    let mut hosts_file = PathBuf::from("/etc/hosts");
-    let mut alias_file: Option<PathBuf> = None;
     let mut tables_fixed = false;
     startup_macros(&mut e, host);
+    for (name, value) in &sticky {
+        opts.apply(&mut e, &mut x, name, value);
+    }
     for (lineno, line) in logical_lines(text) {
         let err = |m: String| format!("{file}: line {lineno}: {m}");
         let rest = &line[1..];
@@ -261,24 +323,9 @@ pub fn load_lenient(text: &[u8], file: &str, host: &HostInfo) -> (Engine, CfExtr
             }
             b'O' => {
                 let (name, value) = option_name(&String::from_utf8_lossy(rest));
-                match name.as_str() {
-                    "OperatorChars" => {
-                        let v = translate_dollars(&mut e.names, value.as_bytes());
-                        operators = Some(e.macros.expand(&v));
-                    }
-                    "BlankSub" => e.space_sub = value.bytes().next().unwrap_or(b' '),
-                    "HostsFile" => hosts_file = PathBuf::from(&value),
-                    "AliasFile" => {
-                        alias_file = Some(PathBuf::from(value.split(',').next().unwrap_or("")))
-                    }
-                    "HelpFile" => x.help_file = Some(PathBuf::from(&value)),
-                    "MaxRuleRecursion" => {
-                        e.max_recursion =
-                            value.parse().unwrap_or(super::rewrite::MAX_RULE_RECURSION)
-                    }
-                    _ => {}
+                if !sticky.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                    opts.apply(&mut e, &mut x, &name, &value);
                 }
-                x.options.push((name, value));
             }
             b'S' => {
                 let s = String::from_utf8_lossy(rest).trim().to_string();
@@ -302,7 +349,7 @@ pub fn load_lenient(text: &[u8], file: &str, host: &HostInfo) -> (Engine, CfExtr
             }
             b'R' => {
                 if !tables_fixed {
-                    let ops = operators.clone().unwrap_or_else(|| {
+                    let ops = opts.operators.clone().unwrap_or_else(|| {
                         if x.config_level < 7 {
                             e.macros.get(b'o').map(|v| v.to_vec()).unwrap_or_default()
                         } else {
@@ -360,20 +407,20 @@ pub fn load_lenient(text: &[u8], file: &str, host: &HostInfo) -> (Engine, CfExtr
         }
     }
     if !tables_fixed {
-        e.tables = TokenTables::new(operators.as_deref().unwrap_or(DEFAULT_OPERATORS));
+        e.tables = TokenTables::new(opts.operators.as_deref().unwrap_or(DEFAULT_OPERATORS));
     }
     let domain = e
         .macros
         .get(b'm')
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    e.maps.hosts = HostEnv::load(&hosts_file, &domain);
+    e.maps.hosts = HostEnv::load(&opts.hosts_file, &domain);
     if !e.maps.maps.contains_key("host") {
         e.maps
             .maps
             .insert("host".into(), Map::new("host", "host", ""));
     }
-    if let Some(a) = alias_file {
+    if let Some(a) = opts.alias_file {
         e.maps.maps.insert("aliases".into(), Map::aliases(&a));
     }
     (e, x, errors)
@@ -498,6 +545,26 @@ mod tests {
         assert_eq!(x.mailers[0].name, "local");
         assert_eq!(x.mailers[0].field('A'), Some("true $u"));
         assert_eq!(x.config_level, 10);
+    }
+
+    #[test]
+    fn command_line_options_win_over_cf_lines() {
+        let cf = b"V10\nO BlankSub=.\nO OperatorChars=.@\nSx=1\nR$*\t$@ $1\n";
+        let o = |n: &str, v: &str| crate::config::Override {
+            name: n.into(),
+            value: v.into(),
+        };
+        let (e, x, errs) = load_with(cf, "t.cf", &HostInfo::default(), &[o("B", "_")]);
+        assert!(errs.is_empty());
+        assert_eq!(e.space_sub, b'_');
+        assert!(x.options.iter().all(|(n, v)| n != "BlankSub" || v == "_"));
+        let (e, _, _) = load_with(
+            cf,
+            "t.cf",
+            &HostInfo::default(),
+            &[o("OperatorChars", ".@%")],
+        );
+        assert!(!e.tables.is_atom_start(b'%'));
     }
 
     #[test]
