@@ -57,6 +57,9 @@ pub enum MapKind {
     },
     /// `sequence`: try the listed maps in turn.
     Sequence(Vec<String>),
+    /// `user`: the passwd entry of the key; `-v` names the field returned (default: the
+    /// name itself).
+    User { field: Option<String> },
     /// A class this implementation does not support.
     Unsupported(String),
 }
@@ -164,6 +167,7 @@ impl Map {
         };
         let words = split_args(args);
         let mut rest = Vec::new();
+        let mut value_field: Option<String> = None;
         for w in &words {
             let b = w.as_bytes();
             if b.len() >= 2 && b[0] == b'-' && rest.is_empty() {
@@ -176,6 +180,7 @@ impl Map {
                     b'q' => m.keep_quotes = true,
                     b'o' => m.optional = true,
                     b'S' | b's' => m.space_sub = v.bytes().next(),
+                    b'v' => value_field = Some(v.to_string()),
                     _ => {}
                 }
             } else {
@@ -194,6 +199,9 @@ impl Map {
             "arith" => MapKind::Arith,
             "macro" => MapKind::Macro,
             "sequence" | "switch" => MapKind::Sequence(rest.clone()),
+            "user" => MapKind::User {
+                field: value_field.clone(),
+            },
             "hash" | "btree" | "dbm" | "implicit" | "stab" => {
                 let alias = matches!(class, "implicit" | "stab");
                 let entries = match rest.first() {
@@ -325,6 +333,25 @@ pub fn map_rewrite(map: &Map, value: &[u8], args: &[Vec<u8>]) -> Vec<u8> {
         out.extend_from_slice(a);
     }
     out
+}
+
+/// sendmail's `user_map_lookup`: the passwd entry of `key`, one field of it.
+fn user_lookup(key: &[u8], field: Option<&str>) -> MapAnswer {
+    let name = String::from_utf8_lossy(key);
+    let Ok(Some(u)) = nix::unistd::User::from_name(&name) else {
+        return MapAnswer::none(EX_OK);
+    };
+    let v = match field.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("name") | Some("1") => u.name,
+        Some("passwd") | Some("2") => u.passwd.to_string_lossy().into_owned(),
+        Some("uid") | Some("3") => u.uid.to_string(),
+        Some("gid") | Some("4") => u.gid.to_string(),
+        Some("gecos") | Some("5") => u.gecos.to_string_lossy().into_owned(),
+        Some("dir") | Some("6") => u.dir.display().to_string(),
+        Some("shell") | Some("7") => u.shell.display().to_string(),
+        Some(_) => return MapAnswer::none(EX_CONFIG),
+    };
+    MapAnswer::found(v.into_bytes())
 }
 
 /// sendmail's `dequote_map`: remove quotes when the result is a plain token sequence.
@@ -492,6 +519,7 @@ impl Maps {
                 }
                 return last;
             }
+            MapKind::User { field } => user_lookup(key, field.as_deref()),
             MapKind::Unsupported(_) => MapAnswer::none(EX_UNAVAILABLE),
         };
         match ans.value {
@@ -572,6 +600,39 @@ mod tests {
             b"oracle.example.test<OKR>"
         );
         assert_eq!(l("host", "nohost.invalid"), MapAnswer::none(EX_NOHOST));
+    }
+
+    #[test]
+    fn user_map_reads_passwd() {
+        let mut maps = Maps::default();
+        maps.maps.insert("u".into(), Map::new("u", "user", ""));
+        maps.maps
+            .insert("home".into(), Map::new("home", "user", "-vdir"));
+        assert_eq!(maps.lookup("u", b"root", &[], 0).value.unwrap(), b"root");
+        assert_eq!(
+            maps.lookup("home", b"root", &[], 0).value.unwrap(),
+            b"/root"
+        );
+        assert_eq!(maps.lookup("u", b"no-such-user-xyz", &[], 0).value, None);
+    }
+
+    #[test]
+    fn values_take_args_and_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m");
+        std::fs::write(&p, "key relay:%1 via %0\n").unwrap();
+        let mut maps = Maps::default();
+        maps.maps.insert(
+            "m".into(),
+            Map::new("m", "hash", &format!("-a.OK {}", p.display())),
+        );
+        let a = maps.lookup("m", b"KEY", &[b"KEY".to_vec(), b"host".to_vec()], 0);
+        assert_eq!(a.value.unwrap(), b"relay:host via KEY.OK");
+        maps.maps.insert(
+            "k".into(),
+            Map::new("k", "hash", &format!("-m {}", p.display())),
+        );
+        assert_eq!(maps.lookup("k", b"key", &[], 0).value.unwrap(), b"key");
     }
 
     #[test]

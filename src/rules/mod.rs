@@ -13,6 +13,7 @@
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run_path`] is `sendmail -bt -C file`.
 //!
 //! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
@@ -21,6 +22,7 @@
 pub mod address;
 pub mod bt;
 pub mod cf;
+pub mod check;
 pub mod macros;
 pub mod mailer;
 pub mod maps;
