@@ -330,7 +330,7 @@ fn first_angle(addr: &[u8]) -> Option<usize> {
 
 /// crackaddr without the group-name step.
 fn crack_angle(addr: &[u8]) -> Vec<u8> {
-    // find a top-level '<'
+    // the route-addr is the last top-level '<' ... '>'; all before it is the phrase
     let (mut quote, mut cmnt, mut bs) = (false, 0i32, false);
     let mut lt = None;
     for (i, &c) in addr.iter().enumerate() {
@@ -343,10 +343,7 @@ fn crack_angle(addr: &[u8]) -> Vec<u8> {
             b'"' if cmnt == 0 => quote = !quote,
             b'(' if !quote => cmnt += 1,
             b')' if !quote && cmnt > 0 => cmnt -= 1,
-            b'<' if !quote && cmnt == 0 => {
-                lt = Some(i);
-                break;
-            }
+            b'<' if !quote && cmnt == 0 => lt = Some(i),
             _ => {}
         }
     }
@@ -356,22 +353,17 @@ fn crack_angle(addr: &[u8]) -> Vec<u8> {
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_none_or(|&b| b == b'>');
-        if inner_empty {
+        if inner_empty && !addr[..lt].contains(&b'<') {
             return addr.to_vec();
         }
-        let mut depth = 0i32;
         let mut gt = None;
         let mut quote = false;
-        for (i, &c) in addr.iter().enumerate().skip(lt) {
+        for (i, &c) in addr.iter().enumerate().skip(lt + 1) {
             match c {
                 b'"' => quote = !quote,
-                b'<' if !quote => depth += 1,
                 b'>' if !quote => {
-                    depth -= 1;
-                    if depth == 0 {
-                        gt = Some(i);
-                        break;
-                    }
+                    gt = Some(i);
+                    break;
                 }
                 _ => {}
             }
@@ -385,12 +377,8 @@ fn crack_angle(addr: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&phrase[pend..]);
         out.push(b'<');
         let inner_end = gt.unwrap_or(addr.len());
-        let mut inner = &addr[lt + 1..inner_end];
-        // nested brackets: the innermost route-addr is the address
-        while inner.first() == Some(&b'<') && inner.last() == Some(&b'>') && inner.len() >= 2 {
-            inner = &inner[1..inner.len() - 1];
-        }
-        out.append(&mut crackaddr_plain(inner));
+        let inner = &addr[lt + 1..inner_end];
+        out.append(&mut crackaddr_plain_in(inner, true));
         out.push(b'>');
         if let Some(gt) = gt {
             // what follows the route-addr is kept, without stray '>'
@@ -419,7 +407,7 @@ fn quote_phrase(p: &[u8]) -> Vec<u8> {
     for &c in p {
         match c {
             b'"' => quote = !quote,
-            _ if !quote && b"@,;:\\()[].'".contains(&c) => special = true,
+            _ if !quote && b"@,;:\\()[].'<>".contains(&c) => special = true,
             _ => {}
         }
     }
@@ -462,8 +450,18 @@ fn group_colon(addr: &[u8]) -> Option<usize> {
 /// Without angle brackets: comments are kept, the address text (however split by
 /// comments) becomes one `$g`, a group's closing `;` is kept.
 fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
+    crackaddr_plain_in(addr, false)
+}
+
+/// `in_angle`: the text is the inside of `<...>`, so a comment at its start is still
+/// separated from the `<` by a space.
+fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
     let g = [meta::MACROEXPAND, b'g'];
+    if in_angle && addr.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
     let mut out: Vec<u8> = Vec::new();
+    let mut after_comment = false;
     let mut pending: Vec<u8> = Vec::new();
     let mut put_g = false;
     let mut i = 0;
@@ -492,7 +490,7 @@ fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
                 }
                 i += 1;
             }
-            if !out.is_empty() {
+            if !out.is_empty() || in_angle {
                 if pending.is_empty() && !out.last().is_some_and(|b| b.is_ascii_whitespace()) {
                     pending.push(b' ');
                 }
@@ -500,6 +498,7 @@ fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
             }
             pending.clear();
             out.extend_from_slice(&addr[start..i.min(addr.len())]);
+            after_comment = true;
             continue;
         }
         if c == b';' {
@@ -511,6 +510,9 @@ fn crackaddr_plain(addr: &[u8]) -> Vec<u8> {
         // address text
         if !put_g {
             if !out.is_empty() {
+                if after_comment && pending.is_empty() {
+                    pending.push(b' ');
+                }
                 out.append(&mut pending);
             }
             out.extend_from_slice(&g);

@@ -148,10 +148,12 @@ impl Engine {
         self.out.extend_from_slice(&line);
     }
 
-    /// A configuration/software error: printed like [`usrerr`](Self::usrerr), and the
-    /// exit status becomes `EX_SOFTWARE` (70).
+    /// A configuration/software error (sendmail's `syserr`): printed without the address
+    /// prefix, and the exit status becomes `EX_SOFTWARE` (70).
     pub fn syserr(&mut self, msg: &str) {
+        let saved = self.e_to.take();
         self.usrerr(msg);
+        self.e_to = saved;
         self.setstat(crate::sysexits::EX_SOFTWARE);
     }
 
@@ -857,5 +859,15 @@ mod tests {
         let mut e = engine(&[("t", 1, &[("$* $* $* $* $* $* x", "y")])]);
         let long = "a ".repeat(200);
         let _ = run(&mut e, 1, &long);
+    }
+}
+
+#[cfg(test)]
+mod send_sync {
+    /// The SMTP server shares one engine per configuration across tasks.
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Engine>();
     }
 }

@@ -9,6 +9,7 @@
 use super::macros::{MacroNames, Macros, translate_dollars};
 use super::token::{Table, TokenTables, Tokens, meta, prescan};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Number of ruleset slots (sendmail's MAXRWSETS).
 pub const MAXRWSETS: usize = 200;
@@ -49,7 +50,7 @@ pub enum RuleError {
 /// All rulesets of a configuration.
 #[derive(Debug, Clone)]
 pub struct RuleSets {
-    rules: Vec<Vec<Rule>>,
+    rules: Vec<Vec<Arc<Rule>>>,
     names: Vec<Option<String>>,
     by_name: HashMap<String, usize>,
     next_auto: usize,
@@ -119,12 +120,12 @@ impl RuleSets {
     /// Append a rule to ruleset `n`.
     pub fn push(&mut self, n: usize, rule: Rule) {
         if let Some(set) = self.rules.get_mut(n) {
-            set.push(rule);
+            set.push(Arc::new(rule));
         }
     }
 
     /// The rules of ruleset `n` (empty when undefined).
-    pub fn rules(&self, n: usize) -> &[Rule] {
+    pub fn rules(&self, n: usize) -> &[Arc<Rule>] {
         self.rules.get(n).map(|v| v.as_slice()).unwrap_or(&[])
     }
 
