@@ -371,7 +371,12 @@ pub fn load_with(
                 };
                 let (l, r) = (String::from_utf8_lossy(&lhs), String::from_utf8_lossy(&rhs));
                 match compile_rule(&mut e.names, &e.macros, &e.tables, table, &l, &r) {
-                    Ok(rule) => e.rulesets.push(current_set, rule),
+                    Ok(rule) => {
+                        for w in super::ruleset::rule_warnings(&rule) {
+                            errors.push(err(w.to_string()));
+                        }
+                        e.rulesets.push(current_set, rule);
+                    }
                     Err(er) => errors.push(err(er.to_string())),
                 }
             }

@@ -42,6 +42,12 @@ pub enum RuleError {
     /// No free slot for a named ruleset.
     #[error("too many named rulesets ({max} max)", max = MAXRWSETS)]
     TooMany,
+    /// `$N` on the RHS with fewer than N wildcards on the LHS (the rule is kept).
+    #[error("replacement ${0} out of bounds")]
+    ReplacementOutOfBounds(char),
+    /// A LHS wildcard on the RHS (the rule is kept).
+    #[error("Inappropriate use of {0} on RHS")]
+    RhsMeta(&'static str),
     /// A metasymbol that has no meaning on a LHS (`$:`, `$>`, `$1`, ...).
     #[error("Inappropriate use of {0} on LHS")]
     LhsMeta(&'static str),
@@ -215,9 +221,58 @@ pub fn compile_rule(
     Ok(Rule { lhs, rhs })
 }
 
+/// What sendmail warns about in a rule it still uses: `$N` beyond the LHS wildcards, LHS
+/// wildcards on the RHS.
+pub fn rule_warnings(rule: &Rule) -> Vec<RuleError> {
+    let fuzzy = rule
+        .lhs
+        .iter()
+        .filter(|t| {
+            matches!(
+                t[0],
+                meta::MATCHZANY
+                    | meta::MATCHANY
+                    | meta::MATCHONE
+                    | meta::MATCHCLASS
+                    | meta::MATCHNCLASS
+            )
+        })
+        .count();
+    let mut out = Vec::new();
+    for t in &rule.rhs {
+        match t[0] {
+            meta::MATCHREPL => {
+                let d = t.get(1).copied().unwrap_or(b'0');
+                if (d as usize).saturating_sub(b'0' as usize) > fuzzy {
+                    out.push(RuleError::ReplacementOutOfBounds(d as char));
+                }
+            }
+            meta::MATCHZANY => out.push(RuleError::RhsMeta("$*")),
+            meta::MATCHANY => out.push(RuleError::RhsMeta("$+")),
+            meta::MATCHONE => out.push(RuleError::RhsMeta("$-")),
+            meta::MATCHCLASS => out.push(RuleError::RhsMeta("$=")),
+            meta::MATCHNCLASS => out.push(RuleError::RhsMeta("$~")),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rhs_problems_are_warnings() {
+        let mut names = MacroNames::new();
+        let tables = TokenTables::default();
+        let r = compile_rule(&mut names, &Macros::default(), &tables, Table::Int, "$* @ $+", "$3 $*")
+            .unwrap();
+        assert_eq!(
+            rule_warnings(&r),
+            vec![RuleError::ReplacementOutOfBounds('3'), RuleError::RhsMeta("$*")]
+        );
+    }
 
     #[test]
     fn named_rulesets_get_numbers_from_the_top() {
