@@ -285,15 +285,12 @@ pub fn load_with(
                         optional = true;
                         path = p;
                     }
+                    let format: Option<String> = words.next().map(str::to_string);
                     match std::fs::read(path) {
                         Ok(data) => {
                             for l in data.split(|&b| b == b'\n') {
-                                let l = l.split(|&b| b == b'#').next().unwrap_or(b"");
-                                for w in l
-                                    .split(|b| b.is_ascii_whitespace())
-                                    .filter(|w| !w.is_empty())
-                                {
-                                    e.macros.add_to_class(id, w);
+                                for w in class_file_words(l, format.as_deref()) {
+                                    e.macros.add_to_class(id, &w);
                                 }
                             }
                         }
@@ -431,6 +428,40 @@ pub fn load_with(
     (e, x, errors)
 }
 
+/// The words one line of an `F` class file gives: with a `%[^...]` scanf format, the text
+/// up to the first excluded character, split at white space; otherwise (`%s`, no format)
+/// the first word only.
+fn class_file_words(line: &[u8], format: Option<&str>) -> Vec<Vec<u8>> {
+    if line.first() == Some(&b'#') {
+        return Vec::new();
+    }
+    let text: &[u8] = match format.and_then(|f| f.strip_prefix("%[^")) {
+        Some(set) => {
+            let set = set.split(']').next().unwrap_or("").replace('\\', "");
+            let end = line
+                .iter()
+                .position(|b| set.as_bytes().contains(b))
+                .unwrap_or(line.len());
+            &line[..end]
+        }
+        None => {
+            let start = line
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(line.len());
+            let len = line[start..]
+                .iter()
+                .position(|b| b.is_ascii_whitespace())
+                .unwrap_or(line.len() - start);
+            &line[start..start + len]
+        }
+    };
+    text.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 /// Fields are `X=value` separated by commas; a comma not followed by `X=` belongs to the
 /// value before it (argv of `A=` may contain commas).
 fn split_mailer_fields(s: &str) -> Vec<String> {
@@ -523,6 +554,19 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_file_lines() {
+        assert_eq!(
+            class_file_words(b"beta gamma", None),
+            vec![b"beta".to_vec()]
+        );
+        assert_eq!(
+            class_file_words(b"a b # c", Some("%[^\\#]")),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert!(class_file_words(b"# only", Some("%[^#]")).is_empty());
+    }
 
     #[test]
     fn logical_lines_join_continuations() {

@@ -45,6 +45,9 @@ pub enum RuleError {
     /// `$N` on the RHS with fewer than N wildcards on the LHS (the rule is kept).
     #[error("replacement ${0} out of bounds")]
     ReplacementOutOfBounds(char),
+    /// `$(` or `$[` inside another lookup (the rule is kept).
+    #[error("cannot nest map lookups")]
+    NestedLookup,
     /// A LHS wildcard on the RHS (the rule is kept).
     #[error("Inappropriate use of {0} on RHS")]
     RhsMeta(&'static str),
@@ -239,7 +242,18 @@ pub fn rule_warnings(rule: &Rule) -> Vec<RuleError> {
         })
         .count();
     let mut out = Vec::new();
+    let mut open = 0usize;
     for t in &rule.rhs {
+        match t[0] {
+            meta::LOOKUPBEGIN | meta::HOSTBEGIN => {
+                if open > 0 {
+                    out.push(RuleError::NestedLookup);
+                }
+                open += 1;
+            }
+            meta::LOOKUPEND | meta::HOSTEND => open = open.saturating_sub(1),
+            _ => {}
+        }
         match t[0] {
             meta::MATCHREPL => {
                 let d = t.get(1).copied().unwrap_or(b'0');
@@ -266,11 +280,21 @@ mod tests {
     fn rhs_problems_are_warnings() {
         let mut names = MacroNames::new();
         let tables = TokenTables::default();
-        let r = compile_rule(&mut names, &Macros::default(), &tables, Table::Int, "$* @ $+", "$3 $*")
-            .unwrap();
+        let r = compile_rule(
+            &mut names,
+            &Macros::default(),
+            &tables,
+            Table::Int,
+            "$* @ $+",
+            "$3 $*",
+        )
+        .unwrap();
         assert_eq!(
             rule_warnings(&r),
-            vec![RuleError::ReplacementOutOfBounds('3'), RuleError::RhsMeta("$*")]
+            vec![
+                RuleError::ReplacementOutOfBounds('3'),
+                RuleError::RhsMeta("$*")
+            ]
         );
     }
 
