@@ -26,9 +26,11 @@ const MAXLINE: usize = 2048;
 /// `sendmail -bt`: run address test mode on the configuration the command line chose.
 ///
 /// `source` and `overrides` are [`crate::cli::Invocation`]'s; command-line options win over
-/// the cf's. Returns the exit status (see [`run_path`]). The embedded default
-/// configuration has no rules yet, so without a cf file this reports the system cf as
-/// missing, as sendmail does.
+/// the cf's. Returns the exit status (see [`run_path`]). For [`Source::Embedded`]
+/// (no cf file at all) this reports the system cf as missing, as sendmail does; to run the
+/// embedded default configuration instead, pass its text to [`run_text`].
+///
+/// [`Source::Embedded`]: crate::config::Source::Embedded
 pub fn run(
     source: &crate::config::Source,
     overrides: &[crate::config::Override],
@@ -64,9 +66,20 @@ fn run_with(
             return crate::sysexits::EX_OSFILE;
         }
     };
+    run_text(&cf.display().to_string(), &text, overrides, input, out)
+}
+
+/// Address test mode on cf text already in memory (`name` labels its messages), e.g. the
+/// embedded default configuration.
+pub fn run_text(
+    name: &str,
+    text: &[u8],
+    overrides: &[crate::config::Override],
+    input: impl BufRead,
+    mut out: impl Write,
+) -> i32 {
     let host = super::cf::HostInfo::current();
-    let (engine, extras, errors) =
-        super::cf::load_with(&text, &cf.display().to_string(), &host, overrides);
+    let (engine, extras, errors) = super::cf::load_with(text, name, &host, overrides);
     for e in &errors {
         let _ = writeln!(out, "{e}");
     }
