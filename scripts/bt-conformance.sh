@@ -4,10 +4,12 @@
 #
 #   scripts/bt-conformance.sh [BINARY]      (needs root: bt-env.sh uses namespaces)
 #
-# BINARY defaults to target/debug/examples/bt (built here); any binary that takes
-# `-C cf -bt` works, e.g. target/debug/sendmail once -bt is wired. Maps are read from their
-# text sources, so `prepare` needs no makemap/newaliases: /bin/true stands in for both.
-# Extra bt-check.py options (e.g. -v) can be given in BTCHECK_OPTS.
+# BINARY defaults to target/debug/examples/bt (built here; it goes through cli::parse and
+# rules::bt::run exactly as `sendmail -bt` will); any binary that takes `-C cf -bt` works,
+# e.g. target/debug/sendmail once -bt is wired. Maps are read from their text sources, so
+# `prepare` needs no makemap/newaliases: /bin/true stands in for both.
+# Exit statuses are compared too (--exit). Extra bt-check.py options (e.g. -v) can be
+# given in BTCHECK_OPTS. Needs root (bt-env.sh uses unshare).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONF="${CONFORMANCE:-$(cd "$ROOT/../.." && pwd)/shared/conformance}"
