@@ -315,7 +315,7 @@ impl Session {
                 None
             }
             Lookup::BadName => {
-                let shown: String = spec.chars().take(20).collect();
+                let shown: String = spec.trim_start().chars().take(20).collect();
                 self.syserr(&format!("invalid ruleset name: \"{shown}\""));
                 None
             }
@@ -453,7 +453,7 @@ impl Session {
             "sender" => self.slash_sender(&arg),
             "header" => self.slash_header(&arg),
             _ => {
-                let s = format!("Unknown \"/\" command {}\n", lossy(&line));
+                let s = format!("Unknown \"/\" command {}\n", lossy(&cmd));
                 self.say(&s);
             }
         }

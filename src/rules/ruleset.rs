@@ -149,6 +149,17 @@ impl RuleSets {
     /// Look a ruleset up by name or number (sendmail's `strtorwset(..., ST_FIND)`): returns
     /// the number and the bytes consumed, or `None` when not found.
     pub fn find(&self, s: &str) -> Lookup {
+        // leading white space is skipped (and counted as consumed)
+        let skipped = s.len() - s.trim_start().len();
+        match self.find_trimmed(&s[skipped..]) {
+            Lookup::Found(n, len) => Lookup::Found(n, len + skipped),
+            Lookup::NotFound(len) => Lookup::NotFound(len + skipped),
+            Lookup::BadNumber(n, len) => Lookup::BadNumber(n, len + skipped),
+            Lookup::BadName => Lookup::BadName,
+        }
+    }
+
+    fn find_trimmed(&self, s: &str) -> Lookup {
         let b = s.as_bytes();
         if b.first().is_some_and(|c| c.is_ascii_digit()) {
             let len = b.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -308,6 +319,7 @@ mod tests {
         assert_eq!(rs.find("3,0"), Lookup::Found(3, 1));
         assert_eq!(rs.find("nosuch"), Lookup::NotFound(6));
         assert_eq!(rs.find("PARSE0"), Lookup::NotFound(6));
+        assert_eq!(rs.find(" 3"), Lookup::Found(3, 2));
         assert_eq!(rs.display_name(2), "2");
         assert_eq!(rs.display_name(3), "canonify");
     }
