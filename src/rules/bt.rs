@@ -228,10 +228,18 @@ impl Session {
         }
     }
 
+    /// Report the characters a `{name}` may not contain, as sendmail's `macid_parse`.
+    fn check_name(&mut self, s: &[u8]) {
+        for c in super::macros::MacroNames::invalid_chars(s) {
+            self.syserr(&format!("Invalid macro/class character {}", c as char));
+        }
+    }
+
     fn dot(&mut self, line: &[u8]) {
         match line.get(1) {
             Some(b'D') => {
                 let rest = &line[2..];
+                self.check_name(rest);
                 let (id, used) = match self.engine.names.parse_checked(rest) {
                     Ok(x) => x,
                     Err(e) => {
@@ -239,7 +247,12 @@ impl Session {
                         return;
                     }
                 };
-                let v = translate_dollars(&mut self.engine.names, &rest[used..]);
+                // trailing blanks are dropped, but never the value's first character
+                let mut value = &rest[used..];
+                while value.len() > 1 && value.last().is_some_and(u8::is_ascii_whitespace) {
+                    value = &value[..value.len() - 1];
+                }
+                let v = translate_dollars(&mut self.engine.names, value);
                 self.engine.macros.define(id, v);
             }
             Some(b'C') => {
@@ -247,6 +260,7 @@ impl Session {
                 if rest.is_empty() {
                     return;
                 }
+                self.check_name(rest);
                 let (id, used) = match self.engine.names.parse_checked(rest) {
                     Ok(x) => x,
                     Err(e) => {
@@ -324,6 +338,7 @@ impl Session {
 
     fn dollar(&mut self, line: &[u8]) {
         if line.get(1) == Some(&b'=') {
+            self.check_name(&line[2..]);
             match self.engine.names.parse_checked(&line[2..]) {
                 Ok((id, _)) => {
                     let mut words = self.engine.macros.class_entries(id);
@@ -345,6 +360,7 @@ impl Session {
             self.say(&s);
             return;
         }
+        self.check_name(&line[1..]);
         let id = match self.engine.names.parse_checked(&line[1..]) {
             Ok((id, _)) => id,
             Err(e) => {

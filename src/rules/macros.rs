@@ -80,7 +80,13 @@ impl MacroNames {
         match s.first()? {
             b'{' => {
                 let close = s.iter().position(|&b| b == b'}')?;
-                let name = String::from_utf8_lossy(&s[1..close]).into_owned();
+                // characters other than letters, digits and '_' are dropped (and
+                // reported by the caller, see `invalid_chars`)
+                let name: String = s[1..close]
+                    .iter()
+                    .filter(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .map(|&b| b as char)
+                    .collect();
                 if name.is_empty() {
                     return None;
                 }
@@ -89,6 +95,24 @@ impl MacroNames {
             0 => None,
             &c => Some((c, 1)),
         }
+    }
+}
+
+impl MacroNames {
+    /// The characters of a `{name}` at the start of `s` that a name may not contain
+    /// (sendmail: "Invalid macro/class character").
+    pub fn invalid_chars(s: &[u8]) -> Vec<u8> {
+        if s.first() != Some(&b'{') {
+            return Vec::new();
+        }
+        let Some(close) = s.iter().position(|&b| b == b'}') else {
+            return Vec::new();
+        };
+        s[1..close]
+            .iter()
+            .filter(|b| !(b.is_ascii_alphanumeric() || **b == b'_'))
+            .copied()
+            .collect()
     }
 }
 
