@@ -492,7 +492,7 @@ impl Session {
             self.say(&s);
             return;
         };
-        if !map.is_open() && !map.optional {
+        if !map.is_open() {
             let s = format!("Map named \"{name}\" not open\n");
             self.say(&s);
             return;
@@ -879,7 +879,7 @@ mod tests {
         (String::from_utf8(out).unwrap(), rc)
     }
 
-    const CF: &str = "V10\nO OperatorChars=.:%@!^/[]+\nScanonify=3\nR$* @ $*\t$@ $1 < @ $2 >\nSparse=0\nR$+\t$# local $: $1\n";
+    const CF: &str = "V10\nO OperatorChars=.:%@!^/[]+\nScanonify=3\nR$* @ $*\t$@ $1 < @ $2 >\nSparse=0\nR$+\t$# local $: $1\nMlocal, P=/bin/true, F=l, A=true $u\n";
     const BANNER: &str =
         "ADDRESS TEST MODE (ruleset 3 NOT automatically invoked)\nEnter <ruleset> <address>\n";
 

@@ -18,6 +18,13 @@ use super::ruleset::compile_rule;
 use super::token::{DEFAULT_OPERATORS, Table, TokenTables};
 use std::path::{Path, PathBuf};
 
+/// Map classes sendmail 8.17 (as Debian builds it) knows but this engine cannot look
+/// up: declaring them is fine, lookups fail.
+const KNOWN_MAP_CLASSES: &[&str] = &[
+    "text", "null", "regex", "program", "socket", "bestmx", "dns", "syslog", "ldap", "nis",
+    "nisplus", "ph", "hesiod", "netinfo", "cdb", "switch",
+];
+
 /// One `M` line: the mailer name and its `X=value` fields in cf order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailer {
@@ -315,7 +322,15 @@ pub fn load_with(
                         .macros
                         .expand(&translate_dollars(&mut e.names, args.as_bytes()));
                     let m = Map::new(&name, &class, &String::from_utf8_lossy(&args));
-                    e.maps.maps.insert(name, m);
+                    if matches!(m.kind, super::maps::MapKind::Unsupported(_))
+                        && !KNOWN_MAP_CLASSES.contains(&class.as_str())
+                    {
+                        errors.push(err(format!(
+                            "readcf: map {name}: class {class} not available"
+                        )));
+                    } else {
+                        e.maps.maps.insert(name, m);
+                    }
                 }
             }
             b'O' => {
@@ -421,6 +436,9 @@ pub fn load_with(
         e.maps
             .maps
             .insert("host".into(), Map::new("host", "host", ""));
+    }
+    if !x.mailers.iter().any(|m| m.name == "local") {
+        errors.push("No local mailer defined".to_string());
     }
     if let Some(a) = opts.alias_file {
         e.maps.maps.insert("aliases".into(), Map::aliases(&a));
@@ -598,7 +616,8 @@ mod tests {
 
     #[test]
     fn command_line_options_win_over_cf_lines() {
-        let cf = b"V10\nO BlankSub=.\nO OperatorChars=.@\nSx=1\nR$*\t$@ $1\n";
+        let cf =
+            b"V10\nO BlankSub=.\nO OperatorChars=.@\nSx=1\nR$*\t$@ $1\nMlocal, P=/bin/true, A=x\n";
         let o = |n: &str, v: &str| crate::config::Override {
             name: n.into(),
             value: v.into(),
@@ -620,7 +639,8 @@ mod tests {
     fn bad_lines_are_reported_with_location() {
         let host = HostInfo::default();
         let errs = load(b"S bad-name\nR$:\tx\n", "t.cf", &host).unwrap_err();
-        assert_eq!(errs.len(), 2);
+        assert_eq!(errs.len(), 3);
+        assert_eq!(errs[2], "No local mailer defined");
         assert!(errs[0].starts_with("t.cf: line 1: "));
         assert_eq!(errs[1], "t.cf: line 2: Inappropriate use of $: on LHS");
     }

@@ -141,7 +141,7 @@ mod tests {
     use crate::rules::cf::{HostInfo, load};
 
     fn engine() -> Engine {
-        let cf = "V10\nO OperatorChars=.:%@!^/[]+\nScheck_rcpt\nR<$* @ spam.example>\t$#error $@ 5.7.1 $: \"550 Go away\"\nR<$* @ later.example>\t$#error $@ 4.3.0 $: \"451 Try later\"\nR<$* @ quiet.example>\t$#discard $: x\nR<$* @ odd.example>\t$#error $: bad address\nR<$* @ q.example>\t$#error $@ quarantine $: held for review\nScheck_relay\nR$* $| 10.$*\t$#error $@ 5.7.1 $: \"554 5.7.1 no relay\"\n";
+        let cf = "V10\nO OperatorChars=.:%@!^/[]+\nScheck_rcpt\nR<$* @ spam.example>\t$#error $@ 5.7.1 $: \"550 Go away\"\nR<$* @ later.example>\t$#error $@ 4.3.0 $: \"451 Try later\"\nR<$* @ quiet.example>\t$#discard $: x\nR<$* @ odd.example>\t$#error $: bad address\nR<$* @ q.example>\t$#error $@ quarantine $: held for review\nScheck_relay\nR$* $| 10.$*\t$#error $@ 5.7.1 $: \"554 5.7.1 no relay\"\nMlocal, P=/bin/true, F=l, A=true\n";
         load(cf.as_bytes(), "t.cf", &HostInfo::default()).unwrap().0
     }
 

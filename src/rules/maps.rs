@@ -84,6 +84,8 @@ pub struct Map {
     pub space_sub: Option<u8>,
     /// `-o`: the map is optional.
     pub optional: bool,
+    /// The file named on the `K` line (database maps).
+    pub file: std::path::PathBuf,
 }
 
 /// Environment the maps need: the hosts file and the local domain.
@@ -164,6 +166,7 @@ impl Map {
             keep_quotes: false,
             space_sub: None,
             optional: false,
+            file: std::path::PathBuf::new(),
         };
         let words = split_args(args);
         let mut rest = Vec::new();
@@ -205,7 +208,12 @@ impl Map {
             "hash" | "btree" | "dbm" | "implicit" | "stab" => {
                 let alias = matches!(class, "implicit" | "stab");
                 let entries = match rest.first() {
-                    Some(p) => load_table(Path::new(p), alias, m.no_fold),
+                    Some(p) => {
+                        // the text source of "file.db" is "file"
+                        let p = p.strip_suffix(".db").unwrap_or(p);
+                        m.file = std::path::PathBuf::from(p);
+                        load_table(Path::new(p), alias, m.no_fold)
+                    }
                     None => Err("no file".to_string()),
                 };
                 MapKind::Table { entries, alias }
@@ -223,11 +231,29 @@ impl Map {
     }
 
     /// Is the map usable (its data loaded)?
+    /// Can `/map` look keys up? A required database map whose file is missing still can
+    /// (every lookup fails temporarily); an optional one cannot.
     pub fn is_open(&self) -> bool {
         match &self.kind {
-            MapKind::Table { entries, .. } => entries.is_ok(),
+            MapKind::Table { entries, .. } => entries.is_ok() || !self.optional,
             MapKind::Unsupported(_) => false,
             _ => true,
+        }
+    }
+
+    /// For a required database map whose file is missing: sendmail's message when it
+    /// first tries to open it.
+    pub fn open_failure(&self) -> Option<String> {
+        match &self.kind {
+            MapKind::Table {
+                entries: Err(_), ..
+            } if !self.optional => Some(format!(
+                "{} map \"{}\": missing map file {}.db: No such file or directory",
+                self.class,
+                self.name,
+                self.file.display()
+            )),
+            _ => None,
         }
     }
 }

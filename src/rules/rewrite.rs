@@ -51,6 +51,8 @@ pub struct Engine {
     pub exit_stat: i32,
     /// The address being processed (sendmail's `e_to`): prefixes error messages.
     pub e_to: Option<Vec<u8>>,
+    /// Maps whose failure to open was already reported.
+    pub reported_maps: std::collections::HashSet<String>,
 }
 
 impl Default for Engine {
@@ -67,6 +69,7 @@ impl Default for Engine {
             out: Vec::new(),
             exit_stat: EX_OK,
             e_to: None,
+            reported_maps: Default::default(),
         }
     }
 }
@@ -586,6 +589,11 @@ impl Engine {
         key: &[u8],
         argv: &[Vec<u8>],
     ) -> super::maps::MapAnswer {
+        if let Some(msg) = self.maps.maps.get(mapname).and_then(|m| m.open_failure())
+            && self.reported_maps.insert(mapname.to_string())
+        {
+            self.syserr(&msg);
+        }
         let is_macro = self
             .maps
             .maps
