@@ -923,6 +923,32 @@ mod tests {
     }
 
     #[test]
+    fn missing_cf_is_exit_72_and_bad_lines_are_reported() {
+        let mut out = Vec::new();
+        let rc = run_path(
+            std::path::Path::new("/nonexistent/x.cf"),
+            &b""[..],
+            &mut out,
+        );
+        assert_eq!(rc, crate::sysexits::EX_OSFILE);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "/nonexistent/x.cf: line 0: cannot open: No such file or directory\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cf = dir.path().join("bad.cf");
+        std::fs::write(&cf, format!("{CF}Z junk\n")).unwrap();
+        let mut out = Vec::new();
+        let rc = run_path(&cf, &b"3,0 a\n"[..], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(&format!(
+            "{}: line 8: unknown configuration line \"Z junk\"\n{BANNER}",
+            cf.display()
+        )));
+        assert_eq!(rc, crate::sysexits::EX_SOFTWARE);
+    }
+
+    #[test]
     fn long_lines_are_read_in_fgets_pieces() {
         let mut pending = Vec::new();
         let long = format!("{}\n", "a".repeat(3000));
