@@ -6,8 +6,16 @@
 //!
 //! Commands (op.txt §"Testing the configuration", main.c `testmodeline`): `rules address`
 //! (`3,0 root`, `canonify,parse a@b`), `.Dx value`, `.Cx word`, `=Sruleset`, `=M`, `$x`,
-//! `$=X`, `/map`, `/parse`, `/try`, `/tryflags`, `/canon`, `/mx`, `/expand`, `/quit`, `?`.
-//! Input lines are read as fgets with sendmail's 2048-byte buffer would read them.
+//! `$=X`, `/map`, `/parse`, `/try`, `/tryflags`, `/sender`, `/header`, `/canon`, `/mx`,
+//! `/expand`, `/gethostbyname`, `/quit`, `?`. Input lines are read as fgets with sendmail's
+//! 2048-byte buffer would read them.
+//!
+//! Host names are resolved from the hosts file only (`HostsFile`, else `/etc/hosts`), as
+//! with a `hosts files` service switch: `/mx` finds no MX records, `$[ $]` and `/canon`
+//! answer from that file. `-d` debug output is not produced.
+//!
+//! Entry points: [`run`] (what `sendmail -bt` calls with the command line's source and
+//! `-O` options), [`run_path`] (`-C file`), [`run_text`] (cf text in memory).
 
 use super::address::{self, Use};
 use super::cf::CfExtras;

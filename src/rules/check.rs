@@ -87,6 +87,16 @@ pub fn rscheck(
     }
 }
 
+/// The messages accumulated in the engine since the last call (for the mail log), each
+/// without its newline. Long-running callers drain them after every check.
+pub fn take_messages(e: &mut Engine) -> Vec<String> {
+    let out = std::mem::take(&mut e.out);
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
+}
+
 /// Decode `$#error [$@ host] $: text` as `buildaddr` does.
 fn error_verdict(e: &Engine, pvp: &Tokens) -> Verdict {
     let host_at = pvp.iter().position(|t| meta::is(t, meta::CANONHOST));
@@ -174,6 +184,20 @@ mod tests {
                 text: "no relay".into()
             }
         );
+    }
+
+    #[test]
+    fn messages_are_drained() {
+        let cf = "V10\nKm hash /nonexistent/m\nScheck_mail\nR$*\t$: $(m $1 $)\nMlocal, P=/bin/true, F=l, A=x\n";
+        let (mut e, _, errs) =
+            crate::rules::cf::load_lenient(cf.as_bytes(), "t.cf", &HostInfo::default());
+        assert!(errs.is_empty());
+        let _ = rscheck(&mut e, "check_mail", b"<a@b>", None, true);
+        assert_eq!(
+            take_messages(&mut e),
+            ["hash map \"m\": missing map file /nonexistent/m.db: No such file or directory"]
+        );
+        assert!(e.out.is_empty());
     }
 
     #[test]

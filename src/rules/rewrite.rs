@@ -45,7 +45,8 @@ pub struct Engine {
     pub max_recursion: usize,
     /// Print `input:`/`returns:` lines (address test mode).
     pub trace: bool,
-    /// Trace lines and messages, in order.
+    /// Trace lines and messages, in order. `-bt` prints them; other callers drain them
+    /// (see [`check::take_messages`](super::check::take_messages)).
     pub out: Vec<u8>,
     /// The most serious status reported by `syserr`-like failures (for the exit code).
     pub exit_stat: i32,
