@@ -158,10 +158,14 @@ impl Session {
         loop {
             let _ = out.write_all(b"> ");
             let _ = out.flush();
-            let line = match next_line(&mut input, &mut pending) {
+            let mut line = match next_line(&mut input, &mut pending) {
                 Some(l) => l,
                 None => break,
             };
+            // the line is a C string: a NUL byte ends it
+            if let Some(nul) = line.iter().position(|&b| b == 0) {
+                line.truncate(nul);
+            }
             let flow = self.line(&line);
             let _ = self.flush(&mut out);
             if let Flow::Quit = flow {
