@@ -29,14 +29,17 @@ pub struct Use {
 pub struct Address {
     /// Mailer name (`*error*` for `$#error`).
     pub mailer: String,
-    pub host: Option<String>,
-    pub user: String,
+    /// Host part, as bytes (addresses are not necessarily UTF-8).
+    pub host: Option<Vec<u8>>,
+    /// User part, as bytes.
+    pub user: Vec<u8>,
     /// Resolved to the error mailer (or no mailer at all).
     pub bad: bool,
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Bytes as a Latin-1 string (one char per byte), for messages that carry address text.
+fn l1(b: &[u8]) -> String {
+    b.iter().map(|&c| c as char).collect()
 }
 
 /// Map an enhanced status code to a sysexits value (sendmail's `dsntoexitstat`).
@@ -106,7 +109,57 @@ fn parse_inner(e: &mut Engine, mailers: &[MailerDef], addr: &[u8], how: Use) -> 
     }
     e.rewrite(&mut pvp, 3, 0, MAXATOM);
     e.rewrite(&mut pvp, 0, 0, MAXATOM);
-    Some(buildaddr(e, mailers, pvp, how))
+    let mut a = buildaddr(e, mailers, pvp, how);
+    if let Some((shown, why)) = ctrl_char_problem(&a.user) {
+        let dsn = if how.sender { "5.1.7" } else { "5.1.3" };
+        let saved = e.e_to.take();
+        e.usrerr(&format!(
+            "501 {dsn} Syntax error in mailbox address \"{}\" ({why})",
+            l1(&shown)
+        ));
+        e.e_to = saved;
+        a.user = shown;
+        a.bad = true;
+    }
+    Some(a)
+}
+
+/// sendmail's `hasctrlchar`: unquoted control characters, a trailing backslash, 8-bit
+/// bytes 0x80..0x9f or an unbalanced quote make a user part bad. Returns the part with
+/// the offending bytes replaced by `?` and the reason.
+fn ctrl_char_problem(user: &[u8]) -> Option<(Vec<u8>, &'static str)> {
+    let mut shown = user.to_vec();
+    let mut why = None;
+    let mut quoted = false;
+    let mut i = 0;
+    while i < shown.len() {
+        let c = shown[i];
+        if !quoted && (c < 32 || c == 127) {
+            why = Some("non-printable character");
+            shown[i] = b'?';
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            quoted = !quoted;
+        } else if c == b'\\' {
+            i += 1;
+            if i >= shown.len() {
+                why = Some("trailing \\ character");
+                shown[i - 1] = b'?';
+                break;
+            }
+        }
+        if shown[i] & 0xe0 == 0x80 {
+            why = Some("8-bit character");
+            shown[i] = b'?';
+        }
+        i += 1;
+    }
+    if quoted {
+        why = Some("unbalanced quote");
+    }
+    why.map(|w| (shown, w))
 }
 
 /// sendmail's `invalidaddr`: an address longer than MAXNAME-1, or with bytes 0x80..0x9f.
@@ -122,7 +175,7 @@ pub fn invalid_addr(e: &mut Engine, addr: &[u8]) -> bool {
         });
         e.usrerr(&format!(
             "553 5.1.0 Address \"{}\" too long ({} bytes max)",
-            lossy(&addr[..MAXNAME - 1]),
+            l1(&addr[..MAXNAME - 1]),
             MAXNAME - 1
         ));
         if let Some(full) = saved {
@@ -133,12 +186,12 @@ pub fn invalid_addr(e: &mut Engine, addr: &[u8]) -> bool {
     if addr.iter().any(|&b| b & 0xe0 == 0x80) {
         let shown: Vec<u8> = addr
             .iter()
-            .map(|&b| if b & 0xe0 == 0x80 { b'?' } else { b & 0x7f })
+            .map(|&b| if b & 0xe0 == 0x80 { b'?' } else { b })
             .collect();
         let saved = e.e_to.take();
         e.usrerr(&format!(
             "501 5.1.3 8-bit character in mailbox address \"{}\"",
-            lossy(&shown)
+            l1(&shown)
         ));
         e.e_to = saved;
         e.setstat(EX_USAGE);
@@ -160,14 +213,14 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
     let bad = |m: &str| Address {
         mailer: m.to_string(),
         host: None,
-        user: String::new(),
+        user: Vec::new(),
         bad: true,
     };
     if !tv.first().is_some_and(|t| meta::is(t, meta::CANONNET)) {
         e.syserr("554 5.3.5 buildaddr: no mailer in parsed address");
         return bad("*error*");
     }
-    let mname = tv.get(1).map(|t| lossy(t)).unwrap_or_default();
+    let mname = tv.get(1).map(|t| l1(t)).unwrap_or_default();
     let mut i = 2;
     let host_start = if tv.get(i).is_some_and(|t| meta::is(t, meta::CANONHOST)) {
         i += 1;
@@ -183,43 +236,39 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
         return bad("*error*");
     }
     let host = match host_start {
-        Some(h) if h != i => Some(lossy(&cataddr(
-            &e.tables,
-            &tv[h..i],
-            Some(e.space_sub),
-            true,
-        ))),
+        Some(h) if h != i => Some(cataddr(&e.tables, &tv[h..i], Some(e.space_sub), true)),
         _ => None,
     };
     let mut user_toks: Tokens = tv[i + 1..].to_vec();
     let ubuf = cataddr(&e.tables, &user_toks, Some(b' '), false);
     if mname.eq_ignore_ascii_case("error") {
-        let user = lossy(&ubuf);
+        let user = ubuf.clone();
         match &host {
-            Some(h) if h.contains('.') => e.setstat(dsn_to_exit(h)),
-            Some(h) if h.bytes().next().is_some_and(|c| c.is_ascii_digit()) => {
-                e.setstat(h.bytes().take_while(u8::is_ascii_digit).fold(0i32, |a, d| {
-                    a.saturating_mul(10).saturating_add((d - b'0') as i32)
-                }))
-            }
+            Some(h) if h.contains(&b'.') => e.setstat(dsn_to_exit(&l1(h))),
+            Some(h) if h.first().is_some_and(u8::is_ascii_digit) => e.setstat(
+                h.iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .fold(0i32, |a, d| {
+                        a.saturating_mul(10).saturating_add((d - b'0') as i32)
+                    }),
+            ),
             Some(h) => e.setstat(
                 ERROR_CODES
                     .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                    .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(h))
                     .map_or(EX_UNAVAILABLE, |(_, c)| *c),
             ),
             None => e.setstat(EX_UNAVAILABLE),
         }
-        let msg = lossy(&stripquotes(&ubuf));
-        let mb = msg.as_bytes();
+        let mb = stripquotes(&ubuf);
         if mb.len() >= 4
             && mb[..3].iter().all(u8::is_ascii_digit)
             && mb[3] == b' '
             && matches!(mb[0], b'2'..=b'5')
         {
-            e.usrerr(&msg);
+            e.usrerr_bytes(&mb);
         } else {
-            e.usrerr(&format!("553 5.3.0 {msg}"));
+            e.usrerr_bytes(&[b"553 5.3.0 ".as_slice(), &mb].concat());
         }
         return Address {
             mailer: "*error*".into(),
@@ -250,14 +299,13 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
             return Address {
                 mailer: "*include*".into(),
                 host,
-                user: lossy(&s[9..]),
+                user: s[9..].to_vec(),
                 bad: false,
             };
         }
     }
     let m = m.clone();
-    e.macros
-        .define(b'h', host.clone().unwrap_or_default().into_bytes());
+    e.macros.define(b'h', host.clone().unwrap_or_default());
     let maxatom = MAXATOM.saturating_sub(3);
     e.rewrite(&mut user_toks, 2, 0, maxatom);
     if let Some(r) = m.rcpt_env
@@ -266,15 +314,15 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
         e.rewrite(&mut user_toks, r, 0, maxatom);
     }
     e.rewrite(&mut user_toks, 4, 0, maxatom);
-    let mut user = lossy(&cataddr(&e.tables, &user_toks, Some(e.space_sub), true));
+    let mut user = cataddr(&e.tables, &user_toks, Some(e.space_sub), true);
     let mut host = host;
     if let Some(h) = host.as_mut()
         && !m.has_flag(b'H')
     {
-        *h = h.to_ascii_lowercase();
+        h.make_ascii_lowercase();
     }
     if !m.has_flag(b'u') {
-        user = user.to_ascii_lowercase();
+        user.make_ascii_lowercase();
     }
     Address {
         mailer: m.name.clone(),
@@ -348,14 +396,6 @@ fn crack_angle(addr: &[u8]) -> Vec<u8> {
         }
     }
     if let Some(lt) = lt {
-        // "<>" stays as it is
-        let inner_empty = addr[lt + 1..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_none_or(|&b| b == b'>');
-        if inner_empty && !addr[..lt].contains(&b'<') {
-            return addr.to_vec();
-        }
         let mut gt = None;
         let mut quote = false;
         for (i, &c) in addr.iter().enumerate().skip(lt + 1) {
@@ -498,6 +538,10 @@ fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
             }
             pending.clear();
             out.extend_from_slice(&addr[start..i.min(addr.len())]);
+            // an unclosed comment is closed
+            for _ in 0..depth.max(0) {
+                out.push(b')');
+            }
             after_comment = true;
             continue;
         }

@@ -25,7 +25,7 @@ use super::print::xputs;
 use super::rewrite::{Engine, MAXATOM};
 use super::ruleset::{Lookup, MAXRWSETS};
 use super::token::{Table, meta, prescan};
-use crate::sysexits::{EX_OK, EX_SOFTWARE, EX_USAGE};
+use crate::sysexits::{EX_OK, EX_SOFTWARE};
 use std::io::{BufRead, Write};
 
 /// sendmail's MAXLINE: fgets reads at most this many bytes minus one per call.
@@ -137,16 +137,13 @@ impl Session {
         out.write_all(&std::mem::take(&mut self.engine.out))
     }
 
+    /// Output text built with [`lossy`]: each char is one byte.
     fn say(&mut self, s: &str) {
-        self.engine.out.extend_from_slice(s.as_bytes());
+        self.engine.out.extend(s.chars().map(|c| c as u32 as u8));
     }
 
     fn syserr(&mut self, s: &str) {
-        self.say(s);
-        self.say("\n");
-        if self.engine.exit_stat == EX_OK {
-            self.engine.exit_stat = EX_SOFTWARE;
-        }
+        self.engine.syserr(s);
     }
 
     /// Run the dialogue to the end of input (or `/quit`); returns the exit status.
@@ -591,26 +588,7 @@ impl Session {
 
     /// sendmail's `invalidaddr`: too long, or 8-bit bytes in 0x80..0x9f.
     fn invalid_addr(&mut self, addr: &[u8]) -> bool {
-        const MAXNAME: usize = super::token::MAXNAME;
-        if addr.len() > MAXNAME - 1 {
-            let shown = lossy(&addr[..MAXNAME - 1]);
-            let s = format!("Address \"{shown}\" too long ({} bytes max)\n", MAXNAME - 1);
-            self.say(&s);
-            return true;
-        }
-        if addr.iter().any(|&b| b & 0xe0 == 0x80) {
-            let shown: Vec<u8> = addr
-                .iter()
-                .map(|&b| if b & 0xe0 == 0x80 { b'?' } else { b & 0x7f })
-                .collect();
-            let s = format!("8-bit character in mailbox address \"{}\"\n", lossy(&shown));
-            self.say(&s);
-            if self.engine.exit_stat == EX_OK {
-                self.engine.exit_stat = EX_USAGE;
-            }
-            return true;
-        }
-        false
+        address::invalid_addr(&mut self.engine, addr)
     }
 
     fn print_mailers(&mut self) {
@@ -672,9 +650,14 @@ impl Session {
             Some(a) => {
                 let line = match a.host.as_deref() {
                     Some(h) if !h.is_empty() => {
-                        format!("mailer {}, host {}, user {}\n", a.mailer, h, a.user)
+                        format!(
+                            "mailer {}, host {}, user {}\n",
+                            a.mailer,
+                            lossy(h),
+                            lossy(&a.user)
+                        )
                     }
-                    _ => format!("mailer {}, user {}\n", a.mailer, a.user),
+                    _ => format!("mailer {}, user {}\n", a.mailer, lossy(&a.user)),
                 };
                 self.say(&line);
             }
@@ -758,7 +741,7 @@ impl Session {
             self.engine.rewrite(&mut pvp, 4, 0, MAXATOM);
         }
         // what test mode prints is the parsed sender's user part (e_from.q_user)
-        let v = parsed.map(|a| a.user.into_bytes()).unwrap_or_default();
+        let v = parsed.map(|a| a.user).unwrap_or_default();
         if let Some(id) = addr_type {
             self.engine.macros.undefine(id);
         }
@@ -837,8 +820,10 @@ fn real_user_name() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
+/// Bytes as a Latin-1 string (one char per byte): input and address text pass through
+/// `format!` and [`Session::say`] unchanged, whatever bytes they hold.
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    b.iter().map(|&c| c as char).collect()
 }
 
 /// sendmail's symbol table hash for class entries: the order `$=X` lists words in.

@@ -139,13 +139,55 @@ impl HostEnv {
     }
 
     /// Name of an address (`127.0.0.1`), first hosts line wins.
-    pub fn by_addr(&self, addr: &str) -> Option<String> {
-        let want: std::net::IpAddr = addr.parse().ok()?;
+    pub fn by_addr(&self, want: std::net::IpAddr) -> Option<String> {
         self.hosts
             .iter()
             .find(|(a, _)| a.parse::<std::net::IpAddr>().ok() == Some(want))
             .map(|(_, n)| n[0].clone())
     }
+}
+
+/// `inet_aton`: `a.b.c.d`, `a.b.c`, `a.b` or `a`, each part decimal, octal (`0..`) or
+/// hex (`0x..`), the last part filling the remaining bytes.
+pub fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X"))
+        {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() && radix != 8 {
+            return None;
+        }
+        let n = if digits.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        nums.push(n);
+    }
+    let last = *nums.last()?;
+    let head = &nums[..nums.len() - 1];
+    if head.iter().any(|&n| n > 255) {
+        return None;
+    }
+    let shift = 8 * (4 - head.len() as u32);
+    if shift < 32 && last >= 1u32 << shift {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for (i, &n) in head.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    Some(std::net::Ipv4Addr::from(v | last))
 }
 
 fn split_args(args: &str) -> Vec<String> {
@@ -562,14 +604,20 @@ impl Maps {
         if let Some(rest) = k.strip_prefix('[') {
             // "[addr]anything": the address up to ']' is looked up, the rest ignored
             let Some(close) = rest.find(']') else {
-                return MapAnswer::none(EX_NOHOST);
+                return MapAnswer::none(EX_OK);
             };
             let inner = &rest[..close];
-            let inner = match inner.get(..5) {
-                Some(p) if p.eq_ignore_ascii_case("IPv6:") => &inner[5..],
-                _ => inner,
+            let addr = match inner.get(..5) {
+                Some(p) if p.eq_ignore_ascii_case("IPv6:") => inner[5..]
+                    .parse::<std::net::Ipv6Addr>()
+                    .ok()
+                    .map(std::net::IpAddr::V6),
+                _ => inet_aton(inner).map(std::net::IpAddr::V4),
             };
-            return match self.hosts.by_addr(inner) {
+            let Some(addr) = addr else {
+                return MapAnswer::none(EX_UNAVAILABLE);
+            };
+            return match self.hosts.by_addr(addr) {
                 Some(n) => MapAnswer::found(n.into_bytes()),
                 None => MapAnswer::none(EX_NOHOST),
             };
@@ -659,6 +707,15 @@ mod tests {
             Map::new("k", "hash", &format!("-m {}", p.display())),
         );
         assert_eq!(maps.lookup("k", b"key", &[], 0).value.unwrap(), b"key");
+    }
+
+    #[test]
+    fn inet_aton_forms() {
+        assert_eq!(inet_aton("127.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(inet_aton("0x7f.0.0.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(inet_aton("300.1.1.1"), None);
+        assert_eq!(inet_aton("abc"), None);
+        assert_eq!(inet_aton(""), None);
     }
 
     #[test]

@@ -139,15 +139,30 @@ enum Step {
 
 impl Engine {
     /// A user error as test mode prints it: SMTP and enhanced codes dropped, prefixed by
-    /// the current address (`addr... text`).
+    /// the current address (`addr... text`). `msg` is Latin-1 (one char per byte).
     pub fn usrerr(&mut self, msg: &str) {
-        let text = strip_codes(msg);
+        let bytes: Vec<u8> = msg.chars().map(|c| c as u32 as u8).collect();
+        self.usrerr_bytes(&bytes);
+    }
+
+    /// [`usrerr`](Self::usrerr) for a message in bytes. Like sendmail's message output,
+    /// every byte loses its eighth bit, and a byte that becomes NUL ends the line.
+    pub fn usrerr_bytes(&mut self, msg: &[u8]) {
+        let text = strip_codes_bytes(msg);
         let mut line = Vec::new();
         if let Some(to) = &self.e_to {
             line.extend_from_slice(&shorten(to));
             line.extend_from_slice(b"... ");
         }
-        line.extend_from_slice(text.as_bytes());
+        line.extend_from_slice(text);
+        let end = line
+            .iter()
+            .position(|&b| b & 0x7f == 0)
+            .unwrap_or(line.len());
+        line.truncate(end);
+        for b in line.iter_mut() {
+            *b &= 0x7f;
+        }
         line.push(b'\n');
         self.out.extend_from_slice(&line);
     }
@@ -660,6 +675,24 @@ impl Engine {
         }
         rstat
     }
+}
+
+/// [`strip_codes`] on bytes.
+pub fn strip_codes_bytes(msg: &[u8]) -> &[u8] {
+    let mut m = msg;
+    if m.len() >= 4 && m[..3].iter().all(u8::is_ascii_digit) && m[3] == b' ' {
+        m = &m[4..];
+        let word = m.split(|&b| b == b' ').next().unwrap_or(b"");
+        let parts: Vec<&[u8]> = word.split(|&b| b == b'.').collect();
+        let is_dsn = parts.len() == 3
+            && parts
+                .iter()
+                .all(|x| !x.is_empty() && x.iter().all(u8::is_ascii_digit));
+        if is_dsn && m.len() > word.len() {
+            m = &m[word.len() + 1..];
+        }
+    }
+    m
 }
 
 /// Drop a leading `553 ` and `5.1.3 ` from a message.
