@@ -539,9 +539,7 @@ fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
             pending.clear();
             out.extend_from_slice(&addr[start..i.min(addr.len())]);
             // an unclosed comment is closed
-            for _ in 0..depth.max(0) {
-                out.push(b')');
-            }
+            out.extend(std::iter::repeat_n(b')', depth.max(0) as usize));
             after_comment = true;
             continue;
         }
