@@ -546,6 +546,11 @@ fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
         if c == b';' {
             pending.clear();
             out.push(b';');
+            // an empty group still gets its address macro, right after the ';'
+            if !put_g {
+                out.extend_from_slice(&g);
+                put_g = true;
+            }
             i += 1;
             continue;
         }

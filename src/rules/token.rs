@@ -155,7 +155,8 @@ impl TokenTables {
         noc[b'(' as usize] = Class::Opr;
         noc[b')' as usize] = Class::Opr;
         let mut noc_ext = noc;
-        for c in 0x80..=0xff_usize {
+        // metasymbols are operators; other 8-bit bytes are part of atoms
+        for c in 0x80..=0x9f_usize {
             int[c] = Class::Opr;
             noc[c] = Class::Opr;
         }
