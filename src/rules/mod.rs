@@ -9,7 +9,7 @@
 //! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
 //! * [`maps`] — `K` maps: host (hosts file), dequote, arith, macro, user, sequence, and
 //!   hash/btree/dbm/implicit maps read from their text sources.
-//! * [`print`] — sendmail's `xputs`/`printav` output form.
+//! * [`print`](mod@print) — sendmail's `xputs`/`printav` output form.
 //! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.

@@ -1,7 +1,7 @@
 //! Tokens and the tokenizer (sendmail's `prescan`): address text in, a token vector out.
 //!
 //! In: a byte string (an address typed at `-bt`, a rule's LHS/RHS after macro expansion, a
-//! map result) and a [`TokenTable`] saying which bytes are operators. Out: [`Tokens`], each
+//! map result) and [`TokenTables`] saying which bytes are operators. Out: [`Tokens`], each
 //! token a byte string, plus the diagnostics sendmail prints while scanning (`Unbalanced '<'`
 //! and friends), or a [`PrescanError`] when the address cannot be scanned at all.
 //!
