@@ -1,1 +1,451 @@
-//! Daemon mode: startup, pid file, signals, reload.
+//! Daemon mode (`-bd`, `-bD`): start, serve, reload on SIGHUP, stop on SIGTERM.
+//!
+//! In: an [`Invocation`] in daemon mode. Out: an exit code (sysexits).
+//!
+//! Order of start-up, so that nothing is ever half-started:
+//! 1. load the configuration (cf + `-O`); any error → every error on stderr, exit 78;
+//! 2. open every daemon's socket ([`listener::open_all`]); a failure → a log line naming the
+//!    daemon and address, the same on stderr, exit 71 (EX_OSERR), no socket left open;
+//! 3. `-bd` only: fork; the parent exits 0, the child leaves the terminal's session;
+//! 4. write the pid file (sendmail's two lines: pid, command line; mode 0600; locked);
+//! 5. log `starting daemon (VERSION): SMTP…` and serve.
+//!
+//! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
+//! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
+//! on, and a configuration that no longer loads is logged and the running one kept (sendmail
+//! re-execs itself instead; the pid stays the same here). SIGTERM (and SIGINT) stop accepting,
+//! let sessions end within a grace period, remove the pid file and exit 0.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cli::Invocation;
+use crate::config::daemon_options::DaemonPortOptions;
+use crate::config::{self, Config};
+use crate::hosts::Hosts;
+use crate::listener::{self, Bound, Listener};
+use crate::log::{LogConfig, Logger, Severity};
+use crate::queue::id::QueueIdGen;
+use crate::shutdown::{SessionGuard, Shutdown};
+use crate::sysexits::{EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
+
+/// How long sessions may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What every session shares. The configuration is swapped whole on SIGHUP; a session keeps
+/// the `Arc<Config>` it started with.
+#[derive(Debug)]
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    pub logger: Logger,
+    pub qids: QueueIdGen,
+    pub hosts: RwLock<Arc<Hosts>>,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn hosts(&self) -> Arc<Hosts> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Loads the configuration, printing every error to stderr.
+pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
+    match config::load(&inv.source, &inv.overrides) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("sendmail: {} configuration error(s); not started", errors.len());
+            Err(EX_CONFIG)
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM. Returns the exit code.
+pub fn run(inv: Invocation, foreground: bool) -> i32 {
+    let cfg = match load_config(&inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let logger = match make_logger(&cfg, &inv, foreground) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sendmail: cannot open the mail log: {e}");
+            return EX_CONFIG;
+        }
+    };
+    for w in &cfg.warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    if !inv.args.debug.is_empty() {
+        logger.log(
+            Severity::Info,
+            None,
+            format_args!("debug flags -d{} accepted and ignored", inv.args.debug.join(",")),
+        );
+    }
+    let opened = match listener::open_all(&cfg.daemons) {
+        Ok(o) => o,
+        Err(e) => {
+            logger.log(Severity::Crit, None, format_args!("SYSERR: opendaemonsocket: {e}"));
+            eprintln!("sendmail: {e}");
+            return EX_OSERR;
+        }
+    };
+    for s in &opened.skipped {
+        logger.log(Severity::Warning, None, format_args!("opendaemonsocket: {s}"));
+    }
+    if !foreground {
+        match detach() {
+            Ok(true) => return EX_OK, // the parent
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("sendmail: cannot fork: {e}");
+                return EX_OSERR;
+            }
+        }
+    }
+    let pid_path = cfg.options.pid_file.clone();
+    let _pid_file = match pid_path.as_deref().map(|p| PidFile::create(p, &inv.command_line)) {
+        Some(Err(e)) => {
+            logger.log(Severity::Err, None, format_args!("{e}"));
+            None
+        }
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            logger.log(Severity::Crit, None, format_args!("SYSERR: cannot start runtime: {e}"));
+            return EX_SOFTWARE;
+        }
+    };
+    let hosts = Hosts::load(Path::new("/etc/hosts"));
+    let shared = Arc::new(Shared {
+        config: RwLock::new(Arc::new(cfg)),
+        logger,
+        qids: QueueIdGen::new(),
+        hosts: RwLock::new(Arc::new(hosts)),
+    });
+    logger_start_line(&shared.logger, &inv);
+    runtime.block_on(serve(inv, shared, opened.listeners))
+}
+
+/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
+/// and stderr for `-bD` when neither is there.
+pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
+    let syslog_path = PathBuf::from("/dev/log");
+    let syslog = syslog_path.exists();
+    let file = cfg.options.log_file.clone();
+    Logger::new(LogConfig {
+        ident: inv.args.log_tag.clone().unwrap_or_else(|| "sendmail".to_string()),
+        level: cfg.options.log_level,
+        syslog,
+        stderr: foreground && !syslog && file.is_none(),
+        file,
+        syslog_path,
+    })
+}
+
+fn logger_start_line(logger: &Logger, inv: &Invocation) {
+    let mut what = String::from("SMTP");
+    if let Some(q) = &inv.queue_interval {
+        what.push_str(&format!("+queueing@{}", crate::cli::format_interval(q)));
+    }
+    if !inv.args.debug.is_empty() {
+        what.push_str("+debugging");
+    }
+    logger.log(
+        Severity::Info,
+        None,
+        format_args!("starting daemon ({}): {what}", crate::VERSION),
+    );
+    if logger.level() > 9 {
+        logger.log(Severity::Info, None, format_args!("started as: {}", inv.command_line));
+    }
+}
+
+/// `-bd`: forks; returns `true` in the parent, `false` in the child, which then leaves the
+/// terminal's session and points stdio at /dev/null.
+fn detach() -> nix::Result<bool> {
+    use nix::unistd::{ForkResult, fork, setsid};
+    // SAFETY: called before any thread is started: the tokio runtime is built after this, and
+    // nothing earlier in `run` spawns threads. The child continues as an ordinary
+    // single-threaded program.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => Ok(true),
+        ForkResult::Child => {
+            setsid()?;
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                nix::unistd::dup2_stdin(&null)?;
+                nix::unistd::dup2_stdout(&null)?;
+                nix::unistd::dup2_stderr(&null)?;
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// The pid file: written after the sockets are open, kept open and locked while the daemon
+/// runs, removed at exit (facts §4).
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl PidFile {
+    pub fn create(path: &Path, command_line: &str) -> Result<PidFile, String> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+        let mut lock =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+                |_| {
+                    format!(
+                        "unable to write pid to {}: file in use by another process",
+                        path.display()
+                    )
+                },
+            )?;
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            writeln!(f, "{}\n{command_line}", std::process::id())?;
+            f.sync_all()
+        };
+        write(&mut lock).map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+        Ok(PidFile { path: path.to_path_buf(), _lock: lock })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A running accept loop.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// What identifies a listener: its options and whether it is IPv6-only.
+type ListenerKey = (DaemonPortOptions, bool);
+
+async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -> i32 {
+    let shutdown = Shutdown::new();
+    let mut running: HashMap<ListenerKey, Running> = HashMap::new();
+    let daemons = shared.config().daemons.clone();
+    for l in listeners {
+        let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
+        running.insert(key, start(l, &shared, &shutdown));
+    }
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        shared.logger.log(Severity::Crit, None, format_args!("SYSERR: cannot install signal handlers"));
+        return EX_OSERR;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&inv, &shared, &shutdown, &mut running).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    shared.logger.log(Severity::Info, Some("NOQUEUE"), format_args!("stopping daemon, reason=signal"));
+    for (_, r) in running.drain() {
+        let _ = r.stop.send(());
+        let _ = r.task.await;
+    }
+    shutdown.trigger();
+    if !shutdown.wait_idle(SHUTDOWN_GRACE).await {
+        shared.logger.log(
+            Severity::Warning,
+            None,
+            format_args!("sessions still open after {}s; exiting", SHUTDOWN_GRACE.as_secs()),
+        );
+    }
+    EX_OK
+}
+
+/// SIGHUP: re-read the configuration and reopen the listeners that changed.
+async fn reload(
+    inv: &Invocation,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+    running: &mut HashMap<ListenerKey, Running>,
+) {
+    let argv0 = inv.command_line.split(' ').next().unwrap_or("sendmail");
+    shared.logger.log(Severity::Info, None, format_args!("restarting {argv0} due to signal"));
+    let cfg = match config::load(&inv.source, &inv.overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                shared.logger.log(Severity::Err, None, format_args!("{e}"));
+            }
+            shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "configuration not reloaded: {} error(s); the running configuration is kept",
+                    errors.len()
+                ),
+            );
+            return;
+        }
+    };
+    for w in &cfg.warnings {
+        shared.logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    let wanted: Vec<ListenerKey> = cfg
+        .daemons
+        .iter()
+        .map(|d| (d.clone(), listener::v6only(d, &cfg.daemons)))
+        .collect();
+    // Close the ones that changed or went away first: a reopened one may need their port.
+    let gone: Vec<ListenerKey> =
+        running.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+    for k in gone {
+        if let Some(r) = running.remove(&k) {
+            let _ = r.stop.send(());
+            let _ = r.task.await;
+        }
+    }
+    let (mut kept, mut opened) = (0, 0);
+    for key in wanted {
+        if running.contains_key(&key) {
+            kept += 1;
+            continue;
+        }
+        match listener::open(&key.0, key.1) {
+            Ok(l) => {
+                running.insert(key, start(l, shared, shutdown));
+                opened += 1;
+            }
+            Err(e) if key.0.modifiers.has('O') => shared.logger.log(
+                Severity::Warning,
+                None,
+                format_args!("opendaemonsocket: {e}; optional socket disabled"),
+            ),
+            Err(e) => shared.logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: opendaemonsocket: {e}"),
+            ),
+        }
+    }
+    *shared.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(Hosts::load(Path::new("/etc/hosts")));
+    shared.logger.reopen();
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
+    );
+}
+
+/// Starts the accept loop of one listener.
+fn start(l: Listener, shared: &Arc<Shared>, shutdown: &Shutdown) -> Running {
+    let (stop, stopped) = oneshot::channel();
+    let shared = shared.clone();
+    let daemon = Arc::new(l.daemon.clone());
+    let guards = GuardMaker(shutdown.guard());
+    let task = tokio::spawn(accept_loop(l, daemon, shared, guards, stopped));
+    Running { stop, task }
+}
+
+/// Makes session guards from inside an accept loop (a guard can be re-subscribed).
+struct GuardMaker(SessionGuard);
+
+impl GuardMaker {
+    fn make(&self) -> SessionGuard {
+        self.0.resubscribe()
+    }
+}
+
+/// The address of an SMTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A unix-domain client (`Family=local`).
+    Local,
+}
+
+async fn accept_loop(
+    l: Listener,
+    daemon: Arc<DaemonPortOptions>,
+    shared: Arc<Shared>,
+    guards: GuardMaker,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    match l.socket {
+        Bound::Tcp(std_l) => {
+            let Ok(tl) = tokio::net::TcpListener::from_std(std_l) else { return };
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    r = tl.accept() => match r {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let session = serve_client(
+                                stream, Peer::Tcp(peer), daemon.clone(), shared.clone(), guards.make());
+                            tokio::spawn(session);
+                        }
+                        Err(e) => accept_error(&shared, &daemon, e).await,
+                    },
+                }
+            }
+        }
+        Bound::Unix(std_l, _unlink) => {
+            let Ok(ul) = tokio::net::UnixListener::from_std(std_l) else { return };
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    r = ul.accept() => match r {
+                        Ok((stream, _)) => {
+                            let session = serve_client(
+                                stream, Peer::Local, daemon.clone(), shared.clone(), guards.make());
+                            tokio::spawn(session);
+                        }
+                        Err(e) => accept_error(&shared, &daemon, e).await,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// accept(2) failed (e.g. out of descriptors): log it and pause briefly instead of spinning.
+async fn accept_error(shared: &Shared, daemon: &DaemonPortOptions, e: std::io::Error) {
+    shared.logger.log(
+        Severity::Err,
+        None,
+        format_args!("daemon {}: accept: {e}", daemon.name),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

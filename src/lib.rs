@@ -18,9 +18,13 @@
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3164 (syslog lines).
 
+/// The version this binary reports (`$v`, `starting daemon (VERSION)`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod hosts;
 pub mod listener;
 pub mod log;
 pub mod queue;

@@ -1,5 +1,31 @@
-//! The `sendmail` binary (also `mailq`, `newaliases`, `mailstats` by argv[0]).
+//! The `sendmail` binary. One program, several names, as sendmail installs it: run as `mailq`
+//! it lists the queue (`-bp`), as `newaliases` it rebuilds the aliases (`-bi`), as `mailstats`
+//! it prints the statistics. Exit codes are sysexits(3).
+
+use std::path::Path;
+
+use sendmail_rs::cli::{self, Mode};
+use sendmail_rs::sysexits::{EX_UNAVAILABLE, EX_USAGE};
+use sendmail_rs::{daemon, stats};
 
 fn main() {
-    std::process::exit(sendmail_rs::sysexits::EX_OK);
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let inv = match cli::parse(&argv, Path::new(cli::SYSTEM_CF)) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            std::process::exit(EX_USAGE);
+        }
+    };
+    let code = match inv.mode {
+        Mode::Daemon { foreground } => daemon::run(inv, foreground),
+        Mode::Mailstats => stats::mailstats_main(&inv),
+        ref other => {
+            eprintln!("sendmail: {other:?} mode is not implemented yet");
+            EX_UNAVAILABLE
+        }
+    };
+    std::process::exit(code);
 }
