@@ -371,6 +371,11 @@ async fn reload(
 
 /// Starts the accept loop of one listener.
 fn start(l: Listener, shared: &Arc<Shared>, shutdown: &Shutdown) -> Running {
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
+    );
     let (stop, stopped) = oneshot::channel();
     let shared = shared.clone();
     let daemon = Arc::new(l.daemon.clone());
