@@ -304,3 +304,28 @@ fn swaks_talks_to_both_families() {
         assert!(text.contains("<-  221 2.0.0"), "{text}");
     }
 }
+
+#[test]
+fn without_root_port_25_is_refused_with_the_option_to_change_it() {
+    // As an unprivileged user (setpriv from util-linux when the tests run as root).
+    let is_root = nix::unistd::geteuid().is_root();
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(support::sendmail_bin());
+        c
+    } else {
+        std::process::Command::new(support::sendmail_bin())
+    };
+    let out = cmd
+        .args(["-bD", "-O", "DaemonPortOptions=Name=MTA-v4, Family=inet, Port=25, Addr=127.0.0.1"])
+        .args(["-O", "PidFile=/nonexistent/sendmail.pid"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{err}");
+    assert!(err.contains("daemon MTA-v4: cannot bind 127.0.0.1:25: Permission denied"), "{err}");
+    assert!(err.contains("ports below 1024 need root"), "{err}");
+    assert!(err.contains("DaemonPortOptions"), "{err}");
+}
