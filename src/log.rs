@@ -9,8 +9,9 @@
 //!   `<PRI>Mmm dd hh:mm:ss ident[pid]: msg`, facility `mail` (2), so `PRI = 16 + severity`.
 //!   A missing socket is skipped (and retried at most once a second, so a syslogd started
 //!   later is picked up); a syslogd restart is handled by reconnecting once on a send error;
-//!   a send never waits more than [`SYSLOG_SEND_TIMEOUT`] (a full syslogd loses the line
-//!   rather than stall the daemon).
+//!   a send never waits more than [`SYSLOG_SEND_TIMEOUT`], and after one such wait the
+//!   following second's sends do not wait at all (a syslogd that stopped reading loses lines
+//!   rather than stall the daemon's tasks).
 //! * **`LogFile=PATH`** (our option): appended as a syslog file would have it,
 //!   `Mmm dd hh:mm:ss HOSTNAME ident[pid]: msg`, so tools reading `/var/log/mail.log`
 //!   (fail2ban, pflogsumm) read ours. Created with mode 0640 if missing; [`Logger::reopen`]
@@ -125,6 +126,8 @@ struct Syslog {
     path: PathBuf,
     sock: Option<UnixDatagram>,
     last_attempt: Option<Instant>,
+    /// After a send timed out: until then, sends do not wait at all.
+    stalled_until: Option<Instant>,
 }
 
 impl Syslog {
@@ -151,13 +154,27 @@ impl Syslog {
             self.connect();
         }
         let Some(sock) = &self.sock else { return };
-        match sock.send(datagram) {
-            Ok(_) => {}
+        let stalled = self.stalled_until.is_some_and(|t| Instant::now() < t);
+        let sent = if stalled {
+            use std::os::fd::AsRawFd;
+            let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+            nix::sys::socket::send(sock.as_raw_fd(), datagram, flags).map_err(io::Error::from)
+        } else {
+            sock.send(datagram)
+        };
+        match sent {
+            Ok(_) => self.stalled_until = None,
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+                ) =>
+            {
+                // syslogd is not reading: lose lines rather than stall every task
+                if !stalled {
+                    self.stalled_until = Some(Instant::now() + SYSLOG_RETRY);
+                }
+            }
             Err(_) => {
                 self.connect();
                 if let Some(sock) = &self.sock
@@ -207,6 +224,7 @@ impl Logger {
                 path: cfg.syslog_path,
                 sock: None,
                 last_attempt: None,
+                stalled_until: None,
             };
             s.connect();
             Mutex::new(s)
@@ -398,6 +416,39 @@ mod tests {
         let server = UnixDatagram::bind(&path).unwrap();
         log.info(None, format_args!("two"));
         assert!(recv(&server).ends_with("two"));
+    }
+
+    #[test]
+    fn a_syslogd_that_stops_reading_does_not_stall_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        let start = Instant::now();
+        for i in 0..5000 {
+            log.info(None, format_args!("line {i} {}", "x".repeat(500)));
+        }
+        // the queue fills after a few hundred datagrams; then one wait of 100 ms at most
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        while server.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert!(got > 0 && got < 5000, "{got}");
+        log.info(None, format_args!("after the drain"));
+        server.set_nonblocking(false).unwrap();
+        assert!(recv(&server).ends_with("after the drain"));
+    }
+
+    #[test]
+    fn loggers_are_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Logger>();
     }
 
     #[test]
