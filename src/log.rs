@@ -32,14 +32,18 @@
 //! | line                                                   | logged when `LogLevel >` | severity |
 //! |--------------------------------------------------------|--------------------------|----------|
 //! | `starting daemon (8.17.1.9): …`                        | always                   | info     |
-//! | `restarting … due to signal`                           | 3                        | info     |
-//! | `… did not issue MAIL/EXPN/VRFY/ETRN …`                | 5                        | info     |
 //! | `lost input channel from …` (after MAIL / otherwise)   | 1 / 19                   | notice   |
-//! | `from=…`, `to=…`, `stat=queued`                        | 8                        | info     |
+//! | `ruleset=check_…, arg1=…, reject=…` (`rscheck`)        | 2 (`>= 3`) (unverified)  | notice   |
+//! | `restarting … due to signal`                           | 3                        | info     |
+//! | `from=…` (`logsender`, collect.c)                      | 4                        | info     |
+//! | `… did not issue MAIL/EXPN/VRFY/ETRN …`                | 5                        | info     |
+//! | `to=…, stat=` failed / Sent / Deferred (`giveresponse`)| 6 / 7 / 8                | info     |
+//! | `to=…, stat=queued` (`queueup`)                        | 8                        | info     |
 //! | `started as: …`, `connect from …`, `alias … => …`, `stopping daemon, reason=signal` | 9 | info |
-//! | `ruleset=check_…, …, reject=…`, `User unknown`          | 3 (rejects are notice)   | notice   |
-//! | refused connections                                    | 13                       | info     |
 //!
+//! The `from=` and `to=` levels are from sendmail's collect.c/deliver.c, the rest from
+//! `/work/shared/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
+//! (3 for the `check_*` calls, from memory, not checked against 8.17).
 //! The default `LogLevel` is 9 [op 4.8].
 
 use std::fmt::{self, Write as _};
