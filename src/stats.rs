@@ -73,8 +73,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{Local, TimeZone};
-
 /// Mailer slots, as sendmail's `MAXMAILERS`.
 pub const MAXMAILERS: usize = 25;
 
@@ -730,163 +728,15 @@ fn parse_sendmail_binary(path: &Path, b: &[u8]) -> Result<Snapshot, StatsError> 
     Ok(s)
 }
 
-// ---------------------------------------------------------------------------------------
-// mailstats
-
-/// `mailstats` command-line options (sendmail 8.17: `-p`, `-P`, `-o`; `-C`/`-c`/`-f`
-/// choose the files and are the caller's business).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MailstatsOptions {
-    /// `-p` / `-P`: program-readable output (`<since> <now>` first line, no `K`, no `=` line,
-    /// a compact `C` row, no daemon table so scripts see exactly sendmail's lines).
-    pub program: bool,
-    /// `-p`: reset the file's counters after printing (counting restarts now).
-    pub clear: bool,
-    /// `-o`: leave out the mailer names.
-    pub omit_names: bool,
-}
-
-/// `mailstats`: reads the statistics file at `path` and prints sendmail's report (and our
-/// daemon table) to `out`. `mailer_names[i]` names mailer `i`.
-pub fn print_mailstats(
-    path: impl AsRef<Path>,
-    mailer_names: &[String],
-    out: &mut impl Write,
-) -> Result<(), StatsError> {
-    print_mailstats_with(path, mailer_names, MailstatsOptions::default(), out)
-}
-
-/// [`print_mailstats`] with `mailstats` options; with `clear`, the file is read and reset
-/// under its lock, so counts saved meanwhile by a running daemon are not lost.
-pub fn print_mailstats_with(
-    path: impl AsRef<Path>,
-    mailer_names: &[String],
-    opts: MailstatsOptions,
-    out: &mut impl Write,
-) -> Result<(), StatsError> {
-    let path = path.as_ref();
-    let missing = || {
-        io_err(path)(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no statistics file (create it to start counting)",
-        ))
-    };
-    let now = now();
-    let text = if opts.clear {
-        let _flock = lock_file(path)?.ok_or_else(missing)?;
-        let snap = read_file(path)?.ok_or_else(missing)?;
-        let text = render_mailstats_with(&snap, mailer_names, &Local, opts, now);
-        replace_file(
-            path,
-            render_file(&Snapshot::new(now), mailer_names).as_bytes(),
-        )?;
-        text
-    } else {
-        let snap = read_file(path)?.ok_or_else(missing)?;
-        render_mailstats_with(&snap, mailer_names, &Local, opts, now)
-    };
-    out.write_all(text.as_bytes()).map_err(|e| StatsError::Io {
-        path: PathBuf::from("<stdout>"),
-        source: e,
-    })
-}
-
-/// The default report for `s`, dates in time zone `tz`.
-pub fn render_mailstats<Tz: TimeZone>(s: &Snapshot, mailer_names: &[String], tz: &Tz) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    render_mailstats_with(s, mailer_names, tz, MailstatsOptions::default(), now())
-}
-
-/// The report for `s` with `opts`, dates in time zone `tz`, `now` for `-p`'s first line.
-pub fn render_mailstats_with<Tz: TimeZone>(
-    s: &Snapshot,
-    mailer_names: &[String],
-    tz: &Tz,
-    opts: MailstatsOptions,
-    now: i64,
-) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    let k = if opts.program { "" } else { "K" };
-    let mut o = if opts.program {
-        format!("{} {now}\n", s.since)
-    } else {
-        let since = tz
-            .timestamp_opt(s.since, 0)
-            .single()
-            .map(|t| t.format("%a %b %e %H:%M:%S %Y").to_string())
-            .unwrap_or_else(|| s.since.to_string());
-        let names_col = if opts.omit_names { "" } else { "  Mailer" };
-        format!(
-            "Statistics from {since}\n \
-             M   msgsfr  bytes_from   msgsto    bytes_to  msgsrej msgsdis msgsqur{names_col}\n"
-        )
-    };
-    let mut total = MailerCounts::default();
-    for (i, m) in s.mailers.iter().enumerate().filter(|(_, m)| m.shown()) {
-        o.push_str(&format!(
-            "{i:2} {:8} {:10}{k} {:8} {:10}{k}   {:6}  {:6}  {:6}",
-            m.msgs_from,
-            m.kbytes_from,
-            m.msgs_to,
-            m.kbytes_to,
-            m.rejected,
-            m.discarded,
-            m.quarantined
-        ));
-        if !opts.omit_names {
-            let name = mailer_names.get(i).map(String::as_str).unwrap_or("");
-            o.push_str(&format!("  {name}"));
-        }
-        o.push('\n');
-        let mut f = total.fields();
-        for (v, x) in f.iter_mut().zip(m.fields()) {
-            *v += x;
-        }
-        total = MailerCounts::from_fields(f);
-    }
-    if !opts.program {
-        o.push_str(&"=".repeat(69));
-        o.push('\n');
-    }
-    let t = total;
-    o.push_str(&format!(
-        " T {:8} {:10}{k} {:8} {:10}{k}   {:6}  {:6}  {:6}\n",
-        t.msgs_from, t.kbytes_from, t.msgs_to, t.kbytes_to, t.rejected, t.discarded, t.quarantined
-    ));
-    let c = s.connections;
-    if opts.program {
-        o.push_str(&format!(" C {:8} {:8} {:6}\n", c.from, c.to, c.rejected));
-        return o;
-    }
-    o.push_str(&format!(
-        " C {:8} {:10}  {:8} {:10}    {:6}\n",
-        c.from, "", c.to, "", c.rejected
-    ));
-    let daemons: Vec<_> = s
-        .daemons
-        .iter()
-        .filter(|(_, d)| **d != DaemonCounts::default())
-        .collect();
-    if !daemons.is_empty() {
-        o.push_str("\n D    conns     msgs       bytes  rejects  Daemon\n");
-        for (name, d) in daemons {
-            o.push_str(&format!(
-                "   {:8} {:8} {:10}K {:8}  {name}\n",
-                d.connections, d.messages, d.kbytes, d.rejects
-            ));
-        }
-    }
-    o
-}
+pub mod mailstats;
+pub use mailstats::{
+    MailstatsOptions, print_mailstats, print_mailstats_with, render_mailstats,
+    render_mailstats_with,
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
 
     fn names() -> Vec<String> {
         [
@@ -903,85 +753,6 @@ mod tests {
     }
 
     const REAL_BIN: &[u8] = include_bytes!("../tests/data/sendmail-8.17-statistics.bin");
-    /// `TZ=UTC mailstats -C m.cf` of the real 8.17.1.9 on `REAL_BIN`.
-    const REAL_REPORT: &str = include_str!("../tests/data/sendmail-8.17-mailstats.txt");
-
-    #[test]
-    fn report_matches_the_real_mailstats_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        fs::write(&p, REAL_BIN).unwrap();
-        let snap = read_file(&p).unwrap().unwrap();
-        assert_eq!(render_mailstats(&snap, &names(), &Utc), REAL_REPORT);
-    }
-
-    #[test]
-    fn program_readable_and_nameless_reports_match_the_real_mailstats() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        fs::write(&p, REAL_BIN).unwrap();
-        let snap = read_file(&p).unwrap().unwrap();
-        let o = MailstatsOptions {
-            omit_names: true,
-            ..Default::default()
-        };
-        assert_eq!(
-            render_mailstats_with(&snap, &names(), &Utc, o, 0),
-            include_str!("../tests/data/sendmail-8.17-mailstats-o.txt")
-        );
-        let real_p = include_str!("../tests/data/sendmail-8.17-mailstats-P.txt");
-        // the first line is "<since> <now>"; take "now" from the recording
-        let now: i64 = real_p
-            .lines()
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let o = MailstatsOptions {
-            program: true,
-            ..Default::default()
-        };
-        assert_eq!(render_mailstats_with(&snap, &names(), &Utc, o, now), real_p);
-    }
-
-    #[test]
-    fn dash_p_prints_then_clears_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        let st = Stats::load(&p, &names()).unwrap();
-        fs::write(&p, "").unwrap();
-        st.mailer(3).from(10);
-        st.daemon("MTA").connection();
-        st.save().unwrap();
-        let o = MailstatsOptions {
-            program: true,
-            clear: true,
-            omit_names: false,
-        };
-        let mut out = Vec::new();
-        print_mailstats_with(&p, &names(), o, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains(
-                "\n 3        1          1        0          0        0       0       0  local\n"
-            ),
-            "{text}"
-        );
-        assert!(!text.contains("MTA"), "{text}");
-        let after = Stats::load(&p, &names()).unwrap().snapshot();
-        assert_eq!(after.mailers[3], MailerCounts::default());
-        assert!(after.daemons.is_empty());
-        // a running daemon's later counts go into the cleared file
-        st.mailer(3).from(10);
-        st.save().unwrap();
-        assert_eq!(
-            Stats::load(&p, &names()).unwrap().snapshot().mailers[3].msgs_from,
-            1
-        );
-    }
 
     #[test]
     fn sendmails_binary_file_is_read() {
@@ -1169,49 +940,6 @@ mod tests {
         fs::write(&p, b"version 1\n\xff\n").unwrap();
         let e = Stats::load(&p, &[]).unwrap_err().to_string();
         assert!(e.contains(":2: expected text"), "{e}");
-    }
-
-    #[test]
-    fn the_report_adds_our_daemon_table() {
-        let mut s = Snapshot::new(1795502399);
-        s.mailers[3].msgs_from = 2;
-        s.daemons.insert(
-            "MTA-v6".into(),
-            DaemonCounts {
-                connections: 10,
-                messages: 5,
-                kbytes: 34,
-                rejects: 1,
-            },
-        );
-        let r = render_mailstats(&s, &names(), &Utc);
-        let want_tail = " C        0                    0                    0\n\
-                         \n D    conns     msgs       bytes  rejects  Daemon\n\
-                         \x20        10        5         34K        1  MTA-v6\n";
-        assert!(r.ends_with(want_tail), "{r}");
-        assert!(r.starts_with("Statistics from Tue Nov 24 06:39:59 2026\n"));
-    }
-
-    #[test]
-    fn print_mailstats_reads_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        let mut out = Vec::new();
-        let e = print_mailstats(&p, &names(), &mut out).unwrap_err();
-        assert!(e.to_string().contains("no statistics file"), "{e}");
-        fs::write(
-            &p,
-            "version 1\nsince 0\nmailer 3 1 1 0 0 0 0 0 local\nend\n",
-        )
-        .unwrap();
-        print_mailstats(&p, &names(), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains(
-                "\n 3        1          1K        0          0K        0       0       0  local\n"
-            ),
-            "{text}"
-        );
     }
 
     #[test]
