@@ -17,7 +17,8 @@
 //! locks the file (`flock`), re-reads it, adds the increments, and replaces it atomically
 //! (write `<file>.tmp.<pid>`, fsync, rename, fsync the directory). So a daemon and
 //! command-line `sendmail` runs that share the file never lose each other's counts, and a
-//! restarted daemon continues from what is on disk. Call `save` periodically and at shutdown.
+//! restarted daemon continues from what is on disk. Call `save` periodically and at shutdown
+//! ([`Stats::save_periodically`] does both).
 //!
 //! As with sendmail, statistics are kept only if the file exists (`touch` it to start): when
 //! it is missing, `save` writes nothing. An empty file is a fresh start.
@@ -407,6 +408,43 @@ impl Stats {
             cells.messages.fetch_add(d.messages, Ordering::Relaxed);
             cells.kbytes.fetch_add(d.kbytes, Ordering::Relaxed);
             cells.rejects.fetch_add(d.rejects, Ordering::Relaxed);
+        }
+    }
+
+    /// Saves every `every` (off the async workers, in `spawn_blocking`) until `stop`
+    /// completes, then once more; each failed save is passed to `on_error` (e.g. to log it)
+    /// and its counts are kept for the next attempt. Spawn it at daemon start.
+    pub async fn save_periodically(
+        self,
+        every: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+        on_error: impl Fn(&StatsError),
+    ) {
+        let save = |stats: Stats| async move {
+            match tokio::task::spawn_blocking(move || stats.save()).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e),
+                Err(join) => Some(StatsError::Io {
+                    path: PathBuf::from("<save task>"),
+                    source: io::Error::other(join.to_string()),
+                }),
+            }
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
+            if let Some(e) = save(self.clone()).await {
+                on_error(&e);
+            }
+        }
+        if let Some(e) = save(self.clone()).await {
+            on_error(&e);
         }
     }
 
@@ -842,6 +880,47 @@ mod tests {
         assert!(text.contains("\ndaemon 2 2 3 1 MTA-v6\n"), "{text}");
         assert!(text.contains("\nmailer 3 0 0 1 3 1 1 0 local\n"), "{text}");
         assert!(text.ends_with("end\n"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn periodic_saves_and_a_last_one_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("statistics");
+        fs::write(&p, "").unwrap();
+        let st = Stats::load(&p, &names()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let errors = Arc::new(AtomicU64::new(0));
+        let e2 = errors.clone();
+        let task = tokio::spawn(st.clone().save_periodically(
+            std::time::Duration::from_millis(50),
+            async move {
+                let _ = rx.await;
+            },
+            move |_| {
+                e2.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+        st.daemon("MTA").connection();
+        for _ in 0..200 {
+            if fs::read_to_string(&p).unwrap().contains("daemon 1 ") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            fs::read_to_string(&p)
+                .unwrap()
+                .contains("daemon 1 0 0 0 MTA")
+        );
+        st.daemon("MTA").connection();
+        tx.send(()).unwrap();
+        task.await.unwrap();
+        assert!(
+            fs::read_to_string(&p)
+                .unwrap()
+                .contains("daemon 2 0 0 0 MTA")
+        );
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
     }
 
     #[test]
