@@ -698,8 +698,13 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StatsError> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        // keep the permissions the admin gave the file
+        // keep the owner and permissions the admin gave the file (the owner only when we
+        // may: as root, or when it is already ours)
         if let Ok(meta) = fs::metadata(path) {
+            use std::os::unix::fs::MetadataExt;
+            let owner = nix::unistd::Uid::from_raw(meta.uid());
+            let group = nix::unistd::Gid::from_raw(meta.gid());
+            let _ = nix::unistd::fchown(&f, Some(owner), Some(group));
             f.set_permissions(meta.permissions())?;
         }
         f.write_all(bytes)?;
@@ -921,6 +926,24 @@ mod tests {
                 .contains("daemon 2 0 0 0 MTA")
         );
         assert_eq!(errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_save_keeps_the_files_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("statistics");
+        fs::write(&p, "").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let st = Stats::load(&p, &[]).unwrap();
+        st.connection_from();
+        st.save().unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // and leaves no temporary file behind
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
