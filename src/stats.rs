@@ -74,6 +74,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub mod mailstats;
+pub use mailstats::{
+    MailstatsOptions, mailstats_cli, print_mailstats, print_mailstats_with, render_mailstats,
+    render_mailstats_with, run_mailstats,
+};
+
 /// Mailer slots, as sendmail's `MAXMAILERS`.
 pub const MAXMAILERS: usize = 25;
 
@@ -770,12 +776,6 @@ fn parse_sendmail_binary(path: &Path, b: &[u8]) -> Result<Snapshot, StatsError> 
     }
     Ok(s)
 }
-
-pub mod mailstats;
-pub use mailstats::{
-    MailstatsOptions, print_mailstats, print_mailstats_with, render_mailstats,
-    render_mailstats_with,
-};
 
 #[cfg(test)]
 mod tests {

@@ -322,6 +322,22 @@ pub fn mailstats_cli(
     }
 }
 
+/// The `mailstats` program: [`mailstats_cli`] on the process's stdout and stderr with the
+/// system cf `/etc/mail/sendmail.cf`. `argv` is the whole command line (`argv[0]` first).
+/// Returns the exit code.
+pub fn run_mailstats(argv: &[String]) -> i32 {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let code = mailstats_cli(
+        argv,
+        Path::new("/etc/mail/sendmail.cf"),
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    );
+    let _ = stdout.lock().flush();
+    code
+}
+
 /// An io::Error as strerror(3) says it (without Rust's " (os error N)").
 fn plain_io(e: &io::Error) -> String {
     let s = e.to_string();
