@@ -179,6 +179,9 @@ impl Syslog {
                     self.stalled_until = Some(Instant::now() + SYSLOG_RETRY);
                 }
             }
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32)
+                    || e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {}
             Err(_) => {
                 self.connect();
                 if let Some(sock) = &self.sock
@@ -447,6 +450,16 @@ mod tests {
         log.info(None, format_args!("after the drain"));
         server.set_nonblocking(false).unwrap();
         assert!(recv(&server).ends_with("after the drain"));
+    }
+
+    #[test]
+    fn a_line_too_big_for_a_datagram_loses_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        log.info(None, format_args!("{}", "x".repeat(4 << 20)));
+        log.info(None, format_args!("next"));
+        assert!(recv(&server).ends_with("next"));
     }
 
     #[test]
