@@ -17,7 +17,8 @@
 //! locks the file (`flock`), re-reads it, adds the increments, and replaces it atomically
 //! (write `<file>.tmp.<pid>`, fsync, rename, fsync the directory). So a daemon and
 //! command-line `sendmail` runs that share the file never lose each other's counts, and a
-//! restarted daemon continues from what is on disk. Call `save` periodically and at shutdown.
+//! restarted daemon continues from what is on disk. Call `save` periodically and at shutdown
+//! ([`Stats::save_periodically`] does both).
 //!
 //! As with sendmail, statistics are kept only if the file exists (`touch` it to start): when
 //! it is missing, `save` writes nothing. An empty file is a fresh start.
@@ -57,7 +58,9 @@
 //! ```
 //!
 //! Rows only for mailers with a nonzero message count; the date is `ctime(3)` in local time.
-//! Then, when any daemon has counts, our addition: a blank line and
+//! `-o` drops the names, `-P` prints the program-readable form and `-p` also resets the file
+//! ([`MailstatsOptions`]). Then, in the human-readable report only and when any daemon has
+//! counts, our addition: a blank line and
 //!
 //! ```text
 //!  D    conns     msgs       bytes  rejects  Daemon
@@ -71,7 +74,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{Local, TimeZone};
+pub mod mailstats;
+pub use mailstats::{
+    MailstatsOptions, mailstats_cli, print_mailstats, print_mailstats_with, render_mailstats,
+    render_mailstats_with, run_mailstats,
+};
 
 /// Mailer slots, as sendmail's `MAXMAILERS`.
 pub const MAXMAILERS: usize = 25;
@@ -410,6 +417,43 @@ impl Stats {
         }
     }
 
+    /// Saves every `every` (off the async workers, in `spawn_blocking`) until `stop`
+    /// completes, then once more; each failed save is passed to `on_error` (e.g. to log it)
+    /// and its counts are kept for the next attempt. Spawn it at daemon start.
+    pub async fn save_periodically(
+        self,
+        every: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+        on_error: impl Fn(&StatsError),
+    ) {
+        let save = |stats: Stats| async move {
+            match tokio::task::spawn_blocking(move || stats.save()).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e),
+                Err(join) => Some(StatsError::Io {
+                    path: PathBuf::from("<save task>"),
+                    source: io::Error::other(join.to_string()),
+                }),
+            }
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
+            if let Some(e) = save(self.clone()).await {
+                on_error(&e);
+            }
+        }
+        if let Some(e) = save(self.clone()).await {
+            on_error(&e);
+        }
+    }
+
     /// Adds what was counted since the last save to the file and replaces it atomically.
     /// Returns `Ok(false)` (and keeps the counts) when the file does not exist.
     /// Blocking file I/O: from async code, call it in `spawn_blocking`.
@@ -660,8 +704,13 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StatsError> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        // keep the permissions the admin gave the file
+        // keep the owner and permissions the admin gave the file (the owner only when we
+        // may: as root, or when it is already ours)
         if let Ok(meta) = fs::metadata(path) {
+            use std::os::unix::fs::MetadataExt;
+            let owner = nix::unistd::Uid::from_raw(meta.uid());
+            let group = nix::unistd::Gid::from_raw(meta.gid());
+            let _ = nix::unistd::fchown(&f, Some(owner), Some(group));
             f.set_permissions(meta.permissions())?;
         }
         f.write_all(bytes)?;
@@ -728,94 +777,9 @@ fn parse_sendmail_binary(path: &Path, b: &[u8]) -> Result<Snapshot, StatsError> 
     Ok(s)
 }
 
-// ---------------------------------------------------------------------------------------
-// mailstats
-
-/// `mailstats`: reads the statistics file at `path` and prints sendmail's report (and our
-/// daemon table) to `out`. `mailer_names[i]` names mailer `i`.
-pub fn print_mailstats(
-    path: impl AsRef<Path>,
-    mailer_names: &[String],
-    out: &mut impl Write,
-) -> Result<(), StatsError> {
-    let path = path.as_ref();
-    let snap = read_file(path)?.ok_or_else(|| {
-        io_err(path)(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no statistics file (create it to start counting)",
-        ))
-    })?;
-    let text = render_mailstats(&snap, mailer_names, &Local);
-    out.write_all(text.as_bytes()).map_err(|e| StatsError::Io {
-        path: PathBuf::from("<stdout>"),
-        source: e,
-    })
-}
-
-/// The report for `s`, dates in time zone `tz`.
-pub fn render_mailstats<Tz: TimeZone>(s: &Snapshot, mailer_names: &[String], tz: &Tz) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    let since = tz
-        .timestamp_opt(s.since, 0)
-        .single()
-        .map(|t| t.format("%a %b %e %H:%M:%S %Y").to_string())
-        .unwrap_or_else(|| s.since.to_string());
-    let mut o = format!("Statistics from {since}\n");
-    o.push_str(" M   msgsfr  bytes_from   msgsto    bytes_to  msgsrej msgsdis msgsqur  Mailer\n");
-    let mut total = MailerCounts::default();
-    for (i, m) in s.mailers.iter().enumerate().filter(|(_, m)| m.shown()) {
-        let name = mailer_names.get(i).map(String::as_str).unwrap_or("");
-        o.push_str(&format!(
-            "{i:2} {:8} {:10}K {:8} {:10}K   {:6}  {:6}  {:6}  {name}\n",
-            m.msgs_from,
-            m.kbytes_from,
-            m.msgs_to,
-            m.kbytes_to,
-            m.rejected,
-            m.discarded,
-            m.quarantined
-        ));
-        let mut f = total.fields();
-        for (v, x) in f.iter_mut().zip(m.fields()) {
-            *v += x;
-        }
-        total = MailerCounts::from_fields(f);
-    }
-    o.push_str(&"=".repeat(69));
-    o.push('\n');
-    let t = total;
-    o.push_str(&format!(
-        " T {:8} {:10}K {:8} {:10}K   {:6}  {:6}  {:6}\n",
-        t.msgs_from, t.kbytes_from, t.msgs_to, t.kbytes_to, t.rejected, t.discarded, t.quarantined
-    ));
-    let c = s.connections;
-    o.push_str(&format!(
-        " C {:8} {:10}  {:8} {:10}    {:6}\n",
-        c.from, "", c.to, "", c.rejected
-    ));
-    let daemons: Vec<_> = s
-        .daemons
-        .iter()
-        .filter(|(_, d)| **d != DaemonCounts::default())
-        .collect();
-    if !daemons.is_empty() {
-        o.push_str("\n D    conns     msgs       bytes  rejects  Daemon\n");
-        for (name, d) in daemons {
-            o.push_str(&format!(
-                "   {:8} {:8} {:10}K {:8}  {name}\n",
-                d.connections, d.messages, d.kbytes, d.rejects
-            ));
-        }
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
 
     fn names() -> Vec<String> {
         [
@@ -832,17 +796,6 @@ mod tests {
     }
 
     const REAL_BIN: &[u8] = include_bytes!("../tests/data/sendmail-8.17-statistics.bin");
-    /// `TZ=UTC mailstats -C m.cf` of the real 8.17.1.9 on `REAL_BIN`.
-    const REAL_REPORT: &str = include_str!("../tests/data/sendmail-8.17-mailstats.txt");
-
-    #[test]
-    fn report_matches_the_real_mailstats_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        fs::write(&p, REAL_BIN).unwrap();
-        let snap = read_file(&p).unwrap().unwrap();
-        assert_eq!(render_mailstats(&snap, &names(), &Utc), REAL_REPORT);
-    }
 
     #[test]
     fn sendmails_binary_file_is_read() {
@@ -932,6 +885,65 @@ mod tests {
         assert!(text.contains("\ndaemon 2 2 3 1 MTA-v6\n"), "{text}");
         assert!(text.contains("\nmailer 3 0 0 1 3 1 1 0 local\n"), "{text}");
         assert!(text.ends_with("end\n"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn periodic_saves_and_a_last_one_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("statistics");
+        fs::write(&p, "").unwrap();
+        let st = Stats::load(&p, &names()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let errors = Arc::new(AtomicU64::new(0));
+        let e2 = errors.clone();
+        let task = tokio::spawn(st.clone().save_periodically(
+            std::time::Duration::from_millis(50),
+            async move {
+                let _ = rx.await;
+            },
+            move |_| {
+                e2.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+        st.daemon("MTA").connection();
+        for _ in 0..200 {
+            if fs::read_to_string(&p).unwrap().contains("daemon 1 ") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            fs::read_to_string(&p)
+                .unwrap()
+                .contains("daemon 1 0 0 0 MTA")
+        );
+        st.daemon("MTA").connection();
+        tx.send(()).unwrap();
+        task.await.unwrap();
+        assert!(
+            fs::read_to_string(&p)
+                .unwrap()
+                .contains("daemon 2 0 0 0 MTA")
+        );
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_save_keeps_the_files_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("statistics");
+        fs::write(&p, "").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let st = Stats::load(&p, &[]).unwrap();
+        st.connection_from();
+        st.save().unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // and leaves no temporary file behind
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -1030,49 +1042,6 @@ mod tests {
         fs::write(&p, b"version 1\n\xff\n").unwrap();
         let e = Stats::load(&p, &[]).unwrap_err().to_string();
         assert!(e.contains(":2: expected text"), "{e}");
-    }
-
-    #[test]
-    fn the_report_adds_our_daemon_table() {
-        let mut s = Snapshot::new(1795502399);
-        s.mailers[3].msgs_from = 2;
-        s.daemons.insert(
-            "MTA-v6".into(),
-            DaemonCounts {
-                connections: 10,
-                messages: 5,
-                kbytes: 34,
-                rejects: 1,
-            },
-        );
-        let r = render_mailstats(&s, &names(), &Utc);
-        let want_tail = " C        0                    0                    0\n\
-                         \n D    conns     msgs       bytes  rejects  Daemon\n\
-                         \x20        10        5         34K        1  MTA-v6\n";
-        assert!(r.ends_with(want_tail), "{r}");
-        assert!(r.starts_with("Statistics from Tue Nov 24 06:39:59 2026\n"));
-    }
-
-    #[test]
-    fn print_mailstats_reads_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("statistics");
-        let mut out = Vec::new();
-        let e = print_mailstats(&p, &names(), &mut out).unwrap_err();
-        assert!(e.to_string().contains("no statistics file"), "{e}");
-        fs::write(
-            &p,
-            "version 1\nsince 0\nmailer 3 1 1 0 0 0 0 0 local\nend\n",
-        )
-        .unwrap();
-        print_mailstats(&p, &names(), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.contains(
-                "\n 3        1          1K        0          0K        0       0       0  local\n"
-            ),
-            "{text}"
-        );
     }
 
     #[test]

@@ -23,16 +23,23 @@
 //!
 //! # More than 3600 ids in one second
 //!
-//! sendmail forks one process per connection, and when one process has used all 3600
-//! sequence values it `sleep(1)`s until the clock moves on. We hand out ids from many tasks of
-//! one process, thousands per second, and must neither block the runtime nor repeat an id.
-//! Our choice: the first 3600 ids of a second are exactly sendmail's 14-character form; the
-//! n-th block of 3600 after that (n ≥ 1) appends a suffix of letters (`A-Za-z`, bijective
-//! base 52 of n-1: `A`, `B`, …, `z`, `BA`, …). The prefix keeps sendmail's layout (so
-//! anything that reads the time or pid out of an id still works), and since a pid is all
-//! digits, a letter suffix can never make an id equal to another process's id, whatever
-//! its pid length. Time also never runs backwards inside one generator: if the clock steps
-//! back, ids keep the last second used, which keeps them unique.
+//! sendmail forks one process per connection. In a process, the time in its ids is that of
+//! the process's first id, the sequence counts up from a random start, and when all 3600
+//! values are used the process `sleep(1)`s until the clock moves on and takes a new base
+//! time. We hand out ids from many tasks of one long-lived process, thousands per second,
+//! and must neither block the runtime nor repeat an id, so ours differ in two ways:
+//!
+//! * the time is the current second (a daemon's ids would otherwise all carry its start
+//!   time); the sequence still counts up across seconds from a random start, as sendmail's;
+//! * the first 3600 ids of a second are exactly sendmail's 14-character form; the n-th block
+//!   of 3600 after that (n ≥ 1) appends a suffix of letters (`A-Za-z`, base 52 of n-1 with
+//!   `A` = 0: `A`, `B`, …, `z`, `BA`, …). The prefix keeps sendmail's layout (anything that
+//!   reads the time or pid out of an id still works), and as a pid is all digits, a letter
+//!   suffix can never make an id equal to another process's id, whatever its pid length.
+//!
+//! Time never runs backwards inside one generator: if the clock steps back, ids keep the last
+//! second used, which keeps them unique. (Past 2^20 ids in one second, the next second is
+//! borrowed.)
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,15 +141,62 @@ pub fn message_id(now: DateTime<Utc>, qid: &str, host: &str) -> String {
 /// Hands out queue ids; shared by every session of one process (lock-free).
 #[derive(Debug)]
 pub struct QueueIdGen {
-    /// Random start of the sequence, 0..3599.
-    offset: u32,
-    /// Packed state: high 34 bits the Unix second last used, low 30 bits how many ids were
-    /// handed out in that second.
+    /// Packed state, see [`Packed`].
     state: AtomicU64,
 }
 
-const COUNT_BITS: u32 = 30;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// The generator's state in one atomic word: the Unix second of the last id (32 bits), the
+/// sequence value that second started at (12 bits, 0..3599) and the index of the last id
+/// within that second (20 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    sec: u64,
+    base: u64,
+    index: u64,
+}
+
+const INDEX_BITS: u32 = 20;
+const INDEX_MAX: u64 = (1 << INDEX_BITS) - 1;
+
+impl Packed {
+    fn pack(self) -> u64 {
+        (self.sec << 32) | (self.base << INDEX_BITS) | self.index
+    }
+
+    fn unpack(v: u64) -> Packed {
+        Packed {
+            sec: v >> 32,
+            base: (v >> INDEX_BITS) & 0xfff,
+            index: v & INDEX_MAX,
+        }
+    }
+
+    /// The state after handing out one more id at second `now`.
+    fn advance(self, now: u64) -> Packed {
+        let seq = u64::from(SEQ_PER_SECOND);
+        // the next second's sequence carries on from this one's, as sendmail's counter does
+        let carry_on = (self.base + self.index + 1) % seq;
+        if now > self.sec {
+            Packed {
+                sec: now,
+                base: carry_on,
+                index: 0,
+            }
+        } else if self.index < INDEX_MAX {
+            Packed {
+                index: self.index + 1,
+                ..self
+            }
+        } else {
+            // 2^20 ids in one second: borrow the next second rather than repeat an id.
+            Packed {
+                sec: self.sec + 1,
+                base: carry_on,
+                index: 0,
+            }
+        }
+    }
+}
 
 impl Default for QueueIdGen {
     fn default() -> Self {
@@ -159,11 +213,19 @@ impl QueueIdGen {
         QueueIdGen::with_offset((h.finish() % u64::from(SEQ_PER_SECOND)) as u32)
     }
 
-    /// A generator whose sequence starts at `offset` (mod 3600); for tests.
+    /// A generator whose first id has sequence `offset` (mod 3600); for tests.
     pub fn with_offset(offset: u32) -> QueueIdGen {
+        // "the id before the first" sits at second 0, so the first real second starts at
+        // `offset`
+        let before = (u64::from(offset % SEQ_PER_SECOND) + u64::from(SEQ_PER_SECOND) - 1)
+            % u64::from(SEQ_PER_SECOND);
+        let start = Packed {
+            sec: 0,
+            base: before,
+            index: 0,
+        };
         QueueIdGen {
-            offset: offset % SEQ_PER_SECOND,
-            state: AtomicU64::new(0),
+            state: AtomicU64::new(start.pack()),
         }
     }
 
@@ -174,22 +236,13 @@ impl QueueIdGen {
 
     /// The next id as if the clock read `now` and the process id were `pid`.
     pub fn next_id_at(&self, now: DateTime<Utc>, pid: u32) -> String {
-        let now_s = now.timestamp().max(0) as u64 & ((1 << (64 - COUNT_BITS)) - 1);
+        let now_s = now.timestamp().clamp(1, i64::from(u32::MAX)) as u64;
         let mut cur = self.state.load(Ordering::Relaxed);
-        let (sec, n) = loop {
-            let (sec, count) = (cur >> COUNT_BITS, cur & COUNT_MASK);
-            let next = if now_s > sec {
-                (now_s, 0)
-            } else if count < COUNT_MASK {
-                (sec, count + 1)
-            } else {
-                // 2^30 ids in one second: move on to the next second rather than repeat.
-                (sec + 1, 0)
-            };
-            let packed = (next.0 << COUNT_BITS) | next.1;
+        let got = loop {
+            let next = Packed::unpack(cur).advance(now_s);
             match self.state.compare_exchange_weak(
                 cur,
-                packed,
+                next.pack(),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -197,10 +250,10 @@ impl QueueIdGen {
                 Err(actual) => cur = actual,
             }
         };
-        let time = Utc.timestamp_opt(sec as i64, 0).single().unwrap_or(now);
-        let seq = (self.offset as u64 + n) % u64::from(SEQ_PER_SECOND);
+        let time = Utc.timestamp_opt(got.sec as i64, 0).single().unwrap_or(now);
+        let seq = (got.base + got.index) % u64::from(SEQ_PER_SECOND);
         let mut id = format_queue_id(time, pid, seq as u32);
-        let block = n / u64::from(SEQ_PER_SECOND);
+        let block = got.index / u64::from(SEQ_PER_SECOND);
         if block > 0 {
             push_suffix(&mut id, block - 1);
         }
@@ -293,10 +346,12 @@ mod tests {
         let now = t(2026, 11, 24, 6, 53, 20);
         assert_eq!(g.next_id_at(now, 7088), "6AO6rKxx007088");
         assert_eq!(g.next_id_at(now, 7088), "6AO6rK00007088");
-        // a new second restarts the count at the offset
+        // a new second carries the sequence on
+        let next_second = t(2026, 11, 24, 6, 53, 21);
+        assert_eq!(g.next_id_at(next_second, 7088), "6AO6rL01007088");
         assert_eq!(
-            g.next_id_at(t(2026, 11, 24, 6, 53, 21), 7088),
-            "6AO6rLxx007088"
+            g.next_id_at(t(2026, 11, 24, 6, 54, 0), 7088),
+            "6AO6s002007088"
         );
     }
 
@@ -323,6 +378,24 @@ mod tests {
         push_suffix(&mut s, 51);
         push_suffix(&mut s, 52);
         assert_eq!(s, "AzBA");
+    }
+
+    #[test]
+    fn past_a_million_ids_in_one_second_the_next_second_is_borrowed() {
+        let full = Packed {
+            sec: 5,
+            base: 7,
+            index: INDEX_MAX,
+        };
+        assert_eq!(
+            full.advance(5),
+            Packed {
+                sec: 6,
+                base: (7 + INDEX_MAX + 1) % 3600,
+                index: 0
+            }
+        );
+        assert_eq!(Packed::unpack(full.pack()), full);
     }
 
     #[test]
