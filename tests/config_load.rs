@@ -1,0 +1,230 @@
+//! Loading whole configurations: the embedded default, the oracle's cf, overrides, errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sendmail_rs::config::macros::{MacroLookup, expand};
+use sendmail_rs::config::options::DeliveryMode;
+use sendmail_rs::config::{Config, Override, Source, load};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn ov(name: &str, value: &str) -> Override {
+    Override {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// Warnings that only say "option X is not supported yet".
+fn only_unsupported_option_warnings(c: &Config) {
+    for w in &c.warnings {
+        assert!(
+            w.ends_with("is not supported yet; ignored") && w.contains(": option "),
+            "unexpected warning: {w}"
+        );
+    }
+}
+
+#[test]
+fn the_embedded_default_loads_with_only_unsupported_option_warnings() {
+    let c = load(&Source::Embedded, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    only_unsupported_option_warnings(&c);
+    assert_eq!(c.daemons.len(), 4);
+    assert_eq!(c.options.log_level, 9);
+    assert_eq!(
+        c.options.queue_directory,
+        PathBuf::from("/var/spool/mqueue")
+    );
+    assert_eq!(c.options.pid_file.raw, "/run/sendmail.pid");
+    assert_eq!(
+        c.options.status_file,
+        Some(PathBuf::from("/var/lib/sendmail/sendmail.st"))
+    );
+    assert_eq!(c.options.alias_files, vec!["/etc/mail/aliases"]);
+    assert_eq!(c.options.smtp_greeting_message.raw, "$j Sendmail $v/$Z; $b");
+    for m in ["local", "prog", "smtp", "esmtp", "smtp8", "dsmtp", "relay"] {
+        assert!(c.mailer(m).is_some(), "mailer {m}");
+    }
+    assert!(c.class_contains("w", "localhost"));
+    assert_eq!(c.ruleset("canonify").map(|r| r.number), Some(3));
+    assert!(c.ruleset("check_rcpt").is_some_and(|r| !r.rules.is_empty()));
+    // $Z is ours, not 8.17.1.9
+    assert_eq!(
+        c.macro_value("Z").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_oracle_cf_loads() {
+    let c = load(&Source::File(fixture("oracle.cf")), &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    only_unsupported_option_warnings(&c);
+    assert_eq!(c.daemons.len(), 3);
+    assert_eq!(
+        c.macros.get("S").map(String::as_str),
+        Some("relay:[127.0.0.1]")
+    );
+    let relay = c.mailer("relay").unwrap();
+    assert_eq!(relay.path, "[IPC]");
+    assert_eq!(relay.argv, vec!["TCP", "$h", "2599"]);
+    assert_eq!(relay.eol, "\r\n");
+    assert_eq!(relay.line_limit, 2040);
+    assert_eq!(
+        relay.recipient_envelope_ruleset.as_deref(),
+        Some("MasqSMTP")
+    );
+    assert_eq!(c.mailer("local").unwrap().diag_type, "X-Unix");
+    assert_eq!(c.maps["access"].class, "hash");
+}
+
+#[test]
+fn command_line_daemon_options_are_sticky() {
+    let text =
+        "V10/Berkeley\nO DaemonPortOptions=Name=A, Port=25\nO DaemonPortOptions=Name=B, Port=26\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(c.daemons.len(), 2);
+    let c = Config::from_str(
+        "t.cf",
+        text,
+        &[ov("DaemonPortOptions", "Name=EXTRA, Port=2608")],
+    )
+    .unwrap();
+    assert_eq!(c.daemons.len(), 1);
+    assert_eq!(
+        c.notes
+            .iter()
+            .filter(|n| n.ends_with("ignored: set on the command line"))
+            .count(),
+        2,
+        "{:?}",
+        c.notes
+    );
+    let c = Config::from_str(
+        "t.cf",
+        text,
+        &[ov("O", "Name=X"), ov("DaemonPortOptions", "Name=Y")],
+    )
+    .unwrap();
+    assert_eq!(c.daemons.len(), 2);
+}
+
+#[test]
+fn no_daemon_options_means_one_default_daemon() {
+    let c = Config::from_str("t.cf", "V10/Berkeley\n", &[]).unwrap();
+    assert_eq!(c.daemons.len(), 1);
+}
+
+#[test]
+fn overrides_win_and_are_literal() {
+    let text = "V10/Berkeley\nO LogLevel=9\nO SmtpGreetingMessage=$j ready\nO PrivacyOptions=goaway\nDjmx.example\n";
+    let c = Config::from_str(
+        "t.cf",
+        text,
+        &[
+            ov("LogLevel", "14"),
+            ov("SmtpGreetingMessage", "$j literal"),
+            ov("p", "noetrn"),
+            ov("Timeout.command", "25m"),
+            ov("d", "q"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.options.log_level, 14);
+    assert_eq!(c.options.smtp_greeting_message.expand(&c), "$j literal");
+    assert_eq!(c.options.privacy_options, vec!["noetrn", "goaway"]);
+    assert_eq!(c.options.timeouts.command, Duration::from_secs(1500));
+    assert_eq!(c.options.delivery_mode, DeliveryMode::QueueOnly);
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(
+        c.options.smtp_greeting_message.expand(&c),
+        "mx.example ready"
+    );
+}
+
+#[test]
+fn a_dj_line_wins_over_the_host_name() {
+    let c = Config::from_str("t.cf", "V10/Berkeley\nDjmail.example.org\n", &[]).unwrap();
+    assert_eq!(expand("$j", &c), "mail.example.org");
+    let c = Config::from_str("t.cf", "V10/Berkeley\n", &[]).unwrap();
+    assert_eq!(expand("$j", &c), c.host.fqdn);
+}
+
+#[test]
+fn unsupported_and_unknown_options_are_warnings() {
+    let text = "V10/Berkeley\nO MeToo=True\nO MeToo=False\nO Bogus=1\nO LogLev=3\nO Max=1\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(
+        c.warnings,
+        vec![
+            "t.cf:2: option MeToo is not supported yet; ignored",
+            "t.cf:4: readcf: unknown option name Bogus; ignored",
+            "t.cf:5: Option LogLev used as abbreviation for LogLevel",
+            "t.cf:6: readcf: ambiguous option name Max (matches MaxHopCount and MaxQueueAge); ignored",
+        ]
+    );
+    assert_eq!(c.options.log_level, 3);
+    assert_eq!(c.options.unsupported.len(), 2);
+}
+
+#[test]
+fn every_error_is_reported_with_file_and_line() {
+    let text = "V10/Berkeley\nO LogLevel=abc\nR$*\t$@ x\nZzz\nMbad, P=/bin/x\nSx\nR$*\tok\nFw/nonexistent/file/for/test\nO Timeout.bogus=1m\n";
+    let errors = Config::from_str("t.cf", text, &[]).unwrap_err();
+    let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            "t.cf:4: unknown line type 'Z' (expected one of O D C F K M S R H P T V E Q X or a comment)",
+            "t.cf:2: option LogLevel: bad number \"abc\" (expected a whole number)",
+            "t.cf:3: R line outside a ruleset (expected an S line before the first R line)",
+            "t.cf:5: mailer bad: A= argument required (expected A=argv)",
+            "t.cf:8: cannot read class file /nonexistent/file/for/test: No such file or directory (os error 2) (expected an existing file, or `Fw-o /nonexistent/file/for/test` to make it optional)",
+            "t.cf:9: option Timeout.bogus: invalid timeout bogus (expected one of initial helo mail rcpt datainit datablock datafinal rset quit misc command ident fileopen connect iconnect aconnect control lhlo auth starttls hoststatus queuewarn[.x] queuereturn[.x] resolver.*)",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_file_is_one_error() {
+    let errors = load(&Source::File("/nonexistent/sendmail.cf".into()), &[]).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("/nonexistent/sendmail.cf: cannot read: ")
+    );
+}
+
+#[test]
+fn class_files_are_read_with_their_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("names");
+    std::fs::write(&f, "# comment\nalpha beta # trailing\n#skipped\ngamma\n").unwrap();
+    let text = format!(
+        "V10/Berkeley\nFw{} %[^\\#]\nF{{first}}{}\nFo-o /nonexistent/x\n",
+        f.display(),
+        f.display()
+    );
+    let c = Config::from_str("t.cf", &text, &[]).unwrap();
+    assert_eq!(c.classes["w"], vec!["alpha", "beta", "gamma"]);
+    assert_eq!(c.classes["first"], vec!["alpha", "gamma"]);
+    assert!(!c.classes.contains_key("o"));
+}
+
+#[test]
+fn rulesets_by_number_and_name() {
+    let text = "V10/Berkeley\nS0\nR$*\t$#local $: $1\nScanonify=3\nR$*\t$@ $1\nSLocal_check_rcpt\nR$*\t$@ ok\nS3\nR$+\t$@ more\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(c.ruleset("0").unwrap().rules.len(), 1);
+    let canon = c.ruleset("canonify").unwrap();
+    assert_eq!((canon.number, canon.rules.len()), (3, 2));
+    assert_eq!(canon.rules[1].loc.line, 9);
+    assert_eq!(c.ruleset_names["Local_check_rcpt"], 199);
+    let errors = Config::from_str("t.cf", "V10\nSx=3\nSx=4\nS100\n", &[]).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
