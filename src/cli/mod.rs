@@ -1,1 +1,182 @@
-//! sendmail command line → Mode.
+//! The command line: argv[0] and sendmail's flags → one [`Invocation`] (what to do, with what).
+//!
+//! In: the program name (`sendmail`, `mailq`, `newaliases`, `mailstats`) and the words after it.
+//! Out: an [`Invocation`]: the [`Mode`], the configuration source and its `-O`/`-o` overrides,
+//! and the rest of what was typed. [`args`] reads the words ([`args::LowArgs`], as typed); this
+//! module decides what they mean, as sendmail(8) does: `-bd` daemon, `-bD` daemon in the
+//! foreground, `-bp` print the queue, `-q` alone runs the queue, and so on.
+
+pub mod args;
+
+use std::path::{Path, PathBuf};
+
+pub use args::{ArgsError, LowArgs};
+
+use crate::config::{Override, Source};
+
+/// The system configuration file read when `-C` is not given.
+pub const SYSTEM_CF: &str = "/etc/mail/sendmail.cf";
+
+/// What this run of the binary does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `-bd` (detach) / `-bD` (stay in the foreground): the SMTP daemon.
+    Daemon { foreground: bool },
+    /// `-bs`: SMTP on stdin/stdout.
+    Smtp,
+    /// `-bp`, `mailq`: list the queue.
+    PrintQueue,
+    /// `-bt`: address test mode.
+    AddressTest,
+    /// `-bv`: verify the recipients.
+    Verify,
+    /// `-bi`, `newaliases`: rebuild the alias database.
+    InitAliases,
+    /// `-q` without `-bd`: run the queue once (or periodically with a time).
+    QueueRun,
+    /// `mailstats`: print the statistics file.
+    Mailstats,
+    /// `-bm` (the default): deliver a message read from stdin.
+    Deliver,
+}
+
+/// One run, fully interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub mode: Mode,
+    pub source: Source,
+    pub overrides: Vec<Override>,
+    /// `-q` interval for a daemon (`-bd -q30m`), as typed.
+    pub queue_interval: Option<String>,
+    /// The whole command line, for the pid file and `started as:`.
+    pub command_line: String,
+    pub args: LowArgs,
+}
+
+/// A command line that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    #[error("unknown mode -b{0} (expected one of d D s p t v i m)")]
+    UnknownMode(String),
+    #[error("mode -b{0} is not supported yet")]
+    Unsupported(String),
+}
+
+/// Interprets argv (including argv[0]). `system_cf` is the path read without `-C` (if present).
+pub fn parse(argv: &[String], system_cf: &Path) -> Result<Invocation, CliError> {
+    let prog = argv
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    let low = LowArgs::parse(argv.iter().skip(1))?;
+    let mode = match (prog.as_str(), low.mode.as_deref()) {
+        ("mailq", _) => Mode::PrintQueue,
+        ("newaliases", _) => Mode::InitAliases,
+        ("mailstats", _) => Mode::Mailstats,
+        (_, Some("d")) => Mode::Daemon { foreground: false },
+        (_, Some("D")) => Mode::Daemon { foreground: true },
+        (_, Some("s")) => Mode::Smtp,
+        (_, Some("p")) => Mode::PrintQueue,
+        (_, Some("t")) => Mode::AddressTest,
+        (_, Some("v")) => Mode::Verify,
+        (_, Some("i")) => Mode::InitAliases,
+        (_, Some("m")) => Mode::Deliver,
+        (_, Some(m @ ("a" | "C" | "h" | "H" | "P"))) => {
+            return Err(CliError::Unsupported(m.to_string()));
+        }
+        (_, Some(other)) => return Err(CliError::UnknownMode(other.to_string())),
+        (_, None) if low.queue.is_some() => Mode::QueueRun,
+        (_, None) => Mode::Deliver,
+    };
+    let source = match &low.config_file {
+        Some(f) => Source::File(PathBuf::from(f)),
+        None if system_cf.exists() => Source::File(system_cf.to_path_buf()),
+        None => Source::Embedded,
+    };
+    let overrides = low
+        .options
+        .iter()
+        .map(|(name, value)| Override {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let queue_interval = match &mode {
+        Mode::Daemon { .. } => low.queue.clone().filter(|q| !q.is_empty()),
+        _ => None,
+    };
+    Ok(Invocation {
+        mode,
+        source,
+        overrides,
+        queue_interval,
+        command_line: argv.join(" "),
+        args: low,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(line: &str) -> Invocation {
+        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&argv, Path::new("/nonexistent/sendmail.cf")).expect(line)
+    }
+
+    #[test]
+    fn modes_from_flags() {
+        assert_eq!(inv("sendmail -bd").mode, Mode::Daemon { foreground: false });
+        assert_eq!(inv("sendmail -bD").mode, Mode::Daemon { foreground: true });
+        assert_eq!(inv("sendmail -bp").mode, Mode::PrintQueue);
+        assert_eq!(inv("sendmail -q").mode, Mode::QueueRun);
+        assert_eq!(inv("sendmail alice").mode, Mode::Deliver);
+    }
+
+    #[test]
+    fn modes_from_program_name() {
+        assert_eq!(inv("/usr/bin/mailq").mode, Mode::PrintQueue);
+        assert_eq!(inv("newaliases").mode, Mode::InitAliases);
+        assert_eq!(inv("/usr/sbin/mailstats").mode, Mode::Mailstats);
+    }
+
+    #[test]
+    fn daemon_with_queue_interval_and_config() {
+        let i = inv("/usr/sbin/sendmail -bd -q30m -C /x.cf -O LogLevel=14");
+        assert_eq!(i.queue_interval.as_deref(), Some("30m"));
+        assert_eq!(i.source, Source::File("/x.cf".into()));
+        assert_eq!(
+            i.overrides[0],
+            Override {
+                name: "LogLevel".into(),
+                value: "14".into()
+            }
+        );
+        assert_eq!(
+            i.command_line,
+            "/usr/sbin/sendmail -bd -q30m -C /x.cf -O LogLevel=14"
+        );
+    }
+
+    #[test]
+    fn embedded_default_without_system_cf() {
+        assert_eq!(inv("sendmail -bD").source, Source::Embedded);
+    }
+
+    #[test]
+    fn bad_modes() {
+        let argv = vec!["sendmail".to_string(), "-bz".to_string()];
+        assert!(matches!(
+            parse(&argv, Path::new("/nonexistent")),
+            Err(CliError::UnknownMode(m)) if m == "z"
+        ));
+    }
+}
