@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sendmail_rs::config::daemon_options::{Addr, Family};
 use sendmail_rs::config::macros::{MacroLookup, expand};
 use sendmail_rs::config::options::DeliveryMode;
 use sendmail_rs::config::{Config, Override, Source, load};
@@ -34,7 +35,21 @@ fn only_unsupported_option_warnings(c: &Config) {
 fn the_embedded_default_loads_with_only_unsupported_option_warnings() {
     let c = load(&Source::Embedded, &[]).unwrap_or_else(|e| panic!("{e:?}"));
     only_unsupported_option_warnings(&c);
-    assert_eq!(c.daemons.len(), 4);
+    let daemons: Vec<(&str, Family, u16, &str)> = c
+        .daemons
+        .iter()
+        .map(|d| (d.name.as_str(), d.family, d.port, d.modifiers.as_str()))
+        .collect();
+    assert_eq!(
+        daemons,
+        vec![
+            ("MTA-v6", Family::Inet6, 25, ""),
+            ("MTA-v4", Family::Inet, 25, ""),
+            ("MSA-v6", Family::Inet6, 587, "E"),
+            ("MSA-v4", Family::Inet, 587, "E"),
+        ]
+    );
+    assert!(c.daemons.iter().all(|d| d.addr == Addr::Any));
     assert_eq!(c.options.log_level, 9);
     assert_eq!(
         c.options.queue_directory,
@@ -64,7 +79,13 @@ fn the_embedded_default_loads_with_only_unsupported_option_warnings() {
 fn the_oracle_cf_loads() {
     let c = load(&Source::File(fixture("oracle.cf")), &[]).unwrap_or_else(|e| panic!("{e:?}"));
     only_unsupported_option_warnings(&c);
-    assert_eq!(c.daemons.len(), 3);
+    assert_eq!(
+        c.daemons
+            .iter()
+            .map(|d| (d.name.as_str(), d.port))
+            .collect::<Vec<_>>(),
+        vec![("MTA-v6", 2525), ("MTA-v4", 2526), ("MSA-v6", 2587)]
+    );
     assert_eq!(
         c.macros.get("S").map(String::as_str),
         Some("relay:[127.0.0.1]")
@@ -116,7 +137,30 @@ fn command_line_daemon_options_are_sticky() {
 #[test]
 fn no_daemon_options_means_one_default_daemon() {
     let c = Config::from_str("t.cf", "V10/Berkeley\n", &[]).unwrap();
-    assert_eq!(c.daemons.len(), 1);
+    let d = &c.daemons[..];
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].name.as_str(), d[0].family, d[0].port, &d[0].addr),
+        ("Daemon0", Family::Inet, 25, &Addr::Any)
+    );
+}
+
+#[test]
+fn a_bad_daemon_value_is_an_error_at_its_line() {
+    let errors = Config::from_str(
+        "t.cf",
+        "V10/Berkeley\n\nO DaemonPortOptions=Family=bogus\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("t.cf:3: DaemonPortOptions: "),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]

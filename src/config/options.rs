@@ -132,7 +132,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("MustQuoteChars", None),
     s("SmtpGreetingMessage", None),
     n("UnixFromLine", None),
-    n("OperatorChars", None),
+    s("OperatorChars", None),
     n("DontInitGroups", None),
     n("SingleLineFromHeader", None),
     n("AllowBogusHELO", None),
@@ -739,6 +739,10 @@ pub struct Options {
     pub dont_blame_sendmail: Vec<String>,
     /// `UseCompressedIPv6Addresses`, default false (`IPv6:0:0:0:0:0:0:0:1` style).
     pub use_compressed_ipv6_addresses: bool,
+    /// `OperatorChars` (`$o`): the characters that are tokens of their own in addresses, in
+    /// addition to the fixed `()<>,;"` and CR/LF. Default `.:%@!^/[]+` (configuration level
+    /// 7 and later).
+    pub operator_chars: String,
     /// Known options not implemented yet, in the order given.
     pub unsupported: Vec<RawOption>,
 }
@@ -778,6 +782,7 @@ impl Default for Options {
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
             use_compressed_ipv6_addresses: false,
+            operator_chars: ".:%@!^/[]+".to_string(),
             unsupported: Vec::new(),
         }
     }
@@ -897,6 +902,13 @@ impl Options {
                 .dont_blame_sendmail
                 .extend(words(value).map(str::to_string)),
             "UseCompressedIPv6Addresses" => self.use_compressed_ipv6_addresses = parse_bool(value),
+            "OperatorChars" => {
+                self.operator_chars = if literal {
+                    value.to_string()
+                } else {
+                    super::cf::lines::munch(value, None).0
+                }
+            }
             other => {
                 return Err(format!(
                     "option {other} has no typed field (internal: not supported)"
@@ -1009,6 +1021,7 @@ mod tests {
                 "NameServers" => "::1",
                 "DontBlameSendmail" => "safe",
                 "RejectNUL" | "UseCompressedIPv6Addresses" => "true",
+                "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",
             };
