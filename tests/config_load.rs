@@ -272,3 +272,16 @@ fn rulesets_by_number_and_name() {
     let errors = Config::from_str("t.cf", "V10\nSx=3\nSx=4\nS100\n", &[]).unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+#[test]
+fn rules_classes_and_maps_are_expanded_when_read_but_deferred_macros_wait() {
+    let text = "V10/Berkeley\nDjmx.example\nCw$j localhost\nKacc hash /etc/$j.db\nS0\nR$* < @ $=w . > $*\t$#local $: $1\nR$*\t$: $&j $j\nDjlater.example\nR$*\t$@ $j\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(c.classes["w"], vec!["mx.example", "localhost"]);
+    assert_eq!(c.maps["acc"].args, "/etc/mx.example.db");
+    let rules = &c.ruleset("0").unwrap().rules;
+    assert_eq!(rules[0].lhs, "$* < @ $=w . > $*");
+    assert_eq!(rules[1].rhs, "$: $&j mx.example");
+    // the value at the time the line is read
+    assert_eq!(rules[2].rhs, "$@ later.example");
+}

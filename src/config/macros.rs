@@ -64,7 +64,16 @@ impl MacroLookup for Layered<'_> {
 /// Expands every macro reference in `text`.
 pub fn expand(text: &str, lookup: &dyn MacroLookup) -> String {
     let mut out = String::with_capacity(text.len());
-    expand_into(text, lookup, 0, &mut out);
+    expand_into(text, lookup, 0, false, &mut out);
+    out
+}
+
+/// Expansion as sendmail does it while *reading* an `R`, `C`, `K`, `F` or `S` line: like
+/// [`expand`], but deferred references (`$&x`, `$&{name}`) are kept as written, to be
+/// expanded when the rule runs.
+pub fn expand_at_load(text: &str, lookup: &dyn MacroLookup) -> String {
+    let mut out = String::with_capacity(text.len());
+    expand_into(text, lookup, 0, true, &mut out);
     out
 }
 
@@ -74,7 +83,13 @@ struct Cond {
     in_else: bool,
 }
 
-fn expand_into(text: &str, lookup: &dyn MacroLookup, depth: usize, out: &mut String) {
+fn expand_into(
+    text: &str,
+    lookup: &dyn MacroLookup,
+    depth: usize,
+    keep_deferred: bool,
+    out: &mut String,
+) {
     let mut conds: Vec<Cond> = Vec::new();
     let active = |conds: &[Cond]| conds.iter().all(|c| c.holds != c.in_else);
     let mut rest = text;
@@ -117,12 +132,17 @@ fn expand_into(text: &str, lookup: &dyn MacroLookup, depth: usize, out: &mut Str
             }
             '&' => {
                 let (name, r) = read_name(rest);
-                rest = r;
-                if let Some(name) = name
+                if keep_deferred {
+                    if active(&conds) {
+                        out.push_str("$&");
+                        out.push_str(&rest[..rest.len() - r.len()]);
+                    }
+                } else if let Some(name) = name
                     && active(&conds)
                 {
                     put_value(name, lookup, depth, out);
                 }
+                rest = r;
             }
             '{' => {
                 match read_name(after) {
@@ -179,7 +199,7 @@ fn read_name(s: &str) -> (Option<&str>, &str) {
 fn put_value(name: &str, lookup: &dyn MacroLookup, depth: usize, out: &mut String) {
     if let Some(v) = lookup.macro_value(name) {
         if depth < MAX_DEPTH && v.contains('$') {
-            expand_into(&v, lookup, depth + 1, out);
+            expand_into(&v, lookup, depth + 1, false, out);
         } else {
             out.push_str(&v);
         }
@@ -356,6 +376,18 @@ mod tests {
         assert_eq!(
             expand(text, &m),
             "oracle.example.test Sendmail 8.17.1.9/8.17.1.9; Tue, 24 Nov 2026 07:10:29 GMT; (No UCE/UBE) logging access from: [127.0.0.9](FAIL)-[127.0.0.9]"
+        );
+    }
+
+    #[test]
+    fn at_load_deferred_macros_stay() {
+        let m = macros(&[("j", "mx.example"), ("x", "X")]);
+        assert_eq!(
+            expand_at_load(
+                "$* < @ $j . > $* $&x $&{client_addr} $={Accept} $| $#ok",
+                &m
+            ),
+            "$* < @ mx.example . > $* $&x $&{client_addr} $={Accept} $| $#ok"
         );
     }
 

@@ -121,7 +121,10 @@ pub enum ConfigError {
     Daemon { loc: Location, msg: String },
 }
 
-/// One rewriting rule (`R` line), as written.
+/// One rewriting rule (`R` line). As sendmail does while reading the cf, `$x` / `${x}` in
+/// `lhs` and `rhs` are already expanded with the macros defined up to that line (plus the
+/// built-ins); deferred `$&x` and all rule syntax (`$*`, `$1`, `$=w`, `$#`, `$|`, ...) are
+/// kept as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub lhs: String,
@@ -415,7 +418,11 @@ impl Builder {
             CfLine::Macro { name, value } => {
                 self.config.macros.insert(name, value);
             }
-            CfLine::Class { name, words } => add_words(&mut self.config.classes, &name, words),
+            CfLine::Class { name, words } => {
+                let words = macros::expand_at_load(&words.join(" "), &self.config);
+                let words = words.split_whitespace().map(str::to_string).collect();
+                add_words(&mut self.config.classes, &name, words);
+            }
             CfLine::ClassFile {
                 name,
                 optional,
@@ -423,24 +430,29 @@ impl Builder {
                 format,
             } => self.read_class_file(&loc, &name, optional, &path, format.as_deref()),
             CfLine::Map { name, class, args } => {
+                let args = macros::expand_at_load(&args, &self.config);
                 self.config.maps.insert(name, MapDef { class, args, loc });
             }
             CfLine::Mailer { name, fields } => self.add_mailer(loc, name, fields),
             CfLine::Ruleset { name, number } => {
                 self.current_ruleset = self.ruleset_number(&loc, name.as_deref(), number);
             }
-            CfLine::Rule { lhs, rhs, comment } => match self
-                .current_ruleset
-                .and_then(|n| self.config.rulesets.get_mut(&n))
-            {
-                Some(rs) => rs.rules.push(Rule {
-                    lhs,
-                    rhs,
-                    comment,
-                    loc,
-                }),
-                None => self.errors.push(ConfigError::RuleOutsideRuleset { loc }),
-            },
+            CfLine::Rule { lhs, rhs, comment } => {
+                let lhs = macros::expand_at_load(&lhs, &self.config);
+                let rhs = macros::expand_at_load(&rhs, &self.config);
+                match self
+                    .current_ruleset
+                    .and_then(|n| self.config.rulesets.get_mut(&n))
+                {
+                    Some(rs) => rs.rules.push(Rule {
+                        lhs,
+                        rhs,
+                        comment,
+                        loc,
+                    }),
+                    None => self.errors.push(ConfigError::RuleOutsideRuleset { loc }),
+                }
+            }
             CfLine::Header {
                 condition,
                 name,
@@ -792,7 +804,7 @@ impl Builder {
         path: &str,
         format: Option<&str>,
     ) {
-        let path = macros::expand(path, &self.config);
+        let path = macros::expand_at_load(path, &self.config);
         if !path.starts_with(['/', '|']) && path.contains('@') {
             self.config.warnings.push(format!(
                 "{loc}: class {name} from map \"{path}\" is not supported yet; ignored"
