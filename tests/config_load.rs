@@ -285,3 +285,98 @@ fn rules_classes_and_maps_are_expanded_when_read_but_deferred_macros_wait() {
     // the value at the time the line is read
     assert_eq!(rules[2].rhs, "$@ later.example");
 }
+
+#[test]
+fn mailers_get_sendmails_defaults_and_refusals() {
+    let text = "V10/Berkeley\nMlocal, P=/usr/bin/procmail, F=lsDFM, S=EnvFromL/HdrFromL, R=EnvToL, T=DNS/RFC822/X-Unix, A=procmail -d $u\nMx, P=[IPC], F=mL, A=TCP $h\nMlocal, P=/bin/mail.local, A=mail.local $u\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(
+        c.mailers
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["local", "x"]
+    );
+    let local = c.mailer("local").unwrap();
+    assert_eq!(
+        local.path, "/bin/mail.local",
+        "a redefinition replaces in place"
+    );
+    assert_eq!(local.eol, "\n", "argv with $u: local delivery line ends");
+    let x = c.mailer("x").unwrap();
+    assert_eq!(
+        (
+            x.eol.as_str(),
+            x.line_limit,
+            x.mta_type.as_str(),
+            x.addr_type.as_str(),
+            x.diag_type.as_str()
+        ),
+        ("\r\n", 990, "dns", "rfc822", "smtp")
+    );
+    assert!(x.has_flag('m') && !x.has_flag('u'));
+    assert!(
+        c.ruleset("EnvFromL").is_some()
+            && c.ruleset("HdrFromL").is_some()
+            && c.ruleset("EnvToL").is_some()
+    );
+
+    let bad = "V10\nMa, A=x\nMb, P=/x\nMc, P=[TCP], A=TCP $h\nMd, P=[IPC], A=TCP\nMe, P=/x, A=x, Z=1\nMf, P=/x, A=x, E=\n";
+    let msgs: Vec<String> = Config::from_str("t.cf", bad, &[])
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        msgs,
+        vec![
+            "t.cf:2: mailer a: P= argument required (expected P=/path or P=[IPC])",
+            "t.cf:3: mailer b: A= argument required (expected A=argv)",
+            "t.cf:4: mailer c: P=[TCP] must be replaced by P=[IPC]",
+            "t.cf:5: mailer d: too few parameters for [IPC] mailer (expected A=TCP $h)",
+            "t.cf:6: mailer e: unknown mailer equate Z= (expected one of A C D E F L M N P Q R S T U W m r /)",
+            "t.cf:7: mailer f: null end-of-line string (expected e.g. E=\\r\\n)",
+        ]
+    );
+}
+
+#[test]
+fn headers_priorities_trusted_env_queue_groups_filters() {
+    let text = "V10/Berkeley\nH?D?Date: $a\nHReceived: by $j\n\tid $i\nPjunk=-100\nTroot daemon\nETZ=UTC\nQfast, P=/q/fast, R=2\nXf1, S=local:/run/f1.sock\nLload\n";
+    let c = Config::from_str("t.cf", text, &[]).unwrap();
+    assert_eq!(c.headers[0].condition.as_deref(), Some("D"));
+    assert_eq!(c.headers[1].value, "by $j\n\tid $i");
+    assert_eq!(c.priorities, vec![("junk".to_string(), -100)]);
+    assert_eq!(c.trusted, vec!["root", "daemon"]);
+    assert!(c.class_contains("t", "daemon"));
+    assert_eq!(c.env, vec![("TZ".to_string(), Some("UTC".to_string()))]);
+    assert_eq!(c.queue_groups[0].name, "fast");
+    assert_eq!(
+        c.mail_filters[0].fields,
+        vec![('S', "local:/run/f1.sock".to_string())]
+    );
+    assert_eq!(
+        c.warnings,
+        vec!["t.cf:10: L line (extended load average) is not supported; ignored"]
+    );
+}
+
+#[test]
+fn override_errors_name_the_command_line() {
+    let errors = Config::from_str(
+        "t.cf",
+        "V10\n",
+        &[ov("LogLevel", "9"), ov("MaxMessageSize", "big")],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors[0].to_string(),
+        "command line:2: option MaxMessageSize: bad number \"big\" (expected a whole number)"
+    );
+    let c = Config::from_str("t.cf", "V10\n", &[ov("M", "xvalue"), ov("NoSuch", "1")]).unwrap();
+    assert_eq!(c.macros["x"], "value");
+    assert_eq!(
+        c.warnings,
+        vec!["command line:2: readcf: unknown option name NoSuch; ignored"]
+    );
+}
