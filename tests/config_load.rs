@@ -380,3 +380,29 @@ fn override_errors_name_the_command_line() {
         vec!["command line:2: readcf: unknown option name NoSuch; ignored"]
     );
 }
+
+/// Nothing panics on input: random lines built from the characters that matter to the parser.
+#[test]
+fn random_input_gives_errors_not_panics() {
+    let alphabet: Vec<char> = "ODCFKMSRHPTVEQXLZ=,{}?$&|.#\\\"\t \n/-o:@0123456789abcxyzé"
+        .chars()
+        .collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..3000 {
+        let len = next(40);
+        let text: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+        let text = format!("V10\n{text}\n");
+        let _ = Config::from_str("fuzz.cf", &text, &[]);
+        let _ = expand(&text, &std::collections::BTreeMap::<String, String>::new());
+    }
+    // many named rulesets: an error past the limit, no overflow
+    let many: String = (0..150).map(|i| format!("Sname{i}\n")).collect();
+    let errors = Config::from_str("t.cf", &format!("V10\n{many}"), &[]).unwrap_err();
+    assert_eq!(errors.len(), 50);
+}

@@ -396,17 +396,11 @@ impl Builder {
 
     fn apply_overrides(&mut self, overrides: &[Override]) {
         let file = Arc::new(PathBuf::from("command line"));
-        let mut cleared = BTreeSet::new();
         for (i, o) in overrides.iter().enumerate() {
             let loc = Location {
                 file: Arc::clone(&file),
                 line: u32::try_from(i + 1).unwrap_or(u32::MAX),
             };
-            if let Resolved::Option { info, .. } = options::resolve(&o.name)
-                && cleared.insert(info.name)
-            {
-                self.config.options.clear_list(info.name);
-            }
             self.set_option(&loc, &o.name, &o.value, true);
         }
     }
@@ -609,8 +603,7 @@ impl Builder {
                 (Some(old), _) => old,
                 (None, Some(new)) => new,
                 (None, None) => {
-                    self.next_named_ruleset -= 1;
-                    if self.next_named_ruleset < MAX_NUMBERED_RULESET {
+                    if self.next_named_ruleset <= MAX_NUMBERED_RULESET {
                         self.errors.push(ConfigError::BadRuleset {
                             loc: loc.clone(),
                             msg: format!(
@@ -619,6 +612,7 @@ impl Builder {
                         });
                         return None;
                     }
+                    self.next_named_ruleset -= 1;
                     self.next_named_ruleset
                 }
             },

@@ -917,15 +917,6 @@ impl Options {
         }
         Ok(())
     }
-
-    /// Resets a list option before the command line gives it (overrides replace cf lists).
-    pub fn clear_list(&mut self, name: &str) {
-        match name {
-            "AliasFile" => self.alias_files.clear(),
-            "ClientPortOptions" => self.client_port_options.clear(),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
