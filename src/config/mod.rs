@@ -13,7 +13,15 @@
 //!   adding one daemon); `PrivacyOptions` and `DontBlameSendmail` add up instead;
 //! * cf option values are macro-expanded at use; command-line values are literal
 //!   ([`options::Text::literal`]);
-//! * `F` class files are read while loading; a missing one is an error unless `-o`.
+//! * `F` class files are read (or their `|program` run) while loading; a missing one is an
+//!   error unless `-o`;
+//! * `$x` in `R`, `C`, `K` and `F` lines is expanded when the line is read, with the macros
+//!   defined so far; `$&x` is kept for run time;
+//! * unknown, ambiguous and abbreviated option names are warnings (sendmail's texts), as is
+//!   each known option not implemented yet (once per option).
+//!
+//! Errors and warnings about command-line options are located as `command line:N`, N being
+//! the option's position among the `-O`/`-o` options.
 //!
 //! What the ruleset engine uses: [`Config::rulesets`] (by number) with
 //! [`Config::ruleset_names`], [`Config::classes`], [`Config::macros`] (or [`Config`] itself as
