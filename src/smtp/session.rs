@@ -141,6 +141,8 @@ pub struct Privacy {
     pub novrfy: bool,
     pub noverb: bool,
     pub noetrn: bool,
+    /// Log (and let the queue add `X-Authentication-Warning:`) when the client did not HELO.
+    pub authwarnings: bool,
 }
 
 impl Privacy {
@@ -157,6 +159,8 @@ impl Privacy {
                 "novrfy" => p.novrfy = true,
                 "noverb" => p.noverb = true,
                 "noetrn" => p.noetrn = true,
+                "authwarnings" => p.authwarnings = true,
+                "public" => p = Privacy::default(),
                 "goaway" => {
                     p = Privacy {
                         needmailhelo: true,
@@ -166,6 +170,7 @@ impl Privacy {
                         novrfy: true,
                         noverb: true,
                         noetrn: true,
+                        authwarnings: true,
                     }
                 }
                 _ => {}
@@ -404,6 +409,8 @@ struct Transaction {
     sender: Address,
     params: MailParams,
     rcpts: Vec<Recipient>,
+    /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
+    accepted: usize,
     started: Instant,
 }
 
@@ -563,6 +570,14 @@ impl Session {
                 let tx = self.tx.take();
                 self.log_sender = None;
                 if let Some(tx) = tx {
+                    if self.helo.is_none() && self.ctx.privacy.authwarnings {
+                        let text = format!(
+                            "Authentication-Warning: {}: {} didn't use HELO protocol",
+                            self.ctx.hostname,
+                            self.ctx.client.display()
+                        );
+                        self.log(Severity::Info, true, text, &mut out);
+                    }
                     let body = reader.into_body();
                     let size = body.len() as u64;
                     let msg = Message {
@@ -840,6 +855,7 @@ impl Session {
                     sender: m.path,
                     params,
                     rcpts: Vec::new(),
+                    accepted: 0,
                     started: Instant::now(),
                 });
             }
@@ -883,7 +899,7 @@ impl Session {
             return;
         }
         let max = self.ctx.max_recipients;
-        let count = self.tx.as_ref().map_or(0, |t| t.rcpts.len());
+        let count = self.tx.as_ref().map_or(0, |t| t.accepted);
         if max > 0 && count >= max as usize {
             self.user_error(reply::too_many_recipients(), out);
             return;
@@ -927,11 +943,15 @@ impl Session {
                 };
                 out.push(Action::Reply(reply::recipient_ok(&shown)));
                 if let Some(tx) = &mut self.tx {
-                    tx.rcpts.push(Recipient {
-                        addr: r.path,
-                        shown,
-                        params,
-                    });
+                    tx.accepted += 1;
+                    // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
+                    if !tx.rcpts.iter().any(|x| x.shown == shown) {
+                        tx.rcpts.push(Recipient {
+                            addr: r.path,
+                            shown,
+                            params,
+                        });
+                    }
                 }
             }
             Decision::Reject { reply, log } => {
