@@ -212,13 +212,9 @@ pub enum ArgError {
     AddressTooLong(String),
     /// An ESMTP keyword this server does not know (as written).
     ParamUnrecognized(String),
-    ParamRequiresValue(String),
-    ParamDuplicate(String),
-    BadBody(String),
-    /// A value that is not allowed for the keyword: (keyword, value).
-    BadArgument(String, String),
-    /// ENVID / ORCPT value that is not valid xtext.
-    ParamSyntax(String),
+    /// A parameter with a bad, missing or repeated value, or one for an extension that is
+    /// not offered: sendmail's exact reply.
+    Param(Reply),
     TooManyParams,
 }
 
@@ -234,14 +230,28 @@ impl ArgError {
             ArgError::TokenTooLong(a) => reply::token_too_long(a),
             ArgError::AddressTooLong(a) => reply::address_too_long(a),
             ArgError::ParamUnrecognized(k) => reply::param_unrecognized(k),
-            ArgError::ParamRequiresValue(k) => reply::param_requires_value(k),
-            ArgError::ParamDuplicate(k) => reply::param_duplicate(k),
-            ArgError::BadBody(v) => reply::bad_body(v),
-            ArgError::BadArgument(k, v) => reply::bad_argument(k, v),
-            ArgError::ParamSyntax(k) => reply::param_syntax(k),
-            ArgError::TooManyParams => Reply::new(501, Some("5.5.4"), "Too many parameters"),
+            ArgError::Param(r) => r.clone(),
+            ArgError::TooManyParams => reply::too_many_params(),
         }
     }
+}
+
+/// The extensions whose parameters are accepted (the others get sendmail's "not
+/// supported" replies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    /// DSN: RET, ENVID (MAIL), NOTIFY, ORCPT (RCPT).
+    pub dsn: bool,
+    /// DELIVERBY: BY= (MAIL).
+    pub deliverby: bool,
+}
+
+impl Extensions {
+    /// Every extension this parser knows.
+    pub const ALL: Extensions = Extensions {
+        dsn: true,
+        deliverby: true,
+    };
 }
 
 /// ASCII white space as C `isspace` (space, \t, \n, \v, \f, \r).
@@ -249,8 +259,13 @@ fn is_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
-/// Parses one command line (terminator already removed).
+/// Parses one command line (terminator already removed), every extension offered.
 pub fn parse(line: &[u8]) -> Command {
+    parse_with(line, &Extensions::ALL)
+}
+
+/// Parses one command line; parameters of extensions not in `ext` are refused.
+pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
     let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
     let rest = text.trim_start_matches(is_space);
     let verb_end = rest.find(is_space).unwrap_or(rest.len());
@@ -259,8 +274,8 @@ pub fn parse(line: &[u8]) -> Command {
     match verb.as_str() {
         "helo" => Command::Helo(arg.to_owned()),
         "ehlo" => Command::Ehlo(arg.to_owned()),
-        "mail" => Command::Mail(parse_mail(arg)),
-        "rcpt" => Command::Rcpt(parse_rcpt(arg)),
+        "mail" => Command::Mail(parse_mail(arg, ext)),
+        "rcpt" => Command::Rcpt(parse_rcpt(arg, ext)),
         "data" => Command::Data,
         "bdat" => Command::Bdat(parse_bdat(arg)),
         "rset" => Command::Rset,
@@ -327,17 +342,17 @@ fn skip_word<'a>(arg: &'a str, word: &str) -> Result<&'a str, ArgError> {
     Ok(after)
 }
 
-fn parse_mail(arg: &str) -> Result<MailFrom, ArgError> {
+fn parse_mail(arg: &str, ext: &Extensions) -> Result<MailFrom, ArgError> {
     let rest = skip_word(arg, "from")?;
     let (raw, params) = split_path(rest)?;
     let path = parse_path(raw)?;
     Ok(MailFrom {
         path,
-        params: parse_params(params).and_then(|p| mail_params(&p)),
+        params: parse_params(params).and_then(|p| mail_params(&p, ext)),
     })
 }
 
-fn parse_rcpt(arg: &str) -> Result<RcptTo, ArgError> {
+fn parse_rcpt(arg: &str, ext: &Extensions) -> Result<RcptTo, ArgError> {
     let rest = skip_word(arg, "to")?;
     let (raw, params) = split_path(rest)?;
     let path = parse_path(raw)?;
@@ -346,7 +361,7 @@ fn parse_rcpt(arg: &str) -> Result<RcptTo, ArgError> {
     }
     Ok(RcptTo {
         path,
-        params: parse_params(params).and_then(|p| rcpt_params(&p)),
+        params: parse_params(params).and_then(|p| rcpt_params(&p, ext)),
     })
 }
 
@@ -571,98 +586,125 @@ fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, ArgError> {
         chars.next();
         rest = chars.as_str();
         out.push((key, value));
-        if out.len() >= MAX_PARAMS - 1 {
+        // sendmail counts the address as argument 0 and stops at MAXSMTPARGS - 1.
+        if out.len() + 1 >= MAX_PARAMS - 1 {
             return Err(ArgError::TooManyParams);
         }
     }
 }
 
-/// RFC 3461 xtext: printable ASCII except `=`, `+XX` hex escapes (upper case).
+/// sendmail's `xtextok`: printable ASCII except `=`, `+` followed by two hex digits
+/// (RFC 3461 xtext).
 pub fn is_xtext(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'+' => {
-                let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
                 if i + 2 >= b.len() {
                     return false;
                 }
-                if !(hex(b[i + 1]) && hex(b[i + 2])) {
+                if !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
                     return false;
                 }
                 i += 3;
             }
-            33..=126 if b[i] != b'=' => i += 1,
+            b'=' => return false,
+            33..=126 => i += 1,
             _ => return false,
         }
     }
     true
 }
 
-fn need_value(key: &str, v: &Option<String>) -> Result<String, ArgError> {
-    match v {
-        Some(v) if !v.is_empty() => Ok(v.clone()),
-        _ => Err(ArgError::ParamRequiresValue(key.to_ascii_uppercase())),
+/// C `strtol(s, NULL, 10)`: leading white space, sign, digits; `None` on overflow.
+fn strtol(s: &str) -> Option<i64> {
+    let t = s.trim_start_matches(is_space);
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let mut n: i64 = 0;
+    for c in digits.bytes().take_while(u8::is_ascii_digit) {
+        n = n.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
     }
+    Some(if neg { -n } else { n })
 }
 
-fn set_once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), ArgError> {
-    if slot.is_some() {
-        return Err(ArgError::ParamDuplicate(key.to_ascii_uppercase()));
-    }
-    *slot = Some(v);
-    Ok(())
+fn need_value(v: &Option<String>, name: &str) -> Result<String, ArgError> {
+    v.clone()
+        .ok_or_else(|| ArgError::Param(reply::param_requires_value(name)))
 }
 
-fn mail_params(pairs: &[(String, Option<String>)]) -> Result<MailParams, ArgError> {
+fn mail_params(
+    pairs: &[(String, Option<String>)],
+    ext: &Extensions,
+) -> Result<MailParams, ArgError> {
     let mut p = MailParams::default();
     for (key, value) in pairs {
-        match key.to_ascii_uppercase().as_str() {
-            "SIZE" => {
-                let v = need_value(key, value)?;
-                let n = v
-                    .parse::<u64>()
-                    .map_err(|_| ArgError::BadArgument("SIZE".into(), v.clone()))?;
-                p.size = Some(n);
-            }
-            "BODY" => {
-                let v = need_value(key, value)?;
-                let body = if v.eq_ignore_ascii_case("7bit") {
-                    BodyType::SevenBit
-                } else if v.eq_ignore_ascii_case("8bitmime") {
-                    BodyType::EightBitMime
-                } else {
-                    return Err(ArgError::BadBody(v));
-                };
-                set_once(&mut p.body, key, body)?;
-            }
-            "RET" => {
-                let v = need_value(key, value)?;
-                let ret = if v.eq_ignore_ascii_case("full") {
-                    Ret::Full
-                } else if v.eq_ignore_ascii_case("hdrs") {
-                    Ret::Hdrs
-                } else {
-                    return Err(ArgError::BadArgument("RET".into(), v));
-                };
-                set_once(&mut p.ret, key, ret)?;
-            }
-            "ENVID" => {
-                let v = need_value(key, value)?;
-                if !is_xtext(&v) || v.len() > 100 {
-                    return Err(ArgError::ParamSyntax("ENVID".into()));
+        match key.to_ascii_lowercase().as_str() {
+            "size" => {
+                let v = need_value(value, "SIZE")?;
+                match strtol(&v) {
+                    None => return Err(ArgError::Param(reply::size_too_big())),
+                    Some(n) if n < 0 => return Err(ArgError::Param(reply::size_invalid())),
+                    Some(n) => p.size = Some(n as u64),
                 }
-                set_once(&mut p.envid, key, v)?;
             }
-            "SMTPUTF8" if value.is_none() => p.smtputf8 = true,
-            "AUTH" => {
-                let v = need_value(key, value)?;
-                set_once(&mut p.auth, key, v)?;
+            "body" => {
+                let v = need_value(value, "BODY")?;
+                p.body = Some(if v.eq_ignore_ascii_case("8bitmime") {
+                    BodyType::EightBitMime
+                } else if v.eq_ignore_ascii_case("7bit") {
+                    BodyType::SevenBit
+                } else {
+                    return Err(ArgError::Param(reply::bad_body(&v)));
+                });
             }
-            "BY" => {
-                let v = need_value(key, value)?;
-                set_once(&mut p.by, key, v)?;
+            "envid" => {
+                if !ext.dsn {
+                    return Err(ArgError::Param(reply::dsn_not_supported("ENVID")));
+                }
+                let v = need_value(value, "ENVID")?;
+                if !is_xtext(&v) {
+                    return Err(ArgError::Param(reply::param_syntax("ENVID")));
+                }
+                if p.envid.is_some() {
+                    return Err(ArgError::Param(reply::param_duplicate("ENVID")));
+                }
+                p.envid = Some(v);
+            }
+            "ret" => {
+                if !ext.dsn {
+                    return Err(ArgError::Param(reply::dsn_not_supported("RET")));
+                }
+                let v = need_value(value, "RET")?;
+                if p.ret.is_some() {
+                    return Err(ArgError::Param(reply::param_duplicate("RET")));
+                }
+                p.ret = Some(if v.eq_ignore_ascii_case("hdrs") {
+                    Ret::Hdrs
+                } else if v.eq_ignore_ascii_case("full") {
+                    Ret::Full
+                } else {
+                    return Err(ArgError::Param(reply::bad_ret(&v)));
+                });
+            }
+            "auth" => {
+                let v = need_value(value, "AUTH=")?;
+                if p.auth.is_some() {
+                    return Err(ArgError::Param(reply::param_duplicate("AUTH")));
+                }
+                if !is_xtext(&v) {
+                    return Err(ArgError::Param(reply::param_syntax("AUTH")));
+                }
+                p.auth = Some(v);
+            }
+            "by" if ext.deliverby => {
+                let v = need_value(value, "BY=")?;
+                check_by(&v)?;
+                p.by = Some(v);
             }
             _ => return Err(ArgError::ParamUnrecognized(key.clone())),
         }
@@ -670,34 +712,78 @@ fn mail_params(pairs: &[(String, Option<String>)]) -> Result<MailParams, ArgErro
     Ok(p)
 }
 
-fn rcpt_params(pairs: &[(String, Option<String>)]) -> Result<RcptParams, ArgError> {
+/// BY=<time>;<mode>[T] (RFC 2852) as sendmail checks it.
+fn check_by(v: &str) -> Result<(), ArgError> {
+    let bad = |r: Reply| Err(ArgError::Param(r));
+    let t = v.trim_start_matches(is_space);
+    let sign = usize::from(t.starts_with(['-', '+']));
+    let digits = t[sign..].bytes().take_while(u8::is_ascii_digit).count();
+    let time = match strtol(t) {
+        Some(n) if n.abs() <= 999_999_999 => n,
+        _ => return bad(reply::by_out_of_range(v)),
+    };
+    let rest = &t[sign + digits..];
+    let Some(rest) = rest.strip_prefix(';') else {
+        return bad(reply::by_missing_semicolon());
+    };
+    let mut chars = rest.trim_start_matches(is_space).chars();
+    match chars.next().map(|c| c.to_ascii_lowercase()) {
+        Some('n') => {}
+        Some('r') if time <= 0 => return bad(reply::by_mode_r_needs_time()),
+        Some('r') => {}
+        other => return bad(reply::by_illegal("mode", other.unwrap_or('?'))),
+    }
+    let rest = chars.as_str().trim_start_matches(is_space);
+    match rest.chars().next().map(|c| c.to_ascii_lowercase()) {
+        None | Some('t') => Ok(()),
+        Some(c) => bad(reply::by_illegal("trace", c)),
+    }
+}
+
+fn rcpt_params(
+    pairs: &[(String, Option<String>)],
+    ext: &Extensions,
+) -> Result<RcptParams, ArgError> {
     let mut p = RcptParams::default();
     for (key, value) in pairs {
-        match key.to_ascii_uppercase().as_str() {
-            "NOTIFY" => {
-                let v = need_value(key, value)?;
+        match key.to_ascii_lowercase().as_str() {
+            "notify" => {
+                if !ext.dsn {
+                    return Err(ArgError::Param(reply::dsn_not_supported("NOTIFY")));
+                }
+                let v = need_value(value, "NOTIFY")?;
                 let mut n = Notify::default();
-                for word in v.split(',') {
-                    match word.to_ascii_uppercase().as_str() {
-                        "NEVER" => n.never = true,
-                        "SUCCESS" => n.success = true,
-                        "FAILURE" => n.failure = true,
-                        "DELAY" => n.delay = true,
-                        _ => return Err(ArgError::BadArgument("NOTIFY".into(), v.clone())),
+                if v.eq_ignore_ascii_case("never") {
+                    n.never = true;
+                } else {
+                    for word in v.split(',') {
+                        match word.to_ascii_lowercase().as_str() {
+                            "success" => n.success = true,
+                            "failure" => n.failure = true,
+                            "delay" => n.delay = true,
+                            _ => return Err(ArgError::Param(reply::bad_notify(word))),
+                        }
                     }
                 }
-                if n.never && (n.success || n.failure || n.delay) {
-                    return Err(ArgError::BadArgument("NOTIFY".into(), v));
-                }
-                set_once(&mut p.notify, key, n)?;
+                p.notify = Some(n);
             }
-            "ORCPT" => {
-                let v = need_value(key, value)?;
-                let ok = matches!(v.split_once(';'), Some((t, x)) if !t.is_empty() && is_xtext(x));
-                if !ok {
-                    return Err(ArgError::ParamSyntax("ORCPT".into()));
+            "orcpt" => {
+                if !ext.dsn {
+                    return Err(ArgError::Param(reply::dsn_not_supported("ORCPT")));
                 }
-                set_once(&mut p.orcpt, key, v)?;
+                let v = need_value(value, "ORCPT")?;
+                if p.orcpt.is_some() {
+                    return Err(ArgError::Param(reply::param_duplicate("ORCPT")));
+                }
+                let atom = |t: &str| {
+                    !t.is_empty()
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c))
+                };
+                match v.split_once(';') {
+                    Some((t, x)) if atom(t) && is_xtext(x) => p.orcpt = Some(v),
+                    _ => return Err(ArgError::Param(reply::param_syntax("ORCPT"))),
+                }
             }
             _ => return Err(ArgError::ParamUnrecognized(key.clone())),
         }
@@ -833,19 +919,29 @@ mod tests {
                 "MAIL FROM:<x@y> BODY=BINARYMIME",
                 "501 5.5.4 Unknown BODY type BINARYMIME",
             ),
+            ("MAIL FROM:<x@y> BODY", "501 5.5.2 BODY requires a value"),
             (
-                "MAIL FROM:<x@y> BODY=7BIT BODY=7BIT",
-                "501 5.5.0 Duplicate BODY parameter",
+                "MAIL FROM:<x@y> RET=FULL RET=HDRS",
+                "501 5.5.0 Duplicate RET parameter",
             ),
+            ("MAIL FROM:<x@y> SIZE=-5", "552 5.2.3 Message size invalid"),
+            (
+                "MAIL FROM:<x@y> SIZE=99999999999999999999",
+                "552 5.2.3 Message size exceeds maximum value",
+            ),
+            ("MAIL FROM:<x@y> AUTH", "501 5.5.2 AUTH= requires a value"),
+            ("MAIL FROM:<x@y> BY=100", "501 5.5.2 BY= missing ';'"),
+            (
+                "MAIL FROM:<x@y> BY=0;R",
+                "501 5.5.4 mode R requires BY time > 0",
+            ),
+            ("MAIL FROM:<x@y> BY=10;X", "501 5.5.2 illegal by-mode 'x'"),
+            ("MAIL FROM:<x@y> BY=10;NQ", "501 5.5.2 illegal by-trace 'q'"),
             (
                 "MAIL FROM:<x@y> RET=ALL",
                 "501 5.5.2 Bad argument \"ALL\" to RET",
             ),
             ("MAIL FROM:<x@y> SIZE", "501 5.5.2 SIZE requires a value"),
-            (
-                "MAIL FROM:<x@y> SIZE=big",
-                "501 5.5.2 Bad argument \"big\" to SIZE",
-            ),
             (
                 "MAIL FROM:<x@y> ENVID=a+zz",
                 "501 5.5.4 Syntax error in ENVID parameter value",
@@ -867,7 +963,12 @@ mod tests {
             ),
             (
                 "RCPT TO:<root> NOTIFY=NEVER,SUCCESS",
-                "501 5.5.2 Bad argument \"NEVER,SUCCESS\" to NOTIFY",
+                "501 5.5.4 Bad argument \"NEVER\"  to NOTIFY",
+            ),
+            ("RCPT TO:<root> NOTIFY", "501 5.5.2 NOTIFY requires a value"),
+            (
+                "RCPT TO:<root> ORCPT=a;b ORCPT=a;b",
+                "501 5.5.0 Duplicate ORCPT parameter",
             ),
             (
                 "RCPT TO:<root> ORCPT=nosemicolon",
@@ -1004,14 +1105,29 @@ mod tests {
 
     #[test]
     fn esmtp_params_are_parsed() {
-        let m = mail("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 SMTPUTF8")
-            .unwrap();
+        let m =
+            mail("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 BY=120;RT")
+                .unwrap();
         let p = m.params.unwrap();
+        assert_eq!(p.by.as_deref(), Some("120;RT"));
         assert_eq!(p.size, Some(1000));
         assert_eq!(p.body, Some(BodyType::EightBitMime));
         assert_eq!(p.ret, Some(Ret::Hdrs));
         assert_eq!(p.envid.as_deref(), Some("QQ+2B1"));
-        assert!(p.smtputf8);
+        // strtol semantics: no digits is 0.
+        assert_eq!(
+            mail("MAIL FROM:<a@b.test> SIZE=big")
+                .unwrap()
+                .params
+                .unwrap()
+                .size,
+            Some(0)
+        );
+        // sendmail 8.17 (no EAI) does not know SMTPUTF8.
+        assert_eq!(
+            mail("MAIL FROM:<a@b.test> SMTPUTF8").unwrap().params,
+            Err(ArgError::ParamUnrecognized("SMTPUTF8".into()))
+        );
         let r = rcpt("RCPT TO:<root> NOTIFY=success,delay ORCPT=rfc822;root@x.test").unwrap();
         let p = r.params.unwrap();
         assert_eq!(
@@ -1051,11 +1167,50 @@ mod tests {
     }
 
     #[test]
+    fn extensions_not_offered_are_refused_as_sendmail_does() {
+        let none = Extensions {
+            dsn: false,
+            deliverby: false,
+        };
+        let cases = [
+            (
+                "MAIL FROM:<a@b> RET=FULL",
+                "504 5.7.0 Sorry, RET not supported, we do not allow DSN",
+            ),
+            (
+                "MAIL FROM:<a@b> ENVID=x",
+                "504 5.7.0 Sorry, ENVID not supported, we do not allow DSN",
+            ),
+            (
+                "RCPT TO:<a@b> NOTIFY=NEVER",
+                "504 5.7.0 Sorry, NOTIFY not supported, we do not allow DSN",
+            ),
+            (
+                "RCPT TO:<a@b> ORCPT=rfc822;a@b",
+                "504 5.7.0 Sorry, ORCPT not supported, we do not allow DSN",
+            ),
+            (
+                "MAIL FROM:<a@b> BY=10;N",
+                "555 5.5.4 BY parameter unrecognized",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = match parse_with(line.as_bytes(), &none) {
+                Command::Mail(Ok(m)) => m.params.unwrap_err(),
+                Command::Rcpt(Ok(r)) => r.params.unwrap_err(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(err.reply().to_string(), want, "{line}");
+        }
+    }
+
+    #[test]
     fn xtext() {
         assert!(is_xtext("abc+2B"));
         assert!(!is_xtext("a=b"));
         assert!(!is_xtext("a+2"));
         assert!(!is_xtext("a+zz"));
+        assert!(is_xtext("a+2b"));
         assert!(!is_xtext("a b"));
     }
 }

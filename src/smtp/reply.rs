@@ -114,7 +114,16 @@ pub fn shorten(s: &str, m: usize) -> String {
 pub fn greeting(text: &str) -> Reply {
     let mut lines: Vec<String> = text
         .split('\n')
-        .map(|l| l.trim_end_matches('\r').to_owned())
+        .enumerate()
+        .map(|(i, l)| {
+            // Continuation lines lose one leading white space character.
+            let l = if i > 0 {
+                l.strip_prefix([' ', '\t']).unwrap_or(l)
+            } else {
+                l
+            };
+            l.trim_end_matches('\r').to_owned()
+        })
         .collect();
     if let Some(first) = lines.first_mut() {
         *first = match first.split_once(' ') {
@@ -268,9 +277,9 @@ pub fn argument_required() -> Reply {
     Reply::new(501, Some("5.5.2"), "Argument required")
 }
 
-/// `501 5.5.2 Parameter required` (ETRN without argument; unrecorded).
+/// `500 5.5.2 Parameter required` (ETRN without argument).
 pub fn parameter_required() -> Reply {
-    Reply::new(501, Some("5.5.2"), "Parameter required")
+    Reply::new(500, Some("5.5.2"), "Parameter required")
 }
 
 /// `250 2.0.0 Queuing for node <node> started` (ETRN).
@@ -285,6 +294,34 @@ pub fn etrn_started(node: &str) -> Reply {
 /// `454 4.3.3 TLS not available after start` (STARTTLS without a usable certificate).
 pub fn tls_not_available() -> Reply {
     Reply::new(454, Some("4.3.3"), "TLS not available after start")
+}
+
+/// `501 5.5.2 Syntax error (no parameters allowed)` (STARTTLS with an argument).
+pub fn starttls_no_parameters() -> Reply {
+    Reply::new(501, Some("5.5.2"), "Syntax error (no parameters allowed)")
+}
+
+/// `503 5.5.0 TLS not available` (STARTTLS on an `M=S` daemon).
+pub fn tls_not_offered() -> Reply {
+    Reply::new(503, Some("5.5.0"), "TLS not available")
+}
+
+/// `421 4.7.0 <host> Too many bad commands; closing connection`.
+pub fn too_many_bad_commands(host: &str) -> Reply {
+    Reply::new(
+        421,
+        Some("4.7.0"),
+        format!("{host} Too many bad commands; closing connection"),
+    )
+}
+
+/// `421 4.7.0 <host> Rejecting open proxy <client>` (first command GET/POST/CONNECT/USER).
+pub fn open_proxy(host: &str, client: &str) -> Reply {
+    Reply::new(
+        421,
+        Some("4.7.0"),
+        format!("{host} Rejecting open proxy {client}"),
+    )
 }
 
 /// `503 5.3.3 AUTH not available` (AUTH without SASL mechanisms; unrecorded).
@@ -449,37 +486,91 @@ pub fn param_unrecognized(name: &str) -> Reply {
     Reply::new(555, Some("5.5.4"), format!("{name} parameter unrecognized"))
 }
 
-/// `501 5.5.2 <NAME> requires a value` (unrecorded).
+/// `501 5.5.2 <NAME> requires a value` (`BY=`, `AUTH=` keep their `=`).
 pub fn param_requires_value(name: &str) -> Reply {
     Reply::new(501, Some("5.5.2"), format!("{name} requires a value"))
 }
 
-/// `501 5.5.0 Duplicate <NAME> parameter` (unrecorded).
+/// `501 5.5.0 Duplicate <NAME> parameter`.
 pub fn param_duplicate(name: &str) -> Reply {
     Reply::new(501, Some("5.5.0"), format!("Duplicate {name} parameter"))
 }
 
-/// `501 5.5.4 Unknown BODY type <value>` (unrecorded).
+/// `501 5.5.4 Unknown BODY type <value>`.
 pub fn bad_body(value: &str) -> Reply {
     Reply::new(501, Some("5.5.4"), format!("Unknown BODY type {value}"))
 }
 
-/// `501 5.5.2 Bad argument "<value>" to <NAME>` (RET, NOTIFY, SIZE; unrecorded).
-pub fn bad_argument(name: &str, value: &str) -> Reply {
+/// `501 5.5.2 Bad argument "<value>" to RET`.
+pub fn bad_ret(value: &str) -> Reply {
     Reply::new(
         501,
         Some("5.5.2"),
-        format!("Bad argument \"{value}\" to {name}"),
+        format!("Bad argument \"{value}\" to RET"),
     )
 }
 
-/// `501 5.5.4 Syntax error in <NAME> parameter value` (ENVID, ORCPT; unrecorded).
+/// `501 5.5.4 Bad argument "<word>"  to NOTIFY` (sendmail's two spaces).
+pub fn bad_notify(word: &str) -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        format!("Bad argument \"{word}\"  to NOTIFY"),
+    )
+}
+
+/// `501 5.5.4 Syntax error in <NAME> parameter value` (ENVID, ORCPT, AUTH).
 pub fn param_syntax(name: &str) -> Reply {
     Reply::new(
         501,
         Some("5.5.4"),
         format!("Syntax error in {name} parameter value"),
     )
+}
+
+/// `504 5.7.0 Sorry, <NAME> not supported, we do not allow DSN`.
+pub fn dsn_not_supported(name: &str) -> Reply {
+    Reply::new(
+        504,
+        Some("5.7.0"),
+        format!("Sorry, {name} not supported, we do not allow DSN"),
+    )
+}
+
+/// `552 5.2.3 Message size exceeds maximum value` (SIZE= overflows).
+pub fn size_too_big() -> Reply {
+    Reply::new(552, Some("5.2.3"), "Message size exceeds maximum value")
+}
+
+/// `552 5.2.3 Message size invalid` (negative SIZE=).
+pub fn size_invalid() -> Reply {
+    Reply::new(552, Some("5.2.3"), "Message size invalid")
+}
+
+/// `501 5.5.2 BY=<value> out of range`.
+pub fn by_out_of_range(value: &str) -> Reply {
+    Reply::new(501, Some("5.5.2"), format!("BY={value} out of range"))
+}
+
+/// `501 5.5.2 BY= missing ';'`.
+pub fn by_missing_semicolon() -> Reply {
+    Reply::new(501, Some("5.5.2"), "BY= missing ';'")
+}
+
+/// `501 5.5.4 mode R requires BY time > 0`.
+pub fn by_mode_r_needs_time() -> Reply {
+    Reply::new(501, Some("5.5.4"), "mode R requires BY time > 0")
+}
+
+/// `501 5.5.2 illegal by-mode 'x'` / `illegal by-trace 'x'`.
+pub fn by_illegal(what: &str, c: char) -> Reply {
+    let c = if c.is_ascii_graphic() { c } else { '?' };
+    Reply::new(501, Some("5.5.2"), format!("illegal by-{what} '{c}'"))
+}
+
+/// `501 5.5.4 Too many parameters`.
+pub fn too_many_params() -> Reply {
+    Reply::new(501, Some("5.5.4"), "Too many parameters")
 }
 
 /// `552 5.2.3 Message size exceeds fixed maximum message size (<max>)` (MAIL SIZE=).
@@ -574,7 +665,7 @@ mod tests {
 
     #[test]
     fn greeting_newline_makes_continuation_lines() {
-        let r = greeting("host.example first\nsecond line");
+        let r = greeting("host.example first\n second line");
         assert_eq!(
             wire(&r),
             "220-host.example ESMTP first\r\n220 second line\r\n"

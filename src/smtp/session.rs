@@ -180,10 +180,10 @@ impl Privacy {
     }
 }
 
-/// sendmail's HelpFile, parsed: `topic<TAB>text` lines, `#` comments.
+/// sendmail's HelpFile: `topic<TAB>text` lines; `#` lines are comments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HelpText {
-    entries: Vec<(String, String)>,
+    lines: Vec<String>,
 }
 
 impl HelpText {
@@ -195,24 +195,24 @@ impl HelpText {
 
     /// Parses helpfile text.
     pub fn parse(text: &str) -> HelpText {
-        let entries = text
+        let lines = text
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.split_once('\t').unwrap_or((l, ""));
-                (!k.is_empty()).then(|| (k.to_ascii_lowercase(), v.to_owned()))
-            })
+            .map(|l| l.trim_end_matches('\r').to_owned())
             .collect();
-        HelpText { entries }
+        HelpText { lines }
     }
 
-    /// The lines of `topic` with `$v` → `version` and `$$` → `$`; empty if unknown.
+    /// As sendmail's help(): every line that *starts with* `topic` (already lower case),
+    /// the text after its first blank or tab, `$v` → `version`, `$$` → `$`.
     pub fn topic(&self, topic: &str, version: &str) -> Vec<String> {
-        let topic = topic.to_ascii_lowercase();
-        self.entries
+        self.lines
             .iter()
-            .filter(|(k, _)| *k == topic)
-            .map(|(_, v)| v.replace("$v", version).replace("$$", "$"))
+            .filter(|l| l.starts_with(topic))
+            .map(|l| {
+                let text = l.split_once([' ', '\t']).map_or("", |(_, t)| t);
+                text.replace("$v", version).replace("$$", "$")
+            })
             .collect()
     }
 }
@@ -399,8 +399,6 @@ enum State {
     Data(DataReader),
     /// Waiting for [`Session::committed`]; the body size.
     Committing(u64),
-    /// After a pipelining violation: every command but QUIT is refused.
-    Rejecting,
     Closed,
 }
 
@@ -424,7 +422,11 @@ pub struct Session {
     /// Sender to log in `from=` when the transaction ends unfinished (EF_LOGSENDER).
     log_sender: Option<(String, Option<command::BodyType>)>,
     qid: Option<String>,
-    last_cmd: &'static str,
+    /// sendmail's "nullserver": the reply to (almost) every command after a `check_relay`
+    /// refusal or a pipelining violation.
+    nullserver: Option<Reply>,
+    first_command: bool,
+    last_cmd: String,
     stats: SessionStats,
     n_helo: u32,
     n_vrfy: u32,
@@ -437,14 +439,15 @@ pub struct Session {
 impl Session {
     pub fn new(ctx: SessionContext) -> Session {
         Session {
-            ctx,
             state: State::Command,
             helo: None,
             esmtp: false,
             tx: None,
             log_sender: None,
             qid: None,
-            last_cmd: "startup",
+            nullserver: ctx.connect_reject.clone(),
+            first_command: true,
+            last_cmd: "startup".to_owned(),
             stats: SessionStats::default(),
             n_helo: 0,
             n_vrfy: 0,
@@ -452,11 +455,19 @@ impl Session {
             n_noop: 0,
             n_bad: 0,
             verbose: false,
+            ctx,
         }
     }
 
-    /// The 220 greeting.
-    pub fn greeting(&self) -> Reply {
+    /// The greeting: `220 <host> ESMTP ...`. A `421` connection refusal is sent instead of
+    /// it, and the session is then over.
+    pub fn greeting(&mut self) -> Reply {
+        if let Some(r) = &self.ctx.connect_reject
+            && r.code == 421
+        {
+            self.state = State::Closed;
+            return r.clone();
+        }
         reply::greeting(&self.ctx.greeting)
     }
 
@@ -486,26 +497,72 @@ impl Session {
     }
 
     /// Handles one command line (terminator removed). `more_input`: the client has already
-    /// sent more bytes after this line (needed for the EHLO/DATA pipelining check).
+    /// sent more bytes after this line (needed for the HELO/EHLO/DATA pipelining check).
     pub fn handle(&mut self, line: &[u8], more_input: bool) -> Vec<Action> {
         let mut out = Vec::new();
-        match self.state {
-            State::Command => {}
-            State::Rejecting => {
-                let cmd = command::parse(line);
-                self.last_cmd = cmd.name();
-                if cmd == Command::Quit {
-                    self.quit(&mut out);
+        if !matches!(self.state, State::Command) {
+            // Lines are not expected now; the driver is out of step.
+            return out;
+        }
+        let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
+        if self.ctx.log_level > 14 {
+            self.log(Severity::Info, true, format!("<-- {text}"), &mut out);
+        }
+        if std::mem::take(&mut self.first_command) && is_proxy_command(&text) {
+            let text = format!(
+                "{}: probable open proxy: command={}",
+                self.ctx.client.display(),
+                text.chars().take(40).collect::<String>()
+            );
+            self.log(Severity::Info, true, text, &mut out);
+            out.push(Action::Reply(reply::open_proxy(
+                &self.ctx.hostname,
+                &self.ctx.client.display(),
+            )));
+            self.end_session(false, 0, &mut out);
+            return out;
+        }
+        let ext = command::Extensions {
+            dsn: self.ctx.features.dsn,
+            deliverby: self.ctx.features.deliverby,
+        };
+        let cmd = command::parse_with(line, &ext);
+        self.last_cmd = match &cmd {
+            // sendmail names the last *known* command; unknown ones leave "startup".
+            Command::Unrecognized(_) | Command::Bdat(_) => "startup".to_owned(),
+            Command::NotImplemented(t) => first_word(t).to_ascii_lowercase(),
+            other => other.name().to_owned(),
+        };
+        if matches!(
+            cmd,
+            Command::Mail(_) | Command::Vrfy(_) | Command::Expn(_) | Command::Etrn(_)
+        ) {
+            self.stats.mail_issued = true;
+        }
+        if let Some(refusal) = self.nullserver.clone() {
+            let normal = matches!(
+                cmd,
+                Command::Quit
+                    | Command::Helo(_)
+                    | Command::Ehlo(_)
+                    | Command::Noop
+                    | Command::Rset
+                    | Command::Unrecognized(_)
+                    | Command::Bdat(_)
+            );
+            if !normal {
+                self.n_bad += 1;
+                if self.n_bad > MAX_BAD_COMMANDS {
+                    out.push(Action::Reply(reply::too_many_bad_commands(
+                        &self.ctx.hostname,
+                    )));
+                    self.end_session(false, 0, &mut out);
                 } else {
-                    out.push(Action::Reply(reply::command_rejected()));
+                    out.push(Action::Reply(refusal));
                 }
                 return out;
             }
-            // Lines are not expected now; the driver is out of step.
-            State::Data(_) | State::Committing(_) | State::Closed => return out,
         }
-        let cmd = command::parse(line);
-        self.last_cmd = cmd.name();
         match cmd {
             Command::Helo(arg) => self.helo_cmd(&arg, false, more_input, &mut out),
             Command::Ehlo(arg) => self.helo_cmd(&arg, true, more_input, &mut out),
@@ -513,35 +570,41 @@ impl Session {
             Command::Rcpt(r) => self.rcpt(r, &mut out),
             Command::Data => self.data_cmd(more_input, &mut out),
             Command::Rset => {
-                self.clear_state("RSET", &mut out);
                 out.push(Action::Reply(reply::reset()));
+                self.clear_state("RSET", &mut out);
             }
             Command::Noop => {
                 self.attack_check(Counter::Noop, "NOOP", &mut out);
                 out.push(Action::Reply(reply::noop()));
             }
             Command::Verb => {
-                self.attack_check(Counter::Noop, "VERB", &mut out);
-                if self.ctx.privacy.noverb {
+                if !(self.expn_offered() && self.ctx.features.verb && !self.ctx.privacy.noverb) {
                     out.push(Action::Reply(reply::verbose_unavailable()));
                 } else {
+                    self.attack_check(Counter::Noop, "VERB", &mut out);
                     self.verbose = true;
                     out.push(Action::Reply(reply::verbose()));
                 }
             }
             Command::Help(topic) => self.help(&topic, &mut out),
             Command::Quit => self.quit(&mut out),
-            Command::Vrfy(arg) => self.vrfy_expn(&arg, false, &mut out),
-            Command::Expn(arg) => self.vrfy_expn(&arg, true, &mut out),
-            Command::Etrn(arg) => self.etrn(&arg, &mut out),
-            Command::StartTls => out.push(Action::Reply(reply::tls_not_available())),
-            Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
-            Command::NotImplemented(text) => out.push(Action::Reply(reply::not_implemented(&text))),
-            // CHUNKING is not offered: BDAT is an unknown command, as in sendmail 8.17.
-            Command::Bdat(_) | Command::Unrecognized(_) => {
-                let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
-                self.bad_command(&text, &mut out);
+            Command::Vrfy(arg) => self.vrfy_expn(&text, &arg, false, &mut out),
+            Command::Expn(arg) => self.vrfy_expn(&text, &arg, true, &mut out),
+            Command::Etrn(arg) => self.etrn(&text, &arg, &mut out),
+            Command::StartTls => {
+                let r = if !rest_after_verb(&text).is_empty() {
+                    reply::starttls_no_parameters()
+                } else if self.ctx.daemon_flags.contains('S') {
+                    reply::tls_not_offered()
+                } else {
+                    reply::tls_not_available()
+                };
+                out.push(Action::Reply(r));
             }
+            Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
+            Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
+            // CHUNKING is not offered: BDAT is an unknown command, as in sendmail 8.17.
+            Command::Bdat(_) | Command::Unrecognized(_) => self.bad_command(&text, &mut out),
         }
         out
     }
@@ -570,14 +633,6 @@ impl Session {
                 let tx = self.tx.take();
                 self.log_sender = None;
                 if let Some(tx) = tx {
-                    if self.helo.is_none() && self.ctx.privacy.authwarnings {
-                        let text = format!(
-                            "Authentication-Warning: {}: {} didn't use HELO protocol",
-                            self.ctx.hostname,
-                            self.ctx.client.display()
-                        );
-                        self.log(Severity::Info, true, text, &mut out);
-                    }
                     let body = reader.into_body();
                     let size = body.len() as u64;
                     let msg = Message {
@@ -719,6 +774,11 @@ impl Session {
     fn helo_cmd(&mut self, arg: &str, ehlo: bool, more_input: bool, out: &mut Vec<Action>) {
         let verb = if ehlo { "EHLO" } else { "HELO" };
         self.attack_check(Counter::Helo, "HELO/EHLO", out);
+        if more_input {
+            self.pipelining_violation(verb, out);
+            self.nullserver = Some(reply::command_rejected());
+            return;
+        }
         let name = match check_helo_name(arg) {
             Ok(name) => name.to_owned(),
             Err(command::HeloError::Missing) => {
@@ -737,12 +797,9 @@ impl Session {
                 return;
             }
         };
-        if ehlo && more_input {
-            self.pipelining_violation("EHLO", out);
-            self.state = State::Rejecting;
-            return;
+        if self.helo.is_some() || self.tx.is_some() {
+            self.clear_state(verb, out);
         }
-        self.clear_state(verb, out);
         self.helo = Some(name);
         self.esmtp = ehlo;
         let client = self.ctx.client.display();
@@ -757,26 +814,21 @@ impl Session {
     /// The EHLO keywords, in sendmail's order, for what is really available.
     pub fn ehlo_keywords(&self) -> Vec<String> {
         let mut k = vec!["ENHANCEDSTATUSCODES".to_owned()];
-        if self.ctx.connect_reject.is_some() {
+        if self.nullserver.is_some() {
             return k;
         }
         let f = &self.ctx.features;
-        let p = &self.ctx.privacy;
         if f.pipelining {
             k.push("PIPELINING".into());
         }
-        let expn = f.expn && !p.noexpn;
-        if expn {
+        if self.expn_offered() {
             k.push("EXPN".into());
-            if f.verb && !p.noverb {
+            if f.verb && !self.ctx.privacy.noverb {
                 k.push("VERB".into());
             }
         }
         if f.eightbitmime {
             k.push("8BITMIME".into());
-        }
-        if f.smtputf8 {
-            k.push("SMTPUTF8".into());
         }
         if self.ctx.max_message_size > 0 {
             k.push(format!("SIZE {}", self.ctx.max_message_size));
@@ -785,6 +837,9 @@ impl Session {
         }
         if f.dsn {
             k.push("DSN".into());
+        }
+        if f.smtputf8 {
+            k.push("SMTPUTF8".into());
         }
         if self.etrn_allowed() {
             k.push("ETRN".into());
@@ -796,16 +851,15 @@ impl Session {
         k
     }
 
+    fn expn_offered(&self) -> bool {
+        self.ctx.features.expn && !self.ctx.privacy.noexpn
+    }
+
     fn etrn_allowed(&self) -> bool {
         self.ctx.features.etrn && !self.ctx.privacy.noetrn && !self.ctx.daemon_flags.contains('E')
     }
 
     fn mail(&mut self, m: Result<MailFrom, ArgError>, out: &mut Vec<Action>) {
-        self.stats.mail_issued = true;
-        if let Some(r) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(r));
-            return;
-        }
         if self.ctx.privacy.needmailhelo && self.helo.is_none() {
             out.push(Action::Reply(reply::polite_helo_first()));
             return;
@@ -818,6 +872,16 @@ impl Session {
             out.push(Action::Reply(reply::auth_required()));
             return;
         }
+        if let Err(ArgError::Syntax(_)) = &m {
+            // skipword failed: nothing else happens.
+        } else if self.helo.is_none() && self.ctx.privacy.authwarnings {
+            let text = format!(
+                "Authentication-Warning: {}: {} didn't use HELO protocol",
+                self.ctx.hostname,
+                self.ctx.client.display()
+            );
+            self.log(Severity::Info, true, text, out);
+        }
         let m = match m {
             Ok(m) => m,
             Err(e) => {
@@ -827,10 +891,26 @@ impl Session {
         };
         let body = m.params.as_ref().ok().and_then(|p| p.body);
         self.log_sender = Some((m.path.raw.clone(), body));
-        let params = match m.params.and_then(|p| self.check_mail_features(p)) {
+        let params = match m.params {
             Ok(p) => p,
             Err(e) => {
                 out.push(Action::Reply(e.reply()));
+                return;
+            }
+        };
+        let qid = self.qid();
+        let decision = {
+            let pctx = self.policy_context(&qid, None);
+            self.ctx.policy.check_mail(&pctx, &m.path, &params)
+        };
+        let shown = match decision {
+            Decision::Accept => m.path.raw.clone(),
+            Decision::AcceptAs(s) => s,
+            Decision::Reject { reply, log } => {
+                if let Some(text) = log {
+                    self.log(Severity::Notice, true, text, out);
+                }
+                out.push(Action::Reply(reply));
                 return;
             }
         };
@@ -839,61 +919,17 @@ impl Session {
             out.push(Action::Reply(reply::size_exceeds(max)));
             return;
         }
-        let qid = self.qid();
-        let decision = {
-            let pctx = self.policy_context(&qid, None);
-            self.ctx.policy.check_mail(&pctx, &m.path, &params)
-        };
-        match decision {
-            Decision::Accept | Decision::AcceptAs(_) => {
-                let shown = match &decision {
-                    Decision::AcceptAs(s) => s.clone(),
-                    _ => m.path.raw.clone(),
-                };
-                out.push(Action::Reply(reply::sender_ok(&shown)));
-                self.tx = Some(Transaction {
-                    sender: m.path,
-                    params,
-                    rcpts: Vec::new(),
-                    accepted: 0,
-                    started: Instant::now(),
-                });
-            }
-            Decision::Reject { reply, log } => {
-                if let Some(text) = log {
-                    self.log(Severity::Notice, true, text, out);
-                }
-                out.push(Action::Reply(reply));
-            }
-        }
-    }
-
-    /// Parameters of extensions not offered are unknown parameters.
-    fn check_mail_features(&self, p: MailParams) -> Result<MailParams, ArgError> {
-        let f = &self.ctx.features;
-        if p.smtputf8 && !f.smtputf8 {
-            return Err(ArgError::ParamUnrecognized("SMTPUTF8".into()));
-        }
-        if !f.dsn && p.ret.is_some() {
-            return Err(ArgError::ParamUnrecognized("RET".into()));
-        }
-        if !f.dsn && p.envid.is_some() {
-            return Err(ArgError::ParamUnrecognized("ENVID".into()));
-        }
-        if !f.deliverby && p.by.is_some() {
-            return Err(ArgError::ParamUnrecognized("BY".into()));
-        }
-        if !f.eightbitmime && p.body == Some(command::BodyType::EightBitMime) {
-            return Err(ArgError::BadBody("8BITMIME".into()));
-        }
-        Ok(p)
+        out.push(Action::Reply(reply::sender_ok(&shown)));
+        self.tx = Some(Transaction {
+            sender: m.path,
+            params,
+            rcpts: Vec::new(),
+            accepted: 0,
+            started: Instant::now(),
+        });
     }
 
     fn rcpt(&mut self, r: Result<RcptTo, ArgError>, out: &mut Vec<Action>) {
-        if let Some(rep) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(rep));
-            return;
-        }
         if self.tx.is_none() {
             out.push(Action::Reply(reply::need_mail_before_rcpt()));
             return;
@@ -904,25 +940,8 @@ impl Session {
             self.user_error(reply::too_many_recipients(), out);
             return;
         }
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.rejected_rcpts += 1;
-                self.user_error(e.reply(), out);
-                return;
-            }
-        };
-        let params = match r.params {
-            Ok(p) if !self.ctx.features.dsn && p.notify.is_some() => {
-                Err(ArgError::ParamUnrecognized("NOTIFY".into()))
-            }
-            Ok(p) if !self.ctx.features.dsn && p.orcpt.is_some() => {
-                Err(ArgError::ParamUnrecognized("ORCPT".into()))
-            }
-            other => other,
-        };
-        let params = match params {
-            Ok(p) => p,
+        let (path, params) = match r.and_then(|r| r.params.map(|p| (r.path, p))) {
+            Ok(x) => x,
             Err(e) => {
                 self.stats.rejected_rcpts += 1;
                 self.user_error(e.reply(), out);
@@ -933,27 +952,11 @@ impl Session {
         let decision = {
             let sender = self.tx.as_ref().map(|t| &t.sender);
             let pctx = self.policy_context(&qid, sender);
-            self.ctx.policy.check_rcpt(&pctx, &r.path, &params)
+            self.ctx.policy.check_rcpt(&pctx, &path, &params)
         };
-        match decision {
-            Decision::Accept | Decision::AcceptAs(_) => {
-                let shown = match decision {
-                    Decision::AcceptAs(s) => s,
-                    _ => r.path.raw.clone(),
-                };
-                out.push(Action::Reply(reply::recipient_ok(&shown)));
-                if let Some(tx) = &mut self.tx {
-                    tx.accepted += 1;
-                    // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
-                    if !tx.rcpts.iter().any(|x| x.shown == shown) {
-                        tx.rcpts.push(Recipient {
-                            addr: r.path,
-                            shown,
-                            params,
-                        });
-                    }
-                }
-            }
+        let shown = match decision {
+            Decision::Accept => path.raw.clone(),
+            Decision::AcceptAs(s) => s,
             Decision::Reject { reply, log } => {
                 self.stats.rejected_rcpts += 1;
                 match log {
@@ -963,15 +966,24 @@ impl Session {
                     }
                     None => self.user_error(reply, out),
                 }
+                return;
+            }
+        };
+        out.push(Action::Reply(reply::recipient_ok(&shown)));
+        if let Some(tx) = &mut self.tx {
+            tx.accepted += 1;
+            // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
+            if !tx.rcpts.iter().any(|x| x.shown == shown) {
+                tx.rcpts.push(Recipient {
+                    addr: path,
+                    shown,
+                    params,
+                });
             }
         }
     }
 
     fn data_cmd(&mut self, more_input: bool, out: &mut Vec<Action>) {
-        if let Some(r) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(r));
-            return;
-        }
         let Some(tx) = &self.tx else {
             out.push(Action::Reply(reply::need_mail()));
             return;
@@ -990,70 +1002,56 @@ impl Session {
         out.push(Action::StartData);
     }
 
+    /// sendmail's help(): lines of the HelpFile whose key starts with the (lower-cased)
+    /// topic; `smtp` without a topic.
     fn help(&mut self, topic: &str, out: &mut Vec<Action>) {
-        self.attack_check(Counter::Noop, "HELP", out);
-        if let Some(r) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(r));
-            return;
-        }
         let Some(help) = &self.ctx.help else {
             out.push(Action::Reply(reply::help_not_implemented(
                 &self.ctx.version,
             )));
             return;
         };
-        let topic: String = if topic.is_empty() {
-            "smtp".into()
+        let asked = !topic.is_empty();
+        let topic = if asked {
+            topic.to_ascii_lowercase()
         } else {
-            topic.chars().take(HELP_TOPIC_MAX).collect()
+            "smtp".to_owned()
         };
         let lines = help.topic(&topic, &self.ctx.version);
-        if lines.is_empty() {
-            out.push(Action::Reply(reply::help_unknown(&topic)));
+        if lines.is_empty() && asked {
+            let shown: String = topic.chars().take(HELP_TOPIC_MAX).collect();
+            out.push(Action::Reply(reply::help_unknown(&shown)));
         } else {
             out.push(Action::Reply(reply::help(&lines)));
         }
     }
 
-    fn vrfy_expn(&mut self, arg: &str, expn: bool, out: &mut Vec<Action>) {
+    fn vrfy_expn(&mut self, line: &str, arg: &str, expn: bool, out: &mut Vec<Action>) {
         let verb = if expn { "EXPN" } else { "VRFY" };
-        self.stats.mail_issued = true;
-        if let Some(r) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(r));
-            return;
-        }
+        self.attack_check(Counter::Vrfy, verb, out);
         let p = self.ctx.privacy;
-        let need_helo = if expn { p.needexpnhelo } else { p.needvrfyhelo };
-        if need_helo && self.helo.is_none() {
-            out.push(Action::Reply(reply::introduce_yourself()));
-            return;
-        }
-        let refused = if expn {
-            p.noexpn || !self.ctx.features.expn
-        } else {
-            p.novrfy
-        };
-        let shown = if arg.is_empty() {
-            format!("{}: {verb}", self.ctx.client.display())
-        } else {
-            format!(
-                "{}: {verb} {}",
-                self.ctx.client.display(),
-                reply::shorten(arg, reply::MAXSHORTSTR)
-            )
-        };
+        let shown = format!(
+            "{}: {}",
+            self.ctx.client.display(),
+            reply::shorten(line, reply::MAXSHORTSTR)
+        );
+        let refused = if expn { !self.expn_offered() } else { p.novrfy };
         if refused {
-            if self.ctx.log_level > 5 {
-                self.log(Severity::Info, true, format!("{shown} [rejected]"), out);
-            }
             out.push(Action::Reply(if expn {
                 reply::not_allowed()
             } else {
                 reply::cannot_vrfy()
             }));
+            if self.ctx.log_level > 5 {
+                self.log(Severity::Info, true, format!("{shown} [rejected]"), out);
+            }
             return;
         }
-        self.attack_check(Counter::Vrfy, verb, out);
+        let need_helo = if expn { p.needexpnhelo } else { p.needvrfyhelo };
+        if need_helo && self.helo.is_none() {
+            out.push(Action::Reply(reply::introduce_yourself()));
+            return;
+        }
         if self.ctx.log_level > 5 {
             self.log(Severity::Info, true, shown, out);
         }
@@ -1073,31 +1071,31 @@ impl Session {
         out.push(Action::Reply(r));
     }
 
-    fn etrn(&mut self, arg: &str, out: &mut Vec<Action>) {
-        self.stats.mail_issued = true;
-        if let Some(r) = self.ctx.connect_reject.clone() {
-            out.push(Action::Reply(r));
-            return;
-        }
-        let shown = format!(
-            "{}: ETRN {}",
-            self.ctx.client.display(),
-            reply::shorten(arg, reply::MAXSHORTSTR)
-        );
+    fn etrn(&mut self, line: &str, arg: &str, out: &mut Vec<Action>) {
         if !self.etrn_allowed() {
-            if self.ctx.log_level > 5 {
-                self.log(Severity::Info, true, format!("{shown} [rejected]"), out);
-            }
             out.push(Action::Reply(reply::not_allowed()));
+            if self.ctx.log_level > 5 {
+                let text = format!(
+                    "{}: {} [rejected]",
+                    self.ctx.client.display(),
+                    reply::shorten(line, reply::MAXSHORTSTR)
+                );
+                self.log(Severity::Info, true, text, out);
+            }
             return;
         }
         if arg.is_empty() {
-            out.push(Action::Reply(reply::parameter_required()));
+            self.user_error(reply::parameter_required(), out);
             return;
         }
         self.attack_check(Counter::Etrn, "ETRN", out);
         if self.ctx.log_level > 5 {
-            self.log(Severity::Info, true, shown, out);
+            let text = format!(
+                "{}: ETRN {}",
+                self.ctx.client.display(),
+                reply::shorten(arg, reply::MAXSHORTSTR)
+            );
+            self.log(Severity::Info, true, text, out);
         }
         let qid = self.qid();
         let r = {
@@ -1113,15 +1111,19 @@ impl Session {
     }
 
     fn bad_command(&mut self, text: &str, out: &mut Vec<Action>) {
+        let verb = first_word(text).to_ascii_lowercase();
+        if matches!(verb.as_str(), "showq" | "debug" | "wiz") && self.ctx.log_level > 0 {
+            let addr = self.ctx.client.ip.map_or("0".to_owned(), format_ip);
+            let text = format!(
+                "\"{verb}\" command from {} ({addr})",
+                self.ctx.client.display()
+            );
+            self.log(Severity::Crit, true, text, out);
+        }
         self.n_bad += 1;
         if self.n_bad > MAX_BAD_COMMANDS {
-            out.push(Action::Reply(Reply::new(
-                421,
-                Some("4.7.0"),
-                format!(
-                    "{} Too many bad commands; closing connection",
-                    self.ctx.hostname
-                ),
+            out.push(Action::Reply(reply::too_many_bad_commands(
+                &self.ctx.hostname,
             )));
             self.end_session(false, 0, out);
             return;
@@ -1133,9 +1135,10 @@ impl Session {
     // Bookkeeping.
 
     fn pipelining_violation(&mut self, verb: &str, out: &mut Vec<Action>) {
+        let addr = self.ctx.client.ip.map_or("0".to_owned(), format_ip);
         let text = format!(
-            "rejecting server {verb} from {} due to traffic before response",
-            self.ctx.client.display()
+            "rejecting server {verb} from {} [{addr}] due to traffic before response",
+            self.ctx.client.host_name()
         );
         self.log(Severity::Info, true, text, out);
         out.push(Action::Reply(reply::protocol_error()));
@@ -1180,13 +1183,14 @@ impl Session {
 
     /// CLEAR_STATE: log the unfinished transaction, start a new envelope.
     fn clear_state(&mut self, why: &str, out: &mut Vec<Action>) {
-        self.log_undelivered(why, out);
+        self.log_undelivered(why, 10, out);
         self.finish_transaction(out);
     }
 
-    /// `to=<r>, delay=..., pri=0, stat=<why>` for each accepted recipient (LogLevel > 9).
-    fn log_undelivered(&mut self, why: &str, out: &mut Vec<Action>) {
-        if self.ctx.log_level <= 9 {
+    /// `to=<r>, delay=..., pri=0, stat=<why>` for each accepted recipient, newest first
+    /// (LogLevel > `level`).
+    fn log_undelivered(&mut self, why: &str, level: u32, out: &mut Vec<Action>) {
+        if self.ctx.log_level <= level {
             return;
         }
         let Some(tx) = &self.tx else { return };
@@ -1238,10 +1242,10 @@ impl Session {
     /// Final logs and Close.
     fn end_session(&mut self, quit: bool, size: u64, out: &mut Vec<Action>) {
         if quit {
-            self.log_undelivered("aborted by sender", out);
+            self.log_undelivered("aborted by sender", 9, out);
         }
         self.finish_transaction_sized(size, out);
-        if !self.stats.mail_issued && self.ctx.connect_reject.is_none() && self.ctx.log_level > 5 {
+        if !self.stats.mail_issued && self.nullserver.is_none() && self.ctx.log_level > 5 {
             let text = format!(
                 "{} did not issue MAIL/EXPN/VRFY/ETRN during connection to {}",
                 self.ctx.client.display(),
@@ -1295,6 +1299,30 @@ impl Session {
             sender,
         }
     }
+}
+
+/// The first command of a connection looks like HTTP or a proxy request.
+fn is_proxy_command(line: &str) -> bool {
+    ["GET", "POST", "CONNECT", "USER"].iter().any(|verb| {
+        line.len() > verb.len()
+            && line[..verb.len()].eq_ignore_ascii_case(verb)
+            && line[verb.len()..].starts_with(|c: char| c.is_ascii_whitespace())
+    })
+}
+
+/// The command word of a line (after leading white space).
+fn first_word(line: &str) -> &str {
+    let t = line.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    t.split(|c: char| c.is_ascii_whitespace())
+        .next()
+        .unwrap_or("")
+}
+
+/// The argument text after the command word.
+fn rest_after_verb(line: &str) -> &str {
+    let t = line.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let end = t.find(|c: char| c.is_ascii_whitespace()).unwrap_or(t.len());
+    t[end..].trim_matches(|c: char| c.is_ascii_whitespace())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -195,9 +195,12 @@ async fn without_a_queue_nothing_is_accepted() {
     );
     let client = async move {
         c.reply().await;
-        c.send(b"HELO x.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
             .await;
-        for _ in 0..4 {
+        for _ in 0..3 {
             c.reply().await;
         }
         c.send(b"body\r\n.\r\n").await;
@@ -258,9 +261,12 @@ async fn bare_lf_in_data_closes() {
     );
     let client = async move {
         c.reply().await;
-        c.send(b"HELO x.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
             .await;
-        for _ in 0..4 {
+        for _ in 0..3 {
             c.reply().await;
         }
         c.send(b"Subject: x\r\n\r\nbody\n.\r\nMAIL FROM:<evil@b.test>\r\n")
@@ -274,6 +280,35 @@ async fn bare_lf_in_data_closes() {
     let (outcome, ()) = tokio::join!(serve, client);
     assert_eq!(outcome.end, EndReason::Closed);
     assert!(sink.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn commands_pipelined_after_helo_are_rejected() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO x.test\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n")
+            .await;
+        assert_eq!(c.first_line().await, "554 5.5.0 SMTP protocol error");
+        assert_eq!(c.first_line().await, "550 5.0.0 Command rejected");
+        assert_eq!(
+            c.first_line().await,
+            "221 2.0.0 mx.example.test closing connection"
+        );
+        assert!(c.at_eof().await);
+    };
+    tokio::join!(serve, client);
 }
 
 #[tokio::test]
@@ -379,9 +414,12 @@ async fn shutdown_lets_a_message_finish() {
     let serve = serve(server, session(), &mut sink, &logger, &opts, stop);
     let client = async move {
         c.reply().await;
-        c.send(b"HELO x.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
             .await;
-        for _ in 0..4 {
+        for _ in 0..3 {
             c.reply().await;
         }
         c.send(b"Subject: x\r\n").await;

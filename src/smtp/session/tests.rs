@@ -994,7 +994,8 @@ fn privacy_options() {
     assert_eq!(
         got,
         [
-            "503 5.0.0 I demand that you introduce yourself first",
+            // novrfy is checked before needvrfyhelo, as in sendmail.
+            "252 2.5.2 Cannot VRFY user; try RCPT to attempt delivery (or try finger)",
             "503 5.0.0 Polite people say HELO first",
             "252 2.5.2 Cannot VRFY user; try RCPT to attempt delivery (or try finger)",
             "502 5.7.0 Sorry, we do not allow this operation",
@@ -1065,21 +1066,15 @@ fn mail_before_helo_is_smtp() {
     let mut ctx = oracle_ctx();
     ctx.privacy = Privacy::parse("authwarnings");
     let mut s = Session::new(ctx);
-    talk(
-        &mut s,
-        &[
-            "MAIL FROM:<sender@client.example.test>",
-            "RCPT TO:<root@oracle.example.test>",
-            "DATA",
-        ],
-    );
-    let (_, actions) = s.data(b"x\r\n.\r\n");
+    let actions = script(&mut s, &["MAIL FROM:<sender@client.example.test>"]);
     assert_eq!(
         logs(&actions),
         [
             "Authentication-Warning: oracle.example.test: localhost [IPv6:0:0:0:0:0:0:0:1] didn't use HELO protocol"
         ]
     );
+    talk(&mut s, &["RCPT TO:<root@oracle.example.test>", "DATA"]);
+    let (_, actions) = s.data(b"x\r\n.\r\n");
     let Some(Action::Commit(m)) = actions.into_iter().find(|a| matches!(a, Action::Commit(_)))
     else {
         panic!("no commit");
@@ -1159,4 +1154,131 @@ fn delays_format_like_sendmail() {
         format_delay(Duration::from_secs(2 * 86400 + 5)),
         "2d+00:00:05"
     );
+}
+
+#[test]
+fn http_proxy_first_command_is_refused() {
+    let mut s = Session::new(oracle_ctx());
+    let actions = script(&mut s, &["GET / HTTP/1.0"]);
+    assert_eq!(
+        replies(&actions),
+        ["421 4.7.0 oracle.example.test Rejecting open proxy localhost [IPv6:0:0:0:0:0:0:0:1]"]
+    );
+    assert_eq!(
+        logs(&actions)[0],
+        "localhost [IPv6:0:0:0:0:0:0:0:1]: probable open proxy: command=GET / HTTP/1.0"
+    );
+    assert!(s.is_closed());
+    // Only the first command is checked.
+    let mut s = Session::new(oracle_ctx());
+    assert_eq!(
+        talk(&mut s, &["NOOP", "GET / HTTP/1.0"])[1],
+        "500 5.5.1 Command unrecognized: \"GET / HTTP/1.0\""
+    );
+}
+
+#[test]
+fn help_topics_match_by_prefix() {
+    let mut s = Session::new(oracle_ctx());
+    // "HELP MA" matches the `mail` lines, as sendmail's strncmp does.
+    assert_eq!(talk(&mut s, &["HELP MA"]).len(), 4);
+    assert_eq!(
+        talk(&mut s, &["HELP NOSUCHTOPIC"]),
+        ["504 5.3.0 HELP topic \"nosuchtopi\" unknown"]
+    );
+}
+
+#[test]
+fn verb_needs_expn_offered() {
+    let mut ctx = oracle_ctx();
+    ctx.features.expn = false;
+    let mut s = Session::new(ctx);
+    assert_eq!(talk(&mut s, &["VERB"]), ["502 5.7.0 Verbose unavailable"]);
+    assert!(!s.is_verbose());
+}
+
+#[test]
+fn starttls_variants() {
+    let mut s = Session::new(oracle_ctx());
+    assert_eq!(
+        talk(&mut s, &["STARTTLS now"]),
+        ["501 5.5.2 Syntax error (no parameters allowed)"]
+    );
+    let mut ctx = oracle_ctx();
+    ctx.daemon_flags = "S".into();
+    let mut s = Session::new(ctx);
+    assert_eq!(talk(&mut s, &["STARTTLS"]), ["503 5.5.0 TLS not available"]);
+}
+
+#[test]
+fn etrn_without_argument() {
+    let mut s = Session::new(oracle_ctx());
+    assert_eq!(talk(&mut s, &["ETRN"]), ["500 5.5.2 Parameter required"]);
+}
+
+#[test]
+fn bogus_commands_are_logged() {
+    let mut s = Session::new(oracle_ctx());
+    let actions = script(&mut s, &["WIZ"]);
+    assert_eq!(
+        replies(&actions),
+        ["500 5.5.1 Command unrecognized: \"WIZ\""]
+    );
+    assert_eq!(
+        logs(&actions),
+        ["\"wiz\" command from localhost [IPv6:0:0:0:0:0:0:0:1] (IPv6:0:0:0:0:0:0:0:1)"]
+    );
+}
+
+#[test]
+fn connect_refused_with_421_gets_no_greeting() {
+    let mut ctx = oracle_ctx();
+    ctx.connect_reject = Some(Reply::new(421, None, "oracle.example.test go away"));
+    let mut s = Session::new(ctx);
+    assert_eq!(s.greeting().to_string(), "421 oracle.example.test go away");
+    assert!(s.is_closed());
+}
+
+#[test]
+fn lost_input_names_the_last_known_command() {
+    let mut ctx = oracle_ctx();
+    ctx.log_level = 20;
+    let mut s = Session::new(ctx);
+    talk(&mut s, &["NOOP", "FOOBAR"]);
+    assert_eq!(
+        logs(&s.connection_lost())[0],
+        "lost input channel from localhost [IPv6:0:0:0:0:0:0:0:1] to MTA-v6 after startup"
+    );
+}
+
+#[test]
+fn after_a_pipelining_violation_ehlo_offers_only_enhancedstatuscodes() {
+    let mut s = Session::new(oracle_ctx());
+    let actions = s.handle(b"EHLO a.test", true);
+    assert_eq!(replies(&actions), ["554 5.5.0 SMTP protocol error"]);
+    assert_eq!(
+        logs(&actions),
+        [
+            "rejecting server EHLO from localhost [IPv6:0:0:0:0:0:0:0:1] due to traffic before response"
+        ]
+    );
+    assert_eq!(
+        talk(&mut s, &["EHLO a.test", "NOOP", "HELP"]),
+        [
+            "250-oracle.example.test Hello localhost [IPv6:0:0:0:0:0:0:0:1], pleased to meet you",
+            "250 ENHANCEDSTATUSCODES",
+            "250 2.0.0 OK",
+            "550 5.0.0 Command rejected",
+        ]
+    );
+    // No "did not issue" line for a refused session.
+    assert!(logs(&script(&mut s, &["QUIT"])).is_empty());
+}
+
+#[test]
+fn command_lines_are_logged_above_level_14() {
+    let mut ctx = oracle_ctx();
+    ctx.log_level = 15;
+    let mut s = Session::new(ctx);
+    assert_eq!(logs(&script(&mut s, &["NOOP"])), ["<-- NOOP"]);
 }
