@@ -130,7 +130,6 @@ pub struct MailParams {
     pub ret: Option<Ret>,
     /// ENVID as sent (xtext, not decoded).
     pub envid: Option<String>,
-    pub smtputf8: bool,
     /// AUTH= as sent (RFC 4954).
     pub auth: Option<String>,
     /// BY= as sent (RFC 2852).

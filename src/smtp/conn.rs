@@ -193,9 +193,9 @@ where
         // Nothing complete is buffered: send what we have, then wait for input.
         d.flush().await;
         let (limit, during) = if d.session.wants_data() {
-            (opts.timeouts.data_block, "message collection")
+            (opts.timeouts.data_block, "message collect")
         } else {
-            (opts.timeouts.command, "server SMTP command")
+            (opts.timeouts.command, "server cmd read")
         };
         let mut chunk = [0u8; 8192];
         tokio::select! {

@@ -162,7 +162,7 @@ pub fn command_too_long(host: &str, client: &str) -> Reply {
     )
 }
 
-/// `451 4.4.1 timeout waiting for input during <what>` (unrecorded; sendmail's sfgets).
+/// `451 4.4.1 timeout waiting for input during <what>` (DATA timeout; unrecorded).
 pub fn timeout(during: &str) -> Reply {
     Reply::new(
         451,

@@ -16,7 +16,7 @@
 //! inserted, the EHLO keyword order, HELO/EHLO domain check, command order 503s, the
 //! anti-abuse counters (`MAXHELOCOMMANDS` 3, `MAXVRFYCOMMANDS` 6, `MAXETRNCOMMANDS` 8,
 //! `MAXNOOPCOMMANDS` 20, `MAXBADCOMMANDS` 25) with their growing delays, the 8.18
-//! pipelining check (EHLO or DATA followed by input before the reply → `554 5.5.0 SMTP
+//! pipelining check (HELO/EHLO or DATA followed by input before the reply → `554 5.5.0 SMTP
 //! protocol error`), the "nullserver" mode of a connection refused by `check_relay`, and
 //! the end-of-session log lines (`from=` of an aborted transaction, `to=... stat=RSET`,
 //! `did not issue MAIL/EXPN/VRFY/ETRN`, `lost input channel`).
@@ -105,18 +105,19 @@ pub struct Features {
     pub pipelining: bool,
     /// EXPN works (the [`Policy`] can expand); also gates the VERB keyword, as in sendmail.
     pub expn: bool,
+    /// VERB (only offered and accepted when EXPN is).
     pub verb: bool,
     pub eightbitmime: bool,
     /// DSN parameters are accepted and carried to the queue (RET, ENVID, NOTIFY, ORCPT).
     pub dsn: bool,
-    pub smtputf8: bool,
     /// ETRN can start a queue run.
     pub etrn: bool,
     pub deliverby: bool,
 }
 
 impl Default for Features {
-    /// What the session itself implements end to end: PIPELINING, 8BITMIME, VERB.
+    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
+    /// offered only together with EXPN, as in sendmail).
     fn default() -> Features {
         Features {
             pipelining: true,
@@ -124,7 +125,6 @@ impl Default for Features {
             verb: true,
             eightbitmime: true,
             dsn: false,
-            smtputf8: false,
             etrn: false,
             deliverby: false,
         }
@@ -721,19 +721,25 @@ impl Session {
         out
     }
 
-    /// No input within the timeout; `during` names the phase (`server SMTP command`,
-    /// `message collection`).
+    /// No input within the timeout; `during` names the phase as sendmail does
+    /// (`server cmd read`, `message collect`). Inside DATA the client also gets
+    /// `451 4.4.1 timeout waiting for input during message collect`; then the session ends
+    /// as for a lost connection.
     pub fn timed_out(&mut self, during: &str) -> Vec<Action> {
         let mut out = Vec::new();
         if self.is_closed() {
             return out;
         }
-        let text = format!(
-            "timeout waiting for input from {} during {during}",
-            self.ctx.client.host_name()
-        );
-        self.log(Severity::Info, true, text, &mut out);
-        out.push(Action::Reply(reply::timeout(during)));
+        if self.ctx.log_level > 1 {
+            let text = format!(
+                "timeout waiting for input from {} during {during}",
+                self.ctx.client.host_name()
+            );
+            self.log(Severity::Notice, true, text, &mut out);
+        }
+        if self.wants_data() {
+            out.push(Action::Reply(reply::timeout(during)));
+        }
         out.extend(self.connection_lost());
         out
     }
@@ -837,9 +843,6 @@ impl Session {
         }
         if f.dsn {
             k.push("DSN".into());
-        }
-        if f.smtputf8 {
-            k.push("SMTPUTF8".into());
         }
         if self.etrn_allowed() {
             k.push("ETRN".into());

@@ -460,7 +460,42 @@ async fn idle_client_times_out() {
         c.reply().await;
         assert_eq!(
             c.first_line().await,
-            "451 4.4.1 timeout waiting for input during server SMTP command"
+            "421 4.4.1 mx.example.test Lost input channel from localhost [IPv6:0:0:0:0:0:0:0:1]"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Timeout);
+}
+
+#[tokio::test]
+async fn idle_client_in_data_times_out_with_451() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let mut opts = quick();
+    opts.timeouts.data_block = Duration::from_millis(100);
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"Subject: x\r\n").await;
+        assert_eq!(
+            c.first_line().await,
+            "451 4.4.1 timeout waiting for input during message collect"
         );
         assert_eq!(
             c.first_line().await,

@@ -102,7 +102,6 @@ fn oracle_ctx() -> SessionContext {
             verb: true,
             eightbitmime: true,
             dsn: true,
-            smtputf8: false,
             etrn: true,
             deliverby: true,
         },
