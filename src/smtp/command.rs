@@ -292,6 +292,22 @@ pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
     }
 }
 
+/// True for the commands after which a client must wait for the reply before sending
+/// more (HELO, EHLO, DATA; RFC 2920 and sendmail 8.18's anti-smuggling check). The driver
+/// looks for early input only for these.
+pub fn is_sync_point(line: &[u8]) -> bool {
+    let start = line
+        .iter()
+        .position(|&b| !(b & 0x7f).is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let word: Vec<u8> = line[start..]
+        .iter()
+        .map(|&b| (b & 0x7f).to_ascii_lowercase())
+        .take_while(|b| !b.is_ascii_whitespace())
+        .collect();
+    matches!(word.as_slice(), b"helo" | b"ehlo" | b"data")
+}
+
 /// Checks a HELO/EHLO argument as sendmail does (RFC 1123 5.2.5): letters, digits and
 /// `[].-_#:`; trailing white space is allowed. Returns the name to use.
 pub fn check_helo_name(arg: &str) -> Result<&str, HeloError> {
@@ -1139,6 +1155,15 @@ mod tests {
             })
         );
         assert_eq!(p.orcpt.as_deref(), Some("rfc822;root@x.test"));
+    }
+
+    #[test]
+    fn sync_points() {
+        assert!(is_sync_point(b"EHLO x"));
+        assert!(is_sync_point(b"  helo"));
+        assert!(is_sync_point(b"DATA"));
+        assert!(!is_sync_point(b"DATAX"));
+        assert!(!is_sync_point(b"MAIL FROM:<a@b>"));
     }
 
     #[test]

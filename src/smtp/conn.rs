@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::command;
 use super::reply::{self, Reply};
 use super::session::{Action, Message, Session, SessionStats};
 use crate::log::{Logger, Severity};
@@ -31,6 +32,9 @@ pub const MAX_COMMAND_LINE: usize = 2048;
 /// Bytes of an over-long line that are read (and counted) before giving up on finding its
 /// end.
 pub const MAX_DISCARD: usize = 1 << 20;
+
+/// How long to look for input that follows HELO/EHLO/DATA before replying.
+pub const SYNC_POLL: Duration = Duration::from_millis(1);
 
 /// Per-phase read timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +178,11 @@ where
                 d.run(actions, sink).await;
                 continue;
             }
+            if d.input.len() == total && command::is_sync_point(&d.input[..pos]) {
+                // Like sendmail's channel_readable(InChannel, 1): input that is already on
+                // its way counts as sent before the reply.
+                d.poll_input(SYNC_POLL).await;
+            }
             let mut line = &d.input[..pos];
             if let Some(l) = line.strip_suffix(b"\r") {
                 line = l;
@@ -281,6 +290,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                 }
                 Action::Close => self.flush().await,
             }
+        }
+    }
+
+    /// Reads whatever arrives within `wait` into the input buffer (EOF and errors are left
+    /// for the next regular read to see).
+    async fn poll_input(&mut self, wait: Duration) {
+        let mut chunk = [0u8; 8192];
+        if let Ok(Ok(n)) = tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
+            self.input.extend_from_slice(&chunk[..n]);
         }
     }
 

@@ -506,3 +506,35 @@ async fn idle_client_in_data_times_out_with_451() {
     let (outcome, ()) = tokio::join!(serve, client);
     assert_eq!(outcome.end, EndReason::Timeout);
 }
+
+/// The listener spawns one task per connection: `serve` must be `Send`.
+#[tokio::test]
+async fn serve_runs_in_a_spawned_task() {
+    let (server, mut c) = pair();
+    let task = tokio::spawn(async move {
+        let logger = Logger::stderr(9);
+        let mut sink = Keep::default();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let mut rx = rx;
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        serve(
+            server,
+            session(),
+            &mut sink,
+            &logger,
+            &ConnOptions::default(),
+            stop,
+        )
+        .await
+    });
+    c.reply().await;
+    c.send(b"QUIT\r\n").await;
+    assert_eq!(
+        c.first_line().await,
+        "221 2.0.0 mx.example.test closing connection"
+    );
+    let outcome = task.await.unwrap();
+    assert_eq!(outcome.end, EndReason::Closed);
+}
