@@ -5,6 +5,20 @@
 //! * [`data`] reads a DATA body (dot-unstuffing, `<CRLF>.<CRLF>`, bare CR/LF rejection);
 //! * [`reply`] holds every reply text;
 //! * [`conn`] is the one I/O driver: socket ↔ session, timeouts, pipelining, shutdown.
+//!
+//! Wiring, per accepted connection (what the listener does):
+//!
+//! ```text
+//! let ctx = SessionContext { hostname, greeting, daemon_name, daemon_flags, client,
+//!                            max_message_size, max_recipients, features, privacy,
+//!                            log_level, version, help, connect_reject, policy, ids };
+//! let outcome = conn::serve(stream, Session::new(ctx), &mut sink, &logger,
+//!                           &ConnOptions::default(), shutdown_future).await;
+//! ```
+//!
+//! `policy` ([`session::Policy`]) decides MAIL/RCPT/VRFY/EXPN/ETRN; `sink`
+//! ([`conn::MessageSink`]) stores a finished message durably before the `250`; until a queue
+//! exists, [`conn::NoQueue`] refuses every message with a 451.
 
 pub mod command;
 pub mod conn;

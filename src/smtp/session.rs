@@ -624,10 +624,11 @@ impl Session {
         };
         match end {
             DataEnd::Complete if reader.exceeded() => {
-                out.push(Action::Reply(reply::message_too_big(
-                    self.ctx.max_message_size,
-                )));
-                self.finish_transaction(&mut out);
+                let max = self.ctx.max_message_size;
+                let text = format!("message size ({}) exceeds maximum ({max})", reader.size());
+                self.log(Severity::Notice, true, text, &mut out);
+                out.push(Action::Reply(reply::message_too_big(max)));
+                self.finish_transaction_sized(reader.size(), &mut out);
             }
             DataEnd::Complete => {
                 let tx = self.tx.take();
