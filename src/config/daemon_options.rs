@@ -18,11 +18,6 @@ impl DaemonPortOptions {
     /// reports but still creates the daemon).
     pub fn parse(value: &str, index: usize) -> Result<(DaemonPortOptions, Vec<String>), DpoError> {
         let _ = value;
-        Ok((
-            DaemonPortOptions {
-                name: format!("Daemon{index}"),
-            },
-            Vec::new(),
-        ))
+        Ok((DaemonPortOptions { name: format!("Daemon{index}") }, Vec::new()))
     }
 }

@@ -35,40 +35,17 @@ pub enum CfLine {
     /// `Cxword1 word2` or `C{long}words`.
     Class { name: String, words: Vec<String> },
     /// `Fx/path [scanf]`, `Fx|program`, `F{name}-o /path %[^\#]`: kept as its parts.
-    ClassFile {
-        name: String,
-        optional: bool,
-        path: String,
-        format: Option<String>,
-    },
+    ClassFile { name: String, optional: bool, path: String, format: Option<String> },
     /// `Kname class args`.
-    Map {
-        name: String,
-        class: String,
-        args: String,
-    },
+    Map { name: String, class: String, args: String },
     /// `Mname, P=/path, F=flags, S=..., R=..., A=argv ...`: fields by their (first) letter.
-    Mailer {
-        name: String,
-        fields: Vec<(char, String)>,
-    },
+    Mailer { name: String, fields: Vec<(char, String)> },
     /// `Sname=N`, `SN`, `Sname`.
-    Ruleset {
-        name: Option<String>,
-        number: Option<u32>,
-    },
+    Ruleset { name: Option<String>, number: Option<u32> },
     /// `R<lhs>\t<rhs>\t<comment>`: fields separated by one or more tabs.
-    Rule {
-        lhs: String,
-        rhs: String,
-        comment: Option<String>,
-    },
+    Rule { lhs: String, rhs: String, comment: Option<String> },
     /// `H?flags?Name: value` or `H?${macro}?Name: value`.
-    Header {
-        condition: Option<String>,
-        name: String,
-        value: String,
-    },
+    Header { condition: Option<String>, name: String, value: String },
     /// `Pname=value`.
     Priority { name: String, value: i32 },
     /// `Tuser1 user2`.
@@ -78,8 +55,5 @@ pub enum CfLine {
     /// `Ename[=value]`.
     Env { name: String, value: Option<String> },
     /// `Qname, P=..., ...` queue group.
-    QueueGroup {
-        name: String,
-        fields: Vec<(char, String)>,
-    },
+    QueueGroup { name: String, fields: Vec<(char, String)> },
 }
