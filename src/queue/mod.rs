@@ -30,7 +30,7 @@ pub use file::{
     Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
-pub use store::{QueueEntrySummary, RecoveryReport, Store};
+pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store};
 
 /// Longest queue id accepted (sendmail's are 14 characters; 7-digit pids make 15).
 pub const MAX_ID_LEN: usize = 40;

@@ -84,6 +84,21 @@ impl RecoveryReport {
     }
 }
 
+/// How much the committer has batched so far (for benchmarks and tuning).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitterStats {
+    /// Directory fsyncs done (one per batch).
+    pub batches: u64,
+    /// Operations (publishes and removals) applied in those batches.
+    pub ops: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    ops: AtomicU64,
+}
+
 /// One queued message as `mailq` and the runner see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueEntrySummary {
@@ -129,6 +144,7 @@ struct Inner {
 
 struct Writer {
     committer: mpsc::Sender<Job>,
+    stats: Arc<Counters>,
     writes: Semaphore,
     seq: AtomicU64,
     _lock: Flock<File>,
@@ -183,9 +199,11 @@ impl Store {
             queue_dir,
             tmp_dir,
         };
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         thread::Builder::new()
             .name("queue-committer".into())
-            .spawn(move || committer(rx, dirs))
+            .spawn(move || committer(rx, dirs, &counters))
             .map_err(|e| QueueError::io("spawn committer for", &queue, e))?;
 
         Ok(Store {
@@ -195,6 +213,7 @@ impl Store {
                 tmp,
                 writer: Some(Writer {
                     committer: tx,
+                    stats,
                     writes: Semaphore::new(MAX_PARALLEL_WRITES),
                     seq: AtomicU64::new(0),
                     _lock: lock,
@@ -318,6 +337,17 @@ impl Store {
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
     pub fn load(&self, id: &QueueId) -> Result<QueuedMessage, QueueError> {
         read_message(&self.inner.queue.join(id.as_str()), id)
+    }
+
+    /// Batches and operations the committer has done (zero when read-only).
+    pub fn committer_stats(&self) -> CommitterStats {
+        self.inner
+            .writer
+            .as_ref()
+            .map_or_else(CommitterStats::default, |w| CommitterStats {
+                batches: w.stats.batches.load(Ordering::Relaxed),
+                ops: w.stats.ops.load(Ordering::Relaxed),
+            })
     }
 
     fn writer(&self) -> Result<&Writer, QueueError> {
@@ -498,7 +528,7 @@ struct Dirs {
 
 /// Runs until every [`Store`] clone is dropped: takes all waiting jobs, applies them, fsyncs
 /// `queue/` once, answers them all.
-fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs) {
+fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs, stats: &Counters) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -509,6 +539,8 @@ fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs) {
         }
         let mut results: Vec<Result<(), QueueError>> =
             batch.iter().map(|j| apply(&dirs, &j.op)).collect();
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if results.iter().any(Result::is_ok)
             && let Err(e) = dirs.queue_dir.sync_all()
         {
