@@ -1,7 +1,8 @@
 //! Durable ingest rate of the queue: N messages of 5 KiB committed by 1, 20 and 100
 //! concurrent committers, next to a one-fsync-per-message baseline measured in the same run.
 //!
-//! `cargo bench --bench queue_commit [-- N]` (default N = 3000). The queue lives under
+//! `cargo bench --bench queue_commit [-- N [REPS]]` (defaults 3000 messages, 3 runs per
+//! cell, median shown; the disk is shared and swings 3x within minutes). The queue lives under
 //! `$QUEUE_BENCH_DIR` or `target/queue-bench/` (keep it on the disk under test: a tmpfs
 //! makes fsync free) and is deleted afterwards.
 //!
@@ -22,10 +23,11 @@ use sendmail_rs::queue::{Envelope, Message, QueueId, Recipient, Store, file};
 const CONCURRENCY: [usize; 3] = [1, 20, 100];
 
 fn main() {
-    let n: usize = std::env::args()
+    let mut nums = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3000);
+        .filter_map(|a| a.parse::<usize>().ok());
+    let n = nums.next().unwrap_or(3000);
+    let reps = nums.next().unwrap_or(3).max(1);
     let base = std::env::var_os("QUEUE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/queue-bench"));
@@ -37,30 +39,56 @@ fn main() {
         .unwrap();
 
     println!(
-        "queue_commit: {n} messages of 5 KiB per cell, queue under {}",
+        "queue_commit: {n} messages of 5 KiB per run, median of {reps} runs (group and baseline \
+         alternate), queue under {}",
         base.display()
     );
+    println!("load average before: {}", loadavg());
     println!(
-        "{:>11} | {:>14} | {:>14} | {:>7} | {:>15}",
-        "committers", "group msg/s", "baseline msg/s", "speedup", "msgs/dir-fsync"
+        "{:>10} | {:>11} | {:>14} | {:>7} | {:>14} | {:>20}",
+        "committers",
+        "group msg/s",
+        "baseline msg/s",
+        "speedup",
+        "msgs/dir-fsync",
+        "group runs msg/s"
     );
-    for (round, &c) in CONCURRENCY.iter().enumerate() {
-        let dir = base.join(format!("group-{round}"));
-        let (group, per_batch) = rt.block_on(group_commit(&dir, n, c));
-        fs::remove_dir_all(&dir).unwrap();
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    for &c in &CONCURRENCY {
+        let (mut group, mut baseline, mut per_batch) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..reps {
+            let dir = base.join(format!("group-{c}-{rep}"));
+            let (took, pb) = rt.block_on(group_commit(&dir, n, c));
+            fs::remove_dir_all(&dir).unwrap();
+            group.push(rate(took));
+            per_batch.push(pb);
 
-        let dir = base.join(format!("baseline-{round}"));
-        let baseline = rt.block_on(baseline_commit(&dir, n, c));
-        fs::remove_dir_all(&dir).unwrap();
-
-        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+            let dir = base.join(format!("baseline-{c}-{rep}"));
+            let took = rt.block_on(baseline_commit(&dir, n, c));
+            fs::remove_dir_all(&dir).unwrap();
+            baseline.push(rate(took));
+        }
+        let runs: Vec<String> = group.iter().map(|r| format!("{r:.0}")).collect();
+        let (g, b) = (median(&mut group), median(&mut baseline));
         println!(
-            "{c:>11} | {:>14.0} | {:>14.0} | {:>6.1}x | {per_batch:>15.1}",
-            rate(group),
-            rate(baseline),
-            baseline.as_secs_f64() / group.as_secs_f64()
+            "{c:>10} | {g:>11.0} | {b:>14.0} | {:>6.1}x | {:>14.1} | {:>20}",
+            g / b,
+            median(&mut per_batch),
+            runs.join(" ")
         );
     }
+    println!("load average after:  {}", loadavg());
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn message(i: usize) -> Message {

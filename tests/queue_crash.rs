@@ -158,9 +158,10 @@ fn parent() {
                 _ => panic!("odd child line {line:?}"),
             }
         }
-        let verified = verify(&qdir, &acked);
+        let (queued, cleaned) = verify(&qdir, &acked);
         println!(
-            "round {round}: killed after {delay:?}, {} new messages acknowledged, {verified} queued, all present",
+            "round {round}: killed after {delay:?}, {} new messages acknowledged, {queued} queued, all present; \
+             recovery removed {cleaned} unacknowledged half-written files",
             acked.len() - before
         );
     }
@@ -236,10 +237,18 @@ struct Acked {
     removed: bool,
 }
 
-/// Reopens the store and checks it against what was acknowledged; returns the queue size.
-fn verify(qdir: &Path, acked: &HashMap<String, Acked>) -> usize {
+/// Reopens the store and checks it against what was acknowledged; returns the queue size
+/// and the number of cut-short files recovery removed.
+fn verify(qdir: &Path, acked: &HashMap<String, Acked>) -> (usize, usize) {
     let store = Store::open(qdir).unwrap();
     let report = store.recovery_report();
+    for name in &report.removed_incomplete {
+        let a = acked.get(name);
+        assert!(
+            a.is_none() || a.is_some_and(|a| a.removing),
+            "{name}: acknowledged, yet removed as incomplete"
+        );
+    }
     assert!(
         report.quarantined.is_empty(),
         "incomplete files reached queue/: {:?}",
@@ -290,5 +299,8 @@ fn verify(qdir: &Path, acked: &HashMap<String, Acked>) -> usize {
         assert_eq!(m.body, body_of(e.envelope.id.as_str()));
     }
     assert_eq!(std::fs::read_dir(qdir.join("tmp")).unwrap().count(), 0);
-    ids.len()
+    (
+        ids.len(),
+        report.removed_incomplete.len() + report.removed_tmp.len(),
+    )
 }

@@ -11,36 +11,45 @@
 //! ```text
 //! <dir>/            mode 0700
 //!   lock            flock(2)ed by the one process that writes the queue
-//!   tmp/            files being written; anything here after a crash is garbage
-//!   queue/<id>      complete queue files (format: super::file), mode 0600
-//!   corrupt/<id>    files found in queue/ that failed to decode, moved aside at open
+//!   queue/<id>      queue files (format: super::file), mode 0600
+//!   tmp/            rewrites in progress (update); anything here after a crash is garbage
+//!   corrupt/<id>    files found in queue/ at open that are damaged (not just cut short)
 //! ```
-//!
-//! A file is in `queue/` only if it was fully written and fsynced in `tmp/` first and then
-//! renamed; the rename is made durable by fsyncing `queue/`. So after any crash, `queue/`
-//! holds only complete files, and `tmp/` is emptied by [`Store::open`].
 //!
 //! # Group commit (why this design)
 //!
 //! Measured on this machine (`shared/bench/results/fsync-run1.txt`): one writer doing
 //! create+write+fsync+rename+fsync(dir) gets ≈1,500/s, but 16 writers fsyncing their own
 //! new files in parallel reach ≈14,700/s, because ext4 merges concurrent fsyncs into one
-//! journal commit. What does not parallelise is the directory: renames serialise on it and
-//! each fsync(dir) is a journal commit of its own. So a commit goes in two stages:
+//! journal commit. The classic "write `tmp/`, fsync, rename, fsync(dir)" costs two journal
+//! commits one after the other per message (the file's, then the rename's). The END record
+//! makes the rename unnecessary for *new* messages: a reader can tell a complete file from a
+//! cut-short one by itself (Postfix marks its queue files complete the same way). So:
 //!
-//! 1. **write** — on a blocking-pool thread (at most [`MAX_PARALLEL_WRITES`] at once): create
-//!    `tmp/<id>.<n>` (`O_EXCL`, 0600), write the encoded file, `fsync` it. Many sessions do
-//!    this at the same time, so their fsyncs share journal commits.
-//! 2. **publish** — the file is handed to the single committer thread, which takes
-//!    *everything* queued up while it was busy, renames each file into `queue/` (with
-//!    `RENAME_NOREPLACE`, so a duplicate id cannot overwrite a queued message), fsyncs
-//!    `queue/` **once for the whole batch**, then wakes every waiting commit.
+//! 1. **write** — on a blocking-pool thread (at most [`MAX_PARALLEL_WRITES`] at once):
+//!    create `queue/<id>` with `O_EXCL` (a duplicate id fails, nothing is overwritten),
+//!    write the encoded file, `fsync` it. Many sessions do this at the same time, so their
+//!    fsyncs share journal commits; on ext4 that commit also carries the new directory
+//!    entry.
+//! 2. **directory** — the commit then asks the single committer thread for an fsync of
+//!    `queue/` (what POSIX needs for the name to be durable). The committer takes
+//!    *everything* that queued up while it was busy and fsyncs the directory **once for the
+//!    whole batch**, then wakes every waiting commit. Only then does `commit` return `Ok`.
+//!
+//! Until then the id is "in flight": [`Store::list`] and [`Store::load`] do not show it,
+//! so the runner never delivers a message before its `250`. After a crash, a file cut short
+//! in `queue/` (never acknowledged: its fsync had not returned) fails to decode with
+//! [`QueueError::Truncated`] and [`Store::open`] removes it; a file that fails to decode
+//! in any other way is moved to `corrupt/` rather than deleted.
+//!
+//! `update` must replace a file atomically, so it writes `tmp/<id>.<n>`, fsyncs it, and the
+//! committer renames it over `queue/<id>` inside a batch (sharing the directory fsync);
+//! `remove` is an unlink in a batch.
 //!
 //! A journal file (append + one fdatasync per batch) would save the per-file fsync but
 //! needs compaction, its own index and a recovery scan; one file per message keeps the
 //! queue's state visible on disk (like Postfix and sendmail), makes `remove` an unlink and
-//! lets the runner rewrite one message without touching the others. `update` and `remove`
-//! go through the same committer, so their directory fsyncs are shared too.
+//! lets the runner rewrite one message without touching the others.
 //!
 //! Listing and loading are synchronous (plain file reads); call them from
 //! `spawn_blocking` in async code. One store per queue directory per process: the lock
@@ -51,12 +60,13 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use nix::fcntl::{Flock, FlockArg, RenameFlags, renameat2};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::file::{self, DeliveryState, Envelope, Message, NewMessage, QueuedMessage, Recipient};
@@ -72,15 +82,20 @@ pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize - 1024;
 /// What [`Store::open`] cleaned up after a crash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Half-written files removed from `tmp/` (never acknowledged).
+    /// Half-written rewrites removed from `tmp/` (never acknowledged).
     pub removed_tmp: Vec<String>,
+    /// Files in `queue/` cut short by a crash while being written (never acknowledged),
+    /// removed.
+    pub removed_incomplete: Vec<String>,
     /// Files in `queue/` that did not decode, moved to `corrupt/`, with the reason.
     pub quarantined: Vec<(String, String)>,
 }
 
 impl RecoveryReport {
     pub fn is_empty(&self) -> bool {
-        self.removed_tmp.is_empty() && self.quarantined.is_empty()
+        self.removed_tmp.is_empty()
+            && self.removed_incomplete.is_empty()
+            && self.quarantined.is_empty()
     }
 }
 
@@ -137,6 +152,8 @@ struct Inner {
     root: PathBuf,
     queue: PathBuf,
     tmp: PathBuf,
+    /// Ids being committed: on disk, but not acknowledged yet.
+    in_flight: Mutex<HashSet<QueueId>>,
     /// `None` when read-only.
     writer: Option<Writer>,
     report: RecoveryReport,
@@ -211,6 +228,7 @@ impl Store {
                 root,
                 queue,
                 tmp,
+                in_flight: Mutex::default(),
                 writer: Some(Writer {
                     committer: tx,
                     stats,
@@ -232,6 +250,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tmp: root.join("tmp"),
+                in_flight: Mutex::default(),
                 queue,
                 root,
                 writer: None,
@@ -250,9 +269,10 @@ impl Store {
         &self.inner.report
     }
 
-    /// Queues `msg` durably. Returns its id only once the file is fsynced, renamed into
-    /// `queue/` and `queue/` is fsynced: after `Ok`, a crash cannot lose the message, so
-    /// the caller may answer `250`. Any `Err` means nothing was queued (answer `451`).
+    /// Queues `msg` durably. Returns its id only once the file is written and fsynced in
+    /// `queue/` and `queue/` itself is fsynced: after `Ok`, a crash cannot lose the
+    /// message, so the caller may answer `250`. Any `Err` means nothing was queued (answer
+    /// `451`); [`QueueError::Duplicate`] if the id is queued already.
     ///
     /// The message's CRLF line ends are stored as LF (see [`super::file`]).
     pub async fn commit(&self, mut msg: NewMessage) -> Result<QueueId, QueueError> {
@@ -270,41 +290,55 @@ impl Store {
                 what: "message larger than 4 GiB".into(),
             });
         }
-        let tmp_name = self.write_tmp(w, &id, move || file::encode(&msg)).await?;
-        self.submit(
-            w,
-            Op::Publish {
-                tmp_name,
-                id: id.clone(),
-                replace: false,
-            },
-        )
-        .await?;
+        let _in_flight = InFlight::start(&self.inner, &id)?;
+        let path = self.inner.queue.join(id.as_str());
+        {
+            let _permit = w
+                .writes
+                .acquire()
+                .await
+                .map_err(|_| QueueError::CommitterGone)?;
+            let (path, id) = (path.clone(), id.clone());
+            blocking(move || write_new(&path, &file::encode(&msg), &id)).await?;
+        }
+        if let Err(e) = self.submit(w, Op::SyncDir).await {
+            // Not durable: take it back so it is not delivered without its 250.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(id)
     }
 
     /// Replaces the recipients' delivery states of message `id` durably (write beside,
     /// fsync, rename over, fsync `queue/`). `recipients` must be the queued list in the
     /// same order with new states; anything else is [`QueueError::UpdateMismatch`].
-    /// The runner must not update one message from two tasks at once.
+    /// The runner must not update one message from two tasks at once, nor update a
+    /// message it is removing.
     pub async fn update(&self, id: &QueueId, recipients: Vec<Recipient>) -> Result<(), QueueError> {
         let w = self.writer()?;
         let path = self.inner.queue.join(id.as_str());
+        let tmp_name = format!("{id}.{}", w.seq.fetch_add(1, Ordering::Relaxed));
+        let tmp_path = self.inner.tmp.join(&tmp_name);
         let id2 = id.clone();
-        let encoded = blocking(move || {
-            let mut msg = read_message(&path, &id2)?;
-            check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
-            msg.envelope.recipients = recipients;
-            Ok(file::encode(&msg))
-        })
-        .await?;
-        let tmp_name = self.write_tmp(w, id, move || encoded).await?;
+        {
+            let _permit = w
+                .writes
+                .acquire()
+                .await
+                .map_err(|_| QueueError::CommitterGone)?;
+            blocking(move || {
+                let mut msg = read_message(&path, &id2)?;
+                check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
+                msg.envelope.recipients = recipients;
+                write_new(&tmp_path, &file::encode(&msg), &id2)
+            })
+            .await?;
+        }
         self.submit(
             w,
-            Op::Publish {
+            Op::Replace {
                 tmp_name,
                 id: id.clone(),
-                replace: true,
             },
         )
         .await
@@ -323,6 +357,9 @@ impl Store {
         let mut out = Vec::new();
         for name in dir_names(&self.inner.queue)? {
             let Ok(id) = QueueId::new(name) else { continue };
+            if self.inner.in_flight().contains(&id) {
+                continue;
+            }
             if let Ok(m) = read_message(&self.inner.queue.join(id.as_str()), &id) {
                 out.push(QueueEntrySummary::of(&m));
             }
@@ -336,6 +373,9 @@ impl Store {
 
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
     pub fn load(&self, id: &QueueId) -> Result<QueuedMessage, QueueError> {
+        if self.inner.in_flight().contains(id) {
+            return Err(QueueError::NotFound(id.clone()));
+        }
         read_message(&self.inner.queue.join(id.as_str()), id)
     }
 
@@ -354,39 +394,46 @@ impl Store {
         self.inner.writer.as_ref().ok_or(QueueError::ReadOnly)
     }
 
-    /// Stage 1: encode and write `tmp/<id>.<n>`, fsynced, on the blocking pool.
-    async fn write_tmp(
-        &self,
-        w: &Writer,
-        id: &QueueId,
-        encode: impl FnOnce() -> Vec<u8> + Send + 'static,
-    ) -> Result<String, QueueError> {
-        let _permit = w
-            .writes
-            .acquire()
-            .await
-            .map_err(|_| QueueError::CommitterGone)?;
-        let tmp_name = format!("{id}.{}", w.seq.fetch_add(1, Ordering::Relaxed));
-        let path = self.inner.tmp.join(&tmp_name);
-        blocking(move || {
-            let bytes = encode();
-            let written = write_synced(&path, &bytes);
-            if written.is_err() {
-                let _ = fs::remove_file(&path);
-            }
-            written
-        })
-        .await?;
-        Ok(tmp_name)
-    }
-
-    /// Stage 2: hand `op` to the committer and wait for its batch's directory fsync.
+    /// Hands `op` to the committer and waits for its batch's directory fsync.
     async fn submit(&self, w: &Writer, op: Op) -> Result<(), QueueError> {
         let (done, wait) = oneshot::channel();
         w.committer
             .send(Job { op, done })
             .map_err(|_| QueueError::CommitterGone)?;
         wait.await.map_err(|_| QueueError::CommitterGone)?
+    }
+}
+
+impl Inner {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<QueueId>> {
+        // The set stays consistent even if a holder panicked: each change is one call.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Marks an id as being committed until dropped (also when the commit is cancelled).
+struct InFlight<'a> {
+    inner: &'a Inner,
+    id: QueueId,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(inner: &'a Inner, id: &QueueId) -> Result<InFlight<'a>, QueueError> {
+        if !inner.in_flight().insert(id.clone()) {
+            return Err(QueueError::Duplicate(id.clone()));
+        }
+        Ok(InFlight {
+            inner,
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.inner.in_flight().remove(&self.id);
     }
 }
 
@@ -398,16 +445,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| QueueError::CommitterGone)?
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), QueueError> {
+/// Creates `path` (it must not exist: [`QueueError::Duplicate`] for `id` if it does),
+/// writes `bytes`, fsyncs. On failure nothing is left behind.
+fn write_new(path: &Path, bytes: &[u8], id: &QueueId) -> Result<(), QueueError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| QueueError::io("create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| QueueError::io("write", path, e))?;
-    f.sync_all().map_err(|e| QueueError::io("fsync", path, e))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => QueueError::Duplicate(id.clone()),
+            _ => QueueError::io("create", path, e),
+        })?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| QueueError::io("write", path, e))
+        .and_then(|()| f.sync_all().map_err(|e| QueueError::io("fsync", path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 fn read_message(path: &Path, id: &QueueId) -> Result<Message, QueueError> {
@@ -464,7 +521,8 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
     Ok(names)
 }
 
-/// Crash recovery: empty `tmp/`, move files that do not decode from `queue/` to `corrupt/`.
+/// Crash recovery: empty `tmp/`, remove files in `queue/` that were cut short, move other
+/// files that do not decode to `corrupt/`.
 fn recover(queue: &Path, tmp: &Path, corrupt: &Path) -> Result<RecoveryReport, QueueError> {
     let mut report = RecoveryReport::default();
     for name in dir_names(tmp)? {
@@ -472,13 +530,14 @@ fn recover(queue: &Path, tmp: &Path, corrupt: &Path) -> Result<RecoveryReport, Q
         fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
         report.removed_tmp.push(name);
     }
-    let mut seen = HashSet::new();
     for name in dir_names(queue)? {
         let p = queue.join(&name);
-        let checked = QueueId::new(name.clone()).and_then(|id| read_message(&p, &id).map(|_| id));
+        let checked = QueueId::new(name.clone()).and_then(|id| read_message(&p, &id));
         match checked {
-            Ok(id) => {
-                seen.insert(id);
+            Ok(_) => {}
+            Err(QueueError::Truncated { .. }) => {
+                fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
+                report.removed_incomplete.push(name);
             }
             Err(why) => {
                 let to = corrupt.join(&name);
@@ -487,7 +546,7 @@ fn recover(queue: &Path, tmp: &Path, corrupt: &Path) -> Result<RecoveryReport, Q
             }
         }
     }
-    if !report.quarantined.is_empty() {
+    if !report.quarantined.is_empty() || !report.removed_incomplete.is_empty() {
         for d in [queue, corrupt] {
             sync_dir(d)?;
         }
@@ -504,11 +563,12 @@ fn sync_dir(d: &Path) -> Result<(), QueueError> {
 // ---------------------------------------------------------------- the committer thread
 
 enum Op {
-    /// Rename `tmp/<tmp_name>` to `queue/<id>`; `replace` allows overwriting (update).
-    Publish {
+    /// Nothing but the batch's fsync of `queue/` (makes a new message's name durable).
+    SyncDir,
+    /// Rename `tmp/<tmp_name>` over `queue/<id>` (update).
+    Replace {
         tmp_name: String,
         id: QueueId,
-        replace: bool,
     },
     Unlink {
         id: QueueId,
@@ -545,22 +605,12 @@ fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs, stats: &Counters) {
             && let Err(e) = dirs.queue_dir.sync_all()
         {
             let kind = e.kind();
-            for (r, j) in results.iter_mut().zip(&batch) {
-                if r.is_ok() {
-                    // Not durable: undo a new message so it is not delivered unacknowledged
-                    // (best effort), and report the failure.
-                    if let Op::Publish {
-                        id, replace: false, ..
-                    } = &j.op
-                    {
-                        let _ = fs::remove_file(dirs.queue.join(id.as_str()));
-                    }
-                    *r = Err(QueueError::io(
-                        "fsync directory",
-                        &dirs.queue,
-                        io::Error::from(kind),
-                    ));
-                }
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(QueueError::io(
+                    "fsync directory",
+                    &dirs.queue,
+                    io::Error::from(kind),
+                ));
             }
         }
         for (j, r) in batch.into_iter().zip(results) {
@@ -571,44 +621,26 @@ fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs, stats: &Counters) {
 
 fn apply(dirs: &Dirs, op: &Op) -> Result<(), QueueError> {
     match op {
-        Op::Publish {
-            tmp_name,
-            id,
-            replace,
-        } => {
-            let flags = if *replace {
-                RenameFlags::empty()
-            } else {
-                RenameFlags::RENAME_NOREPLACE
-            };
+        Op::SyncDir => Ok(()),
+        Op::Replace { tmp_name, id } => {
+            let (tmp, to) = (tmp_name.as_str(), id.as_str());
             renameat2(
                 &dirs.tmp_dir,
-                tmp_name.as_str(),
+                tmp,
                 &dirs.queue_dir,
-                id.as_str(),
-                flags,
+                to,
+                RenameFlags::empty(),
             )
             .map_err(|errno| {
-                let _ = nix::unistd::unlinkat(
-                    &dirs.tmp_dir,
-                    tmp_name.as_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
-                match errno {
-                    nix::errno::Errno::EEXIST => QueueError::Duplicate(id.clone()),
-                    e => QueueError::io("rename into", dirs.queue.join(id.as_str()), e.into()),
-                }
+                let _ = unlinkat(&dirs.tmp_dir, tmp, UnlinkatFlags::NoRemoveDir);
+                QueueError::io("rename over", dirs.queue.join(to), errno.into())
             })
         }
-        Op::Unlink { id } => nix::unistd::unlinkat(
-            &dirs.queue_dir,
-            id.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        )
-        .map_err(|errno| match errno {
-            nix::errno::Errno::ENOENT => QueueError::NotFound(id.clone()),
-            e => QueueError::io("remove", dirs.queue.join(id.as_str()), e.into()),
-        }),
+        Op::Unlink { id } => unlinkat(&dirs.queue_dir, id.as_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(|errno| match errno {
+                nix::errno::Errno::ENOENT => QueueError::NotFound(id.clone()),
+                e => QueueError::io("remove", dirs.queue.join(id.as_str()), e.into()),
+            }),
     }
 }
 
@@ -770,9 +802,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let r = store.recovery_report();
         assert_eq!(r.removed_tmp, vec!["HALF.7".to_string()]);
-        let mut q: Vec<&str> = r.quarantined.iter().map(|(n, _)| n.as_str()).collect();
-        q.sort();
-        assert_eq!(q, ["OTHER", "TORN"]);
+        assert_eq!(r.removed_incomplete, vec!["TORN".to_string()]);
+        let q: Vec<&str> = r.quarantined.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(q, ["OTHER"]);
+        assert!(
+            r.quarantined[0].1.contains("holds message GOOD"),
+            "{:?}",
+            r.quarantined
+        );
         let ids: Vec<String> = store
             .list()
             .unwrap()
@@ -780,7 +817,8 @@ mod tests {
             .map(|e| e.envelope.id.to_string())
             .collect();
         assert_eq!(ids, ["GOOD"]);
-        assert!(dir.path().join("corrupt/TORN").exists());
+        assert!(dir.path().join("corrupt/OTHER").exists());
+        assert!(!dir.path().join("queue/TORN").exists());
     }
 
     #[test]
