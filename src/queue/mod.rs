@@ -59,6 +59,15 @@ impl QueueId {
     }
 }
 
+impl TryFrom<String> for QueueId {
+    type Error = QueueError;
+
+    /// From [`id::QueueIdGen::next_id`]'s `String`.
+    fn try_from(s: String) -> Result<QueueId, QueueError> {
+        QueueId::new(s)
+    }
+}
+
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -67,7 +67,7 @@ use std::thread;
 
 use nix::fcntl::{Flock, FlockArg, RenameFlags, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::file::{self, DeliveryState, Envelope, Message, NewMessage, QueuedMessage, Recipient};
 use super::{QueueError, QueueId};
@@ -154,6 +154,8 @@ struct Inner {
     tmp: PathBuf,
     /// Ids being committed: on disk, but not acknowledged yet.
     in_flight: Mutex<HashSet<QueueId>>,
+    /// Counts successful commits; the runner waits on it.
+    commits: watch::Sender<u64>,
     /// `None` when read-only.
     writer: Option<Writer>,
     report: RecoveryReport,
@@ -229,6 +231,7 @@ impl Store {
                 queue,
                 tmp,
                 in_flight: Mutex::default(),
+                commits: watch::Sender::new(0),
                 writer: Some(Writer {
                     committer: tx,
                     stats,
@@ -251,6 +254,7 @@ impl Store {
             inner: Arc::new(Inner {
                 tmp: root.join("tmp"),
                 in_flight: Mutex::default(),
+                commits: watch::Sender::new(0),
                 queue,
                 root,
                 writer: None,
@@ -290,7 +294,7 @@ impl Store {
                 what: "message larger than 4 GiB".into(),
             });
         }
-        let _in_flight = InFlight::start(&self.inner, &id)?;
+        let in_flight = InFlight::start(&self.inner, &id)?;
         let path = self.inner.queue.join(id.as_str());
         {
             let _permit = w
@@ -306,7 +310,15 @@ impl Store {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
+        drop(in_flight);
+        self.inner.commits.send_modify(|n| *n += 1);
         Ok(id)
+    }
+
+    /// Changes after every successful [`Store::commit`] (the value counts them): the
+    /// delivery runner waits on it to pick up new mail without polling.
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
     }
 
     /// Replaces the recipients' delivery states of message `id` durably (write beside,
@@ -369,6 +381,18 @@ impl Store {
             (a.priority, a.arrival, &a.id).cmp(&(b.priority, b.arrival, &b.id))
         });
         Ok(out)
+    }
+
+    /// The ids of the queued messages (acknowledged ones only), unordered; cheap: reads
+    /// the directory, not the files.
+    pub fn ids(&self) -> Result<Vec<QueueId>, QueueError> {
+        let names = dir_names(&self.inner.queue)?;
+        let in_flight = self.inner.in_flight();
+        Ok(names
+            .into_iter()
+            .filter_map(|n| QueueId::new(n).ok())
+            .filter(|id| !in_flight.contains(id))
+            .collect())
     }
 
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
@@ -721,6 +745,43 @@ mod tests {
             0,
             "tmp file left behind"
         );
+    }
+
+    #[test]
+    fn ids_lists_the_queue_cheaply_and_commits_are_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut commits = store.watch_commits();
+        assert_eq!(*commits.borrow_and_update(), 0);
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        rt.block_on(store.commit(message("Q2", &["a"]))).unwrap();
+        assert!(commits.has_changed().unwrap());
+        assert_eq!(*commits.borrow_and_update(), 2);
+        let mut ids = store.ids().unwrap();
+        ids.sort();
+        assert_eq!(ids, [id("Q1"), id("Q2")]);
+    }
+
+    #[test]
+    fn an_id_being_committed_is_neither_listed_nor_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        let guard = InFlight::start(&store.inner, &id("Q1")).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.ids().unwrap().is_empty());
+        assert!(matches!(
+            store.load(&id("Q1")),
+            Err(QueueError::NotFound(_))
+        ));
+        assert!(matches!(
+            InFlight::start(&store.inner, &id("Q1")),
+            Err(QueueError::Duplicate(_))
+        ));
+        drop(guard);
+        assert_eq!(store.list().unwrap().len(), 1);
     }
 
     #[test]
