@@ -10,6 +10,9 @@
 //!   renames a whole batch and fsyncs the directory once.
 //! * `baseline` — each message on its own: create tmp, write, fsync, rename, fsync the
 //!   directory (what a simple queue does), with the same number of concurrent tasks.
+//! * `journal` — a sketch of the alternative design, for comparison only: one writer
+//!   thread appends every waiting message to one preallocated file and fdatasyncs once per
+//!   batch (no index, no removal, no compaction: an upper bound for that design).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -45,17 +48,19 @@ fn main() {
     );
     println!("load average before: {}", loadavg());
     println!(
-        "{:>10} | {:>11} | {:>14} | {:>7} | {:>14} | {:>20}",
+        "{:>10} | {:>11} | {:>14} | {:>7} | {:>14} | {:>13} | {:>20}",
         "committers",
         "group msg/s",
         "baseline msg/s",
         "speedup",
         "msgs/dir-fsync",
+        "journal msg/s",
         "group runs msg/s"
     );
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     for &c in &CONCURRENCY {
         let (mut group, mut baseline, mut per_batch) = (Vec::new(), Vec::new(), Vec::new());
+        let mut journal = Vec::new();
         for rep in 0..reps {
             let dir = base.join(format!("group-{c}-{rep}"));
             let (took, pb) = rt.block_on(group_commit(&dir, n, c));
@@ -67,13 +72,19 @@ fn main() {
             let took = rt.block_on(baseline_commit(&dir, n, c));
             fs::remove_dir_all(&dir).unwrap();
             baseline.push(rate(took));
+
+            let dir = base.join(format!("journal-{c}-{rep}"));
+            let took = rt.block_on(journal_commit(&dir, n, c));
+            fs::remove_dir_all(&dir).unwrap();
+            journal.push(rate(took));
         }
         let runs: Vec<String> = group.iter().map(|r| format!("{r:.0}")).collect();
         let (g, b) = (median(&mut group), median(&mut baseline));
         println!(
-            "{c:>10} | {g:>11.0} | {b:>14.0} | {:>6.1}x | {:>14.1} | {:>20}",
+            "{c:>10} | {g:>11.0} | {b:>14.0} | {:>6.1}x | {:>14.1} | {:>13.0} | {:>20}",
             g / b,
             median(&mut per_batch),
+            median(&mut journal),
             runs.join(" ")
         );
     }
@@ -168,4 +179,67 @@ fn one_by_one(tmp: &Path, queue: &Path, m: &Message) {
     f.sync_all().unwrap();
     fs::rename(&t, queue.join(id)).unwrap();
     File::open(queue).unwrap().sync_all().unwrap();
+}
+
+/// The journal sketch: tasks hand encoded messages to one thread, which appends all that
+/// are waiting to a preallocated file, fdatasyncs once, and answers them.
+async fn journal_commit(dir: &Path, n: usize, c: usize) -> Duration {
+    type Req = (Vec<u8>, tokio::sync::oneshot::Sender<()>);
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join("journal");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    let encoded_len = file::encode(&message(0)).len() + 32;
+    // Preallocate with real blocks so appends change no metadata (fdatasync = data only).
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = encoded_len * n;
+    while left > 0 {
+        let k = left.min(zeros.len());
+        f.write_all(&zeros[..k]).unwrap();
+        left -= k;
+    }
+    f.sync_all().unwrap();
+    File::open(dir).unwrap().sync_all().unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel::<Req>();
+    let writer = std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let mut at = 0u64;
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            for (bytes, _) in &batch {
+                f.write_all_at(bytes, at).unwrap();
+                at += bytes.len() as u64;
+            }
+            f.sync_data().unwrap();
+            for (_, done) in batch {
+                let _ = done.send(());
+            }
+        }
+    });
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|t| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(c) {
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    tx.send((file::encode(&message(i)), done)).unwrap();
+                    wait.await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = start.elapsed();
+    drop(tx);
+    writer.join().unwrap();
+    took
 }

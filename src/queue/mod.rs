@@ -112,6 +112,9 @@ pub enum QueueError {
     /// No queued message has this id (delivered, removed, or never queued).
     #[error("queue id {0} is not in the queue")]
     NotFound(QueueId),
+    /// The message is larger than one queue file record can hold (4 GiB).
+    #[error("message {id} is too large to queue ({size} bytes)")]
+    TooLarge { id: QueueId, size: usize },
     /// A message must have at least one recipient to be queued.
     #[error("message {0} has no recipients")]
     NoRecipients(QueueId),

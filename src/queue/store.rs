@@ -104,7 +104,7 @@ impl RecoveryReport {
 pub struct CommitterStats {
     /// Directory fsyncs done (one per batch).
     pub batches: u64,
-    /// Operations (publishes and removals) applied in those batches.
+    /// Operations (new-message directory syncs, rewrites, removals) in those batches.
     pub ops: u64,
 }
 
@@ -289,9 +289,9 @@ impl Store {
             msg.body = file::to_lf(&msg.body);
         }
         if msg.body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::Corrupt {
-                offset: 0,
-                what: "message larger than 4 GiB".into(),
+            return Err(QueueError::TooLarge {
+                id,
+                size: msg.body.len(),
             });
         }
         let in_flight = InFlight::start(&self.inner, &id)?;
