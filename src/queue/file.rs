@@ -717,6 +717,149 @@ impl<'a> Fields<'a> {
     }
 }
 
+// ---------------------------------------------------------------- journal frames
+
+/// First byte of every journal frame.
+pub const FRAME_MAGIC: u8 = 0xA5;
+/// Bytes before a frame's payload: magic, kind, payload length u32, CRC-32 u32.
+pub const FRAME_HEADER_LEN: usize = 1 + 1 + 4 + 4;
+const KIND_PUT: u8 = b'P';
+const KIND_REMOVE: u8 = b'X';
+
+/// One record of a journal segment (see [`super::store`]): a whole queue file for an id
+/// (new message, or a rewrite that supersedes the earlier one), or the removal of an id.
+///
+/// ```text
+/// frame   magic 0xA5, kind u8, len u32 BE, crc u32 BE (CRC-32 of kind, len, payload), payload
+/// Put     kind 'P', payload = id length u8, id, queue file bytes (see above)
+/// Remove  kind 'X', payload = id
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Put { id: QueueId, file: &'a [u8] },
+    Remove { id: QueueId },
+}
+
+/// What [`read_frame`] found at the start of its input.
+#[derive(Debug)]
+pub enum FrameRead<'a> {
+    /// A complete, checked frame of `len` bytes.
+    Frame { frame: Frame<'a>, len: usize },
+    /// No bytes left: a clean end of the segment.
+    End,
+    /// Bytes that are not a complete valid frame: a write cut short by a crash (or
+    /// damage). Nothing from here on in the segment can be trusted.
+    Torn(QueueError),
+}
+
+/// Appends the frame that stores `file` (an [`encode`]d queue file) for `id`; returns the
+/// offset of `file` within `out`'s new bytes, relative to where the frame starts.
+pub fn put_frame(out: &mut Vec<u8>, id: &QueueId, file: &[u8]) -> usize {
+    let id = id.as_str().as_bytes();
+    let mut payload_head = Vec::with_capacity(1 + id.len());
+    // Ids are at most MAX_ID_LEN (40) bytes.
+    payload_head.push(id.len() as u8);
+    payload_head.extend_from_slice(id);
+    frame(out, KIND_PUT, &[&payload_head, file]);
+    FRAME_HEADER_LEN + payload_head.len()
+}
+
+/// Appends the frame that removes `id`.
+pub fn remove_frame(out: &mut Vec<u8>, id: &QueueId) {
+    frame(out, KIND_REMOVE, &[id.as_str().as_bytes()]);
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(&len);
+    for p in parts {
+        crc.update(p);
+    }
+    out.push(FRAME_MAGIC);
+    out.push(kind);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// Reads the frame at the start of `bytes`; never panics.
+pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
+    if bytes.is_empty() {
+        return FrameRead::End;
+    }
+    let torn = |offset, expected| FrameRead::Torn(QueueError::Truncated { offset, expected });
+    let Some(head) = bytes.get(..FRAME_HEADER_LEN) else {
+        return torn(bytes.len(), "frame header");
+    };
+    if head[0] != FRAME_MAGIC {
+        return FrameRead::Torn(QueueError::Corrupt {
+            offset: 0,
+            what: format!("frame magic {:#04x}", head[0]),
+        });
+    }
+    let kind = head[1];
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let expected = u32::from_be_bytes([head[6], head[7], head[8], head[9]]);
+    let Some(payload) = FRAME_HEADER_LEN
+        .checked_add(len)
+        .and_then(|end| bytes.get(FRAME_HEADER_LEN..end))
+    else {
+        return torn(bytes.len(), "frame payload");
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[1..6]);
+    crc.update(payload);
+    let actual = crc.finalize();
+    if actual != expected {
+        return FrameRead::Torn(QueueError::Checksum { expected, actual });
+    }
+    let bad_id = |e: QueueError| {
+        FrameRead::Torn(QueueError::Corrupt {
+            offset: FRAME_HEADER_LEN,
+            what: e.to_string(),
+        })
+    };
+    let frame = match kind {
+        KIND_PUT => {
+            let Some((&n, rest)) = payload.split_first() else {
+                return torn(FRAME_HEADER_LEN, "id length");
+            };
+            let Some((id, file)) = rest.split_at_checked(n as usize) else {
+                return torn(FRAME_HEADER_LEN + 1, "id");
+            };
+            match std::str::from_utf8(id)
+                .map_err(|_| QueueError::BadId(String::from_utf8_lossy(id).into_owned()))
+                .and_then(QueueId::new)
+            {
+                Ok(id) => Frame::Put { id, file },
+                Err(e) => return bad_id(e),
+            }
+        }
+        KIND_REMOVE => match std::str::from_utf8(payload)
+            .map_err(|_| QueueError::BadId(String::from_utf8_lossy(payload).into_owned()))
+            .and_then(QueueId::new)
+        {
+            Ok(id) => Frame::Remove { id },
+            Err(e) => return bad_id(e),
+        },
+        k => {
+            return FrameRead::Torn(QueueError::Corrupt {
+                offset: 1,
+                what: format!("frame kind {k:#04x}"),
+            });
+        }
+    };
+    FrameRead::Frame {
+        frame,
+        len: FRAME_HEADER_LEN + len,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -887,6 +1030,62 @@ mod tests {
                 bytes.len() - END_RECORD_LEN
             )
         );
+    }
+
+    #[test]
+    fn journal_frames_round_trip_and_point_at_the_queue_file() {
+        let file = encode(&full_message());
+        let mut seg = Vec::new();
+        let at = put_frame(&mut seg, &id("6AO6rKe2007088"), &file);
+        assert_eq!(&seg[at..], &file[..]);
+        let put_len = seg.len();
+        remove_frame(&mut seg, &id("A1"));
+
+        let FrameRead::Frame { frame, len } = read_frame(&seg) else {
+            panic!("no frame")
+        };
+        assert_eq!(len, put_len);
+        assert_eq!(
+            frame,
+            Frame::Put {
+                id: id("6AO6rKe2007088"),
+                file: &file
+            }
+        );
+        let FrameRead::Frame { frame, len } = read_frame(&seg[put_len..]) else {
+            panic!("no frame")
+        };
+        assert_eq!(
+            (frame, len),
+            (Frame::Remove { id: id("A1") }, seg.len() - put_len)
+        );
+        assert!(matches!(read_frame(&seg[seg.len()..]), FrameRead::End));
+    }
+
+    #[test]
+    fn cut_or_damaged_frames_are_torn_never_a_frame() {
+        let mut seg = Vec::new();
+        put_frame(&mut seg, &id("Q1"), &encode(&full_message()));
+        for cut in 1..seg.len() {
+            assert!(
+                matches!(read_frame(&seg[..cut]), FrameRead::Torn(_)),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..seg.len() {
+            let mut b = seg.clone();
+            b[i] ^= 0x10;
+            assert!(
+                !matches!(read_frame(&b), FrameRead::Frame { .. }),
+                "flip at {i}"
+            );
+        }
+        let mut bad = Vec::new();
+        frame(&mut bad, KIND_REMOVE, &[b"../x"]);
+        assert!(matches!(
+            read_frame(&bad),
+            FrameRead::Torn(QueueError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! * [`file`] — the on-disk format: versioned records closed by an END record with the
 //!   body length and a CRC-32; sans-IO encode/decode.
-//! * [`store`] — the directory layout, durable group commit, update, remove, crash
+//! * [`store`] — the journal on disk, durable group commit, update, remove, crash
 //!   recovery.
 //! * [`mailq`] — sendmail's `-bp` listing.
 //! * [`id`] — sendmail-style queue ids (`6AO6rKe2007088`).
@@ -30,7 +30,7 @@ pub use file::{
     Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
-pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store};
+pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};
 
 /// Longest queue id accepted (sendmail's are 14 characters; 7-digit pids make 15).
 pub const MAX_ID_LEN: usize = 40;

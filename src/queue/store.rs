@@ -1,110 +1,123 @@
-//! The queue directory: durable commit with group fsync, listing, update, removal, and
+//! The queue on disk: durable group commit into a journal, listing, update, removal, and
 //! crash recovery.
 //!
 //! In: [`NewMessage`]s to commit, recipient states to record, ids to remove. Out: a
-//! [`QueueId`] only once the message **and** its directory entry are on stable storage,
-//! listings ([`QueueEntrySummary`]), whole messages, and a [`RecoveryReport`] from
-//! [`Store::open`].
+//! [`QueueId`] only once the message is on stable storage, listings
+//! ([`QueueEntrySummary`]), whole messages, and a [`RecoveryReport`] from [`Store::open`].
 //!
 //! # Layout
 //!
 //! ```text
-//! <dir>/            mode 0700
-//!   lock            flock(2)ed by the one process that writes the queue
-//!   queue/<id>      queue files (format: super::file), mode 0600
-//!   tmp/            rewrites in progress (update); anything here after a crash is garbage
-//!   corrupt/<id>    files found in queue/ at open that are damaged (not just cut short)
+//! <dir>/                  mode 0700
+//!   lock                  flock(2)ed by the one process that writes the queue
+//!   journal/<seq>.seg     journal segments (16 hex digits, oldest first), mode 0600
 //! ```
 //!
-//! # Group commit (why this design)
+//! A segment is a sequence of frames ([`file::Frame`]): `Put` holds a whole queue file
+//! ([`super::file`], closed by its END record) for an id, either a new message or a
+//! rewrite that supersedes the earlier copy; `Remove` ends an id. Replaying the segments
+//! oldest first, latest frame wins, gives the queue. Every frame has its own CRC, so a
+//! frame cut short by a crash is recognised; [`Store::open`] cuts the segment back to its
+//! last whole frame (those bytes were never acknowledged) and reports it.
 //!
-//! Measured on this machine (`shared/bench/results/fsync-run1.txt`): one writer doing
-//! create+write+fsync+rename+fsync(dir) gets ≈1,500/s, but 16 writers fsyncing their own
-//! new files in parallel reach ≈14,700/s, because ext4 merges concurrent fsyncs into one
-//! journal commit. The classic "write `tmp/`, fsync, rename, fsync(dir)" costs two journal
-//! commits one after the other per message (the file's, then the rename's). The END record
-//! makes the rename unnecessary for *new* messages: a reader can tell a complete file from a
-//! cut-short one by itself (Postfix marks its queue files complete the same way). So:
+//! # Group commit (why a journal)
 //!
-//! 1. **write** — on a blocking-pool thread (at most [`MAX_PARALLEL_WRITES`] at once):
-//!    create `queue/<id>` with `O_EXCL` (a duplicate id fails, nothing is overwritten),
-//!    write the encoded file, `fsync` it. Many sessions do this at the same time, so their
-//!    fsyncs share journal commits; on ext4 that commit also carries the new directory
-//!    entry.
-//! 2. **directory** — the commit then asks the single committer thread for an fsync of
-//!    `queue/` (what POSIX needs for the name to be durable). The committer takes
-//!    *everything* that queued up while it was busy and fsyncs the directory **once for the
-//!    whole batch**, then wakes every waiting commit. Only then does `commit` return `Ok`.
+//! Measured on this machine (`shared/bench/results/fsync-run1.txt`): a new file with
+//! fsync costs ≈1,500/s from one writer (≈14,700/s from 16, when ext4 can merge their
+//! journal commits), while fdatasync of one already-allocated file runs at ≈8,000/s and
+//! costs no ext4 journal commit at all. With one file per message every message pays
+//! its own fsync (plus the directory's); with a journal a whole batch pays one. So:
 //!
-//! Until then the id is "in flight": [`Store::list`] and [`Store::load`] do not show it,
-//! so the runner never delivers a message before its `250`. After a crash, a file cut short
-//! in `queue/` (never acknowledged: its fsync had not returned) fails to decode with
-//! [`QueueError::Truncated`] and [`Store::open`] removes it; a file that fails to decode
-//! in any other way is moved to `corrupt/` rather than deleted.
+//! * one **committer thread** owns the active segment. A commit encodes its queue file
+//!   on the caller's task, hands it over, and waits. The committer takes *everything*
+//!   that queued up while it was busy, appends all of it with one `write`, calls
+//!   `fdatasync` **once for the batch**, records the new positions in the in-memory index,
+//!   and only then wakes the waiting commits (which may then answer `250`).
+//! * `update` (the runner's state changes) and `remove` are frames in the same batches.
+//! * a segment is closed at [`SEGMENT_BYTES`]; the new one is created and the directory
+//!   fsynced before any frame in it is acknowledged. Segments are deleted oldest first
+//!   (so a `Remove` never disappears while the `Put` it cancels survives), as soon as no
+//!   live message has its latest copy in them; when more than [`MAX_SEGMENTS`] are kept
+//!   alive by long-deferred mail, the live messages of the oldest are copied forward into
+//!   the active segment (one more batch) and it is deleted.
 //!
-//! `update` must replace a file atomically, so it writes `tmp/<id>.<n>`, fsyncs it, and the
-//! committer renames it over `queue/<id>` inside a batch (sharing the directory fsync);
-//! `remove` is an unlink in a batch.
+//! The bench (`bench/queue_commit.rs`) compares this with the one-file-per-message design
+//! (write + fsync + rename + directory fsync per message) in the same run.
 //!
-//! A journal file (append + one fdatasync per batch) would save the per-file fsync but
-//! needs compaction, its own index and a recovery scan; one file per message keeps the
-//! queue's state visible on disk (like Postfix and sendmail), makes `remove` an unlink and
-//! lets the runner rewrite one message without touching the others.
-//!
-//! Listing and loading are synchronous (plain file reads); call them from
-//! `spawn_blocking` in async code. One store per queue directory per process: the lock
-//! file keeps a second writer out; `mailq` uses [`Store::open_read_only`].
+//! Reads (`list`, `load`, `ids`) use the index and positioned reads of the segments; they
+//! are synchronous, so call them from `spawn_blocking` in async code. One writing store
+//! per queue directory: the lock file keeps a second writer out; `mailq` uses
+//! [`Store::open_read_only`], which replays the segments without changing anything.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-use nix::fcntl::{Flock, FlockArg, RenameFlags, renameat2};
-use nix::unistd::{UnlinkatFlags, unlinkat};
-use tokio::sync::{Semaphore, oneshot, watch};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::{oneshot, watch};
 
-use super::file::{self, DeliveryState, Envelope, Message, NewMessage, QueuedMessage, Recipient};
+use super::file::{
+    self, DeliveryState, Envelope, Frame, FrameRead, Message, NewMessage, QueuedMessage, Recipient,
+};
 use super::{QueueError, QueueId};
 
-/// Most queue files written (and fsynced) at the same time.
-pub const MAX_PARALLEL_WRITES: usize = 64;
-/// Most operations the committer publishes under one directory fsync.
+/// A segment is closed once it is this long (default of [`StoreOptions::segment_bytes`]).
+pub const SEGMENT_BYTES: u64 = 32 << 20;
+/// Segments kept before the oldest one's live messages are copied forward (default of
+/// [`StoreOptions::max_segments`]).
+pub const MAX_SEGMENTS: usize = 4;
+
+/// Tuning of a writing [`Store`]; the defaults suit a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Close the active segment once it is this long.
+    pub segment_bytes: u64,
+    /// Keep at most this many segments before copying the oldest one's live messages
+    /// forward (at least 2).
+    pub max_segments: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_bytes: SEGMENT_BYTES,
+            max_segments: MAX_SEGMENTS,
+        }
+    }
+}
+/// Most frames the committer writes under one fdatasync.
 pub const MAX_BATCH: usize = 4096;
-/// Largest message `commit` accepts (a record length is a u32).
-pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize - 1024;
+/// Largest message `commit` accepts (a frame length is a u32).
+pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize - 4096;
 
 /// What [`Store::open`] cleaned up after a crash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Half-written rewrites removed from `tmp/` (never acknowledged).
-    pub removed_tmp: Vec<String>,
-    /// Files in `queue/` cut short by a crash while being written (never acknowledged),
-    /// removed.
-    pub removed_incomplete: Vec<String>,
-    /// Files in `queue/` that did not decode, moved to `corrupt/`, with the reason.
-    pub quarantined: Vec<(String, String)>,
+    /// Segments cut back to their last whole frame: name, bytes dropped, why. Those bytes
+    /// were a batch being written when the process died (never acknowledged).
+    pub truncated: Vec<(String, u64, String)>,
+    /// Segments deleted because nothing in them was live any more.
+    pub removed_segments: Vec<String>,
 }
 
 impl RecoveryReport {
     pub fn is_empty(&self) -> bool {
-        self.removed_tmp.is_empty()
-            && self.removed_incomplete.is_empty()
-            && self.quarantined.is_empty()
+        self.truncated.is_empty() && self.removed_segments.is_empty()
     }
 }
 
 /// How much the committer has batched so far (for benchmarks and tuning).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitterStats {
-    /// Directory fsyncs done (one per batch).
+    /// fdatasyncs of the journal (one per batch).
     pub batches: u64,
-    /// Operations (new-message directory syncs, rewrites, removals) in those batches.
+    /// Frames (commits, updates, removals) written in those batches.
     pub ops: u64,
 }
 
@@ -150,9 +163,8 @@ pub struct Store {
 
 struct Inner {
     root: PathBuf,
-    queue: PathBuf,
-    tmp: PathBuf,
-    /// Ids being committed: on disk, but not acknowledged yet.
+    index: Arc<Mutex<Index>>,
+    /// Ids being committed: handed to the committer, not acknowledged yet.
     in_flight: Mutex<HashSet<QueueId>>,
     /// Counts successful commits; the runner waits on it.
     commits: watch::Sender<u64>,
@@ -164,9 +176,70 @@ struct Inner {
 struct Writer {
     committer: mpsc::Sender<Job>,
     stats: Arc<Counters>,
-    writes: Semaphore,
-    seq: AtomicU64,
     _lock: Flock<File>,
+}
+
+/// Where the latest copy of each queued message is.
+#[derive(Default)]
+struct Index {
+    messages: HashMap<QueueId, Loc>,
+    segments: BTreeMap<u64, Segment>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    seg: u64,
+    /// Offset and length of the queue file bytes inside the segment.
+    offset: u64,
+    len: usize,
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Messages whose latest copy is in this segment.
+    live: usize,
+}
+
+impl Index {
+    fn lock(m: &Mutex<Index>) -> MutexGuard<'_, Index> {
+        // Every change is applied whole under the lock; a panic cannot leave it half-done.
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that `id`'s latest copy is at `loc`.
+    fn put(&mut self, id: QueueId, loc: Loc) {
+        if let Some(old) = self.messages.insert(id, loc)
+            && let Some(s) = self.segments.get_mut(&old.seg)
+        {
+            s.live -= 1;
+        }
+        if let Some(s) = self.segments.get_mut(&loc.seg) {
+            s.live += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &QueueId) {
+        if let Some(old) = self.messages.remove(id)
+            && let Some(s) = self.segments.get_mut(&old.seg)
+        {
+            s.live -= 1;
+        }
+    }
+
+    /// The file and position of `id`'s latest copy.
+    fn find(&self, id: &QueueId) -> Option<(Arc<File>, Loc)> {
+        let loc = *self.messages.get(id)?;
+        Some((self.segments.get(&loc.seg)?.file.clone(), loc))
+    }
+
+    /// Oldest segments (never `keep`) that hold nothing live: they can go.
+    fn dead_prefix(&self, keep: u64) -> Vec<u64> {
+        self.segments
+            .iter()
+            .take_while(|(seq, s)| **seq != keep && s.live == 0)
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -178,14 +251,27 @@ impl std::fmt::Debug for Store {
     }
 }
 
+fn journal_dir(root: &Path) -> PathBuf {
+    root.join("journal")
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}.seg")
+}
+
 impl Store {
     /// Opens (creating it with mode 0700 if needed) the queue in `dir`, takes its lock,
-    /// and recovers from a crash: empties `tmp/` and moves undecodable files out of
-    /// `queue/`. What it did is in [`Store::recovery_report`]; it logs nothing itself.
+    /// and recovers from a crash: cuts torn frames off the segments and deletes segments
+    /// with nothing live. What it did is in [`Store::recovery_report`]; it logs nothing.
     pub fn open(dir: &Path) -> Result<Store, QueueError> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with other segment sizes (tests and benchmarks).
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, QueueError> {
         let root = dir.to_path_buf();
-        let (queue, tmp, corrupt) = (root.join("queue"), root.join("tmp"), root.join("corrupt"));
-        for d in [&root, &queue, &tmp, &corrupt] {
+        let journal = journal_dir(&root);
+        for d in [&root, &journal] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -209,34 +295,51 @@ impl Store {
                 }
             })?;
 
-        let report = recover(&queue, &tmp, &corrupt)?;
-        let queue_dir = File::open(&queue).map_err(|e| QueueError::io("open", &queue, e))?;
-        let tmp_dir = File::open(&tmp).map_err(|e| QueueError::io("open", &tmp, e))?;
-        let (tx, rx) = mpsc::channel();
-        let dirs = Dirs {
-            queue: queue.clone(),
-            queue_dir,
-            tmp_dir,
-        };
+        let mut report = RecoveryReport::default();
+        let mut index = replay(&journal, true, &mut report)?;
+        let next = index.segments.keys().next_back().map_or(1, |s| s + 1);
+        for seq in index.dead_prefix(u64::MAX) {
+            index.segments.remove(&seq);
+            let p = journal.join(segment_name(seq));
+            fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
+            report.removed_segments.push(segment_name(seq));
+        }
+        let active = ActiveSegment::create(&journal, next)?;
+        index.segments.insert(
+            next,
+            Segment {
+                file: active.file.clone(),
+                live: 0,
+            },
+        );
+
+        let index = Arc::new(Mutex::new(index));
         let stats = Arc::new(Counters::default());
-        let counters = stats.clone();
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer {
+            journal: journal.clone(),
+            active,
+            index: index.clone(),
+            stats: stats.clone(),
+            options: StoreOptions {
+                max_segments: options.max_segments.max(2),
+                ..options
+            },
+        };
         thread::Builder::new()
             .name("queue-committer".into())
-            .spawn(move || committer(rx, dirs, &counters))
-            .map_err(|e| QueueError::io("spawn committer for", &queue, e))?;
+            .spawn(move || committer.run(rx))
+            .map_err(|e| QueueError::io("spawn committer for", &journal, e))?;
 
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
-                queue,
-                tmp,
+                index,
                 in_flight: Mutex::default(),
                 commits: watch::Sender::new(0),
                 writer: Some(Writer {
                     committer: tx,
                     stats,
-                    writes: Semaphore::new(MAX_PARALLEL_WRITES),
-                    seq: AtomicU64::new(0),
                     _lock: lock,
                 }),
                 report,
@@ -245,18 +348,17 @@ impl Store {
     }
 
     /// Opens an existing queue for reading only (`mailq`): no lock, no recovery, no
-    /// changes. `commit`, `update` and `remove` fail with [`QueueError::ReadOnly`].
+    /// changes; a frame being written by the daemon right now ends that segment's replay.
+    /// `commit`, `update` and `remove` fail with [`QueueError::ReadOnly`].
     pub fn open_read_only(dir: &Path) -> Result<Store, QueueError> {
         let root = dir.to_path_buf();
-        let queue = root.join("queue");
-        fs::metadata(&queue).map_err(|e| QueueError::io("open", &queue, e))?;
+        let index = replay(&journal_dir(&root), false, &mut RecoveryReport::default())?;
         Ok(Store {
             inner: Arc::new(Inner {
-                tmp: root.join("tmp"),
+                root,
+                index: Arc::new(Mutex::new(index)),
                 in_flight: Mutex::default(),
                 commits: watch::Sender::new(0),
-                queue,
-                root,
                 writer: None,
                 report: RecoveryReport::default(),
             }),
@@ -273,10 +375,21 @@ impl Store {
         &self.inner.report
     }
 
-    /// Queues `msg` durably. Returns its id only once the file is written and fsynced in
-    /// `queue/` and `queue/` itself is fsynced: after `Ok`, a crash cannot lose the
-    /// message, so the caller may answer `250`. Any `Err` means nothing was queued (answer
-    /// `451`); [`QueueError::Duplicate`] if the id is queued already.
+    /// Batches and frames the committer has written (zero when read-only).
+    pub fn committer_stats(&self) -> CommitterStats {
+        self.inner
+            .writer
+            .as_ref()
+            .map_or_else(CommitterStats::default, |w| CommitterStats {
+                batches: w.stats.batches.load(Ordering::Relaxed),
+                ops: w.stats.ops.load(Ordering::Relaxed),
+            })
+    }
+
+    /// Queues `msg` durably. Returns its id only once its frame is written and the
+    /// journal fdatasynced: after `Ok`, a crash cannot lose the message, so the caller
+    /// may answer `250`. Any `Err` means nothing was queued (answer `451`);
+    /// [`QueueError::Duplicate`] if the id is queued already.
     ///
     /// The message's CRLF line ends are stored as LF (see [`super::file`]).
     pub async fn commit(&self, mut msg: NewMessage) -> Result<QueueId, QueueError> {
@@ -295,21 +408,15 @@ impl Store {
             });
         }
         let in_flight = InFlight::start(&self.inner, &id)?;
-        let path = self.inner.queue.join(id.as_str());
-        {
-            let _permit = w
-                .writes
-                .acquire()
-                .await
-                .map_err(|_| QueueError::CommitterGone)?;
-            let (path, id) = (path.clone(), id.clone());
-            blocking(move || write_new(&path, &file::encode(&msg), &id)).await?;
-        }
-        if let Err(e) = self.submit(w, Op::SyncDir).await {
-            // Not durable: take it back so it is not delivered without its 250.
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+        self.submit(
+            w,
+            Op::Put {
+                id: id.clone(),
+                file: file::encode(&msg),
+                new: true,
+            },
+        )
+        .await?;
         drop(in_flight);
         self.inner.commits.send_modify(|n| *n += 1);
         Ok(id)
@@ -321,59 +428,50 @@ impl Store {
         self.inner.commits.subscribe()
     }
 
-    /// Replaces the recipients' delivery states of message `id` durably (write beside,
-    /// fsync, rename over, fsync `queue/`). `recipients` must be the queued list in the
-    /// same order with new states; anything else is [`QueueError::UpdateMismatch`].
-    /// The runner must not update one message from two tasks at once, nor update a
-    /// message it is removing.
+    /// Replaces the recipients' delivery states of message `id` durably (a new copy in
+    /// the journal supersedes the old one). `recipients` must be the queued list in the
+    /// same order with new states; anything else is [`QueueError::UpdateMismatch`]. The
+    /// runner must not update one message from two tasks at once.
     pub async fn update(&self, id: &QueueId, recipients: Vec<Recipient>) -> Result<(), QueueError> {
         let w = self.writer()?;
-        let path = self.inner.queue.join(id.as_str());
-        let tmp_name = format!("{id}.{}", w.seq.fetch_add(1, Ordering::Relaxed));
-        let tmp_path = self.inner.tmp.join(&tmp_name);
-        let id2 = id.clone();
-        {
-            let _permit = w
-                .writes
-                .acquire()
-                .await
-                .map_err(|_| QueueError::CommitterGone)?;
-            blocking(move || {
-                let mut msg = read_message(&path, &id2)?;
-                check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
-                msg.envelope.recipients = recipients;
-                write_new(&tmp_path, &file::encode(&msg), &id2)
-            })
-            .await?;
-        }
+        let mut msg = self.load(id)?;
+        check_same_recipients(id, &msg.envelope.recipients, &recipients)?;
+        msg.envelope.recipients = recipients;
         self.submit(
             w,
-            Op::Replace {
-                tmp_name,
+            Op::Put {
                 id: id.clone(),
+                file: file::encode(&msg),
+                new: false,
             },
         )
         .await
     }
 
-    /// Removes message `id` from the queue (after delivery or bounce); durable like
-    /// `commit`. [`QueueError::NotFound`] if it is not there.
+    /// Removes message `id` from the queue (after delivery or bounce), durably.
+    /// [`QueueError::NotFound`] if it is not there.
     pub async fn remove(&self, id: &QueueId) -> Result<(), QueueError> {
         let w = self.writer()?;
-        self.submit(w, Op::Unlink { id: id.clone() }).await
+        self.submit(w, Op::Remove { id: id.clone() }).await
     }
 
-    /// Every complete message in the queue, in run order (priority, then arrival, then
-    /// id). Files that vanish while listing or do not decode are left out.
+    /// The ids of the queued messages, unordered; cheap (from memory).
+    pub fn ids(&self) -> Result<Vec<QueueId>, QueueError> {
+        Ok(Index::lock(&self.inner.index)
+            .messages
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    /// Every message in the queue, in run order (priority, then arrival, then id).
     pub fn list(&self) -> Result<Vec<QueueEntrySummary>, QueueError> {
         let mut out = Vec::new();
-        for name in dir_names(&self.inner.queue)? {
-            let Ok(id) = QueueId::new(name) else { continue };
-            if self.inner.in_flight().contains(&id) {
-                continue;
-            }
-            if let Ok(m) = read_message(&self.inner.queue.join(id.as_str()), &id) {
-                out.push(QueueEntrySummary::of(&m));
+        for id in self.ids()? {
+            match self.load(&id) {
+                Ok(m) => out.push(QueueEntrySummary::of(&m)),
+                Err(QueueError::NotFound(_)) => {} // removed meanwhile
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| {
@@ -383,42 +481,28 @@ impl Store {
         Ok(out)
     }
 
-    /// The ids of the queued messages (acknowledged ones only), unordered; cheap: reads
-    /// the directory, not the files.
-    pub fn ids(&self) -> Result<Vec<QueueId>, QueueError> {
-        let names = dir_names(&self.inner.queue)?;
-        let in_flight = self.inner.in_flight();
-        Ok(names
-            .into_iter()
-            .filter_map(|n| QueueId::new(n).ok())
-            .filter(|id| !in_flight.contains(id))
-            .collect())
-    }
-
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
     pub fn load(&self, id: &QueueId) -> Result<QueuedMessage, QueueError> {
-        if self.inner.in_flight().contains(id) {
-            return Err(QueueError::NotFound(id.clone()));
+        let found = Index::lock(&self.inner.index).find(id);
+        let (seg, loc) = found.ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let mut bytes = vec![0; loc.len];
+        seg.read_exact_at(&mut bytes, loc.offset)
+            .map_err(|e| QueueError::io("read", self.inner.root.join("journal"), e))?;
+        let msg = file::decode(&bytes)?;
+        if &msg.envelope.id != id {
+            return Err(QueueError::Corrupt {
+                offset: 0,
+                what: format!("journal copy of {id} holds message {}", msg.envelope.id),
+            });
         }
-        read_message(&self.inner.queue.join(id.as_str()), id)
-    }
-
-    /// Batches and operations the committer has done (zero when read-only).
-    pub fn committer_stats(&self) -> CommitterStats {
-        self.inner
-            .writer
-            .as_ref()
-            .map_or_else(CommitterStats::default, |w| CommitterStats {
-                batches: w.stats.batches.load(Ordering::Relaxed),
-                ops: w.stats.ops.load(Ordering::Relaxed),
-            })
+        Ok(msg)
     }
 
     fn writer(&self) -> Result<&Writer, QueueError> {
         self.inner.writer.as_ref().ok_or(QueueError::ReadOnly)
     }
 
-    /// Hands `op` to the committer and waits for its batch's directory fsync.
+    /// Hands `op` to the committer and waits for its batch's fdatasync.
     async fn submit(&self, w: &Writer, op: Op) -> Result<(), QueueError> {
         let (done, wait) = oneshot::channel();
         w.committer
@@ -437,7 +521,8 @@ impl Inner {
     }
 }
 
-/// Marks an id as being committed until dropped (also when the commit is cancelled).
+/// Marks an id as being committed until dropped (also when the commit is cancelled), so
+/// that two sessions cannot commit the same id at once.
 struct InFlight<'a> {
     inner: &'a Inner,
     id: QueueId,
@@ -459,51 +544,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.inner.in_flight().remove(&self.id);
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
-) -> Result<T, QueueError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| QueueError::CommitterGone)?
-}
-
-/// Creates `path` (it must not exist: [`QueueError::Duplicate`] for `id` if it does),
-/// writes `bytes`, fsyncs. On failure nothing is left behind.
-fn write_new(path: &Path, bytes: &[u8], id: &QueueId) -> Result<(), QueueError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => QueueError::Duplicate(id.clone()),
-            _ => QueueError::io("create", path, e),
-        })?;
-    let written = f
-        .write_all(bytes)
-        .map_err(|e| QueueError::io("write", path, e))
-        .and_then(|()| f.sync_all().map_err(|e| QueueError::io("fsync", path, e)));
-    if written.is_err() {
-        let _ = fs::remove_file(path);
-    }
-    written
-}
-
-fn read_message(path: &Path, id: &QueueId) -> Result<Message, QueueError> {
-    let bytes = fs::read(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => QueueError::NotFound(id.clone()),
-        _ => QueueError::io("read", path, e),
-    })?;
-    let msg = file::decode(&bytes)?;
-    if &msg.envelope.id != id {
-        return Err(QueueError::Corrupt {
-            offset: 0,
-            what: format!("file {} holds message {}", path.display(), msg.envelope.id),
-        });
-    }
-    Ok(msg)
 }
 
 fn check_same_recipients(
@@ -533,68 +573,102 @@ fn check_same_recipients(
     Ok(())
 }
 
-fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
-    let mut names = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| QueueError::io("read directory", dir, e))? {
-        let e = e.map_err(|e| QueueError::io("read directory", dir, e))?;
-        // Names we did not write (not UTF-8) are skipped, not trusted.
-        if let Ok(n) = e.file_name().into_string() {
-            names.push(n);
-        }
-    }
-    Ok(names)
-}
-
-/// Crash recovery: empty `tmp/`, remove files in `queue/` that were cut short, move other
-/// files that do not decode to `corrupt/`.
-fn recover(queue: &Path, tmp: &Path, corrupt: &Path) -> Result<RecoveryReport, QueueError> {
-    let mut report = RecoveryReport::default();
-    for name in dir_names(tmp)? {
-        let p = tmp.join(&name);
-        fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
-        report.removed_tmp.push(name);
-    }
-    for name in dir_names(queue)? {
-        let p = queue.join(&name);
-        let checked = QueueId::new(name.clone()).and_then(|id| read_message(&p, &id));
-        match checked {
-            Ok(_) => {}
-            Err(QueueError::Truncated { .. }) => {
-                fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
-                report.removed_incomplete.push(name);
-            }
-            Err(why) => {
-                let to = corrupt.join(&name);
-                fs::rename(&p, &to).map_err(|e| QueueError::io("rename", &p, e))?;
-                report.quarantined.push((name, why.to_string()));
-            }
-        }
-    }
-    if !report.quarantined.is_empty() || !report.removed_incomplete.is_empty() {
-        for d in [queue, corrupt] {
-            sync_dir(d)?;
-        }
-    }
-    Ok(report)
-}
-
 fn sync_dir(d: &Path) -> Result<(), QueueError> {
     File::open(d)
         .and_then(|f| f.sync_all())
         .map_err(|e| QueueError::io("fsync directory", d, e))
 }
 
+// ---------------------------------------------------------------- replay
+
+/// Reads every segment, oldest first, into an index. With `repair`, a segment is cut
+/// back to its last whole frame (reported); without, replay of it just stops there.
+fn replay(journal: &Path, repair: bool, report: &mut RecoveryReport) -> Result<Index, QueueError> {
+    let mut seqs = Vec::new();
+    for e in fs::read_dir(journal).map_err(|e| QueueError::io("read directory", journal, e))? {
+        let e = e.map_err(|e| QueueError::io("read directory", journal, e))?;
+        let name = e.file_name();
+        let seq = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .filter(|h| h.len() == 16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if let Some(seq) = seq {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+
+    let mut index = Index::default();
+    for seq in seqs {
+        let path = journal.join(segment_name(seq));
+        let opened = OpenOptions::new().read(true).write(repair).open(&path);
+        let f = match opened {
+            // Deleted by the daemon since the directory was read (read-only replay).
+            Err(e) if !repair && e.kind() == io::ErrorKind::NotFound => continue,
+            r => r.map_err(|e| QueueError::io("open", &path, e))?,
+        };
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut &f, &mut bytes).map_err(|e| QueueError::io("read", &path, e))?;
+        index.segments.insert(
+            seq,
+            Segment {
+                file: Arc::new(f),
+                live: 0,
+            },
+        );
+        let mut pos = 0usize;
+        loop {
+            match file::read_frame(&bytes[pos..]) {
+                FrameRead::End => break,
+                FrameRead::Frame { frame, len } => {
+                    match frame {
+                        Frame::Put { id, file } => {
+                            let offset = (pos + len - file.len()) as u64;
+                            index.put(
+                                id,
+                                Loc {
+                                    seg: seq,
+                                    offset,
+                                    len: file.len(),
+                                },
+                            );
+                        }
+                        Frame::Remove { id } => index.remove(&id),
+                    }
+                    pos += len;
+                }
+                FrameRead::Torn(why) => {
+                    if repair {
+                        let seg = &index.segments[&seq].file;
+                        seg.set_len(pos as u64)
+                            .and_then(|()| seg.sync_all())
+                            .map_err(|e| QueueError::io("truncate", &path, e))?;
+                        report.truncated.push((
+                            segment_name(seq),
+                            (bytes.len() - pos) as u64,
+                            why.to_string(),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Ok(index)
+}
+
 // ---------------------------------------------------------------- the committer thread
 
 enum Op {
-    /// Nothing but the batch's fsync of `queue/` (makes a new message's name durable).
-    SyncDir,
-    /// Rename `tmp/<tmp_name>` over `queue/<id>` (update).
-    Replace {
-        tmp_name: String,
+    /// A queue file for `id`: a new message (`new`: the id must not be queued) or a
+    /// rewrite (the id must be queued).
+    Put {
         id: QueueId,
+        file: Vec<u8>,
+        new: bool,
     },
-    Unlink {
+    Remove {
         id: QueueId,
     },
 }
@@ -604,67 +678,240 @@ struct Job {
     done: oneshot::Sender<Result<(), QueueError>>,
 }
 
-struct Dirs {
-    queue: PathBuf,
-    queue_dir: File,
-    tmp_dir: File,
+struct ActiveSegment {
+    seq: u64,
+    file: Arc<File>,
+    len: u64,
 }
 
-/// Runs until every [`Store`] clone is dropped: takes all waiting jobs, applies them, fsyncs
-/// `queue/` once, answers them all.
-fn committer(rx: mpsc::Receiver<Job>, dirs: Dirs, stats: &Counters) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut results: Vec<Result<(), QueueError>> =
-            batch.iter().map(|j| apply(&dirs, &j.op)).collect();
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if results.iter().any(Result::is_ok)
-            && let Err(e) = dirs.queue_dir.sync_all()
-        {
-            let kind = e.kind();
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(QueueError::io(
-                    "fsync directory",
-                    &dirs.queue,
-                    io::Error::from(kind),
-                ));
-            }
-        }
-        for (j, r) in batch.into_iter().zip(results) {
-            let _ = j.done.send(r);
-        }
+impl ActiveSegment {
+    /// Creates segment `seq` and makes its name durable before anything is written to it.
+    fn create(journal: &Path, seq: u64) -> Result<ActiveSegment, QueueError> {
+        let path = journal.join(segment_name(seq));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| QueueError::io("create", &path, e))?;
+        sync_dir(journal)?;
+        Ok(ActiveSegment {
+            seq,
+            file: Arc::new(f),
+            len: 0,
+        })
     }
 }
 
-fn apply(dirs: &Dirs, op: &Op) -> Result<(), QueueError> {
-    match op {
-        Op::SyncDir => Ok(()),
-        Op::Replace { tmp_name, id } => {
-            let (tmp, to) = (tmp_name.as_str(), id.as_str());
-            renameat2(
-                &dirs.tmp_dir,
-                tmp,
-                &dirs.queue_dir,
-                to,
-                RenameFlags::empty(),
-            )
-            .map_err(|errno| {
-                let _ = unlinkat(&dirs.tmp_dir, tmp, UnlinkatFlags::NoRemoveDir);
-                QueueError::io("rename over", dirs.queue.join(to), errno.into())
-            })
+struct Committer {
+    options: StoreOptions,
+    journal: PathBuf,
+    active: ActiveSegment,
+    index: Arc<Mutex<Index>>,
+    stats: Arc<Counters>,
+}
+
+impl Committer {
+    /// Runs until every [`Store`] clone is dropped.
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+            let results = self.write_batch(&batch);
+            for (j, r) in batch.into_iter().zip(results) {
+                let _ = j.done.send(r);
+            }
+            // Errors here leave the queue correct (only space is not reclaimed yet); the
+            // next batch tries again.
+            let _ = self.maintain();
         }
-        Op::Unlink { id } => unlinkat(&dirs.queue_dir, id.as_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(|errno| match errno {
-                nix::errno::Errno::ENOENT => QueueError::NotFound(id.clone()),
-                e => QueueError::io("remove", dirs.queue.join(id.as_str()), e.into()),
-            }),
+    }
+
+    /// Checks each op against the index, writes the frames of the valid ones with one
+    /// write and one fdatasync, then applies them to the index.
+    fn write_batch(&mut self, batch: &[Job]) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut buf = Vec::new();
+        let mut applied = Vec::new();
+        {
+            let index = Index::lock(&self.index);
+            // Ids this batch has already put (true) or removed (false).
+            let mut in_batch: HashMap<&QueueId, bool> = HashMap::new();
+            for (i, j) in batch.iter().enumerate() {
+                let (id, want_queued) = match &j.op {
+                    Op::Put { id, new, .. } => (id, !new),
+                    Op::Remove { id } => (id, true),
+                };
+                let queued = in_batch
+                    .get(id)
+                    .copied()
+                    .unwrap_or_else(|| index.messages.contains_key(id));
+                if queued != want_queued {
+                    results.push(Err(if queued {
+                        QueueError::Duplicate(id.clone())
+                    } else {
+                        QueueError::NotFound(id.clone())
+                    }));
+                    continue;
+                }
+                let at = self.active.len + buf.len() as u64;
+                match &j.op {
+                    Op::Put { id, file, .. } => {
+                        let off = file::put_frame(&mut buf, id, file);
+                        in_batch.insert(id, true);
+                        applied.push((
+                            i,
+                            Some(Loc {
+                                seg: self.active.seq,
+                                offset: at + off as u64,
+                                len: file.len(),
+                            }),
+                        ));
+                    }
+                    Op::Remove { id } => {
+                        file::remove_frame(&mut buf, id);
+                        in_batch.insert(id, false);
+                        applied.push((i, None));
+                    }
+                }
+                results.push(Ok(()));
+            }
+        }
+        if applied.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.append(&buf) {
+            for (i, _) in &applied {
+                results[*i] = Err(QueueError::io(
+                    "append to",
+                    self.active_path(),
+                    io::Error::from(e.kind()),
+                ));
+            }
+            return results;
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .ops
+            .fetch_add(applied.len() as u64, Ordering::Relaxed);
+        let mut index = Index::lock(&self.index);
+        for (i, loc) in applied {
+            match (&batch[i].op, loc) {
+                (Op::Put { id, .. }, Some(loc)) => index.put(id.clone(), loc),
+                (Op::Remove { id }, _) => index.remove(id),
+                (Op::Put { .. }, None) => {}
+            }
+        }
+        results
+    }
+
+    /// Appends `buf` to the active segment and fdatasyncs it. On failure the segment is
+    /// abandoned (a new one is started), so no later frame sits behind a broken one.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let f = &self.active.file;
+        let written = f
+            .write_all_at(buf, self.active.len)
+            .and_then(|()| f.sync_data());
+        match written {
+            Ok(()) => {
+                self.active.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.roll_over();
+                Err(e)
+            }
+        }
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.journal.join(segment_name(self.active.seq))
+    }
+
+    fn roll_over(&mut self) -> Result<(), QueueError> {
+        let next = ActiveSegment::create(&self.journal, self.active.seq + 1)?;
+        Index::lock(&self.index).segments.insert(
+            next.seq,
+            Segment {
+                file: next.file.clone(),
+                live: 0,
+            },
+        );
+        self.active = next;
+        Ok(())
+    }
+
+    /// Closes a full segment, copies the live messages of the oldest segment forward when
+    /// too many are kept, and deletes dead segments, oldest first.
+    fn maintain(&mut self) -> Result<(), QueueError> {
+        if self.active.len >= self.options.segment_bytes {
+            self.roll_over()?;
+        }
+        let too_many = Index::lock(&self.index).segments.len() > self.options.max_segments;
+        if too_many {
+            self.copy_forward_oldest()?;
+        }
+        let dead = Index::lock(&self.index).dead_prefix(self.active.seq);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        for seq in &dead {
+            let p = self.journal.join(segment_name(*seq));
+            fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
+            Index::lock(&self.index).segments.remove(seq);
+        }
+        sync_dir(&self.journal)
+    }
+
+    /// Writes the live messages of the oldest segment again into the active one.
+    fn copy_forward_oldest(&mut self) -> Result<(), QueueError> {
+        let (oldest, live): (u64, Vec<(QueueId, Arc<File>, Loc)>) = {
+            let index = Index::lock(&self.index);
+            let Some((&oldest, seg)) = index.segments.iter().next() else {
+                return Ok(());
+            };
+            if oldest == self.active.seq {
+                return Ok(());
+            }
+            let live = index
+                .messages
+                .iter()
+                .filter(|(_, l)| l.seg == oldest)
+                .map(|(id, l)| (id.clone(), seg.file.clone(), *l))
+                .collect();
+            (oldest, live)
+        };
+        let mut buf = Vec::new();
+        let mut moved = Vec::new();
+        for (id, f, loc) in live {
+            let mut bytes = vec![0; loc.len];
+            f.read_exact_at(&mut bytes, loc.offset)
+                .map_err(|e| QueueError::io("read", self.journal.join(segment_name(oldest)), e))?;
+            let start = buf.len();
+            let off = file::put_frame(&mut buf, &id, &bytes);
+            moved.push((id, start + off, bytes.len()));
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let base = self.active.len;
+        self.append(&buf)
+            .map_err(|e| QueueError::io("append to", self.active_path(), e))?;
+        let seq = self.active.seq;
+        let mut index = Index::lock(&self.index);
+        for (id, at, len) in moved {
+            // The committer is the only writer, so nothing superseded these copies meanwhile.
+            index.put(
+                id,
+                Loc {
+                    seg: seq,
+                    offset: base + at as u64,
+                    len,
+                },
+            );
+        }
+        Ok(())
     }
 }
 
@@ -699,10 +946,26 @@ mod tests {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 
+    fn segments(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(root.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn queued_ids(store: &Store) -> Vec<String> {
+        let mut v: Vec<String> = store.ids().unwrap().iter().map(|i| i.to_string()).collect();
+        v.sort();
+        v
+    }
+
     #[test]
-    fn committed_message_is_in_queue_with_lf_line_ends_and_private_modes() {
+    fn committed_message_is_queued_with_lf_line_ends_and_private_modes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("mq")).unwrap();
+        let root = dir.path().join("mq");
+        let store = Store::open(&root).unwrap();
         assert!(store.recovery_report().is_empty());
         let got = rt()
             .block_on(store.commit(message("Q1", &["root"])))
@@ -716,11 +979,36 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].message_size, list[0].body_size), (24, 11));
 
-        for d in ["mq", "mq/queue", "mq/tmp", "mq/corrupt"] {
-            assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("journal")), 0o700);
+        let segs = segments(&root);
+        assert_eq!(segs, ["0000000000000001.seg"]);
+        assert_eq!(mode(&root.join("journal").join(&segs[0])), 0o600);
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 1, ops: 1 }
+        );
+    }
+
+    #[test]
+    fn the_queue_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for q in ["A", "B", "C"] {
+                rt.block_on(store.commit(message(q, &["x"]))).unwrap();
+            }
+            rt.block_on(store.remove(&id("B"))).unwrap();
         }
-        assert_eq!(mode(&dir.path().join("mq/queue/Q1")), 0o600);
-        assert_eq!(fs::read_dir(dir.path().join("mq/tmp")).unwrap().count(), 0);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(queued_ids(&store), ["A", "C"]);
+        assert_eq!(
+            store.load(&id("C")).unwrap().body,
+            b"Subject: C\n\nbody of C\n"
+        );
+        // The first segment still holds A and C; the reopened store appends to a new one.
+        assert_eq!(segments(dir.path()).len(), 2);
     }
 
     #[test]
@@ -740,11 +1028,24 @@ mod tests {
             store.load(&id("Q1")).unwrap().envelope.recipients[0].address,
             "a"
         );
-        assert_eq!(
-            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0,
-            "tmp file left behind"
-        );
+
+        // An id being committed right now is refused too.
+        let guard = InFlight::start(&store.inner, &id("Q2")).unwrap();
+        assert!(matches!(
+            rt.block_on(store.commit(message("Q2", &["a"]))),
+            Err(QueueError::Duplicate(_))
+        ));
+        drop(guard);
+        rt.block_on(store.commit(message("Q2", &["a"]))).unwrap();
+    }
+
+    #[test]
+    fn a_message_without_recipients_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = rt().block_on(store.commit(message("Q1", &[]))).unwrap_err();
+        assert!(matches!(err, QueueError::NoRecipients(_)));
+        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]
@@ -758,39 +1059,7 @@ mod tests {
         rt.block_on(store.commit(message("Q2", &["a"]))).unwrap();
         assert!(commits.has_changed().unwrap());
         assert_eq!(*commits.borrow_and_update(), 2);
-        let mut ids = store.ids().unwrap();
-        ids.sort();
-        assert_eq!(ids, [id("Q1"), id("Q2")]);
-    }
-
-    #[test]
-    fn an_id_being_committed_is_neither_listed_nor_loadable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let rt = rt();
-        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
-        let guard = InFlight::start(&store.inner, &id("Q1")).unwrap();
-        assert!(store.list().unwrap().is_empty());
-        assert!(store.ids().unwrap().is_empty());
-        assert!(matches!(
-            store.load(&id("Q1")),
-            Err(QueueError::NotFound(_))
-        ));
-        assert!(matches!(
-            InFlight::start(&store.inner, &id("Q1")),
-            Err(QueueError::Duplicate(_))
-        ));
-        drop(guard);
-        assert_eq!(store.list().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_message_without_recipients_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let err = rt().block_on(store.commit(message("Q1", &[]))).unwrap_err();
-        assert!(matches!(err, QueueError::NoRecipients(_)));
-        assert!(store.list().unwrap().is_empty());
+        assert_eq!(queued_ids(&store), ["Q1", "Q2"]);
     }
 
     #[test]
@@ -845,41 +1114,104 @@ mod tests {
             rt.block_on(store.remove(&id("Q1"))),
             Err(QueueError::NotFound(_))
         ));
+        // The id may be used again once the message is gone.
+        rt.block_on(store.commit(message("Q1", &["b"]))).unwrap();
+        assert_eq!(
+            store.load(&id("Q1")).unwrap().envelope.recipients[0].address,
+            "b"
+        );
     }
 
     #[test]
-    fn open_empties_tmp_and_moves_undecodable_files_aside() {
+    fn open_cuts_a_torn_frame_off_and_keeps_everything_before_it() {
         let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
         {
             let store = Store::open(dir.path()).unwrap();
-            rt().block_on(store.commit(message("GOOD", &["a"])))
-                .unwrap();
+            rt.block_on(store.commit(message("GOOD", &["a"]))).unwrap();
         }
-        let good = fs::read(dir.path().join("queue/GOOD")).unwrap();
-        fs::write(dir.path().join("queue/TORN"), &good[..good.len() - 3]).unwrap();
-        fs::write(dir.path().join("queue/OTHER"), &good).unwrap(); // holds GOOD's id
-        fs::write(dir.path().join("tmp/HALF.7"), &good[..100]).unwrap();
+        // A batch cut short by a crash: half of a frame at the end of the segment.
+        let seg = dir.path().join("journal/0000000000000001.seg");
+        let mut torn = Vec::new();
+        file::put_frame(
+            &mut torn,
+            &id("HALF"),
+            &file::encode(&message("HALF", &["a"])),
+        );
+        let mut bytes = fs::read(&seg).unwrap();
+        let good_len = bytes.len() as u64;
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        fs::write(&seg, &bytes).unwrap();
 
         let store = Store::open(dir.path()).unwrap();
         let r = store.recovery_report();
-        assert_eq!(r.removed_tmp, vec!["HALF.7".to_string()]);
-        assert_eq!(r.removed_incomplete, vec!["TORN".to_string()]);
-        let q: Vec<&str> = r.quarantined.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(q, ["OTHER"]);
-        assert!(
-            r.quarantined[0].1.contains("holds message GOOD"),
-            "{:?}",
-            r.quarantined
+        assert_eq!(r.truncated.len(), 1, "{r:?}");
+        assert_eq!(
+            (r.truncated[0].0.as_str(), r.truncated[0].1),
+            ("0000000000000001.seg", (torn.len() / 2) as u64)
         );
-        let ids: Vec<String> = store
-            .list()
-            .unwrap()
-            .iter()
-            .map(|e| e.envelope.id.to_string())
-            .collect();
-        assert_eq!(ids, ["GOOD"]);
-        assert!(dir.path().join("corrupt/OTHER").exists());
-        assert!(!dir.path().join("queue/TORN").exists());
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
+        assert_eq!(queued_ids(&store), ["GOOD"]);
+        rt.block_on(store.commit(message("NEXT", &["a"]))).unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.recovery_report().truncated.is_empty());
+        assert_eq!(queued_ids(&store), ["GOOD", "NEXT"]);
+    }
+
+    #[test]
+    fn hostile_segment_bytes_are_cut_off_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("journal")).unwrap();
+        fs::write(
+            dir.path().join("journal/0000000000000001.seg"),
+            b"From junk\n\x00\x01",
+        )
+        .unwrap();
+        fs::write(dir.path().join("journal/notes.txt"), b"ignored").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recovery_report().truncated.len(), 1);
+        assert!(store.list().unwrap().is_empty());
+        // The emptied segment held nothing live: it was deleted at open.
+        assert_eq!(
+            store.recovery_report().removed_segments,
+            ["0000000000000001.seg"]
+        );
+    }
+
+    #[test]
+    fn full_segments_roll_over_and_dead_ones_are_deleted_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            segment_bytes: 4 * 1024,
+            max_segments: 3,
+        };
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        let rt = rt();
+        // One long-lived (deferred) message, then a stream of mail that is delivered.
+        rt.block_on(store.commit(message("DEFERRED", &["slow@x"])))
+            .unwrap();
+        for i in 0..200 {
+            let q = format!("M{i}");
+            rt.block_on(store.commit(message(&q, &["a"]))).unwrap();
+            rt.block_on(store.remove(&id(&q))).unwrap();
+            assert!(
+                segments(dir.path()).len() <= 4,
+                "segments pile up: {:?}",
+                segments(dir.path())
+            );
+        }
+        assert_eq!(queued_ids(&store), ["DEFERRED"]);
+        // DEFERRED was copied forward; the first segment is gone.
+        assert!(!segments(dir.path()).contains(&"0000000000000001.seg".to_string()));
+        assert_eq!(
+            store.load(&id("DEFERRED")).unwrap().body,
+            b"Subject: DEFERRED\n\nbody of DEFERRED\n"
+        );
+        drop(store);
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        assert_eq!(queued_ids(&store), ["DEFERRED"]);
     }
 
     #[test]
@@ -908,7 +1240,7 @@ mod tests {
     }
 
     #[test]
-    fn many_concurrent_commits_all_land_in_run_order() {
+    fn many_concurrent_commits_share_fsyncs_and_land_in_run_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = rt();
@@ -937,5 +1269,8 @@ mod tests {
         let mut want = ids;
         want.reverse(); // highest i has the lowest priority value, so runs first
         assert_eq!(listed, want);
+        let s = store.committer_stats();
+        assert_eq!(s.ops, 300);
+        assert!(s.batches < 300, "no batching: {s:?}");
     }
 }
