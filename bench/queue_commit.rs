@@ -6,13 +6,13 @@
 //! `$QUEUE_BENCH_DIR` or `target/queue-bench/` (keep it on the disk under test: a tmpfs
 //! makes fsync free) and is deleted afterwards.
 //!
-//! * `group` — [`Store::commit`]: parallel write+fsync of each file, then one committer
-//!   renames a whole batch and fsyncs the directory once.
-//! * `baseline` — each message on its own: create tmp, write, fsync, rename, fsync the
-//!   directory (what a simple queue does), with the same number of concurrent tasks.
-//! * `journal` — a sketch of the alternative design, for comparison only: one writer
-//!   thread appends every waiting message to one preallocated file and fdatasyncs once per
-//!   batch (no index, no removal, no compaction: an upper bound for that design).
+//! * `group` — [`Store::commit`]: the committer appends every waiting message to the
+//!   journal segment and fdatasyncs once per batch (`msgs/fsync` is the mean batch).
+//! * `baseline` — one file per message, each on its own: create tmp, write, fsync,
+//!   rename, fsync the directory (what a simple queue does, and sendmail/Postfix in
+//!   spirit), with the same number of concurrent tasks.
+//! * `bare journal` — the same batching without anything else (one preallocated file, no
+//!   index, no frames): the upper bound of the group design.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -53,8 +53,8 @@ fn main() {
         "group msg/s",
         "baseline msg/s",
         "speedup",
-        "msgs/dir-fsync",
-        "journal msg/s",
+        "msgs/fsync",
+        "bare journal",
         "group runs msg/s"
     );
     let rate = |d: Duration| n as f64 / d.as_secs_f64();

@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sendmail_rs::queue::{DeliveryState, Envelope, Message, QueueId, Recipient, Store};
+use sendmail_rs::queue::{
+    DeliveryState, Envelope, Message, QueueId, Recipient, Store, StoreOptions,
+};
 
 const CHILD_ENV: &str = "QUEUE_CRASH_CHILD";
 const ROUND_ENV: &str = "QUEUE_CRASH_ROUND";
@@ -32,6 +34,11 @@ const TASKS: u32 = 32;
 /// Each child task commits at most this many messages, then idles until the kill (keeps
 /// the queue, and so the test's time, bounded).
 const MAX_PER_TASK: u32 = 60;
+/// Small segments, so that kills also land in segment roll-over, copy-forward and
+/// deletion.
+const OPTIONS: StoreOptions = StoreOptions {
+    segment_bytes: 256 * 1024,
+};
 
 fn main() {
     match std::env::var(CHILD_ENV) {
@@ -61,7 +68,7 @@ fn child(dir: &Path) {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::open(dir).unwrap_or_else(|e| {
+    let store = Store::open_with(dir, OPTIONS).unwrap_or_else(|e| {
         eprintln!("child: open: {e}");
         std::process::exit(3)
     });
@@ -242,7 +249,7 @@ struct Acked {
 /// Reopens the store and checks it against what was acknowledged; returns the queue size
 /// and the number of torn frames recovery cut off.
 fn verify(qdir: &Path, acked: &HashMap<String, Acked>) -> (usize, usize) {
-    let store = Store::open(qdir).unwrap();
+    let store = Store::open_with(qdir, OPTIONS).unwrap();
     let truncated = store.recovery_report().truncated.len();
 
     let listed = store.list().unwrap();

@@ -1,9 +1,11 @@
-//! The queue file format: one file per message, bytes in, [`Message`] out (and back).
+//! The on-disk formats: the queue file of one message, and the journal frames that carry
+//! queue files in the store's segments. Bytes in, [`Message`] / [`Frame`] out (and back).
 //!
 //! Sans-IO: [`encode`] turns a [`Message`] into the exact bytes of its queue file and
-//! [`decode`] checks and parses such bytes; neither touches the disk. Decoding hostile or
-//! truncated input never panics: every problem is a [`QueueError`] naming the byte offset
-//! and what was expected there.
+//! [`decode`] checks and parses such bytes; [`put_frame`], [`remove_frame`] and
+//! [`read_frame`] do the same for journal frames; nothing here touches the disk. Decoding
+//! hostile or truncated input never panics: every problem is a [`QueueError`] naming the
+//! byte offset and what was expected there.
 //!
 //! # Layout (format version 1)
 //!
@@ -27,16 +29,17 @@
 //!
 //! Integers are big-endian; `str` is a u32 length and UTF-8 bytes; `opt` is a u8 0/1 then
 //! the value when 1. Nothing may follow `E`. A file without a valid `E` is incomplete and
-//! is never delivered: the store only renames a file into the queue after it is fsynced,
-//! so `E` plus the checksum guard against torn writes and disk corruption.
+//! never decodes, so it is never delivered. (In the store each queue file also sits in a
+//! journal frame with its own CRC, and is acknowledged only after fdatasync; `E` and its
+//! checksum are the second line of defence, and keep a queue file checkable on its own.)
 //!
 //! **Line ends:** the message (`B`) is stored with LF line ends, as sendmail keeps its `df`
 //! files: [`to_lf`] turns each CRLF into LF (a lone CR stays). Whoever sends it on over
 //! SMTP writes every LF as CRLF. `mailq`'s size column is the length of the body part
 //! (after the blank line) in this form, which is what sendmail shows.
 //!
-//! The delivery state of each recipient lives in its `R` record; the store rewrites the
-//! whole file (write beside, fsync, rename) when the runner changes it.
+//! The delivery state of each recipient lives in its `R` record; when the runner changes
+//! it, the store appends a whole new copy of the queue file, which supersedes the old one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -6,8 +6,8 @@
 //! the message is on stable storage, [`QueueEntrySummary`] listings, whole
 //! [`QueuedMessage`]s for delivery, and the `mailq` / `-bp` report.
 //!
-//! * [`file`] — the on-disk format: versioned records closed by an END record with the
-//!   body length and a CRC-32; sans-IO encode/decode.
+//! * [`file`] — the on-disk formats: the queue file (versioned records closed by an END
+//!   record with the body length and a CRC-32) and the journal frames; sans-IO.
 //! * [`store`] — the journal on disk, durable group commit, update, remove, crash
 //!   recovery.
 //! * [`mailq`] — sendmail's `-bp` listing.

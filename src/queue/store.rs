@@ -69,28 +69,22 @@ use super::{QueueError, QueueId};
 
 /// A segment is closed once it is this long (default of [`StoreOptions::segment_bytes`]).
 pub const SEGMENT_BYTES: u64 = 32 << 20;
-/// Segments kept before the oldest one's live messages are copied forward (default of
-/// [`StoreOptions::max_segments`]).
-pub const MAX_SEGMENTS: usize = 4;
 
 /// Tuning of a writing [`Store`]; the defaults suit a daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Close the active segment once it is this long.
     pub segment_bytes: u64,
-    /// Keep at most this many segments before copying the oldest one's live messages
-    /// forward (at least 2).
-    pub max_segments: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_bytes: SEGMENT_BYTES,
-            max_segments: MAX_SEGMENTS,
         }
     }
 }
+
 /// Most frames the committer writes under one fdatasync.
 pub const MAX_BATCH: usize = 4096;
 /// Largest message `commit` accepts (a frame length is a u32).
@@ -179,11 +173,31 @@ struct Writer {
     _lock: Flock<File>,
 }
 
-/// Where the latest copy of each queued message is.
+/// What the segments on disk say: where the latest copy of each message is, and which
+/// segments may be deleted.
+///
+/// A segment can go once no id depends on it: it holds no id's latest copy (`live`), and
+/// no `Remove` in it still cancels a `Put` in another surviving segment. `blockers`
+/// counts both.
 #[derive(Default)]
 struct Index {
-    messages: HashMap<QueueId, Loc>,
+    ids: HashMap<QueueId, Track>,
     segments: BTreeMap<u64, Segment>,
+}
+
+/// The frames of one id in the surviving segments.
+struct Track {
+    /// Segments with a frame for this id, oldest first.
+    segs: Vec<u64>,
+    /// Where the latest copy is, if the latest frame is a `Put` (the id is queued).
+    live: Option<Loc>,
+}
+
+impl Track {
+    /// Does the segment of the latest frame have to stay for this id?
+    fn blocking(&self) -> bool {
+        self.live.is_some() || self.segs.len() > 1
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,8 +210,28 @@ struct Loc {
 
 struct Segment {
     file: Arc<File>,
-    /// Messages whose latest copy is in this segment.
+    /// Bytes of frames in the segment.
+    len: u64,
+    /// Ids with a frame here.
+    ids: HashSet<QueueId>,
+    /// Ids whose latest frame is here and needs it (see [`Index`]).
+    blockers: usize,
+    /// Queued messages whose latest copy is here, and their bytes.
     live: usize,
+    live_bytes: u64,
+}
+
+impl Segment {
+    fn new(file: Arc<File>, len: u64) -> Segment {
+        Segment {
+            file,
+            len,
+            ids: HashSet::new(),
+            blockers: 0,
+            live: 0,
+            live_bytes: 0,
+        }
+    }
 }
 
 impl Index {
@@ -206,39 +240,96 @@ impl Index {
         m.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records that `id`'s latest copy is at `loc`.
-    fn put(&mut self, id: QueueId, loc: Loc) {
-        if let Some(old) = self.messages.insert(id, loc)
-            && let Some(s) = self.segments.get_mut(&old.seg)
-        {
-            s.live -= 1;
+    /// Records a frame for `id` in segment `seg`: a `Put` at `put`, or a `Remove`.
+    fn apply(&mut self, id: &QueueId, seg: u64, put: Option<Loc>) {
+        let Index { ids, segments } = self;
+        let t = ids.entry(id.clone()).or_insert_with(|| Track {
+            segs: Vec::new(),
+            live: None,
+        });
+        if let Some(s) = t.segs.last().and_then(|last| segments.get_mut(last)) {
+            if t.blocking() {
+                s.blockers -= 1;
+            }
+            if let Some(l) = t.live {
+                s.live -= 1;
+                s.live_bytes -= l.len as u64;
+            }
         }
-        if let Some(s) = self.segments.get_mut(&loc.seg) {
-            s.live += 1;
+        if t.segs.last() != Some(&seg) {
+            t.segs.push(seg);
+        }
+        t.live = put;
+        if let Some(s) = segments.get_mut(&seg) {
+            s.ids.insert(id.clone());
+            if t.blocking() {
+                s.blockers += 1;
+            }
+            if let Some(l) = put {
+                s.live += 1;
+                s.live_bytes += l.len as u64;
+            }
         }
     }
 
-    fn remove(&mut self, id: &QueueId) {
-        if let Some(old) = self.messages.remove(id)
-            && let Some(s) = self.segments.get_mut(&old.seg)
-        {
-            s.live -= 1;
+    /// Forgets segment `seq` (its file is deleted); the ids that had older frames there
+    /// may stop blocking newer segments.
+    fn drop_segment(&mut self, seq: u64) {
+        let Some(seg) = self.segments.remove(&seq) else {
+            return;
+        };
+        for id in seg.ids {
+            let Some(t) = self.ids.get_mut(&id) else {
+                continue;
+            };
+            let was_blocking = t.blocking();
+            t.segs.retain(|s| *s != seq);
+            match t.segs.last() {
+                None => {
+                    self.ids.remove(&id);
+                }
+                Some(last) => {
+                    if was_blocking
+                        && !t.blocking()
+                        && let Some(s) = self.segments.get_mut(last)
+                    {
+                        s.blockers -= 1;
+                    }
+                }
+            }
         }
+    }
+
+    fn is_queued(&self, id: &QueueId) -> bool {
+        self.ids.get(id).is_some_and(|t| t.live.is_some())
+    }
+
+    fn queued(&self) -> impl Iterator<Item = (&QueueId, Loc)> {
+        self.ids.iter().filter_map(|(id, t)| Some((id, t.live?)))
     }
 
     /// The file and position of `id`'s latest copy.
     fn find(&self, id: &QueueId) -> Option<(Arc<File>, Loc)> {
-        let loc = *self.messages.get(id)?;
+        let loc = self.ids.get(id)?.live?;
         Some((self.segments.get(&loc.seg)?.file.clone(), loc))
     }
 
-    /// Oldest segments (never `keep`) that hold nothing live: they can go.
-    fn dead_prefix(&self, keep: u64) -> Vec<u64> {
+    /// Segments other than `keep` that nothing depends on.
+    fn deletable(&self, keep: u64) -> Vec<u64> {
         self.segments
             .iter()
-            .take_while(|(seq, s)| **seq != keep && s.live == 0)
+            .filter(|(seq, s)| **seq != keep && s.blockers == 0)
             .map(|(seq, _)| *seq)
             .collect()
+    }
+
+    /// The segment (not `keep`) with the smallest share of live bytes, if under half.
+    fn sparsest(&self, keep: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .filter(|(seq, s)| **seq != keep && s.live > 0 && s.live_bytes * 2 < s.len)
+            .min_by(|(_, a), (_, b)| (a.live_bytes * b.len).cmp(&(b.live_bytes * a.len)))
+            .map(|(seq, _)| *seq)
     }
 }
 
@@ -298,20 +389,13 @@ impl Store {
         let mut report = RecoveryReport::default();
         let mut index = replay(&journal, true, &mut report)?;
         let next = index.segments.keys().next_back().map_or(1, |s| s + 1);
-        for seq in index.dead_prefix(u64::MAX) {
-            index.segments.remove(&seq);
-            let p = journal.join(segment_name(seq));
-            fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
+        for seq in delete_dead_segments(&mut index, &journal, u64::MAX)? {
             report.removed_segments.push(segment_name(seq));
         }
         let active = ActiveSegment::create(&journal, next)?;
-        index.segments.insert(
-            next,
-            Segment {
-                file: active.file.clone(),
-                live: 0,
-            },
-        );
+        index
+            .segments
+            .insert(next, Segment::new(active.file.clone(), 0));
 
         let index = Arc::new(Mutex::new(index));
         let stats = Arc::new(Counters::default());
@@ -321,10 +405,7 @@ impl Store {
             active,
             index: index.clone(),
             stats: stats.clone(),
-            options: StoreOptions {
-                max_segments: options.max_segments.max(2),
-                ..options
-            },
+            options,
         };
         thread::Builder::new()
             .name("queue-committer".into())
@@ -458,9 +539,8 @@ impl Store {
     /// The ids of the queued messages, unordered; cheap (from memory).
     pub fn ids(&self) -> Result<Vec<QueueId>, QueueError> {
         Ok(Index::lock(&self.inner.index)
-            .messages
-            .keys()
-            .cloned()
+            .queued()
+            .map(|(id, _)| id.clone())
             .collect())
     }
 
@@ -610,13 +690,9 @@ fn replay(journal: &Path, repair: bool, report: &mut RecoveryReport) -> Result<I
         };
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut &f, &mut bytes).map_err(|e| QueueError::io("read", &path, e))?;
-        index.segments.insert(
-            seq,
-            Segment {
-                file: Arc::new(f),
-                live: 0,
-            },
-        );
+        index
+            .segments
+            .insert(seq, Segment::new(Arc::new(f), bytes.len() as u64));
         let mut pos = 0usize;
         loop {
             match file::read_frame(&bytes[pos..]) {
@@ -625,22 +701,27 @@ fn replay(journal: &Path, repair: bool, report: &mut RecoveryReport) -> Result<I
                     match frame {
                         Frame::Put { id, file } => {
                             let offset = (pos + len - file.len()) as u64;
-                            index.put(
-                                id,
-                                Loc {
+                            index.apply(
+                                &id,
+                                seq,
+                                Some(Loc {
                                     seg: seq,
                                     offset,
                                     len: file.len(),
-                                },
+                                }),
                             );
                         }
-                        Frame::Remove { id } => index.remove(&id),
+                        Frame::Remove { id } => index.apply(&id, seq, None),
                     }
                     pos += len;
                 }
                 FrameRead::Torn(why) => {
                     if repair {
-                        let seg = &index.segments[&seq].file;
+                        let Some(seg) = index.segments.get_mut(&seq) else {
+                            break;
+                        };
+                        seg.len = pos as u64;
+                        let seg = &seg.file;
                         seg.set_len(pos as u64)
                             .and_then(|()| seg.sync_all())
                             .map_err(|e| QueueError::io("truncate", &path, e))?;
@@ -746,7 +827,7 @@ impl Committer {
                 let queued = in_batch
                     .get(id)
                     .copied()
-                    .unwrap_or_else(|| index.messages.contains_key(id));
+                    .unwrap_or_else(|| index.is_queued(id));
                 if queued != want_queued {
                     results.push(Err(if queued {
                         QueueError::Duplicate(id.clone())
@@ -796,11 +877,13 @@ impl Committer {
             .ops
             .fetch_add(applied.len() as u64, Ordering::Relaxed);
         let mut index = Index::lock(&self.index);
+        if let Some(s) = index.segments.get_mut(&self.active.seq) {
+            s.len = self.active.len;
+        }
         for (i, loc) in applied {
-            match (&batch[i].op, loc) {
-                (Op::Put { id, .. }, Some(loc)) => index.put(id.clone(), loc),
-                (Op::Remove { id }, _) => index.remove(id),
-                (Op::Put { .. }, None) => {}
+            match &batch[i].op {
+                Op::Put { id, .. } => index.apply(id, self.active.seq, loc),
+                Op::Remove { id } => index.apply(id, self.active.seq, None),
             }
         }
         results
@@ -831,63 +914,51 @@ impl Committer {
 
     fn roll_over(&mut self) -> Result<(), QueueError> {
         let next = ActiveSegment::create(&self.journal, self.active.seq + 1)?;
-        Index::lock(&self.index).segments.insert(
-            next.seq,
-            Segment {
-                file: next.file.clone(),
-                live: 0,
-            },
-        );
+        Index::lock(&self.index)
+            .segments
+            .insert(next.seq, Segment::new(next.file.clone(), 0));
         self.active = next;
         Ok(())
     }
 
-    /// Closes a full segment, copies the live messages of the oldest segment forward when
-    /// too many are kept, and deletes dead segments, oldest first.
+    /// Closes a full segment, copies the live messages of the sparsest old segment
+    /// forward, and deletes segments nothing depends on any more.
     fn maintain(&mut self) -> Result<(), QueueError> {
         if self.active.len >= self.options.segment_bytes {
             self.roll_over()?;
         }
-        let too_many = Index::lock(&self.index).segments.len() > self.options.max_segments;
-        if too_many {
-            self.copy_forward_oldest()?;
+        let sparsest = Index::lock(&self.index).sparsest(self.active.seq);
+        if let Some(seq) = sparsest {
+            self.copy_forward(seq)?;
         }
-        let dead = Index::lock(&self.index).dead_prefix(self.active.seq);
-        if dead.is_empty() {
-            return Ok(());
-        }
-        for seq in &dead {
-            let p = self.journal.join(segment_name(*seq));
-            fs::remove_file(&p).map_err(|e| QueueError::io("remove", &p, e))?;
-            Index::lock(&self.index).segments.remove(seq);
-        }
-        sync_dir(&self.journal)
+        delete_dead_segments(
+            &mut Index::lock(&self.index),
+            &self.journal,
+            self.active.seq,
+        )?;
+        Ok(())
     }
 
-    /// Writes the live messages of the oldest segment again into the active one.
-    fn copy_forward_oldest(&mut self) -> Result<(), QueueError> {
-        let (oldest, live): (u64, Vec<(QueueId, Arc<File>, Loc)>) = {
+    /// Writes the live messages of segment `seq` again into the active one, so that `seq`
+    /// holds nothing live any more.
+    fn copy_forward(&mut self, seq: u64) -> Result<(), QueueError> {
+        let live: Vec<(QueueId, Arc<File>, Loc)> = {
             let index = Index::lock(&self.index);
-            let Some((&oldest, seg)) = index.segments.iter().next() else {
+            let Some(seg) = index.segments.get(&seq) else {
                 return Ok(());
             };
-            if oldest == self.active.seq {
-                return Ok(());
-            }
-            let live = index
-                .messages
-                .iter()
-                .filter(|(_, l)| l.seg == oldest)
-                .map(|(id, l)| (id.clone(), seg.file.clone(), *l))
-                .collect();
-            (oldest, live)
+            index
+                .queued()
+                .filter(|(_, l)| l.seg == seq)
+                .map(|(id, l)| (id.clone(), seg.file.clone(), l))
+                .collect()
         };
         let mut buf = Vec::new();
         let mut moved = Vec::new();
         for (id, f, loc) in live {
             let mut bytes = vec![0; loc.len];
             f.read_exact_at(&mut bytes, loc.offset)
-                .map_err(|e| QueueError::io("read", self.journal.join(segment_name(oldest)), e))?;
+                .map_err(|e| QueueError::io("read", self.journal.join(segment_name(seq)), e))?;
             let start = buf.len();
             let off = file::put_frame(&mut buf, &id, &bytes);
             moved.push((id, start + off, bytes.len()));
@@ -898,20 +969,55 @@ impl Committer {
         let base = self.active.len;
         self.append(&buf)
             .map_err(|e| QueueError::io("append to", self.active_path(), e))?;
-        let seq = self.active.seq;
+        let active = self.active.seq;
         let mut index = Index::lock(&self.index);
+        if let Some(s) = index.segments.get_mut(&active) {
+            s.len = self.active.len;
+        }
         for (id, at, len) in moved {
             // The committer is the only writer, so nothing superseded these copies meanwhile.
-            index.put(
-                id,
-                Loc {
-                    seg: seq,
+            index.apply(
+                &id,
+                active,
+                Some(Loc {
+                    seg: active,
                     offset: base + at as u64,
                     len,
-                },
+                }),
             );
         }
         Ok(())
+    }
+}
+
+/// Deletes the segments (never `keep`) that nothing depends on, in rounds: the directory
+/// is fsynced after each round, before the segments that depended on those become
+/// deletable, so a crash can never bring back a `Put` whose `Remove` is already gone.
+/// Returns what it deleted.
+fn delete_dead_segments(
+    index: &mut Index,
+    journal: &Path,
+    keep: u64,
+) -> Result<Vec<u64>, QueueError> {
+    let mut deleted = Vec::new();
+    loop {
+        let round = index.deletable(keep);
+        if round.is_empty() {
+            return Ok(deleted);
+        }
+        for seq in &round {
+            let p = journal.join(segment_name(*seq));
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io("remove", &p, e)),
+            }
+        }
+        sync_dir(journal)?;
+        for seq in round {
+            index.drop_segment(seq);
+            deleted.push(seq);
+        }
     }
 }
 
@@ -1181,37 +1287,92 @@ mod tests {
     }
 
     #[test]
-    fn full_segments_roll_over_and_dead_ones_are_deleted_oldest_first() {
+    fn full_segments_roll_over_and_dead_or_sparse_ones_are_reclaimed() {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             segment_bytes: 4 * 1024,
-            max_segments: 3,
         };
         let store = Store::open_with(dir.path(), opts).unwrap();
         let rt = rt();
-        // One long-lived (deferred) message, then a stream of mail that is delivered.
-        rt.block_on(store.commit(message("DEFERRED", &["slow@x"])))
-            .unwrap();
-        for i in 0..200 {
+        // Long-lived (deferred) messages, then a stream of mail that is delivered at once.
+        for q in ["DEFERRED1", "DEFERRED2"] {
+            rt.block_on(store.commit(message(q, &["slow@x"]))).unwrap();
+        }
+        let mut most = 0;
+        for i in 0..300 {
             let q = format!("M{i}");
             rt.block_on(store.commit(message(&q, &["a"]))).unwrap();
+            if i % 50 == 7 {
+                // An update supersedes the old copy.
+                let mut r = store.load(&id("DEFERRED2")).unwrap().envelope.recipients;
+                r[0].tries += 1;
+                rt.block_on(store.update(&id("DEFERRED2"), r)).unwrap();
+            }
             rt.block_on(store.remove(&id(&q))).unwrap();
-            assert!(
-                segments(dir.path()).len() <= 4,
-                "segments pile up: {:?}",
-                segments(dir.path())
-            );
+            most = most.max(segments(dir.path()).len());
         }
-        assert_eq!(queued_ids(&store), ["DEFERRED"]);
-        // DEFERRED was copied forward; the first segment is gone.
+        assert!(most <= 4, "segments pile up: {most}");
+        assert_eq!(queued_ids(&store), ["DEFERRED1", "DEFERRED2"]);
+        // The deferred messages were copied forward; the first segments are gone.
         assert!(!segments(dir.path()).contains(&"0000000000000001.seg".to_string()));
         assert_eq!(
-            store.load(&id("DEFERRED")).unwrap().body,
-            b"Subject: DEFERRED\n\nbody of DEFERRED\n"
+            store.load(&id("DEFERRED1")).unwrap().body,
+            b"Subject: DEFERRED1\n\nbody of DEFERRED1\n"
+        );
+        assert_eq!(
+            store.load(&id("DEFERRED2")).unwrap().envelope.recipients[0].tries,
+            6
         );
         drop(store);
         let store = Store::open_with(dir.path(), opts).unwrap();
-        assert_eq!(queued_ids(&store), ["DEFERRED"]);
+        assert_eq!(queued_ids(&store), ["DEFERRED1", "DEFERRED2"]);
+        assert_eq!(
+            store.load(&id("DEFERRED2")).unwrap().envelope.recipients[0].tries,
+            6
+        );
+    }
+
+    #[test]
+    fn a_removal_outlives_the_copy_it_cancels() {
+        // Segment 1: Put A. Segment 2: Remove A (+ filler). Deleting segment 2 first would
+        // bring A back after a crash; the index must keep it until segment 1 is gone.
+        let mut index = Index::default();
+        for seq in [1, 2] {
+            index.segments.insert(
+                seq,
+                Segment::new(Arc::new(tempfile::tempfile().unwrap()), 100),
+            );
+        }
+        index.apply(
+            &id("A"),
+            1,
+            Some(Loc {
+                seg: 1,
+                offset: 0,
+                len: 10,
+            }),
+        );
+        index.apply(
+            &id("B"),
+            1,
+            Some(Loc {
+                seg: 1,
+                offset: 10,
+                len: 10,
+            }),
+        );
+        index.apply(&id("A"), 2, None);
+        assert_eq!(
+            index.deletable(99),
+            Vec::<u64>::new(),
+            "B keeps 1, A's removal keeps 2"
+        );
+        index.apply(&id("B"), 2, None);
+        assert_eq!(index.deletable(99), [1], "only after 1 may 2 go");
+        index.drop_segment(1);
+        assert_eq!(index.deletable(99), [2]);
+        index.drop_segment(2);
+        assert!(index.ids.is_empty());
     }
 
     #[test]
