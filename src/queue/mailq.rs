@@ -270,6 +270,43 @@ mod tests {
     }
 
     #[test]
+    fn print_queue_lists_what_the_store_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut env = Envelope::new(
+            QueueId::new("6AO7QxZs027587").unwrap(),
+            "sender@client.example.test",
+        );
+        env.arrival = at_local(2026, 11, 24, 7, 26);
+        env.recipients = vec![Recipient::new("root")];
+        let msg = file::Message {
+            envelope: env,
+            body: b"Subject: queued from cli\r\n\r\nbody\r\n".to_vec(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(store.commit(msg)).unwrap();
+
+        let mut out = Vec::new();
+        assert_eq!(
+            print_queue(&store, "$ORACLE/run/mqueue", &mut out).unwrap(),
+            1
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), SAMPLE_40_ONE);
+
+        rt.block_on(store.remove(&QueueId::new("6AO7QxZs027587").unwrap()))
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            print_queue(&store, "$ORACLE/run/mqueue", &mut out).unwrap(),
+            0
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), SAMPLE_40_EMPTY);
+    }
+
+    #[test]
     fn prtstr_escapes_and_counts_columns() {
         let mut out = Vec::new();
         prtstr(&mut out, "a\tb", 10).unwrap();

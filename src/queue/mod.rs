@@ -6,7 +6,7 @@
 //! the message is on stable storage, [`QueueEntrySummary`] listings, whole
 //! [`QueuedMessage`]s for delivery, and the `mailq` / `-bp` report.
 //!
-//! * [`file`] — the on-disk formats: the queue file (versioned records closed by an END
+//! * [`file`](mod@file) — the on-disk formats: the queue file (versioned records closed by an END
 //!   record with the body length and a CRC-32) and the journal frames; sans-IO.
 //! * [`store`] — the journal on disk, durable group commit, update, remove, crash
 //!   recovery.
@@ -127,7 +127,8 @@ pub enum QueueError {
     /// The store was opened read-only (`mailq`): it cannot change the queue.
     #[error("queue opened read-only")]
     ReadOnly,
-    /// The committer thread is gone (it never exits while the store is alive).
+    /// The committer thread, or a blocking worker of the store, is gone (neither happens
+    /// while the store is alive, short of a panic).
     #[error("queue committer has stopped")]
     CommitterGone,
 }

@@ -35,11 +35,19 @@
 //!   and only then wakes the waiting commits (which may then answer `250`).
 //! * `update` (the runner's state changes) and `remove` are frames in the same batches.
 //! * a segment is closed at [`SEGMENT_BYTES`]; the new one is created and the directory
-//!   fsynced before any frame in it is acknowledged. Segments are deleted oldest first
-//!   (so a `Remove` never disappears while the `Put` it cancels survives), as soon as no
-//!   live message has its latest copy in them; when more than [`MAX_SEGMENTS`] are kept
-//!   alive by long-deferred mail, the live messages of the oldest are copied forward into
-//!   the active segment (one more batch) and it is deleted.
+//!   fsynced before any frame in it is acknowledged.
+//! * a closed segment is deleted once nothing depends on it: it holds no message's latest
+//!   copy, and no `Remove` in it still cancels a `Put` in another surviving segment (else
+//!   deleting it could bring a delivered message back after a crash). Deletions go in
+//!   rounds with a directory fsync between them for the same reason.
+//! * a closed segment less than half live (mail deferred for a long time among mail
+//!   long delivered) has its live messages copied forward into the active segment, one
+//!   segment per batch, so space is reclaimed; dense segments are left alone, which
+//!   bounds the copying to the data it frees.
+//!
+//! Measured here (`cargo bench --bench queue_commit`, 3,000 × 5 KiB, shared machine):
+//! 1 committer ≈3,400 msg/s, 20 ≈10,000, 100 ≈32,000, against ≈650–1,150 for one file
+//! with its own fsync + rename + directory fsync per message in the same run.
 //!
 //! The bench (`bench/queue_commit.rs`) compares this with the one-file-per-message design
 //! (write + fsync + rename + directory fsync per message) in the same run.
@@ -430,10 +438,18 @@ impl Store {
 
     /// Opens an existing queue for reading only (`mailq`): no lock, no recovery, no
     /// changes; a frame being written by the daemon right now ends that segment's replay.
+    /// A directory that no writing store has opened yet is an empty queue; a missing
+    /// directory is an error.
     /// `commit`, `update` and `remove` fail with [`QueueError::ReadOnly`].
     pub fn open_read_only(dir: &Path) -> Result<Store, QueueError> {
         let root = dir.to_path_buf();
-        let index = replay(&journal_dir(&root), false, &mut RecoveryReport::default())?;
+        fs::metadata(&root).map_err(|e| QueueError::io("open", &root, e))?;
+        let journal = journal_dir(&root);
+        let index = if journal.exists() {
+            replay(&journal, false, &mut RecoveryReport::default())?
+        } else {
+            Index::default() // no daemon has written this queue yet: it is empty
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
@@ -515,14 +531,21 @@ impl Store {
     /// runner must not update one message from two tasks at once.
     pub async fn update(&self, id: &QueueId, recipients: Vec<Recipient>) -> Result<(), QueueError> {
         let w = self.writer()?;
-        let mut msg = self.load(id)?;
-        check_same_recipients(id, &msg.envelope.recipients, &recipients)?;
-        msg.envelope.recipients = recipients;
+        let (store, id2) = (self.clone(), id.clone());
+        // Reading the current copy is file I/O: keep it off the async workers.
+        let file = tokio::task::spawn_blocking(move || {
+            let mut msg = store.load(&id2)?;
+            check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
+            msg.envelope.recipients = recipients;
+            Ok(file::encode(&msg))
+        })
+        .await
+        .map_err(|_| QueueError::CommitterGone)??;
         self.submit(
             w,
             Op::Put {
                 id: id.clone(),
-                file: file::encode(&msg),
+                file,
                 new: false,
             },
         )
@@ -1388,6 +1411,18 @@ mod tests {
 
         let ro = Store::open_read_only(dir.path()).unwrap();
         assert_eq!(ro.list().unwrap().len(), 1);
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(
+            Store::open_read_only(fresh.path())
+                .unwrap()
+                .list()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            Store::open_read_only(&fresh.path().join("nope")),
+            Err(QueueError::Io { .. })
+        ));
         assert!(matches!(
             rt.block_on(ro.commit(message("Q2", &["a"]))),
             Err(QueueError::ReadOnly)
