@@ -48,25 +48,27 @@ fn main() {
     );
     println!("load average before: {}", loadavg());
     println!(
-        "{:>10} | {:>11} | {:>14} | {:>7} | {:>14} | {:>13} | {:>20}",
+        "{:>10} | {:>11} | {:>14} | {:>7} | {:>10} | {:>10} | {:>13} | {:>20}",
         "committers",
         "group msg/s",
         "baseline msg/s",
         "speedup",
         "msgs/fsync",
+        "CPU us/msg",
         "bare journal",
         "group runs msg/s"
     );
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     for &c in &CONCURRENCY {
         let (mut group, mut baseline, mut per_batch) = (Vec::new(), Vec::new(), Vec::new());
-        let mut journal = Vec::new();
+        let (mut journal, mut cpu) = (Vec::new(), Vec::new());
         for rep in 0..reps {
             let dir = base.join(format!("group-{c}-{rep}"));
-            let (took, pb) = rt.block_on(group_commit(&dir, n, c));
+            let (took, pb, us) = rt.block_on(group_commit(&dir, n, c));
             fs::remove_dir_all(&dir).unwrap();
             group.push(rate(took));
             per_batch.push(pb);
+            cpu.push(us);
 
             let dir = base.join(format!("baseline-{c}-{rep}"));
             let took = rt.block_on(baseline_commit(&dir, n, c));
@@ -81,9 +83,10 @@ fn main() {
         let runs: Vec<String> = group.iter().map(|r| format!("{r:.0}")).collect();
         let (g, b) = (median(&mut group), median(&mut baseline));
         println!(
-            "{c:>10} | {g:>11.0} | {b:>14.0} | {:>6.1}x | {:>14.1} | {:>13.0} | {:>20}",
+            "{c:>10} | {g:>11.0} | {b:>14.0} | {:>6.1}x | {:>10.1} | {:>10.0} | {:>13.0} | {:>20}",
             g / b,
             median(&mut per_batch),
+            median(&mut cpu),
             median(&mut journal),
             runs.join(" ")
         );
@@ -115,9 +118,11 @@ fn message(i: usize) -> Message {
     }
 }
 
-/// Returns the wall time and the average number of messages per directory fsync.
-async fn group_commit(dir: &Path, n: usize, c: usize) -> (Duration, f64) {
+/// Returns the wall time, the average number of messages per fdatasync, and the CPU time
+/// (user + system, whole process) per message.
+async fn group_commit(dir: &Path, n: usize, c: usize) -> (Duration, f64, f64) {
     let store = Store::open(dir).unwrap();
+    let cpu_start = cpu_time();
     let start = Instant::now();
     let tasks: Vec<_> = (0..c)
         .map(|t| {
@@ -133,9 +138,22 @@ async fn group_commit(dir: &Path, n: usize, c: usize) -> (Duration, f64) {
         t.await.unwrap();
     }
     let took = start.elapsed();
+    let cpu = cpu_time() - cpu_start;
     let s = store.committer_stats();
     assert_eq!(store.list().unwrap().len(), n);
-    (took, s.ops as f64 / s.batches.max(1) as f64)
+    (
+        took,
+        s.ops as f64 / s.batches.max(1) as f64,
+        cpu.as_secs_f64() * 1e6 / n as f64,
+    )
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let d =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    d(u.user_time()) + d(u.system_time())
 }
 
 async fn baseline_commit(dir: &Path, n: usize, c: usize) -> Duration {
