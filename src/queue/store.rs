@@ -174,9 +174,22 @@ struct Inner {
 }
 
 struct Writer {
-    committer: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    committer: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
     stats: Arc<Counters>,
     _lock: Flock<File>,
+}
+
+impl Drop for Writer {
+    /// Lets the committer finish its last batch before the lock is released, so that a
+    /// store opened next never sees a frame still being written.
+    fn drop(&mut self) {
+        drop(self.committer.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What the segments on disk say: where the latest copy of each message is, and which
@@ -413,7 +426,7 @@ impl Store {
             stats: stats.clone(),
             options,
         };
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("queue-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| QueueError::io("spawn committer for", &journal, e))?;
@@ -424,7 +437,8 @@ impl Store {
                 index,
                 commits: watch::Sender::new(0),
                 writer: Some(Writer {
-                    committer: tx,
+                    committer: Some(tx),
+                    thread: Some(thread),
                     stats,
                     _lock: lock,
                 }),
@@ -603,6 +617,8 @@ impl Store {
     async fn submit(&self, w: &Writer, op: Op) -> Result<(), QueueError> {
         let (done, wait) = oneshot::channel();
         w.committer
+            .as_ref()
+            .ok_or(QueueError::CommitterGone)?
             .send(Job { op, done })
             .map_err(|_| QueueError::CommitterGone)?;
         wait.await.map_err(|_| QueueError::CommitterGone)?
