@@ -35,26 +35,64 @@ use crate::config::{self, Config};
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
+use crate::policy::BuiltinPolicy;
 use crate::queue::id::QueueIdGen;
 use crate::shutdown::{SessionGuard, Shutdown};
+use crate::smtp::session::{HelpText, Policy};
+use crate::stats::Stats;
 use crate::sysexits::{EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
 
 /// How long sessions may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// What every session shares. The configuration is swapped whole on SIGHUP; a session keeps
-/// the `Arc<Config>` it started with.
-#[derive(Debug)]
+/// How often the `StatusFile` counters are written (and once more at exit).
+pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// What one configuration gives the sessions; swapped whole on SIGHUP, while a session keeps
+/// the one it started with.
+pub struct Current {
+    pub config: Arc<Config>,
+    pub policy: Arc<dyn Policy>,
+    pub help: Option<Arc<HelpText>>,
+}
+
+impl Current {
+    pub fn new(config: Config) -> Current {
+        let policy: Arc<dyn Policy> = Arc::new(BuiltinPolicy::from_config(&config));
+        let help = config
+            .options
+            .help_file
+            .as_deref()
+            .and_then(|p| HelpText::load(p).ok())
+            .map(Arc::new);
+        Current {
+            config: Arc::new(config),
+            policy,
+            help,
+        }
+    }
+}
+
+/// What every session shares.
 pub struct Shared {
-    config: RwLock<Arc<Config>>,
+    current: RwLock<Arc<Current>>,
     pub logger: Logger,
-    pub qids: QueueIdGen,
+    pub qids: Arc<QueueIdGen>,
     pub hosts: RwLock<Arc<Hosts>>,
+    /// `StatusFile` counters (None when the option is not set).
+    pub stats: Option<Stats>,
 }
 
 impl Shared {
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current().config.clone()
     }
 
     pub fn hosts(&self) -> Arc<Hosts> {
@@ -70,7 +108,10 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
             for e in &errors {
                 eprintln!("{e}");
             }
-            eprintln!("sendmail: {} configuration error(s); not started", errors.len());
+            eprintln!(
+                "sendmail: {} configuration error(s); not started",
+                errors.len()
+            );
             Err(EX_CONFIG)
         }
     }
@@ -96,19 +137,30 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         logger.log(
             Severity::Info,
             None,
-            format_args!("debug flags -d{} accepted and ignored", inv.args.debug.join(",")),
+            format_args!(
+                "debug flags -d{} accepted and ignored",
+                inv.args.debug.join(",")
+            ),
         );
     }
     let opened = match listener::open_all(&cfg.daemons) {
         Ok(o) => o,
         Err(e) => {
-            logger.log(Severity::Crit, None, format_args!("SYSERR: opendaemonsocket: {e}"));
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: opendaemonsocket: {e}"),
+            );
             eprintln!("sendmail: {e}");
             return EX_OSERR;
         }
     };
     for s in &opened.skipped {
-        logger.log(Severity::Warning, None, format_args!("opendaemonsocket: {s}"));
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!("opendaemonsocket: {s}"),
+        );
     }
     if !foreground {
         match detach() {
@@ -120,28 +172,50 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             }
         }
     }
-    let pid_path = cfg.options.pid_file.clone();
-    let _pid_file = match pid_path.as_deref().map(|p| PidFile::create(p, &inv.command_line)) {
-        Some(Err(e)) => {
+    let pid_path = PathBuf::from(cfg.options.pid_file.expand(&cfg));
+    let _pid_file = match PidFile::create(&pid_path, &inv.command_line) {
+        Err(e) => {
             logger.log(Severity::Err, None, format_args!("{e}"));
             None
         }
-        Some(Ok(f)) => Some(f),
-        None => None,
+        Ok(f) => Some(f),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let stats = cfg.options.status_file.as_deref().and_then(|p| {
+        let names =
+            crate::stats::mailstats::mailer_slots(cfg.mailers.iter().map(|m| m.name.as_str()));
+        match Stats::load(p, &names) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("statistics not kept: {e}"),
+                );
+                None
+            }
+        }
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
-            logger.log(Severity::Crit, None, format_args!("SYSERR: cannot start runtime: {e}"));
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: cannot start runtime: {e}"),
+            );
             return EX_SOFTWARE;
         }
     };
     let hosts = Hosts::load(Path::new("/etc/hosts"));
     let shared = Arc::new(Shared {
-        config: RwLock::new(Arc::new(cfg)),
+        current: RwLock::new(Arc::new(Current::new(cfg))),
         logger,
-        qids: QueueIdGen::new(),
+        qids: Arc::new(QueueIdGen::new()),
         hosts: RwLock::new(Arc::new(hosts)),
+        stats,
     });
     logger_start_line(&shared.logger, &inv);
     runtime.block_on(serve(inv, shared, opened.listeners))
@@ -152,9 +226,17 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
 pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
     let syslog_path = PathBuf::from("/dev/log");
     let syslog = syslog_path.exists();
-    let file = cfg.options.log_file.clone();
+    let file = cfg
+        .options
+        .log_file
+        .as_ref()
+        .map(|t| PathBuf::from(t.expand(cfg)));
     Logger::new(LogConfig {
-        ident: inv.args.log_tag.clone().unwrap_or_else(|| "sendmail".to_string()),
+        ident: inv
+            .args
+            .log_tag
+            .clone()
+            .unwrap_or_else(|| "sendmail".to_string()),
         level: cfg.options.log_level,
         syslog,
         stderr: foreground && !syslog && file.is_none(),
@@ -177,7 +259,11 @@ fn logger_start_line(logger: &Logger, inv: &Invocation) {
         format_args!("starting daemon ({}): {what}", crate::VERSION),
     );
     if logger.level() > 9 {
-        logger.log(Severity::Info, None, format_args!("started as: {}", inv.command_line));
+        logger.log(
+            Severity::Info,
+            None,
+            format_args!("started as: {}", inv.command_line),
+        );
     }
 }
 
@@ -192,7 +278,11 @@ fn detach() -> nix::Result<bool> {
         ForkResult::Parent { .. } => Ok(true),
         ForkResult::Child => {
             setsid()?;
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 nix::unistd::dup2_stdin(&null)?;
                 nix::unistd::dup2_stdout(&null)?;
                 nix::unistd::dup2_stderr(&null)?;
@@ -219,22 +309,23 @@ impl PidFile {
             .mode(0o600)
             .open(path)
             .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
-        let mut lock =
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-                |_| {
-                    format!(
-                        "unable to write pid to {}: file in use by another process",
-                        path.display()
-                    )
-                },
-            )?;
+        let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+            format!(
+                "unable to write pid to {}: file in use by another process",
+                path.display()
+            )
+        })?;
         let write = |f: &mut File| -> std::io::Result<()> {
             f.set_len(0)?;
             writeln!(f, "{}\n{command_line}", std::process::id())?;
             f.sync_all()
         };
         write(&mut lock).map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
-        Ok(PidFile { path: path.to_path_buf(), _lock: lock })
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 }
 
@@ -261,12 +352,33 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
         running.insert(key, start(l, &shared, &shutdown));
     }
+    let (stats_stop, stats_stopped) = oneshot::channel::<()>();
+    let stats_task = shared.stats.clone().map(|stats| {
+        let logger = shared.logger.clone();
+        tokio::spawn(stats.save_periodically(
+            STATS_SAVE_EVERY,
+            async move {
+                let _ = stats_stopped.await;
+            },
+            move |e| {
+                logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("statistics not saved: {e}"),
+                )
+            },
+        ))
+    });
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        shared.logger.log(Severity::Crit, None, format_args!("SYSERR: cannot install signal handlers"));
+        shared.logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: cannot install signal handlers"),
+        );
         return EX_OSERR;
     };
     loop {
@@ -276,7 +388,11 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
             _ = int.recv() => break,
         }
     }
-    shared.logger.log(Severity::Info, Some("NOQUEUE"), format_args!("stopping daemon, reason=signal"));
+    shared.logger.log(
+        Severity::Info,
+        Some("NOQUEUE"),
+        format_args!("stopping daemon, reason=signal"),
+    );
     for (_, r) in running.drain() {
         let _ = r.stop.send(());
         let _ = r.task.await;
@@ -286,8 +402,15 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         shared.logger.log(
             Severity::Warning,
             None,
-            format_args!("sessions still open after {}s; exiting", SHUTDOWN_GRACE.as_secs()),
+            format_args!(
+                "sessions still open after {}s; exiting",
+                SHUTDOWN_GRACE.as_secs()
+            ),
         );
+    }
+    let _ = stats_stop.send(());
+    if let Some(t) = stats_task {
+        let _ = t.await;
     }
     EX_OK
 }
@@ -300,7 +423,11 @@ async fn reload(
     running: &mut HashMap<ListenerKey, Running>,
 ) {
     let argv0 = inv.command_line.split(' ').next().unwrap_or("sendmail");
-    shared.logger.log(Severity::Info, None, format_args!("restarting {argv0} due to signal"));
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("restarting {argv0} due to signal"),
+    );
     let cfg = match config::load(&inv.source, &inv.overrides) {
         Ok(c) => c,
         Err(errors) => {
@@ -319,7 +446,9 @@ async fn reload(
         }
     };
     for w in &cfg.warnings {
-        shared.logger.log(Severity::Warning, None, format_args!("{w}"));
+        shared
+            .logger
+            .log(Severity::Warning, None, format_args!("{w}"));
     }
     let wanted: Vec<ListenerKey> = cfg
         .daemons
@@ -327,8 +456,11 @@ async fn reload(
         .map(|d| (d.clone(), listener::v6only(d, &cfg.daemons)))
         .collect();
     // Close the ones that changed or went away first: a reopened one may need their port.
-    let gone: Vec<ListenerKey> =
-        running.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+    let gone: Vec<ListenerKey> = running
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .cloned()
+        .collect();
     for k in gone {
         if let Some(r) = running.remove(&k) {
             let _ = r.stop.send(());
@@ -358,10 +490,16 @@ async fn reload(
             ),
         }
     }
-    *shared.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Current::new(cfg));
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(Hosts::load(Path::new("/etc/hosts")));
-    shared.logger.reopen();
+    if let Err(e) = shared.logger.reopen() {
+        shared.logger.log(
+            Severity::Err,
+            None,
+            format_args!("cannot reopen the mail log: {e}"),
+        );
+    }
     shared.logger.log(
         Severity::Info,
         None,
@@ -410,14 +548,16 @@ async fn accept_loop(
 ) {
     match l.socket {
         Bound::Tcp(std_l) => {
-            let Ok(tl) = tokio::net::TcpListener::from_std(std_l) else { return };
+            let Ok(tl) = tokio::net::TcpListener::from_std(std_l) else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = &mut stopped => return,
                     r = tl.accept() => match r {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            let session = serve_client(
+                            let session = crate::inbound::serve_client(
                                 stream, Peer::Tcp(peer), daemon.clone(), shared.clone(), guards.make());
                             tokio::spawn(session);
                         }
@@ -427,13 +567,15 @@ async fn accept_loop(
             }
         }
         Bound::Unix(std_l, _unlink) => {
-            let Ok(ul) = tokio::net::UnixListener::from_std(std_l) else { return };
+            let Ok(ul) = tokio::net::UnixListener::from_std(std_l) else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = &mut stopped => return,
                     r = ul.accept() => match r {
                         Ok((stream, _)) => {
-                            let session = serve_client(
+                            let session = crate::inbound::serve_client(
                                 stream, Peer::Local, daemon.clone(), shared.clone(), guards.make());
                             tokio::spawn(session);
                         }

@@ -56,7 +56,10 @@ mod tests {
         );
         assert_eq!(h.name_of("127.0.0.1".parse().unwrap()), Some("localhost"));
         assert_eq!(h.name_of("::1".parse().unwrap()), Some("localhost"));
-        assert_eq!(h.name_of("::ffff:127.0.0.1".parse().unwrap()), Some("localhost"));
+        assert_eq!(
+            h.name_of("::ffff:127.0.0.1".parse().unwrap()),
+            Some("localhost")
+        );
         assert_eq!(h.name_of("10.0.0.1".parse().unwrap()), None);
     }
 }

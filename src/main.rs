@@ -12,6 +12,13 @@ fn main() {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // mailstats has its own flags (-C -c -f -o -p -P), not sendmail's.
+    let prog = argv
+        .first()
+        .map(|a| Path::new(a).file_name().unwrap_or_default().to_owned());
+    if prog.as_deref() == Some(std::ffi::OsStr::new("mailstats")) {
+        std::process::exit(stats::run_mailstats(&argv));
+    }
     let inv = match cli::parse(&argv, Path::new(cli::SYSTEM_CF)) {
         Ok(inv) => inv,
         Err(e) => {
@@ -21,7 +28,7 @@ fn main() {
     };
     let code = match inv.mode {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
-        Mode::Mailstats => stats::mailstats_main(&inv),
+        Mode::Mailstats => stats::run_mailstats(&argv),
         ref other => {
             eprintln!("sendmail: {other:?} mode is not implemented yet");
             EX_UNAVAILABLE

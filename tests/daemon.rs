@@ -11,7 +11,7 @@ use support::{Daemon, Smtp, WAIT, run};
 /// The seed's configuration: one IPv6 and one IPv4 daemon, on ports the kernel picks.
 const SEED_CF: &str = "\
 # sendmail.cf for the listener tests
-Dj mta.example.test
+Djmta.example.test
 O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1
 O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
 ";
@@ -35,15 +35,27 @@ fn greets_on_ipv6_and_ipv4_from_the_cf() {
     let mut c = Smtp::connect(v6);
     assert_greeting(&c.reply());
     let ehlo = c.cmd("EHLO client.example.test");
-    assert!(ehlo[0].starts_with("250-mta.example.test Hello "), "{ehlo:?}");
-    assert!(ehlo[0].contains("[IPv6:0:0:0:0:0:0:0:1]"), "uncompressed IPv6: {ehlo:?}");
+    assert!(
+        ehlo[0].starts_with("250-mta.example.test Hello "),
+        "{ehlo:?}"
+    );
+    assert!(
+        ehlo[0].contains("[IPv6:0:0:0:0:0:0:0:1]"),
+        "uncompressed IPv6: {ehlo:?}"
+    );
     assert!(ehlo.last().unwrap().starts_with("250 "), "{ehlo:?}");
-    assert_eq!(c.cmd("QUIT")[0], "221 2.0.0 mta.example.test closing connection");
+    assert_eq!(
+        c.cmd("QUIT")[0],
+        "221 2.0.0 mta.example.test closing connection"
+    );
 
     let mut c = Smtp::connect(v4);
     assert_greeting(&c.reply());
     let helo = c.cmd("HELO client.example.test");
-    assert!(helo[0].contains("[127.0.0.1], pleased to meet you"), "{helo:?}");
+    assert!(
+        helo[0].contains("[127.0.0.1], pleased to meet you"),
+        "{helo:?}"
+    );
     c.cmd("QUIT");
 
     let log = d.wait_log("connect from");
@@ -68,8 +80,14 @@ fn command_line_daemons_replace_the_cf_ones() {
     assert_greeting(&Smtp::connect(v6).reply());
     assert_greeting(&Smtp::connect(v4).reply());
     let log = d.log_text();
-    assert!(!log.contains("daemon MTA-v6: listening"), "cf daemon opened:\n{log}");
-    assert!(!log.contains("daemon MTA-v4: listening"), "cf daemon opened:\n{log}");
+    assert!(
+        !log.contains("daemon MTA-v6: listening"),
+        "cf daemon opened:\n{log}"
+    );
+    assert!(
+        !log.contains("daemon MTA-v4: listening"),
+        "cf daemon opened:\n{log}"
+    );
 }
 
 #[test]
@@ -86,7 +104,9 @@ fn client_that_quits_after_ehlo_is_logged_with_the_daemon_name() {
         .find(|l| l.contains("during connection to MTA-v6"))
         .unwrap();
     assert!(
-        line.contains("[IPv6:0:0:0:0:0:0:0:1] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA-v6"),
+        line.contains(
+            "[IPv6:0:0:0:0:0:0:0:1] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA-v6"
+        ),
         "{line}"
     );
 
@@ -108,7 +128,8 @@ fn hup_adds_a_third_daemon_while_a_session_is_open() {
     open.reply();
     open.cmd("EHLO client.example.test");
 
-    let third = format!("{SEED_CF}O DaemonPortOptions=Name=MTA-third, Family=inet6, Port=0, Addr=::1\n");
+    let third =
+        format!("{SEED_CF}O DaemonPortOptions=Name=MTA-third, Family=inet6, Port=0, Addr=::1\n");
     std::fs::write(&d.cf, third).unwrap();
     d.signal(Signal::SIGHUP);
     let log = d.wait_log("configuration reloaded");
@@ -119,7 +140,10 @@ fn hup_adds_a_third_daemon_while_a_session_is_open() {
 
     // The session that was open carries on, and the unchanged daemons kept their sockets.
     assert_eq!(open.cmd("NOOP")[0], "250 2.0.0 OK");
-    assert_eq!(open.cmd("QUIT")[0], "221 2.0.0 mta.example.test closing connection");
+    assert_eq!(
+        open.cmd("QUIT")[0],
+        "221 2.0.0 mta.example.test closing connection"
+    );
     assert_greeting(&Smtp::connect(v6).reply());
     assert_greeting(&Smtp::connect(v4).reply());
 }
@@ -128,10 +152,17 @@ fn hup_adds_a_third_daemon_while_a_session_is_open() {
 fn hup_with_a_broken_config_keeps_the_running_one() {
     let mut d = Daemon::start(SEED_CF, &[]);
     let v6 = d.addr_of("MTA-v6");
-    std::fs::write(&d.cf, format!("{SEED_CF}O DaemonPortOptions=Name=Bad, Family=inet7\n")).unwrap();
+    std::fs::write(
+        &d.cf,
+        format!("{SEED_CF}O DaemonPortOptions=Name=Bad, Family=inet7\n"),
+    )
+    .unwrap();
     d.signal(Signal::SIGHUP);
     let log = d.wait_log("the running configuration is kept");
-    assert!(log.contains("sendmail.cf:5:"), "error names file and line:\n{log}");
+    assert!(
+        log.contains("sendmail.cf:5:"),
+        "error names file and line:\n{log}"
+    );
     assert!(log.contains("Unknown address family inet7"), "{log}");
     assert_greeting(&Smtp::connect(v6).reply());
 }
@@ -159,7 +190,10 @@ fn refuses_to_start_on_an_address_not_on_this_host() {
     assert!(started.elapsed() < WAIT);
     assert_eq!(out.status.code(), Some(71), "EX_OSERR");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("daemon Elsewhere: cannot bind 192.0.2.1:0"), "{err}");
+    assert!(
+        err.contains("daemon Elsewhere: cannot bind 192.0.2.1:0"),
+        "{err}"
+    );
     assert!(err.contains("not on this host"), "{err}");
     assert!(!pid.exists(), "no pid file for a daemon that did not start");
 }
@@ -170,9 +204,18 @@ fn bad_daemon_options_are_errors_naming_file_line_and_expectation() {
         ("Bddr=::1, Name=Typo", "unknown key \"Bddr\""),
         ("Name=X, Family=inet7", "Unknown address family inet7"),
         ("Name=X, Port=70000", "expected a port number"),
-        ("Name=X, Port=nosuchservice", "service \"nosuchservice\" unknown"),
-        ("Name=X, Family=inet6, Addr=127.0.0.1", "host \"127.0.0.1\" unknown"),
-        ("Name=X, Family=inet, Addr=1.2.3.4.5", "expected an IPv4 address"),
+        (
+            "Name=X, Port=nosuchservice",
+            "service \"nosuchservice\" unknown",
+        ),
+        (
+            "Name=X, Family=inet6, Addr=127.0.0.1",
+            "host \"127.0.0.1\" unknown",
+        ),
+        (
+            "Name=X, Family=inet, Addr=1.2.3.4.5",
+            "expected an IPv4 address",
+        ),
     ];
     for (value, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -181,7 +224,10 @@ fn bad_daemon_options_are_errors_naming_file_line_and_expectation() {
         let out = run(&["-bD", "-C", cf.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "EX_CONFIG for {value}: {err}");
-        assert!(err.contains("bad.cf:2:"), "file and line for {value}: {err}");
+        assert!(
+            err.contains("bad.cf:2:"),
+            "file and line for {value}: {err}"
+        );
         assert!(err.contains(expected), "{expected:?} for {value}: {err}");
     }
     // The same from the command line.
@@ -202,7 +248,10 @@ fn sigterm_stops_cleanly_and_removes_the_pid_file() {
     assert!(cmd.contains("-bD -C ") && cmd.ends_with("-q30m"), "{cmd}");
     assert!(d.stop().success());
     assert!(!d.pid_file.exists());
-    assert!(d.log_text().contains("NOQUEUE: stopping daemon, reason=signal"));
+    assert!(
+        d.log_text()
+            .contains("NOQUEUE: stopping daemon, reason=signal")
+    );
 }
 
 #[test]
@@ -233,7 +282,10 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
     // The daemon we started (by its pid file) serves, then stops on SIGTERM.
     let line = loop {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = l.lines().find(|x| x.contains("daemon MTA-v6: listening on ")) {
+        if let Some(line) = l
+            .lines()
+            .find(|x| x.contains("daemon MTA-v6: listening on "))
+        {
             break line.to_string();
         }
         assert!(start.elapsed() < WAIT, "no listening line:\n{l}");
@@ -251,7 +303,7 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
 #[test]
 fn inet6_wildcard_alone_is_dual_stack_and_shows_ipv4_clients_as_ipv4() {
     let mut d = Daemon::start(
-        "Dj mta.example.test\nO DaemonPortOptions=Name=Any6, Family=inet6, Port=0\n",
+        "Djmta.example.test\nO DaemonPortOptions=Name=Any6, Family=inet6, Port=0\n",
         &[],
     );
     let addr = d.addr_of("Any6");
@@ -270,7 +322,7 @@ fn inet_and_inet6_on_one_port_both_listen() {
     drop(probe);
     let mut d = Daemon::start(
         &format!(
-            "Dj mta.example.test\n\
+            "Djmta.example.test\n\
              O DaemonPortOptions=Name=MTA-v4, Family=inet, Port={port}\n\
              O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port={port}\n"
         ),
@@ -318,14 +370,21 @@ fn without_root_port_25_is_refused_with_the_option_to_change_it() {
         std::process::Command::new(support::sendmail_bin())
     };
     let out = cmd
-        .args(["-bD", "-O", "DaemonPortOptions=Name=MTA-v4, Family=inet, Port=25, Addr=127.0.0.1"])
+        .args([
+            "-bD",
+            "-O",
+            "DaemonPortOptions=Name=MTA-v4, Family=inet, Port=25, Addr=127.0.0.1",
+        ])
         .args(["-O", "PidFile=/nonexistent/sendmail.pid"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(71), "{err}");
-    assert!(err.contains("daemon MTA-v4: cannot bind 127.0.0.1:25: Permission denied"), "{err}");
+    assert!(
+        err.contains("daemon MTA-v4: cannot bind 127.0.0.1:25: Permission denied"),
+        "{err}"
+    );
     assert!(err.contains("ports below 1024 need root"), "{err}");
     assert!(err.contains("DaemonPortOptions"), "{err}");
 }

@@ -80,7 +80,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("TempFileMode", Some('F')),
     n("SaveFromLine", Some('f')),
     n("MatchGECOS", Some('G')),
-    n("HelpFile", Some('H')),
+    s("HelpFile", Some('H')),
     n("MaxHopCount", Some('h')),
     n("ResolverOptions", Some('I')),
     n("IgnoreDots", Some('i')),
@@ -687,6 +687,9 @@ pub struct Options {
     pub log_file: Option<Text>,
     /// `PidFile`, default `/var/run/sendmail.pid` (sendmail's Linux `_PATH_SENDMAILPID`).
     pub pid_file: Text,
+    /// `HelpFile`: the text HELP answers from (none: `502 5.3.0 Sendmail … -- HELP not
+    /// implemented`).
+    pub help_file: Option<PathBuf>,
     /// `StatusFile`; `None` = no statistics kept.
     pub status_file: Option<PathBuf>,
     /// `QueueDirectory`, default `/var/spool/mqueue`.
@@ -753,6 +756,7 @@ impl Default for Options {
             smtp_greeting_message: Text::cf("$j Sendmail $v ready at $b"),
             log_level: 9,
             log_file: None,
+            help_file: None,
             pid_file: Text::cf("/var/run/sendmail.pid"),
             status_file: None,
             queue_directory: PathBuf::from("/var/spool/mqueue"),
@@ -822,6 +826,7 @@ impl Options {
             "LogLevel" => self.log_level = parse_number(value)?,
             "LogFile" => self.log_file = Some(text()),
             "PidFile" => self.pid_file = text(),
+            "HelpFile" => self.help_file = Some(path()?),
             "StatusFile" => self.status_file = Some(path()?),
             "QueueDirectory" => self.queue_directory = path()?,
             "AliasFile" => {
@@ -995,6 +1000,7 @@ mod tests {
                 "SmtpGreetingMessage"
                 | "LogFile"
                 | "PidFile"
+                | "HelpFile"
                 | "StatusFile"
                 | "QueueDirectory"
                 | "AliasFile"

@@ -625,6 +625,11 @@ pub fn local_error() -> Reply {
     )
 }
 
+/// The relay check's refusal (sendmail's check_rcpt: `550 5.7.1 <a@b>... Relaying denied`).
+pub fn relaying_denied(addr: &str) -> Reply {
+    Reply::new(550, Some("5.7.1"), format!("{addr}... Relaying denied"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

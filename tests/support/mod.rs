@@ -47,7 +47,10 @@ impl Daemon {
             .arg("-O")
             .arg(format!("PidFile={}", pid_file.display()))
             .arg("-O")
-            .arg(format!("StatusFile={}", dir.path().join("sendmail.st").display()))
+            .arg(format!(
+                "StatusFile={}",
+                dir.path().join("sendmail.st").display()
+            ))
             .arg("-O")
             .arg("LogLevel=14")
             .args(args)
@@ -56,7 +59,13 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut d = Daemon { child: Some(child), dir, cf, log, pid_file };
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            cf,
+            log,
+            pid_file,
+        };
         d.wait_log("starting daemon");
         d
     }
@@ -88,9 +97,14 @@ impl Daemon {
                 if let Some(e) = self.child.as_mut().unwrap().stderr.as_mut() {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("daemon exited ({status}) before logging {needle:?}\nstderr: {err}\nlog:\n{text}");
+                panic!(
+                    "daemon exited ({status}) before logging {needle:?}\nstderr: {err}\nlog:\n{text}"
+                );
             }
-            assert!(start.elapsed() < WAIT, "no {needle:?} in the log after {WAIT:?}:\n{text}");
+            assert!(
+                start.elapsed() < WAIT,
+                "no {needle:?} in the log after {WAIT:?}:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -101,7 +115,8 @@ impl Daemon {
         let text = self.wait_log(&needle);
         let line = text.lines().rev().find(|l| l.contains(&needle)).unwrap();
         let addr = line.split(&needle).nth(1).unwrap().trim();
-        addr.parse().unwrap_or_else(|_| panic!("not a socket address: {addr}"))
+        addr.parse()
+            .unwrap_or_else(|_| panic!("not a socket address: {addr}"))
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -169,7 +184,10 @@ impl Smtp {
 
     fn from_stream(s: TcpStream) -> Smtp {
         s.set_read_timeout(Some(WAIT)).unwrap();
-        Smtp { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+        Smtp {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
     }
 
     /// Reads one reply; returns its lines without CRLF.
@@ -196,13 +214,15 @@ impl Smtp {
     }
 
     pub fn send(&mut self, line: &str) {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
     }
 
     /// Whether the server has closed the connection (reads to EOF).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(_))
+        self.reader.read_to_end(&mut rest).is_ok()
     }
 }
 
