@@ -388,3 +388,55 @@ fn without_root_port_25_is_refused_with_the_option_to_change_it() {
     assert!(err.contains("ports below 1024 need root"), "{err}");
     assert!(err.contains("DaemonPortOptions"), "{err}");
 }
+
+#[test]
+fn mailstats_counts_connections_per_daemon_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("sendmail.st");
+    // As with sendmail, statistics are kept only when the file exists.
+    std::fs::write(&status, "").unwrap();
+    let status_opt = format!("StatusFile={}", status.display());
+    let mailstats = dir.path().join("mailstats");
+    std::os::unix::fs::symlink(support::sendmail_bin(), &mailstats).unwrap();
+    let report = || {
+        let out = std::process::Command::new(&mailstats)
+            .args(["-f", status.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Our per-daemon table: ` D    conns     msgs       bytes  rejects  Daemon`.
+    let conns_of = |text: &str, name: &str| -> u64 {
+        let table = text
+            .split(" D ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no daemon table:\n{text}"));
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{text}"));
+        row.split_whitespace().next().unwrap().parse().unwrap()
+    };
+
+    for (round, expected_v6) in [(1, 2), (2, 3)] {
+        let mut d = Daemon::start(SEED_CF, &["-O", &status_opt]);
+        let v6 = d.addr_of("MTA-v6");
+        let v4 = d.addr_of("MTA-v4");
+        let sessions = if round == 1 { 2 } else { 1 };
+        for _ in 0..sessions {
+            let mut c = Smtp::connect(v6);
+            c.reply();
+            c.cmd("QUIT");
+        }
+        let mut c = Smtp::connect(v4);
+        c.reply();
+        c.cmd("QUIT");
+        d.wait_log_count("did not issue MAIL/EXPN/VRFY/ETRN", sessions + 1);
+        assert!(d.stop().success());
+        let text = report();
+        assert!(text.starts_with("Statistics from "), "{text}");
+        assert_eq!(conns_of(&text, "MTA-v6"), expected_v6, "{text}");
+        assert_eq!(conns_of(&text, "MTA-v4"), round, "{text}");
+    }
+}

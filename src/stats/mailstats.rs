@@ -290,6 +290,8 @@ pub fn mailstats_cli(
             }
         }
     }
+    // Like the daemon: without -C and without the system cf, the embedded default applies.
+    let embedded = cf.is_none() && !submit && !system_cf.exists();
     let cf = cf.unwrap_or_else(|| {
         if submit {
             system_cf.with_file_name("submit.cf")
@@ -297,7 +299,12 @@ pub fn mailstats_cli(
             system_cf.to_path_buf()
         }
     });
-    let text = match fs::read(&cf) {
+    let read = if embedded {
+        Ok(crate::config::DEFAULT_CF.as_bytes().to_vec())
+    } else {
+        fs::read(&cf)
+    };
+    let text = match read {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
             let _ = writeln!(err, "mailstats: {}: {}", cf.display(), plain_io(&e));
