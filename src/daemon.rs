@@ -36,11 +36,12 @@ use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
 use crate::policy::BuiltinPolicy;
+use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
 use crate::shutdown::{SessionGuard, Shutdown};
 use crate::smtp::session::{HelpText, Policy};
 use crate::stats::Stats;
-use crate::sysexits::{EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
+use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
 
 /// How long sessions may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -81,6 +82,8 @@ pub struct Shared {
     pub hosts: RwLock<Arc<Hosts>>,
     /// `StatusFile` counters (None when the option is not set).
     pub stats: Option<Stats>,
+    /// The mail queue (`QueueDirectory`).
+    pub queue: Store,
 }
 
 impl Shared {
@@ -162,6 +165,18 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("opendaemonsocket: {s}"),
         );
     }
+    // Open the queue once in the foreground so that an unusable queue is reported before
+    // detaching; it is reopened after the fork (the store runs a committer thread).
+    let qdir = cfg.options.queue_directory.clone();
+    if let Err(e) = Store::open(&qdir) {
+        logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: queue {}: {e}", qdir.display()),
+        );
+        eprintln!("sendmail: queue {}: {e}", qdir.display());
+        return EX_CANTCREAT;
+    }
     if !foreground {
         match detach() {
             Ok(true) => return EX_OK, // the parent
@@ -195,6 +210,25 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             }
         }
     });
+    let queue = match Store::open(&qdir) {
+        Ok(q) => q,
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: queue {}: {e}", qdir.display()),
+            );
+            return EX_CANTCREAT;
+        }
+    };
+    let report = queue.recovery_report();
+    for (segment, bytes, why) in &report.truncated {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,6 +250,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         qids: Arc::new(QueueIdGen::new()),
         hosts: RwLock::new(Arc::new(hosts)),
         stats,
+        queue,
     });
     logger_start_line(&shared.logger, &inv);
     runtime.block_on(serve(inv, shared, opened.listeners))

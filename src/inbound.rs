@@ -19,6 +19,7 @@ use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
 use crate::daemon::{Peer, Shared};
 use crate::log::Severity;
+use crate::receive::QueueSink;
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
 use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
@@ -54,7 +55,11 @@ pub async fn serve_client<S>(
         },
         ..ConnOptions::default()
     };
-    let mut sink = conn::NoQueue;
+    let mut sink = QueueSink {
+        store: shared.queue.clone(),
+        config: current.config.clone(),
+        logger: shared.logger.clone(),
+    };
     let outcome = conn::serve(
         stream,
         Session::new(ctx),

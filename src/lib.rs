@@ -30,6 +30,7 @@ pub mod listener;
 pub mod log;
 pub mod policy;
 pub mod queue;
+pub mod receive;
 pub mod rules;
 pub mod shutdown;
 pub mod smtp;

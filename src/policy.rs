@@ -42,6 +42,7 @@ impl BuiltinPolicy {
     pub fn from_config(cfg: &Config) -> BuiltinPolicy {
         let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
         w.extend([
+            crate::config::macros::expand("$j", cfg),
             cfg.host.fqdn.clone(),
             cfg.host.short.clone(),
             "localhost".to_string(),
@@ -115,5 +116,17 @@ impl Policy for BuiltinPolicy {
             reply,
             log: Some(log),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dj_is_a_local_name() {
+        let cfg = Config::from_str("t.cf", "Djmta.example.test\n", &[]).unwrap();
+        let p = BuiltinPolicy::from_config(&cfg);
+        assert!(p.is_local_domain("mta.example.test"), "{p:?}");
     }
 }

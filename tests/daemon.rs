@@ -269,6 +269,8 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
         &format!("PidFile={}", pid_file.display()),
         "-O",
         &format!("LogFile={}", log.display()),
+        "-O",
+        &format!("QueueDirectory={}", dir.path().join("mqueue").display()),
     ]);
     assert!(out.status.success(), "parent exits 0: {out:?}");
     let start = Instant::now();

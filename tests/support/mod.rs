@@ -30,6 +30,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("mqueue")
+    }
+}
+
+impl Daemon {
     /// Writes `cf_text` as the configuration and starts `sendmail -bD -C cf` with `args`.
     /// The log goes to `LogFile` in the daemon's directory, at LogLevel 14.
     pub fn start(cf_text: &str, args: &[&str]) -> Daemon {
@@ -50,6 +56,11 @@ impl Daemon {
             .arg(format!(
                 "StatusFile={}",
                 dir.path().join("sendmail.st").display()
+            ))
+            .arg("-O")
+            .arg(format!(
+                "QueueDirectory={}",
+                dir.path().join("mqueue").display()
             ))
             .arg("-O")
             .arg("LogLevel=14")
