@@ -38,6 +38,7 @@ use crate::log::{LogConfig, Logger, Severity};
 use crate::policy::BuiltinPolicy;
 use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
+use crate::queue::maildrop::{self, Picked};
 use crate::shutdown::{SessionGuard, Shutdown};
 use crate::smtp::session::{HelpText, Policy};
 use crate::stats::Stats;
@@ -387,6 +388,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
         running.insert(key, start(l, &shared, &shutdown));
     }
+    let pickup = tokio::spawn(pickup_loop(shared.clone()));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
         let logger = shared.logger.clone();
@@ -443,11 +445,41 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
             ),
         );
     }
+    pickup.abort();
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
         let _ = t.await;
     }
     EX_OK
+}
+
+/// How often the maildrop is looked at for command-line submissions.
+pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
+
+/// Moves command-line submissions from the maildrop into the store, once a second.
+async fn pickup_loop(shared: Arc<Shared>) {
+    let qdir = shared.queue.dir().to_path_buf();
+    loop {
+        for p in maildrop::pickup(&qdir, &shared.queue).await {
+            match p {
+                Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
+                Picked::Corrupt { path, error } => shared.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!(
+                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
+                        path.display()
+                    ),
+                ),
+                Picked::Failed { path, error } => shared.logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("pickup: {}: {error}; will retry", path.display()),
+                ),
+            }
+        }
+        tokio::time::sleep(PICKUP_EVERY).await;
+    }
 }
 
 /// SIGHUP: re-read the configuration and reopen the listeners that changed.

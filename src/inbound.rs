@@ -19,7 +19,7 @@ use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
 use crate::daemon::{Peer, Shared};
 use crate::log::Severity;
-use crate::receive::QueueSink;
+use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
 use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
@@ -56,7 +56,7 @@ pub async fn serve_client<S>(
         ..ConnOptions::default()
     };
     let mut sink = QueueSink {
-        store: shared.queue.clone(),
+        dest: Destination::Store(shared.queue.clone()),
         config: current.config.clone(),
         logger: shared.logger.clone(),
     };

@@ -35,4 +35,5 @@ pub mod rules;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;
+pub mod submit;
 pub mod sysexits;

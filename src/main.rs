@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_USAGE};
-use sendmail_rs::{daemon, queue, stats};
+use sendmail_rs::{daemon, queue, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -30,6 +30,8 @@ fn main() {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
         Mode::Mailstats => stats::run_mailstats(&argv),
         Mode::PrintQueue => print_queue(&inv),
+        Mode::Deliver => submit::deliver(&inv),
+        Mode::Smtp => submit::smtp_on_stdio(&inv),
         ref other => {
             eprintln!("sendmail: {other:?} mode is not implemented yet");
             EX_UNAVAILABLE
@@ -52,9 +54,22 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
             return EX_NOINPUT;
         }
     };
+    let mut entries = match store.list() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_IOERR;
+        }
+    };
+    // Command-line submissions not yet picked up by the daemon.
+    let (waiting, corrupt) = queue::maildrop::waiting(qdir);
+    entries.extend(waiting.iter().map(queue::QueueEntrySummary::of));
+    for path in corrupt {
+        eprintln!("sendmail: {}: not a queue file", path.display());
+    }
     let mut out = std::io::stdout().lock();
-    match queue::print_queue(&store, &qdir.display().to_string(), &mut out) {
-        Ok(_) => EX_OK,
+    match queue::format_queue(&entries, &qdir.display().to_string(), &mut out) {
+        Ok(()) => EX_OK,
         Err(e) => {
             eprintln!("sendmail: {e}");
             EX_IOERR

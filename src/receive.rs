@@ -11,6 +11,7 @@
 //! `${daemon_name}`), and `Message-Id:` / `Date:` when the message has none.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,7 +20,7 @@ use chrono::{Local, Utc};
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
 use crate::log::{Logger, Severity};
-use crate::queue::{self, QueueId, Store};
+use crate::queue::{self, QueueError, QueueId, Store, maildrop};
 use crate::smtp::command;
 use crate::smtp::conn::{CommitError, MessageSink};
 use crate::smtp::session::{Message, format_ip};
@@ -32,9 +33,18 @@ const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t$.by $j ($v/
 /// sendmail's `WkRecipFact`: each recipient adds this much to the work priority.
 const RECIPIENT_FACTOR: i64 = 30_000;
 
+/// Where accepted messages go.
+#[derive(Clone)]
+pub enum Destination {
+    /// The daemon's own store.
+    Store(Store),
+    /// The maildrop of this queue directory (`-bs` and other command-line submissions).
+    Maildrop(PathBuf),
+}
+
 /// Commits each message of one connection into the queue.
 pub struct QueueSink {
-    pub store: Store,
+    pub dest: Destination,
     pub config: Arc<Config>,
     pub logger: Logger,
 }
@@ -42,14 +52,21 @@ pub struct QueueSink {
 impl MessageSink for QueueSink {
     fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
         let prepared = prepare(&msg, &self.config);
-        let store = self.store.clone();
+        let dest = self.dest.clone();
         let logger = self.logger.clone();
         async move {
             let (queued, msgid) = prepared?;
-            store
-                .commit(queued)
-                .await
-                .map_err(|e| CommitError::Temporary(e.to_string()))?;
+            let temp = |e: QueueError| CommitError::Temporary(e.to_string());
+            match dest {
+                Destination::Store(store) => store.commit(queued).await.map(drop).map_err(temp)?,
+                Destination::Maildrop(qdir) => {
+                    tokio::task::spawn_blocking(move || maildrop::submit(&qdir, &queued))
+                        .await
+                        .map_err(|e| CommitError::Temporary(e.to_string()))?
+                        .map(drop)
+                        .map_err(temp)?
+                }
+            }
             if logger.enabled(4) {
                 logger.log(
                     Severity::Info,
@@ -122,6 +139,9 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
             queue::Protocol::Smtp
         }),
     };
+    if msg.daemon_name.is_empty() {
+        env.client.daemon = None;
+    }
     env.msgid = msgid.clone();
     env.priority = msg.body.len() as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
     Ok((
