@@ -606,6 +606,107 @@ pub enum Peer {
     Local,
 }
 
+/// A listening socket of either kind, inside the runtime.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// An accepted connection of either kind.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> std::io::Result<(Conn, Peer)> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Conn::Tcp(s), Peer::Tcp(peer)))
+            }
+            Acceptor::Unix(l) => Ok((Conn::Unix(l.accept().await?.0), Peer::Local)),
+        }
+    }
+}
+
+/// The session limits of one daemon: `children=` (else `MaxDaemonChildren`) and
+/// `ConnectionRateThrottle`.
+struct Limits {
+    children: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    throttle: u32,
+    /// (second, connections accepted in it).
+    rate: (u64, u32),
+}
+
+impl Limits {
+    fn new(daemon: &DaemonPortOptions, cfg: &Config) -> Limits {
+        let max = daemon.children.unwrap_or(cfg.options.max_daemon_children) as usize;
+        Limits {
+            children: (max > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(max)), max)),
+            throttle: cfg.options.connection_rate_throttle,
+            rate: (0, 0),
+        }
+    }
+
+    /// Waits for a free session slot (sendmail: `rejecting connections on daemon X: N
+    /// children, max M`; the waiting clients stay in the listen backlog).
+    async fn admit(
+        &self,
+        shared: &Shared,
+        daemon: &DaemonPortOptions,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (sem, max) = self.children.as_ref()?;
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if shared.logger.enabled(8) {
+            shared.logger.log(
+                Severity::Info,
+                None,
+                format_args!(
+                    "rejecting connections on daemon {}: {max} children, max {max}",
+                    daemon.name
+                ),
+            );
+        }
+        sem.clone().acquire_owned().await.ok()
+    }
+
+    /// `ConnectionRateThrottle`: past N connections in one second, wait for the next second.
+    async fn throttle(&mut self, shared: &Shared, daemon: &DaemonPortOptions) {
+        if self.throttle == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let sec = now.as_secs();
+        if self.rate.0 != sec {
+            self.rate = (sec, 0);
+        }
+        self.rate.1 += 1;
+        if self.rate.1 > self.throttle {
+            if shared.logger.enabled(8) {
+                shared.logger.log(
+                    Severity::Info,
+                    None,
+                    format_args!(
+                        "deferring connections on daemon {}: {} per second",
+                        daemon.name, self.throttle
+                    ),
+                );
+            }
+            tokio::time::sleep(Duration::from_nanos(
+                1_000_000_000 - u64::from(now.subsec_nanos()),
+            ))
+            .await;
+            self.rate = (sec + 1, 1);
+        }
+    }
+}
+
 async fn accept_loop(
     l: Listener,
     daemon: Arc<DaemonPortOptions>,
@@ -613,44 +714,46 @@ async fn accept_loop(
     guards: GuardMaker,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    match l.socket {
-        Bound::Tcp(std_l) => {
-            let Ok(tl) = tokio::net::TcpListener::from_std(std_l) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    r = tl.accept() => match r {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let session = crate::inbound::serve_client(
-                                stream, Peer::Tcp(peer), daemon.clone(), shared.clone(), guards.make());
-                            tokio::spawn(session);
-                        }
-                        Err(e) => accept_error(&shared, &daemon, e).await,
-                    },
-                }
+    let _unlink; // a unix socket's path lives as long as this loop
+    let acceptor = match l.socket {
+        Bound::Tcp(std_l) => match tokio::net::TcpListener::from_std(std_l) {
+            Ok(t) => Acceptor::Tcp(t),
+            Err(_) => return,
+        },
+        Bound::Unix(std_l, unlink) => {
+            _unlink = unlink;
+            match tokio::net::UnixListener::from_std(std_l) {
+                Ok(u) => Acceptor::Unix(u),
+                Err(_) => return,
             }
         }
-        Bound::Unix(std_l, _unlink) => {
-            let Ok(ul) = tokio::net::UnixListener::from_std(std_l) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    r = ul.accept() => match r {
-                        Ok((stream, _)) => {
-                            let session = crate::inbound::serve_client(
-                                stream, Peer::Local, daemon.clone(), shared.clone(), guards.make());
-                            tokio::spawn(session);
-                        }
-                        Err(e) => accept_error(&shared, &daemon, e).await,
-                    },
-                }
+    };
+    let mut limits = Limits::new(&daemon, &shared.config());
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => return,
+            p = limits.admit(&shared, &daemon) => p,
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            r = acceptor.accept() => r,
+        };
+        let (conn, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                accept_error(&shared, &daemon, e).await;
+                continue;
             }
-        }
+        };
+        limits.throttle(&shared, &daemon).await;
+        let (daemon, shared, guard) = (daemon.clone(), shared.clone(), guards.make());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match conn {
+                Conn::Tcp(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+                Conn::Unix(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+            }
+        });
     }
 }
 

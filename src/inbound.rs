@@ -142,7 +142,11 @@ fn session_context(
         client,
         max_message_size: cfg.options.max_message_size,
         max_recipients: cfg.options.max_recipients_per_message,
-        features: Features::default(),
+        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT).
+        features: Features {
+            dsn: true,
+            ..Features::default()
+        },
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
