@@ -35,10 +35,11 @@ use crate::config::{self, Config};
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
-use crate::policy::BuiltinPolicy;
+use crate::policy::{BuiltinPolicy, RulesPolicy};
 use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
 use crate::queue::maildrop::{self, Picked};
+use crate::rules::rewrite::Engine;
 use crate::shutdown::{SessionGuard, Shutdown};
 use crate::smtp::session::{HelpText, Policy};
 use crate::stats::Stats;
@@ -55,24 +56,64 @@ pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
 pub struct Current {
     pub config: Arc<Config>,
     pub policy: Arc<dyn Policy>,
+    /// The cf's rulesets, when it has any (they then make the policy decisions).
+    pub rules: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
 }
 
 impl Current {
-    pub fn new(config: Config) -> Current {
-        let policy: Arc<dyn Policy> = Arc::new(BuiltinPolicy::from_config(&config));
+    /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
+    /// else the built-in relay rules. Problems building the ruleset engine are returned as
+    /// warnings (the built-in rules then apply).
+    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        let mut warnings = Vec::new();
+        let rules =
+            rules_engine(&config, inv, &mut warnings).map(|e| Arc::new(RulesPolicy::new(e)));
+        let policy: Arc<dyn Policy> = match &rules {
+            Some(r) => r.clone(),
+            None => Arc::new(BuiltinPolicy::from_config(&config)),
+        };
         let help = config
             .options
             .help_file
             .as_deref()
             .and_then(|p| HelpText::load(p).ok())
             .map(Arc::new);
-        Current {
-            config: Arc::new(config),
-            policy,
-            help,
-        }
+        (
+            Current {
+                config: Arc::new(config),
+                policy,
+                rules,
+                help,
+            },
+            warnings,
+        )
     }
+}
+
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+fn rules_engine(config: &Config, inv: &Invocation, warnings: &mut Vec<String>) -> Option<Engine> {
+    let has_checks = ["check_relay", "check_mail", "check_rcpt"]
+        .iter()
+        .any(|n| config.ruleset_names.contains_key(*n));
+    if !has_checks {
+        return None;
+    }
+    let (text, name) = match &inv.source {
+        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
+        crate::config::Source::Embedded => (
+            crate::config::DEFAULT_CF.as_bytes().to_vec(),
+            "<embedded default.cf>".to_string(),
+        ),
+    };
+    let (engine, _extras, errors) = crate::rules::cf::load_with(
+        &text,
+        &name,
+        &crate::rules::cf::HostInfo::current(),
+        &inv.overrides,
+    );
+    warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
+    Some(engine)
 }
 
 /// What every session shares.
@@ -230,6 +271,10 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
+    let (current, rule_warnings) = Current::new(cfg, &inv);
+    for w in &rule_warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -246,7 +291,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     };
     let hosts = Hosts::load(Path::new("/etc/hosts"));
     let shared = Arc::new(Shared {
-        current: RwLock::new(Arc::new(Current::new(cfg))),
+        current: RwLock::new(Arc::new(current)),
         logger,
         qids: Arc::new(QueueIdGen::new()),
         hosts: RwLock::new(Arc::new(hosts)),
@@ -557,7 +602,13 @@ async fn reload(
             ),
         }
     }
-    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Current::new(cfg));
+    let (current, rule_warnings) = Current::new(cfg, inv);
+    for w in &rule_warnings {
+        shared
+            .logger
+            .log(Severity::Warning, None, format_args!("{w}"));
+    }
+    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(Hosts::load(Path::new("/etc/hosts")));
     if let Err(e) = shared.logger.reopen() {

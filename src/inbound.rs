@@ -47,7 +47,17 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
-    let ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    let relay_reject = current
+        .rules
+        .as_ref()
+        .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
+    let mut ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    if let Some((reply, log)) = relay_reject {
+        shared
+            .logger
+            .log(Severity::Notice, None, format_args!("{log}"));
+        ctx.connect_reject = Some(reply);
+    }
     let opts = ConnOptions {
         timeouts: Timeouts {
             command: current.config.options.timeouts.command,
@@ -151,7 +161,7 @@ fn session_context(
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),
-        connect_reject: None,
+        connect_reject: None, // set by serve_client from check_relay
         policy: current.policy.clone(),
         ids: shared.qids.clone(),
     }

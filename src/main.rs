@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_USAGE};
-use sendmail_rs::{daemon, queue, stats, submit};
+use sendmail_rs::{daemon, queue, rules, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -31,6 +31,12 @@ fn main() {
         Mode::Mailstats => stats::run_mailstats(&argv),
         Mode::PrintQueue => print_queue(&inv),
         Mode::Deliver => submit::deliver(&inv),
+        Mode::AddressTest => rules::bt::run(
+            &inv.source,
+            &inv.overrides,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        ),
         Mode::Smtp => submit::smtp_on_stdio(&inv),
         ref other => {
             eprintln!("sendmail: {other:?} mode is not implemented yet");

@@ -349,7 +349,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let current = Current::new(cfg);
+    let (current, _) = Current::new(cfg, inv);
     let cfg = current.config.clone();
     let client = ClientInfo {
         ip: None,
@@ -366,7 +366,9 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         hostname: expand("$j", &lookup),
         greeting: cfg.options.smtp_greeting_message.expand(&lookup),
         daemon_name: String::new(),
-        daemon_flags: String::new(),
+        // DirectSubmissionModifiers' default for command-line submissions: `c u` (so an
+        // unqualified sender is accepted).
+        daemon_flags: "cu".to_string(),
         client,
         max_message_size: cfg.options.max_message_size,
         max_recipients: cfg.options.max_recipients_per_message,
