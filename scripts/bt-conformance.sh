@@ -12,8 +12,7 @@
 # given in BTCHECK_OPTS. Needs root (bt-env.sh uses unshare).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONF="${CONFORMANCE:-$(cd "$ROOT/../.." && pwd)/shared/conformance}"
-[ -d "$CONF" ] || CONF=/work/shared/conformance
+CONF="${CONFORMANCE:-$(cd "$ROOT/.." && pwd)/shared/conformance}"
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
     (cd "$ROOT" && cargo build -q --example bt)

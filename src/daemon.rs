@@ -1,1 +1,819 @@
-//! Daemon mode: startup, pid file, signals, reload.
+//! Daemon mode (`-bd`, `-bD`): start, serve, reload on SIGHUP, stop on SIGTERM.
+//!
+//! In: an [`Invocation`] in daemon mode. Out: an exit code (sysexits).
+//!
+//! Order of start-up, so that nothing is ever half-started:
+//! 1. load the configuration (cf + `-O`); any error → every error on stderr, exit 78;
+//! 2. open every daemon's socket ([`listener::open_all`]); a failure → a log line naming the
+//!    daemon and address, the same on stderr, exit 71 (EX_OSERR), no socket left open;
+//! 3. `-bd` only: fork; the parent exits 0, the child leaves the terminal's session;
+//! 4. write the pid file (sendmail's two lines: pid, command line; mode 0600; locked);
+//! 5. log `starting daemon (VERSION): SMTP…` and serve.
+//!
+//! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
+//! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
+//! on, and a configuration that no longer loads is logged and the running one kept (sendmail
+//! re-execs itself instead; the pid stays the same here). SIGTERM (and SIGINT) stop accepting,
+//! let sessions end within a grace period, remove the pid file and exit 0.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cli::Invocation;
+use crate::config::daemon_options::DaemonPortOptions;
+use crate::config::{self, Config};
+use crate::hosts::Hosts;
+use crate::listener::{self, Bound, Listener};
+use crate::log::{LogConfig, Logger, Severity};
+use crate::policy::{BuiltinPolicy, RulesPolicy};
+use crate::queue::Store;
+use crate::queue::id::QueueIdGen;
+use crate::queue::maildrop::{self, Picked};
+use crate::rules::rewrite::Engine;
+use crate::shutdown::{SessionGuard, Shutdown};
+use crate::smtp::session::{HelpText, Policy};
+use crate::stats::Stats;
+use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
+
+/// How long sessions may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How often the `StatusFile` counters are written (and once more at exit).
+pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// What one configuration gives the sessions; swapped whole on SIGHUP, while a session keeps
+/// the one it started with.
+pub struct Current {
+    pub config: Arc<Config>,
+    pub policy: Arc<dyn Policy>,
+    /// The cf's rulesets, when it has any (they then make the policy decisions).
+    pub rules: Option<Arc<RulesPolicy>>,
+    pub help: Option<Arc<HelpText>>,
+}
+
+impl Current {
+    /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
+    /// else the built-in relay rules. Problems building the ruleset engine are returned as
+    /// warnings (the built-in rules then apply).
+    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        let mut warnings = Vec::new();
+        let rules =
+            rules_engine(&config, inv, &mut warnings).map(|e| Arc::new(RulesPolicy::new(e)));
+        let policy: Arc<dyn Policy> = match &rules {
+            Some(r) => r.clone(),
+            None => Arc::new(BuiltinPolicy::from_config(&config)),
+        };
+        let help = config
+            .options
+            .help_file
+            .as_deref()
+            .and_then(|p| HelpText::load(p).ok())
+            .map(Arc::new);
+        (
+            Current {
+                config: Arc::new(config),
+                policy,
+                rules,
+                help,
+            },
+            warnings,
+        )
+    }
+}
+
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+fn rules_engine(config: &Config, inv: &Invocation, warnings: &mut Vec<String>) -> Option<Engine> {
+    let has_checks = ["check_relay", "check_mail", "check_rcpt"]
+        .iter()
+        .any(|n| config.ruleset_names.contains_key(*n));
+    if !has_checks {
+        return None;
+    }
+    let (text, name) = match &inv.source {
+        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
+        crate::config::Source::Embedded => (
+            crate::config::DEFAULT_CF.as_bytes().to_vec(),
+            "<embedded default.cf>".to_string(),
+        ),
+    };
+    let (engine, _extras, errors) = crate::rules::cf::load_with(
+        &text,
+        &name,
+        &crate::rules::cf::HostInfo::current(),
+        &inv.overrides,
+    );
+    warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
+    Some(engine)
+}
+
+/// What every session shares.
+pub struct Shared {
+    current: RwLock<Arc<Current>>,
+    pub logger: Logger,
+    pub qids: Arc<QueueIdGen>,
+    pub hosts: RwLock<Arc<Hosts>>,
+    /// `StatusFile` counters (None when the option is not set).
+    pub stats: Option<Stats>,
+    /// The mail queue (`QueueDirectory`).
+    pub queue: Store,
+}
+
+impl Shared {
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    pub fn hosts(&self) -> Arc<Hosts> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Loads the configuration, printing every error to stderr.
+pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
+    match config::load(&inv.source, &inv.overrides) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "sendmail: {} configuration error(s); not started",
+                errors.len()
+            );
+            Err(EX_CONFIG)
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM. Returns the exit code.
+pub fn run(inv: Invocation, foreground: bool) -> i32 {
+    let cfg = match load_config(&inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let logger = match make_logger(&cfg, &inv, foreground) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sendmail: cannot open the mail log: {e}");
+            return EX_CONFIG;
+        }
+    };
+    for w in &cfg.warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    if !inv.args.debug.is_empty() {
+        logger.log(
+            Severity::Info,
+            None,
+            format_args!(
+                "debug flags -d{} accepted and ignored",
+                inv.args.debug.join(",")
+            ),
+        );
+    }
+    let opened = match listener::open_all(&cfg.daemons) {
+        Ok(o) => o,
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: opendaemonsocket: {e}"),
+            );
+            eprintln!("sendmail: {e}");
+            return EX_OSERR;
+        }
+    };
+    for s in &opened.skipped {
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!("opendaemonsocket: {s}"),
+        );
+    }
+    // Open the queue once in the foreground so that an unusable queue is reported before
+    // detaching; it is reopened after the fork (the store runs a committer thread).
+    let qdir = cfg.options.queue_directory.clone();
+    if let Err(e) = Store::open(&qdir) {
+        logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: queue {}: {e}", qdir.display()),
+        );
+        eprintln!("sendmail: queue {}: {e}", qdir.display());
+        return EX_CANTCREAT;
+    }
+    if !foreground {
+        match detach() {
+            Ok(true) => return EX_OK, // the parent
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("sendmail: cannot fork: {e}");
+                return EX_OSERR;
+            }
+        }
+    }
+    let pid_path = PathBuf::from(cfg.options.pid_file.expand(&cfg));
+    let _pid_file = match PidFile::create(&pid_path, &inv.command_line) {
+        Err(e) => {
+            logger.log(Severity::Err, None, format_args!("{e}"));
+            None
+        }
+        Ok(f) => Some(f),
+    };
+    let stats = cfg.options.status_file.as_deref().and_then(|p| {
+        let names =
+            crate::stats::mailstats::mailer_slots(cfg.mailers.iter().map(|m| m.name.as_str()));
+        match Stats::load(p, &names) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("statistics not kept: {e}"),
+                );
+                None
+            }
+        }
+    });
+    let queue = match Store::open(&qdir) {
+        Ok(q) => q,
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: queue {}: {e}", qdir.display()),
+            );
+            return EX_CANTCREAT;
+        }
+    };
+    let report = queue.recovery_report();
+    for (segment, bytes, why) in &report.truncated {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
+    let (current, rule_warnings) = Current::new(cfg, &inv);
+    for w in &rule_warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: cannot start runtime: {e}"),
+            );
+            return EX_SOFTWARE;
+        }
+    };
+    let hosts = Hosts::load(Path::new("/etc/hosts"));
+    let shared = Arc::new(Shared {
+        current: RwLock::new(Arc::new(current)),
+        logger,
+        qids: Arc::new(QueueIdGen::new()),
+        hosts: RwLock::new(Arc::new(hosts)),
+        stats,
+        queue,
+    });
+    logger_start_line(&shared.logger, &inv);
+    runtime.block_on(serve(inv, shared, opened.listeners))
+}
+
+/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
+/// and stderr for `-bD` when neither is there.
+pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
+    let syslog_path = PathBuf::from("/dev/log");
+    let syslog = syslog_path.exists();
+    let file = cfg
+        .options
+        .log_file
+        .as_ref()
+        .map(|t| PathBuf::from(t.expand(cfg)));
+    Logger::new(LogConfig {
+        ident: inv
+            .args
+            .log_tag
+            .clone()
+            .unwrap_or_else(|| "sendmail".to_string()),
+        level: cfg.options.log_level,
+        syslog,
+        stderr: foreground && !syslog && file.is_none(),
+        file,
+        syslog_path,
+    })
+}
+
+fn logger_start_line(logger: &Logger, inv: &Invocation) {
+    let mut what = String::from("SMTP");
+    if let Some(q) = &inv.queue_interval {
+        what.push_str(&format!("+queueing@{}", crate::cli::format_interval(q)));
+    }
+    if !inv.args.debug.is_empty() {
+        what.push_str("+debugging");
+    }
+    logger.log(
+        Severity::Info,
+        None,
+        format_args!("starting daemon ({}): {what}", crate::VERSION),
+    );
+    if logger.level() > 9 {
+        logger.log(
+            Severity::Info,
+            None,
+            format_args!("started as: {}", inv.command_line),
+        );
+    }
+}
+
+/// `-bd`: forks; returns `true` in the parent, `false` in the child, which then leaves the
+/// terminal's session and points stdio at /dev/null.
+fn detach() -> nix::Result<bool> {
+    use nix::unistd::{ForkResult, fork, setsid};
+    // SAFETY: called before any thread is started: the tokio runtime is built after this, and
+    // nothing earlier in `run` spawns threads. The child continues as an ordinary
+    // single-threaded program.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => Ok(true),
+        ForkResult::Child => {
+            setsid()?;
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                nix::unistd::dup2_stdin(&null)?;
+                nix::unistd::dup2_stdout(&null)?;
+                nix::unistd::dup2_stderr(&null)?;
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// The pid file: written after the sockets are open, kept open and locked while the daemon
+/// runs, removed at exit (facts §4).
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl PidFile {
+    pub fn create(path: &Path, command_line: &str) -> Result<PidFile, String> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+        let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+            format!(
+                "unable to write pid to {}: file in use by another process",
+                path.display()
+            )
+        })?;
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            writeln!(f, "{}\n{command_line}", std::process::id())?;
+            f.sync_all()
+        };
+        write(&mut lock).map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A running accept loop.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// What identifies a listener: its options and whether it is IPv6-only.
+type ListenerKey = (DaemonPortOptions, bool);
+
+async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -> i32 {
+    let shutdown = Shutdown::new();
+    let mut running: HashMap<ListenerKey, Running> = HashMap::new();
+    let daemons = shared.config().daemons.clone();
+    for l in listeners {
+        let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
+        running.insert(key, start(l, &shared, &shutdown));
+    }
+    let pickup = tokio::spawn(pickup_loop(shared.clone()));
+    let (stats_stop, stats_stopped) = oneshot::channel::<()>();
+    let stats_task = shared.stats.clone().map(|stats| {
+        let logger = shared.logger.clone();
+        tokio::spawn(stats.save_periodically(
+            STATS_SAVE_EVERY,
+            async move {
+                let _ = stats_stopped.await;
+            },
+            move |e| {
+                logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("statistics not saved: {e}"),
+                )
+            },
+        ))
+    });
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        shared.logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: cannot install signal handlers"),
+        );
+        return EX_OSERR;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&inv, &shared, &shutdown, &mut running).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    shared.logger.log(
+        Severity::Info,
+        Some("NOQUEUE"),
+        format_args!("stopping daemon, reason=signal"),
+    );
+    for (_, r) in running.drain() {
+        let _ = r.stop.send(());
+        let _ = r.task.await;
+    }
+    shutdown.trigger();
+    if !shutdown.wait_idle(SHUTDOWN_GRACE).await {
+        shared.logger.log(
+            Severity::Warning,
+            None,
+            format_args!(
+                "sessions still open after {}s; exiting",
+                SHUTDOWN_GRACE.as_secs()
+            ),
+        );
+    }
+    pickup.abort();
+    let _ = stats_stop.send(());
+    if let Some(t) = stats_task {
+        let _ = t.await;
+    }
+    EX_OK
+}
+
+/// How often the maildrop is looked at for command-line submissions.
+pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
+
+/// Moves command-line submissions from the maildrop into the store, once a second.
+async fn pickup_loop(shared: Arc<Shared>) {
+    let qdir = shared.queue.dir().to_path_buf();
+    loop {
+        for p in maildrop::pickup(&qdir, &shared.queue).await {
+            match p {
+                Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
+                Picked::Corrupt { path, error } => shared.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!(
+                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
+                        path.display()
+                    ),
+                ),
+                Picked::Failed { path, error } => shared.logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("pickup: {}: {error}; will retry", path.display()),
+                ),
+            }
+        }
+        tokio::time::sleep(PICKUP_EVERY).await;
+    }
+}
+
+/// SIGHUP: re-read the configuration and reopen the listeners that changed.
+async fn reload(
+    inv: &Invocation,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+    running: &mut HashMap<ListenerKey, Running>,
+) {
+    let argv0 = inv.command_line.split(' ').next().unwrap_or("sendmail");
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("restarting {argv0} due to signal"),
+    );
+    let cfg = match config::load(&inv.source, &inv.overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                shared.logger.log(Severity::Err, None, format_args!("{e}"));
+            }
+            shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "configuration not reloaded: {} error(s); the running configuration is kept",
+                    errors.len()
+                ),
+            );
+            return;
+        }
+    };
+    for w in &cfg.warnings {
+        shared
+            .logger
+            .log(Severity::Warning, None, format_args!("{w}"));
+    }
+    let wanted: Vec<ListenerKey> = cfg
+        .daemons
+        .iter()
+        .map(|d| (d.clone(), listener::v6only(d, &cfg.daemons)))
+        .collect();
+    // Close the ones that changed or went away first: a reopened one may need their port.
+    let gone: Vec<ListenerKey> = running
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some(r) = running.remove(&k) {
+            let _ = r.stop.send(());
+            let _ = r.task.await;
+        }
+    }
+    let (mut kept, mut opened) = (0, 0);
+    for key in wanted {
+        if running.contains_key(&key) {
+            kept += 1;
+            continue;
+        }
+        match listener::open(&key.0, key.1) {
+            Ok(l) => {
+                running.insert(key, start(l, shared, shutdown));
+                opened += 1;
+            }
+            Err(e) if key.0.modifiers.has('O') => shared.logger.log(
+                Severity::Warning,
+                None,
+                format_args!("opendaemonsocket: {e}; optional socket disabled"),
+            ),
+            Err(e) => shared.logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: opendaemonsocket: {e}"),
+            ),
+        }
+    }
+    let (current, rule_warnings) = Current::new(cfg, inv);
+    for w in &rule_warnings {
+        shared
+            .logger
+            .log(Severity::Warning, None, format_args!("{w}"));
+    }
+    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
+    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(Hosts::load(Path::new("/etc/hosts")));
+    if let Err(e) = shared.logger.reopen() {
+        shared.logger.log(
+            Severity::Err,
+            None,
+            format_args!("cannot reopen the mail log: {e}"),
+        );
+    }
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
+    );
+}
+
+/// Starts the accept loop of one listener.
+fn start(l: Listener, shared: &Arc<Shared>, shutdown: &Shutdown) -> Running {
+    shared.logger.log(
+        Severity::Info,
+        None,
+        format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
+    );
+    let (stop, stopped) = oneshot::channel();
+    let shared = shared.clone();
+    let daemon = Arc::new(l.daemon.clone());
+    let guards = GuardMaker(shutdown.guard());
+    let task = tokio::spawn(accept_loop(l, daemon, shared, guards, stopped));
+    Running { stop, task }
+}
+
+/// Makes session guards from inside an accept loop (a guard can be re-subscribed).
+struct GuardMaker(SessionGuard);
+
+impl GuardMaker {
+    fn make(&self) -> SessionGuard {
+        self.0.resubscribe()
+    }
+}
+
+/// The address of an SMTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A unix-domain client (`Family=local`).
+    Local,
+}
+
+/// A listening socket of either kind, inside the runtime.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// An accepted connection of either kind.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> std::io::Result<(Conn, Peer)> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Conn::Tcp(s), Peer::Tcp(peer)))
+            }
+            Acceptor::Unix(l) => Ok((Conn::Unix(l.accept().await?.0), Peer::Local)),
+        }
+    }
+}
+
+/// The session limits of one daemon: `children=` (else `MaxDaemonChildren`) and
+/// `ConnectionRateThrottle`.
+struct Limits {
+    children: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    throttle: u32,
+    /// (second, connections accepted in it).
+    rate: (u64, u32),
+}
+
+impl Limits {
+    fn new(daemon: &DaemonPortOptions, cfg: &Config) -> Limits {
+        let max = daemon.children.unwrap_or(cfg.options.max_daemon_children) as usize;
+        Limits {
+            children: (max > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(max)), max)),
+            throttle: cfg.options.connection_rate_throttle,
+            rate: (0, 0),
+        }
+    }
+
+    /// Waits for a free session slot (sendmail: `rejecting connections on daemon X: N
+    /// children, max M`; the waiting clients stay in the listen backlog).
+    async fn admit(
+        &self,
+        shared: &Shared,
+        daemon: &DaemonPortOptions,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (sem, max) = self.children.as_ref()?;
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if shared.logger.enabled(8) {
+            shared.logger.log(
+                Severity::Info,
+                None,
+                format_args!(
+                    "rejecting connections on daemon {}: {max} children, max {max}",
+                    daemon.name
+                ),
+            );
+        }
+        sem.clone().acquire_owned().await.ok()
+    }
+
+    /// `ConnectionRateThrottle`: past N connections in one second, wait for the next second.
+    async fn throttle(&mut self, shared: &Shared, daemon: &DaemonPortOptions) {
+        if self.throttle == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let sec = now.as_secs();
+        if self.rate.0 != sec {
+            self.rate = (sec, 0);
+        }
+        self.rate.1 += 1;
+        if self.rate.1 > self.throttle {
+            if shared.logger.enabled(8) {
+                shared.logger.log(
+                    Severity::Info,
+                    None,
+                    format_args!(
+                        "deferring connections on daemon {}: {} per second",
+                        daemon.name, self.throttle
+                    ),
+                );
+            }
+            tokio::time::sleep(Duration::from_nanos(
+                1_000_000_000 - u64::from(now.subsec_nanos()),
+            ))
+            .await;
+            self.rate = (sec + 1, 1);
+        }
+    }
+}
+
+async fn accept_loop(
+    l: Listener,
+    daemon: Arc<DaemonPortOptions>,
+    shared: Arc<Shared>,
+    guards: GuardMaker,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let _unlink; // a unix socket's path lives as long as this loop
+    let acceptor = match l.socket {
+        Bound::Tcp(std_l) => match tokio::net::TcpListener::from_std(std_l) {
+            Ok(t) => Acceptor::Tcp(t),
+            Err(_) => return,
+        },
+        Bound::Unix(std_l, unlink) => {
+            _unlink = unlink;
+            match tokio::net::UnixListener::from_std(std_l) {
+                Ok(u) => Acceptor::Unix(u),
+                Err(_) => return,
+            }
+        }
+    };
+    let mut limits = Limits::new(&daemon, &shared.config());
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => return,
+            p = limits.admit(&shared, &daemon) => p,
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            r = acceptor.accept() => r,
+        };
+        let (conn, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                accept_error(&shared, &daemon, e).await;
+                continue;
+            }
+        };
+        limits.throttle(&shared, &daemon).await;
+        let (daemon, shared, guard) = (daemon.clone(), shared.clone(), guards.make());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match conn {
+                Conn::Tcp(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+                Conn::Unix(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+            }
+        });
+    }
+}
+
+/// accept(2) failed (e.g. out of descriptors): log it and pause briefly instead of spinning.
+async fn accept_error(shared: &Shared, daemon: &DaemonPortOptions, e: std::io::Error) {
+    shared.logger.log(
+        Severity::Err,
+        None,
+        format_args!("daemon {}: accept: {e}", daemon.name),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

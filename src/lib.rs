@@ -18,14 +18,22 @@
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3164 (syslog lines).
 
+/// The version this binary reports (`$v`, `starting daemon (VERSION)`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod hosts;
+pub mod inbound;
 pub mod listener;
 pub mod log;
+pub mod policy;
 pub mod queue;
+pub mod receive;
 pub mod rules;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;
+pub mod submit;
 pub mod sysexits;

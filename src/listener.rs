@@ -25,7 +25,18 @@ use crate::config::daemon_options::{Addr, DaemonPortOptions, Family};
 #[derive(Debug)]
 pub enum Bound {
     Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, PathBuf),
+    Unix(std::os::unix::net::UnixListener, UnlinkOnDrop),
+}
+
+/// The path of a unix-domain daemon socket, unlinked when the daemon closes it (as sendmail
+/// does).
+#[derive(Debug)]
+pub struct UnlinkOnDrop(pub PathBuf);
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// One open daemon socket.
@@ -43,15 +54,6 @@ impl Listener {
         match &self.socket {
             Bound::Tcp(l) => l.local_addr().ok(),
             Bound::Unix(..) => None,
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // sendmail unlinks its unix-domain sockets when it closes them.
-        if let Bound::Unix(_, path) = &self.socket {
-            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -275,7 +277,7 @@ fn open_unix(d: &DaemonPortOptions, path: &Path) -> Result<Listener, ListenError
     Ok(Listener {
         daemon: d.clone(),
         local: shown,
-        socket: Bound::Unix(l, path.to_path_buf()),
+        socket: Bound::Unix(l, UnlinkOnDrop(path.to_path_buf())),
     })
 }
 

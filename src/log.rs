@@ -1,9 +1,59 @@
-//! The mail log: sendmail-format lines to syslog, `LogFile`, or stderr.
+//! The mail log: sendmail-format lines to syslog, to our `LogFile`, and to stderr.
 //!
-//! INTERFACE STUB — the real writer (syslog over /dev/log, LogFile, stderr) replaces the body;
-//! the signatures below are what the rest of the crate calls.
+//! In: a severity, an optional queue id and the text of one log line. Out: the line
+//! `sendmail[PID]: QID: text` (or `sendmail[PID]: text`) written to each sink the
+//! [`LogConfig`] turns on:
+//!
+//! * **syslog**: one datagram per line on the local syslog socket (`/dev/log`), RFC 3164
+//!   framing as the local syslogd expects it, without hostname:
+//!   `<PRI>Mmm dd hh:mm:ss ident[pid]: msg`, facility `mail` (2), so `PRI = 16 + severity`.
+//!   A missing socket is skipped (and retried at most once a second, so a syslogd started
+//!   later is picked up); a syslogd restart is handled by reconnecting once on a send error;
+//!   a send never waits more than [`SYSLOG_SEND_TIMEOUT`], and after one such wait the
+//!   following second's sends do not wait at all (a syslogd that stopped reading loses lines
+//!   rather than stall the daemon's tasks).
+//! * **`LogFile=PATH`** (our option): appended as a syslog file would have it,
+//!   `Mmm dd hh:mm:ss HOSTNAME ident[pid]: msg`, so tools reading `/var/log/mail.log`
+//!   (fail2ban, pflogsumm) read ours. Created with mode 0640 if missing; [`Logger::reopen`]
+//!   (on SIGHUP) reopens it after rotation. One `write(2)` per line on an `O_APPEND` file,
+//!   so lines from several tasks or processes never interleave.
+//! * **stderr** (e.g. `-bD`, `-bt` debugging): `ident[pid]: msg`.
+//!
+//! The pid is read at every write (`getpid`), so lines written after a fork carry the
+//! child's pid as sendmail's do. Control characters in the text (CR, LF, …) are written as
+//! `?` so that a client-supplied string can never forge a second log line.
+//! Timestamps are local time, like syslog's.
+//!
+//! # LogLevel
+//!
+//! sendmail guards each line with `if (LogLevel > n)`; [`Logger::enabled`]`(n)` is that test.
+//! The classes used so far [facts §3.3, §4; sendmail 8.17 sources named there]:
+//!
+//! | line                                                   | logged when `LogLevel >` | severity |
+//! |--------------------------------------------------------|--------------------------|----------|
+//! | `starting daemon (8.17.1.9): …`                        | always                   | info     |
+//! | `lost input channel from …` (after MAIL / otherwise)   | 1 / 19                   | notice   |
+//! | `ruleset=check_…, arg1=…, reject=…` (`rscheck`)        | 2 (`>= 3`) (unverified)  | notice   |
+//! | `restarting … due to signal`                           | 3                        | info     |
+//! | `from=…` (`logsender`, collect.c)                      | 4                        | info     |
+//! | `… did not issue MAIL/EXPN/VRFY/ETRN …`                | 5                        | info     |
+//! | `to=…, stat=` failed / Sent / Deferred (`giveresponse`)| 6 / 7 / 8                | info     |
+//! | `to=…, stat=queued` (`queueup`)                        | 8                        | info     |
+//! | `started as: …`, `connect from …`, `alias … => …`, `stopping daemon, reason=signal` | 9 | info |
+//!
+//! The `from=` and `to=` levels are from sendmail's collect.c/deliver.c, the rest from
+//! `/work/shared/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
+//! (3 for the `check_*` calls, from memory, not checked against 8.17).
+//! The default `LogLevel` is 9 [op 4.8].
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// syslog severities (RFC 5424 numbering), facility is always `mail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,29 +68,539 @@ pub enum Severity {
     Debug = 7,
 }
 
-/// Cheap to clone; shared by every task.
+/// syslog facility `mail`.
+pub const FACILITY_MAIL: u8 = 2;
+/// Where local syslog listens.
+pub const DEFAULT_SYSLOG_PATH: &str = "/dev/log";
+/// The longest a syslog send may wait before the line is dropped.
+pub const SYSLOG_SEND_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often a missing syslog socket is looked for again.
+const SYSLOG_RETRY: Duration = Duration::from_secs(1);
+
+/// Which sinks a [`Logger`] writes to, and at which `LogLevel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `sendmail`, or the tag given with `-L tag`.
+    pub ident: String,
+    /// sendmail's `LogLevel` (default 9).
+    pub level: u32,
+    /// Send to syslog (skipped quietly when the socket is absent).
+    pub syslog: bool,
+    /// Our `LogFile=PATH` option.
+    pub file: Option<PathBuf>,
+    /// Also write to stderr.
+    pub stderr: bool,
+    /// The syslog socket; [`DEFAULT_SYSLOG_PATH`] unless a test says otherwise.
+    pub syslog_path: PathBuf,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            ident: "sendmail".to_string(),
+            level: 9,
+            syslog: true,
+            file: None,
+            stderr: false,
+            syslog_path: PathBuf::from(DEFAULT_SYSLOG_PATH),
+        }
+    }
+}
+
+/// Cheap to clone (one `Arc`); `Send + Sync`, shared by every task.
 #[derive(Debug, Clone)]
 pub struct Logger {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ident: String,
     level: u32,
+    hostname: String,
+    stderr: bool,
+    syslog: Option<Mutex<Syslog>>,
+    /// Writers share the read lock (`&File` writes are independent); `reopen` takes it for
+    /// writing.
+    file: Option<(PathBuf, RwLock<File>)>,
+}
+
+#[derive(Debug)]
+struct Syslog {
+    path: PathBuf,
+    sock: Option<UnixDatagram>,
+    last_attempt: Option<Instant>,
+    /// After a send timed out: until then, sends do not wait at all.
+    stalled_until: Option<Instant>,
+}
+
+impl Syslog {
+    fn connect(&mut self) {
+        self.last_attempt = Some(Instant::now());
+        self.sock = UnixDatagram::unbound()
+            .and_then(|s| {
+                s.connect(&self.path)?;
+                s.set_write_timeout(Some(SYSLOG_SEND_TIMEOUT))?;
+                Ok(s)
+            })
+            .ok();
+    }
+
+    /// Sends one datagram; reconnects once if the socket went away (syslogd restarted).
+    fn send(&mut self, datagram: &[u8]) {
+        if self.sock.is_none() {
+            let due = self
+                .last_attempt
+                .is_none_or(|t| t.elapsed() >= SYSLOG_RETRY);
+            if !due {
+                return;
+            }
+            self.connect();
+        }
+        let Some(sock) = &self.sock else { return };
+        let stalled = self.stalled_until.is_some_and(|t| Instant::now() < t);
+        let sent = if stalled {
+            use std::os::fd::AsRawFd;
+            let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+            nix::sys::socket::send(sock.as_raw_fd(), datagram, flags).map_err(io::Error::from)
+        } else {
+            sock.send(datagram)
+        };
+        match sent {
+            Ok(_) => self.stalled_until = None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                // syslogd is not reading: lose lines rather than stall every task
+                if !stalled {
+                    self.stalled_until = Some(Instant::now() + SYSLOG_RETRY);
+                }
+            }
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32)
+                    || e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {}
+            Err(_) => {
+                self.connect();
+                if let Some(sock) = &self.sock
+                    && sock.send(datagram).is_err()
+                {
+                    self.sock = None;
+                }
+            }
+        }
+    }
+}
+
+fn open_log_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+}
+
+fn short_hostname() -> String {
+    let name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    match name.split_once('.') {
+        Some((short, _)) if !short.is_empty() => short.to_string(),
+        _ => name,
+    }
 }
 
 impl Logger {
+    /// Opens the sinks `cfg` asks for. Fails only if the `LogFile` cannot be opened; a missing
+    /// syslog socket is not an error.
+    pub fn new(cfg: LogConfig) -> io::Result<Logger> {
+        let file = match cfg.file {
+            Some(path) => {
+                let f = open_log_file(&path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("LogFile {}: {e}", path.display()))
+                })?;
+                Some((path, RwLock::new(f)))
+            }
+            None => None,
+        };
+        let syslog = cfg.syslog.then(|| {
+            let mut s = Syslog {
+                path: cfg.syslog_path,
+                sock: None,
+                last_attempt: None,
+                stalled_until: None,
+            };
+            s.connect();
+            Mutex::new(s)
+        });
+        Ok(Logger {
+            inner: Arc::new(Inner {
+                ident: cfg.ident,
+                level: cfg.level,
+                hostname: short_hostname(),
+                stderr: cfg.stderr,
+                syslog,
+                file,
+            }),
+        })
+    }
+
     /// A logger that writes to stderr only, at `LogLevel` `level`.
     pub fn stderr(level: u32) -> Logger {
-        Logger { level }
+        Logger {
+            inner: Arc::new(Inner {
+                ident: "sendmail".to_string(),
+                level,
+                hostname: short_hostname(),
+                stderr: true,
+                syslog: None,
+                file: None,
+            }),
+        }
     }
 
     /// sendmail's `LogLevel` in force.
     pub fn level(&self) -> u32 {
-        self.level
+        self.inner.level
     }
 
-    /// Writes `sendmail[pid]: <qid>: <msg>` (or without `<qid>: ` when `qid` is None).
-    pub fn log(&self, sev: Severity, qid: Option<&str>, msg: fmt::Arguments<'_>) {
-        let _ = sev;
-        match qid {
-            Some(q) => eprintln!("sendmail[{}]: {q}: {msg}", std::process::id()),
-            None => eprintln!("sendmail[{}]: {msg}", std::process::id()),
+    /// sendmail's `LogLevel > n` test: should a line of that class be written?
+    pub fn enabled(&self, n: u32) -> bool {
+        self.inner.level > n
+    }
+
+    /// Reopens the `LogFile` (after log rotation, on SIGHUP). No-op without one.
+    pub fn reopen(&self) -> io::Result<()> {
+        if let Some((path, lock)) = &self.inner.file {
+            let f = open_log_file(path)?;
+            *lock.write().unwrap_or_else(|p| p.into_inner()) = f;
         }
+        Ok(())
+    }
+
+    /// Writes `sendmail[pid]: <qid>: <msg>` (or without `<qid>: ` when `qid` is None) to every
+    /// sink. Never fails and never panics: a sink that cannot take the line loses it.
+    pub fn log(&self, sev: Severity, qid: Option<&str>, msg: fmt::Arguments<'_>) {
+        let inner = &*self.inner;
+        let body = format_body(&inner.ident, std::process::id(), qid, msg);
+        if inner.syslog.is_none() && inner.file.is_none() && !inner.stderr {
+            return;
+        }
+        let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+        if let Some(syslog) = &inner.syslog {
+            let pri = FACILITY_MAIL * 8 + sev as u8;
+            let datagram = format!("<{pri}>{stamp} {body}");
+            syslog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(datagram.as_bytes());
+        }
+        if let Some((_, lock)) = &inner.file {
+            let line = format!("{stamp} {} {body}\n", inner.hostname);
+            let f = lock.read().unwrap_or_else(|p| p.into_inner());
+            let _ = (&*f).write_all(line.as_bytes());
+        }
+        if inner.stderr {
+            let _ = writeln!(io::stderr().lock(), "{body}");
+        }
+    }
+
+    /// [`Logger::log`] at [`Severity::Info`].
+    pub fn info(&self, qid: Option<&str>, msg: fmt::Arguments<'_>) {
+        self.log(Severity::Info, qid, msg);
+    }
+
+    /// [`Logger::log`] at [`Severity::Notice`].
+    pub fn notice(&self, qid: Option<&str>, msg: fmt::Arguments<'_>) {
+        self.log(Severity::Notice, qid, msg);
+    }
+}
+
+/// `ident[pid]: qid: msg`, control characters replaced by `?`.
+fn format_body(ident: &str, pid: u32, qid: Option<&str>, msg: fmt::Arguments<'_>) -> String {
+    let mut raw = String::with_capacity(128);
+    match qid {
+        Some(q) => {
+            let _ = write!(raw, "{q}: {msg}");
+        }
+        None => {
+            let _ = write!(raw, "{msg}");
+        }
+    }
+    let mut out = String::with_capacity(ident.len() + 10 + raw.len());
+    let _ = write!(out, "{ident}[{pid}]: ");
+    out.extend(raw.chars().map(|c| if c.is_control() { '?' } else { c }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cfg(dir: &Path) -> LogConfig {
+        LogConfig {
+            syslog_path: dir.join("log.sock"),
+            ..LogConfig::default()
+        }
+    }
+
+    fn recv(sock: &UnixDatagram) -> String {
+        let mut buf = [0u8; 4096];
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = sock.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    /// `Mmm dd hh:mm:ss ` — 16 characters, e.g. `Nov  4 06:53:20 `.
+    fn assert_stamp(s: &str) {
+        let b = s.as_bytes();
+        assert!(b[..3].iter().all(u8::is_ascii_alphabetic), "{s}");
+        assert_eq!(b[3], b' ', "{s}");
+        assert!(b[4] == b' ' || b[4].is_ascii_digit(), "{s}");
+        assert!(b[5].is_ascii_digit(), "{s}");
+        assert_eq!(&s[6..7], " ");
+        assert_eq!(&s[9..10], ":");
+        assert_eq!(&s[12..13], ":");
+        assert_eq!(&s[15..16], " ");
+    }
+
+    #[test]
+    fn syslog_datagram_is_rfc3164_with_mail_facility_and_our_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        log.log(
+            Severity::Info,
+            Some("6AO6rKe2007088"),
+            format_args!("from=<a@b>, size={}", 121),
+        );
+        let got = recv(&server);
+        assert!(got.starts_with("<22>"), "{got}"); // mail.info = 2*8+6
+        assert_stamp(&got[4..]);
+        assert_eq!(
+            &got[20..],
+            format!(
+                "sendmail[{}]: 6AO6rKe2007088: from=<a@b>, size=121",
+                std::process::id()
+            )
+        );
+        log.log(Severity::Notice, None, format_args!("starting daemon"));
+        let got = recv(&server);
+        assert!(got.starts_with("<21>"), "{got}");
+        assert!(got.ends_with(&format!(
+            "sendmail[{}]: starting daemon",
+            std::process::id()
+        )));
+    }
+
+    #[test]
+    fn the_ident_is_the_l_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(LogConfig {
+            ident: "sm-mta".into(),
+            ..cfg(dir.path())
+        })
+        .unwrap();
+        log.info(None, format_args!("x"));
+        assert!(recv(&server).contains(" sm-mta["));
+    }
+
+    #[test]
+    fn syslog_reconnects_after_syslogd_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        log.info(None, format_args!("one"));
+        assert!(recv(&server).ends_with("one"));
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        let server = UnixDatagram::bind(&path).unwrap();
+        log.info(None, format_args!("two"));
+        assert!(recv(&server).ends_with("two"));
+    }
+
+    #[test]
+    fn a_syslogd_that_stops_reading_does_not_stall_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        let start = Instant::now();
+        for i in 0..5000 {
+            log.info(None, format_args!("line {i} {}", "x".repeat(500)));
+        }
+        // the queue fills after a few hundred datagrams; then one wait of 100 ms at most
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        while server.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert!(got > 0 && got < 5000, "{got}");
+        log.info(None, format_args!("after the drain"));
+        server.set_nonblocking(false).unwrap();
+        assert!(recv(&server).ends_with("after the drain"));
+    }
+
+    #[test]
+    fn a_line_too_big_for_a_datagram_loses_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        let log = Logger::new(cfg(dir.path())).unwrap();
+        log.info(None, format_args!("{}", "x".repeat(4 << 20)));
+        log.info(None, format_args!("next"));
+        assert!(recv(&server).ends_with("next"));
+    }
+
+    #[test]
+    fn loggers_are_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Logger>();
+    }
+
+    #[test]
+    fn a_missing_syslog_socket_is_skipped_and_found_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("maillog");
+        let log = Logger::new(LogConfig {
+            file: Some(file.clone()),
+            ..cfg(dir.path())
+        })
+        .unwrap();
+        log.info(None, format_args!("no syslogd yet"));
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("no syslogd yet")
+        );
+        let server = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        std::thread::sleep(SYSLOG_RETRY + Duration::from_millis(50));
+        log.info(None, format_args!("now there is one"));
+        assert!(recv(&server).ends_with("now there is one"));
+    }
+
+    #[test]
+    fn log_file_lines_look_like_a_syslog_file_and_the_file_is_0640() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("maillog");
+        let log = Logger::new(LogConfig {
+            syslog: false,
+            file: Some(file.clone()),
+            ..cfg(dir.path())
+        })
+        .unwrap();
+        log.info(Some("QID"), format_args!("a"));
+        log.info(None, format_args!("b"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let pid = std::process::id();
+        let host = short_hostname();
+        assert_stamp(lines[0]);
+        assert_eq!(&lines[0][16..], format!("{host} sendmail[{pid}]: QID: a"));
+        assert_eq!(&lines[1][16..], format!("{host} sendmail[{pid}]: b"));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        // 0640, less whatever the umask takes away
+        assert_eq!(mode & 0o777 & !0o640, 0, "{mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "{mode:o}");
+    }
+
+    #[test]
+    fn reopen_follows_log_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("maillog");
+        let log = Logger::new(LogConfig {
+            syslog: false,
+            file: Some(file.clone()),
+            ..cfg(dir.path())
+        })
+        .unwrap();
+        log.info(None, format_args!("before"));
+        std::fs::rename(&file, dir.path().join("maillog.1")).unwrap();
+        log.info(None, format_args!("still old"));
+        log.reopen().unwrap();
+        log.info(None, format_args!("after"));
+        let old = std::fs::read_to_string(dir.path().join("maillog.1")).unwrap();
+        let new = std::fs::read_to_string(&file).unwrap();
+        assert!(old.contains("before") && old.contains("still old") && !old.contains("after"));
+        assert_eq!(new.lines().count(), 1);
+        assert!(new.ends_with("after\n"));
+    }
+
+    #[test]
+    fn an_unopenable_log_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Logger::new(LogConfig {
+            syslog: false,
+            file: Some(dir.path().join("no/such/dir/maillog")),
+            ..cfg(dir.path())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("no/such/dir/maillog"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_lines() {
+        let body = format_body(
+            "sendmail",
+            42,
+            Some("Q"),
+            format_args!("HELO x\r\nsendmail[1]: fake"),
+        );
+        assert_eq!(body, "sendmail[42]: Q: HELO x??sendmail[1]: fake");
+    }
+
+    #[test]
+    fn enabled_is_sendmails_loglevel_greater_than() {
+        let log = Logger::new(LogConfig {
+            level: 9,
+            syslog: false,
+            ..LogConfig::default()
+        })
+        .unwrap();
+        assert!(log.enabled(8));
+        assert!(!log.enabled(9));
+        assert_eq!(log.level(), 9);
+    }
+
+    #[test]
+    fn many_threads_write_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("maillog");
+        let log = Logger::new(LogConfig {
+            syslog: false,
+            file: Some(file.clone()),
+            ..cfg(dir.path())
+        })
+        .unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        log.info(
+                            Some("QID"),
+                            format_args!("thread {t} line {i} {}", "x".repeat(200)),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 2000);
+        assert!(text.lines().all(|l| l.ends_with(&"x".repeat(200))));
     }
 }

@@ -180,3 +180,67 @@ mod tests {
         ));
     }
 }
+
+/// sendmail's time syntax (`30m`, `1h30m`, `90`, `2d`): units `s m h d w`, a bare number in
+/// `default_unit`. Returns seconds, or None for malformed text.
+pub fn parse_time(text: &str, default_unit: char) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = match rest.chars().next() {
+            Some(c) if c.is_ascii_alphabetic() => {
+                rest = &rest[1..];
+                c
+            }
+            _ => default_unit,
+        };
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(secs)?)?;
+    }
+    Some(total)
+}
+
+/// A `-q` interval as sendmail prints it in `starting daemon`: `00:30:00`, `1+00:00:00`.
+pub fn format_interval(text: &str) -> String {
+    let Some(secs) = parse_time(text, 'm') else {
+        return text.to_string();
+    };
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}+{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn sendmail_time_syntax() {
+        assert_eq!(parse_time("30m", 'm'), Some(1800));
+        assert_eq!(parse_time("1h30m", 'm'), Some(5400));
+        assert_eq!(parse_time("90", 's'), Some(90));
+        assert_eq!(parse_time("2x", 'm'), None);
+        assert_eq!(parse_time("", 'm'), None);
+        assert_eq!(format_interval("30m"), "00:30:00");
+        assert_eq!(format_interval("1d2h"), "1+02:00:00");
+    }
+}

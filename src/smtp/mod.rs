@@ -1,3 +1,27 @@
-//! The SMTP server side.
+//! The SMTP server side: bytes from a client in, replies and accepted messages out.
+//!
+//! * [`command`] parses one command line into a [`command::Command`];
+//! * [`session`] is the sans-IO state machine that answers commands with [`session::Action`]s;
+//! * [`data`] reads a DATA body (dot-unstuffing, `<CRLF>.<CRLF>`, bare CR/LF rejection);
+//! * [`reply`] holds every reply text;
+//! * [`conn`] is the one I/O driver: socket ↔ session, timeouts, pipelining, shutdown.
+//!
+//! Wiring, per accepted connection (what the listener does):
+//!
+//! ```text
+//! let ctx = SessionContext { hostname, greeting, daemon_name, daemon_flags, client,
+//!                            max_message_size, max_recipients, features, privacy,
+//!                            log_level, version, help, connect_reject, policy, ids };
+//! let outcome = conn::serve(stream, Session::new(ctx), &mut sink, &logger,
+//!                           &ConnOptions::default(), shutdown_future).await;
+//! ```
+//!
+//! `policy` ([`session::Policy`]) decides MAIL/RCPT/VRFY/EXPN/ETRN; `sink`
+//! ([`conn::MessageSink`]) stores a finished message durably before the `250`; until a queue
+//! exists, [`conn::NoQueue`] refuses every message with a 451.
 
+pub mod command;
+pub mod conn;
+pub mod data;
+pub mod reply;
 pub mod session;

@@ -1,1 +1,1380 @@
 //! The sans-IO SMTP session state machine.
+//!
+//! In: command lines ([`Session::handle`]), DATA bytes ([`Session::data`]), the queue's
+//! answer to a finished message ([`Session::committed`]) and connection events (peer gone,
+//! timeout, shutdown, over-long line). Out: [`Action`]s for the driver (`smtp::conn`):
+//! replies to write, log lines, anti-abuse delays, "switch to DATA", "commit this
+//! message", "close". The session never touches a socket, a file or a clock other than
+//! `Instant::now()` for the `delay=` of aborted recipients.
+//!
+//! Decisions that belong to other layers come in through [`Policy`] (sender and recipient
+//! checks, VRFY/EXPN/ETRN answers); a finished message goes out as [`Action::Commit`] and is
+//! answered `250` only after the driver reports a durable commit.
+//!
+//! sendmail 8.17 behaviour reproduced (srvrsmtp.c; recorded in
+//! `shared/conformance/smtp/*.txt`, `sendmail-facts.md` §3.3, §5): greeting with `ESMTP`
+//! inserted, the EHLO keyword order, HELO/EHLO domain check, command order 503s, the
+//! anti-abuse counters (`MAXHELOCOMMANDS` 3, `MAXVRFYCOMMANDS` 6, `MAXETRNCOMMANDS` 8,
+//! `MAXNOOPCOMMANDS` 20, `MAXBADCOMMANDS` 25) with their growing delays, the 8.18
+//! pipelining check (HELO/EHLO or DATA followed by input before the reply → `554 5.5.0 SMTP
+//! protocol error`), the "nullserver" mode of a connection refused by `check_relay`, and
+//! the end-of-session log lines (`from=` of an aborted transaction, `to=... stat=RSET`,
+//! `did not issue MAIL/EXPN/VRFY/ETRN`, `lost input channel`).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::command::{
+    self, Address, ArgError, Command, MailFrom, MailParams, RcptParams, RcptTo, check_helo_name,
+};
+use super::data::{DataEnd, DataReader};
+use super::reply::{self, Reply};
+use crate::log::Severity;
+use crate::queue::id::QueueIdGen;
+
+/// Anti-abuse limits (sendmail compile-time defaults).
+pub const MAX_HELO_COMMANDS: u32 = 3;
+pub const MAX_VRFY_COMMANDS: u32 = 6;
+pub const MAX_ETRN_COMMANDS: u32 = 8;
+pub const MAX_NOOP_COMMANDS: u32 = 20;
+pub const MAX_BAD_COMMANDS: u32 = 25;
+/// Longest anti-abuse delay (sendmail `MAXTIMEOUT`, 4 minutes).
+pub const MAX_ABUSE_DELAY: Duration = Duration::from_secs(240);
+/// HELP topics are cut to this many characters (observed: `nosuchtopic` → `nosuchtopi`).
+pub const HELP_TOPIC_MAX: usize = 10;
+
+// ---------------------------------------------------------------------------------------
+// Who is at the other end.
+
+/// The connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Peer address; an IPv4-mapped IPv6 address is shown as IPv4. `None` for `-bs`.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// Name from the reverse lookup (when it was confirmed), or for `-bs` `root@localhost`.
+    pub name: Option<String>,
+}
+
+impl ClientInfo {
+    /// sendmail's `$_` form: `localhost [IPv6:0:0:0:0:0:0:0:1]`, `[127.0.0.9]` when
+    /// unresolved, the bare name when there is no address.
+    pub fn display(&self) -> String {
+        match (&self.name, self.ip) {
+            (Some(n), Some(ip)) => format!("{n} [{}]", format_ip(ip)),
+            (None, Some(ip)) => format!("[{}]", format_ip(ip)),
+            (Some(n), None) => n.clone(),
+            (None, None) => "localhost".to_owned(),
+        }
+    }
+
+    /// sendmail's `RealHostName`: the name, else `[addr]` (the `relay=` of `collect:` lines).
+    pub fn host_name(&self) -> String {
+        match (&self.name, self.ip) {
+            (Some(n), _) => n.clone(),
+            (None, Some(ip)) => format!("[{}]", format_ip(ip)),
+            (None, None) => "localhost".to_owned(),
+        }
+    }
+}
+
+/// An IP address as sendmail prints it: IPv4 dotted, IPv4-mapped IPv6 as IPv4, other IPv6
+/// as `IPv6:` plus eight uncompressed hex groups (`IPV6_FULL`, facts §3.4).
+pub fn format_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let groups: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
+                format!("IPv6:{}", groups.join(":"))
+            }
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration of one session.
+
+/// ESMTP extensions this server really implements for this session (EHLO lists these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Features {
+    pub pipelining: bool,
+    /// EXPN works (the [`Policy`] can expand); also gates the VERB keyword, as in sendmail.
+    pub expn: bool,
+    /// VERB (only offered and accepted when EXPN is).
+    pub verb: bool,
+    pub eightbitmime: bool,
+    /// DSN parameters are accepted and carried to the queue (RET, ENVID, NOTIFY, ORCPT).
+    pub dsn: bool,
+    /// ETRN can start a queue run.
+    pub etrn: bool,
+    pub deliverby: bool,
+}
+
+impl Default for Features {
+    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
+    /// offered only together with EXPN, as in sendmail).
+    fn default() -> Features {
+        Features {
+            pipelining: true,
+            expn: false,
+            verb: true,
+            eightbitmime: true,
+            dsn: false,
+            etrn: false,
+            deliverby: false,
+        }
+    }
+}
+
+/// The `PrivacyOptions` that concern the SMTP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Privacy {
+    pub needmailhelo: bool,
+    pub needexpnhelo: bool,
+    pub needvrfyhelo: bool,
+    pub noexpn: bool,
+    pub novrfy: bool,
+    pub noverb: bool,
+    pub noetrn: bool,
+    /// Log (and let the queue add `X-Authentication-Warning:`) when the client did not HELO.
+    pub authwarnings: bool,
+}
+
+impl Privacy {
+    /// Parses a `PrivacyOptions` value (`authwarnings,noexpn,novrfy`, `goaway`, `public`);
+    /// words that do not concern the SMTP server are ignored.
+    pub fn parse(value: &str) -> Privacy {
+        let mut p = Privacy::default();
+        for word in value.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+            match word.to_ascii_lowercase().as_str() {
+                "needmailhelo" => p.needmailhelo = true,
+                "needexpnhelo" => p.needexpnhelo = true,
+                "needvrfyhelo" => p.needvrfyhelo = true,
+                "noexpn" => p.noexpn = true,
+                "novrfy" => p.novrfy = true,
+                "noverb" => p.noverb = true,
+                "noetrn" => p.noetrn = true,
+                "authwarnings" => p.authwarnings = true,
+                "public" => p = Privacy::default(),
+                "goaway" => {
+                    p = Privacy {
+                        needmailhelo: true,
+                        needexpnhelo: true,
+                        needvrfyhelo: true,
+                        noexpn: true,
+                        novrfy: true,
+                        noverb: true,
+                        noetrn: true,
+                        authwarnings: true,
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// sendmail's HelpFile: `topic<TAB>text` lines; `#` lines are comments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HelpText {
+    lines: Vec<String>,
+}
+
+impl HelpText {
+    /// Reads the file named by the `HelpFile` option.
+    pub fn load(path: &Path) -> std::io::Result<HelpText> {
+        let bytes = std::fs::read(path)?;
+        Ok(HelpText::parse(&String::from_utf8_lossy(&bytes)))
+    }
+
+    /// Parses helpfile text.
+    pub fn parse(text: &str) -> HelpText {
+        let lines = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect();
+        HelpText { lines }
+    }
+
+    /// As sendmail's help(): every line that *starts with* `topic` (already lower case),
+    /// the text after its first blank or tab, `$v` → `version`, `$$` → `$`.
+    pub fn topic(&self, topic: &str, version: &str) -> Vec<String> {
+        self.lines
+            .iter()
+            .filter(|l| l.starts_with(topic))
+            .map(|l| {
+                let text = l.split_once([' ', '\t']).map_or("", |(_, t)| t);
+                text.replace("$v", version).replace("$$", "$")
+            })
+            .collect()
+    }
+}
+
+/// Everything a session needs to know, fixed for the connection.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// `$j`, the host name in replies.
+    pub hostname: String,
+    /// The expanded `SmtpGreetingMessage` (without `ESMTP`, which is inserted).
+    pub greeting: String,
+    /// `Name=` of the daemon (`MTA-v6`), for the log.
+    pub daemon_name: String,
+    /// `M=` letters of the daemon (`E` no ETRN, `a` AUTH required, ...).
+    pub daemon_flags: String,
+    pub client: ClientInfo,
+    /// `MaxMessageSize` (0: none).
+    pub max_message_size: u64,
+    /// `MaxRecipientsPerMessage` (0: none).
+    pub max_recipients: u32,
+    pub features: Features,
+    pub privacy: Privacy,
+    /// `LogLevel`.
+    pub log_level: u32,
+    /// `$v` for HELP and `HELP not implemented`.
+    pub version: String,
+    /// The HelpFile; `None` when absent or unreadable.
+    pub help: Option<Arc<HelpText>>,
+    /// Set when `check_relay` refused the client: every transaction command gets this
+    /// reply and EHLO offers only ENHANCEDSTATUSCODES (sendmail's "nullserver").
+    pub connect_reject: Option<Reply>,
+    pub policy: Arc<dyn Policy>,
+    pub ids: Arc<QueueIdGen>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The policy hook.
+
+/// What the policy sees of the session.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyContext<'a> {
+    pub client: &'a ClientInfo,
+    pub helo: Option<&'a str>,
+    pub daemon_name: &'a str,
+    pub daemon_flags: &'a str,
+    /// The envelope id (for log lines).
+    pub qid: &'a str,
+    /// The accepted sender (RCPT checks only).
+    pub sender: Option<&'a Address>,
+}
+
+/// A policy's answer to MAIL or RCPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept; the reply echoes the address as the client wrote it.
+    Accept,
+    /// Accept; the reply echoes this text instead (`<postmaster>` for `<POSTMASTER>`).
+    AcceptAs(String),
+    /// Refuse with `reply`. `log`: the line to log at notice (e.g. `ruleset=check_rcpt,
+    /// arg1=..., reject=...`); `None` logs the reply text as sendmail logs a user error.
+    Reject { reply: Reply, log: Option<String> },
+}
+
+/// Decisions the session leaves to the rules/alias layers (wired by the caller).
+pub trait Policy: Send + Sync {
+    /// check_mail: may this sender send?
+    fn check_mail(
+        &self,
+        ctx: &PolicyContext<'_>,
+        sender: &Address,
+        params: &MailParams,
+    ) -> Decision;
+
+    /// check_rcpt plus the recipient lookup: relay allowed, user known?
+    fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, params: &RcptParams) -> Decision;
+
+    /// The VRFY answer. Default: sendmail's `PrivacyOptions=novrfy` reply.
+    fn vrfy(&self, _ctx: &PolicyContext<'_>, _arg: &str) -> Reply {
+        reply::cannot_vrfy()
+    }
+
+    /// The EXPN answer (only asked when [`Features::expn`] is set).
+    fn expn(&self, _ctx: &PolicyContext<'_>, _arg: &str) -> Reply {
+        reply::not_allowed()
+    }
+
+    /// Starts a queue run for ETRN (only asked when [`Features::etrn`] is set).
+    fn etrn(&self, _ctx: &PolicyContext<'_>, node: &str) -> Reply {
+        reply::etrn_started(node)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What comes out.
+
+/// One log line for the driver to write with `Logger::log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub severity: Severity,
+    /// The envelope id, or `None` for `NOQUEUE`.
+    pub qid: Option<String>,
+    pub text: String,
+}
+
+/// An accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub addr: Address,
+    /// The form echoed in `Recipient ok` (and logged in `to=`).
+    pub shown: String,
+    pub params: RcptParams,
+}
+
+/// A finished message for the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The envelope id assigned at MAIL; the `250 <qid> Message accepted` reply uses it.
+    pub qid: String,
+    pub sender: Address,
+    pub mail_params: MailParams,
+    pub recipients: Vec<Recipient>,
+    /// Dot-unstuffed body with `\n` line ends (its length is `size=` in the log).
+    pub body: Vec<u8>,
+    /// HELO/EHLO name, `None` if the client never said HELO (Authentication-Warning).
+    pub helo: Option<String>,
+    /// `ESMTP` after EHLO, else `SMTP`.
+    pub protocol: &'static str,
+    pub client: ClientInfo,
+    pub daemon_name: String,
+}
+
+impl Message {
+    /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
+    pub fn from_log_line(&self, msgid: Option<&str>) -> String {
+        from_line(
+            &self.sender.raw,
+            self.body.len() as u64,
+            self.recipients.len(),
+            msgid,
+            self.mail_params.body,
+            self.protocol,
+            &self.daemon_name,
+            &self.client,
+        )
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Reply(Reply),
+    Log(LogLine),
+    /// Sleep before the next reply (anti-abuse).
+    Delay(Duration),
+    /// From now on feed raw bytes to [`Session::data`] until it stops wanting them.
+    StartData,
+    /// Store this message durably, then call [`Session::committed`].
+    Commit(Box<Message>),
+    /// Flush and close the connection.
+    Close,
+}
+
+/// Counters for the listener (connection statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Messages committed.
+    pub messages: u32,
+    /// Body bytes of committed messages.
+    pub bytes: u64,
+    /// Recipients refused.
+    pub rejected_rcpts: u32,
+    /// MAIL/EXPN/VRFY/ETRN was issued.
+    pub mail_issued: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// The machine.
+
+#[derive(Debug)]
+enum State {
+    /// Reading commands.
+    Command,
+    /// Reading a DATA body.
+    Data(DataReader),
+    /// Waiting for [`Session::committed`]; the body size.
+    Committing(u64),
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: Address,
+    params: MailParams,
+    rcpts: Vec<Recipient>,
+    /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
+    accepted: usize,
+    started: Instant,
+}
+
+/// One SMTP session.
+pub struct Session {
+    ctx: SessionContext,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    /// Sender to log in `from=` when the transaction ends unfinished (EF_LOGSENDER).
+    log_sender: Option<(String, Option<command::BodyType>)>,
+    qid: Option<String>,
+    /// sendmail's "nullserver": the reply to (almost) every command after a `check_relay`
+    /// refusal or a pipelining violation.
+    nullserver: Option<Reply>,
+    first_command: bool,
+    last_cmd: String,
+    stats: SessionStats,
+    n_helo: u32,
+    n_vrfy: u32,
+    n_etrn: u32,
+    n_noop: u32,
+    n_bad: u32,
+    verbose: bool,
+}
+
+impl Session {
+    pub fn new(ctx: SessionContext) -> Session {
+        Session {
+            state: State::Command,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            log_sender: None,
+            qid: None,
+            nullserver: ctx.connect_reject.clone(),
+            first_command: true,
+            last_cmd: "startup".to_owned(),
+            stats: SessionStats::default(),
+            n_helo: 0,
+            n_vrfy: 0,
+            n_etrn: 0,
+            n_noop: 0,
+            n_bad: 0,
+            verbose: false,
+            ctx,
+        }
+    }
+
+    /// The greeting: `220 <host> ESMTP ...`. A `421` connection refusal is sent instead of
+    /// it, and the session is then over.
+    pub fn greeting(&mut self) -> Reply {
+        if let Some(r) = &self.ctx.connect_reject
+            && r.code == 421
+        {
+            self.state = State::Closed;
+            return r.clone();
+        }
+        reply::greeting(&self.ctx.greeting)
+    }
+
+    /// The context the session was made with.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// True while DATA bytes are expected.
+    pub fn wants_data(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
+    /// True once the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// VERB was given.
+    pub fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+
+    /// Handles one command line (terminator removed). `more_input`: the client has already
+    /// sent more bytes after this line (needed for the HELO/EHLO/DATA pipelining check).
+    pub fn handle(&mut self, line: &[u8], more_input: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !matches!(self.state, State::Command) {
+            // Lines are not expected now; the driver is out of step.
+            return out;
+        }
+        let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
+        if self.ctx.log_level > 14 {
+            self.log(Severity::Info, true, format!("<-- {text}"), &mut out);
+        }
+        if std::mem::take(&mut self.first_command) && is_proxy_command(&text) {
+            let text = format!(
+                "{}: probable open proxy: command={}",
+                self.ctx.client.display(),
+                text.chars().take(40).collect::<String>()
+            );
+            self.log(Severity::Info, true, text, &mut out);
+            out.push(Action::Reply(reply::open_proxy(
+                &self.ctx.hostname,
+                &self.ctx.client.display(),
+            )));
+            self.end_session(false, 0, &mut out);
+            return out;
+        }
+        let ext = command::Extensions {
+            dsn: self.ctx.features.dsn,
+            deliverby: self.ctx.features.deliverby,
+        };
+        let cmd = command::parse_with(line, &ext);
+        self.last_cmd = match &cmd {
+            // sendmail names the last *known* command; unknown ones leave "startup".
+            Command::Unrecognized(_) | Command::Bdat(_) => "startup".to_owned(),
+            Command::NotImplemented(t) => first_word(t).to_ascii_lowercase(),
+            other => other.name().to_owned(),
+        };
+        if matches!(
+            cmd,
+            Command::Mail(_) | Command::Vrfy(_) | Command::Expn(_) | Command::Etrn(_)
+        ) {
+            self.stats.mail_issued = true;
+        }
+        if let Some(refusal) = self.nullserver.clone() {
+            let normal = matches!(
+                cmd,
+                Command::Quit
+                    | Command::Helo(_)
+                    | Command::Ehlo(_)
+                    | Command::Noop
+                    | Command::Rset
+                    | Command::Unrecognized(_)
+                    | Command::Bdat(_)
+            );
+            if !normal {
+                self.n_bad += 1;
+                if self.n_bad > MAX_BAD_COMMANDS {
+                    out.push(Action::Reply(reply::too_many_bad_commands(
+                        &self.ctx.hostname,
+                    )));
+                    self.end_session(false, 0, &mut out);
+                } else {
+                    out.push(Action::Reply(refusal));
+                }
+                return out;
+            }
+        }
+        match cmd {
+            Command::Helo(arg) => self.helo_cmd(&arg, false, more_input, &mut out),
+            Command::Ehlo(arg) => self.helo_cmd(&arg, true, more_input, &mut out),
+            Command::Mail(m) => self.mail(m, &mut out),
+            Command::Rcpt(r) => self.rcpt(r, &mut out),
+            Command::Data => self.data_cmd(more_input, &mut out),
+            Command::Rset => {
+                out.push(Action::Reply(reply::reset()));
+                self.clear_state("RSET", &mut out);
+            }
+            Command::Noop => {
+                self.attack_check(Counter::Noop, "NOOP", &mut out);
+                out.push(Action::Reply(reply::noop()));
+            }
+            Command::Verb => {
+                if !(self.expn_offered() && self.ctx.features.verb && !self.ctx.privacy.noverb) {
+                    out.push(Action::Reply(reply::verbose_unavailable()));
+                } else {
+                    self.attack_check(Counter::Noop, "VERB", &mut out);
+                    self.verbose = true;
+                    out.push(Action::Reply(reply::verbose()));
+                }
+            }
+            Command::Help(topic) => self.help(&topic, &mut out),
+            Command::Quit => self.quit(&mut out),
+            Command::Vrfy(arg) => self.vrfy_expn(&text, &arg, false, &mut out),
+            Command::Expn(arg) => self.vrfy_expn(&text, &arg, true, &mut out),
+            Command::Etrn(arg) => self.etrn(&text, &arg, &mut out),
+            Command::StartTls => {
+                let r = if !rest_after_verb(&text).is_empty() {
+                    reply::starttls_no_parameters()
+                } else if self.ctx.daemon_flags.contains('S') {
+                    reply::tls_not_offered()
+                } else {
+                    reply::tls_not_available()
+                };
+                out.push(Action::Reply(r));
+            }
+            Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
+            Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
+            // CHUNKING is not offered: BDAT is an unknown command, as in sendmail 8.17.
+            Command::Bdat(_) | Command::Unrecognized(_) => self.bad_command(&text, &mut out),
+        }
+        out
+    }
+
+    /// Feeds DATA bytes; returns how many were consumed (the rest are commands).
+    pub fn data(&mut self, input: &[u8]) -> (usize, Vec<Action>) {
+        let mut out = Vec::new();
+        let State::Data(reader) = &mut self.state else {
+            return (0, out);
+        };
+        let (used, end) = reader.feed(input);
+        let Some(end) = end else {
+            return (used, out);
+        };
+        let State::Data(reader) = std::mem::replace(&mut self.state, State::Command) else {
+            return (used, out);
+        };
+        match end {
+            DataEnd::Complete if reader.exceeded() => {
+                let max = self.ctx.max_message_size;
+                let text = format!("message size ({}) exceeds maximum ({max})", reader.size());
+                self.log(Severity::Notice, true, text, &mut out);
+                out.push(Action::Reply(reply::message_too_big(max)));
+                self.finish_transaction_sized(reader.size(), &mut out);
+            }
+            DataEnd::Complete => {
+                let tx = self.tx.take();
+                self.log_sender = None;
+                if let Some(tx) = tx {
+                    let body = reader.into_body();
+                    let size = body.len() as u64;
+                    let msg = Message {
+                        qid: self.qid(),
+                        sender: tx.sender,
+                        mail_params: tx.params,
+                        recipients: tx.rcpts,
+                        body,
+                        helo: self.helo.clone(),
+                        protocol: self.protocol(),
+                        client: self.ctx.client.clone(),
+                        daemon_name: self.ctx.daemon_name.clone(),
+                    };
+                    self.state = State::Committing(size);
+                    out.push(Action::Commit(Box::new(msg)));
+                }
+            }
+            DataEnd::BareLf | DataEnd::BareCr => {
+                let (info, answer) = if end == DataEnd::BareLf {
+                    ("Bare linefeed (LF) not allowed", reply::bare_lf())
+                } else {
+                    ("Bare carriage return (CR) not allowed", reply::bare_cr())
+                };
+                let from = self
+                    .log_sender
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default();
+                let text = format!(
+                    "collect: relay={}, from={from}, info={info}, where={}, status=tempfail",
+                    self.ctx.client.host_name(),
+                    if reader.in_header() { "header" } else { "body" },
+                );
+                self.log(Severity::Notice, true, text, &mut out);
+                out.push(Action::Reply(answer));
+                self.end_session(false, reader.size(), &mut out);
+            }
+        }
+        (used, out)
+    }
+
+    /// The queue's answer to [`Action::Commit`]: `Ok` once the message is durable, or the
+    /// reply to give (a 4xx).
+    pub fn committed(&mut self, result: Result<(), Reply>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let State::Committing(size) = self.state else {
+            return out;
+        };
+        self.state = State::Command;
+        match result {
+            Ok(()) => {
+                let qid = self.qid();
+                self.stats.messages += 1;
+                self.stats.bytes += size;
+                out.push(Action::Reply(reply::accepted(&qid)));
+            }
+            Err(r) => out.push(Action::Reply(r)),
+        }
+        self.qid = None;
+        out
+    }
+
+    /// The peer closed the connection (or reading failed).
+    pub fn connection_lost(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.is_closed() {
+            return out;
+        }
+        let in_tx = self.tx.is_some();
+        let level = self.ctx.log_level;
+        if (in_tx && level > 1) || level > 19 {
+            let text = format!(
+                "lost input channel from {} to {} after {}",
+                self.ctx.client.display(),
+                self.ctx.daemon_name,
+                self.last_cmd
+            );
+            self.log(Severity::Notice, true, text, &mut out);
+        }
+        out.push(Action::Reply(reply::lost_input(
+            &self.ctx.hostname,
+            &self.ctx.client.display(),
+        )));
+        let size = self.data_size();
+        self.end_session(false, size, &mut out);
+        out
+    }
+
+    /// No input within the timeout; `during` names the phase as sendmail does
+    /// (`server cmd read`, `message collect`). Inside DATA the client also gets
+    /// `451 4.4.1 timeout waiting for input during message collect`; then the session ends
+    /// as for a lost connection.
+    pub fn timed_out(&mut self, during: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.is_closed() {
+            return out;
+        }
+        if self.ctx.log_level > 1 {
+            let text = format!(
+                "timeout waiting for input from {} during {during}",
+                self.ctx.client.host_name()
+            );
+            self.log(Severity::Notice, true, text, &mut out);
+        }
+        if self.wants_data() {
+            out.push(Action::Reply(reply::timeout(during)));
+        }
+        out.extend(self.connection_lost());
+        out
+    }
+
+    /// The daemon is stopping: called at a command boundary.
+    pub fn shutdown(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.is_closed() {
+            return out;
+        }
+        out.push(Action::Reply(reply::shutting_down(&self.ctx.hostname)));
+        self.end_session(false, 0, &mut out);
+        out
+    }
+
+    /// A command line longer than the limit: `len` bytes including its terminator.
+    pub fn line_too_long(&mut self, len: usize) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.is_closed() {
+            return out;
+        }
+        let text = format!(
+            "{}: SMTP violation, input too long: {len}",
+            self.ctx.client.display()
+        );
+        self.log(Severity::Info, true, text, &mut out);
+        out.push(Action::Reply(reply::command_too_long(
+            &self.ctx.hostname,
+            &self.ctx.client.display(),
+        )));
+        self.end_session(false, 0, &mut out);
+        out
+    }
+
+    // ------------------------------------------------------------------------------
+    // Command handlers.
+
+    fn helo_cmd(&mut self, arg: &str, ehlo: bool, more_input: bool, out: &mut Vec<Action>) {
+        let verb = if ehlo { "EHLO" } else { "HELO" };
+        self.attack_check(Counter::Helo, "HELO/EHLO", out);
+        if more_input {
+            self.pipelining_violation(verb, out);
+            self.nullserver = Some(reply::command_rejected());
+            return;
+        }
+        let name = match check_helo_name(arg) {
+            Ok(name) => name.to_owned(),
+            Err(command::HeloError::Missing) => {
+                out.push(Action::Reply(reply::helo_requires_domain(verb)));
+                return;
+            }
+            Err(command::HeloError::Invalid(shown)) => {
+                out.push(Action::Reply(reply::invalid_domain()));
+                if self.ctx.log_level > 9 {
+                    let text = format!(
+                        "invalid domain name ({shown}) from {}",
+                        self.ctx.client.display()
+                    );
+                    self.log(Severity::Info, true, text, out);
+                }
+                return;
+            }
+        };
+        if self.helo.is_some() || self.tx.is_some() {
+            self.clear_state(verb, out);
+        }
+        self.helo = Some(name);
+        self.esmtp = ehlo;
+        let client = self.ctx.client.display();
+        let r = if ehlo {
+            reply::ehlo(&self.ctx.hostname, &client, &self.ehlo_keywords())
+        } else {
+            reply::helo(&self.ctx.hostname, &client)
+        };
+        out.push(Action::Reply(r));
+    }
+
+    /// The EHLO keywords, in sendmail's order, for what is really available.
+    pub fn ehlo_keywords(&self) -> Vec<String> {
+        let mut k = vec!["ENHANCEDSTATUSCODES".to_owned()];
+        if self.nullserver.is_some() {
+            return k;
+        }
+        let f = &self.ctx.features;
+        if f.pipelining {
+            k.push("PIPELINING".into());
+        }
+        if self.expn_offered() {
+            k.push("EXPN".into());
+            if f.verb && !self.ctx.privacy.noverb {
+                k.push("VERB".into());
+            }
+        }
+        if f.eightbitmime {
+            k.push("8BITMIME".into());
+        }
+        if self.ctx.max_message_size > 0 {
+            k.push(format!("SIZE {}", self.ctx.max_message_size));
+        } else {
+            k.push("SIZE".into());
+        }
+        if f.dsn {
+            k.push("DSN".into());
+        }
+        if self.etrn_allowed() {
+            k.push("ETRN".into());
+        }
+        if f.deliverby {
+            k.push("DELIVERBY".into());
+        }
+        k.push("HELP".into());
+        k
+    }
+
+    fn expn_offered(&self) -> bool {
+        self.ctx.features.expn && !self.ctx.privacy.noexpn
+    }
+
+    fn etrn_allowed(&self) -> bool {
+        self.ctx.features.etrn && !self.ctx.privacy.noetrn && !self.ctx.daemon_flags.contains('E')
+    }
+
+    fn mail(&mut self, m: Result<MailFrom, ArgError>, out: &mut Vec<Action>) {
+        if self.ctx.privacy.needmailhelo && self.helo.is_none() {
+            out.push(Action::Reply(reply::polite_helo_first()));
+            return;
+        }
+        if self.tx.is_some() {
+            out.push(Action::Reply(reply::sender_already_specified()));
+            return;
+        }
+        if self.ctx.daemon_flags.contains('a') && !self.ctx.daemon_flags.contains('A') {
+            out.push(Action::Reply(reply::auth_required()));
+            return;
+        }
+        if let Err(ArgError::Syntax(_)) = &m {
+            // skipword failed: nothing else happens.
+        } else if self.helo.is_none() && self.ctx.privacy.authwarnings {
+            let text = format!(
+                "Authentication-Warning: {}: {} didn't use HELO protocol",
+                self.ctx.hostname,
+                self.ctx.client.display()
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(Action::Reply(e.reply()));
+                return;
+            }
+        };
+        let body = m.params.as_ref().ok().and_then(|p| p.body);
+        self.log_sender = Some((m.path.raw.clone(), body));
+        let params = match m.params {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(Action::Reply(e.reply()));
+                return;
+            }
+        };
+        let qid = self.qid();
+        let decision = {
+            let pctx = self.policy_context(&qid, None);
+            self.ctx.policy.check_mail(&pctx, &m.path, &params)
+        };
+        let shown = match decision {
+            Decision::Accept => m.path.raw.clone(),
+            Decision::AcceptAs(s) => s,
+            Decision::Reject { reply, log } => {
+                if let Some(text) = log {
+                    self.log(Severity::Notice, true, text, out);
+                }
+                out.push(Action::Reply(reply));
+                return;
+            }
+        };
+        let max = self.ctx.max_message_size;
+        if max > 0 && params.size.is_some_and(|s| s > max) {
+            out.push(Action::Reply(reply::size_exceeds(max)));
+            return;
+        }
+        out.push(Action::Reply(reply::sender_ok(&shown)));
+        self.tx = Some(Transaction {
+            sender: m.path,
+            params,
+            rcpts: Vec::new(),
+            accepted: 0,
+            started: Instant::now(),
+        });
+    }
+
+    fn rcpt(&mut self, r: Result<RcptTo, ArgError>, out: &mut Vec<Action>) {
+        if self.tx.is_none() {
+            out.push(Action::Reply(reply::need_mail_before_rcpt()));
+            return;
+        }
+        let max = self.ctx.max_recipients;
+        let count = self.tx.as_ref().map_or(0, |t| t.accepted);
+        if max > 0 && count >= max as usize {
+            self.user_error(reply::too_many_recipients(), out);
+            return;
+        }
+        let (path, params) = match r.and_then(|r| r.params.map(|p| (r.path, p))) {
+            Ok(x) => x,
+            Err(e) => {
+                self.stats.rejected_rcpts += 1;
+                self.user_error(e.reply(), out);
+                return;
+            }
+        };
+        let qid = self.qid();
+        let decision = {
+            let sender = self.tx.as_ref().map(|t| &t.sender);
+            let pctx = self.policy_context(&qid, sender);
+            self.ctx.policy.check_rcpt(&pctx, &path, &params)
+        };
+        let shown = match decision {
+            Decision::Accept => path.raw.clone(),
+            Decision::AcceptAs(s) => s,
+            Decision::Reject { reply, log } => {
+                self.stats.rejected_rcpts += 1;
+                match log {
+                    Some(text) => {
+                        self.log(Severity::Notice, true, text, out);
+                        out.push(Action::Reply(reply));
+                    }
+                    None => self.user_error(reply, out),
+                }
+                return;
+            }
+        };
+        out.push(Action::Reply(reply::recipient_ok(&shown)));
+        if let Some(tx) = &mut self.tx {
+            tx.accepted += 1;
+            // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
+            if !tx.rcpts.iter().any(|x| x.shown == shown) {
+                tx.rcpts.push(Recipient {
+                    addr: path,
+                    shown,
+                    params,
+                });
+            }
+        }
+    }
+
+    fn data_cmd(&mut self, more_input: bool, out: &mut Vec<Action>) {
+        let Some(tx) = &self.tx else {
+            out.push(Action::Reply(reply::need_mail()));
+            return;
+        };
+        if tx.rcpts.is_empty() {
+            out.push(Action::Reply(reply::need_rcpt()));
+            return;
+        }
+        if more_input {
+            self.pipelining_violation("DATA", out);
+            self.end_session(false, 0, out);
+            return;
+        }
+        self.state = State::Data(DataReader::new(self.ctx.max_message_size));
+        out.push(Action::Reply(reply::start_data()));
+        out.push(Action::StartData);
+    }
+
+    /// sendmail's help(): lines of the HelpFile whose key starts with the (lower-cased)
+    /// topic; `smtp` without a topic.
+    fn help(&mut self, topic: &str, out: &mut Vec<Action>) {
+        let Some(help) = &self.ctx.help else {
+            out.push(Action::Reply(reply::help_not_implemented(
+                &self.ctx.version,
+            )));
+            return;
+        };
+        let asked = !topic.is_empty();
+        let topic = if asked {
+            topic.to_ascii_lowercase()
+        } else {
+            "smtp".to_owned()
+        };
+        let lines = help.topic(&topic, &self.ctx.version);
+        if lines.is_empty() && asked {
+            let shown: String = topic.chars().take(HELP_TOPIC_MAX).collect();
+            out.push(Action::Reply(reply::help_unknown(&shown)));
+        } else {
+            out.push(Action::Reply(reply::help(&lines)));
+        }
+    }
+
+    fn vrfy_expn(&mut self, line: &str, arg: &str, expn: bool, out: &mut Vec<Action>) {
+        let verb = if expn { "EXPN" } else { "VRFY" };
+        self.attack_check(Counter::Vrfy, verb, out);
+        let p = self.ctx.privacy;
+        let shown = format!(
+            "{}: {}",
+            self.ctx.client.display(),
+            reply::shorten(line, reply::MAXSHORTSTR)
+        );
+        let refused = if expn { !self.expn_offered() } else { p.novrfy };
+        if refused {
+            out.push(Action::Reply(if expn {
+                reply::not_allowed()
+            } else {
+                reply::cannot_vrfy()
+            }));
+            if self.ctx.log_level > 5 {
+                self.log(Severity::Info, true, format!("{shown} [rejected]"), out);
+            }
+            return;
+        }
+        let need_helo = if expn { p.needexpnhelo } else { p.needvrfyhelo };
+        if need_helo && self.helo.is_none() {
+            out.push(Action::Reply(reply::introduce_yourself()));
+            return;
+        }
+        if self.ctx.log_level > 5 {
+            self.log(Severity::Info, true, shown, out);
+        }
+        if arg.is_empty() {
+            out.push(Action::Reply(reply::argument_required()));
+            return;
+        }
+        let qid = self.qid();
+        let r = {
+            let pctx = self.policy_context(&qid, None);
+            if expn {
+                self.ctx.policy.expn(&pctx, arg)
+            } else {
+                self.ctx.policy.vrfy(&pctx, arg)
+            }
+        };
+        out.push(Action::Reply(r));
+    }
+
+    fn etrn(&mut self, line: &str, arg: &str, out: &mut Vec<Action>) {
+        if !self.etrn_allowed() {
+            out.push(Action::Reply(reply::not_allowed()));
+            if self.ctx.log_level > 5 {
+                let text = format!(
+                    "{}: {} [rejected]",
+                    self.ctx.client.display(),
+                    reply::shorten(line, reply::MAXSHORTSTR)
+                );
+                self.log(Severity::Info, true, text, out);
+            }
+            return;
+        }
+        if arg.is_empty() {
+            self.user_error(reply::parameter_required(), out);
+            return;
+        }
+        self.attack_check(Counter::Etrn, "ETRN", out);
+        if self.ctx.log_level > 5 {
+            let text = format!(
+                "{}: ETRN {}",
+                self.ctx.client.display(),
+                reply::shorten(arg, reply::MAXSHORTSTR)
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        let qid = self.qid();
+        let r = {
+            let pctx = self.policy_context(&qid, None);
+            self.ctx.policy.etrn(&pctx, arg)
+        };
+        out.push(Action::Reply(r));
+    }
+
+    fn quit(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::Reply(reply::closing(&self.ctx.hostname)));
+        self.end_session(true, 0, out);
+    }
+
+    fn bad_command(&mut self, text: &str, out: &mut Vec<Action>) {
+        let verb = first_word(text).to_ascii_lowercase();
+        if matches!(verb.as_str(), "showq" | "debug" | "wiz") && self.ctx.log_level > 0 {
+            let addr = self.ctx.client.ip.map_or("0".to_owned(), format_ip);
+            let text = format!(
+                "\"{verb}\" command from {} ({addr})",
+                self.ctx.client.display()
+            );
+            self.log(Severity::Crit, true, text, out);
+        }
+        self.n_bad += 1;
+        if self.n_bad > MAX_BAD_COMMANDS {
+            out.push(Action::Reply(reply::too_many_bad_commands(
+                &self.ctx.hostname,
+            )));
+            self.end_session(false, 0, out);
+            return;
+        }
+        out.push(Action::Reply(reply::unrecognized(text)));
+    }
+
+    // ------------------------------------------------------------------------------
+    // Bookkeeping.
+
+    fn pipelining_violation(&mut self, verb: &str, out: &mut Vec<Action>) {
+        let addr = self.ctx.client.ip.map_or("0".to_owned(), format_ip);
+        let text = format!(
+            "rejecting server {verb} from {} [{addr}] due to traffic before response",
+            self.ctx.client.host_name()
+        );
+        self.log(Severity::Info, true, text, out);
+        out.push(Action::Reply(reply::protocol_error()));
+    }
+
+    /// sendmail's `checksmtpattack`: past the limit, log once and delay 1, 2, 4... seconds.
+    fn attack_check(&mut self, which: Counter, name: &str, out: &mut Vec<Action>) {
+        let (count, max) = match which {
+            Counter::Helo => (&mut self.n_helo, MAX_HELO_COMMANDS),
+            Counter::Vrfy => (&mut self.n_vrfy, MAX_VRFY_COMMANDS),
+            Counter::Etrn => (&mut self.n_etrn, MAX_ETRN_COMMANDS),
+            Counter::Noop => (&mut self.n_noop, MAX_NOOP_COMMANDS),
+        };
+        *count += 1;
+        let n = *count;
+        if n < max {
+            return;
+        }
+        if n == max && self.ctx.log_level > 5 {
+            let text = format!(
+                "{}: possible SMTP attack: command={name}, count={n}",
+                self.ctx.client.display()
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        let shift = n - max;
+        let delay = if shift >= 8 {
+            MAX_ABUSE_DELAY
+        } else {
+            Duration::from_secs(1 << shift).min(MAX_ABUSE_DELAY)
+        };
+        out.push(Action::Delay(delay));
+    }
+
+    /// A user error reply; logged (as sendmail's usrerr) only inside a transaction.
+    fn user_error(&mut self, r: Reply, out: &mut Vec<Action>) {
+        if self.tx.is_some() && self.ctx.log_level > 3 {
+            self.log(Severity::Notice, true, r.text().to_owned(), out);
+        }
+        out.push(Action::Reply(r));
+    }
+
+    /// CLEAR_STATE: log the unfinished transaction, start a new envelope.
+    fn clear_state(&mut self, why: &str, out: &mut Vec<Action>) {
+        self.log_undelivered(why, 10, out);
+        self.finish_transaction(out);
+    }
+
+    /// `to=<r>, delay=..., pri=0, stat=<why>` for each accepted recipient, newest first
+    /// (LogLevel > `level`).
+    fn log_undelivered(&mut self, why: &str, level: u32, out: &mut Vec<Action>) {
+        if self.ctx.log_level <= level {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let delay = format_delay(tx.started.elapsed());
+        let mut seen: Vec<&str> = Vec::new();
+        let mut lines = Vec::new();
+        for r in tx.rcpts.iter().rev() {
+            if seen.contains(&r.shown.as_str()) {
+                continue;
+            }
+            seen.push(&r.shown);
+            lines.push(format!("to={}, delay={delay}, pri=0, stat={why}", r.shown));
+        }
+        for text in lines {
+            self.log(Severity::Info, true, text, out);
+        }
+    }
+
+    /// Ends the transaction: the `from=` line of an unfinished one (LogLevel > 4), a fresh
+    /// envelope id next time.
+    fn finish_transaction(&mut self, out: &mut Vec<Action>) {
+        self.finish_transaction_sized(0, out);
+    }
+
+    fn finish_transaction_sized(&mut self, size: u64, out: &mut Vec<Action>) {
+        let nrcpts = self.tx.as_ref().map_or(0, |t| t.rcpts.len());
+        if let Some((from, body)) = self.log_sender.take()
+            && self.ctx.log_level > 4
+        {
+            let text = from_line(
+                &from,
+                size,
+                nrcpts,
+                None,
+                body,
+                self.protocol(),
+                &self.ctx.daemon_name,
+                &self.ctx.client,
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        let had_envelope = self.tx.is_some();
+        self.tx = None;
+        if had_envelope {
+            self.qid = None;
+        }
+    }
+
+    /// Final logs and Close.
+    fn end_session(&mut self, quit: bool, size: u64, out: &mut Vec<Action>) {
+        if quit {
+            self.log_undelivered("aborted by sender", 9, out);
+        }
+        self.finish_transaction_sized(size, out);
+        if !self.stats.mail_issued && self.nullserver.is_none() && self.ctx.log_level > 5 {
+            let text = format!(
+                "{} did not issue MAIL/EXPN/VRFY/ETRN during connection to {}",
+                self.ctx.client.display(),
+                self.ctx.daemon_name
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        self.state = State::Closed;
+        out.push(Action::Close);
+    }
+
+    fn data_size(&self) -> u64 {
+        match &self.state {
+            State::Data(r) => r.size(),
+            _ => 0,
+        }
+    }
+
+    fn protocol(&self) -> &'static str {
+        if self.esmtp { "ESMTP" } else { "SMTP" }
+    }
+
+    /// The envelope id, assigned on first use.
+    fn qid(&mut self) -> String {
+        if self.qid.is_none() {
+            self.qid = Some(self.ctx.ids.next_id());
+        }
+        self.qid.clone().unwrap_or_default()
+    }
+
+    fn log(&mut self, severity: Severity, with_qid: bool, text: String, out: &mut Vec<Action>) {
+        let qid = with_qid.then(|| self.qid());
+        out.push(Action::Log(LogLine {
+            severity,
+            qid,
+            text,
+        }));
+    }
+
+    fn policy_context<'a>(
+        &'a self,
+        qid: &'a str,
+        sender: Option<&'a Address>,
+    ) -> PolicyContext<'a> {
+        PolicyContext {
+            client: &self.ctx.client,
+            helo: self.helo.as_deref(),
+            daemon_name: &self.ctx.daemon_name,
+            daemon_flags: &self.ctx.daemon_flags,
+            qid,
+            sender,
+        }
+    }
+}
+
+/// The first command of a connection looks like HTTP or a proxy request.
+fn is_proxy_command(line: &str) -> bool {
+    ["GET", "POST", "CONNECT", "USER"].iter().any(|verb| {
+        line.len() > verb.len()
+            && line[..verb.len()].eq_ignore_ascii_case(verb)
+            && line[verb.len()..].starts_with(|c: char| c.is_ascii_whitespace())
+    })
+}
+
+/// The command word of a line (after leading white space).
+fn first_word(line: &str) -> &str {
+    let t = line.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    t.split(|c: char| c.is_ascii_whitespace())
+        .next()
+        .unwrap_or("")
+}
+
+/// The argument text after the command word.
+fn rest_after_verb(line: &str) -> &str {
+    let t = line.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let end = t.find(|c: char| c.is_ascii_whitespace()).unwrap_or(t.len());
+    t[end..].trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Counter {
+    Helo,
+    Vrfy,
+    Etrn,
+    Noop,
+}
+
+/// sendmail's `pintvl`: `HH:MM:SS`, with `Nd+` in front past a day.
+pub fn format_delay(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    let mut out = String::new();
+    if days > 0 {
+        let _ = write!(out, "{days}d+");
+    }
+    let _ = write!(out, "{h:02}:{m:02}:{sec:02}");
+    out
+}
+
+/// The `from=` line (sendmail headers.c:logsender field order).
+#[allow(clippy::too_many_arguments)]
+fn from_line(
+    from: &str,
+    size: u64,
+    nrcpts: usize,
+    msgid: Option<&str>,
+    body: Option<command::BodyType>,
+    proto: &str,
+    daemon: &str,
+    client: &ClientInfo,
+) -> String {
+    let mut s = format!("from={from}, size={size}, class=0, nrcpts={nrcpts}");
+    if let Some(m) = msgid {
+        let _ = write!(s, ", msgid={m}");
+    }
+    if let Some(b) = body {
+        let _ = write!(s, ", bodytype={}", b.as_str());
+    }
+    let _ = write!(
+        s,
+        ", proto={proto}, daemon={daemon}, relay={}",
+        client.display()
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests;

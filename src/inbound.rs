@@ -1,0 +1,168 @@
+//! One accepted connection, from socket to the end of its SMTP session.
+//!
+//! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
+//! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
+//! served by [`smtp::conn::serve`], and the per-daemon counters for `mailstats`.
+//!
+//! This is where the configuration meets the session: the client is named (hosts file), the
+//! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is
+//! expanded from `SmtpGreetingMessage`, and the limits and timeouts are taken from the options.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Config;
+use crate::config::daemon_options::DaemonPortOptions;
+use crate::config::macros::{Layered, expand};
+use crate::daemon::{Peer, Shared};
+use crate::log::Severity;
+use crate::receive::{Destination, QueueSink};
+use crate::shutdown::SessionGuard;
+use crate::smtp::conn::{self, ConnOptions, Timeouts};
+use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+
+/// Serves one client to the end of its session.
+pub async fn serve_client<S>(
+    stream: S,
+    peer: Peer,
+    daemon: Arc<DaemonPortOptions>,
+    shared: Arc<Shared>,
+    mut guard: SessionGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let current = shared.current();
+    let client = client_info(peer, &shared);
+    if shared.logger.enabled(9) {
+        shared.logger.log(
+            Severity::Info,
+            Some("NOQUEUE"),
+            format_args!("connect from {}", client.display()),
+        );
+    }
+    let counters = shared.stats.as_ref().map(|s| s.daemon(&daemon.name));
+    if let Some(c) = &counters {
+        c.connection();
+    }
+    let relay_reject = current
+        .rules
+        .as_ref()
+        .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
+    let mut ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    if let Some((reply, log)) = relay_reject {
+        shared
+            .logger
+            .log(Severity::Notice, None, format_args!("{log}"));
+        ctx.connect_reject = Some(reply);
+    }
+    let opts = ConnOptions {
+        timeouts: Timeouts {
+            command: current.config.options.timeouts.command,
+            data_block: current.config.options.timeouts.datablock,
+        },
+        ..ConnOptions::default()
+    };
+    let mut sink = QueueSink {
+        dest: Destination::Store(shared.queue.clone()),
+        config: current.config.clone(),
+        logger: shared.logger.clone(),
+    };
+    let outcome = conn::serve(
+        stream,
+        Session::new(ctx),
+        &mut sink,
+        &shared.logger,
+        &opts,
+        guard.recv(),
+    )
+    .await;
+    if let Some(c) = &counters {
+        for _ in 0..outcome.stats.messages {
+            c.message(outcome.stats.bytes / u64::from(outcome.stats.messages.max(1)));
+        }
+        for _ in 0..outcome.stats.rejected_rcpts {
+            c.reject();
+        }
+    }
+}
+
+/// The client as sendmail names it: the address (IPv4-mapped shown as IPv4) and the name the
+/// hosts file gives it.
+fn client_info(peer: Peer, shared: &Shared) -> ClientInfo {
+    match peer {
+        Peer::Tcp(addr) => {
+            let ip: IpAddr = addr.ip().to_canonical();
+            ClientInfo {
+                ip: Some(ip),
+                port: addr.port(),
+                name: shared.hosts().name_of(ip).map(String::from),
+            }
+        }
+        Peer::Local => ClientInfo {
+            ip: None,
+            port: 0,
+            name: Some("localhost".to_string()),
+        },
+    }
+}
+
+/// The per-connection macros sendmail defines for a daemon connection.
+fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("_".to_string(), client.display());
+    if let Some(ip) = client.ip {
+        m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("client_port".into(), client.port.to_string());
+    }
+    m.insert(
+        "client_name".into(),
+        client.name.clone().unwrap_or_else(|| client.display()),
+    );
+    m.insert(
+        "client_resolve".into(),
+        if client.name.is_some() { "OK" } else { "FAIL" }.into(),
+    );
+    m.insert("daemon_name".into(), daemon.name.clone());
+    m.insert("daemon_family".into(), daemon.family.as_str().into());
+    m.insert("daemon_flags".into(), daemon.modifiers.daemon_flags());
+    m.insert("daemon_port".into(), daemon.port.to_string());
+    m
+}
+
+fn session_context(
+    cfg: &Config,
+    daemon: &DaemonPortOptions,
+    client: ClientInfo,
+    shared: &Shared,
+    current: &crate::daemon::Current,
+) -> SessionContext {
+    let macros = connection_macros(daemon, &client);
+    let lookup = Layered {
+        top: &macros,
+        base: cfg,
+    };
+    SessionContext {
+        hostname: expand("$j", &lookup),
+        greeting: cfg.options.smtp_greeting_message.expand(&lookup),
+        daemon_name: daemon.name.clone(),
+        daemon_flags: daemon.modifiers.as_str().to_string(),
+        client,
+        max_message_size: cfg.options.max_message_size,
+        max_recipients: cfg.options.max_recipients_per_message,
+        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT).
+        features: Features {
+            dsn: true,
+            ..Features::default()
+        },
+        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        log_level: cfg.options.log_level,
+        version: expand("$v", cfg),
+        help: current.help.clone(),
+        connect_reject: None, // set by serve_client from check_relay
+        policy: current.policy.clone(),
+        ids: shared.qids.clone(),
+    }
+}

@@ -1,0 +1,280 @@
+//! The built-in relay rules: who may send mail to where, when the cf has no rulesets to say.
+//!
+//! In: the session's client and a recipient address. Out: a [`Decision`]. sendmail's standard
+//! rules (cf `proto.m4` check_rcpt / Relay_ok), as the facts file records them:
+//! * mail to this host's names (`$=w`: `Cw` lines, the `Fw` file, the host's own names and
+//!   address literals) is accepted from anyone;
+//! * mail to `relay-domains` (class `R`) or a subdomain of one is accepted from anyone;
+//! * otherwise only the host itself may relay: exactly `127.0.0.1` and `::1` — not the rest of
+//!   127/8, so `127.0.0.9` is an outside client, as in sendmail;
+//! * a local part with `%` or `!`, or a source route, never smuggles a relay past the check: such
+//!   an address counts as remote.
+//!
+//! Everything refused gets `550 5.7.1 <addr>... Relaying denied` and sendmail's log line
+//! `ruleset=check_rcpt, arg1=<addr>, relay=…, reject=550 5.7.1 <addr>... Relaying denied`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::config::Config;
+use crate::rules::check::{Verdict, rscheck, take_messages};
+use crate::rules::rewrite::Engine;
+use crate::smtp::command::{Address, MailParams, RcptParams};
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
+
+/// The relay rules of one configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BuiltinPolicy {
+    /// `$=w`, lower case.
+    local_names: Vec<String>,
+    /// `$=R`, lower case.
+    relay_domains: Vec<String>,
+}
+
+impl BuiltinPolicy {
+    pub fn new(local_names: &[String], relay_domains: &[String]) -> BuiltinPolicy {
+        let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect();
+        BuiltinPolicy {
+            local_names: lower(local_names),
+            relay_domains: lower(relay_domains),
+        }
+    }
+
+    /// `$=w` and `$=R` of a configuration, with the host's own names added to `$=w`.
+    pub fn from_config(cfg: &Config) -> BuiltinPolicy {
+        let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
+        w.extend([
+            crate::config::macros::expand("$j", cfg),
+            cfg.host.fqdn.clone(),
+            cfg.host.short.clone(),
+            "localhost".to_string(),
+        ]);
+        w.push("[127.0.0.1]".to_string());
+        let r = cfg.classes.get("R").cloned().unwrap_or_default();
+        BuiltinPolicy::new(&w, &r)
+    }
+
+    fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.local_names.contains(&d)
+    }
+
+    fn is_relay_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.relay_domains
+            .iter()
+            .any(|r| d == *r || d.ends_with(&format!(".{r}")))
+    }
+
+    /// Whether the recipient stays on this host (no hidden relay in it).
+    fn is_local_recipient(&self, rcpt: &Address) -> bool {
+        if !rcpt.route.is_empty() || rcpt.local.contains(['%', '!']) {
+            return false;
+        }
+        match &rcpt.domain {
+            None => true,
+            Some(d) => self.is_local_domain(d),
+        }
+    }
+}
+
+/// The host itself: exactly the loopback addresses sendmail's `$=R` default names.
+pub fn is_relay_client(ip: Option<IpAddr>) -> bool {
+    match ip.map(|i| i.to_canonical()) {
+        None => true, // the command line (-bs)
+        Some(ip) => ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
+}
+
+impl Policy for BuiltinPolicy {
+    fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
+        unqualified_sender(ctx, sender).unwrap_or(Decision::Accept)
+    }
+
+    fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
+        if self.is_local_recipient(rcpt) || is_relay_client(ctx.client.ip) {
+            return Decision::Accept;
+        }
+        let relay_ok = rcpt.route.is_empty()
+            && !rcpt.local.contains(['%', '!'])
+            && rcpt
+                .domain
+                .as_deref()
+                .is_some_and(|d| self.is_relay_domain(d));
+        if relay_ok {
+            return Decision::Accept;
+        }
+        let shown = format!(
+            "<{}>",
+            rcpt.raw.trim_start_matches('<').trim_end_matches('>')
+        );
+        let reply = reply::relaying_denied(&shown);
+        let log = format!(
+            "ruleset=check_rcpt, arg1={shown}, relay={}, reject={}",
+            ctx.client.display(),
+            reply
+        );
+        Decision::Reject {
+            reply,
+            log: Some(log),
+        }
+    }
+}
+
+/// sendmail's own check on MAIL (srvrsmtp.c, not a ruleset): an unqualified sender is
+/// refused unless the daemon has Modifier `u` (`553 5.5.4 <sender>... Domain name required
+/// for sender address sender`).
+pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<Decision> {
+    if sender.is_null() || sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+        return None;
+    }
+    let bare = sender
+        .raw
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let reply = reply::domain_required(&format!("<{bare}>"), bare);
+    Some(Decision::Reject { reply, log: None })
+}
+
+/// The cf's own rulesets decide: `check_relay` at connect, `check_mail` at MAIL, `check_rcpt`
+/// at RCPT, as sendmail's `rscheck` runs them (the access map, relay-domains, `$=w`, all as
+/// the m4-generated rules say). The engine is shared; each check sets the connection's macros
+/// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
+pub struct RulesPolicy {
+    engine: std::sync::Mutex<Engine>,
+}
+
+impl RulesPolicy {
+    pub fn new(engine: Engine) -> RulesPolicy {
+        RulesPolicy {
+            engine: std::sync::Mutex::new(engine),
+        }
+    }
+
+    /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
+    fn run(
+        &self,
+        client: &ClientInfo,
+        daemon_flags: &str,
+        set: &str,
+        arg: &str,
+        arg2: Option<&str>,
+        sender: Option<&str>,
+    ) -> Option<(u16, Option<String>, String)> {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let name = client.name.clone().unwrap_or_else(|| match client.ip {
+            Some(ip) => format!("[{}]", format_ip(ip)),
+            None => "localhost".to_string(),
+        });
+        let addr = client
+            .ip
+            .map(format_ip)
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let flags = daemon_flags
+            .chars()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (k, v) in [
+            ("client_addr", addr.as_str()),
+            ("client_name", name.as_str()),
+            (
+                "client_resolve",
+                if client.name.is_some() { "OK" } else { "FAIL" },
+            ),
+            ("daemon_flags", flags.as_str()),
+            ("f", sender.unwrap_or("")),
+        ] {
+            if let Some(id) = e.names.id(k) {
+                e.macros.define(id, v.as_bytes().to_vec());
+            }
+        }
+        let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
+        let _ = take_messages(&mut e);
+        match verdict {
+            Verdict::Reject { code, dsn, text } => Some((code, dsn, text)),
+            _ => None,
+        }
+    }
+
+    /// `check_relay` for a new connection: the reply that makes the session a "nullserver"
+    /// and the log line, when the ruleset refuses the client.
+    pub fn check_relay(&self, client: &ClientInfo, daemon_flags: &str) -> Option<(Reply, String)> {
+        let name = client.name.clone().unwrap_or_else(|| {
+            client
+                .ip
+                .map(|ip| format!("[{}]", format_ip(ip)))
+                .unwrap_or_default()
+        });
+        let addr = client.ip.map(format_ip).unwrap_or_default();
+        let (code, dsn, text) = self.run(
+            client,
+            daemon_flags,
+            "check_relay",
+            &name,
+            Some(&addr),
+            None,
+        )?;
+        let reply = Reply::new(code, dsn.as_deref(), text);
+        let log = format!(
+            "ruleset=check_relay, arg1={name}, arg2={addr}, relay={}, reject={reply}",
+            client.display()
+        );
+        Some((reply, log))
+    }
+
+    fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
+        let bare = addr
+            .raw
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        let shown = format!("<{bare}>");
+        let sender = match set {
+            "check_mail" => Some(bare),
+            _ => ctx
+                .sender
+                .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
+        };
+        match self.run(ctx.client, ctx.daemon_flags, set, &shown, None, sender) {
+            None => Decision::Accept,
+            Some((code, dsn, text)) => {
+                let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));
+                let log = format!(
+                    "ruleset={set}, arg1={shown}, relay={}, reject={reply}",
+                    ctx.client.display()
+                );
+                Decision::Reject {
+                    reply,
+                    log: Some(log),
+                }
+            }
+        }
+    }
+}
+
+impl Policy for RulesPolicy {
+    fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
+        if let Some(d) = unqualified_sender(ctx, sender) {
+            return d;
+        }
+        self.check(ctx, "check_mail", sender)
+    }
+
+    fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
+        self.check(ctx, "check_rcpt", rcpt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dj_is_a_local_name() {
+        let cfg = Config::from_str("t.cf", "Djmta.example.test\n", &[]).unwrap();
+        let p = BuiltinPolicy::from_config(&cfg);
+        assert!(p.is_local_domain("mta.example.test"), "{p:?}");
+    }
+}

@@ -1,0 +1,1107 @@
+//! The on-disk formats: the queue file of one message, and the journal frames that carry
+//! queue files in the store's segments. Bytes in, [`Message`] / [`Frame`] out (and back).
+//!
+//! Sans-IO: [`encode`] turns a [`Message`] into the exact bytes of its queue file and
+//! [`decode`] checks and parses such bytes; [`put_frame`], [`remove_frame`] and
+//! [`read_frame`] do the same for journal frames; nothing here touches the disk. Decoding
+//! hostile or truncated input never panics: every problem is a [`QueueError`] naming the
+//! byte offset and what was expected there.
+//!
+//! # Layout (format version 1)
+//!
+//! ```text
+//! magic   "SMRSQF\r\n"                     (8 bytes; catches text-mode mangling)
+//! record* tag:u8  len:u32 BE  payload[len]
+//! ```
+//!
+//! Records come in this fixed order, each exactly once except `R`:
+//!
+//! | tag | record | payload |
+//! |---|---|---|
+//! | `H` | header | version u16, arrival (unix seconds) i64, queue id str |
+//! | `S` | sender | address str (empty = null sender `<>`) |
+//! | `P` | ESMTP parameters | SIZE opt u64, BODY u8, RET u8, ENVID opt str, SMTPUTF8 u8 |
+//! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
+//! | `I` | info | msgid opt str, priority i64 |
+//! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
+//! | `B` | message | header and body bytes, LF line ends |
+//! | `E` | END | body length u64, CRC-32 (IEEE) u32 of every byte before this record |
+//!
+//! Integers are big-endian; `str` is a u32 length and UTF-8 bytes; `opt` is a u8 0/1 then
+//! the value when 1. Nothing may follow `E`. A file without a valid `E` is incomplete and
+//! never decodes, so it is never delivered. (In the store each queue file also sits in a
+//! journal frame with its own CRC, and is acknowledged only after fdatasync; `E` and its
+//! checksum are the second line of defence, and keep a queue file checkable on its own.)
+//!
+//! **Line ends:** the message (`B`) is stored with LF line ends, as sendmail keeps its `df`
+//! files: [`to_lf`] turns each CRLF into LF (a lone CR stays). Whoever sends it on over
+//! SMTP writes every LF as CRLF. `mailq`'s size column is the length of the body part
+//! (after the blank line) in this form, which is what sendmail shows.
+//!
+//! The delivery state of each recipient lives in its `R` record; when the runner changes
+//! it, the store appends a whole new copy of the queue file, which supersedes the old one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{QueueError, QueueId};
+
+/// First bytes of every queue file.
+pub const MAGIC: &[u8; 8] = b"SMRSQF\r\n";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of one END record: tag, length, body length, CRC.
+pub const END_RECORD_LEN: usize = 1 + 4 + 8 + 4;
+
+/// One message in the queue: its envelope and its header+body bytes (LF line ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub envelope: Envelope,
+    /// Headers, blank line, body; LF line ends (see the module doc).
+    pub body: Vec<u8>,
+}
+
+/// What the SMTP session or the command line hands to [`super::Store::commit`].
+pub type NewMessage = Message;
+/// What [`super::Store::load`] gives back.
+pub type QueuedMessage = Message;
+
+/// Everything about a message except its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: QueueId,
+    /// When the message was received (sendmail's `T` record; shown by `mailq`).
+    pub arrival: SystemTime,
+    /// Envelope sender without angle brackets; empty for the null sender `<>`.
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    pub params: EsmtpParams,
+    pub client: ClientInfo,
+    /// The message's `Message-Id:` (as logged in `msgid=`), if it has one.
+    pub msgid: Option<String>,
+    /// sendmail's work priority (`pri=`); lower runs first.
+    pub priority: i64,
+}
+
+impl Envelope {
+    /// An envelope received now, with default parameters and no recipients.
+    pub fn new(id: QueueId, sender: impl Into<String>) -> Envelope {
+        Envelope {
+            id,
+            arrival: SystemTime::now(),
+            sender: sender.into(),
+            recipients: Vec::new(),
+            params: EsmtpParams::default(),
+            client: ClientInfo::default(),
+            msgid: None,
+            priority: 0,
+        }
+    }
+}
+
+/// ESMTP MAIL parameters that travel with the message (RFC 1870, 6152, 3461, 6531).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EsmtpParams {
+    /// `SIZE=` as declared by the client.
+    pub size: Option<u64>,
+    /// `BODY=`; `None` when not given.
+    pub body: Option<BodyType>,
+    /// DSN `RET=`.
+    pub ret: Option<Ret>,
+    /// DSN `ENVID=` (xtext-decoded).
+    pub envid: Option<String>,
+    /// `SMTPUTF8` was given.
+    pub smtputf8: bool,
+}
+
+/// `BODY=` values (RFC 6152, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyType {
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+impl BodyType {
+    /// The keyword as sendmail writes it (`7BIT`, `8BITMIME`, `BINARYMIME`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+            BodyType::BinaryMime => "BINARYMIME",
+        }
+    }
+}
+
+/// DSN `RET=` (RFC 3461 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// DSN `NOTIFY=` (RFC 3461 §4.1); all false = not given (the default applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    fn to_bits(self) -> u8 {
+        u8::from(self.success)
+            | u8::from(self.failure) << 1
+            | u8::from(self.delay) << 2
+            | u8::from(self.never) << 3
+    }
+
+    fn from_bits(b: u8) -> Option<Notify> {
+        (b & !0x0f == 0).then_some(Notify {
+            success: b & 1 != 0,
+            failure: b & 2 != 0,
+            delay: b & 4 != 0,
+            never: b & 8 != 0,
+        })
+    }
+}
+
+/// Where the message came from (for `Received:`, logs and `mailq`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The receiving daemon's `Name=` (e.g. `MTA-v6`); `None` for the command line.
+    pub daemon: Option<String>,
+    /// The client's host name as logged in `relay=` (e.g. `localhost`).
+    pub name: Option<String>,
+    /// The client's address as sendmail writes it (e.g. `IPv6:0:0:0:0:0:0:0:1`).
+    pub addr: Option<String>,
+    /// `proto=`; `None` for the command line.
+    pub protocol: Option<Protocol>,
+}
+
+/// The `with` protocol of `Received:` / `proto=` in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Esmtp,
+    Esmtpa,
+    Esmtps,
+    Esmtpsa,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "SMTP",
+            Protocol::Esmtp => "ESMTP",
+            Protocol::Esmtpa => "ESMTPA",
+            Protocol::Esmtps => "ESMTPS",
+            Protocol::Esmtpsa => "ESMTPSA",
+        }
+    }
+}
+
+/// One envelope recipient and how far its delivery got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address without angle brackets.
+    pub address: String,
+    pub notify: Notify,
+    /// DSN `ORCPT=` (`addr-type;xtext`), if given.
+    pub orcpt: Option<String>,
+    pub state: DeliveryState,
+    /// Delivery attempts made so far.
+    pub tries: u32,
+    /// Not before this time (after a deferral); `None` = as soon as possible.
+    pub next_attempt: Option<SystemTime>,
+    /// The last `stat=` text, e.g. `Deferred: Connection refused by [127.0.0.1]`;
+    /// `mailq` shows it in parentheses while the recipient is pending.
+    pub status: Option<String>,
+}
+
+impl Recipient {
+    /// A recipient not yet tried.
+    pub fn new(address: impl Into<String>) -> Recipient {
+        Recipient {
+            address: address.into(),
+            notify: Notify::default(),
+            orcpt: None,
+            state: DeliveryState::Pending,
+            tries: 0,
+            next_attempt: None,
+            status: None,
+        }
+    }
+}
+
+/// Delivery state of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Still to deliver (never tried, or deferred).
+    Pending,
+    /// Delivered.
+    Done,
+    /// Failed permanently (a bounce is due or was sent).
+    Failed,
+}
+
+/// Turns every CRLF into LF; a lone CR or LF is kept as it is.
+pub fn to_lf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Length of the body part of an LF-ended message: the bytes after the first empty line
+/// (0 when there is none). This is the size `mailq` shows.
+pub fn body_part_len(message: &[u8]) -> usize {
+    if message.first() == Some(&b'\n') {
+        return message.len() - 1;
+    }
+    match message.windows(2).position(|w| w == b"\n\n") {
+        Some(p) => message.len() - (p + 2),
+        None => 0,
+    }
+}
+
+// ---------------------------------------------------------------- encode
+
+/// The exact bytes of the queue file for `msg`.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let env = &msg.envelope;
+    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * env.recipients.len());
+    out.extend_from_slice(MAGIC);
+
+    record(&mut out, b'H', |p| {
+        p.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        put_i64(p, unix_secs(env.arrival));
+        put_str(p, env.id.as_str());
+    });
+    record(&mut out, b'S', |p| put_str(p, &env.sender));
+    record(&mut out, b'P', |p| {
+        let pr = &env.params;
+        put_opt(p, pr.size, |p, v| p.extend_from_slice(&v.to_be_bytes()));
+        p.push(match pr.body {
+            None => 0,
+            Some(BodyType::SevenBit) => 1,
+            Some(BodyType::EightBitMime) => 2,
+            Some(BodyType::BinaryMime) => 3,
+        });
+        p.push(match pr.ret {
+            None => 0,
+            Some(Ret::Full) => 1,
+            Some(Ret::Hdrs) => 2,
+        });
+        put_opt_str(p, pr.envid.as_deref());
+        p.push(u8::from(pr.smtputf8));
+    });
+    record(&mut out, b'C', |p| {
+        let c = &env.client;
+        put_opt_str(p, c.daemon.as_deref());
+        put_opt_str(p, c.name.as_deref());
+        put_opt_str(p, c.addr.as_deref());
+        p.push(match c.protocol {
+            None => 0,
+            Some(Protocol::Smtp) => 1,
+            Some(Protocol::Esmtp) => 2,
+            Some(Protocol::Esmtpa) => 3,
+            Some(Protocol::Esmtps) => 4,
+            Some(Protocol::Esmtpsa) => 5,
+        });
+    });
+    record(&mut out, b'I', |p| {
+        put_opt_str(p, env.msgid.as_deref());
+        put_i64(p, env.priority);
+    });
+    for r in &env.recipients {
+        record(&mut out, b'R', |p| {
+            put_str(p, &r.address);
+            p.push(r.notify.to_bits());
+            put_opt_str(p, r.orcpt.as_deref());
+            p.push(match r.state {
+                DeliveryState::Pending => 0,
+                DeliveryState::Done => 1,
+                DeliveryState::Failed => 2,
+            });
+            p.extend_from_slice(&r.tries.to_be_bytes());
+            put_opt(p, r.next_attempt, |p, t| put_i64(p, unix_secs(t)));
+            put_opt_str(p, r.status.as_deref());
+        });
+    }
+    record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
+    let crc = crc32fast::hash(&out);
+    record(&mut out, b'E', |p| {
+        p.extend_from_slice(&(msg.body.len() as u64).to_be_bytes());
+        p.extend_from_slice(&crc.to_be_bytes());
+    });
+    out
+}
+
+fn record(out: &mut Vec<u8>, tag: u8, fill: impl FnOnce(&mut Vec<u8>)) {
+    out.push(tag);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    fill(out);
+    // A record longer than 4 GiB cannot be represented; the SMTP layer's size limit keeps
+    // messages far below that, and `commit` refuses anything larger before encoding.
+    let len = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_str(p: &mut Vec<u8>, s: &str) {
+    p.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    p.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(p: &mut Vec<u8>, s: Option<&str>) {
+    put_opt(p, s, put_str);
+}
+
+fn put_opt<T>(p: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
+        None => p.push(0),
+        Some(v) => {
+            p.push(1);
+            put(p, v);
+        }
+    }
+}
+
+fn put_i64(p: &mut Vec<u8>, v: i64) {
+    p.extend_from_slice(&v.to_be_bytes());
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+fn from_unix_secs(s: i64, offset: usize) -> Result<SystemTime, QueueError> {
+    let t = if s >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(s.unsigned_abs()))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(s.unsigned_abs()))
+    };
+    t.ok_or_else(|| QueueError::Corrupt {
+        offset,
+        what: format!("time {s} out of range"),
+    })
+}
+
+// ---------------------------------------------------------------- decode
+
+/// Checks and parses a whole queue file. Any missing, misplaced or malformed record, a
+/// bad checksum, or bytes after END is an error; never panics.
+pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
+    if bytes.len() < MAGIC.len() {
+        return Err(QueueError::Truncated {
+            offset: bytes.len(),
+            expected: "file magic",
+        });
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(QueueError::BadMagic);
+    }
+    let mut recs = Records {
+        bytes,
+        pos: MAGIC.len(),
+    };
+
+    let mut h = recs.expect(b'H', "header record H")?;
+    let version = h.u16("format version")?;
+    if version != FORMAT_VERSION {
+        return Err(QueueError::UnsupportedVersion(version));
+    }
+    let arrival_at = h.offset();
+    let arrival = from_unix_secs(h.i64("arrival time")?, arrival_at)?;
+    let id_at = h.offset();
+    let id = QueueId::new(h.str("queue id")?).map_err(|e| QueueError::Corrupt {
+        offset: id_at,
+        what: e.to_string(),
+    })?;
+    h.end()?;
+
+    let mut s = recs.expect(b'S', "sender record S")?;
+    let sender = s.str("sender")?;
+    s.end()?;
+
+    let mut p = recs.expect(b'P', "ESMTP parameter record P")?;
+    let size = p.opt("SIZE", |p| p.u64("SIZE value"))?;
+    let body_type = match p.u8("BODY")? {
+        0 => None,
+        1 => Some(BodyType::SevenBit),
+        2 => Some(BodyType::EightBitMime),
+        3 => Some(BodyType::BinaryMime),
+        n => return Err(p.bad(format!("BODY code {n}"))),
+    };
+    let ret = match p.u8("RET")? {
+        0 => None,
+        1 => Some(Ret::Full),
+        2 => Some(Ret::Hdrs),
+        n => return Err(p.bad(format!("RET code {n}"))),
+    };
+    let envid = p.opt("ENVID", |p| p.str("ENVID value"))?;
+    let smtputf8 = p.bool("SMTPUTF8")?;
+    p.end()?;
+
+    let mut c = recs.expect(b'C', "client record C")?;
+    let daemon = c.opt("daemon name", |c| c.str("daemon name"))?;
+    let name = c.opt("client name", |c| c.str("client name"))?;
+    let addr = c.opt("client address", |c| c.str("client address"))?;
+    let protocol = match c.u8("protocol")? {
+        0 => None,
+        1 => Some(Protocol::Smtp),
+        2 => Some(Protocol::Esmtp),
+        3 => Some(Protocol::Esmtpa),
+        4 => Some(Protocol::Esmtps),
+        5 => Some(Protocol::Esmtpsa),
+        n => return Err(c.bad(format!("protocol code {n}"))),
+    };
+    c.end()?;
+
+    let mut i = recs.expect(b'I', "info record I")?;
+    let msgid = i.opt("msgid", |i| i.str("msgid"))?;
+    let priority = i.i64("priority")?;
+    i.end()?;
+
+    let mut recipients = Vec::new();
+    while recs.peek_tag() == Some(b'R') {
+        let mut r = recs.expect(b'R', "recipient record R")?;
+        recipients.push(decode_recipient(&mut r)?);
+        r.end()?;
+    }
+
+    let b = recs.expect(b'B', "message record B (or another R)")?;
+    let body = b.rest().to_vec();
+    let crc_end = recs.pos;
+
+    let mut e = recs.expect(b'E', "END record E")?;
+    let body_len = e.u64("END body length")?;
+    let expected = e.u32("END checksum")?;
+    e.end()?;
+    if body_len != body.len() as u64 {
+        return Err(QueueError::Corrupt {
+            offset: crc_end,
+            what: format!(
+                "END says body is {body_len} bytes, B record has {}",
+                body.len()
+            ),
+        });
+    }
+    let actual = crc32fast::hash(&bytes[..crc_end]);
+    if actual != expected {
+        return Err(QueueError::Checksum { expected, actual });
+    }
+    if recs.pos != bytes.len() {
+        return Err(QueueError::Corrupt {
+            offset: recs.pos,
+            what: format!("{} bytes after END", bytes.len() - recs.pos),
+        });
+    }
+
+    Ok(Message {
+        envelope: Envelope {
+            id,
+            arrival,
+            sender,
+            recipients,
+            params: EsmtpParams {
+                size,
+                body: body_type,
+                ret,
+                envid,
+                smtputf8,
+            },
+            client: ClientInfo {
+                daemon,
+                name,
+                addr,
+                protocol,
+            },
+            msgid,
+            priority,
+        },
+        body,
+    })
+}
+
+fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
+    let address = r.str("recipient address")?;
+    let bits = r.u8("NOTIFY")?;
+    let notify = Notify::from_bits(bits).ok_or_else(|| r.bad(format!("NOTIFY bits {bits:#x}")))?;
+    let orcpt = r.opt("ORCPT", |r| r.str("ORCPT value"))?;
+    let state = match r.u8("delivery state")? {
+        0 => DeliveryState::Pending,
+        1 => DeliveryState::Done,
+        2 => DeliveryState::Failed,
+        n => return Err(r.bad(format!("delivery state code {n}"))),
+    };
+    let tries = r.u32("tries")?;
+    let next_attempt = r.opt("next attempt", |r| {
+        let at = r.offset();
+        from_unix_secs(r.i64("next attempt time")?, at)
+    })?;
+    let status = r.opt("status", |r| r.str("status text"))?;
+    Ok(Recipient {
+        address,
+        notify,
+        orcpt,
+        state,
+        tries,
+        next_attempt,
+        status,
+    })
+}
+
+/// Walks the records of a file.
+struct Records<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Records<'a> {
+    fn peek_tag(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// The next record, which must have tag `tag`.
+    fn expect(&mut self, tag: u8, what: &'static str) -> Result<Fields<'a>, QueueError> {
+        let start = self.pos;
+        let Some(&found) = self.bytes.get(start) else {
+            return Err(QueueError::Truncated {
+                offset: start,
+                expected: what,
+            });
+        };
+        if found != tag {
+            return Err(QueueError::Corrupt {
+                offset: start,
+                what: format!("expected {what}, found tag {:?}", char::from(found)),
+            });
+        }
+        let len_bytes = self
+            .bytes
+            .get(start + 1..start + 5)
+            .ok_or(QueueError::Truncated {
+                offset: start + 1,
+                expected: what,
+            })?;
+        let len =
+            u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let body_start = start + 5;
+        let payload = body_start
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(body_start..end))
+            .ok_or(QueueError::Truncated {
+                offset: body_start,
+                expected: what,
+            })?;
+        self.pos = body_start + len;
+        Ok(Fields {
+            data: payload,
+            base: body_start,
+            pos: 0,
+        })
+    }
+}
+
+/// Reads the fields of one record's payload.
+struct Fields<'a> {
+    data: &'a [u8],
+    /// File offset of `data[0]`, for error messages.
+    base: usize,
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn offset(&self) -> usize {
+        self.base + self.pos
+    }
+
+    fn bad(&self, what: String) -> QueueError {
+        QueueError::Corrupt {
+            offset: self.offset(),
+            what,
+        }
+    }
+
+    fn take(&mut self, n: usize, expected: &'static str) -> Result<&'a [u8], QueueError> {
+        let end = self.pos.checked_add(n);
+        let s = end
+            .and_then(|e| self.data.get(self.pos..e))
+            .ok_or(QueueError::Truncated {
+                offset: self.offset(),
+                expected,
+            })?;
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N], QueueError> {
+        let s = self.take(N, expected)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u8(&mut self, e: &'static str) -> Result<u8, QueueError> {
+        Ok(self.array::<1>(e)?[0])
+    }
+    fn u16(&mut self, e: &'static str) -> Result<u16, QueueError> {
+        self.array(e).map(u16::from_be_bytes)
+    }
+    fn u32(&mut self, e: &'static str) -> Result<u32, QueueError> {
+        self.array(e).map(u32::from_be_bytes)
+    }
+    fn u64(&mut self, e: &'static str) -> Result<u64, QueueError> {
+        self.array(e).map(u64::from_be_bytes)
+    }
+    fn i64(&mut self, e: &'static str) -> Result<i64, QueueError> {
+        self.array(e).map(i64::from_be_bytes)
+    }
+
+    fn bool(&mut self, e: &'static str) -> Result<bool, QueueError> {
+        match self.u8(e)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => {
+                self.pos -= 1;
+                Err(self.bad(format!("{e}: flag byte {n} is neither 0 nor 1")))
+            }
+        }
+    }
+
+    fn str(&mut self, e: &'static str) -> Result<String, QueueError> {
+        let len = self.u32(e)? as usize;
+        let at = self.offset();
+        let raw = self.take(len, e)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| QueueError::Corrupt {
+            offset: at,
+            what: format!("{e} is not UTF-8"),
+        })
+    }
+
+    fn opt<T>(
+        &mut self,
+        e: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, QueueError>,
+    ) -> Result<Option<T>, QueueError> {
+        if self.bool(e)? {
+            read(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+
+    /// The record must have no bytes left.
+    fn end(&self) -> Result<(), QueueError> {
+        if self.pos == self.data.len() {
+            Ok(())
+        } else {
+            Err(self.bad(format!(
+                "{} unexpected bytes at end of record",
+                self.data.len() - self.pos
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- journal frames
+
+/// First byte of every journal frame.
+pub const FRAME_MAGIC: u8 = 0xA5;
+/// Bytes before a frame's payload: magic, kind, payload length u32, CRC-32 u32.
+pub const FRAME_HEADER_LEN: usize = 1 + 1 + 4 + 4;
+const KIND_PUT: u8 = b'P';
+const KIND_REMOVE: u8 = b'X';
+
+/// One record of a journal segment (see [`super::store`]): a whole queue file for an id
+/// (new message, or a rewrite that supersedes the earlier one), or the removal of an id.
+///
+/// ```text
+/// frame   magic 0xA5, kind u8, len u32 BE, crc u32 BE (CRC-32 of kind, len, payload), payload
+/// Put     kind 'P', payload = id length u8, id, queue file bytes (see above)
+/// Remove  kind 'X', payload = id
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Put { id: QueueId, file: &'a [u8] },
+    Remove { id: QueueId },
+}
+
+/// What [`read_frame`] found at the start of its input.
+#[derive(Debug)]
+pub enum FrameRead<'a> {
+    /// A complete, checked frame of `len` bytes.
+    Frame { frame: Frame<'a>, len: usize },
+    /// No bytes left: a clean end of the segment.
+    End,
+    /// Bytes that are not a complete valid frame: a write cut short by a crash (or
+    /// damage). Nothing from here on in the segment can be trusted.
+    Torn(QueueError),
+}
+
+/// Appends the frame that stores `file` (an [`encode`]d queue file) for `id`; returns the
+/// offset of `file` within `out`'s new bytes, relative to where the frame starts.
+pub fn put_frame(out: &mut Vec<u8>, id: &QueueId, file: &[u8]) -> usize {
+    let id = id.as_str().as_bytes();
+    let mut payload_head = Vec::with_capacity(1 + id.len());
+    // Ids are at most MAX_ID_LEN (40) bytes.
+    payload_head.push(id.len() as u8);
+    payload_head.extend_from_slice(id);
+    frame(out, KIND_PUT, &[&payload_head, file]);
+    FRAME_HEADER_LEN + payload_head.len()
+}
+
+/// Appends the frame that removes `id`.
+pub fn remove_frame(out: &mut Vec<u8>, id: &QueueId) {
+    frame(out, KIND_REMOVE, &[id.as_str().as_bytes()]);
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(&len);
+    for p in parts {
+        crc.update(p);
+    }
+    out.push(FRAME_MAGIC);
+    out.push(kind);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// Reads the frame at the start of `bytes`; never panics.
+pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
+    if bytes.is_empty() {
+        return FrameRead::End;
+    }
+    let torn = |offset, expected| FrameRead::Torn(QueueError::Truncated { offset, expected });
+    let Some(head) = bytes.get(..FRAME_HEADER_LEN) else {
+        return torn(bytes.len(), "frame header");
+    };
+    if head[0] != FRAME_MAGIC {
+        return FrameRead::Torn(QueueError::Corrupt {
+            offset: 0,
+            what: format!("frame magic {:#04x}", head[0]),
+        });
+    }
+    let kind = head[1];
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let expected = u32::from_be_bytes([head[6], head[7], head[8], head[9]]);
+    let Some(payload) = FRAME_HEADER_LEN
+        .checked_add(len)
+        .and_then(|end| bytes.get(FRAME_HEADER_LEN..end))
+    else {
+        return torn(bytes.len(), "frame payload");
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[1..6]);
+    crc.update(payload);
+    let actual = crc.finalize();
+    if actual != expected {
+        return FrameRead::Torn(QueueError::Checksum { expected, actual });
+    }
+    let bad_id = |e: QueueError| {
+        FrameRead::Torn(QueueError::Corrupt {
+            offset: FRAME_HEADER_LEN,
+            what: e.to_string(),
+        })
+    };
+    let frame = match kind {
+        KIND_PUT => {
+            let Some((&n, rest)) = payload.split_first() else {
+                return torn(FRAME_HEADER_LEN, "id length");
+            };
+            let Some((id, file)) = rest.split_at_checked(n as usize) else {
+                return torn(FRAME_HEADER_LEN + 1, "id");
+            };
+            match std::str::from_utf8(id)
+                .map_err(|_| QueueError::BadId(String::from_utf8_lossy(id).into_owned()))
+                .and_then(QueueId::new)
+            {
+                Ok(id) => Frame::Put { id, file },
+                Err(e) => return bad_id(e),
+            }
+        }
+        KIND_REMOVE => match std::str::from_utf8(payload)
+            .map_err(|_| QueueError::BadId(String::from_utf8_lossy(payload).into_owned()))
+            .and_then(QueueId::new)
+        {
+            Ok(id) => Frame::Remove { id },
+            Err(e) => return bad_id(e),
+        },
+        k => {
+            return FrameRead::Torn(QueueError::Corrupt {
+                offset: 1,
+                what: format!("frame kind {k:#04x}"),
+            });
+        }
+    };
+    FrameRead::Frame {
+        frame,
+        len: FRAME_HEADER_LEN + len,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> QueueId {
+        QueueId::new(s).unwrap()
+    }
+
+    fn full_message() -> Message {
+        let mut env = Envelope::new(id("6AO6rKe2007088"), "sender@client.example.test");
+        env.arrival = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        env.params = EsmtpParams {
+            size: Some(5120),
+            body: Some(BodyType::EightBitMime),
+            ret: Some(Ret::Hdrs),
+            envid: Some("env-1".into()),
+            smtputf8: true,
+        };
+        env.client = ClientInfo {
+            daemon: Some("MTA-v6".into()),
+            name: Some("localhost".into()),
+            addr: Some("IPv6:0:0:0:0:0:0:0:1".into()),
+            protocol: Some(Protocol::Esmtpsa),
+        };
+        env.msgid = Some("<202611240653.6AO6rKe2007088@oracle.example.test>".into());
+        env.priority = 30_024;
+        let mut bob = Recipient::new("bob@remote.example.test");
+        bob.notify = Notify {
+            success: true,
+            failure: true,
+            delay: false,
+            never: false,
+        };
+        bob.orcpt = Some("rfc822;bob@remote.example.test".into());
+        bob.tries = 3;
+        bob.next_attempt = Some(UNIX_EPOCH + Duration::from_secs(1_795_001_800));
+        bob.status = Some("Deferred: Connection refused by [127.0.0.1]".into());
+        let mut root = Recipient::new("root");
+        root.state = DeliveryState::Done;
+        root.status = Some("Sent".into());
+        let mut gone = Recipient::new("nosuchuser");
+        gone.state = DeliveryState::Failed;
+        gone.notify.never = true;
+        gone.status = Some("User unknown".into());
+        env.recipients = vec![bob, root, gone];
+        Message {
+            envelope: env,
+            body: b"Subject: t\n\nbody \xff\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_field_survives_encode_then_decode() {
+        let m = full_message();
+        assert_eq!(decode(&encode(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn minimal_message_with_null_sender_and_no_options_round_trips() {
+        let mut env = Envelope::new(id("A1"), "");
+        env.arrival = UNIX_EPOCH - Duration::from_secs(5);
+        let m = Message {
+            envelope: env,
+            body: Vec::new(),
+        };
+        assert_eq!(decode(&encode(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn file_starts_with_magic_and_ends_with_the_end_record() {
+        let m = full_message();
+        let bytes = encode(&m);
+        assert_eq!(&bytes[..8], MAGIC);
+        let end = &bytes[bytes.len() - END_RECORD_LEN..];
+        assert_eq!(end[0], b'E');
+        assert_eq!(u32::from_be_bytes(end[1..5].try_into().unwrap()), 12);
+        assert_eq!(
+            u64::from_be_bytes(end[5..13].try_into().unwrap()),
+            m.body.len() as u64
+        );
+        let crc = crc32fast::hash(&bytes[..bytes.len() - END_RECORD_LEN]);
+        assert_eq!(u32::from_be_bytes(end[13..17].try_into().unwrap()), crc);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_never_a_message() {
+        let bytes = encode(&full_message());
+        for cut in 0..bytes.len() {
+            let err = decode(&bytes[..cut]).expect_err(&format!("cut at {cut}"));
+            assert!(
+                matches!(
+                    err,
+                    QueueError::Truncated { .. } | QueueError::Corrupt { .. }
+                ),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_detected() {
+        let bytes = encode(&full_message());
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                assert!(decode(&b).is_err(), "flip {flip:#x} at {i} went undetected");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_give_errors_not_panics() {
+        // A deterministic pseudo-random walk over short inputs that start with the magic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 96) as usize;
+            let mut b = MAGIC.to_vec();
+            let mut y = x;
+            for _ in 0..len {
+                y = y
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                b.push((y >> 56) as u8);
+            }
+            assert!(decode(&b).is_err());
+        }
+        // Lengths that point far past the end.
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[b'H', 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode(&b),
+            Err(QueueError::Truncated { offset: 13, .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_magic_version_and_trailing_bytes_are_named() {
+        assert!(matches!(
+            decode(b"From x\nSubject: y\n"),
+            Err(QueueError::BadMagic)
+        ));
+
+        let mut bytes = encode(&full_message());
+        bytes[13..15].copy_from_slice(&2u16.to_be_bytes());
+        assert!(matches!(
+            decode(&bytes),
+            Err(QueueError::UnsupportedVersion(2))
+        ));
+
+        let mut bytes = encode(&full_message());
+        bytes.push(b'\n');
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("1 bytes after END"), "{err}");
+    }
+
+    #[test]
+    fn a_file_cut_just_before_end_is_incomplete() {
+        let bytes = encode(&full_message());
+        let err = decode(&bytes[..bytes.len() - END_RECORD_LEN]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "queue file truncated at byte {}: expected END record E",
+                bytes.len() - END_RECORD_LEN
+            )
+        );
+    }
+
+    #[test]
+    fn journal_frames_round_trip_and_point_at_the_queue_file() {
+        let file = encode(&full_message());
+        let mut seg = Vec::new();
+        let at = put_frame(&mut seg, &id("6AO6rKe2007088"), &file);
+        assert_eq!(&seg[at..], &file[..]);
+        let put_len = seg.len();
+        remove_frame(&mut seg, &id("A1"));
+
+        let FrameRead::Frame { frame, len } = read_frame(&seg) else {
+            panic!("no frame")
+        };
+        assert_eq!(len, put_len);
+        assert_eq!(
+            frame,
+            Frame::Put {
+                id: id("6AO6rKe2007088"),
+                file: &file
+            }
+        );
+        let FrameRead::Frame { frame, len } = read_frame(&seg[put_len..]) else {
+            panic!("no frame")
+        };
+        assert_eq!(
+            (frame, len),
+            (Frame::Remove { id: id("A1") }, seg.len() - put_len)
+        );
+        assert!(matches!(read_frame(&seg[seg.len()..]), FrameRead::End));
+    }
+
+    #[test]
+    fn cut_or_damaged_frames_are_torn_never_a_frame() {
+        let mut seg = Vec::new();
+        put_frame(&mut seg, &id("Q1"), &encode(&full_message()));
+        for cut in 1..seg.len() {
+            assert!(
+                matches!(read_frame(&seg[..cut]), FrameRead::Torn(_)),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..seg.len() {
+            let mut b = seg.clone();
+            b[i] ^= 0x10;
+            assert!(
+                !matches!(read_frame(&b), FrameRead::Frame { .. }),
+                "flip at {i}"
+            );
+        }
+        let mut bad = Vec::new();
+        frame(&mut bad, KIND_REMOVE, &[b"../x"]);
+        assert!(matches!(
+            read_frame(&bad),
+            FrameRead::Torn(QueueError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_stays() {
+        assert_eq!(to_lf(b"a\r\nb\rc\n\r\n\r"), b"a\nb\rc\n\n\r");
+        assert_eq!(to_lf(b""), b"");
+    }
+
+    #[test]
+    fn body_part_is_what_follows_the_first_empty_line() {
+        assert_eq!(body_part_len(b"Subject: queued from cli\n\nbody\n"), 5);
+        assert_eq!(body_part_len(b"\nbody\n"), 5);
+        assert_eq!(body_part_len(b"Subject: only headers\n"), 0);
+        assert_eq!(body_part_len(b"A: b\n\n"), 0);
+    }
+}

@@ -1,0 +1,330 @@
+//! The one SMTP I/O driver: a byte stream on one side, a [`Session`] on the other.
+//!
+//! In: an accepted stream (TCP, or stdin/stdout for `-bs`), a [`Session`], the
+//! [`MessageSink`] that stores finished messages, the [`Logger`], [`ConnOptions`] (timeouts,
+//! line limit) and a shutdown future. Out: a [`ConnOutcome`] (why the connection ended and
+//! the session's counters) for the listener's log and statistics.
+//!
+//! What it does: writes the greeting; splits input into command lines (LF ends a line, one CR
+//! before it is dropped) with a hard length limit (`421 4.7.0 ... Command too long`); tells
+//! the session whether more input is already buffered (PIPELINING, RFC 2920, and sendmail
+//! 8.18's check for input sent before the EHLO/DATA reply); batches the replies to pipelined
+//! commands and flushes them when it has to wait for input; hands DATA bytes to the session;
+//! awaits the sink before any `250 ... Message accepted`; applies the per-phase timeouts
+//! (RFC 5321 4.5.3.2 defaults); ends the session at the next command boundary once the
+//! shutdown future completes (a message being received is finished first); writes
+//! `421 4.4.1 <host> Lost input channel from <client>` when the peer goes away.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::command;
+use super::reply::{self, Reply};
+use super::session::{Action, Message, Session, SessionStats};
+use crate::log::{Logger, Severity};
+
+/// Longest command line, terminator included (sendmail's `MAXLINE`).
+pub const MAX_COMMAND_LINE: usize = 2048;
+/// Bytes of an over-long line that are read (and counted) before giving up on finding its
+/// end.
+pub const MAX_DISCARD: usize = 1 << 20;
+
+/// How long to look for input that follows HELO/EHLO/DATA before replying.
+pub const SYNC_POLL: Duration = Duration::from_millis(1);
+
+/// Per-phase read timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for the next command (`Timeout.command`; RFC 5321 4.5.3.2.7: 5 minutes).
+    pub command: Duration,
+    /// Waiting for more DATA bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3 minutes).
+    pub data_block: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            command: Duration::from_secs(5 * 60),
+            data_block: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+/// Driver settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnOptions {
+    pub timeouts: Timeouts,
+    /// Longest command line, terminator included.
+    pub max_line: usize,
+}
+
+impl Default for ConnOptions {
+    fn default() -> ConnOptions {
+        ConnOptions {
+            timeouts: Timeouts::default(),
+            max_line: MAX_COMMAND_LINE,
+        }
+    }
+}
+
+/// Why storing a message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Not stored; the client is told to retry later (`451 4.3.0`).
+    #[error("message not stored: {0}")]
+    Temporary(String),
+    /// Refused with this reply.
+    #[error("message refused: {0}")]
+    Refused(Reply),
+}
+
+/// Where finished messages go (the queue). Only after `commit` returns `Ok` does the client
+/// get `250 ... Message accepted for delivery`.
+pub trait MessageSink {
+    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send;
+}
+
+/// A sink for servers without a queue: every message is refused with a temporary error, so
+/// nothing is ever claimed as accepted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoQueue;
+
+impl MessageSink for NoQueue {
+    fn commit(&mut self, _msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        std::future::ready(Err(CommitError::Temporary(
+            "no mail queue is configured".into(),
+        )))
+    }
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The session closed it (QUIT, a 421, a protocol violation).
+    Closed,
+    /// The peer closed the connection or reading/writing failed.
+    Lost,
+    /// No input within the timeout.
+    Timeout,
+    /// The daemon is shutting down.
+    Shutdown,
+    /// A command line over the limit.
+    LineTooLong,
+}
+
+/// What the listener learns about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnOutcome {
+    pub end: EndReason,
+    pub stats: SessionStats,
+}
+
+/// Runs one SMTP connection to its end.
+pub async fn serve<S, K, F>(
+    stream: S,
+    session: Session,
+    sink: &mut K,
+    logger: &Logger,
+    opts: &ConnOptions,
+    shutdown: F,
+) -> ConnOutcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: MessageSink,
+    F: Future<Output = ()>,
+{
+    let mut d = Driver {
+        stream,
+        session,
+        logger,
+        input: Vec::with_capacity(4096),
+        output: Vec::new(),
+        end: EndReason::Closed,
+        write_failed: false,
+    };
+    let greeting = d.session.greeting();
+    d.output.extend(greeting.to_bytes());
+    d.flush().await;
+    let mut shutdown = pin!(shutdown);
+    let mut stopping = false;
+    while !d.session.is_closed() {
+        if d.write_failed {
+            d.end = EndReason::Lost;
+            let actions = d.session.connection_lost();
+            d.run(actions, sink).await;
+            break;
+        }
+        if d.session.wants_data() {
+            if !d.input.is_empty() {
+                let (used, actions) = d.session.data(&d.input);
+                d.input.drain(..used);
+                d.run(actions, sink).await;
+                continue;
+            }
+        } else if stopping {
+            d.end = EndReason::Shutdown;
+            let actions = d.session.shutdown();
+            d.run(actions, sink).await;
+            continue;
+        } else if let Some(pos) = d.input.iter().position(|&b| b == b'\n') {
+            let total = pos + 1;
+            if total > opts.max_line {
+                d.end = EndReason::LineTooLong;
+                let actions = d.session.line_too_long(total);
+                d.run(actions, sink).await;
+                continue;
+            }
+            if d.input.len() == total && command::is_sync_point(&d.input[..pos]) {
+                // Like sendmail's channel_readable(InChannel, 1): input that is already on
+                // its way counts as sent before the reply.
+                d.poll_input(SYNC_POLL).await;
+            }
+            let mut line = &d.input[..pos];
+            if let Some(l) = line.strip_suffix(b"\r") {
+                line = l;
+            }
+            let more = d.input.len() > total;
+            let actions = d.session.handle(line, more);
+            d.input.drain(..total);
+            d.run(actions, sink).await;
+            continue;
+        } else if d.input.len() > opts.max_line {
+            let total = d.discard_line(opts).await;
+            d.end = EndReason::LineTooLong;
+            let actions = d.session.line_too_long(total);
+            d.run(actions, sink).await;
+            continue;
+        }
+        // Nothing complete is buffered: send what we have, then wait for input.
+        d.flush().await;
+        let (limit, during) = if d.session.wants_data() {
+            (opts.timeouts.data_block, "message collect")
+        } else {
+            (opts.timeouts.command, "server cmd read")
+        };
+        let mut chunk = [0u8; 8192];
+        tokio::select! {
+            r = tokio::time::timeout(limit, d.stream.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    d.end = EndReason::Lost;
+                    let actions = d.session.connection_lost();
+                    d.run(actions, sink).await;
+                }
+                Ok(Ok(n)) => d.input.extend_from_slice(&chunk[..n]),
+                Err(_) => {
+                    d.end = EndReason::Timeout;
+                    let actions = d.session.timed_out(during);
+                    d.run(actions, sink).await;
+                }
+            },
+            () = &mut shutdown, if !stopping => stopping = true,
+        }
+    }
+    d.flush().await;
+    let _ = d.stream.shutdown().await;
+    ConnOutcome {
+        end: d.end,
+        stats: d.session.stats(),
+    }
+}
+
+struct Driver<'a, S> {
+    stream: S,
+    session: Session,
+    logger: &'a Logger,
+    /// Received, not yet processed.
+    input: Vec<u8>,
+    /// Replies not yet written.
+    output: Vec<u8>,
+    end: EndReason,
+    write_failed: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
+    async fn flush(&mut self) {
+        if self.output.is_empty() || self.write_failed {
+            self.output.clear();
+            return;
+        }
+        let ok =
+            self.stream.write_all(&self.output).await.is_ok() && self.stream.flush().await.is_ok();
+        self.output.clear();
+        if !ok {
+            self.write_failed = true;
+        }
+    }
+
+    /// Carries out the session's actions in order (a commit's answer is carried out too).
+    async fn run<K: MessageSink>(&mut self, actions: Vec<Action>, sink: &mut K) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Reply(r) => self.output.extend(r.to_bytes()),
+                Action::Log(l) => {
+                    self.logger
+                        .log(l.severity, l.qid.as_deref(), format_args!("{}", l.text))
+                }
+                Action::Delay(d) => {
+                    self.flush().await;
+                    tokio::time::sleep(d).await;
+                }
+                Action::StartData => self.flush().await,
+                Action::Commit(msg) => {
+                    let qid = msg.qid.clone();
+                    let result = match sink.commit(*msg).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            self.logger
+                                .log(Severity::Err, Some(&qid), format_args!("{e}"));
+                            Err(match e {
+                                CommitError::Temporary(_) => reply::local_error(),
+                                CommitError::Refused(r) => r,
+                            })
+                        }
+                    };
+                    queue.extend(self.session.committed(result));
+                }
+                Action::Close => self.flush().await,
+            }
+        }
+    }
+
+    /// Reads whatever arrives within `wait` into the input buffer (EOF and errors are left
+    /// for the next regular read to see).
+    async fn poll_input(&mut self, wait: Duration) {
+        let mut chunk = [0u8; 8192];
+        if let Ok(Ok(n)) = tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads and drops the rest of an over-long line; returns its length with terminator
+    /// (or what was counted before [`MAX_DISCARD`] or the end of input).
+    async fn discard_line(&mut self, opts: &ConnOptions) -> usize {
+        let mut total = self.input.len();
+        self.input.clear();
+        let mut chunk = [0u8; 8192];
+        while total < MAX_DISCARD {
+            let read =
+                tokio::time::timeout(opts.timeouts.command, self.stream.read(&mut chunk)).await;
+            let n = match read {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            if let Some(pos) = chunk[..n].iter().position(|&b| b == b'\n') {
+                total += pos + 1;
+                self.input.extend_from_slice(&chunk[pos + 1..n]);
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,544 @@
+//! Driver tests over an in-memory stream (`tokio::io::duplex`).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+
+use super::*;
+use crate::queue::id::QueueIdGen;
+use crate::smtp::command::{Address, MailParams, RcptParams};
+use crate::smtp::session::{
+    ClientInfo, Decision, Features, Policy, PolicyContext, Privacy, SessionContext,
+};
+
+struct AcceptAll;
+
+impl Policy for AcceptAll {
+    fn check_mail(&self, _: &PolicyContext<'_>, _: &Address, _: &MailParams) -> Decision {
+        Decision::Accept
+    }
+    fn check_rcpt(&self, _: &PolicyContext<'_>, _: &Address, _: &RcptParams) -> Decision {
+        Decision::Accept
+    }
+}
+
+/// Keeps every committed message.
+#[derive(Default, Clone)]
+struct Keep(Arc<Mutex<Vec<Message>>>);
+
+impl MessageSink for Keep {
+    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        self.0.lock().unwrap().push(msg);
+        std::future::ready(Ok(()))
+    }
+}
+
+fn session() -> Session {
+    Session::new(SessionContext {
+        hostname: "mx.example.test".into(),
+        greeting: "mx.example.test sendmail-rs ready".into(),
+        daemon_name: "MTA-v6".into(),
+        daemon_flags: String::new(),
+        client: ClientInfo {
+            ip: Some("::1".parse().unwrap()),
+            port: 4000,
+            name: Some("localhost".into()),
+        },
+        max_message_size: 0,
+        max_recipients: 0,
+        features: Features::default(),
+        privacy: Privacy::default(),
+        log_level: 9,
+        version: "0.1.0".into(),
+        help: None,
+        connect_reject: None,
+        policy: Arc::new(AcceptAll),
+        ids: Arc::new(QueueIdGen::new()),
+    })
+}
+
+fn quick() -> ConnOptions {
+    ConnOptions {
+        timeouts: Timeouts {
+            command: Duration::from_secs(5),
+            data_block: Duration::from_secs(5),
+        },
+        max_line: MAX_COMMAND_LINE,
+    }
+}
+
+/// The client side: writes and reads whole replies.
+struct Client {
+    r: BufReader<tokio::io::ReadHalf<DuplexStream>>,
+    w: tokio::io::WriteHalf<DuplexStream>,
+}
+
+impl Client {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.unwrap();
+    }
+
+    /// One reply (all its lines), or empty at end of stream.
+    async fn reply(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).await.unwrap() == 0 {
+                return lines;
+            }
+            assert!(line.ends_with("\r\n"), "{line:?}");
+            let line = line.trim_end().to_owned();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines;
+            }
+        }
+    }
+
+    async fn first_line(&mut self) -> String {
+        self.reply().await.into_iter().next().unwrap_or_default()
+    }
+
+    async fn at_eof(&mut self) -> bool {
+        self.reply().await.is_empty()
+    }
+}
+
+fn pair() -> (DuplexStream, Client) {
+    let (server, client) = tokio::io::duplex(1 << 16);
+    let (r, w) = tokio::io::split(client);
+    (
+        server,
+        Client {
+            r: BufReader::new(r),
+            w,
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_whole_session_with_pipelining() {
+    let (server, mut c) = pair();
+    let mut sink = Keep::default();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let serve = serve(
+        server,
+        session(),
+        &mut sink,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        assert_eq!(
+            c.reply().await,
+            ["220 mx.example.test ESMTP sendmail-rs ready"]
+        );
+        c.send(b"EHLO client.example.test\r\n").await;
+        let ehlo = c.reply().await;
+        assert_eq!(
+            ehlo[0],
+            "250-mx.example.test Hello localhost [IPv6:0:0:0:0:0:0:0:1], pleased to meet you"
+        );
+        assert_eq!(ehlo.last().unwrap(), "250 HELP");
+        c.send(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.example.test>\r\nRCPT TO:<c@mx.example.test>\r\nDATA\r\n")
+            .await;
+        assert_eq!(
+            c.first_line().await,
+            "250 2.1.0 <a@client.test>... Sender ok"
+        );
+        assert_eq!(
+            c.first_line().await,
+            "250 2.1.5 <b@mx.example.test>... Recipient ok"
+        );
+        assert_eq!(
+            c.first_line().await,
+            "250 2.1.5 <c@mx.example.test>... Recipient ok"
+        );
+        assert_eq!(c.first_line().await, "354 End data with <CR><LF>.<CR><LF>");
+        c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n").await;
+        assert_accepted(&c.first_line().await);
+        assert_eq!(
+            c.first_line().await,
+            "221 2.0.0 mx.example.test closing connection"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Closed);
+    assert_eq!(outcome.stats.messages, 1);
+    assert_eq!(outcome.stats.bytes, 18);
+    let kept = sink.0.lock().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].recipients.len(), 2);
+    assert_eq!(kept[0].body, b"Subject: hi\n\nbody\n");
+}
+
+#[tokio::test]
+async fn without_a_queue_nothing_is_accepted() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"body\r\n.\r\n").await;
+        assert_eq!(
+            c.first_line().await,
+            "451 4.3.0 Temporary system failure. Please try again later."
+        );
+        c.send(b"QUIT\r\n").await;
+        assert_eq!(
+            c.first_line().await,
+            "221 2.0.0 mx.example.test closing connection"
+        );
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.stats.messages, 0);
+}
+
+#[tokio::test]
+async fn peer_closing_is_lost_input() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"EHLO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\n").await;
+        assert_eq!(c.first_line().await, "250 2.1.0 <a@b.test>... Sender ok");
+        drop(c);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Lost);
+    assert!(outcome.stats.mail_issued);
+}
+
+#[tokio::test]
+async fn bare_lf_in_data_closes() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut sink = Keep::default();
+    let serve = serve(
+        server,
+        session(),
+        &mut sink,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"Subject: x\r\n\r\nbody\n.\r\nMAIL FROM:<evil@b.test>\r\n")
+            .await;
+        assert_eq!(
+            c.first_line().await,
+            "421 4.5.0 Bare linefeed (LF) not allowed"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Closed);
+    assert!(sink.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn commands_pipelined_after_helo_are_rejected() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO x.test\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n")
+            .await;
+        assert_eq!(c.first_line().await, "554 5.5.0 SMTP protocol error");
+        assert_eq!(c.first_line().await, "550 5.0.0 Command rejected");
+        assert_eq!(
+            c.first_line().await,
+            "221 2.0.0 mx.example.test closing connection"
+        );
+        assert!(c.at_eof().await);
+    };
+    tokio::join!(serve, client);
+}
+
+#[tokio::test]
+async fn body_pipelined_with_data_is_a_protocol_error() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"EHLO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\n").await;
+        c.reply().await;
+        c.send(b"RCPT TO:<c@d.test>\r\n").await;
+        c.reply().await;
+        c.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n").await;
+        assert_eq!(c.first_line().await, "554 5.5.0 SMTP protocol error");
+        assert!(c.at_eof().await);
+    };
+    tokio::join!(serve, client);
+}
+
+#[tokio::test]
+async fn over_long_command_line() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        let mut ok = b"NOOP ".to_vec();
+        ok.extend(std::iter::repeat_n(b'x', 995));
+        ok.extend(b"\r\n");
+        c.send(&ok).await;
+        assert_eq!(c.first_line().await, "250 2.0.0 OK");
+        let mut long = b"NOOP ".to_vec();
+        long.extend(std::iter::repeat_n(b'y', 5000));
+        long.extend(b"\r\n");
+        c.send(&long).await;
+        assert_eq!(
+            c.first_line().await,
+            "421 4.7.0 mx.example.test Command too long, possible attack localhost [IPv6:0:0:0:0:0:0:0:1]"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::LineTooLong);
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_idle_session() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    let mut nq = NoQueue;
+    let serve = serve(server, session(), &mut nq, &logger, &opts, stop);
+    let client = async move {
+        c.reply().await;
+        c.send(b"NOOP\r\n").await;
+        assert_eq!(c.first_line().await, "250 2.0.0 OK");
+        tx.send(()).unwrap();
+        assert_eq!(
+            c.first_line().await,
+            "421 4.3.2 mx.example.test Shutting down"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Shutdown);
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_message_finish() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut sink = Keep::default();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    let serve = serve(server, session(), &mut sink, &logger, &opts, stop);
+    let client = async move {
+        c.reply().await;
+        // HELO must wait for its reply (sendmail 8.18 rejects input pipelined after it).
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"Subject: x\r\n").await;
+        tx.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.send(b"\r\nbody\r\n.\r\n").await;
+        assert_accepted(&c.first_line().await);
+        assert_eq!(
+            c.first_line().await,
+            "421 4.3.2 mx.example.test Shutting down"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Shutdown);
+    assert_eq!(sink.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn idle_client_times_out() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let mut opts = quick();
+    opts.timeouts.command = Duration::from_millis(100);
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        assert_eq!(
+            c.first_line().await,
+            "421 4.4.1 mx.example.test Lost input channel from localhost [IPv6:0:0:0:0:0:0:0:1]"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Timeout);
+}
+
+#[tokio::test]
+async fn idle_client_in_data_times_out_with_451() {
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let mut opts = quick();
+    opts.timeouts.data_block = Duration::from_millis(100);
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"Subject: x\r\n").await;
+        assert_eq!(
+            c.first_line().await,
+            "451 4.4.1 timeout waiting for input during message collect"
+        );
+        assert_eq!(
+            c.first_line().await,
+            "421 4.4.1 mx.example.test Lost input channel from localhost [IPv6:0:0:0:0:0:0:0:1]"
+        );
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Timeout);
+}
+
+/// The listener spawns one task per connection: `serve` must be `Send`.
+#[tokio::test]
+async fn serve_runs_in_a_spawned_task() {
+    let (server, mut c) = pair();
+    let task = tokio::spawn(async move {
+        let logger = Logger::stderr(9);
+        let mut sink = Keep::default();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let mut rx = rx;
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        serve(
+            server,
+            session(),
+            &mut sink,
+            &logger,
+            &ConnOptions::default(),
+            stop,
+        )
+        .await
+    });
+    c.reply().await;
+    c.send(b"QUIT\r\n").await;
+    assert_eq!(
+        c.first_line().await,
+        "221 2.0.0 mx.example.test closing connection"
+    );
+    let outcome = task.await.unwrap();
+    assert_eq!(outcome.end, EndReason::Closed);
+}
+
+/// `250 2.0.0 <14-character queue id> Message accepted for delivery`.
+fn assert_accepted(line: &str) {
+    let id = line
+        .strip_prefix("250 2.0.0 ")
+        .and_then(|r| r.strip_suffix(" Message accepted for delivery"))
+        .unwrap_or_else(|| panic!("not an acceptance: {line}"));
+    assert_eq!(id.len(), 14, "{line}");
+    assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{line}");
+}

@@ -1,0 +1,256 @@
+//! Test support: the real `sendmail` binary started on ephemeral ports, its mail log read back,
+//! and a line-oriented SMTP client.
+//!
+//! Every daemon is configured with `Port=0` so the kernel picks free ports; the daemon logs
+//! `daemon NAME: listening on ADDR` for each socket, which is how a test learns the port.
+//! Waits are bounded (a generous upper limit, never a measure of speed).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound for anything a test waits for.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn sendmail_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sendmail")
+}
+
+/// A running `sendmail -bD` with its own directory (cf, log, pid file).
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub cf: PathBuf,
+    pub log: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Daemon {
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("mqueue")
+    }
+}
+
+impl Daemon {
+    /// Writes `cf_text` as the configuration and starts `sendmail -bD -C cf` with `args`.
+    /// The log goes to `LogFile` in the daemon's directory, at LogLevel 14.
+    pub fn start(cf_text: &str, args: &[&str]) -> Daemon {
+        Daemon::start_wrapped(cf_text, args, &[])
+    }
+
+    /// Like [`Daemon::start`], with the binary run through `wrapper` (e.g. `unshare`).
+    pub fn start_wrapped(cf_text: &str, args: &[&str], wrapper: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = dir.path().join("sendmail.cf");
+        std::fs::write(&cf, cf_text).unwrap();
+        let log = dir.path().join("maillog");
+        let pid_file = dir.path().join("sendmail.pid");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(sendmail_bin());
+                c
+            }
+            None => Command::new(sendmail_bin()),
+        };
+        let child = cmd
+            .arg("-bD")
+            .arg("-C")
+            .arg(&cf)
+            .arg("-O")
+            .arg(format!("LogFile={}", log.display()))
+            .arg("-O")
+            .arg(format!("PidFile={}", pid_file.display()))
+            .arg("-O")
+            .arg(format!(
+                "StatusFile={}",
+                dir.path().join("sendmail.st").display()
+            ))
+            .arg("-O")
+            .arg(format!(
+                "QueueDirectory={}",
+                dir.path().join("mqueue").display()
+            ))
+            .arg("-O")
+            .arg("LogLevel=14")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            cf,
+            log,
+            pid_file,
+        };
+        d.wait_log("starting daemon");
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The mail log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (or the daemon died); returns the log.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        self.wait_log_count(needle, 1)
+    }
+
+    /// Waits until the log contains `needle` at least `n` times.
+    pub fn wait_log_count(&mut self, needle: &str, n: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.log_text();
+            if text.matches(needle).count() >= n {
+                return text;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(e) = self.child.as_mut().unwrap().stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!(
+                    "daemon exited ({status}) before logging {needle:?}\nstderr: {err}\nlog:\n{text}"
+                );
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "no {needle:?} in the log after {WAIT:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address daemon `name` listens on (from its `listening on` log line).
+    pub fn addr_of(&mut self, name: &str) -> SocketAddr {
+        let needle = format!("daemon {name}: listening on ");
+        let text = self.wait_log(&needle);
+        let line = text.lines().rev().find(|l| l.contains(&needle)).unwrap();
+        let addr = line.split(&needle).nth(1).unwrap().trim();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("not a socket address: {addr}"))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < WAIT, "daemon did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the binary to completion with `args` (no stdin).
+pub fn run(args: &[&str]) -> Output {
+    Command::new(sendmail_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A minimal SMTP client: one command out, one (possibly multi-line) reply in.
+pub struct Smtp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Smtp {
+    pub fn connect(addr: SocketAddr) -> Smtp {
+        Smtp::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Connects from a chosen source address (e.g. 127.0.0.9).
+    pub fn connect_from(addr: SocketAddr, source: &str) -> Smtp {
+        let src: SocketAddr = format!("{source}:0").parse().unwrap();
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(src),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        s.bind(&src.into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        Smtp::from_stream(s.into())
+    }
+
+    fn from_stream(s: TcpStream) -> Smtp {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        Smtp {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Reads one reply; returns its lines without CRLF.
+    pub fn reply(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "connection closed; reply so far: {lines:?}");
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            let line = line.trim_end_matches("\r\n").to_string();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines;
+            }
+        }
+    }
+
+    /// Sends one command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> Vec<String> {
+        self.send(line);
+        self.reply()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+    }
+
+    /// Whether the server has closed the connection (reads to EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok()
+    }
+}
+
+/// A path inside `dir` as text.
+pub fn path_str(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
