@@ -16,6 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
+use crate::config::daemon_options::Modifiers;
 use crate::rules::check::{Verdict, rscheck, take_messages};
 use crate::rules::rewrite::Engine;
 use crate::smtp::command::{Address, MailParams, RcptParams};
@@ -171,11 +172,8 @@ impl RulesPolicy {
             .ip
             .map(format_ip)
             .unwrap_or_else(|| "127.0.0.1".to_string());
-        let flags = daemon_flags
-            .chars()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
+        // `${daemon_flags}`: letters separated by spaces, upper case doubled (`M=Ea` → `EE a`).
+        let flags = Modifiers::parse(daemon_flags).daemon_flags();
         for (k, v) in [
             ("client_addr", addr.as_str()),
             ("client_name", name.as_str()),
