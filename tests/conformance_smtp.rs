@@ -184,8 +184,7 @@ fn bt_verdict(
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text
         .lines()
-        .filter(|l| l.starts_with(set) && l.contains("returns:"))
-        .last()
+        .rfind(|l| l.starts_with(set) && l.contains("returns:"))
         .unwrap_or_else(|| panic!("no {set} result in:\n{text}"));
     // `$# error $@ 5 . 7 . 1 $: "550 Relaying denied"`
     let rest = last.split("$# error").nth(1)?;
