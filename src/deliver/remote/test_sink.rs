@@ -54,6 +54,8 @@ pub struct Seen {
     pub commands: Vec<String>,
     /// The DATA bytes as sent (CRLF, dot-stuffed), without the final `.` line.
     pub data: Vec<u8>,
+    /// The client's address (TCP sinks only).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 pub type Log = Arc<Mutex<Vec<Seen>>>;
@@ -77,10 +79,18 @@ fn rcpt_reply(line: &str) -> String {
 
 /// Serves one connection; returns when the client quits or goes away (bounded by a 10 s
 /// wait per line).
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(io: S, cfg: SinkConfig, log: Log) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    cfg: SinkConfig,
+    log: Log,
+    peer: Option<std::net::SocketAddr>,
+) {
     let (r, mut w) = tokio::io::split(io);
     let mut lines = BufReader::new(r);
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        peer,
+        ..Seen::default()
+    };
     let _ = w
         .write_all(format!("{}\r\n", cfg.greeting).as_bytes())
         .await;
@@ -199,8 +209,8 @@ impl TcpSink {
         let log: Log = Arc::default();
         let l = log.clone();
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, cfg.clone(), l.clone()));
+            while let Ok((stream, peer)) = listener.accept().await {
+                tokio::spawn(serve(stream, cfg.clone(), l.clone(), Some(peer)));
             }
         });
         TcpSink { log, task }

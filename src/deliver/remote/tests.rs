@@ -338,3 +338,77 @@ async fn when_every_address_refuses_the_mail_is_deferred_never_bounced() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_smart_host_literal_that_refuses_logs_as_sendmail_does() {
+    // samples/46: relay:[127.0.0.1] down.
+    let w = world(Zone::default(), false, false, SinkConfig::new("X")).await;
+    let Some(Ok((mailer, target))) = route::smart_host("relay:[127.0.0.1]") else {
+        panic!("smart host parses");
+    };
+    assert_eq!(mailer.as_deref(), Some("relay"));
+    assert_eq!(target, Target::Literal("127.0.0.1".parse().unwrap()));
+    let r = send(&w, "[127.0.0.1]", &["bob@remote.example.test"]).await;
+    assert_eq!(
+        r.log,
+        [format!(
+            "makeconnection ([127.0.0.1] [127.0.0.1].{} (2)) failed: Connection refused by [127.0.0.1]",
+            w.port
+        )]
+    );
+    assert_eq!(r.relay.as_deref(), Some("[127.0.0.1] [127.0.0.1]"));
+    assert_eq!(r.outcomes[0].dsn(), "4.4.1");
+    assert_eq!(
+        r.outcomes[0].stat(),
+        "Deferred: Connection refused by [127.0.0.1]"
+    );
+}
+
+#[tokio::test]
+async fn client_port_options_set_the_source_address_and_the_helo_name() {
+    // samples/45: ClientPortOptions=Family=inet, Addr=127.0.0.5, M=h → the connection comes
+    // from 127.0.0.5 and EHLO names it as the hosts file does.
+    let w = world(dual_stack_zone(), false, true, SinkConfig::new("C")).await;
+    let mut s = settings();
+    s.client = ClientOptions::parse(&["Family=inet, Addr=127.0.0.5, M=h".to_string()]).unwrap();
+    s.hosts = Hosts::parse("127.0.0.5 out5.example.test out5\n");
+    let msg = message();
+    let rcpts = vec![Recipient::new("bob@d.test")];
+    let req = Request {
+        message: &msg,
+        recipients: &rcpts,
+        host: "d.test",
+        port: w.port,
+    };
+    let r = deliver(&w.dns, &s, &req, &mut StdRng::seed_from_u64(1)).await;
+    assert!(matches!(&r.outcomes[0], Outcome::Delivered { .. }), "{r:?}");
+    let seen = w._sinks[0].log.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].peer.map(|p| p.ip().to_string()).as_deref(),
+        Some("127.0.0.5")
+    );
+    assert_eq!(seen[0].commands[0], "EHLO out5.example.test");
+
+    // Without M=h the configured name is used, from the same source address.
+    s.client = ClientOptions::parse(&["Family=inet, Addr=127.0.0.5".to_string()]).unwrap();
+    let r = deliver(&w.dns, &s, &req, &mut StdRng::seed_from_u64(1)).await;
+    assert!(matches!(&r.outcomes[0], Outcome::Delivered { .. }), "{r:?}");
+    let seen = w._sinks[0].log.lock().unwrap().clone();
+    assert_eq!(seen[1].commands[0], "EHLO oracle.example.test");
+}
+
+#[test]
+fn settings_come_from_the_configuration() {
+    let cf = "V10\nDjoracle.example.test\nO ClientPortOptions=Family=inet6, Addr=::1, Port=2600\nO HeloName=out.example.test\nO Timeout.connect=7s\n";
+    let config = Config::from_str("test.cf", cf, &[]).expect("config");
+    let s = Settings::from_config(&config).unwrap();
+    assert_eq!(s.helo_name, "out.example.test");
+    assert_eq!(s.client.inet6.addr, Some("::1".parse().unwrap()));
+    assert_eq!(s.client.inet6.port, 2600);
+    assert_eq!(s.client.inet, connect::FamilyOptions::default());
+    assert_eq!(s.connect_timeout, Duration::from_secs(7));
+    assert_eq!(s.family, Family::Ipv6First);
+    let bad = "V10\nO ClientPortOptions=Family=inet, Addr=not.an.ip\n";
+    let config = Config::from_str("bad.cf", bad, &[]).expect("config");
+    assert!(Settings::from_config(&config).is_err());
+}

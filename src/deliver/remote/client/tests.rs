@@ -22,7 +22,7 @@ fn rcpts(addrs: &[&str]) -> Vec<Recipient> {
 async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionResult, Seen) {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let log: Log = Log::default();
-    let server = tokio::spawn(serve(server_io, cfg, log.clone()));
+    let server = tokio::spawn(serve(server_io, cfg, log.clone(), None));
     let job = Job {
         message: msg,
         recipients: rcpts,
