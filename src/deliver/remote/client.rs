@@ -480,9 +480,10 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     let result = dialogue(&mut conn, job, timeouts, &mut outcomes).await;
     let answered = outcomes.iter().any(Option::is_some);
     let (fill, try_next_host) = match result {
-        Ok(None) => (None, false),
-        // The host refused before any recipient was answered: the next MX may take it.
-        Ok(Some(o)) => {
+        Ok(End::Answered) => (None, false),
+        Ok(End::Host(o)) => (Some(o), true),
+        // Refused temporarily before any recipient was answered: the next MX may take it.
+        Ok(End::All(o)) => {
             let next = !answered && matches!(o, Outcome::Temporary { .. });
             (Some(o), next)
         }
@@ -506,25 +507,35 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// How a dialogue ended.
+enum End {
+    /// Every recipient has its answer in `outcomes`.
+    Answered,
+    /// This outcome for every recipient not refused at RCPT.
+    All(Outcome),
+    /// The host would not talk to us (greeting or EHLO/HELO refused, 4xx or 5xx): the next
+    /// host may; on the last host this is every recipient's outcome.
+    Host(Outcome),
+}
+
 /// The dialogue. Per-recipient answers go into `outcomes` (a recipient's `Delivered` there
-/// means "RCPT accepted", replaced by the final reply's outcome); `Ok(Some(o))` is a reply
-/// that ends the transaction for every recipient still unanswered or accepted.
+/// means "RCPT accepted", replaced by the final reply's outcome).
 async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     job: &Job<'_>,
     t: &ClientTimeouts,
     outcomes: &mut [Option<Outcome>],
-) -> Result<Option<Outcome>, SessionError> {
+) -> Result<End, SessionError> {
     let greeting = conn.reply(t.initial, "client greeting").await?;
     if greeting.class() != 2 {
         quit(conn, t).await;
-        return Ok(Some(Outcome::from_reply(&greeting)));
+        return Ok(End::Host(Outcome::from_reply(&greeting)));
     }
     let caps = match hello(conn, job.helo_name, t).await? {
         Ok(caps) => caps,
         Err(refusal) => {
             quit(conn, t).await;
-            return Ok(Some(refusal));
+            return Ok(End::Host(refusal));
         }
     };
     let data = encode_data(&job.message.body);
@@ -533,7 +544,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
         && wire_size as u64 > limit
     {
         quit(conn, t).await;
-        return Ok(Some(Outcome::Permanent {
+        return Ok(End::All(Outcome::Permanent {
             dsn: "5.2.3".to_string(),
             text: format!("Message is too large; {limit} bytes max"),
         }));
@@ -560,7 +571,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             quit(conn, t).await;
             // The RCPT replies after a refused MAIL say nothing about the recipients.
             outcomes.iter_mut().for_each(|o| *o = None);
-            return Ok(Some(Outcome::from_reply(&mail_reply)));
+            return Ok(End::All(Outcome::from_reply(&mail_reply)));
         }
         data_reply
     } else {
@@ -568,7 +579,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
         let mail_reply = conn.reply(t.mail, "client MAIL").await?;
         if mail_reply.class() != 2 {
             quit(conn, t).await;
-            return Ok(Some(Outcome::from_reply(&mail_reply)));
+            return Ok(End::All(Outcome::from_reply(&mail_reply)));
         }
         for (i, r) in rcpts.iter().enumerate() {
             conn.send(r.as_bytes(), t.rcpt, "client RCPT").await?;
@@ -577,7 +588,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if !any_accepted(outcomes) {
             quit(conn, t).await;
-            return Ok(None);
+            return Ok(End::Answered);
         }
         conn.send(b"DATA\r\n", t.datainit, "client DATA").await?;
         conn.reply(t.datainit, "client DATA").await?
@@ -588,16 +599,16 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = conn.reply(t.datafinal, "client DATA").await;
         }
         quit(conn, t).await;
-        return Ok(None);
+        return Ok(End::Answered);
     }
     if data_reply.code != 354 {
         quit(conn, t).await;
-        return Ok(Some(Outcome::from_reply(&data_reply)));
+        return Ok(End::All(Outcome::from_reply(&data_reply)));
     }
     conn.send(&data, t.datablock, "client DATA block").await?;
     let final_reply = conn.reply(t.datafinal, "client DATA status").await?;
     quit(conn, t).await;
-    Ok(Some(Outcome::from_reply(&final_reply)))
+    Ok(End::All(Outcome::from_reply(&final_reply)))
 }
 
 fn any_accepted(outcomes: &[Option<Outcome>]) -> bool {

@@ -25,6 +25,7 @@ use rand::Rng;
 
 use crate::config::Config;
 use crate::config::daemon_options::DpoError;
+use crate::config::macros::MacroLookup;
 use crate::dns::{Answer, Dns, bracketed};
 use crate::hosts::Hosts;
 use crate::queue::{Message, Recipient};
@@ -74,6 +75,9 @@ pub struct Settings {
     pub family: Family,
     /// For the `h` modifier: names of our own source addresses.
     pub hosts: Hosts,
+    /// Our own names (`$=w`, `$j`, `$w`, `localhost`), lower case: an MX list naming one of
+    /// them is cut at its preference.
+    pub local_names: Vec<String>,
 }
 
 impl Settings {
@@ -82,7 +86,7 @@ impl Settings {
         let o = &config.options;
         let helo_name = match &o.helo_name {
             Some(text) => text.expand(config),
-            None => config.host.fqdn.clone(),
+            None => macro_or(config, "j", &config.host.fqdn),
         };
         Ok(Settings {
             helo_name,
@@ -91,6 +95,7 @@ impl Settings {
             timeouts: ClientTimeouts::from_config(&o.timeouts),
             family: Family::Ipv6First,
             hosts: Hosts::load(std::path::Path::new("/etc/hosts")),
+            local_names: local_names(config),
         })
     }
 
@@ -112,6 +117,31 @@ impl Settings {
         }
         self.helo_name.clone()
     }
+}
+
+/// `$name` of the configuration (cf `D` line or built-in), else `fallback`.
+fn macro_or(config: &Config, name: &str, fallback: &str) -> String {
+    config
+        .macro_value(name)
+        .map(|v| v.into_owned())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+fn local_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config.classes.get("w").cloned().unwrap_or_default();
+    names.extend([
+        macro_or(config, "j", &config.host.fqdn),
+        macro_or(config, "w", &config.host.short),
+        "localhost".to_string(),
+    ]);
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter(|n| !n.is_empty() && !n.starts_with('['))
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One delivery to do.
@@ -222,7 +252,11 @@ async fn resolve<R: Rng + Send + ?Sized>(
     let (domain, hops) = match &target {
         Target::Mx(domain) => {
             let answer = dns.mx(domain).await;
-            (domain.clone(), route::mx_hops(domain, &answer, rng)?)
+            let hops = route::mx_hops(domain, &answer, rng)?;
+            (
+                domain.clone(),
+                route::drop_self(hops, &settings.local_names)?,
+            )
         }
         other => {
             let hop = route::direct_hop(other).into_iter().collect::<Vec<Hop>>();

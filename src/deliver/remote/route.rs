@@ -17,8 +17,8 @@
 //! * per host: IPv6 addresses (AAAA) first, then IPv4 (A), so a refused IPv6 connection
 //!   falls back to IPv4 (the order is [`Family`]-selectable).
 //!
-//! Not done: dropping MX hosts at or above our own preference when we are listed (sendmail's
-//! "MX list for … points back to …").
+//! * when we are one of the exchangers, only those with a better (lower) preference are
+//!   used; none left is sendmail's `config error: mail loops back to me (MX problem?)`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -203,6 +203,32 @@ pub fn mx_hops<R: Rng + ?Sized>(
         fresh
     });
     Ok(hops)
+}
+
+/// RFC 5321 §5.1: if one of `ours` (our own names, lower case) is an exchanger, drop it and
+/// every hop of the same or a worse preference. An empty result is a permanent error
+/// (sendmail's `553 5.3.5 … config error: mail loops back to me (MX problem?)`).
+pub fn drop_self(hops: Vec<Hop>, ours: &[String]) -> Result<Vec<Hop>, Outcome> {
+    let is_ours = |h: &Hop| match &h.host {
+        HopHost::Name(n) => ours.iter().any(|o| o.eq_ignore_ascii_case(n)),
+        HopHost::Literal(_) => false,
+    };
+    let Some(limit) = hops
+        .iter()
+        .filter(|h| is_ours(h))
+        .map(|h| h.preference)
+        .min()
+    else {
+        return Ok(hops);
+    };
+    let kept: Vec<Hop> = hops.into_iter().filter(|h| h.preference < limit).collect();
+    if kept.is_empty() {
+        return Err(Outcome::Permanent {
+            dsn: "5.3.5".to_string(),
+            text: "config error: mail loops back to me (MX problem?)".to_string(),
+        });
+    }
+    Ok(kept)
 }
 
 /// Which address family is tried first for each host.
@@ -440,6 +466,27 @@ mod tests {
                 text: "Domain does not accept mail".into()
             })
         );
+    }
+
+    #[test]
+    fn when_we_are_an_exchanger_only_better_ones_are_used() {
+        let hops = vec![
+            Hop::name(10, "a.test"),
+            Hop::name(20, "ME.test"),
+            Hop::name(20, "b.test"),
+            Hop::name(30, "c.test"),
+        ];
+        let ours = vec!["me.test".to_string()];
+        assert_eq!(
+            drop_self(hops.clone(), &ours),
+            Ok(vec![Hop::name(10, "a.test")])
+        );
+        assert_eq!(drop_self(hops.clone(), &[]), Ok(hops));
+        let only_me = vec![Hop::name(10, "me.test"), Hop::name(20, "b.test")];
+        assert!(matches!(
+            drop_self(only_me, &ours),
+            Err(Outcome::Permanent { dsn, .. }) if dsn == "5.3.5"
+        ));
     }
 
     #[test]

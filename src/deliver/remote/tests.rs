@@ -85,6 +85,7 @@ fn settings() -> Settings {
         timeouts: ClientTimeouts::uniform(Duration::from_secs(5)),
         family: Family::Ipv6First,
         hosts: Hosts::default(),
+        local_names: vec!["oracle.example.test".into()],
     }
 }
 
@@ -403,12 +404,39 @@ fn settings_come_from_the_configuration() {
     let config = Config::from_str("test.cf", cf, &[]).expect("config");
     let s = Settings::from_config(&config).unwrap();
     assert_eq!(s.helo_name, "out.example.test");
+    let no_helo = Config::from_str("j.cf", "V10\nDjoracle.example.test\n", &[]).expect("config");
+    assert_eq!(
+        Settings::from_config(&no_helo).unwrap().helo_name,
+        "oracle.example.test"
+    );
     assert_eq!(s.client.inet6.addr, Some("::1".parse().unwrap()));
     assert_eq!(s.client.inet6.port, 2600);
     assert_eq!(s.client.inet, connect::FamilyOptions::default());
     assert_eq!(s.connect_timeout, Duration::from_secs(7));
     assert_eq!(s.family, Family::Ipv6First);
+    assert!(s.local_names.contains(&"oracle.example.test".to_string()));
+    assert!(s.local_names.contains(&"localhost".to_string()));
     let bad = "V10\nO ClientPortOptions=Family=inet, Addr=not.an.ip\n";
     let config = Config::from_str("bad.cf", bad, &[]).expect("config");
     assert!(Settings::from_config(&config).is_err());
+}
+
+#[tokio::test]
+async fn an_mx_list_naming_us_uses_only_better_exchangers() {
+    let zone = Zone::default()
+        .mx("loop.test", 10, "oracle.example.test")
+        .mx("loop.test", 20, "other.loop.test")
+        .a("other.loop.test", "127.0.0.2")
+        .mx("backup.test", 5, "primary.backup.test")
+        .mx("backup.test", 10, "oracle.example.test")
+        .a("primary.backup.test", "127.0.0.2");
+    let w = world(zone, false, true, SinkConfig::new("M")).await;
+    let r = send(&w, "loop.test", &["bob@loop.test"]).await;
+    assert_eq!(r.outcomes[0].dsn(), "5.3.5");
+    assert_eq!(
+        r.outcomes[0].stat(),
+        "config error: mail loops back to me (MX problem?)"
+    );
+    let r = send(&w, "backup.test", &["bob@backup.test"]).await;
+    assert_eq!(r.relay.as_deref(), Some("primary.backup.test. [127.0.0.2]"));
 }

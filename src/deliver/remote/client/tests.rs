@@ -436,3 +436,15 @@ fn xtext_encodes_plus_equals_and_controls() {
     assert_eq!(xtext("abc"), "abc");
     assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
 }
+
+#[tokio::test]
+async fn a_permanently_refusing_greeting_still_lets_the_next_host_try() {
+    let mut cfg = SinkConfig::new("X");
+    cfg.greeting = "554 5.3.2 sink.example.test not accepting mail".into();
+    let (result, _) = run(cfg, &message("s@x.test", b"x\n"), &rcpts(&["a@d.test"])).await;
+    assert!(matches!(&result.outcomes[0], Outcome::Permanent { dsn, .. } if dsn == "5.3.2"));
+    assert!(
+        result.try_next_host,
+        "the host, not the message, was refused"
+    );
+}
