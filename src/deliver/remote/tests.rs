@@ -52,7 +52,7 @@ async fn world(zone: Zone, want_v6: bool, want_v4: bool, cfg: SinkConfig) -> Wor
     let dns = Dns::new(
         &[server.addr],
         DnsOptions {
-            timeout: Duration::from_millis(300),
+            timeout: Duration::from_secs(2),
             attempts: 1,
         },
     )
