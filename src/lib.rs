@@ -24,6 +24,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
+pub mod dns;
 pub mod hosts;
 pub mod inbound;
 pub mod listener;
