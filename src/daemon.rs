@@ -302,7 +302,6 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         stats,
         queue,
     });
-    logger_start_line(&shared.logger, &inv);
     runtime.block_on(serve(inv, shared, opened.listeners))
 }
 
@@ -430,6 +429,20 @@ struct Running {
 type ListenerKey = (DaemonPortOptions, bool);
 
 async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -> i32 {
+    // Signals first: from the start line on, SIGHUP and SIGTERM are handled, never fatal.
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        shared.logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: cannot install signal handlers"),
+        );
+        return EX_OSERR;
+    };
+    logger_start_line(&shared.logger, &inv);
     let shutdown = Shutdown::new();
     let mut running: HashMap<ListenerKey, Running> = HashMap::new();
     let daemons = shared.config().daemons.clone();
@@ -474,18 +487,6 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
             },
         ))
     });
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        shared.logger.log(
-            Severity::Crit,
-            None,
-            format_args!("SYSERR: cannot install signal handlers"),
-        );
-        return EX_OSERR;
-    };
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&inv, &shared, &shutdown, &mut running).await,
