@@ -177,7 +177,8 @@ fn bs_speaks_smtp_on_stdin_and_stdout() {
 
 #[test]
 fn a_running_daemon_picks_submissions_up() {
-    let mut d = Daemon::start(CF, &[]);
+    // Queue-only: the message stays queued for mailq to show after the pickup.
+    let mut d = Daemon::start(CF, &["-O", "DeliveryMode=queueonly"]);
     let qopt = format!("QueueDirectory={}", d.queue_dir().display());
     let cf = d.cf.display().to_string();
     let out = run_with_input(
