@@ -1,0 +1,366 @@
+//! Specifications of the alias file reader, expansion and `newaliases`.
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+const ORACLE: &str = "# oracle aliases (rebuilt into aliases.db by run-oracle.sh via sendmail -bi)
+MAILER-DAEMON: postmaster
+postmaster: root
+abuse: root
+alice: root
+list: root, alice
+";
+
+fn p() -> &'static Path {
+    Path::new("/etc/mail/aliases")
+}
+
+fn issues(text: &str) -> Vec<(usize, String)> {
+    match parse(text, p()) {
+        Err(AliasError::Parse(v)) => v.into_iter().map(|i| (i.line, i.message)).collect(),
+        other => panic!("expected parse errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn oracle_file_gives_sendmails_figures() {
+    let t = parse(ORACLE, p()).unwrap();
+    assert_eq!(t.figures(), (5, 11, 70));
+    assert_eq!(t.get("list").unwrap().rhs, "root, alice");
+}
+
+#[test]
+fn names_are_case_insensitive() {
+    let t = parse("Alice: root\nPOSTMASTER: root\n", p()).unwrap();
+    assert_eq!(t.get("ALICE").unwrap().name, "Alice");
+    assert_eq!(t.get("alice").unwrap().line, 1);
+    // sendmail always lower-cases postmaster
+    assert_eq!(t.get("Postmaster").unwrap().name, "postmaster");
+}
+
+#[test]
+fn continuation_lines_are_joined_with_their_whitespace() {
+    let t = parse("list: root,\n\talice,\n  bob\nother: x\n", p()).unwrap();
+    let a = t.get("list").unwrap();
+    assert_eq!(a.rhs, "root,\talice,  bob");
+    assert_eq!(
+        a.members(),
+        vec![
+            Member::Address("root".into()),
+            Member::Address("alice".into()),
+            Member::Address("bob".into())
+        ]
+    );
+    assert_eq!(t.get("other").unwrap().line, 4);
+}
+
+#[test]
+fn members_of_every_kind() {
+    let t = parse(
+        "all: \"|/usr/bin/prog -a, b\", /var/log/mail.copy, :include:/etc/mail/staff, \\root, <bob@example.com>\n",
+        p(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.get("all").unwrap().members(),
+        vec![
+            Member::Program("/usr/bin/prog -a, b".into()),
+            Member::File("/var/log/mail.copy".into()),
+            Member::Include("/etc/mail/staff".into()),
+            Member::Direct("root".into()),
+            Member::Address("bob@example.com".into()),
+        ]
+    );
+}
+
+#[test]
+fn errors_name_the_line_and_all_are_collected() {
+    let cases: &[(&str, &[(usize, &str)])] = &[
+        ("nocolon root\n", &[(1, "missing colon")]),
+        ("a: b\nempty:\n", &[(2, "missing value for alias")]),
+        (
+            "a: b\n\n  stray\n",
+            &[(3, "Non-continuation line starts with space")],
+        ),
+        (
+            "bob@oracle.example.test: root\n",
+            &[(1, "cannot alias non-local names")],
+        ),
+        ("q: \"|prog\n", &[(1, "unbalanced")]),
+        (
+            "x\nok: root\n# c\n y\nz:   \n",
+            &[
+                (1, "missing colon"),
+                (4, "Non-continuation"),
+                (5, "missing value"),
+            ],
+        ),
+    ];
+    for (text, want) in cases {
+        let got = issues(text);
+        assert_eq!(got.len(), want.len(), "{text:?}: {got:?}");
+        for ((gl, gm), (wl, wm)) in got.iter().zip(want.iter()) {
+            assert_eq!(gl, wl, "{text:?}: {gm}");
+            assert!(gm.contains(wm), "{text:?}: {gm:?} lacks {wm:?}");
+        }
+    }
+    let e = parse("nocolon\n", p()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/etc/mail/aliases: line 1: nocolon... missing colon"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicates_warn_and_the_last_wins() {
+    let t = parse("a: one\nA: two\n", p()).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.get("a").unwrap().rhs, "two");
+    assert_eq!(t.warnings.len(), 1);
+    assert_eq!(t.warnings[0].line, 2);
+}
+
+#[test]
+fn specs() {
+    assert_eq!(
+        spec_path("/etc/mail/aliases").unwrap(),
+        Path::new("/etc/mail/aliases")
+    );
+    assert_eq!(
+        spec_path("hash:/etc/aliases").unwrap(),
+        Path::new("/etc/aliases")
+    );
+    assert_eq!(
+        spec_path("hash:-N /etc/aliases").unwrap(),
+        Path::new("/etc/aliases")
+    );
+    assert!(matches!(
+        spec_path("ldap:-k uid"),
+        Err(AliasError::UnsupportedSpec(_))
+    ));
+}
+
+fn no_users(_: &str) -> Option<LocalUser> {
+    None
+}
+
+fn expander(t: &AliasTable) -> Expander<'_> {
+    let mut e = Expander::new(t);
+    e.users = &no_users;
+    e.local_domains = vec!["oracle.example.test".into()];
+    e
+}
+
+#[test]
+fn expansion_of_lists_and_nested_aliases() {
+    let t = parse(ORACLE, p()).unwrap();
+    let e = expander(&t);
+    assert_eq!(e.expand("list"), vec![Target::User("root".into())]);
+    assert_eq!(
+        e.expand("<list@oracle.example.test>"),
+        vec![Target::User("root".into())]
+    );
+    assert_eq!(e.expand("MAILER-DAEMON"), vec![Target::User("root".into())]);
+    assert_eq!(e.expand("nobody"), vec![Target::User("nobody".into())]);
+    assert_eq!(
+        e.expand("bob@remote.example.test"),
+        vec![Target::Remote("bob@remote.example.test".into())]
+    );
+}
+
+#[test]
+fn self_reference_delivers_to_the_user_and_loops_end() {
+    let t = parse("me: me, copy@elsewhere.test\na: b\nb: a\n", p()).unwrap();
+    let e = expander(&t);
+    assert_eq!(
+        e.expand("me"),
+        vec![
+            Target::User("me".into()),
+            Target::Remote("copy@elsewhere.test".into())
+        ]
+    );
+    assert_eq!(e.expand("a"), vec![Target::User("a".into())]);
+}
+
+#[test]
+fn deep_nesting_is_broken_at_max_depth() {
+    let text: String = (0..15).map(|i| format!("l{i}: l{}\n", i + 1)).collect();
+    let t = parse(&text, p()).unwrap();
+    let got = expander(&t).expand("l0");
+    match &got[..] {
+        [Target::Error { reason, .. }] => {
+            assert!(
+                reason.contains("aliasing/forwarding loop broken"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // exactly MAX_DEPTH levels are fine
+    let text: String = (0..MAX_DEPTH)
+        .map(|i| format!("m{i}: m{}\n", i + 1))
+        .collect();
+    let t = parse(&text, p()).unwrap();
+    assert_eq!(
+        expander(&t).expand("m0"),
+        vec![Target::User(format!("m{MAX_DEPTH}"))]
+    );
+}
+
+#[test]
+fn include_files_and_include_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("staff");
+    fs::write(&inc, "# staff\ncarol, dave\n\"|/bin/true\"\n").unwrap();
+    let looped = dir.path().join("loop");
+    fs::write(&looped, format!(":include:{}\n", looped.display())).unwrap();
+    let text = format!(
+        "staff: :include:{}\nloop: :include:{}\nmissing: :include:{}/nope\n",
+        inc.display(),
+        looped.display(),
+        dir.path().display()
+    );
+    let t = parse(&text, p()).unwrap();
+    let e = expander(&t);
+    assert_eq!(
+        e.expand("staff"),
+        vec![
+            Target::User("carol".into()),
+            Target::User("dave".into()),
+            Target::Program("/bin/true".into())
+        ]
+    );
+    assert!(
+        matches!(&e.expand("loop")[..], [Target::Error { reason, .. }] if reason == "include loop")
+    );
+    assert!(
+        matches!(&e.expand("missing")[..], [Target::Error { reason, .. }] if reason.starts_with("Cannot open"))
+    );
+    // a world-writable include is refused
+    fs::set_permissions(&inc, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(
+        matches!(&e.expand("staff")[..], [Target::Error { reason, .. }] if reason.contains("world writable"))
+    );
+}
+
+#[test]
+fn dot_forward_is_followed_only_when_safe() {
+    let home = tempfile::tempdir().unwrap();
+    let fwd = home.path().join(".forward");
+    fs::write(&fwd, "# keep a copy\n\\jo, jo@elsewhere.test\n").unwrap();
+    fs::set_permissions(&fwd, fs::Permissions::from_mode(0o644)).unwrap();
+    let me = nix::unistd::getuid().as_raw();
+    let home_path = home.path().to_path_buf();
+    let users = move |n: &str| {
+        (n == "jo").then(|| LocalUser {
+            name: "jo".into(),
+            uid: me,
+            home: home_path.clone(),
+        })
+    };
+    let t = AliasTable::default();
+    let mut e = Expander::new(&t);
+    e.users = &users;
+    assert_eq!(
+        e.expand("jo"),
+        vec![
+            Target::User("jo".into()),
+            Target::Remote("jo@elsewhere.test".into())
+        ]
+    );
+    fs::set_permissions(&fwd, fs::Permissions::from_mode(0o664)).unwrap();
+    assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
+    e.forward = false;
+    fs::set_permissions(&fwd, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
+}
+
+#[test]
+fn forward_owned_by_someone_else_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(".forward");
+    fs::write(&f, "x@y.test\n").unwrap();
+    let owner = fs::metadata(&f).unwrap().uid();
+    assert!(read_safe(&f, Some(owner)).is_ok());
+    if owner != 0 {
+        // only root-owned files may belong to "someone else"
+        assert!(matches!(
+            read_safe(&f, Some(owner + 1)),
+            Err(ReadSafeError::Unsafe(_))
+        ));
+    } else {
+        assert!(read_safe(&f, Some(12345)).is_ok());
+    }
+}
+
+#[test]
+fn rebuild_writes_a_map_that_load_prefers_and_reports_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("aliases");
+    fs::write(&text, ORACLE).unwrap();
+    let spec = format!("hash:{}", text.display());
+    let stats = rebuild(&spec).unwrap();
+    assert_eq!((stats.aliases, stats.longest, stats.total), (5, 11, 70));
+    assert_eq!(
+        stats.figures_line(),
+        format!(
+            "{}: 5 aliases, longest 11 bytes, 70 bytes total",
+            text.display()
+        )
+    );
+    assert!(
+        stats
+            .rebuilt_line()
+            .starts_with(&format!("alias database {} rebuilt by ", text.display()))
+    );
+    assert!(stats.db.exists());
+    let from_db = load(&spec).unwrap();
+    assert_eq!(from_db, parse(ORACLE, &text).unwrap());
+
+    // the map is used while it is newer than the text: prove it by changing only the map
+    let mut t2 = parse("only: indb\n", &text).unwrap();
+    t2.warnings.clear();
+    fs::write(&stats.db, encode_db(&t2)).unwrap();
+    assert!(load(&spec).unwrap().get("only").is_some());
+
+    // a corrupt map is ignored: the text is read
+    let mut bytes = fs::read(&stats.db).unwrap();
+    let n = bytes.len();
+    bytes[n - 6] ^= 0xff;
+    fs::write(&stats.db, &bytes).unwrap();
+    assert!(load(&spec).unwrap().get("list").is_some());
+
+    // a text newer than the map wins
+    fs::write(&stats.db, encode_db(&t2)).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&stats.db)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert!(load(&spec).unwrap().get("only").is_none());
+}
+
+#[test]
+fn rebuild_refuses_a_bad_file_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("aliases");
+    fs::write(&text, "good: root\nbad\n").unwrap();
+    match rebuild(text.to_str().unwrap()) {
+        Err(AliasError::Parse(v)) => assert_eq!(v[0].line, 2),
+        other => panic!("{other:?}"),
+    }
+    assert!(!db_path(&text).exists());
+}
+
+#[test]
+fn missing_alias_file_is_an_empty_table_for_load_but_an_error_for_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("none");
+    assert!(load(text.to_str().unwrap()).unwrap().is_empty());
+    assert!(matches!(
+        rebuild(text.to_str().unwrap()),
+        Err(AliasError::Io { .. })
+    ));
+}
