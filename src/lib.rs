@@ -25,6 +25,7 @@ pub mod aliases;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod hosts;
 pub mod inbound;
 pub mod listener;
