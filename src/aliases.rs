@@ -165,6 +165,13 @@ impl AliasTable {
         self.entries.get(&name.to_ascii_lowercase())
     }
 
+    /// The list owner for `list`: `owner-<list>` when that alias exists. sendmail makes it
+    /// the envelope sender for the list's deliveries, so that bounces go to the owner.
+    pub fn owner(&self, list: &str) -> Option<String> {
+        let name = format!("owner-{list}");
+        self.get(&name).map(|a| a.name.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -228,9 +235,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
                 }
             }
         };
-    for (i, raw) in text.split('\n').enumerate() {
-        let lineno = i + 1;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
+    for (lineno, line) in logical_lines(text) {
         match line.chars().next() {
             None | Some('#') => {
                 // sendmail ends the entry at a comment or empty line.
@@ -239,9 +244,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
             }
             Some(' ') | Some('\t') => {
                 if let Some((_, text)) = current.as_mut() {
-                    text.push_str(line);
-                } else if line.trim().is_empty() {
-                    // A blank line made of spaces: nothing to continue, nothing to say.
+                    text.push_str(&line);
                 } else if !skipping {
                     issues.push(issue(
                         lineno,
@@ -253,7 +256,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
             Some(_) => {
                 finish(current.take(), &mut table, &mut issues);
                 skipping = false;
-                current = Some((lineno, line.to_string()));
+                current = Some((lineno, line));
             }
         }
     }
@@ -263,6 +266,31 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
     } else {
         Err(AliasError::Parse(issues))
     }
+}
+
+/// Physical lines joined where one ends in a backslash (sendmail joins them with the
+/// backslash and newline removed), each with the number of its first line; `\r` dropped.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let (start, mut acc) = pending.take().unwrap_or((i + 1, String::new()));
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                acc.push_str(head);
+                pending = Some((start, acc));
+            }
+            None => {
+                acc.push_str(line);
+                out.push((start, acc));
+            }
+        }
+    }
+    if let Some(p) = pending {
+        out.push(p);
+    }
+    out
 }
 
 /// One `name: rhs` entry (continuations already joined) → an [`Alias`], or the message.
@@ -299,6 +327,7 @@ fn parse_entry(text: &str, line: usize) -> Result<Alias, String> {
     if rhs.chars().filter(|&c| c == '"').count() % 2 == 1 {
         return Err(format!("{}... unbalanced '\"'", clip(rhs)));
     }
+    check_members(rhs)?;
     let mut name = name.to_string();
     if name.eq_ignore_ascii_case("postmaster") {
         name = name.to_ascii_lowercase();
@@ -308,6 +337,37 @@ fn parse_entry(text: &str, line: usize) -> Result<Alias, String> {
         rhs: rhs.to_string(),
         line,
     })
+}
+
+/// sendmail's `CheckAliases` pass in a simple form: every member must be usable.
+fn check_members(rhs: &str) -> Result<(), String> {
+    for piece in split_raw(rhs) {
+        let t = piece.trim();
+        let opens = t.matches('<').count();
+        if opens != t.matches('>').count() || opens > 1 {
+            return Err(format!("{}... bad address (unbalanced '<' '>')", clip(t)));
+        }
+        if t.matches('(').count() != t.matches(')').count() {
+            return Err(format!("{}... bad address (unbalanced '(' ')')", clip(t)));
+        }
+    }
+    for m in split_members(rhs) {
+        match m {
+            Member::Include(p) if p.as_os_str().is_empty() => {
+                return Err(
+                    ":include:... bad address (expected a file name after :include:)".into(),
+                );
+            }
+            Member::Program(c) if c.is_empty() => {
+                return Err("|... bad address (expected a command after '|')".into());
+            }
+            Member::Direct(u) | Member::Address(u) if u.chars().any(|c| c.is_control()) => {
+                return Err(format!("{}... bad address (control character)", clip(&u)));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// sendmail prints at most 40 characters of the offending line.
@@ -345,6 +405,15 @@ fn unquote(s: &str) -> &str {
 /// Splits a right-hand side (or `.forward` / include line) into members.
 pub fn split_members(rhs: &str) -> Vec<Member> {
     let mut out = Vec::new();
+    for piece in split_raw(rhs) {
+        push_member(&mut out, &piece);
+    }
+    out
+}
+
+/// The text between commas (and newlines) that are outside double quotes.
+fn split_raw(rhs: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     for c in rhs.chars() {
@@ -353,14 +422,11 @@ pub fn split_members(rhs: &str) -> Vec<Member> {
                 quoted = !quoted;
                 cur.push(c);
             }
-            ',' | '\n' if !quoted => {
-                push_member(&mut out, &cur);
-                cur.clear();
-            }
+            ',' | '\n' if !quoted => out.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
     }
-    push_member(&mut out, &cur);
+    out.push(cur);
     out
 }
 
@@ -494,8 +560,11 @@ impl Stats {
         )
     }
 
-    /// Writes both lines to the log with sendmail's severities.
+    /// Writes both lines to the log with sendmail's severities (when `LogLevel > 7`).
     pub fn log(&self, logger: &Logger) {
+        if !logger.enabled(7) {
+            return;
+        }
         logger.log(
             Severity::Notice,
             None,
@@ -640,7 +709,8 @@ pub struct Expander<'a> {
     pub forward: bool,
     /// How users are looked up ([`system_user`] by default).
     pub users: &'a dyn Fn(&str) -> Option<LocalUser>,
-    /// Where `alias X => Y` lines (LogLevel ≥ 10) and ignored-file notes go.
+    /// Where `alias X => Y` lines (`LogLevel > 10`, sendmail 8.17 `alias.c`) and
+    /// `forward <file>: <why>` warnings go.
     pub log: Option<(&'a Logger, Option<&'a str>)>,
 }
 
@@ -792,10 +862,16 @@ impl<'a> Expander<'a> {
             }
             Err(ReadSafeError::Missing) => None,
             Err(why) => {
+                // sendmail: LOG_WARNING when LogLevel > 2 (root) / > 10 (otherwise).
+                let level = if nix::unistd::geteuid().is_root() {
+                    2
+                } else {
+                    10
+                };
                 self.note(
-                    Severity::Notice,
-                    0,
-                    format_args!("forward {}: {why}; ignored", path.display()),
+                    Severity::Warning,
+                    level,
+                    format_args!("forward {}: {why}", path.display()),
                 );
                 None
             }

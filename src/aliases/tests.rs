@@ -55,6 +55,21 @@ fn continuation_lines_are_joined_with_their_whitespace() {
 }
 
 #[test]
+fn backslash_newline_joins_lines_and_keeps_the_first_line_number() {
+    let t = parse("# x\nlist: root, \\\nalice\nz: y\n", p()).unwrap();
+    assert_eq!(t.get("list").unwrap().rhs, "root, alice");
+    assert_eq!(t.get("list").unwrap().line, 2);
+    assert_eq!(t.get("z").unwrap().line, 4);
+}
+
+#[test]
+fn list_owners() {
+    let t = parse("staff: a, b\nowner-staff: boss\n", p()).unwrap();
+    assert_eq!(t.owner("STAFF").as_deref(), Some("owner-staff"));
+    assert_eq!(t.owner("boss"), None);
+}
+
+#[test]
 fn members_of_every_kind() {
     let t = parse(
         "all: \"|/usr/bin/prog -a, b\", /var/log/mail.copy, :include:/etc/mail/staff, \\root, <bob@example.com>\n",
@@ -87,6 +102,15 @@ fn errors_name_the_line_and_all_are_collected() {
             &[(1, "cannot alias non-local names")],
         ),
         ("q: \"|prog\n", &[(1, "unbalanced")]),
+        (
+            "q: <a@b, c\nr: (x\n",
+            &[(1, "bad address"), (2, "bad address")],
+        ),
+        (
+            "q: :include:\nr: |\n",
+            &[(1, "bad address"), (2, "bad address")],
+        ),
+        ("   \n", &[(1, "Non-continuation")]),
         (
             "x\nok: root\n# c\n y\nz:   \n",
             &[
@@ -363,4 +387,89 @@ fn missing_alias_file_is_an_empty_table_for_load_but_an_error_for_rebuild() {
         rebuild(text.to_str().unwrap()),
         Err(AliasError::Io { .. })
     ));
+}
+
+fn file_logger(dir: &Path, level: u32) -> (Logger, PathBuf) {
+    let path = dir.join("maillog");
+    let logger = Logger::new(crate::log::LogConfig {
+        level,
+        syslog: false,
+        file: Some(path.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    (logger, path)
+}
+
+#[test]
+fn alias_lines_are_logged_above_level_10() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = parse(ORACLE, p()).unwrap();
+    for (level, want) in [(14, true), (10, false)] {
+        let (logger, path) = file_logger(dir.path(), level);
+        let mut e = expander(&t);
+        e.log = Some((&logger, Some("6AO7QsIw026975")));
+        e.expand("<list@oracle.example.test>");
+        let log = fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            log.contains("6AO7QsIw026975: alias <list@oracle.example.test> => root, alice"),
+            want,
+            "{log}"
+        );
+        assert_eq!(
+            log.contains("6AO7QsIw026975: alias alice => root"),
+            want,
+            "{log}"
+        );
+        let _ = fs::remove_file(&path);
+    }
+}
+
+#[test]
+fn an_unsafe_forward_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fwd = dir.path().join(".forward");
+    fs::write(&fwd, "elsewhere@x.test\n").unwrap();
+    fs::set_permissions(&fwd, fs::Permissions::from_mode(0o666)).unwrap();
+    let home = dir.path().to_path_buf();
+    let users = move |n: &str| {
+        Some(LocalUser {
+            name: n.into(),
+            uid: 0,
+            home: home.clone(),
+        })
+    };
+    let (logger, path) = file_logger(dir.path(), 14);
+    let t = AliasTable::default();
+    let mut e = Expander::new(&t);
+    e.users = &users;
+    e.log = Some((&logger, None));
+    assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
+    let log = fs::read_to_string(&path).unwrap();
+    assert!(
+        log.contains(&format!(
+            "forward {}: group or world writable file",
+            fwd.display()
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn rebuild_stats_are_logged_like_sendmail() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("aliases");
+    fs::write(&text, ORACLE).unwrap();
+    let stats = rebuild(text.to_str().unwrap()).unwrap();
+    let (logger, path) = file_logger(dir.path(), 9);
+    stats.log(&logger);
+    let log = fs::read_to_string(&path).unwrap();
+    assert!(
+        log.contains(&format!("alias database {} rebuilt by ", text.display())),
+        "{log}"
+    );
+    assert!(log.contains(&format!(
+        "{}: 5 aliases, longest 11 bytes, 70 bytes total",
+        text.display()
+    )));
 }
