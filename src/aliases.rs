@@ -342,7 +342,12 @@ fn parse_entry(text: &str, line: usize) -> Result<Alias, String> {
 /// sendmail's `CheckAliases` pass in a simple form: every member must be usable.
 fn check_members(rhs: &str) -> Result<(), String> {
     for piece in split_raw(rhs) {
-        let t = piece.trim();
+        // Only the text outside quotes is address syntax; `|prog` and `/file` are not.
+        let outside: String = piece.split('"').step_by(2).collect();
+        let t = outside.trim();
+        if t.starts_with(['|', '/']) {
+            continue;
+        }
         let opens = t.matches('<').count();
         if opens != t.matches('>').count() || opens > 1 {
             return Err(format!("{}... bad address (unbalanced '<' '>')", clip(t)));
@@ -723,6 +728,16 @@ impl<'a> Expander<'a> {
             users: &system_user,
             log: None,
         }
+    }
+
+    /// An expander for `config`: local domains from class `w` plus `$j`, `.forward` on.
+    pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
+        let mut e = Expander::new(table);
+        e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
+        if !config.host.fqdn.is_empty() {
+            e.local_domains.push(config.host.fqdn.clone());
+        }
+        e
     }
 
     /// All targets for `addr`, duplicates removed, in order of first appearance.

@@ -72,14 +72,14 @@ fn list_owners() {
 #[test]
 fn members_of_every_kind() {
     let t = parse(
-        "all: \"|/usr/bin/prog -a, b\", /var/log/mail.copy, :include:/etc/mail/staff, \\root, <bob@example.com>\n",
+        "all: \"|/usr/bin/prog -a, b > (x)\", /var/log/mail.copy, :include:/etc/mail/staff, \\root, <bob@example.com>\n",
         p(),
     )
     .unwrap();
     assert_eq!(
         t.get("all").unwrap().members(),
         vec![
-            Member::Program("/usr/bin/prog -a, b".into()),
+            Member::Program("/usr/bin/prog -a, b > (x)".into()),
             Member::File("/var/log/mail.copy".into()),
             Member::Include("/etc/mail/staff".into()),
             Member::Direct("root".into()),

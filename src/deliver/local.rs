@@ -233,6 +233,24 @@ static MAILDIR_SEQ: AtomicU64 = AtomicU64::new(0);
 const MAX_PROGRAM_OUTPUT: usize = 4096;
 
 impl LocalDelivery {
+    /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
+    /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
+    /// Maildir names with `$w`. The spool directory stays `/var/mail`.
+    pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
+        let mut d = LocalDelivery {
+            return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
+            ..LocalDelivery::default()
+        };
+        let fileopen = config.options.timeouts.fileopen;
+        if !fileopen.is_zero() {
+            d.lock_timeout = fileopen;
+        }
+        if !config.host.short.is_empty() {
+            d.hostname = config.host.short.clone();
+        }
+        d
+    }
+
     /// Delivers to one target. `owner` is the user on whose behalf a `|program` runs
     /// (its `HOME`/`USER`); None for system aliases. [`Target::Remote`] is not local:
     /// a permanent `5.3.5` configuration error if it reaches here.

@@ -1,0 +1,141 @@
+//! From a queued message and a recipient to mailboxes, files and programs, the way the
+//! queue runner will do it: `newaliases`, load the map, expand, deliver each local target.
+//! Temp directories only; users come from a lookup table, not /etc/passwd.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sendmail_rs::aliases::{self, Expander, LocalUser, Target};
+use sendmail_rs::config::{Config, DEFAULT_CF};
+use sendmail_rs::deliver::local::{Delivery, LocalDelivery, MailUser, Outcome};
+use sendmail_rs::queue::{Envelope, Message, QueueId, Recipient};
+
+fn config() -> Config {
+    let cf = format!("{DEFAULT_CF}\nDjmx.example.test\nCwmx.example.test\n");
+    Config::from_str("test.cf", &cf, &[]).expect("default cf parses")
+}
+
+fn message(sender: &str, rcpt: &str) -> Message {
+    let mut env = Envelope::new(QueueId::new("6AO7QsIw026975").unwrap(), sender);
+    env.recipients.push(Recipient::new(rcpt));
+    Message {
+        envelope: env,
+        body: b"Subject: team news\nFrom: boss@example.test\n\nFrom now on, Fridays off.\n"
+            .to_vec(),
+    }
+}
+
+fn home(root: &Path, name: &str) -> PathBuf {
+    root.join("home").join(name)
+}
+
+#[test]
+fn a_list_reaches_mailboxes_a_file_and_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let spool = root.join("spool");
+    fs::create_dir_all(&spool).unwrap();
+    for u in ["jo", "kim"] {
+        fs::create_dir_all(home(&root, u)).unwrap();
+    }
+    let archive = root.join("archive.mbox");
+    let piped = root.join("piped.txt");
+    let alias_file = root.join("aliases");
+    fs::write(
+        &alias_file,
+        format!(
+            "# team\nteam: jo, kim@mx.example.test,\n\t{},\n\t\"|cat > {}\",\n\tfriend@elsewhere.test\nowner-team: jo\n",
+            archive.display(),
+            piped.display()
+        ),
+    )
+    .unwrap();
+
+    // newaliases
+    let spec = format!("hash:{}", alias_file.display());
+    let stats = aliases::rebuild(&spec).unwrap();
+    assert_eq!(stats.aliases, 2);
+    let table = aliases::load_all(&[spec]).unwrap();
+
+    // expansion
+    let cfg = config();
+    let users_root = root.clone();
+    let users = move |n: &str| {
+        ["jo", "kim"].contains(&n).then(|| LocalUser {
+            name: n.into(),
+            uid: 0,
+            home: home(&users_root, n),
+        })
+    };
+    let mut expander = Expander::from_config(&table, &cfg);
+    expander.users = &users;
+    let msg = message("boss@example.test", "team@mx.example.test");
+    let targets = expander.expand(&msg.envelope.recipients[0].address);
+    assert_eq!(
+        targets,
+        vec![
+            Target::User("jo".into()),
+            Target::User("kim".into()),
+            Target::File(archive.clone()),
+            Target::Program(format!("cat > {}", piped.display())),
+            Target::Remote("friend@elsewhere.test".into()),
+        ]
+    );
+    assert_eq!(table.owner("team").as_deref(), Some("owner-team"));
+
+    // delivery of the local ones
+    let users_root = root.clone();
+    let agent = LocalDelivery {
+        spool_dir: spool.clone(),
+        users: Box::new(move |n| {
+            ["jo", "kim"].contains(&n).then(|| MailUser {
+                name: n.into(),
+                uid: 0,
+                gid: 0,
+                home: home(&users_root, n),
+            })
+        }),
+        ..LocalDelivery::from_config(&cfg)
+    };
+    let d = Delivery::from_message(&msg);
+    for t in &targets {
+        let outcome = agent.deliver(t, None, &d);
+        match t {
+            Target::Remote(_) => assert!(matches!(outcome, Outcome::Permanent { .. })),
+            _ => assert_eq!(
+                (outcome.dsn(), outcome.stat()),
+                ("2.0.0", "Sent".into()),
+                "{t:?}"
+            ),
+        }
+    }
+    for mbox in [spool.join("jo"), spool.join("kim"), archive] {
+        let text = fs::read_to_string(&mbox).unwrap();
+        assert!(text.starts_with("From boss@example.test "), "{text}");
+        assert!(text.contains("\nReturn-Path: <boss@example.test>\nSubject: team news\n"));
+        assert!(text.ends_with("\n>From now on, Fridays off.\n\n"), "{text}");
+    }
+    assert_eq!(fs::read(&piped).unwrap(), msg.body);
+}
+
+#[test]
+fn an_unknown_user_bounces_with_sendmails_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = LocalDelivery {
+        spool_dir: dir.path().to_path_buf(),
+        users: Box::new(|_| None),
+        ..LocalDelivery::default()
+    };
+    let msg = message("", "ghost");
+    let o = agent.deliver(
+        &Target::User("ghost".into()),
+        None,
+        &Delivery::from_message(&msg),
+    );
+    assert_eq!((o.dsn(), o.stat()), ("5.1.1", "User unknown".to_string()));
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
