@@ -144,8 +144,15 @@ pub enum Target {
     Program(String),
     /// Not local: hand to the remote side.
     Remote(String),
-    /// The address could not be expanded (loop, unreadable include); a permanent failure.
-    Error { address: String, reason: String },
+    /// The address could not be expanded: a loop, an unreadable include, a `.forward`
+    /// that could not be read for a passing reason (`temporary`: try again later).
+    Error {
+        address: String,
+        reason: String,
+        /// The DSN code: `5.4.6` for loops, `5.3.0` (or `4.3.0`) for files.
+        dsn: String,
+        temporary: bool,
+    },
 }
 
 /// A parsed alias file.
@@ -813,8 +820,23 @@ impl<'a> Expander<'a> {
         }
         if self.forward
             && let Some(user) = (self.users)(local)
-            && let Some(members) = self.read_forward(&user)
         {
+            let members = match self.read_forward(&user) {
+                Ok(Some(members)) => members,
+                Ok(None) => {
+                    out.push(Target::User(local.to_string()));
+                    return;
+                }
+                Err(why) => {
+                    out.push(Target::Error {
+                        address: local.to_string(),
+                        reason: format!("transient .forward open error ({why}): message queued"),
+                        dsn: "4.3.0".into(),
+                        temporary: true,
+                    });
+                    return;
+                }
+            };
             chain.push(key);
             for m in members {
                 self.expand_member(&m, depth + 1, chain, out);
@@ -847,6 +869,8 @@ impl<'a> Expander<'a> {
                     out.push(Target::Error {
                         address: key,
                         reason: "include loop".into(),
+                        dsn: "5.4.6".into(),
+                        temporary: false,
                     });
                     return;
                 }
@@ -858,24 +882,38 @@ impl<'a> Expander<'a> {
                         }
                         chain.pop();
                     }
-                    Err(why) => out.push(Target::Error {
-                        address: key,
-                        reason: format!("Cannot open {}: {why}", p.display()),
-                    }),
+                    Err(why) => {
+                        let temporary = why.is_transient();
+                        out.push(Target::Error {
+                            address: key,
+                            reason: format!("Cannot open {}: {why}", p.display()),
+                            dsn: if temporary { "4.3.0" } else { "5.3.0" }.into(),
+                            temporary,
+                        })
+                    }
                 }
             }
         }
     }
 
-    /// The members of `~user/.forward`, or None (absent, empty, or unsafe → logged).
-    fn read_forward(&self, user: &LocalUser) -> Option<Vec<Member>> {
+    /// The members of `~user/.forward`: None when absent, empty or unsafe (logged), an
+    /// error when reading failed for a passing reason (sendmail then queues the address).
+    fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
         let path = user.home.join(".forward");
         match read_safe(&path, Some(user.uid)) {
             Ok(text) => {
                 let members = split_members(&strip_comments(&text));
-                (!members.is_empty()).then_some(members)
+                Ok((!members.is_empty()).then_some(members))
             }
-            Err(ReadSafeError::Missing) => None,
+            Err(ReadSafeError::Missing) => Ok(None),
+            Err(why) if why.is_transient() => {
+                self.note(
+                    Severity::Err,
+                    2,
+                    format_args!("forward {}: transient error: {why}", path.display()),
+                );
+                Err(why)
+            }
             Err(why) => {
                 // sendmail: LOG_WARNING when LogLevel > 2 (root) / > 10 (otherwise).
                 let level = if nix::unistd::geteuid().is_root() {
@@ -888,7 +926,7 @@ impl<'a> Expander<'a> {
                     level,
                     format_args!("forward {}: {why}", path.display()),
                 );
-                None
+                Ok(None)
             }
         }
     }
@@ -898,6 +936,8 @@ fn loop_error(addr: &str, depth: usize) -> Target {
     Target::Error {
         address: addr.trim().to_string(),
         reason: format!("aliasing/forwarding loop broken ({depth} aliases deep; {MAX_DEPTH} max)"),
+        dsn: "5.4.6".into(),
+        temporary: false,
     }
 }
 
@@ -913,14 +953,43 @@ fn strip_comments(text: &str) -> String {
 pub enum ReadSafeError {
     Missing,
     Unsafe(String),
-    Io(String),
+    /// Reading failed; `transient` as sendmail's `transienterror()` judges the errno.
+    Io {
+        message: String,
+        transient: bool,
+    },
+}
+
+impl ReadSafeError {
+    fn io(e: &std::io::Error) -> ReadSafeError {
+        use nix::libc::*;
+        let transient = matches!(
+            e.raw_os_error(),
+            Some(EIO | EAGAIN | ETIMEDOUT | ENOSPC | ENOMEM | ENFILE | EMFILE | EINTR | ESTALE)
+        );
+        ReadSafeError::Io {
+            message: e.to_string(),
+            transient,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ReadSafeError::Io {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 impl fmt::Display for ReadSafeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadSafeError::Missing => f.write_str("No such file or directory"),
-            ReadSafeError::Unsafe(s) | ReadSafeError::Io(s) => f.write_str(s),
+            ReadSafeError::Unsafe(s) | ReadSafeError::Io { message: s, .. } => f.write_str(s),
         }
     }
 }
@@ -931,7 +1000,7 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<String, ReadSafeErro
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadSafeError::Missing),
-        Err(e) => return Err(ReadSafeError::Io(e.to_string())),
+        Err(e) => return Err(ReadSafeError::io(&e)),
     };
     if !meta.is_file() {
         return Err(ReadSafeError::Unsafe("not a regular file".into()));
@@ -953,7 +1022,7 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<String, ReadSafeErro
     }
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| ReadSafeError::Io(e.to_string()))
+        .map_err(|e| ReadSafeError::io(&e))
 }
 
 #[cfg(test)]

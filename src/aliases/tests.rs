@@ -473,3 +473,33 @@ fn rebuild_stats_are_logged_like_sendmail() {
         text.display()
     )));
 }
+
+#[test]
+fn transient_read_errors_are_told_apart() {
+    use nix::libc::{EACCES, EAGAIN, EIO, ENOSPC};
+    for (errno, transient) in [(EIO, true), (EAGAIN, true), (ENOSPC, true), (EACCES, false)] {
+        let e = ReadSafeError::io(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(e.is_transient(), transient, "errno {errno}");
+    }
+    assert!(!ReadSafeError::Missing.is_transient());
+    assert!(!ReadSafeError::Unsafe("x".into()).is_transient());
+}
+
+#[test]
+fn an_unreadable_include_is_a_permanent_error_with_5_3_0() {
+    let t = parse("x: :include:/nonexistent/dir/list\n", p()).unwrap();
+    match &expander(&t).expand("x")[..] {
+        [
+            Target::Error {
+                dsn,
+                temporary,
+                reason,
+                ..
+            },
+        ] => {
+            assert_eq!((dsn.as_str(), *temporary), ("5.3.0", false));
+            assert!(reason.contains("/nonexistent/dir/list"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -266,7 +266,18 @@ impl LocalDelivery {
                 "5.3.5",
                 format!("{addr}: not a local address (local configuration error)"),
             ),
-            Target::Error { reason, .. } => Outcome::perm("5.4.6", reason.clone()),
+            Target::Error {
+                reason,
+                dsn,
+                temporary,
+                ..
+            } => {
+                if *temporary {
+                    Outcome::temp(dsn, reason.clone())
+                } else {
+                    Outcome::perm(dsn, reason.clone())
+                }
+            }
         }
     }
 

@@ -435,10 +435,24 @@ fn remote_and_error_targets_are_not_delivered_here() {
         &Target::Error {
             address: "a".into(),
             reason: "aliasing/forwarding loop broken (11 aliases deep; 10 max)".into(),
+            dsn: "5.4.6".into(),
+            temporary: false,
         },
         None,
         &d(MSG),
     );
     assert_eq!(o.dsn(), "5.4.6");
     assert!(o.stat().starts_with("aliasing/forwarding loop broken"));
+    let o = a.deliver(
+        &Target::Error {
+            address: "jo".into(),
+            reason: "transient .forward open error (I/O error): message queued".into(),
+            dsn: "4.3.0".into(),
+            temporary: true,
+        },
+        None,
+        &d(MSG),
+    );
+    assert!(o.is_temporary());
+    assert_eq!(o.dsn(), "4.3.0");
 }
