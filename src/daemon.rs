@@ -35,12 +35,15 @@ use crate::config::{self, Config};
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
-use crate::policy::BuiltinPolicy;
+use crate::policy::{BuiltinPolicy, RulesPolicy};
+use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
+use crate::queue::maildrop::{self, Picked};
+use crate::rules::rewrite::Engine;
 use crate::shutdown::{SessionGuard, Shutdown};
 use crate::smtp::session::{HelpText, Policy};
 use crate::stats::Stats;
-use crate::sysexits::{EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
+use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
 
 /// How long sessions may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -53,24 +56,64 @@ pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
 pub struct Current {
     pub config: Arc<Config>,
     pub policy: Arc<dyn Policy>,
+    /// The cf's rulesets, when it has any (they then make the policy decisions).
+    pub rules: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
 }
 
 impl Current {
-    pub fn new(config: Config) -> Current {
-        let policy: Arc<dyn Policy> = Arc::new(BuiltinPolicy::from_config(&config));
+    /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
+    /// else the built-in relay rules. Problems building the ruleset engine are returned as
+    /// warnings (the built-in rules then apply).
+    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        let mut warnings = Vec::new();
+        let rules =
+            rules_engine(&config, inv, &mut warnings).map(|e| Arc::new(RulesPolicy::new(e)));
+        let policy: Arc<dyn Policy> = match &rules {
+            Some(r) => r.clone(),
+            None => Arc::new(BuiltinPolicy::from_config(&config)),
+        };
         let help = config
             .options
             .help_file
             .as_deref()
             .and_then(|p| HelpText::load(p).ok())
             .map(Arc::new);
-        Current {
-            config: Arc::new(config),
-            policy,
-            help,
-        }
+        (
+            Current {
+                config: Arc::new(config),
+                policy,
+                rules,
+                help,
+            },
+            warnings,
+        )
     }
+}
+
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+fn rules_engine(config: &Config, inv: &Invocation, warnings: &mut Vec<String>) -> Option<Engine> {
+    let has_checks = ["check_relay", "check_mail", "check_rcpt"]
+        .iter()
+        .any(|n| config.ruleset_names.contains_key(*n));
+    if !has_checks {
+        return None;
+    }
+    let (text, name) = match &inv.source {
+        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
+        crate::config::Source::Embedded => (
+            crate::config::DEFAULT_CF.as_bytes().to_vec(),
+            "<embedded default.cf>".to_string(),
+        ),
+    };
+    let (engine, _extras, errors) = crate::rules::cf::load_with(
+        &text,
+        &name,
+        &crate::rules::cf::HostInfo::current(),
+        &inv.overrides,
+    );
+    warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
+    Some(engine)
 }
 
 /// What every session shares.
@@ -81,6 +124,8 @@ pub struct Shared {
     pub hosts: RwLock<Arc<Hosts>>,
     /// `StatusFile` counters (None when the option is not set).
     pub stats: Option<Stats>,
+    /// The mail queue (`QueueDirectory`).
+    pub queue: Store,
 }
 
 impl Shared {
@@ -162,6 +207,18 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("opendaemonsocket: {s}"),
         );
     }
+    // Open the queue once in the foreground so that an unusable queue is reported before
+    // detaching; it is reopened after the fork (the store runs a committer thread).
+    let qdir = cfg.options.queue_directory.clone();
+    if let Err(e) = Store::open(&qdir) {
+        logger.log(
+            Severity::Crit,
+            None,
+            format_args!("SYSERR: queue {}: {e}", qdir.display()),
+        );
+        eprintln!("sendmail: queue {}: {e}", qdir.display());
+        return EX_CANTCREAT;
+    }
     if !foreground {
         match detach() {
             Ok(true) => return EX_OK, // the parent
@@ -195,6 +252,29 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             }
         }
     });
+    let queue = match Store::open(&qdir) {
+        Ok(q) => q,
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: queue {}: {e}", qdir.display()),
+            );
+            return EX_CANTCREAT;
+        }
+    };
+    let report = queue.recovery_report();
+    for (segment, bytes, why) in &report.truncated {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
+    let (current, rule_warnings) = Current::new(cfg, &inv);
+    for w in &rule_warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,11 +291,12 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     };
     let hosts = Hosts::load(Path::new("/etc/hosts"));
     let shared = Arc::new(Shared {
-        current: RwLock::new(Arc::new(Current::new(cfg))),
+        current: RwLock::new(Arc::new(current)),
         logger,
         qids: Arc::new(QueueIdGen::new()),
         hosts: RwLock::new(Arc::new(hosts)),
         stats,
+        queue,
     });
     logger_start_line(&shared.logger, &inv);
     runtime.block_on(serve(inv, shared, opened.listeners))
@@ -352,6 +433,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
         running.insert(key, start(l, &shared, &shutdown));
     }
+    let pickup = tokio::spawn(pickup_loop(shared.clone()));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
         let logger = shared.logger.clone();
@@ -408,11 +490,41 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
             ),
         );
     }
+    pickup.abort();
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
         let _ = t.await;
     }
     EX_OK
+}
+
+/// How often the maildrop is looked at for command-line submissions.
+pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
+
+/// Moves command-line submissions from the maildrop into the store, once a second.
+async fn pickup_loop(shared: Arc<Shared>) {
+    let qdir = shared.queue.dir().to_path_buf();
+    loop {
+        for p in maildrop::pickup(&qdir, &shared.queue).await {
+            match p {
+                Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
+                Picked::Corrupt { path, error } => shared.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!(
+                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
+                        path.display()
+                    ),
+                ),
+                Picked::Failed { path, error } => shared.logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!("pickup: {}: {error}; will retry", path.display()),
+                ),
+            }
+        }
+        tokio::time::sleep(PICKUP_EVERY).await;
+    }
 }
 
 /// SIGHUP: re-read the configuration and reopen the listeners that changed.
@@ -490,7 +602,13 @@ async fn reload(
             ),
         }
     }
-    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Current::new(cfg));
+    let (current, rule_warnings) = Current::new(cfg, inv);
+    for w in &rule_warnings {
+        shared
+            .logger
+            .log(Severity::Warning, None, format_args!("{w}"));
+    }
+    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(Hosts::load(Path::new("/etc/hosts")));
     if let Err(e) = shared.logger.reopen() {
@@ -539,6 +657,107 @@ pub enum Peer {
     Local,
 }
 
+/// A listening socket of either kind, inside the runtime.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// An accepted connection of either kind.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> std::io::Result<(Conn, Peer)> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Conn::Tcp(s), Peer::Tcp(peer)))
+            }
+            Acceptor::Unix(l) => Ok((Conn::Unix(l.accept().await?.0), Peer::Local)),
+        }
+    }
+}
+
+/// The session limits of one daemon: `children=` (else `MaxDaemonChildren`) and
+/// `ConnectionRateThrottle`.
+struct Limits {
+    children: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    throttle: u32,
+    /// (second, connections accepted in it).
+    rate: (u64, u32),
+}
+
+impl Limits {
+    fn new(daemon: &DaemonPortOptions, cfg: &Config) -> Limits {
+        let max = daemon.children.unwrap_or(cfg.options.max_daemon_children) as usize;
+        Limits {
+            children: (max > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(max)), max)),
+            throttle: cfg.options.connection_rate_throttle,
+            rate: (0, 0),
+        }
+    }
+
+    /// Waits for a free session slot (sendmail: `rejecting connections on daemon X: N
+    /// children, max M`; the waiting clients stay in the listen backlog).
+    async fn admit(
+        &self,
+        shared: &Shared,
+        daemon: &DaemonPortOptions,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (sem, max) = self.children.as_ref()?;
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if shared.logger.enabled(8) {
+            shared.logger.log(
+                Severity::Info,
+                None,
+                format_args!(
+                    "rejecting connections on daemon {}: {max} children, max {max}",
+                    daemon.name
+                ),
+            );
+        }
+        sem.clone().acquire_owned().await.ok()
+    }
+
+    /// `ConnectionRateThrottle`: past N connections in one second, wait for the next second.
+    async fn throttle(&mut self, shared: &Shared, daemon: &DaemonPortOptions) {
+        if self.throttle == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let sec = now.as_secs();
+        if self.rate.0 != sec {
+            self.rate = (sec, 0);
+        }
+        self.rate.1 += 1;
+        if self.rate.1 > self.throttle {
+            if shared.logger.enabled(8) {
+                shared.logger.log(
+                    Severity::Info,
+                    None,
+                    format_args!(
+                        "deferring connections on daemon {}: {} per second",
+                        daemon.name, self.throttle
+                    ),
+                );
+            }
+            tokio::time::sleep(Duration::from_nanos(
+                1_000_000_000 - u64::from(now.subsec_nanos()),
+            ))
+            .await;
+            self.rate = (sec + 1, 1);
+        }
+    }
+}
+
 async fn accept_loop(
     l: Listener,
     daemon: Arc<DaemonPortOptions>,
@@ -546,44 +765,46 @@ async fn accept_loop(
     guards: GuardMaker,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    match l.socket {
-        Bound::Tcp(std_l) => {
-            let Ok(tl) = tokio::net::TcpListener::from_std(std_l) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    r = tl.accept() => match r {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let session = crate::inbound::serve_client(
-                                stream, Peer::Tcp(peer), daemon.clone(), shared.clone(), guards.make());
-                            tokio::spawn(session);
-                        }
-                        Err(e) => accept_error(&shared, &daemon, e).await,
-                    },
-                }
+    let _unlink; // a unix socket's path lives as long as this loop
+    let acceptor = match l.socket {
+        Bound::Tcp(std_l) => match tokio::net::TcpListener::from_std(std_l) {
+            Ok(t) => Acceptor::Tcp(t),
+            Err(_) => return,
+        },
+        Bound::Unix(std_l, unlink) => {
+            _unlink = unlink;
+            match tokio::net::UnixListener::from_std(std_l) {
+                Ok(u) => Acceptor::Unix(u),
+                Err(_) => return,
             }
         }
-        Bound::Unix(std_l, _unlink) => {
-            let Ok(ul) = tokio::net::UnixListener::from_std(std_l) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    r = ul.accept() => match r {
-                        Ok((stream, _)) => {
-                            let session = crate::inbound::serve_client(
-                                stream, Peer::Local, daemon.clone(), shared.clone(), guards.make());
-                            tokio::spawn(session);
-                        }
-                        Err(e) => accept_error(&shared, &daemon, e).await,
-                    },
-                }
+    };
+    let mut limits = Limits::new(&daemon, &shared.config());
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => return,
+            p = limits.admit(&shared, &daemon) => p,
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            r = acceptor.accept() => r,
+        };
+        let (conn, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                accept_error(&shared, &daemon, e).await;
+                continue;
             }
-        }
+        };
+        limits.throttle(&shared, &daemon).await;
+        let (daemon, shared, guard) = (daemon.clone(), shared.clone(), guards.make());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match conn {
+                Conn::Tcp(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+                Conn::Unix(s) => crate::inbound::serve_client(s, peer, daemon, shared, guard).await,
+            }
+        });
     }
 }
 

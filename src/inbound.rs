@@ -19,6 +19,7 @@ use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
 use crate::daemon::{Peer, Shared};
 use crate::log::Severity;
+use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
 use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
@@ -46,7 +47,17 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
-    let ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    let relay_reject = current
+        .rules
+        .as_ref()
+        .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
+    let mut ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    if let Some((reply, log)) = relay_reject {
+        shared
+            .logger
+            .log(Severity::Notice, None, format_args!("{log}"));
+        ctx.connect_reject = Some(reply);
+    }
     let opts = ConnOptions {
         timeouts: Timeouts {
             command: current.config.options.timeouts.command,
@@ -54,7 +65,11 @@ pub async fn serve_client<S>(
         },
         ..ConnOptions::default()
     };
-    let mut sink = conn::NoQueue;
+    let mut sink = QueueSink {
+        dest: Destination::Store(shared.queue.clone()),
+        config: current.config.clone(),
+        logger: shared.logger.clone(),
+    };
     let outcome = conn::serve(
         stream,
         Session::new(ctx),
@@ -137,12 +152,16 @@ fn session_context(
         client,
         max_message_size: cfg.options.max_message_size,
         max_recipients: cfg.options.max_recipients_per_message,
-        features: Features::default(),
+        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT).
+        features: Features {
+            dsn: true,
+            ..Features::default()
+        },
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),
-        connect_reject: None,
+        connect_reject: None, // set by serve_client from check_relay
         policy: current.policy.clone(),
         ids: shared.qids.clone(),
     }

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
-use sendmail_rs::sysexits::{EX_UNAVAILABLE, EX_USAGE};
-use sendmail_rs::{daemon, stats};
+use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_USAGE};
+use sendmail_rs::{daemon, queue, rules, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -29,10 +29,56 @@ fn main() {
     let code = match inv.mode {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
         Mode::Mailstats => stats::run_mailstats(&argv),
+        Mode::PrintQueue => print_queue(&inv),
+        Mode::Deliver => submit::deliver(&inv),
+        Mode::AddressTest => rules::bt::run(
+            &inv.source,
+            &inv.overrides,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        ),
+        Mode::Smtp => submit::smtp_on_stdio(&inv),
         ref other => {
             eprintln!("sendmail: {other:?} mode is not implemented yet");
             EX_UNAVAILABLE
         }
     };
     std::process::exit(code);
+}
+
+/// `-bp` / `mailq`: the queue in sendmail's layout, read without disturbing a running daemon.
+fn print_queue(inv: &cli::Invocation) -> i32 {
+    let cfg = match daemon::load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let qdir = &cfg.options.queue_directory;
+    let store = match queue::Store::open_read_only(qdir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: cannot read the queue {}: {e}", qdir.display());
+            return EX_NOINPUT;
+        }
+    };
+    let mut entries = match store.list() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_IOERR;
+        }
+    };
+    // Command-line submissions not yet picked up by the daemon.
+    let (waiting, corrupt) = queue::maildrop::waiting(qdir);
+    entries.extend(waiting.iter().map(queue::QueueEntrySummary::of));
+    for path in corrupt {
+        eprintln!("sendmail: {}: not a queue file", path.display());
+    }
+    let mut out = std::io::stdout().lock();
+    match queue::format_queue(&entries, &qdir.display().to_string(), &mut out) {
+        Ok(()) => EX_OK,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            EX_IOERR
+        }
+    }
 }

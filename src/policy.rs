@@ -16,9 +16,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
+use crate::rules::check::{Verdict, rscheck, take_messages};
+use crate::rules::rewrite::Engine;
 use crate::smtp::command::{Address, MailParams, RcptParams};
-use crate::smtp::reply;
-use crate::smtp::session::{Decision, Policy, PolicyContext};
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
 
 /// The relay rules of one configuration.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +44,7 @@ impl BuiltinPolicy {
     pub fn from_config(cfg: &Config) -> BuiltinPolicy {
         let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
         w.extend([
+            crate::config::macros::expand("$j", cfg),
             cfg.host.fqdn.clone(),
             cfg.host.short.clone(),
             "localhost".to_string(),
@@ -84,8 +87,8 @@ pub fn is_relay_client(ip: Option<IpAddr>) -> bool {
 }
 
 impl Policy for BuiltinPolicy {
-    fn check_mail(&self, _: &PolicyContext<'_>, _: &Address, _: &MailParams) -> Decision {
-        Decision::Accept
+    fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
+        unqualified_sender(ctx, sender).unwrap_or(Decision::Accept)
     }
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
@@ -115,5 +118,163 @@ impl Policy for BuiltinPolicy {
             reply,
             log: Some(log),
         }
+    }
+}
+
+/// sendmail's own check on MAIL (srvrsmtp.c, not a ruleset): an unqualified sender is
+/// refused unless the daemon has Modifier `u` (`553 5.5.4 <sender>... Domain name required
+/// for sender address sender`).
+pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<Decision> {
+    if sender.is_null() || sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+        return None;
+    }
+    let bare = sender
+        .raw
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let reply = reply::domain_required(&format!("<{bare}>"), bare);
+    Some(Decision::Reject { reply, log: None })
+}
+
+/// The cf's own rulesets decide: `check_relay` at connect, `check_mail` at MAIL, `check_rcpt`
+/// at RCPT, as sendmail's `rscheck` runs them (the access map, relay-domains, `$=w`, all as
+/// the m4-generated rules say). The engine is shared; each check sets the connection's macros
+/// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
+pub struct RulesPolicy {
+    engine: std::sync::Mutex<Engine>,
+}
+
+impl RulesPolicy {
+    pub fn new(engine: Engine) -> RulesPolicy {
+        RulesPolicy {
+            engine: std::sync::Mutex::new(engine),
+        }
+    }
+
+    /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
+    fn run(
+        &self,
+        client: &ClientInfo,
+        daemon_flags: &str,
+        set: &str,
+        arg: &str,
+        arg2: Option<&str>,
+        sender: Option<&str>,
+    ) -> Option<(u16, Option<String>, String)> {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let name = client.name.clone().unwrap_or_else(|| match client.ip {
+            Some(ip) => format!("[{}]", format_ip(ip)),
+            None => "localhost".to_string(),
+        });
+        let addr = client
+            .ip
+            .map(format_ip)
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let flags = daemon_flags
+            .chars()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (k, v) in [
+            ("client_addr", addr.as_str()),
+            ("client_name", name.as_str()),
+            (
+                "client_resolve",
+                if client.name.is_some() { "OK" } else { "FAIL" },
+            ),
+            ("daemon_flags", flags.as_str()),
+            ("f", sender.unwrap_or("")),
+        ] {
+            if let Some(id) = e.names.id(k) {
+                e.macros.define(id, v.as_bytes().to_vec());
+            }
+        }
+        let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
+        let _ = take_messages(&mut e);
+        match verdict {
+            Verdict::Reject { code, dsn, text } => Some((code, dsn, text)),
+            _ => None,
+        }
+    }
+
+    /// `check_relay` for a new connection: the reply that makes the session a "nullserver"
+    /// and the log line, when the ruleset refuses the client.
+    pub fn check_relay(&self, client: &ClientInfo, daemon_flags: &str) -> Option<(Reply, String)> {
+        let name = client.name.clone().unwrap_or_else(|| {
+            client
+                .ip
+                .map(|ip| format!("[{}]", format_ip(ip)))
+                .unwrap_or_default()
+        });
+        let addr = client.ip.map(format_ip).unwrap_or_default();
+        let (code, dsn, text) = self.run(
+            client,
+            daemon_flags,
+            "check_relay",
+            &name,
+            Some(&addr),
+            None,
+        )?;
+        let reply = Reply::new(code, dsn.as_deref(), text);
+        let log = format!(
+            "ruleset=check_relay, arg1={name}, arg2={addr}, relay={}, reject={reply}",
+            client.display()
+        );
+        Some((reply, log))
+    }
+
+    fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
+        let bare = addr
+            .raw
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        let shown = format!("<{bare}>");
+        let sender = match set {
+            "check_mail" => Some(bare),
+            _ => ctx
+                .sender
+                .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
+        };
+        match self.run(ctx.client, ctx.daemon_flags, set, &shown, None, sender) {
+            None => Decision::Accept,
+            Some((code, dsn, text)) => {
+                let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));
+                let log = format!(
+                    "ruleset={set}, arg1={shown}, relay={}, reject={reply}",
+                    ctx.client.display()
+                );
+                Decision::Reject {
+                    reply,
+                    log: Some(log),
+                }
+            }
+        }
+    }
+}
+
+impl Policy for RulesPolicy {
+    fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
+        if let Some(d) = unqualified_sender(ctx, sender) {
+            return d;
+        }
+        self.check(ctx, "check_mail", sender)
+    }
+
+    fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
+        self.check(ctx, "check_rcpt", rcpt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dj_is_a_local_name() {
+        let cfg = Config::from_str("t.cf", "Djmta.example.test\n", &[]).unwrap();
+        let p = BuiltinPolicy::from_config(&cfg);
+        assert!(p.is_local_domain("mta.example.test"), "{p:?}");
     }
 }

@@ -269,6 +269,8 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
         &format!("PidFile={}", pid_file.display()),
         "-O",
         &format!("LogFile={}", log.display()),
+        "-O",
+        &format!("QueueDirectory={}", dir.path().join("mqueue").display()),
     ]);
     assert!(out.status.success(), "parent exits 0: {out:?}");
     let start = Instant::now();
@@ -439,4 +441,32 @@ fn mailstats_counts_connections_per_daemon_across_restarts() {
         assert_eq!(conns_of(&text, "MTA-v6"), expected_v6, "{text}");
         assert_eq!(conns_of(&text, "MTA-v4"), round, "{text}");
     }
+}
+
+#[test]
+fn children_limits_concurrent_sessions_per_daemon() {
+    let mut d = Daemon::start(
+        "Djmta.example.test\nO DaemonPortOptions=Name=ONEKID, Family=inet6, Port=0, Addr=::1, c=1\n",
+        &[],
+    );
+    let addr = d.addr_of("ONEKID");
+    let mut first = Smtp::connect(addr);
+    assert_greeting(&first.reply());
+    // The second client waits in the listen backlog while the first session runs.
+    let second = std::net::TcpStream::connect(addr).unwrap();
+    d.wait_log("rejecting connections on daemon ONEKID: 1 children, max 1");
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        std::io::Read::read(&mut &second, &mut byte).is_err(),
+        "no greeting while the first session is open"
+    );
+    first.cmd("QUIT");
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    let mut r = std::io::BufReader::new(second);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    assert!(line.starts_with("220 mta.example.test ESMTP"), "{line}");
 }

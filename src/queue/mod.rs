@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 pub mod file;
 pub mod id;
+pub mod maildrop;
 pub mod mailq;
 pub mod store;
 

@@ -144,7 +144,7 @@ pub struct QueueEntrySummary {
 }
 
 impl QueueEntrySummary {
-    fn of(m: &Message) -> QueueEntrySummary {
+    pub fn of(m: &Message) -> QueueEntrySummary {
         QueueEntrySummary {
             envelope: m.envelope.clone(),
             message_size: m.body.len() as u64,

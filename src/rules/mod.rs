@@ -1,1 +1,32 @@
-//! The ruleset engine (S/R lines) and address test mode (-bt).
+//! The ruleset engine (S/R lines) and address test mode (`-bt`).
+//!
+//! In: a configuration's rulesets, macros, classes and maps. Out: rewritten token vectors,
+//! `$#mailer $@host $:user` triples, and the `-bt` dialogue.
+//!
+//! * [`token`] — `prescan`: text → tokens, with `OperatorChars`.
+//! * [`macros`] — `$x` / `${name}` values, classes, `expand`.
+//! * [`ruleset`] — `S`/`R` lines → compiled rules, ruleset names and numbers.
+//! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
+//! * [`maps`] — `K` maps: host, dequote, arith, macro, sequence, text-backed hash tables.
+//! * [`print`] — sendmail's `xputs`/`printav` output form.
+//! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
+//! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
+//!   `crackaddr`.
+//! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
+//! * [`bt`] — the `-bt` dialogue; [`bt::run_path`] is `sendmail -bt -C file`.
+//!
+//! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
+//! parseaddr.c, readcf.c, map.c.
+
+pub mod address;
+pub mod bt;
+pub mod cf;
+pub mod check;
+pub mod macros;
+pub mod mailer;
+pub mod maps;
+pub mod print;
+pub mod rewrite;
+pub mod ruleset;
+pub mod token;

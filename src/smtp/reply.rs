@@ -630,6 +630,16 @@ pub fn relaying_denied(addr: &str) -> Reply {
     Reply::new(550, Some("5.7.1"), format!("{addr}... Relaying denied"))
 }
 
+/// sendmail's refusal of an unqualified sender (`553 5.5.4 <sender>... Domain name required
+/// for sender address sender`).
+pub fn domain_required(shown: &str, bare: &str) -> Reply {
+    Reply::new(
+        553,
+        Some("5.5.4"),
+        format!("{shown}... Domain name required for sender address {bare}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

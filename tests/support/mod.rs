@@ -30,15 +30,34 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("mqueue")
+    }
+}
+
+impl Daemon {
     /// Writes `cf_text` as the configuration and starts `sendmail -bD -C cf` with `args`.
     /// The log goes to `LogFile` in the daemon's directory, at LogLevel 14.
     pub fn start(cf_text: &str, args: &[&str]) -> Daemon {
+        Daemon::start_wrapped(cf_text, args, &[])
+    }
+
+    /// Like [`Daemon::start`], with the binary run through `wrapper` (e.g. `unshare`).
+    pub fn start_wrapped(cf_text: &str, args: &[&str], wrapper: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let cf = dir.path().join("sendmail.cf");
         std::fs::write(&cf, cf_text).unwrap();
         let log = dir.path().join("maillog");
         let pid_file = dir.path().join("sendmail.pid");
-        let child = Command::new(sendmail_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(sendmail_bin());
+                c
+            }
+            None => Command::new(sendmail_bin()),
+        };
+        let child = cmd
             .arg("-bD")
             .arg("-C")
             .arg(&cf)
@@ -50,6 +69,11 @@ impl Daemon {
             .arg(format!(
                 "StatusFile={}",
                 dir.path().join("sendmail.st").display()
+            ))
+            .arg("-O")
+            .arg(format!(
+                "QueueDirectory={}",
+                dir.path().join("mqueue").display()
             ))
             .arg("-O")
             .arg("LogLevel=14")

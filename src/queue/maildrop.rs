@@ -1,0 +1,210 @@
+//! The maildrop: how a command-line submission reaches the queue while a daemon owns it.
+//!
+//! In: a complete queue [`Message`] from `sendmail -t`, `-bs`, `mail(1)`, cron… Out: a file in
+//! `<QueueDirectory>/maildrop/`, which the daemon's pickup moves into the journal store.
+//!
+//! The store's journal has one writer (the daemon holds its lock), so other processes never
+//! write to it: like Postfix's `maildrop` → `pickup`, a submission is written whole to a
+//! temporary name (`tmp.<id>`), fsynced, renamed to `<id>` and the directory fsynced — a name
+//! without `tmp.` is always a complete, checksummed queue file ([`file::encode`]). The pickup
+//! commits it to the store and only then unlinks it; a crash in between makes the next pickup
+//! meet a [`QueueError::Duplicate`], which counts as done. A file that does not decode is moved
+//! to `maildrop/corrupt/` and logged, never delivered and never silently lost.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Message, QueueError, QueueId, Store, file};
+
+/// `<qdir>/maildrop`.
+pub fn dir(qdir: &Path) -> PathBuf {
+    qdir.join("maildrop")
+}
+
+fn ensure_dir(d: &Path) -> Result<(), QueueError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
+        .map_err(|e| QueueError::io("create directory", d, e))
+}
+
+fn sync_dir(d: &Path) -> Result<(), QueueError> {
+    File::open(d)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| QueueError::io("fsync directory", d, e))
+}
+
+/// Writes `msg` durably into the maildrop; returns its id once it is on stable storage.
+pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
+    let d = dir(qdir);
+    ensure_dir(&d)?;
+    let id = msg.envelope.id.clone();
+    let tmp = d.join(format!("tmp.{id}"));
+    let done = d.join(id.as_str());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| QueueError::io("create", &tmp, e))?;
+    let written = f.write_all(&file::encode(msg)).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(QueueError::io("write", &tmp, e));
+    }
+    fs::rename(&tmp, &done).map_err(|e| QueueError::io("rename", &tmp, e))?;
+    sync_dir(&d)?;
+    Ok(id)
+}
+
+/// The complete messages waiting in the maildrop (for `mailq`), and the names of files that
+/// do not decode.
+pub fn waiting(qdir: &Path) -> (Vec<Message>, Vec<PathBuf>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for path in complete_files(&dir(qdir)) {
+        match fs::read(&path)
+            .map_err(|e| QueueError::io("read", &path, e))
+            .and_then(|b| file::decode(&b))
+        {
+            Ok(m) => ok.push(m),
+            Err(_) => bad.push(path),
+        }
+    }
+    (ok, bad)
+}
+
+fn complete_files(d: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(d) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with("tmp."))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What one pickup pass did to one file.
+#[derive(Debug)]
+pub enum Picked {
+    /// Committed to the store (the message, for the `from=` log line).
+    Queued(Box<Message>),
+    /// Already in the store (a crash between commit and unlink); the file was removed.
+    AlreadyQueued(QueueId),
+    /// Did not decode; moved to `maildrop/corrupt/`.
+    Corrupt { path: PathBuf, error: QueueError },
+    /// Could not be committed now (left in place for the next pass).
+    Failed { path: PathBuf, error: QueueError },
+}
+
+/// Moves every complete maildrop file into `store`.
+pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
+    let d = dir(qdir);
+    let mut out = Vec::new();
+    for path in complete_files(&d) {
+        let msg = match fs::read(&path)
+            .map_err(|e| QueueError::io("read", &path, e))
+            .and_then(|b| file::decode(&b))
+        {
+            Ok(m) => m,
+            Err(error) => {
+                let corrupt = d.join("corrupt");
+                let moved = ensure_dir(&corrupt).and_then(|()| {
+                    let to = corrupt.join(path.file_name().unwrap_or_default());
+                    fs::rename(&path, &to).map_err(|e| QueueError::io("rename", &path, e))?;
+                    Ok(to)
+                });
+                out.push(Picked::Corrupt {
+                    path: moved.unwrap_or(path),
+                    error,
+                });
+                continue;
+            }
+        };
+        let id = msg.envelope.id.clone();
+        match store.commit(msg.clone()).await {
+            Ok(_) => {
+                let _ = fs::remove_file(&path);
+                out.push(Picked::Queued(Box::new(msg)));
+            }
+            Err(QueueError::Duplicate(_)) => {
+                let _ = fs::remove_file(&path);
+                out.push(Picked::AlreadyQueued(id));
+            }
+            Err(error) => out.push(Picked::Failed { path, error }),
+        }
+    }
+    if !out.is_empty() {
+        let _ = sync_dir(&d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Envelope, Recipient};
+
+    fn msg(id: &str) -> Message {
+        let mut env = Envelope::new(QueueId::new(id).unwrap(), "root".to_string());
+        env.recipients.push(Recipient::new("alice".to_string()));
+        Message {
+            envelope: env,
+            body: b"Subject: x\n\nhi\n".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_submission_waits_then_is_picked_up_once() {
+        let q = tempfile::tempdir().unwrap();
+        submit(q.path(), &msg("6AOJ00aa000001")).unwrap();
+        let (waiting_now, bad) = waiting(q.path());
+        assert_eq!((waiting_now.len(), bad.len()), (1, 0));
+        let store = Store::open(q.path()).unwrap();
+        let picked = pickup(q.path(), &store).await;
+        assert!(
+            matches!(picked.as_slice(), [Picked::Queued(_)]),
+            "{picked:?}"
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(waiting(q.path()).0.is_empty());
+        // The same file again (crash between commit and unlink) is not queued twice.
+        submit(q.path(), &msg("6AOJ00aa000001")).unwrap();
+        let picked = pickup(q.path(), &store).await;
+        assert!(
+            matches!(picked.as_slice(), [Picked::AlreadyQueued(_)]),
+            "{picked:?}"
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn temporary_and_corrupt_files() {
+        let q = tempfile::tempdir().unwrap();
+        let d = dir(q.path());
+        fs::create_dir_all(&d).unwrap();
+        // A half-written submission keeps its tmp. name and is ignored.
+        fs::write(d.join("tmp.X"), b"partial").unwrap();
+        fs::write(d.join("BAD"), b"not a queue file").unwrap();
+        let store = Store::open(q.path()).unwrap();
+        let picked = pickup(q.path(), &store).await;
+        assert!(
+            matches!(picked.as_slice(), [Picked::Corrupt { .. }]),
+            "{picked:?}"
+        );
+        assert!(d.join("corrupt/BAD").exists());
+        assert!(d.join("tmp.X").exists());
+        assert!(store.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,276 @@
+//! A received message → the durable queue: the SMTP session's [`MessageSink`].
+//!
+//! In: a finished [`Message`] from the session (envelope, dot-unstuffed body with LF line
+//! ends). Out: the message committed to the [`Store`] — on stable storage before the session
+//! answers `250 2.0.0 <id> Message accepted for delivery` — and sendmail's `from=` log line.
+//!
+//! On the way the headers sendmail adds at receipt are added (RFC 5321 §4.4, sendmail's cf
+//! `H` lines): `Received:` from the cf's `HReceived` template (sendmail's own when the cf has
+//! none), expanded with the connection's macros (`$s` HELO name, `$_` client, `$r` protocol,
+//! `$i` queue id, `$u` the recipient when there is exactly one, `$b` date,
+//! `${daemon_name}`), and `Message-Id:` / `Date:` when the message has none.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use chrono::{Local, Utc};
+
+use crate::config::Config;
+use crate::config::macros::{Layered, expand, rfc5322_date};
+use crate::log::{Logger, Severity};
+use crate::queue::{self, QueueError, QueueId, Store, maildrop};
+use crate::smtp::command;
+use crate::smtp::conn::{CommitError, MessageSink};
+use crate::smtp::session::{Message, format_ip};
+
+/// sendmail's `Received:` template (cf/m4/proto.m4, `confRECEIVED_HEADER`), used when the cf
+/// defines none; here it also names the daemon.
+const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t$.by $j ($v/$Z)$?{daemon_name} \
+     (daemon ${daemon_name})$.$?r with $r$. id $i$?u\n\tfor $u; $|;\n\t$.$b";
+
+/// sendmail's `WkRecipFact`: each recipient adds this much to the work priority.
+const RECIPIENT_FACTOR: i64 = 30_000;
+
+/// Where accepted messages go.
+#[derive(Clone)]
+pub enum Destination {
+    /// The daemon's own store.
+    Store(Store),
+    /// The maildrop of this queue directory (`-bs` and other command-line submissions).
+    Maildrop(PathBuf),
+}
+
+/// Commits each message of one connection into the queue.
+pub struct QueueSink {
+    pub dest: Destination,
+    pub config: Arc<Config>,
+    pub logger: Logger,
+}
+
+impl MessageSink for QueueSink {
+    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        let prepared = prepare(&msg, &self.config);
+        let dest = self.dest.clone();
+        let logger = self.logger.clone();
+        async move {
+            let (queued, msgid) = prepared?;
+            let temp = |e: QueueError| CommitError::Temporary(e.to_string());
+            match dest {
+                Destination::Store(store) => store.commit(queued).await.map(drop).map_err(temp)?,
+                Destination::Maildrop(qdir) => {
+                    tokio::task::spawn_blocking(move || maildrop::submit(&qdir, &queued))
+                        .await
+                        .map_err(|e| CommitError::Temporary(e.to_string()))?
+                        .map(drop)
+                        .map_err(temp)?
+                }
+            }
+            if logger.enabled(4) {
+                logger.log(
+                    Severity::Info,
+                    Some(&msg.qid),
+                    format_args!("{}", msg.from_log_line(msgid.as_deref())),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Builds the queue entry: envelope, and the body with the headers added at receipt.
+fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String>), CommitError> {
+    let id = QueueId::new(msg.qid.clone()).map_err(|e| CommitError::Temporary(e.to_string()))?;
+    let now = SystemTime::now();
+    let macros = receipt_macros(msg);
+    let lookup = Layered {
+        top: &macros,
+        base: cfg,
+    };
+    let hostname = expand("$j", &lookup);
+    let (header_end, existing_msgid) = scan_headers(&msg.body);
+    let mut added = String::new();
+    let template = cfg
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Received"))
+        .map(|h| h.value.as_str())
+        .unwrap_or(DEFAULT_RECEIVED);
+    added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
+    let msgid = match existing_msgid {
+        Some(m) => Some(m),
+        None => {
+            let m = queue::id::message_id(Utc::now(), &msg.qid, &hostname);
+            added.push_str(&format!("Message-Id: {m}\n"));
+            Some(m)
+        }
+    };
+    if !has_header(&msg.body[..header_end], "date") {
+        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
+    }
+    let mut body = Vec::with_capacity(added.len() + msg.body.len());
+    body.extend_from_slice(added.as_bytes());
+    body.extend_from_slice(&msg.body);
+
+    let mut env = queue::Envelope::new(id, bare(&msg.sender.raw));
+    env.arrival = now;
+    env.recipients = msg.recipients.iter().map(recipient).collect();
+    env.params = queue::EsmtpParams {
+        size: msg.mail_params.size,
+        body: msg.mail_params.body.map(|b| match b {
+            command::BodyType::SevenBit => queue::BodyType::SevenBit,
+            command::BodyType::EightBitMime => queue::BodyType::EightBitMime,
+        }),
+        ret: msg.mail_params.ret.map(|r| match r {
+            command::Ret::Full => queue::Ret::Full,
+            command::Ret::Hdrs => queue::Ret::Hdrs,
+        }),
+        envid: msg.mail_params.envid.clone(),
+        smtputf8: false,
+    };
+    env.client = queue::ClientInfo {
+        daemon: Some(msg.daemon_name.clone()),
+        name: msg.client.name.clone(),
+        addr: msg.client.ip.map(format_ip),
+        protocol: Some(if msg.protocol == "ESMTP" {
+            queue::Protocol::Esmtp
+        } else {
+            queue::Protocol::Smtp
+        }),
+    };
+    if msg.daemon_name.is_empty() {
+        env.client.daemon = None;
+    }
+    env.msgid = msgid.clone();
+    env.priority = msg.body.len() as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
+    Ok((
+        queue::Message {
+            envelope: env,
+            body,
+        },
+        msgid,
+    ))
+}
+
+/// The macros of one received message.
+fn receipt_macros(msg: &Message) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if let Some(h) = &msg.helo {
+        m.insert("s".to_string(), h.clone());
+    }
+    m.insert("_".into(), msg.client.display());
+    m.insert("r".into(), msg.protocol.to_string());
+    m.insert("i".into(), msg.qid.clone());
+    m.insert("daemon_name".into(), msg.daemon_name.clone());
+    if let [only] = msg.recipients.as_slice() {
+        m.insert("u".into(), format!("<{}>", bare(&only.addr.raw)));
+    }
+    m.insert("b".into(), rfc5322_date(&Local::now()));
+    m
+}
+
+fn recipient(r: &crate::smtp::session::Recipient) -> queue::Recipient {
+    let mut q = queue::Recipient::new(bare(&r.addr.raw));
+    if let Some(n) = r.params.notify {
+        q.notify = queue::Notify {
+            never: n.never,
+            success: n.success,
+            failure: n.failure,
+            delay: n.delay,
+        };
+    }
+    q.orcpt = r.params.orcpt.clone();
+    q
+}
+
+/// An address without its angle brackets (`<a@b>` → `a@b`, `<>` → ``).
+fn bare(raw: &str) -> String {
+    raw.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+/// Where the header block ends (the index after its blank line, or the body's end) and the
+/// value of its `Message-Id:` header, if any.
+fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
+    let mut pos = 0;
+    let mut msgid = None;
+    while pos < body.len() {
+        let end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| pos + i + 1);
+        let line = &body[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            return (end, msgid);
+        }
+        if let Some(v) = header_value(line, "message-id") {
+            msgid = Some(v);
+        }
+        pos = end;
+    }
+    (body.len(), msgid)
+}
+
+fn header_value(line: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (n, v) = text.split_once(':')?;
+    n.trim_end()
+        .eq_ignore_ascii_case(name)
+        .then(|| v.trim().to_string())
+}
+
+fn has_header(headers: &[u8], name: &str) -> bool {
+    headers
+        .split(|&b| b == b'\n')
+        .any(|l| header_value(l, name).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_scan_finds_message_id_and_the_end_of_the_headers() {
+        let body = b"Subject: x\nMessage-ID: <a@b>\n\nMessage-Id: <not@header>\n";
+        let (end, id) = scan_headers(body);
+        assert_eq!(&body[..end], b"Subject: x\nMessage-ID: <a@b>\n\n");
+        assert_eq!(id.as_deref(), Some("<a@b>"));
+        assert!(has_header(b"Date: now\n", "date"));
+        assert!(!has_header(b"X-Date: now\n", "date"));
+    }
+
+    #[test]
+    fn addresses_lose_their_brackets() {
+        assert_eq!(bare("<a@b>"), "a@b");
+        assert_eq!(bare("<>"), "");
+        assert_eq!(bare("root"), "root");
+    }
+
+    #[test]
+    fn the_default_received_template_names_client_daemon_and_id() {
+        let mut m = BTreeMap::new();
+        for (k, v) in [
+            ("s", "client.example.test"),
+            ("_", "localhost [IPv6:0:0:0:0:0:0:0:1]"),
+            ("j", "mta.example.test"),
+            ("v", "0.1.0"),
+            ("Z", "0.1.0"),
+            ("r", "ESMTP"),
+            ("i", "6AO6rKe2007088"),
+            ("u", "<root@mta.example.test>"),
+            ("b", "Tue, 24 Nov 2026 06:53:20 GMT"),
+            ("daemon_name", "MTA-v6"),
+        ] {
+            m.insert(k.to_string(), v.to_string());
+        }
+        assert_eq!(
+            expand(DEFAULT_RECEIVED, &m),
+            "from client.example.test (localhost [IPv6:0:0:0:0:0:0:0:1])\n\t\
+             by mta.example.test (0.1.0/0.1.0) (daemon MTA-v6) with ESMTP id 6AO6rKe2007088\n\t\
+             for <root@mta.example.test>; Tue, 24 Nov 2026 06:53:20 GMT"
+        );
+    }
+}

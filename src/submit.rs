@@ -1,0 +1,471 @@
+//! Command-line submission: `sendmail [-t] [-f addr] [-F name] [-i] [rcpt …] < message` and
+//! `sendmail -bs` (SMTP on stdin/stdout) — what cron, mail(1) and scripts use.
+//!
+//! In: the message on standard input and the command line. Out: the message in the queue's
+//! maildrop ([`crate::queue::maildrop`]), durable before this process exits 0, and sendmail's
+//! `from=` log line (`relay=root@localhost`). A running daemon's pickup moves it into the
+//! queue; without a daemon it waits there (and `mailq` shows it).
+//!
+//! sendmail(8) semantics kept: without `-i` (`-oi`) a line holding a single `.` ends the
+//! message; `-t` takes recipients from `To:`, `Cc:` and `Bcc:` and deletes `Bcc:`, and the
+//! addresses given on the command line are then *removed* from that list; `-f` sets the
+//! envelope sender (default: the invoking user); `-F` the full name in an added `From:`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use chrono::{Local, Utc};
+
+use crate::cli::Invocation;
+use crate::config::Config;
+use crate::config::macros::{Layered, expand, rfc5322_date};
+use crate::daemon::{Current, load_config, make_logger};
+use crate::log::{Logger, Severity};
+use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
+use crate::receive::{Destination, QueueSink};
+use crate::smtp::conn::{self, ConnOptions};
+use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+use crate::sysexits::{EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
+
+/// The invoking user's login name (`root` when it cannot be found).
+pub fn invoking_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".to_string())
+}
+
+/// Whether `-i`, `-oi` or `-O IgnoreDots` was given.
+fn ignore_dots(inv: &Invocation) -> bool {
+    inv.args.ignore_dots
+        || inv.overrides.iter().any(|o| {
+            (o.name == "i" || o.name.eq_ignore_ascii_case("IgnoreDots"))
+                && matches!(o.value.trim(), "" | "t" | "T" | "y" | "Y" | "true" | "True")
+        })
+}
+
+/// `sendmail [-t] … < message`: queue one message. Returns the exit code.
+pub fn deliver(inv: &Invocation) -> i32 {
+    let cfg = match load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let logger =
+        make_logger(&cfg, inv, false).unwrap_or_else(|_| Logger::stderr(cfg.options.log_level));
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("sendmail: cannot read the message: {e}");
+        return EX_NOINPUT;
+    }
+    let user = invoking_user();
+    let sender = inv.args.sender.clone().unwrap_or_else(|| user.clone());
+    let sub = Submission {
+        text: queue::file::to_lf(&input),
+        ignore_dots: ignore_dots(inv),
+        read_recipients: inv.args.read_recipients,
+        args: inv.args.recipients.clone(),
+    };
+    let (body, recipients) = match sub.prepare() {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("sendmail: {msg}");
+            return EX_USAGE;
+        }
+    };
+    let qid = QueueIdGen::new().next_id();
+    let Ok(id) = QueueId::new(qid.clone()) else {
+        return EX_SOFTWARE;
+    };
+    let relay = format!("{user}@localhost");
+    let (body, msgid) = add_headers(
+        &cfg,
+        body,
+        &qid,
+        &sender,
+        inv.args.full_name.as_deref(),
+        &relay,
+        &recipients,
+    );
+    let size = body.len();
+    let mut env = queue::Envelope::new(id, sender.clone());
+    env.recipients = recipients
+        .iter()
+        .map(|r| queue::Recipient::new(r.clone()))
+        .collect();
+    env.client.name = Some("localhost".into());
+    env.msgid = msgid.clone();
+    env.priority = size as i64 + 30_000 * recipients.len() as i64;
+    let msg = queue::Message {
+        envelope: env,
+        body,
+    };
+    if let Err(e) = maildrop::submit(&cfg.options.queue_directory, &msg) {
+        eprintln!("sendmail: cannot queue the message: {e}");
+        logger.log(
+            Severity::Err,
+            Some(&qid),
+            format_args!("SYSERR: cannot queue: {e}"),
+        );
+        return EX_CANTCREAT;
+    }
+    if logger.enabled(4) {
+        let msgid = msgid.map(|m| format!(", msgid={m}")).unwrap_or_default();
+        logger.log(
+            Severity::Info,
+            Some(&qid),
+            format_args!(
+                "from={sender}, size={size}, class=0, nrcpts={}{msgid}, relay={relay}",
+                recipients.len()
+            ),
+        );
+    }
+    EX_OK
+}
+
+/// The message as read, and what the command line said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// The input with LF line ends.
+    pub text: Vec<u8>,
+    pub ignore_dots: bool,
+    pub read_recipients: bool,
+    pub args: Vec<String>,
+}
+
+impl Submission {
+    /// The message to queue (cut at a lone `.` unless `-i`; `Bcc:` removed under `-t`) and its
+    /// recipients, or why there are none.
+    pub fn prepare(&self) -> Result<(Vec<u8>, Vec<String>), String> {
+        let mut text = self.text.clone();
+        if !self.ignore_dots
+            && let Some(end) = lone_dot(&text)
+        {
+            text.truncate(end);
+        }
+        let mut recipients: Vec<String> = Vec::new();
+        if self.read_recipients {
+            let (headers, rest) = split_headers(&text);
+            let mut kept = Vec::new();
+            for field in header_fields(headers) {
+                let name = field.split(|&b| b == b':').next().unwrap_or(b"");
+                let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+                if matches!(name.as_str(), "to" | "cc" | "bcc") {
+                    let value = String::from_utf8_lossy(&field[name.len() + 1..]).into_owned();
+                    recipients.extend(parse_address_list(&value));
+                }
+                if name != "bcc" {
+                    kept.extend_from_slice(field);
+                }
+            }
+            kept.extend_from_slice(rest);
+            text = kept;
+            recipients.retain(|r| !self.args.iter().any(|a| a.eq_ignore_ascii_case(r)));
+            if recipients.is_empty() {
+                return Err("No recipient addresses found in header".to_string());
+            }
+        } else {
+            recipients = self
+                .args
+                .iter()
+                .flat_map(|a| parse_address_list(a))
+                .collect();
+            if recipients.is_empty() {
+                return Err("Recipient names must be specified".to_string());
+            }
+        }
+        Ok((text, recipients))
+    }
+}
+
+/// Where a line holding only `.` starts.
+fn lone_dot(text: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if line == b".\n" || line == b"." {
+            return Some(start);
+        }
+        start += line.len();
+    }
+    None
+}
+
+/// The header block (with its blank line) and the rest.
+fn split_headers(text: &[u8]) -> (&[u8], &[u8]) {
+    let mut pos = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        pos += line.len();
+        if line == b"\n" {
+            return text.split_at(pos - 1);
+        }
+    }
+    (text, &[])
+}
+
+/// Header fields, each with its continuation lines.
+fn header_fields(headers: &[u8]) -> Vec<&[u8]> {
+    let mut fields: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    for line in headers.split_inclusive(|&b| b == b'\n') {
+        match (line.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => last.1 = pos + line.len(),
+            _ => fields.push((pos, pos + line.len())),
+        }
+        pos += line.len();
+    }
+    fields.into_iter().map(|(a, b)| &headers[a..b]).collect()
+}
+
+/// The addresses of an RFC 5322 address list (`a@b, "Name" <c@d>, group: e@f;`).
+pub fn parse_address_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut angle, mut comment) = (false, None::<String>, 0u32);
+    let mut flush = |cur: &mut String, angle: &mut Option<String>| {
+        let a = angle.take().unwrap_or_else(|| cur.trim().to_string());
+        let a = a.trim().trim_end_matches(';').trim().to_string();
+        if !a.is_empty() {
+            out.push(a);
+        }
+        cur.clear();
+    };
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' if comment == 0 => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            '(' if !quoted => comment += 1,
+            ')' if !quoted && comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            '<' if !quoted => {
+                let mut a = String::new();
+                for n in chars.by_ref() {
+                    if n == '>' {
+                        break;
+                    }
+                    a.push(n);
+                }
+                angle = Some(a);
+            }
+            ':' if !quoted && angle.is_none() && !cur.contains('@') => cur.clear(), // group name
+            ',' | ';' if !quoted => flush(&mut cur, &mut angle),
+            _ => cur.push(c),
+        }
+    }
+    flush(&mut cur, &mut angle);
+    out
+}
+
+/// Adds `Received:`, `From:`, `Date:` and `Message-Id:` as sendmail does for a local
+/// submission; returns the message and its Message-Id.
+fn add_headers(
+    cfg: &Config,
+    body: Vec<u8>,
+    qid: &str,
+    sender: &str,
+    full_name: Option<&str>,
+    relay: &str,
+    recipients: &[String],
+) -> (Vec<u8>, Option<String>) {
+    let mut m = BTreeMap::new();
+    m.insert("_".to_string(), relay.to_string());
+    m.insert("i".to_string(), qid.to_string());
+    m.insert("b".to_string(), rfc5322_date(&Local::now()));
+    if let [only] = recipients {
+        m.insert("u".to_string(), format!("<{only}>"));
+    }
+    let lookup = Layered { top: &m, base: cfg };
+    let host = expand("$j", &lookup);
+    let (headers, _) = split_headers(&body);
+    let has = |name: &str| {
+        header_fields(headers).iter().any(|f| {
+            let n = f.split(|&b| b == b':').next().unwrap_or(b"");
+            String::from_utf8_lossy(n).trim().eq_ignore_ascii_case(name)
+        })
+    };
+    let template = cfg
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Received"))
+        .map(|h| h.value.as_str())
+        .unwrap_or("$?_($_)\n\t$.by $j ($v/$Z) id $i$?u\n\tfor $u; $|;\n\t$.$b");
+    let mut added = format!("Received: {}\n", expand(template, &lookup));
+    if !has("from") {
+        let addr = if sender.contains('@') {
+            sender.to_string()
+        } else {
+            format!("{sender}@{host}")
+        };
+        match full_name {
+            Some(n) => added.push_str(&format!("From: {n} <{addr}>\n")),
+            None => added.push_str(&format!("From: {addr}\n")),
+        }
+    }
+    if !has("date") {
+        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
+    }
+    let msgid = if has("message-id") {
+        header_fields(headers).iter().find_map(|f| {
+            let s = String::from_utf8_lossy(f);
+            let (n, v) = s.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("message-id")
+                .then(|| v.trim().to_string())
+        })
+    } else {
+        let id = queue::id::message_id(Utc::now(), qid, &host);
+        added.push_str(&format!("Message-Id: {id}\n"));
+        Some(id)
+    };
+    let mut out = added.into_bytes();
+    out.extend_from_slice(&body);
+    (out, msgid)
+}
+
+/// `sendmail -bs`: one SMTP session on stdin/stdout; accepted messages go to the maildrop.
+pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
+    let cfg = match load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let logger =
+        make_logger(&cfg, inv, false).unwrap_or_else(|_| Logger::stderr(cfg.options.log_level));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let (current, _) = Current::new(cfg, inv);
+    let cfg = current.config.clone();
+    let client = ClientInfo {
+        ip: None,
+        port: 0,
+        name: Some(format!("{}@localhost", invoking_user())),
+    };
+    let mut macros = BTreeMap::new();
+    macros.insert("_".to_string(), client.display());
+    let lookup = Layered {
+        top: &macros,
+        base: &*cfg,
+    };
+    let ctx = SessionContext {
+        hostname: expand("$j", &lookup),
+        greeting: cfg.options.smtp_greeting_message.expand(&lookup),
+        daemon_name: String::new(),
+        // DirectSubmissionModifiers' default for command-line submissions: `c u` (so an
+        // unqualified sender is accepted).
+        daemon_flags: "cu".to_string(),
+        client,
+        max_message_size: cfg.options.max_message_size,
+        max_recipients: cfg.options.max_recipients_per_message,
+        features: Features::default(),
+        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        log_level: cfg.options.log_level,
+        version: expand("$v", &*cfg),
+        help: current.help.clone(),
+        connect_reject: None,
+        policy: current.policy.clone(),
+        ids: Arc::new(QueueIdGen::new()),
+    };
+    let mut sink = QueueSink {
+        dest: Destination::Maildrop(cfg.options.queue_directory.clone()),
+        config: cfg.clone(),
+        logger: logger.clone(),
+    };
+    let opts = ConnOptions::default();
+    let outcome = runtime.block_on(async {
+        let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        conn::serve(
+            stream,
+            Session::new(ctx),
+            &mut sink,
+            &logger,
+            &opts,
+            std::future::pending(),
+        )
+        .await
+    });
+    match outcome.end {
+        conn::EndReason::Closed | conn::EndReason::Lost => EX_OK,
+        _ => EX_IOERR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(text: &str, t: bool, i: bool, args: &[&str]) -> Result<(String, Vec<String>), String> {
+        let s = Submission {
+            text: text.as_bytes().to_vec(),
+            ignore_dots: i,
+            read_recipients: t,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.prepare().map(|(b, r)| (String::from_utf8(b).unwrap(), r))
+    }
+
+    #[test]
+    fn a_lone_dot_ends_the_message_unless_i() {
+        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, false, &["root"]).unwrap();
+        assert_eq!(b, "Subject: x\n\nline\n");
+        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, true, &["root"]).unwrap();
+        assert_eq!(b, "Subject: x\n\nline\n.\nafter\n");
+    }
+
+    #[test]
+    fn t_reads_to_cc_bcc_removes_bcc_and_excludes_arguments() {
+        let (b, r) = sub(
+            "To: alice, \"Bob B\" <bob@example.test>\nCc: carol@example.test (C)\n\
+             Bcc: dave@example.test,\n eve@example.test\nSubject: hi\n\nbody\n",
+            true,
+            false,
+            &["carol@example.test"],
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            [
+                "alice",
+                "bob@example.test",
+                "dave@example.test",
+                "eve@example.test"
+            ]
+        );
+        assert!(!b.contains("Bcc") && !b.contains("eve@"), "{b}");
+        assert!(b.contains("Subject: hi\n\nbody\n"), "{b}");
+    }
+
+    #[test]
+    fn no_recipients_is_an_error() {
+        assert_eq!(
+            sub("Subject: x\n\n", false, false, &[]).unwrap_err(),
+            "Recipient names must be specified"
+        );
+        assert_eq!(
+            sub("Subject: x\n\n", true, false, &[]).unwrap_err(),
+            "No recipient addresses found in header"
+        );
+    }
+
+    #[test]
+    fn address_lists() {
+        assert_eq!(parse_address_list("a@b, c@d"), ["a@b", "c@d"]);
+        assert_eq!(parse_address_list("friends: x@y, z@w;"), ["x@y", "z@w"]);
+        assert_eq!(parse_address_list("\"Doe, J\" <j@d>"), ["j@d"]);
+    }
+}
