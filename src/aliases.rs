@@ -263,7 +263,18 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
             Some(_) => {
                 finish(current.take(), &mut table, &mut issues);
                 skipping = false;
-                current = Some((lineno, line));
+                // As sendmail: a bad left-hand side is reported at once, and the entry's
+                // continuation lines then count as stray lines.
+                match line.find(':') {
+                    Some(colon) => match check_name(&line[..colon], &line) {
+                        Ok(_) => current = Some((lineno, line)),
+                        Err(msg) => issues.push(issue(lineno, msg)),
+                    },
+                    None => issues.push(issue(
+                        lineno,
+                        format!("{}... missing colon (expected `name: value`)", clip(&line)),
+                    )),
+                }
             }
         }
     }
@@ -302,28 +313,13 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 
 /// One `name: rhs` entry (continuations already joined) → an [`Alias`], or the message.
 fn parse_entry(text: &str, line: usize) -> Result<Alias, String> {
-    let Some(colon) = find_unquoted(text, ':') else {
+    let Some(colon) = text.find(':') else {
         return Err(format!(
             "{}... missing colon (expected `name: value`)",
             clip(text)
         ));
     };
-    let name_raw = text[..colon].trim();
-    let name = unquote(name_raw);
-    if name.is_empty() {
-        return Err(format!("{}... illegal alias name (empty)", clip(text)));
-    }
-    if name.contains('@') {
-        return Err(format!(
-            "{name}... cannot alias non-local names (expected a local name without @domain)"
-        ));
-    }
-    if name
-        .chars()
-        .any(|c| c.is_control() || c == ',' || c == '<' || c == '>')
-    {
-        return Err(format!("{}... illegal alias name", clip(name_raw)));
-    }
+    let name = check_name(&text[..colon], text)?;
     let rhs = text[colon + 1..].trim_start_matches([' ', '\t']);
     if rhs.trim().is_empty() {
         return Err(format!(
@@ -344,6 +340,27 @@ fn parse_entry(text: &str, line: usize) -> Result<Alias, String> {
         rhs: rhs.to_string(),
         line,
     })
+}
+
+/// The left-hand side (text before the first colon): a local name, or the message.
+fn check_name<'t>(lhs: &'t str, line: &str) -> Result<&'t str, String> {
+    let name_raw = lhs.trim();
+    let name = unquote(name_raw);
+    if name.is_empty() {
+        return Err(format!("{}... illegal alias name (empty)", clip(line)));
+    }
+    if name.contains('@') {
+        return Err(format!(
+            "{name}... cannot alias non-local names (expected a local name without @domain)"
+        ));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == ',' || c == '<' || c == '>')
+    {
+        return Err(format!("{}... illegal alias name", clip(name_raw)));
+    }
+    Ok(name)
 }
 
 /// sendmail's `CheckAliases` pass in a simple form: every member must be usable.
@@ -388,23 +405,6 @@ fn clip(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-fn find_unquoted(s: &str, want: char) -> Option<usize> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
-        } else if c == want && !quoted {
-            return Some(i);
-        }
-    }
-    None
 }
 
 fn unquote(s: &str) -> &str {
@@ -613,6 +613,41 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
         user,
         warnings: table.warnings,
     })
+}
+
+/// `newaliases` / `-bi` over every `AliasFile`: rebuilds each, prints sendmail's figures
+/// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`.
+/// A file with errors is not compiled (its old map stays in use). Returns the exit code:
+/// `EX_OK`, `EX_DATAERR` (errors in a file), `EX_NOINPUT` / `EX_CANTCREAT` (I/O).
+pub fn run_newaliases(
+    specs: &[String],
+    logger: &Logger,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_OK};
+    let mut code = EX_OK;
+    for spec in specs {
+        match rebuild(spec) {
+            Ok(stats) => {
+                for w in &stats.warnings {
+                    let _ = writeln!(err, "{w}");
+                }
+                stats.log(logger);
+                let _ = writeln!(out, "{}", stats.figures_line());
+            }
+            Err(e) => {
+                let _ = writeln!(err, "newaliases: {e}");
+                code = match e {
+                    AliasError::Parse(_) => EX_DATAERR,
+                    AliasError::Io { op: "read", .. } => EX_NOINPUT,
+                    AliasError::UnsupportedSpec(_) => EX_DATAERR,
+                    _ => EX_CANTCREAT,
+                };
+            }
+        }
+    }
+    code
 }
 
 fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<(), AliasError> {

@@ -503,3 +503,80 @@ fn an_unreadable_include_is_a_permanent_error_with_5_3_0() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn newaliases_prints_figures_and_reports_every_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("aliases");
+    let bad = dir.path().join("bad");
+    fs::write(&good, ORACLE).unwrap();
+    fs::write(&bad, "x: y\nnocolon\n  stray\n").unwrap();
+    let (logger, _) = file_logger(dir.path(), 9);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_newaliases(&[good.display().to_string()], &logger, &mut out, &mut err);
+    assert_eq!(code, crate::sysexits::EX_OK);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!(
+            "{}: 5 aliases, longest 11 bytes, 70 bytes total\n",
+            good.display()
+        )
+    );
+    let (mut out, mut err2) = (Vec::new(), Vec::new());
+    let code = run_newaliases(
+        &[
+            format!("hash:{}", bad.display()),
+            good.display().to_string(),
+        ],
+        &logger,
+        &mut out,
+        &mut err2,
+    );
+    assert_eq!(code, crate::sysexits::EX_DATAERR);
+    let err2 = String::from_utf8(err2).unwrap();
+    assert!(
+        err2.contains(&format!(
+            "{}: line 2: nocolon... missing colon",
+            bad.display()
+        )),
+        "{err2}"
+    );
+    assert!(
+        err2.contains(&format!("{}: line 3: Non-continuation", bad.display())),
+        "{err2}"
+    );
+    assert!(!db_path(&bad).exists());
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().count(),
+        1,
+        "the good file is still rebuilt"
+    );
+    assert!(err.is_empty());
+}
+
+#[test]
+fn continuation_lines_of_a_refused_entry_are_reported_as_stray() {
+    // sendmail reports the bad first line, then the first of its continuation lines
+    assert_eq!(
+        issues("nocolon\n  a,\n  b\nbob@x.test: y\n\tz\nok: fine\n")
+            .into_iter()
+            .map(|(l, m)| (
+                l,
+                m.split("...")
+                    .last()
+                    .unwrap()
+                    .trim()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "missing".to_string()),
+            (2, "Non-continuation".to_string()),
+            (4, "cannot".to_string()),
+            (5, "Non-continuation".to_string()),
+        ]
+    );
+}
