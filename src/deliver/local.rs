@@ -229,6 +229,8 @@ impl Default for LocalDelivery {
 
 /// Maildir unique-name sequence within this process.
 static MAILDIR_SEQ: AtomicU64 = AtomicU64::new(0);
+/// How long a finished program's output pipes may stay open (a background child).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Longest program output kept (for the log / bounce).
 const MAX_PROGRAM_OUTPUT: usize = 4096;
 
@@ -474,7 +476,10 @@ pub fn run_program(
         }
         drop(stdin);
     });
-    let readers: Vec<_> = [
+    // Output is collected by reader threads that report over a channel, so that a
+    // background process still holding the pipes cannot keep the delivery waiting.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
+    let pipes = [
         child
             .stdout
             .take()
@@ -483,24 +488,41 @@ pub fn run_program(
             .stderr
             .take()
             .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut r| {
+    ];
+    let mut n_pipes = 0;
+    for (i, pipe) in pipes.into_iter().enumerate() {
+        let Some(mut r) = pipe else { continue };
+        n_pipes += 1;
+        let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut kept = Vec::new();
             let mut buf = [0u8; 4096];
             while let Ok(n) = r.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                let room = MAX_PROGRAM_OUTPUT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                if tx.send((i, buf[..n].to_vec())).is_err() {
+                    return;
+                }
             }
-            kept
-        })
-    })
-    .collect();
+            // an empty chunk: this pipe is at its end
+            let _ = tx.send((i, Vec::new()));
+        });
+    }
+    drop(tx);
+    let mut parts: [Vec<u8>; 2] = Default::default();
+    let mut open = n_pipes;
+    // Keeps what fits, counts pipes that ended; false when the channel is empty for `wait`.
+    let drain = |wait: Duration, parts: &mut [Vec<u8>; 2], open: &mut usize| {
+        match rx.recv_timeout(wait) {
+            Ok((_, chunk)) if chunk.is_empty() => *open -= 1,
+            Ok((i, chunk)) => {
+                let room = MAX_PROGRAM_OUTPUT.saturating_sub(parts[i].len());
+                parts[i].extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Err(_) => return false,
+        }
+        true
+    };
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -511,15 +533,23 @@ pub fn run_program(
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    let mut output = Vec::new();
-    for r in readers {
-        if let Ok(o) = r.join() {
-            output.extend(o);
+        if open == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        } else {
+            drain(Duration::from_millis(10), &mut parts, &mut open);
         }
-    }
+    };
+    // The writer is not waited for: it ends when the pipe closes.
+    drop(writer);
+    let grace = Instant::now() + OUTPUT_GRACE;
+    while open > 0
+        && drain(
+            grace.saturating_duration_since(Instant::now()),
+            &mut parts,
+            &mut open,
+        )
+    {}
+    let mut output = parts.concat();
     output.truncate(MAX_PROGRAM_OUTPUT);
     let outcome = match status {
         None => Outcome::temp(

@@ -456,3 +456,24 @@ fn remote_and_error_targets_are_not_delivered_here() {
     assert!(o.is_temporary());
     assert_eq!(o.dsn(), "4.3.0");
 }
+
+#[test]
+fn a_background_child_holding_the_pipes_does_not_hold_up_delivery() {
+    let start = Instant::now();
+    let r = run_program(
+        "echo $$; sleep 20 & exit 0",
+        None,
+        &d(MSG),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let elapsed = start.elapsed();
+    // end the left-over sleep (the program's process group) ourselves
+    let pgid: i32 = String::from_utf8_lossy(&r.output).trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(r.outcome, Outcome::Delivered);
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
