@@ -1,7 +1,10 @@
 //! Specifications of the alias file reader, expansion and `newaliases`.
 
+use super::db::encode_db;
 use super::*;
-use std::os::unix::fs::PermissionsExt;
+use crate::log::Logger;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 const ORACLE: &str = "# oracle aliases (rebuilt into aliases.db by run-oracle.sh via sendmail -bi)
 MAILER-DAEMON: postmaster

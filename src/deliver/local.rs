@@ -232,7 +232,7 @@ static MAILDIR_SEQ: AtomicU64 = AtomicU64::new(0);
 /// How long a finished program's output pipes may stay open (a background child).
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Longest program output kept (for the log / bounce).
-const MAX_PROGRAM_OUTPUT: usize = 4096;
+pub const MAX_PROGRAM_OUTPUT: usize = 4096;
 
 impl LocalDelivery {
     /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
