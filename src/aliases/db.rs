@@ -216,7 +216,7 @@ pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
     out
 }
 
-fn decode_db(bytes: &[u8], path: &Path) -> Result<AliasTable, AliasError> {
+pub(super) fn decode_db(bytes: &[u8], path: &Path) -> Result<AliasTable, AliasError> {
     let corrupt = || AliasError::CorruptDb(path.to_path_buf());
     let body_len = bytes.len().checked_sub(4).ok_or_else(corrupt)?;
     let (body, crc) = bytes.split_at(body_len);

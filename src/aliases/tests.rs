@@ -583,3 +583,48 @@ fn continuation_lines_of_a_refused_entry_are_reported_as_stray() {
         ]
     );
 }
+
+#[test]
+fn arbitrary_input_never_panics() {
+    // a fixed pseudo-random walk over bytes that matter to the syntax
+    let alphabet = b"ab@:,\"|/\\<>() \t\n#\r:include:\xc3\xa9";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        let len = (x % 60) as usize;
+        let mut bytes = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(alphabet[(x % alphabet.len() as u64) as usize]);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if let Ok(t) = parse(&text, p()) {
+            let e = expander(&t);
+            for a in t.iter() {
+                let _ = e.expand(&a.name);
+            }
+            let _ = encode_db(&t);
+        }
+        let _ = split_members(&text);
+        let _ = spec_path(&text);
+    }
+}
+
+#[test]
+fn a_damaged_map_is_refused_never_misread() {
+    let t = parse(ORACLE, p()).unwrap();
+    let good = encode_db(&t);
+    assert_eq!(super::db::decode_db(&good, p()).unwrap(), t);
+    for cut in 0..good.len() {
+        assert!(
+            super::db::decode_db(&good[..cut], p()).is_err(),
+            "cut at {cut}"
+        );
+    }
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x5a;
+        assert!(super::db::decode_db(&bad, p()).is_err(), "flip at {i}");
+    }
+}
