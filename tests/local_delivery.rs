@@ -64,13 +64,19 @@ fn a_list_reaches_mailboxes_a_file_and_a_program() {
         ["jo", "kim"].contains(&n).then(|| LocalUser {
             name: n.into(),
             uid: 0,
+            gid: 0,
             home: home(&users_root, n),
         })
     };
     let mut expander = Expander::from_config(&table, &cfg);
     expander.users = &users;
     let msg = message("boss@example.test", "team@mx.example.test");
-    let targets = expander.expand(&msg.envelope.recipients[0].address);
+    let owned = expander.expand_owned(&msg.envelope.recipients[0].address);
+    assert!(
+        owned.iter().all(|(_, owner)| owner.is_none()),
+        "all from the system file"
+    );
+    let targets: Vec<Target> = owned.iter().map(|(t, _)| t.clone()).collect();
     assert_eq!(
         targets,
         vec![
@@ -95,11 +101,13 @@ fn a_list_reaches_mailboxes_a_file_and_a_program() {
                 home: home(&users_root, n),
             })
         }),
+        // the program writes into our temp dir: keep the current user for it
+        default_user: None,
         ..LocalDelivery::from_config(&cfg)
     };
     let d = Delivery::from_message(&msg);
-    for t in &targets {
-        let outcome = agent.deliver(t, None, &d);
+    for (t, owner) in &owned {
+        let outcome = agent.deliver(t, owner.as_ref(), &d);
         match t {
             Target::Remote(_) => assert!(matches!(outcome, Outcome::Permanent { .. })),
             _ => assert_eq!(

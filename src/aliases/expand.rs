@@ -15,7 +15,30 @@ use crate::log::{Logger, Severity};
 pub struct LocalUser {
     pub name: String,
     pub uid: u32,
+    pub gid: u32,
     pub home: PathBuf,
+}
+
+/// A target and whose authority it runs under: the user whose `.forward` (or the non-root
+/// owner of the include file) named it; None for entries of the system alias file.
+pub type OwnedTarget = (Target, Option<LocalUser>);
+
+/// The account with this uid; a bare record (name = the number, home `/`) if it has none.
+fn user_by_uid(uid: u32, gid: u32) -> LocalUser {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => LocalUser {
+            name: u.name,
+            uid,
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        },
+        _ => LocalUser {
+            name: uid.to_string(),
+            uid,
+            gid,
+            home: PathBuf::from("/"),
+        },
+    }
 }
 
 /// Looks a user up in the system's password database.
@@ -23,6 +46,7 @@ pub fn system_user(name: &str) -> Option<LocalUser> {
     let u = nix::unistd::User::from_name(name).ok().flatten()?;
     Some(LocalUser {
         name: u.name,
+        gid: u.gid.as_raw(),
         uid: u.uid.as_raw(),
         home: u.dir,
     })
@@ -66,11 +90,20 @@ impl<'a> Expander<'a> {
 
     /// All targets for `addr`, duplicates removed, in order of first appearance.
     pub fn expand(&self, addr: &str) -> Vec<Target> {
+        self.expand_owned(addr)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Like [`Expander::expand`], with each target's owner: local delivery runs a `|program`
+    /// as that user and writes a `/file` only if that user owns it.
+    pub fn expand_owned(&self, addr: &str) -> Vec<OwnedTarget> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut chain = Vec::new();
-        self.expand_address(addr, 0, &mut chain, &mut out);
-        out.retain(|t| seen.insert(t.clone()));
+        self.expand_address(addr, 0, None, &mut chain, &mut out);
+        out.retain(|(t, _)| seen.insert(t.clone()));
         out
     }
 
@@ -105,21 +138,23 @@ impl<'a> Expander<'a> {
         &self,
         addr: &str,
         depth: usize,
+        owner: Option<&LocalUser>,
         chain: &mut Vec<String>,
-        out: &mut Vec<Target>,
+        out: &mut Vec<OwnedTarget>,
     ) {
+        let mut push = |t: Target| out.push((t, owner.cloned()));
         let Some(local) = self.local_part(addr) else {
-            out.push(Target::Remote(addr.trim().to_string()));
+            push(Target::Remote(addr.trim().to_string()));
             return;
         };
         let key = local.to_ascii_lowercase();
         if chain.contains(&key) {
             // Self-reference: deliver to the user without aliasing again.
-            out.push(Target::User(local.to_string()));
+            push(Target::User(local.to_string()));
             return;
         }
         if depth > MAX_DEPTH {
-            out.push(loop_error(addr, depth));
+            push(loop_error(addr, depth));
             return;
         }
         if let Some(alias) = self.table.get(local) {
@@ -130,7 +165,7 @@ impl<'a> Expander<'a> {
             );
             chain.push(key);
             for m in alias.members() {
-                self.expand_member(&m, depth + 1, chain, out);
+                self.expand_member(&m, depth + 1, owner, chain, out);
             }
             chain.pop();
             return;
@@ -141,11 +176,11 @@ impl<'a> Expander<'a> {
             let members = match self.read_forward(&user) {
                 Ok(Some(members)) => members,
                 Ok(None) => {
-                    out.push(Target::User(local.to_string()));
+                    push(Target::User(local.to_string()));
                     return;
                 }
                 Err(why) => {
-                    out.push(Target::Error {
+                    push(Target::Error {
                         address: local.to_string(),
                         reason: format!("transient .forward open error ({why}): message queued"),
                         dsn: "4.3.0".into(),
@@ -156,57 +191,65 @@ impl<'a> Expander<'a> {
             };
             chain.push(key);
             for m in members {
-                self.expand_member(&m, depth + 1, chain, out);
+                self.expand_member(&m, depth + 1, Some(&user), chain, out);
             }
             chain.pop();
             return;
         }
-        out.push(Target::User(local.to_string()));
+        push(Target::User(local.to_string()));
     }
 
     fn expand_member(
         &self,
         m: &Member,
         depth: usize,
+        owner: Option<&LocalUser>,
         chain: &mut Vec<String>,
-        out: &mut Vec<Target>,
+        out: &mut Vec<OwnedTarget>,
     ) {
+        let owned = |t: Target| (t, owner.cloned());
         match m {
-            Member::Address(a) => self.expand_address(a, depth, chain, out),
-            Member::Direct(u) => out.push(Target::User(u.clone())),
-            Member::File(p) => out.push(Target::File(p.clone())),
-            Member::Program(c) => out.push(Target::Program(c.clone())),
+            Member::Address(a) => self.expand_address(a, depth, owner, chain, out),
+            Member::Direct(u) => out.push(owned(Target::User(u.clone()))),
+            Member::File(p) => out.push(owned(Target::File(p.clone()))),
+            Member::Program(c) => out.push(owned(Target::Program(c.clone()))),
             Member::Include(p) => {
                 if depth > MAX_DEPTH {
-                    out.push(loop_error(&format!(":include:{}", p.display()), depth));
+                    out.push(owned(loop_error(
+                        &format!(":include:{}", p.display()),
+                        depth,
+                    )));
                     return;
                 }
                 let key = format!(":include:{}", p.display());
                 if chain.contains(&key) {
-                    out.push(Target::Error {
+                    out.push(owned(Target::Error {
                         address: key,
                         reason: "include loop".into(),
                         dsn: "5.4.6".into(),
                         temporary: false,
-                    });
+                    }));
                     return;
                 }
                 match read_safe(p, None) {
-                    Ok(text) => {
+                    Ok(file) => {
+                        // sendmail runs an include file's entries as its owner (unless root)
+                        let file_owner = (file.uid != 0).then(|| user_by_uid(file.uid, file.gid));
+                        let owner = file_owner.as_ref().or(owner);
                         chain.push(key);
-                        for m in split_members(&strip_comments(&text)) {
-                            self.expand_member(&m, depth + 1, chain, out);
+                        for m in split_members(&strip_comments(&file.text)) {
+                            self.expand_member(&m, depth + 1, owner, chain, out);
                         }
                         chain.pop();
                     }
                     Err(why) => {
                         let temporary = why.is_transient();
-                        out.push(Target::Error {
+                        out.push(owned(Target::Error {
                             address: key,
                             reason: format!("Cannot open {}: {why}", p.display()),
                             dsn: if temporary { "4.3.0" } else { "5.3.0" }.into(),
                             temporary,
-                        })
+                        }))
                     }
                 }
             }
@@ -218,8 +261,8 @@ impl<'a> Expander<'a> {
     fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
         let path = user.home.join(".forward");
         match read_safe(&path, Some(user.uid)) {
-            Ok(text) => {
-                let members = split_members(&strip_comments(&text));
+            Ok(file) => {
+                let members = split_members(&strip_comments(&file.text));
                 Ok((!members.is_empty()).then_some(members))
             }
             Err(ReadSafeError::Missing) => Ok(None),
@@ -263,6 +306,14 @@ fn strip_comments(text: &str) -> String {
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A `.forward` or include file that passed the checks, and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeFile {
+    pub text: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Why a `.forward` or include file was not read.
@@ -313,7 +364,7 @@ impl fmt::Display for ReadSafeError {
 
 /// sendmail's safe-file rules, simply: a regular file, not group- or world-writable, and
 /// (when `owner` is given) owned by that uid or root.
-pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<String, ReadSafeError> {
+pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadSafeError::Missing),
@@ -337,7 +388,10 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<String, ReadSafeErro
     if meta.len() > MAX_INCLUDE_BYTES {
         return Err(ReadSafeError::Unsafe("file too large".into()));
     }
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| ReadSafeError::io(&e))
+    let bytes = fs::read(path).map_err(|e| ReadSafeError::io(&e))?;
+    Ok(SafeFile {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
 }

@@ -45,7 +45,9 @@ mod expand;
 mod parse;
 
 pub use db::{Stats, db_path, load, load_all, rebuild, run_newaliases};
-pub use expand::{Expander, LocalUser, ReadSafeError, read_safe, system_user};
+pub use expand::{
+    Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, read_safe, system_user,
+};
 pub use parse::{parse, spec_path, split_members};
 
 /// sendmail's `MAXRCRSN`: how deep aliases, includes and forwards may nest.

@@ -282,6 +282,7 @@ fn dot_forward_is_followed_only_when_safe() {
         (n == "jo").then(|| LocalUser {
             name: "jo".into(),
             uid: me,
+            gid: me,
             home: home_path.clone(),
         })
     };
@@ -439,6 +440,7 @@ fn an_unsafe_forward_is_logged() {
         Some(LocalUser {
             name: n.into(),
             uid: 0,
+            gid: 0,
             home: home.clone(),
         })
     };
@@ -627,4 +629,55 @@ fn a_damaged_map_is_refused_never_misread() {
         bad[i] ^= 0x5a;
         assert!(super::db::decode_db(&bad, p()).is_err(), "flip at {i}");
     }
+}
+
+#[test]
+fn targets_carry_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let home = dir.path().join("jo");
+    fs::create_dir(&home).unwrap();
+    fs::write(
+        home.join(".forward"),
+        "\"|/usr/bin/vacation jo\", /tmp/jo.copy\n",
+    )
+    .unwrap();
+    let inc = dir.path().join("staff");
+    fs::write(&inc, "/tmp/staff.copy\n").unwrap();
+    if me == 0 {
+        std::os::unix::fs::chown(&inc, Some(4242), Some(4243)).unwrap();
+    }
+    let home2 = home.clone();
+    let users = move |n: &str| {
+        (n == "jo").then(|| LocalUser {
+            name: "jo".into(),
+            uid: me,
+            gid: me,
+            home: home2.clone(),
+        })
+    };
+    let t = parse(
+        &format!("team: jo, \"|/bin/archive\", :include:{}\n", inc.display()),
+        p(),
+    )
+    .unwrap();
+    let mut e = Expander::new(&t);
+    e.users = &users;
+    let got = e.expand_owned("team");
+    let owner_of = |t: Target| {
+        got.iter()
+            .find(|(x, _)| *x == t)
+            .unwrap_or_else(|| panic!("{t:?} in {got:?}"))
+            .1
+            .as_ref()
+            .map(|u| u.uid)
+    };
+    assert_eq!(
+        owner_of(Target::Program("/usr/bin/vacation jo".into())),
+        Some(me)
+    );
+    assert_eq!(owner_of(Target::File("/tmp/jo.copy".into())), Some(me));
+    assert_eq!(owner_of(Target::Program("/bin/archive".into())), None);
+    let inc_owner = owner_of(Target::File("/tmp/staff.copy".into()));
+    assert_eq!(inc_owner, if me == 0 { Some(4242) } else { Some(me) });
 }

@@ -27,10 +27,15 @@
 //!   `giveresponse` does: `EX_TEMPFAIL`, `EX_OSERR`, `EX_IOERR` and death by a signal are
 //!   temporary, everything else permanent.
 //!
-//! Privileges: everything runs as the current user. When that is root, a newly created
-//! mailbox (and Maildir) is given to the recipient (`fchown`) with mode 0600. Running the
-//! program and writing `/file`s as the recipient or alias owner is still to come (sendmail
-//! changes uid for those; we do not yet).
+//! Privileges (when running as root): a `|program` runs as its owner — the user whose
+//! `.forward` named it, the non-root owner of an include file — or as `DefaultUser` for
+//! the system alias file (std's `Command::uid/gid`, which also drops supplementary groups).
+//! File work stays in this process as root, made safe by checks on the open descriptor: a
+//! user's mailbox is opened without following symlinks, must be a regular file with one
+//! link owned by that user, and a newly created one (`O_EXCL`) is given to the user with
+//! mode 0600; a `/file` named on a user's behalf must already exist and belong to them; a
+//! Maildir on a user's behalf is refused. Running file deliveries fully as the recipient
+//! (sendmail changes uid for them) is still to come.
 //!
 //! Sources: sendmail 8.17 `deliver.c` (`mailfile`, `putfromline`, `giveresponse`),
 //! `conf.c` (`SysExMsg`), mail.local(8); RFC 3463 for the status codes; the Maildir
@@ -141,24 +146,12 @@ pub enum MailboxFormat {
     Maildir(PathBuf),
 }
 
-/// A local account: who gets the mailbox, and where the program runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
+/// A local account: who gets the mailbox, and as whom a program runs.
+pub type MailUser = crate::aliases::LocalUser;
 
 /// Looks `name` up in the system's password database.
 pub fn system_mail_user(name: &str) -> Option<MailUser> {
-    let u = nix::unistd::User::from_name(name).ok().flatten()?;
-    Some(MailUser {
-        name: u.name,
-        uid: u.uid.as_raw(),
-        gid: u.gid.as_raw(),
-        home: u.dir,
-    })
+    crate::aliases::system_user(name)
 }
 
 /// How [`LocalDelivery`] finds a user by name.
@@ -208,6 +201,9 @@ pub struct LocalDelivery {
     pub hostname: String,
     /// How users are looked up ([`system_mail_user`] by default).
     pub users: UserLookup,
+    /// sendmail's `DefaultUser` (uid, gid): when running as root, `|program`s of the
+    /// system alias file (no owner) run as this; None keeps the current user.
+    pub default_user: Option<(u32, u32)>,
 }
 
 impl Default for LocalDelivery {
@@ -223,6 +219,7 @@ impl Default for LocalDelivery {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "localhost".into()),
             users: Box::new(system_mail_user),
+            default_user: None,
         }
     }
 }
@@ -237,10 +234,17 @@ pub const MAX_PROGRAM_OUTPUT: usize = 4096;
 impl LocalDelivery {
     /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
     /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
-    /// Maildir names with `$w`. The spool directory stays `/var/mail`.
+    /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
+    /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
+        let default_user = match &config.options.default_user {
+            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
+        }
+        .unwrap_or((1, 1));
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
+            default_user: Some(default_user),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -253,16 +257,34 @@ impl LocalDelivery {
         d
     }
 
-    /// Delivers to one target. `owner` is the user on whose behalf a `|program` runs
-    /// (its `HOME`/`USER`); None for system aliases. [`Target::Remote`] is not local:
-    /// a permanent `5.3.5` configuration error if it reaches here.
+    /// Delivers to one target. `owner` is the target's owner from
+    /// [`crate::aliases::Expander::expand_owned`]: the user whose `.forward` named it, None
+    /// for the system alias file. A `|program` runs as the owner (as [`Self::default_user`]
+    /// without one) when we are root; a `/file` of an owner must already exist and belong
+    /// to them; a Maildir of an owner is refused (nothing is created with root's rights on
+    /// a user's say-so). [`Target::Remote`] is not local: a permanent `5.3.5` error here.
     pub fn deliver(&self, target: &Target, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
         match target {
             Target::User(name) => self.deliver_user(name, d),
             Target::File(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
-                self.deliver_maildir(path, None, d)
+                match owner {
+                    Some(u) if u.uid != nix::unistd::geteuid().as_raw() => Outcome::perm(
+                        "5.3.0",
+                        format!(
+                            "{}: Maildir delivery on behalf of {} is not supported",
+                            path.display(),
+                            u.name
+                        ),
+                    ),
+                    _ => self.deliver_maildir(path, None, d),
+                }
             }
-            Target::File(path) => self.deliver_file(path, d),
+            Target::File(path) => match owner {
+                Some(u) if u.uid != nix::unistd::geteuid().as_raw() => {
+                    self.deliver_owned_file(path, u, d)
+                }
+                _ => self.deliver_file(path, d),
+            },
             Target::Program(cmd) => self.deliver_program(cmd, owner, d),
             Target::Remote(addr) => Outcome::perm(
                 "5.3.5",
@@ -308,6 +330,45 @@ impl LocalDelivery {
         self.deliver_mbox(path, None, false, d)
     }
 
+    /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
+    /// (checked on the open descriptor, so no symlink or rename race), never created.
+    pub fn deliver_owned_file(&self, path: &Path, owner: &MailUser, d: &Delivery) -> Outcome {
+        let cant = |why: String| {
+            Outcome::perm(
+                "5.0.0",
+                format!("Can't create output: {}: {why}", path.display()),
+            )
+        };
+        let mut file = match OpenOptions::new()
+            .append(true)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if is_permanent_open_error(&e) => return cant(e.to_string()),
+            Err(e) => return io_outcome(path, &e),
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => {}
+            Ok(_) => {
+                return cant(format!(
+                    "not a regular file of {} (files named in a .forward must exist and belong to its owner)",
+                    owner.name
+                ));
+            }
+            Err(e) => return io_outcome(path, &e),
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        if let Err(o) = lock_file(&file, path, deadline) {
+            return o;
+        }
+        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
+        match append_or_rollback(&mut file, &bytes) {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => io_outcome(path, &e),
+        }
+    }
+
     /// Appends to the mbox at `path`; see the module doc for the format and locking.
     pub fn deliver_mbox(
         &self,
@@ -325,15 +386,14 @@ impl LocalDelivery {
         } else {
             None
         };
-        let created = !path.exists();
-        let mut file = match OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(f) => f,
+        let mut file = match open_or_create(path) {
+            Ok((f, created)) => {
+                // only a file this call created (O_EXCL) is handed to the user
+                if created && let Some(u) = owner {
+                    give_to(&f, u);
+                }
+                f
+            }
             Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
                 return Outcome::perm(
                     "5.0.0",
@@ -349,11 +409,21 @@ impl LocalDelivery {
             Ok(m) if m.nlink() > 1 => {
                 return Outcome::temp("4.3.0", format!("{}: too many links", path.display()));
             }
+            // mail.local: a mailbox must belong to its user (when we can tell them apart)
+            Ok(m)
+                if owner.is_some_and(|u| m.uid() != u.uid) && nix::unistd::geteuid().is_root() =>
+            {
+                return Outcome::temp(
+                    "4.3.0",
+                    format!(
+                        "{}: mailbox owned by uid {}, not by its user",
+                        path.display(),
+                        m.uid()
+                    ),
+                );
+            }
             Ok(_) => {}
             Err(e) => return io_outcome(path, &e),
-        }
-        if created && let Some(u) = owner {
-            give_to(&file, u);
         }
         if let Err(o) = lock_file(&file, path, deadline) {
             return o;
@@ -422,9 +492,15 @@ impl LocalDelivery {
         format!("{secs}.{}_{seq}.{host}", std::process::id())
     }
 
-    /// Runs `/bin/sh -c cmd` with the message on stdin; see the module doc.
+    /// Runs `/bin/sh -c cmd` with the message on stdin; see the module doc. When we are
+    /// root it runs as `owner`, or as [`Self::default_user`] without one.
     pub fn deliver_program(&self, cmd: &str, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
-        match run_program(cmd, owner, d, self.program_timeout) {
+        let ids = match owner {
+            Some(u) => Some((u.uid, u.gid)),
+            None => self.default_user,
+        };
+        let ids = ids.filter(|_| nix::unistd::geteuid().is_root());
+        match run_program(cmd, owner, ids, d, self.program_timeout) {
             Ok(run) => run.outcome,
             Err(e) => Outcome::temp("4.3.0", format!("cannot run {cmd}: {e}")),
         }
@@ -440,9 +516,11 @@ pub struct ProgramRun {
 }
 
 /// Runs the program; kills its process group when the time limit passes.
+/// `ids`: (uid, gid) to switch to in the child (std drops supplementary groups too).
 pub fn run_program(
     cmd: &str,
     owner: Option<&MailUser>,
+    ids: Option<(u32, u32)>,
     d: &Delivery,
     timeout: Duration,
 ) -> io::Result<ProgramRun> {
@@ -464,6 +542,9 @@ pub fn run_program(
         .process_group(0);
     if let Some(u) = owner {
         c.env("USER", &u.name);
+    }
+    if let Some((uid, gid)) = ids {
+        c.uid(uid).gid(gid);
     }
     let mut child = c.spawn()?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -642,6 +723,60 @@ fn give_to(f: &File, u: &MailUser) {
             Some(nix::unistd::Gid::from_raw(u.gid)),
         );
     }
+}
+
+/// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.
+fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+    for _ in 0..3 {
+        match OpenOptions::new()
+            .append(true)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, true)),
+            // someone else created it in between: open theirs
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "file keeps appearing and disappearing",
+    ))
+}
+
+/// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,
+/// never acquire a controlling terminal.
+const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
+
+/// `DefaultUser=user[:group]`: names or numbers.
+fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()?
+                .gid
+                .as_raw(),
+        };
+    }
+    Some((uid, gid))
 }
 
 fn is_permanent_open_error(e: &io::Error) -> bool {

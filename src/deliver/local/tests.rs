@@ -1,6 +1,7 @@
 //! Specifications of local delivery: mbox, Maildir, locking, `/file`, `|program`.
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 const MSG: &[u8] =
     b"Subject: hi\nFrom: a@b.test\n\nFrom the start\n>From quoted already\nFromage\n.\nlast line\n";
@@ -187,6 +188,10 @@ fn a_flock_held_by_another_process_defers() {
     let dir = tempfile::tempdir().unwrap();
     let mbox = dir.path().join("kim");
     fs::write(&mbox, "").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        // a mailbox must belong to its user
+        std::os::unix::fs::chown(&mbox, Some(4242), Some(4243)).unwrap();
+    }
     let ready = dir.path().join("ready");
     let mut holder = Command::new("flock")
         .arg("-x")
@@ -340,13 +345,20 @@ fn users_can_be_given_maildirs() {
 #[test]
 fn program_delivery_gets_the_message_and_a_clean_environment() {
     let dir = tempfile::tempdir().unwrap();
+    // the program may run as another user: let it write here
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let out = dir.path().join("out");
     let env = dir.path().join("env");
-    let cmd = format!("cat > {} && env | sort > {}", out.display(), env.display());
+    let cmd = format!(
+        "cat > {} && env | sort > {} && id -u >> {}",
+        out.display(),
+        env.display(),
+        env.display()
+    );
     let user = MailUser {
         name: "jo".into(),
-        uid: 1,
-        gid: 1,
+        uid: 4242,
+        gid: 4243,
         home: dir.path().to_path_buf(),
     };
     let a = agent(dir.path());
@@ -368,6 +380,83 @@ fn program_delivery_gets_the_message_and_a_clean_environment() {
         !env.contains("CARGO"),
         "inherited environment leaked: {env}"
     );
+    let uid = env.lines().last().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(uid, "4242", "runs as the owner");
+        assert_eq!(fs::metadata(&out).unwrap().uid(), 4242);
+    } else {
+        assert_eq!(uid, nix::unistd::geteuid().to_string());
+    }
+}
+
+#[test]
+fn system_alias_programs_run_as_the_default_user() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dir.path().join("uid");
+    let mut a = agent(dir.path());
+    a.default_user = Some((4244, 4245));
+    let cmd = format!("id -u > {0}; id -g >> {0}; id -G >> {0}", out.display());
+    assert_eq!(a.deliver_program(&cmd, None, &d(MSG)), Outcome::Delivered);
+    let got = fs::read_to_string(&out).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(got, "4244\n4245\n4245\n", "no supplementary groups kept");
+    }
+}
+
+#[test]
+fn files_named_in_a_forward_must_exist_and_belong_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let me = nix::unistd::geteuid().as_raw();
+    let other = MailUser {
+        name: "jo".into(),
+        uid: me + 4242,
+        gid: 4243,
+        home: dir.path().to_path_buf(),
+    };
+    // absent: not created
+    let absent = dir.path().join("absent");
+    let o = a.deliver(&Target::File(absent.clone()), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!absent.exists());
+    // someone else's file (ours, not jo's): refused, untouched
+    let theirs = dir.path().join("theirs");
+    fs::write(&theirs, "keep\n").unwrap();
+    let o = a.deliver(&Target::File(theirs.clone()), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert_eq!(fs::read(&theirs).unwrap(), b"keep\n");
+    // a symlink to it: refused
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    let o = a.deliver(&Target::File(link), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    // a Maildir on their say-so: refused
+    let o = a.deliver(&Target::File(dir.path().join("md/")), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!dir.path().join("md").exists());
+    // their own existing file: appended
+    if nix::unistd::geteuid().is_root() {
+        let own = dir.path().join("own");
+        fs::write(&own, "").unwrap();
+        std::os::unix::fs::chown(&own, Some(other.uid), Some(other.gid)).unwrap();
+        let o = a.deliver(&Target::File(own.clone()), Some(&other), &d(MSG));
+        assert_eq!(o, Outcome::Delivered);
+        assert_eq!(read_mbox(&fs::read(&own).unwrap()).len(), 1);
+    }
+}
+
+#[test]
+fn a_mailbox_belonging_to_someone_else_is_not_written() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root can tell (and create files for) other users
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("jo");
+    fs::write(&mbox, "").unwrap(); // root's, not jo's (4242)
+    let o = agent(dir.path()).deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert!(fs::read(&mbox).unwrap().is_empty());
 }
 
 #[test]
@@ -404,6 +493,7 @@ fn program_output_is_kept_and_a_slow_program_is_killed() {
     let r = run_program(
         "echo oops >&2; exit 1",
         None,
+        None,
         &d(MSG),
         Duration::from_secs(5),
     )
@@ -412,6 +502,7 @@ fn program_output_is_kept_and_a_slow_program_is_killed() {
     let start = Instant::now();
     let r = run_program(
         "sleep 30 & sleep 30",
+        None,
         None,
         &d(MSG),
         Duration::from_millis(300),
@@ -462,6 +553,7 @@ fn a_background_child_holding_the_pipes_does_not_hold_up_delivery() {
     let start = Instant::now();
     let r = run_program(
         "echo $$; sleep 20 & exit 0",
+        None,
         None,
         &d(MSG),
         Duration::from_secs(30),
