@@ -19,7 +19,8 @@
 //!   directory is usually not ours).
 //! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
 //!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, directory
-//!   fsynced.
+//!   fsynced; every directory below the trusted base is opened relative to its parent
+//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
 //!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `HOME`, `USER`,
 //!   `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
@@ -34,7 +35,7 @@
 //! user's mailbox is opened without following symlinks, must be a regular file with one
 //! link owned by that user, and a newly created one (`O_EXCL`) is given to the user with
 //! mode 0600; a `/file` named on a user's behalf must already exist and belong to them; a
-//! Maildir on a user's behalf is refused. Running file deliveries fully as the recipient
+//! Maildir on a `.forward`'s behalf is refused. Running file deliveries fully as the recipient
 //! (sendmail changes uid for them) is still to come.
 //!
 //! Sources: sendmail 8.17 `deliver.c` (`mailfile`, `putfromline`, `giveresponse`),
@@ -50,6 +51,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::aliases::Target;
 use crate::queue::Message;
@@ -276,7 +280,7 @@ impl LocalDelivery {
                             u.name
                         ),
                     ),
-                    _ => self.deliver_maildir(path, None, d),
+                    _ => self.deliver_maildir(path, Path::new(""), None, d),
                 }
             }
             Target::File(path) => match owner {
@@ -318,10 +322,7 @@ impl LocalDelivery {
                 let path = self.spool_dir.join(&user.name);
                 self.deliver_mbox(&path, Some(&user), true, d)
             }
-            MailboxFormat::Maildir(rel) => {
-                let dir = user.home.join(rel);
-                self.deliver_maildir(&dir, Some(&user), d)
-            }
+            MailboxFormat::Maildir(rel) => self.deliver_maildir(&user.home, rel, Some(&user), d),
         }
     }
 
@@ -435,49 +436,82 @@ impl LocalDelivery {
         }
     }
 
-    /// Writes one message into the Maildir at `dir` (creating `tmp`, `new`, `cur`).
-    pub fn deliver_maildir(&self, dir: &Path, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
-        for sub in ["", "tmp", "new", "cur"] {
-            let p = dir.join(sub);
-            if p.is_dir() {
-                continue;
-            }
-            if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&p) {
-                return io_outcome(&p, &e);
-            }
-            if let (Some(u), Ok(f)) = (owner, File::open(&p)) {
-                give_to(&f, u);
-            }
+    /// Writes one message into the Maildir `base/rel` (creating it and `tmp`, `new`, `cur`).
+    /// `base` is trusted (an alias-file path, a home directory from the password file);
+    /// below it every directory is opened with `O_NOFOLLOW` relative to its parent's
+    /// descriptor and, for a user's Maildir, must belong to that user — so a symlink or a
+    /// renamed directory cannot send root's writes elsewhere.
+    pub fn deliver_maildir(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> Outcome {
+        let dir = base.join(rel);
+        match self.write_maildir(base, rel, owner, d) {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => io_outcome(&dir, &e),
         }
+    }
+
+    fn write_maildir(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> io::Result<()> {
+        if owner.is_none() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(base)?;
+        }
+        let mut dir = open_dir(base)?;
+        for part in rel.components() {
+            let std::path::Component::Normal(name) = part else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "Maildir path must be plain names below the base",
+                ));
+            };
+            dir = open_dir_at(&dir, name, owner)?;
+        }
+        let tmp = open_dir_at(&dir, "tmp".as_ref(), owner)?;
+        let new = open_dir_at(&dir, "new".as_ref(), owner)?;
+        open_dir_at(&dir, "cur".as_ref(), owner)?;
         let name = self.maildir_name();
-        let tmp = dir.join("tmp").join(&name);
-        let new = dir.join("new").join(&name);
         let mut bytes = Vec::with_capacity(d.message.len() + 64);
         if self.return_path {
             push_return_path(&mut bytes, d);
         }
         bytes.extend_from_slice(d.message);
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut f = File::from(nix::fcntl::openat(
+            tmp.as_fd(),
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?);
         let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
             if let Some(u) = owner {
                 give_to(&f, u);
             }
             f.write_all(&bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, &new)?;
-            File::open(dir.join("new"))?.sync_all()
+            nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())?;
+            new.sync_all()
         })();
-        match result {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                io_outcome(dir, &e)
-            }
+        if result.is_err() {
+            let _ = nix::unistd::unlinkat(
+                tmp.as_fd(),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
+        result
     }
 
     /// `<secs>.<pid>_<seq>.<host>`, with `/` and `:` in the host name escaped as the
@@ -723,6 +757,50 @@ fn give_to(f: &File, u: &MailUser) {
             Some(nix::unistd::Gid::from_raw(u.gid)),
         );
     }
+}
+
+/// A directory we trust by path.
+fn open_dir(path: &Path) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(File::from(nix::fcntl::open(path, flags, Mode::empty())?))
+}
+
+/// `name` below `parent`, not through a symlink, created (0700, given to `owner`) if
+/// absent; a directory that exists must belong to `owner` when we are root.
+fn open_dir_at(
+    parent: &File,
+    name: &std::ffi::OsStr,
+    owner: Option<&MailUser>,
+) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let open = || nix::fcntl::openat(parent.as_fd(), name, flags, Mode::empty()).map(File::from);
+    let dir = match open() {
+        Ok(d) => d,
+        Err(nix::errno::Errno::ENOENT) => {
+            match nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {
+                    let d = open()?;
+                    if let Some(u) = owner {
+                        give_to(&d, u);
+                    }
+                    return Ok(d);
+                }
+                Err(nix::errno::Errno::EEXIST) => open()?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(u) = owner
+        && nix::unistd::geteuid().is_root()
+        && dir.metadata()?.uid() != u.uid
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not owned by {}", name.to_string_lossy(), u.name),
+        ));
+    }
+    Ok(dir)
 }
 
 /// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.

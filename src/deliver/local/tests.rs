@@ -569,3 +569,36 @@ fn a_background_child_holding_the_pipes_does_not_hold_up_delivery() {
     assert_eq!(r.outcome, Outcome::Delivered);
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
+
+#[test]
+fn a_users_maildir_cannot_point_root_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path());
+    a.format = MailboxFormat::Maildir("Maildir".into());
+    let home = dir.path().join("home-jo");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(home.join("Maildir/tmp")).unwrap();
+    fs::create_dir_all(home.join("Maildir/cur")).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        for p in [
+            home.join("Maildir"),
+            home.join("Maildir/tmp"),
+            home.join("Maildir/cur"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(4242), Some(4243)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(&elsewhere, home.join("Maildir/new")).unwrap();
+    let o = a.deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(home.join("Maildir/tmp")).unwrap().count(), 0);
+    // a Maildir that is a symlink itself is refused too
+    let home2 = dir.path().join("home-kim");
+    fs::create_dir(&home2).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, home2.join("Maildir")).unwrap();
+    let o = a.deliver_user("kim", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
