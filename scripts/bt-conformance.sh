@@ -12,7 +12,12 @@
 # given in BTCHECK_OPTS. Needs root (bt-env.sh uses unshare).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONF="${CONFORMANCE:-$(cd "$ROOT/.." && pwd)/shared/conformance}"
+CONF="${CONFORMANCE:-}"
+if [ -z "$CONF" ]; then
+    for c in "$ROOT/../shared/conformance" "$ROOT/../../shared/conformance" /work/shared/conformance; do
+        if [ -d "$c" ]; then CONF="$(cd "$c" && pwd)"; break; fi
+    done
+fi
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
     (cd "$ROOT" && cargo build -q --example bt)

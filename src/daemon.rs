@@ -67,8 +67,8 @@ impl Current {
     /// warnings (the built-in rules then apply).
     pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
         let mut warnings = Vec::new();
-        let rules =
-            rules_engine(&config, inv, &mut warnings).map(|e| Arc::new(RulesPolicy::new(e)));
+        let rules = rules_engine(&config, inv, &mut warnings)
+            .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
         let policy: Arc<dyn Policy> = match &rules {
             Some(r) => r.clone(),
             None => Arc::new(BuiltinPolicy::from_config(&config)),
@@ -92,7 +92,11 @@ impl Current {
 }
 
 /// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
-fn rules_engine(config: &Config, inv: &Invocation, warnings: &mut Vec<String>) -> Option<Engine> {
+fn rules_engine(
+    config: &Config,
+    inv: &Invocation,
+    warnings: &mut Vec<String>,
+) -> Option<(Engine, Vec<crate::rules::cf::Mailer>)> {
     let has_checks = ["check_relay", "check_mail", "check_rcpt"]
         .iter()
         .any(|n| config.ruleset_names.contains_key(*n));
@@ -106,14 +110,14 @@ fn rules_engine(config: &Config, inv: &Invocation, warnings: &mut Vec<String>) -
             "<embedded default.cf>".to_string(),
         ),
     };
-    let (engine, _extras, errors) = crate::rules::cf::load_with(
+    let (engine, extras, errors) = crate::rules::cf::load_with(
         &text,
         &name,
         &crate::rules::cf::HostInfo::current(),
         &inv.overrides,
     );
     warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
-    Some(engine)
+    Some((engine, extras.mailers))
 }
 
 /// What every session shares.
@@ -434,6 +438,25 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         running.insert(key, start(l, &shared, &shutdown));
     }
     let pickup = tokio::spawn(pickup_loop(shared.clone()));
+    // DeliveryMode background/interactive: deliver right after each commit; queue-only and
+    // deferred: only at the -q interval.
+    let interval = inv
+        .queue_interval
+        .as_deref()
+        .and_then(|q| crate::cli::parse_time(q, 'm'))
+        .map(Duration::from_secs);
+    let on_commit = matches!(
+        shared.config().options.delivery_mode,
+        crate::config::options::DeliveryMode::Background
+            | crate::config::options::DeliveryMode::Interactive
+    );
+    let runner = (on_commit || interval.is_some()).then(|| {
+        tokio::spawn(crate::queue::runner::run(
+            shared.clone(),
+            on_commit,
+            interval.unwrap_or(crate::queue::runner::RETRY_SCAN),
+        ))
+    });
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
         let logger = shared.logger.clone();
@@ -491,6 +514,9 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         );
     }
     pickup.abort();
+    if let Some(r) = runner {
+        r.abort();
+    }
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
         let _ = t.await;

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod dns;
 pub mod hosts;
 pub mod inbound;
 pub mod listener;

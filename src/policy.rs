@@ -16,7 +16,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
+use crate::config::daemon_options::Modifiers;
+use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
+use crate::rules::mailer::{self, MailerDef};
 use crate::rules::rewrite::Engine;
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
@@ -52,6 +55,11 @@ impl BuiltinPolicy {
         w.push("[127.0.0.1]".to_string());
         let r = cfg.classes.get("R").cloned().unwrap_or_default();
         BuiltinPolicy::new(&w, &r)
+    }
+
+    /// Whether `domain` is one of this host's names (`$=w`).
+    pub fn is_local(&self, domain: &str) -> bool {
+        self.is_local_domain(domain)
     }
 
     fn is_local_domain(&self, domain: &str) -> bool {
@@ -143,12 +151,35 @@ pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<D
 /// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
 pub struct RulesPolicy {
     engine: std::sync::Mutex<Engine>,
+    /// The cf's mailers as the engine numbers them (for ruleset 0's `$#` triples).
+    mailers: Vec<MailerDef>,
 }
 
 impl RulesPolicy {
-    pub fn new(engine: Engine) -> RulesPolicy {
+    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> RulesPolicy {
+        let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
         RulesPolicy {
             engine: std::sync::Mutex::new(engine),
+            mailers,
+        }
+    }
+
+    /// Ruleset 3 then 0 on a recipient, as sendmail's `parseaddr`: the mailer triple, or the
+    /// error the rules chose.
+    pub fn resolve(&self, addr: &str) -> Result<(String, Option<String>, String), String> {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let parsed = parseaddr(&mut e, &self.mailers, addr.as_bytes(), Use::default());
+        let messages = take_messages(&mut e);
+        match parsed {
+            Some(a) if !a.bad && a.mailer != "*error*" => Ok((
+                a.mailer,
+                a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
+                String::from_utf8_lossy(&a.user).into_owned(),
+            )),
+            _ => Err(messages
+                .last()
+                .cloned()
+                .unwrap_or_else(|| format!("{addr}... unresolvable address"))),
         }
     }
 
@@ -171,11 +202,8 @@ impl RulesPolicy {
             .ip
             .map(format_ip)
             .unwrap_or_else(|| "127.0.0.1".to_string());
-        let flags = daemon_flags
-            .chars()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
+        // `${daemon_flags}`: letters separated by spaces, upper case doubled (`M=Ea` → `EE a`).
+        let flags = Modifiers::parse(daemon_flags).daemon_flags();
         for (k, v) in [
             ("client_addr", addr.as_str()),
             ("client_name", name.as_str()),

@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::Daemon;
+use support::{Daemon, Smtp};
 
 /// Scenarios that do not match sendmail yet, and why.
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
@@ -56,9 +56,25 @@ fn shared() -> PathBuf {
     p
 }
 
-#[test]
-fn recorded_sendmail_scenarios_replay_identically() {
-    let conf = shared();
+/// The oracle's environment in a fresh directory: its cf (paths pointed there), access map,
+/// aliases, hosts file and service switch, and the help file.
+struct OracleEnv {
+    _dir: tempfile::TempDir,
+    cf: String,
+}
+
+/// Runs the binary as if on the recording host: a UTS namespace named oracle.example.test.
+const AS_ORACLE_HOST: &[&str] = &[
+    "unshare",
+    "--uts",
+    "--",
+    "sh",
+    "-c",
+    "hostname oracle.example.test && exec \"$@\"",
+    "sh",
+];
+
+fn oracle_env(conf: &Path) -> OracleEnv {
     let env = tempfile::tempdir().unwrap();
     let root = env.path();
     std::fs::create_dir_all(root.join("run/etc")).unwrap();
@@ -79,9 +95,12 @@ fn recorded_sendmail_scenarios_replay_identically() {
     .unwrap()
     .replace("@ORACLE@/pkg/etc/mail/helpfile", "@ORACLE@/run/helpfile")
     .replace("@ORACLE@", &root.display().to_string());
-    // Recorded on a host named oracle.example.test: run in a UTS namespace with that name.
-    let mut d = Daemon::start_wrapped(
-        &cf,
+    OracleEnv { _dir: env, cf }
+}
+
+fn start_oracle_config(env: &OracleEnv) -> Daemon {
+    Daemon::start_wrapped(
+        &env.cf,
         &[
             "-O",
             "DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1",
@@ -90,16 +109,15 @@ fn recorded_sendmail_scenarios_replay_identically() {
             "-O",
             "DaemonPortOptions=Name=MSA-v6, Family=inet6, Port=0, Addr=::1, M=E",
         ],
-        &[
-            "unshare",
-            "--uts",
-            "--",
-            "sh",
-            "-c",
-            "hostname oracle.example.test && exec \"$@\"",
-            "sh",
-        ],
-    );
+        AS_ORACLE_HOST,
+    )
+}
+
+#[test]
+fn recorded_sendmail_scenarios_replay_identically() {
+    let conf = shared();
+    let env = oracle_env(&conf);
+    let mut d = start_oracle_config(&env);
     let mut args = vec![conf.join("replay.py").display().to_string()];
     for name in ["MTA-v6", "MTA-v4", "MSA-v6"] {
         args.push("--listener".into());
@@ -139,5 +157,148 @@ fn recorded_sendmail_scenarios_replay_identically() {
         fixed.is_empty(),
         "now passing, take off KNOWN_DIFFERENCES: {fixed:?}"
     );
+    d.stop();
+}
+
+/// What a check ruleset decided in `-bt`: `None` to accept, else (code, enhanced code).
+fn bt_verdict(
+    env: &OracleEnv,
+    client_addr: &str,
+    set: &str,
+    addr: &str,
+) -> Option<(String, String)> {
+    let cf = env._dir.path().join("oracle-bt.cf");
+    std::fs::write(&cf, &env.cf).unwrap();
+    let mut child = Command::new(AS_ORACLE_HOST[0])
+        .args(&AS_ORACLE_HOST[1..])
+        .arg(support::sendmail_bin())
+        .args(["-bt", "-C", cf.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!(".D{{client_addr}}{client_addr}\n{set} {addr}\n");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text
+        .lines()
+        .rfind(|l| l.starts_with(set) && l.contains("returns:"))
+        .unwrap_or_else(|| panic!("no {set} result in:\n{text}"));
+    // `$# error $@ 5 . 7 . 1 $: "550 Relaying denied"`
+    let rest = last.split("$# error").nth(1)?;
+    let dsn: String = rest
+        .split("$@")
+        .nth(1)
+        .and_then(|r| r.split("$:").next())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let code = rest
+        .split('"')
+        .nth(1)
+        .unwrap_or("")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    Some((code, dsn))
+}
+
+#[test]
+fn smtp_replies_are_what_bt_predicts() {
+    let conf = shared();
+    let env = oracle_env(&conf);
+    let mut d = start_oracle_config(&env);
+    let v4 = d.addr_of("MTA-v4");
+    let v6 = d.addr_of("MTA-v6");
+    // (client, its ${client_addr}, ruleset, address)
+    let cases = [
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_rcpt",
+            "<bob@remote.example.test>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_rcpt",
+            "<root@oracle.example.test>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_rcpt",
+            "<bob%remote.example.test@oracle.example.test>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_rcpt",
+            "<@oracle.example.test:bob@remote.example.test>",
+        ),
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            "check_rcpt",
+            "<bob@remote.example.test>",
+        ),
+        (
+            "::1",
+            "IPv6:0:0:0:0:0:0:0:1",
+            "check_rcpt",
+            "<bob@remote.example.test>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_mail",
+            "<spammer@client.example.test>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_mail",
+            "<x@no-such-domain.invalid>",
+        ),
+        (
+            "127.0.0.10",
+            "127.0.0.10",
+            "check_mail",
+            "<sender@client.example.test>",
+        ),
+    ];
+    let mut refused = 0;
+    for (source, client_addr, set, addr) in cases {
+        let predicted = bt_verdict(&env, client_addr, set, addr);
+        refused += usize::from(predicted.is_some());
+        let server = if source.contains(':') { v6 } else { v4 };
+        let mut c = Smtp::connect_from(server, source);
+        c.reply();
+        c.cmd("EHLO client.example.test");
+        let reply = if set == "check_mail" {
+            c.cmd(&format!("MAIL FROM:{addr}"))
+        } else {
+            assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+            c.cmd(&format!("RCPT TO:{addr}"))
+        };
+        let got = &reply[0];
+        match &predicted {
+            None => assert!(
+                got.starts_with("250 "),
+                "{set} {addr} from {source}: -bt accepts, SMTP said {got}"
+            ),
+            Some((code, dsn)) => assert!(
+                got.starts_with(&format!("{code} {dsn} ")),
+                "{set} {addr} from {source}: -bt predicts {code} {dsn}, SMTP said {got}"
+            ),
+        }
+        c.cmd("QUIT");
+    }
+    // Relaying denied ×3 (remote, %-hack, source route), Access denied, unknown domain.
+    assert_eq!(refused, 5, "the table covers both verdicts");
     d.stop();
 }

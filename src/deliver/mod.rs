@@ -1,10 +1,11 @@
-//! Delivery: one queued message and one resolved target in, one [`Outcome`] out.
+//! Delivery agents: what happens to a queued message's recipients.
 //!
-//! * [`local`] — mailboxes (mbox in the spool, Maildir), `/file` and `|program` targets.
+//! * [`local`] — one resolved local target in (a user's mailbox as mbox or Maildir, a
+//!   `/file`, a `|program`), one [`local::Outcome`] out.
+//! * [`remote`] — SMTP to the next hop by MX or smart host.
 //!
-//! The outcome carries sendmail's `dsn=` code and `stat=` text for the `to=` log line and
-//! decides what happens to the recipient: crossed off, deferred, or bounced.
+//! Outcomes carry sendmail's `dsn=` code and `stat=` text for the `to=` log line and decide
+//! what happens to the recipient: crossed off, deferred, or bounced.
 
 pub mod local;
-
-pub use local::{LocalDelivery, Outcome};
+pub mod remote;

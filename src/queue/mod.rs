@@ -24,6 +24,7 @@ pub mod file;
 pub mod id;
 pub mod maildrop;
 pub mod mailq;
+pub mod runner;
 pub mod store;
 
 pub use file::{

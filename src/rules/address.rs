@@ -335,6 +335,15 @@ pub fn buildaddr(e: &mut Engine, mailers: &[MailerDef], tv: Tokens, _how: Use) -
 /// The address with its machine-readable part replaced by `$g` (sendmail's `crackaddr`),
 /// in internal form (`$g` is MACROEXPAND g).
 pub fn crackaddr(addr: &[u8]) -> Vec<u8> {
+    let out = crack(addr);
+    // sendmail builds this in a MAXNAME buffer; what does not fit becomes "<$g>"
+    if out.len() > super::token::MAXNAME {
+        return vec![b'<', meta::MACROEXPAND, b'g', b'>'];
+    }
+    out
+}
+
+fn crack(addr: &[u8]) -> Vec<u8> {
     let lt = first_angle(addr);
     // a group name ("name:") before any route-addr is kept, quoted when needed
     if let Some(colon) = group_colon(addr)
@@ -546,6 +555,11 @@ fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
         if c == b';' {
             pending.clear();
             out.push(b';');
+            // an empty group still gets its address macro, right after the ';'
+            if !put_g {
+                out.extend_from_slice(&g);
+                put_g = true;
+            }
             i += 1;
             continue;
         }

@@ -609,8 +609,16 @@ impl Session {
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
         let name = &name[..name_end];
-        if colon.is_none() || name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
-            self.syserr(&format!("header syntax error, line \"{}\"", lossy(arg)));
+        if colon.is_none() || name.is_empty() || !name.iter().all(u8::is_ascii_graphic) {
+            // the line went through quote_internal_chars: metasymbol bytes are quoted
+            let mut shown = Vec::with_capacity(arg.len());
+            for &b in arg {
+                if (0x80..=0x9f).contains(&b) {
+                    shown.push(0xff);
+                }
+                shown.push(b);
+            }
+            self.syserr(&format!("header syntax error, line \"{}\"", lossy(&shown)));
             self.say("ul = 00000000\n");
             return;
         }

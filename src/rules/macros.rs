@@ -62,6 +62,8 @@ impl MacroNames {
     pub fn name(&self, id: u8) -> String {
         match self.by_id.get(&id) {
             Some(n) => format!("{{{n}}}"),
+            // an id in the long-name range that names nothing (8-bit input after `$&`)
+            None if id >= 0x80 => "{***UNDEFINED MACRO***}".to_string(),
             None => (id as char).to_string(),
         }
     }

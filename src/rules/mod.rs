@@ -7,14 +7,20 @@
 //! * [`macros`] — `$x` / `${name}` values, classes, `expand`.
 //! * [`ruleset`] — `S`/`R` lines → compiled rules, ruleset names and numbers.
 //! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
-//! * [`maps`] — `K` maps: host, dequote, arith, macro, sequence, text-backed hash tables.
-//! * [`print`] — sendmail's `xputs`/`printav` output form.
+//! * [`maps`] — `K` maps: host (hosts file), dequote, arith, macro, user, sequence, and
+//!   hash/btree/dbm/implicit maps read from their text sources.
+//! * [`print`](mod@print) — sendmail's `xputs`/`printav` output form.
 //! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
-//! * [`bt`] — the `-bt` dialogue; [`bt::run_path`] is `sendmail -bt -C file`.
+//! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
+//!
+//! Why the engine reads the cf text itself (rather than [`crate::config`]'s parsed form):
+//! sendmail expands `$x` in a rule when the rule is read, with the macro values defined
+//! *above* it, and tokenizes with the `OperatorChars` in force at the first rule; keeping
+//! the line order is what makes the traces match sendmail's.
 //!
 //! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
 //! parseaddr.c, readcf.c, map.c.

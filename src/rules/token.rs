@@ -1,7 +1,7 @@
 //! Tokens and the tokenizer (sendmail's `prescan`): address text in, a token vector out.
 //!
 //! In: a byte string (an address typed at `-bt`, a rule's LHS/RHS after macro expansion, a
-//! map result) and a [`TokenTable`] saying which bytes are operators. Out: [`Tokens`], each
+//! map result) and [`TokenTables`] saying which bytes are operators. Out: [`Tokens`], each
 //! token a byte string, plus the diagnostics sendmail prints while scanning (`Unbalanced '<'`
 //! and friends), or a [`PrescanError`] when the address cannot be scanned at all.
 //!
@@ -155,7 +155,8 @@ impl TokenTables {
         noc[b'(' as usize] = Class::Opr;
         noc[b')' as usize] = Class::Opr;
         let mut noc_ext = noc;
-        for c in 0x80..=0xff_usize {
+        // metasymbols are operators; other 8-bit bytes are part of atoms
+        for c in 0x80..=0x9f_usize {
             int[c] = Class::Opr;
             noc[c] = Class::Opr;
         }

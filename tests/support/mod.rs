@@ -194,7 +194,7 @@ impl Smtp {
 
     /// Connects from a chosen source address (e.g. 127.0.0.9).
     pub fn connect_from(addr: SocketAddr, source: &str) -> Smtp {
-        let src: SocketAddr = format!("{source}:0").parse().unwrap();
+        let src = SocketAddr::new(source.parse().unwrap(), 0);
         let s = socket2::Socket::new(
             socket2::Domain::for_address(src),
             socket2::Type::STREAM,

@@ -1,0 +1,665 @@
+//! The ESMTP client: one connection, one message, all its recipients for that host.
+//!
+//! In: a connected stream (any `AsyncRead + AsyncWrite`), the message with its pending
+//! recipients ([`Job`]), and the client timeouts. Out: one [`Outcome`] per recipient, and
+//! whether the failure (if any) was the host's rather than the message's, so the caller
+//! tries the next MX ([`SessionResult::try_next_host`]).
+//!
+//! The dialogue (RFC 5321 §3, §4): greeting → `EHLO` (→ `HELO` when EHLO gets a 5xx) →
+//! `MAIL From:<s>` → `RCPT To:<r>` per recipient → `DATA` → the message (LF → CRLF,
+//! leading dots doubled) → `.` → `QUIT`. With `PIPELINING` (RFC 2920) MAIL, the RCPTs and
+//! DATA go out in one write and the replies are read in order. Extensions used only when the
+//! server offers them: `SIZE=` (RFC 1870), `BODY=8BITMIME` (RFC 6152, and only when the
+//! message has 8-bit bytes or was received as 8BITMIME), DSN `RET= ENVID= NOTIFY= ORCPT=`
+//! (RFC 3461).
+//!
+//! Reply parsing is sans-IO ([`ReplyParser`]: bytes in, [`SmtpReply`]s out); every reply
+//! becomes an [`Outcome`] in one function, [`Outcome::from_reply`]: 2xx delivered, 4xx
+//! temporary, 5xx permanent, with the server's enhanced status code as the DSN code when it
+//! gives one (RFC 3463).
+//!
+//! The command spelling (`MAIL From:`, `RCPT To:`) is sendmail's [samples/45].
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Outcome;
+use crate::config::options::Timeouts;
+use crate::queue::{BodyType, Message, Recipient, Ret};
+
+/// Longest reply line accepted (RFC 5321 says 512; servers exceed it).
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one multi-line reply.
+pub const MAX_REPLY_LINES: usize = 256;
+
+/// One reply from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    /// The text of each line, after `NNN-` / `NNN `.
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    pub fn class(&self) -> u16 {
+        self.code / 100
+    }
+
+    /// The RFC 3463 code at the start of the last line (`2.0.0`), when it has one of the
+    /// reply's class.
+    pub fn enhanced(&self) -> Option<&str> {
+        let last = self.lines.last()?;
+        let word = last.split_whitespace().next()?;
+        let mut parts = word.split('.');
+        let class = parts.next()?;
+        let ok = class.len() == 1
+            && class.parse::<u16>().ok() == Some(self.class())
+            && parts.clone().count() == 2
+            && parts
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+        ok.then_some(word)
+    }
+
+    /// The last line's text as sendmail shows it in `stat=Sent (…)`: `2.0.0 Ok: queued`.
+    pub fn text(&self) -> &str {
+        self.lines.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// `550 5.1.1 <bob@x>... User unknown`: code and last line.
+    pub fn summary(&self) -> String {
+        format!("{} {}", self.code, self.text())
+    }
+}
+
+/// A server reply that is not SMTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("bad reply line {0:?} (expected NNN text or NNN-text)")]
+    BadLine(String),
+    #[error("reply line longer than {MAX_REPLY_LINE} bytes")]
+    LineTooLong,
+    #[error("reply of more than {MAX_REPLY_LINES} lines")]
+    TooManyLines,
+    #[error("reply code changed within a multi-line reply ({0} then {1})")]
+    CodeChanged(u16, u16),
+}
+
+/// Sans-IO reply reader: [`ReplyParser::feed`] bytes, take [`ReplyParser::next_reply`]s.
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    buf: Vec<u8>,
+    lines: Vec<String>,
+    code: Option<u16>,
+}
+
+impl ReplyParser {
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete reply, `Ok(None)` if more bytes are needed. Lines may end in CRLF
+    /// or LF.
+    pub fn next_reply(&mut self) -> Result<Option<SmtpReply>, ReplyError> {
+        loop {
+            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+                if self.buf.len() > MAX_REPLY_LINE {
+                    return Err(ReplyError::LineTooLong);
+                }
+                return Ok(None);
+            };
+            if nl > MAX_REPLY_LINE {
+                return Err(ReplyError::LineTooLong);
+            }
+            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\r', '\n']);
+            let (code, last, text) = split_line(line)?;
+            if let Some(prev) = self.code
+                && prev != code
+            {
+                return Err(ReplyError::CodeChanged(prev, code));
+            }
+            self.code = Some(code);
+            self.lines.push(text.to_string());
+            if self.lines.len() > MAX_REPLY_LINES {
+                return Err(ReplyError::TooManyLines);
+            }
+            if last {
+                self.code = None;
+                return Ok(Some(SmtpReply {
+                    code,
+                    lines: std::mem::take(&mut self.lines),
+                }));
+            }
+        }
+    }
+}
+
+fn split_line(line: &str) -> Result<(u16, bool, &str), ReplyError> {
+    let bad = || ReplyError::BadLine(line.chars().take(80).collect());
+    let b = line.as_bytes();
+    if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&b[0]) {
+        return Err(bad());
+    }
+    let code: u16 = line[..3].parse().map_err(|_| bad())?;
+    match b.get(3) {
+        None => Ok((code, true, "")),
+        Some(b' ') => Ok((code, true, &line[4..])),
+        Some(b'-') => Ok((code, false, &line[4..])),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// What the server's EHLO reply offers (the keywords we use).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    /// `SIZE` offered; the number is its limit (0 = none given).
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub dsn: bool,
+}
+
+impl Capabilities {
+    /// From an EHLO reply (first line is the greeting, the rest keywords).
+    pub fn from_ehlo(reply: &SmtpReply) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "8BITMIME" => caps.eightbitmime = true,
+                "DSN" => caps.dsn = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+impl Outcome {
+    /// The one place an SMTP reply becomes a result: 2xx delivered, 4xx temporary, 5xx
+    /// permanent (anything else is a protocol error, temporary). The DSN code is the
+    /// reply's enhanced code, else `X.0.0` of its class.
+    pub fn from_reply(reply: &SmtpReply) -> Outcome {
+        let dsn = |class: u16| {
+            reply
+                .enhanced()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{class}.0.0"))
+        };
+        match reply.class() {
+            2 => Outcome::Delivered {
+                reply: reply.text().to_string(),
+            },
+            4 => Outcome::Temporary {
+                dsn: dsn(4),
+                text: format!("Deferred: {}", reply.summary()),
+            },
+            5 => Outcome::Permanent {
+                dsn: dsn(5),
+                text: reply.summary(),
+            },
+            _ => Outcome::Temporary {
+                dsn: "4.5.0".to_string(),
+                text: format!("Deferred: unexpected reply {}", reply.summary()),
+            },
+        }
+    }
+}
+
+/// The client's waits (op §4.1.2), from `Timeout.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    pub initial: Duration,
+    pub helo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub datainit: Duration,
+    pub datablock: Duration,
+    pub datafinal: Duration,
+    pub quit: Duration,
+}
+
+impl ClientTimeouts {
+    pub fn from_config(t: &Timeouts) -> ClientTimeouts {
+        ClientTimeouts {
+            initial: t.initial,
+            helo: t.helo,
+            mail: t.mail,
+            rcpt: t.rcpt,
+            datainit: t.datainit,
+            datablock: t.datablock,
+            datafinal: t.datafinal,
+            quit: t.quit,
+        }
+    }
+
+    /// The same wait for every step (tests).
+    pub fn uniform(d: Duration) -> ClientTimeouts {
+        ClientTimeouts {
+            initial: d,
+            helo: d,
+            mail: d,
+            rcpt: d,
+            datainit: d,
+            datablock: d,
+            datafinal: d,
+            quit: d,
+        }
+    }
+}
+
+/// One message to send over one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub message: &'a Message,
+    /// The recipients to send to this host (all pending, one domain).
+    pub recipients: &'a [Recipient],
+    /// Our name for EHLO/HELO.
+    pub helo_name: &'a str,
+}
+
+/// The result of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionResult {
+    /// One per [`Job::recipients`], same order.
+    pub outcomes: Vec<Outcome>,
+    /// The host failed before it answered any recipient (greeting, EHLO or MAIL refused
+    /// temporarily, or the connection broke): the next MX may do better.
+    pub try_next_host: bool,
+}
+
+/// Why a session stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("connection closed by the server")]
+    Closed,
+    #[error("timeout waiting for input during {0}")]
+    Timeout(&'static str),
+    #[error("{0}")]
+    Reply(#[from] ReplyError),
+}
+
+impl SessionError {
+    /// The recipients' result: always temporary (the host, not the message, failed).
+    fn outcome(&self, host: &str) -> Outcome {
+        let text = match self {
+            SessionError::Closed => format!("Deferred: Connection reset by {host}"),
+            SessionError::Io(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                format!("Deferred: Connection reset by {host}")
+            }
+            SessionError::Timeout(stage) => {
+                format!("Deferred: Timeout waiting for input from {host} during {stage}")
+            }
+            other => format!("Deferred: {other} with {host}"),
+        };
+        Outcome::Temporary {
+            dsn: "4.4.2".to_string(),
+            text,
+        }
+    }
+}
+
+/// The message as it goes after `DATA`: LF → CRLF, a leading `.` doubled, a final CRLF if
+/// the body lacks one, then `.` CRLF.
+pub fn encode_data(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 8);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        if b == b'\n' {
+            if out.last() != Some(&b'\r') {
+                out.push(b'\r');
+            }
+            out.push(b'\n');
+            at_line_start = true;
+        } else {
+            out.push(b);
+            at_line_start = false;
+        }
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Whether the message needs `BODY=8BITMIME`: declared so, or any byte above 127.
+pub fn needs_8bit(message: &Message) -> bool {
+    matches!(
+        message.envelope.params.body,
+        Some(BodyType::EightBitMime) | Some(BodyType::BinaryMime)
+    ) || message.body.iter().any(|&b| b >= 0x80)
+}
+
+/// RFC 3461 xtext: `+XX` for `+`, `=`, and bytes outside `!`..`~`.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `MAIL From:<…>` with the parameters the server allows.
+pub fn mail_command(message: &Message, caps: &Capabilities, wire_size: usize) -> String {
+    let env = &message.envelope;
+    let mut cmd = format!("MAIL From:<{}>", env.sender);
+    if caps.size.is_some() {
+        cmd.push_str(&format!(" SIZE={wire_size}"));
+    }
+    if caps.eightbitmime && needs_8bit(message) {
+        cmd.push_str(" BODY=8BITMIME");
+    }
+    if caps.dsn {
+        match env.params.ret {
+            Some(Ret::Full) => cmd.push_str(" RET=FULL"),
+            Some(Ret::Hdrs) => cmd.push_str(" RET=HDRS"),
+            None => {}
+        }
+        if let Some(envid) = &env.params.envid {
+            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// `RCPT To:<…>` with DSN parameters when the server offers DSN.
+pub fn rcpt_command(rcpt: &Recipient, caps: &Capabilities) -> String {
+    let mut cmd = format!("RCPT To:<{}>", rcpt.address);
+    if caps.dsn {
+        let n = rcpt.notify;
+        if n.never {
+            cmd.push_str(" NOTIFY=NEVER");
+        } else {
+            let words: Vec<&str> = [
+                (n.success, "SUCCESS"),
+                (n.failure, "FAILURE"),
+                (n.delay, "DELAY"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| *w)
+            .collect();
+            if !words.is_empty() {
+                cmd.push_str(&format!(" NOTIFY={}", words.join(",")));
+            }
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            cmd.push_str(&format!(" ORCPT={orcpt}"));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// The I/O half: one stream, its reply parser, the peer's name for error texts.
+struct Conn<S> {
+    io: S,
+    parser: ReplyParser,
+    host: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn reply(
+        &mut self,
+        wait: Duration,
+        stage: &'static str,
+    ) -> Result<SmtpReply, SessionError> {
+        let deadline = tokio::time::Instant::now() + nonzero(wait);
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(r) = self.parser.next_reply()? {
+                return Ok(r);
+            }
+            let read = tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await;
+            match read {
+                Err(_) => return Err(SessionError::Timeout(stage)),
+                Ok(Ok(0)) => return Err(SessionError::Closed),
+                Ok(Ok(n)) => self.parser.feed(&buf[..n]),
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        bytes: &[u8],
+        wait: Duration,
+        stage: &'static str,
+    ) -> Result<(), SessionError> {
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(nonzero(wait), write).await {
+            Err(_) => Err(SessionError::Timeout(stage)),
+            Ok(r) => Ok(r?),
+        }
+    }
+}
+
+fn nonzero(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        d
+    }
+}
+
+/// Runs one SMTP session for `job` over `io`; `host` names the peer in error texts
+/// (`mx.example.test.`). Never fails as a whole: every problem is in the outcomes.
+pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    host: &str,
+    job: &Job<'_>,
+    timeouts: &ClientTimeouts,
+) -> SessionResult {
+    let mut conn = Conn {
+        io,
+        parser: ReplyParser::default(),
+        host: host.to_string(),
+    };
+    let n = job.recipients.len();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let result = dialogue(&mut conn, job, timeouts, &mut outcomes).await;
+    let answered = outcomes.iter().any(Option::is_some);
+    let (fill, try_next_host) = match result {
+        Ok(End::Answered) => (None, false),
+        Ok(End::Host(o)) => (Some(o), true),
+        // Refused temporarily before any recipient was answered: the next MX may take it.
+        Ok(End::All(o)) => {
+            let next = !answered && matches!(o, Outcome::Temporary { .. });
+            (Some(o), next)
+        }
+        Err(e) => (Some(e.outcome(&conn.host)), !answered),
+    };
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| match (o, &fill) {
+            (Some(Outcome::Delivered { .. }), Some(f)) => f.clone(),
+            (Some(o), _) => o,
+            (None, Some(f)) => f.clone(),
+            (None, None) => Outcome::Temporary {
+                dsn: "4.4.2".to_string(),
+                text: format!("Deferred: no answer from {host}"),
+            },
+        })
+        .collect();
+    SessionResult {
+        outcomes,
+        try_next_host,
+    }
+}
+
+/// How a dialogue ended.
+enum End {
+    /// Every recipient has its answer in `outcomes`.
+    Answered,
+    /// This outcome for every recipient not refused at RCPT.
+    All(Outcome),
+    /// The host would not talk to us (greeting or EHLO/HELO refused, 4xx or 5xx): the next
+    /// host may; on the last host this is every recipient's outcome.
+    Host(Outcome),
+}
+
+/// The dialogue. Per-recipient answers go into `outcomes` (a recipient's `Delivered` there
+/// means "RCPT accepted", replaced by the final reply's outcome).
+async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    job: &Job<'_>,
+    t: &ClientTimeouts,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<End, SessionError> {
+    let greeting = conn.reply(t.initial, "client greeting").await?;
+    if greeting.class() != 2 {
+        quit(conn, t).await;
+        return Ok(End::Host(Outcome::from_reply(&greeting)));
+    }
+    let caps = match hello(conn, job.helo_name, t).await? {
+        Ok(caps) => caps,
+        Err(refusal) => {
+            quit(conn, t).await;
+            return Ok(End::Host(refusal));
+        }
+    };
+    let data = encode_data(&job.message.body);
+    let wire_size = data.len().saturating_sub(3);
+    if let Some(limit) = caps.size.filter(|l| *l > 0)
+        && wire_size as u64 > limit
+    {
+        quit(conn, t).await;
+        return Ok(End::All(Outcome::Permanent {
+            dsn: "5.2.3".to_string(),
+            text: format!("Message is too large; {limit} bytes max"),
+        }));
+    }
+    let mail = mail_command(job.message, &caps, wire_size);
+    let rcpts: Vec<String> = job
+        .recipients
+        .iter()
+        .map(|r| rcpt_command(r, &caps))
+        .collect();
+    let data_reply = if caps.pipelining {
+        let mut batch = mail.clone();
+        rcpts.iter().for_each(|r| batch.push_str(r));
+        batch.push_str("DATA\r\n");
+        conn.send(batch.as_bytes(), t.mail, "client MAIL").await?;
+        let mail_reply = conn.reply(t.mail, "client MAIL").await?;
+        read_rcpt_replies(conn, t, outcomes).await?;
+        let data_reply = conn.reply(t.datainit, "client DATA").await?;
+        if mail_reply.class() != 2 {
+            if data_reply.code == 354 {
+                let _ = conn.send(b".\r\n", t.datafinal, "client DATA").await;
+                let _ = conn.reply(t.datafinal, "client DATA").await;
+            }
+            quit(conn, t).await;
+            // The RCPT replies after a refused MAIL say nothing about the recipients.
+            outcomes.iter_mut().for_each(|o| *o = None);
+            return Ok(End::All(Outcome::from_reply(&mail_reply)));
+        }
+        data_reply
+    } else {
+        conn.send(mail.as_bytes(), t.mail, "client MAIL").await?;
+        let mail_reply = conn.reply(t.mail, "client MAIL").await?;
+        if mail_reply.class() != 2 {
+            quit(conn, t).await;
+            return Ok(End::All(Outcome::from_reply(&mail_reply)));
+        }
+        for (i, r) in rcpts.iter().enumerate() {
+            conn.send(r.as_bytes(), t.rcpt, "client RCPT").await?;
+            let reply = conn.reply(t.rcpt, "client RCPT").await?;
+            outcomes[i] = Some(Outcome::from_reply(&reply));
+        }
+        if !any_accepted(outcomes) {
+            quit(conn, t).await;
+            return Ok(End::Answered);
+        }
+        conn.send(b"DATA\r\n", t.datainit, "client DATA").await?;
+        conn.reply(t.datainit, "client DATA").await?
+    };
+    if !any_accepted(outcomes) {
+        if data_reply.code == 354 {
+            let _ = conn.send(b".\r\n", t.datafinal, "client DATA").await;
+            let _ = conn.reply(t.datafinal, "client DATA").await;
+        }
+        quit(conn, t).await;
+        return Ok(End::Answered);
+    }
+    if data_reply.code != 354 {
+        quit(conn, t).await;
+        return Ok(End::All(Outcome::from_reply(&data_reply)));
+    }
+    conn.send(&data, t.datablock, "client DATA block").await?;
+    let final_reply = conn.reply(t.datafinal, "client DATA status").await?;
+    quit(conn, t).await;
+    Ok(End::All(Outcome::from_reply(&final_reply)))
+}
+
+fn any_accepted(outcomes: &[Option<Outcome>]) -> bool {
+    outcomes
+        .iter()
+        .any(|o| matches!(o, Some(Outcome::Delivered { .. })))
+}
+
+async fn read_rcpt_replies<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    t: &ClientTimeouts,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), SessionError> {
+    for slot in outcomes.iter_mut() {
+        let reply = conn.reply(t.rcpt, "client RCPT").await?;
+        *slot = Some(Outcome::from_reply(&reply));
+    }
+    Ok(())
+}
+
+/// EHLO, then HELO if EHLO gets a 5xx. `Ok(Err(outcome))`: the server refused us.
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    name: &str,
+    t: &ClientTimeouts,
+) -> Result<Result<Capabilities, Outcome>, SessionError> {
+    conn.send(format!("EHLO {name}\r\n").as_bytes(), t.helo, "client EHLO")
+        .await?;
+    let ehlo = conn.reply(t.helo, "client EHLO").await?;
+    match ehlo.class() {
+        2 => return Ok(Ok(Capabilities::from_ehlo(&ehlo))),
+        5 => {}
+        _ => return Ok(Err(Outcome::from_reply(&ehlo))),
+    }
+    conn.send(format!("HELO {name}\r\n").as_bytes(), t.helo, "client HELO")
+        .await?;
+    let helo = conn.reply(t.helo, "client HELO").await?;
+    if helo.class() == 2 {
+        Ok(Ok(Capabilities::default()))
+    } else {
+        Ok(Err(Outcome::from_reply(&helo)))
+    }
+}
+
+/// `QUIT`, reading the reply; errors do not matter any more.
+async fn quit<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, t: &ClientTimeouts) {
+    if conn.send(b"QUIT\r\n", t.quit, "client QUIT").await.is_ok() {
+        let _ = conn.reply(t.quit, "client QUIT").await;
+    }
+    let _ = conn.io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! Remote delivery: one message to the recipients of one destination, over SMTP.
+//!
+//! In: a queued [`Message`], its pending [`Recipient`]s for one destination, the host part
+//! the rules chose (`$h`: a domain, `[name]`, `[addr]`, or a smart host's) and the mailer's
+//! port ([`route::mailer_port`]). Out: a [`Report`] with one [`Outcome`] per recipient, the
+//! `relay=` text, and the log lines sendmail writes on the way (`makeconnection … failed`).
+//!
+//! The path: [`crate::dns`] (MX, then AAAA and A per host) → [`route`] (order the hosts,
+//! IPv6 before IPv4, implicit and null MX, literals) → [`connect`] (the first address that
+//! answers, with `ClientPortOptions` and `Timeout.connect`) → [`client`] (EHLO, MAIL, RCPTs,
+//! DATA, one connection for all recipients). A host that fails before answering any
+//! recipient (refused connection, 4xx greeting, dropped connection) hands over to the next
+//! host; when none is left the recipients are deferred — a connection failure never bounces.
+
+pub mod client;
+pub mod connect;
+pub mod route;
+#[cfg(test)]
+pub(crate) mod test_sink;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::Config;
+use crate::config::daemon_options::DpoError;
+use crate::config::macros::MacroLookup;
+use crate::dns::{Answer, Dns, bracketed};
+use crate::hosts::Hosts;
+use crate::queue::{Message, Recipient};
+use client::{ClientTimeouts, Job, SessionResult};
+use connect::{AllFailed, ClientOptions, ConnectFailure};
+use route::{Family, Hop, HopHost, Route, Target};
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server took it; `reply` is its final reply text (`2.0.0 Ok: queued as X`).
+    Delivered { reply: String },
+    /// Try again later; `text` is the `stat=` value (`Deferred: …`).
+    Temporary { dsn: String, text: String },
+    /// Give up and bounce; `text` is the `stat=` value.
+    Permanent { dsn: String, text: String },
+}
+
+impl Outcome {
+    /// The `dsn=` field: the server's enhanced code, or ours.
+    pub fn dsn(&self) -> &str {
+        match self {
+            Outcome::Delivered { .. } => "2.0.0",
+            Outcome::Temporary { dsn, .. } | Outcome::Permanent { dsn, .. } => dsn,
+        }
+    }
+
+    /// The `stat=` field: `Sent (2.0.0 Ok: queued as X)`, `Deferred: Connection refused by
+    /// host.`, `550 5.1.1 <bob@x>... User unknown`.
+    pub fn stat(&self) -> String {
+        match self {
+            Outcome::Delivered { reply } => format!("Sent ({reply})"),
+            Outcome::Temporary { text, .. } | Outcome::Permanent { text, .. } => text.clone(),
+        }
+    }
+}
+
+/// Everything remote delivery takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// EHLO/HELO name (`HeloName`, else `$j`).
+    pub helo_name: String,
+    pub client: ClientOptions,
+    /// `Timeout.connect` (0 = the kernel's own limit).
+    pub connect_timeout: Duration,
+    pub timeouts: ClientTimeouts,
+    pub family: Family,
+    /// For the `h` modifier: names of our own source addresses.
+    pub hosts: Hosts,
+    /// Our own names (`$=w`, `$j`, `$w`, `localhost`), lower case: an MX list naming one of
+    /// them is cut at its preference.
+    pub local_names: Vec<String>,
+}
+
+impl Settings {
+    /// From the configuration; fails only on a bad `ClientPortOptions` value.
+    pub fn from_config(config: &Config) -> Result<Settings, DpoError> {
+        let o = &config.options;
+        let helo_name = match &o.helo_name {
+            Some(text) => text.expand(config),
+            None => macro_or(config, "j", &config.host.fqdn),
+        };
+        Ok(Settings {
+            helo_name,
+            client: ClientOptions::parse(&o.client_port_options)?,
+            connect_timeout: o.timeouts.connect,
+            timeouts: ClientTimeouts::from_config(&o.timeouts),
+            family: Family::Ipv6First,
+            hosts: Hosts::load(std::path::Path::new("/etc/hosts")),
+            local_names: local_names(config),
+        })
+    }
+
+    /// The EHLO name for a connection from `local`: with `M=h` and a source `Addr` for that
+    /// family, the hosts-file name of that address when it has a dot and is no literal
+    /// (facts §1.8); else [`Settings::helo_name`].
+    pub fn helo_for(&self, local: Option<IpAddr>) -> String {
+        let Some(ip) = local else {
+            return self.helo_name.clone();
+        };
+        let fam = self.client.for_ip(ip);
+        if fam.modifiers.has('h')
+            && fam.addr.is_some()
+            && let Some(name) = self.hosts.name_of(ip)
+            && name.contains('.')
+            && !name.starts_with('[')
+        {
+            return name.to_string();
+        }
+        self.helo_name.clone()
+    }
+}
+
+/// `$name` of the configuration (cf `D` line or built-in), else `fallback`.
+fn macro_or(config: &Config, name: &str, fallback: &str) -> String {
+    config
+        .macro_value(name)
+        .map(|v| v.into_owned())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+fn local_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config.classes.get("w").cloned().unwrap_or_default();
+    names.extend([
+        macro_or(config, "j", &config.host.fqdn),
+        macro_or(config, "w", &config.host.short),
+        "localhost".to_string(),
+    ]);
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter(|n| !n.is_empty() && !n.starts_with('['))
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One delivery to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub message: &'a Message,
+    /// The pending recipients for this destination.
+    pub recipients: &'a [Recipient],
+    /// `$h`: `example.com`, `[mx.example.com]`, `[192.0.2.1]`, `[IPv6:…]`.
+    pub host: &'a str,
+    /// From the mailer's `A=TCP $h PORT` ([`route::mailer_port`]).
+    pub port: u16,
+}
+
+/// The result of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// One per [`Request::recipients`], same order.
+    pub outcomes: Vec<Outcome>,
+    /// The `relay=` field: `mx.example.test. [127.0.0.2]`; `None` when no host was tried.
+    pub relay: Option<String>,
+    /// Lines for the mail log, in order (`makeconnection (…) failed: …`).
+    pub log: Vec<String>,
+}
+
+impl Report {
+    fn all(n: usize, outcome: Outcome, relay: Option<String>, log: Vec<String>) -> Report {
+        Report {
+            outcomes: vec![outcome; n],
+            relay,
+            log,
+        }
+    }
+}
+
+/// Delivers `req`: DNS, routing, connection, SMTP. `rng` orders MX hosts of equal
+/// preference.
+pub async fn deliver<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &Settings,
+    req: &Request<'_>,
+    rng: &mut R,
+) -> Report {
+    let n = req.recipients.len();
+    let routes = match resolve(dns, settings, req.host, rng).await {
+        Ok(routes) => routes,
+        Err(outcome) => return Report::all(n, outcome, None, Vec::new()),
+    };
+    let mut failures: Vec<ConnectFailure> = Vec::new();
+    let mut log = Vec::new();
+    let mut last_session: Option<(SessionResult, String)> = None;
+    let mut start = 0;
+    while start < routes.len() {
+        let before = failures.len();
+        let connected = connect::connect_routes(
+            &routes,
+            start,
+            req.port,
+            &settings.client,
+            settings.connect_timeout,
+            &mut failures,
+        )
+        .await;
+        log.extend(failures[before..].iter().map(ConnectFailure::log_line));
+        let Some(c) = connected else { break };
+        let relay = format!("{} {}", c.host, bracketed(c.addr));
+        let helo = settings.helo_for(c.local.map(|a| a.ip()));
+        let job = Job {
+            message: req.message,
+            recipients: req.recipients,
+            helo_name: &helo,
+        };
+        let result = client::send_message(c.stream, &c.host, &job, &settings.timeouts).await;
+        let next = result.try_next_host;
+        last_session = Some((result, relay));
+        if !next {
+            break;
+        }
+        start = c.route + 1;
+    }
+    match last_session {
+        Some((result, relay)) => Report {
+            outcomes: result.outcomes,
+            relay: Some(relay),
+            log,
+        },
+        None => {
+            let relay = failures
+                .last()
+                .map(|f| format!("{} {}", f.host, bracketed(f.addr)));
+            let outcome = AllFailed { failures }.outcome();
+            Report::all(n, outcome, relay, log)
+        }
+    }
+}
+
+/// `$h` → the routes to try, or the outcome that ends the delivery now.
+async fn resolve<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &Settings,
+    host: &str,
+    rng: &mut R,
+) -> Result<Vec<Route>, Outcome> {
+    let target = Target::parse(host).map_err(|e| Outcome::Permanent {
+        dsn: "5.1.2".to_string(),
+        text: format!("Host unknown ({e})"),
+    })?;
+    let (domain, hops) = match &target {
+        Target::Mx(domain) => {
+            let answer = dns.mx(domain).await;
+            let hops = route::mx_hops(domain, &answer, rng)?;
+            (
+                domain.clone(),
+                route::drop_self(hops, &settings.local_names)?,
+            )
+        }
+        other => {
+            let hop = route::direct_hop(other).into_iter().collect::<Vec<Hop>>();
+            (host.trim_matches(['[', ']']).to_string(), hop)
+        }
+    };
+    let mut resolved = Vec::with_capacity(hops.len());
+    for hop in hops {
+        let answer = match &hop.host {
+            HopHost::Literal(ip) => Answer::Found(vec![*ip]),
+            HopHost::Name(name) => {
+                let (v6, v4) = tokio::join!(dns.aaaa(name), dns.a(name));
+                route::host_addresses(&v6, &v4, settings.family)
+            }
+        };
+        resolved.push((hop, answer));
+    }
+    route::usable_routes(&domain, resolved)
+}
+
+#[cfg(test)]
+mod tests;

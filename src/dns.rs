@@ -1,0 +1,251 @@
+//! DNS for outbound mail: MX, AAAA and A lookups over `hickory-resolver`.
+//!
+//! In: a domain or host name, and once at start the name servers (our option
+//! `NameServers=ADDR[:PORT],...`, UDP and TCP to each) or else the system's
+//! `/etc/resolv.conf`. Out: an [`Answer`] per lookup, which keeps apart what delivery must
+//! treat differently (the classification hickory's `NoRecords.response_code` makes):
+//!
+//! * [`Answer::Found`] — the records, in the order the server gave them;
+//! * [`Answer::NxDomain`] — the name does not exist: a permanent failure;
+//! * [`Answer::NoData`] — the name exists but has no record of this type; for MX this is the
+//!   *implicit MX* of RFC 5321 §5.1 (deliver to the domain's own addresses);
+//! * [`Answer::Temporary`] — SERVFAIL, REFUSED, timeout, no server reachable: try later.
+//!
+//! `/etc/hosts` is honoured for A and AAAA (hickory consults it before asking a server).
+//! Names are looked up as absolute names (a trailing dot is added), so the resolver's
+//! `search` list never turns `example.com` into `example.com.corp.example`.
+//!
+//! RFCs: RFC 1035 (records), RFC 2308 (NXDOMAIN vs NODATA), RFC 5321 §5.1 (MX), RFC 7505
+//! (null MX: see [`crate::deliver::remote::route`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use crate::config::Config;
+
+/// The result of one lookup, classified for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<T> {
+    /// At least one record of the asked type.
+    Found(Vec<T>),
+    /// NXDOMAIN: the name does not exist.
+    NxDomain,
+    /// NOERROR with no record of this type: the name exists.
+    NoData,
+    /// No usable answer now (SERVFAIL, REFUSED, timeout, ...); the text says which.
+    Temporary(String),
+}
+
+/// One MX record. `exchange` is the host name without its trailing dot; the root name `.`
+/// (RFC 7505 null MX) is kept as `"."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxRecord {
+    pub preference: u16,
+    pub exchange: String,
+}
+
+impl MxRecord {
+    pub fn new(preference: u16, exchange: &str) -> MxRecord {
+        MxRecord {
+            preference,
+            exchange: exchange.to_string(),
+        }
+    }
+
+    /// RFC 7505: a single `MX 0 .` says the domain accepts no mail.
+    pub fn is_null(&self) -> bool {
+        self.exchange == "." || self.exchange.is_empty()
+    }
+}
+
+/// How hard the resolver tries before a lookup is [`Answer::Temporary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsOptions {
+    /// Wait for one answer from one server (sendmail's `Timeout.resolver.retrans`, 5 s).
+    pub timeout: Duration,
+    /// Tries per server (sendmail's `Timeout.resolver.retry`, 4).
+    pub attempts: usize,
+}
+
+impl Default for DnsOptions {
+    fn default() -> DnsOptions {
+        DnsOptions {
+            timeout: Duration::from_secs(5),
+            attempts: 4,
+        }
+    }
+}
+
+/// The resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsSetupError {
+    /// `/etc/resolv.conf` (or the system's equivalent) could not be read or parsed.
+    #[error("cannot read the system resolver configuration: {0}")]
+    SystemConfig(String),
+    /// The resolver refused the configuration.
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// A resolver for the delivery agents; cheap to clone (shares its cache).
+#[derive(Clone)]
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dns")
+    }
+}
+
+impl Dns {
+    /// A resolver asking `name_servers` (UDP, and TCP for truncated answers), or the
+    /// system's configuration when the list is empty.
+    pub fn new(name_servers: &[SocketAddr], options: DnsOptions) -> Result<Dns, DnsSetupError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if name_servers.is_empty() {
+            TokioResolver::builder(provider)
+                .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?
+        } else {
+            let servers = name_servers.iter().map(|sa| server_config(*sa)).collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.timeout = options.timeout;
+        opts.attempts = options.attempts.max(1);
+        opts.use_hosts_file = ResolveHosts::Always;
+        let resolver = builder
+            .build()
+            .map_err(|e| DnsSetupError::Build(e.to_string()))?;
+        Ok(Dns { resolver })
+    }
+
+    /// The resolver the configuration asks for: `NameServers`, and the
+    /// `Timeout.resolver.retrans` / `Timeout.resolver.retry` values when set.
+    pub fn from_config(config: &Config) -> Result<Dns, DnsSetupError> {
+        let t = &config.options.timeouts;
+        let mut options = DnsOptions::default();
+        if let Some(d) = t.resolver_retrans_normal.or(t.resolver_retrans_first)
+            && !d.is_zero()
+        {
+            options.timeout = d;
+        }
+        if let Some(n) = t.resolver_retry_normal.or(t.resolver_retry_first) {
+            options.attempts = n.max(1) as usize;
+        }
+        Dns::new(&config.options.name_servers, options)
+    }
+
+    /// The MX records of `domain`.
+    pub async fn mx(&self, domain: &str) -> Answer<MxRecord> {
+        self.lookup(domain, RecordType::MX, |rdata| match rdata {
+            RData::MX(mx) => {
+                let name = mx.exchange.to_ascii();
+                let name = if name == "." {
+                    name
+                } else {
+                    name.trim_end_matches('.').to_string()
+                };
+                Some(MxRecord {
+                    preference: mx.preference,
+                    exchange: name,
+                })
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The IPv6 addresses of `host` (AAAA records, or `/etc/hosts`).
+    pub async fn aaaa(&self, host: &str) -> Answer<Ipv6Addr> {
+        self.lookup(host, RecordType::AAAA, |rdata| match rdata {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The IPv4 addresses of `host` (A records, or `/etc/hosts`).
+    pub async fn a(&self, host: &str) -> Answer<Ipv4Addr> {
+        self.lookup(host, RecordType::A, |rdata| match rdata {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn lookup<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<T> {
+        let absolute = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
+        match self.resolver.lookup(absolute.as_str(), rtype).await {
+            Ok(lookup) => {
+                let found: Vec<T> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| pick(&r.data))
+                    .collect();
+                if found.is_empty() {
+                    Answer::NoData
+                } else {
+                    Answer::Found(found)
+                }
+            }
+            Err(e) => classify_error(&e),
+        }
+    }
+}
+
+fn server_config(sa: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = sa.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = sa.port();
+    NameServerConfig::new(sa.ip(), true, vec![udp, tcp])
+}
+
+/// The one place a resolver error becomes NXDOMAIN, NODATA or temporary.
+fn classify_error<T>(e: &NetError) -> Answer<T> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => match nr.response_code {
+            ResponseCode::NXDomain => Answer::NxDomain,
+            ResponseCode::NoError => Answer::NoData,
+            code => Answer::Temporary(format!("server answered {code}")),
+        },
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::NXDomain)) => Answer::NxDomain,
+        NetError::Dns(DnsError::ResponseCode(code)) => {
+            Answer::Temporary(format!("server answered {code}"))
+        }
+        NetError::Timeout => Answer::Temporary("timeout".to_string()),
+        other => Answer::Temporary(other.to_string()),
+    }
+}
+
+/// An address as it is written in logs and `relay=`: `[192.0.2.1]`,
+/// `[IPv6:2001:db8:0:0:0:0:0:1]` (sendmail's uncompressed form, facts §3.4).
+pub fn bracketed(ip: IpAddr) -> String {
+    format!("[{}]", crate::smtp::session::format_ip(ip))
+}
+
+#[cfg(test)]
+pub(crate) mod test_server;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Delivery from the queue: two sendmail-rs instances, one relaying to the other through a
+//! smart host (`DSrelay:[127.0.0.1]` with `Mrelay … A=TCP $h PORT`), over real SMTP.
+
+mod support;
+
+use support::{Daemon, Smtp};
+
+#[test]
+fn a_queued_message_is_relayed_to_the_smart_host_and_crossed_off() {
+    // The next hop: a second sendmail-rs on 127.0.0.1 (it accepts relaying from the host).
+    let mut b = Daemon::start(
+        "Djsink.example.test\nO DaemonPortOptions=Name=B-v4, Family=inet, Port=0, Addr=127.0.0.1\n",
+        &["-O", "DeliveryMode=queueonly"],
+    );
+    let b_port = b.addr_of("B-v4").port();
+
+    let a_cf = format!(
+        "Djmta.example.test\n\
+         DSrelay:[127.0.0.1]\n\
+         O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n\
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {b_port}\n"
+    );
+    let mut a = Daemon::start(&a_cf, &[]);
+    let v6 = a.addr_of("MTA-v6");
+    let mut c = Smtp::connect(v6);
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@remote.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("DATA")[0].starts_with("354"));
+    c.send("Subject: relayed\r\n\r\nthrough the smart host\r\n.");
+    let accepted = c.reply();
+    assert!(accepted[0].starts_with("250 2.0.0 "), "{accepted:?}");
+    c.cmd("QUIT");
+
+    let log = a.wait_log("stat=Sent");
+    let to = log
+        .lines()
+        .find(|l| l.contains("to=<bob@remote.example.test>"))
+        .unwrap();
+    assert!(to.contains(", mailer=relay, "), "{to}");
+    assert!(
+        to.contains(", relay=[127.0.0.1] [127.0.0.1], dsn=2.0.0, stat=Sent (2.0.0 "),
+        "{to}"
+    );
+    assert!(to.contains(" Message accepted for delivery)"), "{to}");
+
+    // B has it; A's queue is empty once the message is crossed off.
+    let b_log = b.wait_log("from=<sender@client.example.test>");
+    assert!(b_log.contains("nrcpts=1"), "{b_log}");
+    let start = std::time::Instant::now();
+    loop {
+        let out = support::run(&[
+            "-bp",
+            "-C",
+            a.cf.to_str().unwrap(),
+            "-O",
+            &format!("QueueDirectory={}", a.queue_dir().display()),
+        ]);
+        let q = String::from_utf8_lossy(&out.stdout).to_string();
+        if q.contains("is empty") {
+            break;
+        }
+        assert!(start.elapsed() < support::WAIT, "still queued:\n{q}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_refused_next_hop_defers_and_keeps_the_message() {
+    // Nothing listens on the relay's port: the connection is refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cf = format!(
+        "Djmta.example.test\n\
+         DSrelay:[127.0.0.1]\n\
+         O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
+    );
+    let mut a = Daemon::start(&cf, &[]);
+    let v4 = a.addr_of("MTA-v4");
+    let mut c = Smtp::connect(v4);
+    c.reply();
+    c.cmd("HELO client.example.test");
+    c.cmd("MAIL FROM:<sender@client.example.test>");
+    c.cmd("RCPT TO:<bob@remote.example.test>");
+    c.cmd("DATA");
+    c.send("Subject: deferred\r\n\r\nx\r\n.");
+    assert!(c.reply()[0].starts_with("250 2.0.0 "));
+    c.cmd("QUIT");
+    let log = a.wait_log("stat=Deferred");
+    assert!(
+        log.contains(&format!("makeconnection ([127.0.0.1] [127.0.0.1].{port} (2)) failed: Connection refused by [127.0.0.1]")),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=4.4.1, stat=Deferred: Connection refused by [127.0.0.1]"),
+        "{log}"
+    );
+    let out = support::run(&[
+        "-bp",
+        "-C",
+        a.cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", a.queue_dir().display()),
+    ]);
+    let q = String::from_utf8_lossy(&out.stdout);
+    assert!(q.contains("(1 request)"), "{q}");
+    assert!(
+        q.contains("(Deferred: Connection refused by [127.0.0.1])"),
+        "{q}"
+    );
+}
