@@ -147,3 +147,42 @@ fn an_unknown_user_bounces_with_sendmails_status() {
         "nothing created"
     );
 }
+
+#[test]
+fn the_runner_helper_delivers_a_recipient_and_reports_one_outcome() {
+    use sendmail_rs::deliver::local::deliver_recipient;
+    let dir = tempfile::tempdir().unwrap();
+    let table = aliases::parse(
+        "all: jo, ghost, far@away.test\nboth: jo, kim\n",
+        Path::new("aliases"),
+    )
+    .unwrap();
+    let none = |_: &str| None;
+    let mut expander = Expander::new(&table);
+    expander.users = &none;
+    let agent = LocalDelivery {
+        spool_dir: dir.path().to_path_buf(),
+        users: Box::new(|n| {
+            ["jo", "kim"].contains(&n).then(|| MailUser {
+                name: n.into(),
+                uid: 0,
+                gid: 0,
+                home: "/".into(),
+            })
+        }),
+        ..LocalDelivery::default()
+    };
+    let msg = message("boss@example.test", "all");
+    let r = deliver_recipient(&agent, &expander, "all", &msg);
+    assert_eq!(r.remote, vec!["far@away.test".to_string()]);
+    assert_eq!(r.results.len(), 2);
+    assert_eq!(r.results[0].1, Outcome::Delivered);
+    assert_eq!(r.combined(), Outcome::user_unknown());
+    let r = deliver_recipient(&agent, &expander, "both", &msg);
+    assert_eq!(r.combined(), Outcome::Delivered);
+    let jo = fs::read_to_string(dir.path().join("jo")).unwrap();
+    assert!(jo.starts_with("From boss@example.test "));
+    assert_eq!(jo.matches("\nFrom boss@example.test ").count(), 1);
+    assert_eq!(jo.matches("\n>From now on").count(), 2);
+    assert_eq!(jo.matches("\nFrom now on").count(), 0);
+}

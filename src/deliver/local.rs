@@ -541,6 +541,57 @@ impl LocalDelivery {
     }
 }
 
+/// What became of one local recipient: every target its expansion gave, with the outcome
+/// of each local one, and the addresses that are not local (for the remote side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    pub results: Vec<(Target, Outcome)>,
+    pub remote: Vec<String>,
+}
+
+impl RecipientReport {
+    /// One outcome for the queue's recipient: `Delivered` when every target took it; else
+    /// the first temporary failure (the whole recipient is retried — targets that already
+    /// took the message get it again: sendmail avoids that by queueing each expanded
+    /// address on its own, which our queue file does not do yet); else the first
+    /// permanent one.
+    pub fn combined(&self) -> Outcome {
+        let outcomes = || self.results.iter().map(|(_, o)| o);
+        outcomes()
+            .find(|o| o.is_temporary())
+            .or_else(|| outcomes().find(|o| matches!(o, Outcome::Permanent { .. })))
+            .cloned()
+            .unwrap_or(Outcome::Delivered)
+    }
+}
+
+/// For the queue runner, a recipient routed to the `local` mailer (`user` as ruleset 0
+/// left it): expands it through the aliases and `.forward`, delivers to every local
+/// target, and hands back the non-local ones. Blocking (file locks, programs): call it from
+/// `spawn_blocking`.
+pub fn deliver_recipient(
+    agent: &LocalDelivery,
+    expander: &crate::aliases::Expander<'_>,
+    user: &str,
+    msg: &Message,
+) -> RecipientReport {
+    let d = Delivery::from_message(msg);
+    let mut report = RecipientReport {
+        results: Vec::new(),
+        remote: Vec::new(),
+    };
+    for (target, owner) in expander.expand_owned(user) {
+        match target {
+            Target::Remote(addr) => report.remote.push(addr),
+            t => {
+                let o = agent.deliver(&t, owner.as_ref(), &d);
+                report.results.push((t, o));
+            }
+        }
+    }
+    report
+}
+
 /// A finished `|program` delivery: the outcome and what the program printed.
 #[derive(Debug)]
 pub struct ProgramRun {
