@@ -21,6 +21,7 @@
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod aliases;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,0 +1,397 @@
+//! Recipient address → [`Target`](super::Target)s: aliases, `:include:`, `~/.forward`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::parse::split_members;
+use super::{AliasTable, MAX_DEPTH, MAX_INCLUDE_BYTES, Member, Target};
+use crate::log::{Logger, Severity};
+
+/// A local account, as far as expansion needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// A target and whose authority it runs under: the user whose `.forward` (or the non-root
+/// owner of the include file) named it; None for entries of the system alias file.
+pub type OwnedTarget = (Target, Option<LocalUser>);
+
+/// The account with this uid; a bare record (name = the number, home `/`) if it has none.
+fn user_by_uid(uid: u32, gid: u32) -> LocalUser {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => LocalUser {
+            name: u.name,
+            uid,
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        },
+        _ => LocalUser {
+            name: uid.to_string(),
+            uid,
+            gid,
+            home: PathBuf::from("/"),
+        },
+    }
+}
+
+/// Looks a user up in the system's password database.
+pub fn system_user(name: &str) -> Option<LocalUser> {
+    let u = nix::unistd::User::from_name(name).ok().flatten()?;
+    Some(LocalUser {
+        name: u.name,
+        gid: u.gid.as_raw(),
+        uid: u.uid.as_raw(),
+        home: u.dir,
+    })
+}
+
+/// Expands recipient addresses through an [`AliasTable`], includes and `.forward` files.
+pub struct Expander<'a> {
+    table: &'a AliasTable,
+    /// Domains that are this host (sendmail's `$=w`), lower case: `user@<one of these>` is
+    /// the local `user`.
+    pub local_domains: Vec<String>,
+    /// Follow `~/.forward` of local users.
+    pub forward: bool,
+    /// How users are looked up ([`system_user`] by default).
+    pub users: &'a dyn Fn(&str) -> Option<LocalUser>,
+    /// Where `alias X => Y` lines (`LogLevel > 10`, sendmail 8.17 `alias.c`) and
+    /// `forward <file>: <why>` warnings go.
+    pub log: Option<(&'a Logger, Option<&'a str>)>,
+}
+
+impl<'a> Expander<'a> {
+    pub fn new(table: &'a AliasTable) -> Expander<'a> {
+        Expander {
+            table,
+            local_domains: Vec::new(),
+            forward: true,
+            users: &system_user,
+            log: None,
+        }
+    }
+
+    /// An expander for `config`: local domains from class `w` plus `$j`, `.forward` on.
+    pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
+        let mut e = Expander::new(table);
+        e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
+        if !config.host.fqdn.is_empty() {
+            e.local_domains.push(config.host.fqdn.clone());
+        }
+        e
+    }
+
+    /// All targets for `addr`, duplicates removed, in order of first appearance.
+    pub fn expand(&self, addr: &str) -> Vec<Target> {
+        self.expand_owned(addr)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Like [`Expander::expand`], with each target's owner: local delivery runs a `|program`
+    /// as that user and writes a `/file` only if that user owns it.
+    pub fn expand_owned(&self, addr: &str) -> Vec<OwnedTarget> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut chain = Vec::new();
+        self.expand_address(addr, 0, None, &mut chain, &mut out);
+        out.retain(|(t, _)| seen.insert(t.clone()));
+        out
+    }
+
+    /// `Some(local part)` when `addr` is local (no domain, or a local domain).
+    fn local_part<'s>(&self, addr: &'s str) -> Option<&'s str> {
+        let addr = addr.trim();
+        let addr = addr
+            .strip_prefix('<')
+            .and_then(|a| a.strip_suffix('>'))
+            .unwrap_or(addr);
+        match addr.rsplit_once('@') {
+            None => Some(addr),
+            Some((user, dom)) => {
+                let dom = dom.trim_end_matches('.').to_ascii_lowercase();
+                self.local_domains
+                    .iter()
+                    .any(|d| d.trim_end_matches('.').eq_ignore_ascii_case(&dom))
+                    .then_some(user)
+            }
+        }
+    }
+
+    fn note(&self, sev: Severity, min_level: u32, msg: fmt::Arguments<'_>) {
+        if let Some((logger, qid)) = self.log
+            && logger.enabled(min_level)
+        {
+            logger.log(sev, qid, msg);
+        }
+    }
+
+    fn expand_address(
+        &self,
+        addr: &str,
+        depth: usize,
+        owner: Option<&LocalUser>,
+        chain: &mut Vec<String>,
+        out: &mut Vec<OwnedTarget>,
+    ) {
+        let mut push = |t: Target| out.push((t, owner.cloned()));
+        let Some(local) = self.local_part(addr) else {
+            push(Target::Remote(addr.trim().to_string()));
+            return;
+        };
+        let key = local.to_ascii_lowercase();
+        if chain.contains(&key) {
+            // Self-reference: deliver to the user without aliasing again.
+            push(Target::User(local.to_string()));
+            return;
+        }
+        if depth > MAX_DEPTH {
+            push(loop_error(addr, depth));
+            return;
+        }
+        if let Some(alias) = self.table.get(local) {
+            self.note(
+                Severity::Info,
+                10,
+                format_args!("alias {} => {}", addr.trim(), alias.rhs.trim()),
+            );
+            chain.push(key);
+            for m in alias.members() {
+                self.expand_member(&m, depth + 1, owner, chain, out);
+            }
+            chain.pop();
+            return;
+        }
+        if self.forward
+            && let Some(user) = (self.users)(local)
+        {
+            let members = match self.read_forward(&user) {
+                Ok(Some(members)) => members,
+                Ok(None) => {
+                    push(Target::User(local.to_string()));
+                    return;
+                }
+                Err(why) => {
+                    push(Target::Error {
+                        address: local.to_string(),
+                        reason: format!("transient .forward open error ({why}): message queued"),
+                        dsn: "4.3.0".into(),
+                        temporary: true,
+                    });
+                    return;
+                }
+            };
+            chain.push(key);
+            for m in members {
+                self.expand_member(&m, depth + 1, Some(&user), chain, out);
+            }
+            chain.pop();
+            return;
+        }
+        push(Target::User(local.to_string()));
+    }
+
+    fn expand_member(
+        &self,
+        m: &Member,
+        depth: usize,
+        owner: Option<&LocalUser>,
+        chain: &mut Vec<String>,
+        out: &mut Vec<OwnedTarget>,
+    ) {
+        let owned = |t: Target| (t, owner.cloned());
+        match m {
+            Member::Address(a) => self.expand_address(a, depth, owner, chain, out),
+            Member::Direct(u) => out.push(owned(Target::User(u.clone()))),
+            Member::File(p) => out.push(owned(Target::File(p.clone()))),
+            Member::Program(c) => out.push(owned(Target::Program(c.clone()))),
+            Member::Include(p) => {
+                if depth > MAX_DEPTH {
+                    out.push(owned(loop_error(
+                        &format!(":include:{}", p.display()),
+                        depth,
+                    )));
+                    return;
+                }
+                let key = format!(":include:{}", p.display());
+                if chain.contains(&key) {
+                    out.push(owned(Target::Error {
+                        address: key,
+                        reason: "include loop".into(),
+                        dsn: "5.4.6".into(),
+                        temporary: false,
+                    }));
+                    return;
+                }
+                match read_safe(p, None) {
+                    Ok(file) => {
+                        // sendmail runs an include file's entries as its owner (unless root)
+                        let file_owner = (file.uid != 0).then(|| user_by_uid(file.uid, file.gid));
+                        let owner = file_owner.as_ref().or(owner);
+                        chain.push(key);
+                        for m in split_members(&strip_comments(&file.text)) {
+                            self.expand_member(&m, depth + 1, owner, chain, out);
+                        }
+                        chain.pop();
+                    }
+                    Err(why) => {
+                        let temporary = why.is_transient();
+                        out.push(owned(Target::Error {
+                            address: key,
+                            reason: format!("Cannot open {}: {why}", p.display()),
+                            dsn: if temporary { "4.3.0" } else { "5.3.0" }.into(),
+                            temporary,
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The members of `~user/.forward`: None when absent, empty or unsafe (logged), an
+    /// error when reading failed for a passing reason (sendmail then queues the address).
+    fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
+        let path = user.home.join(".forward");
+        match read_safe(&path, Some(user.uid)) {
+            Ok(file) => {
+                let members = split_members(&strip_comments(&file.text));
+                Ok((!members.is_empty()).then_some(members))
+            }
+            Err(ReadSafeError::Missing) => Ok(None),
+            Err(why) if why.is_transient() => {
+                self.note(
+                    Severity::Err,
+                    2,
+                    format_args!("forward {}: transient error: {why}", path.display()),
+                );
+                Err(why)
+            }
+            Err(why) => {
+                // sendmail: LOG_WARNING when LogLevel > 2 (root) / > 10 (otherwise).
+                let level = if nix::unistd::geteuid().is_root() {
+                    2
+                } else {
+                    10
+                };
+                self.note(
+                    Severity::Warning,
+                    level,
+                    format_args!("forward {}: {why}", path.display()),
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn loop_error(addr: &str, depth: usize) -> Target {
+    Target::Error {
+        address: addr.trim().to_string(),
+        reason: format!("aliasing/forwarding loop broken ({depth} aliases deep; {MAX_DEPTH} max)"),
+        dsn: "5.4.6".into(),
+        temporary: false,
+    }
+}
+
+fn strip_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `.forward` or include file that passed the checks, and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeFile {
+    pub text: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Why a `.forward` or include file was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadSafeError {
+    Missing,
+    Unsafe(String),
+    /// Reading failed; `transient` as sendmail's `transienterror()` judges the errno.
+    Io {
+        message: String,
+        transient: bool,
+    },
+}
+
+impl ReadSafeError {
+    pub(super) fn io(e: &std::io::Error) -> ReadSafeError {
+        use nix::libc::*;
+        let transient = matches!(
+            e.raw_os_error(),
+            Some(EIO | EAGAIN | ETIMEDOUT | ENOSPC | ENOMEM | ENFILE | EMFILE | EINTR | ESTALE)
+        );
+        ReadSafeError::Io {
+            message: e.to_string(),
+            transient,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ReadSafeError::Io {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+impl fmt::Display for ReadSafeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadSafeError::Missing => f.write_str("No such file or directory"),
+            ReadSafeError::Unsafe(s) | ReadSafeError::Io { message: s, .. } => f.write_str(s),
+        }
+    }
+}
+
+/// sendmail's safe-file rules, simply: a regular file, not group- or world-writable, and
+/// (when `owner` is given) owned by that uid or root.
+pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadSafeError::Missing),
+        Err(e) => return Err(ReadSafeError::io(&e)),
+    };
+    if !meta.is_file() {
+        return Err(ReadSafeError::Unsafe("not a regular file".into()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(ReadSafeError::Unsafe("group or world writable file".into()));
+    }
+    if let Some(uid) = owner
+        && meta.uid() != uid
+        && meta.uid() != 0
+    {
+        return Err(ReadSafeError::Unsafe(format!(
+            "owned by uid {}, not by the user ({uid}) or root",
+            meta.uid()
+        )));
+    }
+    if meta.len() > MAX_INCLUDE_BYTES {
+        return Err(ReadSafeError::Unsafe("file too large".into()));
+    }
+    let bytes = fs::read(path).map_err(|e| ReadSafeError::io(&e))?;
+    Ok(SafeFile {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
+}

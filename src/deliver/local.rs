@@ -1,0 +1,1017 @@
+//! Local delivery: a message and one local [`Target`] in, an [`Outcome`] out.
+//!
+//! In: the message (headers, blank line, body; LF line ends, as the queue keeps it), its
+//! envelope sender, and a target from alias expansion ([`crate::aliases::Target`]): a local
+//! user, a `/file`, a `|program`. Out: [`Outcome::Delivered`], or a temporary / permanent
+//! failure carrying sendmail's `dsn=` code and `stat=` text for the `to=` log line.
+//!
+//! * **mbox** (a user's `<spool>/USER`, `/var/mail` by default, and `/file` targets): a
+//!   `From <sender> <ctime date>` line, an optional `Return-Path: <sender>` header (the
+//!   local mailer's `P` flag), the message with every line that starts with `From ` quoted
+//!   as `>From ` — the *mboxo* rule mail.local and sendmail's `E` mailer flag apply (lines
+//!   already starting with `>From ` are left alone) — then a blank line. Locking, as mail
+//!   readers expect: the dotlock `USER.lock` beside the mailbox (created with `O_EXCL`; one
+//!   older than [`LocalDelivery::stale_lock`] is removed), then an `fcntl` write lock and a
+//!   `flock` on the mailbox itself (Linux keeps the two apart, so readers using either are
+//!   excluded). The message is appended, fsynced, and on any error the file is truncated
+//!   back to its original length: a mailbox never holds half a message, and the failure is
+//!   temporary. `/file` targets are locked with `fcntl` + `flock` only (no dotlock: the
+//!   directory is usually not ours).
+//! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
+//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, directory
+//!   fsynced; every directory below the trusted base is opened relative to its parent
+//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
+//! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
+//!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `HOME`, `USER`,
+//!   `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
+//!   on stdin, a time limit. The exit status maps through sysexits(3) as sendmail's
+//!   `giveresponse` does: `EX_TEMPFAIL`, `EX_OSERR`, `EX_IOERR` and death by a signal are
+//!   temporary, everything else permanent.
+//!
+//! Privileges (when running as root): a `|program` runs as its owner — the user whose
+//! `.forward` named it, the non-root owner of an include file — or as `DefaultUser` for
+//! the system alias file (std's `Command::uid/gid`, which also drops supplementary groups).
+//! File work stays in this process as root, made safe by checks on the open descriptor: a
+//! user's mailbox is opened without following symlinks, must be a regular file with one
+//! link owned by that user, and a newly created one (`O_EXCL`) is given to the user with
+//! mode 0600; a `/file` named on a user's behalf must already exist and belong to them; a
+//! Maildir on a `.forward`'s behalf is refused. Running file deliveries fully as the recipient
+//! (sendmail changes uid for them) is still to come.
+//!
+//! Sources: sendmail 8.17 `deliver.c` (`mailfile`, `putfromline`, `giveresponse`),
+//! `conf.c` (`SysExMsg`), mail.local(8); RFC 3463 for the status codes; the Maildir
+//! specification (cr.yp.to/proto/maildir.html) for the unique names.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::aliases::Target;
+use crate::queue::Message;
+use crate::sysexits::*;
+
+/// What happened to one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `dsn=2.0.0, stat=Sent`.
+    Delivered,
+    /// Try again later: `stat=Deferred: <reason>`.
+    Temporary { dsn: String, reason: String },
+    /// Bounce: `stat=<reason>`.
+    Permanent { dsn: String, reason: String },
+}
+
+impl Outcome {
+    fn temp(dsn: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Temporary {
+            dsn: dsn.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn perm(dsn: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Permanent {
+            dsn: dsn.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The unknown-user bounce: `dsn=5.1.1, stat=User unknown`.
+    pub fn user_unknown() -> Outcome {
+        Outcome::perm("5.1.1", "User unknown")
+    }
+
+    /// The `dsn=` field.
+    pub fn dsn(&self) -> &str {
+        match self {
+            Outcome::Delivered => "2.0.0",
+            Outcome::Temporary { dsn, .. } | Outcome::Permanent { dsn, .. } => dsn,
+        }
+    }
+
+    /// The `stat=` field: `Sent`, `Deferred: …`, or the permanent reason.
+    pub fn stat(&self) -> String {
+        match self {
+            Outcome::Delivered => "Sent".to_string(),
+            Outcome::Temporary { reason, .. } if reason == "Deferred" => reason.clone(),
+            Outcome::Temporary { reason, .. } => format!("Deferred: {reason}"),
+            Outcome::Permanent { reason, .. } => reason.clone(),
+        }
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Outcome::Temporary { .. })
+    }
+
+    /// sendmail's reading of a mailer's exit status (`giveresponse`, `SysExMsg`).
+    pub fn from_exit_code(code: i32) -> Outcome {
+        let (smtp, dsn, text) = match code {
+            EX_OK => return Outcome::Delivered,
+            EX_USAGE => (500, "5.0.0", "Bad usage"),
+            EX_DATAERR => (501, "5.6.0", "Data format error"),
+            EX_NOINPUT => (550, "5.3.0", "Cannot open input"),
+            EX_NOUSER => (550, "5.1.1", "User unknown"),
+            EX_NOHOST => (550, "5.1.2", "Host unknown"),
+            EX_UNAVAILABLE => (554, "5.0.0", "Service unavailable"),
+            EX_SOFTWARE => (554, "5.3.0", "Internal error"),
+            EX_OSERR => (451, "4.0.0", "Operating system error"),
+            EX_OSFILE => (554, "5.3.5", "System file missing"),
+            EX_CANTCREAT => (550, "5.0.0", "Can't create output"),
+            EX_IOERR => (451, "4.0.0", "I/O error"),
+            EX_TEMPFAIL => (450, "4.0.0", "Deferred"),
+            EX_PROTOCOL => (554, "5.5.0", "Remote protocol error"),
+            EX_NOPERM => (550, "5.0.0", "Insufficient permission"),
+            EX_CONFIG => (554, "5.3.5", "Local configuration error"),
+            _ => return Outcome::perm("5.3.0", format!("unknown mailer error {code}")),
+        };
+        if smtp < 500 {
+            Outcome::temp(dsn, text)
+        } else {
+            Outcome::perm(dsn, text)
+        }
+    }
+}
+
+/// How a user's mailbox is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxFormat {
+    /// `<spool_dir>/<user>`.
+    Mbox,
+    /// `<home>/<this>/` (for example `Maildir`).
+    Maildir(PathBuf),
+}
+
+/// A local account: who gets the mailbox, and as whom a program runs.
+pub type MailUser = crate::aliases::LocalUser;
+
+/// Looks `name` up in the system's password database.
+pub fn system_mail_user(name: &str) -> Option<MailUser> {
+    crate::aliases::system_user(name)
+}
+
+/// How [`LocalDelivery`] finds a user by name.
+pub type UserLookup = Box<dyn Fn(&str) -> Option<MailUser> + Send + Sync>;
+
+/// The message as local delivery sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// Envelope sender, no angle brackets; empty for `<>`.
+    pub sender: &'a str,
+    /// Headers, blank line, body; LF line ends.
+    pub message: &'a [u8],
+}
+
+impl<'a> Delivery<'a> {
+    pub fn from_message(msg: &'a Message) -> Delivery<'a> {
+        Delivery {
+            sender: &msg.envelope.sender,
+            message: &msg.body,
+        }
+    }
+
+    /// The `From ` line's sender: the envelope sender, `MAILER-DAEMON` for `<>`.
+    fn envelope_from(&self) -> &str {
+        if self.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            self.sender
+        }
+    }
+}
+
+/// The local delivery agent's settings.
+pub struct LocalDelivery {
+    /// Where mbox mailboxes live (`/var/mail`).
+    pub spool_dir: PathBuf,
+    pub format: MailboxFormat,
+    /// Add `Return-Path: <sender>` at the top (sendmail's local mailer `P` flag).
+    pub return_path: bool,
+    /// How long to wait for a mailbox lock before deferring.
+    pub lock_timeout: Duration,
+    /// A dotlock older than this is someone's leftover and is removed.
+    pub stale_lock: Duration,
+    /// How long a `|program` may run.
+    pub program_timeout: Duration,
+    /// This host's name, for Maildir file names.
+    pub hostname: String,
+    /// How users are looked up ([`system_mail_user`] by default).
+    pub users: UserLookup,
+    /// sendmail's `DefaultUser` (uid, gid): when running as root, `|program`s of the
+    /// system alias file (no owner) run as this; None keeps the current user.
+    pub default_user: Option<(u32, u32)>,
+}
+
+impl Default for LocalDelivery {
+    fn default() -> Self {
+        LocalDelivery {
+            spool_dir: PathBuf::from("/var/mail"),
+            format: MailboxFormat::Mbox,
+            return_path: true,
+            lock_timeout: Duration::from_secs(60),
+            stale_lock: Duration::from_secs(300),
+            program_timeout: Duration::from_secs(600),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+            users: Box::new(system_mail_user),
+            default_user: None,
+        }
+    }
+}
+
+/// Maildir unique-name sequence within this process.
+static MAILDIR_SEQ: AtomicU64 = AtomicU64::new(0);
+/// How long a finished program's output pipes may stay open (a background child).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// Longest program output kept (for the log / bounce).
+pub const MAX_PROGRAM_OUTPUT: usize = 4096;
+
+impl LocalDelivery {
+    /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
+    /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
+    /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
+    /// The spool directory stays `/var/mail`.
+    pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
+        let default_user = match &config.options.default_user {
+            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
+        }
+        .unwrap_or((1, 1));
+        let mut d = LocalDelivery {
+            return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
+            default_user: Some(default_user),
+            ..LocalDelivery::default()
+        };
+        let fileopen = config.options.timeouts.fileopen;
+        if !fileopen.is_zero() {
+            d.lock_timeout = fileopen;
+        }
+        if !config.host.short.is_empty() {
+            d.hostname = config.host.short.clone();
+        }
+        d
+    }
+
+    /// Delivers to one target. `owner` is the target's owner from
+    /// [`crate::aliases::Expander::expand_owned`]: the user whose `.forward` named it, None
+    /// for the system alias file. A `|program` runs as the owner (as [`Self::default_user`]
+    /// without one) when we are root; a `/file` of an owner must already exist and belong
+    /// to them; a Maildir of an owner is refused (nothing is created with root's rights on
+    /// a user's say-so). [`Target::Remote`] is not local: a permanent `5.3.5` error here.
+    pub fn deliver(&self, target: &Target, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
+        match target {
+            Target::User(name) => self.deliver_user(name, d),
+            Target::File(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
+                match owner {
+                    Some(u) if u.uid != nix::unistd::geteuid().as_raw() => Outcome::perm(
+                        "5.3.0",
+                        format!(
+                            "{}: Maildir delivery on behalf of {} is not supported",
+                            path.display(),
+                            u.name
+                        ),
+                    ),
+                    _ => self.deliver_maildir(path, Path::new(""), None, d),
+                }
+            }
+            Target::File(path) => match owner {
+                Some(u) if u.uid != nix::unistd::geteuid().as_raw() => {
+                    self.deliver_owned_file(path, u, d)
+                }
+                _ => self.deliver_file(path, d),
+            },
+            Target::Program(cmd) => self.deliver_program(cmd, owner, d),
+            Target::Remote(addr) => Outcome::perm(
+                "5.3.5",
+                format!("{addr}: not a local address (local configuration error)"),
+            ),
+            Target::Error {
+                reason,
+                dsn,
+                temporary,
+                ..
+            } => {
+                if *temporary {
+                    Outcome::temp(dsn, reason.clone())
+                } else {
+                    Outcome::perm(dsn, reason.clone())
+                }
+            }
+        }
+    }
+
+    /// A local user's mailbox, per [`LocalDelivery::format`].
+    pub fn deliver_user(&self, name: &str, d: &Delivery) -> Outcome {
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+            return Outcome::user_unknown();
+        }
+        let Some(user) = (self.users)(name) else {
+            return Outcome::user_unknown();
+        };
+        match &self.format {
+            MailboxFormat::Mbox => {
+                let path = self.spool_dir.join(&user.name);
+                self.deliver_mbox(&path, Some(&user), true, d)
+            }
+            MailboxFormat::Maildir(rel) => self.deliver_maildir(&user.home, rel, Some(&user), d),
+        }
+    }
+
+    /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
+    pub fn deliver_file(&self, path: &Path, d: &Delivery) -> Outcome {
+        self.deliver_mbox(path, None, false, d)
+    }
+
+    /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
+    /// (checked on the open descriptor, so no symlink or rename race), never created.
+    pub fn deliver_owned_file(&self, path: &Path, owner: &MailUser, d: &Delivery) -> Outcome {
+        let cant = |why: String| {
+            Outcome::perm(
+                "5.0.0",
+                format!("Can't create output: {}: {why}", path.display()),
+            )
+        };
+        let mut file = match OpenOptions::new()
+            .append(true)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if is_permanent_open_error(&e) => return cant(e.to_string()),
+            Err(e) => return io_outcome(path, &e),
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => {}
+            Ok(_) => {
+                return cant(format!(
+                    "not a regular file of {} (files named in a .forward must exist and belong to its owner)",
+                    owner.name
+                ));
+            }
+            Err(e) => return io_outcome(path, &e),
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        if let Err(o) = lock_file(&file, path, deadline) {
+            return o;
+        }
+        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
+        match append_or_rollback(&mut file, &bytes) {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => io_outcome(path, &e),
+        }
+    }
+
+    /// Appends to the mbox at `path`; see the module doc for the format and locking.
+    pub fn deliver_mbox(
+        &self,
+        path: &Path,
+        owner: Option<&MailUser>,
+        dotlock: bool,
+        d: &Delivery,
+    ) -> Outcome {
+        let deadline = Instant::now() + self.lock_timeout;
+        let _dotlock = if dotlock {
+            match DotLock::acquire(path, deadline, self.stale_lock) {
+                Ok(l) => Some(l),
+                Err(o) => return o,
+            }
+        } else {
+            None
+        };
+        let mut file = match open_or_create(path) {
+            Ok((f, created)) => {
+                // only a file this call created (O_EXCL) is handed to the user
+                if created && let Some(u) = owner {
+                    give_to(&f, u);
+                }
+                f
+            }
+            Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
+                return Outcome::perm(
+                    "5.0.0",
+                    format!("Can't create output: {}: {e}", path.display()),
+                );
+            }
+            Err(e) => return io_outcome(path, &e),
+        };
+        match file.metadata() {
+            Ok(m) if !m.is_file() => {
+                return Outcome::temp("4.3.0", format!("{}: not a regular file", path.display()));
+            }
+            Ok(m) if m.nlink() > 1 => {
+                return Outcome::temp("4.3.0", format!("{}: too many links", path.display()));
+            }
+            // mail.local: a mailbox must belong to its user (when we can tell them apart)
+            Ok(m)
+                if owner.is_some_and(|u| m.uid() != u.uid) && nix::unistd::geteuid().is_root() =>
+            {
+                return Outcome::temp(
+                    "4.3.0",
+                    format!(
+                        "{}: mailbox owned by uid {}, not by its user",
+                        path.display(),
+                        m.uid()
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return io_outcome(path, &e),
+        }
+        if let Err(o) = lock_file(&file, path, deadline) {
+            return o;
+        }
+        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
+        match append_or_rollback(&mut file, &bytes) {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => io_outcome(path, &e),
+        }
+    }
+
+    /// Writes one message into the Maildir `base/rel` (creating it and `tmp`, `new`, `cur`).
+    /// `base` is trusted (an alias-file path, a home directory from the password file);
+    /// below it every directory is opened with `O_NOFOLLOW` relative to its parent's
+    /// descriptor and, for a user's Maildir, must belong to that user — so a symlink or a
+    /// renamed directory cannot send root's writes elsewhere.
+    pub fn deliver_maildir(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> Outcome {
+        let dir = base.join(rel);
+        match self.write_maildir(base, rel, owner, d) {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => io_outcome(&dir, &e),
+        }
+    }
+
+    fn write_maildir(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> io::Result<()> {
+        if owner.is_none() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(base)?;
+        }
+        let mut dir = open_dir(base)?;
+        for part in rel.components() {
+            let std::path::Component::Normal(name) = part else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "Maildir path must be plain names below the base",
+                ));
+            };
+            dir = open_dir_at(&dir, name, owner)?;
+        }
+        let tmp = open_dir_at(&dir, "tmp".as_ref(), owner)?;
+        let new = open_dir_at(&dir, "new".as_ref(), owner)?;
+        open_dir_at(&dir, "cur".as_ref(), owner)?;
+        let name = self.maildir_name();
+        let mut bytes = Vec::with_capacity(d.message.len() + 64);
+        if self.return_path {
+            push_return_path(&mut bytes, d);
+        }
+        bytes.extend_from_slice(d.message);
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut f = File::from(nix::fcntl::openat(
+            tmp.as_fd(),
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?);
+        let result = (|| -> io::Result<()> {
+            if let Some(u) = owner {
+                give_to(&f, u);
+            }
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())?;
+            new.sync_all()
+        })();
+        if result.is_err() {
+            let _ = nix::unistd::unlinkat(
+                tmp.as_fd(),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        result
+    }
+
+    /// `<secs>.<pid>_<seq>.<host>`, with `/` and `:` in the host name escaped as the
+    /// Maildir specification asks.
+    fn maildir_name(&self) -> String {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let seq = MAILDIR_SEQ.fetch_add(1, Ordering::Relaxed);
+        let host = self.hostname.replace('/', "\\057").replace(':', "\\072");
+        format!("{secs}.{}_{seq}.{host}", std::process::id())
+    }
+
+    /// Runs `/bin/sh -c cmd` with the message on stdin; see the module doc. When we are
+    /// root it runs as `owner`, or as [`Self::default_user`] without one.
+    pub fn deliver_program(&self, cmd: &str, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
+        let ids = match owner {
+            Some(u) => Some((u.uid, u.gid)),
+            None => self.default_user,
+        };
+        let ids = ids.filter(|_| nix::unistd::geteuid().is_root());
+        match run_program(cmd, owner, ids, d, self.program_timeout) {
+            Ok(run) => run.outcome,
+            Err(e) => Outcome::temp("4.3.0", format!("cannot run {cmd}: {e}")),
+        }
+    }
+}
+
+/// What became of one local recipient: every target its expansion gave, with the outcome
+/// of each local one, and the addresses that are not local (for the remote side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    pub results: Vec<(Target, Outcome)>,
+    pub remote: Vec<String>,
+}
+
+impl RecipientReport {
+    /// One outcome for the queue's recipient: `Delivered` when every target took it; else
+    /// the first temporary failure (the whole recipient is retried — targets that already
+    /// took the message get it again: sendmail avoids that by queueing each expanded
+    /// address on its own, which our queue file does not do yet); else the first
+    /// permanent one.
+    pub fn combined(&self) -> Outcome {
+        let outcomes = || self.results.iter().map(|(_, o)| o);
+        outcomes()
+            .find(|o| o.is_temporary())
+            .or_else(|| outcomes().find(|o| matches!(o, Outcome::Permanent { .. })))
+            .cloned()
+            .unwrap_or(Outcome::Delivered)
+    }
+}
+
+/// For the queue runner, a recipient routed to the `local` mailer (`user` as ruleset 0
+/// left it): expands it through the aliases and `.forward`, delivers to every local
+/// target, and hands back the non-local ones. Blocking (file locks, programs): call it from
+/// `spawn_blocking`.
+pub fn deliver_recipient(
+    agent: &LocalDelivery,
+    expander: &crate::aliases::Expander<'_>,
+    user: &str,
+    msg: &Message,
+) -> RecipientReport {
+    let d = Delivery::from_message(msg);
+    let mut report = RecipientReport {
+        results: Vec::new(),
+        remote: Vec::new(),
+    };
+    for (target, owner) in expander.expand_owned(user) {
+        match target {
+            Target::Remote(addr) => report.remote.push(addr),
+            t => {
+                let o = agent.deliver(&t, owner.as_ref(), &d);
+                report.results.push((t, o));
+            }
+        }
+    }
+    report
+}
+
+/// A finished `|program` delivery: the outcome and what the program printed.
+#[derive(Debug)]
+pub struct ProgramRun {
+    pub outcome: Outcome,
+    /// stdout and stderr (the first [`MAX_PROGRAM_OUTPUT`] bytes), for the bounce.
+    pub output: Vec<u8>,
+}
+
+/// Runs the program; kills its process group when the time limit passes.
+/// `ids`: (uid, gid) to switch to in the child (std drops supplementary groups too).
+pub fn run_program(
+    cmd: &str,
+    owner: Option<&MailUser>,
+    ids: Option<(u32, u32)>,
+    d: &Delivery,
+    timeout: Duration,
+) -> io::Result<ProgramRun> {
+    let home = owner
+        .map(|u| u.home.clone())
+        .filter(|h| h.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(cmd)
+        .env_clear()
+        .env("PATH", "/bin:/usr/bin")
+        .env("HOME", &home)
+        .env("SENDER", d.envelope_from())
+        .current_dir(&home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(u) = owner {
+        c.env("USER", &u.name);
+    }
+    if let Some((uid, gid)) = ids {
+        c.uid(uid).gid(gid);
+    }
+    let mut child = c.spawn()?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut stdin = child.stdin.take();
+    let message = d.message.to_vec();
+    let writer = std::thread::spawn(move || {
+        if let Some(s) = stdin.as_mut() {
+            // A program that does not read its input is not an error (EPIPE).
+            let _ = s.write_all(&message);
+        }
+        drop(stdin);
+    });
+    // Output is collected by reader threads that report over a channel, so that a
+    // background process still holding the pipes cannot keep the delivery waiting.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
+    let pipes = [
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    ];
+    let mut n_pipes = 0;
+    for (i, pipe) in pipes.into_iter().enumerate() {
+        let Some(mut r) = pipe else { continue };
+        n_pipes += 1;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if tx.send((i, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            // an empty chunk: this pipe is at its end
+            let _ = tx.send((i, Vec::new()));
+        });
+    }
+    drop(tx);
+    let mut parts: [Vec<u8>; 2] = Default::default();
+    let mut open = n_pipes;
+    // Keeps what fits, counts pipes that ended; false when the channel is empty for `wait`.
+    let drain = |wait: Duration, parts: &mut [Vec<u8>; 2], open: &mut usize| {
+        match rx.recv_timeout(wait) {
+            Ok((_, chunk)) if chunk.is_empty() => *open -= 1,
+            Ok((i, chunk)) => {
+                let room = MAX_PROGRAM_OUTPUT.saturating_sub(parts[i].len());
+                parts[i].extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Err(_) => return false,
+        }
+        true
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        if open == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        } else {
+            drain(Duration::from_millis(10), &mut parts, &mut open);
+        }
+    };
+    // The writer is not waited for: it ends when the pipe closes.
+    drop(writer);
+    let grace = Instant::now() + OUTPUT_GRACE;
+    while open > 0
+        && drain(
+            grace.saturating_duration_since(Instant::now()),
+            &mut parts,
+            &mut open,
+        )
+    {}
+    let mut output = parts.concat();
+    output.truncate(MAX_PROGRAM_OUTPUT);
+    let outcome = match status {
+        None => Outcome::temp(
+            "4.4.7",
+            format!("program timed out after {}s", timeout.as_secs()),
+        ),
+        Some(st) => match st.code() {
+            Some(code) => Outcome::from_exit_code(code),
+            // died by a signal: sendmail's endmailer returns EX_TEMPFAIL
+            None => Outcome::temp("4.3.0", "program died with a signal"),
+        },
+    };
+    Ok(ProgramRun { outcome, output })
+}
+
+/// `From <sender> <ctime>` + optional `Return-Path:` + the message with `From ` lines
+/// quoted + a final newline if missing + one blank line.
+pub fn mbox_entry(d: &Delivery, return_path: bool, when: SystemTime) -> Vec<u8> {
+    let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+    let mut out = Vec::with_capacity(d.message.len() + 128);
+    out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+    if return_path {
+        push_return_path(&mut out, d);
+    }
+    for line in d.message.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !d.message.is_empty() && !d.message.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+fn push_return_path(out: &mut Vec<u8>, d: &Delivery) {
+    let has = d
+        .message
+        .get(..12)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"return-path:"));
+    if !has {
+        out.extend_from_slice(format!("Return-Path: <{}>\n", d.sender).as_bytes());
+    }
+}
+
+/// The file operations [`append_or_rollback`] needs; a real [`File`] in use, a file with
+/// a byte budget in tests to play a full disk.
+pub trait AppendFile {
+    fn current_len(&self) -> io::Result<u64>;
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl AppendFile for File {
+    fn current_len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.sync_all()
+    }
+}
+
+/// Appends and fsyncs; on failure cuts the file back to where it was.
+pub fn append_or_rollback<F: AppendFile>(f: &mut F, bytes: &[u8]) -> io::Result<()> {
+    let start = f.current_len()?;
+    let result = f.append(bytes).and_then(|()| f.sync());
+    if let Err(e) = result {
+        let _ = f.truncate_to(start);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// When running as root, hands a new file or directory to the recipient (0600/0700 kept).
+fn give_to(f: &File, u: &MailUser) {
+    if nix::unistd::geteuid().is_root() {
+        let _ = nix::unistd::fchown(
+            f.as_fd(),
+            Some(nix::unistd::Uid::from_raw(u.uid)),
+            Some(nix::unistd::Gid::from_raw(u.gid)),
+        );
+    }
+}
+
+/// A directory we trust by path.
+fn open_dir(path: &Path) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(File::from(nix::fcntl::open(path, flags, Mode::empty())?))
+}
+
+/// `name` below `parent`, not through a symlink, created (0700, given to `owner`) if
+/// absent; a directory that exists must belong to `owner` when we are root.
+fn open_dir_at(
+    parent: &File,
+    name: &std::ffi::OsStr,
+    owner: Option<&MailUser>,
+) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let open = || nix::fcntl::openat(parent.as_fd(), name, flags, Mode::empty()).map(File::from);
+    let dir = match open() {
+        Ok(d) => d,
+        Err(nix::errno::Errno::ENOENT) => {
+            match nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {
+                    let d = open()?;
+                    if let Some(u) = owner {
+                        give_to(&d, u);
+                    }
+                    return Ok(d);
+                }
+                Err(nix::errno::Errno::EEXIST) => open()?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(u) = owner
+        && nix::unistd::geteuid().is_root()
+        && dir.metadata()?.uid() != u.uid
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not owned by {}", name.to_string_lossy(), u.name),
+        ));
+    }
+    Ok(dir)
+}
+
+/// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.
+fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+    for _ in 0..3 {
+        match OpenOptions::new()
+            .append(true)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, true)),
+            // someone else created it in between: open theirs
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "file keeps appearing and disappearing",
+    ))
+}
+
+/// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,
+/// never acquire a controlling terminal.
+const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
+
+/// `DefaultUser=user[:group]`: names or numbers.
+fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()?
+                .gid
+                .as_raw(),
+        };
+    }
+    Some((uid, gid))
+}
+
+fn is_permanent_open_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(nix::libc::ELOOP)
+}
+
+/// An I/O failure on a mailbox: always temporary; full disk and quota get `4.2.2`.
+fn io_outcome(path: &Path, e: &io::Error) -> Outcome {
+    let dsn = match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT) => "4.2.2",
+        _ => "4.3.0",
+    };
+    Outcome::temp(dsn, format!("{}: {e}", path.display()))
+}
+
+/// Takes an `fcntl` write lock and a `flock` on the whole file, retrying until `deadline`.
+fn lock_file(f: &File, path: &Path, deadline: Instant) -> Result<(), Outcome> {
+    let busy = || {
+        Outcome::temp(
+            "4.2.0",
+            format!("{}: mailbox busy (locked)", path.display()),
+        )
+    };
+    let lk = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_SETLK(&lk)) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EACCES) => {}
+            Err(e) => return Err(io_outcome(path, &io::Error::from(e))),
+        }
+        if Instant::now() >= deadline {
+            return Err(busy());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_outcome(path, &e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(busy());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `<mailbox>.lock`, created with `O_EXCL`, removed on drop.
+struct DotLock {
+    path: PathBuf,
+}
+
+impl DotLock {
+    fn acquire(mailbox: &Path, deadline: Instant, stale: Duration) -> Result<DotLock, Outcome> {
+        let mut s = mailbox.as_os_str().to_os_string();
+        s.push(".lock");
+        let path = PathBuf::from(s);
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(DotLock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let old = fs::symlink_metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if old.is_some_and(|age| age > stale) {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                }
+                Err(e) => return Err(io_outcome(&path, &e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(Outcome::temp(
+                    "4.2.0",
+                    format!("{}: mailbox busy (lock file held)", path.display()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,604 @@
+//! Specifications of local delivery: mbox, Maildir, locking, `/file`, `|program`.
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+const MSG: &[u8] =
+    b"Subject: hi\nFrom: a@b.test\n\nFrom the start\n>From quoted already\nFromage\n.\nlast line\n";
+
+fn agent(spool: &Path) -> LocalDelivery {
+    let home = spool.to_path_buf();
+    LocalDelivery {
+        spool_dir: spool.to_path_buf(),
+        lock_timeout: Duration::from_secs(5),
+        hostname: "host:a/b".into(),
+        users: Box::new(move |n| {
+            (n == "jo" || n == "kim").then(|| MailUser {
+                name: n.to_string(),
+                uid: 4242,
+                gid: 4243,
+                home: home.join(format!("home-{n}")),
+            })
+        }),
+        ..LocalDelivery::default()
+    }
+}
+
+fn d(message: &[u8]) -> Delivery<'_> {
+    Delivery {
+        sender: "sender@client.example.test",
+        message,
+    }
+}
+
+/// Splits an mbox into (From-line sender, message bytes with mboxo quoting undone and the
+/// Return-Path header and separator removed).
+fn read_mbox(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut prev_blank = true;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        if prev_blank && line.starts_with(b"From ") {
+            if let Some(last) = out.last_mut() {
+                assert_eq!(last.1.pop(), Some(b'\n'), "blank line before From");
+            }
+            let s = String::from_utf8_lossy(line);
+            out.push((s.split(' ').nth(1).unwrap().to_string(), Vec::new()));
+            prev_blank = false;
+            continue;
+        }
+        prev_blank = line == b"\n";
+        let cur = &mut out.last_mut().expect("mbox starts with From").1;
+        if cur.is_empty() && line.starts_with(b"Return-Path: ") {
+            continue;
+        }
+        let line = if line.starts_with(b">From ") {
+            &line[1..]
+        } else {
+            line
+        };
+        cur.extend_from_slice(line);
+    }
+    if let Some(last) = out.last_mut() {
+        assert_eq!(last.1.pop(), Some(b'\n'), "mbox ends with a blank line");
+    }
+    out
+}
+
+#[test]
+fn mbox_entry_has_the_from_line_quoting_and_blank_line() {
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_505_214);
+    let e = mbox_entry(&d(MSG), true, when);
+    let text = String::from_utf8(e).unwrap();
+    let first = text.lines().next().unwrap();
+    let date = chrono::DateTime::<chrono::Local>::from(when)
+        .format("%a %b %e %H:%M:%S %Y")
+        .to_string();
+    assert_eq!(first, format!("From sender@client.example.test {date}"));
+    assert!(text.contains("\nReturn-Path: <sender@client.example.test>\nSubject: hi\n"));
+    assert!(text.contains("\n>From the start\n"));
+    // mboxo: ">From" is not quoted again; "Fromage" is not "From "
+    assert!(text.contains("\n>From quoted already\n"));
+    assert!(text.contains("\nFromage\n"));
+    assert!(text.ends_with("last line\n\n"));
+}
+
+#[test]
+fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
+    let m = Delivery {
+        sender: "",
+        message: b"Subject: x\n\nno newline",
+    };
+    let text = String::from_utf8(mbox_entry(&m, true, SystemTime::now())).unwrap();
+    assert!(text.starts_with("From MAILER-DAEMON "));
+    assert!(text.contains("\nReturn-Path: <>\n"));
+    assert!(text.ends_with("\nno newline\n\n"));
+    let m2 = Delivery {
+        sender: "x@y",
+        message: b"Return-Path: <x@y>\n\nbody\n",
+    };
+    let text = String::from_utf8(mbox_entry(&m2, true, SystemTime::now())).unwrap();
+    assert_eq!(text.matches("Return-Path").count(), 1);
+}
+
+#[test]
+fn mailbox_delivery_appends_and_reads_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let second = b"Subject: two\n\nFrom here\nbye\n";
+    assert_eq!(
+        a.deliver(&Target::User("jo".into()), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    assert_eq!(
+        a.deliver(&Target::User("jo".into()), None, &d(second)),
+        Outcome::Delivered
+    );
+    let mbox = dir.path().join("jo");
+    let got = read_mbox(&fs::read(&mbox).unwrap());
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "sender@client.example.test");
+    // ">From quoted already" reads back as "From quoted already": mboxo is lossy there,
+    // which is the format's known limit; everything else is exact.
+    let want0: Vec<u8> = String::from_utf8_lossy(MSG)
+        .replace(">From quoted", "From quoted")
+        .into_bytes();
+    assert_eq!(got[0].1, want0);
+    assert_eq!(got[1].1, second.to_vec());
+    let meta = fs::metadata(&mbox).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
+    }
+    assert!(!dir.path().join("jo.lock").exists(), "dotlock removed");
+}
+
+#[test]
+fn unknown_users_bounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    for name in ["nobody-here", "../jo", ".jo", ""] {
+        let o = a.deliver_user(name, &d(MSG));
+        assert_eq!(o, Outcome::user_unknown(), "{name:?}");
+        assert_eq!((o.dsn(), o.stat().as_str()), ("5.1.1", "User unknown"));
+    }
+}
+
+#[test]
+fn a_held_dotlock_makes_delivery_wait_then_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, "999\n").unwrap();
+    let l2 = lock.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        fs::remove_file(l2).unwrap();
+    });
+    let start = Instant::now();
+    let o = agent(dir.path()).deliver_user("jo", &d(MSG));
+    releaser.join().unwrap();
+    assert_eq!(o, Outcome::Delivered);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn a_dotlock_held_too_long_defers_and_a_stale_one_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, "999\n").unwrap();
+    let mut a = agent(dir.path());
+    a.lock_timeout = Duration::from_millis(200);
+    let o = a.deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert_eq!(o.dsn(), "4.2.0");
+    assert!(o.stat().starts_with("Deferred: "), "{}", o.stat());
+    assert!(lock.exists(), "someone else's lock is left alone");
+    assert!(!dir.path().join("jo").exists() || fs::read(dir.path().join("jo")).unwrap().is_empty());
+    // make it 10 minutes old: stale
+    File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(a.deliver_user("jo", &d(MSG)), Outcome::Delivered);
+}
+
+#[test]
+fn a_flock_held_by_another_process_defers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("kim");
+    fs::write(&mbox, "").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        // a mailbox must belong to its user
+        std::os::unix::fs::chown(&mbox, Some(4242), Some(4243)).unwrap();
+    }
+    let ready = dir.path().join("ready");
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&mbox)
+        .arg("-c")
+        .arg(format!("touch {}; sleep 5", ready.display()))
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = nix::unistd::Pid::from_raw(holder.id() as i32);
+    for _ in 0..200 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut a = agent(dir.path());
+    a.lock_timeout = Duration::from_millis(300);
+    let o = a.deliver_user("kim", &d(MSG));
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = holder.wait();
+    assert!(o.is_temporary(), "{o:?}");
+    assert!(fs::read(&mbox).unwrap().is_empty());
+    assert_eq!(a.deliver_user("kim", &d(MSG)), Outcome::Delivered);
+}
+
+/// A real file that accepts only `budget` more bytes, then fails like a full disk.
+struct FullDisk {
+    file: File,
+    budget: usize,
+}
+
+impl AppendFile for FullDisk {
+    fn current_len(&self) -> io::Result<u64> {
+        self.file.current_len()
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let n = bytes.len().min(self.budget);
+        self.file.write_all(&bytes[..n])?;
+        self.budget -= n;
+        if n < bytes.len() {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.file.truncate_to(len)
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_no_half_message_and_is_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mbox");
+    fs::write(&path, b"From x Mon Jan  1 00:00:00 2024\n\nold\n\n").unwrap();
+    let before = fs::read(&path).unwrap();
+    let file = OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = FullDisk { file, budget: 10 };
+    let err =
+        append_or_rollback(&mut f, &mbox_entry(&d(MSG), true, SystemTime::now())).unwrap_err();
+    assert_eq!(fs::read(&path).unwrap(), before);
+    let o = io_outcome(&path, &err);
+    assert_eq!(o.dsn(), "4.2.2");
+    assert!(o.is_temporary());
+}
+
+#[test]
+fn an_unwritable_mailbox_is_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    // the mailbox path is a directory: open fails whoever we are
+    fs::create_dir(dir.path().join("jo")).unwrap();
+    let o = agent(dir.path()).deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    // a symlinked mailbox is refused (O_NOFOLLOW)
+    let dir2 = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir2.path().join("jo")).unwrap();
+    let o = agent(dir2.path()).deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+}
+
+#[test]
+fn file_targets_are_mbox_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy");
+    let a = agent(dir.path());
+    assert_eq!(
+        a.deliver(&Target::File(path.clone()), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    assert_eq!(
+        a.deliver(&Target::File(path.clone()), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    assert_eq!(read_mbox(&fs::read(&path).unwrap()).len(), 2);
+    let missing = dir.path().join("no/such/dir/file");
+    let o = a.deliver(&Target::File(missing), None, &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(o.stat().starts_with("Can't create output"));
+}
+
+#[test]
+fn maildir_delivery_lands_in_new_with_a_unique_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("Maildir");
+    let a = agent(dir.path());
+    let mut target = md.clone().into_os_string();
+    target.push("/");
+    let t = Target::File(PathBuf::from(target));
+    assert_eq!(a.deliver(&t, None, &d(MSG)), Outcome::Delivered);
+    assert_eq!(a.deliver(&t, None, &d(MSG)), Outcome::Delivered);
+    assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    assert!(md.join("cur").is_dir());
+    let names: Vec<String> = fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2);
+    for n in &names {
+        let parts: Vec<&str> = n.splitn(3, '.').collect();
+        assert!(parts[0].parse::<u64>().is_ok(), "{n}");
+        assert!(
+            parts[1].starts_with(&format!("{}_", std::process::id())),
+            "{n}"
+        );
+        assert_eq!(parts[2], "host\\072a\\057b");
+        let body = fs::read(md.join("new").join(n)).unwrap();
+        let mut want = b"Return-Path: <sender@client.example.test>\n".to_vec();
+        want.extend_from_slice(MSG);
+        assert_eq!(body, want, "no From line, no quoting in Maildir");
+    }
+}
+
+#[test]
+fn users_can_be_given_maildirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path());
+    a.format = MailboxFormat::Maildir("Maildir".into());
+    fs::create_dir(dir.path().join("home-jo")).unwrap();
+    assert_eq!(a.deliver_user("jo", &d(MSG)), Outcome::Delivered);
+    assert_eq!(
+        fs::read_dir(dir.path().join("home-jo/Maildir/new"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn program_delivery_gets_the_message_and_a_clean_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // the program may run as another user: let it write here
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dir.path().join("out");
+    let env = dir.path().join("env");
+    let cmd = format!(
+        "cat > {} && env | sort > {} && id -u >> {}",
+        out.display(),
+        env.display(),
+        env.display()
+    );
+    let user = MailUser {
+        name: "jo".into(),
+        uid: 4242,
+        gid: 4243,
+        home: dir.path().to_path_buf(),
+    };
+    let a = agent(dir.path());
+    assert_eq!(
+        a.deliver(&Target::Program(cmd), Some(&user), &d(MSG)),
+        Outcome::Delivered
+    );
+    assert_eq!(fs::read(&out).unwrap(), MSG);
+    let env = fs::read_to_string(&env).unwrap();
+    for want in [
+        "PATH=/bin:/usr/bin",
+        &format!("HOME={}", dir.path().display()),
+        "USER=jo",
+        "SENDER=sender@client.example.test",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing in {env}");
+    }
+    assert!(
+        !env.contains("CARGO"),
+        "inherited environment leaked: {env}"
+    );
+    let uid = env.lines().last().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(uid, "4242", "runs as the owner");
+        assert_eq!(fs::metadata(&out).unwrap().uid(), 4242);
+    } else {
+        assert_eq!(uid, nix::unistd::geteuid().to_string());
+    }
+}
+
+#[test]
+fn system_alias_programs_run_as_the_default_user() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dir.path().join("uid");
+    let mut a = agent(dir.path());
+    a.default_user = Some((4244, 4245));
+    let cmd = format!("id -u > {0}; id -g >> {0}; id -G >> {0}", out.display());
+    assert_eq!(a.deliver_program(&cmd, None, &d(MSG)), Outcome::Delivered);
+    let got = fs::read_to_string(&out).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(got, "4244\n4245\n4245\n", "no supplementary groups kept");
+    }
+}
+
+#[test]
+fn files_named_in_a_forward_must_exist_and_belong_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let me = nix::unistd::geteuid().as_raw();
+    let other = MailUser {
+        name: "jo".into(),
+        uid: me + 4242,
+        gid: 4243,
+        home: dir.path().to_path_buf(),
+    };
+    // absent: not created
+    let absent = dir.path().join("absent");
+    let o = a.deliver(&Target::File(absent.clone()), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!absent.exists());
+    // someone else's file (ours, not jo's): refused, untouched
+    let theirs = dir.path().join("theirs");
+    fs::write(&theirs, "keep\n").unwrap();
+    let o = a.deliver(&Target::File(theirs.clone()), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert_eq!(fs::read(&theirs).unwrap(), b"keep\n");
+    // a symlink to it: refused
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    let o = a.deliver(&Target::File(link), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    // a Maildir on their say-so: refused
+    let o = a.deliver(&Target::File(dir.path().join("md/")), Some(&other), &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!dir.path().join("md").exists());
+    // their own existing file: appended
+    if nix::unistd::geteuid().is_root() {
+        let own = dir.path().join("own");
+        fs::write(&own, "").unwrap();
+        std::os::unix::fs::chown(&own, Some(other.uid), Some(other.gid)).unwrap();
+        let o = a.deliver(&Target::File(own.clone()), Some(&other), &d(MSG));
+        assert_eq!(o, Outcome::Delivered);
+        assert_eq!(read_mbox(&fs::read(&own).unwrap()).len(), 1);
+    }
+}
+
+#[test]
+fn a_mailbox_belonging_to_someone_else_is_not_written() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root can tell (and create files for) other users
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("jo");
+    fs::write(&mbox, "").unwrap(); // root's, not jo's (4242)
+    let o = agent(dir.path()).deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert!(fs::read(&mbox).unwrap().is_empty());
+}
+
+#[test]
+fn program_exit_codes_map_like_sendmail() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let cases = [
+        ("exit 0", "2.0.0", "Sent", false),
+        ("exit 75", "4.0.0", "Deferred", true),
+        ("exit 74", "4.0.0", "Deferred: I/O error", true),
+        ("exit 71", "4.0.0", "Deferred: Operating system error", true),
+        ("exit 67", "5.1.1", "User unknown", false),
+        ("exit 69", "5.0.0", "Service unavailable", false),
+        ("exit 1", "5.3.0", "unknown mailer error 1", false),
+        (
+            "kill -9 $$",
+            "4.3.0",
+            "Deferred: program died with a signal",
+            true,
+        ),
+    ];
+    for (cmd, dsn, stat, temp) in cases {
+        let o = a.deliver_program(cmd, None, &d(MSG));
+        assert_eq!(
+            (o.dsn(), o.stat().as_str(), o.is_temporary()),
+            (dsn, stat, temp),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn program_output_is_kept_and_a_slow_program_is_killed() {
+    let r = run_program(
+        "echo oops >&2; exit 1",
+        None,
+        None,
+        &d(MSG),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.output, b"oops\n");
+    let start = Instant::now();
+    let r = run_program(
+        "sleep 30 & sleep 30",
+        None,
+        None,
+        &d(MSG),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert!(r.outcome.is_temporary());
+    assert!(r.outcome.stat().contains("timed out"));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the whole group was killed"
+    );
+}
+
+#[test]
+fn remote_and_error_targets_are_not_delivered_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let o = a.deliver(&Target::Remote("x@y.test".into()), None, &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }));
+    let o = a.deliver(
+        &Target::Error {
+            address: "a".into(),
+            reason: "aliasing/forwarding loop broken (11 aliases deep; 10 max)".into(),
+            dsn: "5.4.6".into(),
+            temporary: false,
+        },
+        None,
+        &d(MSG),
+    );
+    assert_eq!(o.dsn(), "5.4.6");
+    assert!(o.stat().starts_with("aliasing/forwarding loop broken"));
+    let o = a.deliver(
+        &Target::Error {
+            address: "jo".into(),
+            reason: "transient .forward open error (I/O error): message queued".into(),
+            dsn: "4.3.0".into(),
+            temporary: true,
+        },
+        None,
+        &d(MSG),
+    );
+    assert!(o.is_temporary());
+    assert_eq!(o.dsn(), "4.3.0");
+}
+
+#[test]
+fn a_background_child_holding_the_pipes_does_not_hold_up_delivery() {
+    let start = Instant::now();
+    let r = run_program(
+        "echo $$; sleep 20 & exit 0",
+        None,
+        None,
+        &d(MSG),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let elapsed = start.elapsed();
+    // end the left-over sleep (the program's process group) ourselves
+    let pgid: i32 = String::from_utf8_lossy(&r.output).trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(r.outcome, Outcome::Delivered);
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn a_users_maildir_cannot_point_root_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path());
+    a.format = MailboxFormat::Maildir("Maildir".into());
+    let home = dir.path().join("home-jo");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(home.join("Maildir/tmp")).unwrap();
+    fs::create_dir_all(home.join("Maildir/cur")).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        for p in [
+            home.join("Maildir"),
+            home.join("Maildir/tmp"),
+            home.join("Maildir/cur"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(4242), Some(4243)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(&elsewhere, home.join("Maildir/new")).unwrap();
+    let o = a.deliver_user("jo", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(home.join("Maildir/tmp")).unwrap().count(), 0);
+    // a Maildir that is a symlink itself is refused too
+    let home2 = dir.path().join("home-kim");
+    fs::create_dir(&home2).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, home2.join("Maildir")).unwrap();
+    let o = a.deliver_user("kim", &d(MSG));
+    assert!(o.is_temporary(), "{o:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
