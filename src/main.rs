@@ -31,6 +31,7 @@ fn main() {
         Mode::Mailstats => stats::run_mailstats(&argv),
         Mode::PrintQueue => print_queue(&inv),
         Mode::Deliver => submit::deliver(&inv),
+        Mode::InitAliases => init_aliases(&inv),
         Mode::AddressTest => rules::bt::run(
             &inv.source,
             &inv.overrides,
@@ -81,4 +82,20 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
             EX_IOERR
         }
     }
+}
+
+/// `-bi` / `newaliases`: rebuild every `AliasFile`'s map.
+fn init_aliases(inv: &cli::Invocation) -> i32 {
+    let cfg = match daemon::load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let logger = daemon::make_logger(&cfg, inv, false)
+        .unwrap_or_else(|_| sendmail_rs::log::Logger::stderr(cfg.options.log_level));
+    sendmail_rs::aliases::run_newaliases(
+        &cfg.options.alias_files,
+        &logger,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
 }

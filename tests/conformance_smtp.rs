@@ -108,6 +108,9 @@ fn start_oracle_config(env: &OracleEnv) -> Daemon {
             "DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1",
             "-O",
             "DaemonPortOptions=Name=MSA-v6, Family=inet6, Port=0, Addr=::1, M=E",
+            // Replies only: delivery would write to this machine's /var/mail.
+            "-O",
+            "DeliveryMode=queueonly",
         ],
         AS_ORACLE_HOST,
     )

@@ -113,3 +113,67 @@ fn a_refused_next_hop_defers_and_keeps_the_message() {
         "{q}"
     );
 }
+
+#[test]
+fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("list.mbox");
+    let aliases = dir.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        format!(
+            "# test aliases\nlist: {}\npostmaster: list\n",
+            mbox.display()
+        ),
+    )
+    .unwrap();
+    let cf = format!(
+        "Djmta.example.test\n\
+         O AliasFile={}\n\
+         O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n",
+        aliases.display()
+    );
+    // newaliases (the binary under that name) validates and compiles the file.
+    let newaliases = dir.path().join("newaliases");
+    std::os::unix::fs::symlink(support::sendmail_bin(), &newaliases).unwrap();
+    let cf_path = dir.path().join("sendmail.cf");
+    std::fs::write(&cf_path, &cf).unwrap();
+    let out = std::process::Command::new(&newaliases)
+        .args(["-C", cf_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(": 2 aliases, longest "), "{text}");
+
+    let mut d = Daemon::start(&cf, &[]);
+    let v6 = d.addr_of("MTA-v6");
+    let mut c = Smtp::connect(v6);
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    c.cmd("MAIL FROM:<sender@client.example.test>");
+    assert!(c.cmd("RCPT TO:<postmaster@mta.example.test>")[0].starts_with("250"));
+    c.cmd("DATA");
+    c.send("Subject: to the list\r\n\r\nFrom the start of a line\r\n..dot\r\n.");
+    assert!(c.reply()[0].starts_with("250 2.0.0 "));
+    c.cmd("QUIT");
+    let log = d.wait_log("stat=Sent");
+    let to = log
+        .lines()
+        .find(|l| l.contains("to=<postmaster@mta.example.test>"))
+        .unwrap();
+    assert!(
+        to.contains("mailer=local, ") && to.ends_with("dsn=2.0.0, stat=Sent"),
+        "{to}"
+    );
+    let boxed = std::fs::read_to_string(&mbox).unwrap();
+    assert!(
+        boxed.starts_with("From sender@client.example.test "),
+        "{boxed}"
+    );
+    assert!(boxed.contains("Subject: to the list\n"), "{boxed}");
+    assert!(
+        boxed.contains("\n>From the start of a line\n.dot\n"),
+        "{boxed}"
+    );
+}

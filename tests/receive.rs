@@ -16,6 +16,9 @@ O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1
 O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
 ";
 
+/// Receipt only: delivery would write to this machine's /var/mail.
+const QUEUE_ONLY: &[&str] = &["-O", "DeliveryMode=queueonly"];
+
 /// `sendmail -bp` on the daemon's queue.
 fn mailq(d: &Daemon) -> String {
     let out = support::run(&[
@@ -52,7 +55,7 @@ fn smtplib_send(host: &str, port: u16, from: &str, to: &str) -> String {
 
 #[test]
 fn smtplib_over_both_families_lands_in_the_queue() {
-    let mut d = Daemon::start(CF, &[]);
+    let mut d = Daemon::start(CF, QUEUE_ONLY);
     let v6 = d.addr_of("MTA-v6");
     let v4 = d.addr_of("MTA-v4");
     let r6 = smtplib_send(
@@ -93,7 +96,7 @@ fn smtplib_over_both_families_lands_in_the_queue() {
 
 #[test]
 fn relaying_is_for_the_host_itself_only() {
-    let mut d = Daemon::start(CF, &[]);
+    let mut d = Daemon::start(CF, QUEUE_ONLY);
     let v4 = d.addr_of("MTA-v4");
     // 127.0.0.9 is on lo but is not the host's own address: an outside client.
     let mut c = Smtp::connect_from(v4, "127.0.0.9");
@@ -132,7 +135,7 @@ fn relaying_is_for_the_host_itself_only() {
 
 #[test]
 fn a_killed_daemon_loses_no_acknowledged_message() {
-    let mut d = Daemon::start(CF, &[]);
+    let mut d = Daemon::start(CF, QUEUE_ONLY);
     let v6 = d.addr_of("MTA-v6");
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Instant::now() + Duration::from_millis(700);
@@ -194,10 +197,8 @@ fn a_killed_daemon_loses_no_acknowledged_message() {
         assert!(set.contains(id.as_str()), "acknowledged {id} lost:\n{q}");
     }
     // The queue reopens after the crash: a restarted daemon accepts again.
-    let mut d2 = Daemon::start(
-        CF,
-        &["-O", &format!("QueueDirectory={}", d.queue_dir().display())],
-    );
+    let qdir = format!("QueueDirectory={}", d.queue_dir().display());
+    let mut d2 = Daemon::start(CF, &["-O", &qdir, "-O", "DeliveryMode=queueonly"]);
     let v6 = d2.addr_of("MTA-v6");
     let r = smtplib_send("::1", v6.port(), "s@client.example.test", "root");
     assert!(r.starts_with("250 2.0.0 "), "{r}");

@@ -268,12 +268,23 @@ async fn deliver_group(
             }
             (mailer.clone(), report.outcomes, report.relay)
         }
-        Route::Local { mailer, .. } => {
-            let o = Outcome::Temporary {
-                dsn: "4.3.0".into(),
-                text: "Deferred: local delivery is not available yet".into(),
-            };
-            (mailer.clone(), vec![o; n], None)
+        Route::Local { mailer, user } => {
+            // The route includes the user, so every recipient of this group is that user.
+            let users = vec![user.clone(); n];
+            let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
+            let done =
+                tokio::task::spawn_blocking(move || deliver_local(&cfg, &logger, &msg, &users))
+                    .await;
+            let outcomes = done.unwrap_or_else(|e| {
+                vec![
+                    Outcome::Temporary {
+                        dsn: "4.3.0".into(),
+                        text: format!("Deferred: {e}")
+                    };
+                    n
+                ]
+            });
+            (mailer.clone(), outcomes, None)
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
@@ -283,6 +294,56 @@ async fn deliver_group(
             ("*error*".to_string(), vec![o; n], None)
         }
     }
+}
+
+/// Local delivery of `users` (blocking: file locks, programs): through the aliases and
+/// `~/.forward`, into mailboxes, files and programs.
+fn deliver_local(
+    cfg: &Config,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    users: &[String],
+) -> Vec<Outcome> {
+    let table = match crate::aliases::load_all(&cfg.options.alias_files) {
+        Ok(t) => t,
+        Err(e) => {
+            let o = Outcome::Temporary {
+                dsn: "4.3.0".into(),
+                text: format!("Deferred: aliases: {e}"),
+            };
+            return vec![o; users.len()];
+        }
+    };
+    let mut expander = crate::aliases::Expander::from_config(&table, cfg);
+    expander.log = Some((logger, Some(msg.envelope.id.as_str())));
+    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    users
+        .iter()
+        .map(|user| {
+            let report = crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
+            if !report.remote.is_empty() {
+                return Outcome::Temporary {
+                    dsn: "4.3.0".into(),
+                    text: format!(
+                        "Deferred: forwarding to {} is not supported yet",
+                        report.remote.join(", ")
+                    ),
+                };
+            }
+            match report.combined() {
+                crate::deliver::local::Outcome::Delivered => Outcome::Delivered {
+                    reply: String::new(),
+                },
+                crate::deliver::local::Outcome::Temporary { dsn, reason } => Outcome::Temporary {
+                    dsn,
+                    text: format!("Deferred: {reason}"),
+                },
+                crate::deliver::local::Outcome::Permanent { dsn, reason } => {
+                    Outcome::Permanent { dsn, text: reason }
+                }
+            }
+        })
+        .collect()
 }
 
 /// The recipient's new state after an attempt.

@@ -57,6 +57,8 @@ impl Outcome {
     /// host.`, `550 5.1.1 <bob@x>... User unknown`.
     pub fn stat(&self) -> String {
         match self {
+            // A local delivery has no remote reply: plain `Sent`, as sendmail logs it.
+            Outcome::Delivered { reply } if reply.is_empty() => "Sent".to_string(),
             Outcome::Delivered { reply } => format!("Sent ({reply})"),
             Outcome::Temporary { text, .. } | Outcome::Permanent { text, .. } => text.clone(),
         }
