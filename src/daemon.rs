@@ -35,7 +35,7 @@ use crate::config::{self, Config};
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
-use crate::policy::{BuiltinPolicy, RulesPolicy};
+use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
 use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
 use crate::queue::maildrop::{self, Picked};
@@ -69,7 +69,7 @@ impl Current {
         let mut warnings = Vec::new();
         let rules = rules_engine(&config, inv, &mut warnings)
             .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
-        let policy: Arc<dyn Policy> = match &rules {
+        let relay: Arc<dyn Policy> = match &rules {
             Some(r) => r.clone(),
             None => Arc::new(BuiltinPolicy::from_config(&config)),
         };
@@ -79,9 +79,23 @@ impl Current {
             .as_deref()
             .and_then(|p| HelpText::load(p).ok())
             .map(Arc::new);
+        let aliases = match crate::aliases::load_all(&config.options.alias_files) {
+            Ok(t) => t,
+            Err(e) => {
+                warnings.push(format!("aliases: {e}"));
+                crate::aliases::AliasTable::default()
+            }
+        };
+        let config = Arc::new(config);
+        let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
+            inner: relay,
+            rules: rules.clone(),
+            config: config.clone(),
+            aliases,
+        });
         (
             Current {
-                config: Arc::new(config),
+                config,
                 policy,
                 rules,
                 help,

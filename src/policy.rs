@@ -14,6 +14,7 @@
 //! `ruleset=check_rcpt, arg1=<addr>, relay=…, reject=550 5.7.1 <addr>... Relaying denied`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::daemon_options::Modifiers;
@@ -292,6 +293,69 @@ impl Policy for RulesPolicy {
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
         self.check(ctx, "check_rcpt", rcpt)
+    }
+}
+
+/// After the relay rules accept a recipient, sendmail's recipient lookup: an address that
+/// routes to a local mailer must be an alias or a user of this host, else `550 5.1.1
+/// <addr>... User unknown` (logged as `<addr>... User unknown`).
+pub struct KnownUsers {
+    pub inner: Arc<dyn Policy>,
+    pub rules: Option<Arc<RulesPolicy>>,
+    pub config: Arc<Config>,
+    pub aliases: crate::aliases::AliasTable,
+}
+
+impl KnownUsers {
+    fn exists(&self, user: &str) -> bool {
+        let user = user.trim_start_matches('\\');
+        if user.starts_with('|') || user.starts_with('/') || self.aliases.get(user).is_some() {
+            return true;
+        }
+        nix::unistd::User::from_name(user).ok().flatten().is_some()
+    }
+}
+
+impl Policy for KnownUsers {
+    fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, p: &MailParams) -> Decision {
+        self.inner.check_mail(ctx, sender, p)
+    }
+
+    fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, p: &RcptParams) -> Decision {
+        let decision = self.inner.check_rcpt(ctx, rcpt, p);
+        if !matches!(decision, Decision::Accept | Decision::AcceptAs(_)) {
+            return decision;
+        }
+        let bare = rcpt
+            .raw
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare) {
+            crate::queue::runner::Route::Local { mailer, user }
+                if mailer == "local" && !self.exists(&user) =>
+            {
+                let shown = format!("<{bare}>");
+                let reply = reply::user_unknown(&shown);
+                Decision::Reject {
+                    reply,
+                    log: Some(format!("{shown}... User unknown")),
+                }
+            }
+            _ => decision,
+        }
+    }
+
+    fn vrfy(&self, ctx: &PolicyContext<'_>, arg: &str) -> Reply {
+        self.inner.vrfy(ctx, arg)
+    }
+
+    fn expn(&self, ctx: &PolicyContext<'_>, arg: &str) -> Reply {
+        self.inner.expn(ctx, arg)
+    }
+
+    fn etrn(&self, ctx: &PolicyContext<'_>, node: &str) -> Reply {
+        self.inner.etrn(ctx, node)
     }
 }
 

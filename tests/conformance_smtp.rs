@@ -28,14 +28,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "EXPN needs the aliases file (delivery issue)",
     ),
     (
-        "mail-mixed-rcpts",
-        "User unknown needs the local user and alias lookup (delivery issue)",
-    ),
-    (
-        "pipeline-with-errors",
-        "User unknown needs the local user and alias lookup",
-    ),
-    (
         "verb",
         "VERB is offered only with EXPN, which needs the aliases file",
     ),

@@ -64,7 +64,7 @@ fn smtplib_over_both_families_lands_in_the_queue() {
         "sender@client.example.test",
         "root@mta.example.test",
     );
-    let r4 = smtplib_send("127.0.0.1", v4.port(), "other@client.example.test", "alice");
+    let r4 = smtplib_send("127.0.0.1", v4.port(), "other@client.example.test", "root");
     let id6 = r6
         .strip_prefix("250 2.0.0 ")
         .and_then(|r| r.strip_suffix(" Message accepted for delivery"))
@@ -122,7 +122,12 @@ fn relaying_is_for_the_host_itself_only() {
     }
     let ok = c.cmd("RCPT TO:<root@mta.example.test>");
     assert!(ok[0].starts_with("250 2.1.5"), "{ok:?}");
+    assert_eq!(
+        c.cmd("RCPT TO:<nosuchuser@mta.example.test>")[0],
+        "550 5.1.1 <nosuchuser@mta.example.test>... User unknown"
+    );
     c.cmd("QUIT");
+    d.wait_log("<nosuchuser@mta.example.test>... User unknown");
     d.wait_log("ruleset=check_rcpt, arg1=<bob@remote.example.test>, relay=[127.0.0.9], reject=550 5.7.1 <bob@remote.example.test>... Relaying denied");
 
     // The host itself may relay.

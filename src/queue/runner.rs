@@ -47,12 +47,17 @@ pub enum Route {
 
 /// The route of `addr` under the running configuration.
 pub fn route(current: &Current, addr: &str) -> Route {
-    match &current.rules {
+    route_with(current.rules.as_deref(), &current.config, addr)
+}
+
+/// The route of `addr` through the cf's rulesets when there are any, else the built-in rules.
+pub fn route_with(rules: Option<&crate::policy::RulesPolicy>, cfg: &Config, addr: &str) -> Route {
+    match rules {
         Some(rules) => match rules.resolve(addr) {
-            Ok((mailer, host, user)) => by_mailer(&current.config, mailer, host, user),
+            Ok((mailer, host, user)) => by_mailer(cfg, mailer, host, user),
             Err(text) => Route::Error { text },
         },
-        None => builtin_route(&current.config, addr),
+        None => builtin_route(cfg, addr),
     }
 }
 

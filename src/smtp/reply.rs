@@ -640,6 +640,11 @@ pub fn domain_required(shown: &str, bare: &str) -> Reply {
     )
 }
 
+/// A local recipient that is neither an alias nor a user (`550 5.1.1 <a@b>... User unknown`).
+pub fn user_unknown(shown: &str) -> Reply {
+    Reply::new(550, Some("5.1.1"), format!("{shown}... User unknown"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
