@@ -8,15 +8,25 @@
 //! 2. [`config`] reads a sendmail.cf ([`config::cf`]: `O D C F K M S R H P T V E` lines),
 //!    applies `-O` overrides, and yields one typed [`config::Config`]; each
 //!    `DaemonPortOptions` becomes a [`config::daemon_options::DaemonPortOptions`].
-//! 3. [`listener`] opens one socket per daemon (socket2: `IPV6_V6ONLY`, backlog, buffers),
-//!    accepts, and hands each connection to [`smtp::conn`].
-//! 4. [`smtp::conn`] feeds the client's bytes to the sans-IO [`smtp::session::Session`],
+//! 3. [`daemon`] starts (sockets first, then fork, pid file), handles SIGHUP/SIGTERM, and
+//!    runs [`listener`]: one socket per daemon (socket2: `IPV6_V6ONLY`, backlog, buffers).
+//! 4. [`inbound`] names the client and builds the session from the configuration;
+//!    [`smtp::conn`] feeds the client's bytes to the sans-IO [`smtp::session::Session`],
 //!    which answers with replies from [`smtp::reply`].
-//! 5. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
+//! 5. MAIL and RCPT are decided by [`policy`]: the cf's `check_*` rulesets through [`rules`]
+//!    (sendmail's rewriting engine, also behind `-bt`), or the built-in relay rules, then the
+//!    local-user lookup ([`aliases`], passwd).
+//! 6. At the end of DATA, [`receive`] adds `Received:`/`Message-Id:`/`Date:` and commits the
+//!    message to the durable [`queue`] (journal, group commit) before the `250`. Command-line
+//!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
+//! 7. [`queue::runner`] routes each recipient (ruleset 0) and delivers it: [`deliver::local`]
+//!    (aliases, `.forward`, mbox, files, programs) or [`deliver::remote`] ([`dns`] MX, AAAA
+//!    then A, the ESMTP client), then crosses it off, retries or marks it failed.
+//! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
-//! 6. [`rules`] is sendmail's rewriting engine (S/R lines) and `-bt`.
 //!
-//! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3164 (syslog lines).
+//! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
+//! RFC 6152 (8BITMIME), RFC 7505 (null MX), RFC 3164 (syslog lines).
 
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
