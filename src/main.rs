@@ -32,6 +32,7 @@ fn main() {
         Mode::PrintQueue => print_queue(&inv),
         Mode::Deliver => submit::deliver(&inv),
         Mode::InitAliases => init_aliases(&inv),
+        Mode::Verify => submit::verify(&inv),
         Mode::AddressTest => rules::bt::run(
             &inv.source,
             &inv.overrides,

@@ -469,3 +469,88 @@ mod tests {
         assert_eq!(parse_address_list("\"Doe, J\" <j@d>"), ["j@d"]);
     }
 }
+
+/// `sendmail -bv addr…`: says where each address would be delivered, as sendmail prints it
+/// (`root... deliverable: mailer local, user root`; `x... User unknown`), aliases expanded,
+/// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
+pub fn verify(inv: &Invocation) -> i32 {
+    use crate::aliases::{Expander, Target, load_all};
+    use crate::queue::runner::{Route, route_with};
+    let cfg = match load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if inv.args.recipients.is_empty() {
+        eprintln!("sendmail: Recipient names must be specified");
+        return EX_USAGE;
+    }
+    let (current, _) = Current::new(cfg, inv);
+    let cfg = current.config.clone();
+    let table = load_all(&cfg.options.alias_files).unwrap_or_default();
+    let mut expander = Expander::from_config(&table, &cfg);
+    expander.forward = false;
+    let mut deliverable: Vec<String> = Vec::new();
+    let mut unknown = false;
+    let mut add = |line: String| {
+        if !deliverable.contains(&line) {
+            deliverable.push(line);
+        }
+    };
+    for addr in inv
+        .args
+        .recipients
+        .iter()
+        .flat_map(|a| parse_address_list(a))
+    {
+        match route_with(current.rules.as_deref(), &cfg, &addr) {
+            Route::Error { text } => {
+                println!("{text}");
+                unknown = true;
+            }
+            Route::Remote { mailer, host, .. } => add(format!(
+                "{addr}... deliverable: mailer {mailer}, host {host}, user {addr}"
+            )),
+            Route::Local { mailer, user } => {
+                for target in expander.expand(&user) {
+                    match target {
+                        Target::User(name)
+                            if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
+                        {
+                            add(format!(
+                                "{name}... deliverable: mailer {mailer}, user {name}"
+                            ))
+                        }
+                        Target::User(name) => {
+                            println!("{name}... User unknown");
+                            unknown = true;
+                        }
+                        Target::File(p) => add(format!(
+                            "{0}... deliverable: mailer *file*, user {0}",
+                            p.display()
+                        )),
+                        Target::Program(cmd) => add(format!(
+                            "\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\""
+                        )),
+                        Target::Remote(r) => {
+                            add(format!("{r}... deliverable: mailer esmtp, user {r}"))
+                        }
+                        Target::Error {
+                            address, reason, ..
+                        } => {
+                            println!("{address}... {reason}");
+                            unknown = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for line in deliverable {
+        println!("{line}");
+    }
+    if unknown {
+        crate::sysexits::EX_NOUSER
+    } else {
+        EX_OK
+    }
+}

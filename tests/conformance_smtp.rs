@@ -297,3 +297,33 @@ fn smtp_replies_are_what_bt_predicts() {
     assert_eq!(refused, 5, "the table covers both verdicts");
     d.stop();
 }
+
+#[test]
+fn bv_prints_what_sendmail_printed() {
+    // ../shared/oracle/samples/41-cli-bv.txt:
+    // sendmail -C oracle.cf -bv alice root nosuchuser bob@remote.example.test list
+    let conf = shared();
+    let env = oracle_env(&conf);
+    let cf = env._dir.path().join("oracle-bv.cf");
+    std::fs::write(&cf, &env.cf).unwrap();
+    let out = Command::new(AS_ORACLE_HOST[0])
+        .args(&AS_ORACLE_HOST[1..])
+        .arg(support::sendmail_bin())
+        .args(["-C", cf.to_str().unwrap(), "-bv"])
+        .args([
+            "alice",
+            "root",
+            "nosuchuser",
+            "bob@remote.example.test",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nosuchuser... User unknown\n\
+         root... deliverable: mailer local, user root\n\
+         bob@remote.example.test... deliverable: mailer relay, host [127.0.0.1], user bob@remote.example.test\n"
+    );
+    assert_eq!(out.status.code(), Some(67));
+}
