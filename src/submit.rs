@@ -405,71 +405,6 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sub(text: &str, t: bool, i: bool, args: &[&str]) -> Result<(String, Vec<String>), String> {
-        let s = Submission {
-            text: text.as_bytes().to_vec(),
-            ignore_dots: i,
-            read_recipients: t,
-            args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        s.prepare().map(|(b, r)| (String::from_utf8(b).unwrap(), r))
-    }
-
-    #[test]
-    fn a_lone_dot_ends_the_message_unless_i() {
-        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, false, &["root"]).unwrap();
-        assert_eq!(b, "Subject: x\n\nline\n");
-        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, true, &["root"]).unwrap();
-        assert_eq!(b, "Subject: x\n\nline\n.\nafter\n");
-    }
-
-    #[test]
-    fn t_reads_to_cc_bcc_removes_bcc_and_excludes_arguments() {
-        let (b, r) = sub(
-            "To: alice, \"Bob B\" <bob@example.test>\nCc: carol@example.test (C)\n\
-             Bcc: dave@example.test,\n eve@example.test\nSubject: hi\n\nbody\n",
-            true,
-            false,
-            &["carol@example.test"],
-        )
-        .unwrap();
-        assert_eq!(
-            r,
-            [
-                "alice",
-                "bob@example.test",
-                "dave@example.test",
-                "eve@example.test"
-            ]
-        );
-        assert!(!b.contains("Bcc") && !b.contains("eve@"), "{b}");
-        assert!(b.contains("Subject: hi\n\nbody\n"), "{b}");
-    }
-
-    #[test]
-    fn no_recipients_is_an_error() {
-        assert_eq!(
-            sub("Subject: x\n\n", false, false, &[]).unwrap_err(),
-            "Recipient names must be specified"
-        );
-        assert_eq!(
-            sub("Subject: x\n\n", true, false, &[]).unwrap_err(),
-            "No recipient addresses found in header"
-        );
-    }
-
-    #[test]
-    fn address_lists() {
-        assert_eq!(parse_address_list("a@b, c@d"), ["a@b", "c@d"]);
-        assert_eq!(parse_address_list("friends: x@y, z@w;"), ["x@y", "z@w"]);
-        assert_eq!(parse_address_list("\"Doe, J\" <j@d>"), ["j@d"]);
-    }
-}
-
 /// `sendmail -bv addr…`: says where each address would be delivered, as sendmail prints it
 /// (`root... deliverable: mailer local, user root`; `x... User unknown`), aliases expanded,
 /// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
@@ -552,5 +487,70 @@ pub fn verify(inv: &Invocation) -> i32 {
         crate::sysexits::EX_NOUSER
     } else {
         EX_OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(text: &str, t: bool, i: bool, args: &[&str]) -> Result<(String, Vec<String>), String> {
+        let s = Submission {
+            text: text.as_bytes().to_vec(),
+            ignore_dots: i,
+            read_recipients: t,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.prepare().map(|(b, r)| (String::from_utf8(b).unwrap(), r))
+    }
+
+    #[test]
+    fn a_lone_dot_ends_the_message_unless_i() {
+        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, false, &["root"]).unwrap();
+        assert_eq!(b, "Subject: x\n\nline\n");
+        let (b, _) = sub("Subject: x\n\nline\n.\nafter\n", false, true, &["root"]).unwrap();
+        assert_eq!(b, "Subject: x\n\nline\n.\nafter\n");
+    }
+
+    #[test]
+    fn t_reads_to_cc_bcc_removes_bcc_and_excludes_arguments() {
+        let (b, r) = sub(
+            "To: alice, \"Bob B\" <bob@example.test>\nCc: carol@example.test (C)\n\
+             Bcc: dave@example.test,\n eve@example.test\nSubject: hi\n\nbody\n",
+            true,
+            false,
+            &["carol@example.test"],
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            [
+                "alice",
+                "bob@example.test",
+                "dave@example.test",
+                "eve@example.test"
+            ]
+        );
+        assert!(!b.contains("Bcc") && !b.contains("eve@"), "{b}");
+        assert!(b.contains("Subject: hi\n\nbody\n"), "{b}");
+    }
+
+    #[test]
+    fn no_recipients_is_an_error() {
+        assert_eq!(
+            sub("Subject: x\n\n", false, false, &[]).unwrap_err(),
+            "Recipient names must be specified"
+        );
+        assert_eq!(
+            sub("Subject: x\n\n", true, false, &[]).unwrap_err(),
+            "No recipient addresses found in header"
+        );
+    }
+
+    #[test]
+    fn address_lists() {
+        assert_eq!(parse_address_list("a@b, c@d"), ["a@b", "c@d"]);
+        assert_eq!(parse_address_list("friends: x@y, z@w;"), ["x@y", "z@w"]);
+        assert_eq!(parse_address_list("\"Doe, J\" <j@d>"), ["j@d"]);
     }
 }
