@@ -155,6 +155,8 @@ fn session_context(
         // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT).
         features: Features {
             dsn: true,
+            // EXPN (and with it VERB) is answered from the aliases and the passwd file.
+            expn: true,
             ..Features::default()
         },
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),

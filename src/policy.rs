@@ -316,6 +316,67 @@ impl KnownUsers {
     }
 }
 
+impl KnownUsers {
+    /// VRFY/EXPN: the address expanded through the aliases, each final address as sendmail
+    /// shows it (`root <root@host>`: the passwd full name, or the user name), or
+    /// `550 5.1.1 x... User unknown`.
+    fn expand_reply(&self, arg: &str) -> Reply {
+        use crate::aliases::{Expander, Target};
+        let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
+        let host = crate::config::macros::expand("$j", &*self.config);
+        let user = match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare)
+        {
+            crate::queue::runner::Route::Local { user, .. } => user,
+            crate::queue::runner::Route::Remote { .. } => {
+                return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
+            }
+            crate::queue::runner::Route::Error { text } => {
+                return Reply::new(553, Some("5.1.3"), text);
+            }
+        };
+        let mut expander = Expander::from_config(&self.aliases, &self.config);
+        expander.forward = false;
+        let mut lines: Vec<String> = Vec::new();
+        for target in expander.expand(&user) {
+            let line = match target {
+                Target::User(name) => match nix::unistd::User::from_name(&name).ok().flatten() {
+                    Some(u) => {
+                        let gecos = u
+                            .gecos
+                            .to_string_lossy()
+                            .split(',')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        let full = if gecos.is_empty() {
+                            name.clone()
+                        } else {
+                            gecos
+                        };
+                        format!("{full} <{name}@{host}>")
+                    }
+                    None => return reply::user_unknown(&user),
+                },
+                Target::File(p) => format!("<{}>", p.display()),
+                Target::Program(cmd) => format!("<\"|{cmd}\">"),
+                Target::Remote(r) => format!("<{r}>"),
+                Target::Error {
+                    address, reason, ..
+                } => {
+                    return Reply::new(550, Some("5.1.1"), format!("{address}... {reason}"));
+                }
+            };
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        if lines.is_empty() {
+            return reply::user_unknown(&user);
+        }
+        Reply::multi(250, Some("2.1.5"), lines)
+    }
+}
+
 impl Policy for KnownUsers {
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, p: &MailParams) -> Decision {
         self.inner.check_mail(ctx, sender, p)
@@ -346,12 +407,12 @@ impl Policy for KnownUsers {
         }
     }
 
-    fn vrfy(&self, ctx: &PolicyContext<'_>, arg: &str) -> Reply {
-        self.inner.vrfy(ctx, arg)
+    fn vrfy(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
+        self.expand_reply(arg)
     }
 
-    fn expn(&self, ctx: &PolicyContext<'_>, arg: &str) -> Reply {
-        self.inner.expn(ctx, arg)
+    fn expn(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
+        self.expand_reply(arg)
     }
 
     fn etrn(&self, ctx: &PolicyContext<'_>, node: &str) -> Reply {

@@ -23,19 +23,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "auth-cram-cancel",
         "no AUTH yet (issue: STARTTLS, SMTPS and AUTH)",
     ),
-    (
-        "expn-variants",
-        "EXPN needs the aliases file (delivery issue)",
-    ),
-    (
-        "verb",
-        "VERB is offered only with EXPN, which needs the aliases file",
-    ),
-    (
-        "vrfy-before-helo",
-        "VRFY needs the local user and alias lookup",
-    ),
-    ("vrfy-flood", "VRFY needs the local user and alias lookup"),
 ];
 
 fn shared() -> PathBuf {
