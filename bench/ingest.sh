@@ -101,7 +101,8 @@ wait_listening() {   # port what
 
 sm_start() {
     mkdir -p "$RUN/sendmail/queue"
-    (ulimit -n 65536 2>/dev/null || true
+    # room for the idle-connection test (sendmail-rs does not raise its own limit)
+    (ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
      exec "$SM_BIN" -bD -C "$RUN/sendmail/bench.cf" </dev/null >>"$RUN/sendmail/stderr.log" 2>&1) &
     SM_PID=$!
     wait_listening "$SM_PORT" "sendmail-rs (pid $SM_PID, see $RUN/sendmail/stderr.log)"
@@ -123,6 +124,9 @@ sm_reset() {   # an empty queue for the next cell
     sm_stop
     rm -rf "$RUN/sendmail/queue"
     sm_start
+}
+sm_cpu_ticks() {   # user + system clock ticks of the sendmail-rs process so far
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SM_PID/stat"
 }
 sm_count() {   # messages in sendmail-rs's queue (mailq's own count)
     "$SM_BIN" -bp -C "$RUN/sendmail/bench.cf" 2>/dev/null |
@@ -163,6 +167,7 @@ trap 'exit 130' INT TERM
 # --- 2. sendmail-rs ------------------------------------------------------------------------
 port_free "$SM_PORT" || die "port $SM_PORT is already in use (set SM_PORT)"
 port_free "$PF_PORT" || die "port $PF_PORT is already in use (set PF_PORT)"
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$RUN"
 mkdir -p "$RUN/sendmail" "$RUN/postfix"
 if [ "${NO_BUILD:-0}" != 1 ]; then
@@ -263,15 +268,18 @@ else
     )
 fi
 
-ROWS=()      # "label|sm msg/s|pf msg/s|ratio|sm detail|pf detail"
+ROWS=()      # "label|sm msg/s|pf msg/s|ratio|sm cpu us/msg|sm detail|pf detail|load"
+SM_CPU_US="-"
 SM_TOTAL=0; SM_SHORT=0; FAILED_CELLS=0
 
 # Runs in this shell (not a subshell: it restarts the servers, whose PIDs we keep), and
-# leaves "MSGS_PER_S MIN MED MAX ACCEPTED EXPECTED STATUS" in $MEASURED.
+# leaves "MSGS_PER_S MIN MED MAX ACCEPTED EXPECTED STATUS" in $MEASURED (and for
+# sendmail-rs its own CPU time per accepted message, in microseconds, in $SM_CPU_US).
 MEASURED=""
 measure() {   # server label s m p fam
     local server=$1 label=$2 s=$3 m=$4 p=$5 fam=$6 host port d="" csv status=ok
-    if [ "$server" = sm ]; then port=$SM_PORT; sm_reset; else port=$PF_PORT; pf_reset; fi
+    local cpu0=0
+    if [ "$server" = sm ]; then port=$SM_PORT; sm_reset; cpu0=$(sm_cpu_ticks); else port=$PF_PORT; pf_reset; fi
     if [ "$fam" = 4 ]; then host=127.0.0.1; else host='[::1]'; fi
     [ "$p" = 1 ] && d="-d"
     csv="$RUN/cell-$server-s$s-m$m-p$p-v$fam.csv"
@@ -287,6 +295,10 @@ measure() {   # server label s m p fam
         [ "$accepted" -ge "$expected" ] && break
         sleep 0.25
     done
+    if [ "$server" = sm ]; then
+        SM_CPU_US=$(awk -v t="$(( $(sm_cpu_ticks) - cpu0 ))" -v hz="$(getconf CLK_TCK)" -v n="$accepted" \
+            'BEGIN { if (n > 0) printf "%.0f", t / hz * 1e6 / n; else print "-" }')
+    fi
     if [ "$status" = ok ] && [ -s "$csv" ]; then
         MEASURED=$(awk -F, -v m="$m" -v acc="$accepted" -v want="$expected" 'NR == 2 {
             printf "%.0f %.3f %.3f %.3f %d %d %s\n", m / $4, $7, $4, $8, acc, want, (acc == want ? "ok" : "SHORT") }' "$csv")
@@ -306,8 +318,8 @@ for cell in "${CELLS[@]}"; do
     [ "$sm_st" = ok ] || { SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)); }
     if [ "$pf_rate" -gt 0 ]; then ratio=$(awk -v a="$sm_rate" -v b="$pf_rate" 'BEGIN {printf "%.2f", a / b}'); else ratio="-"; fi
     load=$(cut -d' ' -f1 /proc/loadavg)
-    ROWS+=("$label|$sm_rate|$pf_rate|$ratio|${sm_min}/${sm_med}/${sm_max}s, $sm_acc/$sm_exp queued, $sm_st|${pf_min}/${pf_med}/${pf_max}s, $pf_acc/$pf_exp queued, $pf_st|$load")
-    log "  sendmail-rs $sm_rate msg/s ($sm_st, $sm_acc/$sm_exp queued)  Postfix $pf_rate msg/s ($pf_st, $pf_acc/$pf_exp)  ratio $ratio  load $load"
+    ROWS+=("$label|$sm_rate|$pf_rate|$ratio|$SM_CPU_US|${sm_min}/${sm_med}/${sm_max}s, $sm_acc/$sm_exp queued, $sm_st|${pf_min}/${pf_med}/${pf_max}s, $pf_acc/$pf_exp queued, $pf_st|$load")
+    log "  sendmail-rs $sm_rate msg/s ($sm_st, $sm_acc/$sm_exp queued, ${SM_CPU_US} us CPU/msg)  Postfix $pf_rate msg/s ($pf_st, $pf_acc/$pf_exp)  ratio $ratio  load $load"
     [ "$sm_st" = FAILED ] && sed 's/^/    sm: /' "$RUN/cell-sm-s$s-m$m-p$p-v$fam.csv.out" | tail -5 >&2
 done
 
@@ -321,7 +333,7 @@ if [ "$LATENCY" = 1 ]; then
 fi
 if [ "$IDLE_CONNS" -gt 0 ]; then
     log "memory with $IDLE_CONNS idle connections (banner + EHLO)"
-    ulimit -n 65536 2>/dev/null || true
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     sm_reset; sleep 1
     IDLE_SM=$(timeout 240 python3 "$BENCH/idle.py" ::1 "$SM_PORT" "$SM_PID" -n "$IDLE_CONNS" || true)
     pf_reset; sleep 1
@@ -342,14 +354,14 @@ LOG_SUMMARY=$( {
 } )
 STDERR_LINES=$(wc -l < "$RUN/sendmail/stderr.log")
 
-MACHINE="nproc $(nproc), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg), fs ${FSTYPE:-?}"
+MACHINE="nproc $(nproc), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo), load average $START_LOAD at the start and $(cut -d' ' -f1-3 /proc/loadavg) at the end, fs ${FSTYPE:-?}"
 REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 TABLE=$( {
-    echo "| cell | sendmail-rs msg/s | Postfix hold msg/s | ratio | sendmail-rs wall min/med/max | Postfix wall min/med/max | load |"
-    echo "|---|---:|---:|---:|---|---|---:|"
+    echo "| cell | sendmail-rs msg/s | Postfix hold msg/s | ratio | sendmail-rs CPU µs/msg | sendmail-rs wall min/med/max | Postfix wall min/med/max | load |"
+    echo "|---|---:|---:|---:|---:|---|---|---:|"
     for r in "${ROWS[@]}"; do
-        IFS='|' read -r a b c d e f g <<<"$r"
-        echo "| $a | $b | $c | $d | $e | $f | $g |"
+        IFS='|' read -r a b c d e f g h <<<"$r"
+        echo "| $a | $b | $c | $d | $e | $f | $g | $h |"
     done
 } )
 REPORT=$(cat <<EOF

@@ -8,7 +8,10 @@ over its connection (MAIL, RCPT, DATA, body, "."; no pipelining) and QUITs. For 
 message the time from writing the end-of-data "." line to reading the complete reply is
 recorded. Prints one line:
 
-    latency sessions=S msgs=N ok=K fail=F p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. wall_s=.. msgs_per_s=..
+    latency sessions=S msgs=N ok=K fail=F p50_ms=.. p90_ms=.. p99_ms=.. max_ms=..
+            EHLO_p50_ms=.. MAIL_p50_ms=.. RCPT_p50_ms=.. DATA_p50_ms=.. wall_s=.. msgs_per_s=..
+
+(the *_p50_ms figures are the median round trip of that command, for comparison)
 
 and exits 1 if no message got a 250. Bounded: S <= 500, M <= 10000, every network
 wait times out after 30 s, the whole run after 300 s. Loopback addresses only.
@@ -36,6 +39,14 @@ async def expect(reader, code):
         raise ValueError(f"expected {code.decode()}, got {line[:80]!r}")
 
 
+async def timed(writer, reader, line, code, times):
+    """Sends one command line and waits for its reply; records the round trip."""
+    t0 = time.perf_counter()
+    writer.write(line)
+    await expect(reader, code)
+    times.append(time.perf_counter() - t0)
+
+
 def message(i, size):
     head = (
         f"From: a@example.com\r\nTo: b@example.com\r\nSubject: latency {i}\r\n"
@@ -48,7 +59,7 @@ def message(i, size):
     return head + body
 
 
-async def session(host, port, msgs, size, lat, stats):
+async def session(host, port, msgs, size, lat, cmds, stats):
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
     except (OSError, asyncio.TimeoutError) as e:
@@ -57,15 +68,11 @@ async def session(host, port, msgs, size, lat, stats):
         return
     try:
         await expect(reader, b"220")
-        writer.write(b"EHLO latency.example.test\r\n")
-        await expect(reader, b"250")
+        await timed(writer, reader, b"EHLO latency.example.test\r\n", b"250", cmds["EHLO"])
         for i in range(msgs):
-            writer.write(b"MAIL FROM:<a@example.com>\r\n")
-            await expect(reader, b"250")
-            writer.write(b"RCPT TO:<b@example.com>\r\n")
-            await expect(reader, b"250")
-            writer.write(b"DATA\r\n")
-            await expect(reader, b"354")
+            await timed(writer, reader, b"MAIL FROM:<a@example.com>\r\n", b"250", cmds["MAIL"])
+            await timed(writer, reader, b"RCPT TO:<b@example.com>\r\n", b"250", cmds["RCPT"])
+            await timed(writer, reader, b"DATA\r\n", b"354", cmds["DATA"])
             writer.write(message(i, size))
             await writer.drain()
             t0 = time.perf_counter()
@@ -109,8 +116,9 @@ async def main():
     if not (1 <= a.s <= 500 and 1 <= a.m <= 10000 and 100 <= a.l <= 10_000_000):
         sys.exit("latency.py: need 1 <= -s <= 500, 1 <= -m <= 10000, 100 <= -l")
     lat, stats = [], {"ok": 0, "fail": 0, "errors": set()}
+    cmds = {"EHLO": [], "MAIL": [], "RCPT": [], "DATA": []}
     t0 = time.perf_counter()
-    tasks = [asyncio.create_task(session(a.host, a.port, a.m, a.l, lat, stats)) for _ in range(a.s)]
+    tasks = [asyncio.create_task(session(a.host, a.port, a.m, a.l, lat, cmds, stats)) for _ in range(a.s)]
     done, pending = await asyncio.wait(tasks, timeout=300)
     for t in pending:
         t.cancel()
@@ -121,6 +129,10 @@ async def main():
                    f"p99_ms={pct(lat, .99) * 1e3:.2f} max_ms={lat[-1] * 1e3:.2f}")
     else:
         figures = "p50_ms=- p90_ms=- p99_ms=- max_ms=-"
+    for name, times in cmds.items():
+        times.sort()
+        if times:
+            figures += f" {name}_p50_ms={pct(times, .5) * 1e3:.2f}"
     print(f"latency sessions={a.s} msgs={a.s * a.m} ok={stats['ok']} fail={stats['fail']} "
           f"{figures} wall_s={wall:.2f} msgs_per_s={stats['ok'] / wall:.0f}"
           + (f" timed_out_sessions={len(pending)}" if pending else "")
