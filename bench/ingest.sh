@@ -14,7 +14,8 @@
 #  3. starts a private Postfix 3 instance (bench/run/postfix/, the system's /etc/postfix
 #     is not touched) on [::1]:PF_PORT and 127.0.0.1:PF_PORT in hold mode: cleanup writes
 #     and fsyncs the queue file, smtpd answers 250, the message waits in the hold queue;
-#  4. measures the disk's fsync ceiling (fsync_probe.c, a few seconds);
+#  4. measures the disk's fsync ceiling (fsync_probe.c, a few seconds) before the servers
+#     start and again after the last cell (the shared disk drifts 3x within minutes);
 #  5. for each cell (sessions x messages per connection, 5 KiB bodies) and each server:
 #     empties the server's queue (stop, delete, start), then runs Postfix's smtp-source
 #     under hyperfine (RUNS counted runs after WARMUP, each bounded by `timeout`), and
@@ -27,7 +28,8 @@
 #
 # Environment: RUNS (3), WARMUP (1), SMOKE (0), SM_PORT (10040), PF_PORT (10041),
 # SRC_TIMEOUT (120 s per smtp-source run), LATENCY (1), IDLE_CONNS (1000; 0 = skip),
-# NO_BUILD (0: use the existing target/release/sendmail), RESULTS_FILE.
+# NO_BUILD (0: use the existing target/release/sendmail), RESULTS_FILE, SM_CF_EXTRA (lines
+# appended to sendmail-rs's cf, for experiments: e.g. "O MaxMessageSize=1000").
 # Exit status: 0 when sendmail-rs accepted every message of every cell; 1 otherwise
 # (in particular when it accepted nothing); 2 on a setup problem.
 set -euo pipefail
@@ -164,7 +166,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- 2. sendmail-rs ------------------------------------------------------------------------
+# --- 2. the disk (before any server runs, and again at the end: it drifts) -----------------
+fsync_probe() {   # -> the probe's three lines
+    if [ "$SMOKE" = 1 ]; then timeout 30 "$RUN/fsync_probe" "$RUN/fsync" 200 1
+    else timeout 60 "$RUN/fsync_probe" "$RUN/fsync" 2000 5; fi
+}
+
+# --- 3. sendmail-rs ------------------------------------------------------------------------
 port_free "$SM_PORT" || die "port $SM_PORT is already in use (set SM_PORT)"
 port_free "$PF_PORT" || die "port $PF_PORT is already in use (set PF_PORT)"
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -190,12 +198,19 @@ O PidFile=$RUN/sendmail/sendmail.pid
 O LogFile=$RUN/sendmail/maillog
 O StatusFile=$RUN/sendmail/sendmail.st
 O LogLevel=9
+${SM_CF_EXTRA:-}
 EOF
 : > "$RUN/sendmail/sendmail.st"
+cc -O2 -o "$RUN/fsync_probe" "$BENCH/fsync_probe.c" || die "cannot compile fsync_probe.c"
+mkdir -p "$RUN/fsync"
+FSYNC=$(fsync_probe)
+log "fsync ceiling (one writer, 4 KiB):"; printf '%s\n' "$FSYNC" >&2
+FSTYPE=$(awk -v d="$RUN" '$2 != "" && index(d, $2) == 1 && length($2) >= l {l = length($2); t = $3 " " $4} END {print t}' /proc/mounts)
+
 sm_start
 log "sendmail-rs pid $SM_PID on [::1]:$SM_PORT, 127.0.0.1:$SM_PORT"
 
-# --- 3. Postfix, hold mode ------------------------------------------------------------------
+# --- 4. Postfix, hold mode ------------------------------------------------------------------
 mkdir -p "$PF_CONF" "$PF_SPOOL" "$RUN/postfix/data"
 chown postfix:postfix "$RUN/postfix/data"
 # Debian's stock master.cf with chroot off and "smtp inet" moved to our port (process
@@ -243,14 +258,6 @@ postfix -c "$PF_CONF" check >>"$RUN/postfix/start.log" 2>&1 || die "postfix chec
 pf_start
 PF_VERSION=$(postconf -c "$PF_CONF" -h mail_version)
 log "postfix $PF_VERSION master pid $(pf_master_pid) on [::1]:$PF_PORT, 127.0.0.1:$PF_PORT (hold)"
-
-# --- 4. the disk -----------------------------------------------------------------------------
-cc -O2 -o "$RUN/fsync_probe" "$BENCH/fsync_probe.c" || die "cannot compile fsync_probe.c"
-mkdir -p "$RUN/fsync"
-if [ "$SMOKE" = 1 ]; then FSYNC=$(timeout 30 "$RUN/fsync_probe" "$RUN/fsync" 200 1)
-else FSYNC=$(timeout 60 "$RUN/fsync_probe" "$RUN/fsync" 2000 5); fi
-log "fsync ceiling (one writer, 4 KiB):"; printf '%s\n' "$FSYNC" >&2
-FSTYPE=$(awk -v d="$RUN" '$2 != "" && index(d, $2) == 1 && length($2) >= l {l = length($2); t = $3 " " $4} END {print t}' /proc/mounts)
 
 # --- 5. the cells ------------------------------------------------------------------------------
 # label sessions messages persistent(1 = -d: msgs/conn = messages/sessions) target-family
@@ -344,6 +351,7 @@ fi
 # --- 7. the table ------------------------------------------------------------------------------
 sm_stop
 pf_stop
+FSYNC_END=$(fsync_probe)
 SMLOG="$RUN/sendmail/maillog"
 LOG_SUMMARY=$( {
     echo "lines: $(wc -l < "$SMLOG" 2>/dev/null || echo 0), from=: $(grep -c ' from=' "$SMLOG" 2>/dev/null || true)"
@@ -372,9 +380,11 @@ Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")RUNS=$RUNS bash bench/ingest.sh
 
 $TABLE
 
-Disk fsync ceiling, one writer, 4 KiB (\`fsync_probe\`):
+Disk fsync ceiling, one writer, 4 KiB (\`fsync_probe\`), before the servers started and after the last cell:
 \`\`\`
 $FSYNC
+--
+$FSYNC_END
 \`\`\`
 EOF
 )
