@@ -198,6 +198,8 @@ O PidFile=$RUN/sendmail/sendmail.pid
 O LogFile=$RUN/sendmail/maillog
 O StatusFile=$RUN/sendmail/sendmail.st
 O LogLevel=9
+# "hold", as the Postfix peer: accept into the durable queue, no delivery attempts.
+O DeliveryMode=queueonly
 ${SM_CF_EXTRA:-}
 EOF
 : > "$RUN/sendmail/sendmail.st"
