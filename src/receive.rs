@@ -89,7 +89,6 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
         base: cfg,
     };
     let hostname = expand("$j", &lookup);
-    let (header_end, existing_msgid) = scan_headers(&msg.body);
     let mut added = String::new();
     let template = cfg
         .headers
@@ -98,17 +97,8 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
         .map(|h| h.value.as_str())
         .unwrap_or(DEFAULT_RECEIVED);
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
-    let msgid = match existing_msgid {
-        Some(m) => Some(m),
-        None => {
-            let m = queue::id::message_id(Utc::now(), &msg.qid, &hostname);
-            added.push_str(&format!("Message-Id: {m}\n"));
-            Some(m)
-        }
-    };
-    if !has_header(&msg.body[..header_end], "date") {
-        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
-    }
+    let (more, msgid) = id_and_date(&msg.body, &msg.qid, &hostname);
+    added.push_str(&more);
     let mut body = Vec::with_capacity(added.len() + msg.body.len());
     body.extend_from_slice(added.as_bytes());
     body.extend_from_slice(&msg.body);
@@ -153,6 +143,22 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
     ))
 }
 
+/// `Message-Id:` and `Date:` for a message that lacks them (sendmail adds both at receipt):
+/// the lines to add, and the message's id (its own, or the one added).
+pub(crate) fn id_and_date(body: &[u8], qid: &str, host: &str) -> (String, Option<String>) {
+    let (header_end, existing) = scan_headers(body);
+    let mut added = String::new();
+    let msgid = existing.or_else(|| {
+        let m = queue::id::message_id(Utc::now(), qid, host);
+        added.push_str(&format!("Message-Id: {m}\n"));
+        Some(m)
+    });
+    if !has_header(&body[..header_end], "date") {
+        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
+    }
+    (added, msgid)
+}
+
 /// The macros of one received message.
 fn receipt_macros(msg: &Message) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -194,7 +200,7 @@ fn bare(raw: &str) -> String {
 
 /// Where the header block ends (the index after its blank line, or the body's end) and the
 /// value of its `Message-Id:` header, if any.
-fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
+pub(crate) fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
     let mut pos = 0;
     let mut msgid = None;
     while pos < body.len() {
@@ -222,7 +228,7 @@ fn header_value(line: &[u8], name: &str) -> Option<String> {
         .then(|| v.trim().to_string())
 }
 
-fn has_header(headers: &[u8], name: &str) -> bool {
+pub(crate) fn has_header(headers: &[u8], name: &str) -> bool {
     headers
         .split(|&b| b == b'\n')
         .any(|l| header_value(l, name).is_some())

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use chrono::{Local, Utc};
+use chrono::Local;
 
 use crate::cli::Invocation;
 use crate::config::Config;
@@ -285,13 +285,7 @@ fn add_headers(
     }
     let lookup = Layered { top: &m, base: cfg };
     let host = expand("$j", &lookup);
-    let (headers, _) = split_headers(&body);
-    let has = |name: &str| {
-        header_fields(headers).iter().any(|f| {
-            let n = f.split(|&b| b == b':').next().unwrap_or(b"");
-            String::from_utf8_lossy(n).trim().eq_ignore_ascii_case(name)
-        })
-    };
+    let headers = &body[..crate::receive::scan_headers(&body).0];
     let template = cfg
         .headers
         .iter()
@@ -299,7 +293,7 @@ fn add_headers(
         .map(|h| h.value.as_str())
         .unwrap_or("$?_($_)\n\t$.by $j ($v/$Z) id $i$?u\n\tfor $u; $|;\n\t$.$b");
     let mut added = format!("Received: {}\n", expand(template, &lookup));
-    if !has("from") {
+    if !crate::receive::has_header(headers, "from") {
         let addr = if sender.contains('@') {
             sender.to_string()
         } else {
@@ -310,22 +304,8 @@ fn add_headers(
             None => added.push_str(&format!("From: {addr}\n")),
         }
     }
-    if !has("date") {
-        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
-    }
-    let msgid = if has("message-id") {
-        header_fields(headers).iter().find_map(|f| {
-            let s = String::from_utf8_lossy(f);
-            let (n, v) = s.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("message-id")
-                .then(|| v.trim().to_string())
-        })
-    } else {
-        let id = queue::id::message_id(Utc::now(), qid, &host);
-        added.push_str(&format!("Message-Id: {id}\n"));
-        Some(id)
-    };
+    let (more, msgid) = crate::receive::id_and_date(&body, qid, &host);
+    added.push_str(&more);
     let mut out = added.into_bytes();
     out.extend_from_slice(&body);
     (out, msgid)
