@@ -281,6 +281,16 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
     std::thread::sleep(Duration::from_millis(50));
     let text = std::fs::read_to_string(&pid_file).unwrap();
     let pid: i32 = text.lines().next().unwrap().parse().unwrap();
+    // Whatever happens below, the detached daemon we started does not outlive the test.
+    struct KillOnDrop(Option<i32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(pid));
     // The daemon we started (by its pid file) serves, then stops on SIGTERM.
     let line = loop {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
@@ -300,6 +310,12 @@ fn bd_detaches_and_the_pid_file_names_the_daemon() {
         assert!(start.elapsed() < WAIT, "pid file not removed");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Gone: nothing left to kill (and its pid may be reused).
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(start.elapsed() < WAIT, "daemon still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard.0 = None;
 }
 
 #[test]
