@@ -360,11 +360,23 @@ impl LocalDelivery {
             Err(e) => return io_outcome(path, &e),
         }
         let deadline = Instant::now() + self.lock_timeout;
-        if let Err(o) = lock_file(&file, path, deadline) {
+        self.lock_and_append(&mut file, path, deadline, d)
+    }
+
+    /// Locks an open mbox file (fcntl + flock, waiting until `deadline`) and appends one
+    /// message, truncating back to the old length if the write fails.
+    fn lock_and_append(
+        &self,
+        file: &mut File,
+        path: &Path,
+        deadline: Instant,
+        d: &Delivery,
+    ) -> Outcome {
+        if let Err(o) = lock_file(file, path, deadline) {
             return o;
         }
         let bytes = mbox_entry(d, self.return_path, SystemTime::now());
-        match append_or_rollback(&mut file, &bytes) {
+        match append_or_rollback(file, &bytes) {
             Ok(()) => Outcome::Delivered,
             Err(e) => io_outcome(path, &e),
         }
@@ -426,14 +438,7 @@ impl LocalDelivery {
             Ok(_) => {}
             Err(e) => return io_outcome(path, &e),
         }
-        if let Err(o) = lock_file(&file, path, deadline) {
-            return o;
-        }
-        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
-        match append_or_rollback(&mut file, &bytes) {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => io_outcome(path, &e),
-        }
+        self.lock_and_append(&mut file, path, deadline, d)
     }
 
     /// Writes one message into the Maildir `base/rel` (creating it and `tmp`, `new`, `cur`).
