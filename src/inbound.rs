@@ -17,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
-use crate::daemon::{Peer, Shared};
+use crate::daemon::{Current, Peer, Shared};
 use crate::log::Severity;
+use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
@@ -51,7 +52,22 @@ pub async fn serve_client<S>(
         .rules
         .as_ref()
         .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
-    let mut ctx = session_context(&current.config, &daemon, client, &shared, &current);
+    let macros = connection_macros(&daemon, &client);
+    let origin = Origin {
+        daemon_name: daemon.name.clone(),
+        daemon_flags: daemon.modifiers.as_str().to_string(),
+        macros: &macros,
+        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT);
+        // EXPN (and with it VERB) is answered from the aliases and the passwd file.
+        features: Features {
+            dsn: true,
+            expn: true,
+            ..Features::default()
+        },
+        ids: shared.qids.clone(),
+    };
+    // check_relay may still make this a "nullserver" session (below).
+    let mut ctx = session_context(&current, client, origin);
     if let Some((reply, log)) = relay_reject {
         shared
             .logger
@@ -132,39 +148,44 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m
 }
 
-fn session_context(
-    cfg: &Config,
-    daemon: &DaemonPortOptions,
+/// What differs between a daemon connection and `sendmail -bs`.
+pub struct Origin<'a> {
+    pub daemon_name: String,
+    /// `M=` letters of the daemon (`-bs`: DirectSubmissionModifiers).
+    pub daemon_flags: String,
+    /// The per-connection macros (`$_`, `${client_addr}` …).
+    pub macros: &'a BTreeMap<String, String>,
+    pub features: Features,
+    pub ids: Arc<QueueIdGen>,
+}
+
+/// The session's context from the running configuration: host name, greeting (expanded with
+/// the connection's macros over the cf's), limits, privacy options, help text and policy.
+pub fn session_context(
+    current: &Current,
     client: ClientInfo,
-    shared: &Shared,
-    current: &crate::daemon::Current,
+    origin: Origin<'_>,
 ) -> SessionContext {
-    let macros = connection_macros(daemon, &client);
+    let cfg: &Config = &current.config;
     let lookup = Layered {
-        top: &macros,
+        top: origin.macros,
         base: cfg,
     };
     SessionContext {
         hostname: expand("$j", &lookup),
         greeting: cfg.options.smtp_greeting_message.expand(&lookup),
-        daemon_name: daemon.name.clone(),
-        daemon_flags: daemon.modifiers.as_str().to_string(),
+        daemon_name: origin.daemon_name,
+        daemon_flags: origin.daemon_flags,
         client,
         max_message_size: cfg.options.max_message_size,
         max_recipients: cfg.options.max_recipients_per_message,
-        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT).
-        features: Features {
-            dsn: true,
-            // EXPN (and with it VERB) is answered from the aliases and the passwd file.
-            expn: true,
-            ..Features::default()
-        },
+        features: origin.features,
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),
-        connect_reject: None, // set by serve_client from check_relay
+        connect_reject: None,
         policy: current.policy.clone(),
-        ids: shared.qids.clone(),
+        ids: origin.ids,
     }
 }

@@ -21,11 +21,12 @@ use crate::cli::Invocation;
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
 use crate::daemon::{Current, load_config, make_logger};
+use crate::inbound::{Origin, session_context};
 use crate::log::{Logger, Severity};
 use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
 use crate::receive::{Destination, QueueSink};
 use crate::smtp::conn::{self, ConnOptions};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Session};
 use crate::sysexits::{EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
 
 /// The invoking user's login name (`root` when it cannot be found).
@@ -338,29 +339,17 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     };
     let mut macros = BTreeMap::new();
     macros.insert("_".to_string(), client.display());
-    let lookup = Layered {
-        top: &macros,
-        base: &*cfg,
-    };
-    let ctx = SessionContext {
-        hostname: expand("$j", &lookup),
-        greeting: cfg.options.smtp_greeting_message.expand(&lookup),
+    let origin = Origin {
         daemon_name: String::new(),
         // DirectSubmissionModifiers' default for command-line submissions: `c u` (so an
         // unqualified sender is accepted).
         daemon_flags: "cu".to_string(),
-        client,
-        max_message_size: cfg.options.max_message_size,
-        max_recipients: cfg.options.max_recipients_per_message,
+        macros: &macros,
         features: Features::default(),
-        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
-        log_level: cfg.options.log_level,
-        version: expand("$v", &*cfg),
-        help: current.help.clone(),
-        connect_reject: None,
-        policy: current.policy.clone(),
         ids: Arc::new(QueueIdGen::new()),
     };
+    let ctx = session_context(&current, client, origin);
+
     let mut sink = QueueSink {
         dest: Destination::Maildrop(cfg.options.queue_directory.clone()),
         config: cfg.clone(),
