@@ -45,6 +45,7 @@ fn session() -> Session {
             name: Some("localhost".into()),
         },
         max_message_size: 0,
+        max_headers_length: 0,
         max_recipients: 0,
         features: Features::default(),
         privacy: Privacy::default(),

@@ -85,7 +85,8 @@ fn v4_client() -> ClientInfo {
     }
 }
 
-/// The oracle's MTA-v6 listener, with every extension the oracle offers except AUTH.
+/// The oracle's MTA-v6 listener, with every extension the oracle offers except AUTH (and
+/// none it does not: no CHUNKING, no SMTPUTF8).
 fn oracle_ctx() -> SessionContext {
     SessionContext {
         hostname: "oracle.example.test".into(),
@@ -95,6 +96,7 @@ fn oracle_ctx() -> SessionContext {
         daemon_flags: String::new(),
         client: v6_client(),
         max_message_size: 0,
+        max_headers_length: 32768,
         max_recipients: 0,
         features: Features {
             pipelining: true,
@@ -104,6 +106,8 @@ fn oracle_ctx() -> SessionContext {
             dsn: true,
             etrn: true,
             deliverby: true,
+            chunking: false,
+            smtputf8: false,
         },
         privacy: Privacy::default(),
         log_level: 14,
@@ -260,6 +264,7 @@ fn ehlo_size_shows_the_limit() {
             "PIPELINING",
             "8BITMIME",
             "SIZE 1000",
+            "CHUNKING",
             "HELP"
         ]
     );
