@@ -1293,3 +1293,5 @@ fn command_lines_are_logged_above_level_14() {
     let mut s = Session::new(ctx);
     assert_eq!(logs(&script(&mut s, &["NOOP"])), ["<-- NOOP"]);
 }
+
+mod receipt;
