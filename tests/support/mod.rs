@@ -243,6 +243,16 @@ impl Smtp {
             .unwrap();
     }
 
+    /// Another handle on the connection (for a writer thread).
+    pub fn raw_clone(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    /// Writes `bytes` as they are (pipelined commands, BDAT octets).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
     /// Whether the server has closed the connection (reads to EOF).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
