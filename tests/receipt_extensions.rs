@@ -293,9 +293,15 @@ fn headers_over_max_headers_length_are_refused_with_sendmails_reply() {
     let small = swaks("X-Small: a");
     assert!(small.contains("Message accepted for delivery"), "{small}");
     let log = d.wait_log("stat=Headers too large (512 max)");
-    let notice = log.lines().find(|l| l.contains("headers too large")).unwrap();
+    let notice = log
+        .lines()
+        .find(|l| l.contains("headers too large"))
+        .unwrap();
     assert!(notice.ends_with(" during message collect"), "{notice}");
-    assert!(notice.contains(": headers too large (512 max) from "), "{notice}");
+    assert!(
+        notice.contains(": headers too large (512 max) from "),
+        "{notice}"
+    );
     d.stop();
 }
 

@@ -1,10 +1,11 @@
 //! The end of a message, however it came (DATA or BDAT): the limits, then the commit.
 //!
 //! In: the received body ([`BodyBuf`]) of the current transaction, or the bare CR/LF that
-//! ended it. Out: `552` for a message over the size limit (`message size (N) exceeds maximum
-//! (M)` logged) or over `MaxHeadersLength` (sendmail's `headers too large (M max) from HOST
-//! during message collect`, then `from=` and a `to=... stat=Headers too large (M max)` per
-//! recipient, as sendmail 8.17.1.9 logs it); `421 4.5.0 Bare linefeed/carriage return` and
+//! ended it. Out: `552` for a message over the size limit (`552 5.2.3 Message exceeds
+//! maximum fixed size (M)`; logged `from=`, `message size (N) exceeds maximum (M)`, `to=...
+//! stat=...`) or over `MaxHeadersLength` (`552 5.6.0 Headers too large (M max)`; logged
+//! `headers too large (M max) from HOST during message collect`, `from=`, `to=...`), both
+//! recorded from sendmail 8.17.1.9 for this project (2026-12-02); `421 4.5.0 Bare linefeed/carriage return` and
 //! the end of the session for a bare line end; otherwise [`Action::Commit`] of the
 //! [`Message`], answered `250` by [`Session::committed`] once it is durable. This is the only
 //! place a message is handed to the queue.
@@ -26,14 +27,17 @@ impl Session {
         let size = body.size();
         if body.exceeded() {
             let max = body.limits().size_limit();
-            let text = format!("message size ({size}) exceeds maximum ({max})");
-            self.log(Severity::Notice, true, text, out);
-            out.push(Action::Reply(reply::message_too_big(max)));
-            self.finish_transaction_sized(size, out);
+            let notice = format!("message size ({size}) exceeds maximum ({max})");
+            self.refuse_message(notice, reply::message_too_big(max), false, size, out);
             return;
         }
         if body.headers_exceeded() {
-            self.headers_too_large(body.limits().max_headers, size, out);
+            let max = body.limits().max_headers;
+            let notice = format!(
+                "headers too large ({max} max) from {} during message collect",
+                self.ctx.client.host_name()
+            );
+            self.refuse_message(notice, reply::headers_too_large(max), true, size, out);
             return;
         }
         let Some(tx) = self.tx.take() else {
@@ -56,18 +60,28 @@ impl Session {
         out.push(Action::Commit(Box::new(msg)));
     }
 
-    fn headers_too_large(&mut self, max: u64, size: u64, out: &mut Vec<Action>) {
-        let text = format!(
-            "headers too large ({max} max) from {} during message collect",
-            self.ctx.client.host_name()
-        );
-        self.log(Severity::Notice, true, text, out);
-        let answer = reply::headers_too_large(max);
+    /// Refuses the transaction's message with `answer`, logged as sendmail 8.17.1.9 logs it:
+    /// the `notice`, the `from=` line (the notice comes first for headers, after it for the
+    /// size), then `to=<r>, ..., stat=<answer text>` per recipient.
+    fn refuse_message(
+        &mut self,
+        notice: String,
+        answer: Reply,
+        notice_first: bool,
+        size: u64,
+        out: &mut Vec<Action>,
+    ) {
         let mut to_lines = Vec::new();
         self.log_undelivered(answer.text(), 4, &mut to_lines);
-        out.push(Action::Reply(answer));
-        self.finish_transaction_sized(size, out);
+        if notice_first {
+            self.log(Severity::Notice, true, notice, out);
+            self.finish_transaction_sized(size, out);
+        } else {
+            self.finish_transaction_sized(size, out);
+            self.log(Severity::Notice, true, notice, out);
+        }
         out.extend(to_lines);
+        out.push(Action::Reply(answer));
     }
 
     /// A bare LF or CR in the message: logged as sendmail's `collect:` line, answered 421,

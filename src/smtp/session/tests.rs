@@ -802,11 +802,13 @@ fn message_over_the_limit_is_refused_at_the_end() {
         replies(&actions),
         ["552 5.2.3 Message exceeds maximum fixed size (10)"]
     );
+    // As sendmail 8.17.1.9 logs it (recorded with -bs -O MaxMessageSize=1000).
     assert_eq!(
         logs(&actions),
         [
-            "message size (14) exceeds maximum (10)",
             "from=<a@b.test>, size=14, class=0, nrcpts=1, proto=SMTP, daemon=MTA-v6, relay=localhost [IPv6:0:0:0:0:0:0:0:1]",
+            "message size (14) exceeds maximum (10)",
+            "to=<root>, delay=00:00:00, pri=0, stat=Message exceeds maximum fixed size (10)",
         ]
     );
     assert!(!s.is_closed());
