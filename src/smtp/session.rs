@@ -20,6 +20,10 @@
 //! protocol error`), the "nullserver" mode of a connection refused by `check_relay`, and
 //! the end-of-session log lines (`from=` of an aborted transaction, `to=... stat=RSET`,
 //! `did not issue MAIL/EXPN/VRFY/ETRN`, `lost input channel`).
+//!
+//! Beyond sendmail 8.17, in their own files: BDAT (`session/bdat.rs`, RFC 3030), SMTPUTF8
+//! (`session/utf8.rs`, RFC 6531); the end of every message, DATA or BDAT, with its size and
+//! header limits and the one commit (`session/finish.rs`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
