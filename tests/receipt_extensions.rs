@@ -308,7 +308,7 @@ fn headers_over_max_headers_length_are_refused_with_sendmails_reply() {
 #[test]
 fn bs_offers_what_the_daemon_offers() {
     // sendmail's -bs lists the daemon's keywords (shared/oracle/samples/42-cli-bs.txt).
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("sendmail.cf");
     std::fs::write(&cf, CF).unwrap();
@@ -327,19 +327,7 @@ fn bs_offers_what_the_daemon_offers() {
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     let mut output = BufReader::new(child.stdout.take().unwrap());
-    let mut reply = || {
-        let mut lines = Vec::new();
-        loop {
-            let mut l = String::new();
-            assert!(output.read_line(&mut l).unwrap() > 0, "EOF after {lines:?}");
-            let l = l.trim_end().to_string();
-            let last = l.as_bytes().get(3) != Some(&b'-');
-            lines.push(l);
-            if last {
-                return lines;
-            }
-        }
-    };
+    let mut reply = || support::read_reply(&mut output);
     reply();
     input.write_all(b"EHLO localclient\r\n").unwrap();
     let keywords: Vec<String> = reply().iter().skip(1).map(|l| l[4..].to_string()).collect();
