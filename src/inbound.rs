@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::{Authenticator, Mechanism};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
@@ -23,7 +24,7 @@ use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -79,6 +80,8 @@ pub async fn serve_client<S>(
             command: current.config.options.timeouts.command,
             data_block: current.config.options.timeouts.datablock,
         },
+        tls: current.credentials.tls.clone(),
+        implicit_tls: daemon.modifiers.has('s'),
         ..ConnOptions::default()
     };
     let mut sink = QueueSink {
@@ -167,6 +170,7 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
+    let security = security(current, &client);
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -187,5 +191,21 @@ pub fn session_context(
         connect_reject: None,
         policy: current.policy.clone(),
         ids: origin.ids,
+        security,
+    }
+}
+
+/// What STARTTLS and AUTH offer this client: STARTTLS with a certificate; AUTH with a
+/// password file, its plain-text mechanisms over TLS only unless the client is on loopback
+/// and `AuthOptions` has no `p`.
+fn security(current: &Current, client: &ClientInfo) -> Security {
+    let o = &current.config.options;
+    let creds = &current.credentials;
+    let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
+    Security {
+        starttls: creds.tls.is_some(),
+        authenticator: creds.passwords.clone().map(|p| p as Arc<dyn Authenticator>),
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
     }
 }

@@ -54,6 +54,7 @@ fn session() -> Session {
         connect_reject: None,
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
+        security: Default::default(),
     })
 }
 
@@ -64,6 +65,7 @@ fn quick() -> ConnOptions {
             data_block: Duration::from_secs(5),
         },
         max_line: MAX_COMMAND_LINE,
+        ..ConnOptions::default()
     }
 }
 
