@@ -19,18 +19,45 @@ use crate::tls::ServerTls;
 pub struct Credentials {
     pub tls: Option<ServerTls>,
     pub passwords: Option<Arc<PasswordFile>>,
+    /// Lines for the log: what is not offered because its file does not exist.
+    pub notes: Vec<String>,
 }
 
 impl Credentials {
-    /// Loads both; every error, each naming its file and line.
+    /// Loads both; every error, each naming its file and line. A file named in the cf that
+    /// does not exist is not an error (the embedded default names the usual places before
+    /// anything is there): that feature is off and a note says why, as sendmail logs
+    /// `STARTTLS=server: file … unsafe: No such file or directory`.
     pub fn load(cfg: &Config) -> Result<Credentials, Vec<String>> {
         let mut errors = Vec::new();
-        let tls = ServerTls::load(cfg).unwrap_or_else(|e| {
-            errors.push(e.to_string());
-            None
-        });
+        let mut notes = Vec::new();
+        let absent = |option| crate::tls::option_path(cfg, option).filter(|p| !p.exists());
+        let missing = absent("ServerCertFile").or_else(|| absent("ServerKeyFile"));
+        let tls = match &missing {
+            Some(p) => {
+                notes.push(format!(
+                    "STARTTLS=server: file {} unsafe: No such file or directory",
+                    p.display()
+                ));
+                None
+            }
+            None => ServerTls::load(cfg).unwrap_or_else(|e| {
+                errors.push(e.to_string());
+                None
+            }),
+        };
+        if tls.is_none() && missing.is_none() {
+            notes.push("STARTTLS: ServerCertFile missing".to_string());
+        }
         let passwords = match password_file(cfg) {
             None => None,
+            Some(path) if !path.exists() => {
+                notes.push(format!(
+                    "AUTH: AuthPasswordFile {}: No such file or directory; AUTH not offered",
+                    path.display()
+                ));
+                None
+            }
             Some(path) => match PasswordFile::load(&path) {
                 Ok(p) => Some(Arc::new(p)),
                 Err(es) => {
@@ -46,18 +73,13 @@ impl Credentials {
             },
         };
         if errors.is_empty() {
-            Ok(Credentials { tls, passwords })
+            Ok(Credentials {
+                tls,
+                passwords,
+                notes,
+            })
         } else {
             Err(errors)
-        }
-    }
-
-    /// sendmail's start-up note when there is no certificate (Debian's binary writes it).
-    pub fn notes(&self) -> Vec<&'static str> {
-        if self.tls.is_none() {
-            vec!["STARTTLS: ServerCertFile missing"]
-        } else {
-            Vec::new()
         }
     }
 }

@@ -210,7 +210,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_CONFIG;
         }
     };
-    for n in credentials.notes() {
+    for n in &credentials.notes {
         logger.log(Severity::Info, None, format_args!("{n}"));
     }
     if !inv.args.debug.is_empty() {
@@ -591,7 +591,7 @@ async fn pickup_loop(shared: Arc<Shared>) {
 fn reload_credentials(cfg: &Config, shared: &Shared) -> Credentials {
     match Credentials::load(cfg) {
         Ok(c) => {
-            for n in c.notes() {
+            for n in &c.notes {
                 shared.logger.log(Severity::Info, None, format_args!("{n}"));
             }
             c

@@ -167,7 +167,7 @@ fn origin(cfg: &Config, option: &'static str) -> String {
 }
 
 /// An option's value as a path (`$`-macros expanded as for any cf value).
-fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf> {
+pub(crate) fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf> {
     let o = &cfg.options;
     let text = match option {
         "ServerCertFile" => o.server_cert_file.as_ref(),
@@ -455,15 +455,6 @@ impl ClientCertVerifier for RequestCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
-}
-
-/// A self-signed certificate and its key, PEM, for `names` (the first is the subject):
-/// what `sendmail -bC` writes for a first start.
-pub fn self_signed(names: &[String]) -> Result<(String, String), rcgen::Error> {
-    let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(names.to_vec())?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
 use super::*;
 
+/// A self-signed certificate and its key, PEM, for `names` (the first is the subject):
+/// as `openssl req -x509` makes them.
+fn self_signed(names: &[String]) -> Result<(String, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(names.to_vec())?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 #[test]
 fn cipher_names_are_openssls() {
     assert_eq!(
@@ -53,6 +62,7 @@ fn no_certificate_means_no_tls_and_bad_files_name_the_cf_line() {
     assert!(err.contains("no certificate"), "{err}");
     let (c, _) = self_signed(&["mx.example.test".into()]).unwrap();
     std::fs::write(&cert, c).unwrap();
+    std::fs::create_dir(&key).unwrap();
     let err = ServerTls::load(&config_with(&cf)).unwrap_err().to_string();
     assert!(err.contains(":3: ServerKeyFile: cannot read"), "{err}");
 }
