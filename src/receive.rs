@@ -25,10 +25,13 @@ use crate::smtp::command;
 use crate::smtp::conn::{CommitError, MessageSink};
 use crate::smtp::session::{Message, format_ip};
 
-/// sendmail's `Received:` template (cf/m4/proto.m4, `confRECEIVED_HEADER`), used when the cf
-/// defines none; here it also names the daemon.
-const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t$.by $j ($v/$Z)$?{daemon_name} \
-     (daemon ${daemon_name})$.$?r with $r$. id $i$?u\n\tfor $u; $|;\n\t$.$b";
+/// sendmail's `Received:` template (cf/m4/cfhead.m4, `confRECEIVED_HEADER`: the AUTH and TLS
+/// comments included), used when the cf defines none; here it also names the daemon.
+const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t\
+     $.$?{auth_type}(authenticated$?{auth_ssf} bits=${auth_ssf}$.)\n\t\
+     $.by $j ($v/$Z)$?{daemon_name} (daemon ${daemon_name})$.$?r with $r$. id $i$?{tls_version}\n\t\
+     (version=${tls_version} cipher=${cipher} bits=${cipher_bits} verify=${verify})$.$?u\n\t\
+     for $u; $|;\n\t$.$b";
 
 /// sendmail's `WkRecipFact`: each recipient adds this much to the work priority.
 const RECIPIENT_FACTOR: i64 = 30_000;
@@ -165,6 +168,12 @@ fn receipt_macros(msg: &Message) -> BTreeMap<String, String> {
     m.insert("r".into(), msg.protocol.to_string());
     m.insert("i".into(), msg.qid.clone());
     m.insert("daemon_name".into(), msg.daemon_name.clone());
+    if let Some(t) = &msg.tls {
+        m.extend(t.macros().map(|(k, v)| (k.to_string(), v)));
+    }
+    if let Some(a) = &msg.auth {
+        m.extend(a.macros().map(|(k, v)| (k.to_string(), v)));
+    }
     if let [only] = msg.recipients.as_slice() {
         m.insert("u".into(), format!("<{}>", bare(&only.addr.raw)));
     }
