@@ -163,8 +163,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("LDAPDefaultSpec", None),
     s("ServerCertFile", None),
     s("ServerKeyFile", None),
-    n("ClientCertFile", None),
-    n("ClientKeyFile", None),
+    s("ClientCertFile", None),
+    s("ClientKeyFile", None),
     s("CACertFile", None),
     s("CACertPath", None),
     n("DHParameters", None),
@@ -207,7 +207,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("UseCompressedIPv6Addresses", None),
     n("SSLEngine", None),
     n("SSLEnginePath", None),
-    n("TLSFallbacktoClear", None),
+    s("TLSFallbacktoClear", None),
     n("SmtpUTF8", None),
     n("SetCertAltnames", None),
     n("CipherSuites", None),
@@ -726,6 +726,13 @@ pub struct Options {
     pub server_key_file: Option<Text>,
     pub ca_cert_file: Option<Text>,
     pub ca_cert_path: Option<Text>,
+    /// `ClientCertFile`, `ClientKeyFile`: the certificate we show when a server asks for one
+    /// after our STARTTLS.
+    pub client_cert_file: Option<Text>,
+    pub client_key_file: Option<Text>,
+    /// `TLSFallbacktoClear`, default false: after a failed TLS handshake, connect to the
+    /// same address again at once without STARTTLS.
+    pub tls_fallback_to_clear: bool,
     /// Ours: `NameServers`; empty = the system resolver configuration.
     pub name_servers: Vec<SocketAddr>,
     /// `ClientPortOptions` values as written, in order (one per address family is meant).
@@ -778,6 +785,9 @@ impl Default for Options {
             server_key_file: None,
             ca_cert_file: None,
             ca_cert_path: None,
+            client_cert_file: None,
+            client_key_file: None,
+            tls_fallback_to_clear: false,
             name_servers: Vec::new(),
             client_port_options: Vec::new(),
             reject_nul: false,
@@ -888,6 +898,9 @@ impl Options {
             "ServerKeyFile" => self.server_key_file = Some(text()),
             "CACertFile" => self.ca_cert_file = Some(text()),
             "CACertPath" => self.ca_cert_path = Some(text()),
+            "ClientCertFile" => self.client_cert_file = Some(text()),
+            "ClientKeyFile" => self.client_key_file = Some(text()),
+            "TLSFallbacktoClear" => self.tls_fallback_to_clear = parse_bool(value),
             "NameServers" => self.name_servers = parse_name_servers(value)?,
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
@@ -1009,6 +1022,8 @@ mod tests {
                 | "ServerKeyFile"
                 | "CACertFile"
                 | "CACertPath"
+                | "ClientCertFile"
+                | "ClientKeyFile"
                 | "ClientPortOptions" => "/x",
                 "DeliveryMode" => "q",
                 "PrivacyOptions" => "goaway",
@@ -1017,7 +1032,7 @@ mod tests {
                 "RunAsUser" | "DefaultUser" => "mail:mail",
                 "NameServers" => "::1",
                 "DontBlameSendmail" => "safe",
-                "RejectNUL" | "UseCompressedIPv6Addresses" => "true",
+                "RejectNUL" | "UseCompressedIPv6Addresses" | "TLSFallbacktoClear" => "true",
                 "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",

@@ -86,6 +86,9 @@ fn settings() -> Settings {
         family: Family::Ipv6First,
         hosts: Hosts::default(),
         local_names: vec!["oracle.example.test".into()],
+        tls: None,
+        authinfo: None,
+        log_level: 9,
     }
 }
 

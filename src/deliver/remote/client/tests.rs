@@ -27,6 +27,10 @@ async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionRes
         message: msg,
         recipients: rcpts,
         helo_name: "oracle.example.test",
+        addr: "127.0.0.1".parse().unwrap(),
+        tls: None,
+        auth: None,
+        log_level: 9,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(20),
@@ -293,6 +297,10 @@ async fn a_silent_server_times_out_within_the_configured_wait() {
         message: &msg,
         recipients: &to,
         helo_name: "h",
+        addr: "127.0.0.1".parse().unwrap(),
+        tls: None,
+        auth: None,
+        log_level: 9,
     };
     let t = ClientTimeouts::uniform(Duration::from_millis(100));
     let result = tokio::time::timeout(
@@ -329,7 +337,9 @@ fn replies_parse_line_by_line_and_across_reads() {
             pipelining: true,
             size: Some(1000),
             eightbitmime: false,
-            dsn: false
+            dsn: false,
+            starttls: false,
+            auth: vec![],
         }
     );
     let go = p.next_reply().unwrap().unwrap();
