@@ -398,3 +398,5 @@ async fn resolve<R: Rng + Send + ?Sized>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
