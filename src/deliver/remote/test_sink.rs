@@ -89,6 +89,11 @@ pub struct SinkConfig {
     pub drop_in_data: bool,
     pub mail_reply: String,
     pub tls: SinkTls,
+    /// The answer to STARTTLS (lines joined with CRLF); the handshake follows only when it
+    /// starts with `220`.
+    pub starttls_reply: String,
+    /// Answer every AUTH with `454 4.7.0 Temporary authentication failure`.
+    pub auth_tempfail: bool,
     /// Offer `AUTH PLAIN LOGIN` (also in clear) and accept this user and password.
     pub auth: Option<(String, String)>,
 }
@@ -114,6 +119,8 @@ impl SinkConfig {
             drop_in_data: false,
             mail_reply: "250 2.1.0 Sender ok".to_string(),
             tls: SinkTls::Off,
+            starttls_reply: "220 2.0.0 Ready to start TLS".to_string(),
+            auth_tempfail: false,
             auth: None,
         }
     }
@@ -199,6 +206,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             write_lines(&mut conn, &[format!("250 2.0.0 Ok: queued as {}", cfg.tag)]).await;
             continue;
         }
+        if verb == "STARTTLS" && !cfg.starttls_reply.starts_with("220") {
+            write_lines(&mut conn, std::slice::from_ref(&cfg.starttls_reply)).await;
+            continue;
+        }
         if verb == "STARTTLS" && !tls && !matches!(cfg.tls, SinkTls::Off) {
             match start_tls(conn, &cfg).await {
                 Some(upgraded) => conn = upgraded,
@@ -237,7 +248,7 @@ async fn start_tls(
     mut conn: BufReader<Box<dyn Io>>,
     cfg: &SinkConfig,
 ) -> Option<BufReader<Box<dyn Io>>> {
-    write_lines(&mut conn, &["220 2.0.0 Ready to start TLS".to_string()]).await;
+    write_lines(&mut conn, std::slice::from_ref(&cfg.starttls_reply)).await;
     let mut io = conn.into_inner();
     match &cfg.tls {
         SinkTls::On(server) => {
@@ -268,6 +279,9 @@ async fn auth(
     let mut words = line.split_whitespace().skip(1);
     let mech = words.next().unwrap_or("").to_ascii_uppercase();
     seen.auth_attempts.push((mech.clone(), tls));
+    if cfg.auth_tempfail {
+        return "454 4.7.0 Temporary authentication failure".to_string();
+    }
     let decode = |t: &str| {
         String::from_utf8(BASE64.decode(t.trim()).unwrap_or_default()).unwrap_or_default()
     };

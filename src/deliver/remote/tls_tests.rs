@@ -249,3 +249,145 @@ async fn credentials_are_never_sent_in_clear() {
     delivered(&r);
     assert!(sessions(&w)[0].auth_attempts.is_empty());
 }
+
+/// A sink on `[::1]` offering STARTTLS that answers it with `reply`.
+async fn starttls_reply_world(reply: &str) -> World {
+    let pki = TestPki::new(&["mx.d.test"]);
+    let mut cfg = SinkConfig::new("T");
+    cfg.tls = SinkTls::On(pki.server.clone());
+    cfg.starttls_reply = reply.to_string();
+    world(dual_stack_zone(), true, false, cfg).await
+}
+
+#[tokio::test]
+async fn what_the_server_sends_in_clear_after_its_220_is_never_read_as_a_reply() {
+    // A fake reply in the same packet as the 220: taken as the answer to the EHLO after the
+    // handshake, it would shift every later reply by one.
+    let w = starttls_reply_world("220 2.0.0 Ready to start TLS\r\n250 2.0.0 injected").await;
+    let r = send_with(
+        &w,
+        &with_tls(&TlsFiles::default()),
+        "d.test",
+        &["bob@d.test"],
+    )
+    .await;
+    delivered(&r);
+    starttls_line(&r, "FAIL");
+}
+
+#[tokio::test]
+async fn a_refused_starttls_goes_on_in_clear_and_a_senseless_reply_defers() {
+    let w = starttls_reply_world("454 4.7.0 TLS not available due to temporary reason").await;
+    let r = send_with(
+        &w,
+        &with_tls(&TlsFiles::default()),
+        "d.test",
+        &["bob@d.test"],
+    )
+    .await;
+    delivered(&r);
+    assert!(r.noqid_log.is_empty(), "{:?}", r.noqid_log);
+    let seen = sessions(&w);
+    let starttls = seen[0]
+        .commands
+        .iter()
+        .position(|c| c == "STARTTLS")
+        .unwrap();
+    assert!(
+        seen[0].commands[starttls + 1].starts_with("MAIL From:"),
+        "{seen:?}"
+    );
+
+    let w = starttls_reply_world("250 2.0.0 what?").await;
+    let r = send_with(
+        &w,
+        &with_tls(&TlsFiles::default()),
+        "d.test",
+        &["bob@d.test"],
+    )
+    .await;
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Temporary {
+            dsn: "4.7.0".into(),
+            text: "Deferred: 454 4.7.0 STARTTLS failed.".into()
+        }]
+    );
+    assert_eq!(
+        r.noqid_log,
+        ["ruleset=tls_server, arg1=PROTOCOL, relay=mx.d.test, reject=454 4.7.0 STARTTLS failed."]
+    );
+    assert!(
+        !sessions(&w)[0]
+            .commands
+            .iter()
+            .any(|c| c.starts_with("MAIL"))
+    );
+}
+
+#[tokio::test]
+async fn a_temporary_auth_failure_defers_as_sendmail_does() {
+    let pki = TestPki::new(&["mx.d.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SinkConfig::new("T");
+    cfg.tls = SinkTls::On(pki.server.clone());
+    cfg.auth = Some(("user".into(), "pw".into()));
+    cfg.auth_tempfail = true;
+    let w = world(dual_stack_zone(), true, false, cfg).await;
+    let mut s = with_tls(&TlsFiles::default());
+    s.authinfo = Some(authinfo(dir.path(), "AuthInfo: \"U:user\" \"P:pw\""));
+    let r = send_with(&w, &s, "d.test", &["bob@remote.test"]).await;
+    assert_eq!(
+        r.outcomes,
+        vec![Outcome::Temporary {
+            dsn: "4.3.0".into(),
+            text: "Deferred: Temporary AUTH failure".into()
+        }]
+    );
+    assert_eq!(
+        r.noqid_log.last().unwrap(),
+        "AUTH=client, relay=mx.d.test., temporary failure, connection abort"
+    );
+    assert!(
+        !sessions(&w)[0]
+            .commands
+            .iter()
+            .any(|c| c.starts_with("MAIL"))
+    );
+}
+
+#[test]
+fn settings_take_the_tls_options_and_the_authinfo_map_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&["x.test"]);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let map = dir.path().join("authinfo");
+    std::fs::write(&map, "AuthInfo:smart.test \"U:u\" \"P:p\"\n").unwrap();
+    let cf = format!(
+        "V10\nDjoracle.example.test\nO CACertFile={}\nO TLSFallbacktoClear=True\nO LogLevel=12\nKauthinfo hash -o {}.db\n",
+        ca.display(),
+        map.display()
+    );
+    let config = Config::from_str("tls.cf", &cf, &[]).expect("config");
+    let s = Settings::from_config(&config).unwrap();
+    let tls = s.tls.as_ref().unwrap();
+    assert!(tls.fallback_to_clear);
+    assert!(tls.problems.is_empty(), "{:?}", tls.problems);
+    assert_eq!(s.log_level, 12);
+    let ip = "127.0.0.1".parse().unwrap();
+    let mut log = Vec::new();
+    let info = s.auth_for("smart.test.", ip, &mut log).unwrap();
+    assert_eq!((info.authid.as_str(), info.password.as_str()), ("u", "p"));
+    assert!(s.auth_for("other.test.", ip, &mut log).is_none());
+    assert!(log.is_empty());
+
+    // A bad entry is logged, not used.
+    std::fs::write(&map, "AuthInfo:smart.test \"U:u\"\n").unwrap();
+    let s = Settings::from_config(&config).unwrap();
+    assert!(s.auth_for("smart.test.", ip, &mut log).is_none());
+    assert_eq!(
+        log,
+        ["AUTH=client, relay=smart.test., AuthInfo: no password (P:)"]
+    );
+}

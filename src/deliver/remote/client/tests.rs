@@ -458,3 +458,16 @@ async fn a_permanently_refusing_greeting_still_lets_the_next_host_try() {
         "the host, not the message, was refused"
     );
 }
+
+#[test]
+fn ehlo_keywords_for_starttls_and_auth_are_read_in_both_spellings() {
+    let mut p = ReplyParser::default();
+    p.feed(b"250-mx Hello\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 AUTH=CRAM-MD5 x\r\n");
+    let caps = Capabilities::from_ehlo(&p.next_reply().unwrap().unwrap());
+    assert!(caps.starttls);
+    assert_eq!(caps.auth, ["PLAIN", "LOGIN", "CRAM-MD5", "x"]);
+    // What is left unread is dropped by clear().
+    p.feed(b"250 left over\r\n");
+    p.clear();
+    assert_eq!(p.next_reply(), Ok(None));
+}
