@@ -25,6 +25,17 @@ fn with_tls(files: &TlsFiles) -> Settings {
     s
 }
 
+/// One message to `bob@d.test` with STARTTLS and no CA.
+async fn send_tls(w: &World) -> Report {
+    send_with(
+        w,
+        &with_tls(&TlsFiles::default()),
+        "d.test",
+        &["bob@d.test"],
+    )
+    .await
+}
+
 fn delivered(r: &Report) {
     assert_eq!(
         r.outcomes,
@@ -56,13 +67,7 @@ fn starttls_line<'a>(r: &'a Report, verify: &str) -> &'a str {
 async fn starttls_is_used_when_offered_and_an_unknown_ca_is_recorded_not_refused() {
     let pki = TestPki::new(&["mx.d.test"]);
     let w = tls_world(SinkTls::On(pki.server.clone()), None).await;
-    let r = send_with(
-        &w,
-        &with_tls(&TlsFiles::default()),
-        "d.test",
-        &["bob@d.test"],
-    )
-    .await;
+    let r = send_tls(&w).await;
     delivered(&r);
     starttls_line(&r, "FAIL");
     let seen = sessions(&w);
@@ -135,13 +140,7 @@ async fn modifier_s_keeps_the_client_from_starttls() {
 #[tokio::test]
 async fn a_failed_handshake_defers_or_with_fallback_retries_in_clear() {
     let w = tls_world(SinkTls::Broken, None).await;
-    let r = send_with(
-        &w,
-        &with_tls(&TlsFiles::default()),
-        "d.test",
-        &["bob@d.test"],
-    )
-    .await;
+    let r = send_tls(&w).await;
     assert_eq!(
         r.outcomes,
         vec![Outcome::Temporary {
@@ -264,13 +263,7 @@ async fn what_the_server_sends_in_clear_after_its_220_is_never_read_as_a_reply()
     // A fake reply in the same packet as the 220: taken as the answer to the EHLO after the
     // handshake, it would shift every later reply by one.
     let w = starttls_reply_world("220 2.0.0 Ready to start TLS\r\n250 2.0.0 injected").await;
-    let r = send_with(
-        &w,
-        &with_tls(&TlsFiles::default()),
-        "d.test",
-        &["bob@d.test"],
-    )
-    .await;
+    let r = send_tls(&w).await;
     delivered(&r);
     starttls_line(&r, "FAIL");
 }
@@ -278,13 +271,7 @@ async fn what_the_server_sends_in_clear_after_its_220_is_never_read_as_a_reply()
 #[tokio::test]
 async fn a_refused_starttls_goes_on_in_clear_and_a_senseless_reply_defers() {
     let w = starttls_reply_world("454 4.7.0 TLS not available due to temporary reason").await;
-    let r = send_with(
-        &w,
-        &with_tls(&TlsFiles::default()),
-        "d.test",
-        &["bob@d.test"],
-    )
-    .await;
+    let r = send_tls(&w).await;
     delivered(&r);
     assert!(r.noqid_log.is_empty(), "{:?}", r.noqid_log);
     let seen = sessions(&w);
@@ -299,13 +286,7 @@ async fn a_refused_starttls_goes_on_in_clear_and_a_senseless_reply_defers() {
     );
 
     let w = starttls_reply_world("250 2.0.0 what?").await;
-    let r = send_with(
-        &w,
-        &with_tls(&TlsFiles::default()),
-        "d.test",
-        &["bob@d.test"],
-    )
-    .await;
+    let r = send_tls(&w).await;
     assert_eq!(
         r.outcomes,
         vec![Outcome::Temporary {
