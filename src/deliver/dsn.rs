@@ -574,8 +574,10 @@ fn status_part(b: &Build<'_>, original: &Message) -> String {
         t.push_str(&format!("Original-Envelope-Id: {envid}\n"));
     }
     t.push_str(&format!("Reporting-MTA: dns; {}\n", b.settings.host));
-    if let Some(name) = &env.client.name {
-        t.push_str(&format!("Received-From-MTA: DNS; {name}\n"));
+    let c = &env.client;
+    let from = c.name.clone().or_else(|| c.addr.as_ref().map(|a| format!("[{a}]")));
+    if let Some(from) = from {
+        t.push_str(&format!("Received-From-MTA: DNS; {from}\n"));
     }
     t.push_str(&format!("Arrival-Date: {}\n", date(env.arrival)));
     for (_, r) in recipients(b, original) {
