@@ -67,7 +67,10 @@ impl Sink {
 
     /// Waits (bounded) for the `n`th DSN.
     fn wait_dsns(&self, n: usize) -> Vec<String> {
-        wait_for(|| Some(self.dsns()).filter(|d| d.len() >= n), "DSNs at the sink")
+        wait_for(
+            || Some(self.dsns()).filter(|d| d.len() >= n),
+            "DSNs at the sink",
+        )
     }
 }
 
@@ -84,7 +87,11 @@ fn wait_for<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < support::WAIT, "no {what} after {:?}", support::WAIT);
+        assert!(
+            start.elapsed() < support::WAIT,
+            "no {what} after {:?}",
+            support::WAIT
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -161,7 +168,9 @@ struct Report {
 
 impl Report {
     fn parse(raw: &str) -> Report {
-        let msg = MessageParser::default().parse(raw.as_bytes()).expect("parses");
+        let msg = MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("parses");
         let root = msg.root_part();
         let ct = root.content_type().expect("Content-Type");
         assert_eq!(
@@ -176,15 +185,21 @@ impl Report {
         assert_eq!(children.len(), 3, "three parts: {raw}");
         let part = |i: usize| msg.part(children[i]).unwrap();
         let type_of = |i: usize| {
-            part(i).content_type().map_or("text/plain".to_string(), |c| {
-                format!("{}/{}", c.ctype(), c.subtype().unwrap_or(""))
-            })
+            part(i)
+                .content_type()
+                .map_or("text/plain".to_string(), |c| {
+                    format!("{}/{}", c.ctype(), c.subtype().unwrap_or(""))
+                })
         };
         let status = String::from_utf8_lossy(part(1).contents()).to_string();
         Report {
             subject: msg.subject().unwrap_or("").to_string(),
             to: msg.header_raw("To").unwrap_or("").trim().to_string(),
-            auto_submitted: msg.header_raw("Auto-Submitted").unwrap_or("").trim().to_string(),
+            auto_submitted: msg
+                .header_raw("Auto-Submitted")
+                .unwrap_or("")
+                .trim()
+                .to_string(),
             report_type: ct.attribute("report-type").unwrap_or("").to_string(),
             part_types: (0..3).map(type_of).collect(),
             human: part(0).text_contents().unwrap_or("").replace("\r\n", "\n"),
@@ -221,7 +236,9 @@ fn groups(status: &str) -> Vec<Vec<(String, String)>> {
 }
 
 fn fixture(name: &str) -> Report {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dsn").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dsn")
+        .join(name);
     Report::parse(&std::fs::read_to_string(path).unwrap())
 }
 
@@ -269,14 +286,25 @@ fn a_550_from_the_next_hop_comes_back_as_an_rfc3464_report() {
     assert_eq!(ours.to, "<sender@client.example.test>");
     assert!(dsn.contains("From: Mail Delivery Subsystem <MAILER-DAEMON@mta.example.test>"));
     assert!(ours.human.contains("The original message was received at "));
-    assert!(ours.human.contains(
-        "   ----- The following addresses had permanent fatal errors -----\n\
+    assert!(
+        ours.human.contains(
+            "   ----- The following addresses had permanent fatal errors -----\n\
          <nosuch1@remote.example.test>\n    \
          (reason: 550 5.1.1 <nosuch1@remote.example.test>... User unknown)\n"
-    ), "{}", ours.human);
+        ),
+        "{}",
+        ours.human
+    );
     assert_eq!(ours.field(0, "Original-Envelope-Id"), Some("ENV1"));
-    assert_eq!(ours.field(0, "Reporting-MTA"), Some("dns; mta.example.test"));
-    assert_eq!(ours.groups.len(), 2, "only the failed recipient is reported");
+    assert_eq!(
+        ours.field(0, "Reporting-MTA"),
+        Some("dns; mta.example.test")
+    );
+    assert_eq!(
+        ours.groups.len(),
+        2,
+        "only the failed recipient is reported"
+    );
     for (name, value) in [
         ("Original-Recipient", "rfc822;nosuch1@remote.example.test"),
         ("Final-Recipient", "RFC822; nosuch1@remote.example.test"),
@@ -291,14 +319,20 @@ fn a_550_from_the_next_hop_comes_back_as_an_rfc3464_report() {
         assert_eq!(ours.field(1, name), Some(value), "{name}");
     }
     assert_eq!(ours.part_types[2], "message/rfc822");
-    assert!(ours.original.starts_with("Return-Path: <sender@client.example.test>\n"));
+    assert!(
+        ours.original
+            .starts_with("Return-Path: <sender@client.example.test>\n")
+    );
     assert!(ours.original.contains("Subject: a-envid-orcpt\n"));
     assert!(ours.original.contains("\n\nbody line 1\nbody line 2\n"));
 
     // sendmail's log line, and the original leaves the queue once the DSN is queued.
     let log = d.wait_log(": DSN: User unknown");
     let line = log.lines().find(|l| l.contains(": DSN: ")).unwrap();
-    assert!(line.contains(" mta.example.test") || line.contains(": "), "{line}");
+    assert!(
+        line.contains(" mta.example.test") || line.contains(": "),
+        "{line}"
+    );
     wait_queue_empty(&d);
     assert_eq!(sink.dsns().len(), 1, "exactly one bounce");
 }
@@ -335,7 +369,12 @@ fn null_sender_and_double_bounces_go_to_postmaster() {
     let sink = Sink::start();
     let (mut d, postmaster) = relay_to(&sink, &[]);
     // A bounce for <> goes to postmaster, never back to <>.
-    send(&mut d, "<>", &["<nosuch4@remote.example.test>"], "d-null-sender");
+    send(
+        &mut d,
+        "<>",
+        &["<nosuch4@remote.example.test>"],
+        "d-null-sender",
+    );
     d.wait_log(": postmaster notify: User unknown");
     // A DSN that itself fails (its recipient is unknown too) is a double bounce.
     send(
@@ -361,7 +400,10 @@ fn null_sender_and_double_bounces_go_to_postmaster() {
     assert!(mbox.contains("Subject: d-null-sender"));
     // The double bounce returns our DSN to nosuch6, which returned i-double.
     assert!(mbox.contains("To: <nosuch6@remote.example.test>"));
-    assert!(sink.dsns().is_empty(), "nothing went to <> or a bounced sender");
+    assert!(
+        sink.dsns().is_empty(),
+        "nothing went to <> or a bounced sender"
+    );
 }
 
 #[test]
@@ -386,7 +428,11 @@ fn queuewarn_warns_once_then_queuereturn_returns_the_message() {
     let warn = d.wait_log(": sender notify: Warning: could not send message for past 2 seconds");
     assert_eq!(warn.matches("sender notify: Warning").count(), 1);
     let log = d.wait_log(": sender notify: Cannot send message for 5 seconds");
-    assert_eq!(log.matches("sender notify: Warning").count(), 1, "one warning only");
+    assert_eq!(
+        log.matches("sender notify: Warning").count(),
+        1,
+        "one warning only"
+    );
     wait_queue_empty(&d);
     let dsns = sink.wait_dsns(2);
     assert_eq!(dsns.len(), 2, "a warning and a return");
@@ -403,7 +449,11 @@ fn queuewarn_warns_once_then_queuereturn_returns_the_message() {
     );
     assert_eq!(warning.auto_submitted, "auto-generated (warning-timeout)");
     assert!(warning.human.contains("THIS IS A WARNING MESSAGE ONLY"));
-    assert!(warning.human.contains("Will keep trying until message is 5 seconds old"));
+    assert!(
+        warning
+            .human
+            .contains("Will keep trying until message is 5 seconds old")
+    );
     assert_eq!(warning.field(1, "Action"), Some("delayed"));
     assert_eq!(warning.field(1, "Status"), Some("4.3.0"));
 
@@ -413,10 +463,17 @@ fn queuewarn_warns_once_then_queuereturn_returns_the_message() {
         &fixture("expired-queuereturn.eml"),
         &["Received-From-MTA"],
     );
-    assert_eq!(returned.subject, "Returned mail: see transcript for details");
+    assert_eq!(
+        returned.subject,
+        "Returned mail: see transcript for details"
+    );
     assert_eq!(returned.field(1, "Action"), Some("failed"));
     assert_eq!(returned.field(1, "Status"), Some("4.4.7"));
-    assert!(returned.human.contains("Message could not be delivered for 5 seconds\n"));
+    assert!(
+        returned
+            .human
+            .contains("Message could not be delivered for 5 seconds\n")
+    );
     assert!(returned.original.contains("Subject: g-later\n"));
 }
 
@@ -434,7 +491,10 @@ fn notify_success_through_a_non_dsn_next_hop_is_reported_relayed() {
     same_shape(&r, &fixture("relayed-notify-success.eml"), &[]);
     assert_eq!(r.subject, "Return receipt");
     assert_eq!(r.auto_submitted, "auto-generated (return-receipt)");
-    assert_eq!(r.field(1, "Action"), Some("relayed (to non-DSN-aware mailer)"));
+    assert_eq!(
+        r.field(1, "Action"),
+        Some("relayed (to non-DSN-aware mailer)")
+    );
     assert_eq!(r.part_types[2], "text/rfc822-headers");
     d.wait_log(": DSN: Return receipt");
     wait_queue_empty(&d);

@@ -196,7 +196,10 @@ pub fn failed_by_expiry(r: &Recipient) -> bool {
     r.state == DeliveryState::Failed
         && match &r.dsn_code {
             Some(code) => code.starts_with('4'),
-            None => r.status.as_deref().is_none_or(|s| s.starts_with("Deferred")),
+            None => r
+                .status
+                .as_deref()
+                .is_none_or(|s| s.starts_with("Deferred")),
         }
 }
 
@@ -270,9 +273,7 @@ fn delay_notice(settings: &Settings, msg: &Message, now: SystemTime) -> Option<N
         .recipients
         .iter()
         .enumerate()
-        .filter(|(_, r)| {
-            r.state == DeliveryState::Pending && r.tries > 0 && wants(r, |n| n.delay)
-        })
+        .filter(|(_, r)| r.state == DeliveryState::Pending && r.tries > 0 && wants(r, |n| n.delay))
         .map(|(i, _)| i)
         .collect();
     (!pending.is_empty()).then(|| Notice {
@@ -354,7 +355,7 @@ fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
     };
     let mut m = String::new();
     m.push_str(&format!(
-        "Received: from localhost (localhost)\n\tby {host} (sendmail-rs {v}) id {id};\n\t{date}\n",
+        "Received: from localhost (localhost)\n\tby {host} ({v}/{v}) id {id};\n\t{date}\n",
         host = s.host,
         v = crate::VERSION,
         id = b.id,
@@ -376,7 +377,9 @@ fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
     m.push_str("\nThis is a MIME-encapsulated message\n\n");
     m.push_str(&format!("--{boundary}\n\n"));
     m.push_str(&human_part(b, original));
-    m.push_str(&format!("\n--{boundary}\nContent-Type: message/delivery-status\n\n"));
+    m.push_str(&format!(
+        "\n--{boundary}\nContent-Type: message/delivery-status\n\n"
+    ));
     m.push_str(&status_part(b, original));
     m.push_str(&format!("\n--{boundary}\n"));
     m.push_str(&original_part(b.notice.kind, original));
@@ -388,9 +391,7 @@ fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
 fn subject(b: &Build<'_>, original: &Message) -> (String, &'static str) {
     match (b.notice.kind, &b.notice.to) {
         (Kind::Delay, _) => {
-            let warn = b
-                .settings
-                .timeout_for(&b.settings.queuewarn, original);
+            let warn = b.settings.timeout_for(&b.settings.queuewarn, original);
             (
                 format!("Warning: could not send message for past {}", words(warn)),
                 "warning-timeout",
@@ -432,7 +433,10 @@ pub fn words(d: Duration) -> String {
     }
 }
 
-fn recipients<'a>(b: &'a Build<'_>, original: &'a Message) -> impl Iterator<Item = (usize, &'a Recipient)> {
+fn recipients<'a>(
+    b: &'a Build<'_>,
+    original: &'a Message,
+) -> impl Iterator<Item = (usize, &'a Recipient)> {
     b.notice
         .recipients
         .iter()
@@ -457,7 +461,9 @@ pub fn short_reason(stat: &str) -> &str {
         rest = tail;
         if let Some((enh, tail)) = rest.split_once(' ')
             && enh.split('.').count() == 3
-            && enh.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            && enh
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
         {
             rest = tail;
         }
@@ -552,12 +558,15 @@ fn transcript(kind: Kind, r: &Recipient) -> String {
     let stat = r.status.as_deref().unwrap_or("");
     match (kind, &r.remote_mta) {
         (Kind::Success, Some(_)) => {
-            format!("<{}>... relayed; expect no further notifications\n", r.address)
+            format!(
+                "<{}>... relayed; expect no further notifications\n",
+                r.address
+            )
         }
         (Kind::Success, None) => format!("<{}>... Successfully delivered\n", r.address),
-        (Kind::Failure, Some(mta)) if !stat.starts_with("Deferred") => format!(
-            "... while talking to {mta}:\n<<< {stat}\n{stat}\n"
-        ),
+        (Kind::Failure, Some(mta)) if !stat.starts_with("Deferred") => {
+            format!("... while talking to {mta}:\n<<< {stat}\n{stat}\n")
+        }
         (_, Some(mta)) => format!(
             "... while talking to {mta}:\n<<< {}\n<{}>... {stat}\n",
             reason(r),
@@ -575,7 +584,10 @@ fn status_part(b: &Build<'_>, original: &Message) -> String {
     }
     t.push_str(&format!("Reporting-MTA: dns; {}\n", b.settings.host));
     let c = &env.client;
-    let from = c.name.clone().or_else(|| c.addr.as_ref().map(|a| format!("[{a}]")));
+    let from = c
+        .name
+        .clone()
+        .or_else(|| c.addr.as_ref().map(|a| format!("[{a}]")));
     if let Some(from) = from {
         t.push_str(&format!("Received-From-MTA: DNS; {from}\n"));
     }
@@ -657,12 +669,12 @@ fn original_part(kind: Kind, original: &Message) -> String {
 /// The value of the first header `name` (lower case) in `body`.
 fn header(body: &[u8], name: &str) -> Option<String> {
     let (end, _) = crate::receive::scan_headers(body);
-    String::from_utf8_lossy(&body[..end])
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
+    String::from_utf8_lossy(&body[..end]).lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }
 
 /// The word sendmail's log puts before a notice's reason (`returntosender`).
@@ -688,16 +700,14 @@ fn log_reason(b: &Build<'_>, original: &Message) -> String {
             words(s.timeout_for(&s.queuewarn, original))
         ),
         Kind::Success => "Return receipt".to_string(),
-        Kind::Failure => {
-            match recipients(b, original).next() {
-                Some((_, r)) if failed_by_expiry(r) => format!(
-                    "Cannot send message for {}",
-                    words(s.timeout_for(&s.queuereturn, original))
-                ),
-                Some((_, r)) => short_reason(r.status.as_deref().unwrap_or("")).to_string(),
-                None => String::new(),
-            }
-        }
+        Kind::Failure => match recipients(b, original).next() {
+            Some((_, r)) if failed_by_expiry(r) => format!(
+                "Cannot send message for {}",
+                words(s.timeout_for(&s.queuereturn, original))
+            ),
+            Some((_, r)) => short_reason(r.status.as_deref().unwrap_or("")).to_string(),
+            None => String::new(),
+        },
     }
 }
 
