@@ -407,13 +407,17 @@ fn log_to(
         (Outcome::Temporary { .. }, DeliveryState::Failed) => {
             format!("{} (expired: Timeout.queuereturn)", outcome.stat())
         }
-        _ => outcome.stat(),
+        _ => outcome.log_stat(),
     };
+    let reply = outcome
+        .reply()
+        .map(|t| format!(", reply={t}"))
+        .unwrap_or_default();
     shared.logger.log(
         Severity::Info,
         Some(msg.envelope.id.as_str()),
         format_args!(
-            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}, stat={stat}",
+            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}{reply}, stat={stat}",
             r.address,
             msg.envelope.priority,
             outcome.dsn()
