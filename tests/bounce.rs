@@ -499,3 +499,31 @@ fn notify_success_through_a_non_dsn_next_hop_is_reported_relayed() {
     d.wait_log(": DSN: Return receipt");
     wait_queue_empty(&d);
 }
+
+#[test]
+fn notify_success_through_a_dsn_aware_next_hop_is_left_to_it() {
+    // The next hop: a second sendmail-rs, which offers DSN and so takes NOTIFY=SUCCESS on.
+    let mut b = Daemon::start(
+        "Djsink.example.test\nO DaemonPortOptions=Name=B-v4, Family=inet, Port=0, Addr=127.0.0.1\n",
+        &["-O", "DeliveryMode=queueonly"],
+    );
+    let b_port = b.addr_of("B-v4").port();
+    let cf = format!(
+        "Djmta.example.test\n\
+         DSrelay:[127.0.0.1]\n\
+         O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n\
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {b_port}\n"
+    );
+    let mut a = Daemon::start(&cf, &[]);
+    send(
+        &mut a,
+        "<sender@client.example.test>",
+        &["<bob2@remote.example.test> NOTIFY=SUCCESS"],
+        "f-success",
+    );
+    a.wait_log("stat=Sent");
+    b.wait_log("from=<sender@client.example.test>");
+    wait_queue_empty(&a);
+    let log = a.log_text();
+    assert!(!log.contains("Return receipt"), "{log}");
+}

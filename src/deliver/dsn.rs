@@ -149,12 +149,16 @@ impl Settings {
 }
 
 /// Notes what an attempt learnt about `r` that a notice reports: the `dsn=` code and the
-/// remote host (the first word of `relay=`).
-pub fn record_attempt(r: &mut Recipient, outcome: &Outcome, relay: Option<&str>) {
+/// remote host (the first word of `relay=`). A next hop that offered DSN (`peer_dsn`) was
+/// handed `NOTIFY` and reports success itself (RFC 3461 §5.2.2): nothing is left for us.
+pub fn record_attempt(r: &mut Recipient, outcome: &Outcome, relay: Option<&str>, peer_dsn: bool) {
     r.dsn_code = Some(outcome.dsn().to_string());
     r.remote_mta = relay
         .and_then(|h| h.split_whitespace().next())
         .map(|h| h.trim_end_matches('.').to_string());
+    if peer_dsn && matches!(outcome, Outcome::Delivered { .. }) {
+        r.reported = true;
+    }
 }
 
 /// True once `msg` may leave the queue: every recipient delivered or failed, and reported.

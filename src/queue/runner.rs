@@ -236,19 +236,20 @@ async fn deliver_due(
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
-        let (mailer, outcomes, relay) =
+        let (mailer, outcomes, relay, peer_dsn) =
             deliver_group(shared, dns, settings.as_ref(), msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
             apply(r, &outcome, msg, &current.config, now);
-            dsn::record_attempt(r, &outcome, relay.as_deref());
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
     }
     recipients
 }
 
-/// Delivers one group of recipients that share a route.
+/// Delivers one group of recipients that share a route: the mailer, one outcome per
+/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     shared: &Shared,
     dns: &Dns,
@@ -256,7 +257,7 @@ async fn deliver_group(
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>) {
+) -> (String, Vec<Outcome>, Option<String>, bool) {
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
@@ -265,7 +266,7 @@ async fn deliver_group(
                     dsn: "4.3.5".into(),
                     text: "Deferred: ClientPortOptions unusable".into(),
                 };
-                return (mailer.clone(), vec![o; n], None);
+                return (mailer.clone(), vec![o; n], None, false);
             };
             let rcpts: Vec<Recipient> = indexes
                 .iter()
@@ -286,7 +287,12 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (mailer.clone(), report.outcomes, report.relay)
+            (
+                mailer.clone(),
+                report.outcomes,
+                report.relay,
+                report.peer_dsn,
+            )
         }
         Route::Local { mailer, user } => {
             // The route includes the user, so every recipient of this group is that user.
@@ -304,14 +310,14 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None)
+            (mailer.clone(), outcomes, None, false)
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None)
+            ("*error*".to_string(), vec![o; n], None, false)
         }
     }
 }

@@ -272,6 +272,8 @@ pub struct SessionResult {
     /// The host failed before it answered any recipient (greeting, EHLO or MAIL refused
     /// temporarily, or the connection broke): the next MX may do better.
     pub try_next_host: bool,
+    /// The server offered DSN: it took on `NOTIFY=SUCCESS`, so we send no "relayed" receipt.
+    pub peer_dsn: bool,
 }
 
 /// Why a session stopped short.
@@ -413,6 +415,8 @@ struct Conn<S> {
     io: S,
     parser: ReplyParser,
     host: String,
+    /// The server's EHLO offered DSN (so NOTIFY went on with the recipients).
+    dsn: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -474,6 +478,7 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         io,
         parser: ReplyParser::default(),
         host: host.to_string(),
+        dsn: false,
     };
     let n = job.recipients.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
@@ -504,6 +509,7 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     SessionResult {
         outcomes,
         try_next_host,
+        peer_dsn: conn.dsn,
     }
 }
 
@@ -538,6 +544,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(End::Host(refusal));
         }
     };
+    conn.dsn = caps.dsn;
     let data = encode_data(&job.message.body);
     let wire_size = data.len().saturating_sub(3);
     if let Some(limit) = caps.size.filter(|l| *l > 0)

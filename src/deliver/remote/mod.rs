@@ -192,6 +192,8 @@ pub struct Report {
     pub relay: Option<String>,
     /// Lines for the mail log, in order (`makeconnection (…) failed: …`).
     pub log: Vec<String>,
+    /// The host that took the message offered DSN ([`client::SessionResult::peer_dsn`]).
+    pub peer_dsn: bool,
 }
 
 impl Report {
@@ -200,6 +202,7 @@ impl Report {
             outcomes: vec![outcome; n],
             relay,
             log,
+            peer_dsn: false,
         }
     }
 }
@@ -251,6 +254,7 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
     }
     match last_session {
         Some((result, relay)) => Report {
+            peer_dsn: result.peer_dsn,
             outcomes: result.outcomes,
             relay: Some(relay),
             log,
