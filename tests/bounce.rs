@@ -136,18 +136,7 @@ fn send(d: &mut Daemon, mail: &str, rcpts: &[&str], subject: &str) {
 
 fn wait_queue_empty(d: &Daemon) {
     wait_for(
-        || {
-            let out = support::run(&[
-                "-bp",
-                "-C",
-                d.cf.to_str().unwrap(),
-                "-O",
-                &format!("QueueDirectory={}", d.queue_dir().display()),
-            ]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("is empty")
-                .then_some(())
-        },
+        || d.mailq().contains("is empty").then_some(()),
         "empty queue",
     )
 }
