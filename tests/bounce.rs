@@ -516,3 +516,73 @@ fn notify_success_through_a_dsn_aware_next_hop_is_left_to_it() {
     let log = a.log_text();
     assert!(!log.contains("Return receipt"), "{log}");
 }
+
+/// `sendmail -bp` on `queue` (a queue directory given with `-O QueueDirectory`).
+fn mailq_at(d: &Daemon, queue: &Path) -> String {
+    let out = support::run(&[
+        "-bp",
+        "-C",
+        d.cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", queue.display()),
+    ]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_restart_does_not_bounce_a_recipient_twice() {
+    let sink = Sink::start();
+    let queue = tempfile::tempdir().unwrap();
+    let q = format!("QueueDirectory={}", queue.path().display());
+    let (mut d, _) = relay_to(&sink, &["-O", &q]);
+    send(
+        &mut d,
+        "<sender@client.example.test>",
+        &[
+            "<nosuch1@remote.example.test>",
+            "<later1@remote.example.test>",
+        ],
+        "restart",
+    );
+    d.wait_log(": DSN: User unknown");
+    // Wait until the bounced recipient's new state is on disk (mailq lists pending ones).
+    wait_for(
+        || {
+            let q = mailq_at(&d, queue.path());
+            (q.contains("later1@remote.example.test") && !q.contains("nosuch1")).then_some(())
+        },
+        "the bounce recorded in the queue",
+    );
+    d.stop();
+
+    // The same queue again, with the delay warning due at once: the next scan settles the
+    // message anew, and must find nosuch1 reported already.
+    let (mut d2, _) = relay_to(&sink, &["-O", &q, "-q1s", "-O", "Timeout.queuewarn=1s"]);
+    let log = d2.wait_log(": sender notify: Warning: could not send message for past 1 second");
+    assert!(!log.contains("DSN: User unknown"), "bounced again:\n{log}");
+    let dsns = wait_for(
+        || {
+            let d = sink.dsns();
+            (d.len() >= 2).then_some(d)
+        },
+        "the bounce and the warning at the sink",
+    );
+    let subjects: BTreeSet<String> = dsns.iter().map(|m| Report::parse(m).subject).collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from([
+            "Returned mail: see transcript for details".to_string(),
+            "Warning: could not send message for past 1 second".to_string(),
+        ])
+    );
+    let warning = dsns
+        .iter()
+        .map(|m| Report::parse(m))
+        .find(|r| r.subject.starts_with("Warning"))
+        .unwrap();
+    assert_eq!(warning.groups.len(), 2, "only later1 is delayed");
+    assert_eq!(
+        warning.field(1, "Final-Recipient"),
+        Some("RFC822; later1@remote.example.test")
+    );
+}

@@ -58,7 +58,9 @@ class Handler(socketserver.StreamRequestHandler):
                 body = []
                 while True:
                     l = self.rfile.readline()
-                    if not l or l in (b".\r\n", b".\n"):
+                    if not l:
+                        return  # cut off before the final dot: nothing was accepted
+                    if l in (b".\r\n", b".\n"):
                         break
                     body.append(l[1:] if l.startswith(b"..") else l)
                 with LOCK:
