@@ -15,7 +15,8 @@
 //! with a log line saying so.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
@@ -23,12 +24,20 @@ use crate::daemon::{Current, Shared};
 use crate::deliver::remote::{self, Outcome, Request, Settings, route as hops};
 use crate::dns::Dns;
 use crate::log::Severity;
+use crate::queue::control::RunRequest;
+use crate::queue::select::Selection;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
+
+pub mod limits;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
-/// Messages delivered at the same time.
-pub const CONCURRENT_MESSAGES: usize = 20;
+/// Messages delivered at the same time by the whole runner (Postfix's
+/// `default_process_limit` is 100 too).
+pub const CONCURRENT_MESSAGES: usize = 100;
+/// SMTP connections open at the same time to one destination (next hop and port):
+/// Postfix's `default_destination_concurrency_limit`, 20.
+pub const MAX_PER_DESTINATION: usize = 20;
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,7 +118,10 @@ fn builtin_route(cfg: &Config, addr: &str) -> Route {
                 _ => Route::Remote {
                     mailer: "esmtp".into(),
                     host: d,
-                    port: 25,
+                    port: cfg
+                        .mailer("esmtp")
+                        .and_then(|m| hops::mailer_port(&m.argv).ok())
+                        .unwrap_or(25),
                 },
             }
         }
@@ -125,51 +137,166 @@ fn host_text(t: &hops::Target) -> String {
     }
 }
 
-/// Runs the queue until the task is dropped: a pass every `interval` and, when `on_commit`,
-/// after every commit (DeliveryMode background).
-pub async fn run(shared: Arc<Shared>, on_commit: bool, interval: Duration) {
-    let dns = match Dns::from_config(&shared.config()) {
-        Ok(d) => d,
-        Err(e) => {
-            shared.logger.log(
-                Severity::Crit,
-                None,
-                format_args!("SYSERR: queue runner: resolver: {e}"),
-            );
-            return;
-        }
-    };
-    let busy: Arc<Mutex<HashSet<QueueId>>> = Arc::default();
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES));
-    let mut commits = shared.queue.watch_commits();
-    loop {
-        for id in shared.queue.ids().unwrap_or_default() {
-            if !busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone())
-            {
+/// When the runner makes its own passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Right after each commit (some daemon, or the option, says DeliveryMode background).
+    pub on_commit: bool,
+    /// `-q30m`: a queue run at this interval (also at start-up).
+    pub interval: Option<Duration>,
+}
+
+/// What the runner keeps between passes: the resolver, the messages in progress, and the
+/// concurrency limits (whole runner, per destination).
+pub struct Runner {
+    shared: Arc<Shared>,
+    dns: Dns,
+    busy: Mutex<HashSet<QueueId>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    destinations: limits::Destinations,
+}
+
+/// Why a pass runs: it decides which messages and recipients it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// After a commit, or the retry scan: due recipients; a message received by a
+    /// queue-only daemon and never tried waits for a queue run.
+    Prompt,
+    /// The `-q` interval: every due recipient.
+    Interval,
+    /// `sendmail -q…`: every pending recipient of the selected messages, backoff or not.
+    Forced,
+}
+
+impl Runner {
+    /// A runner for the daemon's (or `sendmail -q`'s) queue; None, logged, if no resolver.
+    pub fn new(shared: Arc<Shared>) -> Option<Arc<Runner>> {
+        let dns = match Dns::from_config(&shared.config()) {
+            Ok(d) => d,
+            Err(e) => {
+                shared.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!("SYSERR: queue runner: resolver: {e}"),
+                );
+                return None;
+            }
+        };
+        Some(Arc::new(Runner {
+            shared,
+            dns,
+            busy: Mutex::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES)),
+            destinations: limits::Destinations::new(MAX_PER_DESTINATION),
+        }))
+    }
+
+    /// Starts an attempt for every message `select` takes that is not in progress already;
+    /// the returned set finishes when they are done.
+    async fn pass(self: &Arc<Self>, select: &Selection, why: Pass) -> tokio::task::JoinSet<()> {
+        let mut started = tokio::task::JoinSet::new();
+        let ids = self.shared.queue.ids().unwrap_or_default();
+        let filter = !select.limits.is_empty() || why == Pass::Prompt;
+        for id in ids {
+            if filter && !self.takes(&id, select, why).await {
                 continue;
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
+            if !self.lock_busy().insert(id.clone()) {
+                continue;
+            }
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                break;
             };
-            let (shared, dns, busy) = (shared.clone(), dns.clone(), busy.clone());
-            tokio::spawn(async move {
-                attempt(&shared, &dns, &id).await;
-                busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            let me = self.clone();
+            started.spawn(async move {
+                attempt(&me, &id, why == Pass::Forced).await;
+                me.lock_busy().remove(&id);
                 drop(slot);
             });
         }
+        started
+    }
+
+    /// Whether this pass takes message `id` (read from the queue: off the async workers).
+    async fn takes(&self, id: &QueueId, select: &Selection, why: Pass) -> bool {
+        let (store, id, select) = (self.shared.queue.clone(), id.clone(), select.clone());
+        let cfg = self.shared.config();
+        let loaded = tokio::task::spawn_blocking(move || store.load(&id)).await;
+        let Ok(Ok(msg)) = loaded else { return false };
+        let env = &msg.envelope;
+        select.matches(env) && !(why == Pass::Prompt && limits::waits_for_queue_run(&cfg, env))
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the queue until the task is dropped: passes as `schedule` says, and a forced pass
+/// for every request from `sendmail -q` (through [`crate::queue::control`]), answered when
+/// its messages are done.
+pub async fn run(
+    shared: Arc<Shared>,
+    schedule: Schedule,
+    mut requests: tokio::sync::mpsc::Receiver<RunRequest>,
+) {
+    let Some(runner) = Runner::new(shared.clone()) else {
+        return;
+    };
+    let mut commits = shared.queue.watch_commits();
+    let scan = schedule.interval.unwrap_or(RETRY_SCAN);
+    let periodic = schedule.on_commit || schedule.interval.is_some();
+    let mut why = match schedule.interval {
+        Some(_) => Pass::Interval,
+        None => Pass::Prompt,
+    };
+    let mut open = true;
+    loop {
+        if periodic {
+            // Dropping a JoinSet would abort its tasks: these run on their own.
+            runner.pass(&Selection::default(), why).await.detach_all();
+        }
+        why = Pass::Prompt;
         tokio::select! {
-            r = commits.changed(), if on_commit => if r.is_err() { return },
-            _ = tokio::time::sleep(interval) => {}
+            r = commits.changed(), if schedule.on_commit => if r.is_err() { return },
+            _ = tokio::time::sleep(scan), if periodic => {
+                if schedule.interval.is_some() {
+                    why = Pass::Interval;
+                }
+            }
+            req = requests.recv(), if open => match req {
+                Some(req) => {
+                    let set = runner.pass(&req.select, Pass::Forced).await;
+                    tokio::spawn(async move {
+                        let n = set.join_all().await.len();
+                        let _ = req.done.send(n);
+                    });
+                }
+                None if periodic => open = false,
+                None => return,
+            },
         }
     }
 }
 
+/// `sendmail -q…` with no daemon running: the caller holds the queue (its lock), so this
+/// process is the journal's one writer. Runs the selected messages once and waits for
+/// them; returns how many were attempted.
+pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
+    match Runner::new(shared) {
+        Some(runner) => runner
+            .pass(select, Pass::Forced)
+            .await
+            .join_all()
+            .await
+            .len(),
+        None => 0,
+    }
+}
+
 /// One delivery attempt for the due recipients of one message.
-async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
+async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
+    let shared = &*runner.shared;
     let store = shared.queue.clone();
     let loaded = {
         let (store, id) = (store.clone(), id.clone());
@@ -183,7 +310,7 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            r.state == DeliveryState::Pending && r.next_attempt.is_none_or(|t| t <= now)
+            r.state == DeliveryState::Pending && (forced || r.next_attempt.is_none_or(|t| t <= now))
         })
         .map(|(i, _)| i)
         .collect();
@@ -203,7 +330,7 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
     let started = SystemTime::now();
     for (route, indexes) in groups {
         let (mailer, outcomes, relay) =
-            deliver_group(shared, dns, settings.as_ref(), &msg, &route, &indexes).await;
+            deliver_group(runner, settings.as_ref(), &msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
             apply(r, &outcome, &msg, &current.config, now);
@@ -235,13 +362,13 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
 
 /// Delivers one group of recipients that share a route.
 async fn deliver_group(
-    shared: &Shared,
-    dns: &Dns,
+    runner: &Runner,
     settings: Option<&Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
 ) -> (String, Vec<Outcome>, Option<String>) {
+    let (shared, dns) = (&*runner.shared, &runner.dns);
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
@@ -256,6 +383,7 @@ async fn deliver_group(
                 .iter()
                 .map(|&i| msg.envelope.recipients[i].clone())
                 .collect();
+            let _slot = runner.destinations.acquire(host, *port).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
                 message: msg,
