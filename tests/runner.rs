@@ -302,3 +302,99 @@ fn a_hundred_recipients_at_three_destinations_are_three_connections() {
     assert_eq!(sink.rcpts(), want);
     assert!(mailq(&d).contains("mqueue is empty"));
 }
+
+/// A directory the delivery programs (run as `DefaultUser` when the tests run as root) can
+/// read and write in.
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// A program that fails with EX_TEMPFAIL the first time and appends its input to `out`
+/// after that.
+fn flaky_program(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("flaky.sh");
+    let out = dir.join("flaky.out");
+    let flag = dir.join("flaky.tried");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ ! -e {flag} ]; then : > {flag}; exit 75; fi\ncat >> {out}\nexit 0\n",
+            flag = flag.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, out)
+}
+
+#[test]
+fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_nothing() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let mbox = dir.path().join("list.mbox");
+    let (flaky, flaky_out) = flaky_program(dir.path());
+    let aliases = dir.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        format!(
+            "list: {}, bob@[127.0.0.2], \"|{}\"\n",
+            mbox.display(),
+            flaky.display()
+        ),
+    )
+    .unwrap();
+    let extra = format!("O AliasFile={}\n", aliases.display());
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    let v6 = d.addr_of("MTA-v6");
+    let id = send(
+        v6,
+        "alice@client.example.test",
+        &["list@mta.example.test".into()],
+    );
+
+    // First run: the file and the remote address take it, the program defers.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
+    let log = d.log_text();
+    let remote = log
+        .lines()
+        .find(|l| l.contains("to=bob@[127.0.0.2], "))
+        .unwrap();
+    assert!(
+        remote.contains(&format!(": {id}: "))
+            && remote.contains("mailer=esmtp, ")
+            && remote.contains("stat=Sent"),
+        "{remote}"
+    );
+    let prog = log
+        .lines()
+        .find(|l| l.contains(&format!("to=|{}, ", flaky.display())))
+        .unwrap();
+    assert!(
+        prog.contains(", ctladdr=<list@mta.example.test> (")
+            && prog.contains("mailer=prog, ")
+            && prog.contains("dsn=4.0.0, stat=Deferred"),
+        "{prog}"
+    );
+    let q = mailq(&d);
+    assert!(q.contains(&id) && q.contains("(Deferred)"), "{q}");
+
+    // The retry runs only the program: one copy in the file, one at the sink.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let boxed = std::fs::read_to_string(&mbox).unwrap();
+    assert_eq!(
+        boxed.matches("\nSubject: runner test\n").count(),
+        1,
+        "{boxed}"
+    );
+    assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
+    let piped = std::fs::read_to_string(&flaky_out).unwrap();
+    assert!(piped.contains("Subject: runner test\n"), "{piped}");
+    assert_eq!(d.log_text().matches(": alias list => ").count(), 1);
+}

@@ -33,8 +33,8 @@ pub mod select;
 pub mod store;
 
 pub use file::{
-    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Message, NewMessage, Notify,
-    Protocol, QueuedMessage, Recipient, Ret,
+    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Expanded, Message, NewMessage,
+    Notify, Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
 pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};

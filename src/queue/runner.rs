@@ -28,6 +28,7 @@ use crate::queue::control::RunRequest;
 use crate::queue::select::Selection;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
 
+pub mod expand;
 pub mod limits;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
@@ -302,9 +303,10 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || store.load(&id)).await
     };
-    let Ok(Ok(msg)) = loaded else { return };
+    let Ok(Ok(mut msg)) = loaded else { return };
     let now = SystemTime::now();
-    let due: Vec<usize> = msg
+    let current = shared.current();
+    let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
         .iter()
@@ -312,18 +314,17 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         .filter(|(_, r)| {
             r.state == DeliveryState::Pending && (forced || r.next_attempt.is_none_or(|t| t <= now))
         })
-        .map(|(i, _)| i)
+        .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
     if due.is_empty() {
         return;
     }
-    let current = shared.current();
+    let Some(due) = expand_due(shared, &mut msg, due, now).await else {
+        return;
+    };
     let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
-    for i in due {
-        groups
-            .entry(route(&current, &msg.envelope.recipients[i].address))
-            .or_default()
-            .push(i);
+    for (i, route) in due {
+        groups.entry(route).or_default().push(i);
     }
     let settings = Settings::from_config(&current.config).ok();
     let mut recipients = msg.envelope.recipients.clone();
@@ -402,12 +403,16 @@ async fn deliver_group(
             (mailer.clone(), report.outcomes, report.relay)
         }
         Route::Local { mailer, user } => {
-            // The route includes the user, so every recipient of this group is that user.
-            let users = vec![user.clone(); n];
+            let rcpts: Vec<Recipient> = indexes
+                .iter()
+                .map(|&i| msg.envelope.recipients[i].clone())
+                .collect();
             let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
-            let done =
-                tokio::task::spawn_blocking(move || deliver_local(&cfg, &logger, &msg, &users))
-                    .await;
+            let user = user.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                deliver_local(&cfg, &logger, &msg, &user, &rcpts)
+            })
+            .await;
             let outcomes = done.unwrap_or_else(|e| {
                 vec![
                     Outcome::Temporary {
@@ -429,13 +434,15 @@ async fn deliver_group(
     }
 }
 
-/// Local delivery of `users` (blocking: file locks, programs): through the aliases and
-/// `~/.forward`, into mailboxes, files and programs.
+/// Local delivery of `rcpts`, all routed to `user` (blocking: file locks, programs): an
+/// expanded target goes straight to its mailbox, file or program (as its owner); an
+/// envelope recipient with nothing to expand goes through [`crate::deliver::local`].
 fn deliver_local(
     cfg: &Config,
     logger: &crate::log::Logger,
     msg: &Message,
-    users: &[String],
+    user: &str,
+    rcpts: &[Recipient],
 ) -> Vec<Outcome> {
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -444,39 +451,150 @@ fn deliver_local(
                 dsn: "4.3.0".into(),
                 text: format!("Deferred: aliases: {e}"),
             };
-            return vec![o; users.len()];
+            return vec![o; rcpts.len()];
         }
     };
     let mut expander = crate::aliases::Expander::from_config(&table, cfg);
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
     let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
-    users
+    let d = crate::deliver::local::Delivery::from_message(msg);
+    rcpts
         .iter()
-        .map(|user| {
-            let report = crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
-            if !report.remote.is_empty() {
-                return Outcome::Temporary {
-                    dsn: "4.3.0".into(),
-                    text: format!(
-                        "Deferred: forwarding to {} is not supported yet",
-                        report.remote.join(", ")
-                    ),
-                };
-            }
-            match report.combined() {
-                crate::deliver::local::Outcome::Delivered => Outcome::Delivered {
-                    reply: String::new(),
-                },
-                crate::deliver::local::Outcome::Temporary { dsn, reason } => Outcome::Temporary {
-                    dsn,
-                    text: format!("Deferred: {reason}"),
-                },
-                crate::deliver::local::Outcome::Permanent { dsn, reason } => {
-                    Outcome::Permanent { dsn, text: reason }
+        .map(|r| {
+            let outcome = match &r.expanded {
+                Some(x) => {
+                    let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
+                    agent.deliver(&expand::target_of(r), owner.as_ref(), &d)
                 }
-            }
+                None => {
+                    let report =
+                        crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
+                    if !report.remote.is_empty() {
+                        // The aliases changed since the expansion: expand again next time.
+                        return Outcome::Temporary {
+                            dsn: "4.3.0".into(),
+                            text: "Deferred: aliases changed during delivery".into(),
+                        };
+                    }
+                    report.combined()
+                }
+            };
+            from_local(outcome)
         })
         .collect()
+}
+
+fn from_local(o: crate::deliver::local::Outcome) -> Outcome {
+    match o {
+        crate::deliver::local::Outcome::Delivered => Outcome::Delivered {
+            reply: String::new(),
+        },
+        o @ crate::deliver::local::Outcome::Temporary { .. } => Outcome::Temporary {
+            text: o.stat(),
+            dsn: o.dsn().to_string(),
+        },
+        crate::deliver::local::Outcome::Permanent { dsn, reason } => {
+            Outcome::Permanent { dsn, text: reason }
+        }
+    }
+}
+
+/// The route of one queued recipient: an expanded `|program`, `/file` or user goes to its
+/// local mailer as it is; everything else through the rules.
+fn route_recipient(current: &Current, r: &Recipient) -> Route {
+    match expand::target_mailer(r) {
+        Some(mailer) => Route::Local {
+            mailer: mailer.to_string(),
+            user: r.address.clone(),
+        },
+        None => route(current, &r.address),
+    }
+}
+
+/// Expands the due recipients of the `local` mailer that are not expansions themselves
+/// ([`expand`]), and records the result in the queue before anything is delivered.
+/// Returns what to deliver now (None: the queue could not be updated; logged).
+async fn expand_due(
+    shared: &Shared,
+    msg: &mut Message,
+    due: Vec<(usize, Route)>,
+    now: SystemTime,
+) -> Option<Vec<(usize, Route)>> {
+    let current = shared.current();
+    let mut out = Vec::new();
+    let mut changed = false;
+    for (i, route) in due {
+        let user = match &route {
+            Route::Local { mailer, user }
+                if mailer == "local" && msg.envelope.recipients[i].expanded.is_none() =>
+            {
+                user.clone()
+            }
+            _ => {
+                out.push((i, route));
+                continue;
+            }
+        };
+        let (cfg, logger) = (current.config.clone(), shared.logger.clone());
+        let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
+        let existing = msg.envelope.recipients.clone();
+        let expansion = tokio::task::spawn_blocking(move || {
+            expand::expand(&cfg, &logger, id.as_str(), &parent, &user, &existing)
+        })
+        .await
+        .unwrap_or_else(|e| expand::Expansion::Deferred {
+            dsn: "4.3.0".into(),
+            reason: e.to_string(),
+        });
+        match expansion {
+            expand::Expansion::Direct => out.push((i, route)),
+            expand::Expansion::Deferred { dsn, reason } => {
+                let o = Outcome::Temporary {
+                    dsn,
+                    text: format!("Deferred: {reason}"),
+                };
+                let mut r = msg.envelope.recipients[i].clone();
+                apply(&mut r, &o, msg, &current.config, now);
+                log_to(shared, msg, &r, "local", None, &o, now);
+                msg.envelope.recipients[i] = r;
+                changed = true;
+            }
+            expand::Expansion::Targets(targets) => {
+                let parent = &mut msg.envelope.recipients[i];
+                parent.state = DeliveryState::Done;
+                parent.tries += 1;
+                parent.status = Some("expanded".into());
+                for t in targets {
+                    let j = msg.envelope.recipients.len();
+                    if let (DeliveryState::Failed, Some(text)) = (t.state, t.status.clone()) {
+                        let o = Outcome::Permanent {
+                            dsn: "5.3.0".into(),
+                            text,
+                        };
+                        log_to(shared, msg, &t, "local", None, &o, now);
+                    } else {
+                        out.push((j, route_recipient(&current, &t)));
+                    }
+                    msg.envelope.recipients.push(t);
+                }
+                changed = true;
+            }
+        }
+    }
+    if changed
+        && let Err(e) = shared
+            .queue
+            .update(&msg.envelope.id, msg.envelope.recipients.clone())
+            .await
+    {
+        shared.logger.log(
+            Severity::Err,
+            Some(msg.envelope.id.as_str()),
+            format_args!("queue update failed: {e}; expansion not recorded"),
+        );
+        return None;
+    }
+    Some(out)
 }
 
 /// The recipient's new state after an attempt.
@@ -523,16 +641,36 @@ fn log_to(
         }
         _ => outcome.stat(),
     };
+    // An envelope recipient as given (`to=<bob@x>`); an expansion's target as sendmail
+    // writes it (`to=root`, `to=/var/log/list, ctladdr=<list@host> (8/0)`).
+    let to = match &r.expanded {
+        None => format!("<{}>", r.address),
+        Some(x) if matches!(mailer, "prog" | "*file*") => {
+            let (uid, gid) = ctl_ids(&shared.config(), x);
+            format!("{}, ctladdr=<{}> ({uid}/{gid})", r.address, x.parent)
+        }
+        Some(_) => r.address.clone(),
+    };
     shared.logger.log(
         Severity::Info,
         Some(msg.envelope.id.as_str()),
         format_args!(
-            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}, stat={stat}",
-            r.address,
+            "to={to}, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}, stat={stat}",
             msg.envelope.priority,
             outcome.dsn()
         ),
     );
+}
+
+/// The ids a program or file target runs under: its owner's, else `DefaultUser`'s.
+fn ctl_ids(cfg: &Config, x: &crate::queue::Expanded) -> (u32, u32) {
+    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    x.owner
+        .as_deref()
+        .and_then(|n| (agent.users)(n))
+        .map(|u| (u.uid, u.gid))
+        .or(agent.default_user)
+        .unwrap_or((0, 0))
 }
 
 /// `HH:MM:SS`, or `D+HH:MM:SS` past a day, as sendmail's `pintvl`.
