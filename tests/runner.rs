@@ -398,3 +398,100 @@ fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_not
     assert!(piped.contains("Subject: runner test\n"), "{piped}");
     assert_eq!(d.log_text().matches(": alias list => ").count(), 1);
 }
+
+/// A local mailer program that records its argv, uid and stdin, and exits with the code in
+/// `<dir>/exit` (0 when there is none).
+fn recording_mda(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("mda.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd={d}\nfor a in \"$0\" \"$@\"; do printf '[%s]\\n' \"$a\"; done > $d/argv\n\
+             id -u > $d/uid\ncat > $d/stdin\ncode=$(cat $d/exit 2>/dev/null || echo 0)\nexit $code\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn the_cf_local_mailer_program_runs_with_sendmails_argv_as_the_recipient() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let mda = recording_mda(dir.path());
+    let extra = format!(
+        "Mlocal, P={}, F=lsDFMAw5:/|@qP9, S=EnvFromL/HdrFromL, R=EnvToL/HdrToL, T=DNS/RFC822/X-Unix, A=mda -f $g -d $u -a $h\n",
+        mda.display()
+    );
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    let v6 = d.addr_of("MTA-v6");
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+
+    // EX_TEMPFAIL: deferred, kept.
+    std::fs::write(dir.path().join("exit"), "75").unwrap();
+    let id = send(
+        v6,
+        "alice@client.example.test",
+        &["nobody@mta.example.test".into()],
+    );
+    assert!(sendmail(&d, &["-q"]).status.success());
+    let log = d.log_text();
+    let to = log
+        .lines()
+        .find(|l| l.contains("to=<nobody@mta.example.test>"))
+        .unwrap();
+    assert!(
+        to.contains("mailer=local, ") && to.ends_with("dsn=4.0.0, stat=Deferred"),
+        "{to}"
+    );
+    assert!(mailq(&d).contains(&id));
+
+    // Success: sendmail's argv ($h empty for local mail), run as the user,
+    // stdin = From line, Return-Path (F=P), the message with LF line ends.
+    std::fs::write(dir.path().join("exit"), "0").unwrap();
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    // (A script sees its own path as $0, whatever argv[0] the A= line gave it.)
+    let argv = read("argv");
+    assert_eq!(
+        argv.split_once('\n').unwrap().1,
+        "[-f]\n[alice@client.example.test]\n[-d]\n[nobody]\n[-a]\n[]\n"
+    );
+    assert_eq!(read("uid").trim(), "65534", "run as nobody");
+    let stdin = read("stdin");
+    let (from, rest) = stdin.split_once('\n').unwrap();
+    assert!(
+        from.starts_with("From alice@client.example.test "),
+        "{from}"
+    );
+    let rest = rest
+        .strip_prefix("Return-Path: <alice@client.example.test>\n")
+        .unwrap_or_else(|| panic!("{stdin}"));
+    assert!(rest.starts_with("Received: from "), "{rest}");
+    assert!(
+        rest.contains("\nSubject: runner test\n") && rest.ends_with("\n\nhello\n"),
+        "{rest}"
+    );
+    assert!(!stdin.contains('\r'));
+
+    // EX_NOUSER: a permanent failure with sendmail's words.
+    std::fs::write(dir.path().join("exit"), "67").unwrap();
+    let id = send(
+        v6,
+        "alice@client.example.test",
+        &["nobody@mta.example.test".into()],
+    );
+    assert!(sendmail(&d, &["-q"]).status.success());
+    let log = d.log_text();
+    let bounced = log
+        .lines()
+        .find(|l| l.contains(&format!("{id}: to=<nobody@mta.example.test>")))
+        .unwrap();
+    assert!(
+        bounced.ends_with("dsn=5.1.1, stat=User unknown"),
+        "{bounced}"
+    );
+}

@@ -456,7 +456,8 @@ fn deliver_local(
     };
     let mut expander = crate::aliases::Expander::from_config(&table, cfg);
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
-    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    let mut agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    agent.client_addr = msg.envelope.client.addr.clone();
     let d = crate::deliver::local::Delivery::from_message(msg);
     rcpts
         .iter()
