@@ -194,6 +194,10 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
 
 /// Runs the daemon until SIGTERM. Returns the exit code.
 pub fn run(inv: Invocation, foreground: bool) -> i32 {
+    if let Err(e) = crate::queue::select::QueueRun::parse(&inv.args.queue_flags) {
+        eprintln!("sendmail: {e}");
+        return crate::sysexits::EX_USAGE;
+    }
     let cfg = match load_config(&inv) {
         Ok(c) => c,
         Err(code) => return code,
@@ -471,11 +475,9 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     let pickup = tokio::spawn(pickup_loop(shared.clone()));
     // DeliveryMode background/interactive: deliver right after each commit; queue-only and
     // deferred: at the -q interval, or when `sendmail -q` asks through the control socket.
-    let interval = inv
-        .queue_interval
-        .as_deref()
-        .and_then(|q| crate::cli::parse_time(q, 'm'))
-        .map(Duration::from_secs);
+    let interval = crate::queue::select::QueueRun::parse(&inv.args.queue_flags)
+        .ok()
+        .and_then(|run| run.interval);
     let schedule = crate::queue::runner::Schedule {
         on_commit: crate::queue::runner::limits::delivers_on_commit(&shared.config()),
         interval,

@@ -495,3 +495,17 @@ fn the_cf_local_mailer_program_runs_with_sendmails_argv_as_the_recipient() {
         "{bounced}"
     );
 }
+
+#[test]
+fn a_daemon_with_a_queue_interval_runs_the_queue_by_itself() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let mut d = Daemon::start(
+        &cf(sink.port, ""),
+        &["-O", "DeliveryMode=queueonly", "-q1s"],
+    );
+    let v6 = d.addr_of("MTA-v6");
+    send(v6, "alice@client.example.test", &["bob@[127.0.0.2]".into()]);
+    sink.wait_sessions(1);
+    d.wait_log("to=<bob@[127.0.0.2]>");
+    assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
+}

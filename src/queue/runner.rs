@@ -1,18 +1,21 @@
 //! The queue runner: queued messages → delivery attempts → recipients crossed off or retried.
 //!
-//! In: the store (woken by each commit, and once a minute for retries). Out: for every pending
+//! In: the store (woken by each commit, once a minute for retries, at the `-q` interval) and
+//! requests for a queue run (`sendmail -q`, [`crate::queue::control`]). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
 //! (`Done`, `Pending` with the next attempt, or `Failed`). A message whose recipients are all
-//! delivered is removed; one with failed recipients stays queued for the bounce (DSN) that the
-//! delivery work adds next, so nothing is dropped silently.
+//! delivered is removed; one with failed recipients stays queued for the bounce (DSN), so
+//! nothing is dropped silently.
 //!
 //! Mailer choice ([`route`]): a cf with rulesets resolves each recipient through rulesets 3 and
 //! 0 (`$# mailer $@ host $: user`), as sendmail's `parseaddr` does; without rulesets, this
-//! host's names (`$=w`) are local and everything else goes by MX (`esmtp`), or to the smart
-//! host (`DS`). Mailers whose `P=[IPC]` with `A=TCP $h [port]` deliver over SMTP
-//! ([`crate::deliver::remote`]); local mailers wait for local delivery to land and are deferred
-//! with a log line saying so.
+//! host's names (`$=w`) are local and everything else goes by MX (`esmtp`, on the port its
+//! `A=TCP $h PORT` names), or to the smart host (`DS`). Mailers whose `P=[IPC]` with
+//! `A=TCP $h [port]` deliver over SMTP ([`crate::deliver::remote`]), one connection per next
+//! hop for all of a message's recipients there; the `local` mailer's recipients are first
+//! expanded once and durably ([`expand`]), then delivered by [`crate::deliver::local`].
+//! Limits and delivery modes: [`limits`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
