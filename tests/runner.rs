@@ -175,6 +175,18 @@ fn sendmail(d: &Daemon, args: &[&str]) -> std::process::Output {
     support::run(&refs)
 }
 
+/// Runs `sendmail -q`; returns the `to=<rcpt>` line it logged for message `id`.
+fn queue_run_line(d: &Daemon, id: &str, rcpt: &str) -> String {
+    let out = sendmail(d, &["-q"]);
+    assert!(out.status.success(), "{out:?}");
+    let needle = format!("{id}: to=<{rcpt}>");
+    let log = d.log_text();
+    match log.lines().rev().find(|l| l.contains(&needle)) {
+        Some(l) => l.to_string(),
+        None => panic!("no {needle:?} in the log:\n{log}"),
+    }
+}
+
 fn mailq(d: &Daemon) -> String {
     let out = sendmail(d, &["-bp"]);
     assert!(out.status.success(), "{out:?}");
@@ -429,20 +441,12 @@ fn the_cf_local_mailer_program_runs_with_sendmails_argv_as_the_recipient() {
     let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
     let v6 = d.addr_of("MTA-v6");
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let rcpt = "nobody@mta.example.test";
 
     // EX_TEMPFAIL: deferred, kept.
     std::fs::write(dir.path().join("exit"), "75").unwrap();
-    let id = send(
-        v6,
-        "alice@client.example.test",
-        &["nobody@mta.example.test".into()],
-    );
-    assert!(sendmail(&d, &["-q"]).status.success());
-    let log = d.log_text();
-    let to = log
-        .lines()
-        .find(|l| l.contains("to=<nobody@mta.example.test>"))
-        .unwrap();
+    let id = send(v6, "alice@client.example.test", &[rcpt.into()]);
+    let to = queue_run_line(&d, &id, rcpt);
     assert!(
         to.contains("mailer=local, ") && to.ends_with("dsn=4.0.0, stat=Deferred"),
         "{to}"
@@ -479,17 +483,8 @@ fn the_cf_local_mailer_program_runs_with_sendmails_argv_as_the_recipient() {
 
     // EX_NOUSER: a permanent failure with sendmail's words.
     std::fs::write(dir.path().join("exit"), "67").unwrap();
-    let id = send(
-        v6,
-        "alice@client.example.test",
-        &["nobody@mta.example.test".into()],
-    );
-    assert!(sendmail(&d, &["-q"]).status.success());
-    let log = d.log_text();
-    let bounced = log
-        .lines()
-        .find(|l| l.contains(&format!("{id}: to=<nobody@mta.example.test>")))
-        .unwrap();
+    let id = send(v6, "alice@client.example.test", &[rcpt.into()]);
+    let bounced = queue_run_line(&d, &id, rcpt);
     assert!(
         bounced.ends_with("dsn=5.1.1, stat=User unknown"),
         "{bounced}"

@@ -96,7 +96,7 @@ impl LocalMailer {
         }
     }
 
-    /// The argv for one recipient (argv[0] included, as `A=` has it).
+    /// The argv for one recipient (`argv[0]` included, as `A=` has it).
     pub fn argv_for(&self, r: &Recipient, d: &Delivery) -> Vec<String> {
         // Values from the message are data, never macro text: `$` is doubled.
         let lit = |s: &str| s.replace('$', "$$");
