@@ -568,27 +568,32 @@ pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
 
 /// Moves command-line submissions from the maildrop into the store, once a second.
 async fn pickup_loop(shared: Arc<Shared>) {
-    let qdir = shared.queue.dir().to_path_buf();
     loop {
-        for p in maildrop::pickup(&qdir, &shared.queue).await {
-            match p {
-                Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
-                Picked::Corrupt { path, error } => shared.logger.log(
-                    Severity::Crit,
-                    None,
-                    format_args!(
-                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
-                        path.display()
-                    ),
-                ),
-                Picked::Failed { path, error } => shared.logger.log(
-                    Severity::Err,
-                    None,
-                    format_args!("pickup: {}: {error}; will retry", path.display()),
-                ),
-            }
-        }
+        pickup_once(&shared).await;
         tokio::time::sleep(PICKUP_EVERY).await;
+    }
+}
+
+/// One pass over the maildrop (also before each `sendmail -q` run), problems logged.
+pub async fn pickup_once(shared: &Shared) {
+    let qdir = shared.queue.dir().to_path_buf();
+    for p in maildrop::pickup(&qdir, &shared.queue).await {
+        match p {
+            Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
+            Picked::Corrupt { path, error } => shared.logger.log(
+                Severity::Crit,
+                None,
+                format_args!(
+                    "SYSERR: pickup: {} is not a queue file ({error}); set aside",
+                    path.display()
+                ),
+            ),
+            Picked::Failed { path, error } => shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!("pickup: {}: {error}; will retry", path.display()),
+            ),
+        }
     }
 }
 

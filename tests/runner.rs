@@ -504,3 +504,33 @@ fn a_daemon_with_a_queue_interval_runs_the_queue_by_itself() {
     d.wait_log("to=<bob@[127.0.0.2]>");
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
 }
+
+#[test]
+fn a_command_line_submission_waiting_in_the_maildrop_is_part_of_the_next_q_run() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let mut d = Daemon::start(&cf(sink.port, ""), &["-O", "DeliveryMode=queueonly"]);
+    d.addr_of("MTA-v6");
+    let mut child = std::process::Command::new(support::sendmail_bin())
+        .args([
+            "-C",
+            d.cf.to_str().unwrap(),
+            "-O",
+            &format!("QueueDirectory={}", d.queue_dir().display()),
+            "-f",
+            "cron@mta.example.test",
+            "carol@[127.0.0.2]",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: from cron\n\nnightly\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Straight away: the run picks the maildrop up first.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert_eq!(sink.rcpts(), ["carol@[127.0.0.2]"]);
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::control::{self, ControlError};
 use super::select::QueueRun;
-use super::{QueueError, Store, maildrop};
+use super::{QueueError, Store};
 use crate::cli::Invocation;
 use crate::daemon::{self, Current, Shared};
 use crate::log::Severity;
@@ -88,19 +88,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
     }
     let shared = Arc::new(Shared::new(current, logger, store, None));
     runtime.block_on(async {
-        let qdir = shared.queue.dir().to_path_buf();
-        for p in maildrop::pickup(&qdir, &shared.queue).await {
-            if let maildrop::Picked::Corrupt { path, error } = p {
-                shared.logger.log(
-                    Severity::Crit,
-                    None,
-                    format_args!(
-                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
-                        path.display()
-                    ),
-                );
-            }
-        }
+        daemon::pickup_once(&shared).await;
         super::runner::run_once(shared.clone(), &run.select).await;
     });
     EX_OK

@@ -156,6 +156,8 @@ pub struct Runner {
     shared: Arc<Shared>,
     dns: Dns,
     busy: Mutex<HashSet<QueueId>>,
+    /// Signalled whenever an attempt ends (for forced runs waiting on a busy message).
+    idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
     destinations: limits::Destinations,
 }
@@ -190,6 +192,7 @@ impl Runner {
             shared,
             dns,
             busy: Mutex::default(),
+            idle: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES)),
             destinations: limits::Destinations::new(MAX_PER_DESTINATION),
         }))
@@ -200,25 +203,52 @@ impl Runner {
     async fn pass(self: &Arc<Self>, select: &Selection, why: Pass) -> tokio::task::JoinSet<()> {
         let mut started = tokio::task::JoinSet::new();
         let ids = self.shared.queue.ids().unwrap_or_default();
-        let filter = !select.limits.is_empty() || why == Pass::Prompt;
+        let forced = why == Pass::Forced;
+        // Reading each message first is needed only for limits, or when some mail may be
+        // waiting for a queue run.
+        let filter = !select.limits.is_empty()
+            || (why == Pass::Prompt && limits::some_mail_waits(&self.shared.config()));
         for id in ids {
+            // A forced run waits for an attempt already under way, then makes its own.
+            if !forced && self.lock_busy().contains(&id) {
+                continue;
+            }
             if filter && !self.takes(&id, select, why).await {
                 continue;
             }
-            if !self.lock_busy().insert(id.clone()) {
+            if !forced && !self.lock_busy().insert(id.clone()) {
                 continue;
             }
+            // The slot is taken before the task exists: a pass never has more than the
+            // runner's bound of messages in hand.
             let Ok(slot) = self.slots.clone().acquire_owned().await else {
                 break;
             };
             let me = self.clone();
             started.spawn(async move {
-                attempt(&me, &id, why == Pass::Forced).await;
-                me.lock_busy().remove(&id);
+                if forced {
+                    me.wait_not_busy(&id).await;
+                }
+                attempt(&me, &id, forced).await;
                 drop(slot);
+                me.lock_busy().remove(&id);
+                me.idle.notify_waiters();
             });
         }
         started
+    }
+
+    /// Waits until no attempt for `id` is under way, and marks it busy.
+    async fn wait_not_busy(&self, id: &QueueId) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.lock_busy().insert(id.clone()) {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Whether this pass takes message `id` (read from the queue: off the async workers).
@@ -270,6 +300,8 @@ pub async fn run(
             }
             req = requests.recv(), if open => match req {
                 Some(req) => {
+                    // Command-line submissions the pickup has not moved yet belong to the run.
+                    crate::daemon::pickup_once(&shared).await;
                     let set = runner.pass(&req.select, Pass::Forced).await;
                     tokio::spawn(async move {
                         let n = set.join_all().await.len();

@@ -91,6 +91,19 @@ pub fn waits_for_queue_run(cfg: &Config, env: &Envelope) -> bool {
         )
 }
 
+/// Whether any mail at all waits for a queue run: the option or some daemon says `q` or `d`.
+pub fn some_mail_waits(cfg: &Config) -> bool {
+    matches!(
+        cfg.options.delivery_mode,
+        DeliveryMode::QueueOnly | DeliveryMode::Defer
+    ) || cfg.daemons.iter().any(|d| {
+        matches!(
+            d.delivery_mode,
+            Some(DaemonMode::QueueOnly | DaemonMode::Deferred)
+        )
+    })
+}
+
 /// Whether some mail is delivered on commit: the option or any daemon says `b` or `i`.
 pub fn delivers_on_commit(cfg: &Config) -> bool {
     let prompt =
@@ -126,7 +139,7 @@ mod tests {
             "O DaemonPortOptions=Name=MSA, Port=0, Addr=127.0.0.1, D=q\n\
                      O DaemonPortOptions=Name=MTA, Port=0, Addr=127.0.0.1\n",
         );
-        assert!(delivers_on_commit(&c));
+        assert!(delivers_on_commit(&c) && some_mail_waits(&c));
         assert!(waits_for_queue_run(&c, &env_from(Some("MSA"))));
         assert!(!waits_for_queue_run(&c, &env_from(Some("MTA"))));
         assert!(!waits_for_queue_run(&c, &env_from(None)));
@@ -146,6 +159,7 @@ mod tests {
         assert!(!waits_for_queue_run(&c, &env_from(Some("MTA"))));
         assert!(waits_for_queue_run(&c, &env_from(None)));
         assert!(!delivers_on_commit(&cfg("O DeliveryMode=d\n")));
+        assert!(!some_mail_waits(&cfg("O DeliveryMode=b\n")));
     }
 
     #[tokio::test]
