@@ -16,6 +16,8 @@ use support::{Daemon, Smtp};
 #[derive(Default)]
 struct Seen {
     sessions: BTreeMap<SocketAddr, Vec<Vec<String>>>,
+    /// Each message's content as sent, dot-unstuffed, CRLF turned into LF.
+    messages: Vec<Vec<u8>>,
 }
 
 /// An SMTP sink on the given addresses (same port on each), accepting everything.
@@ -97,18 +99,26 @@ fn serve(s: TcpStream, local: SocketAddr, seen: &Mutex<Seen>) {
     let mut r = BufReader::new(s);
     let _ = w.write_all(b"220 sink.test ESMTP\r\n");
     let mut in_data = false;
+    let mut content = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let l = line.trim_end();
+        let l = line.trim_end_matches(['\r', '\n']);
         if in_data {
             if l == "." {
                 in_data = false;
                 note("DATA-END".into());
+                seen.lock()
+                    .unwrap()
+                    .messages
+                    .push(std::mem::take(&mut content));
                 let _ = w.write_all(b"250 2.0.0 queued as SINK\r\n");
+            } else {
+                content.extend_from_slice(l.strip_prefix('.').unwrap_or(l).as_bytes());
+                content.push(b'\n');
             }
             continue;
         }
@@ -533,4 +543,53 @@ fn a_command_line_submission_waiting_in_the_maildrop_is_part_of_the_next_q_run()
     // Straight away: the run picks the maildrop up first.
     assert!(sendmail(&d, &["-q"]).status.success());
     assert_eq!(sink.rcpts(), ["carol@[127.0.0.2]"]);
+}
+
+#[test]
+fn the_same_message_reaches_a_maildir_and_a_remote_peer_byte_for_byte() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let maildir = dir.path().join("Maildir");
+    let aliases = dir.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        format!("list: {}/, bob@[127.0.0.2]\n", maildir.display()),
+    )
+    .unwrap();
+    let extra = format!("O AliasFile={}\n", aliases.display());
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    let v6 = d.addr_of("MTA-v6");
+    let mut c = Smtp::connect(v6);
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    c.cmd("MAIL FROM:<alice@client.example.test>");
+    assert!(c.cmd("RCPT TO:<list@mta.example.test>")[0].starts_with("250"));
+    c.cmd("DATA");
+    c.send("Subject: both ways\r\n\r\nFrom the top\r\n..a dot\r\n>From quoted\r\nlast\r\n.");
+    assert!(c.reply()[0].starts_with("250 2.0.0 "));
+    c.cmd("QUIT");
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+
+    let new: Vec<_> = std::fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let stored = std::fs::read(&new[0]).unwrap();
+    let sent = sink.seen.lock().unwrap().messages.clone();
+    assert_eq!(sent.len(), 1);
+    // Final delivery adds Return-Path (the local mailer's F=P); otherwise the very same bytes.
+    let mut want = b"Return-Path: <alice@client.example.test>\n".to_vec();
+    want.extend_from_slice(&sent[0]);
+    assert_eq!(
+        String::from_utf8_lossy(&stored),
+        String::from_utf8_lossy(&want),
+        "Maildir and SMTP peer got the same message"
+    );
+    assert!(
+        stored.ends_with(b"\n\nFrom the top\n.a dot\n>From quoted\nlast\n"),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
 }
