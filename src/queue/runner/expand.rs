@@ -12,6 +12,14 @@
 //! every expanded address (`QS_EXPANDED` parents, their children with `ctladdr`s; deliver.c,
 //! recipient.c). A target is written as sendmail writes it: a user name, `/file`,
 //! `|program`, or the remote address, which then goes the remote way.
+//!
+//! The log lines match the oracle (sendmail 8.17.1.9, alias `fwd: bob@remote.example.test,
+//! /…/fwd.mbox, root`, run in a private namespace on 2026-12-02): `to=root, delay=…,
+//! mailer=local, …`; `to=/…/fwd.mbox, ctladdr=<fwd@oracle.example.test> (1/0), delay=…,
+//! mailer=*file*, …`; `to=bob@remote.example.test, delay=…, mailer=relay, relay=…` — the
+//! target without angle brackets, a `ctladdr` only for files and programs. sendmail expands
+//! at RCPT time (its `from=` line then counts `nrcpts=3`, and a member that is no user fails
+//! the RCPT); we expand at the first delivery attempt, so `nrcpts=` counts the envelope.
 
 use crate::aliases::{Expander, Target};
 use crate::config::Config;
