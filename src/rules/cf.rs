@@ -329,6 +329,9 @@ pub fn load_with(
                             "readcf: map {name}: class {class} not available"
                         )));
                     } else {
+                        if let Some(w) = &m.warning {
+                            errors.push(err(w.clone()));
+                        }
                         e.maps.maps.insert(name, m);
                     }
                 }

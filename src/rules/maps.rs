@@ -4,8 +4,11 @@
 //! value (after the `-a` suffix and `%1`.. substitution), none, or a status (`EX_TEMPFAIL`
 //! when the map is unavailable, `EX_NOHOST` for unknown hosts, `EX_CONFIG` for bad use).
 //!
-//! Database maps (`hash`, `btree`, `dbm`, `implicit` for aliases) are read from their text
-//! source (the file `makemap`/`newaliases` would compile), so they work without Berkeley DB.
+//! Database maps (`hash`, `btree`, `dbm`, `implicit` for aliases) read the map `makemap` or
+//! `newaliases` built (`FILE.db`, [`crate::mapdb`]) when it exists, is intact and is not
+//! older than its text source; otherwise they read the text source itself, so they work
+//! before any map is built. A damaged map is never read: it is reported
+//! ([`Map::warning`]) and the text is used.
 //! The `host` map answers from the hosts file (`HostsFile` option, else `/etc/hosts`).
 //!
 //! Source: sendmail 8.17 map.c (map_parseargs, map_rewrite, host/dequote/arith/macro
@@ -48,10 +51,11 @@ pub enum MapKind {
     Arith,
     /// `macro`: set a macro, return empty.
     Macro,
-    /// `hash`/`btree`/`dbm`/`implicit`/`stab`: a key→value table from a text file.
+    /// `hash`/`btree`/`dbm`/`implicit`/`stab`: a key→value table from a built map or a
+    /// text file.
     Table {
         /// Loaded entries (keys folded unless `-f`), or the load error.
-        entries: Result<HashMap<Vec<u8>, Vec<u8>>, String>,
+        entries: Result<Table, String>,
         /// Alias-style (`key: value`) instead of makemap-style (`key value`).
         alias: bool,
     },
@@ -62,6 +66,25 @@ pub enum MapKind {
     User { field: Option<String> },
     /// A class this implementation does not support.
     Unsupported(String),
+}
+
+/// The entries of a database map: the built map file, or its text source read into memory.
+#[derive(Debug, Clone)]
+pub enum Table {
+    Built(crate::mapdb::MapDb),
+    Text(HashMap<Vec<u8>, Vec<u8>>),
+}
+
+impl Table {
+    /// The value for an already folded key; alias values with their white space collapsed,
+    /// however they were stored.
+    fn get(&self, key: &[u8], alias: bool) -> Option<Vec<u8>> {
+        match self {
+            Table::Text(t) => t.get(key).cloned(),
+            Table::Built(db) if alias => db.get(key).map(collapse_ws),
+            Table::Built(db) => db.get(key).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// One declared map.
@@ -86,6 +109,8 @@ pub struct Map {
     pub optional: bool,
     /// The file named on the `K` line (database maps).
     pub file: std::path::PathBuf,
+    /// Why the built map file was not used although it exists (damaged, foreign format).
+    pub warning: Option<String>,
 }
 
 /// Environment the maps need: the hosts file and the local domain.
@@ -209,6 +234,7 @@ impl Map {
             space_sub: None,
             optional: false,
             file: std::path::PathBuf::new(),
+            warning: None,
         };
         let words = split_args(args);
         let mut rest = Vec::new();
@@ -254,7 +280,10 @@ impl Map {
                         // the text source of "file.db" is "file"
                         let p = p.strip_suffix(".db").unwrap_or(p);
                         m.file = std::path::PathBuf::from(p);
-                        load_table(Path::new(p), alias, m.no_fold)
+                        let (entries, warning) = load_table(Path::new(p), alias, m.no_fold);
+                        m.warning = warning
+                            .map(|w| format!("{class} map \"{name}\": {w}; reading {p} instead"));
+                        entries
                     }
                     None => Err("no file".to_string()),
                 };
@@ -300,13 +329,24 @@ impl Map {
     }
 }
 
+/// The entries of the database map whose text source is `path`: its built map
+/// (`path.db`) when current and intact, else the text. The second value says why an
+/// existing built map was refused.
+fn load_table(path: &Path, alias: bool, no_fold: bool) -> (Result<Table, String>, Option<String>) {
+    let db = crate::mapdb::db_path(path);
+    match crate::mapdb::open_if_current(&db, path) {
+        Ok(Some(built)) => (Ok(Table::Built(built)), None),
+        Ok(None) => (load_text(path, alias, no_fold).map(Table::Text), None),
+        Err(e) => (
+            load_text(path, alias, no_fold).map(Table::Text),
+            Some(format!("{}: {e}", db.display())),
+        ),
+    }
+}
+
 /// Read a map's text source: `key value` lines (makemap), or `key: value` with continuation
 /// lines (aliases). Keys are lower-cased unless `no_fold`.
-fn load_table(
-    path: &Path,
-    alias: bool,
-    no_fold: bool,
-) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
+fn load_text(path: &Path, alias: bool, no_fold: bool) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = HashMap::new();
     let mut logical: Vec<Vec<u8>> = Vec::new();
@@ -566,8 +606,8 @@ impl Maps {
             MapKind::Arith => return arith(key, &args[1.min(args.len())..]),
             MapKind::Macro => MapAnswer::found(Vec::new()),
             MapKind::Table { entries, alias } => match entries {
-                Ok(e) => match e.get(key_for_table) {
-                    Some(v) => MapAnswer::found(v.clone()),
+                Ok(e) => match e.get(key_for_table, *alias) {
+                    Some(v) => MapAnswer::found(v),
                     None => MapAnswer::none(if *alias { EX_NOHOST } else { EX_OK }),
                 },
                 Err(_) if map.optional => MapAnswer::none(EX_OK),
@@ -754,6 +794,40 @@ mod tests {
         assert_eq!(a.value.unwrap(), b"REJECT");
         let a = maps.lookup("access", b"Connect:127", &[], 0);
         assert_eq!(a, MapAnswer::none(EX_OK));
+    }
+
+    #[test]
+    fn a_built_map_is_read_and_a_damaged_one_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access");
+        std::fs::write(&p, "from:text TEXT\n").unwrap();
+        let db = crate::mapdb::db_path(&p);
+        let built = crate::mapdb::encode(vec![(b"from:built".to_vec(), b"BUILT".to_vec())]);
+        crate::mapdb::write_atomically(&db, &built, 0o640).unwrap();
+        let m = Map::new("access", "hash", &format!("-o {}", p.display()));
+        assert!(m.warning.is_none());
+        let mut maps = Maps::default();
+        maps.maps.insert("access".into(), m);
+        let get = |maps: &Maps, k: &[u8]| maps.lookup("access", k, &[], 0).value;
+        assert_eq!(get(&maps, b"From:Built").unwrap(), b"BUILT");
+        assert_eq!(
+            get(&maps, b"from:text"),
+            None,
+            "the text is not read beside a map"
+        );
+
+        let mut bytes = built.clone();
+        bytes[20] ^= 1;
+        std::fs::write(&db, &bytes).unwrap();
+        let m = Map::new("access", "hash", &format!("-o {}", p.display()));
+        let w = m.warning.clone().unwrap();
+        assert!(
+            w.contains("checksum mismatch") && w.contains("reading"),
+            "{w}"
+        );
+        maps.maps.insert("access".into(), m);
+        assert_eq!(get(&maps, b"from:text").unwrap(), b"TEXT");
+        assert_eq!(get(&maps, b"from:built"), None);
     }
 
     #[test]
