@@ -14,6 +14,7 @@
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
 //!
@@ -29,6 +30,7 @@ pub mod address;
 pub mod bt;
 pub mod cf;
 pub mod check;
+pub mod deliver;
 pub mod macros;
 pub mod mailer;
 pub mod maps;
