@@ -59,6 +59,8 @@ pub enum MapKind {
         /// Alias-style (`key: value`) instead of makemap-style (`key value`).
         alias: bool,
     },
+    /// `regex`: the key matches a pattern ([`super::regex_map`]).
+    Regex(Box<super::regex_map::RegexMap>),
     /// `sequence`: try the listed maps in turn.
     Sequence(Vec<String>),
     /// `user`: the passwd entry of the key; `-v` names the field returned (default: the
@@ -236,6 +238,10 @@ impl Map {
             file: std::path::PathBuf::new(),
             warning: None,
         };
+        if class == "regex" {
+            m.regex(args);
+            return m;
+        }
         let words = split_args(args);
         let mut rest = Vec::new();
         let mut value_field: Option<String> = None;
@@ -292,6 +298,21 @@ impl Map {
             other => MapKind::Unsupported(other.to_string()),
         };
         m
+    }
+
+    /// A `regex` map: its own flags (`-s` and `-d` mean other things there), then the
+    /// pattern. A pattern that does not compile leaves the map closed, with the reason.
+    fn regex(&mut self, args: &str) {
+        let (common, compiled) = super::regex_map::parse(args);
+        self.append = common.append;
+        self.match_only = common.match_only;
+        self.keep_quotes = common.keep_quotes;
+        self.space_sub = common.space_sub;
+        self.no_fold = true;
+        match compiled {
+            Ok(r) => self.kind = MapKind::Regex(Box::new(r)),
+            Err(e) => self.warning = Some(e),
+        }
     }
 
     /// The alias map sendmail makes from `AliasFile` (named `aliases`).
@@ -604,6 +625,16 @@ impl Maps {
                 None => MapAnswer::none(EX_OK),
             },
             MapKind::Arith => return arith(key, &args[1.min(args.len())..]),
+            MapKind::Regex(r) => {
+                // the value is not %-substituted, only the -a text appended
+                return match r.value(key, map.match_only) {
+                    Some(mut v) => {
+                        v.extend_from_slice(map.append.as_deref().unwrap_or_default());
+                        MapAnswer::found(v)
+                    }
+                    None => MapAnswer::none(EX_OK),
+                };
+            }
             MapKind::Macro => MapAnswer::found(Vec::new()),
             MapKind::Table { entries, alias } => match entries {
                 Ok(e) => match e.get(key_for_table, *alias) {

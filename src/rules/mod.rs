@@ -8,7 +8,8 @@
 //! * [`ruleset`] — `S`/`R` lines → compiled rules, ruleset names and numbers.
 //! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
 //! * [`maps`] — `K` maps: host (hosts file), dequote, arith, macro, user, sequence, and
-//!   hash/btree/dbm/implicit maps read from their text sources.
+//!   hash/btree/dbm/implicit maps (the built `NAME.db`, else the text source), regex.
+//! * [`regex_map`] — the `regex` map (POSIX patterns on the `regex` crate).
 //! * [`print`](mod@print) — sendmail's `xputs`/`printav` output form.
 //! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
@@ -35,6 +36,7 @@ pub mod macros;
 pub mod mailer;
 pub mod maps;
 pub mod print;
+pub mod regex_map;
 pub mod rewrite;
 pub mod ruleset;
 pub mod token;
