@@ -17,6 +17,7 @@
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
 //! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
+//! * [`fuzz`] — panic-free entry points (tokenize, one ruleset) for the fuzz targets.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
 //!
 //! Why the engine reads the cf text itself (rather than [`crate::config`]'s parsed form):
@@ -32,6 +33,7 @@ pub mod bt;
 pub mod cf;
 pub mod check;
 pub mod deliver;
+pub mod fuzz;
 pub mod macros;
 pub mod mailer;
 pub mod maps;
