@@ -113,15 +113,7 @@ fn start_oracle_relaying_to(sink_port: u16) -> (Daemon, tempfile::TempDir) {
             "-O",
             "DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1",
         ],
-        &[
-            "unshare",
-            "--uts",
-            "--",
-            "sh",
-            "-c",
-            "hostname oracle.example.test && exec \"$@\"",
-            "sh",
-        ],
+        support::AS_ORACLE_HOST,
     );
     (d, dir)
 }

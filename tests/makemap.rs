@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 /// The binary under the name `makemap` (a symlink, as a package installs it).
 fn makemap_bin(dir: &Path) -> PathBuf {
@@ -16,20 +15,7 @@ fn makemap_bin(dir: &Path) -> PathBuf {
 }
 
 fn run_with_input(bin: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    support::run_bin_with_input(bin, args, input)
 }
 
 /// The oracle's cf with its files in `dir` (access map, aliases, helpfile, queue).
