@@ -9,7 +9,9 @@
 //! older than its text source; otherwise they read the text source itself, so they work
 //! before any map is built. A damaged map is never read: it is reported
 //! ([`Map::warning`]) and the text is used.
-//! The `host` map answers from the hosts file (`HostsFile` option, else `/etc/hosts`).
+//! The `host` map (and `$[ $]`) answers from the hosts file (`HostsFile` option, else
+//! `/etc/hosts`) and, where the `ServiceSwitchFile`'s `hosts` line names `dns`, from DNS
+//! ([`crate::dns::BlockingCanon`]: A, AAAA or MX), in the switch's order.
 //!
 //! Source: sendmail 8.17 map.c (map_parseargs, map_rewrite, host/dequote/arith/macro
 //! lookups), op.txt §5.1.11 ("K -- Key File Declaration").
@@ -115,13 +117,49 @@ pub struct Map {
     pub warning: Option<String>,
 }
 
-/// Environment the maps need: the hosts file and the local domain.
+/// Where host names are looked up, in the service switch's order (`hosts files dns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostService {
+    Files,
+    Dns,
+}
+
+/// The `hosts` line of a `ServiceSwitchFile` (`hosts<TAB>files dns`). Without a readable
+/// file or a `hosts` line: the hosts file only. (sendmail then asks DNS first; here DNS is
+/// asked only where the switch names it, so a test or a host without a switch file never
+/// sends queries it did not configure.)
+pub fn host_services(switch_file: &Path) -> Vec<HostService> {
+    let Ok(text) = std::fs::read_to_string(switch_file) else {
+        return vec![HostService::Files];
+    };
+    let line = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find(|l| l.split_whitespace().next() == Some("hosts"));
+    let Some(line) = line else {
+        return vec![HostService::Files];
+    };
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|s| match s {
+            "files" => Some(HostService::Files),
+            "dns" => Some(HostService::Dns),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Environment the maps need: the hosts file, the local domain, and how to ask DNS.
 #[derive(Debug, Clone, Default)]
 pub struct HostEnv {
     /// Hosts file lines: address and names.
     pub hosts: Vec<(String, Vec<String>)>,
     /// Domain appended to unqualified canonical names (`$m`).
     pub domain: String,
+    /// The service switch's order for host names (empty: the hosts file only).
+    pub services: Vec<HostService>,
+    /// The resolver `$[ $]` and the `host` map ask when the switch names `dns`.
+    pub dns: Option<crate::dns::BlockingCanon>,
 }
 
 impl HostEnv {
@@ -141,7 +179,36 @@ impl HostEnv {
         HostEnv {
             hosts,
             domain: domain.to_string(),
+            ..HostEnv::default()
         }
+    }
+
+    /// A host name's canonical form through the services in switch order: the hosts file,
+    /// DNS. `Err` when DNS could not answer and nothing later did.
+    pub fn resolve(&self, name: &str) -> Result<Option<String>, String> {
+        let mut temporary = None;
+        let files_only = [HostService::Files];
+        let services = if self.services.is_empty() {
+            &files_only[..]
+        } else {
+            &self.services
+        };
+        for s in services {
+            match (s, &self.dns) {
+                (HostService::Files, _) => {
+                    if let Some(c) = self.canonical(name) {
+                        return Ok(Some(c));
+                    }
+                }
+                (HostService::Dns, Some(dns)) if name.contains('.') => match dns.canonical(name) {
+                    crate::dns::Canon::Found(c) => return Ok(Some(c)),
+                    crate::dns::Canon::NotFound => {}
+                    crate::dns::Canon::TryAgain(why) => temporary = Some(why),
+                },
+                (HostService::Dns, _) => {}
+            }
+        }
+        temporary.map_or(Ok(None), Err)
     }
 
     /// Canonical name of a host name: the first qualified name on its hosts line (the
@@ -693,9 +760,10 @@ impl Maps {
                 None => MapAnswer::none(EX_NOHOST),
             };
         }
-        match self.hosts.canonical(&k) {
-            Some(n) => MapAnswer::found(n.into_bytes()),
-            None => MapAnswer::none(EX_NOHOST),
+        match self.hosts.resolve(&k) {
+            Ok(Some(n)) => MapAnswer::found(n.into_bytes()),
+            Ok(None) => MapAnswer::none(EX_NOHOST),
+            Err(_) => MapAnswer::none(EX_TEMPFAIL),
         }
     }
 }
@@ -715,6 +783,7 @@ mod tests {
                 ("127.0.0.3".into(), vec!["remote.example.test".into()]),
             ],
             domain: "example.test".into(),
+            ..HostEnv::default()
         }
     }
 
@@ -745,6 +814,55 @@ mod tests {
             b"oracle.example.test<OKR>"
         );
         assert_eq!(l("host", "nohost.invalid"), MapAnswer::none(EX_NOHOST));
+    }
+
+    /// `$[ $]` through DNS (a real server on loopback), in the service switch's order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn host_map_asks_dns_when_the_switch_says_so() {
+        use crate::dns::test_server::{DnsServer, Zone};
+        let zone = Zone::default()
+            .a("www.dns.test", "192.0.2.80")
+            .mx("mailonly.dns.test", 10, "mx.dns.test")
+            .servfail("broken.dns.test");
+        let server = DnsServer::start(zone).await;
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("service.switch");
+        std::fs::write(&switch, "# c\nhosts\tfiles dns\naliases files\n").unwrap();
+        let mut maps = Maps {
+            hosts: hosts(),
+            ..Default::default()
+        };
+        maps.hosts.services = host_services(&switch);
+        assert_eq!(maps.hosts.services, [HostService::Files, HostService::Dns]);
+        maps.hosts.dns = Some(crate::dns::BlockingCanon {
+            name_servers: vec![server.addr],
+        });
+        maps.maps.insert(
+            "resolve".into(),
+            Map::new("resolve", "host", "-a<OKR> -T<TEMP>"),
+        );
+        let l = |maps: &Maps, k: &str| {
+            maps.lookup("resolve", k.as_bytes(), &[k.as_bytes().to_vec()], 0)
+        };
+        assert_eq!(
+            l(&maps, "oracle").value.unwrap(),
+            b"oracle.example.test<OKR>",
+            "files first"
+        );
+        assert_eq!(
+            l(&maps, "WWW.dns.test.").value.unwrap(),
+            b"WWW.dns.test<OKR>"
+        );
+        assert_eq!(
+            l(&maps, "mailonly.dns.test").value.unwrap(),
+            b"mailonly.dns.test<OKR>"
+        );
+        assert_eq!(l(&maps, "nowhere.dns.test").status, EX_NOHOST);
+        assert_eq!(l(&maps, "broken.dns.test").status, EX_TEMPFAIL);
+        // a switch with files only never asks DNS
+        std::fs::write(&switch, "hosts files\n").unwrap();
+        maps.hosts.services = host_services(&switch);
+        assert_eq!(l(&maps, "www.dns.test").status, EX_NOHOST);
     }
 
     #[test]
