@@ -23,22 +23,25 @@
 //! 7. [`queue::runner`] routes each recipient (ruleset 0), expands local ones once and
 //!    durably (aliases, `.forward`), and delivers: [`deliver::local`] (mbox, files,
 //!    programs, the cf's `Mlocal` program) or [`deliver::remote`] ([`dns`] MX, AAAA then A,
-//!    the ESMTP client), then crosses it off, retries or marks it failed. `sendmail -q`
-//!    ([`queue::cmdline`]) runs it once, in this process or through the running daemon's
-//!    control socket ([`queue::control`]).
+//!    the ESMTP client), then crosses it off, retries or marks it failed;
+//!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
+//!    `sendmail -q` ([`queue::cmdline`]) runs it once, in this process or through the
+//!    running daemon's control socket ([`queue::control`]).
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
-//! RFC 6152 (8BITMIME), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 7505 (null MX),
-//! RFC 3164 (syslog lines).
+//! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
+//! RFC 6531 (SMTPUTF8), RFC 7505 (null MX), RFC 3164 (syslog lines).
 
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod dns;
@@ -55,3 +58,4 @@ pub mod smtp;
 pub mod stats;
 pub mod submit;
 pub mod sysexits;
+pub mod tls;

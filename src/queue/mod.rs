@@ -34,7 +34,7 @@ pub mod store;
 
 pub use file::{
     BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Expanded, Message, NewMessage,
-    Notify, Protocol, QueuedMessage, Recipient, Ret,
+    Notices, Notify, Origin, Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
 pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};
