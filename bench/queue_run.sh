@@ -8,6 +8,12 @@
 # SMTP connection (python3 smtplib), then `sendmail -q` is timed until it returns (the
 # daemon's answer: the run is over). Remote mail goes by address literal to smtp-sink on
 # 127.0.0.2. Every wait is bounded; everything started here is stopped by PID.
+#
+# Measured 2026-12-02 on the shared 2-core machine (release build, 2 KiB messages):
+#   bash bench/queue_run.sh 1000 1  -> 1000 messages in 0.97 s, 0.58 s, 0.62 s
+#                                      (1,030 / 1,720 / 1,610 messages/s), queue empty after
+#   bash bench/queue_run.sh 200 10  -> 200 messages x 10 recipients in 0.33 s (600 msg/s,
+#                                      2,000 to= lines), one connection per message
 set -euo pipefail
 N=${1:-1000}
 R=${2:-1}

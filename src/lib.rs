@@ -24,9 +24,9 @@
 //!    durably (aliases, `.forward`), and delivers: [`deliver::local`] (mbox, files,
 //!    programs, the cf's `Mlocal` program) or [`deliver::remote`] ([`dns`] MX, AAAA then A,
 //!    the ESMTP client), then crosses it off, retries or marks it failed;
-//!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due. `sendmail -q`
-//!    ([`queue::cmdline`]) runs it once, in this process or through the running daemon's
-//!    control socket ([`queue::control`]).
+//!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
+//!    `sendmail -q` ([`queue::cmdline`]) runs it once, in this process or through the
+//!    running daemon's control socket ([`queue::control`]).
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!

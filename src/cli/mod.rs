@@ -110,7 +110,12 @@ pub fn parse(argv: &[String], system_cf: &Path) -> Result<Invocation, CliError> 
         })
         .collect();
     let queue_interval = match &mode {
-        Mode::Daemon { .. } => low.queue.clone().filter(|q| !q.is_empty()),
+        // The -q flag that is a time (`-q30m`), not a limit (`-qRexample.com`).
+        Mode::Daemon { .. } => low
+            .queue_flags
+            .iter()
+            .find(|q| parse_time(q, 'm').is_some())
+            .cloned(),
         _ => None,
     };
     Ok(Invocation {
@@ -164,6 +169,14 @@ mod tests {
             i.command_line,
             "/usr/sbin/sendmail -bd -q30m -C /x.cf -O LogLevel=14"
         );
+    }
+
+    #[test]
+    fn a_queue_limit_is_not_an_interval() {
+        let i = inv("sendmail -bd -qRexample.com -q1h");
+        assert_eq!(i.queue_interval.as_deref(), Some("1h"));
+        assert_eq!(i.args.queue_flags, ["Rexample.com", "1h"]);
+        assert_eq!(inv("sendmail -bd -qSroot").queue_interval, None);
     }
 
     #[test]

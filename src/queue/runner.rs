@@ -383,8 +383,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     }
 }
 
-/// Delivers the `due` recipients of `msg`, grouped by route; returns the recipient list
-/// with their new states.
+/// Delivers the `due` recipients of `msg` (with their routes), grouped by route; returns
+/// the recipient list with their new states.
 async fn deliver_due(
     runner: &Runner,
     msg: &Message,
