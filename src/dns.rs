@@ -270,21 +270,36 @@ pub struct BlockingCanon {
 impl BlockingCanon {
     /// [`Dns::canonical`], waited for.
     pub fn canonical(&self, name: &str) -> Canon {
-        let servers = self.name_servers.clone();
         let name = name.to_string();
+        self.run(move |dns| async move { dns.canonical(&name).await })
+            .unwrap_or_else(Canon::TryAgain)
+    }
+
+    /// [`Dns::mx`], waited for.
+    pub fn mx(&self, name: &str) -> Answer<MxRecord> {
+        let name = name.to_string();
+        self.run(move |dns| async move { dns.mx(&name).await })
+            .unwrap_or_else(Answer::Temporary)
+    }
+
+    /// Runs one query on a thread and runtime of its own; `Err` says why it could not run.
+    fn run<T, F>(&self, query: impl FnOnce(Dns) -> F + Send + 'static) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        let servers = self.name_servers.clone();
         let worker = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
             let dns = Dns::new(&servers, DnsOptions::default()).map_err(|e| e.to_string())?;
-            Ok::<Canon, String>(rt.block_on(dns.canonical(&name)))
+            Ok(rt.block_on(query(dns)))
         });
-        match worker.join() {
-            Ok(Ok(c)) => c,
-            Ok(Err(why)) => Canon::TryAgain(why),
-            Err(_) => Canon::TryAgain("resolver thread failed".to_string()),
-        }
+        worker
+            .join()
+            .unwrap_or_else(|_| Err("resolver thread failed".to_string()))
     }
 }
 

@@ -12,8 +12,8 @@
 //!
 //! Host names are resolved as the `ServiceSwitchFile` says: the hosts file (`HostsFile`,
 //! else `/etc/hosts`), and DNS where the switch names `dns` (`$[ $]`, the `host` map,
-//! `/canon`). `/mx` does not ask DNS yet: it finds no MX records. `-d` debug output is not
-//! produced.
+//! `/canon`, `/mx`); from the hosts file alone `/mx` finds no MX records. `-d` debug output
+//! is not produced.
 //!
 //! Entry points: [`run`] (what `sendmail -bt` calls with the command line's source and
 //! `-O` options), [`run_path`] (`-C file`), [`run_text`] (cf text in memory).
@@ -417,8 +417,12 @@ impl Session {
                     let s = format!("getmxrr({a}) returns 1 value(s):\n\t{a}\n");
                     self.say(&s);
                 } else {
-                    // name lookups use the hosts file only: there are no MX records
-                    let s = format!("getmxrr({}) returns 0 value(s):\n", lossy(&arg));
+                    let a = lossy(&arg);
+                    let hosts = self.mx_hosts(&a);
+                    let mut s = format!("getmxrr({a}) returns {} value(s):\n", hosts.len());
+                    for h in hosts {
+                        s.push_str(&format!("\t{h}\n"));
+                    }
                     self.say(&s);
                 }
             }
@@ -480,6 +484,29 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+
+    /// sendmail's `getmxrr` for `/mx`: the MX hosts by preference when the service switch
+    /// names `dns` (the name itself when it has no MX record); none from the hosts file.
+    fn mx_hosts(&self, name: &str) -> Vec<String> {
+        let hosts = &self.engine.maps.hosts;
+        let Some(dns) = hosts.dns.as_ref() else {
+            return Vec::new();
+        };
+        if !hosts.services.contains(&super::maps::HostService::Dns) {
+            return Vec::new();
+        }
+        match dns.mx(name) {
+            crate::dns::Answer::Found(mut mx) => {
+                mx.sort_by_key(|m| m.preference);
+                mx.into_iter()
+                    .filter(|m| !m.is_null())
+                    .map(|m| m.exchange)
+                    .collect()
+            }
+            crate::dns::Answer::NoData => vec![name.trim_end_matches('.').to_string()],
+            _ => Vec::new(),
+        }
     }
 
     fn slash_map(&mut self, arg: &[u8]) {
@@ -884,6 +911,36 @@ mod tests {
     const CF: &str = "V10\nO OperatorChars=.:%@!^/[]+\nScanonify=3\nR$* @ $*\t$@ $1 < @ $2 >\nSparse=0\nR$+\t$# local $: $1\nMlocal, P=/bin/true, F=l, A=true $u\n";
     const BANNER: &str =
         "ADDRESS TEST MODE (ruleset 3 NOT automatically invoked)\nEnter <ruleset> <address>\n";
+
+    /// `/mx` and `/canon` ask DNS (a real server on loopback) when the switch names `dns`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn mx_and_canon_ask_dns_when_the_switch_says_so() {
+        use crate::dns::test_server::{DnsServer, Zone};
+        use crate::rules::maps::HostService;
+        let zone = Zone::default()
+            .mx("dom.test", 20, "mx2.dom.test")
+            .mx("dom.test", 10, "mx1.dom.test")
+            .a("plain.dom.test", "192.0.2.1");
+        let server = DnsServer::start(zone).await;
+        let mut s = session(CF);
+        s.engine.maps.hosts.services = vec![HostService::Files, HostService::Dns];
+        s.engine.maps.hosts.dns = Some(crate::dns::BlockingCanon {
+            name_servers: vec![server.addr],
+        });
+        let mut out = Vec::new();
+        let input = "/mx dom.test\n/mx plain.dom.test\n/mx none.dom.test\n/canon plain.dom.test\n";
+        s.run(input.as_bytes(), &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "{BANNER}> getmxrr(dom.test) returns 2 value(s):\n\tmx1.dom.test\n\tmx2.dom.test\n\
+                 > getmxrr(plain.dom.test) returns 1 value(s):\n\tplain.dom.test\n\
+                 > getmxrr(none.dom.test) returns 0 value(s):\n\
+                 > getcanonname(plain.dom.test) returns plain.dom.test\n> "
+            )
+        );
+    }
 
     #[test]
     fn ruleset_list_traces_each_call() {
