@@ -166,7 +166,7 @@ fn origin(cfg: &Config, option: &'static str) -> String {
         .unwrap_or_else(|| option.to_string())
 }
 
-/// An option's value as a path (`$`-macros expanded as for any cf value).
+/// A file-name option's value as a path (`$`-macros expanded as for any cf value).
 pub(crate) fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf> {
     let o = &cfg.options;
     let text = match option {
@@ -174,6 +174,7 @@ pub(crate) fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf>
         "ServerKeyFile" => o.server_key_file.as_ref(),
         "CACertFile" => o.ca_cert_file.as_ref(),
         "CACertPath" => o.ca_cert_path.as_ref(),
+        "AuthPasswordFile" => o.auth_password_file.as_ref(),
         _ => None,
     }?;
     let value = if text.literal {

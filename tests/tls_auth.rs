@@ -188,18 +188,7 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 fn connect(addr: SocketAddr, source: Option<&str>) -> TcpStream {
     let s = match source {
         None => TcpStream::connect(addr).unwrap(),
-        Some(src) => {
-            let src = SocketAddr::new(src.parse().unwrap(), 0);
-            let sock = socket2::Socket::new(
-                socket2::Domain::for_address(src),
-                socket2::Type::STREAM,
-                None,
-            )
-            .unwrap();
-            sock.bind(&src.into()).unwrap();
-            sock.connect(&addr.into()).unwrap();
-            sock.into()
-        }
+        Some(src) => support::tcp_from(addr, src),
     };
     s.set_read_timeout(Some(WAIT)).unwrap();
     s

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use super::super::tests::logs;
 use super::super::*;
 use super::*;
 use crate::tls::{TlsInfo, Verify};
@@ -90,16 +91,6 @@ fn replies(actions: &[Action]) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Reply(r) => Some(String::from_utf8(r.to_bytes()).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn logs(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Log(l) => Some(l.text.clone()),
             _ => None,
         })
         .collect()
