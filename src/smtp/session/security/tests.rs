@@ -54,6 +54,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             name: None,
         },
         max_message_size: 0,
+        max_headers_length: 0,
         max_recipients: 0,
         features: Features::default(),
         privacy: Privacy::default(),
