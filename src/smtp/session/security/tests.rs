@@ -263,3 +263,13 @@ fn m_capital_a_and_s_turn_both_off() {
         ["503 5.3.3 AUTH not available\r\n"]
     );
 }
+
+#[test]
+fn credentials_never_reach_the_log() {
+    assert_eq!(
+        loggable("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        "AUTH PLAIN ***"
+    );
+    assert_eq!(loggable("auth login"), "auth login");
+    assert_eq!(loggable("MAIL FROM:<a@b>"), "MAIL FROM:<a@b>");
+}
