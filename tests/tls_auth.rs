@@ -727,3 +727,17 @@ fn the_default_cf_rules_relay_for_an_authenticated_client() {
         ["530 5.7.0 Authentication required"]
     );
 }
+
+#[test]
+fn a_failed_handshake_is_logged_and_ends_the_session() {
+    let pki = Pki::new();
+    let mut d = start(&pki, &[]);
+    let mut c = Client::new(connect(d.addr_of("MTA-v4"), None));
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    assert_eq!(c.cmd("STARTTLS"), ["220 2.0.0 Ready to start TLS"]);
+    c.send_raw("this is not a TLS ClientHello\r\n");
+    assert!(c.closed());
+    let log = d.wait_log("STARTTLS=server, error: accept failed, reason=");
+    assert!(log.contains(", relay=localhost [127.0.0.1]"), "{log}");
+}
