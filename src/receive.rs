@@ -53,8 +53,12 @@ pub struct QueueSink {
 }
 
 impl MessageSink for QueueSink {
-    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
-        let prepared = prepare(&msg, &self.config);
+    fn commit(&mut self, mut msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        // The body moves on into the queue entry (one copy of a message of up to the size
+        // limit, not two); the log line keeps its size.
+        let body = std::mem::take(&mut msg.body);
+        let size = body.len() as u64;
+        let prepared = prepare(&msg, body, &self.config);
         let dest = self.dest.clone();
         let logger = self.logger.clone();
         async move {
@@ -74,7 +78,7 @@ impl MessageSink for QueueSink {
                 logger.log(
                     Severity::Info,
                     Some(&msg.qid),
-                    format_args!("{}", msg.from_log_line(msgid.as_deref())),
+                    format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
                 );
             }
             Ok(())
@@ -82,8 +86,13 @@ impl MessageSink for QueueSink {
     }
 }
 
-/// Builds the queue entry: envelope, and the body with the headers added at receipt.
-fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String>), CommitError> {
+/// Builds the queue entry: envelope, and `body` (the message's, taken out of it) with the
+/// headers added at receipt.
+fn prepare(
+    msg: &Message,
+    body: Vec<u8>,
+    cfg: &Config,
+) -> Result<(queue::Message, Option<String>), CommitError> {
     let id = QueueId::new(msg.qid.clone()).map_err(|e| CommitError::Temporary(e.to_string()))?;
     let now = SystemTime::now();
     let macros = receipt_macros(msg);
@@ -100,11 +109,13 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
         .map(|h| h.value.as_str())
         .unwrap_or(DEFAULT_RECEIVED);
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
-    let (more, msgid) = id_and_date(&msg.body, &msg.qid, &hostname);
+    let (more, msgid) = id_and_date(&body, &msg.qid, &hostname);
     added.push_str(&more);
-    let mut body = Vec::with_capacity(added.len() + msg.body.len());
-    body.extend_from_slice(added.as_bytes());
-    body.extend_from_slice(&msg.body);
+    let size = body.len();
+    let mut with_headers = added.into_bytes();
+    with_headers.reserve_exact(size);
+    with_headers.extend_from_slice(&body);
+    drop(body);
 
     let mut env = queue::Envelope::new(id, bare(&msg.sender.raw));
     env.arrival = now;
@@ -132,11 +143,11 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
         env.client.daemon = None;
     }
     env.msgid = msgid.clone();
-    env.priority = msg.body.len() as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
+    env.priority = size as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
     Ok((
         queue::Message {
             envelope: env,
-            body,
+            body: with_headers,
         },
         msgid,
     ))

@@ -360,12 +360,7 @@ impl ServerTls {
             }
             _ => Verify::No,
         };
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(other) => format!("{other:?}"),
-            None => "NONE".to_string(),
-        };
+        let version = version_name(conn.protocol_version());
         let (cipher, bits) = conn
             .negotiated_cipher_suite()
             .map_or(("NONE".to_string(), 0), |s| openssl_name(s.suite()));
@@ -379,7 +374,18 @@ impl ServerTls {
     }
 }
 
-/// OpenSSL's name for a suite (what sendmail logs) and its key size in bits.
+/// `${tls_version}` for a negotiated protocol version (OpenSSL's spelling).
+pub fn version_name(v: Option<rustls::ProtocolVersion>) -> String {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        Some(other) => format!("{other:?}"),
+        None => "NONE".to_string(),
+    }
+}
+
+/// OpenSSL's name for a suite (what sendmail logs) and its key size in bits; the server
+/// and the client side (`deliver::remote::tls`) both log with it.
 pub fn openssl_name(suite: CipherSuite) -> (String, u32) {
     let (name, bits) = match suite {
         CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),

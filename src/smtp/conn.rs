@@ -226,7 +226,9 @@ where
             d.run(actions, sink).await;
             continue;
         } else if d.input.len() > opts.max_line {
-            let total = d.discard_line(opts).await;
+            let deadline =
+                *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);
+            let total = d.discard_line(deadline).await;
             d.end = EndReason::LineTooLong;
             let actions = d.session.line_too_long(total);
             d.run(actions, sink).await;
@@ -377,15 +379,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
         }
     }
 
-    /// Reads and drops the rest of an over-long line; returns its length with terminator
-    /// (or what was counted before [`MAX_DISCARD`] or the end of input).
-    async fn discard_line(&mut self, opts: &ConnOptions) -> usize {
+    /// Reads and drops the rest of an over-long line, until `deadline` at most; returns its
+    /// length with terminator (or what was counted before [`MAX_DISCARD`], the deadline or
+    /// the end of input).
+    async fn discard_line(&mut self, deadline: Instant) -> usize {
         let mut total = self.input.len();
         self.input.clear();
         let mut chunk = [0u8; 8192];
         while total < MAX_DISCARD {
-            let read =
-                tokio::time::timeout(opts.timeouts.command, self.stream.read(&mut chunk)).await;
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
             let n = match read {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => break,

@@ -375,9 +375,14 @@ pub struct Message {
 impl Message {
     /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
     pub fn from_log_line(&self, msgid: Option<&str>) -> String {
+        self.from_log_line_sized(self.body.len() as u64, msgid)
+    }
+
+    /// The `from=` line for a message of `size` bytes (its body already moved on).
+    pub fn from_log_line_sized(&self, size: u64, msgid: Option<&str>) -> String {
         from_line(
             &self.sender.raw,
-            self.body.len() as u64,
+            size,
             self.recipients.len(),
             msgid,
             self.mail_params.body,
