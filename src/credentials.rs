@@ -6,12 +6,10 @@
 //! `file:line: …` text. At start a problem stops the daemon before any socket is opened; on
 //! SIGHUP it is logged and the running credentials are kept (see [`crate::daemon`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::passwd::PasswordFile;
 use crate::config::Config;
-use crate::config::macros::expand;
 use crate::tls::ServerTls;
 
 /// What the server proves (its certificate) and checks (users' passwords).
@@ -49,7 +47,7 @@ impl Credentials {
         if tls.is_none() && missing.is_none() {
             notes.push("STARTTLS: ServerCertFile missing".to_string());
         }
-        let passwords = match password_file(cfg) {
+        let passwords = match crate::tls::option_path(cfg, "AuthPasswordFile") {
             None => None,
             Some(path) if !path.exists() => {
                 notes.push(format!(
@@ -82,15 +80,4 @@ impl Credentials {
             Err(errors)
         }
     }
-}
-
-fn password_file(cfg: &Config) -> Option<PathBuf> {
-    let t = cfg.options.auth_password_file.as_ref()?;
-    let v = if t.literal {
-        t.raw.clone()
-    } else {
-        expand(&t.raw, cfg)
-    };
-    let v = v.trim();
-    (!v.is_empty()).then(|| PathBuf::from(v))
 }

@@ -603,19 +603,24 @@ fn reload_credentials(cfg: &Config, shared: &Shared) -> Credentials {
             c
         }
         Err(errors) => {
-            for e in &errors {
-                shared.logger.log(Severity::Err, None, format_args!("{e}"));
-            }
-            shared.logger.log(
-                Severity::Err,
-                None,
-                format_args!(
-                    "TLS certificate and AUTH passwords not reloaded; the running ones are kept"
-                ),
+            log_not_reloaded(
+                shared,
+                &errors,
+                "TLS certificate and AUTH passwords not reloaded; the running ones are kept",
             );
             shared.current().credentials.clone()
         }
     }
+}
+
+/// Every error of a reload that failed, then what is kept.
+fn log_not_reloaded(shared: &Shared, errors: &[impl std::fmt::Display], summary: &str) {
+    for e in errors {
+        shared.logger.log(Severity::Err, None, format_args!("{e}"));
+    }
+    shared
+        .logger
+        .log(Severity::Err, None, format_args!("{summary}"));
 }
 
 /// One pass over the maildrop (also before each `sendmail -q` run), problems logged.
@@ -657,17 +662,11 @@ async fn reload(
     let cfg = match config::load(&inv.source, &inv.overrides) {
         Ok(c) => c,
         Err(errors) => {
-            for e in &errors {
-                shared.logger.log(Severity::Err, None, format_args!("{e}"));
-            }
-            shared.logger.log(
-                Severity::Err,
-                None,
-                format_args!(
-                    "configuration not reloaded: {} error(s); the running configuration is kept",
-                    errors.len()
-                ),
+            let summary = format!(
+                "configuration not reloaded: {} error(s); the running configuration is kept",
+                errors.len()
             );
+            log_not_reloaded(shared, &errors, &summary);
             return;
         }
     };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::{Authenticator, Mechanism};
+use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
@@ -222,7 +222,10 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
     let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
     Security {
         starttls: creds.tls.is_some(),
-        authenticator: creds.passwords.clone().map(|p| p as Arc<dyn Authenticator>),
+        authenticator: creds
+            .passwords
+            .clone()
+            .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
         mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
     }

@@ -166,7 +166,7 @@ fn origin(cfg: &Config, option: &'static str) -> String {
         .unwrap_or_else(|| option.to_string())
 }
 
-/// An option's value as a path (`$`-macros expanded as for any cf value).
+/// A file-name option's value as a path (`$`-macros expanded as for any cf value).
 pub(crate) fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf> {
     let o = &cfg.options;
     let text = match option {
@@ -174,6 +174,7 @@ pub(crate) fn option_path(cfg: &Config, option: &'static str) -> Option<PathBuf>
         "ServerKeyFile" => o.server_key_file.as_ref(),
         "CACertFile" => o.ca_cert_file.as_ref(),
         "CACertPath" => o.ca_cert_path.as_ref(),
+        "AuthPasswordFile" => o.auth_password_file.as_ref(),
         _ => None,
     }?;
     let value = if text.literal {
@@ -359,12 +360,7 @@ impl ServerTls {
             }
             _ => Verify::No,
         };
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(other) => format!("{other:?}"),
-            None => "NONE".to_string(),
-        };
+        let version = version_name(conn.protocol_version());
         let (cipher, bits) = conn
             .negotiated_cipher_suite()
             .map_or(("NONE".to_string(), 0), |s| openssl_name(s.suite()));
@@ -378,7 +374,18 @@ impl ServerTls {
     }
 }
 
-/// OpenSSL's name for a suite (what sendmail logs) and its key size in bits.
+/// `${tls_version}` for a negotiated protocol version (OpenSSL's spelling).
+pub fn version_name(v: Option<rustls::ProtocolVersion>) -> String {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        Some(other) => format!("{other:?}"),
+        None => "NONE".to_string(),
+    }
+}
+
+/// OpenSSL's name for a suite (what sendmail logs) and its key size in bits; the server
+/// and the client side (`deliver::remote::tls`) both log with it.
 pub fn openssl_name(suite: CipherSuite) -> (String, u32) {
     let (name, bits) = match suite {
         CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),

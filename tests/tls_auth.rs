@@ -188,18 +188,7 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 fn connect(addr: SocketAddr, source: Option<&str>) -> TcpStream {
     let s = match source {
         None => TcpStream::connect(addr).unwrap(),
-        Some(src) => {
-            let src = SocketAddr::new(src.parse().unwrap(), 0);
-            let sock = socket2::Socket::new(
-                socket2::Domain::for_address(src),
-                socket2::Type::STREAM,
-                None,
-            )
-            .unwrap();
-            sock.bind(&src.into()).unwrap();
-            sock.connect(&addr.into()).unwrap();
-            sock.into()
-        }
+        Some(src) => support::tcp_from(addr, src),
     };
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
@@ -687,4 +676,68 @@ fn hup_picks_up_a_replaced_certificate_and_keeps_it_when_the_new_one_is_bad() {
     d.wait_log_count("configuration reloaded", 2);
     let (_, kept) = handshake(connect(addr, None), &pki, None);
     assert_eq!(kept, second, "the running certificate is kept");
+}
+
+/// The embedded default cf (m4's rulesets): its MSA needs AUTH, and after AUTH its own
+/// check_rcpt relays because `${auth_type}` is in `$={TrustAuthMech}`.
+#[test]
+fn the_default_cf_rules_relay_for_an_authenticated_client() {
+    let pki = Pki::new();
+    let mut args: Vec<String> = Vec::new();
+    for o in pki.options() {
+        args.push("-O".into());
+        args.push(o);
+    }
+    for d in [
+        "Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1",
+        "Name=MSA-v4, Family=inet, Port=0, Addr=127.0.0.1, M=Ea",
+    ] {
+        args.push("-O".into());
+        args.push(format!("DaemonPortOptions={d}"));
+    }
+    args.extend(["-O", "DeliveryMode=queueonly", "-O", "AliasFile="].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cf = format!("{}\nDjmta.example.test\n", sendmail_rs::config::DEFAULT_CF);
+    let mut d = Daemon::start(&cf, &args);
+    let relay_attempt = |c: &mut Client<Tls>| {
+        // The null sender: the cf's check_mail would look the sender's domain up in DNS.
+        assert_eq!(c.cmd("MAIL FROM:<>"), ["250 2.1.0 <>... Sender ok"]);
+        c.cmd("RCPT TO:<friend@elsewhere.test>")
+    };
+    let (mut c, _) = starttls(d.addr_of("MTA-v4"), &pki, Some("127.0.0.2"));
+    c.cmd("EHLO client.example.test");
+    let refused = relay_attempt(&mut c);
+    assert!(
+        refused[0].starts_with("550 5.7.1 <friend@elsewhere.test>... Relaying denied"),
+        "{refused:?}"
+    );
+    c.cmd("RSET");
+    assert_eq!(
+        c.cmd(&auth_plain(USER, PASSWORD)),
+        ["235 2.0.0 OK Authenticated"]
+    );
+    assert_eq!(
+        relay_attempt(&mut c),
+        ["250 2.1.5 <friend@elsewhere.test>... Recipient ok"]
+    );
+    let (mut c, _) = starttls(d.addr_of("MSA-v4"), &pki, Some("127.0.0.2"));
+    c.cmd("EHLO client.example.test");
+    assert_eq!(
+        c.cmd("MAIL FROM:<alice@client.example.test>"),
+        ["530 5.7.0 Authentication required"]
+    );
+}
+
+#[test]
+fn a_failed_handshake_is_logged_and_ends_the_session() {
+    let pki = Pki::new();
+    let mut d = start(&pki, &[]);
+    let mut c = Client::new(connect(d.addr_of("MTA-v4"), None));
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    assert_eq!(c.cmd("STARTTLS"), ["220 2.0.0 Ready to start TLS"]);
+    c.send_raw("this is not a TLS ClientHello\r\n");
+    assert!(c.closed());
+    let log = d.wait_log("STARTTLS=server, error: accept failed, reason=");
+    assert!(log.contains(", relay=localhost [127.0.0.1]"), "{log}");
 }

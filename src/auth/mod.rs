@@ -12,6 +12,8 @@
 
 pub mod passwd;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -173,6 +175,29 @@ fn plain(text: &str) -> Step {
 pub trait Authenticator: Send + Sync {
     /// True when `password` is `user`'s.
     fn verify(&self, user: &str, password: &str) -> bool;
+}
+
+/// Runs another authenticator's (deliberately slow) hash computation so that it does not
+/// hold up the other sessions on the same runtime worker: on a multi-threaded tokio runtime
+/// the worker hands its other tasks over first (`block_in_place`); elsewhere it just runs.
+pub struct Offloaded<A>(pub A);
+
+impl<A: Authenticator> Authenticator for Offloaded<A> {
+    fn verify(&self, user: &str, password: &str) -> bool {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.0.verify(user, password))
+        } else {
+            self.0.verify(user, password)
+        }
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    fn verify(&self, user: &str, password: &str) -> bool {
+        (**self).verify(user, password)
+    }
 }
 
 #[cfg(test)]

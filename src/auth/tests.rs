@@ -116,3 +116,36 @@ fn bad_password_file_lines_are_named_with_what_was_expected() {
     );
     assert_eq!(shown[2], "/etc/mail/passwd:4: user alice is listed twice");
 }
+
+/// Waits (bounded) for a signal that only another task on the runtime can send.
+struct NeedsAnotherTask(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Authenticator for NeedsAnotherTask {
+    fn verify(&self, _: &str, _: &str) -> bool {
+        let rx = self.0.lock().unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok()
+    }
+}
+
+/// Without [`Offloaded`] this waits out its 10 s and fails: the check holds the only worker.
+#[test]
+fn a_password_check_does_not_hold_up_the_other_sessions() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let auth = std::sync::Arc::new(Offloaded(NeedsAnotherTask(std::sync::Mutex::new(rx))));
+    let ok = rt.block_on(async move {
+        let checking = tokio::spawn(async move { auth.verify("alice", "pw") });
+        tokio::task::yield_now().await;
+        let other = tokio::spawn(async move { tx.send(()).unwrap() });
+        other.await.unwrap();
+        checking.await.unwrap()
+    });
+    assert!(
+        ok,
+        "the other task ran while the password was being checked"
+    );
+}

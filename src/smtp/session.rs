@@ -553,7 +553,8 @@ impl Session {
         }
         let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
         if self.ctx.log_level > 14 {
-            self.log(Severity::Info, true, format!("<-- {text}"), &mut out);
+            let shown = security::loggable(&text);
+            self.log(Severity::Info, true, format!("<-- {shown}"), &mut out);
         }
         if std::mem::take(&mut self.first_command) && is_proxy_command(&text) {
             let text = format!(

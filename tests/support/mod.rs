@@ -224,6 +224,20 @@ pub fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A TCP connection to `addr` from the source address `source` (e.g. 127.0.0.9).
+pub fn tcp_from(addr: SocketAddr, source: &str) -> TcpStream {
+    let src = SocketAddr::new(source.parse().unwrap(), 0);
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(src),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    s.bind(&src.into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
 /// A minimal SMTP client: one command out, one (possibly multi-line) reply in.
 pub struct Smtp {
     reader: BufReader<TcpStream>,
@@ -237,16 +251,7 @@ impl Smtp {
 
     /// Connects from a chosen source address (e.g. 127.0.0.9).
     pub fn connect_from(addr: SocketAddr, source: &str) -> Smtp {
-        let src = SocketAddr::new(source.parse().unwrap(), 0);
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(src),
-            socket2::Type::STREAM,
-            None,
-        )
-        .unwrap();
-        s.bind(&src.into()).unwrap();
-        s.connect(&addr.into()).unwrap();
-        Smtp::from_stream(s.into())
+        Smtp::from_stream(tcp_from(addr, source))
     }
 
     fn from_stream(s: TcpStream) -> Smtp {

@@ -33,10 +33,11 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, ProtocolVersion,
-    RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::tls::{openssl_name, provider, version_name};
 
 use crate::config::macros::MacroLookup;
 use crate::config::options::Options;
@@ -110,10 +111,6 @@ impl TlsFiles {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 impl TlsSettings {
     /// Loads the files; what cannot be loaded is left out and named in
     /// [`TlsSettings::problems`].
@@ -163,7 +160,7 @@ impl TlsSettings {
             Some([leaf, rest @ ..]) => self.check_chain(leaf, rest, name),
         };
         let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
-        let (cipher, bits) = suite.map(cipher_name).unwrap_or(("unknown".into(), 0));
+        let (cipher, bits) = suite.map(openssl_name).unwrap_or(("unknown".into(), 0));
         TlsInfo {
             version: version_name(conn.protocol_version()),
             cipher,
@@ -447,40 +444,6 @@ fn error_text(error: &io::Error) -> String {
     }
 }
 
-fn version_name(v: Option<ProtocolVersion>) -> String {
-    match v {
-        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-        Some(other) => format!("{other:?}"),
-        None => "unknown".to_string(),
-    }
-}
-
-/// OpenSSL's name of a cipher suite and its key bits (the suites rustls with ring offers).
-pub fn cipher_name(suite: CipherSuite) -> (String, u32) {
-    let (name, bits) = match suite {
-        CipherSuite::TLS13_AES_128_GCM_SHA256 => ("TLS_AES_128_GCM_SHA256", 128),
-        CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),
-        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => ("TLS_CHACHA20_POLY1305_SHA256", 256),
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => {
-            ("ECDHE-ECDSA-AES128-GCM-SHA256", 128)
-        }
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => {
-            ("ECDHE-ECDSA-AES256-GCM-SHA384", 256)
-        }
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            ("ECDHE-ECDSA-CHACHA20-POLY1305", 256)
-        }
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-RSA-AES128-GCM-SHA256", 128),
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-RSA-AES256-GCM-SHA384", 256),
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            ("ECDHE-RSA-CHACHA20-POLY1305", 256)
-        }
-        other => return (format!("{other:?}"), 0),
-    };
-    (name.to_string(), bits)
-}
-
 /// The connection as the client uses it: plain until STARTTLS succeeds, then encrypted.
 pub enum Stream<S> {
     Plain(S),
@@ -549,15 +512,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::CipherSuite;
 
     #[test]
     fn cipher_names_are_openssl_names() {
         assert_eq!(
-            cipher_name(CipherSuite::TLS13_AES_256_GCM_SHA384),
+            openssl_name(CipherSuite::TLS13_AES_256_GCM_SHA384),
             ("TLS_AES_256_GCM_SHA384".to_string(), 256)
         );
         assert_eq!(
-            cipher_name(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            openssl_name(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
             ("ECDHE-RSA-AES128-GCM-SHA256".to_string(), 128)
         );
     }

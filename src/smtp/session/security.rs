@@ -71,6 +71,16 @@ pub(super) struct SecurityState {
     failures: u32,
 }
 
+/// A command line as it may be logged: AUTH's initial response (credentials) is left out.
+pub(super) fn loggable(line: &str) -> std::borrow::Cow<'_, str> {
+    let mut words = line.split_ascii_whitespace();
+    let is_auth = words.next().is_some_and(|w| w.eq_ignore_ascii_case("AUTH"));
+    match (is_auth, words.next(), words.next()) {
+        (true, Some(mech), Some(_)) => format!("AUTH {mech} ***").into(),
+        _ => line.into(),
+    }
+}
+
 impl Session {
     /// The driver finished the TLS handshake (after STARTTLS, or before the greeting of an
     /// `M=s` daemon): log it as sendmail does and restart the dialogue from EHLO.

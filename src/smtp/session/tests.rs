@@ -132,7 +132,8 @@ fn replies(actions: &[Action]) -> Vec<String> {
     out
 }
 
-fn logs(actions: &[Action]) -> Vec<String> {
+/// Log line texts of a list of actions.
+pub(super) fn logs(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {

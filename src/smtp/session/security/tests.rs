@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use super::super::tests::logs;
 use super::super::*;
 use super::*;
 use crate::tls::{TlsInfo, Verify};
@@ -91,16 +92,6 @@ fn replies(actions: &[Action]) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Reply(r) => Some(String::from_utf8(r.to_bytes()).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn logs(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Log(l) => Some(l.text.clone()),
             _ => None,
         })
         .collect()
@@ -271,4 +262,14 @@ fn m_capital_a_and_s_turn_both_off() {
         replies(&say(&mut s, "AUTH PLAIN")),
         ["503 5.3.3 AUTH not available\r\n"]
     );
+}
+
+#[test]
+fn credentials_never_reach_the_log() {
+    assert_eq!(
+        loggable("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        "AUTH PLAIN ***"
+    );
+    assert_eq!(loggable("auth login"), "auth login");
+    assert_eq!(loggable("MAIL FROM:<a@b>"), "MAIL FROM:<a@b>");
 }
