@@ -66,6 +66,15 @@ impl Current {
     /// else the built-in relay rules. Problems building the ruleset engine are returned as
     /// warnings (the built-in rules then apply).
     pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        Current::with_logger(config, inv, None)
+    }
+
+    /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
+    pub fn with_logger(
+        config: Config,
+        inv: &Invocation,
+        logger: Option<Logger>,
+    ) -> (Current, Vec<String>) {
         let mut warnings = Vec::new();
         let rules = rules_engine(&config, inv, &mut warnings)
             .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
@@ -92,6 +101,7 @@ impl Current {
             rules: rules.clone(),
             config: config.clone(),
             aliases,
+            logger,
         });
         (
             Current {
@@ -289,7 +299,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
-    let (current, rule_warnings) = Current::new(cfg, &inv);
+    let (current, rule_warnings) = Current::with_logger(cfg, &inv, Some(logger.clone()));
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
@@ -643,7 +653,7 @@ async fn reload(
             ),
         }
     }
-    let (current, rule_warnings) = Current::new(cfg, inv);
+    let (current, rule_warnings) = Current::with_logger(cfg, inv, Some(shared.logger.clone()));
     for w in &rule_warnings {
         shared
             .logger

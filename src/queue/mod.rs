@@ -12,6 +12,7 @@
 //!   recovery.
 //! * [`mailq`] — sendmail's `-bp` listing.
 //! * [`id`] — sendmail-style queue ids (`6AO6rKe2007088`).
+//! * [`space`] — `MinFreeBlocks` and full-disk errors (`452`).
 //!
 //! Sources: sendmail 8.17 `queue.c` (`queueup`, `print_single_queue`, `prtstr`) for the
 //! fields kept and the listing layout; Postfix `mail_stream.c` / `rec_type.h` for "a queue
@@ -25,6 +26,7 @@ pub mod id;
 pub mod maildrop;
 pub mod mailq;
 pub mod runner;
+pub mod space;
 pub mod store;
 
 pub use file::{

@@ -892,8 +892,10 @@ impl Committer {
         results
     }
 
-    /// Appends `buf` to the active segment and fdatasyncs it. On failure the segment is
-    /// abandoned (a new one is started), so no later frame sits behind a broken one.
+    /// Appends `buf` to the active segment and fdatasyncs it. On failure (a full disk, for
+    /// one) the segment is cut back to its last acknowledged frame and abandoned (a new one
+    /// is started), so no later frame sits behind a broken one and nothing acknowledged is
+    /// touched.
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         let f = &self.active.file;
         let written = f
@@ -905,6 +907,9 @@ impl Committer {
                 Ok(())
             }
             Err(e) => {
+                // Give back what a partial write took (a full disk must not stay fuller
+                // for each refused message), then leave this segment behind.
+                let _ = f.set_len(self.active.len);
                 let _ = self.roll_over();
                 Err(e)
             }
