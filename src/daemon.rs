@@ -8,7 +8,9 @@
 //!    daemon and address, the same on stderr, exit 71 (EX_OSERR), no socket left open;
 //! 3. `-bd` only: fork; the parent exits 0, the child leaves the terminal's session;
 //! 4. write the pid file (sendmail's two lines: pid, command line; mode 0600; locked);
-//! 5. log `starting daemon (VERSION): SMTP…` and serve.
+//! 5. with `RunAsUser` ([`crate::privsep`]): hand the queue to that user, fork the root
+//!    local delivery agent, become the user; only then start the store and the runtime;
+//! 6. log `starting daemon (VERSION): SMTP…` and serve.
 //!
 //! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
 //! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
@@ -154,6 +156,8 @@ pub struct Shared {
     pub stats: Option<Stats>,
     /// The mail queue (`QueueDirectory`).
     pub queue: Store,
+    /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
+    pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
 }
 
 impl Shared {
@@ -216,7 +220,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             ),
         );
     }
-    let opened = match listener::open_all(&cfg.daemons) {
+    let mut opened = match listener::open_all(&cfg.daemons) {
         Ok(o) => o,
         Err(e) => {
             logger.log(
@@ -280,6 +284,15 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             }
         }
     });
+    let local_agent =
+        match crate::privsep::start(&cfg, &inv, &logger, &pid_path, &mut opened.listeners) {
+            Ok(a) => a,
+            Err(e) => {
+                logger.log(Severity::Crit, None, format_args!("SYSERR: {e}"));
+                eprintln!("sendmail: {e}");
+                return EX_OSERR;
+            }
+        };
     let queue = match Store::open(&qdir) {
         Ok(q) => q,
         Err(e) => {
@@ -325,6 +338,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         hosts: RwLock::new(Arc::new(hosts)),
         stats,
         queue,
+        local_agent,
     });
     runtime.block_on(serve(inv, shared, opened.listeners))
 }
@@ -660,6 +674,9 @@ async fn reload(
             .log(Severity::Warning, None, format_args!("{w}"));
     }
     *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
+    if let Some(agent) = shared.local_agent.clone() {
+        let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
+    }
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(Hosts::load(Path::new("/etc/hosts")));
     if let Err(e) = shared.logger.reopen() {

@@ -22,6 +22,8 @@
 //! 7. [`queue::runner`] routes each recipient (ruleset 0) and delivers it: [`deliver::local`]
 //!    (aliases, `.forward`, mbox, files, programs) or [`deliver::remote`] ([`dns`] MX, AAAA
 //!    then A, the ESMTP client), then crosses it off, retries or marks it failed.
+//!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
+//!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
@@ -42,6 +44,7 @@ pub mod inbound;
 pub mod listener;
 pub mod log;
 pub mod policy;
+pub mod privsep;
 pub mod queue;
 pub mod receive;
 pub mod rules;

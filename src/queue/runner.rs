@@ -277,9 +277,13 @@ async fn deliver_group(
             // The route includes the user, so every recipient of this group is that user.
             let users = vec![user.clone(); n];
             let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
-            let done =
-                tokio::task::spawn_blocking(move || deliver_local(&cfg, &logger, &msg, &users))
-                    .await;
+            // Under RunAsUser the root agent delivers (it re-reads the message itself).
+            let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
+            let done = tokio::task::spawn_blocking(move || match agent {
+                Some(a) => a.deliver(&msg.envelope.id, &indexes),
+                None => deliver_local(&cfg, &logger, &msg, &users),
+            })
+            .await;
             let outcomes = done.unwrap_or_else(|e| {
                 vec![
                     Outcome::Temporary {
@@ -303,7 +307,7 @@ async fn deliver_group(
 
 /// Local delivery of `users` (blocking: file locks, programs): through the aliases and
 /// `~/.forward`, into mailboxes, files and programs.
-fn deliver_local(
+pub fn deliver_local(
     cfg: &Config,
     logger: &crate::log::Logger,
     msg: &Message,
