@@ -250,3 +250,39 @@ fn a_wrong_mode_queue_is_reported_and_made_private() {
     assert_eq!(mode(&q), 0o700);
     assert_eq!(fs::metadata(&q).unwrap().uid(), uid);
 }
+
+#[test]
+fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let qopt = format!("QueueDirectory={}", d.queue_dir().display());
+    let mut child = std::process::Command::new(support::sendmail_bin())
+        .args(["-C", d.cf.to_str().unwrap(), "-O", &qopt])
+        .args(["-f", "root", "archive@mta.example.test"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: from the command line\n\nhi\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The maildrop stays the daemon's, so that it can pick the file up.
+    let maildrop = d.queue_dir().join("maildrop");
+    assert_eq!(fs::metadata(&maildrop).unwrap().uid(), uid);
+    let log = d.wait_log("to=<archive@mta.example.test>");
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<archive@mta.example.test>"))
+        .unwrap();
+    assert!(line.contains("stat=Sent"), "{line}");
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert!(mbox.contains("Subject: from the command line"), "{mbox}");
+}
