@@ -3,7 +3,8 @@
 //!
 //! In (agent): [`proto::Request`]s over its end of a socketpair. Out: one
 //! [`Outcome`] per recipient asked for. The agent trusts nothing but the queue id and the
-//! positions: it opens the queue itself (read-only), loads the message, checks that each
+//! positions: it reads the message from the journal itself (at the position the daemon
+//! names, which must hold a whole, checksummed queue file of that id), checks that each
 //! recipient asked for exists and is still pending, routes it itself under its own
 //! configuration, and hands only recipients that route to a local mailer to the queue
 //! runner's local delivery ([`crate::queue::runner::deliver_local`]: aliases, `.forward`
@@ -29,7 +30,7 @@ use crate::daemon::Current;
 use crate::deliver::remote::Outcome;
 use crate::log::{Logger, Severity};
 use crate::queue::runner::{self, Route};
-use crate::queue::{DeliveryState, QueueId, Store};
+use crate::queue::{CopyRef, DeliveryState, QueueId, Store};
 
 /// What the agent needs to serve requests.
 pub struct AgentContext {
@@ -112,9 +113,9 @@ fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> V
             }
             Vec::new()
         }
-        Request::Deliver { qid, indexes } => {
+        Request::Deliver { qid, at, indexes } => {
             let current = current.read().unwrap_or_else(|p| p.into_inner()).clone();
-            deliver(ctx, &current, &qid, &indexes)
+            deliver(ctx, &current, &qid, at, &indexes)
         }
     }
 }
@@ -126,9 +127,16 @@ fn refused(why: impl std::fmt::Display) -> Outcome {
     }
 }
 
-/// Delivers the recipients at `indexes` of message `qid`, as the queue says them.
-pub fn deliver(ctx: &AgentContext, current: &Current, qid: &str, indexes: &[u32]) -> Vec<Outcome> {
-    let loaded = QueueId::new(qid).and_then(|id| Store::open_read_only(&ctx.queue_dir)?.load(&id));
+/// Delivers the recipients at `indexes` of message `qid` (its copy at `at` in the journal),
+/// as the queue says them.
+pub fn deliver(
+    ctx: &AgentContext,
+    current: &Current,
+    qid: &str,
+    at: CopyRef,
+    indexes: &[u32],
+) -> Vec<Outcome> {
+    let loaded = QueueId::new(qid).and_then(|id| crate::queue::read_copy(&ctx.queue_dir, &id, at));
     let msg = match loaded {
         Ok(m) => m,
         Err(e) => return vec![refused(e); indexes.len()],
@@ -229,11 +237,16 @@ impl AgentClient {
         })
     }
 
-    /// Delivers recipients `indexes` of queued message `qid` through the agent; blocking.
-    /// One outcome per index; a temporary failure for each when the agent cannot be asked.
-    pub fn deliver(&self, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
+    /// Delivers recipients `indexes` of message `qid` of `store` through the agent;
+    /// blocking. One outcome per index; a temporary failure for each when the agent cannot
+    /// be asked.
+    pub fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
+        let Some(at) = store.locate(qid) else {
+            return vec![refused(format!("{qid} is not in the queue")); indexes.len()];
+        };
         let req = Request::Deliver {
             qid: qid.as_str().to_string(),
+            at,
             indexes: indexes.iter().map(|&i| i as u32).collect(),
         };
         match self.ask(req) {
@@ -287,6 +300,9 @@ mod tests {
         dir: tempfile::TempDir,
         ctx: AgentContext,
         current: Current,
+        /// Where the message's copy is.
+        at: CopyRef,
+        _store: Store,
     }
 
     fn fixture(rcpts: &[&str]) -> Fixture {
@@ -326,7 +342,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(store.commit(msg)).unwrap();
+        let id = rt.block_on(store.commit(msg)).unwrap();
+        let at = store.locate(&id).unwrap();
         let logger = Logger::new(crate::log::LogConfig {
             ident: "test".into(),
             level: 0,
@@ -343,7 +360,13 @@ mod tests {
             pid_file: root.join("pid"),
             daemon_pid: 0,
         };
-        Fixture { dir, ctx, current }
+        Fixture {
+            dir,
+            ctx,
+            current,
+            at,
+            _store: store,
+        }
     }
 
     fn is_temporary(o: &Outcome, says: &str) -> bool {
@@ -358,7 +381,7 @@ mod tests {
             "/etc/passwd-by-address",
             "archive",
         ]);
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", &[0, 1, 2, 3]);
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[0, 1, 2, 3]);
         assert_eq!(out.len(), 4);
         for o in &out[..3] {
             assert!(
@@ -378,12 +401,24 @@ mod tests {
     #[test]
     fn the_agent_delivers_only_what_the_queue_lists_as_pending_and_local() {
         let f = fixture(&["archive", "bob@elsewhere.example.test"]);
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", &[1, 7]);
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[1, 7]);
         assert!(is_temporary(&out[0], "is not a local recipient"), "{out:?}");
         assert!(is_temporary(&out[1], "has no recipient #7"), "{out:?}");
-        let out = deliver(&f.ctx, &f.current, "NoSuchMessage1", &[0]);
-        assert!(is_temporary(&out[0], "is not in the queue"), "{out:?}");
-        let out = deliver(&f.ctx, &f.current, "../../etc", &[0]);
+        // the copy named must hold the message named, and lie inside the journal
+        let out = deliver(&f.ctx, &f.current, "NoSuchMessage1", f.at, &[0]);
+        assert!(
+            is_temporary(&out[0], "holds message 6B2GP0r6010938"),
+            "{out:?}"
+        );
+        let mut beyond = f.at;
+        beyond.offset += 1 << 30;
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", beyond, &[0]);
+        assert!(is_temporary(&out[0], "is outside"), "{out:?}");
+        let mut shifted = f.at;
+        shifted.offset += 1;
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", shifted, &[0]);
+        assert!(matches!(out[0], Outcome::Temporary { .. }), "{out:?}");
+        let out = deliver(&f.ctx, &f.current, "../../etc", f.at, &[0]);
         assert!(is_temporary(&out[0], "bad queue id"), "{out:?}");
         assert!(!f.dir.path().join("archive.mbox").exists());
     }

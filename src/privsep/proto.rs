@@ -7,12 +7,14 @@
 //! Strings are a `u32` length and UTF-8 bytes; counts are `u32`. A request carries no path,
 //! no address and no message text: only a queue id and recipient positions, so the most a
 //! compromised daemon can ask of the root agent is "deliver what the queue says, to the
-//! recipients it lists" — the agent reads the message, routes the recipients and resolves
+//! recipients it lists" — the agent reads the message (at the journal position given, which
+//! must hold a whole, checksummed queue file of that id), routes the recipients and resolves
 //! their targets itself ([`super::agent`]).
 
 use std::io::{self, Read, Write};
 
 use crate::deliver::remote::Outcome;
+use crate::queue::CopyRef;
 
 /// Largest payload accepted: a request is an id and a few thousand indexes; an answer a few
 /// thousand outcomes with texts of a few hundred bytes.
@@ -21,8 +23,13 @@ pub const MAX_FRAME: usize = 4 << 20;
 /// What the daemon asks the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Deliver the recipients at these positions of the queued message `qid`.
-    Deliver { qid: String, indexes: Vec<u32> },
+    /// Deliver the recipients at these positions of the queued message `qid`, whose latest
+    /// copy is at `at` in the journal.
+    Deliver {
+        qid: String,
+        at: CopyRef,
+        indexes: Vec<u32>,
+    },
     /// Re-read the configuration (the daemon got SIGHUP).
     Reload,
 }
@@ -59,9 +66,12 @@ const OUT_PERMANENT: u8 = 2;
 pub fn encode_request(r: &Tagged<Request>) -> Vec<u8> {
     let mut b = r.tag.to_be_bytes().to_vec();
     match &r.body {
-        Request::Deliver { qid, indexes } => {
+        Request::Deliver { qid, at, indexes } => {
             b.push(REQ_DELIVER);
             put_str(&mut b, qid);
+            for n in [at.segment, at.offset, at.len] {
+                b.extend_from_slice(&n.to_be_bytes());
+            }
             b.extend_from_slice(&(indexes.len() as u32).to_be_bytes());
             for i in indexes {
                 b.extend_from_slice(&i.to_be_bytes());
@@ -79,12 +89,17 @@ pub fn decode_request(bytes: &[u8]) -> Result<Tagged<Request>, ProtoError> {
     let body = match r.u8("request kind")? {
         REQ_DELIVER => {
             let qid = r.string("queue id")?;
+            let at = CopyRef {
+                segment: r.u64("segment")?,
+                offset: r.u64("offset")?,
+                len: r.u64("length")?,
+            };
             let n = r.u32("count")? as usize;
             if n > r.0.len() / 4 {
                 return Err(ProtoError::Short("indexes"));
             }
             let indexes = (0..n).map(|_| r.u32("index")).collect::<Result<_, _>>()?;
-            Request::Deliver { qid, indexes }
+            Request::Deliver { qid, at, indexes }
         }
         REQ_RELOAD => Request::Reload,
         value => {
@@ -244,6 +259,11 @@ mod tests {
             tag: 7,
             body: Request::Deliver {
                 qid: qid.into(),
+                at: CopyRef {
+                    segment: 3,
+                    offset: 4096,
+                    len: 777,
+                },
                 indexes: indexes.to_vec(),
             },
         }
@@ -300,6 +320,7 @@ mod tests {
         let mut b = 1u64.to_be_bytes().to_vec();
         b.push(REQ_DELIVER);
         put_str(&mut b, "id");
+        b.extend_from_slice(&[0; 24]);
         b.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(decode_request(&b), Err(ProtoError::Short("indexes")));
         let mut b = 1u64.to_be_bytes().to_vec();

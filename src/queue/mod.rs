@@ -34,7 +34,9 @@ pub use file::{
     Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
-pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};
+pub use store::{
+    CommitterStats, CopyRef, QueueEntrySummary, RecoveryReport, Store, StoreOptions, read_copy,
+};
 
 /// Longest queue id accepted (sendmail's are 14 characters; 7-digit pids make 15).
 pub const MAX_ID_LEN: usize = 40;

@@ -279,8 +279,9 @@ async fn deliver_group(
             let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
             // Under RunAsUser the root agent delivers (it re-reads the message itself).
             let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
+            let store = shared.queue.clone();
             let done = tokio::task::spawn_blocking(move || match agent {
-                Some(a) => a.deliver(&msg.envelope.id, &indexes),
+                Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
                 None => deliver_local(&cfg, &logger, &msg, &users),
             })
             .await;

@@ -613,6 +613,17 @@ impl Store {
         Ok(msg)
     }
 
+    /// Where the latest copy of `id` is in the journal, for a reader in another process
+    /// (the local delivery agent, [`crate::privsep`]) to read it with [`read_copy`].
+    pub fn locate(&self, id: &QueueId) -> Option<CopyRef> {
+        let (_, loc) = Index::lock(&self.inner.index).find(id)?;
+        Some(CopyRef {
+            segment: loc.seg,
+            offset: loc.offset,
+            len: loc.len as u64,
+        })
+    }
+
     fn writer(&self) -> Result<&Writer, QueueError> {
         self.inner.writer.as_ref().ok_or(QueueError::ReadOnly)
     }
@@ -627,6 +638,52 @@ impl Store {
             .map_err(|_| QueueError::CommitterGone)?;
         wait.await.map_err(|_| QueueError::CommitterGone)?
     }
+}
+
+/// Where one queue file copy is: segment number, offset and length inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRef {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Reads the copy of message `id` at `at` from the journal of queue `dir` without opening
+/// the store (no lock, no replay): the bytes must lie inside the segment, decode as a
+/// whole queue file (END record and checksum) and hold message `id`, else it is an error.
+pub fn read_copy(dir: &Path, id: &QueueId, at: CopyRef) -> Result<QueuedMessage, QueueError> {
+    let path = journal_dir(dir).join(segment_name(at.segment));
+    let f = File::open(&path).map_err(|e| QueueError::io("open", &path, e))?;
+    let size = f
+        .metadata()
+        .map_err(|e| QueueError::io("stat", &path, e))?
+        .len();
+    let inside = at
+        .offset
+        .checked_add(at.len)
+        .is_some_and(|end| end <= size && at.len as usize <= MAX_MESSAGE_BYTES + 4096);
+    if !inside {
+        return Err(QueueError::Corrupt {
+            offset: 0,
+            what: format!(
+                "{id}: copy at {}+{} is outside {}",
+                at.offset,
+                at.len,
+                path.display()
+            ),
+        });
+    }
+    let mut bytes = vec![0; at.len as usize];
+    f.read_exact_at(&mut bytes, at.offset)
+        .map_err(|e| QueueError::io("read", &path, e))?;
+    let msg = file::decode(&bytes)?;
+    if &msg.envelope.id != id {
+        return Err(QueueError::Corrupt {
+            offset: 0,
+            what: format!("journal copy of {id} holds message {}", msg.envelope.id),
+        });
+    }
+    Ok(msg)
 }
 
 fn check_same_recipients(
