@@ -200,6 +200,16 @@ fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
         assert_eq!((m.uid(), mode(f)), (uid, 0o600), "{}", f.display());
     }
 
+    // SIGHUP: both re-read the configuration; delivery goes on.
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("configuration reloaded");
+    send(&mut d, &["archive@mta.example.test"]);
+    d.wait_log_count("stat=Sent", 3);
+    assert_eq!(
+        read("archive.mbox").matches("Subject: privileges").count(),
+        2
+    );
+
     // The agent outlives nothing: it ends with the daemon and removes the pid file.
     assert!(d.stop().success());
     let gone = std::time::Instant::now();
