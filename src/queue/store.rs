@@ -603,14 +603,7 @@ impl Store {
         let mut bytes = vec![0; loc.len];
         seg.read_exact_at(&mut bytes, loc.offset)
             .map_err(|e| QueueError::io("read", self.inner.root.join("journal"), e))?;
-        let msg = file::decode(&bytes)?;
-        if &msg.envelope.id != id {
-            return Err(QueueError::Corrupt {
-                offset: 0,
-                what: format!("journal copy of {id} holds message {}", msg.envelope.id),
-            });
-        }
-        Ok(msg)
+        decode_copy(id, &bytes)
     }
 
     /// Where the latest copy of `id` is in the journal, for a reader in another process
@@ -676,7 +669,12 @@ pub fn read_copy(dir: &Path, id: &QueueId, at: CopyRef) -> Result<QueuedMessage,
     let mut bytes = vec![0; at.len as usize];
     f.read_exact_at(&mut bytes, at.offset)
         .map_err(|e| QueueError::io("read", &path, e))?;
-    let msg = file::decode(&bytes)?;
+    decode_copy(id, &bytes)
+}
+
+/// A journal copy's bytes, which must be a whole queue file of message `id`.
+fn decode_copy(id: &QueueId, bytes: &[u8]) -> Result<QueuedMessage, QueueError> {
+    let msg = file::decode(bytes)?;
     if &msg.envelope.id != id {
         return Err(QueueError::Corrupt {
             offset: 0,
