@@ -57,13 +57,7 @@ pub async fn serve_client<S>(
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
         macros: &macros,
-        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT);
-        // EXPN (and with it VERB) is answered from the aliases and the passwd file.
-        features: Features {
-            dsn: true,
-            expn: true,
-            ..Features::default()
-        },
+        features: server_features(&current.config),
         ids: shared.qids.clone(),
     };
     // check_relay may still make this a "nullserver" session (below).
@@ -74,13 +68,7 @@ pub async fn serve_client<S>(
             .log(Severity::Notice, None, format_args!("{log}"));
         ctx.connect_reject = Some(reply);
     }
-    let opts = ConnOptions {
-        timeouts: Timeouts {
-            command: current.config.options.timeouts.command,
-            data_block: current.config.options.timeouts.datablock,
-        },
-        ..ConnOptions::default()
-    };
+    let opts = conn_options(&current.config);
     let mut sink = QueueSink {
         dest: Destination::Store(shared.queue.clone()),
         config: current.config.clone(),
@@ -148,6 +136,33 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m
 }
 
+/// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
+/// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
+/// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
+/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option.
+pub fn server_features(cfg: &Config) -> Features {
+    Features {
+        dsn: true,
+        expn: true,
+        smtputf8: cfg.options.smtp_utf8,
+        ..Features::default()
+    }
+}
+
+/// The driver's settings from the options: the server side of `Timeout.*` is
+/// `Timeout.command` (the whole next command line must arrive within it) and
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// others as client timeouts, which `deliver::remote::client` applies.
+pub fn conn_options(cfg: &Config) -> ConnOptions {
+    ConnOptions {
+        timeouts: Timeouts {
+            command: cfg.options.timeouts.command,
+            data_block: cfg.options.timeouts.datablock,
+        },
+        ..ConnOptions::default()
+    }
+}
+
 /// What differs between a daemon connection and `sendmail -bs`.
 pub struct Origin<'a> {
     pub daemon_name: String,
@@ -178,6 +193,7 @@ pub fn session_context(
         daemon_flags: origin.daemon_flags,
         client,
         max_message_size: cfg.options.max_message_size,
+        max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),

@@ -127,17 +127,13 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
             command::Ret::Hdrs => queue::Ret::Hdrs,
         }),
         envid: msg.mail_params.envid.clone(),
-        smtputf8: false,
+        smtputf8: msg.mail_params.smtputf8,
     };
     env.client = queue::ClientInfo {
         daemon: Some(msg.daemon_name.clone()),
         name: msg.client.name.clone(),
         addr: msg.client.ip.map(format_ip),
-        protocol: Some(if msg.protocol == "ESMTP" {
-            queue::Protocol::Esmtp
-        } else {
-            queue::Protocol::Smtp
-        }),
+        protocol: Some(queue::Protocol::from_name(msg.protocol).unwrap_or(queue::Protocol::Smtp)),
     };
     if msg.daemon_name.is_empty() {
         env.client.daemon = None;

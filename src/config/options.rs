@@ -208,7 +208,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SSLEngine", None),
     n("SSLEnginePath", None),
     n("TLSFallbacktoClear", None),
-    n("SmtpUTF8", None),
+    s("SmtpUTF8", None),
     n("SetCertAltnames", None),
     n("CipherSuites", None),
     n("StrictTransportSecurity", None),
@@ -734,6 +734,8 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
+    pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
     pub min_free_blocks: u64,
     /// `TempFileMode`, default 0600.
@@ -781,6 +783,7 @@ impl Default for Options {
             name_servers: Vec::new(),
             client_port_options: Vec::new(),
             reject_nul: false,
+            smtp_utf8: false,
             max_headers_length: 32768,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
@@ -891,6 +894,7 @@ impl Options {
             "NameServers" => self.name_servers = parse_name_servers(value)?,
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
+            "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
@@ -1017,7 +1021,7 @@ mod tests {
                 "RunAsUser" | "DefaultUser" => "mail:mail",
                 "NameServers" => "::1",
                 "DontBlameSendmail" => "safe",
-                "RejectNUL" | "UseCompressedIPv6Addresses" => "true",
+                "RejectNUL" | "UseCompressedIPv6Addresses" | "SmtpUTF8" => "true",
                 "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",

@@ -11,7 +11,10 @@
 //! 8.18's check for input sent before the EHLO/DATA reply); batches the replies to pipelined
 //! commands and flushes them when it has to wait for input; hands DATA bytes to the session;
 //! awaits the sink before any `250 ... Message accepted`; applies the per-phase timeouts
-//! (RFC 5321 4.5.3.2 defaults); ends the session at the next command boundary once the
+//! (RFC 5321 4.5.3.2 defaults): a command line must arrive whole within `Timeout.command` (as
+//! sendmail's `sfgets` times the whole line, so a client trickling a byte at a time is still
+//! cut off), while DATA and BDAT input times out after `Timeout.datablock` without any byte
+//! (sendmail's collect restarts its timer on progress); ends the session at the next command boundary once the
 //! shutdown future completes (a message being received is finished first); writes
 //! `421 4.4.1 <host> Lost input channel from <client>` when the peer goes away.
 
@@ -21,6 +24,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::command;
 use super::reply::{self, Reply};
@@ -39,9 +43,11 @@ pub const SYNC_POLL: Duration = Duration::from_millis(1);
 /// Per-phase read timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Waiting for the next command (`Timeout.command`; RFC 5321 4.5.3.2.7: 5 minutes).
+    /// Waiting for the whole next command line (`Timeout.command`; RFC 5321 4.5.3.2.7: 5
+    /// minutes).
     pub command: Duration,
-    /// Waiting for more DATA bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3 minutes).
+    /// Waiting for more DATA or BDAT bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3
+    /// minutes).
     pub data_block: Duration,
 }
 
@@ -151,6 +157,8 @@ where
     d.flush().await;
     let mut shutdown = pin!(shutdown);
     let mut stopping = false;
+    // When the command line being read must be complete.
+    let mut line_deadline: Option<Instant> = None;
     while !d.session.is_closed() {
         if d.write_failed {
             d.end = EndReason::Lost;
@@ -188,6 +196,7 @@ where
                 line = l;
             }
             let more = d.input.len() > total;
+            line_deadline = None;
             let actions = d.session.handle(line, more);
             d.input.drain(..total);
             d.run(actions, sink).await;
@@ -202,13 +211,16 @@ where
         // Nothing complete is buffered: send what we have, then wait for input.
         d.flush().await;
         let (limit, during) = if d.session.wants_data() {
-            (opts.timeouts.data_block, "message collect")
+            line_deadline = None;
+            (Instant::now() + opts.timeouts.data_block, "message collect")
         } else {
-            (opts.timeouts.command, "server cmd read")
+            let deadline =
+                *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);
+            (deadline, "server cmd read")
         };
         let mut chunk = [0u8; 8192];
         tokio::select! {
-            r = tokio::time::timeout(limit, d.stream.read(&mut chunk)) => match r {
+            r = tokio::time::timeout_at(limit, d.stream.read(&mut chunk)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     d.end = EndReason::Lost;
                     let actions = d.session.connection_lost();

@@ -606,12 +606,57 @@ pub fn bare_cr() -> Reply {
     Reply::new(421, Some("4.5.0"), "Bare carriage return (CR) not allowed")
 }
 
-/// `552 5.2.3 Message exceeds maximum fixed size (<max>)` (end of DATA; unrecorded).
+/// `552 5.2.3 Message exceeds maximum fixed size (<max>)` (end of DATA; recorded from
+/// sendmail 8.17.1.9 `-bs -O MaxMessageSize=1000` for this project, 2026-12-02).
 pub fn message_too_big(max: u64) -> Reply {
     Reply::new(
         552,
         Some("5.2.3"),
         format!("Message exceeds maximum fixed size ({max})"),
+    )
+}
+
+/// `552 5.6.0 Headers too large (<max> max)` (the header block is over `MaxHeadersLength`;
+/// recorded from sendmail 8.17.1.9 for this project, 2026-12-02).
+pub fn headers_too_large(max: u64) -> Reply {
+    Reply::new(552, Some("5.6.0"), format!("Headers too large ({max} max)"))
+}
+
+// ---------------------------------------------------------------------------------------
+// CHUNKING (RFC 3030) and SMTPUTF8 (RFC 6531): not in sendmail 8.17 (the oracle answers
+// BDAT as an unknown command and SMTPUTF8 as an unknown parameter), so these are ours.
+
+/// `250 2.0.0 <n> octets received` (a BDAT chunk that is not the last).
+pub fn chunk_received(octets: u64) -> Reply {
+    Reply::new(250, Some("2.0.0"), format!("{octets} octets received"))
+}
+
+/// `501 5.5.4 Syntax: BDAT <octets> [LAST]`.
+pub fn bdat_syntax() -> Reply {
+    Reply::new(501, Some("5.5.4"), "Syntax: BDAT <octets> [LAST]")
+}
+
+/// `503 5.5.1 DATA not allowed after BDAT` (RFC 3030 §2: one transaction, one of the two).
+pub fn data_after_bdat() -> Reply {
+    Reply::new(503, Some("5.5.1"), "DATA not allowed after BDAT")
+}
+
+/// `501 5.5.4 SMTPUTF8 parameter does not take a value` (RFC 6531 §3.4).
+pub fn smtputf8_takes_no_value() -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        "SMTPUTF8 parameter does not take a value",
+    )
+}
+
+/// `553 5.6.7 <addr>... Non-ASCII address requires SMTPUTF8` (RFC 6531 §3.5: 553, and the
+/// enhanced code RFC 5248 registers as "non-ASCII addresses not permitted").
+pub fn non_ascii_address(addr: &str) -> Reply {
+    Reply::new(
+        553,
+        Some("5.6.7"),
+        format!("{addr}... Non-ASCII address requires SMTPUTF8"),
     )
 }
 

@@ -20,6 +20,10 @@
 //! protocol error`), the "nullserver" mode of a connection refused by `check_relay`, and
 //! the end-of-session log lines (`from=` of an aborted transaction, `to=... stat=RSET`,
 //! `did not issue MAIL/EXPN/VRFY/ETRN`, `lost input channel`).
+//!
+//! Beyond sendmail 8.17, in their own files: BDAT (`session/bdat.rs`, RFC 3030), SMTPUTF8
+//! (`session/utf8.rs`, RFC 6531); the end of every message, DATA or BDAT, with its size and
+//! header limits and the one commit (`session/finish.rs`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -27,6 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::body::Limits;
+use super::chunk::ChunkReader;
 use super::command::{
     self, Address, ArgError, Command, MailFrom, MailParams, RcptParams, RcptTo, check_helo_name,
 };
@@ -113,11 +119,15 @@ pub struct Features {
     /// ETRN can start a queue run.
     pub etrn: bool,
     pub deliverby: bool,
+    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`.
+    pub chunking: bool,
+    /// SMTPUTF8 (RFC 6531), in `session/utf8.rs`; only with the `SmtpUTF8` option.
+    pub smtputf8: bool,
 }
 
 impl Default for Features {
-    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
-    /// offered only together with EXPN, as in sendmail).
+    /// What the session itself implements end to end: PIPELINING, 8BITMIME and CHUNKING
+    /// (VERB is offered only together with EXPN, as in sendmail).
     fn default() -> Features {
         Features {
             pipelining: true,
@@ -127,6 +137,8 @@ impl Default for Features {
             dsn: false,
             etrn: false,
             deliverby: false,
+            chunking: true,
+            smtputf8: false,
         }
     }
 }
@@ -229,8 +241,10 @@ pub struct SessionContext {
     /// `M=` letters of the daemon (`E` no ETRN, `a` AUTH required, ...).
     pub daemon_flags: String,
     pub client: ClientInfo,
-    /// `MaxMessageSize` (0: none).
+    /// `MaxMessageSize` (0: none; [`super::body::HARD_MAX_MESSAGE`] still applies).
     pub max_message_size: u64,
+    /// `MaxHeadersLength` (0: none).
+    pub max_headers_length: u64,
     /// `MaxRecipientsPerMessage` (0: none).
     pub max_recipients: u32,
     pub features: Features,
@@ -397,6 +411,8 @@ enum State {
     Command,
     /// Reading a DATA body.
     Data(DataReader),
+    /// Reading the octets of a BDAT chunk.
+    Chunk(bdat::Chunk),
     /// Waiting for [`Session::committed`]; the body size.
     Committing(u64),
     Closed,
@@ -410,6 +426,8 @@ struct Transaction {
     /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
     accepted: usize,
     started: Instant,
+    /// The BDAT chunks received so far (`None` until the first BDAT).
+    chunks: Option<ChunkReader>,
 }
 
 /// One SMTP session.
@@ -476,9 +494,9 @@ impl Session {
         &self.ctx
     }
 
-    /// True while DATA bytes are expected.
+    /// True while DATA bytes or BDAT octets are expected.
     pub fn wants_data(&self) -> bool {
-        matches!(self.state, State::Data(_))
+        matches!(self.state, State::Data(_) | State::Chunk(_))
     }
 
     /// True once the session has ended.
@@ -525,11 +543,13 @@ impl Session {
         let ext = command::Extensions {
             dsn: self.ctx.features.dsn,
             deliverby: self.ctx.features.deliverby,
+            smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
         self.last_cmd = match &cmd {
             // sendmail names the last *known* command; unknown ones leave "startup".
-            Command::Unrecognized(_) | Command::Bdat(_) => "startup".to_owned(),
+            Command::Unrecognized(_) => "startup".to_owned(),
+            Command::Bdat(_) if !self.chunking_offered() => "startup".to_owned(),
             Command::NotImplemented(t) => first_word(t).to_ascii_lowercase(),
             other => other.name().to_owned(),
         };
@@ -603,14 +623,17 @@ impl Session {
             }
             Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
             Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
-            // CHUNKING is not offered: BDAT is an unknown command, as in sendmail 8.17.
-            Command::Bdat(_) | Command::Unrecognized(_) => self.bad_command(&text, &mut out),
+            Command::Bdat(arg) => self.bdat_cmd(&text, arg, &mut out),
+            Command::Unrecognized(_) => self.bad_command(&text, &mut out),
         }
         out
     }
 
     /// Feeds DATA bytes; returns how many were consumed (the rest are commands).
     pub fn data(&mut self, input: &[u8]) -> (usize, Vec<Action>) {
+        if matches!(self.state, State::Chunk(_)) {
+            return self.chunk_data(input);
+        }
         let mut out = Vec::new();
         let State::Data(reader) = &mut self.state else {
             return (0, out);
@@ -623,53 +646,10 @@ impl Session {
             return (used, out);
         };
         match end {
-            DataEnd::Complete if reader.exceeded() => {
-                let max = self.ctx.max_message_size;
-                let text = format!("message size ({}) exceeds maximum ({max})", reader.size());
-                self.log(Severity::Notice, true, text, &mut out);
-                out.push(Action::Reply(reply::message_too_big(max)));
-                self.finish_transaction_sized(reader.size(), &mut out);
-            }
-            DataEnd::Complete => {
-                let tx = self.tx.take();
-                self.log_sender = None;
-                if let Some(tx) = tx {
-                    let body = reader.into_body();
-                    let size = body.len() as u64;
-                    let msg = Message {
-                        qid: self.qid(),
-                        sender: tx.sender,
-                        mail_params: tx.params,
-                        recipients: tx.rcpts,
-                        body,
-                        helo: self.helo.clone(),
-                        protocol: self.protocol(),
-                        client: self.ctx.client.clone(),
-                        daemon_name: self.ctx.daemon_name.clone(),
-                    };
-                    self.state = State::Committing(size);
-                    out.push(Action::Commit(Box::new(msg)));
-                }
-            }
+            DataEnd::Complete => self.finish_body(reader.into_body(), &mut out),
             DataEnd::BareLf | DataEnd::BareCr => {
-                let (info, answer) = if end == DataEnd::BareLf {
-                    ("Bare linefeed (LF) not allowed", reply::bare_lf())
-                } else {
-                    ("Bare carriage return (CR) not allowed", reply::bare_cr())
-                };
-                let from = self
-                    .log_sender
-                    .as_ref()
-                    .map(|s| s.0.clone())
-                    .unwrap_or_default();
-                let text = format!(
-                    "collect: relay={}, from={from}, info={info}, where={}, status=tempfail",
-                    self.ctx.client.host_name(),
-                    if reader.in_header() { "header" } else { "body" },
-                );
-                self.log(Severity::Notice, true, text, &mut out);
-                out.push(Action::Reply(answer));
-                self.end_session(false, reader.size(), &mut out);
+                let (size, in_header) = (reader.size(), reader.in_header());
+                self.bare_line_end(end, size, in_header, &mut out);
             }
         }
         (used, out)
@@ -845,6 +825,12 @@ impl Session {
         if f.dsn {
             k.push("DSN".into());
         }
+        if f.smtputf8 {
+            k.push("SMTPUTF8".into());
+        }
+        if f.chunking {
+            k.push("CHUNKING".into());
+        }
         if self.etrn_allowed() {
             k.push("ETRN".into());
         }
@@ -902,6 +888,10 @@ impl Session {
                 return;
             }
         };
+        if let Some(r) = Session::non_ascii_refusal(&m.path, params.smtputf8) {
+            out.push(Action::Reply(r));
+            return;
+        }
         let qid = self.qid();
         let decision = {
             let pctx = self.policy_context(&qid, None);
@@ -918,8 +908,8 @@ impl Session {
                 return;
             }
         };
-        let max = self.ctx.max_message_size;
-        if max > 0 && params.size.is_some_and(|s| s > max) {
+        let max = self.limits().size_limit();
+        if params.size.is_some_and(|s| s > max) {
             out.push(Action::Reply(reply::size_exceeds(max)));
             return;
         }
@@ -930,6 +920,7 @@ impl Session {
             rcpts: Vec::new(),
             accepted: 0,
             started: Instant::now(),
+            chunks: None,
         });
     }
 
@@ -952,6 +943,12 @@ impl Session {
                 return;
             }
         };
+        let smtputf8 = self.tx.as_ref().is_some_and(|t| t.params.smtputf8);
+        if let Some(r) = Session::non_ascii_refusal(&path, smtputf8) {
+            self.stats.rejected_rcpts += 1;
+            self.user_error(r, out);
+            return;
+        }
         let qid = self.qid();
         let decision = {
             let sender = self.tx.as_ref().map(|t| &t.sender);
@@ -992,6 +989,10 @@ impl Session {
             out.push(Action::Reply(reply::need_mail()));
             return;
         };
+        if tx.chunks.is_some() {
+            out.push(Action::Reply(reply::data_after_bdat()));
+            return;
+        }
         if tx.rcpts.is_empty() {
             out.push(Action::Reply(reply::need_rcpt()));
             return;
@@ -1001,7 +1002,7 @@ impl Session {
             self.end_session(false, 0, out);
             return;
         }
-        self.state = State::Data(DataReader::new(self.ctx.max_message_size));
+        self.state = State::Data(DataReader::new(self.limits()));
         out.push(Action::Reply(reply::start_data()));
         out.push(Action::StartData);
     }
@@ -1264,6 +1265,7 @@ impl Session {
     fn data_size(&self) -> u64 {
         match &self.state {
             State::Data(r) => r.size(),
+            State::Chunk(_) => self.chunked_size(),
             _ => 0,
         }
     }
@@ -1375,6 +1377,12 @@ fn from_line(
     );
     s
 }
+
+mod bdat;
+mod finish;
+mod utf8;
+
+pub use utf8::utf8_protocol;
 
 #[cfg(test)]
 mod tests;
