@@ -32,6 +32,10 @@ use crate::log::{Logger, Severity};
 use crate::queue::runner::{self, Route};
 use crate::queue::{CopyRef, DeliveryState, QueueId, Store};
 
+/// Most requests served at once (the daemon's runner sends at most
+/// [`crate::queue::runner::CONCURRENT_MESSAGES`] at a time).
+pub const MAX_WORKERS: usize = 64;
+
 /// What the agent needs to serve requests.
 pub struct AgentContext {
     pub inv: Invocation,
@@ -86,6 +90,10 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
             let _ = proto::write_frame(&mut *w, &payload);
         }));
         workers.retain(|w| !w.is_finished());
+        // A bounded number at once, whatever the other side sends: wait for the oldest.
+        if workers.len() >= MAX_WORKERS {
+            let _ = workers.remove(0).join();
+        }
     }
     for w in workers {
         let _ = w.join();
