@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::{Authenticator, Mechanism};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
@@ -23,7 +24,7 @@ use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -68,7 +69,11 @@ pub async fn serve_client<S>(
             .log(Severity::Notice, None, format_args!("{log}"));
         ctx.connect_reject = Some(reply);
     }
-    let opts = conn_options(&current.config);
+    let opts = ConnOptions {
+        tls: current.credentials.tls.clone(),
+        implicit_tls: daemon.modifiers.has('s'),
+        ..conn_options(&current.config)
+    };
     let mut sink = QueueSink {
         dest: Destination::Store(shared.queue.clone()),
         config: current.config.clone(),
@@ -182,6 +187,7 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
+    let security = security(current, &client);
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -203,5 +209,21 @@ pub fn session_context(
         connect_reject: None,
         policy: current.policy.clone(),
         ids: origin.ids,
+        security,
+    }
+}
+
+/// What STARTTLS and AUTH offer this client: STARTTLS with a certificate; AUTH with a
+/// password file, its plain-text mechanisms over TLS only unless the client is on loopback
+/// and `AuthOptions` has no `p`.
+fn security(current: &Current, client: &ClientInfo) -> Security {
+    let o = &current.config.options;
+    let creds = &current.credentials;
+    let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
+    Security {
+        starttls: creds.tls.is_some(),
+        authenticator: creds.passwords.clone().map(|p| p as Arc<dyn Authenticator>),
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
     }
 }

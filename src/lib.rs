@@ -36,8 +36,10 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod dns;
@@ -55,3 +57,4 @@ pub mod smtp;
 pub mod stats;
 pub mod submit;
 pub mod sysexits;
+pub mod tls;

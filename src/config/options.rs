@@ -156,7 +156,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("MaxHeadersLength", None),
     n("ProcessTitlePrefix", None),
     n("DefaultAuthInfo", None),
-    n("AuthMechanisms", None),
+    s("AuthMechanisms", None),
     s("ClientPortOptions", None),
     n("DataFileBufferSize", None),
     n("XscriptFileBufferSize", None),
@@ -170,7 +170,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("DHParameters", None),
     n("InputMailFilters", None),
     n("Milter", None),
-    n("AuthOptions", None),
+    s("AuthOptions", None),
     n("QueueFileMode", None),
     n("CertFingerprintAlgorithm", None),
     n("CipherList", None),
@@ -215,6 +215,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // ours
     s("LogFile", None),
     s("NameServers", None),
+    s("AuthPasswordFile", None),
 ];
 
 /// What an option name resolved to.
@@ -726,6 +727,16 @@ pub struct Options {
     pub server_key_file: Option<Text>,
     pub ca_cert_file: Option<Text>,
     pub ca_cert_path: Option<Text>,
+    /// `AuthMechanisms`, upper case, as written; `None` = not set (sendmail-rs then offers
+    /// every mechanism it implements: `LOGIN PLAIN`).
+    pub auth_mechanisms: Option<Vec<String>>,
+    /// `AuthOptions` letters/words as written (`p`: plain-text mechanisms only over TLS).
+    pub auth_options: Vec<String>,
+    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: no AUTH).
+    pub auth_password_file: Option<Text>,
+    /// Where each option was last set (`file:line`), for errors found after loading (a
+    /// certificate file that does not parse).
+    pub set_at: std::collections::BTreeMap<&'static str, String>,
     /// Ours: `NameServers`; empty = the system resolver configuration.
     pub name_servers: Vec<SocketAddr>,
     /// `ClientPortOptions` values as written, in order (one per address family is meant).
@@ -780,6 +791,10 @@ impl Default for Options {
             server_key_file: None,
             ca_cert_file: None,
             ca_cert_path: None,
+            auth_mechanisms: None,
+            auth_options: Vec::new(),
+            auth_password_file: None,
+            set_at: std::collections::BTreeMap::new(),
             name_servers: Vec::new(),
             client_port_options: Vec::new(),
             reject_nul: false,
@@ -891,6 +906,12 @@ impl Options {
             "ServerKeyFile" => self.server_key_file = Some(text()),
             "CACertFile" => self.ca_cert_file = Some(text()),
             "CACertPath" => self.ca_cert_path = Some(text()),
+            "AuthMechanisms" => {
+                let mechs = value.split([' ', '\t', ',']).filter(|w| !w.is_empty());
+                self.auth_mechanisms = Some(mechs.map(str::to_ascii_uppercase).collect())
+            }
+            "AuthOptions" => self.auth_options = words(value).map(str::to_string).collect(),
+            "AuthPasswordFile" => self.auth_password_file = Some(text()),
             "NameServers" => self.name_servers = parse_name_servers(value)?,
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
@@ -1013,7 +1034,10 @@ mod tests {
                 | "ServerKeyFile"
                 | "CACertFile"
                 | "CACertPath"
+                | "AuthPasswordFile"
                 | "ClientPortOptions" => "/x",
+                "AuthMechanisms" => "PLAIN",
+                "AuthOptions" => "p",
                 "DeliveryMode" => "q",
                 "PrivacyOptions" => "goaway",
                 "Timeout" => "5m",

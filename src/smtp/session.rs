@@ -40,6 +40,10 @@ use super::data::{DataEnd, DataReader};
 use super::reply::{self, Reply};
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
+use crate::tls::TlsInfo;
+
+mod security;
+pub use security::{AUTH_FAILURE_DELAY, AuthInfo, MAX_AUTH_FAILURES, Security};
 
 /// Anti-abuse limits (sendmail compile-time defaults).
 pub const MAX_HELO_COMMANDS: u32 = 3;
@@ -260,6 +264,8 @@ pub struct SessionContext {
     pub connect_reject: Option<Reply>,
     pub policy: Arc<dyn Policy>,
     pub ids: Arc<QueueIdGen>,
+    /// What STARTTLS and AUTH may offer.
+    pub security: Security,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,6 +282,10 @@ pub struct PolicyContext<'a> {
     pub qid: &'a str,
     /// The accepted sender (RCPT checks only).
     pub sender: Option<&'a Address>,
+    /// Who authenticated (AUTH), for relaying and `${auth_type}`.
+    pub auth: Option<&'a AuthInfo>,
+    /// The TLS parameters, for `${verify}`, `${tls_version}` ….
+    pub tls: Option<&'a TlsInfo>,
 }
 
 /// A policy's answer to MAIL or RCPT.
@@ -352,18 +362,27 @@ pub struct Message {
     pub body: Vec<u8>,
     /// HELO/EHLO name, `None` if the client never said HELO (Authentication-Warning).
     pub helo: Option<String>,
-    /// `ESMTP` after EHLO, else `SMTP`.
+    /// `ESMTP` after EHLO (`ESMTPS`, `ESMTPA`, `ESMTPSA` with TLS/AUTH), else `SMTP`.
     pub protocol: &'static str,
     pub client: ClientInfo,
     pub daemon_name: String,
+    /// The session's TLS parameters (the `Received:` comment).
+    pub tls: Option<TlsInfo>,
+    /// Who authenticated.
+    pub auth: Option<AuthInfo>,
 }
 
 impl Message {
     /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
     pub fn from_log_line(&self, msgid: Option<&str>) -> String {
+        self.from_log_line_sized(self.body.len() as u64, msgid)
+    }
+
+    /// The `from=` line for a message of `size` bytes (its body already moved on).
+    pub fn from_log_line_sized(&self, size: u64, msgid: Option<&str>) -> String {
         from_line(
             &self.sender.raw,
-            self.body.len() as u64,
+            size,
             self.recipients.len(),
             msgid,
             self.mail_params.body,
@@ -385,6 +404,9 @@ pub enum Action {
     StartData,
     /// Store this message durably, then call [`Session::committed`].
     Commit(Box<Message>),
+    /// Drop any input already received and run the server side of a TLS handshake, then
+    /// call [`Session::tls_started`] (or [`Session::tls_failed`]).
+    StartTls,
     /// Flush and close the connection.
     Close,
 }
@@ -415,6 +437,8 @@ enum State {
     Chunk(bdat::Chunk),
     /// Waiting for [`Session::committed`]; the body size.
     Committing(u64),
+    /// Waiting for the client's answer to an AUTH challenge.
+    Auth(crate::auth::Exchange),
     Closed,
 }
 
@@ -452,6 +476,7 @@ pub struct Session {
     n_noop: u32,
     n_bad: u32,
     verbose: bool,
+    sec: security::SecurityState,
 }
 
 impl Session {
@@ -473,6 +498,7 @@ impl Session {
             n_noop: 0,
             n_bad: 0,
             verbose: false,
+            sec: security::SecurityState::default(),
             ctx,
         }
     }
@@ -518,6 +544,9 @@ impl Session {
     /// sent more bytes after this line (needed for the HELO/EHLO/DATA pipelining check).
     pub fn handle(&mut self, line: &[u8], more_input: bool) -> Vec<Action> {
         let mut out = Vec::new();
+        if matches!(self.state, State::Auth(_)) {
+            return self.auth_response(&String::from_utf8_lossy(line));
+        }
         if !matches!(self.state, State::Command) {
             // Lines are not expected now; the driver is out of step.
             return out;
@@ -611,17 +640,8 @@ impl Session {
             Command::Vrfy(arg) => self.vrfy_expn(&text, &arg, false, &mut out),
             Command::Expn(arg) => self.vrfy_expn(&text, &arg, true, &mut out),
             Command::Etrn(arg) => self.etrn(&text, &arg, &mut out),
-            Command::StartTls => {
-                let r = if !rest_after_verb(&text).is_empty() {
-                    reply::starttls_no_parameters()
-                } else if self.ctx.daemon_flags.contains('S') {
-                    reply::tls_not_offered()
-                } else {
-                    reply::tls_not_available()
-                };
-                out.push(Action::Reply(r));
-            }
-            Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
+            Command::StartTls => self.starttls_cmd(rest_after_verb(&text), &mut out),
+            Command::Auth(arg) => self.auth_cmd(&arg, &mut out),
             Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
             Command::Bdat(arg) => self.bdat_cmd(&text, arg, &mut out),
             Command::Unrecognized(_) => self.bad_command(&text, &mut out),
@@ -834,6 +854,13 @@ impl Session {
         if self.etrn_allowed() {
             k.push("ETRN".into());
         }
+        let mechs = self.auth_mechanisms();
+        if !mechs.is_empty() {
+            k.push(format!("AUTH {}", mechs.join(" ")));
+        }
+        if self.starttls_offered() {
+            k.push("STARTTLS".into());
+        }
         if f.deliverby {
             k.push("DELIVERBY".into());
         }
@@ -858,7 +885,7 @@ impl Session {
             out.push(Action::Reply(reply::sender_already_specified()));
             return;
         }
-        if self.ctx.daemon_flags.contains('a') && !self.ctx.daemon_flags.contains('A') {
+        if self.auth_required() {
             out.push(Action::Reply(reply::auth_required()));
             return;
         }
@@ -1271,7 +1298,7 @@ impl Session {
     }
 
     fn protocol(&self) -> &'static str {
-        if self.esmtp { "ESMTP" } else { "SMTP" }
+        self.protocol_name()
     }
 
     /// The envelope id, assigned on first use.
@@ -1303,6 +1330,8 @@ impl Session {
             daemon_flags: &self.ctx.daemon_flags,
             qid,
             sender,
+            auth: self.sec.auth.as_ref(),
+            tls: self.sec.tls.as_ref(),
         }
     }
 }

@@ -55,6 +55,7 @@ fn session() -> Session {
         connect_reject: None,
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
+        security: Default::default(),
     })
 }
 
@@ -65,6 +66,7 @@ fn quick() -> ConnOptions {
             data_block: Duration::from_secs(5),
         },
         max_line: MAX_COMMAND_LINE,
+        ..ConnOptions::default()
     }
 }
 

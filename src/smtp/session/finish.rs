@@ -55,6 +55,8 @@ impl Session {
             protocol,
             client: self.ctx.client.clone(),
             daemon_name: self.ctx.daemon_name.clone(),
+            tls: self.sec.tls.clone(),
+            auth: self.sec.auth.clone(),
         };
         self.state = State::Committing(size);
         out.push(Action::Commit(Box::new(msg)));

@@ -116,6 +116,7 @@ fn oracle_ctx() -> SessionContext {
         connect_reject: None,
         policy: Arc::new(OraclePolicy),
         ids: Arc::new(QueueIdGen::new()),
+        security: Default::default(),
     }
 }
 

@@ -255,3 +255,68 @@ fn without_the_option_smtputf8_is_an_unknown_parameter_and_utf8_is_refused() {
         ]
     );
 }
+
+/// Feeds `wire` to a session the way the driver does (lines in command state, octets in
+/// DATA/BDAT state), `step` bytes at a time; returns the replies (a commit is acknowledged).
+fn replay(wire: &[u8], step: usize) -> Vec<String> {
+    let mut s = Session::new(ctx());
+    let mut pending: Vec<u8> = Vec::new();
+    let mut got = Vec::new();
+    for piece in wire.chunks(step) {
+        pending.extend_from_slice(piece);
+        loop {
+            let actions = if s.wants_data() && !pending.is_empty() {
+                let (used, actions) = s.data(&pending);
+                pending.drain(..used);
+                actions
+            } else if let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line = pending[..pos]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&pending[..pos]);
+                let actions = s.handle(line, false);
+                pending.drain(..=pos);
+                actions
+            } else {
+                break;
+            };
+            got.extend(replies(&actions));
+            if committed(&actions).is_some() {
+                got.extend(replies(&s.committed(Ok(()))));
+            }
+        }
+    }
+    // Queue ids differ between runs.
+    got.into_iter()
+        .map(|r| match r.strip_suffix(" Message accepted for delivery") {
+            Some(_) => "250 accepted".to_string(),
+            None => r,
+        })
+        .collect()
+}
+
+#[test]
+fn pipelined_chunks_give_the_same_replies_however_the_input_is_split() {
+    let wire: &[u8] = b"EHLO client.example.test\r\n\
+MAIL FROM:<sender@client.example.test>\r\nRCPT TO:<root>\r\n\
+BDAT 14\r\nSubject: a\r\n\r\nBDAT 12 LAST\r\nQUIT\r\nRSET\r\n\
+BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n\
+MAIL FROM:<sender@client.example.test>\r\nRCPT TO:<root>\r\nDATA\r\n";
+    let whole = replay(wire, wire.len());
+    assert_eq!(
+        whole[whole.len() - 9..],
+        [
+            "250 2.1.0 <sender@client.example.test>... Sender ok",
+            "250 2.1.5 <root>... Recipient ok",
+            "250 2.0.0 14 octets received",
+            "250 accepted",
+            "503 5.0.0 Need MAIL command",
+            "250 2.0.0 OK",
+            "250 2.1.0 <sender@client.example.test>... Sender ok",
+            "250 2.1.5 <root>... Recipient ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+        ]
+    );
+    for step in 1..wire.len() {
+        assert_eq!(replay(wire, step), whole, "input split every {step} bytes");
+    }
+}
