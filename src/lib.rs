@@ -22,15 +22,16 @@
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
 //! 7. [`queue::runner`] routes each recipient (ruleset 0) and delivers it: [`deliver::local`]
 //!    (aliases, `.forward`, mbox, files, programs) or [`deliver::remote`] ([`dns`] MX, AAAA
-//!    then A, the ESMTP client), then crosses it off, retries or marks it failed.
+//!    then A, the ESMTP client), then crosses it off, retries or marks it failed;
+//!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
 //!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
 //!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
-//! RFC 6152 (8BITMIME), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 7505 (null MX),
-//! RFC 3164 (syslog lines).
+//! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
+//! RFC 6531 (SMTPUTF8), RFC 7505 (null MX), RFC 3164 (syslog lines).
 
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -163,8 +163,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("LDAPDefaultSpec", None),
     s("ServerCertFile", None),
     s("ServerKeyFile", None),
-    n("ClientCertFile", None),
-    n("ClientKeyFile", None),
+    s("ClientCertFile", None),
+    s("ClientKeyFile", None),
     s("CACertFile", None),
     s("CACertPath", None),
     n("DHParameters", None),
@@ -207,7 +207,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("UseCompressedIPv6Addresses", None),
     n("SSLEngine", None),
     n("SSLEnginePath", None),
-    n("TLSFallbacktoClear", None),
+    s("TLSFallbacktoClear", None),
     s("SmtpUTF8", None),
     n("SetCertAltnames", None),
     n("CipherSuites", None),
@@ -737,6 +737,13 @@ pub struct Options {
     /// Where each option was last set (`file:line`), for errors found after loading (a
     /// certificate file that does not parse).
     pub set_at: std::collections::BTreeMap<&'static str, String>,
+    /// `ClientCertFile`, `ClientKeyFile`: the certificate we show when a server asks for one
+    /// after our STARTTLS.
+    pub client_cert_file: Option<Text>,
+    pub client_key_file: Option<Text>,
+    /// `TLSFallbacktoClear`, default false: after a failed TLS handshake, connect to the
+    /// same address again at once without STARTTLS.
+    pub tls_fallback_to_clear: bool,
     /// Ours: `NameServers`; empty = the system resolver configuration.
     pub name_servers: Vec<SocketAddr>,
     /// `ClientPortOptions` values as written, in order (one per address family is meant).
@@ -795,6 +802,9 @@ impl Default for Options {
             auth_options: Vec::new(),
             auth_password_file: None,
             set_at: std::collections::BTreeMap::new(),
+            client_cert_file: None,
+            client_key_file: None,
+            tls_fallback_to_clear: false,
             name_servers: Vec::new(),
             client_port_options: Vec::new(),
             reject_nul: false,
@@ -912,6 +922,9 @@ impl Options {
             }
             "AuthOptions" => self.auth_options = words(value).map(str::to_string).collect(),
             "AuthPasswordFile" => self.auth_password_file = Some(text()),
+            "ClientCertFile" => self.client_cert_file = Some(text()),
+            "ClientKeyFile" => self.client_key_file = Some(text()),
+            "TLSFallbacktoClear" => self.tls_fallback_to_clear = parse_bool(value),
             "NameServers" => self.name_servers = parse_name_servers(value)?,
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
@@ -1035,6 +1048,8 @@ mod tests {
                 | "CACertFile"
                 | "CACertPath"
                 | "AuthPasswordFile"
+                | "ClientCertFile"
+                | "ClientKeyFile"
                 | "ClientPortOptions" => "/x",
                 "AuthMechanisms" => "PLAIN",
                 "AuthOptions" => "p",
@@ -1045,7 +1060,9 @@ mod tests {
                 "RunAsUser" | "DefaultUser" => "mail:mail",
                 "NameServers" => "::1",
                 "DontBlameSendmail" => "safe",
-                "RejectNUL" | "UseCompressedIPv6Addresses" | "SmtpUTF8" => "true",
+                "RejectNUL" | "UseCompressedIPv6Addresses" | "SmtpUTF8" | "TLSFallbacktoClear" => {
+                    "true"
+                }
                 "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",

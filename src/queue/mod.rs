@@ -30,8 +30,8 @@ pub mod space;
 pub mod store;
 
 pub use file::{
-    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Message, NewMessage, Notify,
-    Protocol, QueuedMessage, Recipient, Ret,
+    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Message, NewMessage, Notices,
+    Notify, Origin, Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
 pub use store::{

@@ -3,9 +3,10 @@
 //! In: the store (woken by each commit, and once a minute for retries). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
-//! (`Done`, `Pending` with the next attempt, or `Failed`). A message whose recipients are all
-//! delivered is removed; one with failed recipients stays queued for the bounce (DSN) that the
-//! delivery work adds next, so nothing is dropped silently.
+//! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
+//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`crate::deliver::dsn::settle`]
+//! queues the bounces, delay warnings and return receipts that are due; a message leaves
+//! the queue once every recipient is delivered or failed and reported.
 //!
 //! Mailer choice ([`route`]): a cf with rulesets resolves each recipient through rulesets 3 and
 //! 0 (`$# mailer $@ host $: user`), as sendmail's `parseaddr` does; without rulesets, this
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::daemon::{Current, Shared};
+use crate::deliver::dsn;
 use crate::deliver::remote::{self, Outcome, Request, Settings, route as hops};
 use crate::dns::Dns;
 use crate::log::Severity;
@@ -175,7 +177,7 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || store.load(&id)).await
     };
-    let Ok(Ok(msg)) = loaded else { return };
+    let Ok(Ok(mut msg)) = loaded else { return };
     let now = SystemTime::now();
     let due: Vec<usize> = msg
         .envelope
@@ -187,9 +189,41 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
         })
         .map(|(i, _)| i)
         .collect();
-    if due.is_empty() {
+    let mut changed = !due.is_empty();
+    if changed {
+        msg.envelope.recipients = deliver_due(shared, dns, &msg, due, now).await;
+    }
+    // Bounces, delay warnings, expiry: src/deliver/dsn.rs.
+    changed |= dsn::settle(shared, &mut msg).await;
+    if !changed {
         return;
     }
+    let result = if dsn::finished(&msg) {
+        store.remove(id).await
+    } else {
+        let env = msg.envelope;
+        store
+            .update_state(id, env.recipients, Some(env.notices))
+            .await
+    };
+    if let Err(e) = result {
+        shared.logger.log(
+            Severity::Err,
+            Some(id.as_str()),
+            format_args!("queue update failed: {e}"),
+        );
+    }
+}
+
+/// Delivers the `due` recipients of `msg`, grouped by route; returns the recipient list
+/// with their new states.
+async fn deliver_due(
+    shared: &Shared,
+    dns: &Dns,
+    msg: &Message,
+    due: Vec<usize>,
+    now: SystemTime,
+) -> Vec<Recipient> {
     let current = shared.current();
     let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
     for i in due {
@@ -202,38 +236,20 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
-        let (mailer, outcomes, relay) =
-            deliver_group(shared, dns, settings.as_ref(), &msg, &route, &indexes).await;
+        let (mailer, outcomes, relay, peer_dsn) =
+            deliver_group(shared, dns, settings.as_ref(), msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
-            apply(r, &outcome, &msg, &current.config, now);
-            log_to(
-                shared,
-                &msg,
-                r,
-                &mailer,
-                relay.as_deref(),
-                &outcome,
-                started,
-            );
+            apply(r, &outcome, msg, &current.config, now);
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
+            log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
     }
-    let all_done = recipients.iter().all(|r| r.state == DeliveryState::Done);
-    let result = if all_done {
-        store.remove(id).await
-    } else {
-        store.update(id, recipients).await
-    };
-    if let Err(e) = result {
-        shared.logger.log(
-            Severity::Err,
-            Some(id.as_str()),
-            format_args!("queue update failed: {e}"),
-        );
-    }
+    recipients
 }
 
-/// Delivers one group of recipients that share a route.
+/// Delivers one group of recipients that share a route: the mailer, one outcome per
+/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     shared: &Shared,
     dns: &Dns,
@@ -241,7 +257,7 @@ async fn deliver_group(
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>) {
+) -> (String, Vec<Outcome>, Option<String>, bool) {
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
@@ -250,7 +266,7 @@ async fn deliver_group(
                     dsn: "4.3.5".into(),
                     text: "Deferred: ClientPortOptions unusable".into(),
                 };
-                return (mailer.clone(), vec![o; n], None);
+                return (mailer.clone(), vec![o; n], None, false);
             };
             let rcpts: Vec<Recipient> = indexes
                 .iter()
@@ -264,6 +280,11 @@ async fn deliver_group(
                 port: *port,
             };
             let report = remote::deliver(dns, settings, &req, &mut rng).await;
+            for line in &report.noqid_log {
+                shared
+                    .logger
+                    .log(Severity::Info, None, format_args!("{line}"));
+            }
             for line in &report.log {
                 shared.logger.log(
                     Severity::Info,
@@ -271,7 +292,12 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (mailer.clone(), report.outcomes, report.relay)
+            (
+                mailer.clone(),
+                report.outcomes,
+                report.relay,
+                report.peer_dsn,
+            )
         }
         Route::Local { mailer, user } => {
             // The route includes the user, so every recipient of this group is that user.
@@ -294,14 +320,14 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None)
+            (mailer.clone(), outcomes, None, false)
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None)
+            ("*error*".to_string(), vec![o; n], None, false)
         }
     }
 }
@@ -364,8 +390,7 @@ fn apply(r: &mut Recipient, outcome: &Outcome, msg: &Message, cfg: &Config, now:
         Outcome::Delivered { .. } => r.state = DeliveryState::Done,
         Outcome::Permanent { .. } => r.state = DeliveryState::Failed,
         Outcome::Temporary { .. } => {
-            let age = now.duration_since(msg.envelope.arrival).unwrap_or_default();
-            if age >= cfg.options.timeouts.queuereturn.normal {
+            if dsn::expired(&dsn::Settings::from_config(cfg), msg, now) {
                 r.state = DeliveryState::Failed;
             } else {
                 r.next_attempt = Some(now + backoff(r.tries));
@@ -398,13 +423,17 @@ fn log_to(
         (Outcome::Temporary { .. }, DeliveryState::Failed) => {
             format!("{} (expired: Timeout.queuereturn)", outcome.stat())
         }
-        _ => outcome.stat(),
+        _ => outcome.log_stat(),
     };
+    let reply = outcome
+        .reply()
+        .map(|t| format!(", reply={t}"))
+        .unwrap_or_default();
     shared.logger.log(
         Severity::Info,
         Some(msg.envelope.id.as_str()),
         format_args!(
-            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}, stat={stat}",
+            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}{reply}, stat={stat}",
             r.address,
             msg.envelope.priority,
             outcome.dsn()

@@ -75,7 +75,8 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{oneshot, watch};
 
 use super::file::{
-    self, DeliveryState, Envelope, Frame, FrameRead, Message, NewMessage, QueuedMessage, Recipient,
+    self, DeliveryState, Envelope, Frame, FrameRead, Message, NewMessage, Notices, QueuedMessage,
+    Recipient,
 };
 use super::{QueueError, QueueId};
 
@@ -544,6 +545,16 @@ impl Store {
     /// same order with new states; anything else is [`QueueError::UpdateMismatch`]. The
     /// runner must not update one message from two tasks at once.
     pub async fn update(&self, id: &QueueId, recipients: Vec<Recipient>) -> Result<(), QueueError> {
+        self.update_state(id, recipients, None).await
+    }
+
+    /// [`Store::update`], and the message's DSN state too when `notices` is given.
+    pub async fn update_state(
+        &self,
+        id: &QueueId,
+        recipients: Vec<Recipient>,
+        notices: Option<Notices>,
+    ) -> Result<(), QueueError> {
         let w = self.writer()?;
         let (store, id2) = (self.clone(), id.clone());
         // Reading the current copy is file I/O: keep it off the async workers.
@@ -551,6 +562,9 @@ impl Store {
             let mut msg = store.load(&id2)?;
             check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
             msg.envelope.recipients = recipients;
+            if let Some(n) = notices {
+                msg.envelope.notices = n;
+            }
             Ok(file::encode(&msg))
         })
         .await
