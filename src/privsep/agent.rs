@@ -30,7 +30,7 @@ use crate::daemon::Current;
 use crate::deliver::remote::Outcome;
 use crate::log::{Logger, Severity};
 use crate::queue::runner::{self, Route};
-use crate::queue::{CopyRef, DeliveryState, QueueId, Store};
+use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
 
 /// Most requests served at once (the daemon's runner sends at most
 /// [`crate::queue::runner::CONCURRENT_MESSAGES`] at a time).
@@ -149,36 +149,89 @@ pub fn deliver(
         Ok(m) => m,
         Err(e) => return vec![refused(e); indexes.len()],
     };
-    // Per position: the local user to deliver to, or why not.
-    let checked: Vec<Result<String, Outcome>> = indexes
+    indexes
         .iter()
         .map(|&i| {
-            let r = msg
+            let checked = msg
                 .envelope
                 .recipients
                 .get(i as usize)
-                .ok_or_else(|| refused(format!("{qid} has no recipient #{i}")))?;
-            if r.state != DeliveryState::Pending {
-                return Err(refused(format!("{} is not pending", r.address)));
+                .ok_or_else(|| refused(format!("{qid} has no recipient #{i}")))
+                .and_then(|r| check(ctx, current, &msg, r));
+            match checked {
+                Ok((user, r)) => {
+                    let out = runner::deliver_local(
+                        &current.config,
+                        &ctx.logger,
+                        &msg,
+                        &user,
+                        std::slice::from_ref(&r),
+                    );
+                    out.into_iter()
+                        .next()
+                        .unwrap_or_else(|| refused("no outcome for a recipient"))
+                }
+                Err(o) => o,
             }
-            match runner::route(current, &r.address) {
-                Route::Local { user, .. } => Ok(user),
-                _ => Err(refused(format!("{} is not a local recipient", r.address))),
-            }
-        })
-        .collect();
-    let users: Vec<String> = checked.iter().filter_map(|c| c.clone().ok()).collect();
-    let mut delivered =
-        runner::deliver_local(&current.config, &ctx.logger, &msg, &users).into_iter();
-    checked
-        .into_iter()
-        .map(|c| match c {
-            Ok(_) => delivered
-                .next()
-                .unwrap_or_else(|| refused("no outcome for a recipient")),
-            Err(o) => o,
         })
         .collect()
+}
+
+/// Whether the agent will deliver recipient `r` of `msg`: it must be pending and route to a
+/// local mailer under the agent's own configuration. A recipient the daemon recorded as the
+/// expansion of another (a `|program`, `/file` or user from an alias or `.forward`) must be
+/// one of the targets the agent itself gets by expanding that parent again (aliases,
+/// `.forward` with the safe-file checks), and its owner is the one the agent finds, not the
+/// one written in the queue. Returns the routed user and the recipient to deliver.
+fn check(
+    ctx: &AgentContext,
+    current: &Current,
+    msg: &crate::queue::Message,
+    r: &Recipient,
+) -> Result<(String, Recipient), Outcome> {
+    if r.state != DeliveryState::Pending {
+        return Err(refused(format!("{} is not pending", r.address)));
+    }
+    let local_user = |addr: &str| match runner::route(current, addr) {
+        Route::Local { user, .. } => Ok(user),
+        _ => Err(refused(format!("{addr} is not a local recipient"))),
+    };
+    let Some(x) = &r.expanded else {
+        return Ok((local_user(&r.address)?, r.clone()));
+    };
+    let parent = msg
+        .envelope
+        .recipients
+        .iter()
+        .find(|p| p.expanded.is_none() && p.address == x.parent)
+        .ok_or_else(|| {
+            refused(format!(
+                "{}: no parent {} in the message",
+                r.address, x.parent
+            ))
+        })?;
+    let user = local_user(&parent.address)?;
+    let table = crate::aliases::load_all(&current.config.options.alias_files)
+        .map_err(|e| refused(format!("aliases: {e}")))?;
+    let mut expander = crate::aliases::Expander::from_config(&table, &current.config);
+    expander.log = Some((&ctx.logger, Some(msg.envelope.id.as_str())));
+    let want = runner::expand::target_of(r);
+    let (_, owner) = expander
+        .expand_owned(&user)
+        .into_iter()
+        .find(|(t, _)| *t == want)
+        .ok_or_else(|| {
+            refused(format!(
+                "{} is not (or no longer) an expansion of {}",
+                r.address, parent.address
+            ))
+        })?;
+    let mut r = r.clone();
+    r.expanded = Some(Expanded {
+        parent: parent.address.clone(),
+        owner: owner.map(|u| u.name),
+    });
+    Ok((user, r))
 }
 
 /// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
@@ -429,6 +482,40 @@ mod tests {
         let out = deliver(&f.ctx, &f.current, "../../etc", f.at, &[0]);
         assert!(is_temporary(&out[0], "bad queue id"), "{out:?}");
         assert!(!f.dir.path().join("archive.mbox").exists());
+    }
+
+    #[test]
+    fn a_forged_expansion_in_the_queue_is_not_delivered() {
+        // The daemon owns the queue: it could write a `|program` "expanded" from an alias
+        // that names no program, with root as its owner. The agent expands again and
+        // refuses; the real expansion (the alias's file) is delivered.
+        let f = fixture(&["archive", "|/usr/bin/touch /tmp/pwned-by-expansion"]);
+        let mut msg = f
+            ._store
+            .load(&QueueId::new("6B2GP0r6010938").unwrap())
+            .unwrap();
+        let parent = msg.envelope.recipients[0].address.clone();
+        msg.envelope.recipients[0].state = DeliveryState::Done;
+        msg.envelope.recipients[1].expanded = Some(Expanded {
+            parent: parent.clone(),
+            owner: Some("root".into()),
+        });
+        let file = f.dir.path().join("archive.mbox").display().to_string();
+        let mut real = Recipient::new(file);
+        real.expanded = Some(Expanded {
+            parent,
+            owner: None,
+        });
+        msg.envelope.recipients.push(real);
+        let out = [1, 2].map(|i| check(&f.ctx, &f.current, &msg, &msg.envelope.recipients[i]));
+        assert!(
+            matches!(&out[0], Err(o) if is_temporary(o, "is not (or no longer) an expansion of archive")),
+            "{:?}",
+            out[0]
+        );
+        let (_, r) = out[1].clone().unwrap();
+        assert_eq!(r.expanded.unwrap().owner, None);
+        assert!(!Path::new("/tmp/pwned-by-expansion").exists());
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
 //! | `I` | info | msgid opt str, priority i64 |
 //! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
+//! | `X` | expansion (0..1 after an `R`) | parent address str, owner opt str |
 //! | `B` | message | header and body bytes, LF line ends |
 //! | `E` | END | body length u64, CRC-32 (IEEE) u32 of every byte before this record |
 //!
@@ -45,6 +46,9 @@
 //! their defaults. They carry what the DSN work ([`crate::deliver::dsn`]) needs across
 //! restarts: which notice a recipient's final state called for has been queued, and whether
 //! the delay warning went out.
+//! An `X` record marks the `R` before it as a target of a local recipient's expansion
+//! (aliases, `.forward`, `:include:`): recorded once, so a retry delivers each target on its
+//! own and never re-expands (files without `X` records read as before).
 //!
 //! The delivery state of each recipient lives in its `R` record; when the runner changes
 //! it, the store appends a whole new copy of the queue file, which supersedes the old one.
@@ -296,6 +300,18 @@ pub struct Recipient {
     /// The notice this recipient's final state calls for (failure, or success with
     /// `NOTIFY=SUCCESS`) is queued, or none was due: never report it again.
     pub reported: bool,
+    /// Set on a target of alias / `.forward` expansion (never on an envelope recipient):
+    /// the address it came from, and whose authority it runs under.
+    pub expanded: Option<Expanded>,
+}
+
+/// Where an expanded recipient came from (the queue file's `X` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// The recipient whose expansion gave this one (sendmail's `ctladdr` / parent).
+    pub parent: String,
+    /// The user whose `.forward` (or include file) named it; None for the alias file.
+    pub owner: Option<String>,
 }
 
 impl Recipient {
@@ -312,6 +328,7 @@ impl Recipient {
             dsn_code: None,
             remote_mta: None,
             reported: false,
+            expanded: None,
         }
     }
 }
@@ -425,6 +442,12 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 p.push(u8::from(r.reported));
             }
         });
+        if let Some(x) = &r.expanded {
+            record(&mut out, b'X', |p| {
+                put_str(p, &x.parent);
+                put_opt_str(p, x.owner.as_deref());
+            });
+        }
     }
     record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
     let crc = crc32fast::hash(&out);
@@ -578,8 +601,16 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
     let mut recipients = Vec::new();
     while recs.peek_tag() == Some(b'R') {
         let mut r = recs.expect(b'R', "recipient record R")?;
-        recipients.push(decode_recipient(&mut r)?);
+        let mut rcpt = decode_recipient(&mut r)?;
         r.end()?;
+        if recs.peek_tag() == Some(b'X') {
+            let mut x = recs.expect(b'X', "expansion record X")?;
+            let parent = x.str("parent address")?;
+            let owner = x.opt("owner", |x| x.str("owner name"))?;
+            x.end()?;
+            rcpt.expanded = Some(Expanded { parent, owner });
+        }
+        recipients.push(rcpt);
     }
 
     let b = recs.expect(b'B', "message record B (or another R)")?;
@@ -672,6 +703,7 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
         dsn_code,
         remote_mta,
         reported,
+        expanded: None,
     })
 }
 
