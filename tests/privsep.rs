@@ -165,7 +165,10 @@ fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
     );
     assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
     let log = d.wait_log_count("stat=Sent", 2);
-    assert!(log.contains("to=<whoami@mta.example.test>"), "{log}");
+    assert!(
+        log.contains("ctladdr=<whoami@mta.example.test> (1/1)") && log.contains("mailer=prog"),
+        "{log}"
+    );
     let read = |name: &str| fs::read_to_string(s.out.join(name)).unwrap();
     assert_eq!(read("uid").trim(), "1");
     assert_eq!(read("gid").trim(), "1");
@@ -237,7 +240,7 @@ fn an_smtp_address_never_reaches_a_shell() {
         let line = log.lines().find(|l| l.contains("to=<\"|touch")).unwrap();
         assert!(!line.contains("stat=Sent"), "{line}");
     }
-    d.wait_log("to=<archive@mta.example.test>");
+    d.wait_log("ctladdr=<archive@mta.example.test>");
     assert!(!pwned.exists(), "an address from SMTP ran a program");
 }
 
@@ -287,10 +290,10 @@ fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
     // The maildrop stays the daemon's, so that it can pick the file up.
     let maildrop = d.queue_dir().join("maildrop");
     assert_eq!(fs::metadata(&maildrop).unwrap().uid(), uid);
-    let log = d.wait_log("to=<archive@mta.example.test>");
+    let log = d.wait_log("ctladdr=<archive@mta.example.test>");
     let line = log
         .lines()
-        .find(|l| l.contains("to=<archive@mta.example.test>"))
+        .find(|l| l.contains("ctladdr=<archive@mta.example.test>"))
         .unwrap();
     assert!(line.contains("stat=Sent"), "{line}");
     let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
