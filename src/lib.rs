@@ -51,6 +51,8 @@ pub mod hosts;
 pub mod inbound;
 pub mod listener;
 pub mod log;
+pub mod makemap;
+pub mod mapdb;
 pub mod policy;
 pub mod privsep;
 pub mod queue;
