@@ -8,7 +8,9 @@
 //!    daemon and address, the same on stderr, exit 71 (EX_OSERR), no socket left open;
 //! 3. `-bd` only: fork; the parent exits 0, the child leaves the terminal's session;
 //! 4. write the pid file (sendmail's two lines: pid, command line; mode 0600; locked);
-//! 5. log `starting daemon (VERSION): SMTP…` and serve.
+//! 5. with `RunAsUser` ([`crate::privsep`]): hand the queue to that user, fork the root
+//!    local delivery agent, become the user; only then start the store and the runtime;
+//! 6. log `starting daemon (VERSION): SMTP…` and serve.
 //!
 //! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
 //! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
@@ -69,6 +71,15 @@ impl Current {
     /// else the built-in relay rules. Problems building the ruleset engine are returned as
     /// warnings (the built-in rules then apply).
     pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        Current::with_logger(config, inv, None)
+    }
+
+    /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
+    pub fn with_logger(
+        config: Config,
+        inv: &Invocation,
+        logger: Option<Logger>,
+    ) -> (Current, Vec<String>) {
         let mut warnings = Vec::new();
         let rules = rules_engine(&config, inv, &mut warnings)
             .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
@@ -95,6 +106,7 @@ impl Current {
             rules: rules.clone(),
             config: config.clone(),
             aliases,
+            logger,
         });
         (
             Current {
@@ -148,6 +160,8 @@ pub struct Shared {
     pub stats: Option<Stats>,
     /// The mail queue (`QueueDirectory`).
     pub queue: Store,
+    /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
+    pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
 }
 
 impl Shared {
@@ -160,6 +174,7 @@ impl Shared {
             hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
             stats,
             queue,
+            local_agent: None,
         }
     }
 
@@ -239,7 +254,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             ),
         );
     }
-    let opened = match listener::open_all(&cfg.daemons) {
+    let mut opened = match listener::open_all(&cfg.daemons) {
         Ok(o) => o,
         Err(e) => {
             logger.log(
@@ -303,6 +318,15 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             }
         }
     });
+    let local_agent =
+        match crate::privsep::start(&cfg, &inv, &logger, &pid_path, &mut opened.listeners) {
+            Ok(a) => a,
+            Err(e) => {
+                logger.log(Severity::Crit, None, format_args!("SYSERR: {e}"));
+                eprintln!("sendmail: {e}");
+                return EX_OSERR;
+            }
+        };
     let queue = match Store::open(&qdir) {
         Ok(q) => q,
         Err(e) => {
@@ -322,7 +346,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
-    let (mut current, rule_warnings) = Current::new(cfg, &inv);
+    let (mut current, rule_warnings) = Current::with_logger(cfg, &inv, Some(logger.clone()));
     current.credentials = credentials;
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
@@ -341,7 +365,9 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let shared = Arc::new(Shared::new(current, logger, queue, stats));
+    let mut shared = Shared::new(current, logger, queue, stats);
+    shared.local_agent = local_agent;
+    let shared = Arc::new(shared);
     runtime.block_on(serve(inv, shared, opened.listeners))
 }
 
@@ -716,7 +742,7 @@ async fn reload(
         }
     }
     let credentials = reload_credentials(&cfg, shared);
-    let (mut current, rule_warnings) = Current::new(cfg, inv);
+    let (mut current, rule_warnings) = Current::with_logger(cfg, inv, Some(shared.logger.clone()));
     current.credentials = credentials;
     for w in &rule_warnings {
         shared
@@ -724,6 +750,9 @@ async fn reload(
             .log(Severity::Warning, None, format_args!("{w}"));
     }
     *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
+    if let Some(agent) = shared.local_agent.clone() {
+        let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
+    }
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
         Arc::new(Hosts::load(Path::new("/etc/hosts")));
     if let Err(e) = shared.logger.reopen() {

@@ -27,6 +27,8 @@
 //!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
 //!    `sendmail -q` ([`queue::cmdline`]) runs it once, in this process or through the
 //!    running daemon's control socket ([`queue::control`]).
+//!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
+//!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
@@ -52,6 +54,7 @@ pub mod log;
 pub mod makemap;
 pub mod mapdb;
 pub mod policy;
+pub mod privsep;
 pub mod queue;
 pub mod receive;
 pub mod rules;

@@ -362,9 +362,39 @@ pub struct KnownUsers {
     pub rules: Option<Arc<RulesPolicy>>,
     pub config: Arc<Config>,
     pub aliases: crate::aliases::AliasTable,
+    /// Where the low-disk-space alert goes (None: not logged).
+    pub logger: Option<crate::log::Logger>,
 }
 
 impl KnownUsers {
+    /// `MinFreeBlocks` (plus the announced SIZE) on the queue's filesystem; too little is
+    /// logged as sendmail logs it (at alert, LogLevel > 0) and refused with `452 4.4.5`.
+    fn enough_disk(&self, p: &MailParams) -> bool {
+        let opts = &self.config.options;
+        let size = p.size.unwrap_or(0);
+        match crate::queue::space::check(&opts.queue_directory, opts.min_free_blocks, size) {
+            crate::queue::space::Space::Enough => true,
+            crate::queue::space::Space::Low {
+                available,
+                needed,
+                block_size,
+            } => {
+                if let Some(logger) = &self.logger {
+                    logger.log(
+                        crate::log::Severity::Alert,
+                        None,
+                        format_args!(
+                            "low on space (SMTP-DAEMON needs {size} bytes + {} blocks in {}), max avail: {available} blocks of {block_size} bytes (need {needed})",
+                            opts.min_free_blocks,
+                            opts.queue_directory.display()
+                        ),
+                    );
+                }
+                false
+            }
+        }
+    }
+
     fn exists(&self, user: &str) -> bool {
         let user = user.trim_start_matches('\\');
         if user.starts_with('|') || user.starts_with('/') || self.aliases.get(user).is_some() {
@@ -437,7 +467,13 @@ impl KnownUsers {
 
 impl Policy for KnownUsers {
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, p: &MailParams) -> Decision {
-        self.inner.check_mail(ctx, sender, p)
+        match self.inner.check_mail(ctx, sender, p) {
+            Decision::Accept | Decision::AcceptAs(_) if !self.enough_disk(p) => Decision::Reject {
+                reply: reply::insufficient_disk_space(),
+                log: None,
+            },
+            d => d,
+        }
     }
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, p: &RcptParams) -> Decision {

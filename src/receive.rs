@@ -63,7 +63,7 @@ impl MessageSink for QueueSink {
         let logger = self.logger.clone();
         async move {
             let (queued, msgid) = prepared?;
-            let temp = |e: QueueError| CommitError::Temporary(e.to_string());
+            let temp = commit_error;
             match dest {
                 Destination::Store(store) => store.commit(queued).await.map(drop).map_err(temp)?,
                 Destination::Maildrop(qdir) => {
@@ -83,6 +83,16 @@ impl MessageSink for QueueSink {
             }
             Ok(())
         }
+    }
+}
+
+/// A failed commit: `452 4.3.1 Insufficient system storage` when the disk is full (the
+/// client keeps the message and retries), else the generic temporary failure.
+fn commit_error(e: QueueError) -> CommitError {
+    if queue::space::is_disk_full(&e) {
+        CommitError::Refused(crate::smtp::reply::insufficient_storage())
+    } else {
+        CommitError::Temporary(e.to_string())
     }
 }
 

@@ -2,12 +2,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::parse::split_members;
-use super::{AliasTable, MAX_DEPTH, MAX_INCLUDE_BYTES, Member, Target};
+use super::safefile::{DontBlame, Kind};
+use super::{AliasTable, MAX_DEPTH, Member, Target};
 use crate::log::{Logger, Severity};
 
 /// A local account, as far as expansion needs it.
@@ -65,6 +64,8 @@ pub struct Expander<'a> {
     /// Where `alias X => Y` lines (`LogLevel > 10`, sendmail 8.17 `alias.c`) and
     /// `forward <file>: <why>` warnings go.
     pub log: Option<(&'a Logger, Option<&'a str>)>,
+    /// `DontBlameSendmail`: which safe-file checks are relaxed (none by default).
+    pub dont_blame: DontBlame,
 }
 
 impl<'a> Expander<'a> {
@@ -75,12 +76,14 @@ impl<'a> Expander<'a> {
             forward: true,
             users: &system_user,
             log: None,
+            dont_blame: DontBlame::default(),
         }
     }
 
     /// An expander for `config`: local domains from class `w` plus `$j`, `.forward` on.
     pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
         let mut e = Expander::new(table);
+        e.dont_blame = DontBlame::from_words(&config.options.dont_blame_sendmail);
         e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
         if !config.host.fqdn.is_empty() {
             e.local_domains.push(config.host.fqdn.clone());
@@ -231,7 +234,7 @@ impl<'a> Expander<'a> {
                     }));
                     return;
                 }
-                match read_safe(p, None) {
+                match super::safefile::read(p, None, Kind::Include, &self.dont_blame) {
                     Ok(file) => {
                         // sendmail runs an include file's entries as its owner (unless root)
                         let file_owner = (file.uid != 0).then(|| user_by_uid(file.uid, file.gid));
@@ -260,7 +263,7 @@ impl<'a> Expander<'a> {
     /// error when reading failed for a passing reason (sendmail then queues the address).
     fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
         let path = user.home.join(".forward");
-        match read_safe(&path, Some(user.uid)) {
+        match super::safefile::read(&path, Some(user.uid), Kind::Forward, &self.dont_blame) {
             Ok(file) => {
                 let members = split_members(&strip_comments(&file.text));
                 Ok((!members.is_empty()).then_some(members))
@@ -329,7 +332,7 @@ pub enum ReadSafeError {
 }
 
 impl ReadSafeError {
-    pub(super) fn io(e: &std::io::Error) -> ReadSafeError {
+    pub(crate) fn io(e: &std::io::Error) -> ReadSafeError {
         use nix::libc::*;
         let transient = matches!(
             e.raw_os_error(),
@@ -362,36 +365,12 @@ impl fmt::Display for ReadSafeError {
     }
 }
 
-/// sendmail's safe-file rules, simply: a regular file, not group- or world-writable, and
-/// (when `owner` is given) owned by that uid or root.
+/// sendmail's safe-file rules with `DontBlameSendmail=safe` ([`super::safefile`]): a
+/// `.forward` when `owner` is given (it must be theirs or root's), an include file otherwise.
 pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadSafeError::Missing),
-        Err(e) => return Err(ReadSafeError::io(&e)),
+    let kind = match owner {
+        Some(_) => Kind::Forward,
+        None => Kind::Include,
     };
-    if !meta.is_file() {
-        return Err(ReadSafeError::Unsafe("not a regular file".into()));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(ReadSafeError::Unsafe("group or world writable file".into()));
-    }
-    if let Some(uid) = owner
-        && meta.uid() != uid
-        && meta.uid() != 0
-    {
-        return Err(ReadSafeError::Unsafe(format!(
-            "owned by uid {}, not by the user ({uid}) or root",
-            meta.uid()
-        )));
-    }
-    if meta.len() > MAX_INCLUDE_BYTES {
-        return Err(ReadSafeError::Unsafe("file too large".into()));
-    }
-    let bytes = fs::read(path).map_err(|e| ReadSafeError::io(&e))?;
-    Ok(SafeFile {
-        text: String::from_utf8_lossy(&bytes).into_owned(),
-        uid: meta.uid(),
-        gid: meta.gid(),
-    })
+    super::safefile::read(path, owner, kind, &DontBlame::default())
 }

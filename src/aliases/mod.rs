@@ -32,8 +32,9 @@
 //! stays in use (sendmail would store the good lines and skip the bad ones).
 //!
 //! Expansion follows sendmail's `recipient()`/`alias()`/`forward()`: aliases first, then a
-//! local user's `~/.forward` (only when safe: owned by the user or root and not group- or
-//! world-writable, else ignored with a log line); a name met again inside its own expansion
+//! local user's `~/.forward` (only when safe ([`safefile`]): owned by the user or root, not
+//! group- or world-writable, in a directory path only its owners can write; else ignored
+//! with a log line); a name met again inside its own expansion
 //! is delivered to as a user (the `user: user, copy@elsewhere` idiom); nesting deeper than
 //! [`MAX_DEPTH`] (sendmail's `MAXRCRSN`) gives `aliasing/forwarding loop broken`.
 
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 mod db;
 mod expand;
 mod parse;
+pub mod safefile;
 
 pub use db::{Stats, db_path, load, load_all, rebuild, run_newaliases};
 pub use expand::{

@@ -266,7 +266,7 @@ fn include_files_and_include_loops() {
     // a world-writable include is refused
     fs::set_permissions(&inc, fs::Permissions::from_mode(0o666)).unwrap();
     assert!(
-        matches!(&e.expand("staff")[..], [Target::Error { reason, .. }] if reason.contains("world writable"))
+        matches!(&e.expand("staff")[..], [Target::Error { reason, .. }] if reason.contains("World writable file"))
     );
 }
 
@@ -452,10 +452,7 @@ fn an_unsafe_forward_is_logged() {
     assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
     let log = fs::read_to_string(&path).unwrap();
     assert!(
-        log.contains(&format!(
-            "forward {}: group or world writable file",
-            fwd.display()
-        )),
+        log.contains(&format!("forward {}: World writable file", fwd.display())),
         "{log}"
     );
 }

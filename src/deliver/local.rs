@@ -22,8 +22,8 @@
 //!   fsynced; every directory below the trusted base is opened relative to its parent
 //!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
-//!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `HOME`, `USER`,
-//!   `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
+//!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `SHELL=/bin/sh`,
+//!   `HOME`, `USER` and `LOGNAME` (of the owner), `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
 //!   on stdin, a time limit. The exit status maps through sysexits(3) as sendmail's
 //!   `giveresponse` does: `EX_TEMPFAIL`, `EX_OSERR`, `EX_IOERR` and death by a signal are
 //!   temporary, everything else permanent.
@@ -654,6 +654,7 @@ pub fn run_program(
         .arg(cmd)
         .env_clear()
         .env("PATH", "/bin:/usr/bin")
+        .env("SHELL", "/bin/sh")
         .env("HOME", &home)
         .env("SENDER", d.envelope_from())
         .current_dir(&home)
@@ -662,7 +663,7 @@ pub fn run_program(
         .stderr(Stdio::piped())
         .process_group(0);
     if let Some(u) = owner {
-        c.env("USER", &u.name);
+        c.env("USER", &u.name).env("LOGNAME", &u.name);
     }
     if let Some((uid, gid)) = ids {
         c.uid(uid).gid(gid);
@@ -935,7 +936,7 @@ fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
 const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
 
 /// `DefaultUser=user[:group]`: names or numbers.
-fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
     let (uid, mut gid) = match user.parse::<u32>() {
         Ok(n) => (n, n),
         Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,

@@ -41,6 +41,10 @@ fn sync_dir(d: &Path) -> Result<(), QueueError> {
 pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     let d = dir(qdir);
     ensure_dir(&d)?;
+    let owner = queue_owner(qdir);
+    if let Some(o) = owner {
+        give(&d, o)?;
+    }
     let id = msg.envelope.id.clone();
     let tmp = d.join(format!("tmp.{id}"));
     let done = d.join(id.as_str());
@@ -50,7 +54,12 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| QueueError::io("create", &tmp, e))?;
-    let written = f.write_all(&file::encode(msg)).and_then(|()| f.sync_all());
+    let written = owner
+        .map_or(Ok(()), |(uid, gid)| {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+        })
+        .and_then(|()| f.write_all(&file::encode(msg)))
+        .and_then(|()| f.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(QueueError::io("write", &tmp, e));
@@ -58,6 +67,23 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     fs::rename(&tmp, &done).map_err(|e| QueueError::io("rename", &tmp, e))?;
     sync_dir(&d)?;
     Ok(id)
+}
+
+/// When root submits into a queue that belongs to another user (the daemon's `RunAsUser`,
+/// see [`crate::privsep`]): that user, to whom the maildrop and its files are given so that
+/// the daemon can pick them up.
+fn queue_owner(qdir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let m = fs::symlink_metadata(qdir).ok()?;
+    (m.is_dir() && m.uid() != 0).then(|| (m.uid(), m.gid()))
+}
+
+fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<(), QueueError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| QueueError::io("chown", path, e))
 }
 
 /// The complete messages waiting in the maildrop (for `mailq`), and the names of files that

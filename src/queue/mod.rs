@@ -14,6 +14,7 @@
 //! * [`id`] — sendmail-style queue ids (`6AO6rKe2007088`).
 //! * [`runner`] — delivery attempts; [`select`] — which messages a `-q` run takes;
 //!   [`control`] — how `sendmail -q` asks a running daemon; [`cmdline`] — `sendmail -q`.
+//! * [`space`] — `MinFreeBlocks` and full-disk errors (`452`).
 //!
 //! Sources: sendmail 8.17 `queue.c` (`queueup`, `print_single_queue`, `prtstr`) for the
 //! fields kept and the listing layout; Postfix `mail_stream.c` / `rec_type.h` for "a queue
@@ -30,6 +31,7 @@ pub mod maildrop;
 pub mod mailq;
 pub mod runner;
 pub mod select;
+pub mod space;
 pub mod store;
 
 pub use file::{
@@ -37,7 +39,9 @@ pub use file::{
     Notices, Notify, Origin, Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
-pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};
+pub use store::{
+    CommitterStats, CopyRef, QueueEntrySummary, RecoveryReport, Store, StoreOptions, read_copy,
+};
 
 /// Longest queue id accepted (sendmail's are 14 characters; 7-digit pids make 15).
 pub const MAX_ID_LEN: usize = 40;

@@ -475,9 +475,13 @@ async fn deliver_group(
                 .map(|&i| msg.envelope.recipients[i].clone())
                 .collect();
             let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
-            let user = user.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                deliver_local(&cfg, &logger, &msg, &user, &rcpts)
+            // Under RunAsUser the root agent delivers (it re-reads and re-checks the
+            // recipients itself).
+            let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
+            let (store, user) = (shared.queue.clone(), user.clone());
+            let done = tokio::task::spawn_blocking(move || match agent {
+                Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
+                None => deliver_local(&cfg, &logger, &msg, &user, &rcpts),
             })
             .await;
             let outcomes = done.unwrap_or_else(|e| {
@@ -504,7 +508,7 @@ async fn deliver_group(
 /// Local delivery of `rcpts`, all routed to `user` (blocking: file locks, programs): an
 /// expanded target goes straight to its mailbox, file or program (as its owner); an
 /// envelope recipient with nothing to expand goes through [`crate::deliver::local`].
-fn deliver_local(
+pub fn deliver_local(
     cfg: &Config,
     logger: &crate::log::Logger,
     msg: &Message,
@@ -569,7 +573,7 @@ fn from_local(o: crate::deliver::local::Outcome) -> Outcome {
 
 /// The route of one queued recipient: an expanded `|program`, `/file` or user goes to its
 /// local mailer as it is; everything else through the rules.
-fn route_recipient(current: &Current, r: &Recipient) -> Route {
+pub fn route_recipient(current: &Current, r: &Recipient) -> Route {
     match expand::target_mailer(r) {
         Some(mailer) => Route::Local {
             mailer: mailer.to_string(),

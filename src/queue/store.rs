@@ -620,14 +620,18 @@ impl Store {
         let mut bytes = vec![0; loc.len];
         seg.read_exact_at(&mut bytes, loc.offset)
             .map_err(|e| QueueError::io("read", self.inner.root.join("journal"), e))?;
-        let msg = file::decode(&bytes)?;
-        if &msg.envelope.id != id {
-            return Err(QueueError::Corrupt {
-                offset: 0,
-                what: format!("journal copy of {id} holds message {}", msg.envelope.id),
-            });
-        }
-        Ok(msg)
+        decode_copy(id, &bytes)
+    }
+
+    /// Where the latest copy of `id` is in the journal, for a reader in another process
+    /// (the local delivery agent, [`crate::privsep`]) to read it with [`read_copy`].
+    pub fn locate(&self, id: &QueueId) -> Option<CopyRef> {
+        let (_, loc) = Index::lock(&self.inner.index).find(id)?;
+        Some(CopyRef {
+            segment: loc.seg,
+            offset: loc.offset,
+            len: loc.len as u64,
+        })
     }
 
     fn writer(&self) -> Result<&Writer, QueueError> {
@@ -644,6 +648,57 @@ impl Store {
             .map_err(|_| QueueError::CommitterGone)?;
         wait.await.map_err(|_| QueueError::CommitterGone)?
     }
+}
+
+/// Where one queue file copy is: segment number, offset and length inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRef {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Reads the copy of message `id` at `at` from the journal of queue `dir` without opening
+/// the store (no lock, no replay): the bytes must lie inside the segment, decode as a
+/// whole queue file (END record and checksum) and hold message `id`, else it is an error.
+pub fn read_copy(dir: &Path, id: &QueueId, at: CopyRef) -> Result<QueuedMessage, QueueError> {
+    let path = journal_dir(dir).join(segment_name(at.segment));
+    let f = File::open(&path).map_err(|e| QueueError::io("open", &path, e))?;
+    let size = f
+        .metadata()
+        .map_err(|e| QueueError::io("stat", &path, e))?
+        .len();
+    let inside = at
+        .offset
+        .checked_add(at.len)
+        .is_some_and(|end| end <= size && at.len as usize <= MAX_MESSAGE_BYTES + 4096);
+    if !inside {
+        return Err(QueueError::Corrupt {
+            offset: 0,
+            what: format!(
+                "{id}: copy at {}+{} is outside {}",
+                at.offset,
+                at.len,
+                path.display()
+            ),
+        });
+    }
+    let mut bytes = vec![0; at.len as usize];
+    f.read_exact_at(&mut bytes, at.offset)
+        .map_err(|e| QueueError::io("read", &path, e))?;
+    decode_copy(id, &bytes)
+}
+
+/// A journal copy's bytes, which must be a whole queue file of message `id`.
+fn decode_copy(id: &QueueId, bytes: &[u8]) -> Result<QueuedMessage, QueueError> {
+    let msg = file::decode(bytes)?;
+    if &msg.envelope.id != id {
+        return Err(QueueError::Corrupt {
+            offset: 0,
+            what: format!("journal copy of {id} holds message {}", msg.envelope.id),
+        });
+    }
+    Ok(msg)
 }
 
 fn check_same_recipients(
@@ -916,8 +971,10 @@ impl Committer {
         results
     }
 
-    /// Appends `buf` to the active segment and fdatasyncs it. On failure the segment is
-    /// abandoned (a new one is started), so no later frame sits behind a broken one.
+    /// Appends `buf` to the active segment and fdatasyncs it. On failure (a full disk, for
+    /// one) the segment is cut back to its last acknowledged frame and abandoned (a new one
+    /// is started), so no later frame sits behind a broken one and nothing acknowledged is
+    /// touched.
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         let f = &self.active.file;
         let written = f
@@ -929,6 +986,9 @@ impl Committer {
                 Ok(())
             }
             Err(e) => {
+                // Give back what a partial write took (a full disk must not stay fuller
+                // for each refused message), then leave this segment behind.
+                let _ = f.set_len(self.active.len);
                 let _ = self.roll_over();
                 Err(e)
             }

@@ -751,6 +751,22 @@ pub fn local_error() -> Reply {
     )
 }
 
+/// `452 4.4.5 Insufficient disk space; try again later` (MAIL, when the queue's filesystem
+/// has fewer than `MinFreeBlocks` free; sendmail 8.17 srvrsmtp.c).
+pub fn insufficient_disk_space() -> Reply {
+    Reply::new(
+        452,
+        Some("4.4.5"),
+        "Insufficient disk space; try again later",
+    )
+}
+
+/// `452 4.3.1 Insufficient system storage` (end of DATA, when the commit failed because the
+/// queue's disk is full: nothing was queued, the client keeps the message).
+pub fn insufficient_storage() -> Reply {
+    Reply::new(452, Some("4.3.1"), "Insufficient system storage")
+}
+
 /// The relay check's refusal (sendmail's check_rcpt: `550 5.7.1 <a@b>... Relaying denied`).
 pub fn relaying_denied(addr: &str) -> Reply {
     Reply::new(550, Some("5.7.1"), format!("{addr}... Relaying denied"))
@@ -902,6 +918,14 @@ mod tests {
                 "504 5.3.0 HELP topic \"nosuchtopi\" unknown",
             ),
             (verbose(), "250 2.0.0 Verbose mode"),
+            (
+                insufficient_disk_space(),
+                "452 4.4.5 Insufficient disk space; try again later",
+            ),
+            (
+                insufficient_storage(),
+                "452 4.3.1 Insufficient system storage",
+            ),
             (argument_required(), "501 5.5.2 Argument required"),
             (protocol_error(), "554 5.5.0 SMTP protocol error"),
             (command_rejected(), "550 5.0.0 Command rejected"),

@@ -1,0 +1,531 @@
+//! The local delivery agent: a root process that delivers queued mail to local recipients
+//! for the unprivileged daemon, and the daemon's client for it.
+//!
+//! In (agent): [`proto::Request`]s over its end of a socketpair. Out: one
+//! [`Outcome`] per recipient asked for. The agent trusts nothing but the queue id and the
+//! positions: it reads the message from the journal itself (at the position the daemon
+//! names, which must hold a whole, checksummed queue file of that id), checks that each
+//! recipient asked for exists and is still pending, routes it itself under its own
+//! configuration, and hands only recipients that route to a local mailer to the queue
+//! runner's local delivery ([`crate::queue::runner::deliver_local`]: aliases, `.forward`
+//! with the safe-file checks, mailboxes, files, programs as their owner or `DefaultUser`).
+//! So the daemon cannot make it write a file or run a program that the alias file or a
+//! user's own `.forward` does not name. Each request is served on its own thread (a slow
+//! program does not hold up the others); the agent ends when the daemon's end closes,
+//! after the deliveries in progress, and then removes the pid file the daemon can no
+//! longer remove.
+//!
+//! Like Postfix's local(8), which master(8) runs as root while smtpd runs as `postfix`.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+
+use super::proto::{self, Request, Tagged};
+use crate::cli::Invocation;
+use crate::daemon::Current;
+use crate::deliver::remote::Outcome;
+use crate::log::{Logger, Severity};
+use crate::queue::runner::{self, Route};
+use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
+
+/// Most requests served at once (the daemon's runner sends at most
+/// [`crate::queue::runner::CONCURRENT_MESSAGES`] at a time).
+pub const MAX_WORKERS: usize = 64;
+
+/// What the agent needs to serve requests.
+pub struct AgentContext {
+    pub inv: Invocation,
+    pub logger: Logger,
+    pub queue_dir: PathBuf,
+    /// The daemon's pid file and pid: removed at the end if it still names the daemon.
+    pub pid_file: PathBuf,
+    pub daemon_pid: u32,
+}
+
+/// Serves requests until the daemon's end of `sock` closes; never returns.
+pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
+    let current = match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
+        Ok(cfg) => Current::new(cfg, &ctx.inv).0,
+        Err(errors) => {
+            ctx.logger.log(
+                Severity::Crit,
+                None,
+                format_args!(
+                    "SYSERR: local delivery agent: configuration: {}",
+                    errors.first().map(|e| e.to_string()).unwrap_or_default()
+                ),
+            );
+            std::process::exit(crate::sysexits::EX_CONFIG);
+        }
+    };
+    let current = Arc::new(RwLock::new(Arc::new(current)));
+    let writer = match sock.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(BufWriter::new(w))),
+        Err(_) => std::process::exit(crate::sysexits::EX_OSERR),
+    };
+    let ctx = Arc::new(ctx);
+    let mut reader = BufReader::new(sock);
+    let mut workers = Vec::new();
+    while let Ok(Some(frame)) = proto::read_frame(&mut reader) {
+        let req = match proto::decode_request(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!("SYSERR: local delivery agent: bad request ({e}); stopping"),
+                );
+                break;
+            }
+        };
+        let (ctx, current, writer) = (ctx.clone(), current.clone(), writer.clone());
+        workers.push(std::thread::spawn(move || {
+            let body = handle(&ctx, &current, req.body);
+            let payload = proto::encode_answer(&Tagged { tag: req.tag, body });
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = proto::write_frame(&mut *w, &payload);
+        }));
+        workers.retain(|w| !w.is_finished());
+        // A bounded number at once, whatever the other side sends: wait for the oldest.
+        if workers.len() >= MAX_WORKERS {
+            let _ = workers.remove(0).join();
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    remove_pid_file(&ctx.pid_file, ctx.daemon_pid);
+    std::process::exit(0)
+}
+
+fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> Vec<Outcome> {
+    match req {
+        Request::Reload => {
+            match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
+                Ok(cfg) => {
+                    let (c, _) = Current::new(cfg, &ctx.inv);
+                    *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+                }
+                Err(errors) => ctx.logger.log(
+                    Severity::Err,
+                    None,
+                    format_args!(
+                        "local delivery agent: configuration not reloaded ({} error(s))",
+                        errors.len()
+                    ),
+                ),
+            }
+            Vec::new()
+        }
+        Request::Deliver { qid, at, indexes } => {
+            let current = current.read().unwrap_or_else(|p| p.into_inner()).clone();
+            deliver(ctx, &current, &qid, at, &indexes)
+        }
+    }
+}
+
+fn refused(why: impl std::fmt::Display) -> Outcome {
+    Outcome::Temporary {
+        dsn: "4.3.0".into(),
+        text: format!("Deferred: local delivery agent: {why}"),
+    }
+}
+
+/// Delivers the recipients at `indexes` of message `qid` (its copy at `at` in the journal),
+/// as the queue says them.
+pub fn deliver(
+    ctx: &AgentContext,
+    current: &Current,
+    qid: &str,
+    at: CopyRef,
+    indexes: &[u32],
+) -> Vec<Outcome> {
+    let loaded = QueueId::new(qid).and_then(|id| crate::queue::read_copy(&ctx.queue_dir, &id, at));
+    let msg = match loaded {
+        Ok(m) => m,
+        Err(e) => return vec![refused(e); indexes.len()],
+    };
+    indexes
+        .iter()
+        .map(|&i| {
+            let checked = msg
+                .envelope
+                .recipients
+                .get(i as usize)
+                .ok_or_else(|| refused(format!("{qid} has no recipient #{i}")))
+                .and_then(|r| check(ctx, current, &msg, r));
+            match checked {
+                Ok((user, r)) => {
+                    let out = runner::deliver_local(
+                        &current.config,
+                        &ctx.logger,
+                        &msg,
+                        &user,
+                        std::slice::from_ref(&r),
+                    );
+                    out.into_iter()
+                        .next()
+                        .unwrap_or_else(|| refused("no outcome for a recipient"))
+                }
+                Err(o) => o,
+            }
+        })
+        .collect()
+}
+
+/// Whether the agent will deliver recipient `r` of `msg`: it must be pending and route to a
+/// local mailer under the agent's own configuration. A recipient the daemon recorded as the
+/// expansion of another (a `|program`, `/file` or user from an alias or `.forward`) must be
+/// one of the targets the agent itself gets by expanding that parent again (aliases,
+/// `.forward` with the safe-file checks), and its owner is the one the agent finds, not the
+/// one written in the queue. Returns the routed user and the recipient to deliver.
+fn check(
+    ctx: &AgentContext,
+    current: &Current,
+    msg: &crate::queue::Message,
+    r: &Recipient,
+) -> Result<(String, Recipient), Outcome> {
+    if r.state != DeliveryState::Pending {
+        return Err(refused(format!("{} is not pending", r.address)));
+    }
+    let local_user = |addr: &str| match runner::route(current, addr) {
+        Route::Local { user, .. } => Ok(user),
+        _ => Err(refused(format!("{addr} is not a local recipient"))),
+    };
+    let Some(x) = &r.expanded else {
+        return Ok((local_user(&r.address)?, r.clone()));
+    };
+    let parent = msg
+        .envelope
+        .recipients
+        .iter()
+        .find(|p| p.expanded.is_none() && p.address == x.parent)
+        .ok_or_else(|| {
+            refused(format!(
+                "{}: no parent {} in the message",
+                r.address, x.parent
+            ))
+        })?;
+    let user = local_user(&parent.address)?;
+    let table = crate::aliases::load_all(&current.config.options.alias_files)
+        .map_err(|e| refused(format!("aliases: {e}")))?;
+    let mut expander = crate::aliases::Expander::from_config(&table, &current.config);
+    expander.log = Some((&ctx.logger, Some(msg.envelope.id.as_str())));
+    let want = runner::expand::target_of(r);
+    let (_, owner) = expander
+        .expand_owned(&user)
+        .into_iter()
+        .find(|(t, _)| *t == want)
+        .ok_or_else(|| {
+            refused(format!(
+                "{} is not (or no longer) an expansion of {}",
+                r.address, parent.address
+            ))
+        })?;
+    let mut r = r.clone();
+    r.expanded = Some(Expanded {
+        parent: parent.address.clone(),
+        owner: owner.map(|u| u.name),
+    });
+    Ok((user, r))
+}
+
+/// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
+fn remove_pid_file(path: &Path, pid: u32) {
+    let holds_ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim() == pid.to_string()))
+        .unwrap_or(false);
+    if holds_ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Requests waiting for their answer, by tag; None once the agent is gone.
+type Waiting = Mutex<Option<HashMap<u64, mpsc::Sender<Vec<Outcome>>>>>;
+
+/// The daemon's side: sends requests, matches answers by tag. Cheap to share.
+pub struct AgentClient {
+    writer: Mutex<BufWriter<UnixStream>>,
+    /// Requests waiting for their answer; None once the agent is gone.
+    waiting: Arc<Waiting>,
+    next: AtomicU64,
+    /// The agent's process id (for the log and the tests).
+    pub pid: i32,
+}
+
+impl AgentClient {
+    /// Wraps the daemon's end of the socketpair; starts the thread that reads answers.
+    pub fn new(sock: UnixStream, pid: i32, logger: Logger) -> std::io::Result<AgentClient> {
+        let waiting: Arc<Waiting> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let mut reader = BufReader::new(sock.try_clone()?);
+        let w = waiting.clone();
+        std::thread::Builder::new()
+            .name("delivery-agent-answers".into())
+            .spawn(move || {
+                while let Ok(Some(frame)) = proto::read_frame(&mut reader) {
+                    let Ok(answer) = proto::decode_answer(&frame) else {
+                        break;
+                    };
+                    let tx = w
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_mut()
+                        .and_then(|m| m.remove(&answer.tag));
+                    if let Some(tx) = tx {
+                        let _ = tx.send(answer.body);
+                    }
+                }
+                // Dropping the senders wakes every waiting delivery with an error.
+                w.lock().unwrap_or_else(|p| p.into_inner()).take();
+                logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!(
+                        "SYSERR: local delivery agent (pid {pid}) has stopped; local mail stays queued"
+                    ),
+                );
+            })?;
+        Ok(AgentClient {
+            writer: Mutex::new(BufWriter::new(sock)),
+            waiting,
+            next: AtomicU64::new(1),
+            pid,
+        })
+    }
+
+    /// Delivers recipients `indexes` of message `qid` of `store` through the agent;
+    /// blocking. One outcome per index; a temporary failure for each when the agent cannot
+    /// be asked.
+    pub fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
+        let Some(at) = store.locate(qid) else {
+            return vec![refused(format!("{qid} is not in the queue")); indexes.len()];
+        };
+        let req = Request::Deliver {
+            qid: qid.as_str().to_string(),
+            at,
+            indexes: indexes.iter().map(|&i| i as u32).collect(),
+        };
+        match self.ask(req) {
+            Some(out) if out.len() == indexes.len() => out,
+            Some(_) => vec![refused("answer does not match the request"); indexes.len()],
+            None => vec![refused("not running"); indexes.len()],
+        }
+    }
+
+    /// Tells the agent to re-read the configuration; returns once it has.
+    pub fn reload(&self) -> bool {
+        self.ask(Request::Reload).is_some()
+    }
+
+    fn ask(&self, body: Request) -> Option<Vec<Outcome>> {
+        let tag = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()?
+            .insert(tag, tx);
+        let payload = proto::encode_request(&Tagged { tag, body });
+        let sent = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            proto::write_frame(&mut *w, &payload)
+        };
+        if sent.is_err() {
+            if let Some(m) = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                m.remove(&tag);
+            }
+            return None;
+        }
+        rx.recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Envelope, Message, Recipient};
+
+    /// A queue holding one message for `rcpts`, an alias file with a file target, and the
+    /// agent's view of them.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ctx: AgentContext,
+        current: Current,
+        /// Where the message's copy is.
+        at: CopyRef,
+        _store: Store,
+    }
+
+    fn fixture(rcpts: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cf = root.join("sendmail.cf");
+        std::fs::write(&cf, "Djmta.example.test\nCwmta.example.test\n").unwrap();
+        let aliases = root.join("aliases");
+        std::fs::write(
+            &aliases,
+            format!("archive: {}\n", root.join("archive.mbox").display()),
+        )
+        .unwrap();
+        crate::aliases::rebuild(&aliases.display().to_string()).unwrap();
+        let qdir = root.join("mqueue");
+        let argv: Vec<String> = [
+            "sendmail".to_string(),
+            "-bD".into(),
+            "-C".into(),
+            cf.display().to_string(),
+            "-O".into(),
+            format!("QueueDirectory={}", qdir.display()),
+            "-O".into(),
+            format!("AliasFile={}", aliases.display()),
+        ]
+        .into();
+        let inv = crate::cli::parse(&argv, &cf).unwrap();
+        let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
+        let current = Current::new(cfg, &inv).0;
+        let store = Store::open(&qdir).unwrap();
+        let mut env = Envelope::new(QueueId::new("6B2GP0r6010938").unwrap(), "s@client.test");
+        env.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();
+        let msg = Message {
+            envelope: env,
+            body: b"Subject: agent\n\nhello\n".to_vec(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let id = rt.block_on(store.commit(msg)).unwrap();
+        let at = store.locate(&id).unwrap();
+        let logger = Logger::new(crate::log::LogConfig {
+            ident: "test".into(),
+            level: 0,
+            syslog: false,
+            stderr: false,
+            file: None,
+            syslog_path: PathBuf::from("/nonexistent"),
+        })
+        .unwrap();
+        let ctx = AgentContext {
+            inv,
+            logger,
+            queue_dir: qdir,
+            pid_file: root.join("pid"),
+            daemon_pid: 0,
+        };
+        Fixture {
+            dir,
+            ctx,
+            current,
+            at,
+            _store: store,
+        }
+    }
+
+    fn is_temporary(o: &Outcome, says: &str) -> bool {
+        matches!(o, Outcome::Temporary { text, .. } if text.contains(says))
+    }
+
+    #[test]
+    fn addresses_from_the_queue_never_become_programs_or_files() {
+        let f = fixture(&[
+            "|touch PWNED",
+            "\"|/usr/bin/touch /tmp/pwned-by-address\"",
+            "/etc/passwd-by-address",
+            "archive",
+        ]);
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[0, 1, 2, 3]);
+        assert_eq!(out.len(), 4);
+        for o in &out[..3] {
+            assert!(
+                matches!(o, Outcome::Permanent { text, .. } if text == "User unknown"),
+                "{o:?}"
+            );
+        }
+        assert!(matches!(out[3], Outcome::Delivered { .. }), "{:?}", out[3]);
+        let archive = std::fs::read_to_string(f.dir.path().join("archive.mbox")).unwrap();
+        assert!(archive.contains("Subject: agent"));
+        for p in ["/tmp/pwned-by-address", "/etc/passwd-by-address"] {
+            assert!(!Path::new(p).exists(), "{p}");
+        }
+        assert!(!f.dir.path().join("PWNED").exists() && !Path::new("PWNED").exists());
+    }
+
+    #[test]
+    fn the_agent_delivers_only_what_the_queue_lists_as_pending_and_local() {
+        let f = fixture(&["archive", "bob@elsewhere.example.test"]);
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[1, 7]);
+        assert!(is_temporary(&out[0], "is not a local recipient"), "{out:?}");
+        assert!(is_temporary(&out[1], "has no recipient #7"), "{out:?}");
+        // the copy named must hold the message named, and lie inside the journal
+        let out = deliver(&f.ctx, &f.current, "NoSuchMessage1", f.at, &[0]);
+        assert!(
+            is_temporary(&out[0], "holds message 6B2GP0r6010938"),
+            "{out:?}"
+        );
+        let mut beyond = f.at;
+        beyond.offset += 1 << 30;
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", beyond, &[0]);
+        assert!(is_temporary(&out[0], "is outside"), "{out:?}");
+        let mut shifted = f.at;
+        shifted.offset += 1;
+        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", shifted, &[0]);
+        assert!(matches!(out[0], Outcome::Temporary { .. }), "{out:?}");
+        let out = deliver(&f.ctx, &f.current, "../../etc", f.at, &[0]);
+        assert!(is_temporary(&out[0], "bad queue id"), "{out:?}");
+        assert!(!f.dir.path().join("archive.mbox").exists());
+    }
+
+    #[test]
+    fn a_forged_expansion_in_the_queue_is_not_delivered() {
+        // The daemon owns the queue: it could write a `|program` "expanded" from an alias
+        // that names no program, with root as its owner. The agent expands again and
+        // refuses; the real expansion (the alias's file) is delivered.
+        let f = fixture(&["archive", "|/usr/bin/touch /tmp/pwned-by-expansion"]);
+        let mut msg = f
+            ._store
+            .load(&QueueId::new("6B2GP0r6010938").unwrap())
+            .unwrap();
+        let parent = msg.envelope.recipients[0].address.clone();
+        msg.envelope.recipients[0].state = DeliveryState::Done;
+        msg.envelope.recipients[1].expanded = Some(Expanded {
+            parent: parent.clone(),
+            owner: Some("root".into()),
+        });
+        let file = f.dir.path().join("archive.mbox").display().to_string();
+        let mut real = Recipient::new(file);
+        real.expanded = Some(Expanded {
+            parent,
+            owner: None,
+        });
+        msg.envelope.recipients.push(real);
+        let out = [1, 2].map(|i| check(&f.ctx, &f.current, &msg, &msg.envelope.recipients[i]));
+        assert!(
+            matches!(&out[0], Err(o) if is_temporary(o, "is not (or no longer) an expansion of archive")),
+            "{:?}",
+            out[0]
+        );
+        let (_, r) = out[1].clone().unwrap();
+        assert_eq!(r.expanded.unwrap().owner, None);
+        assert!(!Path::new("/tmp/pwned-by-expansion").exists());
+    }
+
+    #[test]
+    fn the_pid_file_is_removed_only_while_it_names_our_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sendmail.pid");
+        std::fs::write(&p, "4242\n/usr/sbin/sendmail -bd\n").unwrap();
+        remove_pid_file(&p, 4343);
+        assert!(p.exists(), "a newer daemon's pid file is kept");
+        remove_pid_file(&p, 4242);
+        assert!(!p.exists());
+    }
+}

@@ -1,0 +1,253 @@
+//! Least privilege for the daemon: `RunAsUser`, the queue's owner and modes, and the root
+//! agent that does local delivery.
+//!
+//! In: the configuration (`RunAsUser=user[:group]`, `QueueDirectory`, `StatusFile`), the open
+//! listening sockets and the pid file, as root. Out: a daemon process running as the
+//! `RunAsUser` (no supplementary groups beyond its group, no way back to root), the queue
+//! tree owned by it (directories 0700, files 0600), and an [`AgentClient`] for the one
+//! thing that still needs root — local delivery — served by a process forked before the
+//! drop ([`agent`], over a socketpair with the sans-IO [`proto`]).
+//!
+//! Start-up order (from [`crate::daemon::run`]): sockets bound, `-bd` fork, pid file written,
+//! then [`start`]: queue checked and handed over, agent forked, privileges dropped; only then
+//! does the store start its committer and the runtime its threads.
+//!
+//! sendmail (op.txt §4.9.1 and the `RunAsUser` option): with `RunAsUser` set it becomes that
+//! user after the start-up that needs root (opening the SMTP socket); the queue must be
+//! owned by that user; file and program deliveries are then unsafe unless
+//! `DontBlameSendmail=NonRootSafeAddr`. Here the agent keeps them working, as the
+//! recipient or `DefaultUser`, never as the daemon's user. Without `RunAsUser`, sendmail
+//! stays root, and so does this daemon (a drop-in must keep reading the root-only maps,
+//! keys and home directories it read before); it says so in the log.
+//!
+//! A queue directory with group or other permission bits is logged as sendmail logs it
+//! (`dangerous permissions=…`) and set back to 0700: the queue holds other people's mail.
+
+pub mod agent;
+pub mod proto;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::unistd::{Gid, Uid};
+
+pub use agent::AgentClient;
+
+use crate::cli::Invocation;
+use crate::config::Config;
+use crate::listener::{Bound, Listener};
+use crate::log::{Logger, Severity};
+
+/// The user the daemon runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Why the daemon could not give up root as configured (it then does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    #[error("RunAsUser={0}: unknown user or group")]
+    UnknownUser(String),
+    #[error("cannot hand the queue {path} to {user}: {source}")]
+    Queue {
+        path: PathBuf,
+        user: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the local delivery agent: {0}")]
+    Agent(std::io::Error),
+    #[error("cannot become {user} ({step}): {errno}")]
+    Drop {
+        user: String,
+        step: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("still able to regain root after becoming {0}; not running like this")]
+    RootRegainable(String),
+}
+
+/// The user to run as: `RunAsUser` when we are root and it names someone other than root;
+/// None otherwise (not root: nothing to give up; unset or root: stay root, as sendmail).
+pub fn run_as(cfg: &Config) -> Result<Option<RunAs>, PrivError> {
+    let Some(spec) = &cfg.options.run_as_user else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let shown = match &spec.group {
+        Some(g) => format!("{}:{g}", spec.user),
+        None => spec.user.clone(),
+    };
+    let (uid, gid) = crate::deliver::local::resolve_user_spec(&spec.user, spec.group.as_deref())
+        .ok_or_else(|| PrivError::UnknownUser(shown.clone()))?;
+    if uid == 0 {
+        return Ok(None);
+    }
+    let name = nix::unistd::User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    Ok(Some(RunAs { name, uid, gid }))
+}
+
+/// Sets a queue directory with group or other permissions back to 0700, logging it.
+pub fn check_queue_mode(dir: &Path, logger: &Logger) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    let mode = meta.mode() & 0o7777;
+    if meta.is_dir() && mode & 0o077 != 0 {
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!(
+                "dangerous permissions={mode:o} on queue directory {}; set to 700",
+                dir.display()
+            ),
+        );
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    }
+}
+
+/// Gives the queue tree (the directory, `journal/`, `maildrop/` and their files; symlinks
+/// are not followed) to `to`.
+pub fn hand_over_queue(dir: &Path, to: &RunAs) -> Result<(), PrivError> {
+    let err = |path: &Path, e: std::io::Error| PrivError::Queue {
+        path: path.to_path_buf(),
+        user: to.name.clone(),
+        source: e,
+    };
+    own(dir, to).map_err(|e| err(dir, e))?;
+    let entries = fs::read_dir(dir).map_err(|e| err(dir, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        own(&path, to).map_err(|e| err(&path, e))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            for sub in fs::read_dir(&path).map_err(|e| err(&path, e))?.flatten() {
+                own(&sub.path(), to).map_err(|e| err(&sub.path(), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// lchown: a symlink is changed itself, never what it points at.
+fn own(path: &Path, to: &RunAs) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(to.uid), Some(to.gid))
+}
+
+/// Becomes `to` for good: supplementary groups, then real/effective/saved gid and uid;
+/// checks that root cannot be regained.
+pub fn become_user(to: &RunAs) -> Result<(), PrivError> {
+    let step = |step: &'static str| {
+        move |errno| PrivError::Drop {
+            user: to.name.clone(),
+            step,
+            errno,
+        }
+    };
+    let gid = Gid::from_raw(to.gid);
+    let uid = Uid::from_raw(to.uid);
+    nix::unistd::setgroups(&[gid]).map_err(step("setgroups"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(step("setresgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(step("setresuid"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivError::RootRegainable(to.name.clone()));
+    }
+    Ok(())
+}
+
+/// The privilege step of start-up (see the module doc). Must be called while the process
+/// has one thread. Returns the agent client when privileges were dropped, None when the
+/// daemon stays as it is.
+pub fn start(
+    cfg: &Config,
+    inv: &Invocation,
+    logger: &Logger,
+    pid_file: &Path,
+    listeners: &mut Vec<Listener>,
+) -> Result<Option<Arc<AgentClient>>, PrivError> {
+    let qdir = &cfg.options.queue_directory;
+    check_queue_mode(qdir, logger);
+    let Some(to) = run_as(cfg)? else {
+        if nix::unistd::geteuid().is_root() {
+            logger.log(
+                Severity::Notice,
+                None,
+                format_args!(
+                    "running as root: RunAsUser is not set (e.g. O RunAsUser=mail serves SMTP and the queue unprivileged)"
+                ),
+            );
+        }
+        return Ok(None);
+    };
+    hand_over_queue(qdir, &to)?;
+    if let Some(st) = &cfg.options.status_file
+        && st.exists()
+    {
+        let _ = own(st, &to);
+    }
+    let (ours, theirs) = UnixStream::pair().map_err(PrivError::Agent)?;
+    let ctx = agent::AgentContext {
+        inv: inv.clone(),
+        logger: logger.clone(),
+        queue_dir: qdir.clone(),
+        pid_file: pid_file.to_path_buf(),
+        daemon_pid: std::process::id(),
+    };
+    let (pid, ours) = fork_agent(theirs, ours, ctx, listeners)?;
+    become_user(&to)?;
+    logger.log(
+        Severity::Info,
+        None,
+        format_args!(
+            "running as {} (uid {}, gid {}); local delivery agent pid {pid} stays root",
+            to.name, to.uid, to.gid
+        ),
+    );
+    let client = AgentClient::new(ours, pid, logger.clone());
+    client.map(|c| Some(Arc::new(c))).map_err(PrivError::Agent)
+}
+
+/// Forks the agent. The child closes the listening sockets (without unlinking a unix
+/// socket's path, which is the daemon's) and the daemon's end, leaves the terminal's process
+/// group (a ^C of `-bD` is for the daemon, which ends the agent by closing its end), and
+/// serves; the parent gets the child's pid and its own end back.
+fn fork_agent(
+    theirs: UnixStream,
+    ours: UnixStream,
+    ctx: agent::AgentContext,
+    listeners: &mut Vec<Listener>,
+) -> Result<(i32, UnixStream), PrivError> {
+    use nix::unistd::{ForkResult, fork};
+    // SAFETY: the caller (daemon start-up) has not started any thread yet: the store's
+    // committer and the tokio runtime come after this, and the store opened earlier for the
+    // pre-fork check has joined its committer. The child continues as an ordinary
+    // single-threaded program and never returns into the caller.
+    match unsafe { fork() }.map_err(|e| PrivError::Agent(e.into()))? {
+        ForkResult::Child => {
+            drop(ours);
+            for l in std::mem::take(listeners) {
+                if let Bound::Unix(sock, path) = l.socket {
+                    std::mem::forget(path);
+                    drop(sock);
+                }
+            }
+            let _ =
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+            agent::serve(theirs, ctx)
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            Ok((child.as_raw(), ours))
+        }
+    }
+}

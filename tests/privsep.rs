@@ -1,0 +1,301 @@
+//! Least privilege, end to end (root only; skipped with a message otherwise): the daemon
+//! started as root with `RunAsUser=nobody` serves SMTP and the queue as `nobody`, the queue
+//! tree belongs to it with private modes, the local delivery agent stays root, a `|program`
+//! of the alias file runs as `DefaultUser` with a clean environment, and an address from SMTP
+//! never reaches a shell.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use support::{Daemon, Smtp};
+
+const CF: &str = "\
+Djmta.example.test
+Cwmta.example.test
+O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
+";
+
+/// `(uid, gid)` of `nobody` when this test can run: as root, with that user present.
+fn runnable() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: privilege tests need root (they check setuid to RunAsUser)");
+        return None;
+    }
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+        _ => {
+            eprintln!("SKIPPED: no user `nobody` on this host");
+            None
+        }
+    }
+}
+
+/// Uid and Gid lines of /proc/<pid>/status: (real, effective, saved, fs) each.
+fn ids_of(pid: i32) -> (Vec<u32>, Vec<u32>) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"));
+        line[name.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// The daemon's private directory must be reachable by `nobody` (tempdir makes it 0700):
+/// the wrapper opens it to traversal before the daemon starts.
+const OPEN_DIR: &str = "for a; do case \"$a\" in QueueDirectory=*) q=\"${a#QueueDirectory=}\";; esac; done; \
+     chmod 755 \"$(dirname \"$q\")\" && exec \"$@\"";
+
+struct Setup {
+    _out: tempfile::TempDir,
+    out: PathBuf,
+    aliases: PathBuf,
+}
+
+/// An alias file with a program that records who runs it, and a file target.
+fn setup() -> Setup {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_path_buf();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+    let aliases = out.join("aliases");
+    fs::write(
+        &aliases,
+        format!(
+            "whoami: \"|/bin/sh -c 'id -u > {o}/uid; id -g > {o}/gid; env > {o}/env'\"\n\
+             archive: {o}/archive.mbox\n",
+            o = out.display()
+        ),
+    )
+    .unwrap();
+    let built = support::run(&["-bi", "-O", &format!("AliasFile={}", aliases.display())]);
+    assert!(built.status.success(), "{built:?}");
+    Setup {
+        _out: out_dir,
+        out,
+        aliases,
+    }
+}
+
+fn start(s: &Setup) -> Daemon {
+    let alias_opt = format!("AliasFile={}", s.aliases.display());
+    Daemon::start_wrapped(
+        CF,
+        &[
+            "-O",
+            "RunAsUser=nobody",
+            "-O",
+            "DefaultUser=daemon:daemon",
+            "-O",
+            &alias_opt,
+        ],
+        &["sh", "-c", OPEN_DIR, "sh"],
+    )
+}
+
+fn send(d: &mut Daemon, rcpts: &[&str]) -> Vec<String> {
+    let mut c = Smtp::connect(d.addr_of("MTA-v4"));
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    let replies: Vec<String> = rcpts
+        .iter()
+        .map(|r| c.cmd(&format!("RCPT TO:<{r}>"))[0].clone())
+        .collect();
+    if replies.iter().any(|r| r.starts_with("250")) {
+        assert!(c.cmd("DATA")[0].starts_with("354"));
+        c.send("Subject: privileges\r\n\r\nwho am I?\r\n");
+        let end = c.cmd(".");
+        assert!(end[0].starts_with("250 2.0.0"), "{end:?}");
+    }
+    c.cmd("QUIT");
+    replies
+}
+
+fn agent_pid(log: &str) -> i32 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("local delivery agent pid "))
+        .expect("agent start line");
+    line.split("local delivery agent pid ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
+    let Some((uid, gid)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    let log = d.wait_log("stays root");
+    assert!(
+        log.contains(&format!("running as nobody (uid {uid}, gid {gid})")),
+        "{log}"
+    );
+
+    // The daemon: every uid and gid is nobody's, no way back.
+    let (uids, gids) = ids_of(d.pid());
+    assert_eq!(uids, vec![uid; 4], "daemon Uid");
+    assert_eq!(gids, vec![gid; 4], "daemon Gid");
+    // The agent stays root.
+    let agent = agent_pid(&log);
+    let (uids, _) = ids_of(agent);
+    assert_eq!(uids, vec![0; 4], "agent Uid");
+
+    // A program of the alias file runs as DefaultUser (daemon: 1), a file target is written.
+    let replies = send(
+        &mut d,
+        &["whoami@mta.example.test", "archive@mta.example.test"],
+    );
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    let log = d.wait_log_count("stat=Sent", 2);
+    assert!(
+        log.contains("ctladdr=<whoami@mta.example.test> (1/1)") && log.contains("mailer=prog"),
+        "{log}"
+    );
+    let read = |name: &str| fs::read_to_string(s.out.join(name)).unwrap();
+    assert_eq!(read("uid").trim(), "1");
+    assert_eq!(read("gid").trim(), "1");
+    let env: Vec<String> = read("env")
+        .lines()
+        .map(|l| l.split('=').next().unwrap().to_string())
+        .collect();
+    for name in &env {
+        assert!(
+            [
+                "PATH", "SHELL", "HOME", "USER", "LOGNAME", "SENDER", "PWD", "SHLVL", "_"
+            ]
+            .contains(&name.as_str()),
+            "unexpected variable {name} in the program's environment: {env:?}"
+        );
+    }
+    assert!(read("env").contains("PATH=/bin:/usr/bin\n"));
+    assert!(read("archive.mbox").contains("Subject: privileges"));
+
+    // The queue is nobody's and private.
+    let q = d.queue_dir();
+    let journal = q.join("journal");
+    for dir in [&q, &journal] {
+        let m = fs::symlink_metadata(dir).unwrap();
+        assert_eq!((m.uid(), mode(dir)), (uid, 0o700), "{}", dir.display());
+    }
+    let mut files = vec![q.join("lock")];
+    files.extend(fs::read_dir(&journal).unwrap().map(|e| e.unwrap().path()));
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        let m = fs::symlink_metadata(f).unwrap();
+        assert_eq!((m.uid(), mode(f)), (uid, 0o600), "{}", f.display());
+    }
+
+    // SIGHUP: both re-read the configuration; delivery goes on.
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("configuration reloaded");
+    send(&mut d, &["archive@mta.example.test"]);
+    d.wait_log_count("stat=Sent", 3);
+    assert_eq!(
+        read("archive.mbox").matches("Subject: privileges").count(),
+        2
+    );
+
+    // The agent outlives nothing: it ends with the daemon and removes the pid file.
+    assert!(d.stop().success());
+    let gone = std::time::Instant::now();
+    while Path::new(&format!("/proc/{agent}")).exists() {
+        assert!(
+            gone.elapsed() < support::WAIT,
+            "agent {agent} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!d.pid_file.exists());
+}
+
+#[test]
+fn an_smtp_address_never_reaches_a_shell() {
+    let Some(_) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    let pwned = s.out.join("pwned");
+    let rcpt = format!("\"|touch {}\"@mta.example.test", pwned.display());
+    let replies = send(&mut d, &[&rcpt, "archive@mta.example.test"]);
+    // Whatever the RCPT reply, once the message is delivered no program has run.
+    if replies[0].starts_with("250") {
+        let log = d.wait_log("to=<\"|touch");
+        let line = log.lines().find(|l| l.contains("to=<\"|touch")).unwrap();
+        assert!(!line.contains("stat=Sent"), "{line}");
+    }
+    d.wait_log("ctladdr=<archive@mta.example.test>");
+    assert!(!pwned.exists(), "an address from SMTP ran a program");
+}
+
+#[test]
+fn a_wrong_mode_queue_is_reported_and_made_private() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    // A queue directory someone left world-writable, inside a directory made beforehand.
+    let script = "for a; do case \"$a\" in QueueDirectory=*) q=\"${a#QueueDirectory=}\";; esac; done; \
+         chmod 755 \"$(dirname \"$q\")\" && mkdir -m 777 \"$q\" && exec \"$@\"";
+    let alias_opt = format!("AliasFile={}", s.aliases.display());
+    let mut d = Daemon::start_wrapped(
+        CF,
+        &["-O", "RunAsUser=nobody", "-O", &alias_opt],
+        &["sh", "-c", script, "sh"],
+    );
+    let log = d.wait_log("dangerous permissions=777 on queue directory");
+    assert!(log.contains("set to 700"), "{log}");
+    let q = d.queue_dir();
+    assert_eq!(mode(&q), 0o700);
+    assert_eq!(fs::metadata(&q).unwrap().uid(), uid);
+}
+
+#[test]
+fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let qopt = format!("QueueDirectory={}", d.queue_dir().display());
+    let mut child = std::process::Command::new(support::sendmail_bin())
+        .args(["-C", d.cf.to_str().unwrap(), "-O", &qopt])
+        .args(["-f", "root", "archive@mta.example.test"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: from the command line\n\nhi\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The maildrop stays the daemon's, so that it can pick the file up.
+    let maildrop = d.queue_dir().join("maildrop");
+    assert_eq!(fs::metadata(&maildrop).unwrap().uid(), uid);
+    let log = d.wait_log("ctladdr=<archive@mta.example.test>");
+    let line = log
+        .lines()
+        .find(|l| l.contains("ctladdr=<archive@mta.example.test>"))
+        .unwrap();
+    assert!(line.contains("stat=Sent"), "{line}");
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert!(mbox.contains("Subject: from the command line"), "{mbox}");
+}
