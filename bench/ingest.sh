@@ -49,7 +49,7 @@
 # SRC_TIMEOUT (120 s per smtp-source run), LATENCY (1), IDLE_CONNS ("1000 10000"; 0 = skip),
 # IDLE_PEER_CONNS (1000),
 # QUICK (0; 1 = every part once with a fifth of the messages: a reduced run, for when the
-# full one does not fit), NO_BUILD (0: use the existing target/release/sendmail), RESULTS_FILE, SM_CF_EXTRA (lines
+# full one does not fit), MAX_CELLS (only the first N ingest cells), NO_BUILD (0: use the existing target/release/sendmail), RESULTS_FILE, SM_CF_EXTRA (lines
 # appended to sendmail-rs's cf, for experiments: e.g. "O MaxMessageSize=1000").
 # Exit status: 0 when sendmail-rs accepted every message of every cell; 1 otherwise
 # (in particular when it accepted nothing); 2 on a setup problem.
@@ -385,9 +385,11 @@ else
     )
     [ "$BIG" = 1 ] && CELLS+=(
         "s=1, 1/conn, 100 KiB|1|200|0|6|102400"
-        "s=20, 100/conn, 100 KiB|20|2000|1|6|102400"
+        "s=20, 50/conn, 100 KiB|20|1000|1|6|102400"
     )
 fi
+
+[ -n "${MAX_CELLS:-}" ] && CELLS=("${CELLS[@]:0:$MAX_CELLS}")   # for trying the suite out
 
 # One table row per measurement: "part|cell|unit|sendmail-rs|Postfix|sendmail|sm CPU µs/msg|details"
 # (unit msg/s: more is better; KiB or ms: less is better; "-" = not measured).
@@ -493,7 +495,7 @@ relay_row() {   # label sm-E2E pf-E2E sx-E2E
     local label=$1 sm=$2 pf=$3 sx=$4 a b c
     read -r a _ _ _ _ _ <<<"$sm"; read -r b _ _ _ _ _ <<<"$pf"; c="-"; [ -n "$sx" ] && read -r c _ _ _ _ _ <<<"$sx"
     local smcpu; read -r _ _ _ smcpu _ _ <<<"$sm"
-    ROWS+=("${5:-relay}|$label|msg/s|$a|${b:--}|$c|$smcpu|accept_s/until_empty_s(median)/daemon µs/all-CPU µs per msg/status: sendmail-rs ${sm// //}; Postfix ${pf// //}${sx:+; sendmail ${sx// //}}; load $(cut -d' ' -f1 /proc/loadavg)")
+    ROWS+=("${5:-relay}|$label|msg/s|$a|${b:--}|$c|$smcpu|accept_s/until_empty_s(median)/daemon µs/all-CPU µs per msg/status: sendmail-rs ${sm// //}${pf:+; Postfix ${pf// //}}${sx:+; sendmail ${sx// //}}; load $(cut -d' ' -f1 /proc/loadavg)")
     log "  $label: sendmail-rs [$sm]  Postfix [$pf]  sendmail [$sx]"
 }
 if [ "$RELAY" = 1 ]; then
@@ -549,7 +551,7 @@ idle_row() {   # n sm-line pf-line sx-line
     local pf="-" sx="-"
     [ -n "$3" ] && pf=$(field per_conn_pss_kib "$3")
     [ -n "$4" ] && sx=$(field per_conn_pss_kib "$4")
-    ROWS+=("idle|$1 sessions (banner + EHLO), PSS per session|KiB|$(field per_conn_pss_kib "$2")|${pf:--}|${sx:--}|-|idle.py: sendmail-rs up=$(field up "$2"), $(field procs "$2" | head -1) procs")
+    ROWS+=("idle|$1 sessions (banner + EHLO), PSS per session|KiB|$(field per_conn_pss_kib "$2")|${pf:--}|${sx:--}|-|idle.py: sendmail-rs up=$(field up "$2"), procs $(sed -n 's/.* procs=\([0-9>-]*\).*/\1/p' <<<"$2")")
     IDLE_LINES+="sendmail-rs $2"$'\n'"${3:+Postfix     $3$'\n'}${4:+sendmail    $4$'\n'}"
 }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
