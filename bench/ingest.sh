@@ -439,6 +439,7 @@ measure() {   # server(sm|pf|sx) label s m p fam len
 for cell in "${CELLS[@]}"; do
     IFS='|' read -r label s m p fam len <<<"$cell"
     m=$(( m / DIV ))
+    [ "$DIV" = 1 ] || label="$label, msgs ÷$DIV"   # QUICK: "N/conn" reads N/DIV
     log "ingest $label: $m msgs x $((RUNS + WARMUP)) runs, sendmail-rs, Postfix$([ "$PEER" = 1 ] && echo ", sendmail")"
     measure sm "$label" "$s" "$m" "$p" "$fam" "$len"
     read -r sm_rate sm_min sm_med sm_max sm_acc sm_exp sm_st <<<"$MEASURED"
