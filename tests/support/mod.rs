@@ -98,6 +98,19 @@ impl Daemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// `sendmail -bp` on the daemon's queue.
+    pub fn mailq(&self) -> String {
+        let out = run(&[
+            "-bp",
+            "-C",
+            self.cf.to_str().unwrap(),
+            "-O",
+            &format!("QueueDirectory={}", self.queue_dir().display()),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// The mail log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
