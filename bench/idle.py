@@ -13,7 +13,7 @@ connection. Prints one line:
 
 RSS summed over a forking server's processes counts shared pages many times; PSS is the
 fair figure for a tree, and for a single process RSS and PSS are close. Exits 1 if no
-connection came up. Bounded: N <= 5000, connects paced in batches of 50, every wait
+connection came up. Bounded: N <= 10000, connects paced in batches of 50, every wait
 times out. Loopback addresses only.
 """
 import argparse
@@ -111,7 +111,7 @@ async def main():
     a = ap.parse_args()
     if not ipaddress.ip_address(a.host).is_loopback:
         sys.exit("idle.py: loopback addresses only")
-    n = max(1, min(a.n, 5000))
+    n = max(1, min(a.n, 10000))
     before = memory(a.root_pid)
     loop = asyncio.get_running_loop()
     release = asyncio.Event()

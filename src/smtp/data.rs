@@ -60,8 +60,10 @@ impl DataReader {
     /// Consumes bytes from `input`. Returns how many were used and, once the body has
     /// ended, how. Bytes after the end are not consumed (they are the next command).
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<DataEnd>) {
-        for (i, &b) in input.iter().enumerate() {
-            let end = match (self.state, b) {
+        let mut i = 0;
+        while i < input.len() {
+            let mut used = 1;
+            let end = match (self.state, input[i]) {
                 (State::LineStart, b'.') => {
                     self.state = State::Dot;
                     None
@@ -82,9 +84,15 @@ impl DataReader {
                 }
                 (State::Cr | State::DotCr, _) => Some(DataEnd::BareCr),
                 (_, b'\n') => Some(DataEnd::BareLf),
-                (_, other) => {
-                    // A dot that started the line is dropped (unstuffing).
-                    self.body.push(other);
+                (_, _) => {
+                    // A dot that started the line is dropped (unstuffing). The rest of
+                    // the line up to CR or LF goes in as one run.
+                    let rest = &input[i..];
+                    used = rest
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                        .unwrap_or(rest.len());
+                    self.body.push_run(&rest[..used]);
                     self.state = State::Mid;
                     None
                 }
@@ -92,6 +100,7 @@ impl DataReader {
             if let Some(end) = end {
                 return (i + 1, Some(end));
             }
+            i += used;
         }
         (input.len(), None)
     }

@@ -679,3 +679,127 @@ async fn pipelined_bdat_chunks_split_across_reads() {
     let kept = sink.0.lock().unwrap();
     assert_eq!(kept[0].body, b"Subject: c\n\n.\nQUIT\n\n...end\n");
 }
+
+/// A client whose input arrives in the given pieces: `Some(bytes)` is one read's worth,
+/// already there when the server looks; `None` is "not sent yet" (one poll answers
+/// Pending); after the last piece, end of stream. What the server writes is kept.
+struct Scripted {
+    pieces: VecDeque<Option<&'static [u8]>>,
+    written: Vec<u8>,
+}
+
+impl Scripted {
+    fn new(pieces: &[Option<&'static [u8]>]) -> Self {
+        Scripted {
+            pieces: pieces.iter().copied().collect(),
+            written: Vec::new(),
+        }
+    }
+}
+
+impl AsyncRead for Scripted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.pieces.pop_front() {
+            Some(Some(bytes)) => buf.put_slice(bytes),
+            Some(None) => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            None => {}
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Scripted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.written.extend_from_slice(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs a session over `pieces` and returns what the server wrote.
+async fn scripted_session(pieces: &[Option<&'static [u8]>]) -> String {
+    let mut stream = Scripted::new(pieces);
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let mut nq = NoQueue;
+    serve(
+        &mut stream,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    )
+    .await;
+    String::from_utf8(stream.written).unwrap()
+}
+
+#[tokio::test]
+async fn a_command_that_arrived_in_a_later_read_before_the_ehlo_reply_is_rejected() {
+    let out = scripted_session(&[
+        Some(b"EHLO x.test\r\n"),
+        Some(b"MAIL FROM:<a@b.test>\r\n"),
+        Some(b"QUIT\r\n"),
+    ])
+    .await;
+    assert!(
+        out.contains("\r\n554 5.5.0 SMTP protocol error\r\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_waits_for_the_ehlo_reply_is_served() {
+    let out = scripted_session(&[
+        Some(b"EHLO x.test\r\n"),
+        None,
+        Some(b"MAIL FROM:<a@b.test>\r\n"),
+        None,
+        Some(b"QUIT\r\n"),
+    ])
+    .await;
+    assert!(!out.contains("554"), "{out}");
+    assert!(out.contains("\r\n250 2.1.0"), "{out}");
+}
+
+#[tokio::test]
+async fn a_body_that_arrived_in_a_later_read_before_the_354_is_rejected() {
+    let out = scripted_session(&[
+        Some(b"EHLO x.test\r\n"),
+        None,
+        Some(b"MAIL FROM:<a@b.test>\r\n"),
+        None,
+        Some(b"RCPT TO:<c@d.test>\r\n"),
+        None,
+        Some(b"DATA\r\n"),
+        Some(b"Subject: x\r\n\r\nbody\r\n.\r\n"),
+    ])
+    .await;
+    assert!(
+        out.contains("\r\n554 5.5.0 SMTP protocol error\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("354"), "{out}");
+}
