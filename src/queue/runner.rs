@@ -175,7 +175,12 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || store.load(&id)).await
     };
-    let Ok(Ok(msg)) = loaded else { return };
+    let msg = match loaded {
+        Ok(Ok(msg)) => msg,
+        Ok(Err(crate::queue::QueueError::NotFound(_))) => return, // delivered meanwhile
+        Ok(Err(e)) => return log_load_failure(shared, id, &e),
+        Err(e) => return log_load_failure(shared, id, &e),
+    };
     let now = SystemTime::now();
     let due: Vec<usize> = msg
         .envelope
@@ -231,6 +236,16 @@ async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
             format_args!("queue update failed: {e}"),
         );
     }
+}
+
+/// A queued message that cannot be read is left in place and said so, never skipped
+/// silently.
+fn log_load_failure(shared: &Shared, id: &QueueId, e: &dyn std::fmt::Display) {
+    shared.logger.log(
+        Severity::Crit,
+        Some(id.as_str()),
+        format_args!("SYSERR: queue load: {e}"),
+    );
 }
 
 /// Delivers one group of recipients that share a route.
