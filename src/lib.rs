@@ -44,6 +44,7 @@ pub mod log;
 pub mod policy;
 pub mod queue;
 pub mod receive;
+pub mod rlimit;
 pub mod rules;
 pub mod shutdown;
 pub mod smtp;
