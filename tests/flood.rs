@@ -22,7 +22,7 @@ const FLOOD: usize = 5000;
 /// and returns the daemon's hard limit to use.
 fn enough_descriptors(need: u64) -> u64 {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    let hard = if hard < need {
+    if hard < need {
         // Root may raise the hard limit too.
         setrlimit(Resource::RLIMIT_NOFILE, need, need)
             .unwrap_or_else(|e| panic!("need {need} descriptors, hard limit {hard}: {e}"));
@@ -30,8 +30,7 @@ fn enough_descriptors(need: u64) -> u64 {
     } else {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
         hard
-    };
-    hard
+    }
 }
 
 fn start_low_limit(cf: &str, hard: u64, args: &[&str]) -> Daemon {
