@@ -243,6 +243,11 @@ impl Smtp {
             .unwrap();
     }
 
+    /// Sends bytes as they are (no CRLF added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
     /// Whether the server has closed the connection (reads to EOF).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
