@@ -44,14 +44,7 @@ fn assert_nothing_queued_or_relayed(d: &Daemon, trap: &TcpListener) {
             .any(|l| l.contains(" from=") && l.contains("msgid=")),
         "a message was committed:\n{log}"
     );
-    let out = support::run(&[
-        "-bp",
-        "-C",
-        d.cf.to_str().unwrap(),
-        "-O",
-        &format!("QueueDirectory={}", d.queue_dir().display()),
-    ]);
-    let q = String::from_utf8_lossy(&out.stdout);
+    let q = d.mailq();
     assert!(q.contains("is empty"), "{q}");
     assert!(
         trap.accept().is_err(),

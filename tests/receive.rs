@@ -19,19 +19,6 @@ O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
 /// Receipt only: delivery would write to this machine's /var/mail.
 const QUEUE_ONLY: &[&str] = &["-O", "DeliveryMode=queueonly"];
 
-/// `sendmail -bp` on the daemon's queue.
-fn mailq(d: &Daemon) -> String {
-    let out = support::run(&[
-        "-bp",
-        "-C",
-        d.cf.to_str().unwrap(),
-        "-O",
-        &format!("QueueDirectory={}", d.queue_dir().display()),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Sends one message with Python's smtplib; returns the server's last reply to DATA.
 fn smtplib_send(host: &str, port: u16, from: &str, to: &str) -> String {
     let script = format!(
@@ -72,7 +59,7 @@ fn smtplib_over_both_families_lands_in_the_queue() {
     assert_eq!(id6.len(), 14, "sendmail-style queue id: {id6}");
     assert!(r4.starts_with("250 2.0.0 "), "{r4}");
 
-    let q = mailq(&d);
+    let q = d.mailq();
     assert!(q.contains("(2 requests)"), "{q}");
     assert!(q.contains(id6), "{q}");
     assert!(q.contains("sender@client.example.test"), "{q}");
@@ -190,7 +177,7 @@ fn a_killed_daemon_loses_no_acknowledged_message() {
         "no message was acknowledged before the kill"
     );
 
-    let q = mailq(&d);
+    let q = d.mailq();
     let listed: Vec<&str> = q
         .lines()
         .filter(|l| l.len() > 14 && l.as_bytes()[0].is_ascii_alphanumeric())
