@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use crate::cli::Invocation;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::{self, Config};
+use crate::credentials::Credentials;
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
 use crate::log::{LogConfig, Logger, Severity};
@@ -59,6 +60,8 @@ pub struct Current {
     /// The cf's rulesets, when it has any (they then make the policy decisions).
     pub rules: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
+    /// The TLS certificate and AUTH passwords (none for command-line modes).
+    pub credentials: Credentials,
 }
 
 impl Current {
@@ -99,6 +102,7 @@ impl Current {
                 policy,
                 rules,
                 help,
+                credentials: Credentials::default(),
             },
             warnings,
         )
@@ -195,6 +199,19 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     };
     for w in &cfg.warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    let credentials = match Credentials::load(&cfg) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                logger.log(Severity::Err, None, format_args!("{e}"));
+                eprintln!("sendmail: {e}");
+            }
+            return EX_CONFIG;
+        }
+    };
+    for n in &credentials.notes {
+        logger.log(Severity::Info, None, format_args!("{n}"));
     }
     if !inv.args.debug.is_empty() {
         logger.log(
@@ -302,7 +319,8 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
-    let (current, rule_warnings) = Current::new(cfg, &inv);
+    let (mut current, rule_warnings) = Current::new(cfg, &inv);
+    current.credentials = credentials;
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
@@ -581,6 +599,32 @@ async fn pickup_loop(shared: Arc<Shared>) {
     }
 }
 
+/// SIGHUP: the certificate and password file as they are now on disk; when they no longer
+/// load, the errors are logged and the running ones kept.
+fn reload_credentials(cfg: &Config, shared: &Shared) -> Credentials {
+    match Credentials::load(cfg) {
+        Ok(c) => {
+            for n in &c.notes {
+                shared.logger.log(Severity::Info, None, format_args!("{n}"));
+            }
+            c
+        }
+        Err(errors) => {
+            for e in &errors {
+                shared.logger.log(Severity::Err, None, format_args!("{e}"));
+            }
+            shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "TLS certificate and AUTH passwords not reloaded; the running ones are kept"
+                ),
+            );
+            shared.current().credentials.clone()
+        }
+    }
+}
+
 /// SIGHUP: re-read the configuration and reopen the listeners that changed.
 async fn reload(
     inv: &Invocation,
@@ -656,7 +700,9 @@ async fn reload(
             ),
         }
     }
-    let (current, rule_warnings) = Current::new(cfg, inv);
+    let credentials = reload_credentials(&cfg, shared);
+    let (mut current, rule_warnings) = Current::new(cfg, inv);
+    current.credentials = credentials;
     for w in &rule_warnings {
         shared
             .logger

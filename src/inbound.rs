@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::{Authenticator, Mechanism};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
@@ -23,7 +24,7 @@ use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -57,13 +58,7 @@ pub async fn serve_client<S>(
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
         macros: &macros,
-        // DSN parameters are kept with each queued message (RET, ENVID, NOTIFY, ORCPT);
-        // EXPN (and with it VERB) is answered from the aliases and the passwd file.
-        features: Features {
-            dsn: true,
-            expn: true,
-            ..Features::default()
-        },
+        features: server_features(&current.config),
         ids: shared.qids.clone(),
     };
     // check_relay may still make this a "nullserver" session (below).
@@ -75,11 +70,9 @@ pub async fn serve_client<S>(
         ctx.connect_reject = Some(reply);
     }
     let opts = ConnOptions {
-        timeouts: Timeouts {
-            command: current.config.options.timeouts.command,
-            data_block: current.config.options.timeouts.datablock,
-        },
-        ..ConnOptions::default()
+        tls: current.credentials.tls.clone(),
+        implicit_tls: daemon.modifiers.has('s'),
+        ..conn_options(&current.config)
     };
     let mut sink = QueueSink {
         dest: Destination::Store(shared.queue.clone()),
@@ -148,6 +141,33 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m
 }
 
+/// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
+/// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
+/// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
+/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option.
+pub fn server_features(cfg: &Config) -> Features {
+    Features {
+        dsn: true,
+        expn: true,
+        smtputf8: cfg.options.smtp_utf8,
+        ..Features::default()
+    }
+}
+
+/// The driver's settings from the options: the server side of `Timeout.*` is
+/// `Timeout.command` (the whole next command line must arrive within it) and
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// others as client timeouts, which `deliver::remote::client` applies.
+pub fn conn_options(cfg: &Config) -> ConnOptions {
+    ConnOptions {
+        timeouts: Timeouts {
+            command: cfg.options.timeouts.command,
+            data_block: cfg.options.timeouts.datablock,
+        },
+        ..ConnOptions::default()
+    }
+}
+
 /// What differs between a daemon connection and `sendmail -bs`.
 pub struct Origin<'a> {
     pub daemon_name: String,
@@ -167,6 +187,7 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
+    let security = security(current, &client);
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -178,6 +199,7 @@ pub fn session_context(
         daemon_flags: origin.daemon_flags,
         client,
         max_message_size: cfg.options.max_message_size,
+        max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
         privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
@@ -187,5 +209,21 @@ pub fn session_context(
         connect_reject: None,
         policy: current.policy.clone(),
         ids: origin.ids,
+        security,
+    }
+}
+
+/// What STARTTLS and AUTH offer this client: STARTTLS with a certificate; AUTH with a
+/// password file, its plain-text mechanisms over TLS only unless the client is on loopback
+/// and `AuthOptions` has no `p`.
+fn security(current: &Current, client: &ClientInfo) -> Security {
+    let o = &current.config.options;
+    let creds = &current.credentials;
+    let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
+    Security {
+        starttls: creds.tls.is_some(),
+        authenticator: creds.passwords.clone().map(|p| p as Arc<dyn Authenticator>),
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
     }
 }

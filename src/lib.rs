@@ -16,8 +16,9 @@
 //! 5. MAIL and RCPT are decided by [`policy`]: the cf's `check_*` rulesets through [`rules`]
 //!    (sendmail's rewriting engine, also behind `-bt`), or the built-in relay rules, then the
 //!    local-user lookup ([`aliases`], passwd).
-//! 6. At the end of DATA, [`receive`] adds `Received:`/`Message-Id:`/`Date:` and commits the
-//!    message to the durable [`queue`] (journal, group commit) before the `250`. Command-line
+//! 6. At the end of DATA (or of the last BDAT chunk), [`receive`] adds
+//!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
+//!    (journal, group commit) before the `250`. Command-line
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
 //! 7. [`queue::runner`] routes each recipient (ruleset 0) and delivers it: [`deliver::local`]
 //!    (aliases, `.forward`, mbox, files, programs) or [`deliver::remote`] ([`dns`] MX, AAAA
@@ -26,14 +27,17 @@
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
-//! RFC 6152 (8BITMIME), RFC 7505 (null MX), RFC 3164 (syslog lines).
+//! RFC 6152 (8BITMIME), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 7505 (null MX),
+//! RFC 3164 (syslog lines).
 
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod dns;
@@ -51,3 +55,4 @@ pub mod smtp;
 pub mod stats;
 pub mod submit;
 pub mod sysexits;
+pub mod tls;

@@ -101,7 +101,8 @@ impl Policy for BuiltinPolicy {
     }
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
-        if self.is_local_recipient(rcpt) || is_relay_client(ctx.client.ip) {
+        // An authenticated client may relay (sendmail's TrustAuthMech, built in).
+        if self.is_local_recipient(rcpt) || is_relay_client(ctx.client.ip) || ctx.auth.is_some() {
             return Decision::Accept;
         }
         let relay_ok = rcpt.route.is_empty()
@@ -128,6 +129,31 @@ impl Policy for BuiltinPolicy {
             log: Some(log),
         }
     }
+}
+
+/// The per-session macros the rulesets may test (`$&{auth_type}`, `$&{verify}` …).
+const SESSION_MACROS: &[&str] = &[
+    "auth_type",
+    "auth_authen",
+    "auth_author",
+    "auth_ssf",
+    "tls_version",
+    "cipher",
+    "cipher_bits",
+    "alg_bits",
+    "verify",
+];
+
+/// This session's TLS and AUTH macro values.
+fn session_macros(ctx: &PolicyContext<'_>) -> Vec<(&'static str, String)> {
+    let mut m = Vec::new();
+    if let Some(a) = ctx.auth {
+        m.extend(a.macros());
+    }
+    if let Some(t) = ctx.tls {
+        m.extend(t.macros());
+    }
+    m
 }
 
 /// sendmail's own check on MAIL (srvrsmtp.c, not a ruleset): an unqualified sender is
@@ -185,10 +211,12 @@ impl RulesPolicy {
     }
 
     /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         client: &ClientInfo,
         daemon_flags: &str,
+        session: &[(&'static str, String)],
         set: &str,
         arg: &str,
         arg2: Option<&str>,
@@ -219,6 +247,14 @@ impl RulesPolicy {
                 e.macros.define(id, v.as_bytes().to_vec());
             }
         }
+        // The TLS and AUTH macros: this session's values, empty when it has none (the
+        // engine is shared between sessions).
+        for k in SESSION_MACROS {
+            let v = session.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v);
+            if let Some(id) = e.names.id(k) {
+                e.macros.define(id, v.as_bytes().to_vec());
+            }
+        }
         let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
         let _ = take_messages(&mut e);
         match verdict {
@@ -240,6 +276,7 @@ impl RulesPolicy {
         let (code, dsn, text) = self.run(
             client,
             daemon_flags,
+            &[],
             "check_relay",
             &name,
             Some(&addr),
@@ -266,7 +303,16 @@ impl RulesPolicy {
                 .sender
                 .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
         };
-        match self.run(ctx.client, ctx.daemon_flags, set, &shown, None, sender) {
+        let session = session_macros(ctx);
+        match self.run(
+            ctx.client,
+            ctx.daemon_flags,
+            &session,
+            set,
+            &shown,
+            None,
+            sender,
+        ) {
             None => Decision::Accept,
             Some((code, dsn, text)) => {
                 let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));

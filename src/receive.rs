@@ -25,10 +25,13 @@ use crate::smtp::command;
 use crate::smtp::conn::{CommitError, MessageSink};
 use crate::smtp::session::{Message, format_ip};
 
-/// sendmail's `Received:` template (cf/m4/proto.m4, `confRECEIVED_HEADER`), used when the cf
-/// defines none; here it also names the daemon.
-const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t$.by $j ($v/$Z)$?{daemon_name} \
-     (daemon ${daemon_name})$.$?r with $r$. id $i$?u\n\tfor $u; $|;\n\t$.$b";
+/// sendmail's `Received:` template (cf/m4/cfhead.m4, `confRECEIVED_HEADER`: the AUTH and TLS
+/// comments included), used when the cf defines none; here it also names the daemon.
+const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t\
+     $.$?{auth_type}(authenticated$?{auth_ssf} bits=${auth_ssf}$.)\n\t\
+     $.by $j ($v/$Z)$?{daemon_name} (daemon ${daemon_name})$.$?r with $r$. id $i$?{tls_version}\n\t\
+     (version=${tls_version} cipher=${cipher} bits=${cipher_bits} verify=${verify})$.$?u\n\t\
+     for $u; $|;\n\t$.$b";
 
 /// sendmail's `WkRecipFact`: each recipient adds this much to the work priority.
 const RECIPIENT_FACTOR: i64 = 30_000;
@@ -50,8 +53,12 @@ pub struct QueueSink {
 }
 
 impl MessageSink for QueueSink {
-    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
-        let prepared = prepare(&msg, &self.config);
+    fn commit(&mut self, mut msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        // The body moves on into the queue entry (one copy of a message of up to the size
+        // limit, not two); the log line keeps its size.
+        let body = std::mem::take(&mut msg.body);
+        let size = body.len() as u64;
+        let prepared = prepare(&msg, body, &self.config);
         let dest = self.dest.clone();
         let logger = self.logger.clone();
         async move {
@@ -71,7 +78,7 @@ impl MessageSink for QueueSink {
                 logger.log(
                     Severity::Info,
                     Some(&msg.qid),
-                    format_args!("{}", msg.from_log_line(msgid.as_deref())),
+                    format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
                 );
             }
             Ok(())
@@ -79,8 +86,13 @@ impl MessageSink for QueueSink {
     }
 }
 
-/// Builds the queue entry: envelope, and the body with the headers added at receipt.
-fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String>), CommitError> {
+/// Builds the queue entry: envelope, and `body` (the message's, taken out of it) with the
+/// headers added at receipt.
+fn prepare(
+    msg: &Message,
+    body: Vec<u8>,
+    cfg: &Config,
+) -> Result<(queue::Message, Option<String>), CommitError> {
     let id = QueueId::new(msg.qid.clone()).map_err(|e| CommitError::Temporary(e.to_string()))?;
     let now = SystemTime::now();
     let macros = receipt_macros(msg);
@@ -97,11 +109,13 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
         .map(|h| h.value.as_str())
         .unwrap_or(DEFAULT_RECEIVED);
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
-    let (more, msgid) = id_and_date(&msg.body, &msg.qid, &hostname);
+    let (more, msgid) = id_and_date(&body, &msg.qid, &hostname);
     added.push_str(&more);
-    let mut body = Vec::with_capacity(added.len() + msg.body.len());
-    body.extend_from_slice(added.as_bytes());
-    body.extend_from_slice(&msg.body);
+    let size = body.len();
+    let mut with_headers = added.into_bytes();
+    with_headers.reserve_exact(size);
+    with_headers.extend_from_slice(&body);
+    drop(body);
 
     let mut env = queue::Envelope::new(id, bare(&msg.sender.raw));
     env.arrival = now;
@@ -117,27 +131,23 @@ fn prepare(msg: &Message, cfg: &Config) -> Result<(queue::Message, Option<String
             command::Ret::Hdrs => queue::Ret::Hdrs,
         }),
         envid: msg.mail_params.envid.clone(),
-        smtputf8: false,
+        smtputf8: msg.mail_params.smtputf8,
     };
     env.client = queue::ClientInfo {
         daemon: Some(msg.daemon_name.clone()),
         name: msg.client.name.clone(),
         addr: msg.client.ip.map(format_ip),
-        protocol: Some(if msg.protocol == "ESMTP" {
-            queue::Protocol::Esmtp
-        } else {
-            queue::Protocol::Smtp
-        }),
+        protocol: Some(queue::Protocol::from_name(msg.protocol).unwrap_or(queue::Protocol::Smtp)),
     };
     if msg.daemon_name.is_empty() {
         env.client.daemon = None;
     }
     env.msgid = msgid.clone();
-    env.priority = msg.body.len() as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
+    env.priority = size as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
     Ok((
         queue::Message {
             envelope: env,
-            body,
+            body: with_headers,
         },
         msgid,
     ))
@@ -169,6 +179,12 @@ fn receipt_macros(msg: &Message) -> BTreeMap<String, String> {
     m.insert("r".into(), msg.protocol.to_string());
     m.insert("i".into(), msg.qid.clone());
     m.insert("daemon_name".into(), msg.daemon_name.clone());
+    if let Some(t) = &msg.tls {
+        m.extend(t.macros().map(|(k, v)| (k.to_string(), v)));
+    }
+    if let Some(a) = &msg.auth {
+        m.extend(a.macros().map(|(k, v)| (k.to_string(), v)));
+    }
     if let [only] = msg.recipients.as_slice() {
         m.insert("u".into(), format!("<{}>", bare(&only.addr.raw)));
     }

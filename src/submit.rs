@@ -21,12 +21,12 @@ use crate::cli::Invocation;
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
 use crate::daemon::{Current, load_config, make_logger};
-use crate::inbound::{Origin, session_context};
+use crate::inbound::{Origin, conn_options, server_features, session_context};
 use crate::log::{Logger, Severity};
 use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
 use crate::receive::{Destination, QueueSink};
-use crate::smtp::conn::{self, ConnOptions};
-use crate::smtp::session::{ClientInfo, Features, Session};
+use crate::smtp::conn;
+use crate::smtp::session::{ClientInfo, Session};
 use crate::sysexits::{EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
 
 /// The invoking user's login name (`root` when it cannot be found).
@@ -345,7 +345,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         // unqualified sender is accepted).
         daemon_flags: "cu".to_string(),
         macros: &macros,
-        features: Features::default(),
+        features: server_features(&cfg),
         ids: Arc::new(QueueIdGen::new()),
     };
     let ctx = session_context(&current, client, origin);
@@ -355,7 +355,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         config: cfg.clone(),
         logger: logger.clone(),
     };
-    let opts = ConnOptions::default();
+    let opts = conn_options(&cfg);
     let outcome = runtime.block_on(async {
         let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
         conn::serve(

@@ -45,10 +45,26 @@ fn the_embedded_default_loads_with_only_unsupported_option_warnings() {
         vec![
             ("MTA-v6", Family::Inet6, 25, ""),
             ("MTA-v4", Family::Inet, 25, ""),
-            ("MSA-v6", Family::Inet6, 587, "E"),
-            ("MSA-v4", Family::Inet, 587, "E"),
+            ("MSA-v6", Family::Inet6, 587, "Ea"),
+            ("MSA-v4", Family::Inet, 587, "Ea"),
         ]
     );
+    // The submission service: AUTH PLAIN/LOGIN required, STARTTLS once the certificate
+    // is there; AUTH lets the client relay ($={TrustAuthMech}).
+    let tls = &c.options;
+    assert_eq!(
+        tls.server_cert_file.as_ref().map(|t| t.raw.as_str()),
+        Some("/etc/mail/tls/sendmail.crt")
+    );
+    assert_eq!(
+        tls.auth_password_file.as_ref().map(|t| t.raw.as_str()),
+        Some("/etc/mail/auth-passwd")
+    );
+    assert_eq!(
+        tls.auth_mechanisms,
+        Some(vec!["LOGIN".to_string(), "PLAIN".to_string()])
+    );
+    assert!(c.class_contains("TrustAuthMech", "PLAIN"));
     assert!(c.daemons.iter().all(|d| d.addr == Addr::Any));
     assert_eq!(c.options.log_level, 9);
     assert_eq!(

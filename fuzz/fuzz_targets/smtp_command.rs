@@ -1,5 +1,5 @@
 //! The SMTP command parser (`smtp::command`): any line, with and without the DSN and
-//! DELIVERBY extensions, and the HELO name check. Nothing may panic; the parse must not
+//! DELIVERBY (and SMTPUTF8) extensions, and the HELO name check. Nothing may panic; the parse must not
 //! depend on the extensions for verbs other than MAIL and RCPT.
 #![no_main]
 
@@ -13,6 +13,7 @@ fuzz_target!(|line: &[u8]| {
         &Extensions {
             dsn: false,
             deliverby: false,
+            smtputf8: false,
         },
     );
     if !matches!(all, Command::Mail(_) | Command::Rcpt(_)) {

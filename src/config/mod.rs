@@ -551,6 +551,10 @@ impl Builder {
         match info.support {
             Support::NotYet => self.not_supported(loc, &key, value, literal),
             Support::Supported => {
+                self.config
+                    .options
+                    .set_at
+                    .insert(info.name, loc.to_string());
                 if let Err(msg) = self
                     .config
                     .options

@@ -156,21 +156,21 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("MaxHeadersLength", None),
     n("ProcessTitlePrefix", None),
     n("DefaultAuthInfo", None),
-    n("AuthMechanisms", None),
+    s("AuthMechanisms", None),
     s("ClientPortOptions", None),
     n("DataFileBufferSize", None),
     n("XscriptFileBufferSize", None),
     n("LDAPDefaultSpec", None),
     s("ServerCertFile", None),
     s("ServerKeyFile", None),
-    n("ClientCertFile", None),
-    n("ClientKeyFile", None),
+    s("ClientCertFile", None),
+    s("ClientKeyFile", None),
     s("CACertFile", None),
     s("CACertPath", None),
     n("DHParameters", None),
     n("InputMailFilters", None),
     n("Milter", None),
-    n("AuthOptions", None),
+    s("AuthOptions", None),
     n("QueueFileMode", None),
     n("CertFingerprintAlgorithm", None),
     n("CipherList", None),
@@ -207,14 +207,15 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("UseCompressedIPv6Addresses", None),
     n("SSLEngine", None),
     n("SSLEnginePath", None),
-    n("TLSFallbacktoClear", None),
-    n("SmtpUTF8", None),
+    s("TLSFallbacktoClear", None),
+    s("SmtpUTF8", None),
     n("SetCertAltnames", None),
     n("CipherSuites", None),
     n("StrictTransportSecurity", None),
     // ours
     s("LogFile", None),
     s("NameServers", None),
+    s("AuthPasswordFile", None),
 ];
 
 /// What an option name resolved to.
@@ -726,6 +727,23 @@ pub struct Options {
     pub server_key_file: Option<Text>,
     pub ca_cert_file: Option<Text>,
     pub ca_cert_path: Option<Text>,
+    /// `AuthMechanisms`, upper case, as written; `None` = not set (sendmail-rs then offers
+    /// every mechanism it implements: `LOGIN PLAIN`).
+    pub auth_mechanisms: Option<Vec<String>>,
+    /// `AuthOptions` letters/words as written (`p`: plain-text mechanisms only over TLS).
+    pub auth_options: Vec<String>,
+    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: no AUTH).
+    pub auth_password_file: Option<Text>,
+    /// Where each option was last set (`file:line`), for errors found after loading (a
+    /// certificate file that does not parse).
+    pub set_at: std::collections::BTreeMap<&'static str, String>,
+    /// `ClientCertFile`, `ClientKeyFile`: the certificate we show when a server asks for one
+    /// after our STARTTLS.
+    pub client_cert_file: Option<Text>,
+    pub client_key_file: Option<Text>,
+    /// `TLSFallbacktoClear`, default false: after a failed TLS handshake, connect to the
+    /// same address again at once without STARTTLS.
+    pub tls_fallback_to_clear: bool,
     /// Ours: `NameServers`; empty = the system resolver configuration.
     pub name_servers: Vec<SocketAddr>,
     /// `ClientPortOptions` values as written, in order (one per address family is meant).
@@ -734,6 +752,8 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
+    pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
     pub min_free_blocks: u64,
     /// `TempFileMode`, default 0600.
@@ -778,9 +798,17 @@ impl Default for Options {
             server_key_file: None,
             ca_cert_file: None,
             ca_cert_path: None,
+            auth_mechanisms: None,
+            auth_options: Vec::new(),
+            auth_password_file: None,
+            set_at: std::collections::BTreeMap::new(),
+            client_cert_file: None,
+            client_key_file: None,
+            tls_fallback_to_clear: false,
             name_servers: Vec::new(),
             client_port_options: Vec::new(),
             reject_nul: false,
+            smtp_utf8: false,
             max_headers_length: 32768,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
@@ -888,9 +916,19 @@ impl Options {
             "ServerKeyFile" => self.server_key_file = Some(text()),
             "CACertFile" => self.ca_cert_file = Some(text()),
             "CACertPath" => self.ca_cert_path = Some(text()),
+            "AuthMechanisms" => {
+                let mechs = value.split([' ', '\t', ',']).filter(|w| !w.is_empty());
+                self.auth_mechanisms = Some(mechs.map(str::to_ascii_uppercase).collect())
+            }
+            "AuthOptions" => self.auth_options = words(value).map(str::to_string).collect(),
+            "AuthPasswordFile" => self.auth_password_file = Some(text()),
+            "ClientCertFile" => self.client_cert_file = Some(text()),
+            "ClientKeyFile" => self.client_key_file = Some(text()),
+            "TLSFallbacktoClear" => self.tls_fallback_to_clear = parse_bool(value),
             "NameServers" => self.name_servers = parse_name_servers(value)?,
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
+            "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
@@ -1009,7 +1047,12 @@ mod tests {
                 | "ServerKeyFile"
                 | "CACertFile"
                 | "CACertPath"
+                | "AuthPasswordFile"
+                | "ClientCertFile"
+                | "ClientKeyFile"
                 | "ClientPortOptions" => "/x",
+                "AuthMechanisms" => "PLAIN",
+                "AuthOptions" => "p",
                 "DeliveryMode" => "q",
                 "PrivacyOptions" => "goaway",
                 "Timeout" => "5m",
@@ -1017,7 +1060,9 @@ mod tests {
                 "RunAsUser" | "DefaultUser" => "mail:mail",
                 "NameServers" => "::1",
                 "DontBlameSendmail" => "safe",
-                "RejectNUL" | "UseCompressedIPv6Addresses" => "true",
+                "RejectNUL" | "UseCompressedIPv6Addresses" | "SmtpUTF8" | "TLSFallbacktoClear" => {
+                    "true"
+                }
                 "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",

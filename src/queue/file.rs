@@ -187,9 +187,27 @@ pub enum Protocol {
     Esmtpa,
     Esmtps,
     Esmtpsa,
+    /// SMTPUTF8 was used (RFC 6531 §3.7.3), with AUTH (`A`) and/or STARTTLS (`S`).
+    Utf8smtp,
+    Utf8smtpa,
+    Utf8smtps,
+    Utf8smtpsa,
 }
 
 impl Protocol {
+    /// Every protocol, in record-code order (code = index + 1).
+    const ALL: [Protocol; 9] = [
+        Protocol::Smtp,
+        Protocol::Esmtp,
+        Protocol::Esmtpa,
+        Protocol::Esmtps,
+        Protocol::Esmtpsa,
+        Protocol::Utf8smtp,
+        Protocol::Utf8smtpa,
+        Protocol::Utf8smtps,
+        Protocol::Utf8smtpsa,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Smtp => "SMTP",
@@ -197,7 +215,29 @@ impl Protocol {
             Protocol::Esmtpa => "ESMTPA",
             Protocol::Esmtps => "ESMTPS",
             Protocol::Esmtpsa => "ESMTPSA",
+            Protocol::Utf8smtp => "UTF8SMTP",
+            Protocol::Utf8smtpa => "UTF8SMTPA",
+            Protocol::Utf8smtps => "UTF8SMTPS",
+            Protocol::Utf8smtpsa => "UTF8SMTPSA",
         }
+    }
+
+    /// The protocol named `name` (`ESMTP`, `UTF8SMTPS`, ...).
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    fn code(self) -> u8 {
+        Protocol::ALL
+            .iter()
+            .position(|&p| p == self)
+            .map_or(0, |i| i as u8 + 1)
+    }
+
+    fn from_code(code: u8) -> Option<Protocol> {
+        Protocol::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
     }
 }
 
@@ -308,14 +348,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         put_opt_str(p, c.daemon.as_deref());
         put_opt_str(p, c.name.as_deref());
         put_opt_str(p, c.addr.as_deref());
-        p.push(match c.protocol {
-            None => 0,
-            Some(Protocol::Smtp) => 1,
-            Some(Protocol::Esmtp) => 2,
-            Some(Protocol::Esmtpa) => 3,
-            Some(Protocol::Esmtps) => 4,
-            Some(Protocol::Esmtpsa) => 5,
-        });
+        p.push(c.protocol.map_or(0, Protocol::code));
     });
     record(&mut out, b'I', |p| {
         put_opt_str(p, env.msgid.as_deref());
@@ -460,12 +493,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
     let addr = c.opt("client address", |c| c.str("client address"))?;
     let protocol = match c.u8("protocol")? {
         0 => None,
-        1 => Some(Protocol::Smtp),
-        2 => Some(Protocol::Esmtp),
-        3 => Some(Protocol::Esmtpa),
-        4 => Some(Protocol::Esmtps),
-        5 => Some(Protocol::Esmtpsa),
-        n => return Err(c.bad(format!("protocol code {n}"))),
+        n => match Protocol::from_code(n) {
+            Some(p) => Some(p),
+            None => return Err(c.bad(format!("protocol code {n}"))),
+        },
     };
     c.end()?;
 
@@ -918,6 +949,17 @@ mod tests {
     fn every_field_survives_encode_then_decode() {
         let m = full_message();
         assert_eq!(decode(&encode(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn every_protocol_round_trips_by_code_and_name() {
+        for p in Protocol::ALL {
+            let mut m = full_message();
+            m.envelope.client.protocol = Some(p);
+            assert_eq!(decode(&encode(&m)).unwrap(), m, "{p:?}");
+            assert_eq!(Protocol::from_name(p.as_str()), Some(p));
+        }
+        assert_eq!(Protocol::from_name("X"), None);
     }
 
     #[test]

@@ -279,6 +279,11 @@ async fn deliver_group(
                 port: *port,
             };
             let report = remote::deliver(dns, settings, &req, &mut rng).await;
+            for line in &report.noqid_log {
+                shared
+                    .logger
+                    .log(Severity::Info, None, format_args!("{line}"));
+            }
             for line in &report.log {
                 shared.logger.log(
                     Severity::Info,

@@ -518,11 +518,13 @@ impl Store {
                 size: msg.body.len(),
             });
         }
+        let file = file::encode(&msg);
+        drop(msg); // the encoded copy is the one that goes on; do not hold two
         self.submit(
             w,
             Op::Put {
                 id: id.clone(),
-                file: file::encode(&msg),
+                file,
                 new: true,
             },
         )

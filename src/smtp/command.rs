@@ -5,7 +5,9 @@
 //! ESMTP parameters or the [`ArgError`] that sendmail would answer with.
 //!
 //! sendmail behaviour kept (srvrsmtp.c, checked against recorded 8.17.1.9 sessions):
-//! * the 8th bit of every byte of a command line is stripped (`\xffBAD` echoes as `\x7fBAD`);
+//! * the 8th bit of every byte of a command line is stripped (`\xffBAD` echoes as `\x7fBAD`),
+//!   except in MAIL and RCPT lines that are valid UTF-8: their non-ASCII addresses are kept
+//!   for the session to accept (with SMTPUTF8, RFC 6531) or refuse (`553 5.6.7`);
 //! * leading white space (ASCII `isspace`, CR included) is skipped; the verb ends at the first
 //!   white space and is matched case-insensitively; `MAILFROM:<a@b>` is an unknown verb;
 //! * MAIL/RCPT need `FROM:`/`TO:` (white space allowed before the colon and after it);
@@ -98,7 +100,7 @@ pub struct RcptTo {
     pub params: Result<RcptParams, ArgError>,
 }
 
-/// BODY= values (RFC 6152; BINARYMIME needs CHUNKING, which is not offered).
+/// BODY= values (RFC 6152; BINARYMIME (RFC 3030) is not offered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyType {
     SevenBit,
@@ -134,6 +136,8 @@ pub struct MailParams {
     pub auth: Option<String>,
     /// BY= as sent (RFC 2852).
     pub by: Option<String>,
+    /// `SMTPUTF8` was given (RFC 6531 §3.4).
+    pub smtputf8: bool,
 }
 
 /// NOTIFY= (RFC 3461): `None` in [`RcptParams`] means not given.
@@ -243,6 +247,8 @@ pub struct Extensions {
     pub dsn: bool,
     /// DELIVERBY: BY= (MAIL).
     pub deliverby: bool,
+    /// SMTPUTF8 (MAIL, RFC 6531).
+    pub smtputf8: bool,
 }
 
 impl Extensions {
@@ -250,6 +256,7 @@ impl Extensions {
     pub const ALL: Extensions = Extensions {
         dsn: true,
         deliverby: true,
+        smtputf8: true,
     };
 }
 
@@ -268,7 +275,8 @@ pub fn parse(line: &[u8]) -> Command {
 /// sendmail keeps a command as a C string: a NUL byte ends it, and what follows is
 /// ignored (`NO\0OP` → `500 5.5.1 Command unrecognized: "NO"`). Bytes are read with their
 /// high bit cleared, except in a HELO/EHLO name, where an 8-bit byte makes the name
-/// invalid (`501 5.0.0 Invalid domain name`), as the oracle answers.
+/// invalid (`501 5.0.0 Invalid domain name`), as the oracle answers, and in a UTF-8
+/// MAIL/RCPT argument (SMTPUTF8).
 pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
     let line = line.split(|&b| b == 0).next().unwrap_or_default();
     let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
@@ -286,8 +294,8 @@ pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
     match verb.as_str() {
         "helo" => Command::Helo(raw_arg()),
         "ehlo" => Command::Ehlo(raw_arg()),
-        "mail" => Command::Mail(parse_mail(arg, ext)),
-        "rcpt" => Command::Rcpt(parse_rcpt(arg, ext)),
+        "mail" => Command::Mail(parse_mail(utf8_arg(line).unwrap_or(arg), ext)),
+        "rcpt" => Command::Rcpt(parse_rcpt(utf8_arg(line).unwrap_or(arg), ext)),
         "data" => Command::Data,
         "bdat" => Command::Bdat(parse_bdat(arg)),
         "rset" => Command::Rset,
@@ -303,6 +311,15 @@ pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
         "send" | "soml" | "saml" | "turn" => Command::NotImplemented(text),
         _ => Command::Unrecognized(text),
     }
+}
+
+/// The argument of a command line that is valid UTF-8 and not all ASCII (RFC 6531 lets MAIL
+/// and RCPT carry UTF-8 addresses); `None` keeps sendmail's 7-bit reading.
+fn utf8_arg(line: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(line).ok().filter(|t| !t.is_ascii())?;
+    let rest = text.trim_start_matches(is_space);
+    let verb_end = rest.find(is_space).unwrap_or(rest.len());
+    Some(rest[verb_end..].trim_start_matches(is_space))
 }
 
 /// True for the commands after which a client must wait for the reply before sending
@@ -728,6 +745,12 @@ fn mail_params(
                     return Err(ArgError::Param(reply::param_syntax("AUTH")));
                 }
                 p.auth = Some(v);
+            }
+            "smtputf8" if ext.smtputf8 => {
+                if value.is_some() {
+                    return Err(ArgError::Param(reply::smtputf8_takes_no_value()));
+                }
+                p.smtputf8 = true;
             }
             "by" if ext.deliverby => {
                 let v = need_value(value, "BY=")?;
@@ -1174,10 +1197,14 @@ mod tests {
                 .size,
             Some(0)
         );
-        // sendmail 8.17 (no EAI) does not know SMTPUTF8.
-        assert_eq!(
-            mail("MAIL FROM:<a@b.test> SMTPUTF8").unwrap().params,
-            Err(ArgError::ParamUnrecognized("SMTPUTF8".into()))
+        // SMTPUTF8 when offered (sendmail 8.17 without EAI does not know it: see
+        // extensions_not_offered_are_refused_as_sendmail_does).
+        assert!(
+            mail("MAIL FROM:<a@b.test> SMTPUTF8")
+                .unwrap()
+                .params
+                .unwrap()
+                .smtputf8
         );
         let r = rcpt("RCPT TO:<root> NOTIFY=success,delay ORCPT=rfc822;root@x.test").unwrap();
         let p = r.params.unwrap();
@@ -1231,6 +1258,7 @@ mod tests {
         let none = Extensions {
             dsn: false,
             deliverby: false,
+            smtputf8: false,
         };
         let cases = [
             (
@@ -1253,6 +1281,10 @@ mod tests {
                 "MAIL FROM:<a@b> BY=10;N",
                 "555 5.5.4 BY parameter unrecognized",
             ),
+            (
+                "MAIL FROM:<a@b> SMTPUTF8",
+                "555 5.5.4 SMTPUTF8 parameter unrecognized",
+            ),
         ];
         for (line, want) in cases {
             let err = match parse_with(line.as_bytes(), &none) {
@@ -1262,6 +1294,37 @@ mod tests {
             };
             assert_eq!(err.reply().to_string(), want, "{line}");
         }
+    }
+
+    #[test]
+    fn utf8_addresses_are_kept_in_mail_and_rcpt_only() {
+        let Command::Mail(Ok(m)) = parse("MAIL FROM:<jös@bücher.example> SMTPUTF8".as_bytes())
+        else {
+            panic!("MAIL did not parse");
+        };
+        assert_eq!(m.path.local, "jös");
+        assert_eq!(m.path.domain.as_deref(), Some("bücher.example"));
+        assert!(m.params.unwrap().smtputf8);
+        let Command::Rcpt(Ok(r)) = parse("RCPT TO:<用户@例子.测试>".as_bytes()) else {
+            panic!("RCPT did not parse");
+        };
+        assert_eq!(r.path.mailbox(), "用户@例子.测试");
+        // Not UTF-8: sendmail's 7-bit reading, as before.
+        let Command::Mail(Ok(m)) = parse(b"MAIL FROM:<j\xf6s@x>") else {
+            panic!("MAIL did not parse");
+        };
+        assert_eq!(m.path.local, "jvs");
+        assert_eq!(
+            parse("FOO é".as_bytes()),
+            Command::Unrecognized("FOO C)".into())
+        );
+        let Command::Mail(Ok(m)) = parse(b"MAIL FROM:<a@b> SMTPUTF8=yes") else {
+            panic!("MAIL did not parse");
+        };
+        assert_eq!(
+            m.params.unwrap_err().reply().to_string(),
+            "501 5.5.4 SMTPUTF8 parameter does not take a value"
+        );
     }
 
     #[test]

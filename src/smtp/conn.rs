@@ -11,9 +11,18 @@
 //! 8.18's check for input sent before the EHLO/DATA reply); batches the replies to pipelined
 //! commands and flushes them when it has to wait for input; hands DATA bytes to the session;
 //! awaits the sink before any `250 ... Message accepted`; applies the per-phase timeouts
-//! (RFC 5321 4.5.3.2 defaults); ends the session at the next command boundary once the
+//! (RFC 5321 4.5.3.2 defaults): a command line must arrive whole within `Timeout.command` (as
+//! sendmail's `sfgets` times the whole line, so a client trickling a byte at a time is still
+//! cut off), while DATA and BDAT input times out after `Timeout.datablock` without any byte
+//! (sendmail's collect restarts its timer on progress); ends the session at the next command boundary once the
 //! shutdown future completes (a message being received is finished first); writes
 //! `421 4.4.1 <host> Lost input channel from <client>` when the peer goes away.
+//!
+//! TLS (RFC 3207): on [`Action::StartTls`] the driver sends the `220`, drops every byte the
+//! client sent after the STARTTLS line (never executed: the CVE-2011-0411 injection), runs
+//! the handshake with [`ConnOptions::tls`] and tells the session; with
+//! [`ConnOptions::implicit_tls`] (an `M=s` daemon, SMTPS) the handshake comes before the
+//! greeting.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,11 +30,16 @@ use std::pin::pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::command;
 use super::reply::{self, Reply};
 use super::session::{Action, Message, Session, SessionStats};
 use crate::log::{Logger, Severity};
+use crate::tls::ServerTls;
+
+mod stream;
+use stream::Stream;
 
 /// Longest command line, terminator included (sendmail's `MAXLINE`).
 pub const MAX_COMMAND_LINE: usize = 2048;
@@ -39,9 +53,11 @@ pub const SYNC_POLL: Duration = Duration::from_millis(1);
 /// Per-phase read timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Waiting for the next command (`Timeout.command`; RFC 5321 4.5.3.2.7: 5 minutes).
+    /// Waiting for the whole next command line (`Timeout.command`; RFC 5321 4.5.3.2.7: 5
+    /// minutes).
     pub command: Duration,
-    /// Waiting for more DATA bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3 minutes).
+    /// Waiting for more DATA or BDAT bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3
+    /// minutes).
     pub data_block: Duration,
 }
 
@@ -55,11 +71,15 @@ impl Default for Timeouts {
 }
 
 /// Driver settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConnOptions {
     pub timeouts: Timeouts,
     /// Longest command line, terminator included.
     pub max_line: usize,
+    /// The server's TLS credentials (STARTTLS, SMTPS); `None`: no TLS.
+    pub tls: Option<ServerTls>,
+    /// Handshake before the greeting (`M=s`).
+    pub implicit_tls: bool,
 }
 
 impl Default for ConnOptions {
@@ -67,6 +87,8 @@ impl Default for ConnOptions {
         ConnOptions {
             timeouts: Timeouts::default(),
             max_line: MAX_COMMAND_LINE,
+            tls: None,
+            implicit_tls: false,
         }
     }
 }
@@ -138,19 +160,29 @@ where
     F: Future<Output = ()>,
 {
     let mut d = Driver {
-        stream,
+        stream: Stream::Plain(stream),
         session,
         logger,
         input: Vec::with_capacity(4096),
         output: Vec::new(),
         end: EndReason::Closed,
         write_failed: false,
+        tls: opts.tls.clone(),
+        handshake_timeout: opts.timeouts.command,
     };
-    let greeting = d.session.greeting();
-    d.output.extend(greeting.to_bytes());
-    d.flush().await;
+    if opts.implicit_tls {
+        let actions = d.start_tls().await;
+        d.run(actions, sink).await;
+    }
+    if !d.session.is_closed() {
+        let greeting = d.session.greeting();
+        d.output.extend(greeting.to_bytes());
+        d.flush().await;
+    }
     let mut shutdown = pin!(shutdown);
     let mut stopping = false;
+    // When the command line being read must be complete.
+    let mut line_deadline: Option<Instant> = None;
     while !d.session.is_closed() {
         if d.write_failed {
             d.end = EndReason::Lost;
@@ -188,12 +220,15 @@ where
                 line = l;
             }
             let more = d.input.len() > total;
+            line_deadline = None;
             let actions = d.session.handle(line, more);
             d.input.drain(..total);
             d.run(actions, sink).await;
             continue;
         } else if d.input.len() > opts.max_line {
-            let total = d.discard_line(opts).await;
+            let deadline =
+                *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);
+            let total = d.discard_line(deadline).await;
             d.end = EndReason::LineTooLong;
             let actions = d.session.line_too_long(total);
             d.run(actions, sink).await;
@@ -202,13 +237,16 @@ where
         // Nothing complete is buffered: send what we have, then wait for input.
         d.flush().await;
         let (limit, during) = if d.session.wants_data() {
-            (opts.timeouts.data_block, "message collect")
+            line_deadline = None;
+            (Instant::now() + opts.timeouts.data_block, "message collect")
         } else {
-            (opts.timeouts.command, "server cmd read")
+            let deadline =
+                *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);
+            (deadline, "server cmd read")
         };
         let mut chunk = [0u8; 8192];
         tokio::select! {
-            r = tokio::time::timeout(limit, d.stream.read(&mut chunk)) => match r {
+            r = tokio::time::timeout_at(limit, d.stream.read(&mut chunk)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     d.end = EndReason::Lost;
                     let actions = d.session.connection_lost();
@@ -233,7 +271,7 @@ where
 }
 
 struct Driver<'a, S> {
-    stream: S,
+    stream: Stream<S>,
     session: Session,
     logger: &'a Logger,
     /// Received, not yet processed.
@@ -242,6 +280,8 @@ struct Driver<'a, S> {
     output: Vec<u8>,
     end: EndReason,
     write_failed: bool,
+    tls: Option<ServerTls>,
+    handshake_timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
@@ -289,6 +329,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                     queue.extend(self.session.committed(result));
                 }
                 Action::Close => self.flush().await,
+                Action::StartTls => {
+                    self.flush().await;
+                    // Whatever the client pipelined after STARTTLS was sent in the clear
+                    // before the handshake: it is dropped, never executed.
+                    self.input.clear();
+                    queue.extend(self.start_tls().await);
+                }
+            }
+        }
+    }
+
+    /// Runs the server side of the handshake on the plain stream; the session's answer.
+    async fn start_tls(&mut self) -> Vec<Action> {
+        let Some(tls) = self.tls.clone() else {
+            return self.session.tls_failed("no certificate");
+        };
+        let plain = match std::mem::replace(&mut self.stream, Stream::Gone) {
+            Stream::Plain(s) => s,
+            other => {
+                self.stream = other;
+                return self.session.tls_failed("TLS already active");
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(plain)).await {
+            Ok(Ok(s)) => {
+                let info = tls.info(s.get_ref().1);
+                self.stream = Stream::Tls(Box::new(s));
+                self.session.tls_started(info)
+            }
+            Ok(Err(e)) => {
+                self.end = EndReason::Lost;
+                self.session.tls_failed(&e.to_string())
+            }
+            Err(_) => {
+                self.end = EndReason::Timeout;
+                self.session.tls_failed("timeout")
             }
         }
     }
@@ -302,15 +379,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
         }
     }
 
-    /// Reads and drops the rest of an over-long line; returns its length with terminator
-    /// (or what was counted before [`MAX_DISCARD`] or the end of input).
-    async fn discard_line(&mut self, opts: &ConnOptions) -> usize {
+    /// Reads and drops the rest of an over-long line, until `deadline` at most; returns its
+    /// length with terminator (or what was counted before [`MAX_DISCARD`], the deadline or
+    /// the end of input).
+    async fn discard_line(&mut self, deadline: Instant) -> usize {
         let mut total = self.input.len();
         self.input.clear();
         let mut chunk = [0u8; 8192];
         while total < MAX_DISCARD {
-            let read =
-                tokio::time::timeout(opts.timeouts.command, self.stream.read(&mut chunk)).await;
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
             let n = match read {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => break,

@@ -11,8 +11,10 @@
 //! * a bare LF (not after CR) anywhere → [`DataEnd::BareLf`] at once (`421 4.5.0 Bare
 //!   linefeed (LF) not allowed`), a CR not followed by LF → [`DataEnd::BareCr`];
 //! * NUL and 8-bit bytes pass through unchanged;
-//! * with a size limit, bytes past the limit are counted but not kept
-//!   ([`DataReader::exceeded`]); the body is still read to its end.
+//! * the body goes into a [`BodyBuf`], which enforces the size and header limits; the body
+//!   is still read to its end when one of them is broken.
+
+use super::body::{BodyBuf, Limits};
 
 /// How a body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,25 +45,15 @@ enum State {
 #[derive(Debug)]
 pub struct DataReader {
     state: State,
-    body: Vec<u8>,
-    /// Body length so far (`\n` line ends), including bytes not kept.
-    size: u64,
-    /// 0 = no limit.
-    max: u64,
-    in_header: bool,
-    line_len: usize,
+    body: BodyBuf,
 }
 
 impl DataReader {
-    /// A reader that keeps at most `max_size` bytes (0: no limit).
-    pub fn new(max_size: u64) -> DataReader {
+    /// A reader for a message received under `limits`.
+    pub fn new(limits: Limits) -> DataReader {
         DataReader {
             state: State::LineStart,
-            body: Vec::new(),
-            size: 0,
-            max: max_size,
-            in_header: true,
-            line_len: 0,
+            body: BodyBuf::new(limits),
         }
     }
 
@@ -84,11 +76,7 @@ impl DataReader {
                 }
                 (State::DotCr, b'\n') => Some(DataEnd::Complete),
                 (State::Cr, b'\n') => {
-                    if self.line_len == 0 {
-                        self.in_header = false;
-                    }
-                    self.emit(b'\n');
-                    self.line_len = 0;
+                    self.body.newline();
                     self.state = State::LineStart;
                     None
                 }
@@ -96,8 +84,7 @@ impl DataReader {
                 (_, b'\n') => Some(DataEnd::BareLf),
                 (_, other) => {
                     // A dot that started the line is dropped (unstuffing).
-                    self.emit(other);
-                    self.line_len += 1;
+                    self.body.push(other);
                     self.state = State::Mid;
                     None
                 }
@@ -109,30 +96,18 @@ impl DataReader {
         (input.len(), None)
     }
 
-    fn emit(&mut self, b: u8) {
-        self.size += 1;
-        if self.max == 0 || self.size <= self.max {
-            self.body.push(b);
-        }
-    }
-
-    /// Body bytes so far (`\n` line ends), counting bytes past the limit.
+    /// Body bytes so far (`\n` line ends), counting bytes not kept.
     pub fn size(&self) -> u64 {
-        self.size
+        self.body.size()
     }
 
-    /// True while no empty line has been read (for `where=header` in the log).
+    /// True while the header block lasts (for `where=header` in the log).
     pub fn in_header(&self) -> bool {
-        self.in_header
+        self.body.in_header()
     }
 
-    /// True once the body is longer than the limit.
-    pub fn exceeded(&self) -> bool {
-        self.max > 0 && self.size > self.max
-    }
-
-    /// The body kept so far.
-    pub fn into_body(self) -> Vec<u8> {
+    /// The body received.
+    pub fn into_body(self) -> BodyBuf {
         self.body
     }
 }
@@ -141,12 +116,17 @@ impl DataReader {
 mod tests {
     use super::*;
 
+    const NO_LIMITS: Limits = Limits {
+        max_size: 0,
+        max_headers: 0,
+    };
+
     fn read_all(input: &[u8]) -> (usize, Option<DataEnd>, Vec<u8>, u64, bool) {
-        let mut r = DataReader::new(0);
+        let mut r = DataReader::new(NO_LIMITS);
         let (n, end) = r.feed(input);
         let size = r.size();
         let header = r.in_header();
-        (n, end, r.into_body(), size, header)
+        (n, end, r.into_body().into_body(), size, header)
     }
 
     #[test]
@@ -199,23 +179,30 @@ mod tests {
     fn chunks_split_anywhere_give_the_same_result() {
         let input = b"Subject: chunks\r\n\r\nfirst part\r\nsecond\r\n.\r\n";
         for split in 0..input.len() {
-            let mut r = DataReader::new(0);
+            let mut r = DataReader::new(NO_LIMITS);
             let (n1, e1) = r.feed(&input[..split]);
             assert_eq!((n1, e1), (split, None));
             let (n2, e2) = r.feed(&input[split..]);
             assert_eq!(split + n2, input.len());
             assert_eq!(e2, Some(DataEnd::Complete));
-            assert_eq!(r.into_body(), b"Subject: chunks\n\nfirst part\nsecond\n");
+            assert_eq!(
+                r.into_body().into_body(),
+                b"Subject: chunks\n\nfirst part\nsecond\n"
+            );
         }
     }
 
     #[test]
     fn limit_counts_but_does_not_keep() {
-        let mut r = DataReader::new(10);
+        let mut r = DataReader::new(Limits {
+            max_size: 10,
+            max_headers: 0,
+        });
         let (_, end) = r.feed(b"0123456789abcdef\r\n.\r\n");
         assert_eq!(end, Some(DataEnd::Complete));
-        assert!(r.exceeded());
-        assert_eq!(r.size(), 17);
-        assert_eq!(r.into_body(), b"0123456789");
+        let body = r.into_body();
+        assert!(body.exceeded());
+        assert_eq!(body.size(), 17);
+        assert!(body.into_body().is_empty());
     }
 }

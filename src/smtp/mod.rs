@@ -3,6 +3,9 @@
 //! * [`command`] parses one command line into a [`command::Command`];
 //! * [`session`] is the sans-IO state machine that answers commands with [`session::Action`]s;
 //! * [`data`] reads a DATA body (dot-unstuffing, `<CRLF>.<CRLF>`, bare CR/LF rejection);
+//! * [`chunk`] reads the octets of BDAT chunks (RFC 3030) into the same form;
+//! * [`body`] holds the message being received and enforces MaxMessageSize (or a hard cap)
+//!   and MaxHeadersLength for both;
 //! * [`reply`] holds every reply text;
 //! * [`conn`] is the one I/O driver: socket ↔ session, timeouts, pipelining, shutdown.
 //!
@@ -10,7 +13,8 @@
 //!
 //! ```text
 //! let ctx = SessionContext { hostname, greeting, daemon_name, daemon_flags, client,
-//!                            max_message_size, max_recipients, features, privacy,
+//!                            max_message_size, max_headers_length, max_recipients,
+//!                            features, privacy,
 //!                            log_level, version, help, connect_reject, policy, ids };
 //! let outcome = conn::serve(stream, Session::new(ctx), &mut sink, &logger,
 //!                           &ConnOptions::default(), shutdown_future).await;
@@ -20,6 +24,8 @@
 //! ([`conn::MessageSink`]) stores a finished message durably before the `250`; until a queue
 //! exists, [`conn::NoQueue`] refuses every message with a 451.
 
+pub mod body;
+pub mod chunk;
 pub mod command;
 pub mod conn;
 pub mod data;

@@ -329,6 +329,87 @@ pub fn auth_not_available() -> Reply {
     Reply::new(503, Some("5.3.3"), "AUTH not available")
 }
 
+/// `220 2.0.0 Ready to start TLS` (STARTTLS accepted; the handshake follows).
+pub fn ready_to_start_tls() -> Reply {
+    Reply::new(220, Some("2.0.0"), "Ready to start TLS")
+}
+
+/// `503 5.5.0 TLS already active` (STARTTLS inside TLS).
+pub fn tls_already_active() -> Reply {
+    Reply::new(503, Some("5.5.0"), "TLS already active")
+}
+
+/// `503 5.5.0 Already Authenticated` (a second AUTH).
+pub fn already_authenticated() -> Reply {
+    Reply::new(503, Some("5.5.0"), "Already Authenticated")
+}
+
+/// `503 5.5.0 AUTH not permitted during a mail transaction`.
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(
+        503,
+        Some("5.5.0"),
+        "AUTH not permitted during a mail transaction",
+    )
+}
+
+/// `501 5.5.2 AUTH mechanism must be specified` (AUTH without an argument).
+pub fn auth_mechanism_required() -> Reply {
+    Reply::new(501, Some("5.5.2"), "AUTH mechanism must be specified")
+}
+
+/// `504 5.3.3 AUTH mechanism <name> not available` (the name cut to 32 characters).
+pub fn auth_mechanism_unavailable(name: &str) -> Reply {
+    let name: String = name.chars().take(32).collect();
+    Reply::new(
+        504,
+        Some("5.3.3"),
+        format!("AUTH mechanism {name} not available"),
+    )
+}
+
+/// `334 <base64 challenge>` (no enhanced code, RFC 4954).
+pub fn auth_challenge(text: &str) -> Reply {
+    Reply::new(334, None, text)
+}
+
+/// `501 5.0.0 AUTH aborted` (the client answered `*`).
+pub fn auth_aborted() -> Reply {
+    Reply::new(501, Some("5.0.0"), "AUTH aborted")
+}
+
+/// `501 5.5.4 cannot decode AUTH parameter <text>` (a SASL line that is not base64).
+pub fn auth_cannot_decode(text: &str) -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        format!(
+            "cannot decode AUTH parameter {}",
+            shorten(text, MAXSHORTSTR)
+        ),
+    )
+}
+
+/// `235 2.0.0 OK Authenticated`.
+pub fn authenticated() -> Reply {
+    Reply::new(235, Some("2.0.0"), "OK Authenticated")
+}
+
+/// `535 5.7.0 authentication failed`.
+pub fn auth_failed() -> Reply {
+    Reply::new(535, Some("5.7.0"), "authentication failed")
+}
+
+/// `421 4.7.0 <host> Too many AUTH failures; closing connection` (ours: sendmail leaves
+/// the limit to the SASL library).
+pub fn too_many_auth_failures(host: &str) -> Reply {
+    Reply::new(
+        421,
+        Some("4.7.0"),
+        format!("{host} Too many AUTH failures; closing connection"),
+    )
+}
+
 /// `530 5.7.0 Authentication required` (MAIL on an `M=a` daemon before AUTH).
 pub fn auth_required() -> Reply {
     Reply::new(530, Some("5.7.0"), "Authentication required")
@@ -606,12 +687,57 @@ pub fn bare_cr() -> Reply {
     Reply::new(421, Some("4.5.0"), "Bare carriage return (CR) not allowed")
 }
 
-/// `552 5.2.3 Message exceeds maximum fixed size (<max>)` (end of DATA; unrecorded).
+/// `552 5.2.3 Message exceeds maximum fixed size (<max>)` (end of DATA; recorded from
+/// sendmail 8.17.1.9 `-bs -O MaxMessageSize=1000` for this project, 2026-12-02).
 pub fn message_too_big(max: u64) -> Reply {
     Reply::new(
         552,
         Some("5.2.3"),
         format!("Message exceeds maximum fixed size ({max})"),
+    )
+}
+
+/// `552 5.6.0 Headers too large (<max> max)` (the header block is over `MaxHeadersLength`;
+/// recorded from sendmail 8.17.1.9 for this project, 2026-12-02).
+pub fn headers_too_large(max: u64) -> Reply {
+    Reply::new(552, Some("5.6.0"), format!("Headers too large ({max} max)"))
+}
+
+// ---------------------------------------------------------------------------------------
+// CHUNKING (RFC 3030) and SMTPUTF8 (RFC 6531): not in sendmail 8.17 (the oracle answers
+// BDAT as an unknown command and SMTPUTF8 as an unknown parameter), so these are ours.
+
+/// `250 2.0.0 <n> octets received` (a BDAT chunk that is not the last).
+pub fn chunk_received(octets: u64) -> Reply {
+    Reply::new(250, Some("2.0.0"), format!("{octets} octets received"))
+}
+
+/// `501 5.5.4 Syntax: BDAT <octets> [LAST]`.
+pub fn bdat_syntax() -> Reply {
+    Reply::new(501, Some("5.5.4"), "Syntax: BDAT <octets> [LAST]")
+}
+
+/// `503 5.5.1 DATA not allowed after BDAT` (RFC 3030 §2: one transaction, one of the two).
+pub fn data_after_bdat() -> Reply {
+    Reply::new(503, Some("5.5.1"), "DATA not allowed after BDAT")
+}
+
+/// `501 5.5.4 SMTPUTF8 parameter does not take a value` (RFC 6531 §3.4).
+pub fn smtputf8_takes_no_value() -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        "SMTPUTF8 parameter does not take a value",
+    )
+}
+
+/// `553 5.6.7 <addr>... Non-ASCII address requires SMTPUTF8` (RFC 6531 §3.5: 553, and the
+/// enhanced code RFC 5248 registers as "non-ASCII addresses not permitted").
+pub fn non_ascii_address(addr: &str) -> Reply {
+    Reply::new(
+        553,
+        Some("5.6.7"),
+        format!("{addr}... Non-ASCII address requires SMTPUTF8"),
     )
 }
 

@@ -20,6 +20,10 @@
 //! protocol error`), the "nullserver" mode of a connection refused by `check_relay`, and
 //! the end-of-session log lines (`from=` of an aborted transaction, `to=... stat=RSET`,
 //! `did not issue MAIL/EXPN/VRFY/ETRN`, `lost input channel`).
+//!
+//! Beyond sendmail 8.17, in their own files: BDAT (`session/bdat.rs`, RFC 3030), SMTPUTF8
+//! (`session/utf8.rs`, RFC 6531); the end of every message, DATA or BDAT, with its size and
+//! header limits and the one commit (`session/finish.rs`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -27,6 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::body::Limits;
+use super::chunk::ChunkReader;
 use super::command::{
     self, Address, ArgError, Command, MailFrom, MailParams, RcptParams, RcptTo, check_helo_name,
 };
@@ -34,6 +40,10 @@ use super::data::{DataEnd, DataReader};
 use super::reply::{self, Reply};
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
+use crate::tls::TlsInfo;
+
+mod security;
+pub use security::{AUTH_FAILURE_DELAY, AuthInfo, MAX_AUTH_FAILURES, Security};
 
 /// Anti-abuse limits (sendmail compile-time defaults).
 pub const MAX_HELO_COMMANDS: u32 = 3;
@@ -113,11 +123,15 @@ pub struct Features {
     /// ETRN can start a queue run.
     pub etrn: bool,
     pub deliverby: bool,
+    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`.
+    pub chunking: bool,
+    /// SMTPUTF8 (RFC 6531), in `session/utf8.rs`; only with the `SmtpUTF8` option.
+    pub smtputf8: bool,
 }
 
 impl Default for Features {
-    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
-    /// offered only together with EXPN, as in sendmail).
+    /// What the session itself implements end to end: PIPELINING, 8BITMIME and CHUNKING
+    /// (VERB is offered only together with EXPN, as in sendmail).
     fn default() -> Features {
         Features {
             pipelining: true,
@@ -127,6 +141,8 @@ impl Default for Features {
             dsn: false,
             etrn: false,
             deliverby: false,
+            chunking: true,
+            smtputf8: false,
         }
     }
 }
@@ -229,8 +245,10 @@ pub struct SessionContext {
     /// `M=` letters of the daemon (`E` no ETRN, `a` AUTH required, ...).
     pub daemon_flags: String,
     pub client: ClientInfo,
-    /// `MaxMessageSize` (0: none).
+    /// `MaxMessageSize` (0: none; [`super::body::HARD_MAX_MESSAGE`] still applies).
     pub max_message_size: u64,
+    /// `MaxHeadersLength` (0: none).
+    pub max_headers_length: u64,
     /// `MaxRecipientsPerMessage` (0: none).
     pub max_recipients: u32,
     pub features: Features,
@@ -246,6 +264,8 @@ pub struct SessionContext {
     pub connect_reject: Option<Reply>,
     pub policy: Arc<dyn Policy>,
     pub ids: Arc<QueueIdGen>,
+    /// What STARTTLS and AUTH may offer.
+    pub security: Security,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -262,6 +282,10 @@ pub struct PolicyContext<'a> {
     pub qid: &'a str,
     /// The accepted sender (RCPT checks only).
     pub sender: Option<&'a Address>,
+    /// Who authenticated (AUTH), for relaying and `${auth_type}`.
+    pub auth: Option<&'a AuthInfo>,
+    /// The TLS parameters, for `${verify}`, `${tls_version}` ….
+    pub tls: Option<&'a TlsInfo>,
 }
 
 /// A policy's answer to MAIL or RCPT.
@@ -338,18 +362,27 @@ pub struct Message {
     pub body: Vec<u8>,
     /// HELO/EHLO name, `None` if the client never said HELO (Authentication-Warning).
     pub helo: Option<String>,
-    /// `ESMTP` after EHLO, else `SMTP`.
+    /// `ESMTP` after EHLO (`ESMTPS`, `ESMTPA`, `ESMTPSA` with TLS/AUTH), else `SMTP`.
     pub protocol: &'static str,
     pub client: ClientInfo,
     pub daemon_name: String,
+    /// The session's TLS parameters (the `Received:` comment).
+    pub tls: Option<TlsInfo>,
+    /// Who authenticated.
+    pub auth: Option<AuthInfo>,
 }
 
 impl Message {
     /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
     pub fn from_log_line(&self, msgid: Option<&str>) -> String {
+        self.from_log_line_sized(self.body.len() as u64, msgid)
+    }
+
+    /// The `from=` line for a message of `size` bytes (its body already moved on).
+    pub fn from_log_line_sized(&self, size: u64, msgid: Option<&str>) -> String {
         from_line(
             &self.sender.raw,
-            self.body.len() as u64,
+            size,
             self.recipients.len(),
             msgid,
             self.mail_params.body,
@@ -371,6 +404,9 @@ pub enum Action {
     StartData,
     /// Store this message durably, then call [`Session::committed`].
     Commit(Box<Message>),
+    /// Drop any input already received and run the server side of a TLS handshake, then
+    /// call [`Session::tls_started`] (or [`Session::tls_failed`]).
+    StartTls,
     /// Flush and close the connection.
     Close,
 }
@@ -397,8 +433,12 @@ enum State {
     Command,
     /// Reading a DATA body.
     Data(DataReader),
+    /// Reading the octets of a BDAT chunk.
+    Chunk(bdat::Chunk),
     /// Waiting for [`Session::committed`]; the body size.
     Committing(u64),
+    /// Waiting for the client's answer to an AUTH challenge.
+    Auth(crate::auth::Exchange),
     Closed,
 }
 
@@ -410,6 +450,8 @@ struct Transaction {
     /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
     accepted: usize,
     started: Instant,
+    /// The BDAT chunks received so far (`None` until the first BDAT).
+    chunks: Option<ChunkReader>,
 }
 
 /// One SMTP session.
@@ -434,6 +476,7 @@ pub struct Session {
     n_noop: u32,
     n_bad: u32,
     verbose: bool,
+    sec: security::SecurityState,
 }
 
 impl Session {
@@ -455,6 +498,7 @@ impl Session {
             n_noop: 0,
             n_bad: 0,
             verbose: false,
+            sec: security::SecurityState::default(),
             ctx,
         }
     }
@@ -476,9 +520,9 @@ impl Session {
         &self.ctx
     }
 
-    /// True while DATA bytes are expected.
+    /// True while DATA bytes or BDAT octets are expected.
     pub fn wants_data(&self) -> bool {
-        matches!(self.state, State::Data(_))
+        matches!(self.state, State::Data(_) | State::Chunk(_))
     }
 
     /// True once the session has ended.
@@ -500,6 +544,9 @@ impl Session {
     /// sent more bytes after this line (needed for the HELO/EHLO/DATA pipelining check).
     pub fn handle(&mut self, line: &[u8], more_input: bool) -> Vec<Action> {
         let mut out = Vec::new();
+        if matches!(self.state, State::Auth(_)) {
+            return self.auth_response(&String::from_utf8_lossy(line));
+        }
         if !matches!(self.state, State::Command) {
             // Lines are not expected now; the driver is out of step.
             return out;
@@ -527,11 +574,13 @@ impl Session {
         let ext = command::Extensions {
             dsn: self.ctx.features.dsn,
             deliverby: self.ctx.features.deliverby,
+            smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
         self.last_cmd = match &cmd {
             // sendmail names the last *known* command; unknown ones leave "startup".
-            Command::Unrecognized(_) | Command::Bdat(_) => "startup".to_owned(),
+            Command::Unrecognized(_) => "startup".to_owned(),
+            Command::Bdat(_) if !self.chunking_offered() => "startup".to_owned(),
             Command::NotImplemented(t) => first_word(t).to_ascii_lowercase(),
             other => other.name().to_owned(),
         };
@@ -593,26 +642,20 @@ impl Session {
             Command::Vrfy(arg) => self.vrfy_expn(&text, &arg, false, &mut out),
             Command::Expn(arg) => self.vrfy_expn(&text, &arg, true, &mut out),
             Command::Etrn(arg) => self.etrn(&text, &arg, &mut out),
-            Command::StartTls => {
-                let r = if !rest_after_verb(&text).is_empty() {
-                    reply::starttls_no_parameters()
-                } else if self.ctx.daemon_flags.contains('S') {
-                    reply::tls_not_offered()
-                } else {
-                    reply::tls_not_available()
-                };
-                out.push(Action::Reply(r));
-            }
-            Command::Auth(_) => out.push(Action::Reply(reply::auth_not_available())),
+            Command::StartTls => self.starttls_cmd(rest_after_verb(&text), &mut out),
+            Command::Auth(arg) => self.auth_cmd(&arg, &mut out),
             Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
-            // CHUNKING is not offered: BDAT is an unknown command, as in sendmail 8.17.
-            Command::Bdat(_) | Command::Unrecognized(_) => self.bad_command(&text, &mut out),
+            Command::Bdat(arg) => self.bdat_cmd(&text, arg, &mut out),
+            Command::Unrecognized(_) => self.bad_command(&text, &mut out),
         }
         out
     }
 
     /// Feeds DATA bytes; returns how many were consumed (the rest are commands).
     pub fn data(&mut self, input: &[u8]) -> (usize, Vec<Action>) {
+        if matches!(self.state, State::Chunk(_)) {
+            return self.chunk_data(input);
+        }
         let mut out = Vec::new();
         let State::Data(reader) = &mut self.state else {
             return (0, out);
@@ -625,53 +668,10 @@ impl Session {
             return (used, out);
         };
         match end {
-            DataEnd::Complete if reader.exceeded() => {
-                let max = self.ctx.max_message_size;
-                let text = format!("message size ({}) exceeds maximum ({max})", reader.size());
-                self.log(Severity::Notice, true, text, &mut out);
-                out.push(Action::Reply(reply::message_too_big(max)));
-                self.finish_transaction_sized(reader.size(), &mut out);
-            }
-            DataEnd::Complete => {
-                let tx = self.tx.take();
-                self.log_sender = None;
-                if let Some(tx) = tx {
-                    let body = reader.into_body();
-                    let size = body.len() as u64;
-                    let msg = Message {
-                        qid: self.qid(),
-                        sender: tx.sender,
-                        mail_params: tx.params,
-                        recipients: tx.rcpts,
-                        body,
-                        helo: self.helo.clone(),
-                        protocol: self.protocol(),
-                        client: self.ctx.client.clone(),
-                        daemon_name: self.ctx.daemon_name.clone(),
-                    };
-                    self.state = State::Committing(size);
-                    out.push(Action::Commit(Box::new(msg)));
-                }
-            }
+            DataEnd::Complete => self.finish_body(reader.into_body(), &mut out),
             DataEnd::BareLf | DataEnd::BareCr => {
-                let (info, answer) = if end == DataEnd::BareLf {
-                    ("Bare linefeed (LF) not allowed", reply::bare_lf())
-                } else {
-                    ("Bare carriage return (CR) not allowed", reply::bare_cr())
-                };
-                let from = self
-                    .log_sender
-                    .as_ref()
-                    .map(|s| s.0.clone())
-                    .unwrap_or_default();
-                let text = format!(
-                    "collect: relay={}, from={from}, info={info}, where={}, status=tempfail",
-                    self.ctx.client.host_name(),
-                    if reader.in_header() { "header" } else { "body" },
-                );
-                self.log(Severity::Notice, true, text, &mut out);
-                out.push(Action::Reply(answer));
-                self.end_session(false, reader.size(), &mut out);
+                let (size, in_header) = (reader.size(), reader.in_header());
+                self.bare_line_end(end, size, in_header, &mut out);
             }
         }
         (used, out)
@@ -847,8 +847,21 @@ impl Session {
         if f.dsn {
             k.push("DSN".into());
         }
+        if f.smtputf8 {
+            k.push("SMTPUTF8".into());
+        }
+        if f.chunking {
+            k.push("CHUNKING".into());
+        }
         if self.etrn_allowed() {
             k.push("ETRN".into());
+        }
+        let mechs = self.auth_mechanisms();
+        if !mechs.is_empty() {
+            k.push(format!("AUTH {}", mechs.join(" ")));
+        }
+        if self.starttls_offered() {
+            k.push("STARTTLS".into());
         }
         if f.deliverby {
             k.push("DELIVERBY".into());
@@ -874,7 +887,7 @@ impl Session {
             out.push(Action::Reply(reply::sender_already_specified()));
             return;
         }
-        if self.ctx.daemon_flags.contains('a') && !self.ctx.daemon_flags.contains('A') {
+        if self.auth_required() {
             out.push(Action::Reply(reply::auth_required()));
             return;
         }
@@ -904,6 +917,10 @@ impl Session {
                 return;
             }
         };
+        if let Some(r) = Session::non_ascii_refusal(&m.path, params.smtputf8) {
+            out.push(Action::Reply(r));
+            return;
+        }
         let qid = self.qid();
         let decision = {
             let pctx = self.policy_context(&qid, None);
@@ -920,8 +937,8 @@ impl Session {
                 return;
             }
         };
-        let max = self.ctx.max_message_size;
-        if max > 0 && params.size.is_some_and(|s| s > max) {
+        let max = self.limits().size_limit();
+        if params.size.is_some_and(|s| s > max) {
             out.push(Action::Reply(reply::size_exceeds(max)));
             return;
         }
@@ -932,6 +949,7 @@ impl Session {
             rcpts: Vec::new(),
             accepted: 0,
             started: Instant::now(),
+            chunks: None,
         });
     }
 
@@ -954,6 +972,12 @@ impl Session {
                 return;
             }
         };
+        let smtputf8 = self.tx.as_ref().is_some_and(|t| t.params.smtputf8);
+        if let Some(r) = Session::non_ascii_refusal(&path, smtputf8) {
+            self.stats.rejected_rcpts += 1;
+            self.user_error(r, out);
+            return;
+        }
         let qid = self.qid();
         let decision = {
             let sender = self.tx.as_ref().map(|t| &t.sender);
@@ -994,6 +1018,10 @@ impl Session {
             out.push(Action::Reply(reply::need_mail()));
             return;
         };
+        if tx.chunks.is_some() {
+            out.push(Action::Reply(reply::data_after_bdat()));
+            return;
+        }
         if tx.rcpts.is_empty() {
             out.push(Action::Reply(reply::need_rcpt()));
             return;
@@ -1003,7 +1031,7 @@ impl Session {
             self.end_session(false, 0, out);
             return;
         }
-        self.state = State::Data(DataReader::new(self.ctx.max_message_size));
+        self.state = State::Data(DataReader::new(self.limits()));
         out.push(Action::Reply(reply::start_data()));
         out.push(Action::StartData);
     }
@@ -1266,12 +1294,13 @@ impl Session {
     fn data_size(&self) -> u64 {
         match &self.state {
             State::Data(r) => r.size(),
+            State::Chunk(_) => self.chunked_size(),
             _ => 0,
         }
     }
 
     fn protocol(&self) -> &'static str {
-        if self.esmtp { "ESMTP" } else { "SMTP" }
+        self.protocol_name()
     }
 
     /// The envelope id, assigned on first use.
@@ -1303,6 +1332,8 @@ impl Session {
             daemon_flags: &self.ctx.daemon_flags,
             qid,
             sender,
+            auth: self.sec.auth.as_ref(),
+            tls: self.sec.tls.as_ref(),
         }
     }
 }
@@ -1377,6 +1408,12 @@ fn from_line(
     );
     s
 }
+
+mod bdat;
+mod finish;
+mod utf8;
+
+pub use utf8::utf8_protocol;
 
 #[cfg(test)]
 mod tests;

@@ -229,19 +229,7 @@ impl Smtp {
 
     /// Reads one reply; returns its lines without CRLF.
     pub fn reply(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line).unwrap();
-            assert!(n > 0, "connection closed; reply so far: {lines:?}");
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            let line = line.trim_end_matches("\r\n").to_string();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines;
-            }
-        }
+        read_reply(&mut self.reader)
     }
 
     /// Sends one command line and returns the reply.
@@ -256,7 +244,12 @@ impl Smtp {
             .unwrap();
     }
 
-    /// Sends bytes as they are (no CRLF added).
+    /// Another handle on the connection (for a writer thread).
+    pub fn raw_clone(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    /// Writes `bytes` as they are (pipelined commands, BDAT octets).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).unwrap();
     }
@@ -265,6 +258,24 @@ impl Smtp {
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
         self.reader.read_to_end(&mut rest).is_ok()
+    }
+}
+
+/// Reads one SMTP reply (all its lines, CRLF removed) from `r`: a socket, or the stdout of
+/// `sendmail -bs`.
+pub fn read_reply(r: &mut impl BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed; reply so far: {lines:?}");
+        assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+        let line = line.trim_end_matches("\r\n").to_string();
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last {
+            return lines;
+        }
     }
 }
 

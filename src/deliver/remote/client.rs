@@ -18,14 +18,27 @@
 //! temporary, 5xx permanent, with the server's enhanced status code as the DSN code when it
 //! gives one (RFC 3463).
 //!
+//! Security (sendmail deliver.c): when the server offers `STARTTLS` (RFC 3207) and the job
+//! allows it ([`Job::tls`]; `ClientPortOptions` Modifier `S` turns it off), the client
+//! starts TLS, drops what the server said before, and says EHLO again ([`super::tls`]). A
+//! refused `STARTTLS` (4xx, 5xx) goes on in clear on the same connection; a reply that
+//! makes no sense ends it (`454 4.7.0 STARTTLS failed.`); a failed handshake ends it too
+//! ([`SessionResult::tls_failed`], `454 4.7.0 TLS handshake failed.`: the caller tries the
+//! next host, or the same one in clear with `TLSFallbacktoClear`). Then, when there are
+//! credentials for the server ([`Job::auth`]) and it offers `AUTH`, the client
+//! authenticates ([`super::auth`]) — only over TLS: credentials are never sent in clear.
+//!
 //! The command spelling (`MAIL From:`, `RCPT To:`) is sendmail's [samples/45].
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Outcome;
+use super::auth::{self, AuthEnd, AuthInfo};
+use super::tls::{self, Stream, TlsSettings};
 use crate::config::options::Timeouts;
 use crate::queue::{BodyType, Message, Recipient, Ret};
 
@@ -95,6 +108,13 @@ pub struct ReplyParser {
 }
 
 impl ReplyParser {
+    /// Forgets everything not yet read (what the server sent before the TLS handshake).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.lines.clear();
+        self.code = None;
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -160,6 +180,9 @@ pub struct Capabilities {
     pub size: Option<u64>,
     pub eightbitmime: bool,
     pub dsn: bool,
+    pub starttls: bool,
+    /// The `AUTH` mechanisms offered, as written.
+    pub auth: Vec<String>,
 }
 
 impl Capabilities {
@@ -173,6 +196,13 @@ impl Capabilities {
                 "PIPELINING" => caps.pipelining = true,
                 "8BITMIME" => caps.eightbitmime = true,
                 "DSN" => caps.dsn = true,
+                "STARTTLS" => caps.starttls = true,
+                "AUTH" => caps.auth.extend(words.map(str::to_string)),
+                // The pre-RFC 4954 spelling some servers still send.
+                k if k.starts_with("AUTH=") => {
+                    caps.auth.push(kw[5..].to_string());
+                    caps.auth.extend(words.map(str::to_string));
+                }
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 _ => {}
             }
@@ -223,6 +253,8 @@ pub struct ClientTimeouts {
     pub datablock: Duration,
     pub datafinal: Duration,
     pub quit: Duration,
+    pub starttls: Duration,
+    pub auth: Duration,
 }
 
 impl ClientTimeouts {
@@ -236,6 +268,8 @@ impl ClientTimeouts {
             datablock: t.datablock,
             datafinal: t.datafinal,
             quit: t.quit,
+            starttls: t.starttls,
+            auth: t.auth,
         }
     }
 
@@ -250,6 +284,8 @@ impl ClientTimeouts {
             datablock: d,
             datafinal: d,
             quit: d,
+            starttls: d,
+            auth: d,
         }
     }
 }
@@ -262,6 +298,14 @@ pub struct Job<'a> {
     pub recipients: &'a [Recipient],
     /// Our name for EHLO/HELO.
     pub helo_name: &'a str,
+    /// The server's address (the name checked in its certificate when it has no name).
+    pub addr: IpAddr,
+    /// STARTTLS when the server offers it; `None`: never.
+    pub tls: Option<&'a TlsSettings>,
+    /// Credentials for AUTH (from the `authinfo` map); `None`: no AUTH.
+    pub auth: Option<&'a AuthInfo>,
+    /// `LogLevel`: which of the session's log lines are written.
+    pub log_level: u32,
 }
 
 /// The result of one session.
@@ -272,6 +316,11 @@ pub struct SessionResult {
     /// The host failed before it answered any recipient (greeting, EHLO or MAIL refused
     /// temporarily, or the connection broke): the next MX may do better.
     pub try_next_host: bool,
+    /// The TLS handshake failed: the connection is gone (sendmail's `verify=SOFTWARE`).
+    pub tls_failed: bool,
+    /// Lines for the mail log that sendmail writes without a queue id (`STARTTLS=client,
+    /// …`, `AUTH=client, …`), in order.
+    pub log: Vec<String>,
 }
 
 /// Why a session stopped short.
@@ -408,15 +457,25 @@ pub fn rcpt_command(rcpt: &Recipient, caps: &Capabilities) -> String {
     cmd
 }
 
-/// The I/O half: one stream, its reply parser, the peer's name for error texts.
-struct Conn<S> {
-    io: S,
+/// The I/O half: one stream, its reply parser, the peer's name for error texts and log
+/// lines, and the lines logged so far.
+pub(super) struct Conn<S> {
+    io: Stream<S>,
     parser: ReplyParser,
     host: String,
+    log: Vec<String>,
+    log_level: u32,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    async fn reply(
+    /// Logs `line` when `LogLevel` is above `level`.
+    fn note(&mut self, level: u32, line: String) {
+        if self.log_level > level {
+            self.log.push(line);
+        }
+    }
+
+    pub(super) async fn reply(
         &mut self,
         wait: Duration,
         stage: &'static str,
@@ -437,7 +496,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         bytes: &[u8],
         wait: Duration,
@@ -471,16 +530,20 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     timeouts: &ClientTimeouts,
 ) -> SessionResult {
     let mut conn = Conn {
-        io,
+        io: Stream::Plain(io),
         parser: ReplyParser::default(),
         host: host.to_string(),
+        log: Vec::new(),
+        log_level: job.log_level,
     };
     let n = job.recipients.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let result = dialogue(&mut conn, job, timeouts, &mut outcomes).await;
     let answered = outcomes.iter().any(Option::is_some);
+    let tls_failed = matches!(result, Ok(End::TlsFailed));
     let (fill, try_next_host) = match result {
         Ok(End::Answered) => (None, false),
+        Ok(End::TlsFailed) => (Some(tls::rejection_outcome(tls::HANDSHAKE_FAILED)), true),
         Ok(End::Host(o)) => (Some(o), true),
         // Refused temporarily before any recipient was answered: the next MX may take it.
         Ok(End::All(o)) => {
@@ -504,6 +567,8 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     SessionResult {
         outcomes,
         try_next_host,
+        tls_failed,
+        log: conn.log,
     }
 }
 
@@ -516,6 +581,8 @@ enum End {
     /// The host would not talk to us (greeting or EHLO/HELO refused, 4xx or 5xx): the next
     /// host may; on the last host this is every recipient's outcome.
     Host(Outcome),
+    /// The TLS handshake failed; the connection is gone.
+    TlsFailed,
 }
 
 /// The dialogue. Per-recipient answers go into `outcomes` (a recipient's `Delivered` there
@@ -537,6 +604,10 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             quit(conn, t).await;
             return Ok(End::Host(refusal));
         }
+    };
+    let caps = match secure(conn, job, t, caps).await? {
+        Ok(caps) => caps,
+        Err(end) => return Ok(end),
     };
     let data = encode_data(&job.message.body);
     let wire_size = data.len().saturating_sub(3);
@@ -650,6 +721,146 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(Capabilities::default()))
     } else {
         Ok(Err(Outcome::from_reply(&helo)))
+    }
+}
+
+/// STARTTLS when offered and allowed (then EHLO again, the old capabilities dropped), then
+/// AUTH when there are credentials. `Err(end)`: the session ends here.
+async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    job: &Job<'_>,
+    t: &ClientTimeouts,
+    caps: Capabilities,
+) -> Result<Result<Capabilities, End>, SessionError> {
+    let caps = match job.tls {
+        Some(settings) if caps.starttls => match starttls(conn, settings, job.addr, t).await? {
+            Tls::Up => match hello(conn, job.helo_name, t).await? {
+                Ok(caps) => caps,
+                Err(refusal) => {
+                    quit(conn, t).await;
+                    return Ok(Err(End::Host(refusal)));
+                }
+            },
+            Tls::Clear => caps,
+            Tls::End(end) => return Ok(Err(end)),
+        },
+        _ => caps,
+    };
+    if let Some(info) = job.auth
+        && !caps.auth.is_empty()
+        && let Some(end) = authenticate(conn, info, &caps, t).await?
+    {
+        return Ok(Err(end));
+    }
+    Ok(Ok(caps))
+}
+
+/// How a STARTTLS attempt ended.
+enum Tls {
+    /// Encrypted from now on.
+    Up,
+    /// Refused by the server: go on in clear on this connection.
+    Clear,
+    /// The session ends.
+    End(End),
+}
+
+/// `STARTTLS`, then the handshake. The log gets sendmail's lines: `STARTTLS=client, relay=…`
+/// on success (LogLevel > 8), the error and the `tls_server` rejection on failure (> 5).
+async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    settings: &TlsSettings,
+    addr: IpAddr,
+    t: &ClientTimeouts,
+) -> Result<Tls, SessionError> {
+    for problem in &settings.problems {
+        conn.note(0, problem.to_string());
+    }
+    conn.send(b"STARTTLS\r\n", t.starttls, "client STARTTLS")
+        .await?;
+    let reply = conn.reply(t.starttls, "client STARTTLS").await?;
+    if reply.code != 220 {
+        if matches!(reply.class(), 4 | 5) {
+            return Ok(Tls::Clear);
+        }
+        let line = tls::rejection_line("PROTOCOL", &conn.host, tls::STARTTLS_FAILED);
+        conn.note(5, line);
+        quit(conn, t).await;
+        return Ok(Tls::End(End::Host(tls::rejection_outcome(
+            tls::STARTTLS_FAILED,
+        ))));
+    }
+    // Nothing the server sent in clear after its 220 may count as a reply.
+    conn.parser.clear();
+    let Stream::Plain(plain) = std::mem::replace(&mut conn.io, Stream::Gone) else {
+        return Ok(Tls::Clear);
+    };
+    let handshake = settings.handshake(plain, &conn.host, addr);
+    let result = match tokio::time::timeout(nonzero(t.starttls), handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "timeout during the TLS handshake",
+        )),
+    };
+    match result {
+        Ok((stream, info)) => {
+            conn.io = Stream::Tls(Box::new(stream));
+            let line = info.log_line(&conn.host);
+            conn.note(8, line);
+            Ok(Tls::Up)
+        }
+        Err(e) => {
+            conn.note(5, tls::handshake_failure_line(&e));
+            let line = tls::rejection_line("SOFTWARE", &conn.host, tls::HANDSHAKE_FAILED);
+            conn.note(5, line);
+            Ok(Tls::End(End::TlsFailed))
+        }
+    }
+}
+
+/// AUTH with the first mechanism both sides allow, over TLS only. A refusal (5xx) goes on
+/// without AUTH, a 4xx ends the session (`Temporary AUTH failure`), as in sendmail.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    info: &AuthInfo,
+    caps: &Capabilities,
+    t: &ClientTimeouts,
+) -> Result<Option<End>, SessionError> {
+    let relay = conn.host.clone();
+    if !conn.io.is_tls() {
+        let line = format!("AUTH=client, relay={relay}, not sending credentials without TLS");
+        conn.note(8, line);
+        return Ok(None);
+    }
+    let Some(mechanism) = auth::choose_mechanism(&caps.auth, info) else {
+        return Ok(None);
+    };
+    match auth::authenticate(conn, info, mechanism, t).await? {
+        AuthEnd::Done(mech) => {
+            conn.note(
+                9,
+                format!("AUTH=client, relay={relay}, mech={mech}, bits=0"),
+            );
+            Ok(None)
+        }
+        AuthEnd::Refused(reply) => {
+            let line = format!(
+                "AUTH=client, relay={relay}, mech={mechanism}, refused: {}",
+                reply.summary()
+            );
+            conn.note(9, line);
+            Ok(None)
+        }
+        AuthEnd::Temporary(_) => {
+            let line = format!("AUTH=client, relay={relay}, temporary failure, connection abort");
+            conn.note(8, line);
+            quit(conn, t).await;
+            Ok(Some(End::Host(Outcome::Temporary {
+                dsn: "4.3.0".to_string(),
+                text: "Deferred: Temporary AUTH failure".to_string(),
+            })))
+        }
     }
 }
 

@@ -11,14 +11,22 @@
 //! DATA, one connection for all recipients). A host that fails before answering any
 //! recipient (refused connection, 4xx greeting, dropped connection) hands over to the next
 //! host; when none is left the recipients are deferred — a connection failure never bounces.
+//!
+//! On each connection the client uses STARTTLS when the server offers it ([`tls`]; not with
+//! `ClientPortOptions` Modifier `S`) and AUTH when the `authinfo` map has credentials for
+//! the server ([`auth`]; not with Modifier `A`). A failed TLS handshake hands over to the
+//! next host like a refusing greeting — or, with `TLSFallbacktoClear`, first connects to the
+//! same address again without STARTTLS (sendmail deliver.c).
 
+pub mod auth;
 pub mod client;
 pub mod connect;
 pub mod route;
 #[cfg(test)]
 pub(crate) mod test_sink;
+pub mod tls;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rand::Rng;
@@ -29,9 +37,12 @@ use crate::config::macros::MacroLookup;
 use crate::dns::{Answer, Dns, bracketed};
 use crate::hosts::Hosts;
 use crate::queue::{Message, Recipient};
+use crate::rules::maps::{Map, Maps};
+use auth::AuthInfo;
 use client::{ClientTimeouts, Job, SessionResult};
-use connect::{AllFailed, ClientOptions, ConnectFailure};
+use connect::{AllFailed, ClientOptions, ConnectFailure, Connected};
 use route::{Family, Hop, HopHost, Route, Target};
+use tls::{TlsFiles, TlsSettings};
 
 /// What happened to one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +91,12 @@ pub struct Settings {
     /// Our own names (`$=w`, `$j`, `$w`, `localhost`), lower case: an MX list naming one of
     /// them is cut at its preference.
     pub local_names: Vec<String>,
+    /// STARTTLS settings; `None`: never STARTTLS.
+    pub tls: Option<TlsSettings>,
+    /// The `authinfo` map (`FEATURE(authinfo)`), when the configuration declares one.
+    pub authinfo: Option<Maps>,
+    /// `LogLevel`, for the client's own log lines.
+    pub log_level: u32,
 }
 
 impl Settings {
@@ -98,7 +115,31 @@ impl Settings {
             family: Family::Ipv6First,
             hosts: Hosts::load(std::path::Path::new("/etc/hosts")),
             local_names: local_names(config),
+            tls: Some(TlsSettings::load(&TlsFiles::from_options(o, config))),
+            authinfo: authinfo_map(config),
+            log_level: o.log_level,
         })
+    }
+
+    /// The STARTTLS settings for a connection to `ip` (none with Modifier `S`).
+    fn tls_for(&self, ip: IpAddr) -> Option<&TlsSettings> {
+        self.tls
+            .as_ref()
+            .filter(|_| !self.client.for_ip(ip).modifiers.has('S'))
+    }
+
+    /// The `authinfo` entry for a server (none with Modifier `A`); a bad entry is logged.
+    fn auth_for(&self, host: &str, ip: IpAddr, log: &mut Vec<String>) -> Option<AuthInfo> {
+        if self.client.for_ip(ip).modifiers.has('A') {
+            return None;
+        }
+        match AuthInfo::lookup(self.authinfo.as_ref()?, host, ip)? {
+            Ok(info) => Some(info),
+            Err(e) => {
+                log.push(format!("AUTH=client, relay={host}, {e}"));
+                None
+            }
+        }
     }
 
     /// The EHLO name for a connection from `local`: with `M=h` and a source `Addr` for that
@@ -127,6 +168,18 @@ fn macro_or(config: &Config, name: &str, fallback: &str) -> String {
         .macro_value(name)
         .map(|v| v.into_owned())
         .unwrap_or_else(|| fallback.to_string())
+}
+
+/// The `authinfo` map of the configuration's `K` line, loaded.
+fn authinfo_map(config: &Config) -> Option<Maps> {
+    let def = config.maps.get(auth::MAP_NAME)?;
+    let args = crate::config::macros::expand(&def.args, config);
+    let mut maps = Maps::default();
+    maps.maps.insert(
+        auth::MAP_NAME.to_string(),
+        Map::new(auth::MAP_NAME, &def.class, &args),
+    );
+    Some(maps)
 }
 
 fn local_names(config: &Config) -> Vec<String> {
@@ -167,6 +220,9 @@ pub struct Report {
     pub relay: Option<String>,
     /// Lines for the mail log, in order (`makeconnection (…) failed: …`).
     pub log: Vec<String>,
+    /// Lines sendmail writes without the queue id (`STARTTLS=client, …`, `AUTH=client,
+    /// …`), in order.
+    pub noqid_log: Vec<String>,
 }
 
 impl Report {
@@ -175,6 +231,7 @@ impl Report {
             outcomes: vec![outcome; n],
             relay,
             log,
+            noqid_log: Vec::new(),
         }
     }
 }
@@ -194,6 +251,7 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
     };
     let mut failures: Vec<ConnectFailure> = Vec::new();
     let mut log = Vec::new();
+    let mut noqid_log = Vec::new();
     let mut last_session: Option<(SessionResult, String)> = None;
     let mut start = 0;
     while start < routes.len() {
@@ -210,25 +268,27 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
         log.extend(failures[before..].iter().map(ConnectFailure::log_line));
         let Some(c) = connected else { break };
         let relay = format!("{} {}", c.host, bracketed(c.addr));
-        let helo = settings.helo_for(c.local.map(|a| a.ip()));
-        let job = Job {
-            message: req.message,
-            recipients: req.recipients,
-            helo_name: &helo,
-        };
-        let result = client::send_message(c.stream, &c.host, &job, &settings.timeouts).await;
+        let (route, addr, host) = (c.route, c.addr, c.host.clone());
+        let mut result = session(settings, req, c, true, &mut noqid_log).await;
+        if result.tls_failed
+            && settings.tls.as_ref().is_some_and(|t| t.fallback_to_clear)
+            && let Some(plain) = reconnect(settings, req, &host, addr, route, &mut log).await
+        {
+            result = session(settings, req, plain, false, &mut noqid_log).await;
+        }
         let next = result.try_next_host;
         last_session = Some((result, relay));
         if !next {
             break;
         }
-        start = c.route + 1;
+        start = route + 1;
     }
     match last_session {
         Some((result, relay)) => Report {
             outcomes: result.outcomes,
             relay: Some(relay),
             log,
+            noqid_log,
         },
         None => {
             let relay = failures
@@ -236,6 +296,63 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
                 .map(|f| format!("{} {}", f.host, bracketed(f.addr)));
             let outcome = AllFailed { failures }.outcome();
             Report::all(n, outcome, relay, log)
+        }
+    }
+}
+
+/// One SMTP session over a fresh connection, with STARTTLS (when `tls` and allowed) and
+/// AUTH as the settings say; its log lines go to `noqid_log`.
+async fn session(
+    settings: &Settings,
+    req: &Request<'_>,
+    c: Connected,
+    tls: bool,
+    noqid_log: &mut Vec<String>,
+) -> SessionResult {
+    let helo = settings.helo_for(c.local.map(|a| a.ip()));
+    let auth = settings.auth_for(&c.host, c.addr, noqid_log);
+    let job = Job {
+        message: req.message,
+        recipients: req.recipients,
+        helo_name: &helo,
+        addr: c.addr,
+        tls: settings.tls_for(c.addr).filter(|_| tls),
+        auth: auth.as_ref(),
+        log_level: settings.log_level,
+    };
+    let result = client::send_message(c.stream, &c.host, &job, &settings.timeouts).await;
+    noqid_log.extend(result.log.iter().cloned());
+    result
+}
+
+/// `TLSFallbacktoClear`: the same address again, at once (the failure is logged).
+async fn reconnect(
+    settings: &Settings,
+    req: &Request<'_>,
+    host: &str,
+    addr: IpAddr,
+    route: usize,
+    log: &mut Vec<String>,
+) -> Option<Connected> {
+    let sa = SocketAddr::new(addr, req.port);
+    let opts = settings.client.for_ip(addr);
+    match connect::connect_addr(sa, opts, settings.connect_timeout).await {
+        Ok(stream) => Some(Connected {
+            local: stream.local_addr().ok(),
+            stream,
+            route,
+            host: host.to_string(),
+            addr,
+        }),
+        Err(error) => {
+            let failure = ConnectFailure {
+                host: host.to_string(),
+                addr,
+                port: req.port,
+                error,
+            };
+            log.push(failure.log_line());
+            None
         }
     }
 }
@@ -281,3 +398,5 @@ async fn resolve<R: Rng + Send + ?Sized>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

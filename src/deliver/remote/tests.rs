@@ -40,14 +40,14 @@ async fn ports(want_v6: bool, want_v4: bool) -> Ports {
     panic!("no port free on both [::1] and 127.0.0.2 after 50 tries");
 }
 
-struct World {
+pub(super) struct World {
     dns: Dns,
     _dns_server: DnsServer,
-    _sinks: Vec<TcpSink>,
-    port: u16,
+    pub(super) _sinks: Vec<TcpSink>,
+    pub(super) port: u16,
 }
 
-async fn world(zone: Zone, want_v6: bool, want_v4: bool, cfg: SinkConfig) -> World {
+pub(super) async fn world(zone: Zone, want_v6: bool, want_v4: bool, cfg: SinkConfig) -> World {
     let server = DnsServer::start(zone).await;
     let dns = Dns::new(
         &[server.addr],
@@ -77,7 +77,7 @@ async fn world(zone: Zone, want_v6: bool, want_v4: bool, cfg: SinkConfig) -> Wor
     }
 }
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         helo_name: "oracle.example.test".into(),
         client: ClientOptions::default(),
@@ -86,6 +86,9 @@ fn settings() -> Settings {
         family: Family::Ipv6First,
         hosts: Hosts::default(),
         local_names: vec!["oracle.example.test".into()],
+        tls: None,
+        authinfo: None,
+        log_level: 9,
     }
 }
 
@@ -100,6 +103,10 @@ fn message() -> Message {
 }
 
 async fn send(w: &World, host: &str, to: &[&str]) -> Report {
+    send_with(w, &settings(), host, to).await
+}
+
+pub(super) async fn send_with(w: &World, s: &Settings, host: &str, to: &[&str]) -> Report {
     let msg = message();
     let rcpts: Vec<Recipient> = to.iter().map(|a| Recipient::new(*a)).collect();
     let req = Request {
@@ -109,15 +116,12 @@ async fn send(w: &World, host: &str, to: &[&str]) -> Report {
         port: w.port,
     };
     let mut rng = StdRng::seed_from_u64(3);
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        deliver(&w.dns, &settings(), &req, &mut rng),
-    )
-    .await
-    .expect("delivery finished in time")
+    tokio::time::timeout(Duration::from_secs(30), deliver(&w.dns, s, &req, &mut rng))
+        .await
+        .expect("delivery finished in time")
 }
 
-fn dual_stack_zone() -> Zone {
+pub(super) fn dual_stack_zone() -> Zone {
     Zone::default()
         .mx("d.test", 10, "mx.d.test")
         .aaaa("mx.d.test", "::1")

@@ -45,6 +45,7 @@ fn session() -> Session {
             name: Some("localhost".into()),
         },
         max_message_size: 0,
+        max_headers_length: 0,
         max_recipients: 0,
         features: Features::default(),
         privacy: Privacy::default(),
@@ -54,6 +55,7 @@ fn session() -> Session {
         connect_reject: None,
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
+        security: Default::default(),
     })
 }
 
@@ -64,6 +66,7 @@ fn quick() -> ConnOptions {
             data_block: Duration::from_secs(5),
         },
         max_line: MAX_COMMAND_LINE,
+        ..ConnOptions::default()
     }
 }
 
@@ -541,4 +544,138 @@ fn assert_accepted(line: &str) {
         .unwrap_or_else(|| panic!("not an acceptance: {line}"));
     assert_eq!(id.len(), 14, "{line}");
     assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{line}");
+}
+
+/// Writes `bytes` one at a time, `gap` apart (a client that trickles).
+async fn trickle(w: &mut tokio::io::WriteHalf<DuplexStream>, bytes: &[u8], gap: Duration) {
+    for b in bytes {
+        tokio::time::sleep(gap).await;
+        w.write_all(std::slice::from_ref(b)).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_line_must_arrive_whole_within_the_command_timeout() {
+    // Timeout.command=2s; one byte every 500 ms: every read is quick, the line is not.
+    let (server, mut c) = pair();
+    let logger = Logger::stderr(9);
+    let mut opts = quick();
+    opts.timeouts.command = Duration::from_secs(2);
+    let mut nq = NoQueue;
+    let serve = serve(
+        server,
+        session(),
+        &mut nq,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        trickle(&mut c.w, b"NOOP\r\n", Duration::from_millis(300)).await;
+        assert_eq!(
+            c.first_line().await,
+            "250 2.0.0 OK",
+            "a slow but whole line"
+        );
+        let started = Instant::now();
+        let Client { r, w } = &mut c;
+        let mut line = String::new();
+        tokio::select! {
+            () = trickle(w, b"MAIL FROM:<a@b.test>\r\n", Duration::from_millis(500)) => {
+                panic!("the whole line was taken")
+            }
+            n = r.read_line(&mut line) => assert!(n.unwrap() > 0),
+        }
+        assert_eq!(
+            line,
+            "421 4.4.1 mx.example.test Lost input channel from localhost [IPv6:0:0:0:0:0:0:0:1]\r\n"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn message_input_may_trickle_as_long_as_it_moves() {
+    // Timeout.datablock=2s: DATA bytes 500 ms apart keep the message alive.
+    let (server, mut c) = pair();
+    let mut sink = Keep::default();
+    let logger = Logger::stderr(9);
+    let mut opts = quick();
+    opts.timeouts.data_block = Duration::from_secs(2);
+    let serve = serve(
+        server,
+        session(),
+        &mut sink,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO x.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        trickle(
+            &mut c.w,
+            b"Subject: slow\r\n\r\nbody\r\n.\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_accepted(&c.first_line().await);
+    };
+    let ((), _) = tokio::join!(client, serve);
+    assert_eq!(sink.0.lock().unwrap()[0].body, b"Subject: slow\n\nbody\n");
+}
+
+#[tokio::test]
+async fn pipelined_bdat_chunks_split_across_reads() {
+    let (server, mut c) = pair();
+    let mut sink = Keep::default();
+    let logger = Logger::stderr(9);
+    let opts = quick();
+    let serve = serve(
+        server,
+        session(),
+        &mut sink,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let client = async move {
+        c.reply().await;
+        c.send(b"EHLO client.example.test\r\n").await;
+        assert!(c.reply().await.contains(&"250-CHUNKING".to_string()));
+        // The first chunk's "\r\n.\r\n" is data, not an end; its CR and LF are split
+        // between the two chunks; commands follow the last chunk in the same write.
+        c.send(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.example.test>\r\nBDAT 22\r\nSubject: c\r\n\r\n.\r\nQUIT\r")
+            .await;
+        c.send(b"BDAT 11 LAST\r\n\n\r\n..").await;
+        c.send(b".end\r\nNOOP\r\n").await;
+        assert_eq!(
+            c.first_line().await,
+            "250 2.1.0 <a@client.test>... Sender ok"
+        );
+        c.first_line().await;
+        assert_eq!(c.first_line().await, "250 2.0.0 22 octets received");
+        assert_accepted(&c.first_line().await);
+        assert_eq!(c.first_line().await, "250 2.0.0 OK");
+        c.send(b"QUIT\r\n").await;
+        c.reply().await;
+        assert!(c.at_eof().await);
+    };
+    let (outcome, ()) = tokio::join!(serve, client);
+    assert_eq!(outcome.end, EndReason::Closed);
+    let kept = sink.0.lock().unwrap();
+    assert_eq!(kept[0].body, b"Subject: c\n\n.\nQUIT\n\n...end\n");
 }

@@ -85,7 +85,8 @@ fn v4_client() -> ClientInfo {
     }
 }
 
-/// The oracle's MTA-v6 listener, with every extension the oracle offers except AUTH.
+/// The oracle's MTA-v6 listener, with every extension the oracle offers except AUTH (and
+/// none it does not: no CHUNKING, no SMTPUTF8).
 fn oracle_ctx() -> SessionContext {
     SessionContext {
         hostname: "oracle.example.test".into(),
@@ -95,6 +96,7 @@ fn oracle_ctx() -> SessionContext {
         daemon_flags: String::new(),
         client: v6_client(),
         max_message_size: 0,
+        max_headers_length: 32768,
         max_recipients: 0,
         features: Features {
             pipelining: true,
@@ -104,6 +106,8 @@ fn oracle_ctx() -> SessionContext {
             dsn: true,
             etrn: true,
             deliverby: true,
+            chunking: false,
+            smtputf8: false,
         },
         privacy: Privacy::default(),
         log_level: 14,
@@ -112,6 +116,7 @@ fn oracle_ctx() -> SessionContext {
         connect_reject: None,
         policy: Arc::new(OraclePolicy),
         ids: Arc::new(QueueIdGen::new()),
+        security: Default::default(),
     }
 }
 
@@ -260,6 +265,7 @@ fn ehlo_size_shows_the_limit() {
             "PIPELINING",
             "8BITMIME",
             "SIZE 1000",
+            "CHUNKING",
             "HELP"
         ]
     );
@@ -797,11 +803,13 @@ fn message_over_the_limit_is_refused_at_the_end() {
         replies(&actions),
         ["552 5.2.3 Message exceeds maximum fixed size (10)"]
     );
+    // As sendmail 8.17.1.9 logs it (recorded with -bs -O MaxMessageSize=1000).
     assert_eq!(
         logs(&actions),
         [
-            "message size (14) exceeds maximum (10)",
             "from=<a@b.test>, size=14, class=0, nrcpts=1, proto=SMTP, daemon=MTA-v6, relay=localhost [IPv6:0:0:0:0:0:0:0:1]",
+            "message size (14) exceeds maximum (10)",
+            "to=<root>, delay=00:00:00, pri=0, stat=Message exceeds maximum fixed size (10)",
         ]
     );
     assert!(!s.is_closed());
@@ -1288,3 +1296,5 @@ fn command_lines_are_logged_above_level_14() {
     let mut s = Session::new(ctx);
     assert_eq!(logs(&script(&mut s, &["NOOP"])), ["<-- NOOP"]);
 }
+
+mod receipt;

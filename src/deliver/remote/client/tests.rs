@@ -27,6 +27,10 @@ async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionRes
         message: msg,
         recipients: rcpts,
         helo_name: "oracle.example.test",
+        addr: "127.0.0.1".parse().unwrap(),
+        tls: None,
+        auth: None,
+        log_level: 9,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(20),
@@ -293,6 +297,10 @@ async fn a_silent_server_times_out_within_the_configured_wait() {
         message: &msg,
         recipients: &to,
         helo_name: "h",
+        addr: "127.0.0.1".parse().unwrap(),
+        tls: None,
+        auth: None,
+        log_level: 9,
     };
     let t = ClientTimeouts::uniform(Duration::from_millis(100));
     let result = tokio::time::timeout(
@@ -329,7 +337,9 @@ fn replies_parse_line_by_line_and_across_reads() {
             pipelining: true,
             size: Some(1000),
             eightbitmime: false,
-            dsn: false
+            dsn: false,
+            starttls: false,
+            auth: vec![],
         }
     );
     let go = p.next_reply().unwrap().unwrap();
@@ -447,4 +457,17 @@ async fn a_permanently_refusing_greeting_still_lets_the_next_host_try() {
         result.try_next_host,
         "the host, not the message, was refused"
     );
+}
+
+#[test]
+fn ehlo_keywords_for_starttls_and_auth_are_read_in_both_spellings() {
+    let mut p = ReplyParser::default();
+    p.feed(b"250-mx Hello\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 AUTH=CRAM-MD5 x\r\n");
+    let caps = Capabilities::from_ehlo(&p.next_reply().unwrap().unwrap());
+    assert!(caps.starttls);
+    assert_eq!(caps.auth, ["PLAIN", "LOGIN", "CRAM-MD5", "x"]);
+    // What is left unread is dropped by clear().
+    p.feed(b"250 left over\r\n");
+    p.clear();
+    assert_eq!(p.next_reply(), Ok(None));
 }

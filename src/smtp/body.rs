@@ -1,0 +1,283 @@
+//! The message being received, byte by byte (sans-IO): what DATA and BDAT both fill.
+//!
+//! In: the message's bytes in the form the queue keeps (`\n` line ends; the DATA reader has
+//! already undone dot-stuffing and CRLF, the BDAT reader CRLF), one content byte at a time
+//! ([`BodyBuf::push`]) and one line end at a time ([`BodyBuf::newline`]). Out: the body to
+//! commit ([`BodyBuf::into_body`]), its size (`size=` in the log), and whether it broke one
+//! of the two limits:
+//!
+//! * the message size limit (`MaxMessageSize`, or [`HARD_MAX_MESSAGE`] when the option is
+//!   unset): once the body is over it, nothing more is kept and what was kept is dropped, so
+//!   a session never holds more than the limit in memory; the bytes are still counted to the
+//!   end of the message, and the session answers `552`;
+//! * `MaxHeadersLength` (sendmail's option, op §5.6): the header block, line ends and the
+//!   empty line that ends it included, may be at most this long. Measured against sendmail
+//!   8.17.1.9: a header block of 32767 bytes plus its empty line is accepted, 32768 plus the
+//!   empty line is refused with `552 5.6.0 Headers too large (32768 max)`.
+//!
+//! A line belongs to the header block as sendmail's `isheader()` decides: a field name
+//! (characters above space, none a colon), optional white space, then `:`; or a line that
+//! starts with a blank after a header line (continuation). The first line that is neither,
+//! or the empty line, ends the header block.
+
+/// The size limit when `MaxMessageSize` is not set: sendmail has none, but a session must
+/// not be able to make this process hold an unbounded message in memory (the queue commits
+/// a message whole). 64 MiB is above any size real mail systems accept by default (Postfix
+/// 10 MB, Exim 50 MB, Gmail 25 MB).
+pub const HARD_MAX_MESSAGE: u64 = 64 << 20;
+
+/// The limits a message is received under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body kept (`MaxMessageSize`; 0 means [`HARD_MAX_MESSAGE`]).
+    pub max_size: u64,
+    /// `MaxHeadersLength` (0: no limit).
+    pub max_headers: u64,
+}
+
+impl Limits {
+    /// The size limit that applies.
+    pub fn size_limit(&self) -> u64 {
+        if self.max_size == 0 {
+            HARD_MAX_MESSAGE
+        } else {
+            self.max_size
+        }
+    }
+}
+
+/// Where the current line stands in the header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Nothing of the line yet.
+    Start,
+    /// A continuation line (starts with a blank after a header line).
+    Continuation,
+    /// Reading a field name.
+    Name,
+    /// White space after the field name.
+    AfterName,
+    /// A `name:` was seen: this is a header line.
+    Header,
+    /// This line is not a header line: the header block ends before it.
+    NotHeader,
+}
+
+/// A message body being received.
+#[derive(Debug)]
+pub struct BodyBuf {
+    body: Vec<u8>,
+    /// Bytes so far (`\n` line ends), including those not kept.
+    size: u64,
+    limits: Limits,
+    in_header: bool,
+    /// The header block so far (complete lines, their `\n` included).
+    header_len: u64,
+    headers_exceeded: bool,
+    /// Bytes of the current line.
+    line_len: u64,
+    line: Line,
+    /// The previous line was a header line (a blank may continue it).
+    after_header: bool,
+}
+
+impl BodyBuf {
+    pub fn new(limits: Limits) -> BodyBuf {
+        BodyBuf {
+            body: Vec::new(),
+            size: 0,
+            limits,
+            in_header: true,
+            header_len: 0,
+            headers_exceeded: false,
+            line_len: 0,
+            line: Line::Start,
+            after_header: false,
+        }
+    }
+
+    /// One byte of a line (not its line end).
+    pub fn push(&mut self, b: u8) {
+        if self.in_header {
+            self.classify(b);
+        }
+        self.line_len += 1;
+        self.keep(b);
+    }
+
+    /// The end of a line (kept as `\n`).
+    pub fn newline(&mut self) {
+        if self.in_header {
+            self.end_header_line();
+        }
+        self.line_len = 0;
+        self.line = Line::Start;
+        self.keep(b'\n');
+    }
+
+    fn classify(&mut self, b: u8) {
+        self.line = match (self.line, b) {
+            (Line::Start, b' ' | b'\t') if self.after_header => Line::Continuation,
+            (Line::Start, b':') => Line::NotHeader,
+            (Line::Start | Line::Name, c) if c > b' ' && c != b':' => Line::Name,
+            (Line::Name | Line::AfterName, b':') => Line::Header,
+            (Line::Name | Line::AfterName, b' ' | b'\t') => Line::AfterName,
+            (Line::Start | Line::Name | Line::AfterName, _) => Line::NotHeader,
+            (other, _) => other,
+        };
+    }
+
+    fn end_header_line(&mut self) {
+        match self.line {
+            Line::Header | Line::Continuation => {
+                self.header_len += self.line_len + 1;
+                self.after_header = true;
+            }
+            Line::Start => {
+                // The empty line ends the header block and counts toward it.
+                self.header_len += 1;
+                self.in_header = false;
+            }
+            Line::Name | Line::AfterName | Line::NotHeader => self.in_header = false,
+        }
+        let max = self.limits.max_headers;
+        if max > 0 && self.header_len > max && !self.headers_exceeded {
+            self.headers_exceeded = true;
+            self.drop_kept();
+        }
+    }
+
+    fn keep(&mut self, b: u8) {
+        self.size += 1;
+        if self.exceeded() {
+            self.drop_kept();
+        } else if !self.headers_exceeded {
+            self.body.push(b);
+        }
+    }
+
+    /// A refused message keeps nothing.
+    fn drop_kept(&mut self) {
+        self.body = Vec::new();
+    }
+
+    /// Bytes so far (`\n` line ends), counting bytes not kept.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// True until the header block has ended (for `where=header` in the log).
+    pub fn in_header(&self) -> bool {
+        self.in_header
+    }
+
+    /// True once the body is over the size limit.
+    pub fn exceeded(&self) -> bool {
+        self.size > self.limits.size_limit()
+    }
+
+    /// True once the header block is over `MaxHeadersLength`.
+    pub fn headers_exceeded(&self) -> bool {
+        self.headers_exceeded
+    }
+
+    /// The limits this body is received under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// True when the last byte was a line end (or nothing came yet).
+    pub fn at_line_start(&self) -> bool {
+        self.line_len == 0
+    }
+
+    /// The body kept (empty once a limit was broken).
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(limits: Limits, text: &[u8]) -> BodyBuf {
+        let mut b = BodyBuf::new(limits);
+        for &c in text {
+            if c == b'\n' {
+                b.newline();
+            } else {
+                b.push(c);
+            }
+        }
+        b
+    }
+
+    const NO_LIMITS: Limits = Limits {
+        max_size: 0,
+        max_headers: 0,
+    };
+
+    fn headers(max: u64) -> Limits {
+        Limits {
+            max_size: 0,
+            max_headers: max,
+        }
+    }
+
+    #[test]
+    fn the_body_is_kept_as_given() {
+        let b = fill(NO_LIMITS, b"Subject: x\n\nbody\n");
+        assert_eq!((b.size(), b.in_header(), b.exceeded()), (17, false, false));
+        assert_eq!(b.into_body(), b"Subject: x\n\nbody\n");
+    }
+
+    #[test]
+    fn header_block_limit_counts_the_empty_line_as_sendmail_does() {
+        // 11 + 6 bytes of header lines, then the empty line: 18.
+        let text = b"Subject: x\nX-A: \n\nbody\n";
+        assert!(!fill(headers(18), text).headers_exceeded());
+        let over = fill(headers(17), text);
+        assert!(over.headers_exceeded());
+        assert!(
+            over.into_body().is_empty(),
+            "a refused message keeps nothing"
+        );
+        // Without an empty line, only the header lines count.
+        assert!(!fill(headers(17), b"Subject: x\nX-A: \n").headers_exceeded());
+    }
+
+    #[test]
+    fn continuation_lines_belong_to_the_header_and_other_lines_end_it() {
+        let b = fill(headers(1000), b"Subject: a\n long\nnot a header\nX-B: c\n");
+        assert!(!b.in_header());
+        assert_eq!(b.header_len, 17);
+        // A blank at the start of the first line is not a continuation.
+        assert_eq!(fill(headers(1000), b" x: y\n").header_len, 0);
+        // White space before the colon is allowed, as in sendmail's isheader().
+        assert_eq!(fill(headers(1000), b"Subject : y\n").header_len, 12);
+        assert_eq!(fill(headers(1000), b": y\n").header_len, 0);
+    }
+
+    #[test]
+    fn over_the_size_limit_nothing_is_kept_but_everything_is_counted() {
+        let limits = Limits {
+            max_size: 10,
+            max_headers: 0,
+        };
+        let b = fill(limits, b"0123456789abcdef\n");
+        assert!(b.exceeded());
+        assert_eq!(b.size(), 17);
+        assert!(b.into_body().is_empty());
+    }
+
+    #[test]
+    fn without_max_message_size_the_hard_cap_applies() {
+        assert_eq!(NO_LIMITS.size_limit(), HARD_MAX_MESSAGE);
+        let limits = Limits {
+            max_size: 5,
+            max_headers: 0,
+        };
+        assert_eq!(limits.size_limit(), 5);
+    }
+}
