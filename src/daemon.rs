@@ -151,6 +151,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
+    pub fn new(current: Current, logger: Logger, queue: Store, stats: Option<Stats>) -> Shared {
+        Shared {
+            current: RwLock::new(Arc::new(current)),
+            logger,
+            qids: Arc::new(QueueIdGen::new()),
+            hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
+            stats,
+            queue,
+        }
+    }
+
     pub fn current(&self) -> Arc<Current> {
         self.current
             .read()
@@ -186,6 +198,10 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
 
 /// Runs the daemon until SIGTERM. Returns the exit code.
 pub fn run(inv: Invocation, foreground: bool) -> i32 {
+    if let Err(e) = crate::queue::select::QueueRun::parse(&inv.args.queue_flags) {
+        eprintln!("sendmail: {e}");
+        return crate::sysexits::EX_USAGE;
+    }
     let cfg = match load_config(&inv) {
         Ok(c) => c,
         Err(code) => return code,
@@ -338,15 +354,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let hosts = Hosts::load(Path::new("/etc/hosts"));
-    let shared = Arc::new(Shared {
-        current: RwLock::new(Arc::new(current)),
-        logger,
-        qids: Arc::new(QueueIdGen::new()),
-        hosts: RwLock::new(Arc::new(hosts)),
-        stats,
-        queue,
-    });
+    let shared = Arc::new(Shared::new(current, logger, queue, stats));
     runtime.block_on(serve(inv, shared, opened.listeners))
 }
 
@@ -497,24 +505,21 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     }
     let pickup = tokio::spawn(pickup_loop(shared.clone()));
     // DeliveryMode background/interactive: deliver right after each commit; queue-only and
-    // deferred: only at the -q interval.
-    let interval = inv
-        .queue_interval
-        .as_deref()
-        .and_then(|q| crate::cli::parse_time(q, 'm'))
-        .map(Duration::from_secs);
-    let on_commit = matches!(
-        shared.config().options.delivery_mode,
-        crate::config::options::DeliveryMode::Background
-            | crate::config::options::DeliveryMode::Interactive
-    );
-    let runner = (on_commit || interval.is_some()).then(|| {
-        tokio::spawn(crate::queue::runner::run(
-            shared.clone(),
-            on_commit,
-            interval.unwrap_or(crate::queue::runner::RETRY_SCAN),
-        ))
-    });
+    // deferred: at the -q interval, or when `sendmail -q` asks through the control socket.
+    let interval = crate::queue::select::QueueRun::parse(&inv.args.queue_flags)
+        .ok()
+        .and_then(|run| run.interval);
+    let schedule = crate::queue::runner::Schedule {
+        on_commit: crate::queue::runner::limits::delivers_on_commit(&shared.config()),
+        interval,
+    };
+    let (runs, requests) = tokio::sync::mpsc::channel(16);
+    let runner = tokio::spawn(crate::queue::runner::run(
+        shared.clone(),
+        schedule,
+        requests,
+    ));
+    let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
         let logger = shared.logger.clone();
@@ -560,9 +565,9 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         );
     }
     pickup.abort();
-    if let Some(r) = runner {
-        r.abort();
-    }
+    control.abort();
+    let _ = std::fs::remove_file(crate::queue::control::socket_path(shared.queue.dir()));
+    runner.abort();
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
         let _ = t.await;
@@ -570,31 +575,32 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     EX_OK
 }
 
+/// Serves `sendmail -q` requests ([`crate::queue::control`]); a socket that cannot be opened
+/// is logged, and the daemon runs on without it.
+async fn control_socket(
+    shared: Arc<Shared>,
+    runs: tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>,
+) {
+    let qdir = shared.queue.dir().to_path_buf();
+    if let Err(e) = crate::queue::control::serve(&qdir, runs).await {
+        shared.logger.log(
+            Severity::Err,
+            None,
+            format_args!(
+                "queue control socket {}: {e}; sendmail -q cannot reach this daemon",
+                crate::queue::control::socket_path(&qdir).display()
+            ),
+        );
+    }
+}
+
 /// How often the maildrop is looked at for command-line submissions.
 pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
 
 /// Moves command-line submissions from the maildrop into the store, once a second.
 async fn pickup_loop(shared: Arc<Shared>) {
-    let qdir = shared.queue.dir().to_path_buf();
     loop {
-        for p in maildrop::pickup(&qdir, &shared.queue).await {
-            match p {
-                Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
-                Picked::Corrupt { path, error } => shared.logger.log(
-                    Severity::Crit,
-                    None,
-                    format_args!(
-                        "SYSERR: pickup: {} is not a queue file ({error}); set aside",
-                        path.display()
-                    ),
-                ),
-                Picked::Failed { path, error } => shared.logger.log(
-                    Severity::Err,
-                    None,
-                    format_args!("pickup: {}: {error}; will retry", path.display()),
-                ),
-            }
-        }
+        pickup_once(&shared).await;
         tokio::time::sleep(PICKUP_EVERY).await;
     }
 }
@@ -621,6 +627,29 @@ fn reload_credentials(cfg: &Config, shared: &Shared) -> Credentials {
                 ),
             );
             shared.current().credentials.clone()
+        }
+    }
+}
+
+/// One pass over the maildrop (also before each `sendmail -q` run), problems logged.
+pub async fn pickup_once(shared: &Shared) {
+    let qdir = shared.queue.dir().to_path_buf();
+    for p in maildrop::pickup(&qdir, &shared.queue).await {
+        match p {
+            Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
+            Picked::Corrupt { path, error } => shared.logger.log(
+                Severity::Crit,
+                None,
+                format_args!(
+                    "SYSERR: pickup: {} is not a queue file ({error}); set aside",
+                    path.display()
+                ),
+            ),
+            Picked::Failed { path, error } => shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!("pickup: {}: {error}; will retry", path.display()),
+            ),
         }
     }
 }

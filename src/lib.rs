@@ -20,15 +20,19 @@
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
-//! 7. [`queue::runner`] routes each recipient (ruleset 0) and delivers it: [`deliver::local`]
-//!    (aliases, `.forward`, mbox, files, programs) or [`deliver::remote`] ([`dns`] MX, AAAA
-//!    then A, the ESMTP client), then crosses it off, retries or marks it failed.
+//! 7. [`queue::runner`] routes each recipient (ruleset 0), expands local ones once and
+//!    durably (aliases, `.forward`), and delivers: [`deliver::local`] (mbox, files,
+//!    programs, the cf's `Mlocal` program) or [`deliver::remote`] ([`dns`] MX, AAAA then A,
+//!    the ESMTP client), then crosses it off, retries or marks it failed;
+//!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due. `sendmail -q`
+//!    ([`queue::cmdline`]) runs it once, in this process or through the running daemon's
+//!    control socket ([`queue::control`]).
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
-//! RFC 6152 (8BITMIME), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 7505 (null MX),
-//! RFC 3164 (syslog lines).
+//! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
+//! RFC 6531 (SMTPUTF8), RFC 7505 (null MX), RFC 3164 (syslog lines).
 
 /// The version this binary reports (`$v`, `starting daemon (VERSION)`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -434,9 +434,11 @@ mod tests {
         for i in 0..5000 {
             log.info(None, format_args!("line {i} {}", "x".repeat(500)));
         }
-        // the queue fills after a few hundred datagrams; then one wait of 100 ms at most
+        // The queue fills after a few hundred datagrams; then one wait of 100 ms at most, and
+        // no more waits after it. A logger that waited on every line would take 500 s here;
+        // the bound is generous so that a loaded machine never decides the test.
         assert!(
-            start.elapsed() < Duration::from_millis(900),
+            start.elapsed() < Duration::from_secs(60),
             "{:?}",
             start.elapsed()
         );

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
-use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_USAGE};
+use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE};
 use sendmail_rs::{daemon, queue, rules, stats, submit};
 
 fn main() {
@@ -40,10 +40,7 @@ fn main() {
             std::io::stdout().lock(),
         ),
         Mode::Smtp => submit::smtp_on_stdio(&inv),
-        ref other => {
-            eprintln!("sendmail: {other:?} mode is not implemented yet");
-            EX_UNAVAILABLE
-        }
+        Mode::QueueRun => queue::cmdline::run(&inv),
     };
     std::process::exit(code);
 }

@@ -158,12 +158,16 @@ fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
     assert!(c.reply()[0].starts_with("250 2.0.0 "));
     c.cmd("QUIT");
     let log = d.wait_log("stat=Sent");
+    // The alias's target, as sendmail logs a file delivery: the file, its controlling
+    // address (the envelope recipient) with the ids it was written under.
     let to = log
         .lines()
-        .find(|l| l.contains("to=<postmaster@mta.example.test>"))
+        .find(|l| l.contains(&format!("to={}, ", mbox.display())))
         .unwrap();
     assert!(
-        to.contains("mailer=local, ") && to.ends_with("dsn=2.0.0, stat=Sent"),
+        to.contains(", ctladdr=<postmaster@mta.example.test> (")
+            && to.contains("mailer=*file*, ")
+            && to.ends_with("dsn=2.0.0, stat=Sent"),
         "{to}"
     );
     let boxed = std::fs::read_to_string(&mbox).unwrap();

@@ -17,6 +17,8 @@ pub struct LowArgs {
     pub options: Vec<(String, String)>,
     /// `-q[time]`, `-qp[time]`, `-qf`, `-qI/R/S…`: the text after `q` (empty for plain `-q`).
     pub queue: Option<String>,
+    /// Every `-q…` as typed after `q`, in order (`-qRx -qS!y` are several limits).
+    pub queue_flags: Vec<String>,
     /// `-d cat.level,…` debug flags (accepted, noted, not acted on).
     pub debug: Vec<String>,
     /// `-L tag`: the syslog identifier.
@@ -112,7 +114,9 @@ impl LowArgs {
                 // -q[time]: queue run (once, or periodically with a time)
                 Short('q') => {
                     let v = p.optional_value().map(text).transpose()?;
-                    a.queue = Some(v.unwrap_or_default());
+                    let v = v.unwrap_or_default();
+                    a.queue_flags.push(v.clone());
+                    a.queue = Some(v);
                 }
                 // -d flags: debugging
                 Short('d') => a.debug.push(text(p.value()?)?),

@@ -208,6 +208,12 @@ pub struct LocalDelivery {
     /// sendmail's `DefaultUser` (uid, gid): when running as root, `|program`s of the
     /// system alias file (no owner) run as this; None keeps the current user.
     pub default_user: Option<(u32, u32)>,
+    /// The cf's `local` mailer when it names a program installed here (procmail,
+    /// mail.local, sensible-mda): users' mail goes through it instead of the built-in mbox.
+    pub mailer: Option<mailer::LocalMailer>,
+    /// `${client_addr}` for the mailer's argv: the SMTP client of the message being
+    /// delivered (`IPv6:…` as the queue keeps it), set per message by the caller.
+    pub client_addr: Option<String>,
 }
 
 impl Default for LocalDelivery {
@@ -224,6 +230,8 @@ impl Default for LocalDelivery {
                 .unwrap_or_else(|_| "localhost".into()),
             users: Box::new(system_mail_user),
             default_user: None,
+            mailer: None,
+            client_addr: None,
         }
     }
 }
@@ -249,6 +257,7 @@ impl LocalDelivery {
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
+            mailer: mailer::LocalMailer::from_config(config),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -311,6 +320,9 @@ impl LocalDelivery {
 
     /// A local user's mailbox, per [`LocalDelivery::format`].
     pub fn deliver_user(&self, name: &str, d: &Delivery) -> Outcome {
+        if let Some(m) = &self.mailer {
+            return self.deliver_by_mailer(m, name, d);
+        }
         if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
             return Outcome::user_unknown();
         }
@@ -324,6 +336,25 @@ impl LocalDelivery {
             }
             MailboxFormat::Maildir(rel) => self.deliver_maildir(&user.home, rel, Some(&user), d),
         }
+    }
+
+    /// A user's mail through the cf's `local` mailer program ([`mailer`]).
+    fn deliver_by_mailer(&self, m: &mailer::LocalMailer, name: &str, d: &Delivery) -> Outcome {
+        let user = (self.users)(&m.user_arg(name));
+        let home = user.as_ref().map(|u| u.home.display().to_string());
+        let r = mailer::Recipient {
+            user: name,
+            host: "",
+            home: home.as_deref(),
+            client_addr: self.client_addr.as_deref(),
+        };
+        m.deliver(
+            &r,
+            user.as_ref(),
+            self.default_user,
+            d,
+            self.program_timeout,
+        )
     }
 
     /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
@@ -636,10 +667,19 @@ pub fn run_program(
     if let Some((uid, gid)) = ids {
         c.uid(uid).gid(gid);
     }
+    run_command(c, d.message.to_vec(), timeout)
+}
+
+/// Runs a prepared command (its own process group, piped stdio) with `message` on stdin;
+/// kills the group when `timeout` passes; the exit status read as sendmail reads it.
+pub fn run_command(mut c: Command, message: Vec<u8>, timeout: Duration) -> io::Result<ProgramRun> {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = c.spawn()?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut stdin = child.stdin.take();
-    let message = d.message.to_vec();
     let writer = std::thread::spawn(move || {
         if let Some(s) = stdin.as_mut() {
             // A program that does not read its input is not an error (EPIPE).
@@ -758,7 +798,7 @@ pub fn mbox_entry(d: &Delivery, return_path: bool, when: SystemTime) -> Vec<u8> 
     out
 }
 
-fn push_return_path(out: &mut Vec<u8>, d: &Delivery) {
+pub(crate) fn push_return_path(out: &mut Vec<u8>, d: &Delivery) {
     let has = d
         .message
         .get(..12)
@@ -1017,6 +1057,8 @@ impl Drop for DotLock {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+pub mod mailer;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@
 //! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
 //! | `I` | info | msgid opt str, priority i64 |
 //! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
+//! | `X` | expansion (0..1 after an `R`) | parent address str, owner opt str |
 //! | `B` | message | header and body bytes, LF line ends |
 //! | `E` | END | body length u64, CRC-32 (IEEE) u32 of every byte before this record |
 //!
@@ -37,6 +38,17 @@
 //! files: [`to_lf`] turns each CRLF into LF (a lone CR stays). Whoever sends it on over
 //! SMTP writes every LF as CRLF. `mailq`'s size column is the length of the body part
 //! (after the blank line) in this form, which is what sendmail shows.
+//!
+//! **Compatible additions** (still version 1, so queues written before them load as they
+//! were): the `N` record is written only when it differs from its default (a message
+//! received from outside, no delay warning sent), and the three trailing fields of `R` only
+//! when one of them is set; a reader treats a missing `N` or missing trailing fields as
+//! their defaults. They carry what the DSN work ([`crate::deliver::dsn`]) needs across
+//! restarts: which notice a recipient's final state called for has been queued, and whether
+//! the delay warning went out.
+//! An `X` record marks the `R` before it as a target of a local recipient's expansion
+//! (aliases, `.forward`, `:include:`): recorded once, so a retry delivers each target on its
+//! own and never re-expands (files without `X` records read as before).
 //!
 //! The delivery state of each recipient lives in its `R` record; when the runner changes
 //! it, the store appends a whole new copy of the queue file, which supersedes the old one.
@@ -80,6 +92,29 @@ pub struct Envelope {
     pub msgid: Option<String>,
     /// sendmail's work priority (`pri=`); lower runs first.
     pub priority: i64,
+    /// Where the message came from as far as DSNs care, and what was sent about it.
+    pub notices: Notices,
+}
+
+/// The DSN state of a whole message (the `N` record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notices {
+    pub origin: Origin,
+    /// The `Timeout.queuewarn` delay notice has been queued (it is sent once).
+    pub warned: bool,
+}
+
+/// Who made the message: decides where a notice about it goes (RFC 3464 §2, sendmail's
+/// `savemail`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Received or submitted mail: notices go to its sender (postmaster for `<>`).
+    #[default]
+    Received,
+    /// A DSN of ours to a sender: if it fails, postmaster is told (a double bounce).
+    Dsn,
+    /// A notice of ours to postmaster: if it fails, it is dropped and logged.
+    Postmaster,
 }
 
 impl Envelope {
@@ -94,6 +129,7 @@ impl Envelope {
             client: ClientInfo::default(),
             msgid: None,
             priority: 0,
+            notices: Notices::default(),
         }
     }
 }
@@ -257,6 +293,25 @@ pub struct Recipient {
     /// The last `stat=` text, e.g. `Deferred: Connection refused by [127.0.0.1]`;
     /// `mailq` shows it in parentheses while the recipient is pending.
     pub status: Option<String>,
+    /// The last attempt's enhanced status code (`dsn=`, the DSN's `Status:`).
+    pub dsn_code: Option<String>,
+    /// The host the last attempt talked to (the DSN's `Remote-MTA:`), if remote.
+    pub remote_mta: Option<String>,
+    /// The notice this recipient's final state calls for (failure, or success with
+    /// `NOTIFY=SUCCESS`) is queued, or none was due: never report it again.
+    pub reported: bool,
+    /// Set on a target of alias / `.forward` expansion (never on an envelope recipient):
+    /// the address it came from, and whose authority it runs under.
+    pub expanded: Option<Expanded>,
+}
+
+/// Where an expanded recipient came from (the queue file's `X` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// The recipient whose expansion gave this one (sendmail's `ctladdr` / parent).
+    pub parent: String,
+    /// The user whose `.forward` (or include file) named it; None for the alias file.
+    pub owner: Option<String>,
 }
 
 impl Recipient {
@@ -270,6 +325,10 @@ impl Recipient {
             tries: 0,
             next_attempt: None,
             status: None,
+            dsn_code: None,
+            remote_mta: None,
+            reported: false,
+            expanded: None,
         }
     }
 }
@@ -354,6 +413,16 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         put_opt_str(p, env.msgid.as_deref());
         put_i64(p, env.priority);
     });
+    if env.notices != Notices::default() {
+        record(&mut out, b'N', |p| {
+            p.push(match env.notices.origin {
+                Origin::Received => 0,
+                Origin::Dsn => 1,
+                Origin::Postmaster => 2,
+            });
+            p.push(u8::from(env.notices.warned));
+        });
+    }
     for r in &env.recipients {
         record(&mut out, b'R', |p| {
             put_str(p, &r.address);
@@ -367,7 +436,18 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             p.extend_from_slice(&r.tries.to_be_bytes());
             put_opt(p, r.next_attempt, |p, t| put_i64(p, unix_secs(t)));
             put_opt_str(p, r.status.as_deref());
+            if r.dsn_code.is_some() || r.remote_mta.is_some() || r.reported {
+                put_opt_str(p, r.dsn_code.as_deref());
+                put_opt_str(p, r.remote_mta.as_deref());
+                p.push(u8::from(r.reported));
+            }
         });
+        if let Some(x) = &r.expanded {
+            record(&mut out, b'X', |p| {
+                put_str(p, &x.parent);
+                put_opt_str(p, x.owner.as_deref());
+            });
+        }
     }
     record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
     let crc = crc32fast::hash(&out);
@@ -505,11 +585,32 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
     let priority = i.i64("priority")?;
     i.end()?;
 
+    let mut notices = Notices::default();
+    if recs.peek_tag() == Some(b'N') {
+        let mut n = recs.expect(b'N', "notices record N")?;
+        notices.origin = match n.u8("origin")? {
+            0 => Origin::Received,
+            1 => Origin::Dsn,
+            2 => Origin::Postmaster,
+            c => return Err(n.bad(format!("origin code {c}"))),
+        };
+        notices.warned = n.bool("warned")?;
+        n.end()?;
+    }
+
     let mut recipients = Vec::new();
     while recs.peek_tag() == Some(b'R') {
         let mut r = recs.expect(b'R', "recipient record R")?;
-        recipients.push(decode_recipient(&mut r)?);
+        let mut rcpt = decode_recipient(&mut r)?;
         r.end()?;
+        if recs.peek_tag() == Some(b'X') {
+            let mut x = recs.expect(b'X', "expansion record X")?;
+            let parent = x.str("parent address")?;
+            let owner = x.opt("owner", |x| x.str("owner name"))?;
+            x.end()?;
+            rcpt.expanded = Some(Expanded { parent, owner });
+        }
+        recipients.push(rcpt);
     }
 
     let b = recs.expect(b'B', "message record B (or another R)")?;
@@ -561,6 +662,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
             },
             msgid,
             priority,
+            notices,
         },
         body,
     })
@@ -583,6 +685,13 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
         from_unix_secs(r.i64("next attempt time")?, at)
     })?;
     let status = r.opt("status", |r| r.str("status text"))?;
+    // Trailing fields added later (see the module doc): absent in older queue files.
+    let (mut dsn_code, mut remote_mta, mut reported) = (None, None, false);
+    if !r.rest().is_empty() {
+        dsn_code = r.opt("DSN code", |r| r.str("DSN code"))?;
+        remote_mta = r.opt("remote MTA", |r| r.str("remote MTA"))?;
+        reported = r.bool("reported")?;
+    }
     Ok(Recipient {
         address,
         notify,
@@ -591,6 +700,10 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
         tries,
         next_attempt,
         status,
+        dsn_code,
+        remote_mta,
+        reported,
+        expanded: None,
     })
 }
 
@@ -938,7 +1051,14 @@ mod tests {
         gone.state = DeliveryState::Failed;
         gone.notify.never = true;
         gone.status = Some("User unknown".into());
+        gone.dsn_code = Some("5.1.1".into());
+        gone.remote_mta = Some("[127.0.0.1]".into());
+        gone.reported = true;
         env.recipients = vec![bob, root, gone];
+        env.notices = Notices {
+            origin: Origin::Dsn,
+            warned: true,
+        };
         Message {
             envelope: env,
             body: b"Subject: t\n\nbody \xff\n".to_vec(),
@@ -960,6 +1080,30 @@ mod tests {
             assert_eq!(Protocol::from_name(p.as_str()), Some(p));
         }
         assert_eq!(Protocol::from_name("X"), None);
+    }
+
+    #[test]
+    fn a_file_without_the_later_fields_loads_with_their_defaults() {
+        // What a build before the N record and the trailing R fields wrote.
+        let mut m = full_message();
+        m.envelope.notices = Notices::default();
+        for r in &mut m.envelope.recipients {
+            (r.dsn_code, r.remote_mta, r.reported) = (None, None, false);
+        }
+        let bytes = encode(&m);
+        let mut old = MAGIC.to_vec();
+        let mut recs = Records {
+            bytes: &bytes,
+            pos: MAGIC.len(),
+        };
+        while let Some(tag) = recs.peek_tag() {
+            let start = recs.pos;
+            recs.expect(tag, "any").unwrap();
+            assert_ne!(tag, b'N');
+            old.extend_from_slice(&bytes[start..recs.pos]);
+        }
+        assert_eq!(old, bytes);
+        assert_eq!(decode(&old).unwrap(), m);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   recovery.
 //! * [`mailq`] — sendmail's `-bp` listing.
 //! * [`id`] — sendmail-style queue ids (`6AO6rKe2007088`).
+//! * [`runner`] — delivery attempts; [`select`] — which messages a `-q` run takes;
+//!   [`control`] — how `sendmail -q` asks a running daemon; [`cmdline`] — `sendmail -q`.
 //!
 //! Sources: sendmail 8.17 `queue.c` (`queueup`, `print_single_queue`, `prtstr`) for the
 //! fields kept and the listing layout; Postfix `mail_stream.c` / `rec_type.h` for "a queue
@@ -20,16 +22,19 @@
 use std::fmt;
 use std::path::PathBuf;
 
+pub mod cmdline;
+pub mod control;
 pub mod file;
 pub mod id;
 pub mod maildrop;
 pub mod mailq;
 pub mod runner;
+pub mod select;
 pub mod store;
 
 pub use file::{
-    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Message, NewMessage, Notify,
-    Protocol, QueuedMessage, Recipient, Ret,
+    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Expanded, Message, NewMessage,
+    Notices, Notify, Origin, Protocol, QueuedMessage, Recipient, Ret,
 };
 pub use mailq::{format_queue, print_queue};
 pub use store::{CommitterStats, QueueEntrySummary, RecoveryReport, Store, StoreOptions};

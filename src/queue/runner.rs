@@ -1,34 +1,49 @@
 //! The queue runner: queued messages → delivery attempts → recipients crossed off or retried.
 //!
-//! In: the store (woken by each commit, and once a minute for retries). Out: for every pending
+//! In: the store (woken by each commit, once a minute for retries, at the `-q` interval) and
+//! requests for a queue run (`sendmail -q`, [`crate::queue::control`]). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
-//! (`Done`, `Pending` with the next attempt, or `Failed`). A message whose recipients are all
-//! delivered is removed; one with failed recipients stays queued for the bounce (DSN) that the
-//! delivery work adds next, so nothing is dropped silently.
+//! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
+//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`crate::deliver::dsn::settle`]
+//! queues the bounces, delay warnings and return receipts that are due; a message leaves
+//! the queue once every recipient is delivered or failed and reported.
 //!
 //! Mailer choice ([`route`]): a cf with rulesets resolves each recipient through rulesets 3 and
 //! 0 (`$# mailer $@ host $: user`), as sendmail's `parseaddr` does; without rulesets, this
-//! host's names (`$=w`) are local and everything else goes by MX (`esmtp`), or to the smart
-//! host (`DS`). Mailers whose `P=[IPC]` with `A=TCP $h [port]` deliver over SMTP
-//! ([`crate::deliver::remote`]); local mailers wait for local delivery to land and are deferred
-//! with a log line saying so.
+//! host's names (`$=w`) are local and everything else goes by MX (`esmtp`, on the port its
+//! `A=TCP $h PORT` names), or to the smart host (`DS`). Mailers whose `P=[IPC]` with
+//! `A=TCP $h [port]` deliver over SMTP ([`crate::deliver::remote`]), one connection per next
+//! hop for all of a message's recipients there; the `local` mailer's recipients are first
+//! expanded once and durably ([`expand`]), then delivered by [`crate::deliver::local`].
+//! Limits and delivery modes: [`limits`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::daemon::{Current, Shared};
+use crate::deliver::dsn;
 use crate::deliver::remote::{self, Outcome, Request, Settings, route as hops};
 use crate::dns::Dns;
 use crate::log::Severity;
+use crate::queue::control::RunRequest;
+use crate::queue::select::Selection;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
+
+pub mod expand;
+pub mod limits;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
-/// Messages delivered at the same time.
-pub const CONCURRENT_MESSAGES: usize = 20;
+/// Messages delivered at the same time by the whole runner (Postfix's
+/// `default_process_limit` is 100 too).
+pub const CONCURRENT_MESSAGES: usize = 100;
+/// SMTP connections open at the same time to one destination (next hop and port):
+/// Postfix's `default_destination_concurrency_limit`, 20.
+pub const MAX_PER_DESTINATION: usize = 20;
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,7 +124,10 @@ fn builtin_route(cfg: &Config, addr: &str) -> Route {
                 _ => Route::Remote {
                     mailer: "esmtp".into(),
                     host: d,
-                    port: 25,
+                    port: cfg
+                        .mailer("esmtp")
+                        .and_then(|m| hops::mailer_port(&m.argv).ok())
+                        .unwrap_or(25),
                 },
             }
         }
@@ -125,109 +143,241 @@ fn host_text(t: &hops::Target) -> String {
     }
 }
 
-/// Runs the queue until the task is dropped: a pass every `interval` and, when `on_commit`,
-/// after every commit (DeliveryMode background).
-pub async fn run(shared: Arc<Shared>, on_commit: bool, interval: Duration) {
-    let dns = match Dns::from_config(&shared.config()) {
-        Ok(d) => d,
-        Err(e) => {
-            shared.logger.log(
-                Severity::Crit,
-                None,
-                format_args!("SYSERR: queue runner: resolver: {e}"),
-            );
-            return;
-        }
-    };
-    let busy: Arc<Mutex<HashSet<QueueId>>> = Arc::default();
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES));
-    let mut commits = shared.queue.watch_commits();
-    loop {
-        for id in shared.queue.ids().unwrap_or_default() {
-            if !busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone())
-            {
+/// When the runner makes its own passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Right after each commit (some daemon, or the option, says DeliveryMode background).
+    pub on_commit: bool,
+    /// `-q30m`: a queue run at this interval (also at start-up).
+    pub interval: Option<Duration>,
+}
+
+/// What the runner keeps between passes: the resolver, the messages in progress, and the
+/// concurrency limits (whole runner, per destination).
+pub struct Runner {
+    shared: Arc<Shared>,
+    dns: Dns,
+    busy: Mutex<HashSet<QueueId>>,
+    /// Signalled whenever an attempt ends (for forced runs waiting on a busy message).
+    idle: tokio::sync::Notify,
+    slots: Arc<tokio::sync::Semaphore>,
+    destinations: limits::Destinations,
+}
+
+/// Why a pass runs: it decides which messages and recipients it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// After a commit, or the retry scan: due recipients; a message received by a
+    /// queue-only daemon and never tried waits for a queue run.
+    Prompt,
+    /// The `-q` interval: every due recipient.
+    Interval,
+    /// `sendmail -q…`: every pending recipient of the selected messages, backoff or not.
+    Forced,
+}
+
+impl Runner {
+    /// A runner for the daemon's (or `sendmail -q`'s) queue; None, logged, if no resolver.
+    pub fn new(shared: Arc<Shared>) -> Option<Arc<Runner>> {
+        let dns = match Dns::from_config(&shared.config()) {
+            Ok(d) => d,
+            Err(e) => {
+                shared.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!("SYSERR: queue runner: resolver: {e}"),
+                );
+                return None;
+            }
+        };
+        Some(Arc::new(Runner {
+            shared,
+            dns,
+            busy: Mutex::default(),
+            idle: tokio::sync::Notify::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES)),
+            destinations: limits::Destinations::new(MAX_PER_DESTINATION),
+        }))
+    }
+
+    /// Starts an attempt for every message `select` takes that is not in progress already;
+    /// the returned set finishes when they are done.
+    async fn pass(self: &Arc<Self>, select: &Selection, why: Pass) -> tokio::task::JoinSet<()> {
+        let mut started = tokio::task::JoinSet::new();
+        let ids = self.shared.queue.ids().unwrap_or_default();
+        let forced = why == Pass::Forced;
+        // Reading each message first is needed only for limits, or when some mail may be
+        // waiting for a queue run.
+        let filter = !select.limits.is_empty()
+            || (why == Pass::Prompt && limits::some_mail_waits(&self.shared.config()));
+        for id in ids {
+            // A forced run waits for an attempt already under way, then makes its own.
+            if !forced && self.lock_busy().contains(&id) {
                 continue;
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
+            if filter && !self.takes(&id, select, why).await {
+                continue;
+            }
+            if !forced && !self.lock_busy().insert(id.clone()) {
+                continue;
+            }
+            // The slot is taken before the task exists: a pass never has more than the
+            // runner's bound of messages in hand.
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                break;
             };
-            let (shared, dns, busy) = (shared.clone(), dns.clone(), busy.clone());
-            tokio::spawn(async move {
-                attempt(&shared, &dns, &id).await;
-                busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            let me = self.clone();
+            started.spawn(async move {
+                if forced {
+                    me.wait_not_busy(&id).await;
+                }
+                attempt(&me, &id, forced).await;
                 drop(slot);
+                me.lock_busy().remove(&id);
+                me.idle.notify_waiters();
             });
         }
+        started
+    }
+
+    /// Waits until no attempt for `id` is under way, and marks it busy.
+    async fn wait_not_busy(&self, id: &QueueId) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.lock_busy().insert(id.clone()) {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Whether this pass takes message `id` (read from the queue: off the async workers).
+    async fn takes(&self, id: &QueueId, select: &Selection, why: Pass) -> bool {
+        let (store, id, select) = (self.shared.queue.clone(), id.clone(), select.clone());
+        let cfg = self.shared.config();
+        let loaded = tokio::task::spawn_blocking(move || store.load(&id)).await;
+        let Ok(Ok(msg)) = loaded else { return false };
+        let env = &msg.envelope;
+        select.matches(env) && !(why == Pass::Prompt && limits::waits_for_queue_run(&cfg, env))
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the queue until the task is dropped: passes as `schedule` says, and a forced pass
+/// for every request from `sendmail -q` (through [`crate::queue::control`]), answered when
+/// its messages are done.
+pub async fn run(
+    shared: Arc<Shared>,
+    schedule: Schedule,
+    mut requests: tokio::sync::mpsc::Receiver<RunRequest>,
+) {
+    let Some(runner) = Runner::new(shared.clone()) else {
+        return;
+    };
+    let mut commits = shared.queue.watch_commits();
+    let scan = schedule.interval.unwrap_or(RETRY_SCAN);
+    let periodic = schedule.on_commit || schedule.interval.is_some();
+    let mut why = match schedule.interval {
+        Some(_) => Pass::Interval,
+        None => Pass::Prompt,
+    };
+    let mut open = true;
+    loop {
+        if periodic {
+            // Dropping a JoinSet would abort its tasks: these run on their own.
+            runner.pass(&Selection::default(), why).await.detach_all();
+        }
+        why = Pass::Prompt;
         tokio::select! {
-            r = commits.changed(), if on_commit => if r.is_err() { return },
-            _ = tokio::time::sleep(interval) => {}
+            r = commits.changed(), if schedule.on_commit => if r.is_err() { return },
+            _ = tokio::time::sleep(scan), if periodic => {
+                if schedule.interval.is_some() {
+                    why = Pass::Interval;
+                }
+            }
+            req = requests.recv(), if open => match req {
+                Some(req) => {
+                    // Command-line submissions the pickup has not moved yet belong to the run.
+                    crate::daemon::pickup_once(&shared).await;
+                    let set = runner.pass(&req.select, Pass::Forced).await;
+                    tokio::spawn(async move {
+                        let n = set.join_all().await.len();
+                        let _ = req.done.send(n);
+                    });
+                }
+                None if periodic => open = false,
+                None => return,
+            },
         }
     }
 }
 
+/// `sendmail -q…` with no daemon running: the caller holds the queue (its lock), so this
+/// process is the journal's one writer. Runs the selected messages once and waits for
+/// them; returns how many were attempted.
+pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
+    match Runner::new(shared) {
+        Some(runner) => runner
+            .pass(select, Pass::Forced)
+            .await
+            .join_all()
+            .await
+            .len(),
+        None => 0,
+    }
+}
+
 /// One delivery attempt for the due recipients of one message.
-async fn attempt(shared: &Shared, dns: &Dns, id: &QueueId) {
+async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
+    let shared = &*runner.shared;
     let store = shared.queue.clone();
     let loaded = {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || store.load(&id)).await
     };
-    let msg = match loaded {
+    let mut msg = match loaded {
         Ok(Ok(msg)) => msg,
         Ok(Err(crate::queue::QueueError::NotFound(_))) => return, // delivered meanwhile
         Ok(Err(e)) => return log_load_failure(shared, id, &e),
         Err(e) => return log_load_failure(shared, id, &e),
     };
     let now = SystemTime::now();
-    let due: Vec<usize> = msg
+    let current = shared.current();
+    let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            r.state == DeliveryState::Pending && r.next_attempt.is_none_or(|t| t <= now)
+            r.state == DeliveryState::Pending && (forced || r.next_attempt.is_none_or(|t| t <= now))
         })
-        .map(|(i, _)| i)
+        .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
-    if due.is_empty() {
+    let mut changed = !due.is_empty();
+    if changed {
+        // Local recipients are expanded once, durably (aliases, .forward), before delivery.
+        let Some(due) = expand_due(shared, &mut msg, due, now).await else {
+            return;
+        };
+        msg.envelope.recipients = deliver_due(runner, &msg, due, now).await;
+    }
+    // Bounces, delay warnings, expiry: src/deliver/dsn.rs.
+    changed |= dsn::settle(shared, &mut msg).await;
+    if !changed {
         return;
     }
-    let current = shared.current();
-    let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
-    for i in due {
-        groups
-            .entry(route(&current, &msg.envelope.recipients[i].address))
-            .or_default()
-            .push(i);
-    }
-    let settings = Settings::from_config(&current.config).ok();
-    let mut recipients = msg.envelope.recipients.clone();
-    let started = SystemTime::now();
-    for (route, indexes) in groups {
-        let (mailer, outcomes, relay) =
-            deliver_group(shared, dns, settings.as_ref(), &msg, &route, &indexes).await;
-        for (i, outcome) in indexes.iter().zip(outcomes) {
-            let r = &mut recipients[*i];
-            apply(r, &outcome, &msg, &current.config, now);
-            log_to(
-                shared,
-                &msg,
-                r,
-                &mailer,
-                relay.as_deref(),
-                &outcome,
-                started,
-            );
-        }
-    }
-    let all_done = recipients.iter().all(|r| r.state == DeliveryState::Done);
-    let result = if all_done {
+    let result = if dsn::finished(&msg) {
         store.remove(id).await
     } else {
-        store.update(id, recipients).await
+        let env = msg.envelope;
+        store
+            .update_state(id, env.recipients, Some(env.notices))
+            .await
     };
     if let Err(e) = result {
         shared.logger.log(
@@ -248,15 +398,46 @@ fn log_load_failure(shared: &Shared, id: &QueueId, e: &dyn std::fmt::Display) {
     );
 }
 
-/// Delivers one group of recipients that share a route.
+/// Delivers the `due` recipients of `msg`, grouped by route; returns the recipient list
+/// with their new states.
+async fn deliver_due(
+    runner: &Runner,
+    msg: &Message,
+    due: Vec<(usize, Route)>,
+    now: SystemTime,
+) -> Vec<Recipient> {
+    let shared = &*runner.shared;
+    let current = shared.current();
+    let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
+    for (i, route) in due {
+        groups.entry(route).or_default().push(i);
+    }
+    let settings = Settings::from_config(&current.config).ok();
+    let mut recipients = msg.envelope.recipients.clone();
+    let started = SystemTime::now();
+    for (route, indexes) in groups {
+        let (mailer, outcomes, relay, peer_dsn) =
+            deliver_group(runner, settings.as_ref(), msg, &route, &indexes).await;
+        for (i, outcome) in indexes.iter().zip(outcomes) {
+            let r = &mut recipients[*i];
+            apply(r, &outcome, msg, &current.config, now);
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
+            log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
+        }
+    }
+    recipients
+}
+
+/// Delivers one group of recipients that share a route: the mailer, one outcome per
+/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
-    shared: &Shared,
-    dns: &Dns,
+    runner: &Runner,
     settings: Option<&Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>) {
+) -> (String, Vec<Outcome>, Option<String>, bool) {
+    let (shared, dns) = (&*runner.shared, &runner.dns);
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
@@ -265,12 +446,13 @@ async fn deliver_group(
                     dsn: "4.3.5".into(),
                     text: "Deferred: ClientPortOptions unusable".into(),
                 };
-                return (mailer.clone(), vec![o; n], None);
+                return (mailer.clone(), vec![o; n], None, false);
             };
             let rcpts: Vec<Recipient> = indexes
                 .iter()
                 .map(|&i| msg.envelope.recipients[i].clone())
                 .collect();
+            let _slot = runner.destinations.acquire(host, *port).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
                 message: msg,
@@ -291,15 +473,24 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (mailer.clone(), report.outcomes, report.relay)
+            (
+                mailer.clone(),
+                report.outcomes,
+                report.relay,
+                report.peer_dsn,
+            )
         }
         Route::Local { mailer, user } => {
-            // The route includes the user, so every recipient of this group is that user.
-            let users = vec![user.clone(); n];
+            let rcpts: Vec<Recipient> = indexes
+                .iter()
+                .map(|&i| msg.envelope.recipients[i].clone())
+                .collect();
             let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
-            let done =
-                tokio::task::spawn_blocking(move || deliver_local(&cfg, &logger, &msg, &users))
-                    .await;
+            let user = user.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                deliver_local(&cfg, &logger, &msg, &user, &rcpts)
+            })
+            .await;
             let outcomes = done.unwrap_or_else(|e| {
                 vec![
                     Outcome::Temporary {
@@ -309,25 +500,27 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None)
+            (mailer.clone(), outcomes, None, false)
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None)
+            ("*error*".to_string(), vec![o; n], None, false)
         }
     }
 }
 
-/// Local delivery of `users` (blocking: file locks, programs): through the aliases and
-/// `~/.forward`, into mailboxes, files and programs.
+/// Local delivery of `rcpts`, all routed to `user` (blocking: file locks, programs): an
+/// expanded target goes straight to its mailbox, file or program (as its owner); an
+/// envelope recipient with nothing to expand goes through [`crate::deliver::local`].
 fn deliver_local(
     cfg: &Config,
     logger: &crate::log::Logger,
     msg: &Message,
-    users: &[String],
+    user: &str,
+    rcpts: &[Recipient],
 ) -> Vec<Outcome> {
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -336,39 +529,151 @@ fn deliver_local(
                 dsn: "4.3.0".into(),
                 text: format!("Deferred: aliases: {e}"),
             };
-            return vec![o; users.len()];
+            return vec![o; rcpts.len()];
         }
     };
     let mut expander = crate::aliases::Expander::from_config(&table, cfg);
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
-    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
-    users
+    let mut agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    agent.client_addr = msg.envelope.client.addr.clone();
+    let d = crate::deliver::local::Delivery::from_message(msg);
+    rcpts
         .iter()
-        .map(|user| {
-            let report = crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
-            if !report.remote.is_empty() {
-                return Outcome::Temporary {
-                    dsn: "4.3.0".into(),
-                    text: format!(
-                        "Deferred: forwarding to {} is not supported yet",
-                        report.remote.join(", ")
-                    ),
-                };
-            }
-            match report.combined() {
-                crate::deliver::local::Outcome::Delivered => Outcome::Delivered {
-                    reply: String::new(),
-                },
-                crate::deliver::local::Outcome::Temporary { dsn, reason } => Outcome::Temporary {
-                    dsn,
-                    text: format!("Deferred: {reason}"),
-                },
-                crate::deliver::local::Outcome::Permanent { dsn, reason } => {
-                    Outcome::Permanent { dsn, text: reason }
+        .map(|r| {
+            let outcome = match &r.expanded {
+                Some(x) => {
+                    let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
+                    agent.deliver(&expand::target_of(r), owner.as_ref(), &d)
                 }
-            }
+                None => {
+                    let report =
+                        crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
+                    if !report.remote.is_empty() {
+                        // The aliases changed since the expansion: expand again next time.
+                        return Outcome::Temporary {
+                            dsn: "4.3.0".into(),
+                            text: "Deferred: aliases changed during delivery".into(),
+                        };
+                    }
+                    report.combined()
+                }
+            };
+            from_local(outcome)
         })
         .collect()
+}
+
+fn from_local(o: crate::deliver::local::Outcome) -> Outcome {
+    match o {
+        crate::deliver::local::Outcome::Delivered => Outcome::Delivered {
+            reply: String::new(),
+        },
+        o @ crate::deliver::local::Outcome::Temporary { .. } => Outcome::Temporary {
+            text: o.stat(),
+            dsn: o.dsn().to_string(),
+        },
+        crate::deliver::local::Outcome::Permanent { dsn, reason } => {
+            Outcome::Permanent { dsn, text: reason }
+        }
+    }
+}
+
+/// The route of one queued recipient: an expanded `|program`, `/file` or user goes to its
+/// local mailer as it is; everything else through the rules.
+fn route_recipient(current: &Current, r: &Recipient) -> Route {
+    match expand::target_mailer(r) {
+        Some(mailer) => Route::Local {
+            mailer: mailer.to_string(),
+            user: r.address.clone(),
+        },
+        None => route(current, &r.address),
+    }
+}
+
+/// Expands the due recipients of the `local` mailer that are not expansions themselves
+/// ([`expand`]), and records the result in the queue before anything is delivered.
+/// Returns what to deliver now (None: the queue could not be updated; logged).
+async fn expand_due(
+    shared: &Shared,
+    msg: &mut Message,
+    due: Vec<(usize, Route)>,
+    now: SystemTime,
+) -> Option<Vec<(usize, Route)>> {
+    let current = shared.current();
+    let mut out = Vec::new();
+    let mut changed = false;
+    for (i, route) in due {
+        let user = match &route {
+            Route::Local { mailer, user }
+                if mailer == "local" && msg.envelope.recipients[i].expanded.is_none() =>
+            {
+                user.clone()
+            }
+            _ => {
+                out.push((i, route));
+                continue;
+            }
+        };
+        let (cfg, logger) = (current.config.clone(), shared.logger.clone());
+        let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
+        let existing = msg.envelope.recipients.clone();
+        let expansion = tokio::task::spawn_blocking(move || {
+            expand::expand(&cfg, &logger, id.as_str(), &parent, &user, &existing)
+        })
+        .await
+        .unwrap_or_else(|e| expand::Expansion::Deferred {
+            dsn: "4.3.0".into(),
+            reason: e.to_string(),
+        });
+        match expansion {
+            expand::Expansion::Direct => out.push((i, route)),
+            expand::Expansion::Deferred { dsn, reason } => {
+                let o = Outcome::Temporary {
+                    dsn,
+                    text: format!("Deferred: {reason}"),
+                };
+                let mut r = msg.envelope.recipients[i].clone();
+                apply(&mut r, &o, msg, &current.config, now);
+                log_to(shared, msg, &r, "local", None, &o, now);
+                msg.envelope.recipients[i] = r;
+                changed = true;
+            }
+            expand::Expansion::Targets(targets) => {
+                let parent = &mut msg.envelope.recipients[i];
+                parent.state = DeliveryState::Done;
+                parent.tries += 1;
+                parent.status = Some("expanded".into());
+                for t in targets {
+                    let j = msg.envelope.recipients.len();
+                    if let (DeliveryState::Failed, Some(text)) = (t.state, t.status.clone()) {
+                        let o = Outcome::Permanent {
+                            dsn: "5.3.0".into(),
+                            text,
+                        };
+                        log_to(shared, msg, &t, "local", None, &o, now);
+                    } else {
+                        out.push((j, route_recipient(&current, &t)));
+                    }
+                    msg.envelope.recipients.push(t);
+                }
+                changed = true;
+            }
+        }
+    }
+    if changed
+        && let Err(e) = shared
+            .queue
+            .update(&msg.envelope.id, msg.envelope.recipients.clone())
+            .await
+    {
+        shared.logger.log(
+            Severity::Err,
+            Some(msg.envelope.id.as_str()),
+            format_args!("queue update failed: {e}; expansion not recorded"),
+        );
+        return None;
+    }
+    Some(out)
 }
 
 /// The recipient's new state after an attempt.
@@ -379,8 +684,7 @@ fn apply(r: &mut Recipient, outcome: &Outcome, msg: &Message, cfg: &Config, now:
         Outcome::Delivered { .. } => r.state = DeliveryState::Done,
         Outcome::Permanent { .. } => r.state = DeliveryState::Failed,
         Outcome::Temporary { .. } => {
-            let age = now.duration_since(msg.envelope.arrival).unwrap_or_default();
-            if age >= cfg.options.timeouts.queuereturn.normal {
+            if dsn::expired(&dsn::Settings::from_config(cfg), msg, now) {
                 r.state = DeliveryState::Failed;
             } else {
                 r.next_attempt = Some(now + backoff(r.tries));
@@ -413,18 +717,42 @@ fn log_to(
         (Outcome::Temporary { .. }, DeliveryState::Failed) => {
             format!("{} (expired: Timeout.queuereturn)", outcome.stat())
         }
-        _ => outcome.stat(),
+        _ => outcome.log_stat(),
+    };
+    let reply = outcome
+        .reply()
+        .map(|t| format!(", reply={t}"))
+        .unwrap_or_default();
+    // An envelope recipient as given (`to=<bob@x>`); an expansion's target as sendmail
+    // writes it (`to=root`, `to=/var/log/list, ctladdr=<list@host> (8/0)`).
+    let to = match &r.expanded {
+        None => format!("<{}>", r.address),
+        Some(x) if matches!(mailer, "prog" | "*file*") => {
+            let (uid, gid) = ctl_ids(&shared.config(), x);
+            format!("{}, ctladdr=<{}> ({uid}/{gid})", r.address, x.parent)
+        }
+        Some(_) => r.address.clone(),
     };
     shared.logger.log(
         Severity::Info,
         Some(msg.envelope.id.as_str()),
         format_args!(
-            "to=<{}>, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}, stat={stat}",
-            r.address,
+            "to={to}, delay={delay}, xdelay={xdelay}, mailer={mailer}, pri={}{relay}, dsn={}{reply}, stat={stat}",
             msg.envelope.priority,
             outcome.dsn()
         ),
     );
+}
+
+/// The ids a program or file target runs under: its owner's, else `DefaultUser`'s.
+fn ctl_ids(cfg: &Config, x: &crate::queue::Expanded) -> (u32, u32) {
+    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+    x.owner
+        .as_deref()
+        .and_then(|n| (agent.users)(n))
+        .map(|u| (u.uid, u.gid))
+        .or(agent.default_user)
+        .unwrap_or((0, 0))
 }
 
 /// `HH:MM:SS`, or `D+HH:MM:SS` past a day, as sendmail's `pintvl`.

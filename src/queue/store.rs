@@ -75,7 +75,8 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{oneshot, watch};
 
 use super::file::{
-    self, DeliveryState, Envelope, Frame, FrameRead, Message, NewMessage, QueuedMessage, Recipient,
+    self, DeliveryState, Envelope, Frame, FrameRead, Message, NewMessage, Notices, QueuedMessage,
+    Recipient,
 };
 use super::{QueueError, QueueId};
 
@@ -541,9 +542,20 @@ impl Store {
 
     /// Replaces the recipients' delivery states of message `id` durably (a new copy in
     /// the journal supersedes the old one). `recipients` must be the queued list in the
-    /// same order with new states; anything else is [`QueueError::UpdateMismatch`]. The
+    /// same order with new states, optionally followed by targets of an expansion (each
+    /// with [`super::Expanded`] set); anything else is [`QueueError::UpdateMismatch`]. The
     /// runner must not update one message from two tasks at once.
     pub async fn update(&self, id: &QueueId, recipients: Vec<Recipient>) -> Result<(), QueueError> {
+        self.update_state(id, recipients, None).await
+    }
+
+    /// [`Store::update`], and the message's DSN state too when `notices` is given.
+    pub async fn update_state(
+        &self,
+        id: &QueueId,
+        recipients: Vec<Recipient>,
+        notices: Option<Notices>,
+    ) -> Result<(), QueueError> {
         let w = self.writer()?;
         let (store, id2) = (self.clone(), id.clone());
         // Reading the current copy is file I/O: keep it off the async workers.
@@ -551,6 +563,9 @@ impl Store {
             let mut msg = store.load(&id2)?;
             check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
             msg.envelope.recipients = recipients;
+            if let Some(n) = notices {
+                msg.envelope.notices = n;
+            }
             Ok(file::encode(&msg))
         })
         .await
@@ -640,7 +655,7 @@ fn check_same_recipients(
         id: id.clone(),
         what,
     };
-    if old.len() != new.len() {
+    if old.len() > new.len() {
         return Err(mismatch(format!(
             "{} queued, {} given",
             old.len(),
@@ -654,6 +669,13 @@ fn check_same_recipients(
                 o.address, n.address
             )));
         }
+    }
+    // Recipients may only be added by an expansion (each names its parent).
+    if let Some(n) = new[old.len()..].iter().find(|n| n.expanded.is_none()) {
+        return Err(mismatch(format!(
+            "added recipient {:?} is not an expansion",
+            n.address
+        )));
     }
     Ok(())
 }
@@ -1208,8 +1230,28 @@ mod tests {
             Err(QueueError::UpdateMismatch { .. })
         ));
         assert!(matches!(
-            rt.block_on(store.update(&id("NOPE"), rcpts)),
+            rt.block_on(store.update(&id("NOPE"), rcpts.clone())),
             Err(QueueError::NotFound(_))
+        ));
+
+        // An expansion adds its targets after the queued recipients, durably.
+        let mut grown = rcpts.clone();
+        let mut target = Recipient::new("bob@remote.example");
+        target.expanded = Some(crate::queue::Expanded {
+            parent: "a@x".into(),
+            owner: Some("alice".into()),
+        });
+        grown.push(target);
+        rt.block_on(store.update(&id("Q1"), grown.clone())).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load(&id("Q1")).unwrap().envelope.recipients, grown);
+        // ... but nothing else may add recipients.
+        let mut smuggled = grown.clone();
+        smuggled.push(Recipient::new("eve@evil.example"));
+        assert!(matches!(
+            rt.block_on(store.update(&id("Q1"), smuggled)),
+            Err(QueueError::UpdateMismatch { .. })
         ));
     }
 

@@ -33,19 +33,6 @@ impl Daemon {
     pub fn queue_dir(&self) -> PathBuf {
         self.dir.path().join("mqueue")
     }
-
-    /// `sendmail -bp` on the daemon's queue.
-    pub fn mailq(&self) -> String {
-        let out = run(&[
-            "-bp",
-            "-C",
-            self.cf.to_str().unwrap(),
-            "-O",
-            &format!("QueueDirectory={}", self.queue_dir().display()),
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
 }
 
 impl Daemon {
@@ -109,6 +96,19 @@ impl Daemon {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// `sendmail -bp` on the daemon's queue.
+    pub fn mailq(&self) -> String {
+        let out = run(&[
+            "-bp",
+            "-C",
+            self.cf.to_str().unwrap(),
+            "-O",
+            &format!("QueueDirectory={}", self.queue_dir().display()),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// The mail log so far.

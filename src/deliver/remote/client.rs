@@ -321,6 +321,8 @@ pub struct SessionResult {
     /// Lines for the mail log that sendmail writes without a queue id (`STARTTLS=client,
     /// …`, `AUTH=client, …`), in order.
     pub log: Vec<String>,
+    /// The server offered DSN: it took on `NOTIFY=SUCCESS`, so we send no "relayed" receipt.
+    pub peer_dsn: bool,
 }
 
 /// Why a session stopped short.
@@ -465,6 +467,8 @@ pub(super) struct Conn<S> {
     host: String,
     log: Vec<String>,
     log_level: u32,
+    /// The server's EHLO offered DSN (so NOTIFY went on with the recipients).
+    dsn: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -535,6 +539,7 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         host: host.to_string(),
         log: Vec::new(),
         log_level: job.log_level,
+        dsn: false,
     };
     let n = job.recipients.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
@@ -569,6 +574,7 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         try_next_host,
         tls_failed,
         log: conn.log,
+        peer_dsn: conn.dsn,
     }
 }
 
@@ -609,6 +615,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(caps) => caps,
         Err(end) => return Ok(end),
     };
+    conn.dsn = caps.dsn;
     let data = encode_data(&job.message.body);
     let wire_size = data.len().saturating_sub(3);
     if let Some(limit) = caps.size.filter(|l| *l > 0)

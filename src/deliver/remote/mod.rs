@@ -74,6 +74,31 @@ impl Outcome {
             Outcome::Temporary { text, .. } | Outcome::Permanent { text, .. } => text.clone(),
         }
     }
+
+    /// The `reply=` field of the `to=` line: the remote's reply when the outcome came from
+    /// one (`550 5.1.1 <bob@x>... User unknown`, `451 4.3.0 …`); `None` for connection
+    /// failures, local outcomes and deliveries.
+    pub fn reply(&self) -> Option<&str> {
+        let text = match self {
+            Outcome::Delivered { .. } => return None,
+            Outcome::Temporary { text, .. } => text.strip_prefix("Deferred: ").unwrap_or(text),
+            Outcome::Permanent { text, .. } => text,
+        };
+        let code = text.get(..3)?;
+        (code.bytes().all(|b| b.is_ascii_digit()) && text.as_bytes().get(3) == Some(&b' '))
+            .then_some(text)
+    }
+
+    /// `stat=` as sendmail logs it: a permanent reply by its text alone (`User unknown`,
+    /// the reply itself being in `reply=`), anything else as [`Outcome::stat`].
+    pub fn log_stat(&self) -> String {
+        match self {
+            Outcome::Permanent { text, .. } if self.reply().is_some() => {
+                crate::deliver::dsn::short_reason(text).to_string()
+            }
+            _ => self.stat(),
+        }
+    }
 }
 
 /// Everything remote delivery takes from the configuration.
@@ -223,6 +248,8 @@ pub struct Report {
     /// Lines sendmail writes without the queue id (`STARTTLS=client, …`, `AUTH=client,
     /// …`), in order.
     pub noqid_log: Vec<String>,
+    /// The host that took the message offered DSN ([`client::SessionResult::peer_dsn`]).
+    pub peer_dsn: bool,
 }
 
 impl Report {
@@ -232,6 +259,7 @@ impl Report {
             relay,
             log,
             noqid_log: Vec::new(),
+            peer_dsn: false,
         }
     }
 }
@@ -285,6 +313,7 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
     }
     match last_session {
         Some((result, relay)) => Report {
+            peer_dsn: result.peer_dsn,
             outcomes: result.outcomes,
             relay: Some(relay),
             log,

@@ -444,3 +444,35 @@ async fn an_mx_list_naming_us_uses_only_better_exchangers() {
     let r = send(&w, "backup.test", &["bob@backup.test"]).await;
     assert_eq!(r.relay.as_deref(), Some("primary.backup.test. [127.0.0.2]"));
 }
+
+#[test]
+fn the_to_line_has_sendmails_reply_and_stat_fields() {
+    let unknown = Outcome::Permanent {
+        dsn: "5.1.1".into(),
+        text: "550 5.1.1 <nosuch@remote.example.test>... User unknown".into(),
+    };
+    assert_eq!(
+        unknown.reply(),
+        Some("550 5.1.1 <nosuch@remote.example.test>... User unknown")
+    );
+    assert_eq!(unknown.log_stat(), "User unknown");
+    let later = Outcome::Temporary {
+        dsn: "4.3.0".into(),
+        text: "Deferred: 451 4.3.0 try again later".into(),
+    };
+    assert_eq!(later.reply(), Some("451 4.3.0 try again later"));
+    assert_eq!(later.log_stat(), "Deferred: 451 4.3.0 try again later");
+    let refused = Outcome::Temporary {
+        dsn: "4.4.1".into(),
+        text: "Deferred: Connection refused by [127.0.0.1]".into(),
+    };
+    assert_eq!(refused.reply(), None);
+    let local = Outcome::Permanent {
+        dsn: "5.1.1".into(),
+        text: "User unknown".into(),
+    };
+    assert_eq!(
+        (local.reply(), local.log_stat().as_str()),
+        (None, "User unknown")
+    );
+}

@@ -1,0 +1,307 @@
+//! The cf's `local` mailer as a program: `Mlocal, P=/usr/bin/procmail, A=procmail -a $h -d $u`.
+//!
+//! In: the configuration's `local` mailer, one local recipient (the user name ruleset 0 gave,
+//! `$u`) and the message. Out: the argv sendmail builds from `A=`, the bytes it writes on the
+//! program's stdin, and the program's exit status read as a delivery [`Outcome`].
+//!
+//! As sendmail's `deliver()` (deliver.c) and op §5.4 (mailer flags) describe it:
+//! * **argv**: each `A=` word with its macros expanded (`$u` the user, `$h` the host part —
+//!   empty for local mail —, `$g`/`$f` the envelope sender, `$z` the user's home,
+//!   `${client_addr}`, and every `D` macro of the cf); a word that expands to nothing stays an
+//!   empty argument. `$u` loses its quotes under flag `s` and is lower-cased unless flag `u`.
+//! * **stdin**: a `From <sender> <ctime>` line unless flag `n`; `Return-Path: <sender>` under
+//!   flag `P`; the message with LF line ends, lines starting with `From ` quoted as `>From `
+//!   under flag `E`.
+//! * **who runs it**: when we are root, the recipient (its uid and gid) — or `DefaultUser` if
+//!   the cf's mailer does not ask for a password-file check (flag `w`) and there is no such
+//!   user —, except under flag `S`, which keeps root (mail.local and procmail change to the
+//!   user themselves). Working directory the user's home, else `/` (`D=$z:/`).
+//! * **exit status**: sysexits as sendmail reads them ([`Outcome::from_exit_code`]):
+//!   `EX_TEMPFAIL` (75) deferred, `EX_NOUSER` (67) a bounce, and so on; a program that
+//!   cannot be started is a temporary failure, never a lost message.
+//!
+//! Differences: one program run per recipient even under flag `m` (sendmail hands all the
+//! recipients of one delivery to one run); and a `P=` that is not installed on this host (the
+//! embedded default cf names `/usr/bin/procmail`) is not used at all: local mail then goes
+//! to the built-in mbox delivery, as mail.local would write it ([`super::LocalDelivery`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use super::{Delivery, MailUser, Outcome};
+use crate::config::Config;
+use crate::config::macros::{Layered, MacroLookup, expand};
+
+/// The `local` mailer's program, ready to run.
+#[derive(Debug, Clone)]
+pub struct LocalMailer {
+    /// `P=`: an absolute path to an executable file.
+    pub path: PathBuf,
+    /// `A=` words, macros unexpanded.
+    pub argv: Vec<String>,
+    /// `F=` letters.
+    pub flags: String,
+    /// The cf's `D` macros, for the `A=` words.
+    pub macros: BTreeMap<String, String>,
+}
+
+/// One recipient's values for the `A=` macros.
+#[derive(Debug, Clone, Default)]
+pub struct Recipient<'a> {
+    /// `$u` as ruleset 0 gave it.
+    pub user: &'a str,
+    /// `$h`: the host part, empty for local mail.
+    pub host: &'a str,
+    /// `$z`: the user's home directory, if known.
+    pub home: Option<&'a str>,
+    /// `${client_addr}`: the SMTP client's address, if any.
+    pub client_addr: Option<&'a str>,
+}
+
+impl LocalMailer {
+    /// The cf's `local` mailer, when its `P=` is a program installed here; None otherwise
+    /// (no such mailer, `[IPC]`, or a program that is not there).
+    pub fn from_config(cfg: &Config) -> Option<LocalMailer> {
+        let m = cfg.mailer("local")?;
+        let path = PathBuf::from(&m.path);
+        let executable = std::fs::metadata(&path)
+            .is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0);
+        (path.is_absolute() && executable).then(|| LocalMailer {
+            path,
+            argv: m.argv.clone(),
+            flags: m.flags.clone(),
+            macros: cfg.macros.clone(),
+        })
+    }
+
+    pub fn has_flag(&self, f: char) -> bool {
+        self.flags.contains(f)
+    }
+
+    /// `$u` as this mailer gets it.
+    pub fn user_arg(&self, user: &str) -> String {
+        let user = if self.has_flag('s') {
+            user.replace('"', "")
+        } else {
+            user.to_string()
+        };
+        if self.has_flag('u') {
+            user
+        } else {
+            user.to_lowercase()
+        }
+    }
+
+    /// The argv for one recipient (`argv[0]` included, as `A=` has it).
+    pub fn argv_for(&self, r: &Recipient, d: &Delivery) -> Vec<String> {
+        // Values from the message are data, never macro text: `$` is doubled.
+        let lit = |s: &str| s.replace('$', "$$");
+        let mut top: BTreeMap<String, String> = BTreeMap::new();
+        top.insert("u".into(), lit(&self.user_arg(r.user)));
+        top.insert("h".into(), lit(r.host));
+        top.insert("g".into(), lit(d.envelope_from()));
+        top.insert("f".into(), lit(d.envelope_from()));
+        if let Some(home) = r.home {
+            top.insert("z".into(), lit(home));
+        }
+        if let Some(a) = r.client_addr {
+            top.insert(
+                "client_addr".into(),
+                lit(a.strip_prefix("IPv6:").unwrap_or(a)),
+            );
+        }
+        let lookup = Layered {
+            top: &top,
+            base: &self.macros,
+        };
+        self.argv.iter().map(|w| expand(w, &lookup)).collect()
+    }
+
+    /// What the program reads on stdin.
+    pub fn input(&self, d: &Delivery, when: SystemTime) -> Vec<u8> {
+        let mut out = Vec::with_capacity(d.message.len() + 128);
+        if !self.has_flag('n') {
+            let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+            out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+        }
+        if self.has_flag('P') {
+            super::push_return_path(&mut out, d);
+        }
+        let quote = self.has_flag('E');
+        for line in d.message.split_inclusive(|&b| b == b'\n') {
+            if quote && line.starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        out
+    }
+
+    /// Runs the program for one recipient. `user` is the account when there is one;
+    /// `default_user` the ids to run as without one (when root). Blocking.
+    pub fn deliver(
+        &self,
+        r: &Recipient,
+        user: Option<&MailUser>,
+        default_user: Option<(u32, u32)>,
+        d: &Delivery,
+        timeout: Duration,
+    ) -> Outcome {
+        if self.has_flag('w') && user.is_none() {
+            return Outcome::user_unknown();
+        }
+        let argv = self.argv_for(r, d);
+        let home = user
+            .map(|u| u.home.clone())
+            .filter(|h| h.is_dir())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let mut c = Command::new(&self.path);
+        if let Some(arg0) = argv.first() {
+            std::os::unix::process::CommandExt::arg0(&mut c, arg0);
+        }
+        c.args(argv.iter().skip(1))
+            .env_clear()
+            .env("PATH", "/bin:/usr/bin")
+            .env("HOME", &home)
+            .env("SENDER", d.envelope_from())
+            .current_dir(&home);
+        if let Some(u) = user {
+            c.env("USER", &u.name);
+        }
+        let ids = match user {
+            Some(u) => Some((u.uid, u.gid)),
+            None => default_user,
+        };
+        if nix::unistd::geteuid().is_root()
+            && !self.has_flag('S')
+            && let Some((uid, gid)) = ids
+        {
+            std::os::unix::process::CommandExt::uid(&mut c, uid);
+            std::os::unix::process::CommandExt::gid(&mut c, gid);
+        }
+        match super::run_command(c, self.input(d, SystemTime::now()), timeout) {
+            Ok(run) => run.outcome,
+            Err(e) => Outcome::Temporary {
+                dsn: "4.3.0".into(),
+                reason: format!("cannot run {}: {e}", self.path.display()),
+            },
+        }
+    }
+}
+
+impl MacroLookup for &BTreeMap<String, String> {
+    fn macro_value(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name).map(|v| Cow::Borrowed(v.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailer(line: &str) -> LocalMailer {
+        let cfg = Config::from_str("t.cf", &format!("Djmta.example.test\n{line}\n"), &[]).unwrap();
+        let m = cfg.mailer("local").unwrap();
+        LocalMailer {
+            path: PathBuf::from(&m.path),
+            argv: m.argv.clone(),
+            flags: m.flags.clone(),
+            macros: cfg.macros.clone(),
+        }
+    }
+
+    const MSG: &[u8] = b"Subject: hi\n\nFrom me\nbye\n";
+
+    fn d(sender: &str) -> Delivery<'_> {
+        Delivery {
+            sender,
+            message: MSG,
+        }
+    }
+
+    #[test]
+    fn procmail_argv_as_sendmail_builds_it() {
+        let m = mailer(
+            "Mlocal, P=/usr/bin/procmail, F=lsDFMAw5:/|@qSPfhn9, S=EnvFromL/HdrFromL, R=EnvToL/HdrToL, T=DNS/RFC822/X-Unix, A=procmail -a $h -d $u",
+        );
+        let r = Recipient {
+            user: "Alice",
+            ..Recipient::default()
+        };
+        assert_eq!(
+            m.argv_for(&r, &d("bob@example.test")),
+            ["procmail", "-a", "", "-d", "alice"]
+        );
+    }
+
+    #[test]
+    fn debian_sensible_mda_argv_with_sender_and_client_address() {
+        let m = mailer(
+            "Mlocal, P=/usr/sbin/sensible-mda, F=lsDFMAw5:/|@qPn9S, A=sensible-mda $g $u $h ${client_addr}",
+        );
+        let r = Recipient {
+            user: "\"bob\"",
+            client_addr: Some("IPv6:0:0:0:0:0:0:0:1"),
+            ..Recipient::default()
+        };
+        assert_eq!(
+            m.argv_for(&r, &d("alice@client.example")),
+            [
+                "sensible-mda",
+                "alice@client.example",
+                "bob",
+                "",
+                "0:0:0:0:0:0:0:1"
+            ]
+        );
+        assert_eq!(
+            m.argv_for(&r, &d(""))[1],
+            "MAILER-DAEMON",
+            "the null sender"
+        );
+    }
+
+    #[test]
+    fn a_user_name_is_never_macro_text() {
+        let m = mailer("Mlocal, P=/bin/x, F=lsu, A=x $u $j");
+        let r = Recipient {
+            user: "Ev$j",
+            ..Recipient::default()
+        };
+        assert_eq!(m.argv_for(&r, &d("s@x")), ["x", "Ev$j", "mta.example.test"]);
+    }
+
+    #[test]
+    fn stdin_follows_the_n_p_and_e_flags() {
+        let plain = mailer("Mlocal, P=/bin/x, F=lsn, A=x $u");
+        assert_eq!(plain.input(&d("s@x"), SystemTime::UNIX_EPOCH), MSG);
+        let full = mailer("Mlocal, P=/bin/x, F=lsPE, A=x $u");
+        let text = String::from_utf8(full.input(&d("s@x"), SystemTime::UNIX_EPOCH)).unwrap();
+        let (from, rest) = text.split_once('\n').unwrap();
+        assert!(
+            from.starts_with("From s@x ") && from.ends_with("1970"),
+            "{from}"
+        );
+        assert_eq!(rest, "Return-Path: <s@x>\nSubject: hi\n\n>From me\nbye\n");
+    }
+
+    #[test]
+    fn a_program_that_is_not_installed_is_not_used() {
+        let cfg = Config::from_str(
+            "t.cf",
+            "Mlocal, P=/nonexistent/procmail, F=lsn, A=procmail -d $u\n",
+            &[],
+        )
+        .unwrap();
+        assert!(LocalMailer::from_config(&cfg).is_none());
+        let cfg = Config::from_str("t.cf", "Mlocal, P=/bin/cat, F=lsn, A=cat\n", &[]).unwrap();
+        assert_eq!(
+            LocalMailer::from_config(&cfg).unwrap().path,
+            PathBuf::from("/bin/cat")
+        );
+    }
+}

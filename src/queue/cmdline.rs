@@ -1,0 +1,95 @@
+//! `sendmail -q[…]` without `-bd`: one queue run from the command line, in the foreground.
+//!
+//! In: the [`Invocation`] (its `-q` flags: limits `-q[!]I/R/S…`, `-qf`). Out: an exit code
+//! once the selected messages have been tried; their `to=` lines in the mail log, their new
+//! state in the queue (so `mailq` right after shows it).
+//!
+//! The journal has one writer at a time ([`super::store`]'s lock file), so a run is one of:
+//! * **no daemon holds the queue**: this process takes the lock, moves the maildrop's
+//!   command-line submissions into the queue, runs the selected messages and exits (a
+//!   daemon started meanwhile refuses to start: the queue is in use);
+//! * **a daemon holds it**: this process asks the daemon through its control socket
+//!   ([`super::control`]) and waits for its answer; the daemon does the run and all writes.
+//!
+//! `-q` with an interval and no `-bd` (sendmail's queue-runner daemon) is not supported: use
+//! `-bd -q30m`. Every pending recipient of a selected message is tried, whatever its backoff
+//! (sendmail's `-q` ignores retry times too).
+
+use std::sync::Arc;
+
+use super::control::{self, ControlError};
+use super::select::QueueRun;
+use super::{QueueError, Store};
+use crate::cli::Invocation;
+use crate::daemon::{self, Current, Shared};
+use crate::log::Severity;
+use crate::sysexits::{EX_CANTCREAT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+
+/// Runs the queue once as `inv` asks; the exit code.
+pub fn run(inv: &Invocation) -> i32 {
+    let run = match QueueRun::parse(&inv.args.queue_flags) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_USAGE;
+        }
+    };
+    if run.interval.is_some() {
+        eprintln!("sendmail: a periodic queue run needs the daemon: use -bd -q<time>");
+        return EX_USAGE;
+    }
+    let cfg = match daemon::load_config(inv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let qdir = cfg.options.queue_directory.clone();
+    match Store::open(&qdir) {
+        Ok(store) => run_here(inv, cfg, store, &run),
+        Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
+            Ok(_) => EX_OK,
+            Err(e @ ControlError::Unreachable { .. }) => {
+                eprintln!("sendmail: the queue is in use by another process, and {e}");
+                EX_TEMPFAIL
+            }
+            Err(e) => {
+                eprintln!("sendmail: {e}");
+                EX_TEMPFAIL
+            }
+        },
+        Err(e) => {
+            eprintln!("sendmail: queue {}: {e}", qdir.display());
+            EX_CANTCREAT
+        }
+    }
+}
+
+/// The run in this process, which holds the queue's lock.
+fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &QueueRun) -> i32 {
+    let logger = match daemon::make_logger(&cfg, inv, true) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sendmail: cannot open the mail log: {e}");
+            return EX_CANTCREAT;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: cannot start runtime: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let (current, warnings) = Current::new(cfg, inv);
+    for w in &warnings {
+        logger.log(Severity::Warning, None, format_args!("{w}"));
+    }
+    let shared = Arc::new(Shared::new(current, logger, store, None));
+    runtime.block_on(async {
+        daemon::pickup_once(&shared).await;
+        super::runner::run_once(shared.clone(), &run.select).await;
+    });
+    EX_OK
+}

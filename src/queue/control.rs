@@ -1,0 +1,221 @@
+//! The queue's control socket: how `sendmail -q` asks a running daemon for a queue run.
+//!
+//! The journal has one writer, the process holding the queue's lock file (see
+//! [`super::store`]). When a daemon holds it, a command-line `sendmail -q…` must not open the
+//! queue for writing; instead it connects to `<QueueDirectory>/control`, a Unix socket the
+//! daemon listens on, and sends the run's limits. The daemon runs the selected messages
+//! (every recipient still pending, backoff or not, as sendmail's `-q` does), and answers
+//! once they are done; the command exits then, so a `mailq` after it shows the result. The
+//! socket lives in the queue directory (mode 0700), so only the queue's owner can ask.
+//! Nothing is written through it: a request that dies half-way has changed nothing but the
+//! delivery attempts the daemon made, which it records itself.
+//!
+//! Protocol (lines of UTF-8 ending in `\n`): the client sends `RUN`, then each `-q` limit as
+//! typed after `q` (`Rexample.com`, `!Sroot`), then an empty line. The daemon answers
+//! `OK <n>` (n messages attempted) or `ERR <text>`. At most [`MAX_LINES`] lines of at most
+//! [`MAX_LINE`] bytes; a client that stays silent for [`READ_TIMEOUT`] is dropped.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::select::{QueueRun, Selection};
+
+/// The socket's name in the queue directory.
+pub const SOCKET_NAME: &str = "control";
+/// Longest request line.
+pub const MAX_LINE: usize = 4096;
+/// Most lines in one request.
+pub const MAX_LINES: usize = 64;
+/// How long the daemon waits for a whole request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A queue run asked for through the socket; `done` gets the number of messages attempted.
+#[derive(Debug)]
+pub struct RunRequest {
+    pub select: Selection,
+    pub done: oneshot::Sender<usize>,
+}
+
+/// Where the control socket of the queue in `qdir` is.
+pub fn socket_path(qdir: &Path) -> PathBuf {
+    qdir.join(SOCKET_NAME)
+}
+
+/// Daemon side: listens on the control socket (replacing a leftover one: the caller holds
+/// the queue lock, so no other daemon uses it) and hands each request to `runs`. Returns
+/// when `runs` is closed or the socket cannot be opened.
+pub async fn serve(qdir: &Path, runs: mpsc::Sender<RunRequest>) -> io::Result<()> {
+    let path = socket_path(qdir);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            let _ = answer(stream, runs).await;
+        });
+    }
+}
+
+async fn answer(stream: tokio::net::UnixStream, runs: mpsc::Sender<RunRequest>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let request = tokio::time::timeout(READ_TIMEOUT, read_request(&mut read)).await;
+    let reply = match request {
+        Err(_) => "ERR request timed out".to_string(),
+        Ok(Err(e)) => format!("ERR {e}"),
+        Ok(Ok(flags)) => match QueueRun::parse(&flags) {
+            Err(e) => format!("ERR {e}"),
+            Ok(run) => {
+                let (done, finished) = oneshot::channel();
+                let sent = runs.send(RunRequest {
+                    select: run.select,
+                    done,
+                });
+                match sent.await {
+                    Err(_) => "ERR the queue runner has stopped".to_string(),
+                    Ok(()) => match finished.await {
+                        Ok(n) => format!("OK {n}"),
+                        Err(_) => "ERR the queue run was cut short".to_string(),
+                    },
+                }
+            }
+        },
+    };
+    write.write_all(format!("{reply}\n").as_bytes()).await
+}
+
+/// `RUN`, the flags, an empty line.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Vec<String>> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = (&mut *r)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await?;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(bad("request cut short (expected RUN, limits, empty line)"));
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            break;
+        }
+        if lines.len() > MAX_LINES {
+            return Err(bad("request too long"));
+        }
+        lines.push(line);
+    }
+    match lines.split_first() {
+        Some((first, flags)) if first == "RUN" => Ok(flags.to_vec()),
+        _ => Err(bad("request does not start with RUN")),
+    }
+}
+
+/// What a daemon said to a queue-run request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No daemon listens (no socket, or nobody behind it).
+    #[error("cannot reach the daemon's control socket {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon refused or failed the run.
+    #[error("the daemon refused the queue run: {0}")]
+    Refused(String),
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Client side (`sendmail -q` while a daemon runs): asks for one run of `select` and waits
+/// until it is done. Returns the number of messages attempted.
+pub fn request_run(qdir: &Path, select: &Selection) -> Result<usize, ControlError> {
+    let path = socket_path(qdir);
+    let mut stream =
+        UnixStream::connect(&path).map_err(|source| ControlError::Unreachable { path, source })?;
+    let mut text = String::from("RUN\n");
+    for flag in select.to_flags() {
+        text.push_str(&flag);
+        text.push('\n');
+    }
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .take(MAX_LINE as u64)
+        .read_line(&mut reply)?;
+    let reply = reply.trim_end();
+    match reply.strip_prefix("OK ") {
+        Some(n) => n
+            .parse()
+            .map_err(|_| ControlError::Refused(format!("unreadable answer {reply:?}"))),
+        None => Err(ControlError::Refused(
+            reply.strip_prefix("ERR ").unwrap_or(reply).to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_reaches_the_runner_and_its_answer_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let qdir = dir.path().to_path_buf();
+        let server = tokio::spawn(async move { serve(&qdir, tx).await });
+        // The runner's side: take one request, check it, say 3 messages were run.
+        let runner = tokio::spawn(async move {
+            let req: RunRequest = rx.recv().await.unwrap();
+            let flags = req.select.to_flags();
+            req.done.send(3).unwrap();
+            flags
+        });
+        let qdir = dir.path().to_path_buf();
+        let n = tokio::task::spawn_blocking(move || {
+            let select = QueueRun::parse(&["Rexample.com", "!Sroot"]).unwrap().select;
+            for _ in 0..500 {
+                match request_run(&qdir, &select) {
+                    Err(ControlError::Unreachable { .. }) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    other => return other.unwrap(),
+                }
+            }
+            panic!("control socket never came up");
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(runner.await.unwrap(), ["Rexample.com", "!Sroot"]);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused_with_a_reason() {
+        let mut r = tokio::io::BufReader::new(&b"HELLO\n\n"[..]);
+        let e = read_request(&mut r).await.unwrap_err();
+        assert!(e.to_string().contains("RUN"), "{e}");
+        let mut r = tokio::io::BufReader::new(&b"RUN\nRx"[..]);
+        assert!(read_request(&mut r).await.is_err());
+    }
+
+    #[test]
+    fn no_daemon_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = request_run(dir.path(), &Selection::default()).unwrap_err();
+        assert!(matches!(e, ControlError::Unreachable { .. }), "{e}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Durable expansion: a local recipient → its aliases' and `.forward`'s targets, recorded in
+//! the queue before any of them is delivered.
+//!
+//! In: a pending envelope recipient that routes to the `local` mailer, and the recipients
+//! the message has already. Out: an [`Expansion`]: deliver it as it is (no alias, no
+//! `.forward`), or its targets as new recipients (each marked [`Expanded`], with its parent
+//! and owner), or a deferral when the expansion could not be completed (a `.forward` that
+//! could not be read for a passing reason: nothing is recorded, it is expanded again later).
+//!
+//! Recorded targets are delivered on their own, each with its own state: a retry delivers
+//! only the ones still pending, and never re-expands — sendmail's queue file likewise keeps
+//! every expanded address (`QS_EXPANDED` parents, their children with `ctladdr`s; deliver.c,
+//! recipient.c). A target is written as sendmail writes it: a user name, `/file`,
+//! `|program`, or the remote address, which then goes the remote way.
+//!
+//! The log lines match the oracle (sendmail 8.17.1.9, alias `fwd: bob@remote.example.test,
+//! /…/fwd.mbox, root`, run in a private namespace on 2026-12-02): `to=root, delay=…,
+//! mailer=local, …`; `to=/…/fwd.mbox, ctladdr=<fwd@oracle.example.test> (1/0), delay=…,
+//! mailer=*file*, …`; `to=bob@remote.example.test, delay=…, mailer=relay, relay=…` — the
+//! target without angle brackets, a `ctladdr` only for files and programs. sendmail expands
+//! at RCPT time (its `from=` line then counts `nrcpts=3`, and a member that is no user fails
+//! the RCPT); we expand at the first delivery attempt, so `nrcpts=` counts the envelope.
+
+use crate::aliases::{Expander, Target};
+use crate::config::Config;
+use crate::log::Logger;
+use crate::queue::{DeliveryState, Expanded, Recipient};
+
+/// What to do with one local recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expansion {
+    /// Nothing to expand: deliver to this user's mailbox.
+    Direct,
+    /// These recipients replace it (a permanent expansion error is a target already
+    /// failed, for the bounce).
+    Targets(Vec<Recipient>),
+    /// Try the expansion again later (the `stat=` reason).
+    Deferred { dsn: String, reason: String },
+}
+
+/// Expands `user` (ruleset 0's `$:` for recipient `parent`) through the aliases file and
+/// `.forward`s. Targets already among `existing` expansions are left out (each address is
+/// delivered once per message, as sendmail's duplicate suppression does). Blocking.
+pub fn expand(
+    cfg: &Config,
+    logger: &Logger,
+    id: &str,
+    parent: &Recipient,
+    user: &str,
+    existing: &[Recipient],
+) -> Expansion {
+    let table = match crate::aliases::load_all(&cfg.options.alias_files) {
+        Ok(t) => t,
+        Err(e) => {
+            return Expansion::Deferred {
+                dsn: "4.3.0".into(),
+                reason: format!("aliases: {e}"),
+            };
+        }
+    };
+    let mut expander = Expander::from_config(&table, cfg);
+    expander.log = Some((logger, Some(id)));
+    let targets = expander.expand_owned(user);
+    if let [(Target::User(name), None)] = targets.as_slice()
+        && name.eq_ignore_ascii_case(user)
+    {
+        return Expansion::Direct;
+    }
+    let mut out: Vec<Recipient> = Vec::new();
+    for (target, owner) in targets {
+        let mut r = Recipient::new(match &target {
+            Target::User(name) => name.clone(),
+            Target::File(path) => path.display().to_string(),
+            Target::Program(cmd) => format!("|{cmd}"),
+            Target::Remote(addr) => addr.clone(),
+            Target::Error { address, .. } => address.clone(),
+        });
+        if let Target::Error {
+            reason,
+            dsn,
+            temporary,
+            ..
+        } = &target
+        {
+            if *temporary {
+                return Expansion::Deferred {
+                    dsn: dsn.clone(),
+                    reason: reason.clone(),
+                };
+            }
+            r.state = DeliveryState::Failed;
+            r.status = Some(reason.clone());
+        }
+        r.notify = parent.notify;
+        r.orcpt = parent.orcpt.clone();
+        r.expanded = Some(Expanded {
+            parent: parent.address.clone(),
+            owner: owner.map(|u| u.name),
+        });
+        let dup = |o: &Recipient| o.expanded.is_some() && o.address == r.address;
+        if !existing.iter().any(dup) && !out.iter().any(dup) {
+            out.push(r);
+        }
+    }
+    Expansion::Targets(out)
+}
+
+/// The mailer an expanded target goes to without routing: `prog` for `|program`, `*file*`
+/// for `/file`, `local` for a user name; None for an address (it is routed as usual).
+pub fn target_mailer(r: &Recipient) -> Option<&'static str> {
+    r.expanded.as_ref()?;
+    let a = r.address.as_str();
+    if a.starts_with('|') {
+        Some("prog")
+    } else if a.starts_with('/') {
+        Some("*file*")
+    } else if a.contains('@') {
+        None
+    } else {
+        Some("local")
+    }
+}
+
+/// The local target an expanded recipient names (for [`target_mailer`]'s mailers).
+pub fn target_of(r: &Recipient) -> Target {
+    let a = r.address.as_str();
+    match a.strip_prefix('|') {
+        Some(cmd) => Target::Program(cmd.to_string()),
+        None if a.starts_with('/') => Target::File(a.into()),
+        None => Target::User(a.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_with_aliases(text: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::from_str(
+            "t.cf",
+            &format!("Djmta.example.test\nO AliasFile={}\n", path.display()),
+            &[],
+        )
+        .unwrap();
+        (dir, cfg)
+    }
+
+    #[test]
+    fn an_alias_becomes_its_targets_each_naming_its_parent() {
+        let (_d, cfg) = cfg_with_aliases(
+            "list: nosuchuser-direct, bob@remote.example, /tmp/x.mbox, \"|/bin/cat\"\n",
+        );
+        let parent = Recipient::new("list@mta.example.test");
+        let log = Logger::stderr(0);
+        let Expansion::Targets(t) = expand(&cfg, &log, "Q1", &parent, "list", &[]) else {
+            panic!("not expanded");
+        };
+        let addrs: Vec<&str> = t.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "nosuchuser-direct",
+                "bob@remote.example",
+                "/tmp/x.mbox",
+                "|/bin/cat"
+            ]
+        );
+        assert!(
+            t.iter()
+                .all(|r| r.expanded.as_ref().unwrap().parent == parent.address)
+        );
+        let mailers: Vec<_> = t.iter().map(target_mailer).collect();
+        assert_eq!(mailers, [Some("local"), None, Some("*file*"), Some("prog")]);
+        assert_eq!(target_of(&t[3]), Target::Program("/bin/cat".into()));
+    }
+
+    #[test]
+    fn a_plain_user_is_delivered_directly_and_duplicates_once() {
+        let (_d, cfg) = cfg_with_aliases("a: root\nb: root, carol@remote.example\n");
+        let log = Logger::stderr(0);
+        let direct = expand(&cfg, &log, "Q1", &Recipient::new("root"), "root", &[]);
+        assert_eq!(direct, Expansion::Direct);
+        let Expansion::Targets(first) = expand(&cfg, &log, "Q1", &Recipient::new("a"), "a", &[])
+        else {
+            panic!()
+        };
+        let Expansion::Targets(second) =
+            expand(&cfg, &log, "Q1", &Recipient::new("b"), "b", &first)
+        else {
+            panic!()
+        };
+        let addrs: Vec<&str> = second.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["carol@remote.example"], "root is had once");
+    }
+}
