@@ -20,7 +20,8 @@ fn session() -> &'static Session {
             hostname: "oracle.example.test".into(),
             addresses: vec!["127.0.0.1".parse().unwrap()],
         };
-        let (mut engine, extras) = load(CF.as_bytes(), "oracle.cf", &host).expect("oracle.cf loads");
+        let (mut engine, extras) =
+            load(CF.as_bytes(), "oracle.cf", &host).expect("oracle.cf loads");
         engine.trace = false;
         let mut s = Session::new(engine, extras);
         s.engine.trace = false;

@@ -11,9 +11,14 @@ use sendmail_rs::rules::cf::{HostInfo, load};
 
 static CF: &str = include_str!("../../tests/fixtures/oracle.cf");
 
-fn engine() -> &'static (sendmail_rs::rules::rewrite::Engine, sendmail_rs::rules::cf::CfExtras) {
-    static E: OnceLock<(sendmail_rs::rules::rewrite::Engine, sendmail_rs::rules::cf::CfExtras)> =
-        OnceLock::new();
+fn engine() -> &'static (
+    sendmail_rs::rules::rewrite::Engine,
+    sendmail_rs::rules::cf::CfExtras,
+) {
+    static E: OnceLock<(
+        sendmail_rs::rules::rewrite::Engine,
+        sendmail_rs::rules::cf::CfExtras,
+    )> = OnceLock::new();
     E.get_or_init(|| {
         let host = HostInfo {
             hostname: "oracle.example.test".into(),
@@ -25,7 +30,10 @@ fn engine() -> &'static (sendmail_rs::rules::rewrite::Engine, sendmail_rs::rules
 
 fuzz_target!(|addr: &[u8]| {
     // One -bt line per ruleset list; a newline in the input would start another command.
-    let addr: Vec<u8> = addr.iter().map(|&b| if b == b'\n' { b' ' } else { b }).collect();
+    let addr: Vec<u8> = addr
+        .iter()
+        .map(|&b| if b == b'\n' { b' ' } else { b })
+        .collect();
     let (e, x) = engine();
     let mut session = Session::new(e.clone(), x.clone());
     let mut input = Vec::new();
