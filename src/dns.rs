@@ -213,6 +213,81 @@ impl Dns {
     }
 }
 
+/// What DNS says of a host name `$[ $]` canonifies (sendmail's `dns_getcanonname`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canon {
+    /// The name has an A, AAAA or MX record: this is its canonical form.
+    Found(String),
+    /// NXDOMAIN, or the name has none of those records.
+    NotFound,
+    /// No answer now; the text says why.
+    TryAgain(String),
+}
+
+impl Dns {
+    /// The canonical form of `name`: itself (without a trailing dot) when it has an A,
+    /// AAAA or MX record. CNAMEs are followed by the resolver; no search list is applied.
+    pub async fn canonical(&self, name: &str) -> Canon {
+        let host = name.trim_end_matches('.');
+        let mut temporary = None;
+        let answers = [
+            self.a(host).await.map_found(),
+            self.aaaa(host).await.map_found(),
+            self.mx(host).await.map_found(),
+        ];
+        for a in answers {
+            match a {
+                Answer::Found(_) => return Canon::Found(host.to_string()),
+                Answer::Temporary(why) => temporary = Some(why),
+                Answer::NxDomain | Answer::NoData => {}
+            }
+        }
+        temporary.map_or(Canon::NotFound, Canon::TryAgain)
+    }
+}
+
+impl<T> Answer<T> {
+    /// The same answer without its records (only whether there were any).
+    fn map_found(self) -> Answer<()> {
+        match self {
+            Answer::Found(v) => Answer::Found(vec![(); v.len()]),
+            Answer::NxDomain => Answer::NxDomain,
+            Answer::NoData => Answer::NoData,
+            Answer::Temporary(t) => Answer::Temporary(t),
+        }
+    }
+}
+
+/// Host-name canonification for the ruleset engine, which is synchronous: each lookup
+/// runs on a thread of its own with its own runtime (so it may be called from inside the
+/// daemon's), bounded by the resolver's timeout and attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockingCanon {
+    /// Servers to ask (empty: the system's resolver configuration).
+    pub name_servers: Vec<SocketAddr>,
+}
+
+impl BlockingCanon {
+    /// [`Dns::canonical`], waited for.
+    pub fn canonical(&self, name: &str) -> Canon {
+        let servers = self.name_servers.clone();
+        let name = name.to_string();
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let dns = Dns::new(&servers, DnsOptions::default()).map_err(|e| e.to_string())?;
+            Ok::<Canon, String>(rt.block_on(dns.canonical(&name)))
+        });
+        match worker.join() {
+            Ok(Ok(c)) => c,
+            Ok(Err(why)) => Canon::TryAgain(why),
+            Err(_) => Canon::TryAgain("resolver thread failed".to_string()),
+        }
+    }
+}
+
 fn server_config(sa: SocketAddr) -> NameServerConfig {
     let mut udp = ConnectionConfig::udp();
     udp.port = sa.port();

@@ -49,6 +49,8 @@ pub mod hosts;
 pub mod inbound;
 pub mod listener;
 pub mod log;
+pub mod makemap;
+pub mod mapdb;
 pub mod policy;
 pub mod queue;
 pub mod receive;

@@ -1,12 +1,12 @@
 //! The `sendmail` binary. One program, several names, as sendmail installs it: run as `mailq`
 //! it lists the queue (`-bp`), as `newaliases` it rebuilds the aliases (`-bi`), as `mailstats`
-//! it prints the statistics. Exit codes are sysexits(3).
+//! it prints the statistics, as `makemap` it builds a database map from its text. Exit codes are sysexits(3).
 
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE};
-use sendmail_rs::{daemon, queue, rules, stats, submit};
+use sendmail_rs::{daemon, makemap, queue, rules, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -18,6 +18,15 @@ fn main() {
         .map(|a| Path::new(a).file_name().unwrap_or_default().to_owned());
     if prog.as_deref() == Some(std::ffi::OsStr::new("mailstats")) {
         std::process::exit(stats::run_mailstats(&argv));
+    }
+    // makemap has its own flags too (makemap(8)).
+    if prog.as_deref() == Some(std::ffi::OsStr::new("makemap")) {
+        std::process::exit(makemap::run(
+            &argv[1..],
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ));
     }
     let inv = match cli::parse(&argv, Path::new(cli::SYSTEM_CF)) {
         Ok(inv) => inv,

@@ -210,6 +210,18 @@ impl RulesPolicy {
         }
     }
 
+    /// A queued message as `mailer` delivers it: envelope sender, recipients and address
+    /// headers through rulesets 1/2/4 and the mailer's `S=`/`R=` ([`crate::rules::deliver`]).
+    pub fn for_delivery(
+        &self,
+        mailer: &str,
+        msg: &crate::queue::Message,
+        rcpts: &[crate::queue::Recipient],
+    ) -> (crate::queue::Message, Vec<crate::queue::Recipient>) {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        crate::rules::deliver::for_delivery(&mut e, &self.mailers, mailer, msg, rcpts)
+    }
+
     /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
     #[allow(clippy::too_many_arguments)]
     fn run(

@@ -44,16 +44,7 @@ struct OracleEnv {
     cf: String,
 }
 
-/// Runs the binary as if on the recording host: a UTS namespace named oracle.example.test.
-const AS_ORACLE_HOST: &[&str] = &[
-    "unshare",
-    "--uts",
-    "--",
-    "sh",
-    "-c",
-    "hostname oracle.example.test && exec \"$@\"",
-    "sh",
-];
+use support::AS_ORACLE_HOST;
 
 fn oracle_env(conf: &Path) -> OracleEnv {
     let env = tempfile::tempdir().unwrap();

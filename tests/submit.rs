@@ -13,20 +13,7 @@ const CF: &str =
 
 /// Runs the binary with `stdin` as its input.
 fn run_with_input(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(support::sendmail_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    support::run_bin_with_input(std::path::Path::new(support::sendmail_bin()), args, stdin)
 }
 
 struct Env {

@@ -1,19 +1,18 @@
-//! The compiled map beside the text (`<file>.rdb`), loading, and `newaliases`.
+//! The compiled map beside the text (`<file>.db`, the shared map format), loading, and `newaliases`.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::parse::{parse, spec_path};
-use super::{Alias, AliasError, AliasTable, DB_MAGIC, DB_SUFFIX, ParseIssue, io_err};
+use super::{Alias, AliasError, AliasTable, ParseIssue, io_err};
 use crate::log::{Logger, Severity};
+use crate::mapdb;
 
-/// The compiled map's path for an alias text file: `<file>.rdb`.
+/// The compiled map's path for an alias text file: `<file>.db`, the file sendmail's
+/// `hash`/`implicit` alias map opens.
 pub fn db_path(text_path: &Path) -> PathBuf {
-    let mut s = text_path.as_os_str().to_os_string();
-    s.push(".");
-    s.push(DB_SUFFIX);
-    PathBuf::from(s)
+    mapdb::db_path(text_path)
 }
 
 /// Reads the aliases for a spec: the compiled map when it is newer than the text and
@@ -118,7 +117,10 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
     let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
     let table = parse(&String::from_utf8_lossy(&bytes), &path)?;
     let db = db_path(&path);
-    write_atomically(&db, &encode_db(&table))?;
+    mapdb::write_atomically(&db, &encode_db(&table), 0o644).map_err(|e| match e {
+        mapdb::MapDbError::Io { op, path, source } => io_err(op, &path, source),
+        other => io_err("write", &db, std::io::Error::other(other)),
+    })?;
     let (aliases, longest, total) = table.figures();
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
@@ -171,80 +173,32 @@ pub fn run_newaliases(
     code
 }
 
-fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<(), AliasError> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
-        f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
-        fs::rename(&tmp, dest).map_err(|e| io_err("rename", dest, e))?;
-        if let Ok(d) = fs::File::open(dir) {
-            d.sync_all().map_err(|e| io_err("fsync", dir, e))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Compiled map: magic line, then per alias `u32 line, u32 len, name, u32 len, rhs` (big
-/// endian), then a CRC-32 of everything before it.
+/// Compiled map: the shared map format ([`crate::mapdb`]), keys the lower-cased alias
+/// names, values the right-hand sides, so that the rules' `aliases` map and local delivery
+/// read the same file.
 pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
-    let mut out = DB_MAGIC.to_vec();
-    out.extend((table.len() as u32).to_be_bytes());
-    for a in table.iter() {
-        out.extend((a.line as u32).to_be_bytes());
-        for s in [&a.name, &a.rhs] {
-            out.extend((s.len() as u32).to_be_bytes());
-            out.extend(s.as_bytes());
-        }
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend(crc.to_be_bytes());
-    out
+    let entries = table
+        .iter()
+        .map(|a| {
+            (
+                a.name.to_ascii_lowercase().into_bytes(),
+                a.rhs.clone().into_bytes(),
+            )
+        })
+        .collect();
+    mapdb::encode(entries)
 }
 
+/// The table stored in a compiled map (names lower-cased, in key order; line numbers are
+/// those of the text, which the map does not keep, so 0).
 pub(super) fn decode_db(bytes: &[u8], path: &Path) -> Result<AliasTable, AliasError> {
     let corrupt = || AliasError::CorruptDb(path.to_path_buf());
-    let body_len = bytes.len().checked_sub(4).ok_or_else(corrupt)?;
-    let (body, crc) = bytes.split_at(body_len);
-    if !body.starts_with(DB_MAGIC) || crc32fast::hash(body).to_be_bytes() != crc[..] {
-        return Err(corrupt());
-    }
-    let mut pos = DB_MAGIC.len();
-    let u32_at = |pos: &mut usize| -> Result<u32, AliasError> {
-        let b = body.get(*pos..*pos + 4).ok_or_else(corrupt)?;
-        *pos += 4;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let n = u32_at(&mut pos)?;
+    let db = mapdb::MapDb::decode(bytes.to_vec()).map_err(|_| corrupt())?;
     let mut table = AliasTable::default();
-    for _ in 0..n {
-        let line = u32_at(&mut pos)? as usize;
-        let mut strs = [String::new(), String::new()];
-        for s in &mut strs {
-            let len = u32_at(&mut pos)? as usize;
-            let b = body.get(pos..pos + len).ok_or_else(corrupt)?;
-            *s = String::from_utf8(b.to_vec()).map_err(|_| corrupt())?;
-            pos += len;
-        }
-        let [name, rhs] = strs;
-        table.insert(Alias { name, rhs, line }, path);
-    }
-    if pos != body.len() {
-        return Err(corrupt());
+    for (k, v) in db.iter() {
+        let name = String::from_utf8(k.to_vec()).map_err(|_| corrupt())?;
+        let rhs = String::from_utf8(v.to_vec()).map_err(|_| corrupt())?;
+        table.insert(Alias { name, rhs, line: 0 }, path);
     }
     Ok(table)
 }

@@ -21,9 +21,10 @@
 //! counts `strlen(name) + strlen(rhs)` and "longest" is the longest right-hand side (the
 //! oracle's 5-alias file gives `5 aliases, longest 11 bytes, 70 bytes total`).
 //!
-//! The compiled map (`<file>.rdb`, our own format, not Berkeley DB) is written to a temp
-//! file beside the text, fsynced and renamed over; [`load`] uses it when it is newer than the
-//! text and intact (CRC-checked), else it parses the text.
+//! The compiled map (`<file>.db`, in the format `makemap` writes, [`crate::mapdb`], not
+//! Berkeley DB) is written to a temp file beside the text, fsynced and renamed over;
+//! [`load`] uses it when it is newer than the text and intact (CRC-checked), else it parses
+//! the text. The rules' `aliases` map reads the same file.
 //!
 //! Parts: `parse.rs` (text → table, sans-IO), `db.rs` (compiled map, `load`,
 //! `newaliases`), `expand.rs` (address → targets; reads includes and `.forward`).
@@ -52,10 +53,8 @@ pub use parse::{parse, spec_path, split_members};
 
 /// sendmail's `MAXRCRSN`: how deep aliases, includes and forwards may nest.
 pub const MAX_DEPTH: usize = 10;
-/// Magic first line of the compiled map.
-const DB_MAGIC: &[u8] = b"SMRS-ALIASES 1\n";
-/// Suffix of the compiled map beside the text file.
-pub const DB_SUFFIX: &str = "rdb";
+/// Suffix of the compiled map beside the text file (sendmail's, for `hash` maps).
+pub const DB_SUFFIX: &str = "db";
 /// Largest include or `.forward` file read.
 const MAX_INCLUDE_BYTES: u64 = 1 << 20;
 

@@ -343,7 +343,7 @@ fn rebuild_writes_a_map_that_load_prefers_and_reports_figures() {
     );
     assert!(stats.db.exists());
     let from_db = load(&spec).unwrap();
-    assert_eq!(from_db, parse(ORACLE, &text).unwrap());
+    assert_eq!(entries(&from_db), entries(&parse(ORACLE, &text).unwrap()));
 
     // the map is used while it is newer than the text: prove it by changing only the map
     let mut t2 = parse("only: indb\n", &text).unwrap();
@@ -613,11 +613,24 @@ fn arbitrary_input_never_panics() {
     }
 }
 
+/// What a compiled map keeps of a table: each lower-cased name and its right-hand side.
+fn entries(t: &AliasTable) -> Vec<(String, String)> {
+    let mut v: Vec<_> = t
+        .iter()
+        .map(|a| (a.name.to_ascii_lowercase(), a.rhs.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn a_damaged_map_is_refused_never_misread() {
     let t = parse(ORACLE, p()).unwrap();
     let good = encode_db(&t);
-    assert_eq!(super::db::decode_db(&good, p()).unwrap(), t);
+    assert_eq!(
+        entries(&super::db::decode_db(&good, p()).unwrap()),
+        entries(&t)
+    );
     for cut in 0..good.len() {
         assert!(
             super::db::decode_db(&good[..cut], p()).is_err(),

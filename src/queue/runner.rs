@@ -453,10 +453,14 @@ async fn deliver_group(
                 .map(|&i| msg.envelope.recipients[i].clone())
                 .collect();
             let _slot = runner.destinations.acquire(host, *port).await;
+            // sendmail's rulesets 1/2/4 and the mailer's S=/R= (envelope and headers)
+            let rewritten = (shared.current().rules.as_deref())
+                .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
+            let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
                 message: msg,
-                recipients: &rcpts,
+                recipients: rcpts,
                 host,
                 port: *port,
             };

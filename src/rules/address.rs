@@ -598,6 +598,28 @@ fn crackaddr_plain_in(addr: &[u8], in_angle: bool) -> Vec<u8> {
 /// mailer's sender/recipient ruleset, 4; the result put back into its comment/phrase form.
 /// Returns the text and the rewriting status.
 pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<u8>, i32) {
+    remotename_with(e, m, name, how, Remote::default())
+}
+
+/// The rest of sendmail's `remotename` flags, used at delivery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Remote<'a> {
+    /// RF_CANONICAL: the bare address (`$g`, in `<…>` when it is a route), no comment or
+    /// phrase kept — the envelope form.
+    pub canonical: bool,
+    /// RF_ADDDOMAIN with the sender's `@domain` tokens (set when the sender's mailer has
+    /// `F=C`): appended to an address without `@`, then ruleset 3 again.
+    pub add_domain: Option<&'a [super::token::Token]>,
+}
+
+/// [`remotename`] with the delivery-time flags of [`Remote`].
+pub fn remotename_with(
+    e: &mut Engine,
+    m: &MailerDef,
+    name: &[u8],
+    how: Use,
+    flags: Remote<'_>,
+) -> (Vec<u8>, i32) {
     let rwset = match (how.sender, how.header) {
         (true, true) => m.sender_hdr,
         (true, false) => m.sender_env,
@@ -615,7 +637,7 @@ pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<
         );
         e.macros.define(id, v.into_bytes());
     }
-    let fancy = if m.has_flag(b'c') {
+    let fancy = if m.has_flag(b'c') || flags.canonical {
         vec![meta::MACROEXPAND, b'g']
     } else {
         crackaddr(name)
@@ -642,6 +664,12 @@ pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<
         }
     };
     tf(e.rewrite(&mut pvp, 3, 0, MAXATOM));
+    if let Some(domain) = flags.add_domain
+        && !pvp.iter().any(|t| t.as_slice() == b"@")
+    {
+        pvp.extend(domain.iter().cloned());
+        tf(e.rewrite(&mut pvp, 3, 0, MAXATOM));
+    }
     tf(e.rewrite(&mut pvp, if how.sender { 1 } else { 2 }, 0, MAXATOM));
     if rwset > 0 {
         tf(e.rewrite(&mut pvp, rwset, 0, MAXATOM));
@@ -651,8 +679,13 @@ pub fn remotename(e: &mut Engine, m: &MailerDef, name: &[u8], how: Use) -> (Vec<
     let mut lbuf = cataddr(&e.tables, &pvp, Some(e.space_sub), false);
     lbuf.truncate(super::token::MAXNAME - 2);
     let old = e.macros.get(b'g').map(|v| v.to_vec());
+    let route = flags.canonical && lbuf.first() == Some(&b'@');
     e.macros.define(b'g', lbuf);
-    let mut out = e.macros.expand(&fancy);
+    let mut out = if route {
+        e.macros.expand(&[b'<', meta::MACROEXPAND, b'g', b'>'])
+    } else {
+        e.macros.expand(&fancy)
+    };
     out.truncate(super::token::MAXNAME - 1);
     match old {
         Some(v) => e.macros.define(b'g', v),

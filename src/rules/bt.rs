@@ -10,9 +10,10 @@
 //! `/expand`, `/gethostbyname`, `/quit`, `?`. Input lines are read as fgets with sendmail's
 //! 2048-byte buffer would read them.
 //!
-//! Host names are resolved from the hosts file only (`HostsFile`, else `/etc/hosts`), as
-//! with a `hosts files` service switch: `/mx` finds no MX records, `$[ $]` and `/canon`
-//! answer from that file. `-d` debug output is not produced.
+//! Host names are resolved as the `ServiceSwitchFile` says: the hosts file (`HostsFile`,
+//! else `/etc/hosts`), and DNS where the switch names `dns` (`$[ $]`, the `host` map,
+//! `/canon`). `/mx` does not ask DNS yet: it finds no MX records. `-d` debug output is not
+//! produced.
 //!
 //! Entry points: [`run`] (what `sendmail -bt` calls with the command line's source and
 //! `-O` options), [`run_path`] (`-C file`), [`run_text`] (cf text in memory).
@@ -426,11 +427,7 @@ impl Session {
                     self.say("Usage: /canon address\n");
                 } else {
                     let a = lossy(&arg);
-                    let c = self
-                        .engine
-                        .maps
-                        .hosts
-                        .canonical(&a)
+                    let c = (self.engine.maps.hosts.resolve(&a).ok().flatten())
                         .unwrap_or_else(|| a.clone());
                     let s = format!("getcanonname({a}) returns {c}\n");
                     self.say(&s);

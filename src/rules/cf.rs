@@ -145,6 +145,7 @@ fn long_option(c: char) -> &'static str {
 struct RuleOptions {
     operators: Option<Vec<u8>>,
     hosts_file: PathBuf,
+    service_switch: PathBuf,
     alias_file: Option<PathBuf>,
 }
 
@@ -157,6 +158,7 @@ impl RuleOptions {
             }
             "BlankSub" => e.space_sub = value.bytes().next().unwrap_or(b' '),
             "HostsFile" => self.hosts_file = PathBuf::from(value),
+            "ServiceSwitchFile" => self.service_switch = PathBuf::from(value),
             "AliasFile" => {
                 self.alias_file = Some(PathBuf::from(value.split(',').next().unwrap_or("")))
             }
@@ -240,6 +242,7 @@ pub fn load_with(
     let mut opts = RuleOptions {
         operators: None,
         hosts_file: PathBuf::from("/etc/hosts"),
+        service_switch: PathBuf::from("/etc/mail/service.switch"),
         alias_file: None,
     };
     let mut current_set = 0usize;
@@ -329,6 +332,9 @@ pub fn load_with(
                             "readcf: map {name}: class {class} not available"
                         )));
                     } else {
+                        if let Some(w) = &m.warning {
+                            errors.push(err(w.clone()));
+                        }
                         e.maps.maps.insert(name, m);
                     }
                 }
@@ -432,6 +438,14 @@ pub fn load_with(
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
     e.maps.hosts = HostEnv::load(&opts.hosts_file, &domain);
+    e.maps.hosts.services = super::maps::host_services(&opts.service_switch);
+    if e.maps
+        .hosts
+        .services
+        .contains(&super::maps::HostService::Dns)
+    {
+        e.maps.hosts.dns = Some(crate::dns::BlockingCanon::default());
+    }
     if !e.maps.maps.contains_key("host") {
         e.maps
             .maps

@@ -4,9 +4,14 @@
 //! value (after the `-a` suffix and `%1`.. substitution), none, or a status (`EX_TEMPFAIL`
 //! when the map is unavailable, `EX_NOHOST` for unknown hosts, `EX_CONFIG` for bad use).
 //!
-//! Database maps (`hash`, `btree`, `dbm`, `implicit` for aliases) are read from their text
-//! source (the file `makemap`/`newaliases` would compile), so they work without Berkeley DB.
-//! The `host` map answers from the hosts file (`HostsFile` option, else `/etc/hosts`).
+//! Database maps (`hash`, `btree`, `dbm`, `implicit` for aliases) read the map `makemap` or
+//! `newaliases` built (`FILE.db`, [`crate::mapdb`]) when it exists, is intact and is not
+//! older than its text source; otherwise they read the text source itself, so they work
+//! before any map is built. A damaged map is never read: it is reported
+//! ([`Map::warning`]) and the text is used.
+//! The `host` map (and `$[ $]`) answers from the hosts file (`HostsFile` option, else
+//! `/etc/hosts`) and, where the `ServiceSwitchFile`'s `hosts` line names `dns`, from DNS
+//! ([`crate::dns::BlockingCanon`]: A, AAAA or MX), in the switch's order.
 //!
 //! Source: sendmail 8.17 map.c (map_parseargs, map_rewrite, host/dequote/arith/macro
 //! lookups), op.txt §5.1.11 ("K -- Key File Declaration").
@@ -48,13 +53,16 @@ pub enum MapKind {
     Arith,
     /// `macro`: set a macro, return empty.
     Macro,
-    /// `hash`/`btree`/`dbm`/`implicit`/`stab`: a key→value table from a text file.
+    /// `hash`/`btree`/`dbm`/`implicit`/`stab`: a key→value table from a built map or a
+    /// text file.
     Table {
         /// Loaded entries (keys folded unless `-f`), or the load error.
-        entries: Result<HashMap<Vec<u8>, Vec<u8>>, String>,
+        entries: Result<Table, String>,
         /// Alias-style (`key: value`) instead of makemap-style (`key value`).
         alias: bool,
     },
+    /// `regex`: the key matches a pattern ([`super::regex_map`]).
+    Regex(Box<super::regex_map::RegexMap>),
     /// `sequence`: try the listed maps in turn.
     Sequence(Vec<String>),
     /// `user`: the passwd entry of the key; `-v` names the field returned (default: the
@@ -62,6 +70,25 @@ pub enum MapKind {
     User { field: Option<String> },
     /// A class this implementation does not support.
     Unsupported(String),
+}
+
+/// The entries of a database map: the built map file, or its text source read into memory.
+#[derive(Debug, Clone)]
+pub enum Table {
+    Built(crate::mapdb::MapDb),
+    Text(HashMap<Vec<u8>, Vec<u8>>),
+}
+
+impl Table {
+    /// The value for an already folded key; alias values with their white space collapsed,
+    /// however they were stored.
+    fn get(&self, key: &[u8], alias: bool) -> Option<Vec<u8>> {
+        match self {
+            Table::Text(t) => t.get(key).cloned(),
+            Table::Built(db) if alias => db.get(key).map(collapse_ws),
+            Table::Built(db) => db.get(key).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// One declared map.
@@ -86,15 +113,53 @@ pub struct Map {
     pub optional: bool,
     /// The file named on the `K` line (database maps).
     pub file: std::path::PathBuf,
+    /// Why the built map file was not used although it exists (damaged, foreign format).
+    pub warning: Option<String>,
 }
 
-/// Environment the maps need: the hosts file and the local domain.
+/// Where host names are looked up, in the service switch's order (`hosts files dns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostService {
+    Files,
+    Dns,
+}
+
+/// The `hosts` line of a `ServiceSwitchFile` (`hosts<TAB>files dns`). Without a readable
+/// file or a `hosts` line: the hosts file only. (sendmail then asks DNS first; here DNS is
+/// asked only where the switch names it, so a test or a host without a switch file never
+/// sends queries it did not configure.)
+pub fn host_services(switch_file: &Path) -> Vec<HostService> {
+    let Ok(text) = std::fs::read_to_string(switch_file) else {
+        return vec![HostService::Files];
+    };
+    let line = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find(|l| l.split_whitespace().next() == Some("hosts"));
+    let Some(line) = line else {
+        return vec![HostService::Files];
+    };
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|s| match s {
+            "files" => Some(HostService::Files),
+            "dns" => Some(HostService::Dns),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Environment the maps need: the hosts file, the local domain, and how to ask DNS.
 #[derive(Debug, Clone, Default)]
 pub struct HostEnv {
     /// Hosts file lines: address and names.
     pub hosts: Vec<(String, Vec<String>)>,
     /// Domain appended to unqualified canonical names (`$m`).
     pub domain: String,
+    /// The service switch's order for host names (empty: the hosts file only).
+    pub services: Vec<HostService>,
+    /// The resolver `$[ $]` and the `host` map ask when the switch names `dns`.
+    pub dns: Option<crate::dns::BlockingCanon>,
 }
 
 impl HostEnv {
@@ -114,7 +179,36 @@ impl HostEnv {
         HostEnv {
             hosts,
             domain: domain.to_string(),
+            ..HostEnv::default()
         }
+    }
+
+    /// A host name's canonical form through the services in switch order: the hosts file,
+    /// DNS. `Err` when DNS could not answer and nothing later did.
+    pub fn resolve(&self, name: &str) -> Result<Option<String>, String> {
+        let mut temporary = None;
+        let files_only = [HostService::Files];
+        let services = if self.services.is_empty() {
+            &files_only[..]
+        } else {
+            &self.services
+        };
+        for s in services {
+            match (s, &self.dns) {
+                (HostService::Files, _) => {
+                    if let Some(c) = self.canonical(name) {
+                        return Ok(Some(c));
+                    }
+                }
+                (HostService::Dns, Some(dns)) if name.contains('.') => match dns.canonical(name) {
+                    crate::dns::Canon::Found(c) => return Ok(Some(c)),
+                    crate::dns::Canon::NotFound => {}
+                    crate::dns::Canon::TryAgain(why) => temporary = Some(why),
+                },
+                (HostService::Dns, _) => {}
+            }
+        }
+        temporary.map_or(Ok(None), Err)
     }
 
     /// Canonical name of a host name: the first qualified name on its hosts line (the
@@ -209,7 +303,12 @@ impl Map {
             space_sub: None,
             optional: false,
             file: std::path::PathBuf::new(),
+            warning: None,
         };
+        if class == "regex" {
+            m.regex(args);
+            return m;
+        }
         let words = split_args(args);
         let mut rest = Vec::new();
         let mut value_field: Option<String> = None;
@@ -255,7 +354,10 @@ impl Map {
                         // the text source of "file.db" is "file"
                         let p = p.strip_suffix(".db").unwrap_or(p);
                         m.file = std::path::PathBuf::from(p);
-                        load_table(Path::new(p), alias, m.no_fold)
+                        let (entries, warning) = load_table(Path::new(p), alias, m.no_fold);
+                        m.warning = warning
+                            .map(|w| format!("{class} map \"{name}\": {w}; reading {p} instead"));
+                        entries
                     }
                     None => Err("no file".to_string()),
                 };
@@ -264,6 +366,21 @@ impl Map {
             other => MapKind::Unsupported(other.to_string()),
         };
         m
+    }
+
+    /// A `regex` map: its own flags (`-s` and `-d` mean other things there), then the
+    /// pattern. A pattern that does not compile leaves the map closed, with the reason.
+    fn regex(&mut self, args: &str) {
+        let (common, compiled) = super::regex_map::parse(args);
+        self.append = common.append;
+        self.match_only = common.match_only;
+        self.keep_quotes = common.keep_quotes;
+        self.space_sub = common.space_sub;
+        self.no_fold = true;
+        match compiled {
+            Ok(r) => self.kind = MapKind::Regex(Box::new(r)),
+            Err(e) => self.warning = Some(e),
+        }
     }
 
     /// The alias map sendmail makes from `AliasFile` (named `aliases`).
@@ -301,13 +418,24 @@ impl Map {
     }
 }
 
+/// The entries of the database map whose text source is `path`: its built map
+/// (`path.db`) when current and intact, else the text. The second value says why an
+/// existing built map was refused.
+fn load_table(path: &Path, alias: bool, no_fold: bool) -> (Result<Table, String>, Option<String>) {
+    let db = crate::mapdb::db_path(path);
+    match crate::mapdb::open_if_current(&db, path) {
+        Ok(Some(built)) => (Ok(Table::Built(built)), None),
+        Ok(None) => (load_text(path, alias, no_fold).map(Table::Text), None),
+        Err(e) => (
+            load_text(path, alias, no_fold).map(Table::Text),
+            Some(format!("{}: {e}", db.display())),
+        ),
+    }
+}
+
 /// Read a map's text source: `key value` lines (makemap), or `key: value` with continuation
 /// lines (aliases). Keys are lower-cased unless `no_fold`.
-fn load_table(
-    path: &Path,
-    alias: bool,
-    no_fold: bool,
-) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
+fn load_text(path: &Path, alias: bool, no_fold: bool) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = HashMap::new();
     let mut logical: Vec<Vec<u8>> = Vec::new();
@@ -565,10 +693,20 @@ impl Maps {
                 None => MapAnswer::none(EX_OK),
             },
             MapKind::Arith => return arith(key, &args[1.min(args.len())..]),
+            MapKind::Regex(r) => {
+                // the value is not %-substituted, only the -a text appended
+                return match r.value(key, map.match_only) {
+                    Some(mut v) => {
+                        v.extend_from_slice(map.append.as_deref().unwrap_or_default());
+                        MapAnswer::found(v)
+                    }
+                    None => MapAnswer::none(EX_OK),
+                };
+            }
             MapKind::Macro => MapAnswer::found(Vec::new()),
             MapKind::Table { entries, alias } => match entries {
-                Ok(e) => match e.get(key_for_table) {
-                    Some(v) => MapAnswer::found(v.clone()),
+                Ok(e) => match e.get(key_for_table, *alias) {
+                    Some(v) => MapAnswer::found(v),
                     None => MapAnswer::none(if *alias { EX_NOHOST } else { EX_OK }),
                 },
                 Err(_) if map.optional => MapAnswer::none(EX_OK),
@@ -623,9 +761,10 @@ impl Maps {
                 None => MapAnswer::none(EX_NOHOST),
             };
         }
-        match self.hosts.canonical(&k) {
-            Some(n) => MapAnswer::found(n.into_bytes()),
-            None => MapAnswer::none(EX_NOHOST),
+        match self.hosts.resolve(&k) {
+            Ok(Some(n)) => MapAnswer::found(n.into_bytes()),
+            Ok(None) => MapAnswer::none(EX_NOHOST),
+            Err(_) => MapAnswer::none(EX_TEMPFAIL),
         }
     }
 }
@@ -653,6 +792,7 @@ mod tests {
                 ("127.0.0.3".into(), vec!["remote.example.test".into()]),
             ],
             domain: "example.test".into(),
+            ..HostEnv::default()
         }
     }
 
@@ -683,6 +823,55 @@ mod tests {
             b"oracle.example.test<OKR>"
         );
         assert_eq!(l("host", "nohost.invalid"), MapAnswer::none(EX_NOHOST));
+    }
+
+    /// `$[ $]` through DNS (a real server on loopback), in the service switch's order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn host_map_asks_dns_when_the_switch_says_so() {
+        use crate::dns::test_server::{DnsServer, Zone};
+        let zone = Zone::default()
+            .a("www.dns.test", "192.0.2.80")
+            .mx("mailonly.dns.test", 10, "mx.dns.test")
+            .servfail("broken.dns.test");
+        let server = DnsServer::start(zone).await;
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("service.switch");
+        std::fs::write(&switch, "# c\nhosts\tfiles dns\naliases files\n").unwrap();
+        let mut maps = Maps {
+            hosts: hosts(),
+            ..Default::default()
+        };
+        maps.hosts.services = host_services(&switch);
+        assert_eq!(maps.hosts.services, [HostService::Files, HostService::Dns]);
+        maps.hosts.dns = Some(crate::dns::BlockingCanon {
+            name_servers: vec![server.addr],
+        });
+        maps.maps.insert(
+            "resolve".into(),
+            Map::new("resolve", "host", "-a<OKR> -T<TEMP>"),
+        );
+        let l = |maps: &Maps, k: &str| {
+            maps.lookup("resolve", k.as_bytes(), &[k.as_bytes().to_vec()], 0)
+        };
+        assert_eq!(
+            l(&maps, "oracle").value.unwrap(),
+            b"oracle.example.test<OKR>",
+            "files first"
+        );
+        assert_eq!(
+            l(&maps, "WWW.dns.test.").value.unwrap(),
+            b"WWW.dns.test<OKR>"
+        );
+        assert_eq!(
+            l(&maps, "mailonly.dns.test").value.unwrap(),
+            b"mailonly.dns.test<OKR>"
+        );
+        assert_eq!(l(&maps, "nowhere.dns.test").status, EX_NOHOST);
+        assert_eq!(l(&maps, "broken.dns.test").status, EX_TEMPFAIL);
+        // a switch with files only never asks DNS
+        std::fs::write(&switch, "hosts files\n").unwrap();
+        maps.hosts.services = host_services(&switch);
+        assert_eq!(l(&maps, "www.dns.test").status, EX_NOHOST);
     }
 
     #[test]
@@ -763,6 +952,40 @@ mod tests {
         assert_eq!(a.value.unwrap(), b"REJECT");
         let a = maps.lookup("access", b"Connect:127", &[], 0);
         assert_eq!(a, MapAnswer::none(EX_OK));
+    }
+
+    #[test]
+    fn a_built_map_is_read_and_a_damaged_one_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access");
+        std::fs::write(&p, "from:text TEXT\n").unwrap();
+        let db = crate::mapdb::db_path(&p);
+        let built = crate::mapdb::encode(vec![(b"from:built".to_vec(), b"BUILT".to_vec())]);
+        crate::mapdb::write_atomically(&db, &built, 0o640).unwrap();
+        let m = Map::new("access", "hash", &format!("-o {}", p.display()));
+        assert!(m.warning.is_none());
+        let mut maps = Maps::default();
+        maps.maps.insert("access".into(), m);
+        let get = |maps: &Maps, k: &[u8]| maps.lookup("access", k, &[], 0).value;
+        assert_eq!(get(&maps, b"From:Built").unwrap(), b"BUILT");
+        assert_eq!(
+            get(&maps, b"from:text"),
+            None,
+            "the text is not read beside a map"
+        );
+
+        let mut bytes = built.clone();
+        bytes[20] ^= 1;
+        std::fs::write(&db, &bytes).unwrap();
+        let m = Map::new("access", "hash", &format!("-o {}", p.display()));
+        let w = m.warning.clone().unwrap();
+        assert!(
+            w.contains("checksum mismatch") && w.contains("reading"),
+            "{w}"
+        );
+        maps.maps.insert("access".into(), m);
+        assert_eq!(get(&maps, b"from:text").unwrap(), b"TEXT");
+        assert_eq!(get(&maps, b"from:built"), None);
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! * [`ruleset`] — `S`/`R` lines → compiled rules, ruleset names and numbers.
 //! * [`rewrite`] — the matcher and rewriter (`$*`, `$+`, `$-`, `$=`, `$~`, `$&`, `$>`, ...).
 //! * [`maps`] — `K` maps: host (hosts file), dequote, arith, macro, user, sequence, and
-//!   hash/btree/dbm/implicit maps read from their text sources.
+//!   hash/btree/dbm/implicit maps (the built `NAME.db`, else the text source), regex.
+//! * [`regex_map`] — the `regex` map (POSIX patterns on the `regex` crate).
 //! * [`print`](mod@print) — sendmail's `xputs`/`printav` output form.
 //! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
+//! * [`fuzz`] — panic-free entry points (tokenize, one ruleset) for the fuzz targets.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
 //!
 //! Why the engine reads the cf text itself (rather than [`crate::config`]'s parsed form):
@@ -29,10 +32,13 @@ pub mod address;
 pub mod bt;
 pub mod cf;
 pub mod check;
+pub mod deliver;
+pub mod fuzz;
 pub mod macros;
 pub mod mailer;
 pub mod maps;
 pub mod print;
+pub mod regex_map;
 pub mod rewrite;
 pub mod ruleset;
 pub mod token;

@@ -185,6 +185,36 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `bin` (the binary, or a link to it under another name) with `input` on stdin.
+pub fn run_bin_with_input(bin: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A wrapper that runs a command as if on the oracle's recording host: a UTS namespace
+/// named oracle.example.test (needs root, as the tests that use it run).
+pub const AS_ORACLE_HOST: &[&str] = &[
+    "unshare",
+    "--uts",
+    "--",
+    "sh",
+    "-c",
+    "hostname oracle.example.test && exec \"$@\"",
+    "sh",
+];
+
 /// Runs the binary to completion with `args` (no stdin).
 pub fn run(args: &[&str]) -> Output {
     Command::new(sendmail_bin())
