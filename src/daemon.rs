@@ -254,6 +254,19 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             ),
         );
     }
+    match crate::rlimit::raise_open_files() {
+        Ok(n) if n.was < n.soft && logger.enabled(10) => logger.log(
+            Severity::Info,
+            None,
+            format_args!("open files limit raised from {} to {}", n.was, n.soft),
+        ),
+        Ok(_) => {}
+        Err(e) => logger.log(
+            Severity::Warning,
+            None,
+            format_args!("cannot raise the open files limit: {e}"),
+        ),
+    }
     let mut opened = match listener::open_all(&cfg.daemons) {
         Ok(o) => o,
         Err(e) => {

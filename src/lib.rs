@@ -57,6 +57,7 @@ pub mod policy;
 pub mod privsep;
 pub mod queue;
 pub mod receive;
+pub mod rlimit;
 pub mod rules;
 pub mod shutdown;
 pub mod smtp;

@@ -165,7 +165,7 @@ fn prepare(
 
 /// `Message-Id:` and `Date:` for a message that lacks them (sendmail adds both at receipt):
 /// the lines to add, and the message's id (its own, or the one added).
-pub(crate) fn id_and_date(body: &[u8], qid: &str, host: &str) -> (String, Option<String>) {
+pub fn id_and_date(body: &[u8], qid: &str, host: &str) -> (String, Option<String>) {
     let (header_end, existing) = scan_headers(body);
     let mut added = String::new();
     let msgid = existing.or_else(|| {
@@ -226,7 +226,7 @@ fn bare(raw: &str) -> String {
 
 /// Where the header block ends (the index after its blank line, or the body's end) and the
 /// value of its `Message-Id:` header, if any.
-pub(crate) fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
+pub fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
     let mut pos = 0;
     let mut msgid = None;
     while pos < body.len() {
@@ -254,7 +254,7 @@ fn header_value(line: &[u8], name: &str) -> Option<String> {
         .then(|| v.trim().to_string())
 }
 
-pub(crate) fn has_header(headers: &[u8], name: &str) -> bool {
+pub fn has_header(headers: &[u8], name: &str) -> bool {
     headers
         .split(|&b| b == b'\n')
         .any(|l| header_value(l, name).is_some())

@@ -340,7 +340,12 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         let (store, id) = (store.clone(), id.clone());
         tokio::task::spawn_blocking(move || store.load(&id)).await
     };
-    let Ok(Ok(mut msg)) = loaded else { return };
+    let mut msg = match loaded {
+        Ok(Ok(msg)) => msg,
+        Ok(Err(crate::queue::QueueError::NotFound(_))) => return, // delivered meanwhile
+        Ok(Err(e)) => return log_load_failure(shared, id, &e),
+        Err(e) => return log_load_failure(shared, id, &e),
+    };
     let now = SystemTime::now();
     let current = shared.current();
     let due: Vec<(usize, Route)> = msg
@@ -381,6 +386,16 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
             format_args!("queue update failed: {e}"),
         );
     }
+}
+
+/// A queued message that cannot be read is left in place and said so, never skipped
+/// silently.
+fn log_load_failure(shared: &Shared, id: &QueueId, e: &dyn std::fmt::Display) {
+    shared.logger.log(
+        Severity::Crit,
+        Some(id.as_str()),
+        format_args!("SYSERR: queue load: {e}"),
+    );
 }
 
 /// Delivers the `due` recipients of `msg` (with their routes), grouped by route; returns

@@ -315,16 +315,17 @@ impl Map {
         for w in &words {
             let b = w.as_bytes();
             if b.len() >= 2 && b[0] == b'-' && rest.is_empty() {
-                let v = &w[2..];
+                // Bytes: the flag letter may be the start of a multi-byte character.
+                let v = &b[2..];
                 match b[1] {
-                    b'a' => m.append = Some(v.as_bytes().to_vec()),
-                    b'T' => m.tempfail_append = Some(v.as_bytes().to_vec()),
+                    b'a' => m.append = Some(v.to_vec()),
+                    b'T' => m.tempfail_append = Some(v.to_vec()),
                     b'f' => m.no_fold = true,
                     b'm' => m.match_only = true,
                     b'q' => m.keep_quotes = true,
                     b'o' => m.optional = true,
-                    b'S' | b's' => m.space_sub = v.bytes().next(),
-                    b'v' => value_field = Some(v.to_string()),
+                    b'S' | b's' => m.space_sub = v.first().copied(),
+                    b'v' => value_field = Some(String::from_utf8_lossy(v).into_owned()),
                     _ => {}
                 }
             } else {
@@ -771,6 +772,14 @@ impl Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_ascii_flag_letter_is_ignored_not_a_panic() {
+        // Found by fuzz/cf_reader: `-é…` cut the argument inside a character.
+        let m = Map::new("m", "host", "-\u{e9}xyz -T<TEMP>");
+        assert_eq!(m.tempfail_append.as_deref(), Some(&b"<TEMP>"[..]));
+        assert_eq!(m.append.as_deref(), Some(&b"."[..]));
+    }
 
     fn hosts() -> HostEnv {
         HostEnv {

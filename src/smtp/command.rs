@@ -271,15 +271,29 @@ pub fn parse(line: &[u8]) -> Command {
 }
 
 /// Parses one command line; parameters of extensions not in `ext` are refused.
+///
+/// sendmail keeps a command as a C string: a NUL byte ends it, and what follows is
+/// ignored (`NO\0OP` → `500 5.5.1 Command unrecognized: "NO"`). Bytes are read with their
+/// high bit cleared, except in a HELO/EHLO name, where an 8-bit byte makes the name
+/// invalid (`501 5.0.0 Invalid domain name`), as the oracle answers, and in a UTF-8
+/// MAIL/RCPT argument (SMTPUTF8).
 pub fn parse_with(line: &[u8], ext: &Extensions) -> Command {
+    let line = line.split(|&b| b == 0).next().unwrap_or_default();
     let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
     let rest = text.trim_start_matches(is_space);
     let verb_end = rest.find(is_space).unwrap_or(rest.len());
     let verb = rest[..verb_end].to_ascii_lowercase();
     let arg = rest[verb_end..].trim_start_matches(is_space);
+    // Every byte became one ASCII char: the argument's raw bytes end the line.
+    let raw_arg = || -> String {
+        line[line.len() - arg.len()..]
+            .iter()
+            .map(|&b| char::from(b))
+            .collect()
+    };
     match verb.as_str() {
-        "helo" => Command::Helo(arg.to_owned()),
-        "ehlo" => Command::Ehlo(arg.to_owned()),
+        "helo" => Command::Helo(raw_arg()),
+        "ehlo" => Command::Ehlo(raw_arg()),
         "mail" => Command::Mail(parse_mail(utf8_arg(line).unwrap_or(arg), ext)),
         "rcpt" => Command::Rcpt(parse_rcpt(utf8_arg(line).unwrap_or(arg), ext)),
         "data" => Command::Data,
@@ -831,6 +845,29 @@ fn rcpt_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_byte_ends_the_command_as_in_sendmail() {
+        assert_eq!(parse(b"NO\0OP"), Command::Unrecognized("NO".into()));
+        match parse(b"MAIL FROM:<a@b.test>\0 SIZE=10") {
+            Command::Mail(Ok(m)) => {
+                assert_eq!(m.path.raw, "<a@b.test>");
+                assert_eq!(m.params.unwrap().size, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(b"\0QUIT"), Command::Unrecognized(String::new()));
+    }
+
+    #[test]
+    fn an_eight_bit_helo_name_is_invalid() {
+        let Command::Ehlo(arg) = parse(b"EHLO \xe4\xf6.example") else {
+            panic!("not EHLO")
+        };
+        assert!(matches!(check_helo_name(&arg), Err(HeloError::Invalid(_))));
+        // Elsewhere the high bit is cleared, as before.
+        assert_eq!(parse(b"\xceOOP"), Command::Noop);
+    }
 
     fn mail(line: &str) -> Result<MailFrom, ArgError> {
         match parse(line.as_bytes()) {

@@ -551,6 +551,8 @@ impl Session {
             // Lines are not expected now; the driver is out of step.
             return out;
         }
+        // A NUL ends the command (sendmail keeps it as a C string; see command::parse_with).
+        let line = line.split(|&b| b == 0).next().unwrap_or_default();
         let text: String = line.iter().map(|&b| char::from(b & 0x7f)).collect();
         if self.ctx.log_level > 14 {
             let shown = security::loggable(&text);

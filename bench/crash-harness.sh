@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The crash harness (issue 6 item 1): thousands of messages from concurrent clients while
+# the daemon is SIGKILLed and restarted; reports acknowledged / delivered / lost /
+# duplicated and fails when anything acknowledged is lost. See bench/crash_harness.py.
+#
+#   bash bench/crash-harness.sh            # full run: release build, 5000 messages, 15 kills
+#   bash bench/crash-harness.sh --smoke    # CI: debug build, 300 messages, 4 kills, < 60 s
+#   bash bench/crash-harness.sh --messages 20000 --kills 30 --seed 7   # any option of the .py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ " $* " == *" --smoke "* ]]; then
+    cargo build --quiet --bin sendmail
+    exec python3 bench/crash_harness.py --binary target/debug/sendmail "$@"
+fi
+cargo build --quiet --release --bin sendmail
+exec python3 bench/crash_harness.py --binary target/release/sendmail "$@"
