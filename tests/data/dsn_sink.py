@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A next hop for the bounce tests: an SMTP server on 127.0.0.1 that answers RCPT
 by the address: `550 5.1.1 <a>... User unknown` when it contains "nosuch",
-`451 4.3.0 <a>... try again later` when it contains "later", else 250.
+`451 4.3.0 <a>... try again later` when it contains "later" (until the file
+<outdir>/accept-later exists: then 250), else 250.
 Usage: dsn_sink.py <outdir>. Binds port 0 and prints "port N" on stdout. Each
 message goes to <outdir>/<n>.eml, after X-Sink-Mail / X-Sink-Rcpt lines with the
 envelope. (No DSN extension: sendmail-rs reports NOTIFY=SUCCESS as "relayed".)"""
@@ -45,7 +46,7 @@ class Handler(socketserver.StreamRequestHandler):
                 addr = arg[3:].split(" ")[0] if arg.upper().startswith("TO:") else arg
                 if "nosuch" in addr:
                     self.reply("550 5.1.1 %s... User unknown" % addr)
-                elif "later" in addr:
+                elif "later" in addr and not os.path.exists(os.path.join(OUT, "accept-later")):
                     self.reply("451 4.3.0 %s... try again later" % addr)
                 else:
                     rcpts.append(arg)

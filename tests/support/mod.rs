@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod dsn_sink;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,98 @@
+//! A temporary failure at the next hop is retried and later delivered, end to end:
+//! sendmail-rs relays through its smart host to `tests/data/dsn_sink.py`, which answers
+//! `451 4.3.0` to RCPT for an address containing "later" until the test lets it accept;
+//! the first attempt (right after acceptance, DeliveryMode background) logs sendmail's
+//! deferral line and leaves the message in the queue, and the next `sendmail -q` delivers
+//! it once and empties the queue (issue 4, "a 4xx remote answer retried and later
+//! delivered").
+
+mod support;
+
+use support::Daemon;
+use support::dsn_sink::{Sink, relay_to, send, wait_for, wait_queue_empty};
+
+/// The end of the line sendmail 8.17.1.9 logged for the same deferral (the oracle relaying
+/// to this sink, its maillog of 2026-12-02 16:34:58), after `pri=` (which counts the size).
+const ORACLE_DEFERRAL: &str = ", relay=[127.0.0.1] [127.0.0.1], \
+dsn=4.3.0, reply=451 4.3.0 <later1@remote.example.test>... try again later, \
+stat=Deferred: 451 4.3.0 <later1@remote.example.test>... try again later";
+
+/// `sendmail <args>` on daemon `d`'s cf, queue and log (as an administrator runs it).
+fn sendmail(d: &Daemon, args: &[&str]) -> std::process::Output {
+    let queue = format!("QueueDirectory={}", d.queue_dir().display());
+    let log = format!("LogFile={}", d.log.display());
+    let cf = d.cf.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["-C", &cf, "-O", &queue, "-O", &log]);
+    support::run(&all)
+}
+
+/// The log lines that mention `needle`.
+fn lines_with(log: &str, needle: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_451_at_rcpt_is_deferred_queued_and_delivered_by_the_next_queue_run() {
+    let sink = Sink::start();
+    let (mut d, _) = relay_to(&sink, &[]);
+    send(
+        &mut d,
+        "<sender@client.example.test>",
+        &["<later1@remote.example.test>"],
+        "retried",
+    );
+
+    // First attempt: deferred with the remote's own words, nothing at the sink.
+    let to = "to=<later1@remote.example.test>, ";
+    let log = d.wait_log("stat=Deferred");
+    let deferred = lines_with(&log, to);
+    assert_eq!(deferred.len(), 1, "{log}");
+    let id = deferred[0].split(": ").nth(1).unwrap().to_string();
+    assert!(
+        deferred[0].contains(", mailer=relay, pri=") && deferred[0].ends_with(ORACLE_DEFERRAL),
+        "{}",
+        deferred[0]
+    );
+    assert!(sink.messages().is_empty());
+    let q = d.mailq();
+    assert!(
+        q.contains(&id)
+            && q.contains("<later1@remote.example.test>")
+            // cut to the 80 columns of sendmail's listing
+            && q.contains("\n                 (Deferred: 451 4.3.0 <later1@remote.example.test>... try agai)\n"),
+        "{q}"
+    );
+
+    // The next hop changes its mind; the queue run delivers, once.
+    sink.accept_later();
+    let out = sendmail(&d, &["-q"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.log_text();
+    let tries = lines_with(&log, to);
+    assert_eq!(tries.len(), 2, "{log}");
+    assert!(
+        tries[1].contains(&format!(": {id}: "))
+            && tries[1].contains(", mailer=relay, ")
+            && tries[1].contains(", dsn=2.0.0, stat=Sent ("),
+        "{}",
+        tries[1]
+    );
+    let got = wait_for(
+        || Some(sink.messages()).filter(|m| !m.is_empty()),
+        "the message at the sink",
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("X-Sink-Rcpt: To:<later1@remote.example.test>")
+            && got[0].contains("Subject: retried\r\n"),
+        "{}",
+        got[0]
+    );
+    wait_queue_empty(&d);
+    assert!(sink.dsns().is_empty(), "no bounce, no delay notice");
+    d.stop();
+}
