@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""A next hop for the bounce tests: an SMTP server on 127.0.0.1 that answers RCPT
+"""A next hop for the delivery tests: an SMTP server on loopback that answers RCPT
 by the address: `550 5.1.1 <a>... User unknown` when it contains "nosuch",
 `451 4.3.0 <a>... try again later` when it contains "later" (until the file
 <outdir>/accept-later exists: then 250), else 250.
-Usage: dsn_sink.py <outdir>. Binds port 0 and prints "port N" on stdout. Each
-message goes to <outdir>/<n>.eml, after X-Sink-Mail / X-Sink-Rcpt lines with the
-envelope. (No DSN extension: sendmail-rs reports NOTIFY=SUCCESS as "relayed".)"""
+Usage: dsn_sink.py <outdir> [address]. Binds port 0 on the address (127.0.0.1 by
+default) and prints "port N" on stdout. Each message goes to <outdir>/<n>.eml, after
+X-Sink-Mail / X-Sink-Rcpt lines with the envelope. (No DSN extension: sendmail-rs
+reports NOTIFY=SUCCESS as "relayed".)"""
 import os
 import socketserver
 import sys
@@ -91,6 +92,7 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 if __name__ == "__main__":
-    with Server(("127.0.0.1", 0), Handler) as srv:
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    with Server((host, 0), Handler) as srv:
         print("port %d" % srv.server_address[1], flush=True)
         srv.serve_forever()

@@ -19,10 +19,15 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
+        Sink::start_on("127.0.0.1")
+    }
+
+    /// The sink listening on `ip` (an IPv4 loopback address).
+    pub fn start_on(ip: &str) -> Sink {
         let dir = tempfile::tempdir().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dsn_sink.py");
         let mut child = Command::new("python3")
-            .args([script, dir.path().to_str().unwrap()])
+            .args([script, dir.path().to_str().unwrap(), ip])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
