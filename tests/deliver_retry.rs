@@ -9,7 +9,7 @@
 mod support;
 
 use support::Daemon;
-use support::dsn_sink::{Sink, relay_to, send, wait_for, wait_queue_empty};
+use support::dsn_sink::{Sink, relay_to, send, wait_queue_empty};
 
 /// The end of the line sendmail 8.17.1.9 logged for the same deferral (the oracle relaying
 /// to this sink, its maillog of 2026-12-02 16:34:58), after `pri=` (which counts the size).
@@ -81,10 +81,7 @@ fn a_451_at_rcpt_is_deferred_queued_and_delivered_by_the_next_queue_run() {
         "{}",
         tries[1]
     );
-    let got = wait_for(
-        || Some(sink.messages()).filter(|m| !m.is_empty()),
-        "the message at the sink",
-    );
+    let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
         got[0].contains("X-Sink-Rcpt: To:<later1@remote.example.test>")

@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 
 use support::Daemon;
-use support::dsn_sink::{Sink, send, wait_for};
+use support::dsn_sink::{Sink, send};
 
 /// sendmail 8.17's ruleset 0 result for user@example.test with the map below.
 const ORACLE_TRIPLE: &str = "parse            returns: $# esmtp $@ [ 127 . 0 . 0 . 2 ] \
@@ -87,10 +87,7 @@ fn a_mailertable_entry_routes_a_domain_to_its_mailer_and_host() {
         &["<user@example.test>"],
         "routed",
     );
-    let got = wait_for(
-        || Some(sink.messages()).filter(|m| !m.is_empty()),
-        "the message at the sink on 127.0.0.2",
-    );
+    let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
         got[0].contains("X-Sink-Rcpt: To:<user@example.test>")

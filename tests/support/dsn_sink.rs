@@ -71,6 +71,14 @@ impl Sink {
             .collect()
     }
 
+    /// Waits (bounded) for the `n`th message.
+    pub fn wait_messages(&self, n: usize) -> Vec<String> {
+        wait_for(
+            || Some(self.messages()).filter(|m| m.len() >= n),
+            "messages at the sink",
+        )
+    }
+
     /// Waits (bounded) for the `n`th DSN.
     pub fn wait_dsns(&self, n: usize) -> Vec<String> {
         wait_for(
