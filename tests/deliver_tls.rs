@@ -10,26 +10,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use support::pki::TestCa;
 use support::{Daemon, Smtp};
 
-/// Test CA, and a server certificate signed by it, written to `dir` as `ca.pem`,
-/// `server.pem`, `server.key`.
-fn write_pki(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "e2e test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["pysink.example.test".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+/// Test CA (`ca.pem`) and a server certificate signed by it (`server.pem`, `server.key`).
+fn write_pki() -> TestCa {
+    let ca = TestCa::new("e2e test CA");
+    ca.write_leaf(&["pysink.example.test"], "server.pem", "server.key");
+    ca
 }
 
 /// The Python sink on `addr`; its port.
@@ -77,10 +65,9 @@ fn start_sink(dir: &Path, addr: &str) -> Sink {
 /// Relays one message through the smart host `literal` (`DS` macro) to the sink on
 /// `listen`; `relay` is the host as the log names it.
 fn relay_once(literal: &str, listen: &str, relay: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    write_pki(dir.path());
-    let sink = start_sink(dir.path(), listen);
-    let authinfo = dir.path().join("authinfo");
+    let dir = write_pki();
+    let sink = start_sink(dir.dir.path(), listen);
+    let authinfo = dir.path("authinfo");
     let addr_key = listen.replace("::1", "IPv6:0:0:0:0:0:0:0:1");
     std::fs::write(
         &authinfo,
@@ -94,7 +81,7 @@ fn relay_once(literal: &str, listen: &str, relay: &str) {
          O CACertFile={}\n\
          Kauthinfo hash {}\n\
          Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {}\n",
-        dir.path().join("ca.pem").display(),
+        dir.p("ca.pem"),
         authinfo.display(),
         sink.port
     );

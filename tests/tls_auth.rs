@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::pki::TestCa;
 use support::{Daemon, WAIT};
 
 const USER: &str = "alice";
@@ -23,23 +24,14 @@ const PASSWORD: &str = "correct horse";
 
 /// A CA, the server's certificate and key signed by it, and a password file, on disk.
 struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
+    ca: TestCa,
 }
 
 impl Pki {
     fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "sendmail-rs test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
+            ca: TestCa::new("sendmail-rs test CA"),
         };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
         pki.write_server_cert();
         let hash = openssl_passwd(PASSWORD);
         std::fs::write(
@@ -51,21 +43,16 @@ impl Pki {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.ca.path(name)
     }
 
     fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
+        self.ca.p(name)
     }
 
     /// A certificate for `names` signed by the CA, and its key.
     fn leaf(&self, names: &[&str]) -> (CertificateDer<'static>, KeyPair) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
+        let (cert, key) = self.ca.leaf(names);
         (cert.der().clone(), key)
     }
 
@@ -203,7 +190,7 @@ fn handshake(
 ) -> (Tls, CertificateDer<'static>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).unwrap();
+    roots.add(pki.ca.issuer.der().clone()).unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -242,23 +229,6 @@ fn auth_plain(user: &str, password: &str) -> String {
         "AUTH PLAIN {}",
         STANDARD.encode(format!("\0{user}\0{password}"))
     )
-}
-
-/// The raw queue files, as text (to find the headers added at receipt).
-fn queue_text(d: &Daemon) -> String {
-    let mut text = String::new();
-    let mut dirs = vec![d.queue_dir()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if let Ok(b) = std::fs::read(&p) {
-                text.push_str(&String::from_utf8_lossy(&b));
-            }
-        }
-    }
-    text
 }
 
 #[test]
@@ -367,7 +337,7 @@ fn swaks_sends_over_tls_with_auth_and_the_message_says_so() {
     let log = d.wait_log_count("proto=ESMTPSA", 2);
     assert_eq!(log.matches("AUTH=server, relay=").count(), 2, "{log}");
     assert!(log.contains(", authid=alice, mech=PLAIN, bits=0"), "{log}");
-    let queued = queue_text(&d);
+    let queued = d.queue_text();
     assert!(queued.contains("(authenticated bits=0)"), "{queued}");
     assert!(queued.contains("with ESMTPSA id "), "{queued}");
     assert!(queued.contains("(version=TLSv1.3 cipher="), "{queued}");

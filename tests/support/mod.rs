@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod dsn_sink;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +35,23 @@ pub struct Daemon {
 impl Daemon {
     pub fn queue_dir(&self) -> PathBuf {
         self.dir.path().join("mqueue")
+    }
+
+    /// The raw queue files (subdirectories too), as text: to find the headers added at receipt.
+    pub fn queue_text(&self) -> String {
+        let mut text = String::new();
+        let mut dirs = vec![self.queue_dir()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if let Ok(b) = std::fs::read(&p) {
+                    text.push_str(&String::from_utf8_lossy(&b));
+                }
+            }
+        }
+        text
     }
 }
 
