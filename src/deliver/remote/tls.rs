@@ -512,19 +512,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::CipherSuite;
-
-    #[test]
-    fn cipher_names_are_openssl_names() {
-        assert_eq!(
-            openssl_name(CipherSuite::TLS13_AES_256_GCM_SHA384),
-            ("TLS_AES_256_GCM_SHA384".to_string(), 256)
-        );
-        assert_eq!(
-            openssl_name(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-            ("ECDHE-RSA-AES128-GCM-SHA256".to_string(), 128)
-        );
-    }
 
     #[test]
     fn the_log_line_reads_as_sendmail_writes_it() {
