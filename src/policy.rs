@@ -222,6 +222,14 @@ impl RulesPolicy {
         crate::rules::deliver::for_delivery(&mut e, &self.mailers, mailer, msg, rcpts)
     }
 
+    /// A message as local `mailer` (`local`, `prog`, `*file*`) writes it: `$g` (the
+    /// envelope sender through rulesets 1/4 and `S=`) and the message with its address
+    /// headers rewritten ([`crate::rules::deliver::for_local`]).
+    pub fn for_local(&self, mailer: &str, sender: &str, message: &[u8]) -> (String, Vec<u8>) {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        crate::rules::deliver::for_local(&mut e, &self.mailers, mailer, sender, message)
+    }
+
     /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
     #[allow(clippy::too_many_arguments)]
     fn run(

@@ -28,6 +28,16 @@
 //!   `giveresponse` does: `EX_TEMPFAIL`, `EX_OSERR`, `EX_IOERR` and death by a signal are
 //!   temporary, everything else permanent.
 //!
+//! * **The cf's rulesets** ([`LocalDelivery::rules`]): as sendmail's `deliver()` does for
+//!   every mailer, each target's mailer — `local` for a user, `prog` for a `|program`,
+//!   `*file*` for a `/file` — rewrites the envelope sender into `$g` (rulesets 3, 1, its
+//!   `S=`, 4: the `From ` line and `Return-Path:`; `<>` becomes `MAILER-DAEMON` through
+//!   the `local` and `prog` mailers' `EnvFromL`, and stays empty for `*file*`) and the
+//!   address headers (rulesets 1/2, `S=`/`R=` header parts, 4) before anything is written
+//!   ([`crate::rules::deliver::for_local`]); a `|program` then reads what the cf's `prog`
+//!   mailer's flags ask for (a `From ` line unless `n`). Without rulesets the message is
+//!   written as queued and a program reads the message alone.
+//!
 //! Privileges (when running as root): a `|program` runs as its owner — the user whose
 //! `.forward` named it, the non-root owner of an include file — or as `DefaultUser` for
 //! the system alias file (std's `Command::uid/gid`, which also drops supplementary groups).
@@ -168,6 +178,9 @@ pub struct Delivery<'a> {
     pub sender: &'a str,
     /// Headers, blank line, body; LF line ends.
     pub message: &'a [u8],
+    /// The sender as the cf's rules rewrote it for this target's mailer (sendmail's `$g`,
+    /// [`LocalDelivery::rules`]), written as it is, even empty. None without rules.
+    pub rpath: Option<&'a str>,
 }
 
 impl<'a> Delivery<'a> {
@@ -175,16 +188,34 @@ impl<'a> Delivery<'a> {
         Delivery {
             sender: &msg.envelope.sender,
             message: &msg.body,
+            rpath: None,
         }
     }
 
-    /// The `From ` line's sender: the envelope sender, `MAILER-DAEMON` for `<>`.
+    /// The `From ` line's sender (and `$g`): the rewritten sender if there is one, else
+    /// the envelope sender, `MAILER-DAEMON` for `<>`.
     fn envelope_from(&self) -> &str {
-        if self.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            self.sender
+        match self.rpath {
+            Some(rpath) => rpath,
+            None if self.sender.is_empty() => "MAILER-DAEMON",
+            None => self.sender,
         }
+    }
+
+    /// The `Return-Path:` address: the rewritten sender if there is one, else the
+    /// envelope sender (empty for `<>`).
+    fn return_path(&self) -> &str {
+        self.rpath.unwrap_or(self.sender)
+    }
+}
+
+/// The mailer sendmail delivers `target` with, whose `S=`/`R=` rulesets rewrite it.
+fn mailer_of(target: &Target) -> Option<&'static str> {
+    match target {
+        Target::User(_) => Some("local"),
+        Target::File(_) => Some("*file*"),
+        Target::Program(_) => Some("prog"),
+        Target::Remote(_) | Target::Error { .. } => None,
     }
 }
 
@@ -214,6 +245,16 @@ pub struct LocalDelivery {
     /// `${client_addr}` for the mailer's argv: the SMTP client of the message being
     /// delivered (`IPv6:…` as the queue keeps it), set per message by the caller.
     pub client_addr: Option<String>,
+    /// The cf's rulesets, when it has any: each target's envelope sender and address
+    /// headers are then rewritten for its mailer (`local`, `prog`, `*file*`) before they
+    /// are written, as sendmail does ([`crate::rules::deliver`]). None leaves them as
+    /// queued.
+    pub rules: Option<std::sync::Arc<crate::policy::RulesPolicy>>,
+    /// The `F=` letters of the cf's `prog` mailer. When the rules rewrote a message for a
+    /// `|program` ([`Delivery::rpath`]), its input follows them as sendmail writes it
+    /// ([`mailer::input`]: a `From ` line unless `n`, …); otherwise the program reads the
+    /// message alone.
+    pub prog_flags: Option<String>,
 }
 
 impl Default for LocalDelivery {
@@ -232,6 +273,8 @@ impl Default for LocalDelivery {
             default_user: None,
             mailer: None,
             client_addr: None,
+            rules: None,
+            prog_flags: None,
         }
     }
 }
@@ -258,6 +301,7 @@ impl LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
             mailer: mailer::LocalMailer::from_config(config),
+            prog_flags: config.mailer("prog").map(|m| m.flags.clone()),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -276,7 +320,29 @@ impl LocalDelivery {
     /// without one) when we are root; a `/file` of an owner must already exist and belong
     /// to them; a Maildir of an owner is refused (nothing is created with root's rights on
     /// a user's say-so). [`Target::Remote`] is not local: a permanent `5.3.5` error here.
+    ///
+    /// With [`Self::rules`], the target's mailer rewrites the sender and the address
+    /// headers first.
     pub fn deliver(&self, target: &Target, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
+        let rewritten = match (&self.rules, mailer_of(target)) {
+            (Some(rules), Some(mailer)) => Some(rules.for_local(mailer, d.sender, d.message)),
+            _ => None,
+        };
+        match &rewritten {
+            Some((rpath, message)) => {
+                let d = Delivery {
+                    sender: d.sender,
+                    message,
+                    rpath: Some(rpath),
+                };
+                self.deliver_target(target, owner, &d)
+            }
+            None => self.deliver_target(target, owner, d),
+        }
+    }
+
+    /// [`Self::deliver`] of a message as it is.
+    fn deliver_target(&self, target: &Target, owner: Option<&MailUser>, d: &Delivery) -> Outcome {
         match target {
             Target::User(name) => self.deliver_user(name, d),
             Target::File(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
@@ -570,6 +636,14 @@ impl LocalDelivery {
             None => self.default_user,
         };
         let ids = ids.filter(|_| nix::unistd::geteuid().is_root());
+        let input = match (&self.prog_flags, d.rpath) {
+            (Some(flags), Some(_)) => Some(mailer::input(flags, d, SystemTime::now())),
+            _ => None,
+        };
+        let d = match &input {
+            Some(message) => &Delivery { message, ..*d },
+            None => d,
+        };
         match run_program(cmd, owner, ids, d, self.program_timeout) {
             Ok(run) => run.outcome,
             Err(e) => Outcome::temp("4.3.0", format!("cannot run {cmd}: {e}")),
@@ -805,7 +879,7 @@ pub(crate) fn push_return_path(out: &mut Vec<u8>, d: &Delivery) {
         .get(..12)
         .is_some_and(|h| h.eq_ignore_ascii_case(b"return-path:"));
     if !has {
-        out.extend_from_slice(format!("Return-Path: <{}>\n", d.sender).as_bytes());
+        out.extend_from_slice(format!("Return-Path: <{}>\n", d.return_path()).as_bytes());
     }
 }
 

@@ -161,7 +161,7 @@ pub fn deliver(
             match checked {
                 Ok((user, r)) => {
                     let out = runner::deliver_local(
-                        &current.config,
+                        current,
                         &ctx.logger,
                         &msg,
                         &user,

@@ -489,14 +489,14 @@ async fn deliver_group(
                 .iter()
                 .map(|&i| msg.envelope.recipients[i].clone())
                 .collect();
-            let (cfg, logger, msg) = (shared.config(), shared.logger.clone(), msg.clone());
+            let (current, logger, msg) = (shared.current(), shared.logger.clone(), msg.clone());
             // Under RunAsUser the root agent delivers (it re-reads and re-checks the
             // recipients itself).
             let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
             let (store, user) = (shared.queue.clone(), user.clone());
             let done = tokio::task::spawn_blocking(move || match agent {
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
-                None => deliver_local(&cfg, &logger, &msg, &user, &rcpts),
+                None => deliver_local(&current, &logger, &msg, &user, &rcpts),
             })
             .await;
             let outcomes = done.unwrap_or_else(|e| {
@@ -523,13 +523,15 @@ async fn deliver_group(
 /// Local delivery of `rcpts`, all routed to `user` (blocking: file locks, programs): an
 /// expanded target goes straight to its mailbox, file or program (as its owner); an
 /// envelope recipient with nothing to expand goes through [`crate::deliver::local`].
+/// With the cf's rulesets, each target's mailer rewrites the sender and the headers.
 pub fn deliver_local(
-    cfg: &Config,
+    current: &Current,
     logger: &crate::log::Logger,
     msg: &Message,
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
+    let cfg = &*current.config;
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
         Err(e) => {
@@ -544,6 +546,7 @@ pub fn deliver_local(
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
     let mut agent = crate::deliver::local::LocalDelivery::from_config(cfg);
     agent.client_addr = msg.envelope.client.addr.clone();
+    agent.rules = current.rules.clone();
     let d = crate::deliver::local::Delivery::from_message(msg);
     rcpts
         .iter()

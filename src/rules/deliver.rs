@@ -4,7 +4,8 @@
 //! sender, each recipient and the message's header block. Out: the `MAIL From:` address,
 //! each `RCPT To:` address, and the header block with every address header rewritten — what
 //! sendmail puts on the wire for that mailer. [`for_delivery`] applies all three to a queued
-//! message for the queue runner.
+//! message for the queue runner; [`for_local`] gives `$g` (the `From ` line's and
+//! `Return-Path:`'s sender) and the headers for a local mailer (`local`, `prog`, `*file*`).
 //!
 //! * Envelope sender: `remotename(sender, m, RF_SENDERADDR|RF_CANONICAL)` — ruleset 3, 1,
 //!   the mailer's `S=` envelope ruleset, 4; the bare address (a route in `<…>`).
@@ -123,12 +124,20 @@ impl<'a> Rewriter<'a> {
 
     /// The envelope sender as `mailer` sends it (`MAIL From:`); the null sender stays empty.
     pub fn sender(&mut self, mailer: &str) -> String {
-        let Some(m) = self.mailer(mailer) else {
-            return l1(&self.sender);
-        };
         if self.sender.is_empty() {
             return String::new();
         }
+        self.rpath(mailer)
+    }
+
+    /// sendmail's `$g` for `mailer`: the envelope sender through rulesets 3, 1, the
+    /// mailer's `S=` envelope ruleset and 4 — the `From ` line and `Return-Path:` of a
+    /// local delivery. The null sender goes through them as `<>` (the `local` mailer's
+    /// `EnvFromL` makes it `MAILER-DAEMON`; `*file*`, with no `S=`, leaves it empty).
+    pub fn rpath(&mut self, mailer: &str) -> String {
+        let Some(m) = self.mailer(mailer) else {
+            return l1(&self.sender);
+        };
         let how = Use {
             sender: true,
             header: false,
@@ -137,7 +146,10 @@ impl<'a> Rewriter<'a> {
             canonical: true,
             add_domain: None,
         };
-        let sender = self.sender.clone();
+        let sender = match self.sender.as_slice() {
+            [] => b"<>".to_vec(),
+            s => s.to_vec(),
+        };
         let (out, _) = remotename_with(self.engine, &m, &sender, how, flags);
         let _ = super::check::take_messages(self.engine);
         l1(&out)
@@ -322,6 +334,19 @@ pub fn for_delivery(
     (out, rcpts)
 }
 
+/// A message as local `mailer` (`local`, `prog`, `*file*`) writes it: the envelope
+/// sender `$g` ([`Rewriter::rpath`]) and the message with its address headers rewritten.
+pub fn for_local(
+    engine: &mut Engine,
+    mailers: &[MailerDef],
+    mailer: &str,
+    sender: &str,
+    message: &[u8],
+) -> (String, Vec<u8>) {
+    let mut r = Rewriter::new(engine, mailers, sender);
+    (r.rpath(mailer), r.headers(mailer, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +466,56 @@ Subject: rw-cli-2\n\
 \n\
 body\n"
         );
+    }
+    /// Recorded from sendmail 8.17.1.9 on the oracle's cf (2026-12-02): `sendmail -f S
+    /// pipe archive root` with `pipe` a `|program` and `archive` a `/file` alias; the
+    /// `From ` line (`$g`) each target got.
+    #[test]
+    fn local_mailers_rewrite_the_envelope_sender_as_sendmail_did() {
+        let (mut e, m) = oracle();
+        let cases = [
+            ("", ["MAILER-DAEMON", "MAILER-DAEMON", ""]),
+            ("alice", ["alice", "alice", "alice"]),
+            ("Alice A <alice>", ["alice", "alice", "alice"]),
+            (
+                "alice@localhost",
+                [
+                    "alice@oracle.example.test",
+                    "alice@oracle.example.test",
+                    "alice@oracle.example.test",
+                ],
+            ),
+            ("erin@remote", ["erin@remote", "erin@remote", "erin@remote"]),
+        ];
+        for (sender, want) in cases {
+            let mut r = Rewriter::new(&mut e, &m, sender);
+            let got = ["local", "prog", "*file*"].map(|mailer| r.rpath(mailer));
+            assert_eq!(got, want, "sender {sender:?}");
+        }
+    }
+
+    /// Recorded the same way: what landed in the mailbox, the program's input and the file
+    /// (all three alike) for these headers (`root@oracle`, which needs `$[ $]` and the
+    /// hosts file, is in tests/deliver_rewrite.rs).
+    #[test]
+    fn local_mailers_rewrite_headers_as_sendmail_did() {
+        let (mut e, m) = oracle();
+        let message = b"From: alice (Alice A)\n\
+To: alice, root@localhost, Root <root@[127.0.0.1]>\n\
+Cc: Carol <carol@localhost>, dave (Dave D)\n\
+Subject: local-e\n\
+\n\
+body e\n";
+        let want = "From: alice (Alice A)\n\
+To: alice, root@oracle.example.test, Root <root@oracle.example.test>\n\
+Cc: Carol <carol@oracle.example.test>, dave (Dave D)\n\
+Subject: local-e\n\
+\n\
+body e\n";
+        for mailer in ["local", "prog", "*file*"] {
+            let (rpath, out) = for_local(&mut e, &m, mailer, "alice", message);
+            assert_eq!(rpath, "alice");
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{mailer}");
+        }
     }
 }

@@ -123,22 +123,7 @@ impl LocalMailer {
 
     /// What the program reads on stdin.
     pub fn input(&self, d: &Delivery, when: SystemTime) -> Vec<u8> {
-        let mut out = Vec::with_capacity(d.message.len() + 128);
-        if !self.has_flag('n') {
-            let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
-            out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
-        }
-        if self.has_flag('P') {
-            super::push_return_path(&mut out, d);
-        }
-        let quote = self.has_flag('E');
-        for line in d.message.split_inclusive(|&b| b == b'\n') {
-            if quote && line.starts_with(b"From ") {
-                out.push(b'>');
-            }
-            out.extend_from_slice(line);
-        }
-        out
+        input(&self.flags, d, when)
     }
 
     /// Runs the program for one recipient. `user` is the account when there is one;
@@ -193,6 +178,28 @@ impl LocalMailer {
     }
 }
 
+/// What a mailer program with flags `flags` reads on stdin: a `From <sender> <ctime>` line
+/// unless flag `n`, `Return-Path: <sender>` under flag `P`, the message with lines starting
+/// with `From ` quoted as `>From ` under flag `E`.
+pub fn input(flags: &str, d: &Delivery, when: SystemTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(d.message.len() + 128);
+    if !flags.contains('n') {
+        let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+        out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+    }
+    if flags.contains('P') {
+        super::push_return_path(&mut out, d);
+    }
+    let quote = flags.contains('E');
+    for line in d.message.split_inclusive(|&b| b == b'\n') {
+        if quote && line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
 impl MacroLookup for &BTreeMap<String, String> {
     fn macro_value(&self, name: &str) -> Option<Cow<'_, str>> {
         self.get(name).map(|v| Cow::Borrowed(v.as_str()))
@@ -220,6 +227,7 @@ mod tests {
         Delivery {
             sender,
             message: MSG,
+            rpath: None,
         }
     }
 

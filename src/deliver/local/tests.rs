@@ -28,6 +28,7 @@ fn d(message: &[u8]) -> Delivery<'_> {
     Delivery {
         sender: "sender@client.example.test",
         message,
+        rpath: None,
     }
 }
 
@@ -87,6 +88,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
     let m = Delivery {
         sender: "",
         message: b"Subject: x\n\nno newline",
+        rpath: None,
     };
     let text = String::from_utf8(mbox_entry(&m, true, SystemTime::now())).unwrap();
     assert!(text.starts_with("From MAILER-DAEMON "));
@@ -95,6 +97,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
     let m2 = Delivery {
         sender: "x@y",
         message: b"Return-Path: <x@y>\n\nbody\n",
+        rpath: None,
     };
     let text = String::from_utf8(mbox_entry(&m2, true, SystemTime::now())).unwrap();
     assert_eq!(text.matches("Return-Path").count(), 1);
@@ -601,4 +604,85 @@ fn a_users_maildir_cannot_point_root_elsewhere() {
     let o = a.deliver_user("kim", &d(MSG));
     assert!(o.is_temporary(), "{o:?}");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// The rulesets of the oracle's cf (tests/fixtures/oracle.cf) as the daemon loads them.
+fn oracle_rules() -> std::sync::Arc<crate::policy::RulesPolicy> {
+    let text = std::fs::read_to_string("tests/fixtures/oracle.cf")
+        .unwrap()
+        .replace("@ORACLE@", "/nonexistent");
+    let host = crate::rules::cf::HostInfo {
+        hostname: "oracle.example.test".into(),
+        addresses: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let (engine, x) = match crate::rules::cf::load(text.as_bytes(), "oracle.cf", &host) {
+        Ok(v) => v,
+        Err(errs) => panic!("{errs:?}"),
+    };
+    std::sync::Arc::new(crate::policy::RulesPolicy::new(engine, &x.mailers))
+}
+
+const NULL_SENDER_MSG: &[u8] = b"From: alice (Alice A)\nTo: alice, root@localhost\n\nbody\n";
+
+#[test]
+fn without_rules_a_file_gets_the_message_as_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("archive");
+    let a = agent(dir.path());
+    let d = Delivery {
+        sender: "",
+        message: NULL_SENDER_MSG,
+        rpath: None,
+    };
+    assert_eq!(
+        a.deliver(&Target::File(file.clone()), None, &d),
+        Outcome::Delivered
+    );
+    let text = fs::read_to_string(&file).unwrap();
+    let (from, rest) = text.split_once('\n').unwrap();
+    assert!(from.starts_with("From MAILER-DAEMON "), "{from}");
+    assert_eq!(
+        rest,
+        "Return-Path: <>\nFrom: alice (Alice A)\nTo: alice, root@localhost\n\nbody\n\n"
+    );
+}
+
+/// sendmail 8.17.1.9 on the oracle's cf, `sendmail -f '<>' archive pipe` (2026-12-02): the
+/// `*file*` mailer has no `S=`, so `<>` stays empty in its `From ` line and `Return-Path:`;
+/// `prog` (`S=EnvFromL`) says `MAILER-DAEMON` and, without flag `n`, gets a `From ` line.
+#[test]
+fn with_rules_each_target_gets_what_its_mailer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("archive");
+    let out = dir.path().join("pipe.out");
+    let mut a = agent(dir.path());
+    a.rules = Some(oracle_rules());
+    a.prog_flags = Some("lsDFMoqeu9".into());
+    let d = Delivery {
+        sender: "",
+        message: NULL_SENDER_MSG,
+        rpath: None,
+    };
+    let headers = "From: alice (Alice A)\nTo: alice, root@oracle.example.test\n\nbody\n";
+    assert_eq!(
+        a.deliver(&Target::File(file.clone()), None, &d),
+        Outcome::Delivered
+    );
+    let text = fs::read_to_string(&file).unwrap();
+    let (from, rest) = text.split_once('\n').unwrap();
+    assert!(
+        from.starts_with("From  ") && from.len() == 6 + 24,
+        "{from:?}"
+    );
+    assert_eq!(rest, format!("Return-Path: <>\n{headers}\n"));
+
+    let cmd = format!("cat > {}", out.display());
+    assert_eq!(
+        a.deliver(&Target::Program(cmd), None, &d),
+        Outcome::Delivered
+    );
+    let text = fs::read_to_string(&out).unwrap();
+    let (from, rest) = text.split_once('\n').unwrap();
+    assert!(from.starts_with("From MAILER-DAEMON "), "{from:?}");
+    assert_eq!(rest, headers);
 }
