@@ -281,8 +281,11 @@ fn add_headers(
     m.insert("_".to_string(), relay.to_string());
     m.insert("i".to_string(), qid.to_string());
     m.insert("b".to_string(), rfc5322_date(&Local::now()));
+    // `$u` is the one recipient as it was given: sendmail writes `for root` for
+    // `sendmail root` (tests/fixtures/oracle-local-delivery.txt, section d), where SMTP's
+    // `RCPT TO:<root>` gives `for <root>`.
     if let [only] = recipients {
-        m.insert("u".to_string(), format!("<{only}>"));
+        m.insert("u".to_string(), only.clone());
     }
     let lookup = Layered { top: &m, base: cfg };
     let host = expand("$j", &lookup);
