@@ -99,8 +99,13 @@ pub fn format_ip(ip: IpAddr) -> String {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => {
-                let groups: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
-                format!("IPv6:{}", groups.join(":"))
+                // One buffer, no string per group: this runs several times per connection.
+                let mut out = String::with_capacity(44);
+                out.push_str("IPv6");
+                for group in v6.segments() {
+                    let _ = write!(out, ":{group:x}");
+                }
+                out
             }
         },
     }
