@@ -510,7 +510,7 @@ impl Store {
         if msg.envelope.recipients.is_empty() {
             return Err(QueueError::NoRecipients(id));
         }
-        if msg.body.contains(&b'\r') {
+        if memchr::memchr(b'\r', &msg.body).is_some() {
             msg.body = file::to_lf(&msg.body);
         }
         if msg.body.len() > MAX_MESSAGE_BYTES {

@@ -26,11 +26,11 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::command;
@@ -47,6 +47,9 @@ pub const MAX_COMMAND_LINE: usize = 2048;
 /// Bytes of an over-long line that are read (and counted) before giving up on finding its
 /// end.
 pub const MAX_DISCARD: usize = 1 << 20;
+/// Free room the input buffer gets before each read: the kernel writes straight into it,
+/// so nothing is zeroed or copied on the way in.
+const READ_ROOM: usize = 8192;
 
 /// Per-phase read timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +164,7 @@ where
         stream: Stream::Plain(stream),
         session,
         logger,
-        input: Vec::with_capacity(4096),
+        input: Vec::with_capacity(READ_ROOM),
         output: Vec::new(),
         end: EndReason::Closed,
         write_failed: false,
@@ -242,15 +245,15 @@ where
                 *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);
             (deadline, "server cmd read")
         };
-        let mut chunk = [0u8; 8192];
+        d.make_read_room();
         tokio::select! {
-            r = tokio::time::timeout_at(limit, d.stream.read(&mut chunk)) => match r {
+            r = tokio::time::timeout_at(limit, d.stream.read_buf(&mut d.input)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     d.end = EndReason::Lost;
                     let actions = d.session.connection_lost();
                     d.run(actions, sink).await;
                 }
-                Ok(Ok(n)) => d.input.extend_from_slice(&chunk[..n]),
+                Ok(Ok(_)) => {}
                 Err(_) => {
                     d.end = EndReason::Timeout;
                     let actions = d.session.timed_out(during);
@@ -368,23 +371,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
         }
     }
 
-    /// Reads whatever arrives within `wait` into the input buffer (EOF and errors are left
-    /// for the next regular read to see).
     /// Takes in what input has already arrived, without waiting for more: a zero-wait
     /// check, like sendmail's select() with a zero timeout. The yield first lets the runtime
     /// poll its I/O driver, so that bytes the kernel holds are seen as readable; then the
     /// stream is polled exactly once. (A timed wait here costs a timer tick, 1-2 ms, per
     /// EHLO and DATA.)
+    /// Dropping the read while it is pending loses nothing (`read_buf` is cancel safe); EOF
+    /// and errors are left for the next regular read.
     async fn poll_input_now(&mut self) {
         tokio::task::yield_now().await;
-        let mut chunk = [0u8; 8192];
-        let mut buf = ReadBuf::new(&mut chunk);
-        let stream = &mut self.stream;
-        let polled =
-            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut buf)))
-                .await;
-        if let Poll::Ready(Ok(())) = polled {
-            self.input.extend_from_slice(buf.filled());
+        self.make_read_room();
+        let mut read = pin!(self.stream.read_buf(&mut self.input));
+        let _ = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    }
+
+    /// Gives the input buffer room for a full read when less than half of it is free.
+    fn make_read_room(&mut self) {
+        if self.input.capacity() - self.input.len() < READ_ROOM / 2 {
+            self.input.reserve(READ_ROOM);
         }
     }
 
@@ -394,7 +398,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
     async fn discard_line(&mut self, deadline: Instant) -> usize {
         let mut total = self.input.len();
         self.input.clear();
-        let mut chunk = [0u8; 8192];
+        // On the heap: an array here would sit in every connection's future.
+        let mut chunk = vec![0u8; READ_ROOM];
         while total < MAX_DISCARD {
             let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
             let n = match read {

@@ -88,10 +88,7 @@ impl DataReader {
                     // A dot that started the line is dropped (unstuffing). The rest of
                     // the line up to CR or LF goes in as one run.
                     let rest = &input[i..];
-                    used = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
+                    used = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     self.body.push_run(&rest[..used]);
                     self.state = State::Mid;
                     None

@@ -99,10 +99,30 @@ pub fn format_ip(ip: IpAddr) -> String {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => {
-                let groups: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
-                format!("IPv6:{}", groups.join(":"))
+                // One buffer, no formatter per group: this runs several times per
+                // connection (callgrind: 6.5 k instructions a call with a String per group).
+                let mut out = String::with_capacity(44);
+                out.push_str("IPv6");
+                for group in v6.segments() {
+                    out.push(':');
+                    push_hex(&mut out, group);
+                }
+                out
             }
         },
+    }
+}
+
+/// `v` in lower-case hex without leading zeros (`0` for zero), as `{:x}` writes it.
+fn push_hex(out: &mut String, v: u16) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut started = false;
+    for shift in [12u16, 8, 4, 0] {
+        let d = usize::from((v >> shift) & 0xf);
+        if d != 0 || started || shift == 0 {
+            out.push(char::from(DIGITS[d]));
+            started = true;
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Driver tests over an in-memory stream (`tokio::io::duplex`).
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadBuf};
 
 use super::*;
 use crate::queue::id::QueueIdGen;

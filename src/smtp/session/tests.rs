@@ -1162,6 +1162,17 @@ fn client_rendering() {
 }
 
 #[test]
+fn ipv6_groups_are_lower_hex_without_leading_zeros() {
+    let ip: IpAddr = "fe80:a:ab0:abcd:f00f:100:ffff:0".parse().unwrap();
+    assert_eq!(format_ip(ip), "IPv6:fe80:a:ab0:abcd:f00f:100:ffff:0");
+    // every 16-bit value, against the standard library's `{:x}`
+    for v in 0..=u16::MAX {
+        let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, v, 1));
+        assert_eq!(format_ip(ip), format!("IPv6:2001:db8:0:0:0:0:{v:x}:1"));
+    }
+}
+
+#[test]
 fn delays_format_like_sendmail() {
     assert_eq!(format_delay(Duration::from_secs(0)), "00:00:00");
     assert_eq!(format_delay(Duration::from_secs(3723)), "01:02:03");
