@@ -3,7 +3,7 @@
 //! while the session wants DATA/BDAT bytes, `committed` after every `Commit`, `tls_failed`
 //! after `StartTls`, the peer lost at the end of the input. The first byte picks the
 //! features (DSN, ETRN/EXPN, CHUNKING, SMTPUTF8, a size limit, a refused commit, the
-//! "nullserver" mode). Nothing touches a disk or a socket.
+//! "nullserver" mode) and whether the client sends ahead of the replies. Nothing touches a disk or a socket.
 //!
 //! Checked beyond "no panic": every reply is well formed on the wire (a 3-digit code
 //! 200–599, `-` on every line but the last, ` ` on the last, CRLF, no CR or LF inside a
@@ -162,6 +162,8 @@ fuzz_target!(|data: &[u8]| {
         max_size: ctx.max_message_size,
     };
     let refuse_commit = flags & 0x20 != 0;
+    // Set: the client sends ahead without waiting for replies (the HELO/EHLO/DATA check).
+    let pipelined = flags & 0x80 != 0;
     let mut s = Session::new(ctx);
     let g = s.greeting();
     c.reply(&g);
@@ -187,7 +189,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let line = &input[..pos];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let more = input.len() > total;
+        let more = pipelined && input.len() > total;
         let actions = s.handle(line, more);
         input = &input[total..];
         run(&mut s, &mut c, actions, refuse_commit);
