@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 
 /// How deep a macro value may refer to other macros before expansion stops.
 pub const MAX_DEPTH: usize = 10;
+/// Longest expansion kept: sendmail expands into a fixed buffer; this bound stops a macro
+/// that names itself several times from growing as (references)^(depth).
+pub const MAX_EXPANSION: usize = 64 * 1024;
 
 /// The version string behind `$v` and the default `$Z`: this crate's version. A cf may set
 /// `DZ` itself (Debian does: `DZ8.17.1.9/Debian-2+deb12u2`), which then wins for `$Z`.
@@ -197,6 +200,9 @@ fn read_name(s: &str) -> (Option<&str>, &str) {
 }
 
 fn put_value(name: &str, lookup: &dyn MacroLookup, depth: usize, out: &mut String) {
+    if out.len() >= MAX_EXPANSION {
+        return;
+    }
     if let Some(v) = lookup.macro_value(name) {
         if depth < MAX_DEPTH && v.contains('$') {
             expand_into(&v, lookup, depth + 1, false, out);
@@ -313,6 +319,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// The `cf_reader` fuzz input's shape: a value naming itself four times, ten levels deep.
+    #[test]
+    fn a_self_referencing_macro_expands_to_a_bounded_length() {
+        let m = macros(&[("u", "e $u $u $u $u")]);
+        let out = expand("$u", &m);
+        assert!(out.starts_with("e e e "));
+        assert!(out.len() < 2 * MAX_EXPANSION, "{}", out.len());
     }
 
     #[test]

@@ -251,7 +251,8 @@ impl Macros {
     }
 
     /// Expand `$x`, `$?x ... $| ... $.` in internal text; `$&x` and rule metasymbols are
-    /// kept. Values are expanded recursively (bounded depth).
+    /// kept. Values are expanded recursively (bounded depth, and no more values once the
+    /// output reaches [`crate::config::macros::MAX_EXPANSION`]).
     pub fn expand(&self, s: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         self.expand_into(s, &mut out, 0);
@@ -305,6 +306,9 @@ impl Macros {
             if c == meta::MACROEXPAND {
                 let id = s.get(i).copied().unwrap_or(0);
                 i += 1;
+                if out.len() >= crate::config::macros::MAX_EXPANSION {
+                    continue;
+                }
                 if let Some(v) = self.values.get(&id) {
                     if depth < 20 {
                         self.expand_into(v, out, depth + 1);
@@ -373,6 +377,22 @@ mod tests {
                 &[meta::MACRODEXPAND, b'x']
             ]
             .concat()
+        );
+    }
+
+    /// Fuzz input (`cf_reader`): a macro whose value names itself several times grew as
+    /// (references)^(depth) and took over 1 GB; the expansion now stops at its bound.
+    #[test]
+    fn a_self_referencing_macro_expands_to_a_bounded_length() {
+        let mut n = MacroNames::new();
+        let mut m = Macros::default();
+        m.define(b'u', translate_dollars(&mut n, b"e $u $u"));
+        let out = m.expand(&translate_dollars(&mut n, b"$u"));
+        assert!(out.starts_with(b"e e e "));
+        assert!(
+            out.len() < 2 * crate::config::macros::MAX_EXPANSION,
+            "{}",
+            out.len()
         );
     }
 

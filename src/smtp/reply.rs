@@ -48,7 +48,9 @@ impl Reply {
         }
     }
 
-    /// The wire form: every line ends in CRLF, all but the last use `code-`.
+    /// The wire form: every line ends in CRLF, all but the last use `code-`. A CR or LF
+    /// inside a line's text (a client's bare CR echoed in `500 … Command unrecognized`) is
+    /// sent as a space, so it can neither end the line early nor forge another reply line.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let last = self.lines.len().saturating_sub(1);
@@ -59,7 +61,10 @@ impl Reply {
                 out.extend_from_slice(enh.as_bytes());
                 out.push(b' ');
             }
-            out.extend_from_slice(line.as_bytes());
+            out.extend(line.bytes().map(|b| match b {
+                b'\r' | b'\n' => b' ',
+                b => b,
+            }));
             out.extend_from_slice(b"\r\n");
         }
         out
@@ -790,6 +795,19 @@ pub fn user_unknown(shown: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz input (`session` target): `ar<CR>b` after `DATAe` was echoed with its bare CR,
+    /// a reply line broken in two on the wire.
+    #[test]
+    fn a_bare_cr_or_lf_in_echoed_text_stays_inside_its_line() {
+        let r = unrecognized("ar\rb");
+        assert_eq!(
+            r.to_bytes(),
+            b"500 5.5.1 Command unrecognized: \"ar b\"\r\n".to_vec()
+        );
+        let r = Reply::multi(250, None, vec!["one\nx".into(), "two\r".into()]);
+        assert_eq!(r.to_bytes(), b"250-one x\r\n250 two \r\n".to_vec());
+    }
 
     fn wire(r: &Reply) -> String {
         String::from_utf8(r.to_bytes()).unwrap()
