@@ -299,3 +299,125 @@ fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
     let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
     assert!(mbox.contains("Subject: from the command line"), "{mbox}");
 }
+
+/// A port below 1024 free on both 127.0.0.1 and ::1 (tried by binding; the test is root).
+fn free_privileged_port() -> u16 {
+    (600..1000)
+        .find(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("::1", p)).is_ok()
+        })
+        .expect("no free port in 600-999 on 127.0.0.1 and ::1")
+}
+
+fn deliver_to_archive(d: &mut Daemon, daemon: &str, subject: &str) {
+    let mut c = Smtp::connect(d.addr_of(daemon));
+    assert!(c.reply()[0].starts_with("220"));
+    c.cmd("EHLO client.example.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<archive@mta.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("DATA")[0].starts_with("354"));
+    c.send(&format!("Subject: {subject}\r\n\r\nhi\r\n"));
+    let end = c.cmd(".");
+    assert!(end[0].starts_with("250 2.0.0"), "{end:?}");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn a_hup_adds_daemons_on_privileged_ports_through_the_root_supervisor() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let port = free_privileged_port();
+    let mut cf = CF.to_string();
+    cf.push_str(&format!(
+        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n\
+         O DaemonPortOptions=Name=Low-v6, Family=inet6, Port={port}, Addr=::1, L=7\n"
+    ));
+    fs::write(&d.cf, cf).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = d.wait_log("configuration reloaded");
+    assert!(log.contains("2 (re)opened"), "{log}");
+    assert_eq!(d.addr_of("Low-v4").to_string(), format!("127.0.0.1:{port}"));
+    assert_eq!(d.addr_of("Low-v6").to_string(), format!("[::1]:{port}"));
+    deliver_to_archive(&mut d, "Low-v4", "over v4");
+    deliver_to_archive(&mut d, "Low-v6", "over v6");
+    d.wait_log_count("stat=Sent", 2);
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert!(mbox.contains("Subject: over v4") && mbox.contains("Subject: over v6"));
+    let (uids, _) = ids_of(d.pid());
+    assert_eq!(uids, vec![uid; 4], "daemon Uid after the HUP");
+}
+
+#[test]
+fn a_privileged_daemon_that_cannot_bind_is_logged_and_the_others_keep_serving() {
+    let Some(_) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let port = free_privileged_port();
+    // The new daemon's port is taken: the supervisor's bind fails, the old daemon keeps going.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut cf = CF.to_string();
+    cf.push_str(&format!(
+        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n"
+    ));
+    fs::write(&d.cf, cf).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = d.wait_log("configuration reloaded");
+    assert!(
+        log.contains(&format!(
+            "SYSERR: opendaemonsocket: daemon Low-v4: privilege supervisor: daemon Low-v4: cannot bind 127.0.0.1:{port}"
+        )) && log.contains("the other daemons keep running"),
+        "{log}"
+    );
+    deliver_to_archive(&mut d, "MTA-v4", "still served");
+    d.wait_log("stat=Sent");
+}
+
+#[test]
+fn a_killed_agent_is_restarted_and_local_mail_is_delivered() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    let log = d.wait_log("stays root");
+    let first = agent_pid(&log);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_log(&format!("local delivery agent (pid {first}) has stopped"));
+    deliver_to_archive(&mut d, "MTA-v4", "after the kill");
+    let log = d.wait_log("local delivery agent restarted: pid ");
+    let line = log
+        .lines()
+        .find(|l| l.contains("local delivery agent restarted: pid "))
+        .unwrap();
+    assert!(
+        line.contains(&format!("(pid {first} had stopped)")),
+        "{line}"
+    );
+    let second: i32 = line
+        .split("restarted: pid ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(second, first);
+    let log = d.wait_log("ctladdr=<archive@mta.example.test>");
+    let sent = log
+        .lines()
+        .find(|l| l.contains("ctladdr=<archive@mta.example.test>"))
+        .unwrap();
+    assert!(sent.contains("stat=Sent"), "{sent}");
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert_eq!(mbox.matches("Subject: after the kill").count(), 1);
+    assert_eq!(ids_of(second).0, vec![0; 4], "new agent Uid");
+    assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
+    assert!(d.mailq().contains("is empty"), "{}", d.mailq());
+}
