@@ -300,6 +300,15 @@ fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
     assert!(mbox.contains("Subject: from the command line"), "{mbox}");
 }
 
+/// Waits (bounded) until `mailq` shows an empty queue.
+fn wait_queue_empty(d: &Daemon) {
+    let since = std::time::Instant::now();
+    while !d.mailq().contains("is empty") {
+        assert!(since.elapsed() < support::WAIT, "{}", d.mailq());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A port below 1024 free on both 127.0.0.1 and ::1 (tried by binding; the test is root).
 fn free_privileged_port() -> u16 {
     (600..1000)
@@ -419,5 +428,78 @@ fn a_killed_agent_is_restarted_and_local_mail_is_delivered() {
     assert_eq!(mbox.matches("Subject: after the kill").count(), 1);
     assert_eq!(ids_of(second).0, vec![0; 4], "new agent Uid");
     assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
-    assert!(d.mailq().contains("is empty"), "{}", d.mailq());
+    wait_queue_empty(&d);
+}
+
+#[test]
+fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    // A program that holds its delivery open while `block` exists.
+    let o = s.out.display();
+    fs::write(
+        &s.aliases,
+        format!(
+            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi'\"\n"
+        ),
+    )
+    .unwrap();
+    let built = support::run(&["-bi", "-O", &format!("AliasFile={}", s.aliases.display())]);
+    assert!(built.status.success(), "{built:?}");
+    let fifo = s.out.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(s.out.join("block"), "").unwrap();
+    let mut d = start(&s);
+    let agent = agent_pid(&d.wait_log("stays root"));
+    send(&mut d, &["hold@mta.example.test"]);
+    let since = std::time::Instant::now();
+    while !s.out.join("started").exists() {
+        assert!(since.elapsed() < support::WAIT, "the program never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let log = d.wait_log("Deferred: local delivery agent: not running");
+    assert!(log.contains(&format!("local delivery agent (pid {agent}) has stopped")));
+    let q = d.mailq();
+    assert!(
+        q.contains("(Deferred: local delivery agent: not running)"),
+        "{q}"
+    );
+    // Let the orphaned program end; the retry goes through a new agent.
+    fs::remove_file(s.out.join("block")).unwrap();
+    fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let out = support::run(&[
+        "-q",
+        "-C",
+        d.cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", d.queue_dir().display()),
+        "-O",
+        &format!("LogFile={}", d.log.display()),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.wait_log("stat=Sent");
+    assert!(
+        log.contains("local delivery agent restarted: pid "),
+        "{log}"
+    );
+    wait_queue_empty(&d);
+    // At least once: the killed attempt's copy and the retry's.
+    let held = fs::read_dir(&s.out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("held.")
+        })
+        .count();
+    assert_eq!(held, 2);
+    assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
 }
