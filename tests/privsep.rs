@@ -134,6 +134,19 @@ fn agent_pid(log: &str) -> i32 {
         .unwrap()
 }
 
+fn supervisor_pid(log: &str) -> i32 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("privilege supervisor pid "))
+        .expect("supervisor start line");
+    line.split("privilege supervisor pid ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }
@@ -213,15 +226,17 @@ fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
         2
     );
 
-    // The agent outlives nothing: it ends with the daemon and removes the pid file.
+    // The agent and the supervisor outlive nothing: they end with the daemon, and the
+    // supervisor removes the pid file before it exits.
+    let supervisor = supervisor_pid(&log);
+    assert_eq!(ids_of(supervisor).0, vec![0; 4], "supervisor Uid");
     assert!(d.stop().success());
     let gone = std::time::Instant::now();
-    while Path::new(&format!("/proc/{agent}")).exists() {
-        assert!(
-            gone.elapsed() < support::WAIT,
-            "agent {agent} still running"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for pid in [agent, supervisor] {
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(gone.elapsed() < support::WAIT, "{pid} still running");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     assert!(!d.pid_file.exists());
 }

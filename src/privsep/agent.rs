@@ -12,11 +12,12 @@
 //! So the daemon cannot make it write a file or run a program that the alias file or a
 //! user's own `.forward` does not name. Each request is served on its own thread (a slow
 //! program does not hold up the others); the agent ends when the daemon's end closes,
-//! after the deliveries in progress, and then removes the pid file the daemon can no
-//! longer remove. The agent is forked by the root supervisor ([`super::supervisor`]); when
-//! it dies, the deliveries it had in hand get a temporary failure (they stay queued and are
-//! logged `stat=Deferred`, retried like any deferral), and the next request has the
-//! supervisor start a new agent, whose socket the daemon receives by SCM_RIGHTS.
+//! after the deliveries in progress (the supervisor then removes the pid file the daemon
+//! can no longer remove). The agent is forked by the root supervisor
+//! ([`super::supervisor`]); when it dies, the deliveries it had in hand get a temporary
+//! failure (they stay queued and are logged `stat=Deferred`, retried like any deferral),
+//! and the next request has the supervisor start a new agent, whose socket the daemon
+//! receives by SCM_RIGHTS.
 //!
 //! Like Postfix's local(8), which master(8) runs as root while smtpd runs as `postfix`.
 
@@ -47,7 +48,8 @@ pub struct AgentContext {
     pub inv: Invocation,
     pub logger: Logger,
     pub queue_dir: PathBuf,
-    /// The daemon's pid file and pid: removed at the end if it still names the daemon.
+    /// The daemon's pid file and pid: removed by the supervisor at the end if it still
+    /// names the daemon.
     pub pid_file: PathBuf,
     pub daemon_pid: u32,
 }
@@ -104,7 +106,6 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     for w in workers {
         let _ = w.join();
     }
-    remove_pid_file(&ctx.pid_file, ctx.daemon_pid);
     std::process::exit(0)
 }
 
@@ -241,7 +242,7 @@ fn check(
 }
 
 /// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
-fn remove_pid_file(path: &Path, pid: u32) {
+pub(super) fn remove_pid_file(path: &Path, pid: u32) {
     let holds_ours = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.lines().next().map(|l| l.trim() == pid.to_string()))

@@ -19,7 +19,8 @@
 //! compromised daemon can obtain only sockets the root-owned cf lists, and agents that
 //! themselves only deliver what the queue says. Unix-domain daemons and unprivileged ports
 //! are opened by the daemon itself. The supervisor ends when the daemon's end closes,
-//! after reaping its agents.
+//! after its agents have finished, and removes the pid file the daemon (no longer root)
+//! could not remove.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -71,6 +72,7 @@ pub fn serve(chan: OwnedFd, mut cfg: Config, ctx: AgentContext) -> ! {
     }
     drop(chan);
     reap(Some(()));
+    super::agent::remove_pid_file(&ctx.pid_file, ctx.daemon_pid);
     std::process::exit(0)
 }
 
