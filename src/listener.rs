@@ -404,6 +404,36 @@ mod tests {
     }
 
     #[test]
+    fn a_passed_socket_is_adopted_only_where_the_daemon_says() {
+        let d = dpo("Name=Low, Family=inet6, Addr=::1, Port=0");
+        let l = open(&d, true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let take = |l: Listener| match l.socket {
+            Bound::Tcp(t) => std::os::fd::OwnedFd::from(t),
+            Bound::Unix(..) => unreachable!(),
+        };
+        let at = dpo(&format!("Name=Low, Family=inet6, Addr=::1, Port={port}"));
+        let other = dpo(&format!(
+            "Name=Low, Family=inet6, Addr=::1, Port={}",
+            port ^ 1
+        ));
+        let e = adopt(&other, take(l), true).unwrap_err();
+        assert!(e.to_string().contains("not a TCP listener on"), "{e}");
+        let again = open(&at, true).unwrap();
+        let e = adopt(&at, take(again), false).unwrap_err();
+        assert!(e.to_string().contains("IPV6_V6ONLY"), "{e}");
+        let unlistened = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+        unlistened.set_only_v6(true).unwrap();
+        unlistened
+            .bind(&SockAddr::from(resolve(&at).unwrap()))
+            .unwrap();
+        let e = adopt(&at, unlistened.into(), true).unwrap_err();
+        assert!(e.to_string().contains("not a TCP listener"), "{e}");
+        let ok = adopt(&at, take(open(&at, true).unwrap()), true).unwrap();
+        assert_eq!(ok.local, format!("[::1]:{port}"));
+    }
+
+    #[test]
     fn unix_socket_and_stale_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mta.sock");

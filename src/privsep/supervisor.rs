@@ -280,3 +280,95 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The supervisor's view of a cf with one TCP daemon (Port=0) and one unix-domain one.
+    fn context(dir: &std::path::Path) -> (AgentContext, Config) {
+        let cf = dir.join("sendmail.cf");
+        std::fs::write(
+            &cf,
+            format!(
+                "Djmta.example.test\n\
+                 O DaemonPortOptions=Name=Low, Family=inet6, Addr=::1, Port=0, L=7\n\
+                 O DaemonPortOptions=Name=Sock, Family=local, Addr={}\n",
+                dir.join("mta.sock").display()
+            ),
+        )
+        .unwrap();
+        let argv: Vec<String> = ["sendmail", "-bD", "-C", cf.to_str().unwrap()]
+            .map(String::from)
+            .into();
+        let inv = crate::cli::parse(&argv, &cf).unwrap();
+        let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
+        let logger = crate::log::Logger::new(crate::log::LogConfig {
+            ident: "test".into(),
+            level: 0,
+            syslog: false,
+            stderr: false,
+            file: None,
+            syslog_path: PathBuf::from("/nonexistent"),
+        })
+        .unwrap();
+        let ctx = AgentContext {
+            inv,
+            logger,
+            queue_dir: dir.join("mqueue"),
+            pid_file: dir.join("pid"),
+            daemon_pid: 0,
+        };
+        (ctx, cfg)
+    }
+
+    #[test]
+    fn only_the_tcp_daemons_of_its_own_configuration_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, cfg) = context(dir.path());
+        for (name, says) in [
+            ("Elsewhere", "no daemon Elsewhere in the configuration"),
+            ("Sock", "a unix-domain socket is the daemon's own"),
+        ] {
+            let (answer, fd) = listen(&ctx, &cfg, name);
+            assert!(fd.is_none());
+            assert!(
+                matches!(&answer, SupAnswer::Refused { why } if why.contains(says)),
+                "{answer:?}"
+            );
+        }
+        assert!(!dir.path().join("mta.sock").exists());
+        let (answer, fd) = listen(&ctx, &cfg, "Low");
+        let SupAnswer::Listening { local } = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(local.starts_with("[::1]:"), "{local}");
+        let sock = socket2::Socket::from(fd.unwrap());
+        assert!(sock.is_listener().unwrap() && sock.only_v6().unwrap());
+    }
+
+    #[test]
+    fn messages_and_descriptors_cross_a_seqpacket_pair() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        send(a.as_raw_fd(), b"one", Some(&OwnedFd::from(l))).unwrap();
+        send(a.as_raw_fd(), b"two", None).unwrap();
+        let (bytes, mut fds) = recv(b.as_raw_fd()).unwrap().unwrap();
+        assert_eq!((bytes.as_slice(), fds.len()), (&b"one"[..], 1));
+        let passed = std::net::TcpListener::from(fds.remove(0));
+        assert_eq!(passed.local_addr().unwrap(), addr);
+        let (bytes, fds) = recv(b.as_raw_fd()).unwrap().unwrap();
+        assert_eq!((bytes.as_slice(), fds.len()), (&b"two"[..], 0));
+        drop(a);
+        assert!(recv(b.as_raw_fd()).unwrap().is_none());
+    }
+}
