@@ -817,7 +817,7 @@ async fn open_listener(shared: &Shared, key: &ListenerKey) -> Result<Listener, S
     let got = tokio::task::spawn_blocking(move || agent.supervisor().listen(&name))
         .await
         .map_err(|e| e.to_string())?;
-    let (fd, _) = got.map_err(|e| format!("daemon {}: {e}", key.0.name))?;
+    let (fd, _) = got.map_err(|e| e.to_string())?;
     listener::adopt(&key.0, fd, key.1).map_err(|e| e.to_string())
 }
 

@@ -392,7 +392,7 @@ fn a_privileged_daemon_that_cannot_bind_is_logged_and_the_others_keep_serving() 
     let log = d.wait_log("configuration reloaded");
     assert!(
         log.contains(&format!(
-            "SYSERR: opendaemonsocket: daemon Low-v4: privilege supervisor: daemon Low-v4: cannot bind 127.0.0.1:{port}"
+            "SYSERR: opendaemonsocket: privilege supervisor: daemon Low-v4: cannot bind 127.0.0.1:{port}"
         )) && log.contains("the other daemons keep running"),
         "{log}"
     );
