@@ -15,7 +15,9 @@
 //! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
 //! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
 //! on, and a configuration that no longer loads is logged and the running one kept (sendmail
-//! re-execs itself instead; the pid stays the same here). SIGTERM (and SIGINT) stop accepting,
+//! re-execs itself instead; the pid stays the same here). Under `RunAsUser` a daemon on a
+//! port below 1024 is opened by the root supervisor ([`crate::privsep::supervisor`]); a
+//! socket that cannot be opened is logged and the other daemons keep running. SIGTERM (and SIGINT) stop accepting,
 //! let sessions end within a grace period, remove the pid file and exit 0.
 
 use std::collections::HashMap;
@@ -714,6 +716,7 @@ async fn reload(
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
+    reload_supervisor(shared).await;
     let wanted: Vec<ListenerKey> = cfg
         .daemons
         .iter()
@@ -737,7 +740,7 @@ async fn reload(
             kept += 1;
             continue;
         }
-        match listener::open(&key.0, key.1) {
+        match open_listener(shared, &key).await {
             Ok(l) => {
                 running.insert(key, start(l, shared, shutdown));
                 opened += 1;
@@ -750,7 +753,10 @@ async fn reload(
             Err(e) => shared.logger.log(
                 Severity::Crit,
                 None,
-                format_args!("SYSERR: opendaemonsocket: {e}"),
+                format_args!(
+                    "SYSERR: opendaemonsocket: {e}; daemon {} not opened, the other daemons keep running",
+                    key.0.name
+                ),
             ),
         }
     }
@@ -780,6 +786,39 @@ async fn reload(
         None,
         format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
     );
+}
+
+/// SIGHUP under `RunAsUser`: the root supervisor re-reads the configuration too, so that
+/// the sockets it opens are those the new one lists.
+async fn reload_supervisor(shared: &Shared) {
+    let Some(agent) = shared.local_agent.clone() else {
+        return;
+    };
+    let done = tokio::task::spawn_blocking(move || agent.supervisor().reload()).await;
+    let err = match done {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    shared
+        .logger
+        .log(Severity::Err, None, format_args!("{err}"));
+}
+
+/// Opens one daemon's socket on SIGHUP: itself, or, once root is given up and the port is
+/// below 1024, through the root supervisor, which opens what its own configuration says
+/// for that daemon's name and passes the socket back.
+async fn open_listener(shared: &Shared, key: &ListenerKey) -> Result<Listener, String> {
+    let agent = match &shared.local_agent {
+        Some(a) if listener::needs_root(&key.0) => a.clone(),
+        _ => return listener::open(&key.0, key.1).map_err(|e| e.to_string()),
+    };
+    let name = key.0.name.clone();
+    let got = tokio::task::spawn_blocking(move || agent.supervisor().listen(&name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (fd, _) = got.map_err(|e| e.to_string())?;
+    listener::adopt(&key.0, fd, key.1).map_err(|e| e.to_string())
 }
 
 /// Starts the accept loop of one listener.

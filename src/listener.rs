@@ -140,6 +140,52 @@ pub fn open(d: &DaemonPortOptions, v6only: bool) -> Result<Listener, ListenError
     }
 }
 
+/// Whether a daemon's socket needs root to open: a TCP port below 1024.
+pub fn needs_root(d: &DaemonPortOptions) -> bool {
+    d.family != Family::Local && d.port != 0 && d.port < 1024
+}
+
+/// Takes a listening TCP socket opened by another process (the root supervisor, for a port
+/// below 1024) as daemon `d`'s, after checking that it is one and is bound where `d` says,
+/// IPv6-only as `v6only` says.
+pub fn adopt(
+    d: &DaemonPortOptions,
+    fd: std::os::fd::OwnedFd,
+    v6only: bool,
+) -> Result<Listener, ListenError> {
+    let socket = Socket::from(fd);
+    let wrong = |why: String| ListenError::Socket {
+        daemon: d.name.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, why),
+    };
+    let want = resolve(d)?;
+    let is_tcp_listener =
+        socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
+    let got = socket.local_addr().ok().and_then(|a| a.as_socket());
+    if !is_tcp_listener || got != Some(want) {
+        return Err(wrong(format!(
+            "the socket passed is not a TCP listener on {} (it is on {got:?})",
+            show(&want)
+        )));
+    }
+    if want.is_ipv6() && socket.only_v6().ok() != Some(v6only) {
+        return Err(wrong(format!(
+            "the socket passed is not IPV6_V6ONLY={v6only}"
+        )));
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Socket {
+            daemon: d.name.clone(),
+            source,
+        })?;
+    Ok(Listener {
+        daemon: d.clone(),
+        local: show(&want),
+        socket: Bound::Tcp(socket.into()),
+    })
+}
+
 /// The socket address a TCP daemon binds.
 pub fn resolve(d: &DaemonPortOptions) -> Result<SocketAddr, ListenError> {
     match &d.addr {
@@ -355,6 +401,36 @@ mod tests {
         let port = a.local_addr().unwrap().port();
         let e = open(&dpo(&format!("Name=B, Addr=127.0.0.1, Port={port}")), false).unwrap_err();
         assert!(e.to_string().contains("already listens"), "{e}");
+    }
+
+    #[test]
+    fn a_passed_socket_is_adopted_only_where_the_daemon_says() {
+        let d = dpo("Name=Low, Family=inet6, Addr=::1, Port=0");
+        let l = open(&d, true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let take = |l: Listener| match l.socket {
+            Bound::Tcp(t) => std::os::fd::OwnedFd::from(t),
+            Bound::Unix(..) => unreachable!(),
+        };
+        let at = dpo(&format!("Name=Low, Family=inet6, Addr=::1, Port={port}"));
+        let other = dpo(&format!(
+            "Name=Low, Family=inet6, Addr=::1, Port={}",
+            port ^ 1
+        ));
+        let e = adopt(&other, take(l), true).unwrap_err();
+        assert!(e.to_string().contains("not a TCP listener on"), "{e}");
+        let again = open(&at, true).unwrap();
+        let e = adopt(&at, take(again), false).unwrap_err();
+        assert!(e.to_string().contains("IPV6_V6ONLY"), "{e}");
+        let unlistened = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+        unlistened.set_only_v6(true).unwrap();
+        unlistened
+            .bind(&SockAddr::from(resolve(&at).unwrap()))
+            .unwrap();
+        let e = adopt(&at, unlistened.into(), true).unwrap_err();
+        assert!(e.to_string().contains("not a TCP listener"), "{e}");
+        let ok = adopt(&at, take(open(&at, true).unwrap()), true).unwrap();
+        assert_eq!(ok.local, format!("[::1]:{port}"));
     }
 
     #[test]

@@ -134,6 +134,19 @@ fn agent_pid(log: &str) -> i32 {
         .unwrap()
 }
 
+fn supervisor_pid(log: &str) -> i32 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("privilege supervisor pid "))
+        .expect("supervisor start line");
+    line.split("privilege supervisor pid ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }
@@ -213,15 +226,17 @@ fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
         2
     );
 
-    // The agent outlives nothing: it ends with the daemon and removes the pid file.
+    // The agent and the supervisor outlive nothing: they end with the daemon, and the
+    // supervisor removes the pid file before it exits.
+    let supervisor = supervisor_pid(&log);
+    assert_eq!(ids_of(supervisor).0, vec![0; 4], "supervisor Uid");
     assert!(d.stop().success());
     let gone = std::time::Instant::now();
-    while Path::new(&format!("/proc/{agent}")).exists() {
-        assert!(
-            gone.elapsed() < support::WAIT,
-            "agent {agent} still running"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for pid in [agent, supervisor] {
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(gone.elapsed() < support::WAIT, "{pid} still running");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     assert!(!d.pid_file.exists());
 }
@@ -298,4 +313,208 @@ fn a_command_line_submission_by_root_reaches_the_unprivileged_daemon() {
     assert!(line.contains("stat=Sent"), "{line}");
     let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
     assert!(mbox.contains("Subject: from the command line"), "{mbox}");
+}
+
+/// Waits (bounded) until `mailq` shows an empty queue.
+fn wait_queue_empty(d: &Daemon) {
+    let since = std::time::Instant::now();
+    while !d.mailq().contains("is empty") {
+        assert!(since.elapsed() < support::WAIT, "{}", d.mailq());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A port below 1024 free on both 127.0.0.1 and ::1 (tried by binding; the test is root).
+fn free_privileged_port() -> u16 {
+    (600..1000)
+        .find(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("::1", p)).is_ok()
+        })
+        .expect("no free port in 600-999 on 127.0.0.1 and ::1")
+}
+
+fn deliver_to_archive(d: &mut Daemon, daemon: &str, subject: &str) {
+    let mut c = Smtp::connect(d.addr_of(daemon));
+    assert!(c.reply()[0].starts_with("220"));
+    c.cmd("EHLO client.example.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<archive@mta.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("DATA")[0].starts_with("354"));
+    c.send(&format!("Subject: {subject}\r\n\r\nhi\r\n"));
+    let end = c.cmd(".");
+    assert!(end[0].starts_with("250 2.0.0"), "{end:?}");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn a_hup_adds_daemons_on_privileged_ports_through_the_root_supervisor() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let port = free_privileged_port();
+    let mut cf = CF.to_string();
+    cf.push_str(&format!(
+        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n\
+         O DaemonPortOptions=Name=Low-v6, Family=inet6, Port={port}, Addr=::1, L=7\n"
+    ));
+    fs::write(&d.cf, cf).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = d.wait_log("configuration reloaded");
+    assert!(log.contains("2 (re)opened"), "{log}");
+    assert_eq!(d.addr_of("Low-v4").to_string(), format!("127.0.0.1:{port}"));
+    assert_eq!(d.addr_of("Low-v6").to_string(), format!("[::1]:{port}"));
+    deliver_to_archive(&mut d, "Low-v4", "over v4");
+    deliver_to_archive(&mut d, "Low-v6", "over v6");
+    d.wait_log_count("stat=Sent", 2);
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert!(mbox.contains("Subject: over v4") && mbox.contains("Subject: over v6"));
+    let (uids, _) = ids_of(d.pid());
+    assert_eq!(uids, vec![uid; 4], "daemon Uid after the HUP");
+}
+
+#[test]
+fn a_privileged_daemon_that_cannot_bind_is_logged_and_the_others_keep_serving() {
+    let Some(_) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    d.wait_log("stays root");
+    let port = free_privileged_port();
+    // The new daemon's port is taken: the supervisor's bind fails, the old daemon keeps going.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut cf = CF.to_string();
+    cf.push_str(&format!(
+        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n"
+    ));
+    fs::write(&d.cf, cf).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = d.wait_log("configuration reloaded");
+    assert!(
+        log.contains(&format!(
+            "SYSERR: opendaemonsocket: privilege supervisor: daemon Low-v4: cannot bind 127.0.0.1:{port}"
+        )) && log.contains("the other daemons keep running"),
+        "{log}"
+    );
+    deliver_to_archive(&mut d, "MTA-v4", "still served");
+    d.wait_log("stat=Sent");
+}
+
+#[test]
+fn a_killed_agent_is_restarted_and_local_mail_is_delivered() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let mut d = start(&s);
+    let log = d.wait_log("stays root");
+    let first = agent_pid(&log);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_log(&format!("local delivery agent (pid {first}) has stopped"));
+    deliver_to_archive(&mut d, "MTA-v4", "after the kill");
+    let log = d.wait_log("local delivery agent restarted: pid ");
+    let line = log
+        .lines()
+        .find(|l| l.contains("local delivery agent restarted: pid "))
+        .unwrap();
+    assert!(
+        line.contains(&format!("(pid {first} had stopped)")),
+        "{line}"
+    );
+    let second: i32 = line
+        .split("restarted: pid ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(second, first);
+    let log = d.wait_log("ctladdr=<archive@mta.example.test>");
+    let sent = log
+        .lines()
+        .find(|l| l.contains("ctladdr=<archive@mta.example.test>"))
+        .unwrap();
+    assert!(sent.contains("stat=Sent"), "{sent}");
+    let mbox = fs::read_to_string(s.out.join("archive.mbox")).unwrap();
+    assert_eq!(mbox.matches("Subject: after the kill").count(), 1);
+    assert_eq!(ids_of(second).0, vec![0; 4], "new agent Uid");
+    assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
+    wait_queue_empty(&d);
+}
+
+#[test]
+fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    // A program that holds its delivery open while `block` exists.
+    let o = s.out.display();
+    fs::write(
+        &s.aliases,
+        format!(
+            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi'\"\n"
+        ),
+    )
+    .unwrap();
+    let built = support::run(&["-bi", "-O", &format!("AliasFile={}", s.aliases.display())]);
+    assert!(built.status.success(), "{built:?}");
+    let fifo = s.out.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(s.out.join("block"), "").unwrap();
+    let mut d = start(&s);
+    let agent = agent_pid(&d.wait_log("stays root"));
+    send(&mut d, &["hold@mta.example.test"]);
+    let since = std::time::Instant::now();
+    while !s.out.join("started").exists() {
+        assert!(since.elapsed() < support::WAIT, "the program never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let log = d.wait_log("Deferred: local delivery agent: not running");
+    assert!(log.contains(&format!("local delivery agent (pid {agent}) has stopped")));
+    let q = d.mailq();
+    assert!(
+        q.contains("(Deferred: local delivery agent: not running)"),
+        "{q}"
+    );
+    // Let the orphaned program end; the retry goes through a new agent.
+    fs::remove_file(s.out.join("block")).unwrap();
+    fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let out = support::run(&[
+        "-q",
+        "-C",
+        d.cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", d.queue_dir().display()),
+        "-O",
+        &format!("LogFile={}", d.log.display()),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.wait_log("stat=Sent");
+    assert!(
+        log.contains("local delivery agent restarted: pid "),
+        "{log}"
+    );
+    wait_queue_empty(&d);
+    // At least once: the killed attempt's copy and the retry's.
+    let held = fs::read_dir(&s.out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("held.")
+        })
+        .count();
+    assert_eq!(held, 2);
+    assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
 }

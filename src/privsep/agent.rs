@@ -12,8 +12,12 @@
 //! So the daemon cannot make it write a file or run a program that the alias file or a
 //! user's own `.forward` does not name. Each request is served on its own thread (a slow
 //! program does not hold up the others); the agent ends when the daemon's end closes,
-//! after the deliveries in progress, and then removes the pid file the daemon can no
-//! longer remove.
+//! after the deliveries in progress (the supervisor then removes the pid file the daemon
+//! can no longer remove). The agent is forked by the root supervisor
+//! ([`super::supervisor`]); when it dies, the deliveries it had in hand get a temporary
+//! failure (they stay queued and are logged `stat=Deferred`, retried like any deferral),
+//! and the next request has the supervisor start a new agent, whose socket the daemon
+//! receives by SCM_RIGHTS.
 //!
 //! Like Postfix's local(8), which master(8) runs as root while smtpd runs as `postfix`.
 
@@ -24,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
+use super::PrivError;
 use super::proto::{self, Request, Tagged};
+use super::supervisor::Supervisor;
 use crate::cli::Invocation;
 use crate::daemon::Current;
 use crate::deliver::remote::Outcome;
@@ -37,11 +43,13 @@ use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
 pub const MAX_WORKERS: usize = 64;
 
 /// What the agent needs to serve requests.
+#[derive(Clone)]
 pub struct AgentContext {
     pub inv: Invocation,
     pub logger: Logger,
     pub queue_dir: PathBuf,
-    /// The daemon's pid file and pid: removed at the end if it still names the daemon.
+    /// The daemon's pid file and pid: removed by the supervisor at the end if it still
+    /// names the daemon.
     pub pid_file: PathBuf,
     pub daemon_pid: u32,
 }
@@ -98,7 +106,6 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     for w in workers {
         let _ = w.join();
     }
-    remove_pid_file(&ctx.pid_file, ctx.daemon_pid);
     std::process::exit(0)
 }
 
@@ -235,7 +242,7 @@ fn check(
 }
 
 /// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
-fn remove_pid_file(path: &Path, pid: u32) {
+pub(super) fn remove_pid_file(path: &Path, pid: u32) {
     let holds_ours = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.lines().next().map(|l| l.trim() == pid.to_string()))
@@ -248,19 +255,24 @@ fn remove_pid_file(path: &Path, pid: u32) {
 /// Requests waiting for their answer, by tag; None once the agent is gone.
 type Waiting = Mutex<Option<HashMap<u64, mpsc::Sender<Vec<Outcome>>>>>;
 
-/// The daemon's side: sends requests, matches answers by tag. Cheap to share.
-pub struct AgentClient {
+/// One running agent, as the daemon sees it.
+struct Conn {
     writer: Mutex<BufWriter<UnixStream>>,
-    /// Requests waiting for their answer; None once the agent is gone.
     waiting: Arc<Waiting>,
-    next: AtomicU64,
-    /// The agent's process id (for the log and the tests).
-    pub pid: i32,
+    pid: i32,
 }
 
-impl AgentClient {
-    /// Wraps the daemon's end of the socketpair; starts the thread that reads answers.
-    pub fn new(sock: UnixStream, pid: i32, logger: Logger) -> std::io::Result<AgentClient> {
+/// Why a request got no answer.
+enum Lost {
+    /// Nothing reached the agent: the request may be sent to a new one.
+    NotSent,
+    /// The agent had it and died: what it did is unknown.
+    InFlight,
+}
+
+impl Conn {
+    /// Wraps the daemon's end of an agent's socketpair; starts the thread that reads answers.
+    fn new(sock: UnixStream, pid: i32, logger: Logger) -> std::io::Result<Conn> {
         let waiting: Arc<Waiting> = Arc::new(Mutex::new(Some(HashMap::new())));
         let mut reader = BufReader::new(sock.try_clone()?);
         let w = waiting.clone();
@@ -286,21 +298,87 @@ impl AgentClient {
                     Severity::Crit,
                     None,
                     format_args!(
-                        "SYSERR: local delivery agent (pid {pid}) has stopped; local mail stays queued"
+                        "SYSERR: local delivery agent (pid {pid}) has stopped; local mail stays queued until a new one is started"
                     ),
                 );
             })?;
-        Ok(AgentClient {
+        Ok(Conn {
             writer: Mutex::new(BufWriter::new(sock)),
             waiting,
-            next: AtomicU64::new(1),
             pid,
         })
     }
 
+    fn alive(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn ask(&self, tag: u64, body: Request) -> Result<Vec<Outcome>, Lost> {
+        let (tx, rx) = mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .ok_or(Lost::NotSent)?
+            .insert(tag, tx);
+        let payload = proto::encode_request(&Tagged { tag, body });
+        let sent = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            proto::write_frame(&mut *w, &payload)
+        };
+        if sent.is_err() {
+            // The agent is gone (EPIPE): mark it so, before its reader thread notices.
+            self.waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            return Err(Lost::NotSent);
+        }
+        rx.recv().map_err(|_| Lost::InFlight)
+    }
+}
+
+/// The daemon's side: sends requests to the running agent, matches answers by tag, and
+/// has the supervisor start a new agent when the running one has died. Cheap to share.
+pub struct AgentClient {
+    conn: Mutex<Arc<Conn>>,
+    supervisor: Arc<Supervisor>,
+    logger: Logger,
+    next: AtomicU64,
+}
+
+impl AgentClient {
+    /// Wraps the daemon's end of the first agent's socketpair.
+    pub fn new(
+        sock: UnixStream,
+        pid: i32,
+        supervisor: Arc<Supervisor>,
+        logger: Logger,
+    ) -> std::io::Result<AgentClient> {
+        Ok(AgentClient {
+            conn: Mutex::new(Arc::new(Conn::new(sock, pid, logger.clone())?)),
+            supervisor,
+            logger,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// The running agent's process id (for the log and the tests).
+    pub fn pid(&self) -> i32 {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).pid
+    }
+
+    /// The root supervisor (sockets on privileged ports).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
     /// Delivers recipients `indexes` of message `qid` of `store` through the agent;
     /// blocking. One outcome per index; a temporary failure for each when the agent cannot
-    /// be asked.
+    /// be asked (the recipients stay queued).
     pub fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
         let Some(at) = store.locate(qid) else {
             return vec![refused(format!("{qid} is not in the queue")); indexes.len()];
@@ -322,31 +400,56 @@ impl AgentClient {
         self.ask(Request::Reload).is_some()
     }
 
+    /// Asks the running agent, or a new one when it has died before the request reached it.
+    /// None when the agent died with the request (what it did is unknown: the queue keeps
+    /// the recipients, as after a crash) or no agent can be started.
     fn ask(&self, body: Request) -> Option<Vec<Outcome>> {
-        let tag = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()?
-            .insert(tag, tx);
-        let payload = proto::encode_request(&Tagged { tag, body });
-        let sent = {
-            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            proto::write_frame(&mut *w, &payload)
-        };
-        if sent.is_err() {
-            if let Some(m) = self
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                m.remove(&tag);
+        for _ in 0..2 {
+            let conn = self.live_conn()?;
+            let tag = self.next.fetch_add(1, Ordering::Relaxed);
+            match conn.ask(tag, body.clone()) {
+                Ok(out) => return Some(out),
+                Err(Lost::InFlight) => return None,
+                Err(Lost::NotSent) => continue,
             }
-            return None;
         }
-        rx.recv().ok()
+        None
+    }
+
+    /// The running agent; a new one from the supervisor when it has stopped.
+    fn live_conn(&self) -> Option<Arc<Conn>> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.alive() {
+            return Some(conn.clone());
+        }
+        let old = conn.pid;
+        let started = self.supervisor.agent().and_then(|(sock, pid)| {
+            Conn::new(sock, pid, self.logger.clone()).map_err(PrivError::Agent)
+        });
+        match started {
+            Ok(c) => {
+                self.logger.log(
+                    Severity::Notice,
+                    None,
+                    format_args!(
+                        "local delivery agent restarted: pid {} (pid {old} had stopped)",
+                        c.pid
+                    ),
+                );
+                *conn = Arc::new(c);
+                Some(conn.clone())
+            }
+            Err(e) => {
+                self.logger.log(
+                    Severity::Crit,
+                    None,
+                    format_args!(
+                        "SYSERR: cannot restart the local delivery agent: {e}; local mail stays queued"
+                    ),
+                );
+                None
+            }
+        }
     }
 }
 

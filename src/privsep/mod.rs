@@ -6,10 +6,14 @@
 //! `RunAsUser` (no supplementary groups beyond its group, no way back to root), the queue
 //! tree owned by it (directories 0700, files 0600), and an [`AgentClient`] for the one
 //! thing that still needs root — local delivery — served by a process forked before the
-//! drop ([`agent`], over a socketpair with the sans-IO [`proto`]).
+//! drop ([`agent`], over a socketpair with the sans-IO [`proto`]). A root supervisor, also
+//! forked before the drop ([`supervisor`]), starts that agent, starts a new one when it
+//! dies, and opens the sockets on ports below 1024 that a SIGHUP adds, checked against its
+//! own configuration and passed to the daemon with SCM_RIGHTS.
 //!
 //! Start-up order (from [`crate::daemon::run`]): sockets bound, `-bd` fork, pid file written,
-//! then [`start`]: queue checked and handed over, agent forked, privileges dropped; only then
+//! then [`start`]: queue checked and handed over, supervisor forked, agent started,
+//! privileges dropped; only then
 //! does the store start its committer and the runtime its threads.
 //!
 //! sendmail (op.txt §4.9.1 and the `RunAsUser` option): with `RunAsUser` set it becomes that
@@ -25,10 +29,11 @@
 
 pub mod agent;
 pub mod proto;
+pub mod supervisor;
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,6 +75,12 @@ pub enum PrivError {
     },
     #[error("still able to regain root after becoming {0}; not running like this")]
     RootRegainable(String),
+    #[error("privilege supervisor: {0}")]
+    Supervisor(nix::errno::Errno),
+    #[error("privilege supervisor: {0}")]
+    Refused(String),
+    #[error("privilege supervisor: {0}")]
+    Protocol(#[from] proto::ProtoError),
 }
 
 /// The user to run as: `RunAsUser` when we are root and it names someone other than root;
@@ -195,7 +206,13 @@ pub fn start(
     {
         let _ = own(st, &to);
     }
-    let (ours, theirs) = UnixStream::pair().map_err(PrivError::Agent)?;
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| PrivError::Agent(e.into()))?;
     let ctx = agent::AgentContext {
         inv: inv.clone(),
         logger: logger.clone(),
@@ -203,30 +220,34 @@ pub fn start(
         pid_file: pid_file.to_path_buf(),
         daemon_pid: std::process::id(),
     };
-    let (pid, ours) = fork_agent(theirs, ours, ctx, listeners)?;
+    let (sup_pid, ours) = fork_supervisor(theirs, ours, cfg.clone(), ctx, listeners)?;
+    let supervisor = supervisor::Supervisor::new(ours, sup_pid);
+    let (sock, pid) = supervisor.agent()?;
     become_user(&to)?;
     logger.log(
         Severity::Info,
         None,
         format_args!(
-            "running as {} (uid {}, gid {}); local delivery agent pid {pid} stays root",
+            "running as {} (uid {}, gid {}); local delivery agent pid {pid} stays root, with privilege supervisor pid {sup_pid}",
             to.name, to.uid, to.gid
         ),
     );
-    let client = AgentClient::new(ours, pid, logger.clone());
+    let client = AgentClient::new(sock, pid, Arc::new(supervisor), logger.clone());
     client.map(|c| Some(Arc::new(c))).map_err(PrivError::Agent)
 }
 
-/// Forks the agent. The child closes the listening sockets (without unlinking a unix
-/// socket's path, which is the daemon's) and the daemon's end, leaves the terminal's process
-/// group (a ^C of `-bD` is for the daemon, which ends the agent by closing its end), and
-/// serves; the parent gets the child's pid and its own end back.
-fn fork_agent(
-    theirs: UnixStream,
-    ours: UnixStream,
+/// Forks the supervisor ([`supervisor`]). The child closes the listening sockets (without
+/// unlinking a unix socket's path, which is the daemon's) and the daemon's end, leaves the
+/// terminal's process group (a ^C of `-bD` is for the daemon, which ends the supervisor and
+/// the agent by closing its ends), and serves; the parent gets the child's pid and its own
+/// end back.
+fn fork_supervisor(
+    theirs: OwnedFd,
+    ours: OwnedFd,
+    cfg: Config,
     ctx: agent::AgentContext,
     listeners: &mut Vec<Listener>,
-) -> Result<(i32, UnixStream), PrivError> {
+) -> Result<(i32, OwnedFd), PrivError> {
     use nix::unistd::{ForkResult, fork};
     // SAFETY: the caller (daemon start-up) has not started any thread yet: the store's
     // committer and the tokio runtime come after this, and the store opened earlier for the
@@ -243,7 +264,7 @@ fn fork_agent(
             }
             let _ =
                 nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-            agent::serve(theirs, ctx)
+            supervisor::serve(theirs, cfg, ctx)
         }
         ForkResult::Parent { child } => {
             drop(theirs);

@@ -10,6 +10,11 @@
 //! recipients it lists" — the agent reads the message (at the journal position given, which
 //! must hold a whole, checksummed queue file of that id), routes the recipients and resolves
 //! their targets itself ([`super::agent`]).
+//!
+//! The supervisor's messages ([`SupRequest`], [`SupAnswer`]) travel one per `SOCK_SEQPACKET`
+//! message, without the length prefix; a listening socket or an agent's socket rides along
+//! as SCM_RIGHTS. A `Listen` names a daemon only by its `Name=`: the supervisor binds what
+//! its own configuration says for that name, nothing the daemon describes.
 
 use std::io::{self, Read, Write};
 
@@ -170,6 +175,122 @@ pub fn decode_answer(bytes: &[u8]) -> Result<Tagged<Vec<Outcome>>, ProtoError> {
     Ok(Tagged { tag, body })
 }
 
+/// What the daemon asks the root supervisor ([`super::supervisor`]); one message per
+/// request on a `SOCK_SEQPACKET` pair, answered in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupRequest {
+    /// Re-read the configuration (SIGHUP), so that the next `Listen` is checked against it.
+    Reload,
+    /// Open the socket of the daemon of this `Name=` as the supervisor's configuration says.
+    Listen { name: String },
+    /// Start a (new) local delivery agent and pass the daemon its end.
+    Agent,
+}
+
+/// The supervisor's answer; `Listening` and `Agent` carry a descriptor (SCM_RIGHTS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupAnswer {
+    Done,
+    /// The listening socket, and where it is bound as the log shows it.
+    Listening {
+        local: String,
+    },
+    /// The new agent's process id; its socket comes with the message.
+    Agent {
+        pid: u32,
+    },
+    /// Not done, and why.
+    Refused {
+        why: String,
+    },
+}
+
+const SUP_RELOAD: u8 = 1;
+const SUP_LISTEN: u8 = 2;
+const SUP_AGENT: u8 = 3;
+const ANS_DONE: u8 = 0;
+const ANS_LISTENING: u8 = 1;
+const ANS_AGENT: u8 = 2;
+const ANS_REFUSED: u8 = 3;
+
+/// Encodes a request to the supervisor.
+pub fn encode_sup_request(r: &SupRequest) -> Vec<u8> {
+    match r {
+        SupRequest::Reload => vec![SUP_RELOAD],
+        SupRequest::Listen { name } => {
+            let mut b = vec![SUP_LISTEN];
+            put_str(&mut b, name);
+            b
+        }
+        SupRequest::Agent => vec![SUP_AGENT],
+    }
+}
+
+/// Decodes a request to the supervisor.
+pub fn decode_sup_request(bytes: &[u8]) -> Result<SupRequest, ProtoError> {
+    let mut r = Reader(bytes);
+    let req = match r.u8("request kind")? {
+        SUP_RELOAD => SupRequest::Reload,
+        SUP_LISTEN => SupRequest::Listen {
+            name: r.string("daemon name")?,
+        },
+        SUP_AGENT => SupRequest::Agent,
+        value => {
+            return Err(ProtoError::Unknown {
+                what: "supervisor request",
+                value,
+            });
+        }
+    };
+    r.end()?;
+    Ok(req)
+}
+
+/// Encodes the supervisor's answer.
+pub fn encode_sup_answer(a: &SupAnswer) -> Vec<u8> {
+    match a {
+        SupAnswer::Done => vec![ANS_DONE],
+        SupAnswer::Listening { local } => {
+            let mut b = vec![ANS_LISTENING];
+            put_str(&mut b, local);
+            b
+        }
+        SupAnswer::Agent { pid } => {
+            let mut b = vec![ANS_AGENT];
+            b.extend_from_slice(&pid.to_be_bytes());
+            b
+        }
+        SupAnswer::Refused { why } => {
+            let mut b = vec![ANS_REFUSED];
+            put_str(&mut b, why);
+            b
+        }
+    }
+}
+
+/// Decodes the supervisor's answer.
+pub fn decode_sup_answer(bytes: &[u8]) -> Result<SupAnswer, ProtoError> {
+    let mut r = Reader(bytes);
+    let a = match r.u8("answer kind")? {
+        ANS_DONE => SupAnswer::Done,
+        ANS_LISTENING => SupAnswer::Listening {
+            local: r.string("address")?,
+        },
+        ANS_AGENT => SupAnswer::Agent { pid: r.u32("pid")? },
+        ANS_REFUSED => SupAnswer::Refused {
+            why: r.string("reason")?,
+        },
+        value => {
+            return Err(ProtoError::Unknown {
+                what: "supervisor answer",
+                value,
+            });
+        }
+    };
+    r.end()?;
+    Ok(a)
+}
+
 /// Writes one frame (length, payload).
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     if payload.len() > MAX_FRAME {
@@ -302,6 +423,40 @@ mod tests {
             ],
         };
         assert_eq!(decode_answer(&encode_answer(&a)), Ok(a));
+    }
+
+    #[test]
+    fn supervisor_messages_round_trip_and_cuts_are_refused() {
+        for r in [
+            SupRequest::Reload,
+            SupRequest::Agent,
+            SupRequest::Listen {
+                name: "MTA-v6".into(),
+            },
+        ] {
+            let b = encode_sup_request(&r);
+            assert_eq!(decode_sup_request(&b), Ok(r));
+            for cut in 0..b.len() {
+                assert!(decode_sup_request(&b[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        for a in [
+            SupAnswer::Done,
+            SupAnswer::Agent { pid: 4242 },
+            SupAnswer::Listening {
+                local: "[::1]:587".into(),
+            },
+            SupAnswer::Refused {
+                why: "no daemon X".into(),
+            },
+        ] {
+            let b = encode_sup_answer(&a);
+            assert_eq!(decode_sup_answer(&b), Ok(a));
+            for cut in 0..b.len() {
+                assert!(decode_sup_answer(&b[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert!(decode_sup_request(&[9]).is_err());
     }
 
     #[test]
