@@ -508,15 +508,7 @@ mod tests {
             .unwrap();
         let id = rt.block_on(store.commit(msg)).unwrap();
         let at = store.locate(&id).unwrap();
-        let logger = Logger::new(crate::log::LogConfig {
-            ident: "test".into(),
-            level: 0,
-            syslog: false,
-            stderr: false,
-            file: None,
-            syslog_path: PathBuf::from("/nonexistent"),
-        })
-        .unwrap();
+        let logger = Logger::silent();
         let ctx = AgentContext {
             inv,
             logger,

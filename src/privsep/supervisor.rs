@@ -284,7 +284,6 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// The supervisor's view of a cf with one TCP daemon (Port=0) and one unix-domain one.
     fn context(dir: &std::path::Path) -> (AgentContext, Config) {
@@ -304,15 +303,7 @@ mod tests {
             .into();
         let inv = crate::cli::parse(&argv, &cf).unwrap();
         let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
-        let logger = crate::log::Logger::new(crate::log::LogConfig {
-            ident: "test".into(),
-            level: 0,
-            syslog: false,
-            stderr: false,
-            file: None,
-            syslog_path: PathBuf::from("/nonexistent"),
-        })
-        .unwrap();
+        let logger = crate::log::Logger::silent();
         let ctx = AgentContext {
             inv,
             logger,
