@@ -347,6 +347,14 @@ fn deliver_to_archive(d: &mut Daemon, daemon: &str, subject: &str) {
     c.cmd("QUIT");
 }
 
+/// Rewrites the daemon's cf as [`CF`] plus `extra`, sends SIGHUP and returns the log up to
+/// `configuration reloaded`.
+fn hup_with(d: &mut Daemon, extra: &str) -> String {
+    fs::write(&d.cf, format!("{CF}{extra}")).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("configuration reloaded")
+}
+
 #[test]
 fn a_hup_adds_daemons_on_privileged_ports_through_the_root_supervisor() {
     let Some((uid, _)) = runnable() else { return };
@@ -354,14 +362,13 @@ fn a_hup_adds_daemons_on_privileged_ports_through_the_root_supervisor() {
     let mut d = start(&s);
     d.wait_log("stays root");
     let port = free_privileged_port();
-    let mut cf = CF.to_string();
-    cf.push_str(&format!(
-        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n\
-         O DaemonPortOptions=Name=Low-v6, Family=inet6, Port={port}, Addr=::1, L=7\n"
-    ));
-    fs::write(&d.cf, cf).unwrap();
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    let log = d.wait_log("configuration reloaded");
+    let log = hup_with(
+        &mut d,
+        &format!(
+            "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n\
+             O DaemonPortOptions=Name=Low-v6, Family=inet6, Port={port}, Addr=::1, L=7\n"
+        ),
+    );
     assert!(log.contains("2 (re)opened"), "{log}");
     assert_eq!(d.addr_of("Low-v4").to_string(), format!("127.0.0.1:{port}"));
     assert_eq!(d.addr_of("Low-v6").to_string(), format!("[::1]:{port}"));
@@ -383,13 +390,10 @@ fn a_privileged_daemon_that_cannot_bind_is_logged_and_the_others_keep_serving() 
     let port = free_privileged_port();
     // The new daemon's port is taken: the supervisor's bind fails, the old daemon keeps going.
     let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let mut cf = CF.to_string();
-    cf.push_str(&format!(
-        "O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n"
-    ));
-    fs::write(&d.cf, cf).unwrap();
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    let log = d.wait_log("configuration reloaded");
+    let log = hup_with(
+        &mut d,
+        &format!("O DaemonPortOptions=Name=Low-v4, Family=inet, Port={port}, Addr=127.0.0.1\n"),
+    );
     assert!(
         log.contains(&format!(
             "SYSERR: opendaemonsocket: privilege supervisor: daemon Low-v4: cannot bind 127.0.0.1:{port}"
