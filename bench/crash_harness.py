@@ -20,12 +20,22 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * queue recovery: `queue recovery:` lines the daemon logged at its starts (torn journal
   frames cut off, never delivered).
 
-Exit status 0 when nothing was lost, every duplicate is explained, and the queue drained.
+A SIGKILL rarely lands inside a journal write, so the harness also tears the journal on
+purpose: after most kills (`--clean-every`), before the restart, it appends to the newest
+segment what a write cut short by a crash or a power cut leaves behind, all of it after the
+last byte the killed daemon wrote (so after every acknowledged frame): a prefix of a real
+`Put` frame, or the whole frame with a stale CRC (a torn sector), or a frame header cut
+short, zeros (a file extended but never written), random bytes. The copied frames carry a
+new token (`t…`, never sent by a client); the run fails if one of those tokens reaches a
+mailbox or the sink, or if a start after a tear did not log its `queue recovery:` line.
+
+Exit status 0 when nothing was lost, every duplicate is explained, no torn frame was
+delivered, every tear was recovered, and the queue drained.
 Usage (the README has the figures): bash bench/crash-harness.sh [--smoke] [options].
 """
 
 import argparse
-import email.utils
+import glob
 import os
 import random
 import re
@@ -39,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 TOKEN_RE = re.compile(rb"^X-Harness-Token: (\S+)", re.M)
 END_RE = re.compile(rb"^END (\S+)\r?$", re.M)
@@ -53,6 +64,7 @@ class Sink:
     def __init__(self):
         self.lock = threading.Lock()
         self.copies = []  # (token, complete, time)
+        self.bodies = []  # every DATA received, to look for torn tokens
         sink = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -117,6 +129,7 @@ class Sink:
         complete = bool(tok and end and end.group(1) == tok.group(1))
         with self.lock:
             self.copies.append((token, complete, time.time()))
+            self.bodies.append(body)
 
 
 # ------------------------------------------------------------------ the daemon
@@ -320,6 +333,111 @@ def explained(times, kills, slack):
     return True
 
 
+# ------------------------------------------------------------------ tearing the journal
+
+FRAME_MAGIC = 0xA5  # src/queue/file.rs: magic, kind, len u32 BE, CRC-32 u32 BE, payload
+FRAME_HEADER = 10
+TEAR_MODES = ("prefix", "stale-crc", "zeros", "random", "header")
+
+
+def segments(journal):
+    return sorted(glob.glob(os.path.join(journal, "*.seg")))
+
+
+def put_frames(path):
+    """Payloads of the whole, checked `Put` frames of a segment."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    out, pos = [], 0
+    while pos + FRAME_HEADER <= len(data) and data[pos] == FRAME_MAGIC:
+        kind = data[pos + 1:pos + 2]
+        n = int.from_bytes(data[pos + 2:pos + 6], "big")
+        crc = int.from_bytes(data[pos + 6:pos + 10], "big")
+        payload = data[pos + FRAME_HEADER:pos + FRAME_HEADER + n]
+        if len(payload) < n or zlib.crc32(data[pos + 1:pos + 6] + payload) != crc:
+            break
+        if kind == b"P":
+            out.append(payload)
+        pos += FRAME_HEADER + n
+    return out
+
+
+def frame(kind, payload, crc=None):
+    head = kind + len(payload).to_bytes(4, "big")
+    crc = zlib.crc32(head + payload) if crc is None else crc
+    return bytes([FRAME_MAGIC]) + head + crc.to_bytes(4, "big") + payload
+
+
+class Tearer:
+    """Damages the tail of the journal between a SIGKILL and the restart."""
+
+    def __init__(self, journal, rng):
+        self.journal = journal
+        self.rng = rng
+        self.template = None  # a real Put frame's payload holding a harness message
+        self.tears = []  # (mode, segment, bytes appended)
+        self.torn_tokens = []
+
+    def tear(self, mode):
+        segs = segments(self.journal)
+        if not segs:
+            return None
+        newest = segs[-1]
+        if self.template is None:
+            for seg in reversed(segs):
+                found = [p for p in put_frames(seg) if TOKEN_RE.search(p)]
+                if found:
+                    self.template = found[-1]
+                    break
+        if self.template is None and mode in ("prefix", "stale-crc"):
+            mode = "random"
+        rng = self.rng
+        if mode in ("prefix", "stale-crc"):
+            old = TOKEN_RE.search(self.template).group(1)
+            new = b"t%0*d" % (len(old) - 1, len(self.torn_tokens))
+            self.torn_tokens.append(new.decode())
+            payload = self.template.replace(old, new)
+            if mode == "prefix":
+                whole = frame(b"P", payload)
+                # Cut somewhere after the new token's first appearance, short of the end.
+                first = whole.index(new) + len(new)
+                tail = whole[:rng.randrange(first, len(whole))]
+            else:
+                # Whole length, but the CRC is the one of the frame before the token
+                # changed: what a sector that never reached the disk looks like.
+                tail = frame(b"P", payload, crc=zlib.crc32(b"P" + len(payload).to_bytes(4, "big") + self.template))
+        elif mode == "header":
+            tail = frame(b"P", b"x" * rng.randrange(100, 10000))[:rng.randrange(1, FRAME_HEADER)]
+        elif mode == "zeros":
+            tail = bytes(rng.randrange(1, 8193))
+        else:
+            tail = rng.randbytes(rng.randrange(1, 4097))
+        with open(newest, "ab") as f:
+            f.write(tail)
+        self.tears.append((mode, os.path.basename(newest), len(tail)))
+        return mode
+
+    def delivered(self, daemon, boxes, sink):
+        """Torn tokens found anywhere in a mailbox or in what the sink received."""
+        found = set()
+        data = b""
+        for i in range(boxes):
+            try:
+                with open(daemon.mbox(i), "rb") as f:
+                    data += f.read()
+            except FileNotFoundError:
+                pass
+        with sink.lock:
+            data += b"".join(sink.bodies)
+        for t in self.torn_tokens:
+            if re.search(rb"(?<![\w])" + t.encode() + rb"(?![\w])", data):
+                found.add(t)
+        return sorted(found)
+
+
 # ------------------------------------------------------------------ the run
 
 
@@ -334,12 +452,16 @@ def main():
     ap.add_argument("--gap", type=float, nargs=2, default=(0.1, 0.8),
                     help="random time between kills, seconds (min max)")
     ap.add_argument("--drain", type=float, default=180, help="seconds allowed for the queue to drain")
+    ap.add_argument("--clean-every", type=int, default=3,
+                    help="leave every Nth kill's journal as the kill left it; tear it after the "
+                         "others (0: tear after every kill)")
+    ap.add_argument("--no-tear", action="store_true", help="never tear the journal")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--smoke", action="store_true", help="CI size: 300 messages, 4 kills")
+    ap.add_argument("--smoke", action="store_true", help="CI size: 300 messages, 6 kills")
     a = ap.parse_args()
     if a.smoke:
-        a.messages, a.clients, a.kills, a.gap, a.drain = 300, 16, 4, (0.05, 0.3), 45
+        a.messages, a.clients, a.kills, a.gap, a.drain = 300, 16, 6, (0.05, 0.3), 45
     seed = a.seed if a.seed is not None else random.randrange(1 << 32)
     rng = random.Random(seed)
     started = time.time()
@@ -349,6 +471,7 @@ def main():
     sink = Sink()
     daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes)
     daemon.start()
+    tearer = Tearer(os.path.join(work, "mqueue", "journal"), rng)
     clients = Clients(daemon.port, a.messages, a.boxes, a.per_conn)
     threads = [threading.Thread(target=clients.run, daemon=True) for _ in range(a.clients)]
     for t in threads:
@@ -364,7 +487,13 @@ def main():
                 continue
             daemon.kill()
             kills.append(time.time())
-            print(f"kill {len(kills)}: acknowledged so far {len(clients.acked)}", flush=True)
+            torn = ""
+            clean = a.no_tear or (a.clean_every and len(kills) % a.clean_every == 0)
+            if not clean:
+                mode = tearer.tear(TEAR_MODES[len(tearer.tears) % len(TEAR_MODES)])
+                if mode:
+                    torn = f", journal torn ({mode}, {tearer.tears[-1][2]} bytes)"
+            print(f"kill {len(kills)}: acknowledged so far {len(clients.acked)}{torn}", flush=True)
             daemon.start()
         sent_at = time.time()
 
@@ -384,7 +513,7 @@ def main():
             time.sleep(0.5)
         drained = time.time() - sent_at
         daemon.stop()
-        ok = report(a, seed, daemon, clients, sink, kills, drained, time.time() - started, work)
+        ok = report(a, seed, daemon, clients, sink, kills, tearer, drained, time.time() - started)
     finally:
         daemon.stop()
         if ok and not a.keep:
@@ -406,7 +535,7 @@ def local_and_remote(daemon, boxes, sink):
     return local, remote
 
 
-def report(a, seed, daemon, clients, sink, kills, drained, took, work):
+def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     local, remote = local_and_remote(daemon, a.boxes, sink)
     lost, dups, unexplained, delivered = [], 0, [], 0
     for token, rcpts in sorted(clients.acked.items()):
@@ -431,20 +560,29 @@ def report(a, seed, daemon, clients, sink, kills, drained, took, work):
     log = daemon.log_text()
     recoveries = log.count("queue recovery:")
     queue_empty = daemon.queue_empty()
+    torn_delivered = tearer.delivered(daemon, a.boxes, sink)
     print(
         f"crash harness: seed={seed} messages={a.messages} clients={a.clients} per_conn={a.per_conn} "
         f"kills={len(kills)} starts={daemon.starts}\n"
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "
         f"unacknowledged_but_delivered={unacked} torn_copies={torn} client_retries={clients.errors}\n"
-        f"  queue_recovery_lines={recoveries} queue_empty={queue_empty} "
+        f"  tears={len(tearer.tears)} torn_frames_delivered={len(torn_delivered)} "
+        f"queue_recovery_lines={recoveries} queue_empty={queue_empty} "
         f"drain_s={drained:.1f} total_s={took:.1f}"
     )
     for x in lost[:20]:
         print(f"  LOST {x}")
     for x in unexplained[:20]:
         print(f"  UNEXPLAINED DUPLICATE {x}")
-    return not lost and not unexplained and queue_empty and len(kills) >= a.kills
+    for t in torn_delivered:
+        print(f"  DELIVERED FROM A TORN FRAME {t}")
+    if recoveries < len(tearer.tears):
+        print(f"  {len(tearer.tears)} tears but only {recoveries} queue recovery lines")
+    return (
+        not lost and not unexplained and queue_empty and len(kills) >= a.kills
+        and not torn_delivered and recoveries >= len(tearer.tears)
+    )
 
 
 if __name__ == "__main__":

@@ -289,16 +289,21 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         );
     }
     // Open the queue once in the foreground so that an unusable queue is reported before
-    // detaching; it is reopened after the fork (the store runs a committer thread).
+    // detaching; it is reopened after the fork (the store runs a committer thread). This
+    // first open is the one that recovers from a crash, so it is the one whose report is
+    // logged: the reopen finds the journal already cut back.
     let qdir = cfg.options.queue_directory.clone();
-    if let Err(e) = Store::open(&qdir) {
-        logger.log(
-            Severity::Crit,
-            None,
-            format_args!("SYSERR: queue {}: {e}", qdir.display()),
-        );
-        eprintln!("sendmail: queue {}: {e}", qdir.display());
-        return EX_CANTCREAT;
+    match Store::open(&qdir) {
+        Ok(q) => log_recovery(&logger, q.recovery_report()),
+        Err(e) => {
+            logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: queue {}: {e}", qdir.display()),
+            );
+            eprintln!("sendmail: queue {}: {e}", qdir.display());
+            return EX_CANTCREAT;
+        }
     }
     if !foreground {
         match detach() {
@@ -353,14 +358,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_CANTCREAT;
         }
     };
-    let report = queue.recovery_report();
-    for (segment, bytes, why) in &report.truncated {
-        logger.log(
-            Severity::Notice,
-            None,
-            format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
-        );
-    }
+    log_recovery(&logger, queue.recovery_report());
     let (mut current, rule_warnings) = Current::with_logger(cfg, &inv, Some(logger.clone()));
     current.credentials = credentials;
     for w in &rule_warnings {
@@ -408,6 +406,18 @@ pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io:
         file,
         syslog_path,
     })
+}
+
+/// One `queue recovery:` line for each journal segment the queue's opening cut back to its
+/// last whole frame (a batch a crash interrupted, never acknowledged).
+fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
+    for (segment, bytes, why) in &report.truncated {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
 }
 
 fn logger_start_line(logger: &Logger, inv: &Invocation) {
