@@ -334,7 +334,7 @@ impl Logger {
     }
 }
 
-/// `ident[pid]: qid: msg`, control characters replaced by `?`.
+/// `ident[pid]: qid: msg`, the text made printable as sendmail does ([`push_printable`]).
 fn format_body(ident: &str, pid: u32, qid: Option<&str>, msg: fmt::Arguments<'_>) -> String {
     let mut raw = String::with_capacity(128);
     match qid {
@@ -347,8 +347,36 @@ fn format_body(ident: &str, pid: u32, qid: Option<&str>, msg: fmt::Arguments<'_>
     }
     let mut out = String::with_capacity(ident.len() + 10 + raw.len());
     let _ = write!(out, "{ident}[{pid}]: ");
-    out.extend(raw.chars().map(|c| if c.is_control() { '?' } else { c }));
+    push_printable(&mut out, &raw);
     out
+}
+
+/// Appends `raw` as sendmail writes log text (its `str2prt`, as the oracle shows for
+/// `VRFY a\x01b\\c\td\x7fe\r`: `VRFY a\001b\\c\td\177e\r`): a backslash doubled, tab,
+/// newline and carriage return as `\t`, `\n`, `\r`, any other control character as a
+/// backslash and three octal digits per byte. So a client's bytes can neither split a log
+/// line nor pass for another one (fail2ban reads these lines). Other non-ASCII characters
+/// stay as they are: they reach a log line only as UTF-8 (an SMTPUTF8 address, a file
+/// name); sendmail escapes 8-bit bytes too, but its bytes are not checked UTF-8.
+fn push_printable(out: &mut String, raw: &str) {
+    if raw.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        out.push_str(raw);
+        return;
+    }
+    for c in raw.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                    let _ = write!(out, "\\{b:03o}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -574,7 +602,26 @@ mod tests {
             Some("Q"),
             format_args!("HELO x\r\nsendmail[1]: fake"),
         );
-        assert_eq!(body, "sendmail[42]: Q: HELO x??sendmail[1]: fake");
+        assert_eq!(body, "sendmail[42]: Q: HELO x\\r\\nsendmail[1]: fake");
+    }
+
+    #[test]
+    fn log_text_is_escaped_as_the_oracle_logs_it() {
+        // Sent to the oracle (sendmail 8.17.1.9) as `VRFY <these bytes>`; its log line ended
+        // in `VRFY a\001b\\c\td\177e\033f` and, for the second,
+        // `VRFY a\007b\010c\013d\014e`. UTF-8 (an SMTPUTF8 address) stays; a C1 control
+        // character is escaped by its bytes.
+        let body = format_body("s", 1, None, format_args!("VRFY a\x01b\\c\td\x7fe\x1bf"));
+        assert_eq!(body, r"s[1]: VRFY a\001b\\c\td\177e\033f");
+        let body = format_body("s", 1, None, format_args!("VRFY a\x07b\x08c\x0bd\x0ce"));
+        assert_eq!(body, r"s[1]: VRFY a\007b\010c\013d\014e");
+        let body = format_body("s", 1, None, format_args!("from=<jösé@x>\u{85}"));
+        assert_eq!(body, r"s[1]: from=<jösé@x>\302\205");
+        let plain = "from=<a@b.example>, size=12, relay=[IPv6:::1]";
+        assert_eq!(
+            format_body("s", 1, None, format_args!("{plain}")),
+            format!("s[1]: {plain}")
+        );
     }
 
     #[test]

@@ -184,6 +184,33 @@ fn nul_and_eight_bit_bytes_in_commands() {
 }
 
 #[test]
+fn a_clients_control_bytes_are_escaped_in_the_log_as_sendmail_escapes_them() {
+    // The oracle, sent the same commands, logged `...: VRFY a\rb`, `...: VRFY a\001b\\c` and
+    // `from=<x\ry@outside.example.test>, size=0, ...`: a bare CR (which does not end an
+    // SMTP line) must neither split a log line nor hide what follows it.
+    let t = trap();
+    let (mut d, addr) = daemon(&t);
+    let mut c = session(addr, "127.0.0.9");
+    c.send_raw(b"VRFY a\rb\r\n");
+    c.reply();
+    c.send_raw(b"VRFY a\x01b\\c\r\n");
+    c.reply();
+    c.send_raw(b"MAIL FROM:<x\ry@outside.example.test>\r\n");
+    assert!(c.reply()[0].starts_with("250 "));
+    c.cmd("QUIT");
+    let log = d.wait_log(", nrcpts=0");
+    for want in [
+        r": VRFY a\rb",
+        r": VRFY a\001b\\c",
+        r"from=<x\ry@outside.example.test>, size=0, class=0, nrcpts=0",
+    ] {
+        assert!(log.contains(want), "{want}\n{log}");
+    }
+    assert!(!log.contains('\r') && !log.contains('\x01'), "{log:?}");
+    assert_nothing_queued_or_relayed(&d, &t);
+}
+
+#[test]
 fn an_oversize_command_line_ends_the_session() {
     let t = trap();
     let (d, addr) = daemon(&t);
