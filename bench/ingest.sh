@@ -587,7 +587,7 @@ LOG_SUMMARY=$( {
     echo "lines: $(wc -l < "$SMLOG" 2>/dev/null || echo 0), from=: $(grep -c ' from=' "$SMLOG" 2>/dev/null || true)"
     # every other kind of line, with numbers and queue ids folded, most frequent first
     grep -v -e ' from=' -e 'starting daemon' "$SMLOG" 2>/dev/null |
-        sed -E 's/^[A-Z][a-z]{2} +[0-9]+ [0-9:]+ [^ ]+ //; s/\[[0-9]+\]//; s/[0-9A-Za-z]{14}: //; s/[0-9]+/N/g' |
+        sed -E 's/^[A-Z][a-z]{2} +[0-9]+ [0-9:]+ [^ ]+ //; s/\[[0-9]+\]//; s/[0-9A-Za-z]{14,}: //; s/[0-9]+/N/g' |
         sort | uniq -c | sort -rn | head -8
 } )
 STDERR_LINES=$(wc -l < "$RUN/sendmail/stderr.log")
