@@ -21,13 +21,14 @@ random moments and restarts it each time. Then it lets the queue drain and repor
   frames cut off, never delivered).
 
 A SIGKILL rarely lands inside a journal write, so the harness also tears the journal on
-purpose: after most kills (`--clean-every`), before the restart, it appends to the newest
-segment what a write cut short by a crash or a power cut leaves behind, all of it after the
-last byte the killed daemon wrote (so after every acknowledged frame): a prefix of a real
-`Put` frame, or the whole frame with a stale CRC (a torn sector), or a frame header cut
-short, zeros (a file extended but never written), random bytes. The copied frames carry a
-new token (`t…`, never sent by a client); the run fails if one of those tokens reaches a
-mailbox or the sink, or if a start after a tear did not log its `queue recovery:` line.
+purpose: after most kills (`--clean-every`), before the restart, it writes into the newest
+segment, from the end of its last whole frame on (so after every acknowledged frame, over
+the zeroed bytes the daemon keeps ahead of its frames), what a write cut short by a crash
+or a power cut leaves behind: a prefix of a real `Put` frame, or the whole frame with a
+stale CRC (a torn sector), or a frame header cut short, random bytes; or zeros only, which
+are no damage (nothing to log). The copied frames carry a new token (`t…`, never sent by a
+client); the run fails if one of those tokens reaches a mailbox or the sink, or if a start
+after a damaging tear did not log its `queue recovery:` line.
 
 Exit status 0 when nothing was lost, every duplicate is explained, no torn frame was
 delivered, every tear was recovered, and the queue drained.
@@ -345,12 +346,12 @@ def segments(journal):
 
 
 def put_frames(path):
-    """Payloads of the whole, checked `Put` frames of a segment."""
+    """Payloads of the whole, checked `Put` frames of a segment, and where they end."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return []
+        return [], 0
     out, pos = [], 0
     while pos + FRAME_HEADER <= len(data) and data[pos] == FRAME_MAGIC:
         kind = data[pos + 1:pos + 2]
@@ -362,7 +363,7 @@ def put_frames(path):
         if kind == b"P":
             out.append(payload)
         pos += FRAME_HEADER + n
-    return out
+    return out, pos
 
 
 def frame(kind, payload, crc=None):
@@ -388,7 +389,7 @@ class Tearer:
         newest = segs[-1]
         if self.template is None:
             for seg in reversed(segs):
-                found = [p for p in put_frames(seg) if TOKEN_RE.search(p)]
+                found = [p for p in put_frames(seg)[0] if TOKEN_RE.search(p)]
                 if found:
                     self.template = found[-1]
                     break
@@ -412,13 +413,22 @@ class Tearer:
         elif mode == "header":
             tail = frame(b"P", b"x" * rng.randrange(100, 10000))[:rng.randrange(1, FRAME_HEADER)]
         elif mode == "zeros":
-            tail = bytes(rng.randrange(1, 8193))
+            # No damage: zeros are what the daemon writes ahead of its frames (nothing to log).
+            tail = bytes(rng.randrange(1, 2 << 20))
         else:
             tail = rng.randbytes(rng.randrange(1, 4097))
-        with open(newest, "ab") as f:
+        # Over the zeroed bytes the daemon keeps ahead of its frames (and past them), as
+        # a write cut short would leave it: everything from the end of the frames on.
+        end = put_frames(newest)[1]
+        with open(newest, "r+b") as f:
+            f.seek(end)
             f.write(tail)
         self.tears.append((mode, os.path.basename(newest), len(tail)))
         return mode
+
+    def damaging(self):
+        """Tears that leave bytes other than zeros, each to be cut and logged at start."""
+        return sum(1 for mode, _, _ in self.tears if mode != "zeros")
 
     def delivered(self, daemon, boxes, sink):
         """Torn tokens found anywhere in a mailbox or in what the sink received."""
@@ -567,7 +577,8 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "
         f"unacknowledged_but_delivered={unacked} torn_copies={torn} client_retries={clients.errors}\n"
-        f"  tears={len(tearer.tears)} torn_frames_delivered={len(torn_delivered)} "
+        f"  tears={len(tearer.tears)} (damaging {tearer.damaging()}) "
+        f"torn_frames_delivered={len(torn_delivered)} "
         f"queue_recovery_lines={recoveries} queue_empty={queue_empty} "
         f"drain_s={drained:.1f} total_s={took:.1f}"
     )
@@ -577,11 +588,11 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         print(f"  UNEXPLAINED DUPLICATE {x}")
     for t in torn_delivered:
         print(f"  DELIVERED FROM A TORN FRAME {t}")
-    if recoveries < len(tearer.tears):
-        print(f"  {len(tearer.tears)} tears but only {recoveries} queue recovery lines")
+    if recoveries < tearer.damaging():
+        print(f"  {tearer.damaging()} damaging tears but only {recoveries} queue recovery lines")
     return (
         not lost and not unexplained and queue_empty and len(kills) >= a.kills
-        and not torn_delivered and recoveries >= len(tearer.tears)
+        and not torn_delivered and recoveries >= tearer.damaging()
     )
 
 

@@ -33,6 +33,12 @@
 //!   that queued up while it was busy, appends all of it with one `write`, calls
 //!   `fdatasync` **once for the batch**, records the new positions in the in-memory index,
 //!   and only then wakes the waiting commits (which may then answer `250`).
+//! * the committer keeps zeroed, synced bytes ahead of the frames of the active segment
+//!   (up to [`PREALLOC_CHUNK`] at a time, after a batch is acknowledged), so a batch
+//!   overwrites blocks the file has and its fdatasync changes no metadata: one committer
+//!   went from 3,300–4,150 to 5,070–5,640 commits/s (`queue_commit`, 1,500 × 5 KiB,
+//!   three alternating runs of each build, 2026-12-05; the bare-journal bound was ≈6,000).
+//!   Replay takes zeros after the last frame for the end.
 //! * `update` (the runner's state changes) and `remove` are frames in the same batches.
 //! * a segment is closed at [`SEGMENT_BYTES`]; the new one is created and the directory
 //!   fsynced before any frame in it is acknowledged.
@@ -100,6 +106,11 @@ impl Default for StoreOptions {
 
 /// Most frames the committer writes under one fdatasync.
 pub const MAX_BATCH: usize = 4096;
+/// Zeroed bytes the committer writes ahead of the frames of the active segment at a time,
+/// once fewer than [`PREALLOC_LOW`] are left (see [`Committer::preallocate`]).
+pub const PREALLOC_CHUNK: u64 = 1 << 20;
+/// See [`PREALLOC_CHUNK`].
+pub const PREALLOC_LOW: u64 = 256 << 10;
 /// Largest message `commit` accepts (a frame length is a u32).
 pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize - 4096;
 
@@ -797,6 +808,18 @@ fn replay(journal: &Path, repair: bool, report: &mut RecoveryReport) -> Result<I
                     }
                     pos += len;
                 }
+                FrameRead::Torn(_) if bytes[pos..].iter().all(|&b| b == 0) => {
+                    // The zeroed bytes written ahead of the frames (see
+                    // `Committer::preallocate`): the end, nothing lost. Cut off here so
+                    // the segment (no longer the active one) holds only frames.
+                    if let Some(seg) = index.segments.get_mut(&seq) {
+                        seg.len = pos as u64;
+                        if repair {
+                            let _ = seg.file.set_len(pos as u64);
+                        }
+                    }
+                    break;
+                }
                 FrameRead::Torn(why) => {
                     if repair {
                         let Some(seg) = index.segments.get_mut(&seq) else {
@@ -844,7 +867,10 @@ struct Job {
 struct ActiveSegment {
     seq: u64,
     file: Arc<File>,
+    /// Bytes of frames.
     len: u64,
+    /// End of the zeroed, synced bytes written ahead of the frames (0: none yet).
+    allocated: u64,
 }
 
 impl ActiveSegment {
@@ -863,6 +889,7 @@ impl ActiveSegment {
             seq,
             file: Arc::new(f),
             len: 0,
+            allocated: 0,
         })
     }
 }
@@ -885,10 +912,14 @@ impl Committer {
             for (j, r) in batch.into_iter().zip(results) {
                 let _ = j.done.send(r);
             }
-            // Errors here leave the queue correct (only space is not reclaimed yet); the
-            // next batch tries again.
+            // Errors here leave the queue correct (only space is not reclaimed yet, or
+            // the next batch appends instead of overwriting); the next round tries again.
             let _ = self.maintain();
+            let _ = self.preallocate();
         }
+        // A clean stop leaves the segment as long as its frames (a zeroed tail would
+        // only be skipped by the next replay).
+        let _ = self.active.file.set_len(self.active.len);
     }
 
     /// Checks each op against the index, writes the frames of the valid ones with one
@@ -983,13 +1014,61 @@ impl Committer {
         match written {
             Ok(()) => {
                 self.active.len += buf.len() as u64;
+                self.active.allocated = self.active.allocated.max(self.active.len);
                 Ok(())
             }
             Err(e) => {
                 // Give back what a partial write took (a full disk must not stay fuller
                 // for each refused message), then leave this segment behind.
                 let _ = f.set_len(self.active.len);
+                self.active.allocated = self.active.len;
                 let _ = self.roll_over();
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps zeroed bytes, written and fdatasynced, ahead of the active segment's frames,
+    /// so that a batch overwrites blocks the file already has: its fdatasync then writes
+    /// the data and changes no metadata (the size stays), which costs no ext4 journal
+    /// commit. On this machine's disk (`shared/bench/results/fsync-run1.txt`) that is
+    /// ≈8,000 fdatasyncs/s against ≈3,700/s when every batch makes the file longer: the
+    /// latency of one commit when one client sends at a time. Runs after a batch is
+    /// acknowledged, one chunk at a time, up to the segment's size. A failure (a full
+    /// disk) gives the space back and changes nothing else: the next batch appends.
+    ///
+    /// Replay reads zeros after the last frame as the end of the segment (a frame starts
+    /// with [`file::FRAME_MAGIC`]); a torn frame inside them fails its CRC and is cut as any.
+    fn preallocate(&mut self) -> io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let a = &mut self.active;
+        let from = a.allocated.max(a.len);
+        if from >= a.len + PREALLOC_LOW {
+            return Ok(());
+        }
+        // Never past the segment's size: a closed segment keeps no zeroed tail.
+        let to = (from + PREALLOC_CHUNK).min(self.options.segment_bytes);
+        if to <= from {
+            return Ok(());
+        }
+        let mut at = from;
+        let written = loop {
+            if at >= to {
+                break a.file.sync_data();
+            }
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = a.file.write_all_at(&ZEROS[..n], at) {
+                break Err(e);
+            }
+            at += n as u64;
+        };
+        match written {
+            Ok(()) => {
+                a.allocated = to;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = a.file.set_len(from);
                 Err(e)
             }
         }
@@ -1375,6 +1454,82 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(store.recovery_report().truncated.is_empty());
         assert_eq!(queued_ids(&store), ["GOOD", "NEXT"]);
+    }
+
+    /// The active segment as a crash would leave it: frames, then the zeroed bytes
+    /// written ahead of them (copied while the store runs); and the frames' length.
+    fn crash_image(names: &[&str]) -> (Vec<u8>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let store = Store::open(dir.path()).unwrap();
+        for q in names {
+            rt.block_on(store.commit(message(q, &["x"]))).unwrap();
+        }
+        // The second batch is written after the first one's preallocation.
+        let image = fs::read(dir.path().join("journal/0000000000000001.seg")).unwrap();
+        let mut frames = 0;
+        while let FrameRead::Frame { len, .. } = file::read_frame(&image[frames..]) {
+            frames += len;
+        }
+        drop(store);
+        assert_eq!(
+            fs::metadata(dir.path().join("journal/0000000000000001.seg"))
+                .unwrap()
+                .len(),
+            frames as u64,
+            "a clean stop leaves only the frames"
+        );
+        (image, frames)
+    }
+
+    fn open_image(image: &[u8]) -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("journal")).unwrap();
+        fs::write(d.path().join("journal/0000000000000001.seg"), image).unwrap();
+        let store = Store::open(d.path()).unwrap();
+        (d, store)
+    }
+
+    #[test]
+    fn the_active_segment_is_zeroed_ahead_and_that_tail_is_no_damage() {
+        let (image, frames) = crash_image(&["A", "B"]);
+        assert!(
+            image.len() >= frames + PREALLOC_LOW as usize,
+            "{} bytes of frames in a file of {}",
+            frames,
+            image.len()
+        );
+        assert!(image[frames..].iter().all(|&b| b == 0));
+        let (d, store) = open_image(&image);
+        assert!(store.recovery_report().truncated.is_empty());
+        assert_eq!(queued_ids(&store), ["A", "B"]);
+        let seg = d.path().join("journal/0000000000000001.seg");
+        assert_eq!(fs::metadata(seg).unwrap().len(), frames as u64);
+    }
+
+    #[test]
+    fn a_torn_frame_inside_the_zeroed_tail_is_cut_and_reported() {
+        let (mut image, frames) = crash_image(&["A", "B"]);
+        let mut torn = Vec::new();
+        file::put_frame(
+            &mut torn,
+            &id("HALF"),
+            &file::encode(&message("HALF", &["a"])),
+        );
+        let half = &torn[..torn.len() / 2];
+        image[frames..frames + half.len()].copy_from_slice(half);
+        let (_d, store) = open_image(&image);
+        let r = store.recovery_report();
+        assert_eq!(r.truncated.len(), 1, "{r:?}");
+        assert_eq!(r.truncated[0].1, (image.len() - frames) as u64);
+        assert_eq!(queued_ids(&store), ["A", "B"]);
+
+        // A page of a batch that reached the disk without the pages before it.
+        let (mut image, frames) = crash_image(&["A", "B"]);
+        image[frames + 8192] = 0xA5;
+        let (_d, store) = open_image(&image);
+        assert_eq!(store.recovery_report().truncated.len(), 1);
+        assert_eq!(queued_ids(&store), ["A", "B"]);
     }
 
     #[test]
