@@ -2,7 +2,7 @@
 //!
 //! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
 //! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
-//! served by [`smtp::conn::serve`], and the per-daemon counters for `mailstats`.
+//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats`.
 //!
 //! This is where the configuration meets the session: the client is named (hosts file), the
 //! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is

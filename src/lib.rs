@@ -3,7 +3,7 @@
 //! # One message's path, module by module
 //!
 //! 1. [`cli`] turns sendmail's getopt-style argv (`-bd -q30m -O Opt=val -C file`) into a
-//!    [`cli::Mode`]; `main.rs` picks the mode from argv[0] too (`mailq`, `newaliases`,
+//!    [`cli::Mode`]; `main.rs` picks the mode from `argv[0]` too (`mailq`, `newaliases`,
 //!    `mailstats`).
 //! 2. [`config`] reads a sendmail.cf ([`config::cf`]: `O D C F K M S R H P T V E` lines),
 //!    applies `-O` overrides, and yields one typed [`config::Config`]; each

@@ -1,7 +1,7 @@
 //! Graceful shutdown: one broadcast tells every session to finish; a drop guard per session
 //! tells the daemon when the last one has ended (the mini-redis pattern).
 //!
-//! In: [`Shutdown::trigger`] (SIGTERM). Out: each session's [`Shutdown::recv`] completes, and
+//! In: [`Shutdown::trigger`] (SIGTERM). Out: each session's [`SessionGuard::recv`] completes, and
 //! [`Shutdown::wait_idle`] returns once every [`SessionGuard`] is dropped or the grace period
 //! has passed.
 

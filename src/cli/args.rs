@@ -79,7 +79,7 @@ fn text(v: OsString) -> Result<String, ArgsError> {
 }
 
 impl LowArgs {
-    /// Parses argv without argv[0].
+    /// Parses argv without `argv[0]`.
     pub fn parse<I>(args: I) -> Result<LowArgs, ArgsError>
     where
         I: IntoIterator,

@@ -1,4 +1,4 @@
-//! The command line: argv[0] and sendmail's flags → one [`Invocation`] (what to do, with what).
+//! The command line: `argv[0]` and sendmail's flags → one [`Invocation`] (what to do, with what).
 //!
 //! In: the program name (`sendmail`, `mailq`, `newaliases`, `mailstats`) and the words after it.
 //! Out: an [`Invocation`]: the [`Mode`], the configuration source and its `-O`/`-o` overrides,
@@ -64,7 +64,7 @@ pub enum CliError {
     Unsupported(String),
 }
 
-/// Interprets argv (including argv[0]). `system_cf` is the path read without `-C` (if present).
+/// Interprets argv (including `argv[0]`). `system_cf` is the path read without `-C` (if present).
 pub fn parse(argv: &[String], system_cf: &Path) -> Result<Invocation, CliError> {
     let prog = argv
         .first()

@@ -107,7 +107,7 @@ impl Default for StoreOptions {
 /// Most frames the committer writes under one fdatasync.
 pub const MAX_BATCH: usize = 4096;
 /// Zeroed bytes the committer writes ahead of the frames of the active segment at a time,
-/// once fewer than [`PREALLOC_LOW`] are left (see [`Committer::preallocate`]).
+/// once fewer than [`PREALLOC_LOW`] are left (see `Committer::preallocate`).
 pub const PREALLOC_CHUNK: u64 = 1 << 20;
 /// See [`PREALLOC_CHUNK`].
 pub const PREALLOC_LOW: u64 = 256 << 10;

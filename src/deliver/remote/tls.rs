@@ -2,7 +2,7 @@
 //! connection, and the certificate check as sendmail does it.
 //!
 //! In: `CACertFile`, `CACertPath`, `ClientCertFile`/`ClientKeyFile`, `TLSFallbacktoClear`
-//! ([`TlsSettings::from_options`]), and at each connection the stream after the server's
+//! ([`TlsFiles::from_options`], [`TlsSettings::load`]), and at each connection the stream after the server's
 //! `220` to our `STARTTLS`. Out: the encrypted stream ([`Stream`]) and what the handshake
 //! gave ([`TlsInfo`]: version, cipher, bits, `verify=`), from which the log line
 //! `STARTTLS=client, relay=mx.example.test., version=TLSv1.3, verify=OK,
