@@ -113,6 +113,9 @@ pub const MAX_BATCH: usize = 4096;
 pub const PREALLOC_CHUNK: u64 = 1 << 20;
 /// See [`PREALLOC_CHUNK`].
 pub const PREALLOC_LOW: u64 = 256 << 10;
+/// No zeros are written ahead while the queue's filesystem has less than this free: near a
+/// full disk they would only take space a message or a `MinFreeBlocks` check needs.
+pub const PREALLOC_MIN_FREE: u64 = 64 << 20;
 /// Largest message `commit` accepts (a frame length is a u32).
 pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize - 4096;
 
@@ -1069,6 +1072,12 @@ impl Committer {
         // Never past the segment's size: a closed segment keeps no zeroed tail.
         let to = (from + PREALLOC_CHUNK).min(self.options.segment_bytes);
         if to <= from {
+            return Ok(());
+        }
+        let free = nix::sys::statvfs::fstatvfs(&*a.file)
+            .map(|st| st.blocks_available() * st.fragment_size().max(1))
+            .map_err(io::Error::from)?;
+        if free < PREALLOC_MIN_FREE {
             return Ok(());
         }
         let mut at = from;
