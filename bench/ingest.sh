@@ -11,8 +11,10 @@
 #   relay   accept, queue, deliver over SMTP to Postfix's smtp-sink (sendmail-rs: smart host
 #           DSrelay:[127.0.0.1] with A=TCP $h SINK_PORT; Postfix relayhost; sendmail
 #           SMART_HOST): msg/s until the queue is empty again, CPU per message;
-#   local   sendmail-rs delivering through aliases into an mbox file and a Maildir in the
-#           scratch dir (never /var/mail); no peer column (see RESULTS.md);
+#   local   delivering through aliases into an mbox file and a Maildir in the scratch dir
+#           (never /var/mail): sendmail-rs; Postfix's local(8) through the instance's own
+#           aliases file (hash, postalias); the real sendmail's *file* mailer for the mbox
+#           (it has no Maildir delivery: "-");
 #   latency final "." to 250 at 20 sessions (latency.py), all three servers;
 #   idle    KiB per idle session (banner + EHLO) at IDLE_CONNS (sendmail-rs) and
 #           IDLE_PEER_CONNS (the forking peers: one process per session) (idle.py).
@@ -197,14 +199,25 @@ pf_reset() {
 }
 pf_count() { find "$PF_SPOOL/hold" "$PF_SPOOL/incoming" "$PF_SPOOL/active" -type f 2>/dev/null | wc -l; }
 pf_queued() { find "$PF_SPOOL/incoming" "$PF_SPOOL/active" "$PF_SPOOL/deferred" "$PF_SPOOL/maildrop" -type f 2>/dev/null | wc -l; }
-pf_mode() {   # hold | relay: the private instance's delivery side (takes effect on start)
-    if [ "$1" = hold ]; then
+pf_mode() {   # hold | relay | local: the private instance's delivery side (takes effect on start)
+    local dest="mydestination =" aliases="alias_maps =" rcpts="local_recipient_maps ="
+    case "$1" in
+    hold)
         postconf -c "$PF_CONF" -e "smtpd_data_restrictions = check_client_access static:HOLD" \
-            "default_transport = discard:bench" "relay_transport = discard:bench" "relayhost ="
-    else
+            "default_transport = discard:bench" "relay_transport = discard:bench" "relayhost =" \
+            "$dest" "$aliases" "$rcpts" ;;
+    relay)
         postconf -c "$PF_CONF" -e "smtpd_data_restrictions =" "default_transport = smtp" \
-            "relay_transport = smtp" "relayhost = [127.0.0.1]:$SINK_PORT"
-    fi
+            "relay_transport = smtp" "relayhost = [127.0.0.1]:$SINK_PORT" \
+            "$dest" "$aliases" "$rcpts" ;;
+    local)
+        # local(8) through the instance's own aliases file (root's: it delivers to files
+        # as default_privs, nobody; allow_mail_to_files permits aliases by default)
+        postconf -c "$PF_CONF" -e "smtpd_data_restrictions =" \
+            "default_transport = discard:bench" "relay_transport = discard:bench" "relayhost =" \
+            "mydestination = bench.example.test" "alias_maps = hash:$RUN/postfix/aliases" \
+            "local_recipient_maps = \$alias_maps" ;;
+    esac
 }
 
 # The real sendmail, through a scratch copy of ../shared/bench's scripts (they keep their
@@ -302,7 +315,7 @@ cat >> "$RUN/sendmail/local.cf" <<EOF
 Cwbench.example.test
 O AliasFile=$RUN/local/aliases
 EOF
-printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/mbox" "$RUN/local/Maildir" > "$RUN/local/aliases"
+printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/sm/mbox" "$RUN/local/sm/Maildir" > "$RUN/local/aliases"
 "$SM_BIN" -bi -C "$RUN/sendmail/local.cf" >"$RUN/local/newaliases.log" 2>&1 || die "newaliases failed (see $RUN/local/newaliases.log)"
 : > "$RUN/sendmail/sendmail.st"
 cc -O2 -o "$RUN/fsync_probe" "$BENCH/fsync_probe.c" || die "cannot compile fsync_probe.c"
@@ -517,22 +530,49 @@ if [ "$RELAY" = 1 ]; then
     relay_row "s=20, $((RELAY_MSGS / 20))/conn, smtp-sink" "$E_SM" "$E_PF" "$E_SX"
     case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
 fi
+# Local delivery targets: DIR/mbox (an mbox file) and DIR/Maildir/ for each server.
+local_fresh() {   # dir owner: empty targets, the directory owned by the delivering user
+    rm -rf "$1"; mkdir -p "$1/Maildir/tmp" "$1/Maildir/new" "$1/Maildir/cur"; : > "$1/mbox"
+    chown -R "$2" "$1"
+}
+local_check() {   # dir target: E2E gets SHORT(got/want) unless every message arrived
+    local got want=$(( RUNS * RELAY_MSGS ))
+    if [ "$2" = mbox ]; then got=$(grep -c '^From ' "$1/mbox" || true)
+    else got=$(find "$1/Maildir/new" -type f | wc -l); fi
+    [ "$got" -eq "$want" ] || E2E="${E2E% *} SHORT($got/$want)"
+}
 if [ "$LOCAL" = 1 ]; then
     log "local: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> aliases -> mbox, Maildir"
-    SM_CF="$RUN/sendmail/local.cf"
+    printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/pf/mbox" "$RUN/local/pf/Maildir" > "$RUN/postfix/aliases"
+    postalias -c "$PF_CONF" "hash:$RUN/postfix/aliases" || die "postalias failed"
+    SX_FILE_OWNER=${SX_FILE_OWNER:-1:0}   # its DefaultUser: its log says ctladdr=<mbox@...> (1/0)
+    if [ "$PEER" = 1 ]; then
+        # sx start runs -bi on this file
+        grep -q '^mbox:' "$SX_DIR/run/sendmail/aliases" ||
+            printf 'mbox: %s\n' "$RUN/local/sx/mbox" >> "$SX_DIR/run/sendmail/aliases"
+    fi
     for target in mbox maildir; do
-        rm -rf "$RUN/local/mbox" "$RUN/local/Maildir"
-        : > "$RUN/local/mbox"; mkdir -p "$RUN/local/Maildir/tmp" "$RUN/local/Maildir/new" "$RUN/local/Maildir/cur"
+        SM_CF="$RUN/sendmail/local.cf"
+        local_fresh "$RUN/local/sm" root
         sm_reset
-        e2e_measure sm "$target@bench.example.test"
-        if [ "$target" = mbox ]; then got=$(grep -c '^From ' "$RUN/local/mbox" || true)
-        else got=$(find "$RUN/local/Maildir/new" -type f | wc -l); fi
-        want=$(( RUNS * RELAY_MSGS ))
-        [ "$got" -eq "$want" ] || E2E="${E2E% *} SHORT($got/$want)"
-        relay_row "s=20, $((RELAY_MSGS / 20))/conn, $target" "$E2E" "" "" local
-        case "$E2E" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
+        e2e_measure sm "$target@bench.example.test"; local_check "$RUN/local/sm" "$target"; E_SM=$E2E
+        sm_stop; SM_CF="$RUN/sendmail/bench.cf"
+        local_fresh "$RUN/local/pf" nobody
+        pf_stop; pf_mode local; pf_reset
+        e2e_measure pf "$target@bench.example.test"; local_check "$RUN/local/pf" "$target"; E_PF=$E2E
+        pf_stop; pf_mode hold
+        E_SX=""
+        if [ "$PEER" = 1 ] && [ "$target" = mbox ]; then
+            # the real sendmail's *file* mailer (it has no Maildir delivery of its own);
+            # for an alias in root's aliases file it writes as DefaultUser
+            local_fresh "$RUN/local/sx" "$SX_FILE_OWNER"
+            sx_reset relay
+            e2e_measure sx "$target@bench.example.test"; local_check "$RUN/local/sx" "$target"; E_SX=$E2E
+            sx_stop
+        fi
+        relay_row "s=20, $((RELAY_MSGS / 20))/conn, $target" "$E_SM" "$E_PF" "$E_SX" local
+        case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
     done
-    sm_stop; SM_CF="$RUN/sendmail/bench.cf"
 fi
 
 # --- 7. latency and idle memory -------------------------------------------------------------
@@ -612,7 +652,7 @@ REPORT=$(cat <<EOF
 ## $(date -u '+%F %H:%M UTC') — suite, sendmail-rs $REV vs Postfix $PF_VERSION and sendmail ${SX_VERSION:--}$([ "$SMOKE" = 1 ] && echo " (SMOKE)")
 
 Machine: $MACHINE.
-Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")$([ "${QUICK:-0}" = 1 ] && echo "QUICK=1 (reduced: one run, a fifth of the messages) ")RUNS=$RUNS bash bench/ingest.sh\` — smtp-source over [::1] (one IPv4 cell), $MSG_LEN-byte bodies unless the cell says 100 KiB, median of $RUNS runs (ingest: after $WARMUP warm-up), each cell starting from an empty queue; msg/s = messages / median wall time. Ratios "× Postfix" / "× sendmail" = how many times better sendmail-rs is in the same run (msg/s: ours/theirs; KiB and ms: theirs/ours). **ingest**: sendmail-rs \`-bD\` queueonly, LogLevel=9, Listen=1024, fdatasync group commit before 250; Postfix private instance in hold mode (cleanup fsyncs the queue file before 250, no delivery); sendmail 8.17 DeliveryMode=queue, SuperSafe (../shared/bench/bench-sendmail.sh). **relay**: 20 sessions × $RELAY_MSGS messages per run, delivered over SMTP to smtp-sink; msg/s = messages / time until the queue is empty again; sendmail-rs DeliveryMode=background with smart host \`DSrelay:[127.0.0.1]\`, Postfix relayhost, sendmail SMART_HOST; "daemon µs" = utime+stime of the sendmail-rs process per message (/proc), "all-CPU µs" = every CPU's busy time per message, client and sink included. **local**: sendmail-rs delivering through aliases into an mbox file / a Maildir (no peer: see RESULTS.md). **idle**: PSS per idle session of the server's process tree.
+Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")$([ "${QUICK:-0}" = 1 ] && echo "QUICK=1 (reduced: one run, a fifth of the messages) ")RUNS=$RUNS bash bench/ingest.sh\` — smtp-source over [::1] (one IPv4 cell), $MSG_LEN-byte bodies unless the cell says 100 KiB, median of $RUNS runs (ingest: after $WARMUP warm-up), each cell starting from an empty queue; msg/s = messages / median wall time. Ratios "× Postfix" / "× sendmail" = how many times better sendmail-rs is in the same run (msg/s: ours/theirs; KiB and ms: theirs/ours). **ingest**: sendmail-rs \`-bD\` queueonly, LogLevel=9, Listen=1024, fdatasync group commit before 250; Postfix private instance in hold mode (cleanup fsyncs the queue file before 250, no delivery); sendmail 8.17 DeliveryMode=queue, SuperSafe (../shared/bench/bench-sendmail.sh). **relay**: 20 sessions × $RELAY_MSGS messages per run, delivered over SMTP to smtp-sink; msg/s = messages / time until the queue is empty again; sendmail-rs DeliveryMode=background with smart host \`DSrelay:[127.0.0.1]\`, Postfix relayhost, sendmail SMART_HOST; "daemon µs" = utime+stime of the sendmail-rs process per message (/proc), "all-CPU µs" = every CPU's busy time per message, client and sink included. **local**: 20 sessions × $RELAY_MSGS messages per run to an alias for an mbox file / a Maildir, msg/s until the queue is empty; sendmail-rs DeliveryMode=background; Postfix local(8) (mydestination, alias_maps hash:, writing as default_privs); sendmail's *file* mailer as its DefaultUser (no Maildir delivery of its own: "-"). **idle**: PSS per idle session of the server's process tree.
 
 $TABLE
 
