@@ -422,6 +422,9 @@ measure() {   # server(sm|pf|sx) label s m p fam len
         pf) port=$PF_PORT; pf_reset ;;
         sx) port=$SX_PORT; sx_reset queue ;;
     esac
+    # Dirty pages of the cells before (hundreds of MB) make the kernel write back during
+    # the next server's runs (its fdatasyncs then wait for it): start every server clean.
+    sync
     if [ "$fam" = 4 ]; then host=127.0.0.1; else host='[::1]'; fi
     [ "$p" = 1 ] && d="-d"
     csv="$RUN/cell-$server-s$s-m$m-p$p-v$fam-l$len.csv"
@@ -486,6 +489,7 @@ e2e_measure() {   # server rcpt
     case "$server" in sm) port=$SM_PORT ;; pf) port=$PF_PORT ;; sx) port=$SX_PORT ;; esac
     for r in $(seq "$RUNS"); do
         for _ in $(seq 1500); do [ "$(queued "$server")" -eq 0 ] && break; sleep 0.2; done
+        sync   # as in measure(): no writeback left over from before
         c0=$(cpu_busy); [ "$server" = sm ] && d0=$(sm_cpu_ticks); t0=$(now_ms)
         timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$RELAY_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$rcpt" "[::1]:$port" \
             >>"$RUN/e2e-$server.out" 2>&1 || status=FAILED
