@@ -1056,9 +1056,9 @@ impl Committer {
     /// commit. On this machine's disk (`shared/bench/results/fsync-run1.txt`) that is
     /// ≈8,000 fdatasyncs/s against ≈3,700/s when every batch makes the file longer: the
     /// latency of one commit when one client sends at a time. Runs after a batch is
-    /// acknowledged when no commit waits, one chunk at a time, up to the segment's size.
-    /// A failure (a full
-    /// disk) gives the space back and changes nothing else: the next batch appends.
+    /// acknowledged when no commit waits, one chunk at a time, up to the segment's size,
+    /// and not near a full disk ([`PREALLOC_MIN_FREE`]). A failure gives the space back
+    /// and changes nothing else: the next batch appends.
     ///
     /// Replay reads zeros after the last frame as the end of the segment (a frame starts
     /// with [`file::FRAME_MAGIC`]); a torn frame inside them fails its CRC and is cut as any.
