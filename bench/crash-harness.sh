@@ -4,7 +4,7 @@
 # duplicated and fails when anything acknowledged is lost. See bench/crash_harness.py.
 #
 #   bash bench/crash-harness.sh            # full run: release build, 5000 messages, 15 kills
-#   bash bench/crash-harness.sh --smoke    # CI: debug build, 300 messages, 4 kills, < 60 s
+#   bash bench/crash-harness.sh --smoke    # CI: debug build, 300 messages, 6 kills (4 tears), < 60 s
 #   bash bench/crash-harness.sh --messages 20000 --kills 30 --seed 7   # any option of the .py
 set -euo pipefail
 cd "$(dirname "$0")/.."
