@@ -119,12 +119,13 @@ fn send(d: &mut Daemon, rcpts: &[&str]) -> Vec<String> {
     replies
 }
 
-fn agent_pid(log: &str) -> i32 {
+/// The pid right after `marker` on the first log line that has it.
+fn pid_after(log: &str, marker: &str) -> i32 {
     let line = log
         .lines()
-        .find(|l| l.contains("local delivery agent pid "))
-        .expect("agent start line");
-    line.split("local delivery agent pid ")
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in the log:\n{log}"));
+    line.split(marker)
         .nth(1)
         .unwrap()
         .split_whitespace()
@@ -134,17 +135,12 @@ fn agent_pid(log: &str) -> i32 {
         .unwrap()
 }
 
+fn agent_pid(log: &str) -> i32 {
+    pid_after(log, "local delivery agent pid ")
+}
+
 fn supervisor_pid(log: &str) -> i32 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("privilege supervisor pid "))
-        .expect("supervisor start line");
-    line.split("privilege supervisor pid ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    pid_after(log, "privilege supervisor pid ")
 }
 
 fn mode(p: &Path) -> u32 {
@@ -427,15 +423,7 @@ fn a_killed_agent_is_restarted_and_local_mail_is_delivered() {
         line.contains(&format!("(pid {first} had stopped)")),
         "{line}"
     );
-    let second: i32 = line
-        .split("restarted: pid ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let second = pid_after(line, "restarted: pid ");
     assert_ne!(second, first);
     let log = d.wait_log("ctladdr=<archive@mta.example.test>");
     let sent = log
