@@ -425,6 +425,19 @@ mod tests {
         assert_eq!(decode_answer(&encode_answer(&a)), Ok(a));
     }
 
+    /// `m` decodes back from its encoding, and every cut of that encoding is refused.
+    fn round_trips_and_cuts_are_refused<T: PartialEq + std::fmt::Debug>(
+        m: T,
+        encode: fn(&T) -> Vec<u8>,
+        decode: fn(&[u8]) -> Result<T, ProtoError>,
+    ) {
+        let b = encode(&m);
+        assert_eq!(decode(&b), Ok(m));
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn supervisor_messages_round_trip_and_cuts_are_refused() {
         for r in [
@@ -434,11 +447,7 @@ mod tests {
                 name: "MTA-v6".into(),
             },
         ] {
-            let b = encode_sup_request(&r);
-            assert_eq!(decode_sup_request(&b), Ok(r));
-            for cut in 0..b.len() {
-                assert!(decode_sup_request(&b[..cut]).is_err(), "cut at {cut}");
-            }
+            round_trips_and_cuts_are_refused(r, encode_sup_request, decode_sup_request);
         }
         for a in [
             SupAnswer::Done,
@@ -450,11 +459,7 @@ mod tests {
                 why: "no daemon X".into(),
             },
         ] {
-            let b = encode_sup_answer(&a);
-            assert_eq!(decode_sup_answer(&b), Ok(a));
-            for cut in 0..b.len() {
-                assert!(decode_sup_answer(&b[..cut]).is_err(), "cut at {cut}");
-            }
+            round_trips_and_cuts_are_refused(a, encode_sup_answer, decode_sup_answer);
         }
         assert!(decode_sup_request(&[9]).is_err());
     }
