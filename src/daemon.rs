@@ -44,6 +44,7 @@ use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
 use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
 use crate::queue::maildrop::{self, Picked};
+use crate::rules::handle::Handle;
 use crate::rules::rewrite::Engine;
 use crate::shutdown::{SessionGuard, Shutdown};
 use crate::smtp::session::{HelpText, Policy};
@@ -61,8 +62,11 @@ pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
 pub struct Current {
     pub config: Arc<Config>,
     pub policy: Arc<dyn Policy>,
-    /// The cf's rulesets, when it has any (they then make the policy decisions).
-    pub rules: Option<Arc<RulesPolicy>>,
+    /// The cf's ruleset engine, when it has `check_*` rulesets (mailer choice and rewriting
+    /// at delivery).
+    pub rules: Option<Arc<Handle>>,
+    /// The SMTP checks on that engine (`check_relay` at connect; the policy holds it too).
+    pub rules_policy: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
     /// The TLS certificate and AUTH passwords (none for command-line modes).
     pub credentials: Credentials,
@@ -83,9 +87,10 @@ impl Current {
         logger: Option<Logger>,
     ) -> (Current, Vec<String>) {
         let mut warnings = Vec::new();
-        let rules = rules_engine(&config, inv, &mut warnings)
-            .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
-        let relay: Arc<dyn Policy> = match &rules {
+        let rules =
+            rules_engine(&config, inv, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
+        let rules_policy = rules.clone().map(|h| Arc::new(RulesPolicy::new(h)));
+        let relay: Arc<dyn Policy> = match &rules_policy {
             Some(r) => r.clone(),
             None => Arc::new(BuiltinPolicy::from_config(&config)),
         };
@@ -115,6 +120,7 @@ impl Current {
                 config,
                 policy,
                 rules,
+                rules_policy,
                 help,
                 credentials: Credentials::default(),
             },
@@ -215,7 +221,7 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
 
 /// Runs the daemon until SIGTERM. Returns the exit code.
 pub fn run(inv: Invocation, foreground: bool) -> i32 {
-    if let Err(e) = crate::queue::select::QueueRun::parse(&inv.args.queue_flags) {
+    if let Err(e) = crate::runner::select::QueueRun::parse(&inv.args.queue_flags) {
         eprintln!("sendmail: {e}");
         return crate::sysexits::EX_USAGE;
     }
@@ -544,19 +550,15 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     let pickup = tokio::spawn(pickup_loop(shared.clone()));
     // DeliveryMode background/interactive: deliver right after each commit; queue-only and
     // deferred: at the -q interval, or when `sendmail -q` asks through the control socket.
-    let interval = crate::queue::select::QueueRun::parse(&inv.args.queue_flags)
+    let interval = crate::runner::select::QueueRun::parse(&inv.args.queue_flags)
         .ok()
         .and_then(|run| run.interval);
-    let schedule = crate::queue::runner::Schedule {
-        on_commit: crate::queue::runner::limits::delivers_on_commit(&shared.config()),
+    let schedule = crate::runner::Schedule {
+        on_commit: crate::runner::limits::delivers_on_commit(&shared.config()),
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
-    let runner = tokio::spawn(crate::queue::runner::run(
-        shared.clone(),
-        schedule,
-        requests,
-    ));
+    let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
@@ -604,7 +606,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     }
     pickup.abort();
     control.abort();
-    let _ = std::fs::remove_file(crate::queue::control::socket_path(shared.queue.dir()));
+    let _ = std::fs::remove_file(crate::runner::control::socket_path(shared.queue.dir()));
     runner.abort();
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
@@ -613,20 +615,20 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     EX_OK
 }
 
-/// Serves `sendmail -q` requests ([`crate::queue::control`]); a socket that cannot be opened
+/// Serves `sendmail -q` requests ([`crate::runner::control`]); a socket that cannot be opened
 /// is logged, and the daemon runs on without it.
 async fn control_socket(
     shared: Arc<Shared>,
-    runs: tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>,
+    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
 ) {
     let qdir = shared.queue.dir().to_path_buf();
-    if let Err(e) = crate::queue::control::serve(&qdir, runs).await {
+    if let Err(e) = crate::runner::control::serve(&qdir, runs).await {
         shared.logger.log(
             Severity::Err,
             None,
             format_args!(
                 "queue control socket {}: {e}; sendmail -q cannot reach this daemon",
-                crate::queue::control::socket_path(&qdir).display()
+                crate::runner::control::socket_path(&qdir).display()
             ),
         );
     }

@@ -50,7 +50,7 @@ pub async fn serve_client<S>(
         c.connection();
     }
     let relay_reject = current
-        .rules
+        .rules_policy
         .as_ref()
         .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
     let macros = connection_macros(&daemon, &client);

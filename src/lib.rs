@@ -20,13 +20,13 @@
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
-//! 7. [`queue::runner`] routes each recipient (ruleset 0), expands local ones once and
+//! 7. [`runner`] routes each recipient (ruleset 0), expands local ones once and
 //!    durably (aliases, `.forward`), and delivers: [`deliver::local`] (mbox, files,
 //!    programs, the cf's `Mlocal` program) or [`deliver::remote`] ([`dns`] MX, AAAA then A,
 //!    the ESMTP client), then crosses it off, retries or marks it failed;
 //!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
-//!    `sendmail -q` ([`queue::cmdline`]) runs it once, in this process or through the
-//!    running daemon's control socket ([`queue::control`]).
+//!    `sendmail -q` ([`runner::cmdline`]) runs it once, in this process or through the
+//!    running daemon's control socket ([`runner::control`]).
 //!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
 //!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
@@ -59,6 +59,7 @@ pub mod queue;
 pub mod receive;
 pub mod rlimit;
 pub mod rules;
+pub mod runner;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE};
-use sendmail_rs::{daemon, makemap, queue, rules, stats, submit};
+use sendmail_rs::{daemon, makemap, queue, rules, runner, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -49,7 +49,7 @@ fn main() {
             std::io::stdout().lock(),
         ),
         Mode::Smtp => submit::smtp_on_stdio(&inv),
-        Mode::QueueRun => queue::cmdline::run(&inv),
+        Mode::QueueRun => runner::cmdline::run(&inv),
     };
     std::process::exit(code);
 }

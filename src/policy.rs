@@ -18,10 +18,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::daemon_options::Modifiers;
-use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
-use crate::rules::mailer::{self, MailerDef};
-use crate::rules::rewrite::Engine;
+use crate::rules::handle::Handle;
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
@@ -46,16 +44,8 @@ impl BuiltinPolicy {
 
     /// `$=w` and `$=R` of a configuration, with the host's own names added to `$=w`.
     pub fn from_config(cfg: &Config) -> BuiltinPolicy {
-        let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
-        w.extend([
-            crate::config::macros::expand("$j", cfg),
-            cfg.host.fqdn.clone(),
-            cfg.host.short.clone(),
-            "localhost".to_string(),
-        ]);
-        w.push("[127.0.0.1]".to_string());
         let r = cfg.classes.get("R").cloned().unwrap_or_default();
-        BuiltinPolicy::new(&w, &r)
+        BuiltinPolicy::new(&cfg.local_names(), &r)
     }
 
     /// Whether `domain` is one of this host's names (`$=w`).
@@ -177,57 +167,17 @@ pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<D
 /// the m4-generated rules say). The engine is shared; each check sets the connection's macros
 /// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
 pub struct RulesPolicy {
-    engine: std::sync::Mutex<Engine>,
-    /// The cf's mailers as the engine numbers them (for ruleset 0's `$#` triples).
-    mailers: Vec<MailerDef>,
+    rules: Arc<Handle>,
 }
 
 impl RulesPolicy {
-    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> RulesPolicy {
-        let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
-        RulesPolicy {
-            engine: std::sync::Mutex::new(engine),
-            mailers,
-        }
+    pub fn new(rules: Arc<Handle>) -> RulesPolicy {
+        RulesPolicy { rules }
     }
 
-    /// Ruleset 3 then 0 on a recipient, as sendmail's `parseaddr`: the mailer triple, or the
-    /// error the rules chose.
-    pub fn resolve(&self, addr: &str) -> Result<(String, Option<String>, String), String> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let parsed = parseaddr(&mut e, &self.mailers, addr.as_bytes(), Use::default());
-        let messages = take_messages(&mut e);
-        match parsed {
-            Some(a) if !a.bad && a.mailer != "*error*" => Ok((
-                a.mailer,
-                a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
-                String::from_utf8_lossy(&a.user).into_owned(),
-            )),
-            _ => Err(messages
-                .last()
-                .cloned()
-                .unwrap_or_else(|| format!("{addr}... unresolvable address"))),
-        }
-    }
-
-    /// A queued message as `mailer` delivers it: envelope sender, recipients and address
-    /// headers through rulesets 1/2/4 and the mailer's `S=`/`R=` ([`crate::rules::deliver`]).
-    pub fn for_delivery(
-        &self,
-        mailer: &str,
-        msg: &crate::queue::Message,
-        rcpts: &[crate::queue::Recipient],
-    ) -> (crate::queue::Message, Vec<crate::queue::Recipient>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_delivery(&mut e, &self.mailers, mailer, msg, rcpts)
-    }
-
-    /// A message as local `mailer` (`local`, `prog`, `*file*`) writes it: `$g` (the
-    /// envelope sender through rulesets 1/4 and `S=`) and the message with its address
-    /// headers rewritten ([`crate::rules::deliver::for_local`]).
-    pub fn for_local(&self, mailer: &str, sender: &str, message: &[u8]) -> (String, Vec<u8>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_local(&mut e, &self.mailers, mailer, sender, message)
+    /// The engine handle these checks run on (shared with delivery).
+    pub fn handle(&self) -> &Arc<Handle> {
+        &self.rules
     }
 
     /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
@@ -242,7 +192,7 @@ impl RulesPolicy {
         arg2: Option<&str>,
         sender: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.rules.engine();
         let name = client.name.clone().unwrap_or_else(|| match client.ip {
             Some(ip) => format!("[{}]", format_ip(ip)),
             None => "localhost".to_string(),
@@ -367,7 +317,7 @@ impl Policy for RulesPolicy {
 /// <addr>... User unknown` (logged as `<addr>... User unknown`).
 pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
-    pub rules: Option<Arc<RulesPolicy>>,
+    pub rules: Option<Arc<Handle>>,
     pub config: Arc<Config>,
     pub aliases: crate::aliases::AliasTable,
     /// Where the low-disk-space alert goes (None: not logged).
@@ -420,16 +370,16 @@ impl KnownUsers {
         use crate::aliases::{Expander, Target};
         let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
         let host = crate::config::macros::expand("$j", &*self.config);
-        let user = match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare)
-        {
-            crate::queue::runner::Route::Local { user, .. } => user,
-            crate::queue::runner::Route::Remote { .. } => {
-                return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
-            }
-            crate::queue::runner::Route::Error { text } => {
-                return Reply::new(553, Some("5.1.3"), text);
-            }
-        };
+        let user =
+            match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+                crate::deliver::route::Route::Local { user, .. } => user,
+                crate::deliver::route::Route::Remote { .. } => {
+                    return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
+                }
+                crate::deliver::route::Route::Error { text } => {
+                    return Reply::new(553, Some("5.1.3"), text);
+                }
+            };
         let mut expander = Expander::from_config(&self.aliases, &self.config);
         expander.forward = false;
         let mut lines: Vec<String> = Vec::new();
@@ -494,8 +444,8 @@ impl Policy for KnownUsers {
             .trim()
             .trim_start_matches('<')
             .trim_end_matches('>');
-        match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare) {
-            crate::queue::runner::Route::Local { mailer, user }
+        match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+            crate::deliver::route::Route::Local { mailer, user }
                 if mailer == "local" && !self.exists(&user) =>
             {
                 let shown = format!("<{bare}>");

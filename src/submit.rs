@@ -382,7 +382,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
 /// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
 pub fn verify(inv: &Invocation) -> i32 {
     use crate::aliases::{Expander, Target, load_all};
-    use crate::queue::runner::{Route, route_with};
+    use crate::deliver::route::{Route, route_with};
     let cfg = match load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,

@@ -283,6 +283,27 @@ impl Config {
         self.mailers.iter().find(|m| m.name == name)
     }
 
+    /// This host's names, lower case: `$=w` (`Cw` lines, the `Fw` file) with `$j`, the
+    /// host's own names, `localhost` and `[127.0.0.1]` added — what the built-in rules take
+    /// for "mail to me" (relay check and mailer choice alike).
+    pub fn local_names(&self) -> Vec<String> {
+        let mut w = self.classes.get("w").cloned().unwrap_or_default();
+        w.extend([
+            macros::expand("$j", self),
+            self.host.fqdn.clone(),
+            self.host.short.clone(),
+            "localhost".to_string(),
+        ]);
+        w.push("[127.0.0.1]".to_string());
+        w.iter().map(|s| s.to_ascii_lowercase()).collect()
+    }
+
+    /// Whether `domain` (a trailing dot ignored, any case) is one of [`Config::local_names`].
+    pub fn is_local_name(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.local_names().contains(&d)
+    }
+
     /// A ruleset by name or number (`"canonify"`, `"3"`).
     pub fn ruleset(&self, name_or_number: &str) -> Option<&Ruleset> {
         let n = match name_or_number.parse::<u32>() {

@@ -249,7 +249,7 @@ pub struct LocalDelivery {
     /// headers are then rewritten for its mailer (`local`, `prog`, `*file*`) before they
     /// are written, as sendmail does ([`crate::rules::deliver`]). None leaves them as
     /// queued.
-    pub rules: Option<std::sync::Arc<crate::policy::RulesPolicy>>,
+    pub rules: Option<std::sync::Arc<crate::rules::handle::Handle>>,
     /// The `F=` letters of the cf's `prog` mailer. When the rules rewrote a message for a
     /// `|program` ([`Delivery::rpath`]), its input follows them as sendmail writes it
     /// ([`mailer::input`]: a `From ` line unless `n`, …); otherwise the program reads the

@@ -2,6 +2,7 @@
 //!
 //! * [`local`] — one resolved local target in (a user's mailbox as mbox or Maildir, a
 //!   `/file`, a `|program`), one [`local::Outcome`] out.
+//! * [`route`] — mailer choice: which mailer, host and user a recipient goes to.
 //! * [`remote`] — SMTP to the next hop by MX or smart host.
 //! * [`dsn`] — what the sender hears back: bounces, delay warnings, return receipts
 //!   (RFC 3464), queued as messages of their own.
@@ -12,3 +13,4 @@
 pub mod dsn;
 pub mod local;
 pub mod remote;
+pub mod route;

@@ -7,7 +7,7 @@
 //! names, which must hold a whole, checksummed queue file of that id), checks that each
 //! recipient asked for exists and is still pending, routes it itself under its own
 //! configuration, and hands only recipients that route to a local mailer to the queue
-//! runner's local delivery ([`crate::queue::runner::deliver_local`]: aliases, `.forward`
+//! runner's local delivery ([`crate::runner::deliver_local`]: aliases, `.forward`
 //! with the safe-file checks, mailboxes, files, programs as their owner or `DefaultUser`).
 //! So the daemon cannot make it write a file or run a program that the alias file or a
 //! user's own `.forward` does not name. Each request is served on its own thread (a slow
@@ -34,12 +34,13 @@ use super::supervisor::Supervisor;
 use crate::cli::Invocation;
 use crate::daemon::Current;
 use crate::deliver::remote::Outcome;
+use crate::deliver::route::Route;
 use crate::log::{Logger, Severity};
-use crate::queue::runner::{self, Route};
 use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
+use crate::runner;
 
 /// Most requests served at once (the daemon's runner sends at most
-/// [`crate::queue::runner::CONCURRENT_MESSAGES`] at a time).
+/// [`crate::runner::CONCURRENT_MESSAGES`] at a time).
 pub const MAX_WORKERS: usize = 64;
 
 /// What the agent needs to serve requests.

@@ -16,6 +16,7 @@
 //!   `crackaddr`.
 //! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
 //! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
+//! * [`handle`] — the shared engine handle: mailer choice and rewriting at delivery.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
 //! * [`fuzz`] — panic-free entry points (tokenize, one ruleset) for the fuzz targets.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
@@ -34,6 +35,7 @@ pub mod cf;
 pub mod check;
 pub mod deliver;
 pub mod fuzz;
+pub mod handle;
 pub mod macros;
 pub mod mailer;
 pub mod maps;

@@ -4,7 +4,7 @@
 //! once the selected messages have been tried; their `to=` lines in the mail log, their new
 //! state in the queue (so `mailq` right after shows it).
 //!
-//! The journal has one writer at a time ([`super::store`]'s lock file), so a run is one of:
+//! The journal has one writer at a time ([`crate::queue::store`]'s lock file), so a run is one of:
 //! * **no daemon holds the queue**: this process takes the lock, moves the maildrop's
 //!   command-line submissions into the queue, runs the selected messages and exits (a
 //!   daemon started meanwhile refuses to start: the queue is in use);
@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use super::control::{self, ControlError};
 use super::select::QueueRun;
-use super::{QueueError, Store};
 use crate::cli::Invocation;
 use crate::daemon::{self, Current, Shared};
 use crate::log::Severity;
+use crate::queue::{QueueError, Store};
 use crate::sysexits::{EX_CANTCREAT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
 
 /// Runs the queue once as `inv` asks; the exit code.
@@ -89,7 +89,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
     let shared = Arc::new(Shared::new(current, logger, store, None));
     runtime.block_on(async {
         daemon::pickup_once(&shared).await;
-        super::runner::run_once(shared.clone(), &run.select).await;
+        super::run_once(shared.clone(), &run.select).await;
     });
     EX_OK
 }

@@ -1,7 +1,7 @@
 //! The queue runner: queued messages → delivery attempts → recipients crossed off or retried.
 //!
 //! In: the store (woken by each commit, once a minute for retries, at the `-q` interval) and
-//! requests for a queue run (`sendmail -q`, [`crate::queue::control`]). Out: for every pending
+//! requests for a queue run (`sendmail -q`, [`crate::runner::control`]). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
 //! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
@@ -26,15 +26,19 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::daemon::{Current, Shared};
 use crate::deliver::dsn;
-use crate::deliver::remote::{self, Outcome, Request, Settings, route as hops};
+use crate::deliver::remote::{self, Outcome, Request, Settings};
+use crate::deliver::route::{Route, route_with};
 use crate::dns::Dns;
 use crate::log::Severity;
-use crate::queue::control::RunRequest;
-use crate::queue::select::Selection;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
+use crate::runner::control::RunRequest;
+use crate::runner::select::Selection;
 
+pub mod cmdline;
+pub mod control;
 pub mod expand;
 pub mod limits;
+pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
@@ -45,102 +49,9 @@ pub const CONCURRENT_MESSAGES: usize = 100;
 /// Postfix's `default_destination_concurrency_limit`, 20.
 pub const MAX_PER_DESTINATION: usize = 20;
 
-/// Where one recipient goes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
-    /// Over SMTP to `host` (`$h`: a domain for MX, `[name]` or an address literal).
-    Remote {
-        mailer: String,
-        host: String,
-        port: u16,
-    },
-    /// A local mailer (`local`, `prog`, `*file*` …).
-    Local { mailer: String, user: String },
-    /// The rules refused the address (`$#error`).
-    Error { text: String },
-}
-
 /// The route of `addr` under the running configuration.
 pub fn route(current: &Current, addr: &str) -> Route {
     route_with(current.rules.as_deref(), &current.config, addr)
-}
-
-/// The route of `addr` through the cf's rulesets when there are any, else the built-in rules.
-pub fn route_with(rules: Option<&crate::policy::RulesPolicy>, cfg: &Config, addr: &str) -> Route {
-    match rules {
-        Some(rules) => match rules.resolve(addr) {
-            Ok((mailer, host, user)) => by_mailer(cfg, mailer, host, user),
-            Err(text) => Route::Error { text },
-        },
-        None => builtin_route(cfg, addr),
-    }
-}
-
-fn by_mailer(cfg: &Config, mailer: String, host: Option<String>, user: String) -> Route {
-    match cfg.mailer(&mailer) {
-        Some(m) if m.path == "[IPC]" && m.argv.first().is_some_and(|a| a == "TCP") => {
-            let port = hops::mailer_port(&m.argv).unwrap_or(25);
-            Route::Remote {
-                mailer,
-                host: host.unwrap_or_default(),
-                port,
-            }
-        }
-        _ => Route::Local { mailer, user },
-    }
-}
-
-/// sendmail's standard routing without rulesets.
-fn builtin_route(cfg: &Config, addr: &str) -> Route {
-    let policy = crate::policy::BuiltinPolicy::from_config(cfg);
-    let (user, domain) = match addr.rsplit_once('@') {
-        Some((u, d)) => (u.to_string(), Some(d.to_string())),
-        None => (addr.to_string(), None),
-    };
-    match domain {
-        None => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) if policy.is_local(&d) => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) => {
-            let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
-            match hops::smart_host(smart) {
-                Some(Ok((mailer, target))) => {
-                    let mailer = mailer.unwrap_or_else(|| "relay".to_string());
-                    let port = cfg
-                        .mailer(&mailer)
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25);
-                    Route::Remote {
-                        mailer,
-                        host: host_text(&target),
-                        port,
-                    }
-                }
-                _ => Route::Remote {
-                    mailer: "esmtp".into(),
-                    host: d,
-                    port: cfg
-                        .mailer("esmtp")
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25),
-                },
-            }
-        }
-    }
-}
-
-/// `$h` for a smart host target (`[name]`, an address literal, or a domain).
-fn host_text(t: &hops::Target) -> String {
-    match t {
-        hops::Target::Mx(d) => d.clone(),
-        hops::Target::Host(h) => format!("[{h}]"),
-        hops::Target::Literal(ip) => crate::dns::bracketed(*ip),
-    }
 }
 
 /// When the runner makes its own passes.
@@ -269,7 +180,7 @@ impl Runner {
 }
 
 /// Runs the queue until the task is dropped: passes as `schedule` says, and a forced pass
-/// for every request from `sendmail -q` (through [`crate::queue::control`]), answered when
+/// for every request from `sendmail -q` (through [`crate::runner::control`]), answered when
 /// its messages are done.
 pub async fn run(
     shared: Arc<Shared>,
@@ -791,44 +702,5 @@ mod tests {
     fn delays_as_sendmail_prints_them() {
         assert_eq!(hms(Duration::from_secs(61)), "00:01:01");
         assert_eq!(hms(Duration::from_secs(90_061)), "1+01:01:01");
-    }
-
-    #[test]
-    fn builtin_routes() {
-        let cfg = Config::from_str(
-            "t.cf",
-            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\nMrelay, P=[IPC], F=mDFMuX, A=TCP $h 2599\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            builtin_route(&cfg, "root@mta.example.test"),
-            Route::Local {
-                mailer: "local".into(),
-                user: "root".into()
-            }
-        );
-        assert_eq!(
-            builtin_route(&cfg, "bob@remote.example.test"),
-            Route::Remote {
-                mailer: "esmtp".into(),
-                host: "remote.example.test".into(),
-                port: 25
-            }
-        );
-        let smart = Config::from_str(
-            "t.cf",
-            "Djmta.example.test\nDSrelay:[127.0.0.1]\nMrelay, P=[IPC], F=mDFMuX, A=TCP $h 2599\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            builtin_route(&smart, "bob@remote.example.test"),
-            Route::Remote {
-                mailer: "relay".into(),
-                host: "[127.0.0.1]".into(),
-                port: 2599
-            }
-        );
     }
 }
