@@ -60,6 +60,7 @@ pub mod receive;
 pub mod rlimit;
 pub mod rules;
 pub mod runner;
+pub mod runtime;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;

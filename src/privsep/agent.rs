@@ -32,12 +32,12 @@ use super::PrivError;
 use super::proto::{self, Request, Tagged};
 use super::supervisor::Supervisor;
 use crate::cli::Invocation;
-use crate::daemon::Current;
-use crate::deliver::remote::Outcome;
+use crate::deliver::Outcome;
 use crate::deliver::route::Route;
 use crate::log::{Logger, Severity};
 use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
 use crate::runner;
+use crate::runtime::Current;
 
 /// Most requests served at once (the daemon's runner sends at most
 /// [`crate::runner::CONCURRENT_MESSAGES`] at a time).
@@ -349,6 +349,12 @@ pub struct AgentClient {
     supervisor: Arc<Supervisor>,
     logger: Logger,
     next: AtomicU64,
+}
+
+impl crate::deliver::LocalAgent for AgentClient {
+    fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
+        AgentClient::deliver(self, store, qid, indexes)
+    }
 }
 
 impl AgentClient {

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use super::control::{self, ControlError};
 use super::select::QueueRun;
 use crate::cli::Invocation;
-use crate::daemon::{self, Current, Shared};
 use crate::log::Severity;
 use crate::queue::{QueueError, Store};
+use crate::runtime::{self, Current, Shared};
 use crate::sysexits::{EX_CANTCREAT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
 
 /// Runs the queue once as `inv` asks; the exit code.
@@ -38,7 +38,7 @@ pub fn run(inv: &Invocation) -> i32 {
         eprintln!("sendmail: a periodic queue run needs the daemon: use -bd -q<time>");
         return EX_USAGE;
     }
-    let cfg = match daemon::load_config(inv) {
+    let cfg = match runtime::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -65,7 +65,7 @@ pub fn run(inv: &Invocation) -> i32 {
 
 /// The run in this process, which holds the queue's lock.
 fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &QueueRun) -> i32 {
-    let logger = match daemon::make_logger(&cfg, inv, true) {
+    let logger = match runtime::make_logger(&cfg, inv, true) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sendmail: cannot open the mail log: {e}");
@@ -88,7 +88,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
     }
     let shared = Arc::new(Shared::new(current, logger, store, None));
     runtime.block_on(async {
-        daemon::pickup_once(&shared).await;
+        super::pickup::pickup_once(&shared).await;
         super::run_once(shared.clone(), &run.select).await;
     });
     EX_OK

@@ -5,7 +5,7 @@
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
 //! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
-//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`crate::deliver::dsn::settle`]
+//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`notices::settle`]
 //! queues the bounces, delay warnings and return receipts that are due; a message leaves
 //! the queue once every recipient is delivered or failed and reported.
 //!
@@ -24,20 +24,23 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::daemon::{Current, Shared};
+use crate::deliver::Outcome;
 use crate::deliver::dsn;
-use crate::deliver::remote::{self, Outcome, Request, Settings};
+use crate::deliver::remote::{self, Request, Settings};
 use crate::deliver::route::{Route, route_with};
 use crate::dns::Dns;
 use crate::log::Severity;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
 use crate::runner::control::RunRequest;
 use crate::runner::select::Selection;
+use crate::runtime::{Current, Shared};
 
 pub mod cmdline;
 pub mod control;
 pub mod expand;
 pub mod limits;
+pub mod notices;
+pub mod pickup;
 pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
@@ -214,7 +217,7 @@ pub async fn run(
             req = requests.recv(), if open => match req {
                 Some(req) => {
                     // Command-line submissions the pickup has not moved yet belong to the run.
-                    crate::daemon::pickup_once(&shared).await;
+                    pickup::pickup_once(&shared).await;
                     let set = runner.pass(&req.select, Pass::Forced).await;
                     tokio::spawn(async move {
                         let n = set.join_all().await.len();
@@ -278,7 +281,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         msg.envelope.recipients = deliver_due(runner, &msg, due, now).await;
     }
     // Bounces, delay warnings, expiry: src/deliver/dsn.rs.
-    changed |= dsn::settle(shared, &mut msg).await;
+    changed |= notices::settle(shared, &mut msg).await;
     if !changed {
         return;
     }

@@ -1,0 +1,222 @@
+//! The runtime context: what one configuration generation gives the sessions and the queue
+//! runner, and what every part of a running process shares.
+//!
+//! In: an [`Invocation`] and its loaded [`Config`]. Out: a [`Current`] (the configuration
+//! with its policy, ruleset engine, help text and credentials; swapped whole on SIGHUP while
+//! a session keeps the one it started with) and a [`Shared`] (the current generation, the
+//! log, queue ids, the hosts file, the statistics, the queue store and, under `RunAsUser`,
+//! the root local-delivery agent as a [`LocalAgent`]). [`load_config`] and [`make_logger`]
+//! are the start-up steps every mode uses (daemon, `-q`, command-line submission).
+//!
+//! This module sits below everything that serves mail (inbound sessions, the queue runner,
+//! submission, privilege separation, the daemon) and names none of them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::cli::Invocation;
+use crate::config::{self, Config};
+use crate::credentials::Credentials;
+use crate::deliver::LocalAgent;
+use crate::hosts::Hosts;
+use crate::log::{LogConfig, Logger};
+use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
+use crate::queue::Store;
+use crate::queue::id::QueueIdGen;
+use crate::rules::handle::Handle;
+use crate::rules::rewrite::Engine;
+use crate::smtp::session::{HelpText, Policy};
+use crate::stats::Stats;
+use crate::sysexits::EX_CONFIG;
+
+/// What one configuration gives the sessions; swapped whole on SIGHUP, while a session keeps
+/// the one it started with.
+pub struct Current {
+    pub config: Arc<Config>,
+    pub policy: Arc<dyn Policy>,
+    /// The cf's ruleset engine, when it has `check_*` rulesets (mailer choice and rewriting
+    /// at delivery).
+    pub rules: Option<Arc<Handle>>,
+    /// The SMTP checks on that engine (`check_relay` at connect; the policy holds it too).
+    pub rules_policy: Option<Arc<RulesPolicy>>,
+    pub help: Option<Arc<HelpText>>,
+    /// The TLS certificate and AUTH passwords (none for command-line modes).
+    pub credentials: Credentials,
+}
+
+impl Current {
+    /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
+    /// else the built-in relay rules. Problems building the ruleset engine are returned as
+    /// warnings (the built-in rules then apply).
+    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+        Current::with_logger(config, inv, None)
+    }
+
+    /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
+    pub fn with_logger(
+        config: Config,
+        inv: &Invocation,
+        logger: Option<Logger>,
+    ) -> (Current, Vec<String>) {
+        let mut warnings = Vec::new();
+        let rules =
+            rules_engine(&config, inv, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
+        let rules_policy = rules.clone().map(|h| Arc::new(RulesPolicy::new(h)));
+        let relay: Arc<dyn Policy> = match &rules_policy {
+            Some(r) => r.clone(),
+            None => Arc::new(BuiltinPolicy::from_config(&config)),
+        };
+        let help = config
+            .options
+            .help_file
+            .as_deref()
+            .and_then(|p| HelpText::load(p).ok())
+            .map(Arc::new);
+        let aliases = match crate::aliases::load_all(&config.options.alias_files) {
+            Ok(t) => t,
+            Err(e) => {
+                warnings.push(format!("aliases: {e}"));
+                crate::aliases::AliasTable::default()
+            }
+        };
+        let config = Arc::new(config);
+        let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
+            inner: relay,
+            rules: rules.clone(),
+            config: config.clone(),
+            aliases,
+            logger,
+        });
+        (
+            Current {
+                config,
+                policy,
+                rules,
+                rules_policy,
+                help,
+                credentials: Credentials::default(),
+            },
+            warnings,
+        )
+    }
+}
+
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+fn rules_engine(
+    config: &Config,
+    inv: &Invocation,
+    warnings: &mut Vec<String>,
+) -> Option<(Engine, Vec<crate::rules::cf::Mailer>)> {
+    let has_checks = ["check_relay", "check_mail", "check_rcpt"]
+        .iter()
+        .any(|n| config.ruleset_names.contains_key(*n));
+    if !has_checks {
+        return None;
+    }
+    let (text, name) = match &inv.source {
+        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
+        crate::config::Source::Embedded => (
+            crate::config::DEFAULT_CF.as_bytes().to_vec(),
+            "<embedded default.cf>".to_string(),
+        ),
+    };
+    let (engine, extras, errors) = crate::rules::cf::load_with(
+        &text,
+        &name,
+        &crate::rules::cf::HostInfo::current(),
+        &inv.overrides,
+    );
+    warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
+    Some((engine, extras.mailers))
+}
+
+/// What every session shares.
+pub struct Shared {
+    /// The running configuration generation (replaced on SIGHUP: [`Shared::set_current`]).
+    current: RwLock<Arc<Current>>,
+    pub logger: Logger,
+    pub qids: Arc<QueueIdGen>,
+    pub hosts: RwLock<Arc<Hosts>>,
+    /// `StatusFile` counters (None when the option is not set).
+    pub stats: Option<Stats>,
+    /// The mail queue (`QueueDirectory`).
+    pub queue: Store,
+    /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
+    pub local_agent: Option<Arc<dyn LocalAgent>>,
+}
+
+impl Shared {
+    /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
+    pub fn new(current: Current, logger: Logger, queue: Store, stats: Option<Stats>) -> Shared {
+        Shared {
+            current: RwLock::new(Arc::new(current)),
+            logger,
+            qids: Arc::new(QueueIdGen::new()),
+            hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
+            stats,
+            queue,
+            local_agent: None,
+        }
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `current` the running generation; sessions already started keep theirs.
+    pub fn set_current(&self, current: Current) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    pub fn hosts(&self) -> Arc<Hosts> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Loads the configuration, printing every error to stderr.
+pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
+    match config::load(&inv.source, &inv.overrides) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "sendmail: {} configuration error(s); not started",
+                errors.len()
+            );
+            Err(EX_CONFIG)
+        }
+    }
+}
+
+/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
+/// and stderr for `-bD` when neither is there.
+pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
+    let syslog_path = PathBuf::from("/dev/log");
+    let syslog = syslog_path.exists();
+    let file = cfg
+        .options
+        .log_file
+        .as_ref()
+        .map(|t| PathBuf::from(t.expand(cfg)));
+    Logger::new(LogConfig {
+        ident: inv
+            .args
+            .log_tag
+            .clone()
+            .unwrap_or_else(|| "sendmail".to_string()),
+        level: cfg.options.log_level,
+        syslog,
+        stderr: foreground && !syslog && file.is_none(),
+        file,
+        syslog_path,
+    })
+}
