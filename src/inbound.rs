@@ -124,7 +124,7 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
-        m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("client_addr".into(), crate::dns::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
     m.insert(

@@ -18,11 +18,12 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::daemon_options::Modifiers;
+use crate::dns::format_ip;
 use crate::rules::check::{Verdict, rscheck, take_messages};
 use crate::rules::handle::Handle;
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
+use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext};
 
 /// The relay rules of one configuration.
 #[derive(Debug, Clone, Default)]

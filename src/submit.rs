@@ -147,9 +147,9 @@ impl Submission {
         }
         let mut recipients: Vec<String> = Vec::new();
         if self.read_recipients {
-            let (headers, rest) = split_headers(&text);
+            let (headers, rest) = crate::headers::split(&text);
             let mut kept = Vec::new();
-            for field in header_fields(headers) {
+            for field in crate::headers::fields(headers) {
                 let name = field.split(|&b| b == b':').next().unwrap_or(b"");
                 let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
                 if matches!(name.as_str(), "to" | "cc" | "bcc") {
@@ -190,32 +190,6 @@ fn lone_dot(text: &[u8]) -> Option<usize> {
         start += line.len();
     }
     None
-}
-
-/// The header block (with its blank line) and the rest.
-fn split_headers(text: &[u8]) -> (&[u8], &[u8]) {
-    let mut pos = 0;
-    for line in text.split_inclusive(|&b| b == b'\n') {
-        pos += line.len();
-        if line == b"\n" {
-            return text.split_at(pos - 1);
-        }
-    }
-    (text, &[])
-}
-
-/// Header fields, each with its continuation lines.
-fn header_fields(headers: &[u8]) -> Vec<&[u8]> {
-    let mut fields: Vec<(usize, usize)> = Vec::new();
-    let mut pos = 0;
-    for line in headers.split_inclusive(|&b| b == b'\n') {
-        match (line.first(), fields.last_mut()) {
-            (Some(b' ' | b'\t'), Some(last)) => last.1 = pos + line.len(),
-            _ => fields.push((pos, pos + line.len())),
-        }
-        pos += line.len();
-    }
-    fields.into_iter().map(|(a, b)| &headers[a..b]).collect()
 }
 
 /// The addresses of an RFC 5322 address list (`a@b, "Name" <c@d>, group: e@f;`).
@@ -289,7 +263,7 @@ fn add_headers(
     }
     let lookup = Layered { top: &m, base: cfg };
     let host = expand("$j", &lookup);
-    let headers = &body[..crate::receive::scan_headers(&body).0];
+    let headers = &body[..crate::headers::scan(&body).0];
     let template = cfg
         .headers
         .iter()
@@ -297,7 +271,7 @@ fn add_headers(
         .map(|h| h.value.as_str())
         .unwrap_or("$?_($_)\n\t$.by $j ($v/$Z) id $i$?u\n\tfor $u; $|;\n\t$.$b");
     let mut added = format!("Received: {}\n", expand(template, &lookup));
-    if !crate::receive::has_header(headers, "from") {
+    if !crate::headers::has(headers, "from") {
         let addr = if sender.contains('@') {
             sender.to_string()
         } else {

@@ -4,7 +4,7 @@
 //! `dsn=` code and remote host) and the running configuration. Out: a [`Plan`] saying which
 //! notices are due ([`plan`], pure), each notice built as a new queued message ([`build`],
 //! pure: RFC 3464 `multipart/report; report-type=delivery-status`, laid out as sendmail 8.17's
-//! `savemail.c`/`errbody` lays it out), and, through [`settle`], those messages committed to
+//! `savemail.c`/`errbody` lays it out), and, through [`crate::runner::notices::settle`], those messages committed to
 //! the queue with sendmail's log lines before the original's recipients are marked
 //! `reported`. A crash between the two gives at worst a second notice, never none.
 //!
@@ -649,7 +649,7 @@ fn code_or(r: &Recipient, default: &str) -> String {
 fn original_part(kind: Kind, original: &Message) -> String {
     let env = &original.envelope;
     let headers_only = kind == Kind::Success || env.params.ret == Some(Ret::Hdrs);
-    let (end, _) = crate::receive::scan_headers(&original.body);
+    let (end, _) = crate::headers::scan(&original.body);
     let mut t = String::new();
     let text = if headers_only {
         t.push_str("Content-Type: text/rfc822-headers\n\n");
@@ -668,13 +668,7 @@ fn original_part(kind: Kind, original: &Message) -> String {
 
 /// The value of the first header `name` (lower case) in `body`.
 fn header(body: &[u8], name: &str) -> Option<String> {
-    let (end, _) = crate::receive::scan_headers(body);
-    String::from_utf8_lossy(&body[..end]).lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
+    crate::headers::find(crate::headers::split(body).0, name)
 }
 
 /// The word sendmail's log puts before a notice's reason (`returntosender`).
