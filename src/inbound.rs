@@ -25,7 +25,7 @@ use crate::receive::{Destination, QueueSink};
 use crate::runtime::{Current, Shared};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -203,7 +203,7 @@ pub fn session_context(
         max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
-        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        privacy: current.privacy,
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use crate::cli::Invocation;
 use crate::config::{self, Config};
 use crate::credentials::Credentials;
-use crate::deliver::LocalAgent;
+use crate::deliver::{LocalAgent, dsn, remote};
 use crate::hosts::Hosts;
 use crate::log::{LogConfig, Logger};
 use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
@@ -25,7 +25,7 @@ use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
 use crate::rules::handle::Handle;
 use crate::rules::rewrite::Engine;
-use crate::smtp::session::{HelpText, Policy};
+use crate::smtp::session::{HelpText, Policy, Privacy};
 use crate::stats::Stats;
 use crate::sysexits::EX_CONFIG;
 
@@ -42,14 +42,40 @@ pub struct Current {
     pub help: Option<Arc<HelpText>>,
     /// The TLS certificate and AUTH passwords (none for command-line modes).
     pub credentials: Credentials,
+    /// Remote delivery's settings (HELO name, typed `ClientPortOptions`, timeouts, the TLS
+    /// roots, the hosts file, `authinfo`), read once for this generation.
+    pub remote: Arc<remote::Settings>,
+    /// The notices' settings (`Timeout.queuewarn`/`queuereturn`, postmaster, `$j`).
+    pub dsn: Arc<dsn::Settings>,
+    /// `PrivacyOptions`, as the SMTP server applies them.
+    pub privacy: Privacy,
+}
+
+/// Why a configuration cannot become a running generation (the settings derived from it
+/// once, at load or SIGHUP, failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CurrentError {
+    /// `ClientPortOptions` does not parse.
+    #[error("ClientPortOptions: {0}")]
+    ClientPortOptions(String),
 }
 
 impl Current {
     /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
-    /// else the built-in relay rules. Problems building the ruleset engine are returned as
-    /// warnings (the built-in rules then apply).
-    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
+    /// else the built-in relay rules, and the settings derived from it. Problems building the
+    /// ruleset engine are returned as warnings (the built-in rules then apply); a derived
+    /// setting that cannot be built is an error, so the configuration is refused at start-up
+    /// or SIGHUP rather than failing every message later.
+    pub fn new(config: Config, inv: &Invocation) -> Result<(Current, Vec<String>), CurrentError> {
         Current::with_logger(config, inv, None)
+    }
+
+    /// Whether the settings derived from `config` can be built (what [`Current::new`] would
+    /// refuse), without building them: for start-up, before any socket is opened.
+    pub fn check(config: &Config) -> Result<(), CurrentError> {
+        remote::connect::ClientOptions::parse(&config.options.client_port_options)
+            .map(drop)
+            .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))
     }
 
     /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
@@ -57,8 +83,12 @@ impl Current {
         config: Config,
         inv: &Invocation,
         logger: Option<Logger>,
-    ) -> (Current, Vec<String>) {
+    ) -> Result<(Current, Vec<String>), CurrentError> {
         let mut warnings = Vec::new();
+        let remote = remote::Settings::from_config(&config)
+            .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))?;
+        let dsn = dsn::Settings::from_config(&config);
+        let privacy = Privacy::parse(&config.options.privacy_options.join(","));
         let rules =
             rules_engine(&config, inv, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
         let rules_policy = rules.clone().map(|h| Arc::new(RulesPolicy::new(h)));
@@ -87,7 +117,7 @@ impl Current {
             aliases,
             logger,
         });
-        (
+        Ok((
             Current {
                 config,
                 policy,
@@ -95,9 +125,12 @@ impl Current {
                 rules_policy,
                 help,
                 credentials: Credentials::default(),
+                remote: Arc::new(remote),
+                dsn: Arc::new(dsn),
+                privacy,
             },
             warnings,
-        )
+        ))
     }
 }
 
@@ -183,7 +216,14 @@ impl Shared {
 /// Loads the configuration, printing every error to stderr.
 pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
     match config::load(&inv.source, &inv.overrides) {
-        Ok(c) => Ok(c),
+        Ok(c) => match Current::check(&c) {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("sendmail: 1 configuration error(s); not started");
+                Err(EX_CONFIG)
+            }
+        },
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");

@@ -27,7 +27,9 @@ use crate::receive::{Destination, QueueSink};
 use crate::runtime::{Current, load_config, make_logger};
 use crate::smtp::conn;
 use crate::smtp::session::{ClientInfo, Session};
-use crate::sysexits::{EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
+use crate::sysexits::{
+    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE,
+};
 
 /// The invoking user's login name (`root` when it cannot be found).
 pub fn invoking_user() -> String {
@@ -307,7 +309,13 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = match Current::new(cfg, inv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     let cfg = current.config.clone();
     let client = ClientInfo {
         ip: None,
@@ -365,7 +373,13 @@ pub fn verify(inv: &Invocation) -> i32 {
         eprintln!("sendmail: Recipient names must be specified");
         return EX_USAGE;
     }
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = match Current::new(cfg, inv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     let cfg = current.config.clone();
     let table = load_all(&cfg.options.alias_files).unwrap_or_default();
     let mut expander = Expander::from_config(&table, &cfg);

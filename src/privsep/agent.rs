@@ -57,8 +57,15 @@ pub struct AgentContext {
 
 /// Serves requests until the daemon's end of `sock` closes; never returns.
 pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
-    let current = match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
-        Ok(cfg) => Current::new(cfg, &ctx.inv).0,
+    let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+        .and_then(|cfg| {
+            Current::new(cfg, &ctx.inv)
+                .map(|(c, _)| c)
+                .map_err(|e| vec![e.to_string()])
+        });
+    let current = match loaded {
+        Ok(c) => c,
         Err(errors) => {
             ctx.logger.log(
                 Severity::Crit,
@@ -113,9 +120,11 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
 fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> Vec<Outcome> {
     match req {
         Request::Reload => {
-            match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
-                Ok(cfg) => {
-                    let (c, _) = Current::new(cfg, &ctx.inv);
+            let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
+                .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+                .and_then(|cfg| Current::new(cfg, &ctx.inv).map_err(|e| vec![e.to_string()]));
+            match loaded {
+                Ok((c, _)) => {
                     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
                 }
                 Err(errors) => ctx.logger.log(
@@ -502,7 +511,7 @@ mod tests {
         .into();
         let inv = crate::cli::parse(&argv, &cf).unwrap();
         let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
-        let current = Current::new(cfg, &inv).0;
+        let current = Current::new(cfg, &inv).unwrap().0;
         let store = Store::open(&qdir).unwrap();
         let mut env = Envelope::new(QueueId::new("6B2GP0r6010938").unwrap(), "s@client.test");
         env.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();

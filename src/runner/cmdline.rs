@@ -23,7 +23,7 @@ use crate::cli::Invocation;
 use crate::log::Severity;
 use crate::queue::{QueueError, Store};
 use crate::runtime::{self, Current, Shared};
-use crate::sysexits::{EX_CANTCREAT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
 
 /// Runs the queue once as `inv` asks; the exit code.
 pub fn run(inv: &Invocation) -> i32 {
@@ -82,7 +82,13 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
-    let (current, warnings) = Current::new(cfg, inv);
+    let (current, warnings) = match Current::new(cfg, inv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     for w in &warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }

@@ -326,15 +326,14 @@ async fn deliver_due(
     for (i, route) in due {
         groups.entry(route).or_default().push(i);
     }
-    let settings = Settings::from_config(&current.config).ok();
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
         let (mailer, outcomes, relay, peer_dsn) =
-            deliver_group(runner, settings.as_ref(), msg, &route, &indexes).await;
+            deliver_group(runner, &current.remote, msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
-            apply(r, &outcome, msg, &current.config, now);
+            apply(r, &outcome, msg, &current.dsn, now);
             dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
@@ -346,7 +345,7 @@ async fn deliver_due(
 /// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     runner: &Runner,
-    settings: Option<&Settings>,
+    settings: &Settings,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
@@ -355,13 +354,6 @@ async fn deliver_group(
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
-            let Some(settings) = settings else {
-                let o = Outcome::Temporary {
-                    dsn: "4.3.5".into(),
-                    text: "Deferred: ClientPortOptions unusable".into(),
-                };
-                return (mailer.clone(), vec![o; n], None, false);
-            };
             let rcpts: Vec<Recipient> = indexes
                 .iter()
                 .map(|&i| msg.envelope.recipients[i].clone())
@@ -558,7 +550,7 @@ async fn expand_due(
                     text: format!("Deferred: {reason}"),
                 };
                 let mut r = msg.envelope.recipients[i].clone();
-                apply(&mut r, &o, msg, &current.config, now);
+                apply(&mut r, &o, msg, &current.dsn, now);
                 log_to(shared, msg, &r, "local", None, &o, now);
                 msg.envelope.recipients[i] = r;
                 changed = true;
@@ -602,14 +594,20 @@ async fn expand_due(
 }
 
 /// The recipient's new state after an attempt.
-fn apply(r: &mut Recipient, outcome: &Outcome, msg: &Message, cfg: &Config, now: SystemTime) {
+fn apply(
+    r: &mut Recipient,
+    outcome: &Outcome,
+    msg: &Message,
+    dsn: &dsn::Settings,
+    now: SystemTime,
+) {
     r.tries += 1;
     r.status = Some(outcome.stat());
     match outcome {
         Outcome::Delivered { .. } => r.state = DeliveryState::Done,
         Outcome::Permanent { .. } => r.state = DeliveryState::Failed,
         Outcome::Temporary { .. } => {
-            if dsn::expired(&dsn::Settings::from_config(cfg), msg, now) {
+            if dsn::expired(dsn, msg, now) {
                 r.state = DeliveryState::Failed;
             } else {
                 r.next_attempt = Some(now + backoff(r.tries));

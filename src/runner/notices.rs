@@ -19,7 +19,7 @@ use crate::runtime::Shared;
 /// changed (so the caller writes it back). A notice that cannot be queued leaves its
 /// recipients unreported, to be tried at the next run.
 pub async fn settle(shared: &Shared, msg: &mut Message) -> bool {
-    let settings = Settings::from_config(&shared.config());
+    let settings = shared.current().dsn.clone();
     let now = SystemTime::now();
     let expired = expire(&settings, msg, now);
     let mut plan = plan(&settings, msg, now);
