@@ -460,6 +460,149 @@ pub fn load_with(
     (e, x, errors)
 }
 
+/// Build the engine from a parsed [`Config`](crate::config::Config): its macros, classes,
+/// maps, rulesets and mailers, read once by [`crate::config`]. `host` gives the interface
+/// addresses for `$=w` (its `hostname` is not used: `$w $j $m` come from `cfg.host`, which
+/// the configuration was expanded with). Problems are returned as sendmail words them
+/// (`file: line N: message`); the engine is usable whatever they are.
+pub fn from_config(
+    cfg: &crate::config::Config,
+    host: &HostInfo,
+) -> (Engine, CfExtras, Vec<String>) {
+    let mut e = Engine::default();
+    let mut errors = Vec::new();
+    let host = HostInfo {
+        hostname: cfg.host.fqdn.clone(),
+        addresses: host.addresses.clone(),
+    };
+    startup_macros(&mut e, &host);
+    let config_level = cfg.version.as_ref().map_or(0, |(l, _)| *l);
+    let mut x = CfExtras {
+        mailers: cfg
+            .mailers
+            .iter()
+            .map(|m| Mailer {
+                name: m.name.clone(),
+                fields: m.fields.clone(),
+            })
+            .collect(),
+        config_level,
+        help_file: cfg.options.help_file.clone(),
+        options: Vec::new(),
+    };
+    // options the config keeps untyped (not supported by the daemon yet): the last one counts
+    let raw = |name: &str| {
+        cfg.options
+            .unsupported
+            .iter()
+            .rev()
+            .find(|o| o.name == name)
+            .map(|o| o.value.as_str())
+    };
+    if let Some(b) = raw("BlankSub") {
+        e.space_sub = b.bytes().next().unwrap_or(b' ');
+    }
+    let hosts_file = PathBuf::from(raw("HostsFile").unwrap_or("/etc/hosts"));
+    let service_switch =
+        PathBuf::from(raw("ServiceSwitchFile").unwrap_or("/etc/mail/service.switch"));
+    for (name, value) in &cfg.macros {
+        if let Some(id) = e.names.id(name) {
+            let v = translate_dollars(&mut e.names, value.as_bytes());
+            e.macros.define(id, v);
+        }
+    }
+    for (name, words) in &cfg.classes {
+        if let Some(id) = e.names.id(name) {
+            for w in words {
+                e.macros.add_to_class(id, w.as_bytes());
+            }
+        }
+    }
+    let at = |loc: &crate::config::cf::lines::Location, m: String| {
+        format!("{}: line {}: {m}", loc.file.display(), loc.line)
+    };
+    for (name, def) in &cfg.maps {
+        let m = Map::new(name, &def.class, &def.args);
+        if matches!(m.kind, super::maps::MapKind::Unsupported(_))
+            && !KNOWN_MAP_CLASSES.contains(&def.class.as_str())
+        {
+            errors.push(at(
+                &def.loc,
+                format!("readcf: map {name}: class {} not available", def.class),
+            ));
+        } else {
+            if let Some(w) = &m.warning {
+                errors.push(at(&def.loc, w.clone()));
+            }
+            e.maps.maps.insert(name.clone(), m);
+        }
+    }
+    let operators = if cfg.options.set_at.contains_key("OperatorChars") {
+        let v = translate_dollars(&mut e.names, cfg.options.operator_chars.as_bytes());
+        e.macros.expand(&v)
+    } else if config_level < 7 {
+        e.macros.get(b'o').map(|v| v.to_vec()).unwrap_or_default()
+    } else {
+        DEFAULT_OPERATORS.to_vec()
+    };
+    e.tables = TokenTables::new(&operators);
+    let table = if config_level >= 9 {
+        Table::NoComment
+    } else {
+        Table::Int
+    };
+    for rs in cfg.rulesets.values() {
+        let n = rs.number as usize;
+        if let Some(name) = &rs.name
+            && let Err(er) = e.rulesets.declare(Some(name), Some(n))
+        {
+            errors.push(at(&rs.loc, er.to_string()));
+            continue;
+        }
+        for r in &rs.rules {
+            match compile_rule(&mut e.names, &e.macros, &e.tables, table, &r.lhs, &r.rhs) {
+                Ok(rule) => {
+                    for w in super::ruleset::rule_warnings(&rule) {
+                        errors.push(at(&r.loc, w.to_string()));
+                    }
+                    e.rulesets.push(n, rule);
+                }
+                Err(er) => errors.push(at(&r.loc, er.to_string())),
+            }
+        }
+    }
+    let domain = e
+        .macros
+        .get(b'm')
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    e.maps.hosts = HostEnv::load(&hosts_file, &domain);
+    e.maps.hosts.services = super::maps::host_services(&service_switch);
+    if e.maps
+        .hosts
+        .services
+        .contains(&super::maps::HostService::Dns)
+    {
+        e.maps.hosts.dns = Some(crate::dns::BlockingCanon::default());
+    }
+    if !e.maps.maps.contains_key("host") {
+        e.maps
+            .maps
+            .insert("host".into(), Map::new("host", "host", ""));
+    }
+    if !x.mailers.iter().any(|m| m.name == "local") {
+        errors.push("No local mailer defined".to_string());
+    }
+    if let Some(a) = cfg.options.alias_files.first() {
+        let a = a.split(',').next().unwrap_or("");
+        e.maps
+            .maps
+            .insert("aliases".into(), Map::aliases(Path::new(a)));
+    }
+    x.options.clear();
+    (e, x, errors)
+}
+
 /// The words one line of an `F` class file gives: with a `%[^...]` scanf format, the text
 /// up to the first excluded character, split at white space; otherwise (`%s`, no format)
 /// the first word only.
