@@ -72,19 +72,15 @@ impl Current {
     /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
     /// else the built-in relay rules. Problems building the ruleset engine are returned as
     /// warnings (the built-in rules then apply).
-    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
-        Current::with_logger(config, inv, None)
+    pub fn new(config: Config) -> (Current, Vec<String>) {
+        Current::with_logger(config, None)
     }
 
     /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
-    pub fn with_logger(
-        config: Config,
-        inv: &Invocation,
-        logger: Option<Logger>,
-    ) -> (Current, Vec<String>) {
+    pub fn with_logger(config: Config, logger: Option<Logger>) -> (Current, Vec<String>) {
         let mut warnings = Vec::new();
-        let rules = rules_engine(&config, inv, &mut warnings)
-            .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
+        let rules =
+            rules_engine(&config, &mut warnings).map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
         let relay: Arc<dyn Policy> = match &rules {
             Some(r) => r.clone(),
             None => Arc::new(BuiltinPolicy::from_config(&config)),
@@ -123,31 +119,21 @@ impl Current {
     }
 }
 
-/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets, built
+/// from the configuration already read (so the rulesets and the options are of one
+/// generation: the file is not read again).
 fn rules_engine(
     config: &Config,
-    inv: &Invocation,
     warnings: &mut Vec<String>,
-) -> Option<(Engine, Vec<crate::rules::cf::Mailer>)> {
+) -> Option<(Engine, Vec<crate::config::Mailer>)> {
     let has_checks = ["check_relay", "check_mail", "check_rcpt"]
         .iter()
         .any(|n| config.ruleset_names.contains_key(*n));
     if !has_checks {
         return None;
     }
-    let (text, name) = match &inv.source {
-        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
-        crate::config::Source::Embedded => (
-            crate::config::DEFAULT_CF.as_bytes().to_vec(),
-            "<embedded default.cf>".to_string(),
-        ),
-    };
-    let (engine, extras, errors) = crate::rules::cf::load_with(
-        &text,
-        &name,
-        &crate::rules::cf::HostInfo::current(),
-        &inv.overrides,
-    );
+    let (engine, extras, errors) =
+        crate::rules::cf::from_config(config, &crate::rules::cf::HostInfo::current());
     warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
     Some((engine, extras.mailers))
 }
@@ -359,7 +345,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         }
     };
     log_recovery(&logger, queue.recovery_report());
-    let (mut current, rule_warnings) = Current::with_logger(cfg, &inv, Some(logger.clone()));
+    let (mut current, rule_warnings) = Current::with_logger(cfg, Some(logger.clone()));
     current.credentials = credentials;
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
@@ -771,7 +757,7 @@ async fn reload(
         }
     }
     let credentials = reload_credentials(&cfg, shared);
-    let (mut current, rule_warnings) = Current::with_logger(cfg, inv, Some(shared.logger.clone()));
+    let (mut current, rule_warnings) = Current::with_logger(cfg, Some(shared.logger.clone()));
     current.credentials = credentials;
     for w in &rule_warnings {
         shared

@@ -183,7 +183,7 @@ pub struct RulesPolicy {
 }
 
 impl RulesPolicy {
-    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> RulesPolicy {
+    pub fn new(mut engine: Engine, mailer_lines: &[crate::config::Mailer]) -> RulesPolicy {
         let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
         RulesPolicy {
             engine: std::sync::Mutex::new(engine),

@@ -333,7 +333,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = Current::new(cfg);
     let cfg = current.config.clone();
     let client = ClientInfo {
         ip: None,
@@ -391,7 +391,7 @@ pub fn verify(inv: &Invocation) -> i32 {
         eprintln!("sendmail: Recipient names must be specified");
         return EX_USAGE;
     }
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = Current::new(cfg);
     let cfg = current.config.clone();
     let table = load_all(&cfg.options.alias_files).unwrap_or_default();
     let mut expander = Expander::from_config(&table, &cfg);

@@ -57,7 +57,7 @@ pub struct AgentContext {
 /// Serves requests until the daemon's end of `sock` closes; never returns.
 pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     let current = match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
-        Ok(cfg) => Current::new(cfg, &ctx.inv).0,
+        Ok(cfg) => Current::new(cfg).0,
         Err(errors) => {
             ctx.logger.log(
                 Severity::Crit,
@@ -114,7 +114,7 @@ fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> V
         Request::Reload => {
             match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
                 Ok(cfg) => {
-                    let (c, _) = Current::new(cfg, &ctx.inv);
+                    let (c, _) = Current::new(cfg);
                     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
                 }
                 Err(errors) => ctx.logger.log(
@@ -495,7 +495,7 @@ mod tests {
         .into();
         let inv = crate::cli::parse(&argv, &cf).unwrap();
         let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
-        let current = Current::new(cfg, &inv).0;
+        let current = Current::new(cfg).0;
         let store = Store::open(&qdir).unwrap();
         let mut env = Envelope::new(QueueId::new("6B2GP0r6010938").unwrap(), "s@client.test");
         env.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();

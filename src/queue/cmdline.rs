@@ -82,7 +82,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
-    let (current, warnings) = Current::new(cfg, inv);
+    let (current, warnings) = Current::new(cfg);
     for w in &warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
