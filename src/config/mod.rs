@@ -86,7 +86,12 @@ pub enum ConfigError {
     },
     /// The first character of a line is not a line kind.
     #[error("{loc}: unknown line type '{ch}' (expected one of {LINE_KINDS} or a comment)")]
-    UnknownLineType { loc: Location, ch: char },
+    UnknownLineType {
+        loc: Location,
+        ch: char,
+        /// The whole line, for sendmail's wording (`unknown configuration line "..."`).
+        line: String,
+    },
     /// A line of a known kind that does not parse.
     #[error("{loc}: bad {kind} line: {msg}")]
     BadLine {

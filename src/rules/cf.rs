@@ -96,8 +96,14 @@ pub fn cannot_open(path: &Path, e: &std::io::Error) -> String {
 /// A configuration error as sendmail words a bad cf line: `file: line N: message`.
 pub fn sendmail_words(e: &ConfigError) -> String {
     let loc = match e {
-        ConfigError::UnknownLineType { loc, .. }
-        | ConfigError::BadLine { loc, .. }
+        ConfigError::UnknownLineType { loc, line, .. } => {
+            return format!(
+                "{}: line {}: unknown configuration line \"{line}\"",
+                loc.file.display(),
+                loc.line
+            );
+        }
+        ConfigError::BadLine { loc, .. }
         | ConfigError::BadOptionValue { loc, .. }
         | ConfigError::RuleOutsideRuleset { loc }
         | ConfigError::BadRuleset { loc, .. }

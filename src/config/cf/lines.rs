@@ -174,8 +174,8 @@ pub enum Parsed {
 /// A line error before its location is known.
 #[derive(Debug, PartialEq)]
 pub enum LineError {
-    /// First character not a known kind.
-    UnknownKind(char),
+    /// First character not a known kind; the whole line.
+    UnknownKind(char, String),
     /// Bad line of a known kind: the kind letter and what was wrong and expected.
     Bad(char, String),
 }
@@ -183,7 +183,7 @@ pub enum LineError {
 impl LineError {
     fn at(self, loc: Location) -> ConfigError {
         match self {
-            LineError::UnknownKind(ch) => ConfigError::UnknownLineType { loc, ch },
+            LineError::UnknownKind(ch, line) => ConfigError::UnknownLineType { loc, ch, line },
             LineError::Bad(kind, msg) => ConfigError::BadLine { loc, kind, msg },
         }
     }
@@ -245,7 +245,7 @@ pub fn parse_line(text: &str) -> Result<Parsed, LineError> {
                 "L line (extended load average) is not supported; ignored".to_string(),
             ));
         }
-        other => return Err(LineError::UnknownKind(other)),
+        other => return Err(LineError::UnknownKind(other, text.to_string())),
     };
     Ok(Parsed::Line(line))
 }
