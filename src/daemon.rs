@@ -1009,3 +1009,22 @@ async fn accept_error(shared: &Shared, daemon: &DaemonPortOptions, e: std::io::E
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rulesets come from the configuration handed in, never from reading a file again:
+    /// a configuration parsed from text (no file anywhere, and the embedded default has
+    /// rulesets of its own) gives an engine with exactly its rulesets.
+    #[test]
+    fn the_rules_engine_is_built_from_the_config_given() {
+        let cf = "V10/Berkeley\nDjmta.example.test\nScheck_rcpt\nR$*\t$@ OK\nSparse=0\nR$*\t$#local $: generation-X\nMlocal, P=/bin/true, F=lsDFM, A=true $u\n";
+        let cfg = Config::from_str("generation-x.cf", cf, &[]).unwrap();
+        let (current, warnings) = Current::new(cfg);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rules = current.rules.expect("the cf has check_rcpt");
+        let (mailer, _, user) = rules.resolve("someone@example.test").unwrap();
+        assert_eq!((mailer.as_str(), user.as_str()), ("local", "generation-x"));
+    }
+}
