@@ -154,7 +154,7 @@ pub fn load_with(
     (e, x, all)
 }
 
-/// Build the engine from a parsed [`Config`](crate::config::Config): its macros, classes,
+/// Build the engine from a parsed [`Config`]: its macros, classes,
 /// maps, rulesets and mailers, read once by [`crate::config`]. `host` gives the interface
 /// addresses for `$=w` (its `hostname` is not used: `$w $j $m` come from `cfg.host`, which
 /// the configuration was expanded with). Problems are returned as sendmail words them
