@@ -247,49 +247,18 @@ pub fn print(out: &mut Vec<u8>, m: &MailerDef, sets: &RuleSets, names: &MacroNam
 mod tests {
     use super::*;
 
-    /// A mailer as the configuration holds it; only `fields` matters here.
-    fn mailer(name: &str, fields: Vec<(char, String)>) -> Mailer {
-        Mailer {
-            name: name.into(),
-            path: String::new(),
-            flags: String::new(),
-            argv: Vec::new(),
-            sender_envelope_ruleset: None,
-            sender_header_ruleset: None,
-            recipient_envelope_ruleset: None,
-            recipient_header_ruleset: None,
-            eol: String::new(),
-            line_limit: 0,
-            mta_type: String::new(),
-            addr_type: String::new(),
-            diag_type: String::new(),
-            max_size: 0,
-            max_recipients: 0,
-            directory: None,
-            user: None,
-            fields,
-            loc: crate::config::cf::lines::Location {
-                file: std::sync::Arc::new("t.cf".into()),
-                line: 1,
-            },
-        }
-    }
-
     #[test]
     fn builtins_first_and_cf_prog_replaces_in_place() {
         let mut sets = RuleSets::default();
         sets.declare(Some("parse"), Some(0)).unwrap();
         sets.declare(Some("EnvToL"), None).unwrap();
-        let lines = vec![
-            mailer(
-                "local",
-                vec![('P', "/bin/true".into()), ('R', "EnvToL".into())],
-            ),
-            mailer(
-                "prog",
-                vec![('P', "/bin/sh".into()), ('F', "lsDFMoqeu9".into())],
-            ),
-        ];
+        let lines = crate::config::Config::from_str(
+            "t.cf",
+            "Mlocal, P=/bin/true, R=EnvToL, A=true\nMprog, P=/bin/sh, F=lsDFMoqeu9, A=sh -c $u\n",
+            &[],
+        )
+        .unwrap()
+        .mailers;
         let mut names = MacroNames::new();
         let ms = build(&lines, &sets, &mut names);
         assert_eq!(
