@@ -187,10 +187,13 @@ fn fixtures(dir: &Path) -> Vec<(&'static str, String)> {
         ),
         (
             "default.cf",
+            // its files in the private directory too, and no service switch of this machine
             std::fs::read_to_string(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/default.cf"),
             )
-            .unwrap(),
+            .unwrap()
+            .replace("/etc/mail/", &d)
+                + &format!("O ServiceSwitchFile={d}service.switch\n"),
         ),
         ("edges.cf", read("cf-reader/edges.cf").replace("@DIR@", &d)),
     ]
