@@ -199,7 +199,7 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         }
     };
     log_recovery(&logger, queue.recovery_report());
-    let (mut current, rule_warnings) = match Current::with_logger(cfg, &inv, Some(logger.clone())) {
+    let (mut current, rule_warnings) = match Current::with_logger(cfg, Some(logger.clone())) {
         Ok(c) => c,
         Err(e) => {
             logger.log(Severity::Crit, None, format_args!("SYSERR: {e}"));
@@ -577,18 +577,18 @@ async fn reload(
         }
     }
     let credentials = reload_credentials(&cfg, shared);
-    let (mut current, rule_warnings) =
-        match Current::with_logger(cfg, inv, Some(shared.logger.clone())) {
-            Ok(c) => c,
-            Err(e) => {
-                log_not_reloaded(
-                    shared,
-                    &[e],
-                    "configuration not reloaded: 1 error(s); the running configuration is kept",
-                );
-                return;
-            }
-        };
+    let (mut current, rule_warnings) = match Current::with_logger(cfg, Some(shared.logger.clone()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log_not_reloaded(
+                shared,
+                &[e],
+                "configuration not reloaded: 1 error(s); the running configuration is kept",
+            );
+            return;
+        }
+    };
     current.credentials = credentials;
     for w in &rule_warnings {
         shared

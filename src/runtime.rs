@@ -66,8 +66,8 @@ impl Current {
     /// ruleset engine are returned as warnings (the built-in rules then apply); a derived
     /// setting that cannot be built is an error, so the configuration is refused at start-up
     /// or SIGHUP rather than failing every message later.
-    pub fn new(config: Config, inv: &Invocation) -> Result<(Current, Vec<String>), CurrentError> {
-        Current::with_logger(config, inv, None)
+    pub fn new(config: Config) -> Result<(Current, Vec<String>), CurrentError> {
+        Current::with_logger(config, None)
     }
 
     /// Whether the settings derived from `config` can be built (what [`Current::new`] would
@@ -81,7 +81,6 @@ impl Current {
     /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
     pub fn with_logger(
         config: Config,
-        inv: &Invocation,
         logger: Option<Logger>,
     ) -> Result<(Current, Vec<String>), CurrentError> {
         let mut warnings = Vec::new();
@@ -89,8 +88,7 @@ impl Current {
             .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))?;
         let dsn = dsn::Settings::from_config(&config);
         let privacy = Privacy::parse(&config.options.privacy_options.join(","));
-        let rules =
-            rules_engine(&config, inv, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
+        let rules = rules_engine(&config, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
         let rules_policy = rules.clone().map(|h| Arc::new(RulesPolicy::new(h)));
         let relay: Arc<dyn Policy> = match &rules_policy {
             Some(r) => r.clone(),
@@ -134,31 +132,21 @@ impl Current {
     }
 }
 
-/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
+/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets, built
+/// from the configuration already read (so the rulesets and the options are of one
+/// generation: the file is not read again).
 fn rules_engine(
     config: &Config,
-    inv: &Invocation,
     warnings: &mut Vec<String>,
-) -> Option<(Engine, Vec<crate::rules::cf::Mailer>)> {
+) -> Option<(Engine, Vec<crate::config::Mailer>)> {
     let has_checks = ["check_relay", "check_mail", "check_rcpt"]
         .iter()
         .any(|n| config.ruleset_names.contains_key(*n));
     if !has_checks {
         return None;
     }
-    let (text, name) = match &inv.source {
-        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
-        crate::config::Source::Embedded => (
-            crate::config::DEFAULT_CF.as_bytes().to_vec(),
-            "<embedded default.cf>".to_string(),
-        ),
-    };
-    let (engine, extras, errors) = crate::rules::cf::load_with(
-        &text,
-        &name,
-        &crate::rules::cf::HostInfo::current(),
-        &inv.overrides,
-    );
+    let (engine, extras, errors) =
+        crate::rules::cf::from_config(config, &crate::rules::cf::HostInfo::current());
     warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
     Some((engine, extras.mailers))
 }
@@ -259,4 +247,23 @@ pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io:
         file,
         syslog_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rulesets come from the configuration handed in, never from reading a file again:
+    /// a configuration parsed from text (no file anywhere, and the embedded default has
+    /// rulesets of its own) gives an engine with exactly its rulesets.
+    #[test]
+    fn the_rules_engine_is_built_from_the_config_given() {
+        let cf = "V10/Berkeley\nDjmta.example.test\nScheck_rcpt\nR$*\t$@ OK\nSparse=0\nR$*\t$#local $: generation-X\nMlocal, P=/bin/true, F=lsDFM, A=true $u\n";
+        let cfg = Config::from_str("generation-x.cf", cf, &[]).unwrap();
+        let (current, warnings) = Current::new(cfg).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rules = current.rules.expect("the cf has check_rcpt");
+        let (mailer, _, user) = rules.resolve("someone@example.test").unwrap();
+        assert_eq!((mailer.as_str(), user.as_str()), ("local", "generation-x"));
+    }
 }

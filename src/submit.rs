@@ -309,7 +309,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let (current, _) = match Current::new(cfg, inv) {
+    let (current, _) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sendmail: {e}");
@@ -373,7 +373,7 @@ pub fn verify(inv: &Invocation) -> i32 {
         eprintln!("sendmail: Recipient names must be specified");
         return EX_USAGE;
     }
-    let (current, _) = match Current::new(cfg, inv) {
+    let (current, _) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sendmail: {e}");

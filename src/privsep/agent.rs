@@ -60,7 +60,7 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
         .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
         .and_then(|cfg| {
-            Current::new(cfg, &ctx.inv)
+            Current::new(cfg)
                 .map(|(c, _)| c)
                 .map_err(|e| vec![e.to_string()])
         });
@@ -122,7 +122,7 @@ fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> V
         Request::Reload => {
             let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
                 .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
-                .and_then(|cfg| Current::new(cfg, &ctx.inv).map_err(|e| vec![e.to_string()]));
+                .and_then(|cfg| Current::new(cfg).map_err(|e| vec![e.to_string()]));
             match loaded {
                 Ok((c, _)) => {
                     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
@@ -511,7 +511,7 @@ mod tests {
         .into();
         let inv = crate::cli::parse(&argv, &cf).unwrap();
         let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
-        let current = Current::new(cfg, &inv).unwrap().0;
+        let current = Current::new(cfg).unwrap().0;
         let store = Store::open(&qdir).unwrap();
         let mut env = Envelope::new(QueueId::new("6B2GP0r6010938").unwrap(), "s@client.test");
         env.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();

@@ -23,7 +23,7 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> Handle {
+    pub fn new(mut engine: Engine, mailer_lines: &[crate::config::Mailer]) -> Handle {
         let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
         Handle {
             engine: Mutex::new(engine),

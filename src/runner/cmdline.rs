@@ -82,7 +82,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
-    let (current, warnings) = match Current::new(cfg, inv) {
+    let (current, warnings) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sendmail: {e}");
