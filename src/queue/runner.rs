@@ -90,47 +90,57 @@ fn by_mailer(cfg: &Config, mailer: String, host: Option<String>, user: String) -
     }
 }
 
-/// sendmail's standard routing without rulesets.
+/// sendmail's standard routing without rulesets, from the same reading of the address as
+/// the relay check ([`crate::mailbox::parse`]): mail stays here unless the address's own
+/// domain is another host, and then goes to that host (or the smart host), never to a host
+/// named in a quoted or escaped local part, a `%` or `!` hack or a source route.
 fn builtin_route(cfg: &Config, addr: &str) -> Route {
+    use crate::mailbox::{self, Domain};
     let policy = crate::policy::BuiltinPolicy::from_config(cfg);
-    let (user, domain) = match addr.rsplit_once('@') {
-        Some((u, d)) => (u.to_string(), Some(d.to_string())),
-        None => (addr.to_string(), None),
+    let m = match mailbox::parse(addr) {
+        Ok(m) => m,
+        Err(e) => return Route::Error { text: e.to_string() },
     };
-    match domain {
-        None => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) if policy.is_local(&d) => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) => {
-            let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
-            match hops::smart_host(smart) {
-                Some(Ok((mailer, target))) => {
-                    let mailer = mailer.unwrap_or_else(|| "relay".to_string());
-                    let port = cfg
-                        .mailer(&mailer)
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25);
-                    Route::Remote {
-                        mailer,
-                        host: host_text(&target),
-                        port,
-                    }
-                }
-                _ => Route::Remote {
-                    mailer: "esmtp".into(),
-                    host: d,
-                    port: cfg
-                        .mailer("esmtp")
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25),
-                },
+    let domain = match &m.domain {
+        Some(Domain::Invalid(_)) => {
+            return Route::Error {
+                text: "Invalid host name".into(),
+            };
+        }
+        Some(d) if !policy.is_local(d) => d,
+        // No domain, or this host's: the local part names a user here, whatever it holds.
+        _ => {
+            return Route::Local {
+                mailer: "local".into(),
+                user: m.local_user(),
+            };
+        }
+    };
+    let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
+    match hops::smart_host(smart) {
+        Some(Ok((mailer, target))) => {
+            let mailer = mailer.unwrap_or_else(|| "relay".to_string());
+            let port = cfg
+                .mailer(&mailer)
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25);
+            Route::Remote {
+                mailer,
+                host: host_text(&target),
+                port,
             }
         }
+        _ => Route::Remote {
+            mailer: "esmtp".into(),
+            host: match domain {
+                Domain::Literal(ip) => crate::dns::bracketed(*ip),
+                d => d.class_key(),
+            },
+            port: cfg
+                .mailer("esmtp")
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25),
+        },
     }
 }
 
