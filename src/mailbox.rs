@@ -147,7 +147,10 @@ pub fn kind_of(local: &str) -> LocalKind {
         LocalKind::Program
     } else if t.starts_with('/') {
         LocalKind::File
-    } else if t.get(..9).is_some_and(|p| p.eq_ignore_ascii_case(":include:")) {
+    } else if t
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case(":include:"))
+    {
         LocalKind::Include
     } else {
         LocalKind::User
@@ -185,7 +188,16 @@ fn read_domain(raw: &str) -> Result<Domain, AddrError> {
         };
         return Ok(ip.map_or_else(|| Domain::Invalid(d.to_string()), Domain::Literal));
     }
-    let name = d.trim_end_matches('.').to_lowercase();
+    // White space beside a dot goes (`client. example` is `client.example`, as sendmail's
+    // tokens join); between two words it stays and makes the name invalid.
+    let mut joined = String::with_capacity(d.len());
+    for part in d.split('.') {
+        if !joined.is_empty() || d.starts_with('.') {
+            joined.push('.');
+        }
+        joined.push_str(part.trim());
+    }
+    let name = joined.trim_end_matches('.').to_lowercase();
     if name.is_empty() || name.starts_with('.') || name.contains("..") {
         return Err(AddrError::InvalidHost);
     }

@@ -128,7 +128,7 @@ impl Policy for BuiltinPolicy {
     }
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
-        let shown = format!("<{}>", bare(&rcpt.raw));
+        let shown = rcpt.raw.trim().to_string();
         // The same reading the router makes of it ([`crate::mailbox`]).
         let m = match mailbox::parse(&rcpt.raw) {
             Ok(m) => m,
@@ -139,11 +139,8 @@ impl Policy for BuiltinPolicy {
         if self.is_local_mailbox(&m) || is_relay_client(ctx.client.ip) || ctx.auth.is_some() {
             return Decision::Accept;
         }
-        let relay_ok = !m.hides_route()
-            && m
-                .domain
-                .as_ref()
-                .is_some_and(|d| self.is_relay_domain(d));
+        let relay_ok =
+            !m.hides_route() && m.domain.as_ref().is_some_and(|d| self.is_relay_domain(d));
         if relay_ok {
             return Decision::Accept;
         }
@@ -202,14 +199,22 @@ fn session_macros(ctx: &PolicyContext<'_>) -> Vec<(&'static str, String)> {
 /// refused unless the daemon has Modifier `u` (`553 5.5.4 <sender>... Domain name required
 /// for sender address sender`).
 pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<Decision> {
-    if sender.is_null() || sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+    if sender.is_null() {
         return None;
     }
-    let bare = sender
-        .raw
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
+    if let Err(e) = mailbox::parse(&sender.raw) {
+        return Some(invalid_address(sender.raw.trim(), e));
+    }
+    if sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+        return None;
+    }
+    let bare = bare(&sender.raw);
+    match mailbox::parse(&sender.raw) {
+        Err(e) => return Some(invalid_address(sender.raw.trim(), e)),
+        // `<"a@b">`: the user sendmail reads holds its `@` (the oracle answers `Sender ok`).
+        Ok(m) if m.local.contains('@') => return None,
+        Ok(_) => {}
+    }
     let reply = reply::domain_required(&format!("<{bare}>"), bare);
     Some(Decision::Reject { reply, log: None })
 }
@@ -353,18 +358,15 @@ impl RulesPolicy {
     }
 
     fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
-        let bare = addr
-            .raw
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
-        let shown = format!("<{bare}>");
+        // The address as the client wrote it (`<<a@b>>`, or without brackets), as sendmail
+        // passes it to the ruleset and echoes it; `$f` as sendmail reads the sender (a blank
+        // is a `.`: `pro.be@example.org`).
+        let shown = addr.raw.trim().to_string();
         let sender = match set {
-            "check_mail" => Some(bare),
-            _ => ctx
-                .sender
-                .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
-        };
+            "check_mail" => Some(addr),
+            _ => ctx.sender,
+        }
+        .map(|s| mailbox::blank_sub(bare(&s.raw)));
         let session = session_macros(ctx);
         match self.run(
             ctx.client,
@@ -373,7 +375,7 @@ impl RulesPolicy {
             set,
             &shown,
             None,
-            sender,
+            sender.as_deref(),
         ) {
             None => Decision::Accept,
             Some((code, dsn, text)) => {
@@ -451,6 +453,14 @@ impl KnownUsers {
         let user = user.strip_prefix('\\').unwrap_or(user);
         self.aliases.get(user).is_some()
             || nix::unistd::User::from_name(user).ok().flatten().is_some()
+    }
+
+    /// A local mailer's user as the mailer reads it: lower case unless it has `F=u`.
+    fn fold(&self, mailer: &str, user: String) -> String {
+        match self.config.mailer(mailer) {
+            Some(m) if m.has_flag('u') => user,
+            _ => user.to_lowercase(),
+        }
     }
 
     /// The route of a recipient as the client wrote it.
@@ -554,10 +564,10 @@ impl Policy for KnownUsers {
                 match kind {
                     LocalKind::Program => refuse(reply::cannot_mail_directly(&shown, "programs")),
                     LocalKind::File => refuse(reply::cannot_mail_directly(&shown, "files")),
-                    LocalKind::Include => {
-                        refuse(reply::cannot_mail_directly(&shown, ":include:s"))
-                    }
-                    LocalKind::User if mailer == "local" && !self.exists(&user) => {
+                    LocalKind::Include => refuse(reply::cannot_mail_directly(&shown, ":include:s")),
+                    LocalKind::User
+                        if mailer == "local" && !self.exists(&self.fold(&mailer, user.clone())) =>
+                    {
                         refuse(reply::user_unknown(&shown))
                     }
                     LocalKind::User => decision,
@@ -577,8 +587,7 @@ impl Policy for KnownUsers {
     fn recipient_key(&self, _: &PolicyContext<'_>, rcpt: &Address) -> Option<String> {
         match self.route(rcpt) {
             crate::queue::runner::Route::Local { mailer, user } => {
-                let fold = self.config.mailer(&mailer).is_none_or(|m| !m.has_flag('u'));
-                let user = if fold { user.to_lowercase() } else { user };
+                let user = self.fold(&mailer, user);
                 Some(format!("{mailer}:{user}"))
             }
             _ => None,

@@ -99,7 +99,11 @@ fn builtin_route(cfg: &Config, addr: &str) -> Route {
     let policy = crate::policy::BuiltinPolicy::from_config(cfg);
     let m = match mailbox::parse(addr) {
         Ok(m) => m,
-        Err(e) => return Route::Error { text: e.to_string() },
+        Err(e) => {
+            return Route::Error {
+                text: e.to_string(),
+            };
+        }
     };
     let domain = match &m.domain {
         Some(Domain::Invalid(_)) => {
@@ -110,9 +114,12 @@ fn builtin_route(cfg: &Config, addr: &str) -> Route {
         Some(d) if !policy.is_local(d) => d,
         // No domain, or this host's: the local part names a user here, whatever it holds.
         _ => {
+            // The local mailer reads its user in lower case unless it has `F=u`.
+            let fold = cfg.mailer("local").is_none_or(|l| !l.has_flag('u'));
+            let user = m.local_user();
             return Route::Local {
                 mailer: "local".into(),
-                user: m.local_user(),
+                user: if fold { user.to_lowercase() } else { user },
             };
         }
     };

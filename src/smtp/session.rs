@@ -1043,7 +1043,11 @@ impl Session {
         // (nrcpts counts it once), and echoes the first spelling for the others.
         let first = match &key {
             Some(k) => tx.keys.get(k).cloned(),
-            None => tx.rcpts.iter().find(|x| x.shown == shown).map(|x| x.shown.clone()),
+            None => tx
+                .rcpts
+                .iter()
+                .find(|x| x.shown == shown)
+                .map(|x| x.shown.clone()),
         };
         match first {
             Some(first) => out.push(Action::Reply(reply::recipient_ok(&first))),
