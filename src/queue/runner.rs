@@ -848,4 +848,65 @@ mod tests {
             }
         );
     }
+
+    /// Issue 16: every relay form goes to this host or to the address's own domain, never to
+    /// a host named in a quoted or escaped local part, a `%`/`!` hack or a source route.
+    #[test]
+    fn builtin_routes_of_every_relay_form() {
+        let cfg = Config::from_str(
+            "t.cf",
+            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\n",
+            &[],
+        )
+        .unwrap();
+        let local = |u: &str| Route::Local {
+            mailer: "local".into(),
+            user: u.into(),
+        };
+        let remote = |h: &str| Route::Remote {
+            mailer: "esmtp".into(),
+            host: h.into(),
+            port: 25,
+        };
+        let error = Route::Error {
+            text: "Invalid host name".into(),
+        };
+        #[rustfmt::skip]
+        let table = [
+            ("\"relaytest@foreign.example.net\"", local("\"relaytest@foreign.example.net\"")),
+            ("<\"relaytest@foreign.example.net\">", local("\"relaytest@foreign.example.net\"")),
+            ("\"relaytest@foreign.example.net\"@mta.example.test", local("\"relaytest@foreign.example.net\"")),
+            ("relaytest%foreign.example.net@mta.example.test", local("relaytest%foreign.example.net")),
+            ("relaytest%foreign.example.net", local("relaytest%foreign.example.net")),
+            ("foreign.example.net!relaytest", local("foreign.example.net!relaytest")),
+            ("relaytest\\@foreign.example.net", local("relaytest\\@foreign.example.net")),
+            ("@foreign.example.net:root@mta.example.test", local("root")),
+            ("@mta.example.test:relaytest@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest(x@mta.example.test)@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest@foreign.example.net(@mta.example.test)", remote("foreign.example.net")),
+            ("\"bob\"@Foreign.Example.NET.", remote("foreign.example.net")),
+            ("ROOT@MTA.EXAMPLE.TEST.", local("root")),
+            ("\"root\"", local("root")),
+            ("root@[127.0.0.1]", local("root")),
+            ("bob@[192.0.2.1]", remote("[192.0.2.1]")),
+            ("bob@[IPv6:2001:db8::1]", remote("[IPv6:2001:db8:0:0:0:0:0:1]")),
+            ("bob@[300.1.2.3]", error.clone()),
+            ("bob@[foreign.example.net]", error.clone()),
+            ("bob@foreign..example.net", error.clone()),
+            ("\"|/bin/true\"", local("\"|/bin/true\"")),
+            ("\\root", local("\\root")),
+        ];
+        for (addr, want) in table {
+            let got = builtin_route(&cfg, addr);
+            assert_eq!(got, want, "{addr}");
+            if let Route::Remote { host, .. } = &got {
+                let own = crate::mailbox::parse(addr).unwrap().domain.unwrap();
+                let own = match own {
+                    crate::mailbox::Domain::Literal(ip) => crate::dns::bracketed(ip),
+                    d => d.class_key(),
+                };
+                assert_eq!(host, &own, "{addr}: routed to another host than its own");
+            }
+        }
+    }
 }
