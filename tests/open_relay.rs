@@ -275,7 +275,7 @@ fn every_relay_form_is_refused(rules: Rules) {
     let all = recorded();
     let item1 = section(&all, "item1");
     assert!(item1.len() > 60, "{}", item1.len());
-    let mut mta = Mta::start(rules);
+    let mta = Mta::start(rules);
     let mut c = mta.session("127.0.0.9");
     assert_eq!(
         c.cmd("MAIL FROM:<a@client.example.test>"),
