@@ -15,7 +15,8 @@
 //!    which answers with replies from [`smtp::reply`].
 //! 5. MAIL and RCPT are decided by [`policy`]: the cf's `check_*` rulesets through [`rules`]
 //!    (sendmail's rewriting engine, also behind `-bt`), or the built-in relay rules, then the
-//!    local-user lookup ([`aliases`], passwd).
+//!    local-user lookup ([`aliases`], passwd). Without rulesets, [`mailbox`] is the one
+//!    reading of an address that the relay check, the lookup and the router share.
 //! 6. At the end of DATA (or of the last BDAT chunk), [`receive`] adds
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
@@ -49,7 +50,7 @@
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
 //! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets |
 //! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms; queue storage |
-//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] | ground |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] | ground (mailbox: the one reading of an address into local part and domain) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -71,6 +72,7 @@ pub mod hosts;
 pub mod inbound;
 pub mod listener;
 pub mod log;
+pub mod mailbox;
 pub mod makemap;
 pub mod mapdb;
 pub mod policy;

@@ -519,6 +519,18 @@ async fn expand_due(
     let current = shared.current();
     let mut out = Vec::new();
     let mut changed = false;
+    // The users the message names directly, for the expansions' duplicate suppression.
+    let direct: Vec<String> = due
+        .iter()
+        .filter_map(|(i, route)| match route {
+            Route::Local { mailer, user }
+                if mailer == "local" && msg.envelope.recipients[*i].expanded.is_none() =>
+            {
+                Some(user.trim_start_matches('\\').to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
     for (i, route) in due {
         let user = match &route {
             Route::Local { mailer, user }
@@ -534,8 +546,17 @@ async fn expand_due(
         let (cfg, logger) = (current.config.clone(), shared.logger.clone());
         let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
         let existing = msg.envelope.recipients.clone();
+        let direct = direct.clone();
         let expansion = tokio::task::spawn_blocking(move || {
-            expand::expand(&cfg, &logger, id.as_str(), &parent, &user, &existing)
+            expand::expand(
+                &cfg,
+                &logger,
+                id.as_str(),
+                &parent,
+                &user,
+                &existing,
+                &direct,
+            )
         })
         .await
         .unwrap_or_else(|e| expand::Expansion::Deferred {
