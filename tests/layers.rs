@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "tls", "dns", "aliases", "stats", "listener"],
     &["config", "auth", "queue"],
     &[
-        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers",
+        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox",
     ],
 ];
 
