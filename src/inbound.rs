@@ -223,11 +223,20 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
     let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
     Security {
         starttls: creds.tls.is_some(),
-        authenticator: creds
-            .passwords
-            .clone()
-            .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
-        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        authenticator: match (&creds.passwords, &creds.saslauthd) {
+            (Some(p), _) => Some(Arc::new(Offloaded(p.clone())) as Arc<dyn Authenticator>),
+            (None, Some(s)) => Some(Arc::new(Offloaded(s.clone())) as Arc<dyn Authenticator>),
+            (None, None) => None,
+        },
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref())
+            .into_iter()
+            .filter(|m| {
+                creds
+                    .sasl_mech_list
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|n| n == m.name()))
+            })
+            .collect(),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
     }
 }

@@ -195,7 +195,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("ConnectionRateWindowSize", None),
     n("CRLFile", None),
     n("FallbackSmartHost", None),
-    n("AuthRealm", None),
+    s("AuthRealm", None),
     n("CRLPath", None),
     s("HeloName", None),
     n("MaxNOOPCommands", None),
@@ -732,8 +732,11 @@ pub struct Options {
     pub auth_mechanisms: Option<Vec<String>>,
     /// `AuthOptions` letters/words as written (`p`: plain-text mechanisms only over TLS).
     pub auth_options: Vec<String>,
-    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: no AUTH).
+    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: the site's Cyrus
+    /// SASL `Sendmail.conf`, if it names saslauthd; else no AUTH).
     pub auth_password_file: Option<Text>,
+    /// `AuthRealm`: the realm saslauthd is asked about (`None`: `$j`, as sendmail).
+    pub auth_realm: Option<Text>,
     /// Where each option was last set (`file:line`), for errors found after loading (a
     /// certificate file that does not parse).
     pub set_at: std::collections::BTreeMap<&'static str, String>,
@@ -801,6 +804,7 @@ impl Default for Options {
             auth_mechanisms: None,
             auth_options: Vec::new(),
             auth_password_file: None,
+            auth_realm: None,
             set_at: std::collections::BTreeMap::new(),
             client_cert_file: None,
             client_key_file: None,
@@ -922,6 +926,7 @@ impl Options {
             }
             "AuthOptions" => self.auth_options = words(value).map(str::to_string).collect(),
             "AuthPasswordFile" => self.auth_password_file = Some(text()),
+            "AuthRealm" => self.auth_realm = Some(text()),
             "ClientCertFile" => self.client_cert_file = Some(text()),
             "ClientKeyFile" => self.client_key_file = Some(text()),
             "TLSFallbacktoClear" => self.tls_fallback_to_clear = parse_bool(value),
@@ -1048,6 +1053,7 @@ mod tests {
                 | "CACertFile"
                 | "CACertPath"
                 | "AuthPasswordFile"
+                | "AuthRealm"
                 | "ClientCertFile"
                 | "ClientKeyFile"
                 | "ClientPortOptions" => "/x",
