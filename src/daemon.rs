@@ -595,12 +595,12 @@ async fn reload(
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
+    let hosts_file = current.config.options.hosts_file.clone();
     shared.set_current(current);
     if let Some(agent) = agent.cloned() {
         let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
     }
-    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
-        Arc::new(Hosts::load(Path::new("/etc/hosts")));
+    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Hosts::load(&hosts_file));
     if let Err(e) = shared.logger.reopen() {
         shared.logger.log(
             Severity::Err,
