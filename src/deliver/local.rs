@@ -255,6 +255,49 @@ pub struct LocalDelivery {
     /// ([`mailer::input`]: a `From ` line unless `n`, …); otherwise the program reads the
     /// message alone.
     pub prog_flags: Option<String>,
+    /// `UnixFromLine` with the cf's macros expanded, `$g` and `$d` left as
+    /// [`FROM_SENDER`]/[`FROM_DATE`] for [`from_line`] (default `From $g $d`).
+    pub unix_from_line: String,
+}
+
+/// Stands for `$g` in [`LocalDelivery::unix_from_line`].
+pub const FROM_SENDER: char = '\u{1}';
+/// Stands for `$d` in [`LocalDelivery::unix_from_line`].
+pub const FROM_DATE: char = '\u{2}';
+/// sendmail's default `UnixFromLine`, `From $g $d`, in [`from_line`]'s form.
+pub const DEFAULT_FROM_LINE: &str = "From \u{1} \u{2}";
+
+/// `UnixFromLine` (the cf's other macros already expanded) for the cf: `$g` and `$d` become
+/// [`FROM_SENDER`] and [`FROM_DATE`].
+pub fn from_line_template(config: &crate::config::Config) -> String {
+    let keep = |name: &str| match name {
+        "g" => Some(FROM_SENDER.to_string()),
+        "d" => Some(FROM_DATE.to_string()),
+        _ => None,
+    };
+    let lookup = crate::config::macros::Layered {
+        top: &keep,
+        base: config,
+    };
+    config.options.unix_from_line.expand(&lookup)
+}
+
+/// The first line of an mbox entry (and of a mailer's input): `template` with the sender
+/// (`$g`) and sendmail's `ctime` date (`$d`) put in, and a newline.
+pub fn from_line(template: &str, d: &Delivery, when: SystemTime) -> String {
+    let date = chrono::DateTime::<chrono::Local>::from(when)
+        .format("%a %b %e %H:%M:%S %Y")
+        .to_string();
+    let mut out = String::with_capacity(template.len() + 64);
+    for c in template.chars() {
+        match c {
+            FROM_SENDER => out.push_str(d.envelope_from()),
+            FROM_DATE => out.push_str(&date),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
 }
 
 impl Default for LocalDelivery {
@@ -275,6 +318,7 @@ impl Default for LocalDelivery {
             client_addr: None,
             rules: None,
             prog_flags: None,
+            unix_from_line: DEFAULT_FROM_LINE.to_string(),
         }
     }
 }
@@ -302,6 +346,7 @@ impl LocalDelivery {
             default_user: Some(default_user),
             mailer: mailer::LocalMailer::from_config(config),
             prog_flags: config.mailer("prog").map(|m| m.flags.clone()),
+            unix_from_line: from_line_template(config),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -472,7 +517,7 @@ impl LocalDelivery {
         if let Err(o) = lock_file(file, path, deadline) {
             return o;
         }
-        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
+        let bytes = mbox_entry(d, self.return_path, &self.unix_from_line, SystemTime::now());
         match append_or_rollback(file, &bytes) {
             Ok(()) => Outcome::Delivered,
             Err(e) => io_outcome(path, &e),
@@ -637,7 +682,12 @@ impl LocalDelivery {
         };
         let ids = ids.filter(|_| nix::unistd::geteuid().is_root());
         let input = match (&self.prog_flags, d.rpath) {
-            (Some(flags), Some(_)) => Some(mailer::input(flags, d, SystemTime::now())),
+            (Some(flags), Some(_)) => Some(mailer::input(
+                flags,
+                d,
+                &self.unix_from_line,
+                SystemTime::now(),
+            )),
             _ => None,
         };
         let d = match &input {
@@ -851,12 +901,16 @@ pub fn run_command(mut c: Command, message: Vec<u8>, timeout: Duration) -> io::R
     Ok(ProgramRun { outcome, output })
 }
 
-/// `From <sender> <ctime>` + optional `Return-Path:` + the message with `From ` lines
-/// quoted + a final newline if missing + one blank line.
-pub fn mbox_entry(d: &Delivery, return_path: bool, when: SystemTime) -> Vec<u8> {
-    let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+/// The `From ` line ([`from_line`] of `from_template`) + optional `Return-Path:` + the
+/// message with `From ` lines quoted + a final newline if missing + one blank line.
+pub fn mbox_entry(
+    d: &Delivery,
+    return_path: bool,
+    from_template: &str,
+    when: SystemTime,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(d.message.len() + 128);
-    out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+    out.extend_from_slice(from_line(from_template, d, when).as_bytes());
     if return_path {
         push_return_path(&mut out, d);
     }
