@@ -97,6 +97,24 @@ fn commit_error(e: QueueError) -> CommitError {
     }
 }
 
+/// Whether a message is cut to seven bits at receipt: `SevenBitInput`, unless the client
+/// said `BODY=8BITMIME`; always after `BODY=7BIT` (sendmail's `mail_esmtp_args` sets
+/// `SevenBitInput` from the BODY parameter, srvrsmtp.c).
+pub fn seven_bit_input(option: bool, body: Option<command::BodyType>) -> bool {
+    match body {
+        Some(command::BodyType::EightBitMime) => false,
+        Some(command::BodyType::SevenBit) => true,
+        None => option,
+    }
+}
+
+/// Clears the eighth bit of every byte (sendmail's `collect` under `SevenBitInput`).
+pub fn strip_eighth_bit(text: &mut [u8]) {
+    for b in text {
+        *b &= 0x7f;
+    }
+}
+
 /// Builds the queue entry: envelope, and `body` (the message's, taken out of it) with the
 /// headers added at receipt.
 fn prepare(
@@ -120,6 +138,10 @@ fn prepare(
         .map(|h| h.value.as_str())
         .unwrap_or(DEFAULT_RECEIVED);
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
+    let mut body = body;
+    if seven_bit_input(cfg.options.seven_bit_input, msg.mail_params.body) {
+        strip_eighth_bit(&mut body);
+    }
     let (more, msgid) = id_and_date(&body, &msg.qid, &hostname);
     added.push_str(&more);
     let size = body.len();
