@@ -258,6 +258,12 @@ pub struct LocalDelivery {
     /// `UnixFromLine` with the cf's macros expanded, `$g` and `$d` left as
     /// [`FROM_SENDER`]/[`FROM_DATE`] for [`from_line`] (default `From $g $d`).
     pub unix_from_line: String,
+    /// `SafeFileEnvironment`: `/file` deliveries resolve inside this directory as if it were
+    /// the root (sendmail chroots there; here `openat2` with `RESOLVE_IN_ROOT`, so no symlink
+    /// or `..` leaves it), the directory's own prefix of the name removed, and only regular
+    /// files without execute bits or extra hard links take mail; `/dev/null` takes it and
+    /// keeps nothing (sendmail's special case). None: files anywhere, as before.
+    pub safe_file_environment: Option<PathBuf>,
 }
 
 /// Stands for `$g` in [`LocalDelivery::unix_from_line`].
@@ -319,6 +325,7 @@ impl Default for LocalDelivery {
             rules: None,
             prog_flags: None,
             unix_from_line: DEFAULT_FROM_LINE.to_string(),
+            safe_file_environment: None,
         }
     }
 }
@@ -347,6 +354,7 @@ impl LocalDelivery {
             mailer: mailer::LocalMailer::from_config(config),
             prog_flags: config.mailer("prog").map(|m| m.flags.clone()),
             unix_from_line: from_line_template(config),
+            safe_file_environment: config.options.safe_file_environment.clone(),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -403,11 +411,12 @@ impl LocalDelivery {
                     _ => self.deliver_maildir(path, Path::new(""), None, d),
                 }
             }
-            Target::File(path) => match owner {
-                Some(u) if u.uid != nix::unistd::geteuid().as_raw() => {
+            Target::File(path) => match (&self.safe_file_environment, owner) {
+                (Some(root), owner) => self.deliver_safe_file(root, path, owner, d),
+                (None, Some(u)) if u.uid != nix::unistd::geteuid().as_raw() => {
                     self.deliver_owned_file(path, u, d)
                 }
-                _ => self.deliver_file(path, d),
+                (None, _) => self.deliver_file(path, d),
             },
             Target::Program(cmd) => self.deliver_program(cmd, owner, d),
             Target::Remote(addr) => Outcome::perm(
@@ -471,6 +480,51 @@ impl LocalDelivery {
     /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
     pub fn deliver_file(&self, path: &Path, d: &Delivery) -> Outcome {
         self.deliver_mbox(path, None, false, d)
+    }
+
+    /// A `/file` under `SafeFileEnvironment` (see [`Self::safe_file_environment`]); a file
+    /// named by a user's `.forward` (an `owner` other than us) must exist and be theirs.
+    pub fn deliver_safe_file(
+        &self,
+        root: &Path,
+        path: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> Outcome {
+        if path == Path::new("/dev/null") {
+            return Outcome::Delivered;
+        }
+        let cant = |why: String| {
+            Outcome::perm(
+                "5.0.0",
+                format!("Can't create output: {}: {why}", path.display()),
+            )
+        };
+        let inside = path.strip_prefix(root).unwrap_or(path);
+        let inside = inside.strip_prefix("/").unwrap_or(inside);
+        let someone_else = owner.filter(|u| u.uid != nix::unistd::geteuid().as_raw());
+        let (mut file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
+            Ok(x) => x,
+            Err(e) if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return cant(e.to_string());
+            }
+            Err(e) => return io_outcome(path, &e),
+        };
+        match file.metadata() {
+            Ok(m) if !m.is_file() => return cant("not a regular file".into()),
+            Ok(m) if m.nlink() != 1 => return cant("file has more than one link".into()),
+            Ok(m) if m.mode() & 0o111 != 0 => return cant("file is executable".into()),
+            Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => {
+                return cant(
+                    "not a regular file of its owner (files named in a .forward must exist and belong to its owner)"
+                        .into(),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return io_outcome(path, &e),
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        self.lock_and_append(&mut file, path, deadline, d)
     }
 
     /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
@@ -1057,6 +1111,38 @@ fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
         io::ErrorKind::AlreadyExists,
         "file keeps appearing and disappearing",
     ))
+}
+
+/// Opens `inside` (relative) for appending with `root` as the root of every name on the
+/// way (`RESOLVE_IN_ROOT`: `..` and absolute symlinks stay inside; the last component is
+/// never a symlink), creating it (mode 0600) when `create` and it does not exist. The flag
+/// says whether it was created.
+fn open_in_root(root: &Path, inside: &Path, create: bool) -> io::Result<(File, bool)> {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY)
+        .open(root)?;
+    let base = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let how = OpenHow::new()
+        .flags(base)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(&dir, inside, how) {
+        Ok(fd) => return Ok((File::from(fd), false)),
+        Err(nix::errno::Errno::ENOENT) if create => {}
+        Err(e) => return Err(e.into()),
+    }
+    // openat2 takes a mode only together with O_CREAT.
+    let how = how
+        .flags(base | OFlag::O_CREAT | OFlag::O_EXCL)
+        .mode(Mode::from_bits_truncate(0o600));
+    let fd = openat2(&dir, inside, how)?;
+    Ok((File::from(fd), true))
 }
 
 /// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,

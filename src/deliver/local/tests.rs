@@ -716,3 +716,60 @@ fn unix_from_line_is_the_cfs_template_with_g_and_d() {
         crate::config::Config::from_str("t.cf", "O UnixFromLine=From $g $d\n", &[]).unwrap();
     assert_eq!(from_line_template(&plain), DEFAULT_FROM_LINE);
 }
+
+#[test]
+fn safe_file_environment_resolves_files_inside_it_and_takes_only_regular_files() {
+    let spool = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("log")).unwrap();
+    let mut a = agent(spool.path());
+    a.safe_file_environment = Some(root.path().to_path_buf());
+    let file = |p: &str| Target::File(PathBuf::from(p));
+    // A name is taken inside the environment, with or without its prefix.
+    assert_eq!(
+        a.deliver(&file("/log/mail"), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    let prefixed = format!("{}/log/mail", root.path().display());
+    assert_eq!(
+        a.deliver(&file(&prefixed), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    let got = fs::read(root.path().join("log/mail")).unwrap();
+    assert_eq!(read_mbox(&got).len(), 2);
+    // `..` and an absolute symlink on the way stay inside.
+    std::os::unix::fs::symlink(outside.path(), root.path().join("log/out")).unwrap();
+    let o = a.deliver(&file("/log/out/escaped"), None, &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!outside.path().join("escaped").exists());
+    assert_eq!(
+        a.deliver(&file("/../../x"), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    assert!(root.path().join("x").exists());
+    // Only regular files: not a directory, not a file with two links, not a program.
+    let o = a.deliver(&file("/log"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("Can't create output")),
+        "{o:?}"
+    );
+    fs::hard_link(root.path().join("x"), root.path().join("x2")).unwrap();
+    let o = a.deliver(&file("/x2"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("more than one link")),
+        "{o:?}"
+    );
+    fs::write(root.path().join("prog"), "").unwrap();
+    fs::set_permissions(root.path().join("prog"), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = a.deliver(&file("/prog"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("executable")),
+        "{o:?}"
+    );
+    // /dev/null takes the message and keeps nothing (sendmail's special case).
+    assert_eq!(
+        a.deliver(&file("/dev/null"), None, &d(MSG)),
+        Outcome::Delivered
+    );
+}
