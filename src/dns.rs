@@ -249,7 +249,7 @@ impl Dns {
 
     /// The IPv6 addresses of `host` (AAAA records, or `/etc/hosts`).
     pub async fn aaaa(&self, host: &str) -> Answer<Ipv6Addr> {
-        let from_files = self.from_files(host, |ip| match ip {
+        let from_files = self.answer_from_files(host, |ip| match ip {
             IpAddr::V6(a) => Some(a),
             IpAddr::V4(_) => None,
         });
@@ -265,7 +265,7 @@ impl Dns {
 
     /// The IPv4 addresses of `host` (A records, or `/etc/hosts`).
     pub async fn a(&self, host: &str) -> Answer<Ipv4Addr> {
-        let from_files = self.from_files(host, |ip| match ip {
+        let from_files = self.answer_from_files(host, |ip| match ip {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,
         });
@@ -280,7 +280,11 @@ impl Dns {
     }
 
     /// The hosts file's answer, or `None` to ask the servers.
-    fn from_files<T>(&self, host: &str, pick: impl Fn(IpAddr) -> Option<T>) -> Option<Answer<T>> {
+    fn answer_from_files<T>(
+        &self,
+        host: &str,
+        pick: impl Fn(IpAddr) -> Option<T>,
+    ) -> Option<Answer<T>> {
         let files = self.files.as_ref()?;
         let key = host.trim_end_matches('.').to_ascii_lowercase();
         let listed = files.get(&key);
