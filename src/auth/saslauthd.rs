@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn answers_ok_no_and_garbage() {
         assert_eq!(
-            read_answer(&mut &b"\0\x0aOK \"Success.\""[..]).unwrap(),
+            read_answer(&mut &b"\0\x0bOK \"Success.\""[..]).unwrap(),
             "OK \"Success"
         );
         assert!(read_answer(&mut &b"\0\x01O"[..]).is_err());
