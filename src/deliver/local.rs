@@ -286,17 +286,23 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Longest program output kept (for the log / bounce).
 pub const MAX_PROGRAM_OUTPUT: usize = 4096;
 
+/// sendmail's `DefaultUser` of `config` as (uid, gid): the option, else `mailnull`, else
+/// 1:1.
+pub fn default_user(config: &crate::config::Config) -> (u32, u32) {
+    match &config.options.default_user {
+        Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+        None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
+    }
+    .unwrap_or((1, 1))
+}
+
 impl LocalDelivery {
     /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
     /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
     /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
     /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
-        let default_user = match &config.options.default_user {
-            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
-            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
-        }
-        .unwrap_or((1, 1));
+        let default_user = default_user(config);
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
