@@ -194,12 +194,36 @@ impl Syslog {
     }
 }
 
+/// Opens (creates 0640) the `LogFile` for appending: never through a symlink, never a
+/// FIFO or device (root opens it, possibly in a directory others can write).
 fn open_log_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
+        .and_then(regular_only)
+        .map_err(|e| io::Error::new(e.kind(), open_error_text(&e)))
+}
+
+/// `f` if it is a regular file; an error otherwise (as sendmail's safefile `SFF_REGONLY`).
+pub fn regular_only(f: File) -> io::Result<File> {
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(io::Error::other("Regular files only"))
+    }
+}
+
+/// An open error in sendmail's words: `Symbolic links not allowed` for `O_NOFOLLOW`'s
+/// `ELOOP`, else the system's text without Rust's `(os error N)`.
+pub fn open_error_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(nix::libc::ELOOP) => "Symbolic links not allowed".to_string(),
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 fn short_hostname() -> String {

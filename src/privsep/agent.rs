@@ -242,8 +242,20 @@ fn check(
 }
 
 /// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
+/// Read without following a symlink or blocking on a FIFO: it lies where the daemon's
+/// files are, and root reads it.
 pub(super) fn remove_pid_file(path: &Path, pid: u32) {
-    let holds_ours = std::fs::read_to_string(path)
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let holds_ours = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .and_then(crate::log::regular_only)
+        .and_then(|f| {
+            let mut t = String::new();
+            f.take(4096).read_to_string(&mut t).map(|_| t)
+        })
         .ok()
         .and_then(|t| t.lines().next().map(|l| l.trim() == pid.to_string()))
         .unwrap_or(false);
