@@ -167,12 +167,13 @@ pub fn deliver(
                 .and_then(|r| check(ctx, current, &msg, r));
             match checked {
                 Ok((user, r)) => {
-                    let out = runner::deliver_local(
+                    let out = runner::deliver_local_in(
                         current,
                         &ctx.logger,
                         &msg,
                         &user,
                         std::slice::from_ref(&r),
+                        Some(&ctx.queue_dir),
                     );
                     out.into_iter()
                         .next()
