@@ -369,7 +369,8 @@ pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
     pub rules: Option<Arc<RulesPolicy>>,
     pub config: Arc<Config>,
-    pub aliases: crate::aliases::AliasTable,
+    /// Read again when its files change ([`crate::aliases::LiveAliases`]).
+    pub aliases: crate::aliases::LiveAliases,
     /// Where the low-disk-space alert goes (None: not logged).
     pub logger: Option<crate::log::Logger>,
 }
@@ -405,7 +406,10 @@ impl KnownUsers {
 
     fn exists(&self, user: &str) -> bool {
         let user = user.trim_start_matches('\\');
-        if user.starts_with('|') || user.starts_with('/') || self.aliases.get(user).is_some() {
+        if user.starts_with('|')
+            || user.starts_with('/')
+            || self.aliases.current().get(user).is_some()
+        {
             return true;
         }
         nix::unistd::User::from_name(user).ok().flatten().is_some()
@@ -430,7 +434,8 @@ impl KnownUsers {
                 return Reply::new(553, Some("5.1.3"), text);
             }
         };
-        let mut expander = Expander::from_config(&self.aliases, &self.config);
+        let aliases = self.aliases.current();
+        let mut expander = Expander::from_config(&aliases, &self.config);
         expander.forward = false;
         let mut lines: Vec<String> = Vec::new();
         for target in expander.expand(&user) {
