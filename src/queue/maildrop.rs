@@ -144,7 +144,7 @@ pub fn waiting(qdir: &Path) -> (Vec<Message>, Vec<PathBuf>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for path in complete_files(&dir(qdir)) {
-        match fs::read(&path)
+        match read_no_follow(&path)
             .map_err(|e| QueueError::io("read", &path, e))
             .and_then(|b| file::decode(&b))
         {
@@ -153,6 +153,21 @@ pub fn waiting(qdir: &Path) -> (Vec<Message>, Vec<PathBuf>) {
         }
     }
     (ok, bad)
+}
+
+/// A maildrop file's bytes, for root's `mailq` in a directory the daemon's user owns:
+/// never through a symlink, never blocking on a FIFO, regular files only.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .and_then(crate::log::regular_only)?;
+    let mut bytes = Vec::new();
+    f.take(super::store::MAX_MESSAGE_BYTES as u64 + 4096).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn complete_files(d: &Path) -> Vec<PathBuf> {
