@@ -701,7 +701,7 @@ fn a_running_daemon_sees_an_alias_newaliases_just_added() {
     rebuild(&spec).unwrap();
     let live = LiveAliases::new(
         std::slice::from_ref(&spec),
-        load_all(&[spec.clone()]).unwrap(),
+        load_all(std::slice::from_ref(&spec)).unwrap(),
     );
     assert!(live.current().get("newlist").is_none());
     fs::write(&text, "postmaster: root\nnewlist: root\n").unwrap();

@@ -166,7 +166,8 @@ fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
         .open(path)
         .and_then(crate::log::regular_only)?;
     let mut bytes = Vec::new();
-    f.take(super::store::MAX_MESSAGE_BYTES as u64 + 4096).read_to_end(&mut bytes)?;
+    f.take(super::store::MAX_MESSAGE_BYTES as u64 + 4096)
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

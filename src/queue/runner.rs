@@ -610,7 +610,7 @@ fn requeue_remote(
         dsn: "4.3.0".into(),
         text: format!("Deferred: cannot queue the forwarded copy: {e}"),
     };
-    let id = QueueId::new(&crate::queue::id::QueueIdGen::new().next_id())
+    let id = QueueId::new(crate::queue::id::QueueIdGen::new().next_id())
         .map_err(|e| failed(e.to_string()))?;
     let mut env = msg.envelope.clone();
     env.id = id.clone();
