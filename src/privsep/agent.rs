@@ -485,6 +485,12 @@ mod tests {
     fn fixture(rcpts: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        // the alias's /file is created as DefaultUser when the test runs as root
+        std::fs::set_permissions(
+            root,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
+        )
+        .unwrap();
         let cf = root.join("sendmail.cf");
         std::fs::write(&cf, "Djmta.example.test\nCwmta.example.test\n").unwrap();
         let aliases = root.join("aliases");
