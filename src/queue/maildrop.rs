@@ -50,6 +50,7 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     use nix::sys::stat::{Mode, fstat, mkdirat};
     let d = dir(qdir);
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    ensure_dir(qdir)?;
     let qfd = open(
         qdir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
