@@ -119,7 +119,7 @@ fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
     let dir = tempfile::tempdir().unwrap();
     // an alias /file is created as DefaultUser (sendmail's mailfile()): a sticky directory
     std::fs::set_permissions(
-        &dir.path(),
+        dir.path(),
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
     )
     .unwrap();
