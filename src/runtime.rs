@@ -112,7 +112,7 @@ impl Current {
             inner: relay,
             rules: rules.clone(),
             config: config.clone(),
-            aliases,
+            aliases: crate::aliases::LiveAliases::new(&config.options.alias_files, aliases),
             logger,
         });
         Ok((
