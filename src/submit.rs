@@ -350,6 +350,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         macros: &macros,
         features: server_features(&cfg),
         ids: Arc::new(QueueIdGen::new()),
+        auth_limit: None,
     };
     let ctx = session_context(&current, client, origin);
 
