@@ -81,7 +81,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SaveFromLine", Some('f')),
     n("MatchGECOS", Some('G')),
     s("HelpFile", Some('H')),
-    n("MaxHopCount", Some('h')),
+    s("MaxHopCount", Some('h')),
     n("ResolverOptions", Some('I')),
     n("IgnoreDots", Some('i')),
     n("ForwardPath", Some('J')),

@@ -53,7 +53,13 @@ pub fn too_many_hops(msg: &Message, max: u32) -> Option<String> {
     if hops <= max {
         return None;
     }
-    let via = env.client.name.as_deref().unwrap_or("localhost");
+    // sendmail's RealHostName: the client's name, else its [address]; localhost for the
+    // command line.
+    let via = match (&env.client.name, &env.client.addr) {
+        (Some(n), _) => n.clone(),
+        (None, Some(a)) => format!("[{a}]"),
+        (None, None) => "localhost".to_string(),
+    };
     Some(format!(
         "Too many hops {hops} ({max} max): from <{}> via {via}, to <{}>",
         env.sender, first.address
