@@ -393,4 +393,116 @@ fn auth_guesses_over_parallel_connections_are_limited_per_address() {
         c.cmd(&auth_plain(USER, PASSWORD)),
         ["235 2.0.0 OK Authenticated"]
     );
+    fail2ban_sees_every_failure(&d, failures);
+}
+
+/// Debian's fail2ban `sendmail-auth` filter reads our log lines: every `AUTH failure` and
+/// `possible SMTP attack: command=AUTH` line is a match, with the client's address.
+fn fail2ban_sees_every_failure(d: &Daemon, failures: usize) {
+    let filter = "/etc/fail2ban/filter.d/sendmail-auth.conf";
+    if !std::path::Path::new(filter).exists() {
+        eprintln!("SKIPPED: fail2ban is not installed ({filter})");
+        return;
+    }
+    let log = d.log_text();
+    let attacks = log.matches("possible SMTP attack: command=AUTH").count();
+    let out = Command::new("fail2ban-regex")
+        .args(["--print-all-matched", d.log.to_str().unwrap(), filter])
+        .output()
+        .expect("fail2ban-regex");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = format!("Failregex: {} total", failures + 1 + attacks);
+    assert!(text.contains(&total), "want {total}\n{text}\n{log}");
+    assert!(text.contains("127.0.0.9") && text.contains("127.0.0.10"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// authwarnings: the X-Authentication-Warning header, as sendmail adds it.
+
+/// No HELO (a cf with `authwarnings` but not `needmailhelo`): logged and added as a header.
+#[test]
+fn authwarnings_adds_the_no_helo_header() {
+    let cf = "Djmta.example.test\n\
+              O PrivacyOptions=authwarnings\n\
+              O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n";
+    let mut d = Daemon::start(cf, &["-O", "DeliveryMode=queueonly"]);
+    let mut c = Smtp::connect(d.addr_of("MTA-v4"));
+    c.reply();
+    assert!(c.cmd("MAIL FROM:<a@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<friend@remote.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("DATA")[0].starts_with("354"));
+    c.send("Subject: no helo\r\n\r\nbody\r\n.");
+    assert!(c.reply()[0].starts_with("250 2.0.0"));
+    c.cmd("QUIT");
+    let text = "mta.example.test: localhost [127.0.0.1] didn't use HELO protocol";
+    d.wait_log(&format!("Authentication-Warning: {text}"));
+    let q = d.queue_text();
+    assert!(
+        q.contains(&format!("X-Authentication-Warning: {text}\n")),
+        "{q}"
+    );
+}
+
+/// `-f` by a user who is not trusted: `nobody set sender to … using -f` (oracle's qf in
+/// oracle-cli-nobody.txt); root (trusted) gets no warning.
+#[test]
+fn authwarnings_adds_the_untrusted_sender_header() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to submit as nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cf = dir.path().join("default.cf");
+    std::fs::write(
+        &cf,
+        format!("{}\nDjmta.example.test\n", sendmail_rs::config::DEFAULT_CF),
+    )
+    .unwrap();
+    let queue = dir.path().join("mqueue");
+    std::fs::create_dir(&queue).unwrap();
+    std::fs::set_permissions(&queue, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let submit = |who: &[&str]| {
+        let mut child = Command::new(who[0])
+            .args(&who[1..])
+            .arg(sendmail_bin())
+            .args(["-C", cf.to_str().unwrap(), "-O"])
+            .arg(format!("QueueDirectory={}", queue.display()))
+            .args(["-O", "LogFile=/dev/null"])
+            .args(["-f", "forged@client.example.test", "alice"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: f test\n\nhi\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    let maildrop_text = || {
+        let mut t = String::new();
+        for e in std::fs::read_dir(queue.join("maildrop")).unwrap().flatten() {
+            if e.path().is_file() {
+                t.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()));
+            }
+        }
+        t
+    };
+    // nobody first (the maildrop it makes is its own, 0700; root may write there too).
+    submit(&["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]);
+    let t = maildrop_text();
+    assert_eq!(t.matches("X-Authentication-Warning").count(), 1, "{t}");
+    assert!(
+        t.contains(
+            "X-Authentication-Warning: mta.example.test: nobody set sender to forged@client.example.test using -f\n"
+        ),
+        "{t}"
+    );
+    submit(&["env"]);
+    let t = maildrop_text();
+    assert_eq!(t.matches("X-Authentication-Warning").count(), 1, "root is trusted: {t}");
 }
