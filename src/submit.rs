@@ -88,16 +88,13 @@ pub fn deliver(inv: &Invocation) -> i32 {
             format_args!("Authentication-Warning: {w}"),
         );
     }
-    let (body, msgid) = add_headers(
-        &cfg,
-        body,
-        &qid,
-        &sender,
-        inv.args.full_name.as_deref(),
-        &relay,
-        &recipients,
-        warning.as_deref(),
-    );
+    let who = Submitter {
+        sender: &sender,
+        full_name: inv.args.full_name.as_deref(),
+        relay: &relay,
+        warning: warning.as_deref(),
+    };
+    let (body, msgid) = add_headers(&cfg, body, &qid, &who, &recipients);
     let size = body.len();
     let mut env = queue::Envelope::new(id, sender.clone());
     env.recipients = recipients
@@ -294,18 +291,33 @@ fn sender_warning(cfg: &Config, user: &str, forged: &str) -> Option<String> {
     Some(format!("{host}: {user} set sender to {forged} using -f"))
 }
 
+/// Who submits a message on the command line, as the added headers show it.
+struct Submitter<'a> {
+    /// The envelope sender (`-f`, else the user).
+    sender: &'a str,
+    /// `-F`.
+    full_name: Option<&'a str>,
+    /// `$_`: `user@localhost`.
+    relay: &'a str,
+    /// The `-f` Authentication-Warning text, if one is due.
+    warning: Option<&'a str>,
+}
+
 /// Adds `Received:`, `From:`, `Date:`, `Message-Id:` (and the `-f` warning) as sendmail does
 /// for a local submission; returns the message and its Message-Id.
 fn add_headers(
     cfg: &Config,
     body: Vec<u8>,
     qid: &str,
-    sender: &str,
-    full_name: Option<&str>,
-    relay: &str,
+    who: &Submitter<'_>,
     recipients: &[String],
-    warning: Option<&str>,
 ) -> (Vec<u8>, Option<String>) {
+    let Submitter {
+        sender,
+        full_name,
+        relay,
+        warning,
+    } = *who;
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), relay.to_string());
     m.insert("i".to_string(), qid.to_string());

@@ -110,7 +110,12 @@ fn the_default_backlog_greets_a_burst_of_200_clients() {
     let greetings: Vec<String> = clients.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(start.elapsed() < WAIT * 2);
     let greeted = greetings.iter().filter(|g| g.starts_with("220 ")).count();
-    assert_eq!(greeted, 200, "{:?}", greetings.iter().find(|g| !g.starts_with("220 ")));
+    assert_eq!(
+        greeted,
+        200,
+        "{:?}",
+        greetings.iter().find(|g| !g.starts_with("220 "))
+    );
 }
 
 #[test]
@@ -367,7 +372,10 @@ fn auth_guesses_over_parallel_connections_are_limited_per_address() {
     // the allowance (10) plus at most one guess per connection already in flight when it ran
     // out (the 20 first guesses arrive together) are checked; the rest get a 421 unchecked.
     let failures = d.log_text().matches("AUTH failure (PLAIN)").count();
-    assert!((10..=20).contains(&failures), "{failures} checked: {replies:?}");
+    assert!(
+        (10..=20).contains(&failures),
+        "{failures} checked: {replies:?}"
+    );
     assert!(checked >= failures, "{replies:?}");
     assert!(refused_unchecked >= 20 - 3, "{replies:?}");
     let log = d.wait_log("possible SMTP attack: command=AUTH, count=");
@@ -413,7 +421,10 @@ fn fail2ban_sees_every_failure(d: &Daemon, failures: usize) {
     let text = String::from_utf8_lossy(&out.stdout);
     let total = format!("Failregex: {} total", failures + 1 + attacks);
     assert!(text.contains(&total), "want {total}\n{text}\n{log}");
-    assert!(text.contains("127.0.0.9") && text.contains("127.0.0.10"), "{text}");
+    assert!(
+        text.contains("127.0.0.9") && text.contains("127.0.0.10"),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -493,7 +504,13 @@ fn authwarnings_adds_the_untrusted_sender_header() {
         t
     };
     // nobody first (the maildrop it makes is its own, 0700; root may write there too).
-    submit(&["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]);
+    submit(&[
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--",
+    ]);
     let t = maildrop_text();
     assert_eq!(t.matches("X-Authentication-Warning").count(), 1, "{t}");
     assert!(
@@ -504,5 +521,9 @@ fn authwarnings_adds_the_untrusted_sender_header() {
     );
     submit(&["env"]);
     let t = maildrop_text();
-    assert_eq!(t.matches("X-Authentication-Warning").count(), 1, "root is trusted: {t}");
+    assert_eq!(
+        t.matches("X-Authentication-Warning").count(),
+        1,
+        "root is trusted: {t}"
+    );
 }

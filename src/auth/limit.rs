@@ -159,7 +159,10 @@ mod tests {
         let l = AuthLimit::new(5, Duration::from_secs(60), 64);
         let t = Instant::now();
         for i in 0..10_000u32 {
-            l.record_failure(IpAddr::V4(i.into()), t + Duration::from_millis(u64::from(i)));
+            l.record_failure(
+                IpAddr::V4(i.into()),
+                t + Duration::from_millis(u64::from(i)),
+            );
             assert!(l.len() <= 64);
         }
         // the newest is remembered

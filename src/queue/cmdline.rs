@@ -76,7 +76,11 @@ pub fn run(inv: &Invocation) -> i32 {
 /// cannot be looked at is nobody's).
 fn may_run_queue(cfg: &crate::config::Config, uid: nix::unistd::Uid) -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    let restricted = cfg.options.privacy_options.iter().any(|w| w == "restrictqrun");
+    let restricted = cfg
+        .options
+        .privacy_options
+        .iter()
+        .any(|w| w == "restrictqrun");
     if !restricted || uid.is_root() {
         return true;
     }

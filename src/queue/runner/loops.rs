@@ -88,7 +88,10 @@ mod tests {
         let m = b"Received: from a\n\tby b\nreceived : x\nVia: y\nMail-From: z\nX400-Received: q\n\
 Delivered-To: d\nSubject: Received: no\n\nReceived: in the body\n";
         assert_eq!(hop_count(m), 5);
-        assert_eq!(hop_count(b"Subject: x\r\nReceived: y\r\n\r\nReceived: z\r\n"), 1);
+        assert_eq!(
+            hop_count(b"Subject: x\r\nReceived: y\r\n\r\nReceived: z\r\n"),
+            1
+        );
         assert_eq!(hop_count(b""), 0);
     }
 }
