@@ -40,8 +40,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// The message session `n` sends: `mb` megabytes of numbered lines (CRLF).
 fn message(n: usize, mb: u64) -> Vec<u8> {
-    let mut m = format!("Subject: stream {n}\r\nMessage-Id: <stream-{n}@client.test>\r\n\r\n")
-        .into_bytes();
+    let mut m =
+        format!("Subject: stream {n}\r\nMessage-Id: <stream-{n}@client.test>\r\n\r\n").into_bytes();
     let mut i = 0u64;
     while (m.len() as u64) < mb * 1_000_000 {
         m.extend_from_slice(format!("session {n:02} line {i:010} 0123456789abcdef\r\n").as_bytes());
@@ -102,10 +102,11 @@ fn thirty_concurrent_big_messages_keep_the_daemon_small_and_arrive_whole() {
     let took = started.elapsed();
     let hwm_kb = vm_hwm_kb(d.pid());
     eprintln!(
-        "{sessions} x {mb} MB: VmHWM {} MB (at start {} MB), {:.1} s",
+        "{sessions} x {mb} MB: VmHWM {} MB (at start {} MB), {:.1} s; {} KiB per session",
         hwm_kb / 1024,
         base_kb / 1024,
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        hwm_kb.saturating_sub(base_kb) / sessions as u64
     );
     for r in &replies {
         assert!(r.ends_with("Message accepted for delivery"), "{r}");
@@ -263,5 +264,8 @@ fn a_daemon_killed_while_a_message_streams_in_delivers_nothing_of_it() {
     assert_eq!(std::fs::read_dir(qdir.join("spool")).unwrap().count(), 0);
     second.stop();
     let left = Store::open_read_only(&qdir).unwrap().ids().unwrap();
-    assert!(left.is_empty(), "nothing of the message is queued: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing of the message is queued: {left:?}"
+    );
 }

@@ -375,8 +375,7 @@ pub fn body_part_len(message: &[u8]) -> usize {
 
 /// The exact bytes of the queue file for `msg`.
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
+    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
     encode_envelope(msg, &mut out);
     record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
     let crc = crc32fast::hash(&out);
@@ -401,8 +400,7 @@ pub struct Gap {
 pub fn encode_with_gap(msg: &Message, at: usize, gap: &Gap) -> (Vec<u8>, usize) {
     let (before, after) = msg.body.split_at(at.min(msg.body.len()));
     let total = msg.body.len() as u64 + gap.len;
-    let mut out =
-        Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
+    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
     encode_envelope(msg, &mut out);
     out.push(b'B');
     out.extend_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
@@ -1102,8 +1100,10 @@ mod tests {
         let start = msg.body.iter().position(|&b| b == b'|').unwrap() + 1;
         let end = start + b"spooled middle|".len();
         let middle = msg.body[start..end].to_vec();
-        let mut gap = Gap::default();
-        gap.len = middle.len() as u64;
+        let mut gap = Gap {
+            len: middle.len() as u64,
+            ..Gap::default()
+        };
         gap.crc.update(&middle);
         let mut short = msg.clone();
         short.body.drain(start..end);

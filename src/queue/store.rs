@@ -437,8 +437,10 @@ impl Store {
                 }
             })?;
 
-        let mut report = RecoveryReport::default();
-        report.removed_spool = sweep_spool(&spool)?;
+        let mut report = RecoveryReport {
+            removed_spool: sweep_spool(&spool)?,
+            ..RecoveryReport::default()
+        };
         let mut index = replay(&journal, true, &mut report)?;
         let next = index.segments.keys().next_back().map_or(1, |s| s + 1);
         for seq in delete_dead_segments(&mut index, &journal, u64::MAX)? {
@@ -1424,7 +1426,11 @@ mod tests {
         let rt = rt();
         // 3 MiB of spool in 1 MiB appends, between a head and a tail kept in memory.
         let mut sp = store.spool().unwrap();
-        assert_eq!(fs::read_dir(root.join("spool")).unwrap().count(), 0, "unnamed");
+        assert_eq!(
+            fs::read_dir(root.join("spool")).unwrap().count(),
+            0,
+            "unnamed"
+        );
         let mut middle = Vec::new();
         for i in 0..3u8 {
             let chunk = vec![b'a' + i; 1 << 20];
@@ -1448,7 +1454,10 @@ mod tests {
         whole.extend_from_slice(&middle);
         whole.extend_from_slice(b"tail\n");
         assert!(store.load(&id("Q2")).unwrap().body == whole);
-        assert_eq!(store.load(&id("Q3")).unwrap().body, b"Subject: Q3\n\nbody of Q3\n");
+        assert_eq!(
+            store.load(&id("Q3")).unwrap().body,
+            b"Subject: Q3\n\nbody of Q3\n"
+        );
         drop(store);
         // A spool file left by a crash between create and unlink is swept at the next open.
         fs::write(root.join("spool").join("123.0"), b"partial").unwrap();

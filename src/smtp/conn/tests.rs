@@ -853,7 +853,9 @@ async fn a_big_message_leaves_the_session_in_spills_and_comes_back_whole() {
     // 3 MB of numbered lines: DATA, then the same text in three BDAT chunks.
     let mut text = String::from("Subject: big\r\n\r\n");
     for i in 0..60_000 {
-        text.push_str(&format!("line {i:08} ..........................................\r\n"));
+        text.push_str(&format!(
+            "line {i:08} ..........................................\r\n"
+        ));
     }
     let lf = text.replace("\r\n", "\n").into_bytes();
     let t = text.clone();
