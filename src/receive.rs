@@ -1,8 +1,19 @@
 //! A received message → the durable queue: the SMTP session's [`MessageSink`].
 //!
 //! In: a finished [`Message`] from the session (envelope, dot-unstuffed body with LF line
-//! ends). Out: the message committed to the [`Store`] — on stable storage before the session
-//! answers `250 2.0.0 <id> Message accepted for delivery` — and sendmail's `from=` log line.
+//! ends), and while it arrives the bytes past its first 64 KiB ([`MessageSink::spill`]),
+//! which go to a spool file of the queue ([`crate::queue::spool`], where the design is
+//! written down) so that a session's memory does not grow with the message. Out: the
+//! message committed to the [`Store`] — on stable storage before the session answers
+//! `250 2.0.0 <id> Message accepted for delivery` — and sendmail's `from=` log line. The
+//! spool of a message that is refused, reset or abandoned is dropped
+//! ([`MessageSink::discard`], or the connection's end): its file has no name, so closing
+//! it gives the space back.
+//!
+//! The headers added at receipt are scanned for in the message's head, which stays in
+//! memory (`smtp::body::KEEP_HEAD`, twice the default `MaxHeadersLength`); they are
+//! written before the head in the queue entry, then the head, the spooled bytes and the
+//! rest (`Store::commit_spooled`).
 //!
 //! On the way the headers sendmail adds at receipt are added (RFC 5321 §4.4, sendmail's cf
 //! `H` lines): `Received:` from the cf's `HReceived` template (sendmail's own when the cf has

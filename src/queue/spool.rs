@@ -3,7 +3,7 @@
 //!
 //! In: runs of message bytes (LF line ends, as the queue keeps them) from the SMTP
 //! session, appended as they arrive ([`Spool::append`]). Out: the file and the length and
-//! CRC-32 of what it holds ([`Spool::into_parts`]), which [`super::Store::commit_spooled`]
+//! CRC-32 of what it holds (`Spool::into_parts`), which [`super::Store::commit_spooled`]
 //! copies into the journal frame of the message.
 //!
 //! # Design

@@ -14,7 +14,11 @@
 //! (RFC 5321 4.5.3.2 defaults): a command line must arrive whole within `Timeout.command` (as
 //! sendmail's `sfgets` times the whole line, so a client trickling a byte at a time is still
 //! cut off), while DATA and BDAT input times out after `Timeout.datablock` without any byte
-//! (sendmail's collect restarts its timer on progress); ends the session at the next command boundary once the
+//! (sendmail's collect restarts its timer on progress), and the message as a whole must
+//! keep up `MinDataRate` (`DataClock`, below); hands a spilling sink the bytes of a message past
+//! its head as they arrive ([`MessageSink::spill`], [`SPILL_CHUNK`] at a time), so that a
+//! session holds at most about `KEEP_HEAD + SPILL_CHUNK` of any message, and tells it to
+//! drop them when the message ends without a commit; ends the session at the next command boundary once the
 //! shutdown future completes (a message being received is finished first); writes
 //! `421 4.4.1 <host> Lost input channel from <client>` when the peer goes away.
 //!
@@ -61,7 +65,7 @@ pub struct Timeouts {
     /// minutes).
     pub data_block: Duration,
     /// The least average rate, in bytes per second, at which a message must arrive
-    /// (`MinDataRate`; 0: none). See [`DataClock`].
+    /// (`MinDataRate`; 0: none). See `DataClock`.
     pub min_data_rate: u64,
 }
 
