@@ -5,6 +5,7 @@
 #
 #   bash bench/stream_memory.sh                 # 30 sessions x 1, 10, 50 MB
 #   SIZES="1 10" SESSIONS=10 bash bench/stream_memory.sh
+#   CARGO_PROFILE=" " bash bench/stream_memory.sh    # the debug build (memory is the same)
 #
 # For each size it runs tests/streaming.rs's concurrent test against the real daemon (release
 # build, on ::1 and 127.0.0.1, DeliveryMode=queue, queue under the test's temp dir, deleted
@@ -21,7 +22,7 @@ MAX_MB=${MAX_MB:-300}
 printf '%-8s %-9s %-12s %-14s %-20s %s\n' size sessions "VmHWM MB" "at start MB" "per session KiB" "wall s"
 for mb in $SIZES; do
     line=$(STREAM_MB=$mb STREAM_SESSIONS=$SESSIONS STREAM_MAX_MB=$MAX_MB \
-        timeout 1800 cargo test -q --release --test streaming thirty -- --nocapture 2>&1 |
+        timeout 1800 cargo test -q ${CARGO_PROFILE:---release} --test streaming thirty -- --nocapture 2>&1 |
         grep -E '^[0-9]+ x [0-9]+ MB: VmHWM' || true)
     if [[ -z $line ]]; then
         echo "size $mb MB: the test failed (run it by hand to see why)" >&2
