@@ -76,11 +76,11 @@ pub async fn serve_client<S>(
         implicit_tls: daemon.modifiers.has('s'),
         ..conn_options(&current.config)
     };
-    let mut sink = QueueSink {
-        dest: Destination::Store(shared.queue.clone()),
-        config: current.config.clone(),
-        logger: shared.logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Store(shared.queue.clone()),
+        current.config.clone(),
+        shared.logger.clone(),
+    );
     let outcome = conn::serve(
         stream,
         Session::new(ctx),
@@ -158,13 +158,15 @@ pub fn server_features(cfg: &Config) -> Features {
 
 /// The driver's settings from the options: the server side of `Timeout.*` is
 /// `Timeout.command` (the whole next command line must arrive within it) and
-/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long), with `MinDataRate`
+/// for the message as a whole; op §4.1.2 marks the
 /// others as client timeouts, which `deliver::remote::client` applies.
 pub fn conn_options(cfg: &Config) -> ConnOptions {
     ConnOptions {
         timeouts: Timeouts {
             command: cfg.options.timeouts.command,
             data_block: cfg.options.timeouts.datablock,
+            min_data_rate: cfg.options.min_data_rate,
         },
         ..ConnOptions::default()
     }

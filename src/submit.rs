@@ -399,11 +399,11 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     };
     let ctx = session_context(&current, client, origin);
 
-    let mut sink = QueueSink {
-        dest: Destination::Maildrop(cfg.options.queue_directory.clone()),
-        config: cfg.clone(),
-        logger: logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Maildrop(cfg.options.queue_directory.clone()),
+        cfg.clone(),
+        logger.clone(),
+    );
     let opts = conn_options(&cfg);
     let outcome = runtime.block_on(async {
         let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());

@@ -216,6 +216,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("LogFile", None),
     s("NameServers", None),
     s("AuthPasswordFile", None),
+    s("MinDataRate", None),
 ];
 
 /// What an option name resolved to.
@@ -760,6 +761,9 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// Ours: `MinDataRate`, bytes per second a message must average after its grace
+    /// (`smtp::conn::DataClock`); default 500 (Postfix's `smtpd_min_data_rate`); 0 = none.
+    pub min_data_rate: u64,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
@@ -819,6 +823,7 @@ impl Default for Options {
             reject_nul: false,
             smtp_utf8: false,
             max_headers_length: 32768,
+            min_data_rate: crate::smtp::conn::DEFAULT_MIN_DATA_RATE,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
@@ -940,6 +945,7 @@ impl Options {
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
+            "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
                     Some((b, s)) => (b, Some(s)),
