@@ -242,6 +242,13 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
+    for name in &report.removed_spool {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: spool/{name}: unacknowledged message data removed"),
+        );
+    }
 }
 
 fn logger_start_line(logger: &Logger, inv: &Invocation) {
