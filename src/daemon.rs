@@ -248,6 +248,13 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
         );
     }
+    for name in &report.removed_spool {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: spool/{name}: unacknowledged message data removed"),
+        );
+    }
 }
 
 fn logger_start_line(logger: &Logger, inv: &Invocation) {
@@ -307,13 +314,23 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn create(path: &Path, command_line: &str) -> Result<PidFile, String> {
+        // never through a symlink, never blocking on a FIFO (sendmail: `Symbolic links not
+        // allowed`); only a regular file is truncated
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+            .and_then(crate::log::regular_only)
+            .map_err(|e| {
+                format!(
+                    "unable to write pid to {}: {}",
+                    path.display(),
+                    crate::log::open_error_text(&e)
+                )
+            })?;
         let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| {
             format!(

@@ -112,7 +112,7 @@ impl Current {
             inner: relay,
             rules: rules.clone(),
             config: config.clone(),
-            aliases,
+            aliases: crate::aliases::LiveAliases::new(&config.options.alias_files, aliases),
             logger,
         });
         Ok((
@@ -164,6 +164,8 @@ pub struct Shared {
     pub queue: Store,
     /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
     pub local_agent: Option<Arc<dyn LocalAgent>>,
+    /// AUTH failures per client address, across connections (kept over SIGHUP).
+    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
 }
 
 impl Shared {
@@ -178,6 +180,7 @@ impl Shared {
             stats,
             queue,
             local_agent: None,
+            auth_limit: Arc::default(),
         }
     }
 

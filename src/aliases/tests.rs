@@ -693,6 +693,25 @@ fn targets_carry_their_owner() {
 }
 
 #[test]
+fn a_running_daemon_sees_an_alias_newaliases_just_added() {
+    let d = tempfile::tempdir().unwrap();
+    let text = d.path().join("aliases");
+    fs::write(&text, "postmaster: root\n").unwrap();
+    let spec = text.display().to_string();
+    rebuild(&spec).unwrap();
+    let live = LiveAliases::new(
+        std::slice::from_ref(&spec),
+        load_all(std::slice::from_ref(&spec)).unwrap(),
+    );
+    assert!(live.current().get("newlist").is_none());
+    fs::write(&text, "postmaster: root\nnewlist: root\n").unwrap();
+    rebuild(&spec).unwrap();
+    assert!(live.current().get("newlist").is_some());
+    // unchanged files: the same table, not read again
+    assert!(std::sync::Arc::ptr_eq(&live.current(), &live.current()));
+}
+
+#[test]
 fn forward_path_tries_each_file_in_turn_with_home_user_and_host() {
     let home = tempfile::tempdir().unwrap();
     let me = nix::unistd::getuid().as_raw();

@@ -8,9 +8,12 @@
 //! [`Authenticator`] ([`passwd::PasswordFile`], or the site's Cyrus `saslauthd`:
 //! [`saslauthd::Saslauthd`]) and logs as sendmail does.
 //!
+//! Failures are also counted per client address across connections ([`limit`]).
+//!
 //! sendmail 8.17 with Cyrus SASL is the model (srvrsmtp.c `CMDAUTH`): `*` cancels, `=` is an
 //! empty initial response, LOGIN asks `Username:` then `Password:`.
 
+pub mod limit;
 pub mod passwd;
 pub mod saslauthd;
 

@@ -81,7 +81,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SaveFromLine", Some('f')),
     n("MatchGECOS", Some('G')),
     s("HelpFile", Some('H')),
-    n("MaxHopCount", Some('h')),
+    s("MaxHopCount", Some('h')),
     s("ResolverOptions", Some('I')),
     n("IgnoreDots", Some('i')),
     s("ForwardPath", Some('J')),
@@ -216,6 +216,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("LogFile", None),
     s("NameServers", None),
     s("AuthPasswordFile", None),
+    s("MinDataRate", None),
 ];
 
 /// What an option name resolved to.
@@ -637,6 +638,9 @@ pub fn parse_name_servers(text: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// `MaxHopCount` when the cf does not set it (observed on sendmail 8.17.1.9).
+pub const DEFAULT_MAX_HOP_COUNT: u32 = 25;
+
 /// `PrivacyOptions` words op §5.6 lists.
 pub const PRIVACY_WORDS: &[&str] = &[
     "public",
@@ -675,6 +679,9 @@ pub struct RawOption {
     pub literal: bool,
 }
 
+/// `MinDataRate` when the cf does not set it: Postfix's `smtpd_min_data_rate` default.
+pub const DEFAULT_MIN_DATA_RATE: u64 = 500;
+
 /// The typed options, each with sendmail's default when not set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -701,6 +708,11 @@ pub struct Options {
     pub max_message_size: u64,
     /// `MaxRecipientsPerMessage`; 0 = unlimited.
     pub max_recipients_per_message: u32,
+    /// `MaxHopCount`: a message with more trace headers (`Received:` and the like, ours
+    /// included) bounces `554 5.4.6 Too many hops`. Default 25 (sendmail 8.17 with the cf's
+    /// `#O MaxHopCount=25` left commented out: 25 `Received:` + its own = 26 bounced,
+    /// tests/data/hardened-default/oracle-maillog.txt).
+    pub max_hop_count: u32,
     /// `MaxDaemonChildren`; 0 = unlimited.
     pub max_daemon_children: u32,
     /// `ConnectionRateThrottle` (connections per second per daemon); 0 = unlimited.
@@ -755,6 +767,9 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// Ours: `MinDataRate`, bytes per second a message must average after its grace
+    /// (`smtp::conn::DataClock`); default 500 (Postfix's `smtpd_min_data_rate`); 0 = none.
+    pub min_data_rate: u64,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
@@ -835,6 +850,15 @@ pub struct Options {
     pub unsupported: Vec<RawOption>,
 }
 
+impl Options {
+    /// `PrivacyOptions=authwarnings` (or `goaway`) is set: `X-Authentication-Warning:`
+    /// headers are added.
+    pub fn auth_warnings(&self) -> bool {
+        let p = &self.privacy_options;
+        p.iter().any(|w| w == "authwarnings" || w == "goaway")
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
@@ -848,6 +872,7 @@ impl Default for Options {
             alias_files: Vec::new(),
             max_message_size: 0,
             max_recipients_per_message: 0,
+            max_hop_count: DEFAULT_MAX_HOP_COUNT,
             max_daemon_children: 0,
             connection_rate_throttle: 0,
             delivery_mode: DeliveryMode::Background,
@@ -876,6 +901,7 @@ impl Default for Options {
             reject_nul: false,
             smtp_utf8: false,
             max_headers_length: 32768,
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
@@ -955,6 +981,7 @@ impl Options {
             }
             "MaxMessageSize" => self.max_message_size = parse_number(value)?,
             "MaxRecipientsPerMessage" => self.max_recipients_per_message = parse_number(value)?,
+            "MaxHopCount" => self.max_hop_count = parse_number(value)?,
             "MaxDaemonChildren" => self.max_daemon_children = parse_number(value)?,
             "ConnectionRateThrottle" => self.connection_rate_throttle = parse_number(value)?,
             "DeliveryMode" => {
@@ -1023,6 +1050,7 @@ impl Options {
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
+            "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
                     Some((b, s)) => (b, Some(s)),

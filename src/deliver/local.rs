@@ -62,6 +62,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::asuser::{Who, open_as};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -343,11 +344,7 @@ impl LocalDelivery {
     /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
     /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
-        let default_user = match &config.options.default_user {
-            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
-            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
-        }
-        .unwrap_or((1, 1));
+        let default_user = crate::aliases::default_user(config);
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
@@ -477,9 +474,20 @@ impl LocalDelivery {
         )
     }
 
-    /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
+    /// A `/file` target of the system alias file: mbox format, `fcntl` + `flock`, created
+    /// 0600 if absent. As sendmail's `mailfile()`: `/dev/null` is delivered without being
+    /// opened, and when we are root the file is opened (and created) with
+    /// [`Self::default_user`]'s rights ([`crate::asuser`]), so a file that user may not write
+    /// is `Can't create output`, never written as root.
     pub fn deliver_file(&self, path: &Path, d: &Delivery) -> Outcome {
-        self.deliver_mbox(path, None, false, d)
+        if path == Path::new("/dev/null") {
+            return Outcome::Delivered;
+        }
+        let who = self
+            .default_user
+            .filter(|_| nix::unistd::geteuid().is_root())
+            .map(|(uid, gid)| Who::uid(uid, gid));
+        self.deliver_mbox_as(path, None, false, who.as_ref(), d)
     }
 
     /// A `/file` under `SafeFileEnvironment` (see [`Self::safe_file_environment`]); a file
@@ -586,6 +594,18 @@ impl LocalDelivery {
         dotlock: bool,
         d: &Delivery,
     ) -> Outcome {
+        self.deliver_mbox_as(path, owner, dotlock, None, d)
+    }
+
+    /// [`Self::deliver_mbox`], the file opened with `who`'s rights when given.
+    fn deliver_mbox_as(
+        &self,
+        path: &Path,
+        owner: Option<&MailUser>,
+        dotlock: bool,
+        who: Option<&Who>,
+        d: &Delivery,
+    ) -> Outcome {
         let deadline = Instant::now() + self.lock_timeout;
         let _dotlock = if dotlock {
             match DotLock::acquire(path, deadline, self.stale_lock) {
@@ -595,7 +615,7 @@ impl LocalDelivery {
         } else {
             None
         };
-        let mut file = match open_or_create(path) {
+        let mut file = match open_or_create(path, who) {
             Ok((f, created)) => {
                 // only a file this call created (O_EXCL) is handed to the user
                 if created && let Some(u) = owner {
@@ -1083,24 +1103,24 @@ fn open_dir_at(
 }
 
 /// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.
-fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+fn open_or_create(path: &Path, who: Option<&Who>) -> io::Result<(File, bool)> {
+    let open = |opts: &mut OpenOptions| match who {
+        Some(w) => open_as(path, opts, w),
+        None => opts.open(path),
+    };
     for _ in 0..3 {
-        match OpenOptions::new()
-            .append(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(OpenOptions::new().append(true).custom_flags(OPEN_FLAGS)) {
             Ok(f) => return Ok((f, false)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(OPEN_FLAGS),
+        ) {
             Ok(f) => return Ok((f, true)),
             // someone else created it in between: open theirs
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -1148,25 +1168,6 @@ fn open_in_root(root: &Path, inside: &Path, create: bool) -> io::Result<(File, b
 /// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,
 /// never acquire a controlling terminal.
 const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
-
-/// `DefaultUser=user[:group]`: names or numbers.
-pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,
-    };
-    if let Some(g) = group {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()?
-                .gid
-                .as_raw(),
-        };
-    }
-    Some((uid, gid))
-}
 
 fn is_permanent_open_error(e: &io::Error) -> bool {
     matches!(
