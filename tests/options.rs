@@ -72,6 +72,15 @@ fn seven_bit_input_clears_the_eighth_bit_unless_the_client_says_8bitmime() {
         " BODY=8BITMIME",
         b"Subject: two caf\xe9\r\n\r\nsecond caf\xe9\r\n.\r\n",
     );
+    // Past 64 KiB the message streams to a spool file: the bytes there are cut too.
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    for _ in 0..2000 {
+        big.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123\r\n",
+        );
+    }
+    big.extend_from_slice(b"tail caf\xe9\r\n.\r\n");
+    send(&mut c, "", &big);
     let q = std::fs::read_dir(d.queue_dir().join("journal"))
         .unwrap()
         .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -81,6 +90,7 @@ fn seven_bit_input_clears_the_eighth_bit_unless_the_client_says_8bitmime() {
     assert!(has(b"Subject: one cafi\n\nfirst cafi\n"));
     assert!(has(b"Subject: two caf\xe9\n\nsecond caf\xe9\n"));
     assert!(!has(b"first caf\xe9"));
+    assert!(has(b"tail cafi\n") && !has(b"tail caf\xe9"));
     drop(c);
     d.stop();
 }
