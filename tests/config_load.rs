@@ -424,11 +424,10 @@ fn random_input_gives_errors_not_panics() {
     assert_eq!(errors.len(), 50);
 }
 
-/// Options another change of issue 18 makes real (MaxHopCount: `defaults`; the connection
+/// Options another change of issue 18 makes real (the connection
 /// cache and queue-runner limits: `speed`; BadRcptThrottle, ConnectionRateWindowSize:
 /// `debian`); until those land they may still warn.
 const OWNED_ELSEWHERE: &[&str] = &[
-    "MaxHopCount",
     "ConnectionCacheSize",
     "ConnectionCacheTimeout",
     "MaxRunnersPerQueue",
