@@ -557,7 +557,9 @@ if [ "$LOCAL" = 1 ]; then
     fi
     for target in mbox maildir; do
         SM_CF="$RUN/sendmail/local.cf"
-        local_fresh "$RUN/local/sm" root
+        # sendmail-rs writes an alias's /file as DefaultUser (mailnull, else 1:1), as
+        # sendmail's mailfile() does
+        local_fresh "$RUN/local/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
         sm_reset
         e2e_measure sm "$target@bench.example.test"; local_check "$RUN/local/sm" "$target"; E_SM=$E2E
         sm_stop; SM_CF="$RUN/sendmail/bench.cf"
