@@ -5,10 +5,14 @@
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
-use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE};
+use sendmail_rs::privsep::setgid;
+use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_USAGE};
 use sendmail_rs::{daemon, makemap, queue, rules, stats, submit};
 
 fn main() {
+    // Installed set-group-id smmsp: the privilege is held back from here on and used only
+    // to write into the maildrop and to read the queue for mailq (privsep::setgid).
+    setgid::at_start();
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -17,10 +21,12 @@ fn main() {
         .first()
         .map(|a| Path::new(a).file_name().unwrap_or_default().to_owned());
     if prog.as_deref() == Some(std::ffi::OsStr::new("mailstats")) {
+        setgid::drop_for_good();
         std::process::exit(stats::run_mailstats(&argv));
     }
     // makemap has its own flags too (makemap(8)).
     if prog.as_deref() == Some(std::ffi::OsStr::new("makemap")) {
+        setgid::drop_for_good();
         std::process::exit(makemap::run(
             &argv[1..],
             &mut std::io::stdin().lock(),
@@ -31,10 +37,12 @@ fn main() {
     let inv = match cli::parse(&argv, Path::new(cli::SYSTEM_CF)) {
         Ok(inv) => inv,
         Err(e) => {
+            setgid::drop_for_good();
             eprintln!("sendmail: {e}");
             std::process::exit(EX_USAGE);
         }
     };
+    setgid::settle(&inv);
     let code = match inv.mode {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
         Mode::Mailstats => stats::run_mailstats(&argv),
@@ -55,12 +63,40 @@ fn main() {
 }
 
 /// `-bp` / `mailq`: the queue in sendmail's layout, read without disturbing a running daemon.
+/// Any user may list it (the set-group-id group reads it), unless `PrivacyOptions` has
+/// `restrictmailq`: then only root and the members of the queue directory's group, as in
+/// sendmail.
 fn print_queue(inv: &cli::Invocation) -> i32 {
     let cfg = match daemon::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let qdir = &cfg.options.queue_directory;
+    if cfg.options.privacy_options.iter().any(|w| w == "restrictmailq")
+        && !may_see_queue(qdir)
+    {
+        // sendmail: usrerr("510 You are not permitted to see the queue"), exit EX_NOPERM.
+        println!("You are not permitted to see the queue");
+        return EX_NOPERM;
+    }
+    setgid::with_privilege(|| list_queue(qdir))
+}
+
+/// `restrictmailq`: root, or the real group or a supplementary group is the queue
+/// directory's.
+fn may_see_queue(qdir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if nix::unistd::getuid().is_root() {
+        return true;
+    }
+    let Ok(meta) = std::fs::metadata(qdir) else {
+        return false;
+    };
+    let gid = nix::unistd::Gid::from_raw(meta.gid());
+    nix::unistd::getgid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid))
+}
+
+fn list_queue(qdir: &Path) -> i32 {
     let store = match queue::Store::open_read_only(qdir) {
         Ok(s) => s,
         Err(e) => {

@@ -24,11 +24,14 @@
 //! stays root, and so does this daemon (a drop-in must keep reading the root-only maps,
 //! keys and home directories it read before); it says so in the log.
 //!
-//! A queue directory with group or other permission bits is logged as sendmail logs it
-//! (`dangerous permissions=…`) and set back to 0700: the queue holds other people's mail.
+//! A queue directory that its group may write, or anyone else may enter, is logged as
+//! sendmail logs it (`dangerous permissions=…`) and set back to 0700: the queue holds other
+//! people's mail. Read and search for the group (2750) is how [`setgid`] lets the
+//! submission group (`smmsp`) reach the maildrop and `mailq` read the queue.
 
 pub mod agent;
 pub mod proto;
+pub mod setgid;
 pub mod supervisor;
 
 use std::fs;
@@ -114,7 +117,7 @@ pub fn check_queue_mode(dir: &Path, logger: &Logger) {
         return;
     };
     let mode = meta.mode() & 0o7777;
-    if meta.is_dir() && mode & 0o077 != 0 {
+    if meta.is_dir() && mode & 0o027 != 0 {
         logger.log(
             Severity::Warning,
             None,
@@ -150,9 +153,14 @@ pub fn hand_over_queue(dir: &Path, to: &RunAs) -> Result<(), PrivError> {
     Ok(())
 }
 
-/// lchown: a symlink is changed itself, never what it points at.
+/// lchown: a symlink is changed itself, never what it points at. What belongs to the
+/// submission group ([`setgid::GROUP`]) keeps its group.
 fn own(path: &Path, to: &RunAs) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(to.uid), Some(to.gid))
+    let shared = setgid::submission_group().is_some_and(|g| {
+        fs::symlink_metadata(path).is_ok_and(|m| m.gid() == g.as_raw())
+    });
+    let gid = if shared { None } else { Some(to.gid) };
+    std::os::unix::fs::lchown(path, Some(to.uid), gid)
 }
 
 /// Becomes `to` for good: supplementary groups, then real/effective/saved gid and uid;
@@ -188,6 +196,16 @@ pub fn start(
 ) -> Result<Option<Arc<AgentClient>>, PrivError> {
     let qdir = &cfg.options.queue_directory;
     check_queue_mode(qdir, logger);
+    if let Err(e) = setgid::prepare_queue(qdir) {
+        logger.log(
+            Severity::Err,
+            None,
+            format_args!(
+                "queue directory {}: {e}; local users cannot submit mail",
+                qdir.display()
+            ),
+        );
+    }
     let Some(to) = run_as(cfg)? else {
         if nix::unistd::geteuid().is_root() {
             logger.log(

@@ -10,6 +10,12 @@
 //! commits it to the store and only then unlinks it; a crash in between makes the next pickup
 //! meet a [`QueueError::Duplicate`], which counts as done. A file that does not decode is moved
 //! to `maildrop/corrupt/` and logged, never delivered and never silently lost.
+//!
+//! Any local user may submit: the binary is set-group-id `smmsp` and the maildrop is owned by
+//! the queue's owner, group `smmsp`, mode 1730 ([`crate::privsep::setgid`]), so a user's
+//! process creates its file there with that group as its effective group — for that and
+//! nothing else — and cannot list, read or remove anyone else's. Root prepares the directory
+//! ([`crate::privsep::setgid::prepare_queue`]: the daemon, `-q`, root's own submission).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -38,20 +44,36 @@ fn sync_dir(d: &Path) -> Result<(), QueueError> {
 }
 
 /// Writes `msg` durably into the maildrop; returns its id once it is on stable storage.
+/// A set-group-id process holds its privileged group for this write only.
 pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     let d = dir(qdir);
-    ensure_dir(&d)?;
-    let owner = queue_owner(qdir);
-    if let Some(o) = owner {
-        give(&d, o)?;
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // Root creates the queue and its maildrop as the daemon would (group and modes).
+        ensure_dir(qdir)?;
+        crate::privsep::setgid::prepare_queue(qdir)
+            .map_err(|e| QueueError::io("prepare", &d, e))?;
     }
+    let owner = queue_owner(qdir);
+    crate::privsep::setgid::with_privilege(|| write_file(&d, msg, owner, root))
+}
+
+fn write_file(
+    d: &Path,
+    msg: &Message,
+    owner: Option<(u32, u32)>,
+    root: bool,
+) -> Result<QueueId, QueueError> {
     let id = msg.envelope.id.clone();
     let tmp = d.join(format!("tmp.{id}"));
     let done = d.join(id.as_str());
+    // Root's file is given to the queue's owner; a user's stays theirs (the sticky maildrop
+    // keeps other users from removing it) and is readable by the daemon, whoever it runs as:
+    // nobody else can enter the maildrop.
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(if root { 0o600 } else { 0o644 })
         .open(&tmp)
         .map_err(|e| QueueError::io("create", &tmp, e))?;
     let written = owner
@@ -65,7 +87,14 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
         return Err(QueueError::io("write", &tmp, e));
     }
     fs::rename(&tmp, &done).map_err(|e| QueueError::io("rename", &tmp, e))?;
-    sync_dir(&d)?;
+    if root {
+        sync_dir(d)?;
+    } else {
+        // A user cannot open the write-only maildrop to fsync it. The rename changed the
+        // file's inode (ctime), so a second fsync of the file commits the journal
+        // transaction that holds the rename on ext4 and XFS; the pickup syncs the directory.
+        f.sync_all().map_err(|e| QueueError::io("fsync", &done, e))?;
+    }
     Ok(id)
 }
 
@@ -79,11 +108,6 @@ fn queue_owner(qdir: &Path) -> Option<(u32, u32)> {
     }
     let m = fs::symlink_metadata(qdir).ok()?;
     (m.is_dir() && m.uid() != 0).then(|| (m.uid(), m.gid()))
-}
-
-fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<(), QueueError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| QueueError::io("chown", path, e))
 }
 
 /// The complete messages waiting in the maildrop (for `mailq`), and the names of files that

@@ -72,7 +72,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -466,6 +466,18 @@ impl Store {
                 report,
             }),
         })
+    }
+
+    /// Whether a process (a daemon, a `sendmail -q`) holds the lock of the queue in `dir`
+    /// now: the lock file exists and cannot be shared-locked. Changes nothing.
+    pub fn in_use(dir: &Path) -> bool {
+        let Ok(f) = File::open(dir.join("lock")) else {
+            return false;
+        };
+        matches!(
+            Flock::lock(f, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
     }
 
     /// Opens an existing queue for reading only (`mailq`): no lock, no recovery, no
@@ -882,11 +894,14 @@ impl ActiveSegment {
     /// Creates segment `seq` and makes its name durable before anything is written to it.
     fn create(journal: &Path, seq: u64) -> Result<ActiveSegment, QueueError> {
         let path = journal.join(segment_name(seq));
+        // A journal its group may read (the submission group's `mailq`, see
+        // `privsep::setgid`) gets group-readable segments; otherwise only the owner's.
+        let group_reads = fs::metadata(journal).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(if group_reads { 0o640 } else { 0o600 })
             .open(&path)
             .map_err(|e| QueueError::io("create", &path, e))?;
         sync_dir(journal)?;

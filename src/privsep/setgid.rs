@@ -1,0 +1,248 @@
+//! The set-group-id submission privilege: how any local user's `sendmail`, `mail(1)`, cron
+//! job or PHP `mail()` reaches the queue, as Postfix's `postdrop` does.
+//!
+//! In: the process's real and effective group at start-up (the binary is installed
+//! set-group-id [`GROUP`], mode 2755) and the command line. Out: a process whose effective
+//! group is its real group from the first line of `main` on; the privileged group is kept
+//! only as the saved set-group-id, and taken back ([`with_privilege`]) for exactly two
+//! things: writing a file into `<QueueDirectory>/maildrop` (owned by the queue's owner,
+//! group [`GROUP`], mode 1730: the group may create files there, not list or read them)
+//! and reading the queue for `mailq`. Everything else — reading the configuration, the
+//! message, the aliases — runs without it.
+//!
+//! The privilege is dropped for good (real, effective and saved group all the real one) as
+//! sendmail drops its set-user-id: for root, who needs no group; for every mode but
+//! submission (`-t`, `-bm`, `-bs`) and `-bp`; and when a non-root user names another
+//! configuration (`-C`) or sets an option that is not in [`SAFE_OPTIONS`] (anything that
+//! could change where files are read or written, whose mail is whose, or how it is run).
+//! A user who asks for another queue directory then writes there with their own rights.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::unistd::{Gid, getegid, getgid, getuid, setresgid};
+
+use crate::cli::{Invocation, Mode};
+
+/// The group the binary is installed set-group-id to, and the group of the queue directory
+/// and its maildrop (Debian's name for sendmail's message submission program's group).
+pub const GROUP: &str = "smmsp";
+
+/// Options a non-root user may set with `-O`/`-o` and keep the privilege (sendmail's
+/// options marked safe: they change how this one message is handled, never a path, a
+/// user or a map).
+pub const SAFE_OPTIONS: &[&str] = &[
+    "DeliveryMode",
+    "d",
+    "ErrorMode",
+    "e",
+    "IgnoreDots",
+    "i",
+    "SendMimeErrors",
+    "j",
+    "MeToo",
+    "m",
+    "Verbose",
+    "v",
+    "SevenBitInput",
+    "7",
+    "EightBitMode",
+    "8",
+    "OldStyleHeaders",
+    "o",
+];
+
+/// No saved privilege.
+const NONE: u32 = u32::MAX;
+
+/// The privileged group kept as the saved set-group-id ([`NONE`]: none).
+static SAVED: AtomicU32 = AtomicU32::new(NONE);
+
+fn saved() -> Option<Gid> {
+    let g = SAVED.load(Ordering::SeqCst);
+    (g != NONE).then(|| Gid::from_raw(g))
+}
+
+/// The submission group, when the system has one.
+pub fn submission_group() -> Option<Gid> {
+    nix::unistd::Group::from_name(GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
+}
+
+/// First thing in `main`: the effective group becomes the real group; a set-group-id
+/// privilege is kept only as the saved set-group-id. A no-op when the binary is not
+/// set-group-id.
+pub fn at_start() {
+    let (real, eff) = (getgid(), getegid());
+    if real == eff {
+        return;
+    }
+    if setresgid(real, real, eff).is_err() {
+        // Cannot happen for a set-group-id process; never keep running privileged.
+        drop_for_good();
+        return;
+    }
+    SAVED.store(eff.as_raw(), Ordering::SeqCst);
+}
+
+/// Once the command line is known: keeps the saved privilege only for a non-root user's
+/// submission or `mailq` with the system configuration and safe options.
+pub fn settle(inv: &Invocation) {
+    if !keeps_privilege(inv, getuid().is_root()) {
+        drop_for_good();
+    }
+}
+
+/// Whether this invocation may keep the saved privilege.
+pub fn keeps_privilege(inv: &Invocation, root: bool) -> bool {
+    let mode_needs_it = matches!(inv.mode, Mode::Deliver | Mode::Smtp | Mode::PrintQueue);
+    let safe_options = inv
+        .args
+        .options
+        .iter()
+        .all(|(name, _)| SAFE_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name)));
+    !root && mode_needs_it && inv.args.config_file.is_none() && safe_options
+}
+
+/// Real, effective and saved group all become the real group: the privilege cannot come back.
+pub fn drop_for_good() {
+    let real = getgid();
+    // Failing to drop a group we hold cannot happen; if it did, stop rather than go on.
+    if setresgid(real, real, real).is_err() {
+        eprintln!("sendmail: cannot give up the set-group-id privilege");
+        std::process::exit(crate::sysexits::EX_SOFTWARE);
+    }
+    SAVED.store(NONE, Ordering::SeqCst);
+}
+
+/// Whether a privileged group is held as the saved set-group-id.
+pub fn held() -> bool {
+    saved().is_some()
+}
+
+/// Runs `f` with the saved privileged group as the effective group, then gives it up again.
+/// Without a saved privilege (not set-group-id, root, or dropped) it just runs `f`.
+pub fn with_privilege<T>(f: impl FnOnce() -> T) -> T {
+    let Some(gid) = saved() else {
+        return f();
+    };
+    let real = getgid();
+    let unchanged = Gid::from_raw(NONE); // -1: setresgid leaves that id as it is
+    if setresgid(unchanged, gid, unchanged).is_err() {
+        return f();
+    }
+    let out = f();
+    if setresgid(unchanged, real, unchanged).is_err() {
+        eprintln!("sendmail: cannot give up the set-group-id privilege");
+        std::process::exit(crate::sysexits::EX_SOFTWARE);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn inv(args: &[&str]) -> Invocation {
+        let argv: Vec<String> = std::iter::once("sendmail")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        crate::cli::parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
+    }
+
+    #[test]
+    fn a_users_submission_and_mailq_keep_it() {
+        assert!(keeps_privilege(&inv(&["-t"]), false));
+        assert!(keeps_privilege(&inv(&["-oi", "-f", "me", "root"]), false));
+        assert!(keeps_privilege(&inv(&["-bs"]), false));
+        assert!(keeps_privilege(&inv(&["-bp"]), false));
+        assert!(keeps_privilege(&inv(&["-ODeliveryMode=b", "root"]), false));
+    }
+
+    #[test]
+    fn root_other_modes_other_files_drop_it() {
+        assert!(!keeps_privilege(&inv(&["-t"]), true));
+        assert!(!keeps_privilege(&inv(&["-bd"]), false));
+        assert!(!keeps_privilege(&inv(&["-q"]), false));
+        assert!(!keeps_privilege(&inv(&["-bi"]), false));
+        assert!(!keeps_privilege(&inv(&["-bv", "root"]), false));
+        assert!(!keeps_privilege(&inv(&["-C", "/tmp/x.cf", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv(&["-OQueueDirectory=/tmp/q", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(&inv(&["-oQ/tmp/q", "root"]), false));
+        assert!(!keeps_privilege(&inv(&["-OAliasFile=/tmp/a", "-bp"]), false));
+    }
+}
+
+/// Mode of `<QueueDirectory>/maildrop` when the submission group exists: the owner (the
+/// daemon) reads and removes, the group may only create (and rename) its own files there
+/// (sticky), nobody else may enter.
+pub const MAILDROP_MODE: u32 = 0o1730;
+
+/// As root (the daemon at start-up, `sendmail -q`, root's own submission): gives the queue
+/// in `qdir` to the submission group when the system has it — the queue directory and its
+/// `journal/` group [`GROUP`], mode 2750 (the group may enter and, for `mailq`, read; new
+/// files inherit the group), the journal's segments 0640, the maildrop [`MAILDROP_MODE`]
+/// owned by the queue's owner — and creates the maildrop (mode 0700 without the group).
+/// Symbolic links are neither followed nor changed. Not root: nothing is changed.
+pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
+    use std::fs;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let meta = fs::symlink_metadata(qdir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            qdir.display()
+        )));
+    }
+    let group = submission_group();
+    let maildrop = qdir.join("maildrop");
+    match fs::DirBuilder::new().mode(0o700).create(&maildrop) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let Some(gid) = group else {
+        return Ok(());
+    };
+    let gid = Some(gid.as_raw());
+    let set = |p: &std::path::Path, mode: u32| -> std::io::Result<()> {
+        let m = fs::symlink_metadata(p)?;
+        if m.file_type().is_symlink() {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(p, None, gid)?;
+        // chown clears set-id bits on some systems: the mode goes last.
+        if m.mode() & 0o7777 != mode {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    };
+    // The owner keeps what it has (root, or RunAsUser); only the group and its bits change.
+    let owner_bits = meta.mode() & 0o700;
+    set(qdir, 0o2000 | owner_bits | 0o050)?;
+    let journal = qdir.join("journal");
+    if fs::symlink_metadata(&journal).is_ok_and(|m| m.is_dir()) {
+        set(&journal, 0o2750)?;
+        for entry in fs::read_dir(&journal)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                set(&entry.path(), 0o640)?;
+            }
+        }
+    }
+    if !fs::symlink_metadata(&maildrop)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            maildrop.display()
+        )));
+    }
+    std::os::unix::fs::lchown(&maildrop, Some(meta.uid()), gid)?;
+    fs::set_permissions(&maildrop, fs::Permissions::from_mode(MAILDROP_MODE))
+}
