@@ -82,6 +82,17 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
+    // As the daemon does at start-up: the maildrop open to the submission group.
+    if let Err(e) = crate::privsep::setgid::prepare_queue(store.dir()) {
+        logger.log(
+            Severity::Err,
+            None,
+            format_args!(
+                "queue directory {}: {e}; local users cannot submit mail",
+                store.dir().display()
+            ),
+        );
+    }
     let (current, warnings) = Current::new(cfg, inv);
     for w in &warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
