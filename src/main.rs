@@ -2,6 +2,7 @@
 //! it lists the queue (`-bp`), as `newaliases` it rebuilds the aliases (`-bi`), as `mailstats`
 //! it prints the statistics, as `makemap` it builds a database map from its text. Exit codes are sysexits(3).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
@@ -43,6 +44,24 @@ fn main() {
         }
     };
     setgid::settle(&inv);
+    if inv.args.unprivileged {
+        // Its queue, pid file and log live here (cli::unprivileged_overrides).
+        let dir = cli::unprivileged_dir();
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
+            eprintln!("sendmail: cannot create {}: {e}", dir.display());
+            std::process::exit(sendmail_rs::sysexits::EX_CANTCREAT);
+        }
+        if matches!(inv.mode, Mode::Daemon { .. }) {
+            eprintln!(
+                "sendmail: --unprivileged: listening on [::1] and 127.0.0.1 ports 2525 (MTA) and 2587 (MSA); queue, pid file and log (maillog) in {}",
+                dir.display()
+            );
+        }
+    }
     let code = match inv.mode {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
         Mode::Mailstats => stats::run_mailstats(&argv),
@@ -72,7 +91,11 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
         Err(code) => return code,
     };
     let qdir = &cfg.options.queue_directory;
-    if cfg.options.privacy_options.iter().any(|w| w == "restrictmailq")
+    if cfg
+        .options
+        .privacy_options
+        .iter()
+        .any(|w| w == "restrictmailq")
         && !may_see_queue(qdir)
     {
         // sendmail: usrerr("510 You are not permitted to see the queue"), exit EX_NOPERM.

@@ -101,9 +101,16 @@ impl Ns {
     }
 
     fn maildrop_files(&self) -> usize {
-        self.ok(&["find", "/var/spool/mqueue/maildrop", "-maxdepth", "1", "-type", "f"])
-            .lines()
-            .count()
+        self.ok(&[
+            "find",
+            "/var/spool/mqueue/maildrop",
+            "-maxdepth",
+            "1",
+            "-type",
+            "f",
+        ])
+        .lines()
+        .count()
     }
 }
 
@@ -170,7 +177,14 @@ fn nobody_sends_mail_through_the_set_group_id_binary() {
 
     // No daemon: nobody's mail waits in the maildrop (as nobody's file, group smmsp).
     let mail = ns.as_nobody(
-        &["s-nail", "-n", "-Smta=/mnt/sendmail", "-s", "from s-nail", "root"],
+        &[
+            "s-nail",
+            "-n",
+            "-Smta=/mnt/sendmail",
+            "-s",
+            "from s-nail",
+            "root",
+        ],
         "sent with s-nail\n",
     );
     assert!(mail.status.success(), "{mail:?}");
@@ -204,7 +218,11 @@ fn nobody_sends_mail_through_the_set_group_id_binary() {
     assert!(q.status.success(), "{q:?}");
 
     // A -C or a file-changing -O from a user gives up the group: the maildrop is closed.
-    ns.ok(&["sh", "-c", "echo 'O QueueDirectory=/var/spool/mqueue' > /etc/mail/x.cf"]);
+    ns.ok(&[
+        "sh",
+        "-c",
+        "echo 'O QueueDirectory=/var/spool/mqueue' > /etc/mail/x.cf",
+    ]);
     for extra in [
         &["-C", "/etc/mail/x.cf"][..],
         &["-O", "QueueDirectory=/var/spool/mqueue"][..],

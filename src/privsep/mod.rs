@@ -156,9 +156,8 @@ pub fn hand_over_queue(dir: &Path, to: &RunAs) -> Result<(), PrivError> {
 /// lchown: a symlink is changed itself, never what it points at. What belongs to the
 /// submission group ([`setgid::GROUP`]) keeps its group.
 fn own(path: &Path, to: &RunAs) -> std::io::Result<()> {
-    let shared = setgid::submission_group().is_some_and(|g| {
-        fs::symlink_metadata(path).is_ok_and(|m| m.gid() == g.as_raw())
-    });
+    let shared = setgid::submission_group()
+        .is_some_and(|g| fs::symlink_metadata(path).is_ok_and(|m| m.gid() == g.as_raw()));
     let gid = if shared { None } else { Some(to.gid) };
     std::os::unix::fs::lchown(path, Some(to.uid), gid)
 }

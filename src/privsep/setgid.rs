@@ -102,7 +102,11 @@ pub fn keeps_privilege(inv: &Invocation, root: bool) -> bool {
         .options
         .iter()
         .all(|(name, _)| SAFE_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name)));
-    !root && mode_needs_it && inv.args.config_file.is_none() && safe_options
+    !root
+        && mode_needs_it
+        && inv.args.config_file.is_none()
+        && !inv.args.unprivileged
+        && safe_options
 }
 
 /// Real, effective and saved group all become the real group: the privilege cannot come back.
@@ -175,7 +179,10 @@ mod tests {
             false
         ));
         assert!(!keeps_privilege(&inv(&["-oQ/tmp/q", "root"]), false));
-        assert!(!keeps_privilege(&inv(&["-OAliasFile=/tmp/a", "-bp"]), false));
+        assert!(!keeps_privilege(
+            &inv(&["-OAliasFile=/tmp/a", "-bp"]),
+            false
+        ));
     }
 }
 

@@ -93,7 +93,8 @@ fn write_file(
         // A user cannot open the write-only maildrop to fsync it. The rename changed the
         // file's inode (ctime), so a second fsync of the file commits the journal
         // transaction that holds the rename on ext4 and XFS; the pickup syncs the directory.
-        f.sync_all().map_err(|e| QueueError::io("fsync", &done, e))?;
+        f.sync_all()
+            .map_err(|e| QueueError::io("fsync", &done, e))?;
     }
     Ok(id)
 }
