@@ -41,7 +41,8 @@
 #  6. latency from the final "." to the "250" at 20 sessions (latency.py) and memory
 #     with IDLE_CONNS idle connections (idle.py), for both servers;
 #  7. prints one table (cell, sendmail-rs msg/s, Postfix msg/s, ratio) and, unless SMOKE,
-#     appends it with the date and machine to bench/RESULTS.md.
+#     appends it with the date and machine to bench/RESULTS.md and draws it beside it as
+#     bench/ingest.svg (bench/chart.py: msg/s against sessions, KiB per idle session).
 # Everything started here is stopped by PID on exit (trap), whatever happens.
 #
 # Environment: RUNS (3), WARMUP (1), SMOKE (0), SM_PORT (10040), PF_PORT (10041),
@@ -681,6 +682,9 @@ if [ "$SMOKE" != 1 ]; then
     [ -f "$RESULTS_FILE" ] || printf '# Ingest benchmark results (bench/ingest.sh)\n\nNewest last. The machine is shared: expect ±15 %%.\n' > "$RESULTS_FILE"
     printf '\n%s\n' "$REPORT" >> "$RESULTS_FILE"
     log "appended to $RESULTS_FILE"
+    # The newest table as a picture beside it (msg/s against sessions; KiB per idle session).
+    python3 "$BENCH/chart.py" "$RESULTS_FILE" "$(dirname "$RESULTS_FILE")/ingest.svg" >&2 \
+        || log "chart.py could not draw $RESULTS_FILE"
 fi
 
 if [ "$SM_TOTAL" -eq 0 ]; then
