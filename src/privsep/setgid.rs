@@ -144,48 +144,6 @@ pub fn with_privilege<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn inv(args: &[&str]) -> Invocation {
-        let argv: Vec<String> = std::iter::once("sendmail")
-            .chain(args.iter().copied())
-            .map(String::from)
-            .collect();
-        crate::cli::parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
-    }
-
-    #[test]
-    fn a_users_submission_and_mailq_keep_it() {
-        assert!(keeps_privilege(&inv(&["-t"]), false));
-        assert!(keeps_privilege(&inv(&["-oi", "-f", "me", "root"]), false));
-        assert!(keeps_privilege(&inv(&["-bs"]), false));
-        assert!(keeps_privilege(&inv(&["-bp"]), false));
-        assert!(keeps_privilege(&inv(&["-ODeliveryMode=b", "root"]), false));
-    }
-
-    #[test]
-    fn root_other_modes_other_files_drop_it() {
-        assert!(!keeps_privilege(&inv(&["-t"]), true));
-        assert!(!keeps_privilege(&inv(&["-bd"]), false));
-        assert!(!keeps_privilege(&inv(&["-q"]), false));
-        assert!(!keeps_privilege(&inv(&["-bi"]), false));
-        assert!(!keeps_privilege(&inv(&["-bv", "root"]), false));
-        assert!(!keeps_privilege(&inv(&["-C", "/tmp/x.cf", "root"]), false));
-        assert!(!keeps_privilege(
-            &inv(&["-OQueueDirectory=/tmp/q", "root"]),
-            false
-        ));
-        assert!(!keeps_privilege(&inv(&["-oQ/tmp/q", "root"]), false));
-        assert!(!keeps_privilege(
-            &inv(&["-OAliasFile=/tmp/a", "-bp"]),
-            false
-        ));
-    }
-}
-
 /// Mode of `<QueueDirectory>/maildrop` when the submission group exists: the owner (the
 /// daemon) reads and removes, the group may only create (and rename) its own files there
 /// (sticky), nobody else may enter.
@@ -252,4 +210,46 @@ pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
     }
     std::os::unix::fs::lchown(&maildrop, Some(meta.uid()), gid)?;
     fs::set_permissions(&maildrop, fs::Permissions::from_mode(MAILDROP_MODE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn inv(args: &[&str]) -> Invocation {
+        let argv: Vec<String> = std::iter::once("sendmail")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        crate::cli::parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
+    }
+
+    #[test]
+    fn a_users_submission_and_mailq_keep_it() {
+        assert!(keeps_privilege(&inv(&["-t"]), false));
+        assert!(keeps_privilege(&inv(&["-oi", "-f", "me", "root"]), false));
+        assert!(keeps_privilege(&inv(&["-bs"]), false));
+        assert!(keeps_privilege(&inv(&["-bp"]), false));
+        assert!(keeps_privilege(&inv(&["-ODeliveryMode=b", "root"]), false));
+    }
+
+    #[test]
+    fn root_other_modes_other_files_drop_it() {
+        assert!(!keeps_privilege(&inv(&["-t"]), true));
+        assert!(!keeps_privilege(&inv(&["-bd"]), false));
+        assert!(!keeps_privilege(&inv(&["-q"]), false));
+        assert!(!keeps_privilege(&inv(&["-bi"]), false));
+        assert!(!keeps_privilege(&inv(&["-bv", "root"]), false));
+        assert!(!keeps_privilege(&inv(&["-C", "/tmp/x.cf", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv(&["-OQueueDirectory=/tmp/q", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(&inv(&["-oQ/tmp/q", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv(&["-OAliasFile=/tmp/a", "-bp"]),
+            false
+        ));
+    }
 }
