@@ -51,7 +51,7 @@ install -m 0644 packaging/debian/copyright "$STAGE/usr/share/doc/sendmail-rs/cop
 {
     printf 'sendmail-rs (%s) unstable; urgency=medium\n\n' "$VERSION"
     printf '  * Built from the repository by packaging/deb.sh.\n\n'
-    printf ' -- sendmail-rs developers <postmaster@localhost>  %s\n' \
+    printf ' -- sendmail-rs developers <maintainers@sendmail-rs.example.org>  %s\n' \
         "$(date -R -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")"
 } | gzip -9n > "$STAGE/usr/share/doc/sendmail-rs/changelog.gz"
 for s in postinst prerm postrm; do

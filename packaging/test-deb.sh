@@ -49,8 +49,11 @@ mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mkdir -p "$R"/var/lib/dpkg/{info,updates,alternatives,triggers} "$R"/var/{spool,log,cache,tmp}
 touch "$R/var/lib/dpkg/status" "$R/var/lib/dpkg/available"
 install -d -m 2775 -g mail "$R/var/mail"
-# A clean slate for what the package makes: no /etc/mail, no smmta/smmsp users or groups.
+# A clean slate for what the package makes: no /etc/mail, no smmta/smmsp users or groups,
+# none of the names another MTA on this machine (e.g. the benchmark's Postfix) installed.
 rm -rf "$R/etc/mail"
+rm -f "$R"/usr/sbin/{sendmail,sendmail-mta,makemap,mailstats} "$R"/usr/lib/sendmail \
+    "$R"/usr/bin/{mailq,newaliases}
 for u in smmta smmsp; do in_root userdel "$u" 2>/dev/null || true; done
 for g in smmta smmsp; do in_root groupdel "$g" 2>/dev/null || true; done
 cp "$DEB" "$R/tmp/sendmail-rs.deb"
@@ -73,8 +76,8 @@ done
 check "alternative priority 30 (Debian's sendmail: 25)" \
     bash -c "chroot '$R' update-alternatives --query sendmail-mta | grep -qx 'Priority: 30'"
 for u in smmta smmsp; do
-    check "user $u" in_root getent passwd "$u"
-    check "group $u" in_root getent group "$u"
+    check "user $u" bash -c "chroot '$R' getent passwd $u >/dev/null"
+    check "group $u" bash -c "chroot '$R' getent group $u >/dev/null"
 done
 check "/etc/mail/sendmail.cf seeded from the embedded default" \
     cmp "$R/etc/mail/sendmail.cf" "$R/usr/share/sendmail-rs/sendmail.cf"
@@ -84,7 +87,8 @@ check "maildrop root:smmsp 1730" eq "$(st '%U:%G %a' /var/spool/mqueue/maildrop)
 check "unit installed" test -f "$R/lib/systemd/system/sendmail-rs.service"
 
 echo "--- mail from nobody through the installed daemon"
-in_root /usr/sbin/sendmail-mta -bd -q10m
+in_root /usr/sbin/sendmail-mta -bd -q10m 2>"$W/daemon.err" || { cat "$W/daemon.err" >&2; fail "sendmail-mta -bd -q10m"; }
+for _ in $(seq 100); do [ -s "$R/run/sendmail.pid" ] && break; sleep 0.1; done
 check "daemon's pid file" test -s "$R/run/sendmail.pid"
 printf 'To: root\nSubject: sent by nobody through the package\n\nhello\n' | as_nobody /usr/sbin/sendmail -t
 for _ in $(seq 600); do
