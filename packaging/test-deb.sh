@@ -85,6 +85,9 @@ check "/etc/mail/aliases.db built" test -s "$R/etc/mail/aliases.db"
 check "queue root:smmsp 2750" eq "$(st '%U:%G %a' /var/spool/mqueue)" "root:smmsp 2750"
 check "maildrop root:smmsp 1730" eq "$(st '%U:%G %a' /var/spool/mqueue/maildrop)" "root:smmsp 1730"
 check "unit installed" test -f "$R/lib/systemd/system/sendmail-rs.service"
+for m in man8/sendmail.8 man1/mailq.1 man1/newaliases.1 man8/makemap.8; do
+    check "man page $m" test -s "$R/usr/share/man/$m.gz"
+done
 
 echo "--- mail from nobody through the installed daemon"
 in_root /usr/sbin/sendmail-mta -bd -q10m 2>"$W/daemon.err" || { cat "$W/daemon.err" >&2; fail "sendmail-mta -bd -q10m"; }

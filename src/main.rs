@@ -21,6 +21,16 @@ fn main() {
     let prog = argv
         .first()
         .map(|a| Path::new(a).file_name().unwrap_or_default().to_owned());
+    // --help, for every name: the summary src/cli/manual.rs also renders as the man pages.
+    if argv.iter().skip(1).any(|a| a == "--help") {
+        setgid::drop_for_good();
+        let name = prog
+            .as_deref()
+            .and_then(|p| p.to_str())
+            .unwrap_or("sendmail");
+        print!("{}", cli::manual::help(cli::manual::page_for(name)));
+        std::process::exit(EX_OK);
+    }
     if prog.as_deref() == Some(std::ffi::OsStr::new("mailstats")) {
         setgid::drop_for_good();
         std::process::exit(stats::run_mailstats(&argv));

@@ -7,6 +7,7 @@
 //! foreground, `-bp` print the queue, `-q` alone runs the queue, and so on.
 
 pub mod args;
+pub mod manual;
 
 use std::path::{Path, PathBuf};
 
