@@ -19,7 +19,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Message, QueueError, QueueId, Store, file};
@@ -146,6 +146,61 @@ fn complete_files(d: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A maildrop file's bytes and owner, never through a symbolic link (a user may put one
+/// in the maildrop; its target is not read).
+fn read_nofollow(path: &Path) -> Result<(Vec<u8>, u32), QueueError> {
+    use std::io::Read;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| QueueError::io("open", path, e))?;
+    let meta = f.metadata().map_err(|e| QueueError::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(QueueError::io(
+            "open",
+            path,
+            std::io::Error::other("not a regular file"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .map_err(|e| QueueError::io("read", path, e))?;
+    Ok((bytes, meta.uid()))
+}
+
+/// A user's submission as the queue takes it: the sender, the recipients' addresses and DSN
+/// parameters, the message and its ESMTP parameters; nothing that only the daemon or root
+/// may record — an alias or `.forward` expansion (which names a program or file and whose
+/// authority it runs under), delivery state, the origin of a notice, the client's daemon,
+/// address or authentication.
+pub fn from_untrusted(mut m: Message) -> Message {
+    let env = &mut m.envelope;
+    env.recipients = env
+        .recipients
+        .iter()
+        .map(|r| {
+            let mut clean = super::Recipient::new(r.address.clone());
+            clean.notify = r.notify;
+            clean.orcpt = r.orcpt.clone();
+            clean
+        })
+        .collect();
+    env.notices = file::Notices::default();
+    let protocol = match env.client.protocol {
+        Some(p @ (file::Protocol::Smtp | file::Protocol::Esmtp)) => Some(p),
+        Some(_) => Some(file::Protocol::Esmtp),
+        None => None,
+    };
+    env.client = file::ClientInfo {
+        daemon: None,
+        name: Some("localhost".into()),
+        addr: None,
+        protocol,
+    };
+    m
+}
+
 /// What one pickup pass did to one file.
 #[derive(Debug)]
 pub enum Picked {
@@ -163,11 +218,19 @@ pub enum Picked {
 pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
     let d = dir(qdir);
     let mut out = Vec::new();
+    let trusted_owner = fs::symlink_metadata(qdir).map(|m| m.uid()).ok();
     for path in complete_files(&d) {
-        let msg = match fs::read(&path)
-            .map_err(|e| QueueError::io("read", &path, e))
-            .and_then(|b| file::decode(&b))
-        {
+        let msg = match read_nofollow(&path).and_then(|(b, owner)| {
+            let m = file::decode(&b)?;
+            // Written by root or the queue's owner: as it is. By anyone else (a local user
+            // through the set-group-id binary, who could write any bytes): only what the
+            // command line lets a user say.
+            Ok(if owner == 0 || Some(owner) == trusted_owner {
+                m
+            } else {
+                from_untrusted(m)
+            })
+        }) {
             Ok(m) => m,
             Err(error) => {
                 let corrupt = d.join("corrupt");
@@ -238,6 +301,64 @@ mod tests {
             "{picked:?}"
         );
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_users_file_keeps_only_what_a_user_may_say() {
+        use crate::queue::file::{Expanded, Origin, Protocol};
+        if !nix::unistd::geteuid().is_root() {
+            return; // needs to give the file to another user
+        }
+        let q = tempfile::tempdir().unwrap();
+        let mut forged = msg("6AOJ00aa000002");
+        forged
+            .envelope
+            .recipients
+            .push(Recipient::new("|/bin/sh -c 'id > /tmp/x'"));
+        forged.envelope.recipients[1].expanded = Some(Expanded {
+            parent: "root".into(),
+            owner: Some("root".into()),
+        });
+        forged.envelope.recipients[0].state = crate::queue::DeliveryState::Done;
+        forged.envelope.notices.origin = Origin::Postmaster;
+        forged.envelope.client.protocol = Some(Protocol::Esmtpsa);
+        forged.envelope.client.daemon = Some("MSA".into());
+        submit(q.path(), &forged).unwrap();
+        let f = dir(q.path()).join("6AOJ00aa000002");
+        std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        let store = Store::open(q.path()).unwrap();
+        let picked = pickup(q.path(), &store).await;
+        let [Picked::Queued(m)] = picked.as_slice() else {
+            panic!("{picked:?}")
+        };
+        let env = &m.envelope;
+        assert!(
+            env.recipients
+                .iter()
+                .all(|r| r.expanded.is_none() && r.state == crate::queue::DeliveryState::Pending)
+        );
+        assert_eq!(env.notices.origin, Origin::Received);
+        assert_eq!(env.client.protocol, Some(Protocol::Esmtp));
+        assert_eq!(env.client.daemon, None);
+        assert_eq!(env.sender, "root");
+    }
+
+    #[tokio::test]
+    async fn a_symbolic_link_in_the_maildrop_is_not_followed() {
+        let q = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        submit(elsewhere.path(), &msg("6AOJ00aa000003")).unwrap();
+        let d = dir(q.path());
+        fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(
+            dir(elsewhere.path()).join("6AOJ00aa000003"),
+            d.join("6AOJ00aa000003"),
+        )
+        .unwrap();
+        let store = Store::open(q.path()).unwrap();
+        let picked = pickup(q.path(), &store).await;
+        assert!(picked.is_empty(), "{picked:?}");
+        assert!(store.list().unwrap().is_empty());
     }
 
     #[tokio::test]
