@@ -154,62 +154,80 @@ pub const MAILDROP_MODE: u32 = 0o1730;
 /// `journal/` group [`GROUP`], mode 2750 (the group may enter and, for `mailq`, read; new
 /// files inherit the group), the journal's segments 0640, the maildrop [`MAILDROP_MODE`]
 /// owned by the queue's owner — and creates the maildrop (mode 0700 without the group).
-/// Symbolic links are neither followed nor changed. Not root: nothing is changed.
+/// Not root: nothing is changed.
+///
+/// The queue may belong to the daemon's `RunAsUser`, who could swap an entry for a symlink
+/// meanwhile: below the queue directory nothing is resolved by path. Each directory and
+/// segment is opened `O_NOFOLLOW` relative to its parent's descriptor and changed through
+/// its own descriptor (`fchown`, `fchmod`); a maildrop that is not a directory of root's or
+/// the queue owner's is refused.
 pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
-    use std::fs;
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
+    use nix::unistd::fchown;
+    use std::os::fd::AsRawFd;
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let meta = fs::symlink_metadata(qdir)?;
-    if !meta.is_dir() {
+    let dir = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let qfd = open(
+        qdir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let qst = fstat(&qfd)?;
+    match mkdirat(&qfd, "maildrop", Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mfd = openat(&qfd, "maildrop", dir, Mode::empty()).map_err(|e| match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+            std::io::Error::other("maildrop is not a directory (a symlink?); refused")
+        }
+        e => e.into(),
+    })?;
+    let mst = fstat(&mfd)?;
+    if mst.st_uid != 0 && mst.st_uid != qst.st_uid {
         return Err(std::io::Error::other(format!(
-            "{} is not a directory",
-            qdir.display()
+            "maildrop is owned by uid {}, not by the queue's owner or root; refused",
+            mst.st_uid
         )));
     }
-    let group = submission_group();
-    let maildrop = qdir.join("maildrop");
-    match fs::DirBuilder::new().mode(0o700).create(&maildrop) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
-    let Some(gid) = group else {
+    let Some(gid) = submission_group() else {
         return Ok(());
     };
-    let gid = Some(gid.as_raw());
-    let set = |p: &std::path::Path, mode: u32| -> std::io::Result<()> {
-        let m = fs::symlink_metadata(p)?;
-        if m.file_type().is_symlink() {
-            return Ok(());
-        }
-        std::os::unix::fs::lchown(p, None, gid)?;
-        // chown clears set-id bits on some systems: the mode goes last.
-        if m.mode() & 0o7777 != mode {
-            fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
-        }
+    // chown clears set-id bits: the mode goes last. The owner keeps what it has (root, or
+    // RunAsUser); only the group and its bits change.
+    let set = |fd: &std::os::fd::OwnedFd, uid: Option<u32>, mode: u32| -> std::io::Result<()> {
+        fchown(fd, uid.map(nix::unistd::Uid::from_raw), Some(gid))?;
+        fchmod(fd, Mode::from_bits_truncate(mode))?;
         Ok(())
     };
-    // The owner keeps what it has (root, or RunAsUser); only the group and its bits change.
-    let owner_bits = meta.mode() & 0o700;
-    set(qdir, 0o2000 | owner_bits | 0o050)?;
-    let journal = qdir.join("journal");
-    if fs::symlink_metadata(&journal).is_ok_and(|m| m.is_dir()) {
-        set(&journal, 0o2750)?;
-        for entry in fs::read_dir(&journal)?.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
-                set(&entry.path(), 0o640)?;
+    let owner_bits = qst.st_mode & 0o700;
+    set(&qfd, None, 0o2000 | owner_bits | 0o050)?;
+    match openat(&qfd, "journal", dir, Mode::empty()) {
+        Ok(jfd) => {
+            set(&jfd, None, 0o2750)?;
+            let listing = format!("/proc/self/fd/{}", jfd.as_raw_fd());
+            for entry in std::fs::read_dir(listing)?.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let seg = openat(
+                    &jfd,
+                    entry.file_name().as_os_str(),
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+                if fstat(&seg)?.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG {
+                    set(&seg, None, 0o640)?;
+                }
             }
         }
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    if !fs::symlink_metadata(&maildrop)?.is_dir() {
-        return Err(std::io::Error::other(format!(
-            "{} is not a directory",
-            maildrop.display()
-        )));
-    }
-    std::os::unix::fs::lchown(&maildrop, Some(meta.uid()), gid)?;
-    fs::set_permissions(&maildrop, fs::Permissions::from_mode(MAILDROP_MODE))
+    set(&mfd, Some(qst.st_uid), MAILDROP_MODE)
 }
 
 #[cfg(test)]
