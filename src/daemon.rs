@@ -164,6 +164,8 @@ pub struct Shared {
     pub queue: Store,
     /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
     pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
+    /// AUTH failures per client address, across connections (kept over SIGHUP).
+    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
 }
 
 impl Shared {
@@ -177,6 +179,7 @@ impl Shared {
             stats,
             queue,
             local_agent: None,
+            auth_limit: Arc::default(),
         }
     }
 

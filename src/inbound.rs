@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::limit::AuthLimit;
 use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
@@ -60,6 +61,7 @@ pub async fn serve_client<S>(
         macros: &macros,
         features: server_features(&current.config),
         ids: shared.qids.clone(),
+        auth_limit: Some(shared.auth_limit.clone()),
     };
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
@@ -177,6 +179,8 @@ pub struct Origin<'a> {
     pub macros: &'a BTreeMap<String, String>,
     pub features: Features,
     pub ids: Arc<QueueIdGen>,
+    /// The daemon's AUTH failures per client address (`None` for `-bs`).
+    pub auth_limit: Option<Arc<AuthLimit>>,
 }
 
 /// The session's context from the running configuration: host name, greeting (expanded with
@@ -187,7 +191,8 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
-    let security = security(current, &client);
+    let mut security = security(current, &client);
+    security.failure_limit = origin.auth_limit;
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -228,5 +233,6 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
             .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
         mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
+        failure_limit: None,
     }
 }

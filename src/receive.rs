@@ -121,6 +121,13 @@ fn prepare(
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
     let (more, msgid) = id_and_date(&body, &msg.qid, &hostname);
     added.push_str(&more);
+    // PrivacyOptions=authwarnings: the warning the session logged at MAIL, as a header.
+    if msg.helo.is_none() && crate::submit::auth_warnings(cfg) {
+        added.push_str(&format!(
+            "X-Authentication-Warning: {hostname}: {} didn't use HELO protocol\n",
+            msg.client.display()
+        ));
+    }
     let size = body.len();
     let mut with_headers = added.into_bytes();
     with_headers.reserve_exact(size);

@@ -81,7 +81,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SaveFromLine", Some('f')),
     n("MatchGECOS", Some('G')),
     s("HelpFile", Some('H')),
-    n("MaxHopCount", Some('h')),
+    s("MaxHopCount", Some('h')),
     n("ResolverOptions", Some('I')),
     n("IgnoreDots", Some('i')),
     n("ForwardPath", Some('J')),
@@ -637,6 +637,9 @@ pub fn parse_name_servers(text: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// `MaxHopCount` when the cf does not set it (observed on sendmail 8.17.1.9).
+pub const DEFAULT_MAX_HOP_COUNT: u32 = 25;
+
 /// `PrivacyOptions` words op §5.6 lists.
 pub const PRIVACY_WORDS: &[&str] = &[
     "public",
@@ -701,6 +704,11 @@ pub struct Options {
     pub max_message_size: u64,
     /// `MaxRecipientsPerMessage`; 0 = unlimited.
     pub max_recipients_per_message: u32,
+    /// `MaxHopCount`: a message with more trace headers (`Received:` and the like, ours
+    /// included) bounces `554 5.4.6 Too many hops`. Default 25 (sendmail 8.17 with the cf's
+    /// `#O MaxHopCount=25` left commented out: 25 `Received:` + its own = 26 bounced,
+    /// tests/data/hardened-default/oracle-maillog.txt).
+    pub max_hop_count: u32,
     /// `MaxDaemonChildren`; 0 = unlimited.
     pub max_daemon_children: u32,
     /// `ConnectionRateThrottle` (connections per second per daemon); 0 = unlimited.
@@ -783,6 +791,7 @@ impl Default for Options {
             alias_files: Vec::new(),
             max_message_size: 0,
             max_recipients_per_message: 0,
+            max_hop_count: DEFAULT_MAX_HOP_COUNT,
             max_daemon_children: 0,
             connection_rate_throttle: 0,
             delivery_mode: DeliveryMode::Background,
@@ -863,6 +872,7 @@ impl Options {
             }
             "MaxMessageSize" => self.max_message_size = parse_number(value)?,
             "MaxRecipientsPerMessage" => self.max_recipients_per_message = parse_number(value)?,
+            "MaxHopCount" => self.max_hop_count = parse_number(value)?,
             "MaxDaemonChildren" => self.max_daemon_children = parse_number(value)?,
             "ConnectionRateThrottle" => self.connection_rate_throttle = parse_number(value)?,
             "DeliveryMode" => {
