@@ -19,13 +19,14 @@ use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
-use crate::daemon::{Current, Peer, Shared};
+use crate::listener::Peer;
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
+use crate::runtime::{Current, Shared};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -51,7 +52,7 @@ pub async fn serve_client<S>(
         c.connection();
     }
     let relay_reject = current
-        .rules
+        .rules_policy
         .as_ref()
         .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
     let macros = connection_macros(&daemon, &client);
@@ -76,11 +77,11 @@ pub async fn serve_client<S>(
         implicit_tls: daemon.modifiers.has('s'),
         ..conn_options(&current.config)
     };
-    let mut sink = QueueSink {
-        dest: Destination::Store(shared.queue.clone()),
-        config: current.config.clone(),
-        logger: shared.logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Store(shared.queue.clone()),
+        current.config.clone(),
+        shared.logger.clone(),
+    );
     let outcome = conn::serve(
         stream,
         Session::new(ctx),
@@ -125,7 +126,7 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
-        m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("client_addr".into(), crate::dns::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
     m.insert(
@@ -158,13 +159,15 @@ pub fn server_features(cfg: &Config) -> Features {
 
 /// The driver's settings from the options: the server side of `Timeout.*` is
 /// `Timeout.command` (the whole next command line must arrive within it) and
-/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long), with `MinDataRate`
+/// for the message as a whole; op §4.1.2 marks the
 /// others as client timeouts, which `deliver::remote::client` applies.
 pub fn conn_options(cfg: &Config) -> ConnOptions {
     ConnOptions {
         timeouts: Timeouts {
             command: cfg.options.timeouts.command,
             data_block: cfg.options.timeouts.datablock,
+            min_data_rate: cfg.options.min_data_rate,
         },
         ..ConnOptions::default()
     }
@@ -207,7 +210,7 @@ pub fn session_context(
         max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
-        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        privacy: current.privacy,
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),

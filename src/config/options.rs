@@ -216,6 +216,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("LogFile", None),
     s("NameServers", None),
     s("AuthPasswordFile", None),
+    s("MinDataRate", None),
 ];
 
 /// What an option name resolved to.
@@ -678,6 +679,9 @@ pub struct RawOption {
     pub literal: bool,
 }
 
+/// `MinDataRate` when the cf does not set it: Postfix's `smtpd_min_data_rate` default.
+pub const DEFAULT_MIN_DATA_RATE: u64 = 500;
+
 /// The typed options, each with sendmail's default when not set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -760,6 +764,9 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// Ours: `MinDataRate`, bytes per second a message must average after its grace
+    /// (`smtp::conn::DataClock`); default 500 (Postfix's `smtpd_min_data_rate`); 0 = none.
+    pub min_data_rate: u64,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
@@ -776,6 +783,15 @@ pub struct Options {
     pub operator_chars: String,
     /// Known options not implemented yet, in the order given.
     pub unsupported: Vec<RawOption>,
+}
+
+impl Options {
+    /// `PrivacyOptions=authwarnings` (or `goaway`) is set: `X-Authentication-Warning:`
+    /// headers are added.
+    pub fn auth_warnings(&self) -> bool {
+        let p = &self.privacy_options;
+        p.iter().any(|w| w == "authwarnings" || w == "goaway")
+    }
 }
 
 impl Default for Options {
@@ -819,6 +835,7 @@ impl Default for Options {
             reject_nul: false,
             smtp_utf8: false,
             max_headers_length: 32768,
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
@@ -940,6 +957,7 @@ impl Options {
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
+            "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
                     Some((b, s)) => (b, Some(s)),
