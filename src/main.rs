@@ -6,13 +6,13 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
-use sendmail_rs::privsep::setgid;
+use sendmail_rs::setgid;
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_USAGE};
 use sendmail_rs::{daemon, makemap, queue, rules, runner, runtime, stats, submit};
 
 fn main() {
     // Installed set-group-id smmsp: the privilege is held back from here on and used only
-    // to write into the maildrop and to read the queue for mailq (privsep::setgid).
+    // to write into the maildrop and to read the queue for mailq (sendmail_rs::setgid).
     setgid::at_start();
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
@@ -53,7 +53,7 @@ fn main() {
             std::process::exit(EX_USAGE);
         }
     };
-    setgid::settle(&inv);
+    cli::settle_privilege(&inv);
     if inv.args.unprivileged {
         // Its queue, pid file and log live here (cli::unprivileged_overrides).
         let dir = cli::unprivileged_dir();

@@ -166,6 +166,53 @@ pub fn unprivileged_overrides(dir: &Path) -> Vec<Override> {
     ]
 }
 
+/// Options a non-root user may set with `-O`/`-o` and keep the privilege (sendmail's
+/// options marked safe: they change how this one message is handled, never a path, a
+/// user or a map).
+pub const SAFE_OPTIONS: &[&str] = &[
+    "DeliveryMode",
+    "d",
+    "ErrorMode",
+    "e",
+    "IgnoreDots",
+    "i",
+    "SendMimeErrors",
+    "j",
+    "MeToo",
+    "m",
+    "Verbose",
+    "v",
+    "SevenBitInput",
+    "7",
+    "EightBitMode",
+    "8",
+    "OldStyleHeaders",
+    "o",
+];
+
+/// Once the command line is known: keeps the saved privilege only for a non-root user's
+/// submission or `mailq` with the system configuration and safe options.
+pub fn settle_privilege(inv: &Invocation) {
+    if !keeps_privilege(inv, nix::unistd::getuid().is_root()) {
+        crate::setgid::drop_for_good();
+    }
+}
+
+/// Whether this invocation may keep the saved privilege.
+pub fn keeps_privilege(inv: &Invocation, root: bool) -> bool {
+    let mode_needs_it = matches!(inv.mode, Mode::Deliver | Mode::Smtp | Mode::PrintQueue);
+    let safe_options = inv
+        .args
+        .options
+        .iter()
+        .all(|(name, _)| SAFE_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name)));
+    !root
+        && mode_needs_it
+        && inv.args.config_file.is_none()
+        && !inv.args.unprivileged
+        && safe_options
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +360,51 @@ mod time_tests {
         assert_eq!(parse_time("", 'm'), None);
         assert_eq!(format_interval("30m"), "00:30:00");
         assert_eq!(format_interval("1d2h"), "1+02:00:00");
+    }
+
+    // The set-group-id privilege (crate::setgid).
+    fn inv_of(args: &[&str]) -> Invocation {
+        let argv: Vec<String> = std::iter::once("sendmail")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
+    }
+
+    #[test]
+    fn a_users_submission_and_mailq_keep_it() {
+        assert!(keeps_privilege(&inv_of(&["-t"]), false));
+        assert!(keeps_privilege(
+            &inv_of(&["-oi", "-f", "me", "root"]),
+            false
+        ));
+        assert!(keeps_privilege(&inv_of(&["-bs"]), false));
+        assert!(keeps_privilege(&inv_of(&["-bp"]), false));
+        assert!(keeps_privilege(
+            &inv_of(&["-ODeliveryMode=b", "root"]),
+            false
+        ));
+    }
+
+    #[test]
+    fn root_other_modes_other_files_drop_it() {
+        assert!(!keeps_privilege(&inv_of(&["-t"]), true));
+        assert!(!keeps_privilege(&inv_of(&["-bd"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-q"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-bi"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-bv", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv_of(&["-C", "/tmp/x.cf", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(
+            &inv_of(&["-OQueueDirectory=/tmp/q", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(&inv_of(&["-oQ/tmp/q", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv_of(&["-OAliasFile=/tmp/a", "-bp"]),
+            false
+        ));
     }
 }

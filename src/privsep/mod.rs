@@ -26,12 +26,11 @@
 //!
 //! A queue directory that its group may write, or anyone else may enter, is logged as
 //! sendmail logs it (`dangerous permissions=…`) and set back to 0700: the queue holds other
-//! people's mail. Read and search for the group (2750) is how [`setgid`] lets the
+//! people's mail. Read and search for the group (2750) is how [`crate::setgid`] lets the
 //! submission group (`smmsp`) reach the maildrop and `mailq` read the queue.
 
 pub mod agent;
 pub mod proto;
-pub mod setgid;
 pub mod supervisor;
 
 use std::fs;
@@ -248,7 +247,7 @@ pub fn start(
     check_queue_mode(qdir, logger);
     // The queue open to the submission group (after any hand-over, which sets the group).
     let prepare = || {
-        if let Err(e) = setgid::prepare_queue(qdir) {
+        if let Err(e) = crate::setgid::prepare_queue(qdir) {
             logger.log(
                 Severity::Err,
                 None,

@@ -12,10 +12,10 @@
 //! to `maildrop/corrupt/` and logged, never delivered and never silently lost.
 //!
 //! Any local user may submit: the binary is set-group-id `smmsp` and the maildrop is owned by
-//! the queue's owner, group `smmsp`, mode 1730 ([`crate::privsep::setgid`]), so a user's
+//! the queue's owner, group `smmsp`, mode 1730 ([`crate::setgid`]), so a user's
 //! process creates its file there with that group as its effective group — for that and
 //! nothing else — and cannot list, read or remove anyone else's. Root prepares the directory
-//! ([`crate::privsep::setgid::prepare_queue`]: the daemon, `-q`, root's own submission). The
+//! ([`crate::setgid::prepare_queue`]: the daemon, `-q`, root's own submission). The
 //! pickup does not trust a file that root or the queue's owner did not write
 //! ([`from_untrusted`]).
 
@@ -63,10 +63,13 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     let root = nix::unistd::geteuid().is_root();
     if root {
         ensure_dir(qdir)?;
-        crate::privsep::setgid::prepare_queue(qdir)
-            .map_err(|e| QueueError::io("prepare", &dir(qdir), e))?;
+        crate::setgid::prepare_queue(qdir).map_err(|e| QueueError::io("prepare", &dir(qdir), e))?;
+    } else {
+        // A queue of one's own (or one anybody may write): its maildrop, 0700, with the
+        // user's own rights. In the system's queue this fails, and the maildrop is there.
+        let _ = ensure_dir(qdir).and_then(|()| ensure_dir(&dir(qdir)));
     }
-    crate::privsep::setgid::with_privilege(|| write_file(qdir, msg, root))
+    crate::setgid::with_privilege(|| write_file(qdir, msg, root))
 }
 
 fn write_file(qdir: &Path, msg: &Message, root: bool) -> Result<QueueId, QueueError> {

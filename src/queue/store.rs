@@ -1040,7 +1040,7 @@ impl ActiveSegment {
     fn create(journal: &Path, seq: u64) -> Result<ActiveSegment, QueueError> {
         let path = journal.join(segment_name(seq));
         // A journal its group may read (the submission group's `mailq`, see
-        // `privsep::setgid`) gets group-readable segments; otherwise only the owner's.
+        // `setgid`) gets group-readable segments; otherwise only the owner's.
         let group_reads = fs::metadata(journal).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
         let f = OpenOptions::new()
             .read(true)

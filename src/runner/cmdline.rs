@@ -109,7 +109,7 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
         }
     };
     // As the daemon does at start-up: the maildrop open to the submission group.
-    if let Err(e) = crate::privsep::setgid::prepare_queue(store.dir()) {
+    if let Err(e) = crate::setgid::prepare_queue(store.dir()) {
         logger.log(
             Severity::Err,
             None,

@@ -10,46 +10,24 @@
 //! and reading the queue for `mailq`. Everything else — reading the configuration, the
 //! message, the aliases — runs without it.
 //!
-//! The privilege is dropped for good (real, effective and saved group all the real one) as
-//! sendmail drops its set-user-id: for root, who needs no group; for every mode but
+//! The privilege is dropped for good ([`drop_for_good`]: real, effective and saved group all
+//! the real one) as sendmail drops its set-user-id — when, is the command line's business
+//! ([`crate::cli::settle_privilege`]): for root, who needs no group; for every mode but
 //! submission (`-t`, `-bm`, `-bs`) and `-bp`; and when a non-root user names another
-//! configuration (`-C`) or sets an option that is not in [`SAFE_OPTIONS`] (anything that
-//! could change where files are read or written, whose mail is whose, or how it is run).
-//! A user who asks for another queue directory then writes there with their own rights.
+//! configuration (`-C`) or sets an option that could change where files are read or
+//! written. A user who asks for another queue directory then writes there with their own
+//! rights. A ground-layer module: the maildrop, the queue runner and the daemon use it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::unistd::{Gid, getegid, getgid, getuid, setresgid};
-
-use crate::cli::{Invocation, Mode};
+use nix::unistd::{Gid, getegid, getgid, setresgid};
 
 /// The group the binary is installed set-group-id to, and the group of the queue directory
 /// and its maildrop (Debian's name for sendmail's message submission program's group).
 pub const GROUP: &str = "smmsp";
 
-/// Options a non-root user may set with `-O`/`-o` and keep the privilege (sendmail's
-/// options marked safe: they change how this one message is handled, never a path, a
-/// user or a map).
-pub const SAFE_OPTIONS: &[&str] = &[
-    "DeliveryMode",
-    "d",
-    "ErrorMode",
-    "e",
-    "IgnoreDots",
-    "i",
-    "SendMimeErrors",
-    "j",
-    "MeToo",
-    "m",
-    "Verbose",
-    "v",
-    "SevenBitInput",
-    "7",
-    "EightBitMode",
-    "8",
-    "OldStyleHeaders",
-    "o",
-];
+/// sysexits(3)'s EX_SOFTWARE (the ground layer does not reach sideways to `sysexits`).
+const EX_SOFTWARE: i32 = 70;
 
 /// No saved privilege.
 const NONE: u32 = u32::MAX;
@@ -86,36 +64,13 @@ pub fn at_start() {
     SAVED.store(eff.as_raw(), Ordering::SeqCst);
 }
 
-/// Once the command line is known: keeps the saved privilege only for a non-root user's
-/// submission or `mailq` with the system configuration and safe options.
-pub fn settle(inv: &Invocation) {
-    if !keeps_privilege(inv, getuid().is_root()) {
-        drop_for_good();
-    }
-}
-
-/// Whether this invocation may keep the saved privilege.
-pub fn keeps_privilege(inv: &Invocation, root: bool) -> bool {
-    let mode_needs_it = matches!(inv.mode, Mode::Deliver | Mode::Smtp | Mode::PrintQueue);
-    let safe_options = inv
-        .args
-        .options
-        .iter()
-        .all(|(name, _)| SAFE_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name)));
-    !root
-        && mode_needs_it
-        && inv.args.config_file.is_none()
-        && !inv.args.unprivileged
-        && safe_options
-}
-
 /// Real, effective and saved group all become the real group: the privilege cannot come back.
 pub fn drop_for_good() {
     let real = getgid();
     // Failing to drop a group we hold cannot happen; if it did, stop rather than go on.
     if setresgid(real, real, real).is_err() {
         eprintln!("sendmail: cannot give up the set-group-id privilege");
-        std::process::exit(crate::sysexits::EX_SOFTWARE);
+        std::process::exit(EX_SOFTWARE);
     }
     SAVED.store(NONE, Ordering::SeqCst);
 }
@@ -139,7 +94,7 @@ pub fn with_privilege<T>(f: impl FnOnce() -> T) -> T {
     let out = f();
     if setresgid(unchanged, real, unchanged).is_err() {
         eprintln!("sendmail: cannot give up the set-group-id privilege");
-        std::process::exit(crate::sysexits::EX_SOFTWARE);
+        std::process::exit(EX_SOFTWARE);
     }
     out
 }
@@ -153,8 +108,8 @@ pub const MAILDROP_MODE: u32 = 0o1730;
 /// in `qdir` to the submission group when the system has it — the queue directory and its
 /// `journal/` group [`GROUP`], mode 2750 (the group may enter and, for `mailq`, read; new
 /// files inherit the group), the journal's segments 0640, the maildrop [`MAILDROP_MODE`]
-/// owned by the queue's owner — and creates the maildrop (mode 0700 without the group).
-/// Not root: nothing is changed.
+/// owned by the queue's owner — and creates the maildrop (mode 0700 without the group, or
+/// when not root: then only that is done).
 ///
 /// The queue may belong to the daemon's `RunAsUser`, who could swap an entry for a symlink
 /// meanwhile: below the queue directory nothing is resolved by path. Each directory and
@@ -166,9 +121,7 @@ pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
     use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
     use nix::unistd::fchown;
     use std::os::fd::AsRawFd;
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
+    let root = nix::unistd::geteuid().is_root();
     let dir = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let qfd = open(
         qdir,
@@ -193,7 +146,8 @@ pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
             mst.st_uid
         )));
     }
-    let Some(gid) = submission_group() else {
+    // Not root (a daemon of one's own, `--unprivileged`): the maildrop is made, 0700.
+    let Some(gid) = submission_group().filter(|_| root) else {
         return Ok(());
     };
     // chown clears set-id bits: the mode goes last. The owner keeps what it has (root, or
@@ -228,46 +182,4 @@ pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
         Err(e) => return Err(e.into()),
     }
     set(&mfd, Some(qst.st_uid), MAILDROP_MODE)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn inv(args: &[&str]) -> Invocation {
-        let argv: Vec<String> = std::iter::once("sendmail")
-            .chain(args.iter().copied())
-            .map(String::from)
-            .collect();
-        crate::cli::parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
-    }
-
-    #[test]
-    fn a_users_submission_and_mailq_keep_it() {
-        assert!(keeps_privilege(&inv(&["-t"]), false));
-        assert!(keeps_privilege(&inv(&["-oi", "-f", "me", "root"]), false));
-        assert!(keeps_privilege(&inv(&["-bs"]), false));
-        assert!(keeps_privilege(&inv(&["-bp"]), false));
-        assert!(keeps_privilege(&inv(&["-ODeliveryMode=b", "root"]), false));
-    }
-
-    #[test]
-    fn root_other_modes_other_files_drop_it() {
-        assert!(!keeps_privilege(&inv(&["-t"]), true));
-        assert!(!keeps_privilege(&inv(&["-bd"]), false));
-        assert!(!keeps_privilege(&inv(&["-q"]), false));
-        assert!(!keeps_privilege(&inv(&["-bi"]), false));
-        assert!(!keeps_privilege(&inv(&["-bv", "root"]), false));
-        assert!(!keeps_privilege(&inv(&["-C", "/tmp/x.cf", "root"]), false));
-        assert!(!keeps_privilege(
-            &inv(&["-OQueueDirectory=/tmp/q", "root"]),
-            false
-        ));
-        assert!(!keeps_privilege(&inv(&["-oQ/tmp/q", "root"]), false));
-        assert!(!keeps_privilege(
-            &inv(&["-OAliasFile=/tmp/a", "-bp"]),
-            false
-        ));
-    }
 }
