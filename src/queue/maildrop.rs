@@ -63,7 +63,7 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
     let root = nix::unistd::geteuid().is_root();
     if root {
         ensure_dir(qdir)?;
-        crate::setgid::prepare_queue(qdir).map_err(|e| QueueError::io("prepare", &dir(qdir), e))?;
+        crate::setgid::prepare_queue(qdir).map_err(|e| QueueError::io("prepare", dir(qdir), e))?;
     } else {
         // A queue of one's own (or one anybody may write): its maildrop, 0700, with the
         // user's own rights. In the system's queue this fails, and the maildrop is there.
@@ -148,7 +148,7 @@ fn write_file(qdir: &Path, msg: &Message, root: bool) -> Result<QueueId, QueueEr
         // the journal transaction that holds the rename on ext4 and XFS; the pickup syncs
         // the directory.
         f.sync_all()
-            .map_err(|e| QueueError::io("fsync", &d.join(id.as_str()), e))?;
+            .map_err(|e| QueueError::io("fsync", d.join(id.as_str()), e))?;
     }
     Ok(id)
 }
