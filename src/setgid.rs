@@ -107,7 +107,7 @@ pub const MAILDROP_MODE: u32 = 0o1730;
 /// As root (the daemon at start-up, `sendmail -q`, root's own submission): gives the queue
 /// in `qdir` to the submission group when the system has it — the queue directory and its
 /// `journal/` group [`GROUP`], mode 2750 (the group may enter and, for `mailq`, read; new
-/// files inherit the group), the journal's segments 0640, the maildrop [`MAILDROP_MODE`]
+/// files inherit the group), the journal's segments readable by the group (0640 from 0600), the maildrop [`MAILDROP_MODE`]
 /// owned by the queue's owner — and creates the maildrop (mode 0700 without the group, or
 /// when not root: then only that is done).
 ///
@@ -173,8 +173,10 @@ pub fn prepare_queue(qdir: &std::path::Path) -> std::io::Result<()> {
                     OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )?;
-                if fstat(&seg)?.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG {
-                    set(&seg, None, 0o640)?;
+                let st = fstat(&seg)?;
+                if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG {
+                    // QueueFileMode's owner bits, and read for the group only.
+                    set(&seg, None, (st.st_mode & 0o700) | 0o040)?;
                 }
             }
         }
