@@ -3,6 +3,7 @@
 #
 #   bash packaging/deb.sh            # cargo build --release, then dpkg-deb; lintian if present
 #   NO_BUILD=1 bash packaging/deb.sh # package the existing target/release/sendmail
+#   NO_BUILD=1 SENDMAIL_BIN=target/debug/sendmail bash packaging/deb.sh   # a quick check
 #
 # What the package holds (and what its maintainer scripts in packaging/debian/ do):
 #   /usr/libexec/sendmail-rs/sendmail        the one multi-call binary; postinst makes it
@@ -35,7 +36,7 @@ DEB="$OUT/sendmail-rs_${VERSION}_${ARCH}.deb"
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release --bin sendmail
 fi
-BIN="$REPO/target/release/sendmail"
+BIN=${SENDMAIL_BIN:-$REPO/target/release/sendmail}   # SENDMAIL_BIN: another build (e.g. debug, for a quick check)
 [ -x "$BIN" ] || { echo "deb.sh: $BIN is missing (cargo build --release)" >&2; exit 2; }
 
 rm -rf "$STAGE"
