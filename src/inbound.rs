@@ -49,11 +49,11 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
+    let macros = connection_macros(&daemon, &client, &shared);
     let relay_reject = current
         .rules
         .as_ref()
-        .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
-    let macros = connection_macros(&daemon, &client);
+        .and_then(|r| r.check_relay(&client, &macros));
     let origin = Origin {
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
@@ -118,18 +118,22 @@ fn client_info(peer: Peer, shared: &Shared) -> ClientInfo {
     }
 }
 
-/// The per-connection macros sendmail defines for a daemon connection.
-fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMap<String, String> {
+/// The per-connection macros sendmail defines for a daemon connection (observed values:
+/// [`crate::rules::smtp_macros`]).
+fn connection_macros(
+    daemon: &DaemonPortOptions,
+    client: &ClientInfo,
+    shared: &Shared,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
         m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
-    m.insert(
-        "client_name".into(),
-        client.name.clone().unwrap_or_else(|| client.display()),
-    );
+    let name = client.name.clone().unwrap_or_else(|| client.display());
+    m.insert("client_name".into(), name.clone());
+    m.insert("client_ptr".into(), name);
     m.insert(
         "client_resolve".into(),
         if client.name.is_some() { "OK" } else { "FAIL" }.into(),
@@ -138,6 +142,14 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m.insert("daemon_family".into(), daemon.family.as_str().into());
     m.insert("daemon_flags".into(), daemon.modifiers.daemon_flags());
     m.insert("daemon_port".into(), daemon.port.to_string());
+    if let crate::config::daemon_options::Addr::Ip { ip, .. } = daemon.addr {
+        m.insert("daemon_addr".into(), crate::smtp::session::format_ip(ip));
+        // `{if_name}`: the name of the address the client reached (`localhost` for
+        // 127.0.0.1); `{if_addr}` is left undefined for a loopback address, as sendmail does.
+        if let Some(n) = shared.hosts().name_of(ip) {
+            m.insert("if_name".into(), n.to_string());
+        }
+    }
     m
 }
 
@@ -210,6 +222,7 @@ pub fn session_context(
         policy: current.policy.clone(),
         ids: origin.ids,
         security,
+        macros: Arc::new(origin.macros.clone()),
     }
 }
 

@@ -13,15 +13,16 @@
 //! Everything refused gets `550 5.7.1 <addr>... Relaying denied` and sendmail's log line
 //! `ruleset=check_rcpt, arg1=<addr>, relay=…, reject=550 5.7.1 <addr>... Relaying denied`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::config::daemon_options::Modifiers;
 use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
 use crate::rules::mailer::{self, MailerDef};
 use crate::rules::rewrite::Engine;
+use crate::rules::smtp_macros::{self, Resolved};
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
@@ -131,19 +132,6 @@ impl Policy for BuiltinPolicy {
     }
 }
 
-/// The per-session macros the rulesets may test (`$&{auth_type}`, `$&{verify}` …).
-const SESSION_MACROS: &[&str] = &[
-    "auth_type",
-    "auth_authen",
-    "auth_author",
-    "auth_ssf",
-    "tls_version",
-    "cipher",
-    "cipher_bits",
-    "alg_bits",
-    "verify",
-];
-
 /// This session's TLS and AUTH macro values.
 fn session_macros(ctx: &PolicyContext<'_>) -> Vec<(&'static str, String)> {
     let mut m = Vec::new();
@@ -230,51 +218,74 @@ impl RulesPolicy {
         crate::rules::deliver::for_local(&mut e, &self.mailers, mailer, sender, message)
     }
 
-    /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
-    #[allow(clippy::too_many_arguments)]
+    /// An address through rulesets 3 and 0 (sendmail's `parseaddr`), for the
+    /// `{mail_*}`/`{rcpt_*}` macros; the null sender is sendmail's `local` with no host or user.
+    fn resolve_for_macros(
+        e: &mut Engine,
+        mailers: &[MailerDef],
+        bare: &str,
+        sender: bool,
+    ) -> Resolved {
+        if bare.is_empty() {
+            return Resolved {
+                mailer: "local".into(),
+                ..Resolved::default()
+            };
+        }
+        let how = Use {
+            sender,
+            header: false,
+        };
+        let parsed = parseaddr(e, mailers, bare.as_bytes(), how);
+        let _ = take_messages(e);
+        match parsed {
+            Some(a) => Resolved {
+                mailer: a.mailer,
+                host: a
+                    .host
+                    .map(|h| String::from_utf8_lossy(&h).into_owned())
+                    .unwrap_or_default(),
+                addr: String::from_utf8_lossy(&a.user).into_owned(),
+            },
+            None => Resolved::default(),
+        }
+    }
+
+    /// Runs `set` on `arg` with the connection's macros and, for MAIL and RCPT, the
+    /// transaction's ([`crate::rules::smtp_macros`]); `Some((code, dsn, text))` when it refuses.
     fn run(
         &self,
-        client: &ClientInfo,
-        daemon_flags: &str,
-        session: &[(&'static str, String)],
+        conn: &BTreeMap<String, String>,
+        tx: Option<(&PolicyContext<'_>, Option<&str>)>,
         set: &str,
         arg: &str,
         arg2: Option<&str>,
-        sender: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
         let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let name = client.name.clone().unwrap_or_else(|| match client.ip {
-            Some(ip) => format!("[{}]", format_ip(ip)),
-            None => "localhost".to_string(),
-        });
-        let addr = client
-            .ip
-            .map(format_ip)
-            .unwrap_or_else(|| "127.0.0.1".to_string());
-        // `${daemon_flags}`: letters separated by spaces, upper case doubled (`M=Ea` → `EE a`).
-        let flags = Modifiers::parse(daemon_flags).daemon_flags();
-        for (k, v) in [
-            ("client_addr", addr.as_str()),
-            ("client_name", name.as_str()),
-            (
-                "client_resolve",
-                if client.name.is_some() { "OK" } else { "FAIL" },
-            ),
-            ("daemon_flags", flags.as_str()),
-            ("f", sender.unwrap_or("")),
-        ] {
-            if let Some(id) = e.names.id(k) {
-                e.macros.define(id, v.as_bytes().to_vec());
-            }
+        smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
+        let mut t = smtp_macros::Transaction::default();
+        if let Some((ctx, rcpt)) = tx {
+            let sender = match (set, ctx.sender) {
+                ("check_mail", _) => Some(bare_addr(arg)),
+                (_, Some(s)) => Some(bare_addr(&s.raw)),
+                (_, None) => None,
+            };
+            t = smtp_macros::Transaction {
+                helo: ctx.helo,
+                protocol: ctx.protocol,
+                qid: ctx.qid,
+                sender,
+                sender_resolved: sender
+                    .map(|s| Self::resolve_for_macros(&mut e, &self.mailers, s, true)),
+                rcpt_resolved: rcpt
+                    .map(|r| Self::resolve_for_macros(&mut e, &self.mailers, r, false)),
+                checking_rcpt: rcpt.is_some(),
+                nrcpts: ctx.nrcpts,
+                msg_size: ctx.msg_size,
+                security: session_macros(ctx),
+            };
         }
-        // The TLS and AUTH macros: this session's values, empty when it has none (the
-        // engine is shared between sessions).
-        for k in SESSION_MACROS {
-            let v = session.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v);
-            if let Some(id) = e.names.id(k) {
-                e.macros.define(id, v.as_bytes().to_vec());
-            }
-        }
+        smtp_macros::apply(&mut e, &smtp_macros::transaction_values(&t));
         let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
         let _ = take_messages(&mut e);
         match verdict {
@@ -284,8 +295,12 @@ impl RulesPolicy {
     }
 
     /// `check_relay` for a new connection: the reply that makes the session a "nullserver"
-    /// and the log line, when the ruleset refuses the client.
-    pub fn check_relay(&self, client: &ClientInfo, daemon_flags: &str) -> Option<(Reply, String)> {
+    /// and the log line, when the ruleset refuses the client. `conn`: the connection's macros.
+    pub fn check_relay(
+        &self,
+        client: &ClientInfo,
+        conn: &BTreeMap<String, String>,
+    ) -> Option<(Reply, String)> {
         let name = client.name.clone().unwrap_or_else(|| {
             client
                 .ip
@@ -293,15 +308,7 @@ impl RulesPolicy {
                 .unwrap_or_default()
         });
         let addr = client.ip.map(format_ip).unwrap_or_default();
-        let (code, dsn, text) = self.run(
-            client,
-            daemon_flags,
-            &[],
-            "check_relay",
-            &name,
-            Some(&addr),
-            None,
-        )?;
+        let (code, dsn, text) = self.run(conn, None, "check_relay", &name, Some(&addr))?;
         let reply = Reply::new(code, dsn.as_deref(), text);
         let log = format!(
             "ruleset=check_relay, arg1={name}, arg2={addr}, relay={}, reject={reply}",
@@ -311,28 +318,10 @@ impl RulesPolicy {
     }
 
     fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
-        let bare = addr
-            .raw
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
+        let bare = bare_addr(&addr.raw);
         let shown = format!("<{bare}>");
-        let sender = match set {
-            "check_mail" => Some(bare),
-            _ => ctx
-                .sender
-                .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
-        };
-        let session = session_macros(ctx);
-        match self.run(
-            ctx.client,
-            ctx.daemon_flags,
-            &session,
-            set,
-            &shown,
-            None,
-            sender,
-        ) {
+        let rcpt = (set == "check_rcpt").then_some(bare);
+        match self.run(ctx.macros, Some((ctx, rcpt)), set, &shown, None) {
             None => Decision::Accept,
             Some((code, dsn, text)) => {
                 let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));
@@ -349,11 +338,16 @@ impl RulesPolicy {
     }
 }
 
+/// An address as the client wrote it, without white space and angle brackets.
+fn bare_addr(raw: &str) -> &str {
+    raw.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
 impl Policy for RulesPolicy {
+    /// The cf's check_mail alone decides: an unqualified sender is refused by its rules
+    /// (`553 5.5.4 … Domain name required`), unless the access map lets the client relay
+    /// (Debian's `Connect:127 RELAY`), as in sendmail.
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
-        if let Some(d) = unqualified_sender(ctx, sender) {
-            return d;
-        }
         self.check(ctx, "check_mail", sender)
     }
 
@@ -525,6 +519,79 @@ impl Policy for KnownUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rulesets of Debian's stock sendmail.cf (tests/fixtures), as the daemon loads them.
+    fn debian_rules() -> RulesPolicy {
+        let text = std::fs::read_to_string("tests/fixtures/debian-sendmail.cf")
+            .unwrap()
+            .replace(
+                "Fw/etc/mail/local-host-names",
+                "Fwtests/fixtures/debian-etc-mail/local-host-names",
+            )
+            .replace(
+                "-T<TMPF> /etc/mail/access",
+                "-T<TMPF> tests/differential/env/etc/mail/access",
+            );
+        let host = crate::rules::cf::HostInfo {
+            hostname: "oracle.example.test".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+        };
+        let (engine, x) = match crate::rules::cf::load(text.as_bytes(), "sendmail.cf", &host) {
+            Ok(v) => v,
+            Err(errs) => panic!("{errs:?}"),
+        };
+        RulesPolicy::new(engine, &x.mailers)
+    }
+
+    fn addr(raw: &str) -> Address {
+        let bare = raw.trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = match bare.rsplit_once('@') {
+            Some((l, d)) => (l.to_string(), Some(d.to_string())),
+            None => (bare.to_string(), None),
+        };
+        Address {
+            raw: raw.to_string(),
+            route: Vec::new(),
+            local,
+            domain,
+        }
+    }
+
+    /// issue 18: Debian's FEATURE(delay_checks) re-checks the sender in check_rcpt through
+    /// `${mail_from}`; with it undefined every recipient got `553 5.5.4 … Domain name
+    /// required for sender address`, even for the null sender.
+    #[test]
+    fn delay_checks_sees_the_sender_through_mail_from() {
+        let rules = debian_rules();
+        let client = ClientInfo {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: 40000,
+            name: Some("localhost".into()),
+        };
+        let mut macros = BTreeMap::new();
+        macros.insert("client_addr".to_string(), "127.0.0.1".to_string());
+        macros.insert("client_name".to_string(), "localhost".to_string());
+        macros.insert("client_resolve".to_string(), "OK".to_string());
+        for sender in ["<>", "<someone@oracle.example.test>"] {
+            let sender = addr(sender);
+            let ctx = PolicyContext {
+                client: &client,
+                helo: Some("client.example.test"),
+                daemon_name: "MTA-v4",
+                daemon_flags: "",
+                qid: "6B64jNku030377",
+                sender: Some(&sender),
+                auth: None,
+                tls: None,
+                macros: &macros,
+                protocol: "SMTP",
+                nrcpts: 0,
+                msg_size: None,
+            };
+            let d = rules.check_rcpt(&ctx, &addr("<root>"), &RcptParams::default());
+            assert_eq!(d, Decision::Accept, "sender {}", sender.raw);
+        }
+    }
 
     #[test]
     fn dj_is_a_local_name() {

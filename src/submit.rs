@@ -342,6 +342,10 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     };
     let mut macros = BTreeMap::new();
     macros.insert("_".to_string(), client.display());
+    macros.insert(
+        "daemon_flags".to_string(),
+        crate::config::daemon_options::Modifiers::parse("cu").daemon_flags(),
+    );
     let origin = Origin {
         daemon_name: String::new(),
         // DirectSubmissionModifiers' default for command-line submissions: `c u` (so an

@@ -25,6 +25,7 @@
 //! (`session/utf8.rs`, RFC 6531); the end of every message, DATA or BDAT, with its size and
 //! header limits and the one commit (`session/finish.rs`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
@@ -286,6 +287,9 @@ pub struct SessionContext {
     pub ids: Arc<QueueIdGen>,
     /// What STARTTLS and AUTH may offer.
     pub security: Security,
+    /// The macros defined at connect (`$_`, `${client_addr}`, `${daemon_name}` …), for the
+    /// cf's check rulesets ([`crate::rules::smtp_macros`]).
+    pub macros: Arc<BTreeMap<String, String>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -306,6 +310,14 @@ pub struct PolicyContext<'a> {
     pub auth: Option<&'a AuthInfo>,
     /// The TLS parameters, for `${verify}`, `${tls_version}` ….
     pub tls: Option<&'a TlsInfo>,
+    /// The connection's macros ([`SessionContext::macros`]).
+    pub macros: &'a BTreeMap<String, String>,
+    /// `$r`: `SMTP`, `ESMTP` ….
+    pub protocol: &'a str,
+    /// Recipients accepted so far in this transaction (`${nrcpts}`).
+    pub nrcpts: usize,
+    /// MAIL's `SIZE=` (`${msg_size}`).
+    pub msg_size: Option<u64>,
 }
 
 /// A policy's answer to MAIL or RCPT.
@@ -944,7 +956,10 @@ impl Session {
         }
         let qid = self.qid();
         let decision = {
-            let pctx = self.policy_context(&qid, None);
+            let pctx = PolicyContext {
+                msg_size: params.size,
+                ..self.policy_context(&qid, None)
+            };
             self.ctx.policy.check_mail(&pctx, &m.path, &params)
         };
         let shown = match decision {
@@ -1355,6 +1370,10 @@ impl Session {
             sender,
             auth: self.sec.auth.as_ref(),
             tls: self.sec.tls.as_ref(),
+            macros: &self.ctx.macros,
+            protocol: self.protocol_name(),
+            nrcpts: self.tx.as_ref().map_or(0, |t| t.rcpts.len()),
+            msg_size: self.tx.as_ref().and_then(|t| t.params.size),
         }
     }
 }

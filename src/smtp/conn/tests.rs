@@ -57,6 +57,7 @@ fn session() -> Session {
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
+        macros: Default::default(),
     })
 }
 

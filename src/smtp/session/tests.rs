@@ -117,6 +117,7 @@ fn oracle_ctx() -> SessionContext {
         policy: Arc::new(OraclePolicy),
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
+        macros: Default::default(),
     }
 }
 

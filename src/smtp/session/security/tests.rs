@@ -70,6 +70,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             mechanisms: crate::auth::Mechanism::allowed(None),
             auth_needs_tls: needs_tls,
         },
+        macros: Default::default(),
     })
 }
 
