@@ -164,6 +164,9 @@ pub struct Shared {
     pub queue: Store,
     /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
     pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
+    /// Open connections and arrivals per client address (`${client_connections}`,
+    /// `${client_rate}`).
+    pub clients: Arc<crate::conncontrol::ClientCounts>,
 }
 
 impl Shared {
@@ -177,6 +180,7 @@ impl Shared {
             stats,
             queue,
             local_agent: None,
+            clients: Arc::default(),
         }
     }
 

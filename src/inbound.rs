@@ -49,11 +49,28 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
-    let macros = connection_macros(&daemon, &client, &shared);
+    // Counted until this function returns (`${client_connections}`, `${client_rate}`).
+    let counted = client.ip.map(|ip| {
+        shared.clients.connect(
+            ip,
+            current.config.options.connection_rate_window_size,
+            std::time::Instant::now(),
+        )
+    });
+    let mut macros = connection_macros(&daemon, &client, &shared);
+    if let Some((_, n)) = &counted {
+        macros.insert("client_connections".into(), n.connections.to_string());
+        macros.insert("client_rate".into(), n.rate.to_string());
+    }
     let relay_reject = current
         .rules
         .as_ref()
         .and_then(|r| r.check_relay(&client, &macros));
+    // FEATURE(greet_pause): not for a client check_relay already refused.
+    let greet_pause = match (&relay_reject, &current.rules) {
+        (None, Some(r)) => r.greet_pause(&client, &macros),
+        _ => None,
+    };
     let origin = Origin {
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
@@ -72,6 +89,7 @@ pub async fn serve_client<S>(
     let opts = ConnOptions {
         tls: current.credentials.tls.clone(),
         implicit_tls: daemon.modifiers.has('s'),
+        greet_pause,
         ..conn_options(&current.config)
     };
     let mut sink = QueueSink {
@@ -223,6 +241,7 @@ pub fn session_context(
         ids: origin.ids,
         security,
         macros: Arc::new(origin.macros.clone()),
+        bad_rcpt_throttle: cfg.options.bad_rcpt_throttle,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod aliases;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conncontrol;
 pub mod credentials;
 pub mod daemon;
 pub mod deliver;

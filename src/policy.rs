@@ -317,6 +317,44 @@ impl RulesPolicy {
         Some((reply, log))
     }
 
+    /// FEATURE(greet_pause): the `greet_pause` ruleset on `client_name $| client_addr`
+    /// (the access map's `GreetPause:` entries, else the FEATURE's default); its `$# N` is
+    /// the pause in milliseconds before the greeting. `None`: no such ruleset, or no pause.
+    pub fn greet_pause(
+        &self,
+        client: &ClientInfo,
+        conn: &BTreeMap<String, String>,
+    ) -> Option<std::time::Duration> {
+        let name = client.name.clone().unwrap_or_else(|| {
+            client
+                .ip
+                .map(|ip| format!("[{}]", format_ip(ip)))
+                .unwrap_or_default()
+        });
+        let addr = client.ip.map(format_ip).unwrap_or_default();
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
+        let verdict = rscheck(
+            &mut e,
+            "greet_pause",
+            name.as_bytes(),
+            Some(addr.as_bytes()),
+            true,
+        );
+        let _ = take_messages(&mut e);
+        let Verdict::Accept(pvp) = verdict else {
+            return None;
+        };
+        if !pvp
+            .first()
+            .is_some_and(|t| crate::rules::token::meta::is(t, crate::rules::token::meta::CANONNET))
+        {
+            return None;
+        }
+        let ms: u64 = std::str::from_utf8(pvp.get(1)?).ok()?.parse().ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
     fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
         let bare = bare_addr(&addr.raw);
         let shown = format!("<{bare}>");

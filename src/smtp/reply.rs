@@ -182,6 +182,12 @@ pub fn protocol_error() -> Reply {
 }
 
 /// `550 5.0.0 Command rejected` (every command after a protocol error).
+/// The greeting after pre-greeting traffic (FEATURE(greet_pause)):
+/// `554 <host> ESMTP not accepting messages`.
+pub fn not_accepting_messages(host: &str) -> Reply {
+    Reply::new(554, None, format!("{host} ESMTP not accepting messages"))
+}
+
 pub fn command_rejected() -> Reply {
     Reply::new(550, Some("5.0.0"), "Command rejected")
 }

@@ -198,7 +198,7 @@ def play(sc, record):
                 err = c.send(text + "\r\n")
                 if err:
                     record.append(err)
-                for line in c.rest():
+                for line in c.reply() + c.reply():
                     record.append(f"[{name}] S: {line}")
             else:
                 for line in c.reply():
@@ -309,7 +309,9 @@ def inside(args):
     logfile = os.path.join(work, "maillog")
     results = {}
     settle(logfile)
-    offset = 0
+    # the start-up lines belong to a first scenario without steps (00-daemon-start) only
+    first = Scenario(args.scenarios[0]) if args.scenarios else None
+    offset = 0 if first is None or not first.steps else os.path.getsize(logfile)
     for path in args.scenarios:
         sc = Scenario(path)
         record = []

@@ -58,6 +58,7 @@ fn session() -> Session {
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
         macros: Default::default(),
+        bad_rcpt_throttle: 0,
     })
 }
 

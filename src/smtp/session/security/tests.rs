@@ -71,6 +71,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             auth_needs_tls: needs_tls,
         },
         macros: Default::default(),
+        bad_rcpt_throttle: 0,
     })
 }
 
