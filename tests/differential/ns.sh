@@ -19,7 +19,8 @@
 #     submit.mc, and admin.cf from admin.mc (stock + the FEATUREs an admin commonly adds);
 #     the maps are built with the target's own makemap and `newaliases`;
 #   * the daemon is started as Debian's init script does (`sendmail -bd`), plus `-odq` so
-#     that nothing is delivered while the scenarios run (no local mailer is installed).
+#     that nothing is delivered while the scenarios run (no local mailer is installed), and
+#     `-O RefuseLA=10000` so that the load of a busy machine never changes an answer.
 # CMD then runs with PATH starting with BINDIR; when it exits the daemon and syslogd are
 # stopped by pid.
 set -euo pipefail
@@ -75,7 +76,7 @@ for m in access mailertable virtusertable genericstable; do
     [ -f /etc/mail/$m ] && makemap hash /etc/mail/$m < /etc/mail/$m
 done
 newaliases >/dev/null
-"$bindir/sendmail" -bd -odq
+"$bindir/sendmail" -bd -odq -O RefuseLA=10000
 for _ in $(seq 200); do
     [ -s /run/sendmail/mta/sendmail.pid ] && ss -ltn | grep -q "127.0.0.1:25 " && break
     sleep 0.05

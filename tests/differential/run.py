@@ -233,6 +233,8 @@ def play(sc, record):
                 c.sock.close()
         elif verb == "use":
             cur = conns[step[1][0]]
+        elif verb in ("send", "data") and cur is None:
+            record.append("<no connection>")
         elif verb == "send":
             text = step[1]
             record.append(f"C: {text}")
