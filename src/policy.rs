@@ -445,6 +445,25 @@ impl KnownUsers {
 }
 
 impl KnownUsers {
+    /// VRFY, as sendmail 8.17 answers it (tests/differential 18-vrfy-outside): a remote
+    /// address `252 2.1.5 <addr>`; an alias is not expanded but shown as an address of this
+    /// host, `250 2.1.5 <postmaster@host>`; a user as EXPN shows it.
+    fn vrfy_reply(&self, arg: &str) -> Reply {
+        let bare = bare_addr(arg);
+        let host = crate::config::macros::expand("$j", &*self.config);
+        match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare) {
+            crate::queue::runner::Route::Remote { .. } => {
+                Reply::new(252, Some("2.1.5"), format!("<{bare}>"))
+            }
+            crate::queue::runner::Route::Local { mailer, user }
+                if mailer == "local" && self.aliases.get(&user).is_some() =>
+            {
+                Reply::new(250, Some("2.1.5"), format!("<{user}@{host}>"))
+            }
+            _ => self.expand_reply(arg),
+        }
+    }
+
     /// VRFY/EXPN: the address expanded through the aliases, each final address as sendmail
     /// shows it (`root <root@host>`: the passwd full name, or the user name), or
     /// `550 5.1.1 x... User unknown`.
@@ -542,7 +561,7 @@ impl Policy for KnownUsers {
     }
 
     fn vrfy(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
-        self.expand_reply(arg)
+        self.vrfy_reply(arg)
     }
 
     fn expn(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
