@@ -150,6 +150,11 @@ impl<'a> Expander<'a> {
             push(Target::Remote(addr.trim().to_string()));
             return;
         };
+        // `\user`: that user's mailbox, no alias and no `.forward` (sendmail's QNOALIAS).
+        if let Some(user) = local.strip_prefix('\\') {
+            push(Target::User(user.to_string()));
+            return;
+        }
         let key = local.to_ascii_lowercase();
         if chain.contains(&key) {
             // Self-reference: deliver to the user without aliasing again.

@@ -90,47 +90,64 @@ fn by_mailer(cfg: &Config, mailer: String, host: Option<String>, user: String) -
     }
 }
 
-/// sendmail's standard routing without rulesets.
+/// sendmail's standard routing without rulesets, from the same reading of the address as
+/// the relay check ([`crate::mailbox::parse`]): mail stays here unless the address's own
+/// domain is another host, and then goes to that host (or the smart host), never to a host
+/// named in a quoted or escaped local part, a `%` or `!` hack or a source route.
 fn builtin_route(cfg: &Config, addr: &str) -> Route {
+    use crate::mailbox::{self, Domain};
     let policy = crate::policy::BuiltinPolicy::from_config(cfg);
-    let (user, domain) = match addr.rsplit_once('@') {
-        Some((u, d)) => (u.to_string(), Some(d.to_string())),
-        None => (addr.to_string(), None),
+    let m = match mailbox::parse(addr) {
+        Ok(m) => m,
+        Err(e) => {
+            return Route::Error {
+                text: e.to_string(),
+            };
+        }
     };
-    match domain {
-        None => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) if policy.is_local(&d) => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) => {
-            let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
-            match hops::smart_host(smart) {
-                Some(Ok((mailer, target))) => {
-                    let mailer = mailer.unwrap_or_else(|| "relay".to_string());
-                    let port = cfg
-                        .mailer(&mailer)
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25);
-                    Route::Remote {
-                        mailer,
-                        host: host_text(&target),
-                        port,
-                    }
-                }
-                _ => Route::Remote {
-                    mailer: "esmtp".into(),
-                    host: d,
-                    port: cfg
-                        .mailer("esmtp")
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25),
-                },
+    let domain = match &m.domain {
+        Some(Domain::Invalid(_)) => {
+            return Route::Error {
+                text: "Invalid host name".into(),
+            };
+        }
+        Some(d) if !policy.is_local(d) => d,
+        // No domain, or this host's: the local part names a user here, whatever it holds.
+        _ => {
+            // The local mailer reads its user in lower case unless it has `F=u`.
+            let fold = cfg.mailer("local").is_none_or(|l| !l.has_flag('u'));
+            let user = m.local_user();
+            return Route::Local {
+                mailer: "local".into(),
+                user: if fold { user.to_lowercase() } else { user },
+            };
+        }
+    };
+    let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
+    match hops::smart_host(smart) {
+        Some(Ok((mailer, target))) => {
+            let mailer = mailer.unwrap_or_else(|| "relay".to_string());
+            let port = cfg
+                .mailer(&mailer)
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25);
+            Route::Remote {
+                mailer,
+                host: host_text(&target),
+                port,
             }
         }
+        _ => Route::Remote {
+            mailer: "esmtp".into(),
+            host: match domain {
+                Domain::Literal(ip) => crate::dns::bracketed(*ip),
+                d => d.class_key(),
+            },
+            port: cfg
+                .mailer("esmtp")
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25),
+        },
     }
 }
 
@@ -613,6 +630,18 @@ async fn expand_due(
     let current = shared.current();
     let mut out = Vec::new();
     let mut changed = false;
+    // The users the message names directly, for the expansions' duplicate suppression.
+    let direct: Vec<String> = due
+        .iter()
+        .filter_map(|(i, route)| match route {
+            Route::Local { mailer, user }
+                if mailer == "local" && msg.envelope.recipients[*i].expanded.is_none() =>
+            {
+                Some(user.trim_start_matches('\\').to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
     for (i, route) in due {
         let user = match &route {
             Route::Local { mailer, user }
@@ -628,8 +657,17 @@ async fn expand_due(
         let (cfg, logger) = (current.config.clone(), shared.logger.clone());
         let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
         let existing = msg.envelope.recipients.clone();
+        let direct = direct.clone();
         let expansion = tokio::task::spawn_blocking(move || {
-            expand::expand(&cfg, &logger, id.as_str(), &parent, &user, &existing)
+            expand::expand(
+                &cfg,
+                &logger,
+                id.as_str(),
+                &parent,
+                &user,
+                &existing,
+                &direct,
+            )
         })
         .await
         .unwrap_or_else(|e| expand::Expansion::Deferred {
@@ -830,5 +868,66 @@ mod tests {
                 port: 2599
             }
         );
+    }
+
+    /// Issue 16: every relay form goes to this host or to the address's own domain, never to
+    /// a host named in a quoted or escaped local part, a `%`/`!` hack or a source route.
+    #[test]
+    fn builtin_routes_of_every_relay_form() {
+        let cfg = Config::from_str(
+            "t.cf",
+            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\n",
+            &[],
+        )
+        .unwrap();
+        let local = |u: &str| Route::Local {
+            mailer: "local".into(),
+            user: u.into(),
+        };
+        let remote = |h: &str| Route::Remote {
+            mailer: "esmtp".into(),
+            host: h.into(),
+            port: 25,
+        };
+        let error = Route::Error {
+            text: "Invalid host name".into(),
+        };
+        #[rustfmt::skip]
+        let table = [
+            ("\"relaytest@foreign.example.net\"", local("\"relaytest@foreign.example.net\"")),
+            ("<\"relaytest@foreign.example.net\">", local("\"relaytest@foreign.example.net\"")),
+            ("\"relaytest@foreign.example.net\"@mta.example.test", local("\"relaytest@foreign.example.net\"")),
+            ("relaytest%foreign.example.net@mta.example.test", local("relaytest%foreign.example.net")),
+            ("relaytest%foreign.example.net", local("relaytest%foreign.example.net")),
+            ("foreign.example.net!relaytest", local("foreign.example.net!relaytest")),
+            ("relaytest\\@foreign.example.net", local("relaytest\\@foreign.example.net")),
+            ("@foreign.example.net:root@mta.example.test", local("root")),
+            ("@mta.example.test:relaytest@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest(x@mta.example.test)@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest@foreign.example.net(@mta.example.test)", remote("foreign.example.net")),
+            ("\"bob\"@Foreign.Example.NET.", remote("foreign.example.net")),
+            ("ROOT@MTA.EXAMPLE.TEST.", local("root")),
+            ("\"root\"", local("root")),
+            ("root@[127.0.0.1]", local("root")),
+            ("bob@[192.0.2.1]", remote("[192.0.2.1]")),
+            ("bob@[IPv6:2001:db8::1]", remote("[IPv6:2001:db8:0:0:0:0:0:1]")),
+            ("bob@[300.1.2.3]", error.clone()),
+            ("bob@[foreign.example.net]", error.clone()),
+            ("bob@foreign..example.net", error.clone()),
+            ("\"|/bin/true\"", local("\"|/bin/true\"")),
+            ("\\root", local("\\root")),
+        ];
+        for (addr, want) in table {
+            let got = builtin_route(&cfg, addr);
+            assert_eq!(got, want, "{addr}");
+            if let Route::Remote { host, .. } = &got {
+                let own = crate::mailbox::parse(addr).unwrap().domain.unwrap();
+                let own = match own {
+                    crate::mailbox::Domain::Literal(ip) => crate::dns::bracketed(ip),
+                    d => d.class_key(),
+                };
+                assert_eq!(host, &own, "{addr}: routed to another host than its own");
+            }
+        }
     }
 }

@@ -347,6 +347,13 @@ pub trait Policy: Send + Sync {
     /// check_rcpt plus the recipient lookup: relay allowed, user known?
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, params: &RcptParams) -> Decision;
 
+    /// What makes two accepted recipients one (the mailbox they reach, e.g. `local:root`
+    /// for `ROOT@host` and `"root"`); `None`: the address as echoed. A recipient whose key
+    /// is already in the transaction is answered with the first one's echo and kept once.
+    fn recipient_key(&self, _ctx: &PolicyContext<'_>, _rcpt: &Address) -> Option<String> {
+        None
+    }
+
     /// The VRFY answer. Default: sendmail's `PrivacyOptions=novrfy` reply.
     fn vrfy(&self, _ctx: &PolicyContext<'_>, _arg: &str) -> Reply {
         reply::cannot_vrfy()
@@ -481,6 +488,8 @@ struct Transaction {
     sender: Address,
     params: MailParams,
     rcpts: Vec<Recipient>,
+    /// [`Policy::recipient_key`] of each recipient kept → its echo.
+    keys: std::collections::HashMap<String, String>,
     /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
     accepted: usize,
     started: Instant,
@@ -1013,6 +1022,7 @@ impl Session {
             sender: m.path,
             params,
             rcpts: Vec::new(),
+            keys: Default::default(),
             accepted: 0,
             started: Instant::now(),
             chunks: None,
@@ -1046,10 +1056,15 @@ impl Session {
             return;
         }
         let qid = self.qid();
-        let decision = {
+        let (decision, key) = {
             let sender = self.tx.as_ref().map(|t| &t.sender);
             let pctx = self.policy_context(&qid, sender);
-            self.ctx.policy.check_rcpt(&pctx, &path, &params)
+            let d = self.ctx.policy.check_rcpt(&pctx, &path, &params);
+            let key = match d {
+                Decision::Reject { .. } => None,
+                _ => self.ctx.policy.recipient_key(&pctx, &path),
+            };
+            (d, key)
         };
         let shown = match decision {
             Decision::Accept => path.raw.clone(),
@@ -1066,11 +1081,27 @@ impl Session {
                 return;
             }
         };
-        out.push(Action::Reply(reply::recipient_ok(&shown)));
-        if let Some(tx) = &mut self.tx {
-            tx.accepted += 1;
-            // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
-            if !tx.rcpts.iter().any(|x| x.shown == shown) {
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        tx.accepted += 1;
+        // sendmail keeps one copy of a recipient given twice, however it is spelled
+        // (nrcpts counts it once), and echoes the first spelling for the others.
+        let first = match &key {
+            Some(k) => tx.keys.get(k).cloned(),
+            None => tx
+                .rcpts
+                .iter()
+                .find(|x| x.shown == shown)
+                .map(|x| x.shown.clone()),
+        };
+        match first {
+            Some(first) => out.push(Action::Reply(reply::recipient_ok(&first))),
+            None => {
+                out.push(Action::Reply(reply::recipient_ok(&shown)));
+                if let Some(k) = key {
+                    tx.keys.insert(k, shown.clone());
+                }
                 tx.rcpts.push(Recipient {
                     addr: path,
                     shown,
