@@ -68,3 +68,4 @@ pub mod stats;
 pub mod submit;
 pub mod sysexits;
 pub mod tls;
+pub mod version;

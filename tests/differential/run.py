@@ -342,7 +342,7 @@ MSGID = re.compile(r"<[0-9A-Za-x]{8}\d{6,}@")
 
 
 # sendmail-rs's $v is its own version (the cf's $Z stays Debian's).
-VERSION = re.compile(r"\b(Sendmail |sendmail version )(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
+VERSION = re.compile(r"(\bSendmail |\bsendmail version |^\| Version )(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
 
 
 def norm(line):
@@ -355,6 +355,23 @@ def norm(line):
     line = DELAY.sub(lambda m: m.group(1) + "=N", line)
     line = PID.sub("PID", line)
     return line
+
+
+def norm_transcript(lines):
+    """Normalised client-side lines; the "Compiled with" list of -d0.1 is the build's own,
+    so only its presence is compared."""
+    out = []
+    compiled = False
+    for line in lines:
+        if line.startswith("|  Compiled with: "):
+            compiled = True
+            out.append("|  Compiled with: <the build's options>")
+            continue
+        if compiled and line.startswith("| \t\t"):
+            continue
+        compiled = False
+        out.append(norm(line))
+    return out
 
 
 def norm_log(lines):
@@ -409,8 +426,8 @@ def compare(scenarios, results, works, verbose):
             if ro is None or rr is None:
                 a, b, detail = ["<not run>"], ["<not run>" if rr is None else "ran"], []
             else:
-                a = [norm(x) for x in ro["transcript"]] + norm_log(ro["log"])
-                b = [norm(x) for x in rr["transcript"]] + norm_log(rr["log"])
+                a = norm_transcript(ro["transcript"]) + norm_log(ro["log"])
+                b = norm_transcript(rr["transcript"]) + norm_log(rr["log"])
                 detail = []
         same = a == b
         diff = list(difflib.unified_diff(a, b, "oracle", "sendmail-rs", lineterm="", n=2))
