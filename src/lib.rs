@@ -41,6 +41,7 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod asuser;
 pub mod auth;
 pub mod cli;
 pub mod config;

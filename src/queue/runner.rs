@@ -548,6 +548,23 @@ pub fn deliver_local(
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
+    deliver_local_in(current, logger, msg, user, rcpts, None)
+}
+
+/// [`deliver_local`] for the root delivery agent ([`crate::privsep::agent`]) of queue
+/// `qdir`: the unprivileged daemon cannot read a `.forward` in a private (0700) home, so
+/// it hands the user to the agent unexpanded; the non-local addresses the agent's
+/// expansion finds are queued as a new message of the same sender through the maildrop
+/// (the daemon's pickup then relays them), and the user counts as delivered, instead of
+/// being deferred again on every run.
+pub fn deliver_local_in(
+    current: &Current,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    rcpts: &[Recipient],
+    requeue_in: Option<&std::path::Path>,
+) -> Vec<Outcome> {
     let cfg = &*current.config;
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -576,7 +593,13 @@ pub fn deliver_local(
                 None => {
                     let report =
                         crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
-                    if !report.remote.is_empty() {
+                    if !report.remote.is_empty()
+                        && let Some(qdir) = requeue_in
+                    {
+                        if let Err(o) = requeue_remote(qdir, logger, msg, user, &report.remote) {
+                            return o;
+                        }
+                    } else if !report.remote.is_empty() {
                         // The aliases changed since the expansion: expand again next time.
                         return Outcome::Temporary {
                             dsn: "4.3.0".into(),
@@ -589,6 +612,37 @@ pub fn deliver_local(
             from_local(outcome)
         })
         .collect()
+}
+
+/// Queues `remote` (from `user`'s expansion) as a new message of `msg`'s sender, body and
+/// client through the maildrop; a temporary failure when that cannot be written.
+fn requeue_remote(
+    qdir: &std::path::Path,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    remote: &[String],
+) -> Result<(), Outcome> {
+    let failed = |e: String| Outcome::Temporary {
+        dsn: "4.3.0".into(),
+        text: format!("Deferred: cannot queue the forwarded copy: {e}"),
+    };
+    let id = QueueId::new(crate::queue::id::QueueIdGen::new().next_id())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut env = msg.envelope.clone();
+    env.id = id.clone();
+    env.recipients = remote.iter().map(|a| Recipient::new(a.clone())).collect();
+    let copy = Message {
+        envelope: env,
+        body: msg.body.clone(),
+    };
+    crate::queue::maildrop::submit(qdir, &copy).map_err(|e| failed(e.to_string()))?;
+    logger.log(
+        crate::log::Severity::Info,
+        Some(msg.envelope.id.as_str()),
+        format_args!("{user}: forwarded to {} as {id}", remote.join(", ")),
+    );
+    Ok(())
 }
 
 fn from_local(o: crate::deliver::local::Outcome) -> Outcome {
