@@ -528,7 +528,7 @@ impl KnownUsers {
                 Reply::new(252, Some("2.1.5"), format!("<{bare}>"))
             }
             crate::queue::runner::Route::Local { mailer, user }
-                if mailer == "local" && self.aliases.get(&user).is_some() =>
+                if mailer == "local" && self.aliases.current().get(&user).is_some() =>
             {
                 Reply::new(250, Some("2.1.5"), format!("<{user}@{host}>"))
             }
