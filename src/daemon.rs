@@ -167,6 +167,8 @@ pub struct Shared {
     /// Open connections and arrivals per client address (`${client_connections}`,
     /// `${client_rate}`).
     pub clients: Arc<crate::conncontrol::ClientCounts>,
+    /// AUTH failures per client address, across connections (kept over SIGHUP).
+    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
 }
 
 impl Shared {
@@ -181,6 +183,7 @@ impl Shared {
             queue,
             local_agent: None,
             clients: Arc::default(),
+            auth_limit: Arc::default(),
         }
     }
 
@@ -420,6 +423,13 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
             Severity::Notice,
             None,
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
+    for name in &report.removed_spool {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: spool/{name}: unacknowledged message data removed"),
         );
     }
 }
