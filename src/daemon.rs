@@ -169,6 +169,9 @@ pub struct Shared {
     pub clients: Arc<crate::conncontrol::ClientCounts>,
     /// AUTH failures per client address, across connections (kept over SIGHUP).
     pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
+    /// Where ETRN asks the daemon's queue runner for a run (set once the runner runs).
+    pub queue_runs:
+        std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>>,
 }
 
 impl Shared {
@@ -184,6 +187,7 @@ impl Shared {
             local_agent: None,
             clients: Arc::default(),
             auth_limit: Arc::default(),
+            queue_runs: std::sync::OnceLock::new(),
         }
     }
 
@@ -576,6 +580,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
+    let _ = shared.queue_runs.set(runs.clone());
     let runner = tokio::spawn(crate::queue::runner::run(
         shared.clone(),
         schedule,

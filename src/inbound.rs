@@ -82,6 +82,13 @@ pub async fn serve_client<S>(
     };
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
+    if let Some(runs) = shared.queue_runs.get() {
+        ctx.features.etrn = true;
+        ctx.policy = Arc::new(EtrnRuns {
+            inner: ctx.policy.clone(),
+            runs: runs.clone(),
+        });
+    }
     if let Some((reply, log)) = relay_reject {
         shared
             .logger
@@ -268,5 +275,175 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
         mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
         failure_limit: None,
+    }
+}
+
+/// ETRN (RFC 1985) as sendmail 8.17 answers it, on a daemon whose queue runner takes
+/// requests: `ETRN host` starts a run of the messages with a recipient at that host
+/// (`-qR@host`), `ETRN @domain` of those with a recipient in that domain or below it
+/// (`-qRdomain`), each answered `250 2.0.0 Queuing for node <node> started`; `ETRN #group`
+/// names a queue group, and there are none here (`459 4.5.4 Queue <group> unknown`).
+/// Everything else is the wrapped policy's.
+struct EtrnRuns {
+    inner: Arc<dyn crate::smtp::session::Policy>,
+    runs: tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>,
+}
+
+impl EtrnRuns {
+    /// The recipient substring of the run ETRN `node` asks for.
+    fn limit(node: &str) -> crate::queue::select::Limit {
+        let substr = match node.strip_prefix('@') {
+            Some(domain) => domain.to_string(),
+            None => format!("@{node}"),
+        };
+        crate::queue::select::Limit {
+            kind: crate::queue::select::LimitKind::Recipient,
+            negate: false,
+            substr,
+        }
+    }
+}
+
+impl crate::smtp::session::Policy for EtrnRuns {
+    fn check_mail(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        sender: &crate::smtp::command::Address,
+        params: &crate::smtp::command::MailParams,
+    ) -> crate::smtp::session::Decision {
+        self.inner.check_mail(ctx, sender, params)
+    }
+
+    fn check_rcpt(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        rcpt: &crate::smtp::command::Address,
+        params: &crate::smtp::command::RcptParams,
+    ) -> crate::smtp::session::Decision {
+        self.inner.check_rcpt(ctx, rcpt, params)
+    }
+
+    fn recipient_key(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        rcpt: &crate::smtp::command::Address,
+    ) -> Option<String> {
+        self.inner.recipient_key(ctx, rcpt)
+    }
+
+    fn vrfy(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        arg: &str,
+    ) -> crate::smtp::reply::Reply {
+        self.inner.vrfy(ctx, arg)
+    }
+
+    fn expn(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        arg: &str,
+    ) -> crate::smtp::reply::Reply {
+        self.inner.expn(ctx, arg)
+    }
+
+    fn etrn(
+        &self,
+        _ctx: &crate::smtp::session::PolicyContext<'_>,
+        node: &str,
+    ) -> crate::smtp::reply::Reply {
+        use crate::smtp::reply;
+        if let Some(group) = node.strip_prefix('#') {
+            return reply::etrn_unknown_queue_group(group);
+        }
+        let (done, _) = tokio::sync::oneshot::channel();
+        let request = crate::queue::control::RunRequest {
+            select: crate::queue::select::Selection {
+                limits: vec![EtrnRuns::limit(node)],
+            },
+            done,
+        };
+        match self.runs.try_send(request) {
+            Ok(()) => reply::etrn_started(node),
+            Err(_) => reply::etrn_not_started(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod etrn_tests {
+    use super::*;
+    use crate::queue::select::LimitKind;
+    use crate::smtp::session::Policy;
+
+    struct Nothing;
+    impl Policy for Nothing {
+        fn check_mail(
+            &self,
+            _: &crate::smtp::session::PolicyContext<'_>,
+            _: &crate::smtp::command::Address,
+            _: &crate::smtp::command::MailParams,
+        ) -> crate::smtp::session::Decision {
+            crate::smtp::session::Decision::Accept
+        }
+        fn check_rcpt(
+            &self,
+            _: &crate::smtp::session::PolicyContext<'_>,
+            _: &crate::smtp::command::Address,
+            _: &crate::smtp::command::RcptParams,
+        ) -> crate::smtp::session::Decision {
+            crate::smtp::session::Decision::Accept
+        }
+    }
+
+    fn ctx_parts() -> (ClientInfo, BTreeMap<String, String>) {
+        let client = ClientInfo {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: 1,
+            name: Some("localhost".into()),
+        };
+        (client, BTreeMap::new())
+    }
+
+    /// ETRN host and ETRN @domain ask the runner for the runs `-qR@host` and `-qRdomain`
+    /// would make; `#group` is answered as sendmail does when the group does not exist.
+    #[test]
+    fn etrn_asks_the_runner_for_the_node() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let p = EtrnRuns {
+            inner: Arc::new(Nothing),
+            runs: tx,
+        };
+        let (client, macros) = ctx_parts();
+        let ctx = crate::smtp::session::PolicyContext {
+            client: &client,
+            helo: Some("h"),
+            daemon_name: "MTA",
+            daemon_flags: "",
+            qid: "q",
+            sender: None,
+            auth: None,
+            tls: None,
+            macros: &macros,
+            protocol: "ESMTP",
+            nrcpts: 0,
+            msg_size: None,
+        };
+        let r = p.etrn(&ctx, "remote.example.test");
+        assert_eq!(r.code, 250, "{r:?}");
+        let req = rx.try_recv().unwrap();
+        assert_eq!(req.select.limits[0].kind, LimitKind::Recipient);
+        assert_eq!(req.select.limits[0].substr, "@remote.example.test");
+        p.etrn(&ctx, "@example.test");
+        assert_eq!(
+            rx.try_recv().unwrap().select.limits[0].substr,
+            "example.test"
+        );
+        let r = p.etrn(&ctx, "#queuegroup");
+        assert_eq!(
+            (r.code, r.lines[0].as_str()),
+            (459, "Queue queuegroup unknown")
+        );
+        assert!(rx.try_recv().is_err(), "no run for an unknown queue group");
     }
 }

@@ -293,6 +293,16 @@ pub fn parameter_required() -> Reply {
     Reply::new(500, Some("5.5.2"), "Parameter required")
 }
 
+/// `459 4.5.4 Queue <group> unknown` (ETRN `#group`; sendmail 8.17, observed).
+pub fn etrn_unknown_queue_group(group: &str) -> Reply {
+    Reply::new(459, Some("4.5.4"), format!("Queue {group} unknown"))
+}
+
+/// `451 4.3.0 Unable to start queue run` (ETRN while the queue runner cannot take a request).
+pub fn etrn_not_started() -> Reply {
+    Reply::new(451, Some("4.3.0"), "Unable to start queue run")
+}
+
 /// `250 2.0.0 Queuing for node <node> started` (ETRN).
 pub fn etrn_started(node: &str) -> Reply {
     Reply::new(
