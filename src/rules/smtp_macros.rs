@@ -23,8 +23,8 @@
 //! | `{client_ptr}` | at connect | as `{client_name}` |
 //! | `{client_port}` | at connect | the client's port |
 //! | `{client_resolve}` | at connect | `FAIL` (no PTR), `OK` |
-//! | `{client_connections}` | at connect, with FEATURE(conncontrol) | `1` |
-//! | `{client_rate}` | at connect, with FEATURE(ratecontrol) | `1` |
+//! | `{client_connections}` | at connect, with FEATURE(conncontrol): open connections from the address, this one included ([`crate::conncontrol`]) | `1` |
+//! | `{client_rate}` | at connect, with FEATURE(ratecontrol): connections from the address in `ConnectionRateWindowSize` | `1` |
 //! | `{daemon_name}` `{daemon_addr}` `{daemon_port}` `{daemon_family}` | at connect, from `DaemonPortOptions` | `MTA-v4` `127.0.0.1` `25` `inet` |
 //! | `{daemon_flags}` | at connect, `M=` letters | empty for no `M=` |
 //! | `{if_name}` | at connect: the name of the address the client reached | `localhost` |
@@ -44,7 +44,7 @@
 //! | `{auth_type}` `{auth_authen}` `{auth_author}` `{auth_ssf}` | after AUTH succeeds | empty without AUTH |
 //! | `{verify}` `{tls_version}` `{cipher}` `{cipher_bits}` `{cert_subject}` `{cert_issuer}` | after STARTTLS | empty without TLS |
 //! | `{server_name}` `{server_addr}` | when this host connects out (client side), not in the server | empty |
-//! | `{greet_delay}` | with FEATURE(greet_pause), when a pause applied | empty after a `GreetPause: 0` entry |
+//! | `{greet_delay}` | with FEATURE(greet_pause), when a pause applied | empty after a `GreetPause: 0` entry (not defined by sendmail-rs: a non-zero value was not observed) |
 //!
 //! With FEATURE(delay_checks) (Debian's mc) `check_rcpt` runs `check_mail` on
 //! `$&{mail_from}` and `check_relay` on `$&{client_name} $| $&{client_addr}` for each
