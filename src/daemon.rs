@@ -39,7 +39,7 @@ use crate::config::{self, Config};
 use crate::credentials::Credentials;
 use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener};
-use crate::log::{LogConfig, Logger, Severity};
+use crate::log::{DEFAULT_SYSLOG_PATH, LogConfig, Logger, Severity};
 use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
 use crate::queue::Store;
 use crate::queue::id::QueueIdGen;
@@ -241,6 +241,12 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_CONFIG;
         }
     };
+    if !foreground && cfg.options.log_file.is_none() && !Path::new(DEFAULT_SYSLOG_PATH).exists() {
+        // Before detaching, while the admin still sees the terminal (issue 18 item 5).
+        eprintln!(
+            "sendmail: no syslog socket ({DEFAULT_SYSLOG_PATH}) and no LogFile: the mail log goes to syslog as soon as {DEFAULT_SYSLOG_PATH} appears and is lost until then (O LogFile=/var/log/mail.log writes it to a file)"
+        );
+    }
     for w in &cfg.warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
@@ -395,11 +401,13 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     runtime.block_on(serve(inv, shared, opened.listeners))
 }
 
-/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
-/// and stderr for `-bD` when neither is there.
+/// The mail log for this configuration: syslog (from the moment `/dev/log` exists), `LogFile`
+/// when set, and stderr for `-bD` when neither is there at the start.
 pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
-    let syslog_path = PathBuf::from("/dev/log");
-    let syslog = syslog_path.exists();
+    let syslog_path = PathBuf::from(DEFAULT_SYSLOG_PATH);
+    // Always on: a missing socket is looked for again (at most once a second), so a syslogd
+    // started after sendmail still gets the lines.
+    let syslog_exists = syslog_path.exists();
     let file = cfg
         .options
         .log_file
@@ -412,8 +420,8 @@ pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io:
             .clone()
             .unwrap_or_else(|| "sendmail".to_string()),
         level: cfg.options.log_level,
-        syslog,
-        stderr: foreground && !syslog && file.is_none(),
+        syslog: true,
+        stderr: foreground && !syslog_exists && file.is_none(),
         file,
         syslog_path,
     })
