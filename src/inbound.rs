@@ -19,13 +19,14 @@ use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
-use crate::daemon::{Current, Peer, Shared};
+use crate::listener::Peer;
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
+use crate::runtime::{Current, Shared};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -64,11 +65,11 @@ pub async fn serve_client<S>(
         macros.insert("client_rate".into(), n.rate.to_string());
     }
     let relay_reject = current
-        .rules
+        .rules_policy
         .as_ref()
         .and_then(|r| r.check_relay(&client, &macros));
     // FEATURE(greet_pause): not for a client check_relay already refused.
-    let greet_pause = match (&relay_reject, &current.rules) {
+    let greet_pause = match (&relay_reject, &current.rules_policy) {
         (None, Some(r)) => r.greet_pause(&client, &macros),
         _ => None,
     };
@@ -155,7 +156,7 @@ fn connection_macros(
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
-        m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("client_addr".into(), crate::dns::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
     let name = client.name.clone().unwrap_or_else(|| client.display());
@@ -170,7 +171,7 @@ fn connection_macros(
     m.insert("daemon_flags".into(), daemon.modifiers.daemon_flags());
     m.insert("daemon_port".into(), daemon.port.to_string());
     if let crate::config::daemon_options::Addr::Ip { ip, .. } = daemon.addr {
-        m.insert("daemon_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("daemon_addr".into(), crate::dns::format_ip(ip));
         // `{if_name}`: the name of the address the client reached (`localhost` for
         // 127.0.0.1); `{if_addr}` is left undefined for a loopback address, as sendmail does.
         if let Some(n) = shared.hosts().name_of(ip) {
@@ -246,7 +247,7 @@ pub fn session_context(
         max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
-        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        privacy: current.privacy,
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),
@@ -286,18 +287,18 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
 /// Everything else is the wrapped policy's.
 struct EtrnRuns {
     inner: Arc<dyn crate::smtp::session::Policy>,
-    runs: tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>,
+    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
 }
 
 impl EtrnRuns {
     /// The recipient substring of the run ETRN `node` asks for.
-    fn limit(node: &str) -> crate::queue::select::Limit {
+    fn limit(node: &str) -> crate::runner::select::Limit {
         let substr = match node.strip_prefix('@') {
             Some(domain) => domain.to_string(),
             None => format!("@{node}"),
         };
-        crate::queue::select::Limit {
-            kind: crate::queue::select::LimitKind::Recipient,
+        crate::runner::select::Limit {
+            kind: crate::runner::select::LimitKind::Recipient,
             negate: false,
             substr,
         }
@@ -357,8 +358,8 @@ impl crate::smtp::session::Policy for EtrnRuns {
             return reply::etrn_unknown_queue_group(group);
         }
         let (done, _) = tokio::sync::oneshot::channel();
-        let request = crate::queue::control::RunRequest {
-            select: crate::queue::select::Selection {
+        let request = crate::runner::control::RunRequest {
+            select: crate::runner::select::Selection {
                 limits: vec![EtrnRuns::limit(node)],
             },
             done,
@@ -373,7 +374,7 @@ impl crate::smtp::session::Policy for EtrnRuns {
 #[cfg(test)]
 mod etrn_tests {
     use super::*;
-    use crate::queue::select::LimitKind;
+    use crate::runner::select::LimitKind;
     use crate::smtp::session::Policy;
 
     struct Nothing;

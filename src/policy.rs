@@ -24,15 +24,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::dns::format_ip;
 use crate::mailbox::{self, AddrError, Domain, LocalKind, Mailbox};
 use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
-use crate::rules::mailer::{self, MailerDef};
+use crate::rules::handle::Handle;
+use crate::rules::mailer::MailerDef;
 use crate::rules::rewrite::Engine;
 use crate::rules::smtp_macros::{self, Resolved};
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
+use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext};
 
 /// The relay rules of one configuration.
 #[derive(Debug, Clone, Default)]
@@ -54,16 +56,8 @@ impl BuiltinPolicy {
 
     /// `$=w` and `$=R` of a configuration, with the host's own names added to `$=w`.
     pub fn from_config(cfg: &Config) -> BuiltinPolicy {
-        let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
-        w.extend([
-            crate::config::macros::expand("$j", cfg),
-            cfg.host.fqdn.clone(),
-            cfg.host.short.clone(),
-            "localhost".to_string(),
-        ]);
-        w.push("[127.0.0.1]".to_string());
         let r = cfg.classes.get("R").cloned().unwrap_or_default();
-        BuiltinPolicy::new(&w, &r)
+        BuiltinPolicy::new(&cfg.local_names(), &r)
     }
 
     /// Whether `domain` is one of this host's names (`$=w`).
@@ -212,57 +206,17 @@ pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<D
 /// the m4-generated rules say). The engine is shared; each check sets the connection's macros
 /// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
 pub struct RulesPolicy {
-    engine: std::sync::Mutex<Engine>,
-    /// The cf's mailers as the engine numbers them (for ruleset 0's `$#` triples).
-    mailers: Vec<MailerDef>,
+    rules: Arc<Handle>,
 }
 
 impl RulesPolicy {
-    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> RulesPolicy {
-        let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
-        RulesPolicy {
-            engine: std::sync::Mutex::new(engine),
-            mailers,
-        }
+    pub fn new(rules: Arc<Handle>) -> RulesPolicy {
+        RulesPolicy { rules }
     }
 
-    /// Ruleset 3 then 0 on a recipient, as sendmail's `parseaddr`: the mailer triple, or the
-    /// error the rules chose.
-    pub fn resolve(&self, addr: &str) -> Result<(String, Option<String>, String), String> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let parsed = parseaddr(&mut e, &self.mailers, addr.as_bytes(), Use::default());
-        let messages = take_messages(&mut e);
-        match parsed {
-            Some(a) if !a.bad && a.mailer != "*error*" => Ok((
-                a.mailer,
-                a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
-                String::from_utf8_lossy(&a.user).into_owned(),
-            )),
-            _ => Err(messages
-                .last()
-                .cloned()
-                .unwrap_or_else(|| format!("{addr}... unresolvable address"))),
-        }
-    }
-
-    /// A queued message as `mailer` delivers it: envelope sender, recipients and address
-    /// headers through rulesets 1/2/4 and the mailer's `S=`/`R=` ([`crate::rules::deliver`]).
-    pub fn for_delivery(
-        &self,
-        mailer: &str,
-        msg: &crate::queue::Message,
-        rcpts: &[crate::queue::Recipient],
-    ) -> (crate::queue::Message, Vec<crate::queue::Recipient>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_delivery(&mut e, &self.mailers, mailer, msg, rcpts)
-    }
-
-    /// A message as local `mailer` (`local`, `prog`, `*file*`) writes it: `$g` (the
-    /// envelope sender through rulesets 1/4 and `S=`) and the message with its address
-    /// headers rewritten ([`crate::rules::deliver::for_local`]).
-    pub fn for_local(&self, mailer: &str, sender: &str, message: &[u8]) -> (String, Vec<u8>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_local(&mut e, &self.mailers, mailer, sender, message)
+    /// The engine handle these checks run on (shared with delivery).
+    pub fn handle(&self) -> &Arc<Handle> {
+        &self.rules
     }
 
     /// An address through rulesets 3 and 0 (sendmail's `parseaddr`), for the
@@ -308,7 +262,8 @@ impl RulesPolicy {
         arg: &str,
         arg2: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.rules.engine();
+        let mailers = self.rules.mailers();
         smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
         let mut t = smtp_macros::Transaction::default();
         if let Some(Transaction { ctx, sender, rcpt }) = tx {
@@ -317,10 +272,8 @@ impl RulesPolicy {
                 protocol: ctx.protocol,
                 qid: ctx.qid,
                 sender,
-                sender_resolved: sender
-                    .map(|s| Self::resolve_for_macros(&mut e, &self.mailers, s, true)),
-                rcpt_resolved: rcpt
-                    .map(|r| Self::resolve_for_macros(&mut e, &self.mailers, r, false)),
+                sender_resolved: sender.map(|s| Self::resolve_for_macros(&mut e, mailers, s, true)),
+                rcpt_resolved: rcpt.map(|r| Self::resolve_for_macros(&mut e, mailers, r, false)),
                 checking_rcpt: rcpt.is_some(),
                 nrcpts: ctx.nrcpts,
                 msg_size: ctx.msg_size,
@@ -374,7 +327,7 @@ impl RulesPolicy {
                 .unwrap_or_default()
         });
         let addr = client.ip.map(format_ip).unwrap_or_default();
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.rules.engine();
         smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
         let verdict = rscheck(
             &mut e,
@@ -457,7 +410,7 @@ impl Policy for RulesPolicy {
 /// <addr>... User unknown` (logged as `<addr>... User unknown`).
 pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
-    pub rules: Option<Arc<RulesPolicy>>,
+    pub rules: Option<Arc<Handle>>,
     pub config: Arc<Config>,
     /// Read again when its files change ([`crate::aliases::LiveAliases`]).
     pub aliases: crate::aliases::LiveAliases,
@@ -511,8 +464,8 @@ impl KnownUsers {
     }
 
     /// The route of a recipient as the client wrote it.
-    fn route(&self, rcpt: &Address) -> crate::queue::runner::Route {
-        crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare(&rcpt.raw))
+    fn route(&self, rcpt: &Address) -> crate::deliver::route::Route {
+        crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare(&rcpt.raw))
     }
 }
 
@@ -523,11 +476,11 @@ impl KnownUsers {
     fn vrfy_reply(&self, arg: &str) -> Reply {
         let bare = bare(arg);
         let host = crate::config::macros::expand("$j", &*self.config);
-        match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare) {
-            crate::queue::runner::Route::Remote { .. } => {
+        match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+            crate::deliver::route::Route::Remote { .. } => {
                 Reply::new(252, Some("2.1.5"), format!("<{bare}>"))
             }
-            crate::queue::runner::Route::Local { mailer, user }
+            crate::deliver::route::Route::Local { mailer, user }
                 if mailer == "local" && self.aliases.current().get(&user).is_some() =>
             {
                 Reply::new(250, Some("2.1.5"), format!("<{user}@{host}>"))
@@ -543,16 +496,16 @@ impl KnownUsers {
         use crate::aliases::{Expander, Target};
         let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
         let host = crate::config::macros::expand("$j", &*self.config);
-        let user = match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare)
-        {
-            crate::queue::runner::Route::Local { user, .. } => user,
-            crate::queue::runner::Route::Remote { .. } => {
-                return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
-            }
-            crate::queue::runner::Route::Error { text } => {
-                return Reply::new(553, Some("5.1.3"), text);
-            }
-        };
+        let user =
+            match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+                crate::deliver::route::Route::Local { user, .. } => user,
+                crate::deliver::route::Route::Remote { .. } => {
+                    return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
+                }
+                crate::deliver::route::Route::Error { text } => {
+                    return Reply::new(553, Some("5.1.3"), text);
+                }
+            };
         let aliases = self.aliases.current();
         let mut expander = Expander::from_config(&aliases, &self.config);
         expander.forward = false;
@@ -613,7 +566,7 @@ impl Policy for KnownUsers {
         if !matches!(decision, Decision::Accept | Decision::AcceptAs(_)) {
             return decision;
         }
-        use crate::queue::runner::Route;
+        use crate::deliver::route::Route;
         let shown = format!("<{}>", bare(&rcpt.raw));
         let refuse = |reply: Reply| Decision::Reject {
             log: Some(reply.text().to_string()),
@@ -653,7 +606,7 @@ impl Policy for KnownUsers {
     /// as in sendmail. Other routes: the address as written.
     fn recipient_key(&self, _: &PolicyContext<'_>, rcpt: &Address) -> Option<String> {
         match self.route(rcpt) {
-            crate::queue::runner::Route::Local { mailer, user } => {
+            crate::deliver::route::Route::Local { mailer, user } => {
                 let user = self.fold(&mailer, user);
                 Some(format!("{mailer}:{user}"))
             }
@@ -698,7 +651,7 @@ mod tests {
             Ok(v) => v,
             Err(errs) => panic!("{errs:?}"),
         };
-        RulesPolicy::new(engine, &x.mailers)
+        RulesPolicy::new(Arc::new(Handle::new(engine, &x.mailers)))
     }
 
     fn addr(raw: &str) -> Address {

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use super::Envelope;
+use crate::queue::Envelope;
 
 /// What a set of `-q` flags asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
