@@ -408,7 +408,20 @@ async fn serve(
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
-    let _ = shared.queue_runs.set(runs.clone());
+    let etrn_runs = runs.clone();
+    let _ = shared.queue_runs.set(Arc::new(move |substr: &str| {
+        use crate::runner::select::{Limit, LimitKind, Selection};
+        let (done, _) = oneshot::channel();
+        let select = Selection {
+            limits: vec![Limit {
+                kind: LimitKind::Recipient,
+                negate: false,
+                substr: substr.to_string(),
+            }],
+        };
+        let request = crate::runner::control::RunRequest { select, done };
+        etrn_runs.try_send(request).is_ok()
+    }));
     let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();

@@ -287,20 +287,15 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
 /// Everything else is the wrapped policy's.
 struct EtrnRuns {
     inner: Arc<dyn crate::smtp::session::Policy>,
-    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
+    runs: crate::runtime::QueueRunHook,
 }
 
 impl EtrnRuns {
     /// The recipient substring of the run ETRN `node` asks for.
-    fn limit(node: &str) -> crate::runner::select::Limit {
-        let substr = match node.strip_prefix('@') {
+    fn limit(node: &str) -> String {
+        match node.strip_prefix('@') {
             Some(domain) => domain.to_string(),
             None => format!("@{node}"),
-        };
-        crate::runner::select::Limit {
-            kind: crate::runner::select::LimitKind::Recipient,
-            negate: false,
-            substr,
         }
     }
 }
@@ -357,16 +352,10 @@ impl crate::smtp::session::Policy for EtrnRuns {
         if let Some(group) = node.strip_prefix('#') {
             return reply::etrn_unknown_queue_group(group);
         }
-        let (done, _) = tokio::sync::oneshot::channel();
-        let request = crate::runner::control::RunRequest {
-            select: crate::runner::select::Selection {
-                limits: vec![EtrnRuns::limit(node)],
-            },
-            done,
-        };
-        match self.runs.try_send(request) {
-            Ok(()) => reply::etrn_started(node),
-            Err(_) => reply::etrn_not_started(),
+        if (self.runs)(&EtrnRuns::limit(node)) {
+            reply::etrn_started(node)
+        } else {
+            reply::etrn_not_started()
         }
     }
 }
@@ -374,7 +363,6 @@ impl crate::smtp::session::Policy for EtrnRuns {
 #[cfg(test)]
 mod etrn_tests {
     use super::*;
-    use crate::runner::select::LimitKind;
     use crate::smtp::session::Policy;
 
     struct Nothing;
@@ -410,10 +398,14 @@ mod etrn_tests {
     /// would make; `#group` is answered as sendmail does when the group does not exist.
     #[test]
     fn etrn_asks_the_runner_for_the_node() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
         let p = EtrnRuns {
             inner: Arc::new(Nothing),
-            runs: tx,
+            runs: Arc::new(move |s: &str| {
+                log.lock().unwrap().push(s.to_string());
+                true
+            }),
         };
         let (client, macros) = ctx_parts();
         let ctx = crate::smtp::session::PolicyContext {
@@ -432,19 +424,16 @@ mod etrn_tests {
         };
         let r = p.etrn(&ctx, "remote.example.test");
         assert_eq!(r.code, 250, "{r:?}");
-        let req = rx.try_recv().unwrap();
-        assert_eq!(req.select.limits[0].kind, LimitKind::Recipient);
-        assert_eq!(req.select.limits[0].substr, "@remote.example.test");
         p.etrn(&ctx, "@example.test");
-        assert_eq!(
-            rx.try_recv().unwrap().select.limits[0].substr,
-            "example.test"
-        );
         let r = p.etrn(&ctx, "#queuegroup");
         assert_eq!(
             (r.code, r.lines[0].as_str()),
             (459, "Queue queuegroup unknown")
         );
-        assert!(rx.try_recv().is_err(), "no run for an unknown queue group");
+        assert_eq!(
+            *asked.lock().unwrap(),
+            ["@remote.example.test", "example.test"],
+            "no run for an unknown queue group"
+        );
     }
 }

@@ -170,9 +170,12 @@ pub struct Shared {
     /// `${client_rate}`).
     pub clients: Arc<crate::conncontrol::ClientCounts>,
     /// Where ETRN asks the daemon's queue runner for a run (set once the runner runs).
-    pub queue_runs:
-        std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>>,
+    pub queue_runs: std::sync::OnceLock<QueueRunHook>,
 }
+
+/// ETRN's way to the queue runner: asks for a run of the messages with a recipient
+/// containing the text (as `-qR` selects them); whether the runner took the request.
+pub type QueueRunHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Shared {
     /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
