@@ -396,7 +396,16 @@ impl Policy for RulesPolicy {
     /// The cf's check_mail alone decides: an unqualified sender is refused by its rules
     /// (`553 5.5.4 … Domain name required`), unless the access map lets the client relay
     /// (Debian's `Connect:127 RELAY`), as in sendmail.
+    /// sendmail's canonify first (`553 5.1.2 … Invalid host name`), then the cf's
+    /// check_mail alone decides: an unqualified sender is refused by its rules (`553 5.5.4 …
+    /// Domain name required`) unless the access map lets the client relay (Debian's
+    /// `Connect:127 RELAY`), as in sendmail.
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
+        if !sender.is_null()
+            && let Err(e) = mailbox::parse(&sender.raw)
+        {
+            return invalid_address(sender.raw.trim(), e);
+        }
         self.check(ctx, "check_mail", sender)
     }
 
