@@ -70,6 +70,13 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_CONFIG;
         }
     };
+    let devlog = crate::log::DEFAULT_SYSLOG_PATH;
+    if !foreground && cfg.options.log_file.is_none() && !Path::new(devlog).exists() {
+        // Before detaching, while the admin still sees the terminal (issue 18 item 5).
+        eprintln!(
+            "sendmail: no syslog socket ({devlog}) and no LogFile: the mail log goes to syslog as soon as {devlog} appears and is lost until then (O LogFile=/var/log/mail.log writes it to a file)"
+        );
+    }
     for w in &cfg.warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
@@ -407,6 +414,20 @@ async fn serve(
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
+    let etrn_runs = runs.clone();
+    let _ = shared.queue_runs.set(Arc::new(move |substr: &str| {
+        use crate::runner::select::{Limit, LimitKind, Selection};
+        let (done, _) = oneshot::channel();
+        let select = Selection {
+            limits: vec![Limit {
+                kind: LimitKind::Recipient,
+                negate: false,
+                substr: substr.to_string(),
+            }],
+        };
+        let request = crate::runner::control::RunRequest { select, done };
+        etrn_runs.try_send(request).is_ok()
+    }));
     let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();

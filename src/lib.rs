@@ -48,9 +48,9 @@
 //! | 5 | [`deliver`] | mailer choice, local and remote delivery, DSNs; the common [`deliver::Outcome`] |
 //! | 4 | [`smtp`] | the sans-IO session, commands, replies, the connection driver |
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
-//! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets |
+//! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] [`version`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets; `-d0.1`'s version block |
 //! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms and the saslauthd client; queue storage |
-//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege) |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] [`conncontrol`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege; conncontrol: open connections and arrivals per client address) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -64,6 +64,7 @@ pub mod asuser;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conncontrol;
 pub mod credentials;
 pub mod daemon;
 pub mod deliver;
@@ -91,3 +92,4 @@ pub mod stats;
 pub mod submit;
 pub mod sysexits;
 pub mod tls;
+pub mod version;

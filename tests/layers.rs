@@ -18,11 +18,22 @@ const LAYERS: &[&[&str]] = &[
     &["deliver"],
     &["smtp"],
     &["rules", "credentials", "makemap"],
-    &["cli", "tls", "dns", "aliases", "stats", "listener"],
+    &[
+        "cli", "tls", "dns", "aliases", "stats", "listener", "version",
+    ],
     &["config", "auth", "queue"],
     &[
-        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox", "asuser",
+        "sysexits",
+        "log",
+        "hosts",
+        "rlimit",
+        "shutdown",
+        "mapdb",
+        "headers",
+        "mailbox",
+        "asuser",
         "setgid",
+        "conncontrol",
     ],
 ];
 

@@ -176,7 +176,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("CipherList", None),
     n("RandFile", None),
     n("TLSSrvOptions", None),
-    n("BadRcptThrottle", None),
+    s("BadRcptThrottle", None),
     n("DeliverByMin", None),
     n("MaxQueueChildren", None),
     n("MaxRunnersPerQueue", None),
@@ -192,7 +192,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SharedMemoryKeyFile", None),
     n("RejectLogInterval", None),
     n("RequiresDirfsync", None),
-    n("ConnectionRateWindowSize", None),
+    s("ConnectionRateWindowSize", None),
     n("CRLFile", None),
     n("FallbackSmartHost", None),
     s("AuthRealm", None),
@@ -717,6 +717,11 @@ pub struct Options {
     pub max_daemon_children: u32,
     /// `ConnectionRateThrottle` (connections per second per daemon); 0 = unlimited.
     pub connection_rate_throttle: u32,
+    /// `ConnectionRateWindowSize`: the window of `${client_rate}` (default 60 s).
+    pub connection_rate_window_size: Duration,
+    /// `BadRcptThrottle`: past this many refused RCPTs in a session, each further RCPT
+    /// waits a second (0: never).
+    pub bad_rcpt_throttle: u32,
     /// `DeliveryMode`, default background.
     pub delivery_mode: DeliveryMode,
     /// `RefuseLA`; `None` = sendmail's default, 12 × online CPUs.
@@ -875,6 +880,8 @@ impl Default for Options {
             max_hop_count: DEFAULT_MAX_HOP_COUNT,
             max_daemon_children: 0,
             connection_rate_throttle: 0,
+            connection_rate_window_size: Duration::from_secs(60),
+            bad_rcpt_throttle: 0,
             delivery_mode: DeliveryMode::Background,
             refuse_la: None,
             delay_la: 0,
@@ -984,6 +991,10 @@ impl Options {
             "MaxHopCount" => self.max_hop_count = parse_number(value)?,
             "MaxDaemonChildren" => self.max_daemon_children = parse_number(value)?,
             "ConnectionRateThrottle" => self.connection_rate_throttle = parse_number(value)?,
+            "ConnectionRateWindowSize" => {
+                self.connection_rate_window_size = parse_duration(value, 's')?
+            }
+            "BadRcptThrottle" => self.bad_rcpt_throttle = parse_number(value)?,
             "DeliveryMode" => {
                 self.delivery_mode = match value.trim().chars().next() {
                     None | Some('i') => DeliveryMode::Interactive,

@@ -122,6 +122,9 @@ pub struct ConnOptions {
     pub tls: Option<ServerTls>,
     /// Handshake before the greeting (`M=s`).
     pub implicit_tls: bool,
+    /// FEATURE(greet_pause): how long to wait for the client to speak first before the
+    /// greeting; if it does, [`Session::pre_greeting_traffic`].
+    pub greet_pause: Option<Duration>,
 }
 
 impl Default for ConnOptions {
@@ -131,6 +134,7 @@ impl Default for ConnOptions {
             max_line: MAX_COMMAND_LINE,
             tls: None,
             implicit_tls: false,
+            greet_pause: None,
         }
     }
 }
@@ -236,6 +240,15 @@ where
     if opts.implicit_tls {
         let actions = d.start_tls().await;
         d.run(actions, sink).await;
+    }
+    if let Some(pause) = opts.greet_pause
+        && !d.session.is_closed()
+    {
+        let start = Instant::now();
+        if d.input_within(start + pause).await {
+            let actions = d.session.pre_greeting_traffic(start.elapsed());
+            d.run(actions, sink).await;
+        }
     }
     if !d.session.is_closed() {
         let greeting = d.session.greeting();
@@ -479,6 +492,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
     fn make_read_room(&mut self) {
         if self.input.capacity() - self.input.len() < READ_ROOM / 2 {
             self.input.reserve(READ_ROOM);
+        }
+    }
+
+    /// Whether the client sends anything before `deadline` (what it sends is kept as input).
+    async fn input_within(&mut self, deadline: Instant) -> bool {
+        let mut chunk = vec![0u8; READ_ROOM];
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.input.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
         }
     }
 

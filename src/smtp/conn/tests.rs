@@ -58,6 +58,8 @@ fn session() -> Session {
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
+        macros: Default::default(),
+        bad_rcpt_throttle: 0,
     })
 }
 
