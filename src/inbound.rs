@@ -2,7 +2,9 @@
 //!
 //! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
 //! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
-//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats`.
+//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats` and
+//! for the metrics listener ([`crate::metrics`]: counted when the session ends, but for the
+//! connection and the open session, counted at once).
 //!
 //! This is where the configuration meets the session: the client is named (hosts file), the
 //! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is
@@ -51,6 +53,8 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
+    let live = crate::metrics::global().daemon(&daemon.name);
+    let _open = live.session();
     let relay_reject = current
         .rules_policy
         .as_ref()
@@ -99,6 +103,14 @@ pub async fn serve_client<S>(
             c.reject();
         }
     }
+    let s = &outcome.stats;
+    let add = crate::metrics::DaemonCounters::add;
+    add(&live.messages, u64::from(s.messages));
+    add(&live.bytes, s.bytes);
+    add(&live.rejected_recipients, u64::from(s.rejected_rcpts));
+    add(&live.tls_handshakes, u64::from(s.tls_handshakes));
+    add(&live.tls_failures, u64::from(s.tls_failures));
+    add(&live.auth_failures, u64::from(s.auth_failures));
 }
 
 /// The client as sendmail names it: the address (IPv4-mapped shown as IPv4) and the name the

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["privsep", "submit"],
-    &["runner", "inbound"],
+    &["runner", "inbound", "exporter"],
     &["runtime"],
     &["policy", "receive"],
     &["deliver"],
@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "auth", "queue"],
     &[
         "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox", "asuser",
+        "metrics",
     ],
 ];
 
