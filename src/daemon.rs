@@ -271,11 +271,7 @@ fn start_metrics(socket: MetricsSocket, shared: &Arc<Shared>) -> MetricsRunning 
 
 /// SIGHUP: the metrics listener follows `MetricsAddress` (stopped, moved or started); one
 /// that cannot be opened is logged and the daemon runs on without it.
-async fn reload_metrics(
-    cfg: &Config,
-    shared: &Arc<Shared>,
-    metrics: &mut Option<MetricsRunning>,
-) {
+async fn reload_metrics(cfg: &Config, shared: &Arc<Shared>, metrics: &mut Option<MetricsRunning>) {
     let wanted = cfg.options.metrics_address;
     if metrics.as_ref().map(|m| m.addr) == wanted {
         return;
@@ -451,9 +447,13 @@ async fn serve(
     let shutdown = Shutdown::new();
     let mut running: HashMap<ListenerKey, Running> = HashMap::new();
     let daemons = shared.config().daemons.clone();
+    // every daemon and mailer shows in the metrics from the start, at zero
     for d in &daemons {
-        // every daemon shows in the metrics from the start, at zero
         crate::metrics::global().daemon(&d.name);
+    }
+    let mailers = shared.config().mailers.clone();
+    for m in crate::stats::mailstats::mailer_slots(mailers.iter().map(|m| m.name.as_str())) {
+        crate::metrics::global().mailer(&m);
     }
     let mut metrics = metrics.map(|m| start_metrics(m, &shared));
     for l in listeners {

@@ -11,7 +11,7 @@
 //!   journal's fdatasyncs and batch sizes from the committer);
 //! * `GET /healthz` → `200 ok` with a one-line summary when at least one SMTP listener is
 //!   accepting and the queue directory is there, else `503` and what is wrong;
-//! * another path `404`, another method `405`; a request that is not HTTP, larger than
+//! * another path `404`, another method (HEAD too) `405`; a request that is not HTTP, larger than
 //!   [`MAX_REQUEST`] or slower than [`REQUEST_TIME`] gets `400`/`408` or is dropped.
 //!
 //! The request is parsed with `httparse` (hyper's parser: one small crate without
@@ -116,22 +116,16 @@ async fn answer(
     };
     let (status, body, content_type) = match request {
         Err((status, why)) => (status, format!("{why}\n"), "text/plain; charset=utf-8"),
-        Ok((method, _)) if method != "GET" && method != "HEAD" => (
-            405,
-            "only GET\n".to_string(),
-            "text/plain; charset=utf-8",
-        ),
-        Ok((method, path)) => {
-            let (status, body, ctype) = route(&path, shared, arrivals).await;
-            let body = if method == "HEAD" { String::new() } else { body };
-            (status, body, ctype)
+        Ok((method, _)) if method != "GET" => {
+            (405, "only GET\n".to_string(), "text/plain; charset=utf-8")
         }
+        Ok((_, path)) => route(&path, shared, arrivals).await,
     };
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
         reason(status),
         body.len(),
-        if status == 405 { "Allow: GET, HEAD\r\n" } else { "" },
+        if status == 405 { "Allow: GET\r\n" } else { "" },
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
@@ -196,7 +190,11 @@ async fn route(
             Ok(text) => (200, text, plain),
             Err(text) => (503, text, plain),
         },
-        _ => (404, "not found (try /metrics or /healthz)\n".to_string(), plain),
+        _ => (
+            404,
+            "not found (try /metrics or /healthz)\n".to_string(),
+            plain,
+        ),
     }
 }
 
@@ -233,10 +231,9 @@ fn queue_gauges(shared: &Shared, arrivals: &Arrivals) -> QueueGauges {
         }
     }
     let now = SystemTime::now();
-    let oldest_age = known
-        .values()
-        .min()
-        .map_or(0.0, |t| now.duration_since(*t).unwrap_or_default().as_secs_f64());
+    let oldest_age = known.values().min().map_or(0.0, |t| {
+        now.duration_since(*t).unwrap_or_default().as_secs_f64()
+    });
     let committer = shared.queue.committer_stats();
     QueueGauges {
         messages: ids.len() as u64,
@@ -253,11 +250,17 @@ mod tests {
 
     #[test]
     fn a_request_head_is_read_whole_before_it_is_answered() {
-        assert!(matches!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
+        assert!(matches!(
+            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
         match parse(b"GET /metrics?name[]=x HTTP/1.1\r\nHost: x\r\n\r\n") {
             Parsed::Request(m, p) => assert_eq!((m.as_str(), p.as_str()), ("GET", "/metrics")),
             _ => panic!("not parsed"),
         }
-        assert!(matches!(parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Parsed::Bad));
+        assert!(matches!(
+            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+            Parsed::Bad
+        ));
     }
 }

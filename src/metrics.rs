@@ -204,6 +204,21 @@ pub struct QueueGauges {
     pub batch_sizes: HistogramSnapshot,
 }
 
+/// A per-daemon family: name, type, help, and its counter in [`DaemonCounters`].
+type DaemonFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DaemonCounters) -> &AtomicU64,
+);
+
+/// A per-mailer counter family: name, help, and its counter in [`MailerCounters`].
+type MailerFamily = (
+    &'static str,
+    &'static str,
+    fn(&MailerCounters) -> &AtomicU64,
+);
+
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// The process's counters.
@@ -272,7 +287,7 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let per_daemon: &[(&str, &str, &str, fn(&DaemonCounters) -> &AtomicU64)] = &[
+        let per_daemon: &[DaemonFamily] = &[
             (
                 "sendmail_smtpd_connects_total",
                 "counter",
@@ -346,7 +361,7 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let per_mailer: &[(&str, &str, fn(&MailerCounters) -> &AtomicU64)] = &[
+        let per_mailer: &[MailerFamily] = &[
             (
                 "sendmail_messages_delivered_total",
                 "Recipients delivered (stat=Sent), per mailer.",
@@ -524,7 +539,9 @@ mod tests {
         m.daemon("MTA \"odd\"\\\nname").session();
         let text = m.render(&empty_queue());
         assert!(
-            text.contains("sendmail_smtpd_connects_total{daemon=\"MTA \\\"odd\\\"\\\\\\nname\"} 1\n"),
+            text.contains(
+                "sendmail_smtpd_connects_total{daemon=\"MTA \\\"odd\\\"\\\\\\nname\"} 1\n"
+            ),
             "{text}"
         );
     }

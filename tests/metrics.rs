@@ -30,7 +30,11 @@ use support::{Daemon, Smtp, WAIT};
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
@@ -94,7 +98,9 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         if !is_name(name, false) {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -127,7 +133,7 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
 fn parse_exposition(text: &str) -> Result<Samples, String> {
     let mut samples = Samples::new();
     let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut helps: BTreeMap<String, ()> = BTreeMap::new();
+    let mut helps: std::collections::BTreeSet<String> = Default::default();
     let mut current: Option<(String, String)> = None;
     let mut seen_families: Vec<String> = Vec::new();
     if !text.ends_with('\n') {
@@ -142,7 +148,8 @@ fn parse_exposition(text: &str) -> Result<Samples, String> {
             let mut w = c.splitn(3, ' ');
             match (w.next(), w.next(), w.next()) {
                 (Some("HELP"), Some(name), Some(_)) => {
-                    if !is_name(name, true) || helps.insert(name.into(), ()).is_some() {
+                    let fresh = helps.insert(name.to_string());
+                    if !is_name(name, true) || !fresh {
                         return Err(err("bad or repeated HELP".into()));
                     }
                 }
@@ -165,7 +172,9 @@ fn parse_exposition(text: &str) -> Result<Samples, String> {
         if line.starts_with('#') {
             continue;
         }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| err("no value".into()))?;
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("no value".into()))?;
         let name = &line[..name_end];
         if !is_name(name, true) {
             return Err(err(format!("bad metric name {name:?}")));
@@ -196,23 +205,22 @@ fn parse_exposition(text: &str) -> Result<Samples, String> {
                     || name == format!("{family}_count")
             }
             "summary" => {
-                name == family || name == format!("{family}_sum") || name == format!("{family}_count")
+                name == family
+                    || name == format!("{family}_sum")
+                    || name == format!("{family}_count")
             }
             _ => name == family,
         };
         if !ok {
             return Err(err(format!("sample outside its family {family} ({kind})")));
         }
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("a negative counter".into()));
         }
         if !seen_families.contains(family) {
             seen_families.push(family.clone());
         }
-        if samples
-            .insert((name.to_string(), labels), value)
-            .is_some()
-        {
+        if samples.insert((name.to_string(), labels), value).is_some() {
             return Err(err("the same series twice".into()));
         }
     }
@@ -241,7 +249,10 @@ fn check_histogram(family: &str, samples: &Samples) -> Result<(), String> {
                 return Err(format!("{family}{labels:?}: le {} twice", w[0].0));
             }
             if w[1].1 < w[0].1 {
-                return Err(format!("{family}{labels:?}: buckets decrease at le {}", w[1].0));
+                return Err(format!(
+                    "{family}{labels:?}: buckets decrease at le {}",
+                    w[1].0
+                ));
             }
         }
         let last = buckets.last().unwrap();
@@ -252,7 +263,10 @@ fn check_histogram(family: &str, samples: &Samples) -> Result<(), String> {
             .get(&(format!("{family}_count"), labels.clone()))
             .ok_or(format!("{family}{labels:?}: no _count"))?;
         if *count != last.1 {
-            return Err(format!("{family}{labels:?}: +Inf {} != _count {count}", last.1));
+            return Err(format!(
+                "{family}{labels:?}: +Inf {} != _count {count}",
+                last.1
+            ));
         }
         if !samples.contains_key(&(format!("{family}_sum"), labels.clone())) {
             return Err(format!("{family}{labels:?}: no _sum"));
@@ -307,14 +321,14 @@ fn the_exposition_parser_refuses_what_the_format_does_not_allow() {
     let s = parse_exposition(good).unwrap();
     assert_eq!(value(&s, "a_total", &[("d", "q\"")]), Some(1.0));
     for bad in [
-        "a_total 1\n",                                                   // no TYPE
-        "# TYPE a counter\na 1\na 2\n",                                   // twice
-        "# TYPE a counter\nb 1\n",                                        // outside its family
-        "# TYPE a counter\na{x=\"\\t\"} 1\n",                             // bad escape
-        "# TYPE a counter\na -1\n",                                       // negative counter
-        "# TYPE a gauge\na one\n",                                        // not a number
+        "a_total 1\n",                        // no TYPE
+        "# TYPE a counter\na 1\na 2\n",       // twice
+        "# TYPE a counter\nb 1\n",            // outside its family
+        "# TYPE a counter\na{x=\"\\t\"} 1\n", // bad escape
+        "# TYPE a counter\na -1\n",           // negative counter
+        "# TYPE a gauge\na one\n",            // not a number
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
-        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",  // no +Inf
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", // no +Inf
         "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n", // +Inf != count
         "# TYPE 1a gauge\n1a 1\n",                                        // bad name
         "# TYPE a gauge\na 1",                                            // no final newline
@@ -370,7 +384,10 @@ fn starttls_session(addr: SocketAddr, pki: &Pki) {
     tls.write_all(b"QUIT\r\n").unwrap();
     let mut rest = Vec::new();
     let _ = tls.read_to_end(&mut rest);
-    assert!(String::from_utf8_lossy(&rest).starts_with("221 "), "{rest:?}");
+    assert!(
+        String::from_utf8_lossy(&rest).starts_with("221 "),
+        "{rest:?}"
+    );
 }
 
 /// One message from `<box@mta.example.test>` to `rcpt`, in its own session; `extra`: an
@@ -474,8 +491,11 @@ fn ten_messages_are_counted_and_the_text_is_valid_exposition() {
         let s = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let settled = value(&s, "sendmail_queue_messages", &[]) == Some(1.0)
             && value(&s, "sendmail_smtpd_sessions_open", &daemon) == Some(0.0)
-            && value(&s, "sendmail_messages_delivered_total", &[("mailer", "*file*")])
-                == Some(9.0);
+            && value(
+                &s,
+                "sendmail_messages_delivered_total",
+                &[("mailer", "*file*")],
+            ) == Some(9.0);
         if settled || Instant::now() > until {
             break (text, s);
         }
@@ -495,13 +515,33 @@ fn ten_messages_are_counted_and_the_text_is_valid_exposition() {
     expect("sendmail_smtpd_recipients_rejected_total", &daemon, 1.0);
     expect("sendmail_smtpd_tls_connections_total", &daemon, 1.0);
     expect("sendmail_smtpd_tls_handshake_failures_total", &daemon, 0.0);
-    expect("sendmail_smtpd_sasl_authentication_failures_total", &daemon, 1.0);
+    expect(
+        "sendmail_smtpd_sasl_authentication_failures_total",
+        &daemon,
+        1.0,
+    );
     expect("sendmail_smtpd_listeners", &[], 1.0);
     // 8 to box, and the bounce of the ninth message to box (its sender)
-    expect("sendmail_messages_delivered_total", &[("mailer", "*file*")], 9.0);
-    expect("sendmail_messages_deferred_total", &[("mailer", "relay")], 1.0);
-    expect("sendmail_messages_bounced_total", &[("mailer", "prog")], 1.0);
-    expect("sendmail_delivery_delay_seconds_count", &[("mailer", "*file*")], 9.0);
+    expect(
+        "sendmail_messages_delivered_total",
+        &[("mailer", "*file*")],
+        9.0,
+    );
+    expect(
+        "sendmail_messages_deferred_total",
+        &[("mailer", "relay")],
+        1.0,
+    );
+    expect(
+        "sendmail_messages_bounced_total",
+        &[("mailer", "prog")],
+        1.0,
+    );
+    expect(
+        "sendmail_delivery_delay_seconds_count",
+        &[("mailer", "*file*")],
+        9.0,
+    );
     expect("sendmail_queue_messages", &[], 1.0);
     let age = value(&s, "sendmail_queue_oldest_message_age_seconds", &[]).unwrap();
     assert!((0.0..WAIT.as_secs_f64() * 4.0).contains(&age), "{age}");
@@ -517,7 +557,10 @@ fn ten_messages_are_counted_and_the_text_is_valid_exposition() {
         syncs,
     );
     let ran = promtool_check(&text);
-    eprintln!("promtool check metrics: {}", if ran { "passed" } else { "not run" });
+    eprintln!(
+        "promtool check metrics: {}",
+        if ran { "passed" } else { "not run" }
+    );
 
     // the queue and the listener are up: healthy
     let (status, body) = get(metrics, "/healthz");
@@ -544,7 +587,10 @@ fn healthz_answers_and_sighup_moves_the_listener_when_the_option_changes() {
     write!(s, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
-    assert!(r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD\r\n"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET\r\n"),
+        "{r}"
+    );
     let mut s = TcpStream::connect(first).unwrap();
     let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(10_000));
     let _ = s.write_all(long.as_bytes());
@@ -558,7 +604,10 @@ fn healthz_answers_and_sighup_moves_the_listener_when_the_option_changes() {
     let moved = metrics_addr(&mut d);
     assert!(moved.is_ipv4(), "{moved}");
     assert_eq!(get(moved, "/healthz").0, 200);
-    assert!(TcpStream::connect(first).is_err(), "the old listener is closed");
+    assert!(
+        TcpStream::connect(first).is_err(),
+        "the old listener is closed"
+    );
     assert!(d.stop().success());
 }
 
@@ -571,7 +620,10 @@ fn start_fails(cf: &Path, args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -616,17 +668,26 @@ fn a_non_loopback_metrics_address_needs_metrics_allow_remote() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, err) = start_fails(&cf, &args);
     assert_eq!(code, Some(78), "{err}");
-    assert!(err.contains("sendmail.cf:3: option MetricsAddress: [2001:db8::1]:9125 is not a loopback"), "{err}");
+    assert!(
+        err.contains("sendmail.cf:3: option MetricsAddress: [2001:db8::1]:9125 is not a loopback"),
+        "{err}"
+    );
     // allowed: the check passes, and the address (not on this host) cannot be bound: 71
     let args = common(&["-O", "MetricsAllowRemote=True"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, err) = start_fails(&cf, &args);
     assert_eq!(code, Some(71), "{err}");
-    assert!(err.contains("MetricsAddress=[2001:db8::1]:9125: cannot listen: "), "{err}");
+    assert!(
+        err.contains("MetricsAddress=[2001:db8::1]:9125: cannot listen: "),
+        "{err}"
+    );
     // a malformed value is an error naming the option too
     let args = common(&["-O", "MetricsAddress=localhost"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, err) = start_fails(&cf, &args);
     assert_eq!(code, Some(78), "{err}");
-    assert!(err.contains("option MetricsAddress: bad address \"localhost\""), "{err}");
+    assert!(
+        err.contains("option MetricsAddress: bad address \"localhost\""),
+        "{err}"
+    );
 }

@@ -1117,9 +1117,7 @@ mod tests {
                 | "UseCompressedIPv6Addresses"
                 | "SmtpUTF8"
                 | "TLSFallbacktoClear"
-                | "MetricsAllowRemote" => {
-                    "true"
-                }
+                | "MetricsAllowRemote" => "true",
                 "OperatorChars" => ".:@",
                 "TempFileMode" => "0644",
                 _ => "7",

@@ -1565,6 +1565,9 @@ mod tests {
             store.committer_stats(),
             CommitterStats { batches: 1, ops: 1 }
         );
+        // the batch of one frame, in the batch-size histogram's first bucket
+        let sizes = store.batch_sizes();
+        assert_eq!((sizes.counts[0], sizes.count(), sizes.sum), (1, 1, 1.0));
     }
 
     #[test]
