@@ -2,7 +2,8 @@
 //!
 //! In: events from the places that already count for `mailstats` and the mail log — a
 //! connection accepted by daemon `Name`, a session opened and closed, its messages, rejected
-//! recipients, TLS handshakes and AUTH failures ([`DaemonCounters`]); a recipient delivered,
+//! recipients, TLS handshakes and AUTH failures ([`DaemonCounters`]); remote delivery's TLS
+//! handshakes; a recipient delivered,
 //! deferred or bounced by a mailer, with its delay since arrival ([`MailerCounters`]); the
 //! journal's batch sizes ([`Histogram`], fed by the queue's committer). Out: [`Metrics::render`],
 //! the text `/metrics` serves (format 0.0.4), with the queue's gauges read at scrape time
@@ -179,6 +180,9 @@ pub struct Metrics {
     mailers: RwLock<BTreeMap<String, Arc<MailerCounters>>>,
     /// SMTP sockets accepting connections ([`Metrics::listening`]).
     listeners: AtomicU64,
+    /// Remote delivery's STARTTLS handshakes completed, and failed.
+    pub smtp_tls_handshakes: AtomicU64,
+    pub smtp_tls_failures: AtomicU64,
 }
 
 /// An SMTP listener accepting: counted until dropped.
@@ -388,6 +392,22 @@ impl Metrics {
                     get(c).load(Ordering::Relaxed),
                 );
             }
+        }
+        let outbound: [(&str, &str, &AtomicU64); 2] = [
+            (
+                "sendmail_smtp_tls_connections_total",
+                "STARTTLS handshakes completed by remote delivery.",
+                &self.smtp_tls_handshakes,
+            ),
+            (
+                "sendmail_smtp_tls_handshake_failures_total",
+                "STARTTLS handshakes of remote delivery that failed.",
+                &self.smtp_tls_failures,
+            ),
+        ];
+        for (name, help, c) in outbound {
+            header(&mut out, name, "counter", help);
+            sample(&mut out, name, &[], c.load(Ordering::Relaxed));
         }
         let name = "sendmail_delivery_delay_seconds";
         header(

@@ -521,6 +521,7 @@ fn ten_messages_are_counted_and_the_text_is_valid_exposition() {
         1.0,
     );
     expect("sendmail_smtpd_listeners", &[], 1.0);
+    expect("sendmail_smtp_tls_connections_total", &[], 0.0);
     // 8 to box, and the bounce of the ninth message to box (its sender)
     expect(
         "sendmail_messages_delivered_total",
@@ -581,7 +582,19 @@ fn healthz_answers_and_sighup_moves_the_listener_when_the_option_changes() {
     let mut d = Daemon::start(&cf("[::1]:0"), &[]);
     let first = metrics_addr(&mut d);
     let (status, body) = get(first, "/healthz");
-    assert_eq!((status, body.lines().next().unwrap_or("")).0, 200, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ok: 1 SMTP listener(s), queue "), "{body}");
+    // without its queue directory, the daemon is not healthy
+    let away = d.dir.path().join("mqueue.away");
+    std::fs::rename(d.queue_dir(), &away).unwrap();
+    let (status, body) = get(first, "/healthz");
+    std::fs::rename(&away, d.queue_dir()).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("unhealthy: queue ") && body.ends_with(" cannot be read\n"),
+        "{body}"
+    );
+    assert_eq!(get(first, "/healthz").0, 200);
     // a POST is refused; an oversized request head is answered 431
     let mut s = TcpStream::connect(first).unwrap();
     write!(s, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
