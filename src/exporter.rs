@@ -129,8 +129,25 @@ async fn answer(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // A lingering close: what the client still sends (the rest of an oversized request) is
+    // read and dropped until it closes, so that closing with unread input (a reset) cannot
+    // destroy the answer before the client reads it.
+    let mut rest = [0u8; 1024];
+    let mut drained = 0;
+    while drained < MAX_LINGER {
+        match tokio::time::timeout(LINGER_TIME, stream.read(&mut rest)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    Ok(())
 }
+
+/// At most this much input is read and dropped after the answer, for at most this long
+/// between reads.
+const MAX_LINGER: usize = 64 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 enum Parsed {
     Partial,

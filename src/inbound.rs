@@ -3,8 +3,8 @@
 //! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
 //! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
 //! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats` and
-//! for the metrics listener ([`crate::metrics`]: counted when the session ends, but for the
-//! connection and the open session, counted at once).
+//! for the metrics listener ([`crate::metrics`], counted as they happen by the connection
+//! driver).
 //!
 //! This is where the configuration meets the session: the client is named (hosts file), the
 //! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is
@@ -79,6 +79,7 @@ pub async fn serve_client<S>(
     let opts = ConnOptions {
         tls: current.credentials.tls.clone(),
         implicit_tls: daemon.modifiers.has('s'),
+        live: Some(live.clone()),
         ..conn_options(&current.config)
     };
     let mut sink = QueueSink::new(
@@ -103,14 +104,6 @@ pub async fn serve_client<S>(
             c.reject();
         }
     }
-    let s = &outcome.stats;
-    let add = crate::metrics::DaemonCounters::add;
-    add(&live.messages, u64::from(s.messages));
-    add(&live.bytes, s.bytes);
-    add(&live.rejected_recipients, u64::from(s.rejected_rcpts));
-    add(&live.tls_handshakes, u64::from(s.tls_handshakes));
-    add(&live.tls_failures, u64::from(s.tls_failures));
-    add(&live.auth_failures, u64::from(s.auth_failures));
 }
 
 /// The client as sendmail names it: the address (IPv4-mapped shown as IPv4) and the name the

@@ -55,10 +55,11 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// The metrics listener's address, from its `metrics: listening on` log line.
-fn metrics_addr(d: &mut Daemon) -> SocketAddr {
+/// The metrics listener's address, from its `n`-th `metrics: listening on` log line (the
+/// first at the start, the second after a SIGHUP moved it).
+fn metrics_addr(d: &mut Daemon, n: usize) -> SocketAddr {
     let needle = "metrics: listening on ";
-    let log = d.wait_log(needle);
+    let log = d.wait_log_count(needle, n);
     let line = log.lines().rev().find(|l| l.contains(needle)).unwrap();
     line.split(needle).nth(1).unwrap().trim().parse().unwrap()
 }
@@ -456,7 +457,7 @@ fn ten_messages_are_counted_and_the_text_is_valid_exposition() {
     }
     let mut d = Daemon::start(&cf, &args);
     let smtp = d.addr_of("MTA-v6");
-    let metrics = metrics_addr(&mut d);
+    let metrics = metrics_addr(&mut d, 1);
     assert!(metrics.ip().is_loopback() && metrics.is_ipv6(), "{metrics}");
 
     // 8 delivered (one session also has a recipient refused), 1 deferred, 1 bounced
@@ -580,7 +581,7 @@ fn healthz_answers_and_sighup_moves_the_listener_when_the_option_changes() {
         )
     };
     let mut d = Daemon::start(&cf("[::1]:0"), &[]);
-    let first = metrics_addr(&mut d);
+    let first = metrics_addr(&mut d, 1);
     let (status, body) = get(first, "/healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("ok: 1 SMTP listener(s), queue "), "{body}");
@@ -613,8 +614,7 @@ fn healthz_answers_and_sighup_moves_the_listener_when_the_option_changes() {
 
     std::fs::write(&d.cf, cf("127.0.0.1:0")).unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    d.wait_log("configuration reloaded");
-    let moved = metrics_addr(&mut d);
+    let moved = metrics_addr(&mut d, 2);
     assert!(moved.is_ipv4(), "{moved}");
     assert_eq!(get(moved, "/healthz").0, 200);
     assert!(

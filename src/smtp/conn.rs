@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ pub struct ConnOptions {
     pub tls: Option<ServerTls>,
     /// Handshake before the greeting (`M=s`).
     pub implicit_tls: bool,
+    /// The daemon's live counters for the metrics listener: the session's messages,
+    /// rejected recipients, TLS handshakes and AUTH failures are added as they happen.
+    pub live: Option<Arc<crate::metrics::DaemonCounters>>,
 }
 
 impl Default for ConnOptions {
@@ -131,6 +135,7 @@ impl Default for ConnOptions {
             max_line: MAX_COMMAND_LINE,
             tls: None,
             implicit_tls: false,
+            live: None,
         }
     }
 }
@@ -232,6 +237,8 @@ where
         write_failed: false,
         tls: opts.tls.clone(),
         handshake_timeout: opts.timeouts.command,
+        live: opts.live.clone(),
+        reported: SessionStats::default(),
     };
     if opts.implicit_tls {
         let actions = d.start_tls().await;
@@ -355,6 +362,7 @@ where
     }
     d.flush().await;
     let _ = d.stream.shutdown().await;
+    d.report();
     ConnOutcome {
         end: d.end,
         stats: d.session.stats(),
@@ -373,6 +381,9 @@ struct Driver<'a, S> {
     write_failed: bool,
     tls: Option<ServerTls>,
     handshake_timeout: Duration,
+    live: Option<Arc<crate::metrics::DaemonCounters>>,
+    /// The session's counts already added to `live`.
+    reported: SessionStats,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
@@ -429,6 +440,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                 }
             }
         }
+        self.report();
+    }
+
+    /// Adds what the session counted since the last report to the daemon's live counters.
+    fn report(&mut self) {
+        let Some(live) = &self.live else { return };
+        let now = self.session.stats();
+        let was = std::mem::replace(&mut self.reported, now);
+        let add = |c: &std::sync::atomic::AtomicU64, now: u64, was: u64| {
+            crate::metrics::DaemonCounters::add(c, now.saturating_sub(was));
+        };
+        add(&live.messages, now.messages.into(), was.messages.into());
+        add(&live.bytes, now.bytes, was.bytes);
+        add(
+            &live.rejected_recipients,
+            now.rejected_rcpts.into(),
+            was.rejected_rcpts.into(),
+        );
+        add(
+            &live.tls_handshakes,
+            now.tls_handshakes.into(),
+            was.tls_handshakes.into(),
+        );
+        add(
+            &live.tls_failures,
+            now.tls_failures.into(),
+            was.tls_failures.into(),
+        );
+        add(
+            &live.auth_failures,
+            now.auth_failures.into(),
+            was.auth_failures.into(),
+        );
     }
 
     /// Runs the server side of the handshake on the plain stream; the session's answer.
