@@ -2,7 +2,9 @@
 //!
 //! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
 //! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
-//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats`.
+//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats` and
+//! for the metrics listener ([`crate::metrics`], counted as they happen by the connection
+//! driver).
 //!
 //! This is where the configuration meets the session: the client is named (hosts file), the
 //! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is
@@ -64,6 +66,8 @@ pub async fn serve_client<S>(
         macros.insert("client_connections".into(), n.connections.to_string());
         macros.insert("client_rate".into(), n.rate.to_string());
     }
+    let live = crate::metrics::global().daemon(&daemon.name);
+    let _open = live.session();
     let relay_reject = current
         .rules_policy
         .as_ref()
@@ -100,6 +104,7 @@ pub async fn serve_client<S>(
         tls: current.credentials.tls.clone(),
         implicit_tls: daemon.modifiers.has('s'),
         greet_pause,
+        live: Some(live.clone()),
         ..conn_options(&current.config)
     };
     let mut sink = QueueSink::new(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["privsep", "submit"],
-    &["runner", "inbound"],
+    &["runner", "inbound", "exporter"],
     &["runtime"],
     &["policy", "receive"],
     &["deliver"],
@@ -34,6 +34,7 @@ const LAYERS: &[&[&str]] = &[
         "asuser",
         "setgid",
         "conncontrol",
+        "metrics",
     ],
 ];
 

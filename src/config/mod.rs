@@ -411,6 +411,9 @@ struct Builder {
     /// `DaemonPortOptions` values with their origin and whether they came from the cf.
     daemon_values: Vec<(Location, String)>,
     daemons_from_command_line: bool,
+    /// Where `MetricsAddress` was last set (its loopback check comes at the end, when
+    /// `MetricsAllowRemote` is known too).
+    metrics_loc: Option<Location>,
     current_ruleset: Option<u32>,
     next_named_ruleset: u32,
 }
@@ -441,6 +444,7 @@ impl Builder {
             },
             errors: Vec::new(),
             sticky: BTreeSet::new(),
+            metrics_loc: None,
             warned: BTreeSet::new(),
             daemon_values: Vec::new(),
             daemons_from_command_line: false,
@@ -598,6 +602,9 @@ impl Builder {
         match info.support {
             Support::NotYet => self.not_supported(loc, &key, value, literal),
             Support::Supported => {
+                if info.name == "MetricsAddress" {
+                    self.metrics_loc = Some(loc.clone());
+                }
                 self.config
                     .options
                     .set_at
@@ -906,6 +913,20 @@ impl Builder {
     }
 
     fn finish(mut self) -> (Config, Vec<ConfigError>) {
+        let o = &self.config.options;
+        if let (Some(addr), Some(loc)) = (o.metrics_address, &self.metrics_loc)
+            && !addr.ip().to_canonical().is_loopback()
+            && !o.metrics_allow_remote
+        {
+            self.errors.push(ConfigError::BadOptionValue {
+                loc: loc.clone(),
+                option: "MetricsAddress".into(),
+                msg: format!(
+                    "{addr} is not a loopback address (expected [::1]:PORT or 127.0.0.1:PORT; \
+                     to serve metrics on another address, set O MetricsAllowRemote=True as well)"
+                ),
+            });
+        }
         if self.daemons_from_command_line {
             let before = self.daemon_values.len();
             self.daemon_values

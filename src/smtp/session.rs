@@ -436,6 +436,11 @@ pub struct SessionStats {
     pub rejected_rcpts: u32,
     /// MAIL/EXPN/VRFY/ETRN was issued.
     pub mail_issued: bool,
+    /// TLS handshakes completed, and failed.
+    pub tls_handshakes: u32,
+    pub tls_failures: u32,
+    /// AUTH attempts that failed.
+    pub auth_failures: u32,
 }
 
 // ---------------------------------------------------------------------------------------
