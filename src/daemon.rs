@@ -64,6 +64,8 @@ pub struct Current {
     /// The cf's rulesets, when it has any (they then make the policy decisions).
     pub rules: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
+    /// The mail filters (`X` lines, `InputMailFilters`, `Milter.*`).
+    pub milters: Arc<crate::milter::MilterConfig>,
     /// The TLS certificate and AUTH passwords (none for command-line modes).
     pub credentials: Credentials,
 }
@@ -102,6 +104,13 @@ impl Current {
                 crate::aliases::AliasTable::default()
             }
         };
+        let milters = match crate::milter::MilterConfig::from_config(&config) {
+            Ok(m) => m,
+            Err(errs) => {
+                warnings.extend(errs.iter().map(|e| format!("SYSERR: {e}")));
+                crate::milter::MilterConfig::default()
+            }
+        };
         let config = Arc::new(config);
         let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
             inner: relay,
@@ -116,6 +125,7 @@ impl Current {
                 policy,
                 rules,
                 help,
+                milters: Arc::new(milters),
                 credentials: Credentials::default(),
             },
             warnings,

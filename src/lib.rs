@@ -53,6 +53,7 @@ pub mod listener;
 pub mod log;
 pub mod makemap;
 pub mod mapdb;
+pub mod milter;
 pub mod policy;
 pub mod privsep;
 pub mod queue;

@@ -168,8 +168,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("CACertFile", None),
     s("CACertPath", None),
     n("DHParameters", None),
-    n("InputMailFilters", None),
-    n("Milter", None),
+    s("InputMailFilters", None),
+    s("Milter", None),
     s("AuthOptions", None),
     n("QueueFileMode", None),
     n("CertFingerprintAlgorithm", None),
@@ -766,6 +766,12 @@ pub struct Options {
     /// addition to the fixed `()<>,;"` and CR/LF. Default `.:%@!^/[]+` (configuration level
     /// 7 and later).
     pub operator_chars: String,
+    /// `InputMailFilters`: the names of the `X` filters every daemon uses, in order (a
+    /// daemon's own `InputMailFilters=` in `DaemonPortOptions` replaces it).
+    pub input_mail_filters: Vec<String>,
+    /// `Milter.<sub>` options as given (`macros.connect`, `LogLevel`, `maxdatasize`), sub
+    /// names lower-cased; read by `milter::config`.
+    pub milter: Vec<(String, String)>,
     /// Known options not implemented yet, in the order given.
     pub unsupported: Vec<RawOption>,
 }
@@ -815,6 +821,8 @@ impl Default for Options {
             dont_blame_sendmail: Vec::new(),
             use_compressed_ipv6_addresses: false,
             operator_chars: ".:%@!^/[]+".to_string(),
+            input_mail_filters: Vec::new(),
+            milter: Vec::new(),
             unsupported: Vec::new(),
         }
     }
@@ -894,6 +902,24 @@ impl Options {
                         self.privacy_options.push(w);
                     }
                 }
+            }
+            "InputMailFilters" => {
+                self.input_mail_filters = value
+                    .split([';', ','])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            "Milter" => {
+                let Some(sub) = sub else {
+                    return Err(
+                        "invalid Milter option, must specify suboption (expected Milter.LogLevel or Milter.macros.<stage>)"
+                            .to_string(),
+                    );
+                };
+                self.milter
+                    .push((sub.to_ascii_lowercase(), value.trim().to_string()));
             }
             "Timeout" => match sub {
                 Some(sub) => self.timeouts.set(sub, value)?,

@@ -37,6 +37,7 @@ use super::command::{
     self, Address, ArgError, Command, MailFrom, MailParams, RcptParams, RcptTo, check_helo_name,
 };
 use super::data::{DataEnd, DataReader};
+use super::filter::{FilterCall, FilterVerdict};
 use super::reply::{self, Reply};
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
@@ -429,6 +430,21 @@ pub enum Action {
     StartTls,
     /// Flush and close the connection.
     Close,
+    /// Ask the content filters (milters), then call [`Session::filtered`] with their answer;
+    /// only then does the command get its reply.
+    Filter(FilterCall),
+}
+
+/// A command whose reply waits for the filters.
+#[derive(Debug)]
+enum Pending {
+    Connect,
+    Helo(Reply),
+    Mail(Reply),
+    Rcpt(Reply, Recipient),
+    Data,
+    /// Told only (rejected RCPT, unknown command, abort): no answer is awaited.
+    Nothing,
 }
 
 /// Counters for the listener (connection statistics).
@@ -497,6 +513,11 @@ pub struct Session {
     n_bad: u32,
     verbose: bool,
     sec: security::SecurityState,
+    /// Content filters are consulted (see [`Action::Filter`]).
+    filters: bool,
+    pending: Option<Pending>,
+    /// The current command line, for the filters' MAIL/RCPT arguments.
+    line: String,
 }
 
 impl Session {
@@ -519,8 +540,102 @@ impl Session {
             n_bad: 0,
             verbose: false,
             sec: security::SecurityState::default(),
+            filters: false,
+            pending: None,
+            line: String::new(),
             ctx,
         }
+    }
+
+    /// Consults content filters from now on: the driver first asks them about the connection
+    /// ([`FilterCall::Connect`], answered through [`Session::filtered`] before the greeting).
+    pub fn enable_filters(&mut self) -> FilterCall {
+        self.filters = true;
+        self.pending = Some(Pending::Connect);
+        FilterCall::Connect
+    }
+
+    /// True when content filters are consulted.
+    pub fn filters_enabled(&self) -> bool {
+        self.filters
+    }
+
+    /// The filters' answer to the last [`Action::Filter`]: the command's reply now.
+    pub fn filtered(&mut self, verdict: FilterVerdict) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(pending) = self.pending.take() else {
+            return out;
+        };
+        if let FilterVerdict::Shutdown(r) = &verdict {
+            if matches!(pending, Pending::Connect) {
+                self.ctx.connect_reject = Some(r.clone());
+                return out;
+            }
+            out.push(Action::Reply(r.clone()));
+            self.end_session(false, 0, &mut out);
+            return out;
+        }
+        let refusal = match verdict {
+            FilterVerdict::Refuse(r) => Some(r),
+            _ => None,
+        };
+        match pending {
+            Pending::Connect | Pending::Helo(_) => {
+                if let Some(r) = refusal {
+                    self.nullserver = Some(r);
+                }
+                if let Pending::Helo(reply) = pending {
+                    out.push(Action::Reply(reply));
+                }
+            }
+            Pending::Mail(reply) => match refusal {
+                None => out.push(Action::Reply(reply)),
+                Some(r) => {
+                    self.tx = None;
+                    out.push(Action::Reply(r));
+                }
+            },
+            Pending::Rcpt(reply, rcpt) => match refusal {
+                None => {
+                    out.push(Action::Reply(reply));
+                    self.add_recipient(rcpt);
+                }
+                Some(r) => {
+                    self.stats.rejected_rcpts += 1;
+                    self.user_error(r, &mut out);
+                }
+            },
+            Pending::Data => match refusal {
+                None => self.start_data(&mut out),
+                Some(r) => self.user_error(r, &mut out),
+            },
+            Pending::Nothing => {}
+        }
+        out
+    }
+
+    /// Asks the filters about `call` before `pending`'s reply.
+    fn ask_filters(&mut self, call: FilterCall, pending: Pending, out: &mut Vec<Action>) {
+        if call.wants_verdict() {
+            self.pending = Some(pending);
+        }
+        out.push(Action::Filter(call));
+    }
+
+    /// `<address>` and the ESMTP arguments of the current MAIL/RCPT line.
+    fn filter_args(&self) -> Vec<String> {
+        let rest = self.line.split_once(':').map_or("", |(_, r)| r).trim();
+        let mut words = rest.split_whitespace().map(String::from);
+        let mut args = Vec::new();
+        if let Some(first) = words.next() {
+            args.push(if first.starts_with('<') {
+                first
+            } else {
+                format!("<{first}>")
+            });
+        }
+        args.extend(words);
+        args
     }
 
     /// The greeting: `220 <host> ESMTP ...`. A `421` connection refusal is sent instead of
@@ -598,6 +713,9 @@ impl Session {
             smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
+        if self.filters {
+            self.line.clone_from(&text);
+        }
         self.last_cmd = match &cmd {
             // sendmail names the last *known* command; unknown ones leave "startup".
             Command::Unrecognized(_) => "startup".to_owned(),
@@ -667,7 +785,13 @@ impl Session {
             Command::Auth(arg) => self.auth_cmd(&arg, &mut out),
             Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
             Command::Bdat(arg) => self.bdat_cmd(&text, arg, &mut out),
-            Command::Unrecognized(_) => self.bad_command(&text, &mut out),
+            Command::Unrecognized(_) => {
+                if self.filters && self.nullserver.is_none() {
+                    let call = FilterCall::Unknown { line: text.clone() };
+                    self.ask_filters(call, Pending::Nothing, &mut out);
+                }
+                self.bad_command(&text, &mut out)
+            }
         }
         out
     }
@@ -838,6 +962,11 @@ impl Session {
         } else {
             reply::helo(&self.ctx.hostname, &client)
         };
+        if self.filters && self.nullserver.is_none() {
+            let name = self.helo.clone().unwrap_or_default();
+            self.ask_filters(FilterCall::Helo { name }, Pending::Helo(r), out);
+            return;
+        }
         out.push(Action::Reply(r));
     }
 
@@ -963,7 +1092,15 @@ impl Session {
             out.push(Action::Reply(reply::size_exceeds(max)));
             return;
         }
-        out.push(Action::Reply(reply::sender_ok(&shown)));
+        if self.filters {
+            let call = FilterCall::Mail {
+                qid: qid.clone(),
+                args: self.filter_args(),
+            };
+            self.ask_filters(call, Pending::Mail(reply::sender_ok(&shown)), out);
+        } else {
+            out.push(Action::Reply(reply::sender_ok(&shown)));
+        }
         self.tx = Some(Transaction {
             sender: m.path,
             params,
@@ -1017,19 +1154,40 @@ impl Session {
                     }
                     None => self.user_error(reply, out),
                 }
+                if self.filters {
+                    let call = FilterCall::Rcpt {
+                        args: self.filter_args(),
+                        rejected: true,
+                    };
+                    self.ask_filters(call, Pending::Nothing, out);
+                }
                 return;
             }
         };
-        out.push(Action::Reply(reply::recipient_ok(&shown)));
+        let rcpt = Recipient {
+            addr: path,
+            shown,
+            params,
+        };
+        let ok = reply::recipient_ok(&rcpt.shown);
+        if self.filters {
+            let call = FilterCall::Rcpt {
+                args: self.filter_args(),
+                rejected: false,
+            };
+            self.ask_filters(call, Pending::Rcpt(ok, rcpt), out);
+            return;
+        }
+        out.push(Action::Reply(ok));
+        self.add_recipient(rcpt);
+    }
+
+    fn add_recipient(&mut self, rcpt: Recipient) {
         if let Some(tx) = &mut self.tx {
             tx.accepted += 1;
             // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
-            if !tx.rcpts.iter().any(|x| x.shown == shown) {
-                tx.rcpts.push(Recipient {
-                    addr: path,
-                    shown,
-                    params,
-                });
+            if !tx.rcpts.iter().any(|x| x.shown == rcpt.shown) {
+                tx.rcpts.push(rcpt);
             }
         }
     }
@@ -1052,6 +1210,14 @@ impl Session {
             self.end_session(false, 0, out);
             return;
         }
+        if self.filters {
+            self.ask_filters(FilterCall::Data, Pending::Data, out);
+            return;
+        }
+        self.start_data(out);
+    }
+
+    fn start_data(&mut self, out: &mut Vec<Action>) {
         self.state = State::Data(DataReader::new(self.limits()));
         out.push(Action::Reply(reply::start_data()));
         out.push(Action::StartData);
@@ -1238,6 +1404,9 @@ impl Session {
 
     /// CLEAR_STATE: log the unfinished transaction, start a new envelope.
     fn clear_state(&mut self, why: &str, out: &mut Vec<Action>) {
+        if self.filters && self.tx.is_some() {
+            self.ask_filters(FilterCall::Abort, Pending::Nothing, out);
+        }
         self.log_undelivered(why, 10, out);
         self.finish_transaction(out);
     }
