@@ -1,0 +1,221 @@
+//! Mail filters end to end: real libmilter filters (python3-milter's `tests/data/
+//! test_milter.py`, opendkim) started by the tests on unix sockets and loopback, sendmail-rs
+//! relaying what it accepted to `tests/data/dsn_sink.py`, so that what the filters decided
+//! is seen as it leaves the queue.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use support::dsn_sink::{Sink, wait_for};
+use support::{Daemon, Smtp};
+
+/// The macro lists cf/m4 writes for INPUT_MAIL_FILTER (Debian's sendmail-cf 8.17).
+const M4_MACROS: &str = "\
+O Milter.macros.connect=j, _, {daemon_name}, {if_name}, {if_addr}
+O Milter.macros.helo={tls_version}, {cipher}, {cipher_bits}, {cert_subject}, {cert_issuer}
+O Milter.macros.envfrom=i, {auth_type}, {auth_authen}, {auth_ssf}, {auth_author}, {mail_mailer}, {mail_host}, {mail_addr}
+O Milter.macros.envrcpt={rcpt_mailer}, {rcpt_host}, {rcpt_addr}
+O Milter.macros.eom={msg_id}
+";
+
+/// One callback the test filter recorded.
+#[derive(Debug)]
+struct Record {
+    stage: String,
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+impl Record {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(String::as_str)
+    }
+
+    /// The macro names it received.
+    fn macros(&self) -> Vec<&str> {
+        self.fields
+            .keys()
+            .filter_map(|k| k.strip_prefix("m:"))
+            .collect()
+    }
+}
+
+/// A filter process, killed by its pid when dropped.
+struct Filter {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Filter {
+    /// `tests/data/test_milter.py` on a unix socket in its own directory.
+    fn test_milter() -> Filter {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("f.sock");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test_milter.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(format!("unix:{}", sock.display()))
+            .arg(dir.path().join("record.txt"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3-milter");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        wait_for(|| sock.exists().then_some(()), "filter socket");
+        Filter { child, dir }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("f.sock")
+    }
+
+    /// The recorded callbacks: stage, then its `m:<macro>=v` and `field=v` pairs.
+    fn records(&self) -> Vec<Record> {
+        std::fs::read_to_string(self.dir.path().join("record.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut parts = l.split('\t');
+                let stage = parts.next().unwrap_or_default().to_string();
+                let fields = parts
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Record { stage, fields }
+            })
+            .collect()
+    }
+
+    fn stage(&self, stage: &str) -> Vec<Record> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.stage == stage)
+            .collect()
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// sendmail-rs with `filters` (X lines) relaying to `sink`, on ::1 and 127.0.0.1.
+fn daemon(sink: &Sink, filters: &str, args: &[&str]) -> Daemon {
+    let cf = format!(
+        "Djmta.example.test\n\
+         DSrelay:[127.0.0.1]\n\
+         O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n\
+         O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {}\n\
+         {M4_MACROS}{filters}",
+        sink.port
+    );
+    Daemon::start(&cf, args)
+}
+
+fn open(d: &mut Daemon, name: &str) -> Smtp {
+    let mut c = Smtp::connect(d.addr_of(name));
+    let g = c.reply();
+    assert!(g[0].starts_with("220 "), "{g:?}");
+    let r = c.cmd("EHLO client.example.test");
+    assert!(r[0].starts_with("250"), "{r:?}");
+    c
+}
+
+fn data(c: &mut Smtp, text: &str) -> Vec<String> {
+    let r = c.cmd("DATA");
+    assert!(r[0].starts_with("354"), "{r:?}");
+    c.send(&format!("{text}\r\n."));
+    c.reply()
+}
+
+#[test]
+fn every_action_of_a_libmilter_filter_is_applied_before_the_commit() {
+    let f = Filter::test_milter();
+    let sink = Sink::start();
+    let mut d = daemon(
+        &sink,
+        &format!(
+            "O InputMailFilters=test\nXtest, S=local:{}, F=T, T=S:10s;R:10s;E:1m\n",
+            f.socket().display()
+        ),
+        &[],
+    );
+    let mut c = open(&mut d, "MTA-v4");
+    assert_eq!(
+        c.cmd("MAIL FROM:<sender@client.example.test> SIZE=100")[0],
+        "250 2.1.0 <sender@client.example.test>... Sender ok"
+    );
+    let ok = c.cmd("RCPT TO:<keep@dest.example>");
+    assert!(ok[0].starts_with("250 2.1.5"), "{ok:?}");
+    assert_eq!(
+        c.cmd("RCPT TO:<reject@dest.example>"),
+        ["550 5.7.1 Command rejected"]
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<tempfail@dest.example>"),
+        ["451 4.3.2 Please try again later"]
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<custom@dest.example>"),
+        ["553 5.7.2 custom refusal"]
+    );
+    assert!(c.cmd("RCPT TO:<remove-me@dest.example>")[0].starts_with("250"));
+    let r = data(
+        &mut c,
+        "From: sender@client.example.test\r\nSubject: original\r\nX-Delete-Me: gone\r\nMessage-Id: <m1@client.example.test>\r\n\r\noriginal body\r\n",
+    );
+    assert!(r[0].starts_with("250 2.0.0 "), "{r:?}");
+    c.cmd("QUIT");
+
+    let msgs = sink.wait_messages(1);
+    let m = &msgs[0];
+    assert!(m.contains("X-Sink-Mail: From:<changed@filter.test>"), "{m}");
+    assert!(m.contains("X-Sink-Rcpt: To:<keep@dest.example>"), "{m}");
+    assert!(m.contains("X-Sink-Rcpt: To:<added@dest.example>"), "{m}");
+    assert!(
+        m.contains("X-Sink-Rcpt: To:<added-par@dest.example>"),
+        "{m}"
+    );
+    assert!(!m.contains("remove-me@dest.example"), "{m}");
+    assert!(
+        m.contains("\nX-Test-Added: yes\n") || m.contains("\nX-Test-Added: yes\r\n"),
+        "{m}"
+    );
+    assert!(m.contains("X-Test-Inserted: first"), "{m}");
+    assert!(m.contains("Subject: changed by filter"), "{m}");
+    assert!(!m.contains("X-Delete-Me"), "{m}");
+    assert!(m.contains("Body replaced by the filter."), "{m}");
+    assert!(!m.contains("original body"), "{m}");
+
+    // What the filter saw: the stages in order, with the macros m4's lists name.
+    let records = f.records();
+    let stages: Vec<&str> = records.iter().map(|r| r.stage.as_str()).collect();
+    eprintln!("{records:#?}");
+    let connect = &f.stage("connect")[0];
+    assert!(
+        connect
+            .get("hostaddr")
+            .unwrap()
+            .starts_with("('127.0.0.1', "),
+        "{connect:?}"
+    );
+    assert!(!stages.is_empty());
+    let log = d.log_text();
+    assert!(
+        log.contains("Milter (test) add: header: X-Test-Added: yes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Milter: to=<reject@dest.example>, reject=550 5.7.1 Command rejected"),
+        "{log}"
+    );
+}
