@@ -219,3 +219,178 @@ fn every_action_of_a_libmilter_filter_is_applied_before_the_commit() {
         "{log}"
     );
 }
+
+/// `opendkim` in the foreground on a unix socket, with a fresh key for `example.test`
+/// (selector `sel`); `extra` adds configuration lines.
+struct OpenDkim {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl OpenDkim {
+    fn start(extra: impl FnOnce(&std::path::Path) -> String) -> OpenDkim {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let keygen = Command::new("opendkim-genkey")
+            .args(["-D", p.to_str().unwrap(), "-d", "example.test", "-s", "sel"])
+            .status()
+            .expect("opendkim-genkey");
+        assert!(keygen.success());
+        let conf = p.join("opendkim.conf");
+        let extra = extra(p);
+        std::fs::write(
+            &conf,
+            format!(
+                "Syslog no\nDomain example.test\nSelector sel\nKeyFile {key}\n\
+                 Socket local:{sock}\nMode sv\nCanonicalization relaxed/simple\n\
+                 RequireSafeKeys false\nPidFile {pid}\nUserID root\n{extra}",
+                key = p.join("sel.private").display(),
+                sock = p.join("odk.sock").display(),
+                pid = p.join("odk.pid").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("opendkim")
+            .args(["-f", "-x", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("opendkim");
+        let sock = p.join("odk.sock");
+        wait_for(|| sock.exists().then_some(()), "opendkim socket");
+        OpenDkim { child, dir }
+    }
+
+    fn x_line(&self) -> String {
+        format!(
+            "O InputMailFilters=dkim\nXdkim, S=local:{}, F=T, T=S:10s;R:10s;E:1m\n",
+            self.dir.path().join("odk.sock").display()
+        )
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for OpenDkim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tests/data/dkim_tool.py` with `input`; its output.
+fn dkim_tool(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dkim_tool.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3-dkim");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+/// A message as the sink wrote it, without the sink's envelope lines, CRLF line ends.
+fn as_received(sink_text: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for line in sink_text.lines().skip_while(|l| l.starts_with("X-Sink-")) {
+        out.push_str(line.trim_end_matches('\r'));
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn opendkim_signs_and_an_independent_verifier_accepts_the_signature() {
+    let odk = OpenDkim::start(|_| "InternalHosts 127.0.0.1\n".into());
+    let sink = Sink::start();
+    let mut d = daemon(&sink, &odk.x_line(), &[]);
+    let mut c = open(&mut d, "MTA-v4");
+    assert!(c.cmd("MAIL FROM:<writer@example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<reader@dest.example>")[0].starts_with("250"));
+    let r = data(
+        &mut c,
+        "From: Writer <writer@example.test>\r\nTo: reader@dest.example\r\nSubject: signed\r\n\r\nA body to sign.\r\n\r\nSecond paragraph.\r\n",
+    );
+    assert!(r[0].starts_with("250 2.0.0 "), "{r:?}");
+    c.cmd("QUIT");
+    let msgs = sink.wait_messages(1);
+    let msg = as_received(&msgs[0]);
+    let text = String::from_utf8_lossy(&msg);
+    assert!(
+        text.contains("DKIM-Signature: v=1; a=rsa-sha256;"),
+        "{text}"
+    );
+    assert!(text.contains("d=example.test"), "{text}");
+    let verdict = dkim_tool(&["verify", odk.path("sel.txt").to_str().unwrap()], &msg);
+    assert_eq!(String::from_utf8_lossy(&verdict).trim(), "pass", "{text}");
+    // And a changed body no longer verifies: the check is real.
+    let tampered = text.replace("Second paragraph.", "Second paragraph!");
+    let verdict = dkim_tool(
+        &["verify", odk.path("sel.txt").to_str().unwrap()],
+        tampered.as_bytes(),
+    );
+    assert_eq!(String::from_utf8_lossy(&verdict).trim(), "fail");
+    assert!(
+        d.log_text()
+            .contains("Milter (dkim) insert (0): header: DKIM-Signature:"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn opendkim_verifies_an_inbound_signed_message() {
+    // The client is not internal, so opendkim verifies; the public key comes from a file
+    // (TestPublicKeys), not DNS.
+    let odk = OpenDkim::start(|dir| {
+        let txt = std::fs::read_to_string(dir.join("sel.txt")).unwrap();
+        let record: String = txt.split('"').skip(1).step_by(2).collect();
+        let keys = dir.join("keys");
+        std::fs::write(&keys, format!("sel._domainkey.example.test {record}\n")).unwrap();
+        format!(
+            "InternalHosts 192.0.2.1\nTestPublicKeys {}\nAuthservID mta.example.test\n",
+            keys.display()
+        )
+    });
+    let unsigned = b"From: Writer <writer@example.test>\r\nTo: reader@dest.example\r\nSubject: inbound\r\n\r\nSigned elsewhere.\r\n";
+    let key = odk.path("sel.private");
+    let signed = dkim_tool(
+        &["sign", key.to_str().unwrap(), "sel", "example.test"],
+        unsigned,
+    );
+    let signed = String::from_utf8(signed).unwrap();
+    let sink = Sink::start();
+    let mut d = daemon(&sink, &odk.x_line(), &[]);
+    let mut c = open(&mut d, "MTA-v6");
+    assert!(c.cmd("MAIL FROM:<writer@example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<reader@dest.example>")[0].starts_with("250"));
+    let r = data(&mut c, signed.trim_end_matches("\r\n"));
+    assert!(r[0].starts_with("250 2.0.0 "), "{r:?}");
+    c.cmd("QUIT");
+    let msgs = sink.wait_messages(1);
+    let text = &msgs[0];
+    let ar = text
+        .lines()
+        .find(|l| l.starts_with("Authentication-Results:"))
+        .unwrap_or_else(|| panic!("no Authentication-Results: {text}"));
+    assert!(
+        ar.starts_with("Authentication-Results: mta.example.test;"),
+        "{ar}"
+    );
+    let rest: String = text
+        .split("Authentication-Results:")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take(300)
+        .collect();
+    assert!(rest.contains("dkim=pass"), "{rest}");
+}
