@@ -394,3 +394,156 @@ fn opendkim_verifies_an_inbound_signed_message() {
         .collect();
     assert!(rest.contains("dkim=pass"), "{rest}");
 }
+
+/// Sends one ordinary message; the replies to MAIL and to the end of DATA (or the refusal
+/// that came first).
+fn try_send(c: &mut Smtp, rcpt: &str) -> Vec<String> {
+    let r = c.cmd("MAIL FROM:<sender@client.example.test>");
+    if !r[0].starts_with("250") {
+        return r;
+    }
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    if !r[0].starts_with("250") {
+        return r;
+    }
+    data(
+        c,
+        "From: sender@client.example.test\r\nSubject: failure modes\r\n\r\nbody\r\n",
+    )
+}
+
+#[test]
+fn a_filter_that_cannot_be_reached_follows_its_flags() {
+    let missing = tempfile::tempdir().unwrap();
+    let sock = missing.path().join("nobody-listens.sock");
+    let sink = Sink::start();
+    for (flags, greeting, mail, log) in [
+        (
+            "",
+            "220 ",
+            "250 ",
+            "Milter (down): error connecting to filter: No such file or directory",
+        ),
+        (
+            "F=T, ",
+            "220 ",
+            "451 4.3.2 Please try again later",
+            "Milter: initialization failed, temp failing commands",
+        ),
+        (
+            "F=R, ",
+            "554 mta.example.test ESMTP not accepting messages",
+            "550 5.0.0 Command rejected",
+            "Milter: initialization failed, rejecting commands",
+        ),
+        (
+            "F=4, ",
+            "421 4.7.0 mta.example.test closing connection",
+            "",
+            "Milter: initialization failed, closing connection",
+        ),
+    ] {
+        let x = format!(
+            "O InputMailFilters=down\nXdown, {flags}S=local:{}\n",
+            sock.display()
+        );
+        let mut d = daemon(&sink, &x, &[]);
+        let mut c = Smtp::connect(d.addr_of("MTA-v6"));
+        let g = c.reply();
+        assert!(g[0].starts_with(greeting), "{flags}: {g:?}");
+        if !mail.is_empty() {
+            c.cmd("EHLO client.example.test");
+            let r = try_send(&mut c, "someone@dest.example");
+            assert!(r[0].starts_with(mail), "{flags}: {r:?}");
+            c.cmd("QUIT");
+        }
+        let text = d.wait_log(log);
+        assert!(text.contains("Milter (down): to error state"), "{text}");
+        if mail == "250 " {
+            sink.wait_messages(1);
+        }
+    }
+    // Only the flagless filter let a message through, and exactly once.
+    let msgs = sink.wait_messages(1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), 1, "{msgs:?}");
+}
+
+#[test]
+fn a_filter_slower_than_its_timeouts_is_an_error_handled_by_its_flag() {
+    let f = Filter::test_milter();
+    let sink = Sink::start();
+    for (flags, want) in [
+        ("F=T, ", "451 4.3.2 Please try again later"),
+        ("", "250 2.0.0 "),
+    ] {
+        let x = format!(
+            "O InputMailFilters=test\nXtest, {flags}S=local:{}, T=R:1s;E:2s\n",
+            f.socket().display()
+        );
+        let mut d = daemon(&sink, &x, &[]);
+        let mut c = open(&mut d, "MTA-v6");
+        let r = try_send(&mut c, "slow@dest.example");
+        assert!(r[0].starts_with(want), "{flags}: {r:?}");
+        c.cmd("QUIT");
+        let text = d.wait_log("Milter (test): timeout before data read, where=eom");
+        assert!(text.contains("Milter (test): to error state"), "{text}");
+        if flags.is_empty() {
+            sink.wait_messages(1);
+        }
+    }
+    // The tempfailed one was not queued; the other was, once, without the filter's changes.
+    let msgs = sink.wait_messages(1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), 1, "{msgs:?}");
+    assert!(!msgs[0].contains("X-Test-Added"), "{}", msgs[0]);
+}
+
+/// A peer on a unix socket that answers every packet with the bogus letter `Z`.
+fn garbage_filter(dir: &std::path::Path) -> Child {
+    let sock = dir.join("garbage.sock");
+    let script = format!(
+        "import socket,struct\n\
+         s=socket.socket(socket.AF_UNIX)\ns.bind({sock:?})\ns.listen(8)\n\
+         while True:\n    c,_=s.accept()\n    c.recv(65536)\n    c.sendall(struct.pack('>I',1)+b'Z')\n    c.close()\n",
+        sock = sock.display().to_string()
+    );
+    let child = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| sock.exists().then_some(()), "garbage socket");
+    child
+}
+
+#[test]
+fn a_filter_answering_garbage_is_closed_and_its_flag_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peer = garbage_filter(dir.path());
+    let sink = Sink::start();
+    for (flags, want) in [("F=R, ", "550 5.0.0 Command rejected"), ("", "250 2.0.0 ")] {
+        let x = format!(
+            "O InputMailFilters=junk\nXjunk, {flags}S=local:{}\n",
+            dir.path().join("garbage.sock").display()
+        );
+        let mut d = daemon(&sink, &x, &[]);
+        let mut c = Smtp::connect(d.addr_of("MTA-v6"));
+        c.reply();
+        c.cmd("EHLO client.example.test");
+        let r = try_send(&mut c, "someone@dest.example");
+        assert!(r[0].starts_with(want), "{flags}: {r:?}");
+        c.cmd("QUIT");
+        let text = d.wait_log("Milter (junk): to error state");
+        assert!(
+            text.contains("Milter (junk): negotiate: returned Z instead of O"),
+            "{text}"
+        );
+        if flags.is_empty() {
+            sink.wait_messages(1);
+        }
+    }
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert_eq!(sink.wait_messages(1).len(), 1);
+}

@@ -111,12 +111,16 @@ impl Client {
             protocol: offered,
         })
         .await?;
-        let reply = self.read("negotiate").await?;
-        let Reply::Negotiate(mut n) = reply else {
+        let deadline = Instant::now() + nonzero(self.timeouts.read);
+        let (letter, data) = self.read_packet(deadline, "negotiate").await?;
+        if letter != b'O' {
             return Err(ClientError::Negotiate(format!(
                 "returned {} instead of O",
-                reply.letter()
+                char::from(letter)
             )));
+        }
+        let Ok(Reply::Negotiate(mut n)) = proto::decode(letter, &data) else {
+            return Err(ClientError::Negotiate("did not return enough info".into()));
         };
         if n.version == 1 || n.version > PROTOCOL_VERSION {
             return Err(ClientError::Negotiate(format!(
@@ -193,10 +197,20 @@ impl Client {
         deadline: Instant,
         where_: &'static str,
     ) -> Result<Reply, ClientError> {
+        let (letter, data) = self.read_packet(deadline, where_).await?;
+        Ok(proto::decode(letter, &data)?)
+    }
+
+    /// Reads one packet (letter and data), giving up at `deadline`.
+    async fn read_packet(
+        &mut self,
+        deadline: Instant,
+        where_: &'static str,
+    ) -> Result<(u8, Vec<u8>), ClientError> {
         let mut buf = [0u8; 8192];
         loop {
-            if let Some(r) = self.decoder.next_reply()? {
-                return Ok(r);
+            if let Some(p) = self.decoder.next_packet()? {
+                return Ok(p);
             }
             let started = self.decoder.is_partial();
             let read = async {

@@ -82,6 +82,9 @@ pub struct Engine {
     logger: Logger,
     /// The envelope id for log lines (`NOQUEUE` before MAIL).
     pub qid: Option<String>,
+    /// Set when opening or negotiating a filter failed and its `F=` rule ended filtering
+    /// (sendmail logs "initialization failed" then, not "connect").
+    pub init_failed: bool,
 }
 
 impl Engine {
@@ -99,6 +102,7 @@ impl Engine {
             cfg,
             logger,
             qid: None,
+            init_failed: false,
         }
     }
 
@@ -182,6 +186,7 @@ impl Engine {
             }
         }
         if state != Outcome::Continue {
+            self.init_failed = true;
             self.quit().await;
             return state;
         }

@@ -129,6 +129,25 @@ impl<K> FilteredSink<K> {
             .await;
         let host = self.client_name.clone();
         let addr = self.macros.get("client_addr").cloned().unwrap_or_default();
+        if self.engine.init_failed {
+            self.active = false;
+            let (what, v) = match out {
+                Outcome::Tempfail => (
+                    "temp failing commands",
+                    FilterVerdict::Refuse(reply::milter_tempfail()),
+                ),
+                Outcome::Shutdown => (
+                    "closing connection",
+                    FilterVerdict::Shutdown(reply::milter_shutdown(&self.host)),
+                ),
+                _ => (
+                    "rejecting commands",
+                    FilterVerdict::Refuse(reply::command_rejected()),
+                ),
+            };
+            self.log(format_args!("Milter: initialization failed, {what}"));
+            return v;
+        }
         let v = match out {
             Outcome::Continue | Outcome::Discard => return FilterVerdict::Continue,
             Outcome::Reject | Outcome::ReplyCode(_) => {

@@ -1035,3 +1035,9 @@ fn is_enhanced(s: &str) -> bool {
             .iter()
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
+
+/// `554 <host> ESMTP not accepting messages`: the greeting of a session the filters refused
+/// at connect (sendmail's greetcode 554 with its default greetmsg).
+pub fn not_accepting(host: &str) -> Reply {
+    Reply::new(554, None, format!("{host} ESMTP not accepting messages"))
+}

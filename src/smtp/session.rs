@@ -518,6 +518,8 @@ pub struct Session {
     pending: Option<Pending>,
     /// The current command line, for the filters' MAIL/RCPT arguments.
     line: String,
+    /// The filters refused the connection: the greeting is a 554.
+    greet_refused: bool,
 }
 
 impl Session {
@@ -543,6 +545,7 @@ impl Session {
             filters: false,
             pending: None,
             line: String::new(),
+            greet_refused: false,
             ctx,
         }
     }
@@ -582,6 +585,9 @@ impl Session {
         match pending {
             Pending::Connect | Pending::Helo(_) => {
                 if let Some(r) = refusal {
+                    if matches!(pending, Pending::Connect) && r.code >= 500 {
+                        self.greet_refused = true;
+                    }
                     self.nullserver = Some(r);
                 }
                 if let Pending::Helo(reply) = pending {
@@ -646,6 +652,9 @@ impl Session {
         {
             self.state = State::Closed;
             return r.clone();
+        }
+        if self.greet_refused {
+            return reply::not_accepting(&self.ctx.hostname);
         }
         reply::greeting(&self.ctx.greeting)
     }

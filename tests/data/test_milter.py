@@ -11,6 +11,7 @@ Behaviour, chosen by the addresses of the transaction:
   RCPT to custom@...         -> setreply 553 5.7.2 "custom refusal" at RCPT
   RCPT to quarantine@...     -> quarantine at end of message
   RCPT to spam@...           -> setreply 550 5.7.1 "spam refused" at end of message
+  RCPT to slow@...           -> no answer to end of message for 60 seconds
   otherwise, at end of message: progress, add/insert/change/delete headers, replace the
   body, add a recipient (plain and with ESMTP args), delete remove-me@..., change the
   sender to <changed@filter.test>.
@@ -18,6 +19,7 @@ Each callback appends one line to the record file: the stage, then tab-separated
 `m:<macro>=<value>` for each macro defined and `<field>=<value>` for its arguments.
 """
 import sys
+import time
 
 import Milter
 
@@ -80,6 +82,8 @@ class TestMilter(Milter.Base):
             self.mode = "quarantine"
         if low.startswith("<spam@"):
             self.mode = "spam"
+        if low.startswith("<slow@"):
+            self.mode = "slow"
         self.rcpts.append(rcpt)
         return Milter.CONTINUE
 
@@ -104,6 +108,8 @@ class TestMilter(Milter.Base):
         if self.mode == "quarantine":
             self.quarantine("held by test filter")
             return Milter.ACCEPT
+        if self.mode == "slow":
+            time.sleep(60)
         if self.mode == "spam":
             self.setreply("550", "5.7.1", "spam refused")
             return Milter.REJECT
