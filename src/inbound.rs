@@ -53,7 +53,8 @@ pub async fn serve_client<S>(
         .rules
         .as_ref()
         .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
-    let macros = connection_macros(&daemon, &client);
+    let mut macros = connection_macros(&daemon, &client);
+    interface_macros(&daemon, &shared, &mut macros);
     let origin = Origin {
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
@@ -212,6 +213,22 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m.insert("daemon_flags".into(), daemon.modifiers.daemon_flags());
     m.insert("daemon_port".into(), daemon.port.to_string());
     m
+}
+
+/// `{if_name}` (the name of the address the client connected to) and `{if_addr}` (that
+/// address, unless it is a loopback one), as sendmail defines them; known here when the
+/// daemon listens on one address.
+fn interface_macros(daemon: &DaemonPortOptions, shared: &Shared, m: &mut BTreeMap<String, String>) {
+    use crate::config::daemon_options::Addr;
+    let Addr::Ip { ip, .. } = daemon.addr else {
+        return;
+    };
+    if let Some(name) = shared.hosts().name_of(ip) {
+        m.insert("if_name".into(), name.to_string());
+    }
+    if !ip.is_loopback() {
+        m.insert("if_addr".into(), crate::smtp::session::format_ip(ip));
+    }
 }
 
 /// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's

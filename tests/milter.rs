@@ -158,15 +158,15 @@ fn every_action_of_a_libmilter_filter_is_applied_before_the_commit() {
     assert!(ok[0].starts_with("250 2.1.5"), "{ok:?}");
     assert_eq!(
         c.cmd("RCPT TO:<reject@dest.example>"),
-        ["550 5.7.1 Command rejected"]
+        ["550 5.7.1 <reject@dest.example>... Command rejected"]
     );
     assert_eq!(
         c.cmd("RCPT TO:<tempfail@dest.example>"),
-        ["451 4.3.2 Please try again later"]
+        ["451 4.3.2 <tempfail@dest.example>... Please try again later"]
     );
     assert_eq!(
         c.cmd("RCPT TO:<custom@dest.example>"),
-        ["553 5.7.2 custom refusal"]
+        ["553 5.7.2 <custom@dest.example>... custom refusal"]
     );
     assert!(c.cmd("RCPT TO:<remove-me@dest.example>")[0].starts_with("250"));
     let r = data(
@@ -546,4 +546,136 @@ fn a_filter_answering_garbage_is_closed_and_its_flag_decides() {
     let _ = peer.kill();
     let _ = peer.wait();
     assert_eq!(sink.wait_messages(1).len(), 1);
+}
+
+/// The recorded callbacks of `text` (test_milter.py's record format).
+fn parse_records(text: &str) -> Vec<Record> {
+    text.lines()
+        .map(|l| {
+            let mut parts = l.split('\t');
+            let stage = parts.next().unwrap_or_default().to_string();
+            let fields = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Record { stage, fields }
+        })
+        .collect()
+}
+
+/// `tests/fixtures/oracle-milter.cf` (m4 from `oracle-milter.mc`, the oracle's own mc plus
+/// `INPUT_MAIL_FILTER(test)`) under `root`, its relay pointed at `port`.
+fn oracle_milter_cf(root: &std::path::Path, port: u16) -> String {
+    let run = root.join("run");
+    std::fs::create_dir_all(run.join("etc")).unwrap();
+    std::fs::write(
+        run.join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\toracle.example.test oracle\n\
+         127.0.0.2\tclient.example.test\n127.0.0.3\tremote.example.test\n",
+    )
+    .unwrap();
+    std::fs::write(run.join("etc/service.switch"), "hosts files\n").unwrap();
+    std::fs::write(run.join("aliases"), "postmaster: root\nalice: root\n").unwrap();
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle-milter.cf"),
+    )
+    .unwrap()
+    .replace("@ORACLE@", &root.display().to_string())
+    .replace("A=TCP $h 2599", &format!("A=TCP $h {port}"))
+}
+
+#[test]
+fn the_m4_cf_the_oracle_ran_gives_the_filter_the_macros_sendmail_gave() {
+    // tests/data/oracle-milter-record.txt: what test_milter.py recorded behind the real
+    // sendmail 8.17.1.9 running this cf (compiled from the same .mc) for this session.
+    let oracle = parse_records(include_str!("data/oracle-milter-record.txt"));
+    let env = tempfile::tempdir().unwrap();
+    let run = env.path().join("run");
+    let sink = Sink::start();
+    let cf = oracle_milter_cf(env.path(), sink.port);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test_milter.py");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(format!("unix:{}", run.join("test.sock").display()))
+        .arg(run.join("record.txt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = run.join("test.sock");
+    wait_for(|| sock.exists().then_some(()), "filter socket");
+    let mut d = Daemon::start_wrapped(
+        &cf,
+        &[
+            "-O",
+            "DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1",
+            "-O",
+            "DeliveryMode=queueonly",
+        ],
+        support::AS_ORACLE_HOST,
+    );
+    let mut c = open(&mut d, "MTA-v4");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test> SIZE=100")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<someone@remote.example.test>")[0].starts_with("250"));
+    let a = c.cmd("RCPT TO:<alice@oracle.example.test>");
+    assert!(a[0].starts_with("250"), "{a:?}");
+    assert_eq!(
+        c.cmd("RCPT TO:<reject@remote.example.test>"),
+        ["550 5.7.1 <reject@remote.example.test>... Command rejected"]
+    );
+    let r = data(
+        &mut c,
+        "From: sender@client.example.test\r\nTo: someone@remote.example.test\r\nSubject: macros\r\nMessage-Id: <macros-1@client.example.test>\r\n\r\nbody",
+    );
+    assert!(r[0].starts_with("250 2.0.0 "), "{r:?}");
+    c.cmd("QUIT");
+    let ours = wait_for(
+        || {
+            let text = std::fs::read_to_string(run.join("record.txt")).unwrap_or_default();
+            text.contains("\nclose").then(|| parse_records(&text))
+        },
+        "the filter's close",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let shape = |rs: &[Record]| -> Vec<String> {
+        rs.iter()
+            .map(|r| {
+                let mut fields: Vec<String> = r
+                    .fields
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "m:i" && k.as_str() != "hostaddr")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                fields.sort();
+                format!("{} {}", r.stage, fields.join(" "))
+            })
+            .collect()
+    };
+    assert_eq!(shape(&ours), shape(&oracle));
+    // The same log lines as sendmail's for the same session (queue ids left out).
+    let strip = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| {
+                let l = l.split_once("]: ").map_or(l, |(_, r)| r);
+                let l = match l.split_once(": ") {
+                    Some((id, rest)) if id.len() == 14 && !id.contains(' ') => rest,
+                    _ => l.strip_prefix("NOQUEUE: ").unwrap_or(l),
+                };
+                (l.starts_with("Milter") || l.starts_with("milter=")).then(|| l.to_string())
+            })
+            .collect()
+    };
+    let oracle_log = strip(include_str!("data/oracle-milter-log.txt"));
+    assert_eq!(strip(&d.log_text()), oracle_log);
+    // The queue id is the one the filter saw from MAIL on.
+    let qid = ours
+        .iter()
+        .find(|r| r.stage == "envfrom")
+        .unwrap()
+        .get("m:i")
+        .unwrap()
+        .to_string();
+    assert!(r[0].contains(&qid), "{r:?} {qid}");
 }

@@ -811,7 +811,7 @@ impl Engine {
                             Severity::Info,
                             format_args!(
                                 "Milter ({name}) change: header {h}: from {} to {value}",
-                                edit.headers[p].1.trim_start()
+                                edit.headers[p].1
                             ),
                         );
                         edit.headers[p].1 = shape(&value);
@@ -904,7 +904,25 @@ impl Engine {
             return Ok(Step::Go);
         }
         let name = self.slots[i].def.name.clone();
-        Ok(match self.client(i).read(action).await? {
+        let reply = self.client(i).read(action).await?;
+        let word = match &reply {
+            Reply::Continue => Some((12, "continue".to_string())),
+            Reply::Skip => Some((12, "skip".to_string())),
+            Reply::Reject => Some((10, "reject".to_string())),
+            Reply::Discard => Some((10, "discard".to_string())),
+            Reply::Tempfail => Some((10, "tempfail".to_string())),
+            Reply::ReplyCode(t) => Some((10, format!("reject={t}"))),
+            Reply::BadReplyCode => Some((10, format!("reject={default}"))),
+            _ => None,
+        };
+        if let Some((level, word)) = word {
+            self.log(
+                level,
+                Severity::Info,
+                format_args!("milter={name}, action={action}, {word}"),
+            );
+        }
+        Ok(match reply {
             Reply::Continue => Step::Go,
             Reply::Skip => Step::Skip,
             Reply::Accept => {

@@ -217,9 +217,8 @@ impl<K> FilteredSink<K> {
         match resolved {
             Some((mailer, host, user)) => {
                 self.macros.insert(format!("{prefix}_mailer"), mailer);
-                if let Some(h) = host {
-                    self.macros.insert(format!("{prefix}_host"), h);
-                }
+                self.macros
+                    .insert(format!("{prefix}_host"), host.unwrap_or_default());
                 self.macros.insert(format!("{prefix}_addr"), user);
             }
             None => {

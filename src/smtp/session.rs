@@ -606,7 +606,11 @@ impl Session {
                     out.push(Action::Reply(reply));
                     self.add_recipient(rcpt);
                 }
-                Some(r) => {
+                Some(mut r) => {
+                    // sendmail's usrerr() names the recipient being refused.
+                    if let Some(first) = r.lines.first_mut() {
+                        *first = format!("{}... {first}", rcpt.shown);
+                    }
                     self.stats.rejected_rcpts += 1;
                     self.user_error(r, &mut out);
                 }
