@@ -679,3 +679,108 @@ fn the_m4_cf_the_oracle_ran_gives_the_filter_the_macros_sendmail_gave() {
         .to_string();
     assert!(r[0].contains(&qid), "{r:?} {qid}");
 }
+
+/// A child process killed (by its pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback TCP port (bound, then released for the program that takes it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn spamass_milter_with_spamd_rejects_gtube_and_marks_what_it_passes() {
+    // spamd in the foreground on loopback (one child, no user configuration), stopped by
+    // its pid when the test ends; spamass-milter in front of it on a unix socket.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spamd = Proc(
+        Command::new("spamd")
+            .args([
+                &format!("--listen=127.0.0.1:{port}"),
+                "--max-children=1",
+                "--min-children=1",
+                "-u",
+                "nobody",
+                "--nouser-config",
+                "-s",
+                "stderr",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spamd (apt-get install spamd)"),
+    );
+    wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        "spamd listening",
+    );
+    let sock = dir.path().join("spamass.sock");
+    let milter = Proc(
+        Command::new("spamass-milter")
+            .args([
+                "-p",
+                sock.to_str().unwrap(),
+                "-r",
+                "15",
+                "--",
+                "-d",
+                "127.0.0.1",
+            ])
+            .arg("-p")
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spamass-milter"),
+    );
+    wait_for(|| sock.exists().then_some(()), "spamass-milter socket");
+    let sink = Sink::start();
+    let x = format!(
+        "O InputMailFilters=spamassassin\n\
+         Xspamassassin, S=local:{}, F=T, T=C:15m;S:4m;R:4m;E:10m\n",
+        sock.display()
+    );
+    let mut d = daemon(&sink, &x, &[]);
+    let mut c = open(&mut d, "MTA-v6");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<reader@dest.example>")[0].starts_with("250"));
+    let r = data(
+        &mut c,
+        "From: sender@client.example.test\r\nTo: reader@dest.example\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n",
+    );
+    assert!(r[0].starts_with("550 5.7.1 "), "{r:?}");
+    assert!(c.cmd("MAIL FROM:<sender@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<reader@dest.example>")[0].starts_with("250"));
+    let r = data(
+        &mut c,
+        "From: sender@client.example.test\r\nTo: reader@dest.example\r\nSubject: lunch\r\nMessage-Id: <lunch-1@client.example.test>\r\nDate: Sun, 6 Dec 2026 05:00:00 +0000\r\n\r\nShall we meet at noon?\r\n",
+    );
+    assert!(r[0].starts_with("250 2.0.0 "), "{r:?}");
+    c.cmd("QUIT");
+    let msgs = sink.wait_messages(1);
+    assert!(
+        msgs[0].contains("X-Spam-Checker-Version: SpamAssassin"),
+        "{}",
+        msgs[0]
+    );
+    assert!(msgs[0].contains("X-Spam-Status: No"), "{}", msgs[0]);
+    let log = d.log_text();
+    assert!(
+        log.contains("Milter: data, reject=550 5.7.1 Blocked by SpamAssassin"),
+        "{log}"
+    );
+    drop(milter);
+    drop(spamd);
+}
