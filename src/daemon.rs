@@ -687,7 +687,31 @@ fn log_not_reloaded(shared: &Shared, errors: &[impl std::fmt::Display], summary:
 /// One pass over the maildrop (also before each `sendmail -q` run), problems logged.
 pub async fn pickup_once(shared: &Shared) {
     let qdir = shared.queue.dir().to_path_buf();
-    for p in maildrop::pickup(&qdir, &shared.queue).await {
+    let current = shared.current();
+    let filters = current.milters.input.clone();
+    let picked = if filters.is_empty() {
+        maildrop::pickup(&qdir, &shared.queue).await
+    } else {
+        // sendmail's MSP relays through the MTA: the same filters, as from localhost.
+        let origin = crate::milter::submission::Origin {
+            host: crate::config::macros::expand("$j", &*current.config),
+            daemon_name: current
+                .config
+                .daemons
+                .first()
+                .map_or_else(|| "MTA".to_string(), |d| d.name.clone()),
+        };
+        let origin = Arc::new(origin);
+        maildrop::pickup_filtered(&qdir, &shared.queue, |m| {
+            let (cfg, logger) = (current.milters.clone(), shared.logger.clone());
+            let (filters, origin) = (filters.clone(), origin.clone());
+            async move {
+                crate::milter::submission::filter(cfg, &filters, &origin, &logger, m).await
+            }
+        })
+        .await
+    };
+    for p in picked {
         match p {
             Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
             Picked::Corrupt { path, error } => shared.logger.log(

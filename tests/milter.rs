@@ -784,3 +784,55 @@ fn spamass_milter_with_spamd_rejects_gtube_and_marks_what_it_passes() {
     drop(milter);
     drop(spamd);
 }
+
+#[test]
+fn command_line_mail_goes_through_the_same_filters() {
+    let f = Filter::test_milter();
+    let sink = Sink::start();
+    let mut d = daemon(
+        &sink,
+        &format!(
+            "O InputMailFilters=test\nXtest, S=local:{}, F=T\n",
+            f.socket().display()
+        ),
+        &[],
+    );
+    let cf = d.cf.display().to_string();
+    let qopt = format!("QueueDirectory={}", d.queue_dir().display());
+    let out = support::run_bin_with_input(
+        std::path::Path::new(support::sendmail_bin()),
+        &[
+            "-C",
+            &cf,
+            "-O",
+            &qopt,
+            "-f",
+            "writer@example.test",
+            "-t",
+            "-i",
+        ],
+        "To: keep@dest.example, remove-me@dest.example\nSubject: from the command line\nX-Delete-Me: x\n\ntyped body\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let msgs = sink.wait_messages(1);
+    let m = &msgs[0];
+    assert!(m.contains("X-Sink-Mail: From:<changed@filter.test>"), "{m}");
+    assert!(m.contains("X-Sink-Rcpt: To:<keep@dest.example>"), "{m}");
+    assert!(m.contains("X-Sink-Rcpt: To:<added@dest.example>"), "{m}");
+    assert!(
+        !m.contains("X-Sink-Rcpt: To:<remove-me@dest.example>"),
+        "{m}"
+    );
+    assert!(m.contains("X-Test-Added: yes"), "{m}");
+    assert!(m.contains("Subject: changed by filter"), "{m}");
+    assert!(m.contains("Body replaced by the filter."), "{m}");
+    // The filter was told what an MSP relaying through the MTA tells it.
+    let connect = &f.stage("connect")[0];
+    assert_eq!(connect.get("hostname"), Some("localhost"));
+    assert_eq!(connect.get("m:{daemon_name}"), Some("MTA-v6"));
+    let helo = &f.stage("helo")[0];
+    assert_eq!(helo.get("helo"), Some("mta.example.test"));
+    let from = &f.stage("envfrom")[0];
+    assert_eq!(from.get("sender"), Some("<writer@example.test>"));
+    assert!(from.get("m:i").is_some_and(|i| i.len() == 14), "{from:?}");
+}

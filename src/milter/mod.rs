@@ -9,6 +9,7 @@
 //! * [`client`] — one connection to one filter: socket, `T=` timeouts, negotiation;
 //! * [`engine`] — the filters of one session: every stage, states, `F=R/T/4` failure rule;
 //! * [`hook`] — the session's sink: replies, log lines, the message changed before commit.
+//! * [`submission`] — command-line mail from the maildrop through the same filters.
 //!
 //! Sources: sendmail 8.17 `include/libmilter/mfdef.h`, `mfapi.h`, `sendmail/milter.c`,
 //! `sendmail/srvrsmtp.c`; `doc/op/op.me` "X — Mail Filter (Milter) Definitions".
@@ -18,5 +19,6 @@ pub mod config;
 pub mod engine;
 pub mod hook;
 pub mod proto;
+pub mod submission;
 
 pub use config::MilterConfig;

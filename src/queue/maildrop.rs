@@ -134,8 +134,29 @@ pub enum Picked {
     Failed { path: PathBuf, error: QueueError },
 }
 
+/// What a filter made of a picked-up message (see [`pickup_filtered`]).
+#[derive(Debug)]
+pub enum Filtered {
+    /// Commit this (the message, maybe changed).
+    Keep(Message),
+    /// Drop it: the filters discarded it.
+    Drop,
+    /// Leave it in the maildrop for the next pass (a filter tempfailed).
+    Later(String),
+}
+
 /// Moves every complete maildrop file into `store`.
 pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
+    pickup_filtered(qdir, store, |m| std::future::ready(Filtered::Keep(m))).await
+}
+
+/// [`pickup`], each message passed through `filter` first (the mail filters, as
+/// sendmail's MSP passes command-line mail through the MTA's).
+pub async fn pickup_filtered<F, Fut>(qdir: &Path, store: &Store, mut filter: F) -> Vec<Picked>
+where
+    F: FnMut(Message) -> Fut,
+    Fut: Future<Output = Filtered>,
+{
     let d = dir(qdir);
     let mut out = Vec::new();
     for path in complete_files(&d) {
@@ -159,6 +180,20 @@ pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
             }
         };
         let id = msg.envelope.id.clone();
+        let msg = match filter(msg).await {
+            Filtered::Keep(m) => m,
+            Filtered::Drop => {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            Filtered::Later(why) => {
+                out.push(Picked::Failed {
+                    path,
+                    error: QueueError::Filtered(why),
+                });
+                continue;
+            }
+        };
         match store.commit(msg.clone()).await {
             Ok(_) => {
                 let _ = fs::remove_file(&path);
