@@ -52,7 +52,7 @@ done
 
 SM_PID=""; ODK_PID=""
 PF_CONF="$RUN/postfix/etc"; PF_SPOOL="$RUN/postfix/spool"
-pf_master_pid() { tr -d ' ' < "$PF_SPOOL/pid/master.pid" 2>/dev/null || true; }
+pf_master_pid() { { tr -d ' ' < "$PF_SPOOL/pid/master.pid"; } 2>/dev/null || true; }
 listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
 wait_listening() { for _ in $(seq 150); do listening "$1" && return 0; sleep 0.1; done; die "$2 does not listen on port $1"; }
 
@@ -183,6 +183,7 @@ default_transport = discard:bench
 relay_transport = discard:bench
 smtpd_data_restrictions = check_client_access static:HOLD
 maillog_file = $RUN/postfix/postfix.log
+maillog_file_prefixes = $RUN
 default_process_limit = 250
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
@@ -195,7 +196,10 @@ postfix -c "$PF_CONF" check >>"$RUN/postfix/start.log" 2>&1 || die "postfix chec
 
 # --- the cells ------------------------------------------------------------------------------
 per_conn=$(( MSGS / SESSIONS < 10 ? MSGS / SESSIONS : 10 ))
-measure() {   # server(sm|pf) filtered(0|1) -> "msg/s accepted/expected status"
+# Runs in this shell (it starts and stops the servers, whose PIDs it keeps) and leaves
+# "msg/s accepted/expected status" in $MEASURED.
+MEASURED=""
+measure() {   # server(sm|pf) filtered(0|1)
     local server=$1 filtered=$2 times=() status=ok accepted expected=$MSGS
     local r t0 t1
     for r in $(seq "$RUNS"); do
@@ -225,15 +229,15 @@ measure() {   # server(sm|pf) filtered(0|1) -> "msg/s accepted/expected status"
     done
     local med
     med=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
-    printf '%.0f %s/%s %s\n' "$(echo "$MSGS / $med" | bc -l)" "$accepted" "$expected" "$status"
+    MEASURED=$(printf '%.0f %s/%s %s' "$(echo "$MSGS / $med" | bc -l)" "$accepted" "$expected" "$status")
 }
 
-log "sendmail-rs $("$SM_BIN" -d0.1 -bt </dev/null 2>/dev/null | awk '/^Version/ {print $2; exit}'), postfix $(postconf -c "$PF_CONF" -h mail_version), opendkim $(opendkim -V 2>&1 | awk 'NR == 1 {print $NF}')"
+log "sendmail-rs $(cd "$REPO" && git rev-parse --short HEAD), postfix $(postconf -c "$PF_CONF" -h mail_version), opendkim $(opendkim -V 2>&1 | awk 'NR == 1 {print $NF}')"
 log "each cell: $RUNS run(s) of smtp-source -d -s $SESSIONS -m $MSGS ($per_conn+ per connection), $MSG_LEN-byte bodies"
-read -r SM_PLAIN SM_PLAIN_N SM_PLAIN_S < <(measure sm 0); log "sendmail-rs, no filter: $SM_PLAIN msg/s ($SM_PLAIN_S)"
-read -r PF_PLAIN PF_PLAIN_N PF_PLAIN_S < <(measure pf 0); log "Postfix, no filter: $PF_PLAIN msg/s ($PF_PLAIN_S)"
-read -r SM_DKIM SM_DKIM_N SM_DKIM_S < <(measure sm 1); log "sendmail-rs + opendkim: $SM_DKIM msg/s ($SM_DKIM_S)"
-read -r PF_DKIM PF_DKIM_N PF_DKIM_S < <(measure pf 1); log "Postfix + opendkim: $PF_DKIM msg/s ($PF_DKIM_S)"
+measure sm 0; read -r SM_PLAIN SM_PLAIN_N SM_PLAIN_S <<<"$MEASURED"; log "sendmail-rs, no filter: $SM_PLAIN msg/s ($SM_PLAIN_S)"
+measure pf 0; read -r PF_PLAIN PF_PLAIN_N PF_PLAIN_S <<<"$MEASURED"; log "Postfix, no filter: $PF_PLAIN msg/s ($PF_PLAIN_S)"
+measure sm 1; read -r SM_DKIM SM_DKIM_N SM_DKIM_S <<<"$MEASURED"; log "sendmail-rs + opendkim: $SM_DKIM msg/s ($SM_DKIM_S)"
+measure pf 1; read -r PF_DKIM PF_DKIM_N PF_DKIM_S <<<"$MEASURED"; log "Postfix + opendkim: $PF_DKIM msg/s ($PF_DKIM_S)"
 sm_stop; pf_stop
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
