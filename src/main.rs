@@ -78,6 +78,9 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
     // Command-line submissions not yet picked up by the daemon.
     let (waiting, corrupt) = queue::maildrop::waiting(qdir);
     entries.extend(waiting.iter().map(queue::QueueEntrySummary::of));
+    // `-qQ`: the messages mail filters quarantined, and only those (sendmail's hf files).
+    let quarantined = inv.args.queue_flags.iter().any(|f| f == "Q");
+    entries.retain(|e| e.envelope.quarantine.is_some() == quarantined);
     for path in corrupt {
         eprintln!("sendmail: {}: not a queue file", path.display());
     }

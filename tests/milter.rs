@@ -836,3 +836,45 @@ fn command_line_mail_goes_through_the_same_filters() {
     assert_eq!(from.get("sender"), Some("<writer@example.test>"));
     assert!(from.get("m:i").is_some_and(|i| i.len() == 14), "{from:?}");
 }
+
+#[test]
+fn a_quarantined_message_is_held_and_listed_by_mailq_qq() {
+    let f = Filter::test_milter();
+    let sink = Sink::start();
+    let mut d = daemon(
+        &sink,
+        &format!(
+            "O InputMailFilters=test\nXtest, S=local:{}, F=T\n",
+            f.socket().display()
+        ),
+        &[],
+    );
+    let mut c = open(&mut d, "MTA-v6");
+    let held = try_send(&mut c, "quarantine@dest.example");
+    assert!(held[0].starts_with("250 2.0.0 "), "{held:?}");
+    let held_id = held[0].split(' ').nth(2).unwrap().to_string();
+    // A second message, delivered: by the time it arrives the first was not.
+    let sent = try_send(&mut c, "keep@dest.example");
+    assert!(sent[0].starts_with("250 2.0.0 "), "{sent:?}");
+    c.cmd("QUIT");
+    let msgs = sink.wait_messages(1);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("X-Sink-Rcpt: To:<keep@dest.example>"));
+    let normal = d.mailq();
+    assert!(!normal.contains(&held_id), "{normal}");
+    let out = support::run(&[
+        "-bp",
+        "-qQ",
+        "-C",
+        d.cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", d.queue_dir().display()),
+    ]);
+    let q = String::from_utf8_lossy(&out.stdout);
+    assert!(q.contains(&held_id), "{q}");
+    assert!(q.contains("\n     QUARANTINE: held by test filter"), "{q}");
+    assert!(
+        d.log_text()
+            .contains("milter=test, quarantine=held by test filter")
+    );
+}

@@ -350,16 +350,8 @@ impl<K> FilteredSink<K> {
                 return refused(reply::milter_shutdown(&h));
             }
         }
-        if let Some(reason) = &edit.quarantine {
-            // This queue cannot hold a message apart yet: rather than deliver what a
-            // filter wanted held, the client is asked to retry.
-            self.logger.log(
-                Severity::Notice,
-                self.engine.qid.as_deref(),
-                format_args!("Milter: quarantine={reason}: quarantine is not supported by this queue; message tempfailed"),
-            );
-            return refused(reply::milter_tempfail());
-        }
+        // Held in the queue (mailq -qQ shows it), never delivered while quarantined.
+        msg.quarantine = edit.quarantine.take();
         if self.log_level > 9 {
             self.logger.log(
                 Severity::Info,

@@ -149,10 +149,8 @@ async fn transaction(
     if out != Outcome::Continue {
         return out;
     }
-    if edit.quarantine.is_some() {
-        // No quarantine in this queue: held back rather than delivered.
-        return Outcome::Tempfail;
-    }
+    // Held in the queue (mailq -qQ shows it), never delivered while quarantined.
+    msg.envelope.quarantine = edit.quarantine.take();
     if edit.changed {
         msg.body = join_message(&edit.headers, &edit.body);
         msg.envelope.sender = bare(&edit.sender);

@@ -346,6 +346,10 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         Ok(Err(e)) => return log_load_failure(shared, id, &e),
         Err(e) => return log_load_failure(shared, id, &e),
     };
+    if msg.envelope.quarantine.is_some() {
+        // Held by a mail filter: not delivered, not bounced, until released.
+        return;
+    }
     let now = SystemTime::now();
     let current = shared.current();
     let due: Vec<(usize, Route)> = msg

@@ -391,6 +391,9 @@ pub struct Message {
     pub tls: Option<TlsInfo>,
     /// Who authenticated.
     pub auth: Option<AuthInfo>,
+    /// Set by a content filter (milter `SMFIR_QUARANTINE`): queue the message held, with
+    /// this reason.
+    pub quarantine: Option<String>,
 }
 
 impl Message {

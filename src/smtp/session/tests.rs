@@ -1309,4 +1309,5 @@ fn command_lines_are_logged_above_level_14() {
     assert_eq!(logs(&script(&mut s, &["NOOP"])), ["<-- NOOP"]);
 }
 
+mod filters;
 mod receipt;
