@@ -116,7 +116,7 @@ impl Current {
             inner: relay,
             rules: rules.clone(),
             config: config.clone(),
-            aliases,
+            aliases: crate::aliases::LiveAliases::new(&config.options.alias_files, aliases),
             logger,
         });
         (
@@ -487,13 +487,23 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn create(path: &Path, command_line: &str) -> Result<PidFile, String> {
+        // never through a symlink, never blocking on a FIFO (sendmail: `Symbolic links not
+        // allowed`); only a regular file is truncated
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+            .and_then(crate::log::regular_only)
+            .map_err(|e| {
+                format!(
+                    "unable to write pid to {}: {}",
+                    path.display(),
+                    crate::log::open_error_text(&e)
+                )
+            })?;
         let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| {
             format!(

@@ -15,7 +15,8 @@
 //!    which answers with replies from [`smtp::reply`].
 //! 5. MAIL and RCPT are decided by [`policy`]: the cf's `check_*` rulesets through [`rules`]
 //!    (sendmail's rewriting engine, also behind `-bt`), or the built-in relay rules, then the
-//!    local-user lookup ([`aliases`], passwd).
+//!    local-user lookup ([`aliases`], passwd). Without rulesets, [`mailbox`] is the one
+//!    reading of an address that the relay check, the lookup and the router share.
 //! 6. At the end of DATA (or of the last BDAT chunk), [`receive`] adds
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
@@ -40,6 +41,7 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod asuser;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -51,6 +53,7 @@ pub mod hosts;
 pub mod inbound;
 pub mod listener;
 pub mod log;
+pub mod mailbox;
 pub mod makemap;
 pub mod mapdb;
 pub mod milter;

@@ -7,8 +7,14 @@
 //! * mail to `relay-domains` (class `R`) or a subdomain of one is accepted from anyone;
 //! * otherwise only the host itself may relay: exactly `127.0.0.1` and `::1` — not the rest of
 //!   127/8, so `127.0.0.9` is an outside client, as in sendmail;
-//! * a local part with `%` or `!`, or a source route, never smuggles a relay past the check: such
-//!   an address counts as remote.
+//! * the address is read once, by [`crate::mailbox::parse`], which the router reads it with
+//!   too: a local part that names another host once unquoted (`"a@b"`, `a\@b`, `a%b`,
+//!   `b!a`) is never local and never relayable; a source route is dropped and the mailbox
+//!   after it decides; an address literal must be a valid address to be one of `$=w`.
+//!
+//! [`KnownUsers`] then refuses what an SMTP client may not name — a program, a file, an
+//! include list (`550 5.7.1 <"|x">... Cannot mail directly to programs`) — and unknown
+//! users, and tells the session which spellings reach one mailbox ([`Policy::recipient_key`]).
 //!
 //! Everything refused gets `550 5.7.1 <addr>... Relaying denied` and sendmail's log line
 //! `ruleset=check_rcpt, arg1=<addr>, relay=…, reject=550 5.7.1 <addr>... Relaying denied`.
@@ -18,6 +24,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::daemon_options::Modifiers;
+use crate::mailbox::{self, AddrError, Domain, LocalKind, Mailbox};
 use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
 use crate::rules::mailer::{self, MailerDef};
@@ -59,31 +66,25 @@ impl BuiltinPolicy {
     }
 
     /// Whether `domain` is one of this host's names (`$=w`).
-    pub fn is_local(&self, domain: &str) -> bool {
-        self.is_local_domain(domain)
+    pub fn is_local(&self, domain: &Domain) -> bool {
+        !matches!(domain, Domain::Invalid(_)) && self.local_names.contains(&domain.class_key())
     }
 
-    fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.local_names.contains(&d)
-    }
-
-    fn is_relay_domain(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.relay_domains
-            .iter()
-            .any(|r| d == *r || d.ends_with(&format!(".{r}")))
-    }
-
-    /// Whether the recipient stays on this host (no hidden relay in it).
-    fn is_local_recipient(&self, rcpt: &Address) -> bool {
-        if !rcpt.route.is_empty() || rcpt.local.contains(['%', '!']) {
-            return false;
+    fn is_relay_domain(&self, domain: &Domain) -> bool {
+        match domain {
+            Domain::Name(d) => self
+                .relay_domains
+                .iter()
+                .any(|r| d == r || d.ends_with(&format!(".{r}"))),
+            Domain::Literal(_) => self.relay_domains.contains(&domain.class_key()),
+            Domain::Invalid(_) => false,
         }
-        match &rcpt.domain {
-            None => true,
-            Some(d) => self.is_local_domain(d),
-        }
+    }
+
+    /// Whether mail to `m` stays on this host: no domain or one of `$=w`, and no other
+    /// host named in the local part.
+    pub fn is_local_mailbox(&self, m: &Mailbox) -> bool {
+        !m.hides_route() && m.domain.as_ref().is_none_or(|d| self.is_local(d))
     }
 }
 
@@ -97,27 +98,52 @@ pub fn is_relay_client(ip: Option<IpAddr>) -> bool {
 
 impl Policy for BuiltinPolicy {
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
-        unqualified_sender(ctx, sender).unwrap_or(Decision::Accept)
+        if let Some(d) = unqualified_sender(ctx, sender) {
+            return d;
+        }
+        if sender.is_null() {
+            return Decision::Accept;
+        }
+        let b = bare(&sender.raw);
+        let shown = format!("<{b}>");
+        match mailbox::parse(&sender.raw) {
+            Err(e) => invalid_address(&shown, e),
+            // sendmail's check_mail finds no such host (`[300.1.2.3]`, `exa mple.org`).
+            Ok(Mailbox {
+                domain: Some(Domain::Invalid(_)),
+                ..
+            }) => {
+                let reply = reply::sender_domain_unknown(&shown, &mailbox::blank_sub(b));
+                let log = format!(
+                    "ruleset=check_mail, arg1={shown}, relay={}, reject={reply}",
+                    ctx.client.display()
+                );
+                Decision::Reject {
+                    reply,
+                    log: Some(log),
+                }
+            }
+            Ok(_) => Decision::Accept,
+        }
     }
 
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, _: &RcptParams) -> Decision {
-        // An authenticated client may relay (sendmail's TrustAuthMech, built in).
-        if self.is_local_recipient(rcpt) || is_relay_client(ctx.client.ip) || ctx.auth.is_some() {
+        let shown = rcpt.raw.trim().to_string();
+        // The same reading the router makes of it ([`crate::mailbox`]).
+        let m = match mailbox::parse(&rcpt.raw) {
+            Ok(m) => m,
+            Err(e) => return invalid_address(&shown, e),
+        };
+        // An authenticated client may relay (sendmail's TrustAuthMech, built in); whatever
+        // it names, the router sends it nowhere but to the address's own domain.
+        if self.is_local_mailbox(&m) || is_relay_client(ctx.client.ip) || ctx.auth.is_some() {
             return Decision::Accept;
         }
-        let relay_ok = rcpt.route.is_empty()
-            && !rcpt.local.contains(['%', '!'])
-            && rcpt
-                .domain
-                .as_deref()
-                .is_some_and(|d| self.is_relay_domain(d));
+        let relay_ok =
+            !m.hides_route() && m.domain.as_ref().is_some_and(|d| self.is_relay_domain(d));
         if relay_ok {
             return Decision::Accept;
         }
-        let shown = format!(
-            "<{}>",
-            rcpt.raw.trim_start_matches('<').trim_end_matches('>')
-        );
         let reply = reply::relaying_denied(&shown);
         let log = format!(
             "ruleset=check_rcpt, arg1={shown}, relay={}, reject={}",
@@ -128,6 +154,19 @@ impl Policy for BuiltinPolicy {
             reply,
             log: Some(log),
         }
+    }
+}
+
+/// An address as the client wrote it, without the angle brackets around it.
+fn bare(raw: &str) -> &str {
+    raw.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+/// sendmail's canonify refusing an address (`553 5.1.2 <a@b..c>... Invalid host name`).
+fn invalid_address(shown: &str, e: AddrError) -> Decision {
+    Decision::Reject {
+        reply: Reply::new(553, Some("5.1.2"), format!("{shown}... {e}")),
+        log: None,
     }
 }
 
@@ -160,14 +199,22 @@ fn session_macros(ctx: &PolicyContext<'_>) -> Vec<(&'static str, String)> {
 /// refused unless the daemon has Modifier `u` (`553 5.5.4 <sender>... Domain name required
 /// for sender address sender`).
 pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<Decision> {
-    if sender.is_null() || sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+    if sender.is_null() {
         return None;
     }
-    let bare = sender
-        .raw
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
+    if let Err(e) = mailbox::parse(&sender.raw) {
+        return Some(invalid_address(sender.raw.trim(), e));
+    }
+    if sender.domain.is_some() || ctx.daemon_flags.contains('u') {
+        return None;
+    }
+    let bare = bare(&sender.raw);
+    match mailbox::parse(&sender.raw) {
+        Err(e) => return Some(invalid_address(sender.raw.trim(), e)),
+        // `<"a@b">`: the user sendmail reads holds its `@` (the oracle answers `Sender ok`).
+        Ok(m) if m.local.contains('@') => return None,
+        Ok(_) => {}
+    }
     let reply = reply::domain_required(&format!("<{bare}>"), bare);
     Some(Decision::Reject { reply, log: None })
 }
@@ -311,18 +358,15 @@ impl RulesPolicy {
     }
 
     fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
-        let bare = addr
-            .raw
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
-        let shown = format!("<{bare}>");
+        // The address as the client wrote it (`<<a@b>>`, or without brackets), as sendmail
+        // passes it to the ruleset and echoes it; `$f` as sendmail reads the sender (a blank
+        // is a `.`: `pro.be@example.org`).
+        let shown = addr.raw.trim().to_string();
         let sender = match set {
-            "check_mail" => Some(bare),
-            _ => ctx
-                .sender
-                .map(|s| s.raw.trim().trim_start_matches('<').trim_end_matches('>')),
-        };
+            "check_mail" => Some(addr),
+            _ => ctx.sender,
+        }
+        .map(|s| mailbox::blank_sub(bare(&s.raw)));
         let session = session_macros(ctx);
         match self.run(
             ctx.client,
@@ -331,7 +375,7 @@ impl RulesPolicy {
             set,
             &shown,
             None,
-            sender,
+            sender.as_deref(),
         ) {
             None => Decision::Accept,
             Some((code, dsn, text)) => {
@@ -369,7 +413,8 @@ pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
     pub rules: Option<Arc<RulesPolicy>>,
     pub config: Arc<Config>,
-    pub aliases: crate::aliases::AliasTable,
+    /// Read again when its files change ([`crate::aliases::LiveAliases`]).
+    pub aliases: crate::aliases::LiveAliases,
     /// Where the low-disk-space alert goes (None: not logged).
     pub logger: Option<crate::log::Logger>,
 }
@@ -403,12 +448,25 @@ impl KnownUsers {
         }
     }
 
+    /// Whether `user` (a local mailer's user, as the route gives it) is an alias or an
+    /// account. A program, file or include list is none: the client may not name those.
     fn exists(&self, user: &str) -> bool {
-        let user = user.trim_start_matches('\\');
-        if user.starts_with('|') || user.starts_with('/') || self.aliases.get(user).is_some() {
-            return true;
+        let user = user.strip_prefix('\\').unwrap_or(user);
+        self.aliases.current().get(user).is_some()
+            || nix::unistd::User::from_name(user).ok().flatten().is_some()
+    }
+
+    /// A local mailer's user as the mailer reads it: lower case unless it has `F=u`.
+    fn fold(&self, mailer: &str, user: String) -> String {
+        match self.config.mailer(mailer) {
+            Some(m) if m.has_flag('u') => user,
+            _ => user.to_lowercase(),
         }
-        nix::unistd::User::from_name(user).ok().flatten().is_some()
+    }
+
+    /// The route of a recipient as the client wrote it.
+    fn route(&self, rcpt: &Address) -> crate::queue::runner::Route {
+        crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare(&rcpt.raw))
     }
 }
 
@@ -430,7 +488,8 @@ impl KnownUsers {
                 return Reply::new(553, Some("5.1.3"), text);
             }
         };
-        let mut expander = Expander::from_config(&self.aliases, &self.config);
+        let aliases = self.aliases.current();
+        let mut expander = Expander::from_config(&aliases, &self.config);
         expander.forward = false;
         let mut lines: Vec<String> = Vec::new();
         for target in expander.expand(&user) {
@@ -489,23 +548,51 @@ impl Policy for KnownUsers {
         if !matches!(decision, Decision::Accept | Decision::AcceptAs(_)) {
             return decision;
         }
-        let bare = rcpt
-            .raw
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
-        match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare) {
-            crate::queue::runner::Route::Local { mailer, user }
-                if mailer == "local" && !self.exists(&user) =>
-            {
-                let shown = format!("<{bare}>");
-                let reply = reply::user_unknown(&shown);
-                Decision::Reject {
-                    reply,
-                    log: Some(format!("{shown}... User unknown")),
+        use crate::queue::runner::Route;
+        let shown = format!("<{}>", bare(&rcpt.raw));
+        let refuse = |reply: Reply| Decision::Reject {
+            log: Some(reply.text().to_string()),
+            reply,
+        };
+        match self.route(rcpt) {
+            // sendmail (recipient.c): a client names no program, file or include list.
+            Route::Local { mailer, user } => {
+                let kind = match mailer.as_str() {
+                    "prog" => LocalKind::Program,
+                    "*file*" => LocalKind::File,
+                    "*include*" => LocalKind::Include,
+                    _ => mailbox::kind_of(&user),
+                };
+                match kind {
+                    LocalKind::Program => refuse(reply::cannot_mail_directly(&shown, "programs")),
+                    LocalKind::File => refuse(reply::cannot_mail_directly(&shown, "files")),
+                    LocalKind::Include => refuse(reply::cannot_mail_directly(&shown, ":include:s")),
+                    LocalKind::User
+                        if mailer == "local" && !self.exists(&self.fold(&mailer, user.clone())) =>
+                    {
+                        refuse(reply::user_unknown(&shown))
+                    }
+                    LocalKind::User => decision,
                 }
             }
+            // The built-in rules found no host in it.
+            Route::Error { text } if self.rules.is_none() => {
+                refuse(Reply::new(553, Some("5.1.2"), format!("{shown}... {text}")))
+            }
             _ => decision,
+        }
+    }
+
+    /// One mailbox however it is spelled: the local mailer's user (folded to lower case
+    /// unless the mailer has `F=u`), so `ROOT`, `Root@HOST.` and `"root"` are one recipient
+    /// as in sendmail. Other routes: the address as written.
+    fn recipient_key(&self, _: &PolicyContext<'_>, rcpt: &Address) -> Option<String> {
+        match self.route(rcpt) {
+            crate::queue::runner::Route::Local { mailer, user } => {
+                let user = self.fold(&mailer, user);
+                Some(format!("{mailer}:{user}"))
+            }
+            _ => None,
         }
     }
 
@@ -530,6 +617,9 @@ mod tests {
     fn dj_is_a_local_name() {
         let cfg = Config::from_str("t.cf", "Djmta.example.test\n", &[]).unwrap();
         let p = BuiltinPolicy::from_config(&cfg);
-        assert!(p.is_local_domain("mta.example.test"), "{p:?}");
+        assert!(
+            p.is_local(&Domain::Name("mta.example.test".into())),
+            "{p:?}"
+        );
     }
 }

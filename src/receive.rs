@@ -127,7 +127,10 @@ fn prepare(
     with_headers.extend_from_slice(&body);
     drop(body);
 
-    let mut env = queue::Envelope::new(id, bare(&msg.sender.raw));
+    // A client's bare CR or blank in the sender is a `.` from here on (sendmail's
+    // BlankSub): it never reaches a `From ` line, `Return-Path:` or the next MAIL FROM.
+    let sender = crate::mailbox::blank_sub(&bare(&msg.sender.raw));
+    let mut env = queue::Envelope::new(id, sender);
     env.arrival = now;
     env.recipients = msg.recipients.iter().map(recipient).collect();
     env.params = queue::EsmtpParams {

@@ -117,6 +117,12 @@ fn a_refused_next_hop_defers_and_keeps_the_message() {
 #[test]
 fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
     let dir = tempfile::tempdir().unwrap();
+    // an alias /file is created as DefaultUser (sendmail's mailfile()): a sticky directory
+    std::fs::set_permissions(
+        dir.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
+    )
+    .unwrap();
     let mbox = dir.path().join("list.mbox");
     let aliases = dir.path().join("aliases");
     std::fs::write(

@@ -71,11 +71,10 @@ fn relay_tricks_from_outside_are_refused() {
         ["250 2.1.0 <a@outside.example.test>... Sender ok"]
     );
     for (rcpt, reply) in [
-        // The oracle (its cf's rulesets) says `550 5.7.1 … Relaying denied`; the built-in
-        // rules see a local user `"bob@remote.example.test"` that does not exist.
+        // A local part naming another host once unquoted: never local (as the oracle).
         (
             "<\"bob@remote.example.test\"@mta.example.test>",
-            "550 5.1.1 <\"bob@remote.example.test\"@mta.example.test>... User unknown",
+            "550 5.7.1 <\"bob@remote.example.test\"@mta.example.test>... Relaying denied",
         ),
         (
             "<bob@remote.example.test@mta.example.test>",

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::parse::split_members;
 use super::safefile::{DontBlame, Kind};
 use super::{AliasTable, MAX_DEPTH, Member, Target};
+use crate::asuser::Who;
 use crate::log::{Logger, Severity};
 
 /// A local account, as far as expansion needs it.
@@ -66,6 +67,9 @@ pub struct Expander<'a> {
     pub log: Option<(&'a Logger, Option<&'a str>)>,
     /// `DontBlameSendmail`: which safe-file checks are relaxed (none by default).
     pub dont_blame: DontBlame,
+    /// sendmail's `DefaultUser` (uid, gid): an `:include:` of the alias file (no owner) is
+    /// read with its rights, as sendmail's `include()` does; None reads with ours.
+    pub default_user: Option<(u32, u32)>,
 }
 
 impl<'a> Expander<'a> {
@@ -77,6 +81,7 @@ impl<'a> Expander<'a> {
             users: &system_user,
             log: None,
             dont_blame: DontBlame::default(),
+            default_user: None,
         }
     }
 
@@ -84,6 +89,7 @@ impl<'a> Expander<'a> {
     pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
         let mut e = Expander::new(table);
         e.dont_blame = DontBlame::from_words(&config.options.dont_blame_sendmail);
+        e.default_user = Some(crate::deliver::local::default_user(config));
         e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
         if !config.host.fqdn.is_empty() {
             e.local_domains.push(config.host.fqdn.clone());
@@ -150,6 +156,11 @@ impl<'a> Expander<'a> {
             push(Target::Remote(addr.trim().to_string()));
             return;
         };
+        // `\user`: that user's mailbox, no alias and no `.forward` (sendmail's QNOALIAS).
+        if let Some(user) = local.strip_prefix('\\') {
+            push(Target::User(user.to_string()));
+            return;
+        }
         let key = local.to_ascii_lowercase();
         if chain.contains(&key) {
             // Self-reference: deliver to the user without aliasing again.
@@ -234,7 +245,18 @@ impl<'a> Expander<'a> {
                     }));
                     return;
                 }
-                match super::safefile::read(p, None, Kind::Include, &self.dont_blame) {
+                // read as sendmail's include() does: as the controlling user, else DefaultUser
+                let reader = match owner {
+                    Some(u) => Some(Who::user(&u.name, u.uid, u.gid)),
+                    None => self.default_user.map(|(uid, gid)| Who::uid(uid, gid)),
+                };
+                match super::safefile::read(
+                    p,
+                    None,
+                    Kind::Include,
+                    &self.dont_blame,
+                    reader.as_ref(),
+                ) {
                     Ok(file) => {
                         // sendmail runs an include file's entries as its owner (unless root)
                         let file_owner = (file.uid != 0).then(|| user_by_uid(file.uid, file.gid));
@@ -263,7 +285,14 @@ impl<'a> Expander<'a> {
     /// error when reading failed for a passing reason (sendmail then queues the address).
     fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
         let path = user.home.join(".forward");
-        match super::safefile::read(&path, Some(user.uid), Kind::Forward, &self.dont_blame) {
+        let reader = Who::user(&user.name, user.uid, user.gid);
+        match super::safefile::read(
+            &path,
+            Some(user.uid),
+            Kind::Forward,
+            &self.dont_blame,
+            Some(&reader),
+        ) {
             Ok(file) => {
                 let members = split_members(&strip_comments(&file.text));
                 Ok((!members.is_empty()).then_some(members))
@@ -338,10 +367,12 @@ impl ReadSafeError {
             e.raw_os_error(),
             Some(EIO | EAGAIN | ETIMEDOUT | ENOSPC | ENOMEM | ENFILE | EMFILE | EINTR | ESTALE)
         );
-        ReadSafeError::Io {
-            message: e.to_string(),
-            transient,
-        }
+        // sendmail's words (strerror), without Rust's "(os error N)"
+        let message = match e.raw_os_error() {
+            Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+            None => e.to_string(),
+        };
+        ReadSafeError::Io { message, transient }
     }
 
     /// Whether trying again later may succeed.
@@ -372,5 +403,5 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeEr
         Some(_) => Kind::Forward,
         None => Kind::Include,
     };
-    super::safefile::read(path, owner, kind, &DontBlame::default())
+    super::safefile::read(path, owner, kind, &DontBlame::default(), None)
 }

@@ -47,7 +47,7 @@ mod expand;
 mod parse;
 pub mod safefile;
 
-pub use db::{Stats, db_path, load, load_all, rebuild, run_newaliases};
+pub use db::{LiveAliases, Stats, db_path, load, load_all, rebuild, run_newaliases};
 pub use expand::{
     Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, read_safe, system_user,
 };

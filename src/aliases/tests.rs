@@ -691,3 +691,22 @@ fn targets_carry_their_owner() {
     let inc_owner = owner_of(Target::File("/tmp/staff.copy".into()));
     assert_eq!(inc_owner, if me == 0 { Some(4242) } else { Some(me) });
 }
+
+#[test]
+fn a_running_daemon_sees_an_alias_newaliases_just_added() {
+    let d = tempfile::tempdir().unwrap();
+    let text = d.path().join("aliases");
+    fs::write(&text, "postmaster: root\n").unwrap();
+    let spec = text.display().to_string();
+    rebuild(&spec).unwrap();
+    let live = LiveAliases::new(
+        std::slice::from_ref(&spec),
+        load_all(std::slice::from_ref(&spec)).unwrap(),
+    );
+    assert!(live.current().get("newlist").is_none());
+    fs::write(&text, "postmaster: root\nnewlist: root\n").unwrap();
+    rebuild(&spec).unwrap();
+    assert!(live.current().get("newlist").is_some());
+    // unchanged files: the same table, not read again
+    assert!(std::sync::Arc::ptr_eq(&live.current(), &live.current()));
+}

@@ -62,6 +62,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::asuser::{Who, open_as};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -286,17 +287,23 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Longest program output kept (for the log / bounce).
 pub const MAX_PROGRAM_OUTPUT: usize = 4096;
 
+/// sendmail's `DefaultUser` of `config` as (uid, gid): the option, else `mailnull`, else
+/// 1:1.
+pub fn default_user(config: &crate::config::Config) -> (u32, u32) {
+    match &config.options.default_user {
+        Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+        None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
+    }
+    .unwrap_or((1, 1))
+}
+
 impl LocalDelivery {
     /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
     /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
     /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
     /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
-        let default_user = match &config.options.default_user {
-            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
-            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
-        }
-        .unwrap_or((1, 1));
+        let default_user = default_user(config);
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
@@ -423,9 +430,20 @@ impl LocalDelivery {
         )
     }
 
-    /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
+    /// A `/file` target of the system alias file: mbox format, `fcntl` + `flock`, created
+    /// 0600 if absent. As sendmail's `mailfile()`: `/dev/null` is delivered without being
+    /// opened, and when we are root the file is opened (and created) with
+    /// [`Self::default_user`]'s rights ([`crate::asuser`]), so a file that user may not write
+    /// is `Can't create output`, never written as root.
     pub fn deliver_file(&self, path: &Path, d: &Delivery) -> Outcome {
-        self.deliver_mbox(path, None, false, d)
+        if path == Path::new("/dev/null") {
+            return Outcome::Delivered;
+        }
+        let who = self
+            .default_user
+            .filter(|_| nix::unistd::geteuid().is_root())
+            .map(|(uid, gid)| Who::uid(uid, gid));
+        self.deliver_mbox_as(path, None, false, who.as_ref(), d)
     }
 
     /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
@@ -487,6 +505,18 @@ impl LocalDelivery {
         dotlock: bool,
         d: &Delivery,
     ) -> Outcome {
+        self.deliver_mbox_as(path, owner, dotlock, None, d)
+    }
+
+    /// [`Self::deliver_mbox`], the file opened with `who`'s rights when given.
+    fn deliver_mbox_as(
+        &self,
+        path: &Path,
+        owner: Option<&MailUser>,
+        dotlock: bool,
+        who: Option<&Who>,
+        d: &Delivery,
+    ) -> Outcome {
         let deadline = Instant::now() + self.lock_timeout;
         let _dotlock = if dotlock {
             match DotLock::acquire(path, deadline, self.stale_lock) {
@@ -496,7 +526,7 @@ impl LocalDelivery {
         } else {
             None
         };
-        let mut file = match open_or_create(path) {
+        let mut file = match open_or_create(path, who) {
             Ok((f, created)) => {
                 // only a file this call created (O_EXCL) is handed to the user
                 if created && let Some(u) = owner {
@@ -975,24 +1005,24 @@ fn open_dir_at(
 }
 
 /// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.
-fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+fn open_or_create(path: &Path, who: Option<&Who>) -> io::Result<(File, bool)> {
+    let open = |opts: &mut OpenOptions| match who {
+        Some(w) => open_as(path, opts, w),
+        None => opts.open(path),
+    };
     for _ in 0..3 {
-        match OpenOptions::new()
-            .append(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(OpenOptions::new().append(true).custom_flags(OPEN_FLAGS)) {
             Ok(f) => return Ok((f, false)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(OPEN_FLAGS),
+        ) {
             Ok(f) => return Ok((f, true)),
             // someone else created it in between: open theirs
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

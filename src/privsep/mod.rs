@@ -127,24 +127,79 @@ pub fn check_queue_mode(dir: &Path, logger: &Logger) {
     }
 }
 
-/// Gives the queue tree (the directory, `journal/`, `maildrop/` and their files; symlinks
-/// are not followed) to `to`.
+/// Gives the queue tree (the directory, `journal/`, `maildrop/` and their files) to `to`.
+///
+/// The tree may already belong to `to` (an earlier run), who could swap a directory for a
+/// symlink while root walks it. So root never resolves a path below the queue directory:
+/// each directory is opened with `O_NOFOLLOW|O_DIRECTORY` relative to its parent's
+/// descriptor, each entry changed with `fchownat(AT_SYMLINK_NOFOLLOW)` relative to it (a
+/// symlink is changed itself, never what it points at), and a directory that turns into
+/// anything else between the listing and the open stops the hand-over (the daemon does not
+/// start) instead of being followed.
 pub fn hand_over_queue(dir: &Path, to: &RunAs) -> Result<(), PrivError> {
+    use nix::fcntl::open;
     let err = |path: &Path, e: std::io::Error| PrivError::Queue {
         path: path.to_path_buf(),
         user: to.name.clone(),
         source: e,
     };
-    own(dir, to).map_err(|e| err(dir, e))?;
-    let entries = fs::read_dir(dir).map_err(|e| err(dir, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        own(&path, to).map_err(|e| err(&path, e))?;
+    let top =
+        open(dir, dir_flags(), nix::sys::stat::Mode::empty()).map_err(|e| err(dir, e.into()))?;
+    nix::unistd::fchown(
+        &top,
+        Some(Uid::from_raw(to.uid)),
+        Some(Gid::from_raw(to.gid)),
+    )
+    .map_err(|e| err(dir, e.into()))?;
+    own_entries(&top, dir, to, 1).map_err(|(p, e)| err(&p, e))
+}
+
+/// `O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC`.
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Changes every entry of the open directory `dfd` (shown as `shown`), and, `depth` levels
+/// down, the entries of its subdirectories, all relative to their parent's descriptor.
+fn own_entries(
+    dfd: &OwnedFd,
+    shown: &Path,
+    to: &RunAs,
+    depth: u32,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    use nix::fcntl::{AtFlags, openat};
+    use std::os::fd::AsRawFd;
+    // the directory this descriptor holds, whatever its path has become since
+    let listing = PathBuf::from(format!("/proc/self/fd/{}", dfd.as_raw_fd()));
+    let entries = fs::read_dir(&listing).map_err(|e| (shown.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (shown.to_path_buf(), e))?;
+        let name = entry.file_name();
+        let path = shown.join(&name);
+        nix::unistd::fchownat(
+            dfd,
+            name.as_os_str(),
+            Some(Uid::from_raw(to.uid)),
+            Some(Gid::from_raw(to.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| (path.clone(), e.into()))?;
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            for sub in fs::read_dir(&path).map_err(|e| err(&path, e))?.flatten() {
-                own(&sub.path(), to).map_err(|e| err(&sub.path(), e))?;
-            }
+        if depth > 0 && is_dir {
+            #[cfg(test)]
+            tests::between_listing_and_open(&path);
+            let sub = openat(dfd, name.as_os_str(), dir_flags(), nix::sys::stat::Mode::empty())
+                .map_err(|e| {
+                    let why = match e {
+                        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                            std::io::Error::other("no longer a directory (replaced while the queue was handed over); not followed")
+                        }
+                        e => e.into(),
+                    };
+                    (path.clone(), why)
+                })?;
+            own_entries(&sub, &path, to, depth - 1)?;
         }
     }
     Ok(())
@@ -270,5 +325,70 @@ fn fork_supervisor(
             drop(theirs);
             Ok((child.as_raw(), ours))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+
+    /// Test builds only: what runs in [`own_entries`] between listing a directory and
+    /// opening a subdirectory of it — where an attacker who owns the queue would swap it.
+    static SWAP: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    pub(super) fn between_listing_and_open(path: &Path) {
+        let want = SWAP.lock().unwrap().clone();
+        if want.as_deref() == Some(path) {
+            let target = fs::read_link(path.with_extension("target")).unwrap();
+            fs::rename(path, path.with_extension("old")).unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_queue_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: handing the queue over needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("shadow"), "root:x\n").unwrap();
+        let q = d.path().join("mqueue");
+        fs::create_dir_all(q.join("journal")).unwrap();
+        fs::write(q.join("journal/00000001.seg"), "").unwrap();
+        // where the swap points (read by the hook)
+        std::os::unix::fs::symlink(&victim, q.join("journal.target")).unwrap();
+        *SWAP.lock().unwrap() = Some(q.join("journal"));
+        let to = RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        let r = hand_over_queue(&q, &to);
+        *SWAP.lock().unwrap() = None;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("no longer a directory"), "{e}");
+        // root changed nothing through the link
+        assert_eq!(fs::metadata(victim.join("shadow")).unwrap().uid(), 0);
+        assert_eq!(fs::metadata(&victim).unwrap().uid(), 0);
+        // without a swap the whole tree is handed over, symlinks as themselves
+        fs::remove_file(q.join("journal")).unwrap();
+        fs::rename(q.join("journal.old"), q.join("journal")).unwrap();
+        hand_over_queue(&q, &to).unwrap();
+        assert_eq!(
+            fs::metadata(q.join("journal/00000001.seg")).unwrap().uid(),
+            65534
+        );
+        assert_eq!(
+            fs::symlink_metadata(q.join("journal.target"))
+                .unwrap()
+                .uid(),
+            65534
+        );
+        assert_eq!(fs::metadata(victim.join("shadow")).unwrap().uid(), 0);
     }
 }

@@ -11,9 +11,9 @@
 //! meet a [`QueueError::Duplicate`], which counts as done. A file that does not decode is moved
 //! to `maildrop/corrupt/` and logged, never delivered and never silently lost.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::{Message, QueueError, QueueId, Store, file};
@@ -38,22 +38,77 @@ fn sync_dir(d: &Path) -> Result<(), QueueError> {
 }
 
 /// Writes `msg` durably into the maildrop; returns its id once it is on stable storage.
+///
+/// The queue may belong to the daemon's `RunAsUser`, who could plant a symlink as
+/// `maildrop` (or as the file's name) while root submits. So nothing below the queue
+/// directory is resolved by path: `maildrop` is opened with `O_NOFOLLOW|O_DIRECTORY`
+/// relative to the queue directory and must belong to root or to the queue's owner, and the
+/// file is created (`O_EXCL|O_NOFOLLOW`), renamed and synced relative to that descriptor.
+/// Anything else is an error: the submission fails instead of landing elsewhere.
 pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
+    use nix::fcntl::{OFlag, open, openat, renameat};
+    use nix::sys::stat::{Mode, fstat, mkdirat};
     let d = dir(qdir);
-    ensure_dir(&d)?;
-    let owner = queue_owner(qdir);
-    if let Some(o) = owner {
-        give(&d, o)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    ensure_dir(qdir)?;
+    let qfd = open(
+        qdir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io("open", qdir))?;
+    let owner = queue_owner(&qfd);
+    let mfd = match openat(&qfd, "maildrop", flags, Mode::empty()) {
+        Err(nix::errno::Errno::ENOENT) => {
+            match mkdirat(&qfd, "maildrop", Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(io("create directory", &d)(e)),
+            }
+            openat(&qfd, "maildrop", flags, Mode::empty())
+        }
+        r => r,
+    }
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => QueueError::io(
+            "open",
+            &d,
+            std::io::Error::other("not a directory (a symlink?); refused"),
+        ),
+        e => io("open", &d)(e),
+    })?;
+    let st = fstat(&mfd).map_err(io("stat", &d))?;
+    let allowed = st.st_uid == 0
+        || owner.is_some_and(|(uid, _)| uid == st.st_uid)
+        || st.st_uid == nix::unistd::geteuid().as_raw();
+    if !allowed {
+        return Err(QueueError::io(
+            "open",
+            &d,
+            std::io::Error::other(format!(
+                "owned by uid {}, not by the queue's owner or root; refused",
+                st.st_uid
+            )),
+        ));
+    }
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(
+            &mfd,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(io("chown", &d))?;
     }
     let id = msg.envelope.id.clone();
-    let tmp = d.join(format!("tmp.{id}"));
-    let done = d.join(id.as_str());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| QueueError::io("create", &tmp, e))?;
+    let tmp_name = format!("tmp.{id}");
+    let tmp = d.join(&tmp_name);
+    let fd = openat(
+        &mfd,
+        tmp_name.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(io("create", &tmp))?;
+    let mut f = File::from(fd);
     let written = owner
         .map_or(Ok(()), |(uid, gid)| {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
@@ -61,29 +116,27 @@ pub fn submit(qdir: &Path, msg: &Message) -> Result<QueueId, QueueError> {
         .and_then(|()| f.write_all(&file::encode(msg)))
         .and_then(|()| f.sync_all());
     if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+        let _ = nix::unistd::unlinkat(
+            &mfd,
+            tmp_name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
         return Err(QueueError::io("write", &tmp, e));
     }
-    fs::rename(&tmp, &done).map_err(|e| QueueError::io("rename", &tmp, e))?;
-    sync_dir(&d)?;
+    renameat(&mfd, tmp_name.as_str(), &mfd, id.as_str()).map_err(io("rename", &tmp))?;
+    nix::unistd::fsync(&mfd).map_err(io("fsync directory", &d))?;
     Ok(id)
 }
 
 /// When root submits into a queue that belongs to another user (the daemon's `RunAsUser`,
 /// see [`crate::privsep`]): that user, to whom the maildrop and its files are given so that
 /// the daemon can pick them up.
-fn queue_owner(qdir: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
+fn queue_owner(qfd: &std::os::fd::OwnedFd) -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let m = fs::symlink_metadata(qdir).ok()?;
-    (m.is_dir() && m.uid() != 0).then(|| (m.uid(), m.gid()))
-}
-
-fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<(), QueueError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| QueueError::io("chown", path, e))
+    let st = nix::sys::stat::fstat(qfd).ok()?;
+    (st.st_uid != 0).then_some((st.st_uid, st.st_gid))
 }
 
 /// The complete messages waiting in the maildrop (for `mailq`), and the names of files that
@@ -92,7 +145,7 @@ pub fn waiting(qdir: &Path) -> (Vec<Message>, Vec<PathBuf>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for path in complete_files(&dir(qdir)) {
-        match fs::read(&path)
+        match read_no_follow(&path)
             .map_err(|e| QueueError::io("read", &path, e))
             .and_then(|b| file::decode(&b))
         {
@@ -101,6 +154,22 @@ pub fn waiting(qdir: &Path) -> (Vec<Message>, Vec<PathBuf>) {
         }
     }
     (ok, bad)
+}
+
+/// A maildrop file's bytes, for root's `mailq` in a directory the daemon's user owns:
+/// never through a symlink, never blocking on a FIFO, regular files only.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .and_then(crate::log::regular_only)?;
+    let mut bytes = Vec::new();
+    f.take(super::store::MAX_MESSAGE_BYTES as u64 + 4096)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn complete_files(d: &Path) -> Vec<PathBuf> {
@@ -212,6 +281,11 @@ where
     out
 }
 
+/// `|e| QueueError::io(what, p, e)` for a nix error.
+fn io<'a>(what: &'static str, p: &'a Path) -> impl Fn(nix::errno::Errno) -> QueueError + 'a {
+    move |e| QueueError::io(what, p, e.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +298,32 @@ mod tests {
             envelope: env,
             body: b"Subject: x\n\nhi\n".to_vec(),
         }
+    }
+
+    #[test]
+    fn root_never_submits_through_a_maildrop_symlink_planted_by_the_queues_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (a queue of another user)");
+            return;
+        }
+        let q = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(q.path(), Some(65534), Some(65534)).unwrap();
+        let root_only = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(root_only.path(), dir(q.path())).unwrap();
+        let e = submit(q.path(), &msg("6AOJ00aa000002")).unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert_eq!(fs::read_dir(root_only.path()).unwrap().count(), 0);
+        // a maildrop directory of someone else: refused too
+        fs::remove_file(dir(q.path())).unwrap();
+        fs::create_dir(dir(q.path())).unwrap();
+        std::os::unix::fs::chown(dir(q.path()), Some(4321), None).unwrap();
+        let e = submit(q.path(), &msg("6AOJ00aa000003")).unwrap_err();
+        assert!(e.to_string().contains("owned by uid 4321"), "{e}");
+        // the queue owner's own maildrop: written, and the file is theirs
+        std::os::unix::fs::chown(dir(q.path()), Some(65534), None).unwrap();
+        submit(q.path(), &msg("6AOJ00aa000004")).unwrap();
+        let m = fs::metadata(dir(q.path()).join("6AOJ00aa000004")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&m), 65534);
     }
 
     #[tokio::test]

@@ -90,47 +90,64 @@ fn by_mailer(cfg: &Config, mailer: String, host: Option<String>, user: String) -
     }
 }
 
-/// sendmail's standard routing without rulesets.
+/// sendmail's standard routing without rulesets, from the same reading of the address as
+/// the relay check ([`crate::mailbox::parse`]): mail stays here unless the address's own
+/// domain is another host, and then goes to that host (or the smart host), never to a host
+/// named in a quoted or escaped local part, a `%` or `!` hack or a source route.
 fn builtin_route(cfg: &Config, addr: &str) -> Route {
+    use crate::mailbox::{self, Domain};
     let policy = crate::policy::BuiltinPolicy::from_config(cfg);
-    let (user, domain) = match addr.rsplit_once('@') {
-        Some((u, d)) => (u.to_string(), Some(d.to_string())),
-        None => (addr.to_string(), None),
+    let m = match mailbox::parse(addr) {
+        Ok(m) => m,
+        Err(e) => {
+            return Route::Error {
+                text: e.to_string(),
+            };
+        }
     };
-    match domain {
-        None => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) if policy.is_local(&d) => Route::Local {
-            mailer: "local".into(),
-            user,
-        },
-        Some(d) => {
-            let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
-            match hops::smart_host(smart) {
-                Some(Ok((mailer, target))) => {
-                    let mailer = mailer.unwrap_or_else(|| "relay".to_string());
-                    let port = cfg
-                        .mailer(&mailer)
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25);
-                    Route::Remote {
-                        mailer,
-                        host: host_text(&target),
-                        port,
-                    }
-                }
-                _ => Route::Remote {
-                    mailer: "esmtp".into(),
-                    host: d,
-                    port: cfg
-                        .mailer("esmtp")
-                        .and_then(|m| hops::mailer_port(&m.argv).ok())
-                        .unwrap_or(25),
-                },
+    let domain = match &m.domain {
+        Some(Domain::Invalid(_)) => {
+            return Route::Error {
+                text: "Invalid host name".into(),
+            };
+        }
+        Some(d) if !policy.is_local(d) => d,
+        // No domain, or this host's: the local part names a user here, whatever it holds.
+        _ => {
+            // The local mailer reads its user in lower case unless it has `F=u`.
+            let fold = cfg.mailer("local").is_none_or(|l| !l.has_flag('u'));
+            let user = m.local_user();
+            return Route::Local {
+                mailer: "local".into(),
+                user: if fold { user.to_lowercase() } else { user },
+            };
+        }
+    };
+    let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
+    match hops::smart_host(smart) {
+        Some(Ok((mailer, target))) => {
+            let mailer = mailer.unwrap_or_else(|| "relay".to_string());
+            let port = cfg
+                .mailer(&mailer)
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25);
+            Route::Remote {
+                mailer,
+                host: host_text(&target),
+                port,
             }
         }
+        _ => Route::Remote {
+            mailer: "esmtp".into(),
+            host: match domain {
+                Domain::Literal(ip) => crate::dns::bracketed(*ip),
+                d => d.class_key(),
+            },
+            port: cfg
+                .mailer("esmtp")
+                .and_then(|m| hops::mailer_port(&m.argv).ok())
+                .unwrap_or(25),
+        },
     }
 }
 
@@ -535,6 +552,23 @@ pub fn deliver_local(
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
+    deliver_local_in(current, logger, msg, user, rcpts, None)
+}
+
+/// [`deliver_local`] for the root delivery agent ([`crate::privsep::agent`]) of queue
+/// `qdir`: the unprivileged daemon cannot read a `.forward` in a private (0700) home, so
+/// it hands the user to the agent unexpanded; the non-local addresses the agent's
+/// expansion finds are queued as a new message of the same sender through the maildrop
+/// (the daemon's pickup then relays them), and the user counts as delivered, instead of
+/// being deferred again on every run.
+pub fn deliver_local_in(
+    current: &Current,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    rcpts: &[Recipient],
+    requeue_in: Option<&std::path::Path>,
+) -> Vec<Outcome> {
     let cfg = &*current.config;
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -563,7 +597,13 @@ pub fn deliver_local(
                 None => {
                     let report =
                         crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
-                    if !report.remote.is_empty() {
+                    if !report.remote.is_empty()
+                        && let Some(qdir) = requeue_in
+                    {
+                        if let Err(o) = requeue_remote(qdir, logger, msg, user, &report.remote) {
+                            return o;
+                        }
+                    } else if !report.remote.is_empty() {
                         // The aliases changed since the expansion: expand again next time.
                         return Outcome::Temporary {
                             dsn: "4.3.0".into(),
@@ -576,6 +616,37 @@ pub fn deliver_local(
             from_local(outcome)
         })
         .collect()
+}
+
+/// Queues `remote` (from `user`'s expansion) as a new message of `msg`'s sender, body and
+/// client through the maildrop; a temporary failure when that cannot be written.
+fn requeue_remote(
+    qdir: &std::path::Path,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    remote: &[String],
+) -> Result<(), Outcome> {
+    let failed = |e: String| Outcome::Temporary {
+        dsn: "4.3.0".into(),
+        text: format!("Deferred: cannot queue the forwarded copy: {e}"),
+    };
+    let id = QueueId::new(crate::queue::id::QueueIdGen::new().next_id())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut env = msg.envelope.clone();
+    env.id = id.clone();
+    env.recipients = remote.iter().map(|a| Recipient::new(a.clone())).collect();
+    let copy = Message {
+        envelope: env,
+        body: msg.body.clone(),
+    };
+    crate::queue::maildrop::submit(qdir, &copy).map_err(|e| failed(e.to_string()))?;
+    logger.log(
+        crate::log::Severity::Info,
+        Some(msg.envelope.id.as_str()),
+        format_args!("{user}: forwarded to {} as {id}", remote.join(", ")),
+    );
+    Ok(())
 }
 
 fn from_local(o: crate::deliver::local::Outcome) -> Outcome {
@@ -617,6 +688,18 @@ async fn expand_due(
     let current = shared.current();
     let mut out = Vec::new();
     let mut changed = false;
+    // The users the message names directly, for the expansions' duplicate suppression.
+    let direct: Vec<String> = due
+        .iter()
+        .filter_map(|(i, route)| match route {
+            Route::Local { mailer, user }
+                if mailer == "local" && msg.envelope.recipients[*i].expanded.is_none() =>
+            {
+                Some(user.trim_start_matches('\\').to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
     for (i, route) in due {
         let user = match &route {
             Route::Local { mailer, user }
@@ -632,8 +715,17 @@ async fn expand_due(
         let (cfg, logger) = (current.config.clone(), shared.logger.clone());
         let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
         let existing = msg.envelope.recipients.clone();
+        let direct = direct.clone();
         let expansion = tokio::task::spawn_blocking(move || {
-            expand::expand(&cfg, &logger, id.as_str(), &parent, &user, &existing)
+            expand::expand(
+                &cfg,
+                &logger,
+                id.as_str(),
+                &parent,
+                &user,
+                &existing,
+                &direct,
+            )
         })
         .await
         .unwrap_or_else(|e| expand::Expansion::Deferred {
@@ -834,5 +926,66 @@ mod tests {
                 port: 2599
             }
         );
+    }
+
+    /// Issue 16: every relay form goes to this host or to the address's own domain, never to
+    /// a host named in a quoted or escaped local part, a `%`/`!` hack or a source route.
+    #[test]
+    fn builtin_routes_of_every_relay_form() {
+        let cfg = Config::from_str(
+            "t.cf",
+            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\n",
+            &[],
+        )
+        .unwrap();
+        let local = |u: &str| Route::Local {
+            mailer: "local".into(),
+            user: u.into(),
+        };
+        let remote = |h: &str| Route::Remote {
+            mailer: "esmtp".into(),
+            host: h.into(),
+            port: 25,
+        };
+        let error = Route::Error {
+            text: "Invalid host name".into(),
+        };
+        #[rustfmt::skip]
+        let table = [
+            ("\"relaytest@foreign.example.net\"", local("\"relaytest@foreign.example.net\"")),
+            ("<\"relaytest@foreign.example.net\">", local("\"relaytest@foreign.example.net\"")),
+            ("\"relaytest@foreign.example.net\"@mta.example.test", local("\"relaytest@foreign.example.net\"")),
+            ("relaytest%foreign.example.net@mta.example.test", local("relaytest%foreign.example.net")),
+            ("relaytest%foreign.example.net", local("relaytest%foreign.example.net")),
+            ("foreign.example.net!relaytest", local("foreign.example.net!relaytest")),
+            ("relaytest\\@foreign.example.net", local("relaytest\\@foreign.example.net")),
+            ("@foreign.example.net:root@mta.example.test", local("root")),
+            ("@mta.example.test:relaytest@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest(x@mta.example.test)@foreign.example.net", remote("foreign.example.net")),
+            ("relaytest@foreign.example.net(@mta.example.test)", remote("foreign.example.net")),
+            ("\"bob\"@Foreign.Example.NET.", remote("foreign.example.net")),
+            ("ROOT@MTA.EXAMPLE.TEST.", local("root")),
+            ("\"root\"", local("root")),
+            ("root@[127.0.0.1]", local("root")),
+            ("bob@[192.0.2.1]", remote("[192.0.2.1]")),
+            ("bob@[IPv6:2001:db8::1]", remote("[IPv6:2001:db8:0:0:0:0:0:1]")),
+            ("bob@[300.1.2.3]", error.clone()),
+            ("bob@[foreign.example.net]", error.clone()),
+            ("bob@foreign..example.net", error.clone()),
+            ("\"|/bin/true\"", local("\"|/bin/true\"")),
+            ("\\root", local("\\root")),
+        ];
+        for (addr, want) in table {
+            let got = builtin_route(&cfg, addr);
+            assert_eq!(got, want, "{addr}");
+            if let Route::Remote { host, .. } = &got {
+                let own = crate::mailbox::parse(addr).unwrap().domain.unwrap();
+                let own = match own {
+                    crate::mailbox::Domain::Literal(ip) => crate::dns::bracketed(ip),
+                    d => d.class_key(),
+                };
+                assert_eq!(host, &own, "{addr}: routed to another host than its own");
+            }
+        }
     }
 }

@@ -679,7 +679,27 @@ pub struct CopyRef {
 /// whole queue file (END record and checksum) and hold message `id`, else it is an error.
 pub fn read_copy(dir: &Path, id: &QueueId, at: CopyRef) -> Result<QueuedMessage, QueueError> {
     let path = journal_dir(dir).join(segment_name(at.segment));
-    let f = File::open(&path).map_err(|e| QueueError::io("open", &path, e))?;
+    // root (the delivery agent) reads here, in a directory the daemon's user owns: never
+    // through a symlink, never blocking on a FIFO, regular files only
+    use nix::fcntl::{OFlag, open, openat};
+    let nofollow = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let f = open(
+        &journal_dir(dir),
+        nofollow | OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .and_then(|jdir| {
+        openat(
+            &jdir,
+            segment_name(at.segment).as_str(),
+            nofollow | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            nix::sys::stat::Mode::empty(),
+        )
+    })
+    .map(File::from)
+    .map_err(std::io::Error::from)
+    .and_then(crate::log::regular_only)
+    .map_err(|e| QueueError::io("open", &path, e))?;
     let size = f
         .metadata()
         .map_err(|e| QueueError::io("stat", &path, e))?
@@ -1245,6 +1265,36 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_agent_reads_a_journal_copy_never_from_a_fifo_or_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let j = d.path().join("journal");
+        fs::create_dir(&j).unwrap();
+        let at = CopyRef {
+            segment: 1,
+            offset: 0,
+            len: 10,
+        };
+        // a FIFO planted where a segment would be: an error at once, not a hang
+        nix::unistd::mkfifo(
+            &j.join(segment_name(1)),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = read_copy(d.path(), &id("AAAAAAAAAAAA"), at).unwrap_err();
+        assert!(e.to_string().contains("Regular files only"), "{e}");
+        // a symlink to a file elsewhere, and a journal directory that is a symlink
+        fs::remove_file(j.join(segment_name(1))).unwrap();
+        fs::write(d.path().join("elsewhere"), [0u8; 64]).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), j.join(segment_name(1))).unwrap();
+        let e = read_copy(d.path(), &id("AAAAAAAAAAAA"), at).unwrap_err();
+        assert!(e.to_string().contains("os error 40"), "{e}");
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&j, other.path().join("journal")).unwrap();
+        let e = read_copy(other.path(), &id("AAAAAAAAAAAA"), at).unwrap_err();
+        assert!(e.to_string().contains("Not a directory"), "{e}");
     }
 
     fn segments(root: &Path) -> Vec<String> {

@@ -792,6 +792,27 @@ pub fn user_unknown(shown: &str) -> Reply {
     Reply::new(550, Some("5.1.1"), format!("{shown}... User unknown"))
 }
 
+/// sendmail's check_mail when the sender's domain names no host (`553 5.1.8 <a@[300.1.2.3]>...
+/// Domain of sender address a@[300.1.2.3] does not exist`; `sender` is `$f`).
+pub fn sender_domain_unknown(shown: &str, sender: &str) -> Reply {
+    Reply::new(
+        553,
+        Some("5.1.8"),
+        format!("{shown}... Domain of sender address {sender} does not exist"),
+    )
+}
+
+/// sendmail's refusal of a program, file or include list named by an SMTP client
+/// (`550 5.7.1 <"|/bin/true">... Cannot mail directly to programs`; `what` is `programs`,
+/// `files` or `:include:s`).
+pub fn cannot_mail_directly(shown: &str, what: &str) -> Reply {
+    Reply::new(
+        550,
+        Some("5.7.1"),
+        format!("{shown}... Cannot mail directly to {what}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,6 +334,13 @@ pub trait Policy: Send + Sync {
     /// check_rcpt plus the recipient lookup: relay allowed, user known?
     fn check_rcpt(&self, ctx: &PolicyContext<'_>, rcpt: &Address, params: &RcptParams) -> Decision;
 
+    /// What makes two accepted recipients one (the mailbox they reach, e.g. `local:root`
+    /// for `ROOT@host` and `"root"`); `None`: the address as echoed. A recipient whose key
+    /// is already in the transaction is answered with the first one's echo and kept once.
+    fn recipient_key(&self, _ctx: &PolicyContext<'_>, _rcpt: &Address) -> Option<String> {
+        None
+    }
+
     /// The VRFY answer. Default: sendmail's `PrivacyOptions=novrfy` reply.
     fn vrfy(&self, _ctx: &PolicyContext<'_>, _arg: &str) -> Reply {
         reply::cannot_vrfy()
@@ -438,13 +445,21 @@ pub enum Action {
     Filter(FilterCall),
 }
 
+/// An accepted RCPT not yet counted: its duplicate key and whether it repeats one.
+#[derive(Debug)]
+struct NewRecipient {
+    key: Option<String>,
+    rcpt: Recipient,
+    duplicate: bool,
+}
+
 /// A command whose reply waits for the filters.
 #[derive(Debug)]
 enum Pending {
     Connect,
     Helo(Reply),
     Mail(Reply),
-    Rcpt(Reply, Recipient),
+    Rcpt(Reply, NewRecipient),
     Data,
     /// Told only (rejected RCPT, unknown command, abort): no answer is awaited.
     Nothing,
@@ -486,6 +501,8 @@ struct Transaction {
     sender: Address,
     params: MailParams,
     rcpts: Vec<Recipient>,
+    /// [`Policy::recipient_key`] of each recipient kept → its echo.
+    keys: std::collections::HashMap<String, String>,
     /// Successful RCPT commands (duplicates included), for MaxRecipientsPerMessage.
     accepted: usize,
     started: Instant,
@@ -612,7 +629,7 @@ impl Session {
                 Some(mut r) => {
                     // sendmail's usrerr() names the recipient being refused.
                     if let Some(first) = r.lines.first_mut() {
-                        *first = format!("{}... {first}", rcpt.shown);
+                        *first = format!("{}... {first}", rcpt.rcpt.shown);
                     }
                     self.stats.rejected_rcpts += 1;
                     self.user_error(r, &mut out);
@@ -1121,6 +1138,7 @@ impl Session {
             sender: m.path,
             params,
             rcpts: Vec::new(),
+            keys: Default::default(),
             accepted: 0,
             started: Instant::now(),
             chunks: None,
@@ -1153,10 +1171,15 @@ impl Session {
             return;
         }
         let qid = self.qid();
-        let decision = {
+        let (decision, key) = {
             let sender = self.tx.as_ref().map(|t| &t.sender);
             let pctx = self.policy_context(&qid, sender);
-            self.ctx.policy.check_rcpt(&pctx, &path, &params)
+            let d = self.ctx.policy.check_rcpt(&pctx, &path, &params);
+            let key = match d {
+                Decision::Reject { .. } => None,
+                _ => self.ctx.policy.recipient_key(&pctx, &path),
+            };
+            (d, key)
         };
         let shown = match decision {
             Decision::Accept => path.raw.clone(),
@@ -1180,32 +1203,55 @@ impl Session {
                 return;
             }
         };
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        // sendmail keeps one copy of a recipient given twice, however it is spelled
+        // (nrcpts counts it once), and echoes the first spelling for the others.
+        let first = match &key {
+            Some(k) => tx.keys.get(k).cloned(),
+            None => tx
+                .rcpts
+                .iter()
+                .find(|x| x.shown == shown)
+                .map(|x| x.shown.clone()),
+        };
+        let ok = reply::recipient_ok(first.as_deref().unwrap_or(&shown));
         let rcpt = Recipient {
             addr: path,
             shown,
             params,
         };
-        let ok = reply::recipient_ok(&rcpt.shown);
+        let add = NewRecipient {
+            key,
+            rcpt,
+            duplicate: first.is_some(),
+        };
         if self.filters {
             let call = FilterCall::Rcpt {
                 args: self.filter_args(),
                 rejected: false,
             };
-            self.ask_filters(call, Pending::Rcpt(ok, rcpt), out);
+            self.ask_filters(call, Pending::Rcpt(ok, add), out);
             return;
         }
         out.push(Action::Reply(ok));
-        self.add_recipient(rcpt);
+        self.add_recipient(add);
     }
 
-    fn add_recipient(&mut self, rcpt: Recipient) {
-        if let Some(tx) = &mut self.tx {
-            tx.accepted += 1;
-            // sendmail keeps one copy of a recipient given twice (nrcpts counts it once).
-            if !tx.rcpts.iter().any(|x| x.shown == rcpt.shown) {
-                tx.rcpts.push(rcpt);
-            }
+    /// Counts an accepted RCPT and keeps the recipient unless it is a duplicate.
+    fn add_recipient(&mut self, add: NewRecipient) {
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        tx.accepted += 1;
+        if add.duplicate {
+            return;
         }
+        if let Some(k) = add.key {
+            tx.keys.insert(k, add.rcpt.shown.clone());
+        }
+        tx.rcpts.push(add.rcpt);
     }
 
     fn data_cmd(&mut self, more_input: bool, out: &mut Vec<Action>) {

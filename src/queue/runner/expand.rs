@@ -39,8 +39,10 @@ pub enum Expansion {
 }
 
 /// Expands `user` (ruleset 0's `$:` for recipient `parent`) through the aliases file and
-/// `.forward`s. Targets already among `existing` expansions are left out (each address is
-/// delivered once per message, as sendmail's duplicate suppression does). Blocking.
+/// `.forward`s. Targets already among `existing` expansions are left out, and so is a user
+/// whom `direct` (the local users the message's recipients name, lower case) already names:
+/// each address is delivered once per message, as sendmail's duplicate suppression does
+/// (`root` and an alias `alice: root` as recipients: one delivery to root). Blocking.
 pub fn expand(
     cfg: &Config,
     logger: &Logger,
@@ -48,6 +50,7 @@ pub fn expand(
     parent: &Recipient,
     user: &str,
     existing: &[Recipient],
+    direct: &[String],
 ) -> Expansion {
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -98,7 +101,9 @@ pub fn expand(
             owner: owner.map(|u| u.name),
         });
         let dup = |o: &Recipient| o.expanded.is_some() && o.address == r.address;
-        if !existing.iter().any(dup) && !out.iter().any(dup) {
+        let named = matches!(&target, Target::User(n)
+            if !n.eq_ignore_ascii_case(user) && direct.contains(&n.to_lowercase()));
+        if !named && !existing.iter().any(dup) && !out.iter().any(dup) {
             out.push(r);
         }
     }
@@ -155,7 +160,7 @@ mod tests {
         );
         let parent = Recipient::new("list@mta.example.test");
         let log = Logger::stderr(0);
-        let Expansion::Targets(t) = expand(&cfg, &log, "Q1", &parent, "list", &[]) else {
+        let Expansion::Targets(t) = expand(&cfg, &log, "Q1", &parent, "list", &[], &[]) else {
             panic!("not expanded");
         };
         let addrs: Vec<&str> = t.iter().map(|r| r.address.as_str()).collect();
@@ -181,18 +186,41 @@ mod tests {
     fn a_plain_user_is_delivered_directly_and_duplicates_once() {
         let (_d, cfg) = cfg_with_aliases("a: root\nb: root, carol@remote.example\n");
         let log = Logger::stderr(0);
-        let direct = expand(&cfg, &log, "Q1", &Recipient::new("root"), "root", &[]);
+        let direct = expand(&cfg, &log, "Q1", &Recipient::new("root"), "root", &[], &[]);
         assert_eq!(direct, Expansion::Direct);
-        let Expansion::Targets(first) = expand(&cfg, &log, "Q1", &Recipient::new("a"), "a", &[])
+        let Expansion::Targets(first) =
+            expand(&cfg, &log, "Q1", &Recipient::new("a"), "a", &[], &[])
         else {
             panic!()
         };
         let Expansion::Targets(second) =
-            expand(&cfg, &log, "Q1", &Recipient::new("b"), "b", &first)
+            expand(&cfg, &log, "Q1", &Recipient::new("b"), "b", &first, &[])
         else {
             panic!()
         };
         let addrs: Vec<&str> = second.iter().map(|r| r.address.as_str()).collect();
         assert_eq!(addrs, ["carol@remote.example"], "root is had once");
+    }
+
+    #[test]
+    fn an_alias_target_the_message_names_itself_is_left_out() {
+        // sendmail (the oracle, tests/data/oracle-issue16.txt): RCPT root and RCPT alice
+        // (`alice: root`) are nrcpts=2 and one delivery to root.
+        let (_d, cfg) = cfg_with_aliases("alice: root, carol@remote.example\n");
+        let log = Logger::stderr(0);
+        let direct = ["root".to_string()];
+        let Expansion::Targets(t) = expand(
+            &cfg,
+            &log,
+            "Q1",
+            &Recipient::new("alice"),
+            "alice",
+            &[],
+            &direct,
+        ) else {
+            panic!()
+        };
+        let addrs: Vec<&str> = t.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["carol@remote.example"]);
     }
 }
