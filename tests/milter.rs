@@ -32,14 +32,6 @@ impl Record {
     fn get(&self, k: &str) -> Option<&str> {
         self.fields.get(k).map(String::as_str)
     }
-
-    /// The macro names it received.
-    fn macros(&self) -> Vec<&str> {
-        self.fields
-            .keys()
-            .filter_map(|k| k.strip_prefix("m:"))
-            .collect()
-    }
 }
 
 /// A filter process, killed by its pid when dropped.
@@ -199,7 +191,6 @@ fn every_action_of_a_libmilter_filter_is_applied_before_the_commit() {
     // What the filter saw: the stages in order, with the macros m4's lists name.
     let records = f.records();
     let stages: Vec<&str> = records.iter().map(|r| r.stage.as_str()).collect();
-    eprintln!("{records:#?}");
     let connect = &f.stage("connect")[0];
     assert!(
         connect
@@ -789,7 +780,7 @@ fn spamass_milter_with_spamd_rejects_gtube_and_marks_what_it_passes() {
 fn command_line_mail_goes_through_the_same_filters() {
     let f = Filter::test_milter();
     let sink = Sink::start();
-    let mut d = daemon(
+    let d = daemon(
         &sink,
         &format!(
             "O InputMailFilters=test\nXtest, S=local:{}, F=T\n",

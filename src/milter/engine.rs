@@ -873,7 +873,6 @@ impl Engine {
                         other.letter()
                     ),
                 );
-                edit.changed = edit.changed || false;
             }
         }
     }
@@ -1105,13 +1104,13 @@ pub fn split_message(msg: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
         if text.is_empty() {
             return (headers, msg[end..].to_vec());
         }
-        if matches!(text[0], b' ' | b'\t') {
-            if let Some(last) = headers.last_mut() {
-                last.1.push('\n');
-                last.1.push_str(&String::from_utf8_lossy(text));
-                pos = end;
-                continue;
-            }
+        if matches!(text[0], b' ' | b'\t')
+            && let Some(last) = headers.last_mut()
+        {
+            last.1.push('\n');
+            last.1.push_str(&String::from_utf8_lossy(text));
+            pos = end;
+            continue;
         }
         match text.iter().position(|&b| b == b':') {
             Some(c) if c > 0 && text[..c].iter().all(|b| b.is_ascii_graphic()) => {

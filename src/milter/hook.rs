@@ -422,24 +422,22 @@ fn angle(a: &str) -> String {
 }
 
 impl<K: MessageSink + Send> MessageSink for FilteredSink<K> {
-    fn commit(&mut self, mut msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
-        async move {
-            if self.active && !self.discard && !self.engine.is_empty() {
-                match self.eom(&mut msg).await {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            } else if self.discard {
-                self.discard = false;
-                return Ok(());
+    async fn commit(&mut self, mut msg: Message) -> Result<(), CommitError> {
+        if self.active && !self.discard && !self.engine.is_empty() {
+            match self.eom(&mut msg).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(e),
             }
-            self.inner.commit(msg).await
+        } else if self.discard {
+            self.discard = false;
+            return Ok(());
         }
+        self.inner.commit(msg).await
     }
 
-    fn filter(&mut self, call: FilterCall) -> impl Future<Output = FilterVerdict> + Send {
-        async move {
+    async fn filter(&mut self, call: FilterCall) -> FilterVerdict {
+        {
             if !self.active && !matches!(call, FilterCall::Close | FilterCall::Abort) {
                 return FilterVerdict::Continue;
             }

@@ -63,7 +63,7 @@ pub async fn filter(
         }
     };
     match out {
-        Outcome::Continue => Filtered::Keep(msg),
+        Outcome::Continue => Filtered::Keep(Box::new(msg)),
         Outcome::Discard => {
             say("Milter: data, discard".into());
             Filtered::Drop
@@ -74,14 +74,14 @@ pub async fn filter(
         }
         Outcome::Reject => {
             say("Milter: data, reject=554 5.7.1 Command rejected".into());
-            Filtered::Keep(refused(msg, "554 5.7.1 Command rejected"))
+            Filtered::Keep(Box::new(refused(msg, "554 5.7.1 Command rejected")))
         }
         Outcome::ReplyCode(text) => {
             say(format!("Milter: data, reject={text}"));
             if text.starts_with('4') {
                 Filtered::Later(text)
             } else {
-                Filtered::Keep(refused(msg, &text))
+                Filtered::Keep(Box::new(refused(msg, &text)))
             }
         }
     }

@@ -207,7 +207,7 @@ pub enum Picked {
 #[derive(Debug)]
 pub enum Filtered {
     /// Commit this (the message, maybe changed).
-    Keep(Message),
+    Keep(Box<Message>),
     /// Drop it: the filters discarded it.
     Drop,
     /// Leave it in the maildrop for the next pass (a filter tempfailed).
@@ -216,7 +216,10 @@ pub enum Filtered {
 
 /// Moves every complete maildrop file into `store`.
 pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
-    pickup_filtered(qdir, store, |m| std::future::ready(Filtered::Keep(m))).await
+    pickup_filtered(qdir, store, |m| {
+        std::future::ready(Filtered::Keep(Box::new(m)))
+    })
+    .await
 }
 
 /// [`pickup`], each message passed through `filter` first (the mail filters, as
@@ -250,7 +253,7 @@ where
         };
         let id = msg.envelope.id.clone();
         let msg = match filter(msg).await {
-            Filtered::Keep(m) => m,
+            Filtered::Keep(m) => *m,
             Filtered::Drop => {
                 let _ = fs::remove_file(&path);
                 continue;
