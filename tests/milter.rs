@@ -869,3 +869,51 @@ fn a_quarantined_message_is_held_and_listed_by_mailq_qq() {
             .contains("milter=test, quarantine=held by test filter")
     );
 }
+
+#[test]
+fn after_starttls_the_filter_gets_the_tls_macros_at_helo() {
+    let f = Filter::test_milter();
+    let sink = Sink::start();
+    let ca = support::pki::TestCa::new("Milter Test CA");
+    ca.write_leaf(&["mta.example.test", "localhost"], "cert.pem", "key.pem");
+    let mut d = daemon(
+        &sink,
+        &format!(
+            "O InputMailFilters=test\nXtest, S=local:{}, F=T\n",
+            f.socket().display()
+        ),
+        &[
+            "-O",
+            &format!("ServerCertFile={}", ca.p("cert.pem")),
+            "-O",
+            &format!("ServerKeyFile={}", ca.p("key.pem")),
+        ],
+    );
+    let port = d.addr_of("MTA-v4").port();
+    let script = format!(
+        "import smtplib, ssl\n\
+         s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.example.test', timeout=20)\n\
+         s.ehlo()\n\
+         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+         s.starttls(context=ctx)\n\
+         s.ehlo()\n\
+         s.sendmail('sender@client.example.test', ['keep@dest.example'], b'Subject: tls\\r\\n\\r\\nbody\\r\\n')\n\
+         s.quit()\n"
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    sink.wait_messages(1);
+    let helos = f.stage("helo");
+    assert_eq!(helos.len(), 2, "{helos:?}");
+    assert_eq!(helos[0].get("m:{tls_version}"), None);
+    assert!(
+        helos[1]
+            .get("m:{tls_version}")
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{helos:?}"
+    );
+    assert!(helos[1].get("m:{cipher}").is_some(), "{helos:?}");
+}

@@ -443,8 +443,14 @@ impl<K: MessageSink + Send> MessageSink for FilteredSink<K> {
             }
             match call {
                 FilterCall::Connect => self.connect().await,
-                FilterCall::Helo { name } => self.helo(name).await,
-                FilterCall::Mail { qid, args } => self.mail(qid, args).await,
+                FilterCall::Helo { name, macros } => {
+                    self.macros.extend(macros);
+                    self.helo(name).await
+                }
+                FilterCall::Mail { qid, args, macros } => {
+                    self.macros.extend(macros);
+                    self.mail(qid, args).await
+                }
                 FilterCall::Rcpt { args, rejected } => {
                     if self.discard {
                         return FilterVerdict::Continue;

@@ -13,10 +13,19 @@ use super::reply::Reply;
 pub enum FilterCall {
     /// A client connected (before the greeting).
     Connect,
-    /// HELO/EHLO with this name.
-    Helo { name: String },
-    /// MAIL: the envelope id, then `<sender>` and its ESMTP arguments.
-    Mail { qid: String, args: Vec<String> },
+    /// HELO/EHLO with this name; `macros`: the TLS parameters of the session so far
+    /// (`{tls_version}`, `{cipher}`, `{cipher_bits}`, `{cert_subject}`, `{cert_issuer}`).
+    Helo {
+        name: String,
+        macros: Vec<(String, String)>,
+    },
+    /// MAIL: the envelope id, then `<sender>` and its ESMTP arguments; `macros`: who
+    /// authenticated (`{auth_type}`, `{auth_authen}`, `{auth_ssf}`, `{auth_author}`).
+    Mail {
+        qid: String,
+        args: Vec<String>,
+        macros: Vec<(String, String)>,
+    },
     /// RCPT: `<recipient>` and its ESMTP arguments; `rejected` when the server already
     /// refused it (filters that asked see those too).
     Rcpt { args: Vec<String>, rejected: bool },

@@ -997,7 +997,14 @@ impl Session {
         };
         if self.filters && self.nullserver.is_none() {
             let name = self.helo.clone().unwrap_or_default();
-            self.ask_filters(FilterCall::Helo { name }, Pending::Helo(r), out);
+            let macros = self
+                .sec
+                .tls
+                .iter()
+                .flat_map(|t| t.macros())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            self.ask_filters(FilterCall::Helo { name, macros }, Pending::Helo(r), out);
             return;
         }
         out.push(Action::Reply(r));
@@ -1129,6 +1136,13 @@ impl Session {
             let call = FilterCall::Mail {
                 qid: qid.clone(),
                 args: self.filter_args(),
+                macros: self
+                    .sec
+                    .auth
+                    .iter()
+                    .flat_map(|a| a.macros())
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             };
             self.ask_filters(call, Pending::Mail(reply::sender_ok(&shown)), out);
         } else {

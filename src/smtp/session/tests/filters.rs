@@ -30,7 +30,8 @@ fn each_command_waits_for_the_filters_before_its_reply() {
     assert_eq!(
         calls(&a),
         [FilterCall::Helo {
-            name: "client.example.test".into()
+            name: "client.example.test".into(),
+            macros: Vec::new(),
         }]
     );
     assert!(replies(&a).is_empty(), "no reply before the verdict");
