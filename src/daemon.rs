@@ -174,6 +174,8 @@ pub struct Shared {
     pub queue: Store,
     /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
     pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
+    /// AUTH failures per client address, across connections (kept over SIGHUP).
+    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
 }
 
 impl Shared {
@@ -187,6 +189,7 @@ impl Shared {
             stats,
             queue,
             local_agent: None,
+            auth_limit: Arc::default(),
         }
     }
 
@@ -426,6 +429,13 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
             Severity::Notice,
             None,
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
+    for name in &report.removed_spool {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: spool/{name}: unacknowledged message data removed"),
         );
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::limit::AuthLimit;
 use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
@@ -61,6 +62,7 @@ pub async fn serve_client<S>(
         macros: &macros,
         features: server_features(&current.config),
         ids: shared.qids.clone(),
+        auth_limit: Some(shared.auth_limit.clone()),
     };
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
@@ -75,11 +77,11 @@ pub async fn serve_client<S>(
         implicit_tls: daemon.modifiers.has('s'),
         ..conn_options(&current.config)
     };
-    let sink = QueueSink {
-        dest: Destination::Store(shared.queue.clone()),
-        config: current.config.clone(),
-        logger: shared.logger.clone(),
-    };
+    let sink = QueueSink::new(
+        Destination::Store(shared.queue.clone()),
+        current.config.clone(),
+        shared.logger.clone(),
+    );
     let mut session = Session::new(ctx);
     let filters = current.milters.for_daemon(&daemon.name);
     let outcome = if filters.is_empty() {
@@ -246,13 +248,15 @@ pub fn server_features(cfg: &Config) -> Features {
 
 /// The driver's settings from the options: the server side of `Timeout.*` is
 /// `Timeout.command` (the whole next command line must arrive within it) and
-/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long), with `MinDataRate`
+/// for the message as a whole; op §4.1.2 marks the
 /// others as client timeouts, which `deliver::remote::client` applies.
 pub fn conn_options(cfg: &Config) -> ConnOptions {
     ConnOptions {
         timeouts: Timeouts {
             command: cfg.options.timeouts.command,
             data_block: cfg.options.timeouts.datablock,
+            min_data_rate: cfg.options.min_data_rate,
         },
         ..ConnOptions::default()
     }
@@ -267,6 +271,8 @@ pub struct Origin<'a> {
     pub macros: &'a BTreeMap<String, String>,
     pub features: Features,
     pub ids: Arc<QueueIdGen>,
+    /// The daemon's AUTH failures per client address (`None` for `-bs`).
+    pub auth_limit: Option<Arc<AuthLimit>>,
 }
 
 /// The session's context from the running configuration: host name, greeting (expanded with
@@ -277,7 +283,8 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
-    let security = security(current, &client);
+    let mut security = security(current, &client);
+    security.failure_limit = origin.auth_limit;
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -318,5 +325,6 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
             .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
         mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
+        failure_limit: None,
     }
 }

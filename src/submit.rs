@@ -80,15 +80,21 @@ pub fn deliver(inv: &Invocation) -> i32 {
         return EX_SOFTWARE;
     };
     let relay = format!("{user}@localhost");
-    let (body, msgid) = add_headers(
-        &cfg,
-        body,
-        &qid,
-        &sender,
-        inv.args.full_name.as_deref(),
-        &relay,
-        &recipients,
-    );
+    let warning = (inv.args.sender.as_deref()).and_then(|f| sender_warning(&cfg, &user, f));
+    if let Some(w) = &warning {
+        logger.log(
+            Severity::Info,
+            Some(&qid),
+            format_args!("Authentication-Warning: {w}"),
+        );
+    }
+    let who = Submitter {
+        sender: &sender,
+        full_name: inv.args.full_name.as_deref(),
+        relay: &relay,
+        warning: warning.as_deref(),
+    };
+    let (body, msgid) = add_headers(&cfg, body, &qid, &who, &recipients);
     let size = body.len();
     let mut env = queue::Envelope::new(id, sender.clone());
     env.recipients = recipients
@@ -266,17 +272,52 @@ pub fn parse_address_list(value: &str) -> Vec<String> {
     out
 }
 
-/// Adds `Received:`, `From:`, `Date:` and `Message-Id:` as sendmail does for a local
-/// submission; returns the message and its Message-Id.
+/// `PrivacyOptions=authwarnings` (or `goaway`) is set.
+pub fn auth_warnings(cfg: &Config) -> bool {
+    let p = &cfg.options.privacy_options;
+    p.iter().any(|w| w == "authwarnings" || w == "goaway")
+}
+
+/// sendmail's warning for `-f` by a user who is not trusted (class `t`: `Troot`, `Tdaemon`,
+/// `Tuucp` in m4's cfs; root always): `<host>: <user> set sender to <addr> using -f`,
+/// logged and added as `X-Authentication-Warning:` (the sender is still used). `None` when
+/// the user is trusted, names itself, or authwarnings is off.
+fn sender_warning(cfg: &Config, user: &str, forged: &str) -> Option<String> {
+    let trusted = user == "root" || cfg.class_contains("t", user);
+    if trusted || forged == user || !auth_warnings(cfg) {
+        return None;
+    }
+    let host = expand("$j", cfg);
+    Some(format!("{host}: {user} set sender to {forged} using -f"))
+}
+
+/// Who submits a message on the command line, as the added headers show it.
+struct Submitter<'a> {
+    /// The envelope sender (`-f`, else the user).
+    sender: &'a str,
+    /// `-F`.
+    full_name: Option<&'a str>,
+    /// `$_`: `user@localhost`.
+    relay: &'a str,
+    /// The `-f` Authentication-Warning text, if one is due.
+    warning: Option<&'a str>,
+}
+
+/// Adds `Received:`, `From:`, `Date:`, `Message-Id:` (and the `-f` warning) as sendmail does
+/// for a local submission; returns the message and its Message-Id.
 fn add_headers(
     cfg: &Config,
     body: Vec<u8>,
     qid: &str,
-    sender: &str,
-    full_name: Option<&str>,
-    relay: &str,
+    who: &Submitter<'_>,
     recipients: &[String],
 ) -> (Vec<u8>, Option<String>) {
+    let Submitter {
+        sender,
+        full_name,
+        relay,
+        warning,
+    } = *who;
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), relay.to_string());
     m.insert("i".to_string(), qid.to_string());
@@ -310,6 +351,10 @@ fn add_headers(
     }
     let (more, msgid) = crate::receive::id_and_date(&body, qid, &host);
     added.push_str(&more);
+    // After our headers, before the message's own (where sendmail's qf has it).
+    if let Some(w) = warning {
+        added.push_str(&format!("X-Authentication-Warning: {w}\n"));
+    }
     let mut out = added.into_bytes();
     out.extend_from_slice(&body);
     (out, msgid)
@@ -350,14 +395,15 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         macros: &macros,
         features: server_features(&cfg),
         ids: Arc::new(QueueIdGen::new()),
+        auth_limit: None,
     };
     let ctx = session_context(&current, client, origin);
 
-    let mut sink = QueueSink {
-        dest: Destination::Maildrop(cfg.options.queue_directory.clone()),
-        config: cfg.clone(),
-        logger: logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Maildrop(cfg.options.queue_directory.clone()),
+        cfg.clone(),
+        logger.clone(),
+    );
     let opts = conn_options(&cfg);
     let outcome = runtime.block_on(async {
         let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());

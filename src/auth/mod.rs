@@ -7,9 +7,12 @@
 //! ([`crate::smtp::session`]) turns steps into replies, checks the credentials with an
 //! [`Authenticator`] ([`passwd::PasswordFile`]) and logs as sendmail does.
 //!
+//! Failures are also counted per client address across connections ([`limit`]).
+//!
 //! sendmail 8.17 with Cyrus SASL is the model (srvrsmtp.c `CMDAUTH`): `*` cancels, `=` is an
 //! empty initial response, LOGIN asks `Username:` then `Password:`.
 
+pub mod limit;
 pub mod passwd;
 
 use std::sync::Arc;

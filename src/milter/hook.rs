@@ -422,6 +422,12 @@ fn angle(a: &str) -> String {
 }
 
 impl<K: MessageSink + Send> MessageSink for FilteredSink<K> {
+    /// Filtered messages stay whole in memory (the filters read and may rewrite all of it),
+    /// within the receipt limits (`MaxMessageSize`, else the hard cap).
+    fn spills(&self) -> bool {
+        false
+    }
+
     async fn commit(&mut self, mut msg: Message) -> Result<(), CommitError> {
         if self.active && !self.discard && !self.engine.is_empty() {
             match self.eom(&mut msg).await {

@@ -32,6 +32,7 @@ pub mod mailq;
 pub mod runner;
 pub mod select;
 pub mod space;
+pub mod spool;
 pub mod store;
 
 pub use file::{

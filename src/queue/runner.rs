@@ -35,6 +35,7 @@ use crate::queue::{DeliveryState, Message, QueueId, Recipient};
 
 pub mod expand;
 pub mod limits;
+pub mod loops;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
@@ -369,6 +370,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     }
     let now = SystemTime::now();
     let current = shared.current();
+    if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {
+        fail_looping(shared, &mut msg, &text, now);
+    }
     let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
@@ -407,6 +411,30 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
             format_args!("queue update failed: {e}"),
         );
     }
+}
+
+/// A message that has looped: the SYSERR line, and every pending recipient failed with
+/// `554 5.4.6 Too many hops` (no delivery attempt; the bounce follows from `dsn::settle`).
+fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime) {
+    let cfg = shared.config();
+    let user = loops::real_user_name(cfg.options.run_as_user.is_some());
+    shared.logger.log(
+        Severity::Crit,
+        Some(msg.envelope.id.as_str()),
+        format_args!("SYSERR({user}): {text}"),
+    );
+    let outcome = Outcome::Permanent {
+        dsn: loops::TOO_MANY_HOPS_DSN.into(),
+        text: loops::TOO_MANY_HOPS.into(),
+    };
+    let mut recipients = std::mem::take(&mut msg.envelope.recipients);
+    for r in recipients.iter_mut() {
+        if r.state == DeliveryState::Pending {
+            apply(r, &outcome, msg, &cfg, now);
+            dsn::record_attempt(r, &outcome, None, false);
+        }
+    }
+    msg.envelope.recipients = recipients;
 }
 
 /// A queued message that cannot be read is left in place and said so, never skipped

@@ -21,10 +21,16 @@
 //! or the empty line, ends the header block.
 
 /// The size limit when `MaxMessageSize` is not set: sendmail has none, but a session must
-/// not be able to make this process hold an unbounded message in memory (the queue commits
-/// a message whole). 64 MiB is above any size real mail systems accept by default (Postfix
-/// 10 MB, Exim 50 MB, Gmail 25 MB).
+/// not be able to fill the queue's disk with one endless message (nor exceed a journal
+/// frame). 64 MiB is above any size real mail systems accept by default (Postfix 10 MB,
+/// Exim 50 MB, Gmail 25 MB).
 pub const HARD_MAX_MESSAGE: u64 = 64 << 20;
+
+/// Bytes at the start of a message that always stay in memory: the header block that
+/// `receive` scans for `Message-Id:` and `Date:` (`MaxHeadersLength` is 32768 by default,
+/// so the whole header block is here unless an admin raised or lifted that limit; then the
+/// scan sees the first this-many bytes of it).
+pub const KEEP_HEAD: usize = 64 << 10;
 
 /// The limits a message is received under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +70,15 @@ enum Line {
 }
 
 /// A message body being received.
+///
+/// Past the first [`KEEP_HEAD`] bytes, the bytes kept can be taken out
+/// ([`BodyBuf::take_spill`]) to be stored elsewhere (the queue's spool file): then the
+/// message is `body[..KEEP_HEAD]`, the bytes taken out in order, `body[KEEP_HEAD..]`.
 #[derive(Debug)]
 pub struct BodyBuf {
     body: Vec<u8>,
+    /// Bytes taken out by [`BodyBuf::take_spill`].
+    spilled: u64,
     /// Bytes so far (`\n` line ends), including those not kept.
     size: u64,
     limits: Limits,
@@ -85,6 +97,7 @@ impl BodyBuf {
     pub fn new(limits: Limits) -> BodyBuf {
         BodyBuf {
             body: Vec::new(),
+            spilled: 0,
             size: 0,
             limits,
             in_header: true,
@@ -176,6 +189,28 @@ impl BodyBuf {
     /// A refused message keeps nothing.
     fn drop_kept(&mut self) {
         self.body = Vec::new();
+    }
+
+    /// The bytes kept after the first [`KEEP_HEAD`], once there are at least `min` of
+    /// them (and no limit is broken): they leave this buffer, which from then on holds
+    /// the head and what came after them.
+    pub fn take_spill(&mut self, min: usize) -> Option<Vec<u8>> {
+        if !self.intact() || self.body.len() < KEEP_HEAD + min.max(1) {
+            return None;
+        }
+        let tail = self.body.split_off(KEEP_HEAD);
+        self.spilled += tail.len() as u64;
+        Some(tail)
+    }
+
+    /// Bytes taken out by [`BodyBuf::take_spill`].
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+
+    /// No limit is broken (the message may still be accepted).
+    pub fn intact(&self) -> bool {
+        !self.exceeded() && !self.headers_exceeded
     }
 
     /// Bytes so far (`\n` line ends), counting bytes not kept.

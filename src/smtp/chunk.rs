@@ -53,6 +53,11 @@ impl ChunkReader {
         &self.body
     }
 
+    /// The body so far, to take bytes out of ([`BodyBuf::take_spill`]).
+    pub fn body_mut(&mut self) -> &mut BodyBuf {
+        &mut self.body
+    }
+
     /// The message after its `LAST` chunk.
     pub fn finish(mut self) -> Result<BodyBuf, DataEnd> {
         if self.cr {

@@ -112,6 +112,16 @@ impl DataReader {
         self.body.in_header()
     }
 
+    /// The body so far.
+    pub fn body(&self) -> &BodyBuf {
+        &self.body
+    }
+
+    /// The body so far, to take bytes out of ([`BodyBuf::take_spill`]).
+    pub fn body_mut(&mut self) -> &mut BodyBuf {
+        &mut self.body
+    }
+
     /// The body received.
     pub fn into_body(self) -> BodyBuf {
         self.body

@@ -45,11 +45,18 @@ impl Session {
         };
         self.log_sender = None;
         let protocol = self.message_protocol(&tx.params);
+        let spilled = body.spilled();
         let msg = Message {
             qid: self.qid(),
             sender: tx.sender,
             mail_params: tx.params,
             recipients: tx.rcpts,
+            spilled,
+            spill_at: if spilled > 0 {
+                crate::smtp::body::KEEP_HEAD
+            } else {
+                0
+            },
             body: body.into_body(),
             helo: self.helo.clone(),
             protocol,

@@ -69,6 +69,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             authenticator: Some(Arc::new(OneUser)),
             mechanisms: crate::auth::Mechanism::allowed(None),
             auth_needs_tls: needs_tls,
+            failure_limit: None,
         },
     })
 }
