@@ -85,6 +85,14 @@ pub async fn serve_client<S>(
     let mut session = Session::new(ctx);
     let filters = current.milters.for_daemon(&daemon.name);
     let outcome = if filters.is_empty() {
+        // sendmail (built with MILTER, as Debian's) says so for every session (milter_init).
+        if current.milters.log_level > 10 {
+            shared.logger.log(
+                Severity::Info,
+                Some("NOQUEUE"),
+                format_args!("Milter: no active filter"),
+            );
+        }
         let mut sink = sink;
         conn::serve(
             stream,

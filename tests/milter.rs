@@ -936,3 +936,14 @@ fn after_starttls_the_filter_gets_the_tls_macros_at_helo() {
     );
     assert!(helos[1].get("m:{cipher}").is_some(), "{helos:?}");
 }
+
+#[test]
+fn a_session_without_filters_says_so_as_sendmail_does() {
+    let sink = Sink::start();
+    let mut d = daemon(&sink, "", &[]);
+    let mut c = open(&mut d, "MTA-v6");
+    c.cmd("QUIT");
+    // sendmail 8.17 (built with MILTER) logs this for every session at LogLevel > 10
+    // (../shared/conformance/smtp/unknown-params.txt).
+    d.wait_log("NOQUEUE: Milter: no active filter");
+}
