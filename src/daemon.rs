@@ -23,10 +23,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,15 +37,13 @@ use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::{self, Config};
 use crate::credentials::Credentials;
 use crate::hosts::Hosts;
-use crate::listener::{self, Bound, Listener};
-use crate::log::{LogConfig, Logger, Severity};
-use crate::policy::{BuiltinPolicy, KnownUsers, RulesPolicy};
+use crate::listener::{self, Bound, Listener, Peer};
+use crate::log::{Logger, Severity};
+use crate::privsep::AgentClient;
 use crate::queue::Store;
-use crate::queue::id::QueueIdGen;
-use crate::queue::maildrop::{self, Picked};
-use crate::rules::rewrite::Engine;
+use crate::runner::pickup::pickup_once;
+use crate::runtime::{Current, Shared, load_config, make_logger};
 use crate::shutdown::{SessionGuard, Shutdown};
-use crate::smtp::session::{HelpText, Policy};
 use crate::stats::Stats;
 use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE};
 
@@ -56,179 +53,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How often the `StatusFile` counters are written (and once more at exit).
 pub const STATS_SAVE_EVERY: Duration = Duration::from_secs(30);
 
-/// What one configuration gives the sessions; swapped whole on SIGHUP, while a session keeps
-/// the one it started with.
-pub struct Current {
-    pub config: Arc<Config>,
-    pub policy: Arc<dyn Policy>,
-    /// The cf's rulesets, when it has any (they then make the policy decisions).
-    pub rules: Option<Arc<RulesPolicy>>,
-    pub help: Option<Arc<HelpText>>,
-    /// The mail filters (`X` lines, `InputMailFilters`, `Milter.*`).
-    pub milters: Arc<crate::milter::MilterConfig>,
-    /// The TLS certificate and AUTH passwords (none for command-line modes).
-    pub credentials: Credentials,
-}
-
-impl Current {
-    /// The configuration with its policy: the cf's rulesets when it has `check_*` rulesets,
-    /// else the built-in relay rules. Problems building the ruleset engine are returned as
-    /// warnings (the built-in rules then apply).
-    pub fn new(config: Config, inv: &Invocation) -> (Current, Vec<String>) {
-        Current::with_logger(config, inv, None)
-    }
-
-    /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
-    pub fn with_logger(
-        config: Config,
-        inv: &Invocation,
-        logger: Option<Logger>,
-    ) -> (Current, Vec<String>) {
-        let mut warnings = Vec::new();
-        let rules = rules_engine(&config, inv, &mut warnings)
-            .map(|(e, m)| Arc::new(RulesPolicy::new(e, &m)));
-        let relay: Arc<dyn Policy> = match &rules {
-            Some(r) => r.clone(),
-            None => Arc::new(BuiltinPolicy::from_config(&config)),
-        };
-        let help = config
-            .options
-            .help_file
-            .as_deref()
-            .and_then(|p| HelpText::load(p).ok())
-            .map(Arc::new);
-        let aliases = match crate::aliases::load_all(&config.options.alias_files) {
-            Ok(t) => t,
-            Err(e) => {
-                warnings.push(format!("aliases: {e}"));
-                crate::aliases::AliasTable::default()
-            }
-        };
-        let milters = match crate::milter::MilterConfig::from_config(&config) {
-            Ok(m) => m,
-            Err(errs) => {
-                warnings.extend(errs.iter().map(|e| format!("SYSERR: {e}")));
-                crate::milter::MilterConfig::default()
-            }
-        };
-        let config = Arc::new(config);
-        let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
-            inner: relay,
-            rules: rules.clone(),
-            config: config.clone(),
-            aliases: crate::aliases::LiveAliases::new(&config.options.alias_files, aliases),
-            logger,
-        });
-        (
-            Current {
-                config,
-                policy,
-                rules,
-                help,
-                milters: Arc::new(milters),
-                credentials: Credentials::default(),
-            },
-            warnings,
-        )
-    }
-}
-
-/// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets.
-fn rules_engine(
-    config: &Config,
-    inv: &Invocation,
-    warnings: &mut Vec<String>,
-) -> Option<(Engine, Vec<crate::rules::cf::Mailer>)> {
-    let has_checks = ["check_relay", "check_mail", "check_rcpt"]
-        .iter()
-        .any(|n| config.ruleset_names.contains_key(*n));
-    if !has_checks {
-        return None;
-    }
-    let (text, name) = match &inv.source {
-        crate::config::Source::File(p) => (std::fs::read(p).ok()?, p.display().to_string()),
-        crate::config::Source::Embedded => (
-            crate::config::DEFAULT_CF.as_bytes().to_vec(),
-            "<embedded default.cf>".to_string(),
-        ),
-    };
-    let (engine, extras, errors) = crate::rules::cf::load_with(
-        &text,
-        &name,
-        &crate::rules::cf::HostInfo::current(),
-        &inv.overrides,
-    );
-    warnings.extend(errors.into_iter().map(|e| format!("rulesets: {e}")));
-    Some((engine, extras.mailers))
-}
-
-/// What every session shares.
-pub struct Shared {
-    current: RwLock<Arc<Current>>,
-    pub logger: Logger,
-    pub qids: Arc<QueueIdGen>,
-    pub hosts: RwLock<Arc<Hosts>>,
-    /// `StatusFile` counters (None when the option is not set).
-    pub stats: Option<Stats>,
-    /// The mail queue (`QueueDirectory`).
-    pub queue: Store,
-    /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
-    pub local_agent: Option<Arc<crate::privsep::AgentClient>>,
-    /// AUTH failures per client address, across connections (kept over SIGHUP).
-    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
-}
-
-impl Shared {
-    /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
-    pub fn new(current: Current, logger: Logger, queue: Store, stats: Option<Stats>) -> Shared {
-        Shared {
-            current: RwLock::new(Arc::new(current)),
-            logger,
-            qids: Arc::new(QueueIdGen::new()),
-            hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
-            stats,
-            queue,
-            local_agent: None,
-            auth_limit: Arc::default(),
-        }
-    }
-
-    pub fn current(&self) -> Arc<Current> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        self.current().config.clone()
-    }
-
-    pub fn hosts(&self) -> Arc<Hosts> {
-        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Loads the configuration, printing every error to stderr.
-pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
-    match config::load(&inv.source, &inv.overrides) {
-        Ok(c) => Ok(c),
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "sendmail: {} configuration error(s); not started",
-                errors.len()
-            );
-            Err(EX_CONFIG)
-        }
-    }
-}
-
 /// Runs the daemon until SIGTERM. Returns the exit code.
 pub fn run(inv: Invocation, foreground: bool) -> i32 {
-    if let Err(e) = crate::queue::select::QueueRun::parse(&inv.args.queue_flags) {
+    if let Err(e) = crate::runner::select::QueueRun::parse(&inv.args.queue_flags) {
         eprintln!("sendmail: {e}");
         return crate::sysexits::EX_USAGE;
     }
@@ -372,7 +199,13 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         }
     };
     log_recovery(&logger, queue.recovery_report());
-    let (mut current, rule_warnings) = Current::with_logger(cfg, &inv, Some(logger.clone()));
+    let (mut current, rule_warnings) = match Current::with_logger(cfg, Some(logger.clone())) {
+        Ok(c) => c,
+        Err(e) => {
+            logger.log(Severity::Crit, None, format_args!("SYSERR: {e}"));
+            return EX_CONFIG;
+        }
+    };
     current.credentials = credentials;
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
@@ -392,33 +225,11 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         }
     };
     let mut shared = Shared::new(current, logger, queue, stats);
-    shared.local_agent = local_agent;
+    shared.local_agent = local_agent
+        .clone()
+        .map(|a| a as Arc<dyn crate::deliver::LocalAgent>);
     let shared = Arc::new(shared);
-    runtime.block_on(serve(inv, shared, opened.listeners))
-}
-
-/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
-/// and stderr for `-bD` when neither is there.
-pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
-    let syslog_path = PathBuf::from("/dev/log");
-    let syslog = syslog_path.exists();
-    let file = cfg
-        .options
-        .log_file
-        .as_ref()
-        .map(|t| PathBuf::from(t.expand(cfg)));
-    Logger::new(LogConfig {
-        ident: inv
-            .args
-            .log_tag
-            .clone()
-            .unwrap_or_else(|| "sendmail".to_string()),
-        level: cfg.options.log_level,
-        syslog,
-        stderr: foreground && !syslog && file.is_none(),
-        file,
-        syslog_path,
-    })
+    runtime.block_on(serve(inv, shared, local_agent, opened.listeners))
 }
 
 /// One `queue recovery:` line for each journal segment the queue's opening cut back to its
@@ -549,7 +360,15 @@ struct Running {
 /// What identifies a listener: its options and whether it is IPv6-only.
 type ListenerKey = (DaemonPortOptions, bool);
 
-async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -> i32 {
+/// Serves until SIGTERM. `agent` is the root agent under `RunAsUser`: SIGHUP has it re-read
+/// the configuration and open the sockets below 1024 (the runner reaches it through
+/// [`Shared::local_agent`] for local delivery only).
+async fn serve(
+    inv: Invocation,
+    shared: Arc<Shared>,
+    agent: Option<Arc<AgentClient>>,
+    listeners: Vec<Listener>,
+) -> i32 {
     // Signals first: from the start line on, SIGHUP and SIGTERM are handled, never fatal.
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -574,19 +393,15 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     let pickup = tokio::spawn(pickup_loop(shared.clone()));
     // DeliveryMode background/interactive: deliver right after each commit; queue-only and
     // deferred: at the -q interval, or when `sendmail -q` asks through the control socket.
-    let interval = crate::queue::select::QueueRun::parse(&inv.args.queue_flags)
+    let interval = crate::runner::select::QueueRun::parse(&inv.args.queue_flags)
         .ok()
         .and_then(|run| run.interval);
-    let schedule = crate::queue::runner::Schedule {
-        on_commit: crate::queue::runner::limits::delivers_on_commit(&shared.config()),
+    let schedule = crate::runner::Schedule {
+        on_commit: crate::runner::limits::delivers_on_commit(&shared.config()),
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
-    let runner = tokio::spawn(crate::queue::runner::run(
-        shared.clone(),
-        schedule,
-        requests,
-    ));
+    let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
@@ -607,7 +422,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     });
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&inv, &shared, &shutdown, &mut running).await,
+            _ = hup.recv() => reload(&inv, &shared, agent.as_ref(), &shutdown, &mut running).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -634,7 +449,7 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     }
     pickup.abort();
     control.abort();
-    let _ = std::fs::remove_file(crate::queue::control::socket_path(shared.queue.dir()));
+    let _ = std::fs::remove_file(crate::runner::control::socket_path(shared.queue.dir()));
     runner.abort();
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
@@ -643,20 +458,20 @@ async fn serve(inv: Invocation, shared: Arc<Shared>, listeners: Vec<Listener>) -
     EX_OK
 }
 
-/// Serves `sendmail -q` requests ([`crate::queue::control`]); a socket that cannot be opened
+/// Serves `sendmail -q` requests ([`crate::runner::control`]); a socket that cannot be opened
 /// is logged, and the daemon runs on without it.
 async fn control_socket(
     shared: Arc<Shared>,
-    runs: tokio::sync::mpsc::Sender<crate::queue::control::RunRequest>,
+    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
 ) {
     let qdir = shared.queue.dir().to_path_buf();
-    if let Err(e) = crate::queue::control::serve(&qdir, runs).await {
+    if let Err(e) = crate::runner::control::serve(&qdir, runs).await {
         shared.logger.log(
             Severity::Err,
             None,
             format_args!(
                 "queue control socket {}: {e}; sendmail -q cannot reach this daemon",
-                crate::queue::control::socket_path(&qdir).display()
+                crate::runner::control::socket_path(&qdir).display()
             ),
         );
     }
@@ -704,57 +519,11 @@ fn log_not_reloaded(shared: &Shared, errors: &[impl std::fmt::Display], summary:
         .log(Severity::Err, None, format_args!("{summary}"));
 }
 
-/// One pass over the maildrop (also before each `sendmail -q` run), problems logged.
-pub async fn pickup_once(shared: &Shared) {
-    let qdir = shared.queue.dir().to_path_buf();
-    let current = shared.current();
-    let filters = current.milters.input.clone();
-    let picked = if filters.is_empty() {
-        maildrop::pickup(&qdir, &shared.queue).await
-    } else {
-        // sendmail's MSP relays through the MTA: the same filters, as from localhost.
-        let origin = crate::milter::submission::Origin {
-            host: crate::config::macros::expand("$j", &*current.config),
-            daemon_name: current
-                .config
-                .daemons
-                .first()
-                .map_or_else(|| "MTA".to_string(), |d| d.name.clone()),
-        };
-        let origin = Arc::new(origin);
-        maildrop::pickup_filtered(&qdir, &shared.queue, |m| {
-            let (cfg, logger) = (current.milters.clone(), shared.logger.clone());
-            let (filters, origin) = (filters.clone(), origin.clone());
-            async move {
-                crate::milter::submission::filter(cfg, &filters, &origin, &logger, m).await
-            }
-        })
-        .await
-    };
-    for p in picked {
-        match p {
-            Picked::Queued(_) | Picked::AlreadyQueued(_) => {}
-            Picked::Corrupt { path, error } => shared.logger.log(
-                Severity::Crit,
-                None,
-                format_args!(
-                    "SYSERR: pickup: {} is not a queue file ({error}); set aside",
-                    path.display()
-                ),
-            ),
-            Picked::Failed { path, error } => shared.logger.log(
-                Severity::Err,
-                None,
-                format_args!("pickup: {}: {error}; will retry", path.display()),
-            ),
-        }
-    }
-}
-
 /// SIGHUP: re-read the configuration and reopen the listeners that changed.
 async fn reload(
     inv: &Invocation,
     shared: &Arc<Shared>,
+    agent: Option<&Arc<AgentClient>>,
     shutdown: &Shutdown,
     running: &mut HashMap<ListenerKey, Running>,
 ) {
@@ -780,7 +549,7 @@ async fn reload(
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
-    reload_supervisor(shared).await;
+    reload_supervisor(shared, agent).await;
     let wanted: Vec<ListenerKey> = cfg
         .daemons
         .iter()
@@ -804,7 +573,7 @@ async fn reload(
             kept += 1;
             continue;
         }
-        match open_listener(shared, &key).await {
+        match open_listener(agent, &key).await {
             Ok(l) => {
                 running.insert(key, start(l, shared, shutdown));
                 opened += 1;
@@ -825,15 +594,26 @@ async fn reload(
         }
     }
     let credentials = reload_credentials(&cfg, shared);
-    let (mut current, rule_warnings) = Current::with_logger(cfg, inv, Some(shared.logger.clone()));
+    let (mut current, rule_warnings) = match Current::with_logger(cfg, Some(shared.logger.clone()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log_not_reloaded(
+                shared,
+                &[e],
+                "configuration not reloaded: 1 error(s); the running configuration is kept",
+            );
+            return;
+        }
+    };
     current.credentials = credentials;
     for w in &rule_warnings {
         shared
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
-    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(current);
-    if let Some(agent) = shared.local_agent.clone() {
+    shared.set_current(current);
+    if let Some(agent) = agent.cloned() {
         let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
     }
     *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
@@ -854,8 +634,8 @@ async fn reload(
 
 /// SIGHUP under `RunAsUser`: the root supervisor re-reads the configuration too, so that
 /// the sockets it opens are those the new one lists.
-async fn reload_supervisor(shared: &Shared) {
-    let Some(agent) = shared.local_agent.clone() else {
+async fn reload_supervisor(shared: &Shared, agent: Option<&Arc<AgentClient>>) {
+    let Some(agent) = agent.cloned() else {
         return;
     };
     let done = tokio::task::spawn_blocking(move || agent.supervisor().reload()).await;
@@ -872,8 +652,11 @@ async fn reload_supervisor(shared: &Shared) {
 /// Opens one daemon's socket on SIGHUP: itself, or, once root is given up and the port is
 /// below 1024, through the root supervisor, which opens what its own configuration says
 /// for that daemon's name and passes the socket back.
-async fn open_listener(shared: &Shared, key: &ListenerKey) -> Result<Listener, String> {
-    let agent = match &shared.local_agent {
+async fn open_listener(
+    agent: Option<&Arc<AgentClient>>,
+    key: &ListenerKey,
+) -> Result<Listener, String> {
+    let agent = match agent {
         Some(a) if listener::needs_root(&key.0) => a.clone(),
         _ => return listener::open(&key.0, key.1).map_err(|e| e.to_string()),
     };
@@ -907,14 +690,6 @@ impl GuardMaker {
     fn make(&self) -> SessionGuard {
         self.0.resubscribe()
     }
-}
-
-/// The address of an SMTP client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    /// A unix-domain client (`Family=local`).
-    Local,
 }
 
 /// A listening socket of either kind, inside the runtime.

@@ -331,7 +331,42 @@ fn classify_error<T>(e: &NetError) -> Answer<T> {
 /// An address as it is written in logs and `relay=`: `[192.0.2.1]`,
 /// `[IPv6:2001:db8:0:0:0:0:0:1]` (sendmail's uncompressed form, facts §3.4).
 pub fn bracketed(ip: IpAddr) -> String {
-    format!("[{}]", crate::smtp::session::format_ip(ip))
+    format!("[{}]", format_ip(ip))
+}
+
+/// An IP address as sendmail prints it: IPv4 dotted, IPv4-mapped IPv6 as IPv4, other IPv6
+/// as `IPv6:` plus eight uncompressed hex groups (`IPV6_FULL`, facts §3.4).
+pub fn format_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                // One buffer, no formatter per group: this runs several times per
+                // connection (callgrind: 6.5 k instructions a call with a String per group).
+                let mut out = String::with_capacity(44);
+                out.push_str("IPv6");
+                for group in v6.segments() {
+                    out.push(':');
+                    push_hex(&mut out, group);
+                }
+                out
+            }
+        },
+    }
+}
+
+/// `v` in lower-case hex without leading zeros (`0` for zero), as `{:x}` writes it.
+fn push_hex(out: &mut String, v: u16) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut started = false;
+    for shift in [12u16, 8, 4, 0] {
+        let d = usize::from((v >> shift) & 0xf);
+        if d != 0 || started || shift == 0 {
+            out.push(char::from(DIGITS[d]));
+            started = true;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,13 +19,14 @@ use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
 use crate::config::macros::{Layered, expand};
-use crate::daemon::{Current, Peer, Shared};
+use crate::listener::Peer;
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
 use crate::receive::{Destination, QueueSink};
+use crate::runtime::{Current, Shared};
 use crate::shutdown::SessionGuard;
 use crate::smtp::conn::{self, ConnOptions, Timeouts};
-use crate::smtp::session::{ClientInfo, Features, Privacy, Security, Session, SessionContext};
+use crate::smtp::session::{ClientInfo, Features, Security, Session, SessionContext};
 
 /// Serves one client to the end of its session.
 pub async fn serve_client<S>(
@@ -51,7 +52,7 @@ pub async fn serve_client<S>(
         c.connection();
     }
     let relay_reject = current
-        .rules
+        .rules_policy
         .as_ref()
         .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
     let mut macros = connection_macros(&daemon, &client);
@@ -151,7 +152,7 @@ pub fn milter_peer(
     macros.insert("j".into(), hostname.to_string());
     crate::milter::hook::Peer {
         name: client.name.clone().unwrap_or_else(|| match client.ip {
-            Some(ip) => format!("[{}]", crate::smtp::session::format_ip(ip)),
+            Some(ip) => format!("[{}]", crate::dns::format_ip(ip)),
             None => "localhost".to_string(),
         }),
         family,
@@ -207,7 +208,7 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
-        m.insert("client_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("client_addr".into(), crate::dns::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
     m.insert(
@@ -237,7 +238,7 @@ fn interface_macros(daemon: &DaemonPortOptions, shared: &Shared, m: &mut BTreeMa
         m.insert("if_name".into(), name.to_string());
     }
     if !ip.is_loopback() {
-        m.insert("if_addr".into(), crate::smtp::session::format_ip(ip));
+        m.insert("if_addr".into(), crate::dns::format_ip(ip));
     }
 }
 
@@ -307,7 +308,7 @@ pub fn session_context(
         max_headers_length: u64::from(cfg.options.max_headers_length),
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
-        privacy: Privacy::parse(&cfg.options.privacy_options.join(",")),
+        privacy: current.privacy,
         log_level: cfg.options.log_level,
         version: expand("$v", cfg),
         help: current.help.clone(),

@@ -21,17 +21,36 @@
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
-//! 7. [`queue::runner`] routes each recipient (ruleset 0), expands local ones once and
+//! 7. [`runner`] routes each recipient ([`deliver::route`]: ruleset 0), expands local ones once and
 //!    durably (aliases, `.forward`), and delivers: [`deliver::local`] (mbox, files,
 //!    programs, the cf's `Mlocal` program) or [`deliver::remote`] ([`dns`] MX, AAAA then A,
 //!    the ESMTP client), then crosses it off, retries or marks it failed;
 //!    [`deliver::dsn`] queues the bounce, delay warning or return receipt that is due.
-//!    `sendmail -q` ([`queue::cmdline`]) runs it once, in this process or through the
-//!    running daemon's control socket ([`queue::control`]).
+//!    `sendmail -q` ([`runner::cmdline`]) runs it once, in this process or through the
+//!    running daemon's control socket ([`runner::control`]).
 //!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
 //!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
 //!    [`stats`] counts per mailer and per daemon for `mailstats`.
+//!
+//! # The layers, top to bottom
+//!
+//! Every import points down this list (or stays inside its own module); `tests/layers.rs`
+//! fails on an import that points up or sideways, and on any cycle.
+//!
+//! | rank | modules | what they are |
+//! | --- | --- | --- |
+//! | 10 | [`daemon`] | start-up, signals, reload, the accept loop; the only module that wires [`privsep`] in |
+//! | 9 | [`privsep`] [`submit`] | the root supervisor and local-delivery agent; `-bm -bs -t -bv` |
+//! | 8 | [`runner`] [`inbound`] | the queue manager (runs, limits, selection, control socket, pickup, notices); serving one client |
+//! | 7 | [`runtime`] | the context: one configuration generation ([`runtime::Current`]) and what a process shares ([`runtime::Shared`]) |
+//! | 6 | [`policy`] [`receive`] [`milter`] | MAIL/RCPT decisions; the SMTP message sink into the queue; mail filters (the milter protocol, a sink in front of the queue's) |
+//! | 5 | [`deliver`] | mailer choice, local and remote delivery, DSNs; the common [`deliver::Outcome`] |
+//! | 4 | [`smtp`] | the sans-IO session, commands, replies, the connection driver |
+//! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
+//! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets |
+//! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms; queue storage |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -49,6 +68,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod dns;
+pub mod headers;
 pub mod hosts;
 pub mod inbound;
 pub mod listener;
@@ -63,6 +83,8 @@ pub mod queue;
 pub mod receive;
 pub mod rlimit;
 pub mod rules;
+pub mod runner;
+pub mod runtime;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;

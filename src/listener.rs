@@ -21,6 +21,14 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::daemon_options::{Addr, DaemonPortOptions, Family};
 
+/// The address of an SMTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A unix-domain client (`Family=local`).
+    Local,
+}
+
 /// A bound, listening socket (std, non-blocking), ready to be handed to tokio.
 #[derive(Debug)]
 pub enum Bound {

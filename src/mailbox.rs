@@ -4,7 +4,7 @@
 //! backslashes, a source route). Out: a [`Mailbox`] — the local part as the local mailer
 //! gets it, what kind of target it names, and the domain — or [`AddrError`]. The relay check
 //! ([`crate::policy::BuiltinPolicy`]), the recipient lookup ([`crate::policy::KnownUsers`])
-//! and the mailer choice ([`crate::queue::runner::route_with`]) all take local part and domain
+//! and the mailer choice ([`crate::deliver::route::route_with`]) all take local part and domain
 //! from [`parse`], so they cannot disagree about where an address goes (issue 16: the relay
 //! check read `"a@remote"` as a local part while the router split it at its quoted `@`).
 //!

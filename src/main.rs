@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE};
-use sendmail_rs::{daemon, makemap, queue, rules, stats, submit};
+use sendmail_rs::{daemon, makemap, queue, rules, runner, runtime, stats, submit};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -49,14 +49,14 @@ fn main() {
             std::io::stdout().lock(),
         ),
         Mode::Smtp => submit::smtp_on_stdio(&inv),
-        Mode::QueueRun => queue::cmdline::run(&inv),
+        Mode::QueueRun => runner::cmdline::run(&inv),
     };
     std::process::exit(code);
 }
 
 /// `-bp` / `mailq`: the queue in sendmail's layout, read without disturbing a running daemon.
 fn print_queue(inv: &cli::Invocation) -> i32 {
-    let cfg = match daemon::load_config(inv) {
+    let cfg = match runtime::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -96,11 +96,11 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
 
 /// `-bi` / `newaliases`: rebuild every `AliasFile`'s map.
 fn init_aliases(inv: &cli::Invocation) -> i32 {
-    let cfg = match daemon::load_config(inv) {
+    let cfg = match runtime::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let logger = daemon::make_logger(&cfg, inv, false)
+    let logger = runtime::make_logger(&cfg, inv, false)
         .unwrap_or_else(|_| sendmail_rs::log::Logger::stderr(cfg.options.log_level));
     sendmail_rs::aliases::run_newaliases(
         &cfg.options.alias_files,

@@ -24,14 +24,13 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::daemon_options::Modifiers;
+use crate::dns::format_ip;
 use crate::mailbox::{self, AddrError, Domain, LocalKind, Mailbox};
-use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
-use crate::rules::mailer::{self, MailerDef};
-use crate::rules::rewrite::Engine;
+use crate::rules::handle::Handle;
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext, format_ip};
+use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext};
 
 /// The relay rules of one configuration.
 #[derive(Debug, Clone, Default)]
@@ -53,16 +52,8 @@ impl BuiltinPolicy {
 
     /// `$=w` and `$=R` of a configuration, with the host's own names added to `$=w`.
     pub fn from_config(cfg: &Config) -> BuiltinPolicy {
-        let mut w = cfg.classes.get("w").cloned().unwrap_or_default();
-        w.extend([
-            crate::config::macros::expand("$j", cfg),
-            cfg.host.fqdn.clone(),
-            cfg.host.short.clone(),
-            "localhost".to_string(),
-        ]);
-        w.push("[127.0.0.1]".to_string());
         let r = cfg.classes.get("R").cloned().unwrap_or_default();
-        BuiltinPolicy::new(&w, &r)
+        BuiltinPolicy::new(&cfg.local_names(), &r)
     }
 
     /// Whether `domain` is one of this host's names (`$=w`).
@@ -224,57 +215,17 @@ pub fn unqualified_sender(ctx: &PolicyContext<'_>, sender: &Address) -> Option<D
 /// the m4-generated rules say). The engine is shared; each check sets the connection's macros
 /// (`${client_addr}`, `${client_name}`, `${daemon_flags}` …) under its lock.
 pub struct RulesPolicy {
-    engine: std::sync::Mutex<Engine>,
-    /// The cf's mailers as the engine numbers them (for ruleset 0's `$#` triples).
-    mailers: Vec<MailerDef>,
+    rules: Arc<Handle>,
 }
 
 impl RulesPolicy {
-    pub fn new(mut engine: Engine, mailer_lines: &[crate::rules::cf::Mailer]) -> RulesPolicy {
-        let mailers = mailer::build(mailer_lines, &engine.rulesets, &mut engine.names);
-        RulesPolicy {
-            engine: std::sync::Mutex::new(engine),
-            mailers,
-        }
+    pub fn new(rules: Arc<Handle>) -> RulesPolicy {
+        RulesPolicy { rules }
     }
 
-    /// Ruleset 3 then 0 on a recipient, as sendmail's `parseaddr`: the mailer triple, or the
-    /// error the rules chose.
-    pub fn resolve(&self, addr: &str) -> Result<(String, Option<String>, String), String> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let parsed = parseaddr(&mut e, &self.mailers, addr.as_bytes(), Use::default());
-        let messages = take_messages(&mut e);
-        match parsed {
-            Some(a) if !a.bad && a.mailer != "*error*" => Ok((
-                a.mailer,
-                a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
-                String::from_utf8_lossy(&a.user).into_owned(),
-            )),
-            _ => Err(messages
-                .last()
-                .cloned()
-                .unwrap_or_else(|| format!("{addr}... unresolvable address"))),
-        }
-    }
-
-    /// A queued message as `mailer` delivers it: envelope sender, recipients and address
-    /// headers through rulesets 1/2/4 and the mailer's `S=`/`R=` ([`crate::rules::deliver`]).
-    pub fn for_delivery(
-        &self,
-        mailer: &str,
-        msg: &crate::queue::Message,
-        rcpts: &[crate::queue::Recipient],
-    ) -> (crate::queue::Message, Vec<crate::queue::Recipient>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_delivery(&mut e, &self.mailers, mailer, msg, rcpts)
-    }
-
-    /// A message as local `mailer` (`local`, `prog`, `*file*`) writes it: `$g` (the
-    /// envelope sender through rulesets 1/4 and `S=`) and the message with its address
-    /// headers rewritten ([`crate::rules::deliver::for_local`]).
-    pub fn for_local(&self, mailer: &str, sender: &str, message: &[u8]) -> (String, Vec<u8>) {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        crate::rules::deliver::for_local(&mut e, &self.mailers, mailer, sender, message)
+    /// The engine handle these checks run on (shared with delivery).
+    pub fn handle(&self) -> &Arc<Handle> {
+        &self.rules
     }
 
     /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
@@ -289,7 +240,7 @@ impl RulesPolicy {
         arg2: Option<&str>,
         sender: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
-        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.rules.engine();
         let name = client.name.clone().unwrap_or_else(|| match client.ip {
             Some(ip) => format!("[{}]", format_ip(ip)),
             None => "localhost".to_string(),
@@ -411,7 +362,7 @@ impl Policy for RulesPolicy {
 /// <addr>... User unknown` (logged as `<addr>... User unknown`).
 pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
-    pub rules: Option<Arc<RulesPolicy>>,
+    pub rules: Option<Arc<Handle>>,
     pub config: Arc<Config>,
     /// Read again when its files change ([`crate::aliases::LiveAliases`]).
     pub aliases: crate::aliases::LiveAliases,
@@ -465,8 +416,8 @@ impl KnownUsers {
     }
 
     /// The route of a recipient as the client wrote it.
-    fn route(&self, rcpt: &Address) -> crate::queue::runner::Route {
-        crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare(&rcpt.raw))
+    fn route(&self, rcpt: &Address) -> crate::deliver::route::Route {
+        crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare(&rcpt.raw))
     }
 }
 
@@ -478,16 +429,16 @@ impl KnownUsers {
         use crate::aliases::{Expander, Target};
         let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
         let host = crate::config::macros::expand("$j", &*self.config);
-        let user = match crate::queue::runner::route_with(self.rules.as_deref(), &self.config, bare)
-        {
-            crate::queue::runner::Route::Local { user, .. } => user,
-            crate::queue::runner::Route::Remote { .. } => {
-                return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
-            }
-            crate::queue::runner::Route::Error { text } => {
-                return Reply::new(553, Some("5.1.3"), text);
-            }
-        };
+        let user =
+            match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+                crate::deliver::route::Route::Local { user, .. } => user,
+                crate::deliver::route::Route::Remote { .. } => {
+                    return Reply::new(250, Some("2.1.5"), format!("<{bare}>"));
+                }
+                crate::deliver::route::Route::Error { text } => {
+                    return Reply::new(553, Some("5.1.3"), text);
+                }
+            };
         let aliases = self.aliases.current();
         let mut expander = Expander::from_config(&aliases, &self.config);
         expander.forward = false;
@@ -548,7 +499,7 @@ impl Policy for KnownUsers {
         if !matches!(decision, Decision::Accept | Decision::AcceptAs(_)) {
             return decision;
         }
-        use crate::queue::runner::Route;
+        use crate::deliver::route::Route;
         let shown = format!("<{}>", bare(&rcpt.raw));
         let refuse = |reply: Reply| Decision::Reject {
             log: Some(reply.text().to_string()),
@@ -588,7 +539,7 @@ impl Policy for KnownUsers {
     /// as in sendmail. Other routes: the address as written.
     fn recipient_key(&self, _: &PolicyContext<'_>, rcpt: &Address) -> Option<String> {
         match self.route(rcpt) {
-            crate::queue::runner::Route::Local { mailer, user } => {
+            crate::deliver::route::Route::Local { mailer, user } => {
                 let user = self.fold(&mailer, user);
                 Some(format!("{mailer}:{user}"))
             }

@@ -30,12 +30,13 @@ use chrono::{Local, Utc};
 
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
+use crate::dns::format_ip;
 use crate::log::{Logger, Severity};
 use crate::queue::spool::Spool;
 use crate::queue::{self, QueueError, QueueId, Store, maildrop};
 use crate::smtp::command;
 use crate::smtp::conn::{CommitError, MessageSink};
-use crate::smtp::session::{Message, format_ip};
+use crate::smtp::session::Message;
 
 /// sendmail's `Received:` template (cf/m4/cfhead.m4, `confRECEIVED_HEADER`: the AUTH and TLS
 /// comments included), used when the cf defines none; here it also names the daemon.
@@ -223,7 +224,7 @@ fn prepare(
     let (more, msgid) = id_and_date(head, &msg.qid, &hostname);
     added.push_str(&more);
     // PrivacyOptions=authwarnings: the warning the session logged at MAIL, as a header.
-    if msg.helo.is_none() && crate::submit::auth_warnings(cfg) {
+    if msg.helo.is_none() && cfg.options.auth_warnings() {
         added.push_str(&format!(
             "X-Authentication-Warning: {hostname}: {} didn't use HELO protocol\n",
             msg.client.display()
@@ -280,14 +281,14 @@ fn prepare(
 /// `Message-Id:` and `Date:` for a message that lacks them (sendmail adds both at receipt):
 /// the lines to add, and the message's id (its own, or the one added).
 pub fn id_and_date(body: &[u8], qid: &str, host: &str) -> (String, Option<String>) {
-    let (header_end, existing) = scan_headers(body);
+    let (header_end, existing) = crate::headers::scan(body);
     let mut added = String::new();
     let msgid = existing.or_else(|| {
         let m = queue::id::message_id(Utc::now(), qid, host);
         added.push_str(&format!("Message-Id: {m}\n"));
         Some(m)
     });
-    if !has_header(&body[..header_end], "date") {
+    if !crate::headers::has(&body[..header_end], "date") {
         added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
     }
     (added, msgid)
@@ -338,55 +339,9 @@ fn bare(raw: &str) -> String {
         .to_string()
 }
 
-/// Where the header block ends (the index after its blank line, or the body's end) and the
-/// value of its `Message-Id:` header, if any.
-pub fn scan_headers(body: &[u8]) -> (usize, Option<String>) {
-    let mut pos = 0;
-    let mut msgid = None;
-    while pos < body.len() {
-        let end = body[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |i| pos + i + 1);
-        let line = &body[pos..end];
-        if line == b"\n" || line == b"\r\n" {
-            return (end, msgid);
-        }
-        if let Some(v) = header_value(line, "message-id") {
-            msgid = Some(v);
-        }
-        pos = end;
-    }
-    (body.len(), msgid)
-}
-
-fn header_value(line: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(line).ok()?;
-    let (n, v) = text.split_once(':')?;
-    n.trim_end()
-        .eq_ignore_ascii_case(name)
-        .then(|| v.trim().to_string())
-}
-
-pub fn has_header(headers: &[u8], name: &str) -> bool {
-    headers
-        .split(|&b| b == b'\n')
-        .any(|l| header_value(l, name).is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_scan_finds_message_id_and_the_end_of_the_headers() {
-        let body = b"Subject: x\nMessage-ID: <a@b>\n\nMessage-Id: <not@header>\n";
-        let (end, id) = scan_headers(body);
-        assert_eq!(&body[..end], b"Subject: x\nMessage-ID: <a@b>\n\n");
-        assert_eq!(id.as_deref(), Some("<a@b>"));
-        assert!(has_header(b"Date: now\n", "date"));
-        assert!(!has_header(b"X-Date: now\n", "date"));
-    }
 
     #[test]
     fn addresses_lose_their_brackets() {

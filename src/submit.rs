@@ -20,14 +20,16 @@ use chrono::Local;
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
-use crate::daemon::{Current, load_config, make_logger};
 use crate::inbound::{Origin, conn_options, server_features, session_context};
 use crate::log::{Logger, Severity};
 use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
 use crate::receive::{Destination, QueueSink};
+use crate::runtime::{Current, load_config, make_logger};
 use crate::smtp::conn;
 use crate::smtp::session::{ClientInfo, Session};
-use crate::sysexits::{EX_CANTCREAT, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
+use crate::sysexits::{
+    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE,
+};
 
 /// The invoking user's login name (`root` when it cannot be found).
 pub fn invoking_user() -> String {
@@ -153,9 +155,9 @@ impl Submission {
         }
         let mut recipients: Vec<String> = Vec::new();
         if self.read_recipients {
-            let (headers, rest) = split_headers(&text);
+            let (headers, rest) = crate::headers::split(&text);
             let mut kept = Vec::new();
-            for field in header_fields(headers) {
+            for field in crate::headers::fields(headers) {
                 let name = field.split(|&b| b == b':').next().unwrap_or(b"");
                 let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
                 if matches!(name.as_str(), "to" | "cc" | "bcc") {
@@ -196,32 +198,6 @@ fn lone_dot(text: &[u8]) -> Option<usize> {
         start += line.len();
     }
     None
-}
-
-/// The header block (with its blank line) and the rest.
-fn split_headers(text: &[u8]) -> (&[u8], &[u8]) {
-    let mut pos = 0;
-    for line in text.split_inclusive(|&b| b == b'\n') {
-        pos += line.len();
-        if line == b"\n" {
-            return text.split_at(pos - 1);
-        }
-    }
-    (text, &[])
-}
-
-/// Header fields, each with its continuation lines.
-fn header_fields(headers: &[u8]) -> Vec<&[u8]> {
-    let mut fields: Vec<(usize, usize)> = Vec::new();
-    let mut pos = 0;
-    for line in headers.split_inclusive(|&b| b == b'\n') {
-        match (line.first(), fields.last_mut()) {
-            (Some(b' ' | b'\t'), Some(last)) => last.1 = pos + line.len(),
-            _ => fields.push((pos, pos + line.len())),
-        }
-        pos += line.len();
-    }
-    fields.into_iter().map(|(a, b)| &headers[a..b]).collect()
 }
 
 /// The addresses of an RFC 5322 address list (`a@b, "Name" <c@d>, group: e@f;`).
@@ -272,19 +248,13 @@ pub fn parse_address_list(value: &str) -> Vec<String> {
     out
 }
 
-/// `PrivacyOptions=authwarnings` (or `goaway`) is set.
-pub fn auth_warnings(cfg: &Config) -> bool {
-    let p = &cfg.options.privacy_options;
-    p.iter().any(|w| w == "authwarnings" || w == "goaway")
-}
-
 /// sendmail's warning for `-f` by a user who is not trusted (class `t`: `Troot`, `Tdaemon`,
 /// `Tuucp` in m4's cfs; root always): `<host>: <user> set sender to <addr> using -f`,
 /// logged and added as `X-Authentication-Warning:` (the sender is still used). `None` when
 /// the user is trusted, names itself, or authwarnings is off.
 fn sender_warning(cfg: &Config, user: &str, forged: &str) -> Option<String> {
     let trusted = user == "root" || cfg.class_contains("t", user);
-    if trusted || forged == user || !auth_warnings(cfg) {
+    if trusted || forged == user || !cfg.options.auth_warnings() {
         return None;
     }
     let host = expand("$j", cfg);
@@ -330,7 +300,7 @@ fn add_headers(
     }
     let lookup = Layered { top: &m, base: cfg };
     let host = expand("$j", &lookup);
-    let headers = &body[..crate::receive::scan_headers(&body).0];
+    let headers = &body[..crate::headers::scan(&body).0];
     let template = cfg
         .headers
         .iter()
@@ -338,7 +308,7 @@ fn add_headers(
         .map(|h| h.value.as_str())
         .unwrap_or("$?_($_)\n\t$.by $j ($v/$Z) id $i$?u\n\tfor $u; $|;\n\t$.$b");
     let mut added = format!("Received: {}\n", expand(template, &lookup));
-    if !crate::receive::has_header(headers, "from") {
+    if !crate::headers::has(headers, "from") {
         let addr = if sender.contains('@') {
             sender.to_string()
         } else {
@@ -378,7 +348,13 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
             return EX_SOFTWARE;
         }
     };
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = match Current::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     let cfg = current.config.clone();
     let client = ClientInfo {
         ip: None,
@@ -428,7 +404,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
 /// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
 pub fn verify(inv: &Invocation) -> i32 {
     use crate::aliases::{Expander, Target, load_all};
-    use crate::queue::runner::{Route, route_with};
+    use crate::deliver::route::{Route, route_with};
     let cfg = match load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
@@ -437,7 +413,13 @@ pub fn verify(inv: &Invocation) -> i32 {
         eprintln!("sendmail: Recipient names must be specified");
         return EX_USAGE;
     }
-    let (current, _) = Current::new(cfg, inv);
+    let (current, _) = match Current::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     let cfg = current.config.clone();
     let table = load_all(&cfg.options.alias_files).unwrap_or_default();
     let mut expander = Expander::from_config(&table, &cfg);

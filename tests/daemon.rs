@@ -486,3 +486,45 @@ fn children_limits_concurrent_sessions_per_daemon() {
     std::io::BufRead::read_line(&mut r, &mut line).unwrap();
     assert!(line.starts_with("220 mta.example.test ESMTP"), "{line}");
 }
+
+/// A cf whose options (greeting) and rulesets (`check_rcpt`) both name one generation.
+fn generation_cf(g: &str) -> String {
+    format!(
+        "V10/Berkeley
+Djmta.example.test
+O SmtpGreetingMessage=$j options-{g}
+O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
+Scheck_rcpt
+R$*\t$#error $@ 5.7.1 $: \"550 rulesets-{g}\"
+Mlocal, P=/bin/true, F=lsDFM, A=true $u
+"
+    )
+}
+
+#[test]
+fn hup_takes_options_and_rulesets_from_one_reading_of_the_new_cf() {
+    let mut d = Daemon::start(&generation_cf("A"), &[]);
+    let v4 = d.addr_of("MTA-v4");
+    let mut c = Smtp::connect(v4);
+    assert!(c.reply()[0].ends_with("options-A"));
+    c.cmd("EHLO client.example.test");
+    c.cmd("MAIL FROM:<a@client.example.test>");
+    assert_eq!(
+        c.cmd("RCPT TO:<b@remote.example.test>")[0],
+        "550 5.7.1 <b@remote.example.test>... rulesets-A"
+    );
+    c.cmd("QUIT");
+
+    std::fs::write(&d.cf, generation_cf("B")).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_log("configuration reloaded");
+    let mut c = Smtp::connect(v4);
+    let greeting = c.reply();
+    assert!(greeting[0].ends_with("options-B"), "{greeting:?}");
+    c.cmd("EHLO client.example.test");
+    c.cmd("MAIL FROM:<a@client.example.test>");
+    assert_eq!(
+        c.cmd("RCPT TO:<b@remote.example.test>")[0],
+        "550 5.7.1 <b@remote.example.test>... rulesets-B"
+    );
+}

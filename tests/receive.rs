@@ -130,7 +130,9 @@ fn a_killed_daemon_loses_no_acknowledged_message() {
     let mut d = Daemon::start(CF, QUEUE_ONLY);
     let v6 = d.addr_of("MTA-v6");
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Instant::now() + Duration::from_millis(700);
+    // Clients send until the kill (bounded by time and count); the kill comes once some
+    // messages are acknowledged, however slow the machine is.
+    let stop = Instant::now() + Duration::from_secs(60);
     let clients: Vec<_> = (0..8)
         .map(|n| {
             let acked = acked.clone();
@@ -165,7 +167,10 @@ fn a_killed_daemon_loses_no_acknowledged_message() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 16 && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     d.signal(nix::sys::signal::Signal::SIGKILL);
     for c in clients {
         c.join().unwrap();

@@ -1,6 +1,6 @@
-//! The sendmail.cf readers: the typed configuration (`config::from_reader`) and the
-//! rules engine's loader (`rules::cf::load`). Any text either loads or is refused with
-//! errors; nothing panics.
+//! The sendmail.cf reader (`config::from_reader`) and the ruleset engine built from what it
+//! read (`rules::cf::load`, which goes through the same reader). Any text either loads or is
+//! refused with errors; nothing panics.
 #![no_main]
 
 use std::path::Path;

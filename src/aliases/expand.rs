@@ -89,7 +89,7 @@ impl<'a> Expander<'a> {
     pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
         let mut e = Expander::new(table);
         e.dont_blame = DontBlame::from_words(&config.options.dont_blame_sendmail);
-        e.default_user = Some(crate::deliver::local::default_user(config));
+        e.default_user = Some(default_user(config));
         e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
         if !config.host.fqdn.is_empty() {
             e.local_domains.push(config.host.fqdn.clone());
@@ -404,4 +404,33 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeEr
         None => Kind::Include,
     };
     super::safefile::read(path, owner, kind, &DontBlame::default(), None)
+}
+
+/// sendmail's `DefaultUser` of `config` as (uid, gid): the option, else `mailnull`, else
+/// 1:1.
+pub fn default_user(config: &crate::config::Config) -> (u32, u32) {
+    match &config.options.default_user {
+        Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+        None => system_user("mailnull").map(|u| (u.uid, u.gid)),
+    }
+    .unwrap_or((1, 1))
+}
+
+/// `DefaultUser=user[:group]`: names or numbers.
+pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => system_user(user).map(|u| (u.uid, u.gid))?,
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()?
+                .gid
+                .as_raw(),
+        };
+    }
+    Some((uid, gid))
 }

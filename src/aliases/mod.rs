@@ -49,7 +49,8 @@ pub mod safefile;
 
 pub use db::{LiveAliases, Stats, db_path, load, load_all, rebuild, run_newaliases};
 pub use expand::{
-    Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, read_safe, system_user,
+    Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, default_user, read_safe,
+    resolve_user_spec, system_user,
 };
 pub use parse::{parse, spec_path, split_members};
 

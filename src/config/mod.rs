@@ -86,7 +86,12 @@ pub enum ConfigError {
     },
     /// The first character of a line is not a line kind.
     #[error("{loc}: unknown line type '{ch}' (expected one of {LINE_KINDS} or a comment)")]
-    UnknownLineType { loc: Location, ch: char },
+    UnknownLineType {
+        loc: Location,
+        ch: char,
+        /// The whole line, for sendmail's wording (`unknown configuration line "..."`).
+        line: String,
+    },
     /// A line of a known kind that does not parse.
     #[error("{loc}: bad {kind} line: {msg}")]
     BadLine {
@@ -283,6 +288,21 @@ impl Config {
         self.mailers.iter().find(|m| m.name == name)
     }
 
+    /// This host's names, lower case: `$=w` (`Cw` lines, the `Fw` file) with `$j`, the
+    /// host's own names, `localhost` and `[127.0.0.1]` added — what the built-in rules take
+    /// for "mail to me" (relay check and mailer choice alike).
+    pub fn local_names(&self) -> Vec<String> {
+        let mut w = self.classes.get("w").cloned().unwrap_or_default();
+        w.extend([
+            macros::expand("$j", self),
+            self.host.fqdn.clone(),
+            self.host.short.clone(),
+            "localhost".to_string(),
+        ]);
+        w.push("[127.0.0.1]".to_string());
+        w.iter().map(|s| s.to_ascii_lowercase()).collect()
+    }
+
     /// A ruleset by name or number (`"canonify"`, `"3"`).
     pub fn ruleset(&self, name_or_number: &str) -> Option<&Ruleset> {
         let n = match name_or_number.parse::<u32>() {
@@ -342,8 +362,26 @@ pub fn from_reader(
     r: impl BufRead,
     overrides: &[Override],
 ) -> Result<Config, Vec<ConfigError>> {
+    let (config, errors) = from_reader_lenient(file, r, overrides, HostNames::of_this_host());
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`from_reader`] that goes on past errors, as sendmail's `readcf` does in address test
+/// mode (a bad line is reported and the rest still counts): the configuration as far as it
+/// loaded, with every error. `host` gives `$j $w $m` (what [`HostNames::of_this_host`]
+/// finds, or a fixed name in tests).
+pub fn from_reader_lenient(
+    file: &Path,
+    r: impl BufRead,
+    overrides: &[Override],
+    host: HostNames,
+) -> (Config, Vec<ConfigError>) {
     let parsed = cf::lines::parse_reader(file, r);
-    let mut b = Builder::new(file);
+    let mut b = Builder::new(file, host);
     b.errors.extend(parsed.errors);
     b.config.warnings.extend(parsed.warnings);
     b.apply_overrides(overrides);
@@ -369,7 +407,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(file: &Path) -> Builder {
+    fn new(file: &Path, host: HostNames) -> Builder {
         Builder {
             config: Config {
                 file: file.to_path_buf(),
@@ -390,7 +428,7 @@ impl Builder {
                 daemons: Vec::new(),
                 warnings: Vec::new(),
                 notes: Vec::new(),
-                host: HostNames::of_this_host(),
+                host,
             },
             errors: Vec::new(),
             sticky: BTreeSet::new(),
@@ -858,7 +896,7 @@ impl Builder {
         }
     }
 
-    fn finish(mut self) -> Result<Config, Vec<ConfigError>> {
+    fn finish(mut self) -> (Config, Vec<ConfigError>) {
         if self.daemons_from_command_line {
             let before = self.daemon_values.len();
             self.daemon_values
@@ -901,11 +939,7 @@ impl Builder {
                 }),
             }
         }
-        if self.errors.is_empty() {
-            Ok(self.config)
-        } else {
-            Err(self.errors)
-        }
+        (self.config, self.errors)
     }
 }
 

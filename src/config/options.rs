@@ -679,6 +679,9 @@ pub struct RawOption {
     pub literal: bool,
 }
 
+/// `MinDataRate` when the cf does not set it: Postfix's `smtpd_min_data_rate` default.
+pub const DEFAULT_MIN_DATA_RATE: u64 = 500;
+
 /// The typed options, each with sendmail's default when not set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -788,6 +791,15 @@ pub struct Options {
     pub unsupported: Vec<RawOption>,
 }
 
+impl Options {
+    /// `PrivacyOptions=authwarnings` (or `goaway`) is set: `X-Authentication-Warning:`
+    /// headers are added.
+    pub fn auth_warnings(&self) -> bool {
+        let p = &self.privacy_options;
+        p.iter().any(|w| w == "authwarnings" || w == "goaway")
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
@@ -829,7 +841,7 @@ impl Default for Options {
             reject_nul: false,
             smtp_utf8: false,
             max_headers_length: 32768,
-            min_data_rate: crate::smtp::conn::DEFAULT_MIN_DATA_RATE,
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),

@@ -4,7 +4,7 @@
 //! `dsn=` code and remote host) and the running configuration. Out: a [`Plan`] saying which
 //! notices are due ([`plan`], pure), each notice built as a new queued message ([`build`],
 //! pure: RFC 3464 `multipart/report; report-type=delivery-status`, laid out as sendmail 8.17's
-//! `savemail.c`/`errbody` lays it out), and, through [`settle`], those messages committed to
+//! `savemail.c`/`errbody` lays it out), and, through [`crate::runner::notices::settle`], those messages committed to
 //! the queue with sendmail's log lines before the original's recipients are marked
 //! `reported`. A crash between the two gives at worst a second notice, never none.
 //!
@@ -32,12 +32,8 @@ use chrono::{DateTime, Local};
 use crate::config::Config;
 use crate::config::macros::{MacroLookup, rfc5322_date};
 use crate::config::options::PerPrecedence;
-use crate::daemon::Shared;
-use crate::deliver::remote::Outcome;
-use crate::log::Severity;
-use crate::queue::{
-    DeliveryState, Envelope, Message, Notices, Origin, QueueError, QueueId, Recipient, Ret,
-};
+use crate::deliver::Outcome;
+use crate::queue::{DeliveryState, Envelope, Message, Notices, Origin, QueueId, Recipient, Ret};
 
 /// What one notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,7 +649,7 @@ fn code_or(r: &Recipient, default: &str) -> String {
 fn original_part(kind: Kind, original: &Message) -> String {
     let env = &original.envelope;
     let headers_only = kind == Kind::Success || env.params.ret == Some(Ret::Hdrs);
-    let (end, _) = crate::receive::scan_headers(&original.body);
+    let (end, _) = crate::headers::scan(&original.body);
     let mut t = String::new();
     let text = if headers_only {
         t.push_str("Content-Type: text/rfc822-headers\n\n");
@@ -672,17 +668,11 @@ fn original_part(kind: Kind, original: &Message) -> String {
 
 /// The value of the first header `name` (lower case) in `body`.
 fn header(body: &[u8], name: &str) -> Option<String> {
-    let (end, _) = crate::receive::scan_headers(body);
-    String::from_utf8_lossy(&body[..end]).lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
+    crate::headers::find(crate::headers::split(body).0, name)
 }
 
 /// The word sendmail's log puts before a notice's reason (`returntosender`).
-fn log_word(notice: &Notice, original: &Message) -> &'static str {
+pub fn log_word(notice: &Notice, original: &Message) -> &'static str {
     match (&notice.to, notice.kind) {
         (Addressee::Postmaster(_), _) if original.envelope.notices.origin == Origin::Dsn => {
             "return to sender"
@@ -696,7 +686,7 @@ fn log_word(notice: &Notice, original: &Message) -> &'static str {
 
 /// The reason sendmail logs after `DSN:` (the first recipient's short status, or the
 /// subject-like phrase for timeouts and receipts).
-fn log_reason(b: &Build<'_>, original: &Message) -> String {
+pub fn log_reason(b: &Build<'_>, original: &Message) -> String {
     let s = b.settings;
     match b.notice.kind {
         Kind::Delay => format!(
@@ -713,67 +703,6 @@ fn log_reason(b: &Build<'_>, original: &Message) -> String {
             None => String::new(),
         },
     }
-}
-
-/// Queues the notices due for `msg` and marks what they report; returns whether `msg`
-/// changed (so the caller writes it back). A notice that cannot be queued leaves its
-/// recipients unreported, to be tried at the next run.
-pub async fn settle(shared: &Shared, msg: &mut Message) -> bool {
-    let settings = Settings::from_config(&shared.config());
-    let now = SystemTime::now();
-    let expired = expire(&settings, msg, now);
-    let mut plan = plan(&settings, msg, now);
-    if plan.is_empty() {
-        return expired;
-    }
-    let mut sent = Vec::new();
-    for notice in std::mem::take(&mut plan.notices) {
-        match send(shared, &settings, &notice, msg, now).await {
-            Ok(()) => sent.push(notice),
-            Err(e) => shared.logger.log(
-                Severity::Err,
-                Some(msg.envelope.id.as_str()),
-                format_args!("DSN could not be queued: {e}"),
-            ),
-        }
-    }
-    plan.notices = sent;
-    mark(msg, &plan);
-    true
-}
-
-async fn send(
-    shared: &Shared,
-    settings: &Settings,
-    notice: &Notice,
-    original: &Message,
-    now: SystemTime,
-) -> Result<(), QueueError> {
-    let orig_id = original.envelope.id.as_str();
-    let id = QueueId::new(shared.qids.next_id())?;
-    let b = Build {
-        settings,
-        notice,
-        id: id.clone(),
-        now,
-    };
-    let reason = log_reason(&b, original);
-    if notice.to == Addressee::Dropped {
-        shared.logger.log(
-            Severity::Alert,
-            Some(orig_id),
-            format_args!("postmaster notify failed, notice dropped: {reason}"),
-        );
-        return Ok(());
-    }
-    let dsn = build(&b, original);
-    shared.queue.commit(dsn).await?;
-    shared.logger.log(
-        Severity::Info,
-        Some(orig_id),
-        format_args!("{id}: {}: {reason}", log_word(notice, original)),
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ pub struct LocalDelivery {
     /// headers are then rewritten for its mailer (`local`, `prog`, `*file*`) before they
     /// are written, as sendmail does ([`crate::rules::deliver`]). None leaves them as
     /// queued.
-    pub rules: Option<std::sync::Arc<crate::policy::RulesPolicy>>,
+    pub rules: Option<std::sync::Arc<crate::rules::handle::Handle>>,
     /// The `F=` letters of the cf's `prog` mailer. When the rules rewrote a message for a
     /// `|program` ([`Delivery::rpath`]), its input follows them as sendmail writes it
     /// ([`mailer::input`]: a `From ` line unless `n`, …); otherwise the program reads the
@@ -287,23 +287,13 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Longest program output kept (for the log / bounce).
 pub const MAX_PROGRAM_OUTPUT: usize = 4096;
 
-/// sendmail's `DefaultUser` of `config` as (uid, gid): the option, else `mailnull`, else
-/// 1:1.
-pub fn default_user(config: &crate::config::Config) -> (u32, u32) {
-    match &config.options.default_user {
-        Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
-        None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
-    }
-    .unwrap_or((1, 1))
-}
-
 impl LocalDelivery {
     /// Settings from the configuration: `Return-Path:` if the `local` mailer has flag `P`
     /// (or there is no such mailer), lock wait `Timeout.fileopen` (sendmail's default 60 s),
     /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
     /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
-        let default_user = default_user(config);
+        let default_user = crate::aliases::default_user(config);
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
@@ -1038,25 +1028,6 @@ fn open_or_create(path: &Path, who: Option<&Who>) -> io::Result<(File, bool)> {
 /// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,
 /// never acquire a controlling terminal.
 const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
-
-/// `DefaultUser=user[:group]`: names or numbers.
-pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,
-    };
-    if let Some(g) = group {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()?
-                .gid
-                .as_raw(),
-        };
-    }
-    Some((uid, gid))
-}
 
 fn is_permanent_open_error(e: &io::Error) -> bool {
     matches!(

@@ -7,7 +7,7 @@
 //! names, which must hold a whole, checksummed queue file of that id), checks that each
 //! recipient asked for exists and is still pending, routes it itself under its own
 //! configuration, and hands only recipients that route to a local mailer to the queue
-//! runner's local delivery ([`crate::queue::runner::deliver_local`]: aliases, `.forward`
+//! runner's local delivery ([`crate::runner::deliver_local`]: aliases, `.forward`
 //! with the safe-file checks, mailboxes, files, programs as their owner or `DefaultUser`).
 //! So the daemon cannot make it write a file or run a program that the alias file or a
 //! user's own `.forward` does not name. Each request is served on its own thread (a slow
@@ -32,14 +32,15 @@ use super::PrivError;
 use super::proto::{self, Request, Tagged};
 use super::supervisor::Supervisor;
 use crate::cli::Invocation;
-use crate::daemon::Current;
-use crate::deliver::remote::Outcome;
+use crate::deliver::Outcome;
+use crate::deliver::route::Route;
 use crate::log::{Logger, Severity};
-use crate::queue::runner::{self, Route};
 use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
+use crate::runner;
+use crate::runtime::Current;
 
 /// Most requests served at once (the daemon's runner sends at most
-/// [`crate::queue::runner::CONCURRENT_MESSAGES`] at a time).
+/// [`crate::runner::CONCURRENT_MESSAGES`] at a time).
 pub const MAX_WORKERS: usize = 64;
 
 /// What the agent needs to serve requests.
@@ -56,8 +57,15 @@ pub struct AgentContext {
 
 /// Serves requests until the daemon's end of `sock` closes; never returns.
 pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
-    let current = match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
-        Ok(cfg) => Current::new(cfg, &ctx.inv).0,
+    let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+        .and_then(|cfg| {
+            Current::new(cfg)
+                .map(|(c, _)| c)
+                .map_err(|e| vec![e.to_string()])
+        });
+    let current = match loaded {
+        Ok(c) => c,
         Err(errors) => {
             ctx.logger.log(
                 Severity::Crit,
@@ -112,9 +120,11 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
 fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> Vec<Outcome> {
     match req {
         Request::Reload => {
-            match crate::config::load(&ctx.inv.source, &ctx.inv.overrides) {
-                Ok(cfg) => {
-                    let (c, _) = Current::new(cfg, &ctx.inv);
+            let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
+                .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+                .and_then(|cfg| Current::new(cfg).map_err(|e| vec![e.to_string()]));
+            match loaded {
+                Ok((c, _)) => {
                     *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
                 }
                 Err(errors) => ctx.logger.log(
@@ -363,6 +373,12 @@ pub struct AgentClient {
     next: AtomicU64,
 }
 
+impl crate::deliver::LocalAgent for AgentClient {
+    fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
+        AgentClient::deliver(self, store, qid, indexes)
+    }
+}
+
 impl AgentClient {
     /// Wraps the daemon's end of the first agent's socketpair.
     pub fn new(
@@ -514,7 +530,7 @@ mod tests {
         .into();
         let inv = crate::cli::parse(&argv, &cf).unwrap();
         let cfg = crate::config::load(&inv.source, &inv.overrides).unwrap();
-        let current = Current::new(cfg, &inv).0;
+        let current = Current::new(cfg).unwrap().0;
         let store = Store::open(&qdir).unwrap();
         let mut env = Envelope::new(QueueId::new("6B2GP0r6010938").unwrap(), "s@client.test");
         env.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();

@@ -96,7 +96,7 @@ pub fn run_as(cfg: &Config) -> Result<Option<RunAs>, PrivError> {
         Some(g) => format!("{}:{g}", spec.user),
         None => spec.user.clone(),
     };
-    let (uid, gid) = crate::deliver::local::resolve_user_spec(&spec.user, spec.group.as_deref())
+    let (uid, gid) = crate::aliases::resolve_user_spec(&spec.user, spec.group.as_deref())
         .ok_or_else(|| PrivError::UnknownUser(shown.clone()))?;
     if uid == 0 {
         return Ok(None);

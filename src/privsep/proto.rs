@@ -18,7 +18,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::deliver::remote::Outcome;
+use crate::deliver::Outcome;
 use crate::queue::CopyRef;
 
 /// Largest payload accepted: a request is an id and a few thousand indexes; an answer a few

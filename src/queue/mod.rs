@@ -12,8 +12,6 @@
 //!   recovery.
 //! * [`mailq`] — sendmail's `-bp` listing.
 //! * [`id`] — sendmail-style queue ids (`6AO6rKe2007088`).
-//! * [`runner`] — delivery attempts; [`select`] — which messages a `-q` run takes;
-//!   [`control`] — how `sendmail -q` asks a running daemon; [`cmdline`] — `sendmail -q`.
 //! * [`space`] — `MinFreeBlocks` and full-disk errors (`452`).
 //!
 //! Sources: sendmail 8.17 `queue.c` (`queueup`, `print_single_queue`, `prtstr`) for the
@@ -23,14 +21,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-pub mod cmdline;
-pub mod control;
 pub mod file;
 pub mod id;
 pub mod maildrop;
 pub mod mailq;
-pub mod runner;
-pub mod select;
 pub mod space;
 pub mod spool;
 pub mod store;

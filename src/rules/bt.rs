@@ -88,7 +88,18 @@ pub fn run_text(
     mut out: impl Write,
 ) -> i32 {
     let host = super::cf::HostInfo::current();
-    let (engine, extras, errors) = super::cf::load_with(text, name, &host, overrides);
+    let (cfg, config_errors) = crate::config::from_reader_lenient(
+        std::path::Path::new(name),
+        text,
+        overrides,
+        crate::config::macros::HostNames::of_this_host(),
+    );
+    let (engine, extras, problems) = super::cf::from_config(&cfg, &host);
+    let mut errors: Vec<String> = config_errors
+        .iter()
+        .map(super::cf::sendmail_words)
+        .collect();
+    errors.extend(problems);
     for e in &errors {
         let _ = writeln!(out, "{e}");
     }

@@ -226,6 +226,29 @@ impl Macros {
         }
     }
 
+    /// Every defined macro: id and raw (internal form) value, in id order.
+    pub fn defined(&self) -> Vec<(u8, &[u8])> {
+        let mut v: Vec<(u8, &[u8])> = self
+            .values
+            .iter()
+            .map(|(id, v)| (*id, v.as_slice()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// The ids of every class with at least one word, in id order.
+    pub fn class_ids(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self
+            .classes
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Is `word` in class `class`?
     pub fn in_class(&self, class: u8, word: &[u8]) -> bool {
         let Some(i) = self.word_index.get(&word.to_ascii_lowercase()) else {

@@ -1,16 +1,16 @@
 //! Mailer definitions (`M` lines) as the rules and `-bt` see them: number, name, path,
 //! flags, the four rewriting rulesets, and sendmail's three built-in mailers.
 //!
-//! In: [`cf::Mailer`](super::cf::Mailer) lines (fields by letter) and the ruleset table.
+//! In: the configuration's [`Mailer`]s (fields by letter, as parsed) and the ruleset table.
 //! Out: [`MailerDef`]s numbered as sendmail numbers them (`prog`, `*file*`, `*include*`
 //! first), and the `=M` listing line of each.
 //!
 //! Source: sendmail 8.17 readcf.c (`makemailer`, `printmailer`), conf.c (`setupmailers`).
 
-use super::cf::Mailer;
 use super::macros::{MacroNames, translate_dollars};
 use super::print::xputs;
 use super::ruleset::{Lookup, RuleSets};
+use crate::config::Mailer;
 use std::collections::BTreeSet;
 
 /// One mailer, resolved.
@@ -88,37 +88,38 @@ fn ruleset_pair(sets: &RuleSets, v: &str) -> (Option<usize>, Option<usize>) {
 /// Build the mailer table: the built-ins, then the cf's `M` lines (a cf mailer with a
 /// built-in's name replaces it in place).
 pub fn build(lines: &[Mailer], sets: &RuleSets, names: &mut MacroNames) -> Vec<MailerDef> {
-    let builtins = [
-        Mailer {
-            name: "prog".into(),
-            fields: vec![
-                ('P', "/bin/sh".into()),
-                ('F', "lsouDq9".into()),
-                ('T', "X-Unix/X-Unix/X-Unix".into()),
-                ('A', "sh -c $u".into()),
+    let builtins: [(&str, &[(char, &str)]); 3] = [
+        (
+            "prog",
+            &[
+                ('P', "/bin/sh"),
+                ('F', "lsouDq9"),
+                ('T', "X-Unix/X-Unix/X-Unix"),
+                ('A', "sh -c $u"),
             ],
-        },
-        Mailer {
-            name: "*file*".into(),
-            fields: vec![
-                ('P', "[FILE]".into()),
-                ('F', "lsDFMPEouq9".into()),
-                ('T', "X-Unix/X-Unix/X-Unix".into()),
-                ('A', "FILE $u".into()),
+        ),
+        (
+            "*file*",
+            &[
+                ('P', "[FILE]"),
+                ('F', "lsDFMPEouq9"),
+                ('T', "X-Unix/X-Unix/X-Unix"),
+                ('A', "FILE $u"),
             ],
-        },
-        Mailer {
-            name: "*include*".into(),
-            fields: vec![
-                ('P', "/dev/null".into()),
-                ('F', "su".into()),
-                ('A', "INCLUDE $u".into()),
-            ],
-        },
+        ),
+        (
+            "*include*",
+            &[('P', "/dev/null"), ('F', "su"), ('A', "INCLUDE $u")],
+        ),
     ];
     let mut out: Vec<MailerDef> = Vec::new();
-    for m in builtins.iter().chain(lines) {
-        let def = make(m, sets, names);
+    let builtins = builtins.iter().map(|(name, fields)| {
+        let fields: Vec<(char, String)> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        (name.to_string(), fields)
+    });
+    let lines = lines.iter().map(|m| (m.name.clone(), m.fields.clone()));
+    for (name, fields) in builtins.chain(lines) {
+        let def = make(&name, &fields, sets, names);
         match out.iter_mut().find(|d| d.name == def.name) {
             Some(slot) => {
                 let n = slot.number;
@@ -133,10 +134,15 @@ pub fn build(lines: &[Mailer], sets: &RuleSets, names: &mut MacroNames) -> Vec<M
     out
 }
 
-fn make(m: &Mailer, sets: &RuleSets, names: &mut MacroNames) -> MailerDef {
+fn make(
+    name: &str,
+    fields: &[(char, String)],
+    sets: &RuleSets,
+    names: &mut MacroNames,
+) -> MailerDef {
     let mut d = MailerDef {
         number: 0,
-        name: m.name.clone(),
+        name: name.to_string(),
         path: String::new(),
         flags: BTreeSet::new(),
         sender_env: Some(0),
@@ -151,7 +157,7 @@ fn make(m: &Mailer, sets: &RuleSets, names: &mut MacroNames) -> MailerDef {
         max_rcpt: 100,
         argv: Vec::new(),
     };
-    for (k, v) in &m.fields {
+    for (k, v) in fields {
         match k {
             'P' => d.path = v.clone(),
             'F' => d
@@ -177,6 +183,12 @@ fn make(m: &Mailer, sets: &RuleSets, names: &mut MacroNames) -> MailerDef {
                     .collect()
             }
             _ => {}
+        }
+    }
+    if d.path == "[IPC]" {
+        // sendmail's defaults for a network mailer without `T=` (what `=M` shows)
+        for (t, default) in d.types.iter_mut().zip(["dns", "rfc822", "smtp"]) {
+            t.get_or_insert_with(|| default.to_string());
         }
     }
     d
@@ -240,16 +252,13 @@ mod tests {
         let mut sets = RuleSets::default();
         sets.declare(Some("parse"), Some(0)).unwrap();
         sets.declare(Some("EnvToL"), None).unwrap();
-        let lines = vec![
-            Mailer {
-                name: "local".into(),
-                fields: vec![('P', "/bin/true".into()), ('R', "EnvToL".into())],
-            },
-            Mailer {
-                name: "prog".into(),
-                fields: vec![('P', "/bin/sh".into()), ('F', "lsDFMoqeu9".into())],
-            },
-        ];
+        let lines = crate::config::Config::from_str(
+            "t.cf",
+            "Mlocal, P=/bin/true, R=EnvToL, A=true\nMprog, P=/bin/sh, F=lsDFMoqeu9, A=sh -c $u\n",
+            &[],
+        )
+        .unwrap()
+        .mailers;
         let mut names = MacroNames::new();
         let ms = build(&lines, &sets, &mut names);
         assert_eq!(

@@ -14,16 +14,18 @@
 //! * [`mailer`] — `M` lines and the built-in `prog`, `*file*`, `*include*` mailers.
 //! * [`address`] — `parseaddr`/`buildaddr` (rulesets 3, 0, 2, R=, 4), `remotename`,
 //!   `crackaddr`.
-//! * [`cf`] — the cf lines the engine needs, read into an [`rewrite::Engine`].
+//! * [`cf`] — a parsed configuration turned into an [`rewrite::Engine`].
 //! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
+//! * [`handle`] — the shared engine handle: mailer choice and rewriting at delivery.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
 //! * [`fuzz`] — panic-free entry points (tokenize, one ruleset) for the fuzz targets.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
 //!
-//! Why the engine reads the cf text itself (rather than [`crate::config`]'s parsed form):
-//! sendmail expands `$x` in a rule when the rule is read, with the macro values defined
-//! *above* it, and tokenizes with the `OperatorChars` in force at the first rule; keeping
-//! the line order is what makes the traces match sendmail's.
+//! The engine is built from [`crate::config`]'s parsed [`Config`](crate::config::Config), the
+//! one reader of sendmail.cf ([`cf::from_config`]): the configuration expands `$x` in a rule
+//! when it reads the rule, with the macro values defined *above* it, as sendmail does, and
+//! the engine tokenizes with the `OperatorChars` it holds; one reading of the file gives both
+//! the options and the rulesets of a configuration generation.
 //!
 //! Source: Sendmail Installation and Operation Guide §5.1.3–5.1.11; sendmail 8.17
 //! parseaddr.c, readcf.c, map.c.
@@ -34,6 +36,7 @@ pub mod cf;
 pub mod check;
 pub mod deliver;
 pub mod fuzz;
+pub mod handle;
 pub mod macros;
 pub mod mailer;
 pub mod maps;

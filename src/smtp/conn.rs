@@ -75,13 +75,11 @@ impl Default for Timeouts {
         Timeouts {
             command: Duration::from_secs(5 * 60),
             data_block: Duration::from_secs(3 * 60),
-            min_data_rate: DEFAULT_MIN_DATA_RATE,
+            min_data_rate: crate::config::options::DEFAULT_MIN_DATA_RATE,
         }
     }
 }
 
-/// `MinDataRate` when the cf does not set it: Postfix's `smtpd_min_data_rate` default.
-pub const DEFAULT_MIN_DATA_RATE: u64 = 500;
 /// The most time a message is given before `MinDataRate` starts to count (less when
 /// `Timeout.datablock` is shorter).
 pub const DATA_GRACE: Duration = Duration::from_secs(5 * 60);

@@ -25,6 +25,7 @@
 //! (`session/utf8.rs`, RFC 6531); the end of every message, DATA or BDAT, with its size and
 //! header limits and the one commit (`session/finish.rs`).
 
+use crate::dns::format_ip;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
@@ -88,41 +89,6 @@ impl ClientInfo {
             (Some(n), _) => n.clone(),
             (None, Some(ip)) => format!("[{}]", format_ip(ip)),
             (None, None) => "localhost".to_owned(),
-        }
-    }
-}
-
-/// An IP address as sendmail prints it: IPv4 dotted, IPv4-mapped IPv6 as IPv4, other IPv6
-/// as `IPv6:` plus eight uncompressed hex groups (`IPV6_FULL`, facts §3.4).
-pub fn format_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                // One buffer, no formatter per group: this runs several times per
-                // connection (callgrind: 6.5 k instructions a call with a String per group).
-                let mut out = String::with_capacity(44);
-                out.push_str("IPv6");
-                for group in v6.segments() {
-                    out.push(':');
-                    push_hex(&mut out, group);
-                }
-                out
-            }
-        },
-    }
-}
-
-/// `v` in lower-case hex without leading zeros (`0` for zero), as `{:x}` writes it.
-fn push_hex(out: &mut String, v: u16) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut started = false;
-    for shift in [12u16, 8, 4, 0] {
-        let d = usize::from((v >> shift) & 0xf);
-        if d != 0 || started || shift == 0 {
-            out.push(char::from(DIGITS[d]));
-            started = true;
         }
     }
 }

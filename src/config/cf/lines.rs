@@ -174,8 +174,8 @@ pub enum Parsed {
 /// A line error before its location is known.
 #[derive(Debug, PartialEq)]
 pub enum LineError {
-    /// First character not a known kind.
-    UnknownKind(char),
+    /// First character not a known kind; the whole line.
+    UnknownKind(char, String),
     /// Bad line of a known kind: the kind letter and what was wrong and expected.
     Bad(char, String),
 }
@@ -183,7 +183,7 @@ pub enum LineError {
 impl LineError {
     fn at(self, loc: Location) -> ConfigError {
         match self {
-            LineError::UnknownKind(ch) => ConfigError::UnknownLineType { loc, ch },
+            LineError::UnknownKind(ch, line) => ConfigError::UnknownLineType { loc, ch, line },
             LineError::Bad(kind, msg) => ConfigError::BadLine { loc, kind, msg },
         }
     }
@@ -245,7 +245,7 @@ pub fn parse_line(text: &str) -> Result<Parsed, LineError> {
                 "L line (extended load average) is not supported; ignored".to_string(),
             ));
         }
-        other => return Err(LineError::UnknownKind(other)),
+        other => return Err(LineError::UnknownKind(other, text.to_string())),
     };
     Ok(Parsed::Line(line))
 }
@@ -401,7 +401,19 @@ fn parse_class_file(rest: &str) -> Result<CfLine, LineError> {
             let q = &spec[at + 1..];
             q == "LDAP" || (!q.starts_with(':') && q.contains(':'))
         });
-    if spec.starts_with('|') || is_map {
+    if let Some(program) = spec.strip_prefix('|') {
+        // sendmail ends the name at the first white space, as for a file, so a program
+        // takes no arguments; what follows is not used as a format either (the oracle
+        // reads `F{x}|/bin/echo a b` as `/bin/echo` alone, and a program's lines as `%s`)
+        let end = program.find(char::is_whitespace).unwrap_or(program.len());
+        return Ok(CfLine::ClassFile {
+            name,
+            optional,
+            path: format!("|{}", &program[..end]),
+            format: None,
+        });
+    }
+    if is_map {
         return Ok(CfLine::ClassFile {
             name,
             optional,
@@ -821,7 +833,7 @@ mod tests {
             CfLine::ClassFile {
                 name: "prog".into(),
                 optional: false,
-                path: "|/usr/bin/list a".into(),
+                path: "|/usr/bin/list".into(),
                 format: None
             }
         );

@@ -607,7 +607,7 @@ fn a_users_maildir_cannot_point_root_elsewhere() {
 }
 
 /// The rulesets of the oracle's cf (tests/fixtures/oracle.cf) as the daemon loads them.
-fn oracle_rules() -> std::sync::Arc<crate::policy::RulesPolicy> {
+fn oracle_rules() -> std::sync::Arc<crate::rules::handle::Handle> {
     let text = std::fs::read_to_string("tests/fixtures/oracle.cf")
         .unwrap()
         .replace("@ORACLE@", "/nonexistent");
@@ -619,7 +619,7 @@ fn oracle_rules() -> std::sync::Arc<crate::policy::RulesPolicy> {
         Ok(v) => v,
         Err(errs) => panic!("{errs:?}"),
     };
-    std::sync::Arc::new(crate::policy::RulesPolicy::new(engine, &x.mailers))
+    std::sync::Arc::new(crate::rules::handle::Handle::new(engine, &x.mailers))
 }
 
 const NULL_SENDER_MSG: &[u8] = b"From: alice (Alice A)\nTo: alice, root@localhost\n\nbody\n";

@@ -36,10 +36,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::Outcome;
 use super::auth::{self, AuthEnd, AuthInfo};
 use super::tls::{self, Stream, TlsSettings};
 use crate::config::options::Timeouts;
+use crate::deliver::Outcome;
 use crate::queue::{BodyType, Message, Recipient, Ret};
 
 /// Longest reply line accepted (RFC 5321 says 512; servers exceed it).

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::Outcome;
 use super::route::Route;
 use crate::config::daemon_options::{Addr, DaemonPortOptions, DpoError, Family, Modifiers};
+use crate::deliver::Outcome;
 use crate::dns::bracketed;
 
 /// The client settings for one address family (one `ClientPortOptions` value).

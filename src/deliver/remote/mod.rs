@@ -34,6 +34,7 @@ use rand::Rng;
 use crate::config::Config;
 use crate::config::daemon_options::DpoError;
 use crate::config::macros::MacroLookup;
+use crate::deliver::Outcome;
 use crate::dns::{Answer, Dns, bracketed};
 use crate::hosts::Hosts;
 use crate::queue::{Message, Recipient};
@@ -43,63 +44,6 @@ use client::{ClientTimeouts, Job, SessionResult};
 use connect::{AllFailed, ClientOptions, ConnectFailure, Connected};
 use route::{Family, Hop, HopHost, Route, Target};
 use tls::{TlsFiles, TlsSettings};
-
-/// What happened to one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The server took it; `reply` is its final reply text (`2.0.0 Ok: queued as X`).
-    Delivered { reply: String },
-    /// Try again later; `text` is the `stat=` value (`Deferred: …`).
-    Temporary { dsn: String, text: String },
-    /// Give up and bounce; `text` is the `stat=` value.
-    Permanent { dsn: String, text: String },
-}
-
-impl Outcome {
-    /// The `dsn=` field: the server's enhanced code, or ours.
-    pub fn dsn(&self) -> &str {
-        match self {
-            Outcome::Delivered { .. } => "2.0.0",
-            Outcome::Temporary { dsn, .. } | Outcome::Permanent { dsn, .. } => dsn,
-        }
-    }
-
-    /// The `stat=` field: `Sent (2.0.0 Ok: queued as X)`, `Deferred: Connection refused by
-    /// host.`, `550 5.1.1 <bob@x>... User unknown`.
-    pub fn stat(&self) -> String {
-        match self {
-            // A local delivery has no remote reply: plain `Sent`, as sendmail logs it.
-            Outcome::Delivered { reply } if reply.is_empty() => "Sent".to_string(),
-            Outcome::Delivered { reply } => format!("Sent ({reply})"),
-            Outcome::Temporary { text, .. } | Outcome::Permanent { text, .. } => text.clone(),
-        }
-    }
-
-    /// The `reply=` field of the `to=` line: the remote's reply when the outcome came from
-    /// one (`550 5.1.1 <bob@x>... User unknown`, `451 4.3.0 …`); `None` for connection
-    /// failures, local outcomes and deliveries.
-    pub fn reply(&self) -> Option<&str> {
-        let text = match self {
-            Outcome::Delivered { .. } => return None,
-            Outcome::Temporary { text, .. } => text.strip_prefix("Deferred: ").unwrap_or(text),
-            Outcome::Permanent { text, .. } => text,
-        };
-        let code = text.get(..3)?;
-        (code.bytes().all(|b| b.is_ascii_digit()) && text.as_bytes().get(3) == Some(&b' '))
-            .then_some(text)
-    }
-
-    /// `stat=` as sendmail logs it: a permanent reply by its text alone (`User unknown`,
-    /// the reply itself being in `reply=`), anything else as [`Outcome::stat`].
-    pub fn log_stat(&self) -> String {
-        match self {
-            Outcome::Permanent { text, .. } if self.reply().is_some() => {
-                crate::deliver::dsn::short_reason(text).to_string()
-            }
-            _ => self.stat(),
-        }
-    }
-}
 
 /// Everything remote delivery takes from the configuration.
 #[derive(Debug, Clone)]

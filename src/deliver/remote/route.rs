@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::Outcome;
 use crate::config::daemon_options::parse_port;
+use crate::deliver::Outcome;
 use crate::dns::{Answer, MxRecord, bracketed};
 
 /// The SMTP port when the mailer's argv names none.

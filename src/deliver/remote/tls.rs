@@ -429,8 +429,8 @@ pub fn rejection_line(verify: &str, host: &str, reject: &str) -> String {
 }
 
 /// What the recipients get from a `tls_server` rejection: deferred, `Deferred: 454 4.7.0 …`.
-pub fn rejection_outcome(reject: &str) -> super::Outcome {
-    super::Outcome::Temporary {
+pub fn rejection_outcome(reject: &str) -> crate::deliver::Outcome {
+    crate::deliver::Outcome::Temporary {
         dsn: "4.7.0".to_string(),
         text: format!("Deferred: {reject}"),
     }

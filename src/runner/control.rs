@@ -1,7 +1,7 @@
 //! The queue's control socket: how `sendmail -q` asks a running daemon for a queue run.
 //!
 //! The journal has one writer, the process holding the queue's lock file (see
-//! [`super::store`]). When a daemon holds it, a command-line `sendmail -q…` must not open the
+//! [`crate::queue::store`]). When a daemon holds it, a command-line `sendmail -q…` must not open the
 //! queue for writing; instead it connects to `<QueueDirectory>/control`, a Unix socket the
 //! daemon listens on, and sends the run's limits. The daemon runs the selected messages
 //! (every recipient still pending, backoff or not, as sendmail's `-q` does), and answers

@@ -1,11 +1,11 @@
 //! The queue runner: queued messages → delivery attempts → recipients crossed off or retried.
 //!
 //! In: the store (woken by each commit, once a minute for retries, at the `-q` interval) and
-//! requests for a queue run (`sendmail -q`, [`crate::queue::control`]). Out: for every pending
+//! requests for a queue run (`sendmail -q`, [`crate::runner::control`]). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
 //! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
-//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`crate::deliver::dsn::settle`]
+//! scan, for `Timeout.queuewarn` and `Timeout.queuereturn`) [`notices::settle`]
 //! queues the bounces, delay warnings and return receipts that are due; a message leaves
 //! the queue once every recipient is delivered or failed and reported.
 //!
@@ -24,18 +24,25 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::daemon::{Current, Shared};
+use crate::deliver::Outcome;
 use crate::deliver::dsn;
-use crate::deliver::remote::{self, Outcome, Request, Settings, route as hops};
+use crate::deliver::remote::{self, Request, Settings};
+use crate::deliver::route::{Route, route_with};
 use crate::dns::Dns;
 use crate::log::Severity;
-use crate::queue::control::RunRequest;
-use crate::queue::select::Selection;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
+use crate::runner::control::RunRequest;
+use crate::runner::select::Selection;
+use crate::runtime::{Current, Shared};
 
+pub mod cmdline;
+pub mod control;
 pub mod expand;
 pub mod limits;
 pub mod loops;
+pub mod notices;
+pub mod pickup;
+pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
@@ -46,119 +53,9 @@ pub const CONCURRENT_MESSAGES: usize = 100;
 /// Postfix's `default_destination_concurrency_limit`, 20.
 pub const MAX_PER_DESTINATION: usize = 20;
 
-/// Where one recipient goes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
-    /// Over SMTP to `host` (`$h`: a domain for MX, `[name]` or an address literal).
-    Remote {
-        mailer: String,
-        host: String,
-        port: u16,
-    },
-    /// A local mailer (`local`, `prog`, `*file*` …).
-    Local { mailer: String, user: String },
-    /// The rules refused the address (`$#error`).
-    Error { text: String },
-}
-
 /// The route of `addr` under the running configuration.
 pub fn route(current: &Current, addr: &str) -> Route {
     route_with(current.rules.as_deref(), &current.config, addr)
-}
-
-/// The route of `addr` through the cf's rulesets when there are any, else the built-in rules.
-pub fn route_with(rules: Option<&crate::policy::RulesPolicy>, cfg: &Config, addr: &str) -> Route {
-    match rules {
-        Some(rules) => match rules.resolve(addr) {
-            Ok((mailer, host, user)) => by_mailer(cfg, mailer, host, user),
-            Err(text) => Route::Error { text },
-        },
-        None => builtin_route(cfg, addr),
-    }
-}
-
-fn by_mailer(cfg: &Config, mailer: String, host: Option<String>, user: String) -> Route {
-    match cfg.mailer(&mailer) {
-        Some(m) if m.path == "[IPC]" && m.argv.first().is_some_and(|a| a == "TCP") => {
-            let port = hops::mailer_port(&m.argv).unwrap_or(25);
-            Route::Remote {
-                mailer,
-                host: host.unwrap_or_default(),
-                port,
-            }
-        }
-        _ => Route::Local { mailer, user },
-    }
-}
-
-/// sendmail's standard routing without rulesets, from the same reading of the address as
-/// the relay check ([`crate::mailbox::parse`]): mail stays here unless the address's own
-/// domain is another host, and then goes to that host (or the smart host), never to a host
-/// named in a quoted or escaped local part, a `%` or `!` hack or a source route.
-fn builtin_route(cfg: &Config, addr: &str) -> Route {
-    use crate::mailbox::{self, Domain};
-    let policy = crate::policy::BuiltinPolicy::from_config(cfg);
-    let m = match mailbox::parse(addr) {
-        Ok(m) => m,
-        Err(e) => {
-            return Route::Error {
-                text: e.to_string(),
-            };
-        }
-    };
-    let domain = match &m.domain {
-        Some(Domain::Invalid(_)) => {
-            return Route::Error {
-                text: "Invalid host name".into(),
-            };
-        }
-        Some(d) if !policy.is_local(d) => d,
-        // No domain, or this host's: the local part names a user here, whatever it holds.
-        _ => {
-            // The local mailer reads its user in lower case unless it has `F=u`.
-            let fold = cfg.mailer("local").is_none_or(|l| !l.has_flag('u'));
-            let user = m.local_user();
-            return Route::Local {
-                mailer: "local".into(),
-                user: if fold { user.to_lowercase() } else { user },
-            };
-        }
-    };
-    let smart = cfg.macros.get("S").map(String::as_str).unwrap_or("");
-    match hops::smart_host(smart) {
-        Some(Ok((mailer, target))) => {
-            let mailer = mailer.unwrap_or_else(|| "relay".to_string());
-            let port = cfg
-                .mailer(&mailer)
-                .and_then(|m| hops::mailer_port(&m.argv).ok())
-                .unwrap_or(25);
-            Route::Remote {
-                mailer,
-                host: host_text(&target),
-                port,
-            }
-        }
-        _ => Route::Remote {
-            mailer: "esmtp".into(),
-            host: match domain {
-                Domain::Literal(ip) => crate::dns::bracketed(*ip),
-                d => d.class_key(),
-            },
-            port: cfg
-                .mailer("esmtp")
-                .and_then(|m| hops::mailer_port(&m.argv).ok())
-                .unwrap_or(25),
-        },
-    }
-}
-
-/// `$h` for a smart host target (`[name]`, an address literal, or a domain).
-fn host_text(t: &hops::Target) -> String {
-    match t {
-        hops::Target::Mx(d) => d.clone(),
-        hops::Target::Host(h) => format!("[{h}]"),
-        hops::Target::Literal(ip) => crate::dns::bracketed(*ip),
-    }
 }
 
 /// When the runner makes its own passes.
@@ -287,7 +184,7 @@ impl Runner {
 }
 
 /// Runs the queue until the task is dropped: passes as `schedule` says, and a forced pass
-/// for every request from `sendmail -q` (through [`crate::queue::control`]), answered when
+/// for every request from `sendmail -q` (through [`crate::runner::control`]), answered when
 /// its messages are done.
 pub async fn run(
     shared: Arc<Shared>,
@@ -321,7 +218,7 @@ pub async fn run(
             req = requests.recv(), if open => match req {
                 Some(req) => {
                     // Command-line submissions the pickup has not moved yet belong to the run.
-                    crate::daemon::pickup_once(&shared).await;
+                    pickup::pickup_once(&shared).await;
                     let set = runner.pass(&req.select, Pass::Forced).await;
                     tokio::spawn(async move {
                         let n = set.join_all().await.len();
@@ -392,7 +289,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         msg.envelope.recipients = deliver_due(runner, &msg, due, now).await;
     }
     // Bounces, delay warnings, expiry: src/deliver/dsn.rs.
-    changed |= dsn::settle(shared, &mut msg).await;
+    changed |= notices::settle(shared, &mut msg).await;
     if !changed {
         return;
     }
@@ -414,10 +311,10 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
 }
 
 /// A message that has looped: the SYSERR line, and every pending recipient failed with
-/// `554 5.4.6 Too many hops` (no delivery attempt; the bounce follows from `dsn::settle`).
+/// `554 5.4.6 Too many hops` (no delivery attempt; the bounce follows from `notices::settle`).
 fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime) {
-    let cfg = shared.config();
-    let user = loops::real_user_name(cfg.options.run_as_user.is_some());
+    let current = shared.current();
+    let user = loops::real_user_name(current.config.options.run_as_user.is_some());
     shared.logger.log(
         Severity::Crit,
         Some(msg.envelope.id.as_str()),
@@ -430,7 +327,7 @@ fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime)
     let mut recipients = std::mem::take(&mut msg.envelope.recipients);
     for r in recipients.iter_mut() {
         if r.state == DeliveryState::Pending {
-            apply(r, &outcome, msg, &cfg, now);
+            apply(r, &outcome, msg, &current.dsn, now);
             dsn::record_attempt(r, &outcome, None, false);
         }
     }
@@ -461,15 +358,14 @@ async fn deliver_due(
     for (i, route) in due {
         groups.entry(route).or_default().push(i);
     }
-    let settings = Settings::from_config(&current.config).ok();
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
         let (mailer, outcomes, relay, peer_dsn) =
-            deliver_group(runner, settings.as_ref(), msg, &route, &indexes).await;
+            deliver_group(runner, &current.remote, msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
-            apply(r, &outcome, msg, &current.config, now);
+            apply(r, &outcome, msg, &current.dsn, now);
             dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
@@ -481,7 +377,7 @@ async fn deliver_due(
 /// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     runner: &Runner,
-    settings: Option<&Settings>,
+    settings: &Settings,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
@@ -490,13 +386,6 @@ async fn deliver_group(
     let n = indexes.len();
     match route {
         Route::Remote { mailer, host, port } => {
-            let Some(settings) = settings else {
-                let o = Outcome::Temporary {
-                    dsn: "4.3.5".into(),
-                    text: "Deferred: ClientPortOptions unusable".into(),
-                };
-                return (mailer.clone(), vec![o; n], None, false);
-            };
             let rcpts: Vec<Recipient> = indexes
                 .iter()
                 .map(|&i| msg.envelope.recipients[i].clone())
@@ -768,7 +657,7 @@ async fn expand_due(
                     text: format!("Deferred: {reason}"),
                 };
                 let mut r = msg.envelope.recipients[i].clone();
-                apply(&mut r, &o, msg, &current.config, now);
+                apply(&mut r, &o, msg, &current.dsn, now);
                 log_to(shared, msg, &r, "local", None, &o, now);
                 msg.envelope.recipients[i] = r;
                 changed = true;
@@ -812,14 +701,20 @@ async fn expand_due(
 }
 
 /// The recipient's new state after an attempt.
-fn apply(r: &mut Recipient, outcome: &Outcome, msg: &Message, cfg: &Config, now: SystemTime) {
+fn apply(
+    r: &mut Recipient,
+    outcome: &Outcome,
+    msg: &Message,
+    dsn: &dsn::Settings,
+    now: SystemTime,
+) {
     r.tries += 1;
     r.status = Some(outcome.stat());
     match outcome {
         Outcome::Delivered { .. } => r.state = DeliveryState::Done,
         Outcome::Permanent { .. } => r.state = DeliveryState::Failed,
         Outcome::Temporary { .. } => {
-            if dsn::expired(&dsn::Settings::from_config(cfg), msg, now) {
+            if dsn::expired(dsn, msg, now) {
                 r.state = DeliveryState::Failed;
             } else {
                 r.next_attempt = Some(now + backoff(r.tries));
@@ -915,105 +810,5 @@ mod tests {
     fn delays_as_sendmail_prints_them() {
         assert_eq!(hms(Duration::from_secs(61)), "00:01:01");
         assert_eq!(hms(Duration::from_secs(90_061)), "1+01:01:01");
-    }
-
-    #[test]
-    fn builtin_routes() {
-        let cfg = Config::from_str(
-            "t.cf",
-            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\nMrelay, P=[IPC], F=mDFMuX, A=TCP $h 2599\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            builtin_route(&cfg, "root@mta.example.test"),
-            Route::Local {
-                mailer: "local".into(),
-                user: "root".into()
-            }
-        );
-        assert_eq!(
-            builtin_route(&cfg, "bob@remote.example.test"),
-            Route::Remote {
-                mailer: "esmtp".into(),
-                host: "remote.example.test".into(),
-                port: 25
-            }
-        );
-        let smart = Config::from_str(
-            "t.cf",
-            "Djmta.example.test\nDSrelay:[127.0.0.1]\nMrelay, P=[IPC], F=mDFMuX, A=TCP $h 2599\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            builtin_route(&smart, "bob@remote.example.test"),
-            Route::Remote {
-                mailer: "relay".into(),
-                host: "[127.0.0.1]".into(),
-                port: 2599
-            }
-        );
-    }
-
-    /// Issue 16: every relay form goes to this host or to the address's own domain, never to
-    /// a host named in a quoted or escaped local part, a `%`/`!` hack or a source route.
-    #[test]
-    fn builtin_routes_of_every_relay_form() {
-        let cfg = Config::from_str(
-            "t.cf",
-            "Djmta.example.test\nMesmtp, P=[IPC], F=mDFMuX, A=TCP $h\n",
-            &[],
-        )
-        .unwrap();
-        let local = |u: &str| Route::Local {
-            mailer: "local".into(),
-            user: u.into(),
-        };
-        let remote = |h: &str| Route::Remote {
-            mailer: "esmtp".into(),
-            host: h.into(),
-            port: 25,
-        };
-        let error = Route::Error {
-            text: "Invalid host name".into(),
-        };
-        #[rustfmt::skip]
-        let table = [
-            ("\"relaytest@foreign.example.net\"", local("\"relaytest@foreign.example.net\"")),
-            ("<\"relaytest@foreign.example.net\">", local("\"relaytest@foreign.example.net\"")),
-            ("\"relaytest@foreign.example.net\"@mta.example.test", local("\"relaytest@foreign.example.net\"")),
-            ("relaytest%foreign.example.net@mta.example.test", local("relaytest%foreign.example.net")),
-            ("relaytest%foreign.example.net", local("relaytest%foreign.example.net")),
-            ("foreign.example.net!relaytest", local("foreign.example.net!relaytest")),
-            ("relaytest\\@foreign.example.net", local("relaytest\\@foreign.example.net")),
-            ("@foreign.example.net:root@mta.example.test", local("root")),
-            ("@mta.example.test:relaytest@foreign.example.net", remote("foreign.example.net")),
-            ("relaytest(x@mta.example.test)@foreign.example.net", remote("foreign.example.net")),
-            ("relaytest@foreign.example.net(@mta.example.test)", remote("foreign.example.net")),
-            ("\"bob\"@Foreign.Example.NET.", remote("foreign.example.net")),
-            ("ROOT@MTA.EXAMPLE.TEST.", local("root")),
-            ("\"root\"", local("root")),
-            ("root@[127.0.0.1]", local("root")),
-            ("bob@[192.0.2.1]", remote("[192.0.2.1]")),
-            ("bob@[IPv6:2001:db8::1]", remote("[IPv6:2001:db8:0:0:0:0:0:1]")),
-            ("bob@[300.1.2.3]", error.clone()),
-            ("bob@[foreign.example.net]", error.clone()),
-            ("bob@foreign..example.net", error.clone()),
-            ("\"|/bin/true\"", local("\"|/bin/true\"")),
-            ("\\root", local("\\root")),
-        ];
-        for (addr, want) in table {
-            let got = builtin_route(&cfg, addr);
-            assert_eq!(got, want, "{addr}");
-            if let Route::Remote { host, .. } = &got {
-                let own = crate::mailbox::parse(addr).unwrap().domain.unwrap();
-                let own = match own {
-                    crate::mailbox::Domain::Literal(ip) => crate::dns::bracketed(ip),
-                    d => d.class_key(),
-                };
-                assert_eq!(host, &own, "{addr}: routed to another host than its own");
-            }
-        }
     }
 }

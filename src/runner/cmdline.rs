@@ -4,7 +4,7 @@
 //! once the selected messages have been tried; their `to=` lines in the mail log, their new
 //! state in the queue (so `mailq` right after shows it).
 //!
-//! The journal has one writer at a time ([`super::store`]'s lock file), so a run is one of:
+//! The journal has one writer at a time ([`crate::queue::store`]'s lock file), so a run is one of:
 //! * **no daemon holds the queue**: this process takes the lock, moves the maildrop's
 //!   command-line submissions into the queue, runs the selected messages and exits (a
 //!   daemon started meanwhile refuses to start: the queue is in use);
@@ -22,11 +22,13 @@ use std::sync::Arc;
 
 use super::control::{self, ControlError};
 use super::select::QueueRun;
-use super::{QueueError, Store};
 use crate::cli::Invocation;
-use crate::daemon::{self, Current, Shared};
 use crate::log::Severity;
-use crate::sysexits::{EX_CANTCREAT, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+use crate::queue::{QueueError, Store};
+use crate::runtime::{self, Current, Shared};
+use crate::sysexits::{
+    EX_CANTCREAT, EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE,
+};
 
 /// Runs the queue once as `inv` asks; the exit code.
 pub fn run(inv: &Invocation) -> i32 {
@@ -41,7 +43,7 @@ pub fn run(inv: &Invocation) -> i32 {
         eprintln!("sendmail: a periodic queue run needs the daemon: use -bd -q<time>");
         return EX_USAGE;
     }
-    let cfg = match daemon::load_config(inv) {
+    let cfg = match runtime::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -89,7 +91,7 @@ fn may_run_queue(cfg: &crate::config::Config, uid: nix::unistd::Uid) -> bool {
 
 /// The run in this process, which holds the queue's lock.
 fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &QueueRun) -> i32 {
-    let logger = match daemon::make_logger(&cfg, inv, true) {
+    let logger = match runtime::make_logger(&cfg, inv, true) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sendmail: cannot open the mail log: {e}");
@@ -106,14 +108,20 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
-    let (current, warnings) = Current::new(cfg, inv);
+    let (current, warnings) = match Current::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
     for w in &warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
     let shared = Arc::new(Shared::new(current, logger, store, None));
     runtime.block_on(async {
-        daemon::pickup_once(&shared).await;
-        super::runner::run_once(shared.clone(), &run.select).await;
+        super::pickup::pickup_once(&shared).await;
+        super::run_once(shared.clone(), &run.select).await;
     });
     EX_OK
 }
