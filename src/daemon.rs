@@ -40,7 +40,7 @@ use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener, Peer};
 use crate::log::{Logger, Severity};
 use crate::privsep::AgentClient;
-use crate::queue::Store;
+use crate::queue::{Store, StoreOptions};
 use crate::runner::pickup::pickup_once;
 use crate::runtime::{Current, Shared, load_config, make_logger};
 use crate::shutdown::{SessionGuard, Shutdown};
@@ -133,7 +133,10 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     // first open is the one that recovers from a crash, so it is the one whose report is
     // logged: the reopen finds the journal already cut back.
     let qdir = cfg.options.queue_directory.clone();
-    match Store::open(&qdir) {
+    match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(q) => log_recovery(&logger, q.recovery_report()),
         Err(e) => {
             logger.log(
@@ -187,7 +190,10 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
                 return EX_OSERR;
             }
         };
-    let queue = match Store::open(&qdir) {
+    let queue = match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(q) => q,
         Err(e) => {
             logger.log(
@@ -612,12 +618,12 @@ async fn reload(
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
+    let hosts_file = current.config.options.hosts_file.clone();
     shared.set_current(current);
     if let Some(agent) = agent.cloned() {
         let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
     }
-    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
-        Arc::new(Hosts::load(Path::new("/etc/hosts")));
+    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Hosts::load(&hosts_file));
     if let Err(e) = shared.logger.reopen() {
         shared.logger.log(
             Severity::Err,

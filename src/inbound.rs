@@ -245,10 +245,13 @@ fn interface_macros(daemon: &DaemonPortOptions, shared: &Shared, m: &mut BTreeMa
 /// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
 /// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
 /// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
-/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option.
+/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option. DSN
+/// only with `SendMimeErrors` (its default is true; sendmail 8.17.1.9 with
+/// `O SendMimeErrors=False` lists no DSN and answers RET/ENVID/NOTIFY/ORCPT with
+/// `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
 pub fn server_features(cfg: &Config) -> Features {
     Features {
-        dsn: true,
+        dsn: cfg.options.send_mime_errors,
         expn: true,
         smtputf8: cfg.options.smtp_utf8,
         ..Features::default()
@@ -306,6 +309,7 @@ pub fn session_context(
         client,
         max_message_size: cfg.options.max_message_size,
         max_headers_length: u64::from(cfg.options.max_headers_length),
+        seven_bit_input: cfg.options.seven_bit_input,
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
         privacy: current.privacy,
@@ -328,11 +332,20 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
     let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
     Security {
         starttls: creds.tls.is_some(),
-        authenticator: creds
-            .passwords
-            .clone()
-            .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
-        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        authenticator: match (&creds.passwords, &creds.saslauthd) {
+            (Some(p), _) => Some(Arc::new(Offloaded(p.clone())) as Arc<dyn Authenticator>),
+            (None, Some(s)) => Some(Arc::new(Offloaded(s.clone())) as Arc<dyn Authenticator>),
+            (None, None) => None,
+        },
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref())
+            .into_iter()
+            .filter(|m| {
+                creds
+                    .sasl_mech_list
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|n| n == m.name()))
+            })
+            .collect(),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
         failure_limit: None,
     }

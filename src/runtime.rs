@@ -11,7 +11,7 @@
 //! This module sits below everything that serves mail (inbound sessions, the queue runner,
 //! submission, privilege separation, the daemon) and names none of them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::cli::Invocation;
@@ -181,11 +181,12 @@ pub struct Shared {
 impl Shared {
     /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
     pub fn new(current: Current, logger: Logger, queue: Store, stats: Option<Stats>) -> Shared {
+        let hosts = Hosts::load(&current.config.options.hosts_file);
         Shared {
             current: RwLock::new(Arc::new(current)),
             logger,
             qids: Arc::new(QueueIdGen::new()),
-            hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
+            hosts: RwLock::new(Arc::new(hosts)),
             stats,
             queue,
             local_agent: None,

@@ -70,13 +70,16 @@ pub fn deliver(inv: &Invocation) -> i32 {
         read_recipients: inv.args.read_recipients,
         args: inv.args.recipients.clone(),
     };
-    let (body, recipients) = match sub.prepare() {
+    let (mut body, recipients) = match sub.prepare() {
         Ok(x) => x,
         Err(msg) => {
             eprintln!("sendmail: {msg}");
             return EX_USAGE;
         }
     };
+    if cfg.options.seven_bit_input {
+        crate::smtp::body::strip_eighth_bit(&mut body);
+    }
     let qid = QueueIdGen::new().next_id();
     let Ok(id) = QueueId::new(qid.clone()) else {
         return EX_SOFTWARE;

@@ -70,6 +70,38 @@ pub struct Expander<'a> {
     /// sendmail's `DefaultUser` (uid, gid): an `:include:` of the alias file (no owner) is
     /// read with its rights, as sendmail's `include()` does; None reads with ours.
     pub default_user: Option<(u32, u32)>,
+    /// `ForwardPath`: the `.forward` files to try, in order, the first that exists wins;
+    /// the cf's macros expanded, the user's home (`$z`) and name (`$u`) left as
+    /// [`HOME`] and [`USER`]. Default `$z/.forward`.
+    pub forward_path: Vec<String>,
+}
+
+/// Stands for `$z` (the user's home directory) in [`Expander::forward_path`].
+pub const HOME: char = '\u{1}';
+/// Stands for `$u` (the user's name) in [`Expander::forward_path`].
+pub const USER: char = '\u{2}';
+
+/// `ForwardPath` of `config` as [`Expander::forward_path`] keeps it: split at `:`, the cf's
+/// macros (`$w`, `$j`, …) expanded, `$z` and `$u` kept for each user. Empty: no `.forward`.
+pub fn forward_path_of(config: &crate::config::Config) -> Vec<String> {
+    let keep = |name: &str| match name {
+        "z" => Some(HOME.to_string()),
+        "u" => Some(USER.to_string()),
+        _ => None,
+    };
+    let lookup = crate::config::macros::Layered {
+        top: &keep,
+        base: config,
+    };
+    config
+        .options
+        .forward_path
+        .expand(&lookup)
+        .split(':')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl<'a> Expander<'a> {
@@ -81,6 +113,7 @@ impl<'a> Expander<'a> {
             users: &system_user,
             log: None,
             dont_blame: DontBlame::default(),
+            forward_path: vec![format!("{HOME}/.forward")],
             default_user: None,
         }
     }
@@ -89,6 +122,7 @@ impl<'a> Expander<'a> {
     pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
         let mut e = Expander::new(table);
         e.dont_blame = DontBlame::from_words(&config.options.dont_blame_sendmail);
+        e.forward_path = forward_path_of(config);
         e.default_user = Some(default_user(config));
         e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
         if !config.host.fqdn.is_empty() {
@@ -281,22 +315,40 @@ impl<'a> Expander<'a> {
         }
     }
 
-    /// The members of `~user/.forward`: None when absent, empty or unsafe (logged), an
-    /// error when reading failed for a passing reason (sendmail then queues the address).
+    /// The members of the user's `.forward`: the first file of [`Self::forward_path`]
+    /// that exists and is safe (sendmail's `forward()`: a missing or unsafe one, logged, sends
+    /// it on to the next). None when there is none or it is empty; an error when reading
+    /// failed for a passing reason (sendmail then queues the address).
     fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
-        let path = user.home.join(".forward");
+        let home = user.home.to_string_lossy();
+        for template in &self.forward_path {
+            let path: PathBuf = template
+                .replace(HOME, &home)
+                .replace(USER, &user.name)
+                .into();
+            match self.read_one_forward(&path, user)? {
+                Some(members) => return Ok((!members.is_empty()).then_some(members)),
+                None => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// One `.forward` candidate: its members, None when missing or unsafe (logged).
+    fn read_one_forward(
+        &self,
+        path: &Path,
+        user: &LocalUser,
+    ) -> Result<Option<Vec<Member>>, ReadSafeError> {
         let reader = Who::user(&user.name, user.uid, user.gid);
         match super::safefile::read(
-            &path,
+            path,
             Some(user.uid),
             Kind::Forward,
             &self.dont_blame,
             Some(&reader),
         ) {
-            Ok(file) => {
-                let members = split_members(&strip_comments(&file.text));
-                Ok((!members.is_empty()).then_some(members))
-            }
+            Ok(file) => Ok(Some(split_members(&strip_comments(&file.text)))),
             Err(ReadSafeError::Missing) => Ok(None),
             Err(why) if why.is_transient() => {
                 self.note(

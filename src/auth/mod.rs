@@ -5,7 +5,8 @@
 //! sends after a `334`. Out: [`Step`]s — the next `334` challenge, the decoded
 //! [`Credentials`], or why the exchange ended. Sans-IO: no socket, no clock; the session
 //! ([`crate::smtp::session`]) turns steps into replies, checks the credentials with an
-//! [`Authenticator`] ([`passwd::PasswordFile`]) and logs as sendmail does.
+//! [`Authenticator`] ([`passwd::PasswordFile`], or the site's Cyrus `saslauthd`:
+//! [`saslauthd::Saslauthd`]) and logs as sendmail does.
 //!
 //! Failures are also counted per client address across connections ([`limit`]).
 //!
@@ -14,6 +15,7 @@
 
 pub mod limit;
 pub mod passwd;
+pub mod saslauthd;
 
 use std::sync::Arc;
 

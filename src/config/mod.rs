@@ -362,7 +362,10 @@ pub fn from_reader(
     r: impl BufRead,
     overrides: &[Override],
 ) -> Result<Config, Vec<ConfigError>> {
-    let (config, errors) = from_reader_lenient(file, r, overrides, HostNames::of_this_host());
+    let (mut config, errors) = from_reader_lenient(file, r, overrides, HostNames::of_this_host());
+    if config.options.hosts_file != Path::new("/etc/hosts") {
+        config.host = HostNames::of_this_host_in(&config.options.hosts_file);
+    }
     if errors.is_empty() {
         Ok(config)
     } else {

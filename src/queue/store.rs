@@ -72,7 +72,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -97,12 +97,26 @@ pub const SEGMENT_BYTES: u64 = 32 << 20;
 pub struct StoreOptions {
     /// Close the active segment once it is this long.
     pub segment_bytes: u64,
+    /// The mode journal segments (the queue files) are created with: sendmail's
+    /// `QueueFileMode`, default 0600.
+    pub file_mode: u32,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_bytes: SEGMENT_BYTES,
+            file_mode: 0o600,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The defaults with `QueueFileMode` (`None`: 0600).
+    pub fn with_file_mode(mode: Option<u32>) -> StoreOptions {
+        StoreOptions {
+            file_mode: mode.unwrap_or(0o600),
+            ..StoreOptions::default()
         }
     }
 }
@@ -446,7 +460,7 @@ impl Store {
         for seq in delete_dead_segments(&mut index, &journal, u64::MAX)? {
             report.removed_segments.push(segment_name(seq));
         }
-        let active = ActiveSegment::create(&journal, next)?;
+        let active = ActiveSegment::create(&journal, next, options.file_mode)?;
         index
             .segments
             .insert(next, Segment::new(active.file.clone(), 0));
@@ -1025,15 +1039,18 @@ struct ActiveSegment {
 
 impl ActiveSegment {
     /// Creates segment `seq` and makes its name durable before anything is written to it.
-    fn create(journal: &Path, seq: u64) -> Result<ActiveSegment, QueueError> {
+    fn create(journal: &Path, seq: u64, mode: u32) -> Result<ActiveSegment, QueueError> {
         let path = journal.join(segment_name(seq));
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&path)
             .map_err(|e| QueueError::io("create", &path, e))?;
+        // Exactly QueueFileMode, whatever the umask took away.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| QueueError::io("chmod", &path, e))?;
         sync_dir(journal)?;
         Ok(ActiveSegment {
             seq,
@@ -1284,7 +1301,8 @@ impl Committer {
     }
 
     fn roll_over(&mut self) -> Result<(), QueueError> {
-        let next = ActiveSegment::create(&self.journal, self.active.seq + 1)?;
+        let next =
+            ActiveSegment::create(&self.journal, self.active.seq + 1, self.options.file_mode)?;
         Index::lock(&self.index)
             .segments
             .insert(next.seq, Segment::new(next.file.clone(), 0));
@@ -1545,6 +1563,22 @@ mod tests {
             store.committer_stats(),
             CommitterStats { batches: 1, ops: 1 }
         );
+    }
+
+    #[test]
+    fn queue_file_mode_is_the_segments_mode_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        let s = Store::open_with(&root, StoreOptions::with_file_mode(Some(0o660))).unwrap();
+        drop(s);
+        let segs: Vec<_> = std::fs::read_dir(root.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!segs.is_empty());
+        for seg in segs {
+            assert_eq!(mode(&seg), 0o660, "{}", seg.display());
+        }
     }
 
     #[test]
@@ -1875,6 +1909,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             segment_bytes: 4 * 1024,
+            ..StoreOptions::default()
         };
         let store = Store::open_with(dir.path(), opts).unwrap();
         let rt = rt();

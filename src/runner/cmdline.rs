@@ -24,7 +24,7 @@ use super::control::{self, ControlError};
 use super::select::QueueRun;
 use crate::cli::Invocation;
 use crate::log::Severity;
-use crate::queue::{QueueError, Store};
+use crate::queue::{QueueError, Store, StoreOptions};
 use crate::runtime::{self, Current, Shared};
 use crate::sysexits::{
     EX_CANTCREAT, EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE,
@@ -53,7 +53,10 @@ pub fn run(inv: &Invocation) -> i32 {
         eprintln!("You do not have permission to process the queue");
         return EX_NOPERM;
     }
-    match Store::open(&qdir) {
+    match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(store) => run_here(inv, cfg, store, &run),
         Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
             Ok(_) => EX_OK,

@@ -39,6 +39,26 @@ pub struct Limits {
     pub max_size: u64,
     /// `MaxHeadersLength` (0: no limit).
     pub max_headers: u64,
+    /// Clear the eighth bit of every byte kept ([`seven_bit_input`]).
+    pub seven_bit: bool,
+}
+
+/// Whether a message is cut to seven bits at receipt: `SevenBitInput`, unless the client
+/// said `BODY=8BITMIME`; always after `BODY=7BIT` (sendmail's `mail_esmtp_args` sets
+/// `SevenBitInput` from the BODY parameter, srvrsmtp.c).
+pub fn seven_bit_input(option: bool, body: Option<super::command::BodyType>) -> bool {
+    match body {
+        Some(super::command::BodyType::EightBitMime) => false,
+        Some(super::command::BodyType::SevenBit) => true,
+        None => option,
+    }
+}
+
+/// Clears the eighth bit of every byte (sendmail's `collect` under `SevenBitInput`).
+pub fn strip_eighth_bit(text: &mut [u8]) {
+    for b in text {
+        *b &= 0x7f;
+    }
 }
 
 impl Limits {
@@ -131,7 +151,11 @@ impl BodyBuf {
         if self.exceeded() {
             self.drop_kept();
         } else if !self.headers_exceeded {
+            let from = self.body.len();
             self.body.extend_from_slice(bytes);
+            if self.limits.seven_bit {
+                strip_eighth_bit(&mut self.body[from..]);
+            }
         }
     }
 
@@ -182,7 +206,8 @@ impl BodyBuf {
         if self.exceeded() {
             self.drop_kept();
         } else if !self.headers_exceeded {
-            self.body.push(b);
+            self.body
+                .push(if self.limits.seven_bit { b & 0x7f } else { b });
         }
     }
 
@@ -268,13 +293,39 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn headers(max: u64) -> Limits {
         Limits {
             max_size: 0,
             max_headers: max,
+            seven_bit: false,
         }
+    }
+
+    #[test]
+    fn seven_bit_input_clears_the_eighth_bit_of_every_byte_kept() {
+        let limits = Limits {
+            seven_bit: true,
+            ..NO_LIMITS
+        };
+        let mut b = BodyBuf::new(limits);
+        b"Subject: caf\xe9".iter().for_each(|&c| b.push(c));
+        b.newline();
+        b.newline();
+        b.push_run(b"body caf\xe9");
+        b.newline();
+        assert_eq!(b.into_body(), b"Subject: cafi\n\nbody cafi\n");
+        assert!(!seven_bit_input(
+            true,
+            Some(super::super::command::BodyType::EightBitMime)
+        ));
+        assert!(seven_bit_input(
+            false,
+            Some(super::super::command::BodyType::SevenBit)
+        ));
+        assert!(seven_bit_input(true, None) && !seven_bit_input(false, None));
     }
 
     #[test]
@@ -316,6 +367,7 @@ mod tests {
         let limits = Limits {
             max_size: 10,
             max_headers: 0,
+            seven_bit: false,
         };
         let b = fill(limits, b"0123456789abcdef\n");
         assert!(b.exceeded());
@@ -348,6 +400,7 @@ mod tests {
             Limits {
                 max_size: 30,
                 max_headers: 0,
+                seven_bit: false,
             },
         ] {
             let (a, b) = (fill(limits, text), fill_runs(limits, text));
@@ -378,6 +431,7 @@ mod tests {
         let limits = Limits {
             max_size: 5,
             max_headers: 0,
+            seven_bit: false,
         };
         assert_eq!(limits.size_limit(), 5);
     }

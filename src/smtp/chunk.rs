@@ -77,6 +77,7 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn read(chunks: &[&[u8]]) -> Result<Vec<u8>, DataEnd> {

@@ -135,6 +135,7 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn read_all(input: &[u8]) -> (usize, Option<DataEnd>, Vec<u8>, u64, bool) {
@@ -213,6 +214,7 @@ mod tests {
         let mut r = DataReader::new(Limits {
             max_size: 10,
             max_headers: 0,
+            seven_bit: false,
         });
         let (_, end) = r.feed(b"0123456789abcdef\r\n.\r\n");
         assert_eq!(end, Some(DataEnd::Complete));

@@ -236,6 +236,8 @@ pub struct SessionContext {
     pub max_message_size: u64,
     /// `MaxHeadersLength` (0: none).
     pub max_headers_length: u64,
+    /// `SevenBitInput`: messages are cut to seven bits unless `BODY=8BITMIME`.
+    pub seven_bit_input: bool,
     /// `MaxRecipientsPerMessage` (0: none).
     pub max_recipients: u32,
     pub features: Features,

@@ -47,6 +47,7 @@ fn session() -> Session {
         },
         max_message_size: 0,
         max_headers_length: 0,
+        seven_bit_input: false,
         max_recipients: 0,
         features: Features::default(),
         privacy: Privacy::default(),

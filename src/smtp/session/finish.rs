@@ -16,9 +16,11 @@ use crate::smtp::body::BodyBuf;
 impl Session {
     /// The limits a message of this session is received under.
     pub(super) fn limits(&self) -> Limits {
+        let body = self.tx.as_ref().and_then(|t| t.params.body);
         Limits {
             max_size: self.ctx.max_message_size,
             max_headers: self.ctx.max_headers_length,
+            seven_bit: super::super::body::seven_bit_input(self.ctx.seven_bit_input, body),
         }
     }
 
