@@ -42,7 +42,7 @@
 //! | `started as: …`, `connect from …`, `alias … => …`, `stopping daemon, reason=signal` | 9 | info |
 //!
 //! The `from=` and `to=` levels are from sendmail's collect.c/deliver.c, the rest from
-//! `/work/shared/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
+//! `docs/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
 //! (3 for the `check_*` calls, from memory, not checked against 8.17).
 //! The default `LogLevel` is 9 [op 4.8].
 

@@ -133,7 +133,50 @@ pub fn deliver(inv: &Invocation) -> i32 {
             ),
         );
     }
+    let at_once = matches!(
+        cfg.options.delivery_mode,
+        crate::config::options::DeliveryMode::Interactive
+            | crate::config::options::DeliveryMode::Background
+    );
+    if at_once
+        && nix::unistd::geteuid().is_root()
+        && !queue::Store::in_use(&cfg.options.queue_directory)
+    {
+        deliver_in_background(inv, &qid);
+    }
     EX_OK
+}
+
+/// Root's submission with no daemon holding the queue, under DeliveryMode `b` or `i` (the
+/// default; `-odq` and `-odd` leave it queued): delivered at once, in the background, as
+/// sendmail's DeliveryMode background does from the command line — a
+/// detached `sendmail -qI<id>` with this command's `-C` and options (it moves the maildrop
+/// into the queue and delivers this message; a daemon started meanwhile is asked to instead).
+/// A user's submission waits in the maildrop for the daemon or `sendmail -q`.
+fn deliver_in_background(inv: &Invocation, qid: &str) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0("sendmail");
+    if let Some(cf) = &inv.args.config_file {
+        cmd.arg("-C").arg(cf);
+    }
+    for (name, value) in &inv.args.options {
+        if name.chars().count() == 1 {
+            cmd.arg(format!("-o{name}{value}"));
+        } else {
+            cmd.arg("-O").arg(format!("{name}={value}"));
+        }
+    }
+    cmd.arg(format!("-qI{qid}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    // Not waited for: it outlives this process (reparented to init), as sendmail's child does.
+    let _ = cmd.spawn();
 }
 
 /// The message as read, and what the command line said about it.

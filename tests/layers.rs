@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "auth", "queue"],
     &[
         "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox", "asuser",
+        "setgid",
     ],
 ];
 

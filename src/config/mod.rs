@@ -6,7 +6,7 @@
 //! what was expected. Options the project does not implement yet become warnings (one line
 //! each in the mail log), never silence and never a crash.
 //!
-//! sendmail semantics kept here (see `../shared/sendmail-facts.md` §1.4):
+//! sendmail semantics kept here (see `docs/sendmail-facts.md` §1.4):
 //! * each `DaemonPortOptions` occurrence adds one daemon; none means one default daemon;
 //! * command-line options are applied first and are *sticky*: a cf line for the same option
 //!   is then ignored (for `DaemonPortOptions`: every cf line, each command-line occurrence

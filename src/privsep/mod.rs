@@ -24,8 +24,10 @@
 //! stays root, and so does this daemon (a drop-in must keep reading the root-only maps,
 //! keys and home directories it read before); it says so in the log.
 //!
-//! A queue directory with group or other permission bits is logged as sendmail logs it
-//! (`dangerous permissions=…`) and set back to 0700: the queue holds other people's mail.
+//! A queue directory that its group may write, or anyone else may enter, is logged as
+//! sendmail logs it (`dangerous permissions=…`) and set back to 0700: the queue holds other
+//! people's mail. Read and search for the group (2750) is how [`crate::setgid`] lets the
+//! submission group (`smmsp`) reach the maildrop and `mailq` read the queue.
 
 pub mod agent;
 pub mod proto;
@@ -114,7 +116,7 @@ pub fn check_queue_mode(dir: &Path, logger: &Logger) {
         return;
     };
     let mode = meta.mode() & 0o7777;
-    if meta.is_dir() && mode & 0o077 != 0 {
+    if meta.is_dir() && mode & 0o027 != 0 {
         logger.log(
             Severity::Warning,
             None,
@@ -243,7 +245,21 @@ pub fn start(
 ) -> Result<Option<Arc<AgentClient>>, PrivError> {
     let qdir = &cfg.options.queue_directory;
     check_queue_mode(qdir, logger);
+    // The queue open to the submission group (after any hand-over, which sets the group).
+    let prepare = || {
+        if let Err(e) = crate::setgid::prepare_queue(qdir) {
+            logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "queue directory {}: {e}; local users cannot submit mail",
+                    qdir.display()
+                ),
+            );
+        }
+    };
     let Some(to) = run_as(cfg)? else {
+        prepare();
         if nix::unistd::geteuid().is_root() {
             logger.log(
                 Severity::Notice,
@@ -256,6 +272,7 @@ pub fn start(
         return Ok(None);
     };
     hand_over_queue(qdir, &to)?;
+    prepare();
     if let Some(st) = &cfg.options.status_file
         && st.exists()
     {

@@ -496,6 +496,18 @@ impl Store {
         })
     }
 
+    /// Whether a process (a daemon, a `sendmail -q`) holds the lock of the queue in `dir`
+    /// now: the lock file exists and cannot be shared-locked. Changes nothing.
+    pub fn in_use(dir: &Path) -> bool {
+        let Ok(f) = File::open(dir.join("lock")) else {
+            return false;
+        };
+        matches!(
+            Flock::lock(f, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
     /// Opens an existing queue for reading only (`mailq`): no lock, no recovery, no
     /// changes; a frame being written by the daemon right now ends that segment's replay.
     /// A directory that no writing store has opened yet is an empty queue; a missing
@@ -1041,6 +1053,10 @@ impl ActiveSegment {
     /// Creates segment `seq` and makes its name durable before anything is written to it.
     fn create(journal: &Path, seq: u64, mode: u32) -> Result<ActiveSegment, QueueError> {
         let path = journal.join(segment_name(seq));
+        // A journal its group may read (the submission group's `mailq`, see `setgid`) gets
+        // group-readable segments; otherwise QueueFileMode as it is.
+        let group_reads = fs::metadata(journal).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
+        let mode = if group_reads { mode | 0o040 } else { mode };
         let f = OpenOptions::new()
             .read(true)
             .write(true)

@@ -111,6 +111,17 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
+    // As the daemon does at start-up: the maildrop open to the submission group.
+    if let Err(e) = crate::setgid::prepare_queue(store.dir()) {
+        logger.log(
+            Severity::Err,
+            None,
+            format_args!(
+                "queue directory {}: {e}; local users cannot submit mail",
+                store.dir().display()
+            ),
+        );
+    }
     let (current, warnings) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {
