@@ -333,6 +333,12 @@ impl MacroLookup for Config {
             "m" => Some(Cow::Borrowed(self.host.domain.as_str())),
             "v" | "Z" => Some(Cow::Borrowed(macros::VERSION)),
             "b" => Some(Cow::Owned(macros::rfc5322_date(&chrono::Local::now()))),
+            // Defined by sendmail's main() before the cf is read, so a rule's `${opMode}`
+            // (FEATURE(redirect)) is expanded with it: the values the ruleset engine starts
+            // with (rules::cf::startup_macros). sendmail's opMode is the -b letter of the
+            // process (`d` for the daemon); any letter but `i` gives redirect's 551.
+            "opMode" => Some(Cow::Borrowed("t")),
+            "deliveryMode" => Some(Cow::Borrowed("i")),
             _ => None,
         }
     }
@@ -970,4 +976,20 @@ fn scan_class_line(line: &str, format: Option<&str>) -> Option<String> {
         return line.split_whitespace().next().map(str::to_string);
     }
     Some(line.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sendmail defines `${opMode}` before reading the cf, and FEATURE(redirect)'s rule
+    /// expands it when read (`< ${opMode} >` must not come out empty, or `.REDIRECT`
+    /// aliases never get `551 User has moved`; the oracle's `-bt` shows `< t >`).
+    #[test]
+    fn a_rule_reading_op_mode_gets_it_when_read() {
+        let cf = "V10/Berkeley\nDjmta.example.test\nSParseLocal=98\nR$* < @ $+ .REDIRECT. >\t$: $1 < @ $2 . REDIRECT . > < ${opMode} >\n";
+        let cfg = Config::from_str("redirect.cf", cf, &[]).unwrap();
+        let rule = &cfg.ruleset("ParseLocal").unwrap().rules[0];
+        assert_eq!(rule.rhs, "$: $1 < @ $2 . REDIRECT . > < t >");
+    }
 }
