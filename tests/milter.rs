@@ -605,14 +605,17 @@ fn the_m4_cf_the_oracle_ran_gives_the_filter_the_macros_sendmail_gave() {
     let cf = oracle_milter_cf(env.path(), sink.port);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test_milter.py");
     std::fs::create_dir_all(&run).unwrap();
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(format!("unix:{}", run.join("test.sock").display()))
-        .arg(run.join("record.txt"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed (by its pid) when dropped, also when an assertion fails.
+    let child = Proc(
+        Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(format!("unix:{}", run.join("test.sock").display()))
+            .arg(run.join("record.txt"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sock = run.join("test.sock");
     wait_for(|| sock.exists().then_some(()), "filter socket");
     let mut d = Daemon::start_wrapped(
@@ -647,8 +650,7 @@ fn the_m4_cf_the_oracle_ran_gives_the_filter_the_macros_sendmail_gave() {
         },
         "the filter's close",
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let shape = |rs: &[Record]| -> Vec<String> {
         rs.iter()
             .map(|r| {
