@@ -107,20 +107,50 @@ pub async fn serve_client<S>(
         live: Some(live.clone()),
         ..conn_options(&current.config)
     };
-    let mut sink = QueueSink::new(
+    let sink = QueueSink::new(
         Destination::Store(shared.queue.clone()),
         current.config.clone(),
         shared.logger.clone(),
     );
-    let outcome = conn::serve(
-        stream,
-        Session::new(ctx),
-        &mut sink,
-        &shared.logger,
-        &opts,
-        guard.recv(),
-    )
-    .await;
+    let mut session = Session::new(ctx);
+    let filters = current.milters.for_daemon(&daemon.name);
+    let outcome = if filters.is_empty() {
+        // sendmail (built with MILTER, as Debian's) says so for every session (milter_init).
+        if current.milters.log_level > 10 {
+            shared.logger.log(
+                Severity::Info,
+                Some("NOQUEUE"),
+                format_args!("Milter: no active filter"),
+            );
+        }
+        let mut sink = sink;
+        conn::serve(
+            stream,
+            session,
+            &mut sink,
+            &shared.logger,
+            &opts,
+            guard.recv(),
+        )
+        .await
+    } else {
+        session.enable_filters();
+        let peer = milter_peer(
+            &session.context().client,
+            &session.context().hostname,
+            macros,
+        );
+        let mut sink = milter_sink(&current, filters, peer, sink, &shared.logger);
+        conn::serve(
+            stream,
+            session,
+            &mut sink,
+            &shared.logger,
+            &opts,
+            guard.recv(),
+        )
+        .await
+    };
     if let Some(c) = &counters {
         for _ in 0..outcome.stats.messages {
             c.message(outcome.stats.bytes / u64::from(outcome.stats.messages.max(1)));
@@ -129,6 +159,57 @@ pub async fn serve_client<S>(
             c.reject();
         }
     }
+}
+
+/// How the filters are told of the client: `{client_name}` (else `localhost`), the address
+/// family (`4` for IPv4 and IPv4-mapped, `6`, `U` without an address), and the macros of the
+/// connection with `$j`.
+pub fn milter_peer(
+    client: &ClientInfo,
+    hostname: &str,
+    mut macros: BTreeMap<String, String>,
+) -> crate::milter::hook::Peer {
+    use crate::milter::proto::Family;
+    let family = match client.ip {
+        Some(IpAddr::V4(v4)) => Family::Inet(client.port, v4.to_string()),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => Family::Inet(client.port, v4.to_string()),
+            None => Family::Inet6(client.port, v6.to_string()),
+        },
+        None => Family::Unknown,
+    };
+    macros.insert("j".into(), hostname.to_string());
+    crate::milter::hook::Peer {
+        name: client.name.clone().unwrap_or_else(|| match client.ip {
+            Some(ip) => format!("[{}]", crate::dns::format_ip(ip)),
+            None => "localhost".to_string(),
+        }),
+        family,
+        macros,
+    }
+}
+
+/// `sink` behind the filters `list`, with the cf's rulesets resolving `{mail_*}`/`{rcpt_*}`.
+pub fn milter_sink<K>(
+    current: &Current,
+    list: &[Arc<crate::milter::config::FilterDef>],
+    peer: crate::milter::hook::Peer,
+    sink: K,
+    logger: &crate::log::Logger,
+) -> crate::milter::hook::FilteredSink<K> {
+    let engine = crate::milter::engine::Engine::new(current.milters.clone(), list, logger.clone());
+    let resolver: Option<crate::milter::hook::Resolver> = current
+        .rules
+        .clone()
+        .map(|r| Arc::new(move |addr: &str| r.resolve(addr).ok()) as crate::milter::hook::Resolver);
+    crate::milter::hook::FilteredSink::new(
+        sink,
+        engine,
+        peer,
+        resolver,
+        logger.clone(),
+        current.milters.log_level,
+    )
 }
 
 /// The client as sendmail names it: the address (IPv4-mapped shown as IPv4) and the name the
@@ -178,9 +259,13 @@ fn connection_macros(
     if let crate::config::daemon_options::Addr::Ip { ip, .. } = daemon.addr {
         m.insert("daemon_addr".into(), crate::dns::format_ip(ip));
         // `{if_name}`: the name of the address the client reached (`localhost` for
-        // 127.0.0.1); `{if_addr}` is left undefined for a loopback address, as sendmail does.
+        // 127.0.0.1); `{if_addr}` that address, left undefined for a loopback one, as
+        // sendmail does.
         if let Some(n) = shared.hosts().name_of(ip) {
             m.insert("if_name".into(), n.to_string());
+        }
+        if !ip.is_loopback() {
+            m.insert("if_addr".into(), crate::dns::format_ip(ip));
         }
     }
     m

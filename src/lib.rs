@@ -45,7 +45,7 @@
 //! | 9 | [`privsep`] [`submit`] | the root supervisor and local-delivery agent; `-bm -bs -t -bv` |
 //! | 8 | [`runner`] [`inbound`] [`exporter`] | the queue manager (runs, limits, selection, control socket, pickup, notices); serving one client; the metrics listener (`/metrics`, `/healthz`) |
 //! | 7 | [`runtime`] | the context: one configuration generation ([`runtime::Current`]) and what a process shares ([`runtime::Shared`]) |
-//! | 6 | [`policy`] [`receive`] | MAIL/RCPT decisions; the SMTP message sink into the queue |
+//! | 6 | [`policy`] [`receive`] [`milter`] | MAIL/RCPT decisions; the SMTP message sink into the queue; mail filters (the milter protocol, a sink in front of the queue's) |
 //! | 5 | [`deliver`] | mailer choice, local and remote delivery, DSNs; the common [`deliver::Outcome`] |
 //! | 4 | [`smtp`] | the sans-IO session, commands, replies, the connection driver |
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
@@ -80,6 +80,7 @@ pub mod mailbox;
 pub mod makemap;
 pub mod mapdb;
 pub mod metrics;
+pub mod milter;
 pub mod policy;
 pub mod privsep;
 pub mod queue;

@@ -118,7 +118,9 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
         println!("You are not permitted to see the queue");
         return EX_NOPERM;
     }
-    setgid::with_privilege(|| list_queue(qdir))
+    // `-qQ`: the messages mail filters quarantined, and only those (sendmail's hf files).
+    let quarantined = inv.args.queue_flags.iter().any(|f| f == "Q");
+    setgid::with_privilege(|| list_queue(qdir, quarantined))
 }
 
 /// `restrictmailq`: root, or the real group or a supplementary group is the queue
@@ -135,7 +137,7 @@ fn may_see_queue(qdir: &Path) -> bool {
     nix::unistd::getgid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid))
 }
 
-fn list_queue(qdir: &Path) -> i32 {
+fn list_queue(qdir: &Path, quarantined: bool) -> i32 {
     let store = match queue::Store::open_read_only(qdir) {
         Ok(s) => s,
         Err(e) => {
@@ -153,6 +155,7 @@ fn list_queue(qdir: &Path) -> i32 {
     // Command-line submissions not yet picked up by the daemon.
     let (waiting, corrupt) = queue::maildrop::waiting(qdir);
     entries.extend(waiting.iter().map(queue::QueueEntrySummary::of));
+    entries.retain(|e| e.envelope.quarantine.is_some() == quarantined);
     for path in corrupt {
         eprintln!("sendmail: {}: not a queue file", path.display());
     }

@@ -266,6 +266,7 @@ fn prepare(
         env.client.daemon = None;
     }
     env.msgid = msgid.clone();
+    env.quarantine = msg.quarantine.clone();
     env.priority = size as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
     Ok((
         queue::Message {

@@ -40,6 +40,8 @@ pub struct Current {
     /// The SMTP checks on that engine (`check_relay` at connect; the policy holds it too).
     pub rules_policy: Option<Arc<RulesPolicy>>,
     pub help: Option<Arc<HelpText>>,
+    /// The mail filters (`X` lines, `InputMailFilters`, `Milter.*`).
+    pub milters: Arc<crate::milter::MilterConfig>,
     /// The TLS certificate and AUTH passwords (none for command-line modes).
     pub credentials: Credentials,
     /// Remote delivery's settings (HELO name, typed `ClientPortOptions`, timeouts, the TLS
@@ -107,6 +109,13 @@ impl Current {
                 crate::aliases::AliasTable::default()
             }
         };
+        let milters = match crate::milter::MilterConfig::from_config(&config) {
+            Ok(m) => m,
+            Err(errs) => {
+                warnings.extend(errs.iter().map(|e| format!("SYSERR: {e}")));
+                crate::milter::MilterConfig::default()
+            }
+        };
         let config = Arc::new(config);
         let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
             inner: relay,
@@ -122,6 +131,7 @@ impl Current {
                 rules,
                 rules_policy,
                 help,
+                milters: Arc::new(milters),
                 credentials: Credentials::default(),
                 remote: Arc::new(remote),
                 dsn: Arc::new(dsn),

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["privsep", "submit"],
     &["runner", "inbound", "exporter"],
     &["runtime"],
-    &["policy", "receive"],
+    &["policy", "receive", "milter"],
     &["deliver"],
     &["smtp"],
     &["rules", "credentials", "makemap"],

@@ -171,8 +171,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("CACertFile", None),
     s("CACertPath", None),
     n("DHParameters", None),
-    n("InputMailFilters", None),
-    n("Milter", None),
+    s("InputMailFilters", None),
+    s("Milter", None),
     s("AuthOptions", None),
     s("QueueFileMode", None),
     n("CertFingerprintAlgorithm", None),
@@ -809,6 +809,12 @@ pub struct Options {
     /// addition to the fixed `()<>,;"` and CR/LF. Default `.:%@!^/[]+` (configuration level
     /// 7 and later).
     pub operator_chars: String,
+    /// `InputMailFilters`: the names of the `X` filters every daemon uses, in order (a
+    /// daemon's own `InputMailFilters=` in `DaemonPortOptions` replaces it).
+    pub input_mail_filters: Vec<String>,
+    /// `Milter.<sub>` options as given (`macros.connect`, `LogLevel`, `maxdatasize`), sub
+    /// names lower-cased; read by `milter::config`.
+    pub milter: Vec<(String, String)>,
     /// `SevenBitInput`, default false: the eighth bit of every body byte is cleared at
     /// receipt (SMTP and command line), as sendmail's `collect` does.
     pub seven_bit_input: bool,
@@ -936,6 +942,8 @@ impl Default for Options {
             dont_blame_sendmail: Vec::new(),
             use_compressed_ipv6_addresses: false,
             operator_chars: ".:%@!^/[]+".to_string(),
+            input_mail_filters: Vec::new(),
+            milter: Vec::new(),
             seven_bit_input: false,
             alias_wait: Duration::from_secs(10 * MIN),
             blank_sub: ' ',
@@ -1046,6 +1054,24 @@ impl Options {
                         self.privacy_options.push(w);
                     }
                 }
+            }
+            "InputMailFilters" => {
+                self.input_mail_filters = value
+                    .split([';', ','])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            "Milter" => {
+                let Some(sub) = sub else {
+                    return Err(
+                        "invalid Milter option, must specify suboption (expected Milter.LogLevel or Milter.macros.<stage>)"
+                            .to_string(),
+                    );
+                };
+                self.milter
+                    .push((sub.to_ascii_lowercase(), value.trim().to_string()));
             }
             "Timeout" => match sub {
                 Some(sub) => self.timeouts.set(sub, value)?,
@@ -1277,7 +1303,9 @@ mod tests {
                 "TempFileMode" => "0644",
                 _ => "7",
             };
-            assert_eq!(opts.set(o.name, None, value, false), Ok(()), "{}", o.name);
+            // Milter has only suboptions (Milter.LogLevel, Milter.macros.connect ...).
+            let sub = (o.name == "Milter").then_some("LogLevel");
+            assert_eq!(opts.set(o.name, sub, value, false), Ok(()), "{}", o.name);
             assert_ne!(opts, Options::default(), "{} changed nothing", o.name);
         }
     }

@@ -23,6 +23,7 @@
 //! | `P` | ESMTP parameters | SIZE opt u64, BODY u8, RET u8, ENVID opt str, SMTPUTF8 u8 |
 //! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
 //! | `I` | info | msgid opt str, priority i64 |
+//! | `Q` | quarantine (0..1) | reason str |
 //! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
 //! | `X` | expansion (0..1 after an `R`) | parent address str, owner opt str |
 //! | `B` | message | header and body bytes, LF line ends |
@@ -46,6 +47,8 @@
 //! their defaults. They carry what the DSN work ([`crate::deliver::dsn`]) needs across
 //! restarts: which notice a recipient's final state called for has been queued, and whether
 //! the delay warning went out.
+//! A `Q` record (written only for a message a mail filter quarantined) holds the reason;
+//! files without it read as not quarantined.
 //! An `X` record marks the `R` before it as a target of a local recipient's expansion
 //! (aliases, `.forward`, `:include:`): recorded once, so a retry delivers each target on its
 //! own and never re-expands (files without `X` records read as before).
@@ -94,6 +97,9 @@ pub struct Envelope {
     pub priority: i64,
     /// Where the message came from as far as DSNs care, and what was sent about it.
     pub notices: Notices,
+    /// Held by a mail filter (`SMFIR_QUARANTINE`) with this reason: never delivered while
+    /// set; `mailq -qQ` lists it (sendmail's `q` line of a quarantined `hf` file).
+    pub quarantine: Option<String>,
 }
 
 /// The DSN state of a whole message (the `N` record).
@@ -130,6 +136,7 @@ impl Envelope {
             msgid: None,
             priority: 0,
             notices: Notices::default(),
+            quarantine: None,
         }
     }
 }
@@ -468,6 +475,9 @@ fn encode_envelope(msg: &Message, out: &mut Vec<u8>) {
             p.push(u8::from(env.notices.warned));
         });
     }
+    if let Some(reason) = &env.quarantine {
+        record(out, b'Q', |p| put_str(p, reason));
+    }
     for r in &env.recipients {
         record(out, b'R', |p| {
             put_str(p, &r.address);
@@ -636,6 +646,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
         n.end()?;
     }
 
+    let mut quarantine = None;
+    if recs.peek_tag() == Some(b'Q') {
+        let mut q = recs.expect(b'Q', "quarantine record Q")?;
+        quarantine = Some(q.str("quarantine reason")?);
+        q.end()?;
+    }
+
     let mut recipients = Vec::new();
     while recs.peek_tag() == Some(b'R') {
         let mut r = recs.expect(b'R', "recipient record R")?;
@@ -701,6 +718,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
             msgid,
             priority,
             notices,
+            quarantine,
         },
         body,
     })
@@ -1169,6 +1187,19 @@ mod tests {
             envelope: env,
             body: b"Subject: t\n\nbody \xff\n".to_vec(),
         }
+    }
+
+    #[test]
+    fn a_quarantine_reason_round_trips_and_its_absence_reads_as_none() {
+        let mut m = full_message();
+        assert_eq!(decode(&encode(&m)).unwrap().envelope.quarantine, None);
+        m.envelope.quarantine = Some("held by test filter".into());
+        let back = decode(&encode(&m)).unwrap();
+        assert_eq!(
+            back.envelope.quarantine.as_deref(),
+            Some("held by test filter")
+        );
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -262,8 +262,32 @@ pub enum Picked {
     Failed { path: PathBuf, error: QueueError },
 }
 
+/// What a filter made of a picked-up message (see [`pickup_filtered`]).
+#[derive(Debug)]
+pub enum Filtered {
+    /// Commit this (the message, maybe changed).
+    Keep(Box<Message>),
+    /// Drop it: the filters discarded it.
+    Drop,
+    /// Leave it in the maildrop for the next pass (a filter tempfailed).
+    Later(String),
+}
+
 /// Moves every complete maildrop file into `store`.
 pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
+    pickup_filtered(qdir, store, |m| {
+        std::future::ready(Filtered::Keep(Box::new(m)))
+    })
+    .await
+}
+
+/// [`pickup`], each message passed through `filter` first (the mail filters, as
+/// sendmail's MSP passes command-line mail through the MTA's).
+pub async fn pickup_filtered<F, Fut>(qdir: &Path, store: &Store, mut filter: F) -> Vec<Picked>
+where
+    F: FnMut(Message) -> Fut,
+    Fut: Future<Output = Filtered>,
+{
     use std::os::unix::fs::MetadataExt;
     let d = dir(qdir);
     let trusted_owner = fs::metadata(qdir).map(|m| m.uid()).ok();
@@ -298,6 +322,20 @@ pub async fn pickup(qdir: &Path, store: &Store) -> Vec<Picked> {
             }
         };
         let id = msg.envelope.id.clone();
+        let msg = match filter(msg).await {
+            Filtered::Keep(m) => *m,
+            Filtered::Drop => {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            Filtered::Later(why) => {
+                out.push(Picked::Failed {
+                    path,
+                    error: QueueError::Filtered(why),
+                });
+                continue;
+            }
+        };
         match store.commit(msg.clone()).await {
             Ok(_) => {
                 let _ = fs::remove_file(&path);

@@ -82,6 +82,9 @@ fn format_entry(e: &QueueEntrySummary, out: &mut impl Write) -> io::Result<()> {
         ctime16(env.arrival)
     )?;
     prtstr(out, &shown_address(&env.sender, smtp, true), 39)?;
+    if let Some(q) = &env.quarantine {
+        write!(out, "\n     QUARANTINE: {}", truncate_chars(q, 60))?;
+    }
 
     let status = e.pending().find_map(|r| r.status.as_deref());
     let body_type = env.params.body.map(|b| b.as_str()).unwrap_or("");

@@ -121,6 +121,9 @@ pub enum QueueError {
     /// The message is larger than one queue file record can hold (4 GiB).
     #[error("message {id} is too large to queue ({size} bytes)")]
     TooLarge { id: QueueId, size: usize },
+    /// A mail filter asked to try the message again later (command-line mail at pickup).
+    #[error("held back by a mail filter: {0}")]
+    Filtered(String),
     /// A message must have at least one recipient to be queued.
     #[error("message {0} has no recipients")]
     NoRecipients(QueueId),

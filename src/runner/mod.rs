@@ -262,6 +262,10 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         Ok(Err(e)) => return log_load_failure(shared, id, &e),
         Err(e) => return log_load_failure(shared, id, &e),
     };
+    if msg.envelope.quarantine.is_some() {
+        // Held by a mail filter: not delivered, not bounced, until released.
+        return;
+    }
     let now = SystemTime::now();
     let current = shared.current();
     if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {

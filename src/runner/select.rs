@@ -12,7 +12,7 @@
 //! sender substrings are matched without regard to case, ids exactly. A selected message is
 //! run whole (every recipient still due), as sendmail runs a whole queue file.
 //! Not supported (an error, never silently ignored): `-qG` queue groups and `-qQ`
-//! quarantine, which this queue does not have.
+//! quarantine runs (`mailq -qQ` lists what mail filters quarantined; releasing is not done).
 
 use std::time::Duration;
 

@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::command;
+use super::filter::{FilterCall, FilterVerdict};
 use super::reply::{self, Reply};
 use super::session::{Action, Message, Session, SessionStats};
 use crate::log::{Logger, Severity};
@@ -167,6 +168,12 @@ pub enum CommitError {
 pub trait MessageSink {
     fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send;
 
+    /// Asks the content filters about a command (see [`FilterCall`]); only called for a
+    /// session with filters enabled. Without filters: go on.
+    fn filter(&mut self, _call: FilterCall) -> impl Future<Output = FilterVerdict> + Send {
+        std::future::ready(FilterVerdict::Continue)
+    }
+
     /// Takes bytes out of the session's memory (only called when `spills`).
     fn spill(&mut self, bytes: Vec<u8>) -> impl Future<Output = ()> + Send {
         drop(bytes);
@@ -244,6 +251,12 @@ where
         live: opts.live.clone(),
         reported: SessionStats::default(),
     };
+    if d.session.filters_enabled() {
+        // The filters hear of the connection before the greeting (sendmail's milter_connect).
+        let verdict = sink.filter(FilterCall::Connect).await;
+        let actions = d.session.filtered(verdict);
+        d.run(actions, sink).await;
+    }
     if opts.implicit_tls {
         let actions = d.start_tls().await;
         d.run(actions, sink).await;
@@ -376,6 +389,9 @@ where
     d.flush().await;
     let _ = d.stream.shutdown().await;
     d.report();
+    if d.session.filters_enabled() {
+        sink.filter(FilterCall::Close).await;
+    }
     ConnOutcome {
         end: d.end,
         stats: d.session.stats(),
@@ -444,6 +460,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                     queue.extend(self.session.committed(result));
                 }
                 Action::Close => self.flush().await,
+                Action::Filter(call) => {
+                    let wants = call.wants_verdict();
+                    let verdict = sink.filter(call).await;
+                    if wants {
+                        queue.extend(self.session.filtered(verdict));
+                    }
+                }
                 Action::StartTls => {
                     self.flush().await;
                     // Whatever the client pipelined after STARTTLS was sent in the clear

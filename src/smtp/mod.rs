@@ -29,5 +29,6 @@ pub mod chunk;
 pub mod command;
 pub mod conn;
 pub mod data;
+pub mod filter;
 pub mod reply;
 pub mod session;

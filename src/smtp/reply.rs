@@ -829,6 +829,74 @@ pub fn cannot_mail_directly(shown: &str, what: &str) -> Reply {
     )
 }
 
+// ---------------------------------------------------------------------------------------
+// Mail filters (milter): sendmail 8.17 srvrsmtp.c MILTER_REPLY, smtp_data().
+
+/// `550 5.7.1 Command rejected` (a filter rejected MAIL, RCPT or DATA).
+pub fn milter_rejected() -> Reply {
+    Reply::new(550, Some("5.7.1"), "Command rejected")
+}
+
+/// `554 5.7.1 Command rejected` (a filter rejected the message at its end).
+pub fn milter_data_rejected() -> Reply {
+    Reply::new(554, Some("5.7.1"), "Command rejected")
+}
+
+/// `451 4.3.2 Please try again later` (a filter tempfailed; sendmail's `MSG_TEMPFAIL`).
+pub fn milter_tempfail() -> Reply {
+    Reply::new(451, Some("4.3.2"), "Please try again later")
+}
+
+/// `421 4.7.0 <host> closing connection` (a filter shut the session down).
+pub fn milter_shutdown(host: &str) -> Reply {
+    Reply::new(421, Some("4.7.0"), format!("{host} closing connection"))
+}
+
+/// A filter's own reply text (`SMFIR_REPLYCODE`: `550 5.7.1 text`, multi-line with `-`), as a
+/// reply; `None` when it does not start with a 4xx/5xx code.
+pub fn from_filter(text: &str) -> Option<Reply> {
+    let mut lines = Vec::new();
+    let mut code = None;
+    let mut enhanced = None;
+    for raw in text.split("\r\n").filter(|l| !l.is_empty()) {
+        let c: u16 = raw.get(..3)?.parse().ok()?;
+        if !(400..600).contains(&c) || code.is_some_and(|k| k != c) {
+            return None;
+        }
+        code = Some(c);
+        let rest = raw.get(4..).unwrap_or("");
+        let (enh, msg) = match rest.split_once(' ') {
+            Some((e, m)) if is_enhanced(e) => (Some(e.to_string()), m),
+            _ if is_enhanced(rest) => (Some(rest.to_string()), ""),
+            _ => (None, rest),
+        };
+        if enhanced.is_none() {
+            enhanced = enh;
+        }
+        lines.push(msg.to_string());
+    }
+    Some(Reply {
+        code: code?,
+        enhanced,
+        lines,
+    })
+}
+
+fn is_enhanced(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `554 <host> ESMTP not accepting messages`: the greeting of a session the filters refused
+/// at connect (sendmail's greetcode 554 with its default greetmsg).
+pub fn not_accepting(host: &str) -> Reply {
+    Reply::new(554, None, format!("{host} ESMTP not accepting messages"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ use super::command::{
     self, Address, ArgError, Command, MailFrom, MailParams, RcptParams, RcptTo, check_helo_name,
 };
 use super::data::{DataEnd, DataReader};
+use super::filter::{FilterCall, FilterVerdict};
 use super::reply::{self, Reply};
 use crate::log::Severity;
 use crate::queue::id::QueueIdGen;
@@ -384,6 +385,9 @@ pub struct Message {
     pub tls: Option<TlsInfo>,
     /// Who authenticated.
     pub auth: Option<AuthInfo>,
+    /// Set by a content filter (milter `SMFIR_QUARANTINE`): queue the message held, with
+    /// this reason.
+    pub quarantine: Option<String>,
 }
 
 impl Message {
@@ -423,6 +427,29 @@ pub enum Action {
     StartTls,
     /// Flush and close the connection.
     Close,
+    /// Ask the content filters (milters), then call [`Session::filtered`] with their answer;
+    /// only then does the command get its reply.
+    Filter(FilterCall),
+}
+
+/// An accepted RCPT not yet counted: its duplicate key and whether it repeats one.
+#[derive(Debug)]
+struct NewRecipient {
+    key: Option<String>,
+    rcpt: Recipient,
+    duplicate: bool,
+}
+
+/// A command whose reply waits for the filters.
+#[derive(Debug)]
+enum Pending {
+    Connect,
+    Helo(Reply),
+    Mail(Reply),
+    Rcpt(Reply, NewRecipient),
+    Data,
+    /// Told only (rejected RCPT, unknown command, abort): no answer is awaited.
+    Nothing,
 }
 
 /// Counters for the listener (connection statistics).
@@ -500,6 +527,13 @@ pub struct Session {
     sec: security::SecurityState,
     /// The greeting to send instead of the configured one (pre-greeting traffic).
     greeting_override: Option<Reply>,
+    /// Content filters are consulted (see [`Action::Filter`]).
+    filters: bool,
+    pending: Option<Pending>,
+    /// The current command line, for the filters' MAIL/RCPT arguments.
+    line: String,
+    /// The filters refused the connection: the greeting is a 554.
+    greet_refused: bool,
 }
 
 impl Session {
@@ -523,8 +557,110 @@ impl Session {
             verbose: false,
             sec: security::SecurityState::default(),
             greeting_override: None,
+            filters: false,
+            pending: None,
+            line: String::new(),
+            greet_refused: false,
             ctx,
         }
+    }
+
+    /// Consults content filters from now on: the driver first asks them about the connection
+    /// ([`FilterCall::Connect`], answered through [`Session::filtered`] before the greeting).
+    pub fn enable_filters(&mut self) -> FilterCall {
+        self.filters = true;
+        self.pending = Some(Pending::Connect);
+        FilterCall::Connect
+    }
+
+    /// True when content filters are consulted.
+    pub fn filters_enabled(&self) -> bool {
+        self.filters
+    }
+
+    /// The filters' answer to the last [`Action::Filter`]: the command's reply now.
+    pub fn filtered(&mut self, verdict: FilterVerdict) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(pending) = self.pending.take() else {
+            return out;
+        };
+        if let FilterVerdict::Shutdown(r) = &verdict {
+            if matches!(pending, Pending::Connect) {
+                self.ctx.connect_reject = Some(r.clone());
+                return out;
+            }
+            out.push(Action::Reply(r.clone()));
+            self.end_session(false, 0, &mut out);
+            return out;
+        }
+        let refusal = match verdict {
+            FilterVerdict::Refuse(r) => Some(r),
+            _ => None,
+        };
+        match pending {
+            Pending::Connect | Pending::Helo(_) => {
+                if let Some(r) = refusal {
+                    if matches!(pending, Pending::Connect) && r.code >= 500 {
+                        self.greet_refused = true;
+                    }
+                    self.nullserver = Some(r);
+                }
+                if let Pending::Helo(reply) = pending {
+                    out.push(Action::Reply(reply));
+                }
+            }
+            Pending::Mail(reply) => match refusal {
+                None => out.push(Action::Reply(reply)),
+                Some(r) => {
+                    self.tx = None;
+                    out.push(Action::Reply(r));
+                }
+            },
+            Pending::Rcpt(reply, rcpt) => match refusal {
+                None => {
+                    out.push(Action::Reply(reply));
+                    self.add_recipient(rcpt);
+                }
+                Some(mut r) => {
+                    // sendmail's usrerr() names the recipient being refused.
+                    if let Some(first) = r.lines.first_mut() {
+                        *first = format!("{}... {first}", rcpt.rcpt.shown);
+                    }
+                    self.stats.rejected_rcpts += 1;
+                    self.user_error(r, &mut out);
+                }
+            },
+            Pending::Data => match refusal {
+                None => self.start_data(&mut out),
+                Some(r) => self.user_error(r, &mut out),
+            },
+            Pending::Nothing => {}
+        }
+        out
+    }
+
+    /// Asks the filters about `call` before `pending`'s reply.
+    fn ask_filters(&mut self, call: FilterCall, pending: Pending, out: &mut Vec<Action>) {
+        if call.wants_verdict() {
+            self.pending = Some(pending);
+        }
+        out.push(Action::Filter(call));
+    }
+
+    /// `<address>` and the ESMTP arguments of the current MAIL/RCPT line.
+    fn filter_args(&self) -> Vec<String> {
+        let rest = self.line.split_once(':').map_or("", |(_, r)| r).trim();
+        let mut words = rest.split_whitespace().map(String::from);
+        let mut args = Vec::new();
+        if let Some(first) = words.next() {
+            args.push(if first.starts_with('<') {
+                first
+            } else {
+                format!("<{first}>")
+            });
+        }
+        args.extend(words);
+        args
     }
 
     /// The greeting: `220 <host> ESMTP ...`. A `421` connection refusal is sent instead of
@@ -538,6 +674,9 @@ impl Session {
         }
         if let Some(r) = self.greeting_override.take() {
             return r;
+        }
+        if self.greet_refused {
+            return reply::not_accepting(&self.ctx.hostname);
         }
         reply::greeting(&self.ctx.greeting)
     }
@@ -659,6 +798,9 @@ impl Session {
             smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
+        if self.filters {
+            self.line.clone_from(&text);
+        }
         self.last_cmd = match &cmd {
             // sendmail names the last *known* command; unknown ones leave "startup".
             Command::Unrecognized(_) => "startup".to_owned(),
@@ -728,7 +870,13 @@ impl Session {
             Command::Auth(arg) => self.auth_cmd(&arg, &mut out),
             Command::NotImplemented(t) => out.push(Action::Reply(reply::not_implemented(&t))),
             Command::Bdat(arg) => self.bdat_cmd(&text, arg, &mut out),
-            Command::Unrecognized(_) => self.bad_command(&text, &mut out),
+            Command::Unrecognized(_) => {
+                if self.filters && self.nullserver.is_none() {
+                    let call = FilterCall::Unknown { line: text.clone() };
+                    self.ask_filters(call, Pending::Nothing, &mut out);
+                }
+                self.bad_command(&text, &mut out)
+            }
         }
         out
     }
@@ -899,6 +1047,18 @@ impl Session {
         } else {
             reply::helo(&self.ctx.hostname, &client)
         };
+        if self.filters && self.nullserver.is_none() {
+            let name = self.helo.clone().unwrap_or_default();
+            let macros = self
+                .sec
+                .tls
+                .iter()
+                .flat_map(|t| t.macros())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            self.ask_filters(FilterCall::Helo { name, macros }, Pending::Helo(r), out);
+            return;
+        }
         out.push(Action::Reply(r));
     }
 
@@ -1027,7 +1187,22 @@ impl Session {
             out.push(Action::Reply(reply::size_exceeds(max)));
             return;
         }
-        out.push(Action::Reply(reply::sender_ok(&shown)));
+        if self.filters {
+            let call = FilterCall::Mail {
+                qid: qid.clone(),
+                args: self.filter_args(),
+                macros: self
+                    .sec
+                    .auth
+                    .iter()
+                    .flat_map(|a| a.macros())
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            };
+            self.ask_filters(call, Pending::Mail(reply::sender_ok(&shown)), out);
+        } else {
+            out.push(Action::Reply(reply::sender_ok(&shown)));
+        }
         self.tx = Some(Transaction {
             sender: m.path,
             params,
@@ -1088,13 +1263,19 @@ impl Session {
                     }
                     None => self.user_error(reply, out),
                 }
+                if self.filters {
+                    let call = FilterCall::Rcpt {
+                        args: self.filter_args(),
+                        rejected: true,
+                    };
+                    self.ask_filters(call, Pending::Nothing, out);
+                }
                 return;
             }
         };
-        let Some(tx) = &mut self.tx else {
+        let Some(tx) = &self.tx else {
             return;
         };
-        tx.accepted += 1;
         // sendmail keeps one copy of a recipient given twice, however it is spelled
         // (nrcpts counts it once), and echoes the first spelling for the others.
         let first = match &key {
@@ -1105,20 +1286,42 @@ impl Session {
                 .find(|x| x.shown == shown)
                 .map(|x| x.shown.clone()),
         };
-        match first {
-            Some(first) => out.push(Action::Reply(reply::recipient_ok(&first))),
-            None => {
-                out.push(Action::Reply(reply::recipient_ok(&shown)));
-                if let Some(k) = key {
-                    tx.keys.insert(k, shown.clone());
-                }
-                tx.rcpts.push(Recipient {
-                    addr: path,
-                    shown,
-                    params,
-                });
-            }
+        let ok = reply::recipient_ok(first.as_deref().unwrap_or(&shown));
+        let rcpt = Recipient {
+            addr: path,
+            shown,
+            params,
+        };
+        let add = NewRecipient {
+            key,
+            rcpt,
+            duplicate: first.is_some(),
+        };
+        if self.filters {
+            let call = FilterCall::Rcpt {
+                args: self.filter_args(),
+                rejected: false,
+            };
+            self.ask_filters(call, Pending::Rcpt(ok, add), out);
+            return;
         }
+        out.push(Action::Reply(ok));
+        self.add_recipient(add);
+    }
+
+    /// Counts an accepted RCPT and keeps the recipient unless it is a duplicate.
+    fn add_recipient(&mut self, add: NewRecipient) {
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        tx.accepted += 1;
+        if add.duplicate {
+            return;
+        }
+        if let Some(k) = add.key {
+            tx.keys.insert(k, add.rcpt.shown.clone());
+        }
+        tx.rcpts.push(add.rcpt);
     }
 
     /// `BadRcptThrottle`: once this many RCPTs of the session were refused, each further
@@ -1158,6 +1361,14 @@ impl Session {
             self.end_session(false, 0, out);
             return;
         }
+        if self.filters {
+            self.ask_filters(FilterCall::Data, Pending::Data, out);
+            return;
+        }
+        self.start_data(out);
+    }
+
+    fn start_data(&mut self, out: &mut Vec<Action>) {
         self.state = State::Data(DataReader::new(self.limits()));
         out.push(Action::Reply(reply::start_data()));
         out.push(Action::StartData);
@@ -1344,6 +1555,9 @@ impl Session {
 
     /// CLEAR_STATE: log the unfinished transaction, start a new envelope.
     fn clear_state(&mut self, why: &str, out: &mut Vec<Action>) {
+        if self.filters && self.tx.is_some() {
+            self.ask_filters(FilterCall::Abort, Pending::Nothing, out);
+        }
         self.log_undelivered(why, 10, out);
         self.finish_transaction(out);
     }

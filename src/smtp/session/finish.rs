@@ -66,6 +66,7 @@ impl Session {
             daemon_name: self.ctx.daemon_name.clone(),
             tls: self.sec.tls.clone(),
             auth: self.sec.auth.clone(),
+            quarantine: None,
         };
         self.state = State::Committing(size);
         out.push(Action::Commit(Box::new(msg)));

@@ -1312,6 +1312,7 @@ fn command_lines_are_logged_above_level_14() {
     assert_eq!(logs(&script(&mut s, &["NOOP"])), ["<-- NOOP"]);
 }
 
+mod filters;
 mod receipt;
 
 /// BadRcptThrottle=3 (Debian's cf), as the oracle does it (tests/differential
