@@ -60,6 +60,11 @@ pub enum CurrentError {
     /// `ClientPortOptions` does not parse.
     #[error("ClientPortOptions: {0}")]
     ClientPortOptions(String),
+    /// An `X` line, `InputMailFilters` or a `Milter.` option that sendmail refuses too
+    /// (sendmail exits EX_CONFIG: mail must not pass unfiltered because a filter's
+    /// definition is broken).
+    #[error("{}", .0.iter().map(|e| format!("SYSERR: {e}")).collect::<Vec<_>>().join("; "))]
+    Milter(Vec<crate::milter::config::MilterConfigError>),
 }
 
 impl Current {
@@ -76,8 +81,9 @@ impl Current {
     /// refuse), without building them: for start-up, before any socket is opened.
     pub fn check(config: &Config) -> Result<(), CurrentError> {
         remote::connect::ClientOptions::parse(&config.options.client_port_options)
-            .map(drop)
-            .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))
+            .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))?;
+        crate::milter::MilterConfig::from_config(config).map_err(CurrentError::Milter)?;
+        Ok(())
     }
 
     /// [`Current::new`], with the logger that policy alerts (low disk space) go to.
@@ -109,13 +115,8 @@ impl Current {
                 crate::aliases::AliasTable::default()
             }
         };
-        let milters = match crate::milter::MilterConfig::from_config(&config) {
-            Ok(m) => m,
-            Err(errs) => {
-                warnings.extend(errs.iter().map(|e| format!("SYSERR: {e}")));
-                crate::milter::MilterConfig::default()
-            }
-        };
+        let milters =
+            crate::milter::MilterConfig::from_config(&config).map_err(CurrentError::Milter)?;
         let config = Arc::new(config);
         let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
             inner: relay,

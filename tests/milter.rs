@@ -949,3 +949,33 @@ fn a_session_without_filters_says_so_as_sendmail_does() {
     // (../shared/conformance/smtp/unknown-params.txt).
     d.wait_log("NOQUEUE: Milter: no active filter");
 }
+
+/// A filter definition sendmail refuses (here `X` without a socket) is a configuration
+/// error: the daemon does not start (exit 78, nothing opened) rather than passing mail
+/// unfiltered, as sendmail exits EX_CONFIG.
+#[test]
+fn a_broken_filter_definition_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = dir.path().join("sendmail.cf");
+    std::fs::write(
+        &cf,
+        "V10/Berkeley\nDjmta.example.test\nXbroken, F=R\nO InputMailFilters=broken\nO DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n",
+    )
+    .unwrap();
+    let q = dir.path().join("mqueue");
+    let out = support::run(&[
+        "-bD",
+        "-C",
+        cf.to_str().unwrap(),
+        "-O",
+        &format!("QueueDirectory={}", q.display()),
+        "-O",
+        &format!("PidFile={}", dir.path().join("pid").display()),
+        "-O",
+        &format!("LogFile={}", dir.path().join("log").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("SYSERR: ") && err.contains("Xbroken"), "{err}");
+    assert!(err.contains("not started"), "{err}");
+}
