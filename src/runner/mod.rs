@@ -14,7 +14,8 @@
 //! host's names (`$=w`) are local and everything else goes by MX (`esmtp`, on the port its
 //! `A=TCP $h PORT` names), or to the smart host (`DS`). Mailers whose `P=[IPC]` with
 //! `A=TCP $h [port]` deliver over SMTP ([`crate::deliver::remote`]), one connection per next
-//! hop for all of a message's recipients there; the `local` mailer's recipients are first
+//! hop for all of a message's recipients there, kept open afterwards for the next message
+//! to that hop ([`crate::deliver::remote::cache`], swept every second); the `local` mailer's recipients are first
 //! expanded once and durably ([`expand`]), then delivered by [`crate::deliver::local`].
 //! Limits and delivery modes: [`limits`].
 
@@ -45,12 +46,11 @@ pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
-/// Messages delivered at the same time by the whole runner (Postfix's
-/// `default_process_limit` is 100 too).
+/// Messages delivered at the same time by the whole runner when `MaxQueueChildren` does not
+/// say (Postfix's `default_process_limit` is 100 too). SMTP connections at once to one
+/// destination: `DestinationConcurrencyLimit` (20, as Postfix's
+/// `default_destination_concurrency_limit`).
 pub const CONCURRENT_MESSAGES: usize = 100;
-/// SMTP connections open at the same time to one destination (next hop and port):
-/// Postfix's `default_destination_concurrency_limit`, 20.
-pub const MAX_PER_DESTINATION: usize = 20;
 
 /// The route of `addr` under the running configuration.
 pub fn route(current: &Current, addr: &str) -> Route {
@@ -76,6 +76,8 @@ pub struct Runner {
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
     destinations: limits::Destinations,
+    /// Idle SMTP sessions kept for the next message to the same hop.
+    cache: remote::cache::Cache,
 }
 
 /// Why a pass runs: it decides which messages and recipients it takes.
@@ -104,13 +106,20 @@ impl Runner {
                 return None;
             }
         };
+        let o = &shared.config().options;
+        let slots = match o.max_queue_children {
+            0 => CONCURRENT_MESSAGES,
+            n => n,
+        };
+        let destinations = limits::Destinations::new(o.destination_concurrency_limit);
         Some(Arc::new(Runner {
-            shared,
             dns,
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
-            slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES)),
-            destinations: limits::Destinations::new(MAX_PER_DESTINATION),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            destinations,
+            cache: remote::cache::Cache::new(slots),
+            shared,
         }))
     }
 
@@ -193,6 +202,21 @@ pub async fn run(
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
     };
+    // Idle cached connections: closed on timeout, and after a SIGHUP that built new
+    // remote settings.
+    let sweeper = {
+        let weak = Arc::downgrade(&runner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(runner) = weak.upgrade() else { return };
+                let current = runner.shared.current();
+                runner.cache.sweep(&current.remote).await;
+            }
+        })
+    };
+    let _sweeper = AbortOnDrop(sweeper);
     let mut commits = shared.queue.watch_commits();
     let scan = schedule.interval.unwrap_or(RETRY_SCAN);
     let periodic = schedule.on_commit || schedule.interval.is_some();
@@ -231,17 +255,30 @@ pub async fn run(
     }
 }
 
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `sendmail -q…` with no daemon running: the caller holds the queue (its lock), so this
 /// process is the journal's one writer. Runs the selected messages once and waits for
 /// them; returns how many were attempted.
 pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
     match Runner::new(shared) {
-        Some(runner) => runner
-            .pass(select, Pass::Forced)
-            .await
-            .join_all()
-            .await
-            .len(),
+        Some(runner) => {
+            let n = runner
+                .pass(select, Pass::Forced)
+                .await
+                .join_all()
+                .await
+                .len();
+            runner.cache.clear().await;
+            n
+        }
         None => 0,
     }
 }
@@ -345,7 +382,7 @@ async fn deliver_due(
 /// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     runner: &Runner,
-    settings: &Settings,
+    settings: &Arc<Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
@@ -370,7 +407,7 @@ async fn deliver_group(
                 host,
                 port: *port,
             };
-            let report = remote::deliver(dns, settings, &req, &mut rng).await;
+            let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
             for line in &report.noqid_log {
                 shared
                     .logger
