@@ -8,6 +8,11 @@
 //!   (as Postfix's `default_destination_concurrency_limit`, 20); the whole runner is
 //!   bounded separately ([`super::CONCURRENT_MESSAGES`] messages at once). One message's
 //!   recipients for one next hop share one connection (the runner groups them by route).
+//!   `DestinationConcurrencyLimit` sets it; `MaxQueueChildren` the runner's bound.
+//! * **Per local recipient**: at most `LocalDestinationConcurrencyLimit` (2, as Postfix's
+//!   `local_destination_concurrency_limit`) deliveries at once to one local user, file or
+//!   program: more would only wait on the mailbox's lock, and every delivery in flight when
+//!   the daemon dies is one the next daemon may make again.
 //! * **DeliveryMode** (op §5.6, `DeliveryMode`; `DaemonPortOptions` `DeliveryMode=`/`D=`):
 //!   mail received by a daemon whose mode is queue-only (`q`) or deferred (`d`) — or, for
 //!   the command line, under such a global mode — is not delivered on commit: it waits for

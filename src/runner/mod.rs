@@ -76,6 +76,8 @@ pub struct Runner {
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
     destinations: limits::Destinations,
+    /// Deliveries at once to one local recipient (mailbox, file, program).
+    local: limits::Destinations,
     /// Idle SMTP sessions kept for the next message to the same hop.
     cache: remote::cache::Cache,
 }
@@ -112,12 +114,14 @@ impl Runner {
             n => n,
         };
         let destinations = limits::Destinations::new(o.destination_concurrency_limit);
+        let local = limits::Destinations::new(o.local_destination_concurrency_limit);
         Some(Arc::new(Runner {
             dns,
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             destinations,
+            local,
             cache: remote::cache::Cache::new(slots),
             shared,
         }))
@@ -437,6 +441,10 @@ async fn deliver_group(
             // recipients itself).
             let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
             let (store, user) = (shared.queue.clone(), user.clone());
+            // Few deliveries to one mailbox at once (Postfix's
+            // local_destination_concurrency_limit, 2): they would only queue on its lock,
+            // and each one in flight is a possible duplicate if the daemon dies.
+            let _slot = runner.local.acquire(&user, 0).await;
             let done = tokio::task::spawn_blocking(move || match agent {
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
                 None => deliver_local(&current, &logger, &msg, &user, &rcpts),
