@@ -41,6 +41,7 @@ pub mod control;
 pub mod expand;
 pub mod limits;
 pub mod notices;
+pub mod orphans;
 pub mod pickup;
 pub mod select;
 
@@ -206,6 +207,7 @@ pub async fn run(
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
     };
+    runner.recover_orphans().await;
     // Idle cached connections: closed on timeout, and after a SIGHUP that built new
     // remote settings.
     let sweeper = {
@@ -274,6 +276,7 @@ impl Drop for AbortOnDrop {
 pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
     match Runner::new(shared) {
         Some(runner) => {
+            runner.recover_orphans().await;
             let n = runner
                 .pass(select, Pass::Forced)
                 .await
@@ -326,6 +329,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     if !changed {
         return;
     }
+    let n_recipients = msg.envelope.recipients.len();
     let result = if dsn::finished(&msg) {
         store.remove(id).await
     } else {
@@ -334,12 +338,14 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
             .update_state(id, env.recipients, Some(env.notices))
             .await
     };
-    if let Err(e) = result {
-        shared.logger.log(
+    match result {
+        // The outcomes are in the queue: the programs' status files have served.
+        Ok(()) => orphans::forget(shared, id, n_recipients),
+        Err(e) => shared.logger.log(
             Severity::Err,
             Some(id.as_str()),
             format_args!("queue update failed: {e}"),
-        );
+        ),
     }
 }
 
@@ -445,9 +451,13 @@ async fn deliver_group(
             // local_destination_concurrency_limit, 2): they would only queue on its lock,
             // and each one in flight is a possible duplicate if the daemon dies.
             let _slot = runner.local.acquire(&user, 0).await;
+            let mailers = orphans::dir(shared);
             let done = tokio::task::spawn_blocking(move || match agent {
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
-                None => deliver_local(&current, &logger, &msg, &user, &rcpts),
+                None => {
+                    let track = Some((mailers.as_path(), indexes.as_slice()));
+                    deliver_local_tracked(&current, &logger, &msg, &user, &rcpts, track)
+                }
             })
             .await;
             let outcomes = done.unwrap_or_else(|e| {
@@ -482,6 +492,26 @@ pub fn deliver_local(
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
+    deliver_local_tracked(current, logger, msg, user, rcpts, None)
+}
+
+/// [`deliver_local`], with a status file in `track.0` for each program run, named
+/// `<queue id>.<recipient index>` (`track.1`: the queue indexes of `rcpts`), so that a
+/// restarted daemon knows what a program that outlived this one did ([`orphans`]).
+pub fn deliver_local_tracked(
+    current: &Current,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    rcpts: &[Recipient],
+    track: Option<(&std::path::Path, &[usize])>,
+) -> Vec<Outcome> {
+    let status = |k: usize| {
+        track.and_then(|(dir, idx)| {
+            idx.get(k)
+                .map(|i| dir.join(format!("{}.{i}", msg.envelope.id.as_str())))
+        })
+    };
     let cfg = &*current.config;
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -501,26 +531,30 @@ pub fn deliver_local(
     let d = crate::deliver::local::Delivery::from_message(msg);
     rcpts
         .iter()
-        .map(|r| {
-            let outcome = match &r.expanded {
+        .enumerate()
+        .map(|(k, r)| {
+            let tracked = crate::deliver::local::inflight::track(status(k), || match &r.expanded {
                 Some(x) => {
                     let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
-                    agent.deliver(&expand::target_of(r), owner.as_ref(), &d)
+                    Ok(agent.deliver(&expand::target_of(r), owner.as_ref(), &d))
                 }
                 None => {
                     let report =
                         crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
                     if !report.remote.is_empty() {
                         // The aliases changed since the expansion: expand again next time.
-                        return Outcome::Temporary {
+                        return Err(Outcome::Temporary {
                             dsn: "4.3.0".into(),
                             text: "Deferred: aliases changed during delivery".into(),
-                        };
+                        });
                     }
-                    report.combined()
+                    Ok(report.combined())
                 }
-            };
-            from_local(outcome)
+            });
+            match tracked {
+                Ok(outcome) => from_local(outcome),
+                Err(o) => o,
+            }
         })
         .collect()
 }
