@@ -171,6 +171,11 @@ class Daemon:
         self.log = os.path.join(work, "maillog")
         self.proc = None
         self.starts = 0
+        # An alias's /file is written as DefaultUser, as sendmail's mailfile() does: the
+        # mailboxes live in a directory that user can reach and write (sticky, like /tmp).
+        os.chmod(work, 0o755)
+        os.makedirs(os.path.join(work, "boxes"), exist_ok=True)
+        os.chmod(os.path.join(work, "boxes"), 0o1777)
         aliases = os.path.join(work, "aliases")
         mailer = ""
         with open(aliases, "w") as f:
@@ -216,7 +221,7 @@ class Daemon:
             sys.exit(f"newaliases failed: {out.stderr.decode(errors='replace')}")
 
     def mbox(self, i):
-        return os.path.join(self.work, f"box{i}.mbox")
+        return os.path.join(self.work, "boxes", f"box{i}.mbox")
 
     def log_text(self):
         try:

@@ -18,9 +18,9 @@
 #   latency final "." to 250 at 20 sessions (latency.py), all three servers;
 #   idle    KiB per idle session (banner + EHLO) at IDLE_CONNS (sendmail-rs) and
 #           IDLE_PEER_CONNS (the forking peers: one process per session) (idle.py).
-# The real sendmail runs through ../shared/bench/bench-sendmail.sh (copied into the scratch
-# dir, since ../shared is read-only; its package from /root/oracle/pkg when present, else
-# apt-get download); without ../shared/bench its column is "-".
+# The real sendmail runs through bench/peers/bench-sendmail.sh (copied into the scratch
+# dir: it keeps its state beside itself; its package from /root/oracle/pkg when present, else
+# apt-get download).
 #
 # One run, as root, on loopback only:
 #  1. installs what is missing (postfix with debconf "No configuration" -- it gives
@@ -41,7 +41,8 @@
 #  6. latency from the final "." to the "250" at 20 sessions (latency.py) and memory
 #     with IDLE_CONNS idle connections (idle.py), for both servers;
 #  7. prints one table (cell, sendmail-rs msg/s, Postfix msg/s, ratio) and, unless SMOKE,
-#     appends it with the date and machine to bench/RESULTS.md.
+#     appends it with the date and machine to bench/RESULTS.md and draws it beside it as
+#     bench/ingest.svg (bench/chart.py: msg/s against sessions, KiB per idle session).
 # Everything started here is stopped by PID on exit (trap), whatever happens.
 #
 # Environment: RUNS (3), WARMUP (1), SMOKE (0), SM_PORT (10040), PF_PORT (10041),
@@ -77,7 +78,7 @@ RELAY=${RELAY:-1}
 LOCAL=${LOCAL:-1}
 BIG=${BIG:-1}
 RELAY_MSGS=${RELAY_MSGS:-2000}
-SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
+PEERS=$BENCH/peers
 RESULTS_FILE=${RESULTS_FILE:-$BENCH/RESULTS.md}
 MSG_LEN=5120
 FROM=a@example.com
@@ -220,16 +221,15 @@ pf_mode() {   # hold | relay | local: the private instance's delivery side (take
     esac
 }
 
-# The real sendmail, through a scratch copy of ../shared/bench's scripts (they keep their
-# state beside themselves, and ../shared is read-only).
+# The real sendmail, through a scratch copy of bench/peers' scripts (they keep their state
+# beside themselves).
 SX_DIR="$RUN/sendmail-real"
 SX_Q="$SX_DIR/run/sendmail/mqueue"
 SX_UP=0
 sx() { SM_PORT=$SX_PORT SM_SINK_PORT=$SX_SINK_PORT bash "$SX_DIR/bench-sendmail.sh" "$@" >>"$SX_DIR/script.log" 2>&1; }
 sx_setup() {
-    [ -f "$SHARED_BENCH/bench-sendmail.sh" ] || { log "no $SHARED_BENCH: no real sendmail column"; PEER=0; return 0; }
     mkdir -p "$SX_DIR/run"
-    cp "$SHARED_BENCH/lib.sh" "$SHARED_BENCH/bench-sendmail.sh" "$SHARED_BENCH/sendmail-bench.mc" "$SX_DIR/"
+    cp "$PEERS/lib.sh" "$PEERS/bench-sendmail.sh" "$PEERS/sendmail-bench.mc" "$SX_DIR/"
     [ -x /root/oracle/pkg/usr/libexec/sendmail/sendmail ] && ln -sfn /root/oracle/pkg "$SX_DIR/run/sm-pkg"
     sx setup || { log "real sendmail setup failed (see $SX_DIR/script.log): no column"; PEER=0; }
 }
@@ -557,7 +557,9 @@ if [ "$LOCAL" = 1 ]; then
     fi
     for target in mbox maildir; do
         SM_CF="$RUN/sendmail/local.cf"
-        local_fresh "$RUN/local/sm" root
+        # sendmail-rs writes an alias's /file as DefaultUser (mailnull, else 1:1), as
+        # sendmail's mailfile() does
+        local_fresh "$RUN/local/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
         sm_reset
         e2e_measure sm "$target@bench.example.test"; local_check "$RUN/local/sm" "$target"; E_SM=$E2E
         sm_stop; SM_CF="$RUN/sendmail/bench.cf"
@@ -656,7 +658,7 @@ REPORT=$(cat <<EOF
 ## $(date -u '+%F %H:%M UTC') — suite, sendmail-rs $REV vs Postfix $PF_VERSION and sendmail ${SX_VERSION:--}$([ "$SMOKE" = 1 ] && echo " (SMOKE)")
 
 Machine: $MACHINE.
-Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")$([ "${QUICK:-0}" = 1 ] && echo "QUICK=1 (reduced: one run, a fifth of the messages) ")RUNS=$RUNS bash bench/ingest.sh\` — smtp-source over [::1] (one IPv4 cell), $MSG_LEN-byte bodies unless the cell says 100 KiB, median of $RUNS runs (ingest: after $WARMUP warm-up), each cell starting from an empty queue; msg/s = messages / median wall time. Ratios "× Postfix" / "× sendmail" = how many times better sendmail-rs is in the same run (msg/s: ours/theirs; KiB and ms: theirs/ours). **ingest**: sendmail-rs \`-bD\` queueonly, LogLevel=9, Listen=1024, fdatasync group commit before 250; Postfix private instance in hold mode (cleanup fsyncs the queue file before 250, no delivery); sendmail 8.17 DeliveryMode=queue, SuperSafe (../shared/bench/bench-sendmail.sh). **relay**: 20 sessions × $RELAY_MSGS messages per run, delivered over SMTP to smtp-sink; msg/s = messages / time until the queue is empty again; sendmail-rs DeliveryMode=background with smart host \`DSrelay:[127.0.0.1]\`, Postfix relayhost, sendmail SMART_HOST; "daemon µs" = utime+stime of the sendmail-rs process per message (/proc), "all-CPU µs" = every CPU's busy time per message, client and sink included. **local**: 20 sessions × $RELAY_MSGS messages per run to an alias for an mbox file / a Maildir, msg/s until the queue is empty; sendmail-rs DeliveryMode=background; Postfix local(8) (mydestination, alias_maps hash:, writing as default_privs); sendmail's *file* mailer as its DefaultUser (no Maildir delivery of its own: "-"). **idle**: PSS per idle session of the server's process tree.
+Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")$([ "${QUICK:-0}" = 1 ] && echo "QUICK=1 (reduced: one run, a fifth of the messages) ")RUNS=$RUNS bash bench/ingest.sh\` — smtp-source over [::1] (one IPv4 cell), $MSG_LEN-byte bodies unless the cell says 100 KiB, median of $RUNS runs (ingest: after $WARMUP warm-up), each cell starting from an empty queue; msg/s = messages / median wall time. Ratios "× Postfix" / "× sendmail" = how many times better sendmail-rs is in the same run (msg/s: ours/theirs; KiB and ms: theirs/ours). **ingest**: sendmail-rs \`-bD\` queueonly, LogLevel=9, Listen=1024, fdatasync group commit before 250; Postfix private instance in hold mode (cleanup fsyncs the queue file before 250, no delivery); sendmail 8.17 DeliveryMode=queue, SuperSafe (bench/peers/bench-sendmail.sh). **relay**: 20 sessions × $RELAY_MSGS messages per run, delivered over SMTP to smtp-sink; msg/s = messages / time until the queue is empty again; sendmail-rs DeliveryMode=background with smart host \`DSrelay:[127.0.0.1]\`, Postfix relayhost, sendmail SMART_HOST; "daemon µs" = utime+stime of the sendmail-rs process per message (/proc), "all-CPU µs" = every CPU's busy time per message, client and sink included. **local**: 20 sessions × $RELAY_MSGS messages per run to an alias for an mbox file / a Maildir, msg/s until the queue is empty; sendmail-rs DeliveryMode=background; Postfix local(8) (mydestination, alias_maps hash:, writing as default_privs); sendmail's *file* mailer as its DefaultUser (no Maildir delivery of its own: "-"). **idle**: PSS per idle session of the server's process tree.
 
 $TABLE
 
@@ -682,6 +684,9 @@ if [ "$SMOKE" != 1 ]; then
     [ -f "$RESULTS_FILE" ] || printf '# Ingest benchmark results (bench/ingest.sh)\n\nNewest last. The machine is shared: expect ±15 %%.\n' > "$RESULTS_FILE"
     printf '\n%s\n' "$REPORT" >> "$RESULTS_FILE"
     log "appended to $RESULTS_FILE"
+    # The newest table as a picture beside it (msg/s against sessions; KiB per idle session).
+    python3 "$BENCH/chart.py" "$RESULTS_FILE" "$(dirname "$RESULTS_FILE")/ingest.svg" >&2 \
+        || log "chart.py could not draw $RESULTS_FILE"
 fi
 
 if [ "$SM_TOTAL" -eq 0 ]; then

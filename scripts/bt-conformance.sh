@@ -1,5 +1,5 @@
 #!/bin/bash
-# bt-conformance.sh -- run the recorded -bt corpus (../shared/conformance/bt) against our
+# bt-conformance.sh -- run the recorded -bt corpus (tests/data/conformance/bt) against our
 # address test mode and print the pass count per config.
 #
 #   scripts/bt-conformance.sh [BINARY]      (needs root: bt-env.sh uses namespaces)
@@ -14,12 +14,7 @@
 # given in BTCHECK_OPTS. Needs root (bt-env.sh uses unshare).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONF="${CONFORMANCE:-}"
-if [ -z "$CONF" ]; then
-    for c in "$ROOT/../shared/conformance" "$ROOT/../../shared/conformance" /work/shared/conformance; do
-        if [ -d "$c" ]; then CONF="$(cd "$c" && pwd)"; break; fi
-    done
-fi
+CONF="$ROOT/tests/data/conformance"
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
     (cd "$ROOT" && cargo build -q --example bt)

@@ -2,14 +2,17 @@
 //! password file, loaded together at start and on every SIGHUP.
 //!
 //! In: a loaded [`Config`] (`ServerCertFile`, `ServerKeyFile`, `CACertFile`, `CACertPath`,
-//! `AuthPasswordFile`). Out: [`Credentials`] for the sessions, or every problem as one
+//! `AuthPasswordFile`, `AuthRealm`) and, without `AuthPasswordFile`, the site's Cyrus SASL
+//! `Sendmail.conf` (`pwcheck_method: saslauthd`, see [`crate::auth::saslauthd`]). Out: [`Credentials`] for the sessions, or every problem as one
 //! `file:line: …` text. At start a problem stops the daemon before any socket is opened; on
 //! SIGHUP it is logged and the running credentials are kept (see [`crate::daemon`]).
 
 use std::sync::Arc;
 
 use crate::auth::passwd::PasswordFile;
+use crate::auth::saslauthd::{SaslConf, Saslauthd};
 use crate::config::Config;
+use crate::config::macros::expand;
 use crate::tls::ServerTls;
 
 /// What the server proves (its certificate) and checks (users' passwords).
@@ -17,6 +20,11 @@ use crate::tls::ServerTls;
 pub struct Credentials {
     pub tls: Option<ServerTls>,
     pub passwords: Option<Arc<PasswordFile>>,
+    /// Without a password file: the site's saslauthd (`Sendmail.conf`'s
+    /// `pwcheck_method: saslauthd`).
+    pub saslauthd: Option<Arc<Saslauthd>>,
+    /// `Sendmail.conf`'s `mech_list`, upper case (`None`: not limited there).
+    pub sasl_mech_list: Option<Vec<String>>,
     /// Lines for the log: what is not offered because its file does not exist.
     pub notes: Vec<String>,
 }
@@ -70,10 +78,35 @@ impl Credentials {
                 }
             },
         };
+        let mut saslauthd = None;
+        let mut sasl_mech_list = None;
+        if passwords.is_none() && crate::tls::option_path(cfg, "AuthPasswordFile").is_none() {
+            let conf_path = std::env::var("SASL_CONF_PATH").ok();
+            if let Some(path) = SaslConf::find(conf_path.as_deref()) {
+                match SaslConf::load(&path) {
+                    Err(e) => errors.push(e.to_string()),
+                    Ok(conf) if conf.uses_saslauthd() => {
+                        let realm = match &cfg.options.auth_realm {
+                            Some(r) => r.expand(cfg),
+                            None => expand("$j", cfg),
+                        };
+                        sasl_mech_list = conf.mech_list.clone();
+                        saslauthd = Some(Arc::new(Saslauthd::new(conf.saslauthd_path, &realm)));
+                    }
+                    Ok(conf) => notes.push(format!(
+                        "AUTH: {}: pwcheck_method {} is not supported (only saslauthd, or our AuthPasswordFile); AUTH not offered",
+                        conf.path.display(),
+                        conf.pwcheck_method
+                    )),
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(Credentials {
                 tls,
                 passwords,
+                saslauthd,
+                sasl_mech_list,
                 notes,
             })
         } else {

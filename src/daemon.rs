@@ -40,7 +40,7 @@ use crate::hosts::Hosts;
 use crate::listener::{self, Bound, Listener, Peer};
 use crate::log::{Logger, Severity};
 use crate::privsep::AgentClient;
-use crate::queue::Store;
+use crate::queue::{Store, StoreOptions};
 use crate::runner::pickup::pickup_once;
 use crate::runtime::{Current, Shared, load_config, make_logger};
 use crate::shutdown::{SessionGuard, Shutdown};
@@ -133,7 +133,10 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     // first open is the one that recovers from a crash, so it is the one whose report is
     // logged: the reopen finds the journal already cut back.
     let qdir = cfg.options.queue_directory.clone();
-    match Store::open(&qdir) {
+    match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(q) => log_recovery(&logger, q.recovery_report()),
         Err(e) => {
             logger.log(
@@ -187,7 +190,10 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
                 return EX_OSERR;
             }
         };
-    let queue = match Store::open(&qdir) {
+    let queue = match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(q) => q,
         Err(e) => {
             logger.log(
@@ -240,6 +246,13 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
             Severity::Notice,
             None,
             format_args!("queue recovery: {segment}: {bytes} unacknowledged bytes dropped ({why})"),
+        );
+    }
+    for name in &report.removed_spool {
+        logger.log(
+            Severity::Notice,
+            None,
+            format_args!("queue recovery: spool/{name}: unacknowledged message data removed"),
         );
     }
 }
@@ -301,13 +314,23 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn create(path: &Path, command_line: &str) -> Result<PidFile, String> {
+        // never through a symlink, never blocking on a FIFO (sendmail: `Symbolic links not
+        // allowed`); only a regular file is truncated
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| format!("unable to write pid to {}: {e}", path.display()))?;
+            .and_then(crate::log::regular_only)
+            .map_err(|e| {
+                format!(
+                    "unable to write pid to {}: {}",
+                    path.display(),
+                    crate::log::open_error_text(&e)
+                )
+            })?;
         let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| {
             format!(
@@ -595,12 +618,12 @@ async fn reload(
             .logger
             .log(Severity::Warning, None, format_args!("{w}"));
     }
+    let hosts_file = current.config.options.hosts_file.clone();
     shared.set_current(current);
     if let Some(agent) = agent.cloned() {
         let _ = tokio::task::spawn_blocking(move || agent.reload()).await;
     }
-    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) =
-        Arc::new(Hosts::load(Path::new("/etc/hosts")));
+    *shared.hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Hosts::load(&hosts_file));
     if let Err(e) = shared.logger.reopen() {
         shared.logger.log(
             Severity::Err,

@@ -11,14 +11,22 @@
 //!   *implicit MX* of RFC 5321 §5.1 (deliver to the domain's own addresses);
 //! * [`Answer::Temporary`] — SERVFAIL, REFUSED, timeout, no server reachable: try later.
 //!
-//! `/etc/hosts` is honoured for A and AAAA (hickory consults it before asking a server).
+//! The hosts file is honoured for A and AAAA before any server is asked: `/etc/hosts`
+//! through hickory for [`Dns::new`]; for the daemon ([`Dns::from_config`]) the file
+//! `HostsFile` names, read here, and DNS is asked at all only when the `ServiceSwitchFile`'s
+//! `hosts` line names `dns` (or there is no such file or line: sendmail's default is
+//! `dns files`) — with `hosts files` alone a name not in the file does not exist and a domain
+//! has no MX (its own address is used), as in sendmail without DNS.
 //! Names are looked up as absolute names (a trailing dot is added), so the resolver's
 //! `search` list never turns `example.com` into `example.com.corp.example`.
 //!
 //! RFCs: RFC 1035 (records), RFC 2308 (NXDOMAIN vs NODATA), RFC 5321 §5.1 (MX), RFC 7505
 //! (null MX: see [`crate::deliver::remote::route`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -100,6 +108,41 @@ pub enum DnsSetupError {
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    /// `HostsFile`'s names (lower case) → addresses, asked first; `None`: hickory reads
+    /// `/etc/hosts` itself.
+    files: Option<Arc<HashMap<String, Vec<IpAddr>>>>,
+    /// Whether servers are asked at all (the service switch's `hosts` line names `dns`).
+    use_dns: bool,
+}
+
+/// Forward entries of a hosts file: each name (lower case) → its addresses, in file order.
+pub fn hosts_by_name(text: &str) -> HashMap<String, Vec<IpAddr>> {
+    let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
+        for name in words {
+            let ips = map.entry(name.to_ascii_lowercase()).or_default();
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    map
+}
+
+/// Whether the service switch file lets host names go to DNS: its `hosts` line names
+/// `dns`; without a readable file or a `hosts` line, yes (sendmail's `dns files`).
+pub fn switch_uses_dns(switch_file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(switch_file) else {
+        return true;
+    };
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find(|l| l.split_whitespace().next() == Some("hosts"))
+        .is_none_or(|l| l.split_whitespace().skip(1).any(|w| w == "dns"))
 }
 
 impl std::fmt::Debug for Dns {
@@ -112,6 +155,26 @@ impl Dns {
     /// A resolver asking `name_servers` (UDP, and TCP for truncated answers), or the
     /// system's configuration when the list is empty.
     pub fn new(name_servers: &[SocketAddr], options: DnsOptions) -> Result<Dns, DnsSetupError> {
+        Dns::build(name_servers, options, None, true)
+    }
+
+    /// [`Dns::new`] that answers from `files` (a hosts file's [`hosts_by_name`]) first and
+    /// asks servers only if `use_dns`.
+    pub fn with_files(
+        name_servers: &[SocketAddr],
+        options: DnsOptions,
+        files: HashMap<String, Vec<IpAddr>>,
+        use_dns: bool,
+    ) -> Result<Dns, DnsSetupError> {
+        Dns::build(name_servers, options, Some(Arc::new(files)), use_dns)
+    }
+
+    fn build(
+        name_servers: &[SocketAddr],
+        options: DnsOptions,
+        files: Option<Arc<HashMap<String, Vec<IpAddr>>>>,
+        use_dns: bool,
+    ) -> Result<Dns, DnsSetupError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if name_servers.is_empty() {
             TokioResolver::builder(provider)
@@ -123,11 +186,19 @@ impl Dns {
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.timeout = options.timeout;
         opts.attempts = options.attempts.max(1);
-        opts.use_hosts_file = ResolveHosts::Always;
+        opts.use_hosts_file = if files.is_some() {
+            ResolveHosts::Never
+        } else {
+            ResolveHosts::Always
+        };
         let resolver = builder
             .build()
             .map_err(|e| DnsSetupError::Build(e.to_string()))?;
-        Ok(Dns { resolver })
+        Ok(Dns {
+            resolver,
+            files,
+            use_dns,
+        })
     }
 
     /// The resolver the configuration asks for: `NameServers`, and the
@@ -143,11 +214,21 @@ impl Dns {
         if let Some(n) = t.resolver_retry_normal.or(t.resolver_retry_first) {
             options.attempts = n.max(1) as usize;
         }
-        Dns::new(&config.options.name_servers, options)
+        let o = &config.options;
+        let files = std::fs::read_to_string(&o.hosts_file).unwrap_or_default();
+        Dns::with_files(
+            &o.name_servers,
+            options,
+            hosts_by_name(&files),
+            switch_uses_dns(&o.service_switch_file),
+        )
     }
 
     /// The MX records of `domain`.
     pub async fn mx(&self, domain: &str) -> Answer<MxRecord> {
+        if !self.use_dns {
+            return Answer::NoData;
+        }
         self.lookup(domain, RecordType::MX, |rdata| match rdata {
             RData::MX(mx) => {
                 let name = mx.exchange.to_ascii();
@@ -168,6 +249,13 @@ impl Dns {
 
     /// The IPv6 addresses of `host` (AAAA records, or `/etc/hosts`).
     pub async fn aaaa(&self, host: &str) -> Answer<Ipv6Addr> {
+        let from_files = self.answer_from_files(host, |ip| match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        });
+        if let Some(answer) = from_files {
+            return answer;
+        }
         self.lookup(host, RecordType::AAAA, |rdata| match rdata {
             RData::AAAA(a) => Some(a.0),
             _ => None,
@@ -177,11 +265,40 @@ impl Dns {
 
     /// The IPv4 addresses of `host` (A records, or `/etc/hosts`).
     pub async fn a(&self, host: &str) -> Answer<Ipv4Addr> {
+        let from_files = self.answer_from_files(host, |ip| match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        });
+        if let Some(answer) = from_files {
+            return answer;
+        }
         self.lookup(host, RecordType::A, |rdata| match rdata {
             RData::A(a) => Some(a.0),
             _ => None,
         })
         .await
+    }
+
+    /// The hosts file's answer, or `None` to ask the servers.
+    fn answer_from_files<T>(
+        &self,
+        host: &str,
+        pick: impl Fn(IpAddr) -> Option<T>,
+    ) -> Option<Answer<T>> {
+        let files = self.files.as_ref()?;
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let listed = files.get(&key);
+        let found: Vec<T> = listed
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| pick(*ip))
+            .collect();
+        match (found.is_empty(), listed.is_some(), self.use_dns) {
+            (false, _, _) => Some(Answer::Found(found)),
+            (true, _, true) => None,
+            (true, true, false) => Some(Answer::NoData),
+            (true, false, false) => Some(Answer::NxDomain),
+        }
     }
 
     async fn lookup<T>(

@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn scan_finds_the_body_and_the_message_id_of_the_block_only() {
         let m = b"Subject: x\nMessage-ID: <a@b>\n\nMessage-Id: <not@header>\n";
-        assert_eq!(scan(m), (31, Some("<a@b>".to_string())));
+        assert_eq!(scan(m), (30, Some("<a@b>".to_string())));
         assert_eq!(scan(b"A: 1\r\n\r\nbody"), (8, None));
         assert_eq!(scan(b"A: 1\n"), (5, None));
     }

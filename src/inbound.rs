@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth::limit::AuthLimit;
 use crate::auth::{Authenticator, Mechanism, Offloaded};
 use crate::config::Config;
 use crate::config::daemon_options::DaemonPortOptions;
@@ -61,6 +62,7 @@ pub async fn serve_client<S>(
         macros: &macros,
         features: server_features(&current.config),
         ids: shared.qids.clone(),
+        auth_limit: Some(shared.auth_limit.clone()),
     };
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
@@ -75,11 +77,11 @@ pub async fn serve_client<S>(
         implicit_tls: daemon.modifiers.has('s'),
         ..conn_options(&current.config)
     };
-    let mut sink = QueueSink {
-        dest: Destination::Store(shared.queue.clone()),
-        config: current.config.clone(),
-        logger: shared.logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Store(shared.queue.clone()),
+        current.config.clone(),
+        shared.logger.clone(),
+    );
     let outcome = conn::serve(
         stream,
         Session::new(ctx),
@@ -145,10 +147,13 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
 /// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
 /// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
 /// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
-/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option.
+/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option. DSN
+/// only with `SendMimeErrors` (its default is true; sendmail 8.17.1.9 with
+/// `O SendMimeErrors=False` lists no DSN and answers RET/ENVID/NOTIFY/ORCPT with
+/// `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
 pub fn server_features(cfg: &Config) -> Features {
     Features {
-        dsn: true,
+        dsn: cfg.options.send_mime_errors,
         expn: true,
         smtputf8: cfg.options.smtp_utf8,
         ..Features::default()
@@ -157,13 +162,15 @@ pub fn server_features(cfg: &Config) -> Features {
 
 /// The driver's settings from the options: the server side of `Timeout.*` is
 /// `Timeout.command` (the whole next command line must arrive within it) and
-/// `Timeout.datablock` (DATA and BDAT: no input at all for that long); op §4.1.2 marks the
+/// `Timeout.datablock` (DATA and BDAT: no input at all for that long), with `MinDataRate`
+/// for the message as a whole; op §4.1.2 marks the
 /// others as client timeouts, which `deliver::remote::client` applies.
 pub fn conn_options(cfg: &Config) -> ConnOptions {
     ConnOptions {
         timeouts: Timeouts {
             command: cfg.options.timeouts.command,
             data_block: cfg.options.timeouts.datablock,
+            min_data_rate: cfg.options.min_data_rate,
         },
         ..ConnOptions::default()
     }
@@ -178,6 +185,8 @@ pub struct Origin<'a> {
     pub macros: &'a BTreeMap<String, String>,
     pub features: Features,
     pub ids: Arc<QueueIdGen>,
+    /// The daemon's AUTH failures per client address (`None` for `-bs`).
+    pub auth_limit: Option<Arc<AuthLimit>>,
 }
 
 /// The session's context from the running configuration: host name, greeting (expanded with
@@ -188,7 +197,8 @@ pub fn session_context(
     origin: Origin<'_>,
 ) -> SessionContext {
     let cfg: &Config = &current.config;
-    let security = security(current, &client);
+    let mut security = security(current, &client);
+    security.failure_limit = origin.auth_limit;
     let lookup = Layered {
         top: origin.macros,
         base: cfg,
@@ -201,6 +211,7 @@ pub fn session_context(
         client,
         max_message_size: cfg.options.max_message_size,
         max_headers_length: u64::from(cfg.options.max_headers_length),
+        seven_bit_input: cfg.options.seven_bit_input,
         max_recipients: cfg.options.max_recipients_per_message,
         features: origin.features,
         privacy: current.privacy,
@@ -223,11 +234,21 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
     let loopback = client.ip.is_some_and(|ip| ip.is_loopback());
     Security {
         starttls: creds.tls.is_some(),
-        authenticator: creds
-            .passwords
-            .clone()
-            .map(|p| Arc::new(Offloaded(p)) as Arc<dyn Authenticator>),
-        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref()),
+        authenticator: match (&creds.passwords, &creds.saslauthd) {
+            (Some(p), _) => Some(Arc::new(Offloaded(p.clone())) as Arc<dyn Authenticator>),
+            (None, Some(s)) => Some(Arc::new(Offloaded(s.clone())) as Arc<dyn Authenticator>),
+            (None, None) => None,
+        },
+        mechanisms: Mechanism::allowed(o.auth_mechanisms.as_deref())
+            .into_iter()
+            .filter(|m| {
+                creds
+                    .sasl_mech_list
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|n| n == m.name()))
+            })
+            .collect(),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
+        failure_limit: None,
     }
 }

@@ -49,8 +49,8 @@
 //! | 4 | [`smtp`] | the sans-IO session, commands, replies, the connection driver |
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
 //! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets |
-//! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms; queue storage |
-//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] | ground (mailbox: the one reading of an address into local part and domain) |
+//! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms and the saslauthd client; queue storage |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -60,6 +60,7 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod aliases;
+pub mod asuser;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -83,6 +84,7 @@ pub mod rlimit;
 pub mod rules;
 pub mod runner;
 pub mod runtime;
+pub mod setgid;
 pub mod shutdown;
 pub mod smtp;
 pub mod stats;

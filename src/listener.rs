@@ -290,7 +290,8 @@ fn bind_hint(e: &io::Error, d: &DaemonPortOptions, addr: &SocketAddr) -> String 
     match e.raw_os_error() {
         Some(code) if code == nix::libc::EACCES && addr.port() < 1024 => format!(
             " (ports below 1024 need root; to use another port set \
-             -O DaemonPortOptions=Name={},Port=2525 or Port= in the daemon's DaemonPortOptions)",
+             -O DaemonPortOptions=Name={},Port=2525 or Port= in the daemon's DaemonPortOptions; \
+             for a first try without root: sendmail -bD --unprivileged)",
             d.name
         ),
         Some(code) if code == nix::libc::EADDRNOTAVAIL => {

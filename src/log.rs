@@ -42,7 +42,7 @@
 //! | `started as: …`, `connect from …`, `alias … => …`, `stopping daemon, reason=signal` | 9 | info |
 //!
 //! The `from=` and `to=` levels are from sendmail's collect.c/deliver.c, the rest from
-//! `/work/shared/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
+//! `docs/sendmail-facts.md` §3.3 and §4; `rscheck`'s level is its `logl` argument
 //! (3 for the `check_*` calls, from memory, not checked against 8.17).
 //! The default `LogLevel` is 9 [op 4.8].
 
@@ -194,12 +194,36 @@ impl Syslog {
     }
 }
 
+/// Opens (creates 0640) the `LogFile` for appending: never through a symlink, never a
+/// FIFO or device (root opens it, possibly in a directory others can write).
 fn open_log_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
+        .and_then(regular_only)
+        .map_err(|e| io::Error::new(e.kind(), open_error_text(&e)))
+}
+
+/// `f` if it is a regular file; an error otherwise (as sendmail's safefile `SFF_REGONLY`).
+pub fn regular_only(f: File) -> io::Result<File> {
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(io::Error::other("Regular files only"))
+    }
+}
+
+/// An open error in sendmail's words: `Symbolic links not allowed` for `O_NOFOLLOW`'s
+/// `ELOOP`, else the system's text without Rust's `(os error N)`.
+pub fn open_error_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(nix::libc::ELOOP) => "Symbolic links not allowed".to_string(),
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 fn short_hostname() -> String {
@@ -382,6 +406,7 @@ fn push_printable(out: &mut String, raw: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn cfg(dir: &Path) -> LogConfig {
@@ -389,6 +414,52 @@ mod tests {
             syslog_path: dir.join("log.sock"),
             ..LogConfig::default()
         }
+    }
+
+    #[test]
+    fn a_planted_symlink_or_fifo_is_never_opened_as_the_log_file_or_the_pid_file() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let log = |p: &Path| {
+            Logger::new(LogConfig {
+                file: Some(p.to_path_buf()),
+                syslog: false,
+                ..cfg(d.path())
+            })
+        };
+        let e = log(&link).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("LogFile {}: Symbolic links not allowed", link.display())
+        );
+        // a FIFO: refused at once (ENXIO without a reader, else not a regular file)
+        assert!(log(&fifo).is_err());
+        // sendmail 8.17: `unable to write pid to <path>: Symbolic links not allowed`
+        let e = crate::daemon::PidFile::create(&link, "sendmail -bd").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "unable to write pid to {}: Symbolic links not allowed",
+                link.display()
+            )
+        );
+        assert!(crate::daemon::PidFile::create(&fifo, "sendmail -bd").is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        // an ordinary path still works
+        let pid = d.path().join("sendmail.pid");
+        let held = crate::daemon::PidFile::create(&pid, "sendmail -bd").unwrap();
+        assert!(
+            fs::read_to_string(&pid)
+                .unwrap()
+                .starts_with(&std::process::id().to_string())
+        );
+        drop(held);
+        assert!(log(&d.path().join("maillog")).is_ok());
     }
 
     fn recv(sock: &UnixDatagram) -> String {

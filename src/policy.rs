@@ -364,7 +364,8 @@ pub struct KnownUsers {
     pub inner: Arc<dyn Policy>,
     pub rules: Option<Arc<Handle>>,
     pub config: Arc<Config>,
-    pub aliases: crate::aliases::AliasTable,
+    /// Read again when its files change ([`crate::aliases::LiveAliases`]).
+    pub aliases: crate::aliases::LiveAliases,
     /// Where the low-disk-space alert goes (None: not logged).
     pub logger: Option<crate::log::Logger>,
 }
@@ -402,7 +403,7 @@ impl KnownUsers {
     /// account. A program, file or include list is none: the client may not name those.
     fn exists(&self, user: &str) -> bool {
         let user = user.strip_prefix('\\').unwrap_or(user);
-        self.aliases.get(user).is_some()
+        self.aliases.current().get(user).is_some()
             || nix::unistd::User::from_name(user).ok().flatten().is_some()
     }
 
@@ -438,7 +439,8 @@ impl KnownUsers {
                     return Reply::new(553, Some("5.1.3"), text);
                 }
             };
-        let mut expander = Expander::from_config(&self.aliases, &self.config);
+        let aliases = self.aliases.current();
+        let mut expander = Expander::from_config(&aliases, &self.config);
         expander.forward = false;
         let mut lines: Vec<String> = Vec::new();
         for target in expander.expand(&user) {

@@ -1,8 +1,19 @@
 //! A received message → the durable queue: the SMTP session's [`MessageSink`].
 //!
 //! In: a finished [`Message`] from the session (envelope, dot-unstuffed body with LF line
-//! ends). Out: the message committed to the [`Store`] — on stable storage before the session
-//! answers `250 2.0.0 <id> Message accepted for delivery` — and sendmail's `from=` log line.
+//! ends), and while it arrives the bytes past its first 64 KiB ([`MessageSink::spill`]),
+//! which go to a spool file of the queue ([`crate::queue::spool`], where the design is
+//! written down) so that a session's memory does not grow with the message. Out: the
+//! message committed to the [`Store`] — on stable storage before the session answers
+//! `250 2.0.0 <id> Message accepted for delivery` — and sendmail's `from=` log line. The
+//! spool of a message that is refused, reset or abandoned is dropped
+//! ([`MessageSink::discard`], or the connection's end): its file has no name, so closing
+//! it gives the space back.
+//!
+//! The headers added at receipt are scanned for in the message's head, which stays in
+//! memory (`smtp::body::KEEP_HEAD`, twice the default `MaxHeadersLength`); they are
+//! written before the head in the queue entry, then the head, the spooled bytes and the
+//! rest (`Store::commit_spooled`).
 //!
 //! On the way the headers sendmail adds at receipt are added (RFC 5321 §4.4, sendmail's cf
 //! `H` lines): `Received:` from the cf's `HReceived` template (sendmail's own when the cf has
@@ -21,6 +32,7 @@ use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
 use crate::dns::format_ip;
 use crate::log::{Logger, Severity};
+use crate::queue::spool::Spool;
 use crate::queue::{self, QueueError, QueueId, Store, maildrop};
 use crate::smtp::command;
 use crate::smtp::conn::{CommitError, MessageSink};
@@ -51,23 +63,98 @@ pub struct QueueSink {
     pub dest: Destination,
     pub config: Arc<Config>,
     pub logger: Logger,
+    /// Where the bytes of the message being received past its head go.
+    pub spool: SpoolState,
+}
+
+/// The spool of the message being received (a [`Destination::Store`] only; the maildrop
+/// of a command-line submission takes its message whole, in memory, from a local user).
+#[derive(Debug, Default)]
+pub enum SpoolState {
+    /// Nothing spilled for the current message.
+    #[default]
+    Idle,
+    Active(Spool),
+    /// Spooling failed; the message will be refused with this error.
+    Failed(QueueError),
+}
+
+impl QueueSink {
+    pub fn new(dest: Destination, config: Arc<Config>, logger: Logger) -> QueueSink {
+        QueueSink {
+            dest,
+            config,
+            logger,
+            spool: SpoolState::Idle,
+        }
+    }
 }
 
 impl MessageSink for QueueSink {
+    fn spills(&self) -> bool {
+        matches!(self.dest, Destination::Store(_))
+    }
+
+    fn spill(&mut self, bytes: Vec<u8>) -> impl Future<Output = ()> + Send {
+        let state = std::mem::take(&mut self.spool);
+        let store = match &self.dest {
+            Destination::Store(s) => Some(s.clone()),
+            Destination::Maildrop(_) => None,
+        };
+        let slot = &mut self.spool;
+        async move {
+            *slot = match state {
+                SpoolState::Failed(e) => SpoolState::Failed(e),
+                SpoolState::Idle => match store.map(|s| s.spool()) {
+                    Some(Ok(sp)) => append(sp, bytes).await,
+                    Some(Err(e)) => SpoolState::Failed(e),
+                    None => SpoolState::Failed(QueueError::ReadOnly),
+                },
+                SpoolState::Active(sp) => append(sp, bytes).await,
+            };
+        }
+    }
+
+    fn discard(&mut self) {
+        self.spool = SpoolState::Idle;
+    }
+
     fn commit(&mut self, mut msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
         // The body moves on into the queue entry (one copy of a message of up to the size
         // limit, not two); the log line keeps its size.
         let body = std::mem::take(&mut msg.body);
-        let size = body.len() as u64;
+        let spool = std::mem::take(&mut self.spool);
+        let size = body.len() as u64 + msg.spilled;
         let prepared = prepare(&msg, body, &self.config);
         let dest = self.dest.clone();
         let logger = self.logger.clone();
         async move {
-            let (queued, msgid) = prepared?;
+            let (queued, msgid, added) = prepared?;
             let temp = commit_error;
-            match dest {
-                Destination::Store(store) => store.commit(queued).await.map(drop).map_err(temp)?,
-                Destination::Maildrop(qdir) => {
+            let spool = match spool {
+                SpoolState::Failed(e) => return Err(temp(e)),
+                SpoolState::Active(sp) if sp.len() == msg.spilled && msg.spilled > 0 => Some(sp),
+                SpoolState::Idle if msg.spilled == 0 => None,
+                _ => {
+                    return Err(CommitError::Temporary(format!(
+                        "spool of {} does not hold the {} bytes spilled",
+                        msg.qid, msg.spilled
+                    )));
+                }
+            };
+            match (dest, spool) {
+                (Destination::Store(store), Some(sp)) => store
+                    .commit_spooled(queued, added + msg.spill_at, sp)
+                    .await
+                    .map(drop)
+                    .map_err(temp)?,
+                (_, Some(_)) => {
+                    return Err(CommitError::Temporary("spool without a store".into()));
+                }
+                (Destination::Store(store), None) => {
+                    store.commit(queued).await.map(drop).map_err(temp)?
+                }
+                (Destination::Maildrop(qdir), None) => {
                     tokio::task::spawn_blocking(move || maildrop::submit(&qdir, &queued))
                         .await
                         .map_err(|e| CommitError::Temporary(e.to_string()))?
@@ -87,6 +174,13 @@ impl MessageSink for QueueSink {
     }
 }
 
+async fn append(mut sp: Spool, bytes: Vec<u8>) -> SpoolState {
+    match sp.append(bytes).await {
+        Ok(_) => SpoolState::Active(sp),
+        Err(e) => SpoolState::Failed(e),
+    }
+}
+
 /// A failed commit: `452 4.3.1 Insufficient system storage` when the disk is full (the
 /// client keeps the message and retries), else the generic temporary failure.
 fn commit_error(e: QueueError) -> CommitError {
@@ -98,12 +192,14 @@ fn commit_error(e: QueueError) -> CommitError {
 }
 
 /// Builds the queue entry: envelope, and `body` (the message's, taken out of it) with the
-/// headers added at receipt.
+/// headers added at receipt; also how many bytes were added before the body. When part of
+/// the message was spilled, only the head (`body[..msg.spill_at]`) is scanned for the
+/// headers: the rest of `body` comes after the spilled bytes.
 fn prepare(
     msg: &Message,
     body: Vec<u8>,
     cfg: &Config,
-) -> Result<(queue::Message, Option<String>), CommitError> {
+) -> Result<(queue::Message, Option<String>, usize), CommitError> {
     let id = QueueId::new(msg.qid.clone()).map_err(|e| CommitError::Temporary(e.to_string()))?;
     let now = SystemTime::now();
     let macros = receipt_macros(msg);
@@ -120,9 +216,22 @@ fn prepare(
         .map(|h| h.value.as_str())
         .unwrap_or(DEFAULT_RECEIVED);
     added.push_str(&format!("Received: {}\n", expand(template, &lookup)));
-    let (more, msgid) = id_and_date(&body, &msg.qid, &hostname);
+    let head = if msg.spilled > 0 {
+        &body[..msg.spill_at.min(body.len())]
+    } else {
+        &body[..]
+    };
+    let (more, msgid) = id_and_date(head, &msg.qid, &hostname);
     added.push_str(&more);
-    let size = body.len();
+    // PrivacyOptions=authwarnings: the warning the session logged at MAIL, as a header.
+    if msg.helo.is_none() && cfg.options.auth_warnings() {
+        added.push_str(&format!(
+            "X-Authentication-Warning: {hostname}: {} didn't use HELO protocol\n",
+            msg.client.display()
+        ));
+    }
+    let added_len = added.len();
+    let size = body.len() + msg.spilled as usize;
     let mut with_headers = added.into_bytes();
     with_headers.reserve_exact(size);
     with_headers.extend_from_slice(&body);
@@ -164,6 +273,7 @@ fn prepare(
             body: with_headers,
         },
         msgid,
+        added_len,
     ))
 }
 

@@ -11,7 +11,7 @@
 //! This module sits below everything that serves mail (inbound sessions, the queue runner,
 //! submission, privilege separation, the daemon) and names none of them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::cli::Invocation;
@@ -112,7 +112,7 @@ impl Current {
             inner: relay,
             rules: rules.clone(),
             config: config.clone(),
-            aliases,
+            aliases: crate::aliases::LiveAliases::new(&config.options.alias_files, aliases),
             logger,
         });
         Ok((
@@ -164,19 +164,23 @@ pub struct Shared {
     pub queue: Store,
     /// Under `RunAsUser`: the root process that does local delivery ([`crate::privsep`]).
     pub local_agent: Option<Arc<dyn LocalAgent>>,
+    /// AUTH failures per client address, across connections (kept over SIGHUP).
+    pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
 }
 
 impl Shared {
     /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
     pub fn new(current: Current, logger: Logger, queue: Store, stats: Option<Stats>) -> Shared {
+        let hosts = Hosts::load(&current.config.options.hosts_file);
         Shared {
             current: RwLock::new(Arc::new(current)),
             logger,
             qids: Arc::new(QueueIdGen::new()),
-            hosts: RwLock::new(Arc::new(Hosts::load(Path::new("/etc/hosts")))),
+            hosts: RwLock::new(Arc::new(hosts)),
             stats,
             queue,
             local_agent: None,
+            auth_limit: Arc::default(),
         }
     }
 

@@ -70,27 +70,36 @@ pub fn deliver(inv: &Invocation) -> i32 {
         read_recipients: inv.args.read_recipients,
         args: inv.args.recipients.clone(),
     };
-    let (body, recipients) = match sub.prepare() {
+    let (mut body, recipients) = match sub.prepare() {
         Ok(x) => x,
         Err(msg) => {
             eprintln!("sendmail: {msg}");
             return EX_USAGE;
         }
     };
+    if cfg.options.seven_bit_input {
+        crate::smtp::body::strip_eighth_bit(&mut body);
+    }
     let qid = QueueIdGen::new().next_id();
     let Ok(id) = QueueId::new(qid.clone()) else {
         return EX_SOFTWARE;
     };
     let relay = format!("{user}@localhost");
-    let (body, msgid) = add_headers(
-        &cfg,
-        body,
-        &qid,
-        &sender,
-        inv.args.full_name.as_deref(),
-        &relay,
-        &recipients,
-    );
+    let warning = (inv.args.sender.as_deref()).and_then(|f| sender_warning(&cfg, &user, f));
+    if let Some(w) = &warning {
+        logger.log(
+            Severity::Info,
+            Some(&qid),
+            format_args!("Authentication-Warning: {w}"),
+        );
+    }
+    let who = Submitter {
+        sender: &sender,
+        full_name: inv.args.full_name.as_deref(),
+        relay: &relay,
+        warning: warning.as_deref(),
+    };
+    let (body, msgid) = add_headers(&cfg, body, &qid, &who, &recipients);
     let size = body.len();
     let mut env = queue::Envelope::new(id, sender.clone());
     env.recipients = recipients
@@ -124,7 +133,50 @@ pub fn deliver(inv: &Invocation) -> i32 {
             ),
         );
     }
+    let at_once = matches!(
+        cfg.options.delivery_mode,
+        crate::config::options::DeliveryMode::Interactive
+            | crate::config::options::DeliveryMode::Background
+    );
+    if at_once
+        && nix::unistd::geteuid().is_root()
+        && !queue::Store::in_use(&cfg.options.queue_directory)
+    {
+        deliver_in_background(inv, &qid);
+    }
     EX_OK
+}
+
+/// Root's submission with no daemon holding the queue, under DeliveryMode `b` or `i` (the
+/// default; `-odq` and `-odd` leave it queued): delivered at once, in the background, as
+/// sendmail's DeliveryMode background does from the command line — a
+/// detached `sendmail -qI<id>` with this command's `-C` and options (it moves the maildrop
+/// into the queue and delivers this message; a daemon started meanwhile is asked to instead).
+/// A user's submission waits in the maildrop for the daemon or `sendmail -q`.
+fn deliver_in_background(inv: &Invocation, qid: &str) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0("sendmail");
+    if let Some(cf) = &inv.args.config_file {
+        cmd.arg("-C").arg(cf);
+    }
+    for (name, value) in &inv.args.options {
+        if name.chars().count() == 1 {
+            cmd.arg(format!("-o{name}{value}"));
+        } else {
+            cmd.arg("-O").arg(format!("{name}={value}"));
+        }
+    }
+    cmd.arg(format!("-qI{qid}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    // Not waited for: it outlives this process (reparented to init), as sendmail's child does.
+    let _ = cmd.spawn();
 }
 
 /// The message as read, and what the command line said about it.
@@ -242,17 +294,46 @@ pub fn parse_address_list(value: &str) -> Vec<String> {
     out
 }
 
-/// Adds `Received:`, `From:`, `Date:` and `Message-Id:` as sendmail does for a local
-/// submission; returns the message and its Message-Id.
+/// sendmail's warning for `-f` by a user who is not trusted (class `t`: `Troot`, `Tdaemon`,
+/// `Tuucp` in m4's cfs; root always): `<host>: <user> set sender to <addr> using -f`,
+/// logged and added as `X-Authentication-Warning:` (the sender is still used). `None` when
+/// the user is trusted, names itself, or authwarnings is off.
+fn sender_warning(cfg: &Config, user: &str, forged: &str) -> Option<String> {
+    let trusted = user == "root" || cfg.class_contains("t", user);
+    if trusted || forged == user || !cfg.options.auth_warnings() {
+        return None;
+    }
+    let host = expand("$j", cfg);
+    Some(format!("{host}: {user} set sender to {forged} using -f"))
+}
+
+/// Who submits a message on the command line, as the added headers show it.
+struct Submitter<'a> {
+    /// The envelope sender (`-f`, else the user).
+    sender: &'a str,
+    /// `-F`.
+    full_name: Option<&'a str>,
+    /// `$_`: `user@localhost`.
+    relay: &'a str,
+    /// The `-f` Authentication-Warning text, if one is due.
+    warning: Option<&'a str>,
+}
+
+/// Adds `Received:`, `From:`, `Date:`, `Message-Id:` (and the `-f` warning) as sendmail does
+/// for a local submission; returns the message and its Message-Id.
 fn add_headers(
     cfg: &Config,
     body: Vec<u8>,
     qid: &str,
-    sender: &str,
-    full_name: Option<&str>,
-    relay: &str,
+    who: &Submitter<'_>,
     recipients: &[String],
 ) -> (Vec<u8>, Option<String>) {
+    let Submitter {
+        sender,
+        full_name,
+        relay,
+        warning,
+    } = *who;
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), relay.to_string());
     m.insert("i".to_string(), qid.to_string());
@@ -286,6 +367,10 @@ fn add_headers(
     }
     let (more, msgid) = crate::receive::id_and_date(&body, qid, &host);
     added.push_str(&more);
+    // After our headers, before the message's own (where sendmail's qf has it).
+    if let Some(w) = warning {
+        added.push_str(&format!("X-Authentication-Warning: {w}\n"));
+    }
     let mut out = added.into_bytes();
     out.extend_from_slice(&body);
     (out, msgid)
@@ -332,14 +417,15 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         macros: &macros,
         features: server_features(&cfg),
         ids: Arc::new(QueueIdGen::new()),
+        auth_limit: None,
     };
     let ctx = session_context(&current, client, origin);
 
-    let mut sink = QueueSink {
-        dest: Destination::Maildrop(cfg.options.queue_directory.clone()),
-        config: cfg.clone(),
-        logger: logger.clone(),
-    };
+    let mut sink = QueueSink::new(
+        Destination::Maildrop(cfg.options.queue_directory.clone()),
+        cfg.clone(),
+        logger.clone(),
+    );
     let opts = conn_options(&cfg);
     let outcome = runtime.block_on(async {
         let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());

@@ -216,12 +216,13 @@ fn a_dj_line_wins_over_the_host_name() {
 
 #[test]
 fn unsupported_and_unknown_options_are_warnings() {
-    let text = "V10/Berkeley\nO MeToo=True\nO MeToo=False\nO Bogus=1\nO LogLev=3\nO Max=1\n";
+    let text =
+        "V10/Berkeley\nO SaveFromLine=True\nO SaveFromLine=False\nO Bogus=1\nO LogLev=3\nO Max=1\n";
     let c = Config::from_str("t.cf", text, &[]).unwrap();
     assert_eq!(
         c.warnings,
         vec![
-            "t.cf:2: option MeToo is not supported yet; ignored",
+            "t.cf:2: option SaveFromLine is not supported yet; ignored",
             "t.cf:4: readcf: unknown option name Bogus; ignored",
             "t.cf:5: Option LogLev used as abbreviation for LogLevel",
             "t.cf:6: readcf: ambiguous option name Max (matches MaxHopCount and MaxQueueAge); ignored",
@@ -421,4 +422,81 @@ fn random_input_gives_errors_not_panics() {
     let many: String = (0..150).map(|i| format!("Sname{i}\n")).collect();
     let errors = Config::from_str("t.cf", &format!("V10\n{many}"), &[]).unwrap_err();
     assert_eq!(errors.len(), 50);
+}
+
+/// Options another change of issue 18 makes real (the connection
+/// cache and queue-runner limits: `speed`; BadRcptThrottle, ConnectionRateWindowSize:
+/// `debian`); until those land they may still warn.
+const OWNED_ELSEWHERE: &[&str] = &[
+    "ConnectionCacheSize",
+    "ConnectionCacheTimeout",
+    "MaxRunnersPerQueue",
+    "BadRcptThrottle",
+    "ConnectionRateWindowSize",
+];
+
+/// The "not supported yet" warnings of a cf, except [`OWNED_ELSEWHERE`].
+fn not_supported(c: &Config) -> Vec<String> {
+    c.warnings
+        .iter()
+        .filter(|w| w.contains("is not supported yet"))
+        .filter(|w| {
+            !OWNED_ELSEWHERE
+                .iter()
+                .any(|o| w.contains(&format!("option {o} ")))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_option_of_debians_sendmail_cf_submit_cf_and_the_embedded_default_is_known() {
+    let local_host_names = fixture("debian-etc-mail/local-host-names");
+    for name in ["debian-sendmail.cf", "debian-submit.cf"] {
+        let text = std::fs::read_to_string(fixture(name)).unwrap().replace(
+            "/etc/mail/local-host-names",
+            local_host_names.to_str().unwrap(),
+        );
+        let c = Config::from_str(name, &text, &[]).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(not_supported(&c), Vec::<String>::new(), "{name}");
+    }
+    let c = load(&Source::Embedded, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(not_supported(&c), Vec::<String>::new(), "embedded default");
+}
+
+#[test]
+fn debians_option_values_are_read_into_their_fields() {
+    let local_host_names = fixture("debian-etc-mail/local-host-names");
+    let text = std::fs::read_to_string(fixture("debian-sendmail.cf"))
+        .unwrap()
+        .replace(
+            "/etc/mail/local-host-names",
+            local_host_names.to_str().unwrap(),
+        );
+    let c = Config::from_str("debian-sendmail.cf", &text, &[]).unwrap();
+    let o = &c.options;
+    assert!(!o.seven_bit_input);
+    assert_eq!(o.blank_sub, '.');
+    assert_eq!(o.queue_file_mode, Some(0o640));
+    assert_eq!(o.resolver_options, "+WorkAroundBrokenAAAA");
+    assert!(o.send_mime_errors && o.me_too && o.old_style_headers);
+    assert!(!o.use_errors_to && !o.check_aliases && !o.rrt_implies_dsn);
+    assert_eq!(o.forward_path.raw, "$z/.forward.$w:$z/.forward");
+    assert_eq!(o.safe_file_environment, Some(PathBuf::from("/")));
+    assert_eq!(o.unix_from_line.raw, "From $g $d");
+    assert_eq!(o.must_quote_chars, ".'");
+    assert_eq!(
+        o.dead_letter_drop,
+        Some(PathBuf::from("/var/lib/sendmail/dead.letter"))
+    );
+    assert_eq!(
+        o.trusted_user.as_ref().map(|u| u.user.as_str()),
+        Some("smmta")
+    );
+    assert_eq!(
+        o.control_socket_name,
+        Some(PathBuf::from("/var/run/sendmail/mta/smcontrol"))
+    );
+    assert_eq!(o.alias_wait, Duration::from_secs(600));
+    assert_eq!(o.hosts_file, PathBuf::from("/etc/hosts"));
 }

@@ -1,4 +1,4 @@
-//! The recorded sendmail 8.17 SMTP scenarios (`../shared/conformance/smtp/`, 62 of them),
+//! The recorded sendmail 8.17 SMTP scenarios (`tests/data/conformance/smtp/`, 62 of them),
 //! replayed with their own `replay.py` against sendmail-rs running the oracle's configuration
 //! (`tests/fixtures/oracle.cf`, the same access map, aliases and host name). Reply codes,
 //! enhanced codes, reply counts and where the server closes must match.
@@ -28,10 +28,10 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 ];
 
 fn shared() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance");
     assert!(
         p.join("replay.py").exists(),
-        "{} is missing: the conformance cases live in ../shared beside the repository",
+        "{} is missing: the recorded conformance cases are part of the repository",
         p.display()
     );
     p
@@ -280,7 +280,7 @@ fn smtp_replies_are_what_bt_predicts() {
 
 #[test]
 fn bv_prints_what_sendmail_printed() {
-    // ../shared/oracle/samples/41-cli-bv.txt:
+    // tests/data/oracle/samples/41-cli-bv.txt:
     // sendmail -C oracle.cf -bv alice root nosuchuser bob@remote.example.test list
     let conf = shared();
     let env = oracle_env(&conf);

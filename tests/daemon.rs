@@ -405,6 +405,7 @@ fn without_root_port_25_is_refused_with_the_option_to_change_it() {
     );
     assert!(err.contains("ports below 1024 need root"), "{err}");
     assert!(err.contains("DaemonPortOptions"), "{err}");
+    assert!(err.contains("sendmail -bD --unprivileged"), "{err}");
 }
 
 #[test]

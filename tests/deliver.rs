@@ -99,14 +99,23 @@ fn a_refused_next_hop_defers_and_keeps_the_message() {
         log.contains("dsn=4.4.1, stat=Deferred: Connection refused by [127.0.0.1]"),
         "{log}"
     );
-    let out = support::run(&[
-        "-bp",
-        "-C",
-        a.cf.to_str().unwrap(),
-        "-O",
-        &format!("QueueDirectory={}", a.queue_dir().display()),
-    ]);
-    let q = String::from_utf8_lossy(&out.stdout);
+    // The `to=` line is logged before the recipient's new state is written back: read the
+    // queue until the attempt is in it (bounded).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let q = loop {
+        let out = support::run(&[
+            "-bp",
+            "-C",
+            a.cf.to_str().unwrap(),
+            "-O",
+            &format!("QueueDirectory={}", a.queue_dir().display()),
+        ]);
+        let q = String::from_utf8_lossy(&out.stdout).into_owned();
+        if q.contains("(Deferred: ") || std::time::Instant::now() > until {
+            break q;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(q.contains("(1 request)"), "{q}");
     assert!(
         q.contains("(Deferred: Connection refused by [127.0.0.1])"),
@@ -117,6 +126,12 @@ fn a_refused_next_hop_defers_and_keeps_the_message() {
 #[test]
 fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
     let dir = tempfile::tempdir().unwrap();
+    // an alias /file is created as DefaultUser (sendmail's mailfile()): a sticky directory
+    std::fs::set_permissions(
+        dir.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
+    )
+    .unwrap();
     let mbox = dir.path().join("list.mbox");
     let aliases = dir.path().join("aliases");
     std::fs::write(

@@ -4,7 +4,7 @@
 //! line, and the sink records the `MAIL From:`, `RCPT To:` and headers it receives.
 //!
 //! The expected values are what the real sendmail 8.17.1.9, running the same cf as
-//! oracle.example.test, sent to its sink (`../shared/oracle/sink.py`) for the same input on
+//! oracle.example.test, sent to its sink (`tests/data/oracle/sink.py`) for the same input on
 //! 2026-12-02: unqualified addresses get `@$j` (ruleset `MasqSMTP`, `S=EnvFromSMTP/
 //! HdrFromSMTP`), comments and phrases stay, `Bcc:` is not sent.
 //!

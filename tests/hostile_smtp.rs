@@ -6,7 +6,7 @@
 //!
 //! The replies are sendmail 8.17.1.9's (the oracle, asked with the same sessions from an
 //! outside address); where this daemon's built-in rules answer differently, it is said at
-//! the case. The recorded transcripts in `../shared/conformance/smtp/` (replayed by
+//! the case. The recorded transcripts in `tests/data/conformance/smtp/` (replayed by
 //! tests/conformance_smtp.rs) cover the base cases; these are the variants around them.
 
 mod support;

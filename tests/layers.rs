@@ -21,7 +21,8 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "tls", "dns", "aliases", "stats", "listener"],
     &["config", "auth", "queue"],
     &[
-        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox",
+        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox", "asuser",
+        "setgid",
     ],
 ];
 
@@ -106,18 +107,17 @@ fn strip(src: &str) -> String {
             i += ch.len_utf8();
         }
     }
-    match out.find("#[cfg(test)]") {
-        Some(at)
-            if out[at..]
-                .trim_start_matches("#[cfg(test)]")
-                .trim_start()
-                .starts_with("mod ") =>
-        {
+    let mut from = 0;
+    while let Some(k) = out[from..].find("#[cfg(test)]") {
+        let at = from + k;
+        let after = out[at + "#[cfg(test)]".len()..].trim_start();
+        if after.starts_with("mod ") {
             out.truncate(at);
-            out
+            break;
         }
-        _ => out,
+        from = at + 1;
     }
+    out
 }
 
 /// Every top-level module named after `crate::` in `code`: `crate::x` and each first

@@ -2,7 +2,7 @@
 //! `MaxRecipientsPerMessage` and `ConnectionRateThrottle`, over `[::1]` and `127.0.0.1`.
 //!
 //! The replies and log lines are the real sendmail 8.17.1.9's, asked on 2026-12-05 with the
-//! same sessions (`../shared/oracle` with `-OMaxRecipientsPerMessage=2`, then
+//! same sessions (the oracle (`tests/data/oracle`) with `-OMaxRecipientsPerMessage=2`, then
 //! `-OConnectionRateThrottle=1`; there the recipients were names its aliases know):
 //! * past the limit each RCPT gets `452 4.5.3 Too many recipients` and one notice
 //!   `<qid>: Too many recipients`; the message is accepted for the recipients before it

@@ -143,6 +143,14 @@ fn supervisor_pid(log: &str) -> i32 {
     pid_after(log, "privilege supervisor pid ")
 }
 
+/// The submission group's gid, when the system has `smmsp` (tests/submit_setgid.rs makes it).
+fn smmsp() -> Option<u32> {
+    nix::unistd::Group::from_name("smmsp")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }
@@ -197,19 +205,33 @@ fn daemon_runs_as_run_as_user_and_the_agent_delivers_as_root() {
     assert!(read("env").contains("PATH=/bin:/usr/bin\n"));
     assert!(read("archive.mbox").contains("Subject: privileges"));
 
-    // The queue is nobody's and private.
+    // The queue is nobody's and private; where the system has the submission group, that
+    // group may enter and read it (mailq), and the maildrop is write-only for it.
     let q = d.queue_dir();
     let journal = q.join("journal");
+    let (dir_mode, seg_mode) = if smmsp().is_some() {
+        (0o2750, 0o640)
+    } else {
+        (0o700, 0o600)
+    };
     for dir in [&q, &journal] {
         let m = fs::symlink_metadata(dir).unwrap();
-        assert_eq!((m.uid(), mode(dir)), (uid, 0o700), "{}", dir.display());
+        assert_eq!((m.uid(), mode(dir)), (uid, dir_mode), "{}", dir.display());
     }
-    let mut files = vec![q.join("lock")];
-    files.extend(fs::read_dir(&journal).unwrap().map(|e| e.unwrap().path()));
-    assert!(files.len() >= 2, "{files:?}");
-    for f in &files {
+    if let Some(g) = smmsp() {
+        let m = fs::symlink_metadata(q.join("maildrop")).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (uid, g, 0o1730));
+    }
+    let lock = fs::symlink_metadata(q.join("lock")).unwrap();
+    assert_eq!((lock.uid(), mode(&q.join("lock"))), (uid, 0o600));
+    let segments: Vec<_> = fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!segments.is_empty(), "{segments:?}");
+    for f in &segments {
         let m = fs::symlink_metadata(f).unwrap();
-        assert_eq!((m.uid(), mode(f)), (uid, 0o600), "{}", f.display());
+        assert_eq!((m.uid(), mode(f)), (uid, seg_mode), "{}", f.display());
     }
 
     // SIGHUP: both re-read the configuration; delivery goes on.
@@ -271,7 +293,9 @@ fn a_wrong_mode_queue_is_reported_and_made_private() {
     let log = d.wait_log("dangerous permissions=777 on queue directory");
     assert!(log.contains("set to 700"), "{log}");
     let q = d.queue_dir();
-    assert_eq!(mode(&q), 0o700);
+    // Then opened to the submission group only, where the system has it.
+    let expected = if smmsp().is_some() { 0o2750 } else { 0o700 };
+    assert_eq!(mode(&q), expected);
     assert_eq!(fs::metadata(&q).unwrap().uid(), uid);
 }
 

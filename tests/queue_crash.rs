@@ -38,6 +38,7 @@ const MAX_PER_TASK: u32 = 60;
 /// deletion.
 const OPTIONS: StoreOptions = StoreOptions {
     segment_bytes: 256 * 1024,
+    file_mode: 0o600,
 };
 
 fn main() {

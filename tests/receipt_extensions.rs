@@ -307,7 +307,7 @@ fn headers_over_max_headers_length_are_refused_with_sendmails_reply() {
 
 #[test]
 fn bs_offers_what_the_daemon_offers() {
-    // sendmail's -bs lists the daemon's keywords (shared/oracle/samples/42-cli-bs.txt).
+    // sendmail's -bs lists the daemon's keywords (tests/data/oracle/samples/42-cli-bs.txt).
     use std::io::{BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("sendmail.cf");

@@ -1,9 +1,8 @@
-//! The recorded `sendmail -bt` corpus (`shared/conformance/bt/`), run in-process against
+//! The recorded `sendmail -bt` corpus (`tests/data/conformance/bt/`), run in-process against
 //! `rules::bt::Session`: every case's stdout and exit status must match byte for byte.
 //!
-//! The corpus lives outside the repository, so these tests are `#[ignore]`d; run them with
-//! `cargo test --test rules_bt_corpus -- --ignored` (set `CONFORMANCE_DIR` if the corpus is
-//! not at `../shared/conformance`, `../../shared/conformance` or `/work/shared/conformance`).
+//! The 702 cases take a while, so these tests are `#[ignore]`d; `.ci/run` runs them with
+//! `cargo test --test rules_bt_corpus -- --ignored`.
 //! The recorded environment (host name `oracle.example.test`, its hosts file, only `lo`
 //! up) is reproduced by giving the session that host and a private copy of the files, so
 //! no root or namespaces are needed; `scripts/bt-conformance.sh` runs the real binary in
@@ -14,18 +13,7 @@ use sendmail_rs::rules::cf::{HostInfo, load};
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(d) = std::env::var("CONFORMANCE_DIR") {
-        candidates.push(PathBuf::from(d));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    candidates.push(root.join("../shared/conformance"));
-    candidates.push(root.join("../../shared/conformance"));
-    candidates.push(PathBuf::from("/work/shared/conformance"));
-    candidates
-        .into_iter()
-        .find(|d| d.join("bt/oracle/cases.txt").is_file())
-        .expect("conformance corpus not found: set CONFORMANCE_DIR")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance")
 }
 
 struct Case {

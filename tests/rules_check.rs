@@ -1,6 +1,6 @@
-//! `rules::check::rscheck` on the oracle's real cf (`shared/conformance/env/oracle`): the
+//! `rules::check::rscheck` on the oracle's real cf (`tests/data/conformance/env/oracle`): the
 //! verdicts the SMTP server will act on, for answers recorded from sendmail 8.17 -bt.
-//! `#[ignore]`d: needs the corpus outside the repository (see `rules_bt_corpus.rs`).
+//! `#[ignore]`d like `rules_bt_corpus.rs` (`.ci/run` runs them).
 
 use sendmail_rs::rules::cf::{HostInfo, load};
 use sendmail_rs::rules::check::{Verdict, rscheck};
@@ -8,17 +8,7 @@ use sendmail_rs::rules::rewrite::Engine;
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var("CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            root.join("../shared/conformance"),
-            root.join("../../shared/conformance"),
-            PathBuf::from("/work/shared/conformance"),
-        ])
-        .find(|d| d.join("env/oracle/oracle.cf").is_file())
-        .expect("conformance corpus not found: set CONFORMANCE_DIR")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance")
 }
 
 fn oracle_engine(dir: &Path) -> Engine {

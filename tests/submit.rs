@@ -38,6 +38,9 @@ impl Env {
             ),
             "-O".to_string(),
             format!("LogFile={}", self.dir.path().join("maillog").display()),
+            // Queue only: root's submission without a daemon would otherwise be delivered
+            // at once (tests/submit_setgid.rs); these tests look at the queue.
+            "-odq".to_string(),
         ];
         v.extend(extra.iter().map(|s| s.to_string()));
         v

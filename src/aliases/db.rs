@@ -54,6 +54,57 @@ pub fn load_all(specs: &[String]) -> Result<AliasTable, AliasError> {
     Ok(merged)
 }
 
+/// The alias table of a running daemon, read again as soon as one of its files changes —
+/// as sendmail re-opens an alias map whose file changed, so an alias `newaliases` just
+/// added is known at the next RCPT, without a SIGHUP. The files' identity (inode, size,
+/// modification time) is checked at each lookup; a table that no longer loads keeps the
+/// one before (the daemon logs load errors at start and SIGHUP).
+#[derive(Debug)]
+pub struct LiveAliases {
+    specs: Vec<String>,
+    state: std::sync::Mutex<(Vec<Option<FileStamp>>, std::sync::Arc<AliasTable>)>,
+}
+
+/// (inode, size, mtime seconds, mtime nanoseconds) of one file.
+type FileStamp = (u64, u64, i64, i64);
+
+impl LiveAliases {
+    /// `table`, as just loaded from `specs`.
+    pub fn new(specs: &[String], table: AliasTable) -> LiveAliases {
+        LiveAliases {
+            specs: specs.to_vec(),
+            state: std::sync::Mutex::new((stamps(specs), std::sync::Arc::new(table))),
+        }
+    }
+
+    /// The table as the files now are.
+    pub fn current(&self) -> std::sync::Arc<AliasTable> {
+        let now = stamps(&self.specs);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 != now
+            && let Ok(t) = load_all(&self.specs)
+        {
+            *state = (now, std::sync::Arc::new(t));
+        }
+        state.1.clone()
+    }
+}
+
+/// The stamps of every spec's text file and compiled map.
+fn stamps(specs: &[String]) -> Vec<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| {
+        fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    };
+    specs
+        .iter()
+        .filter_map(|s| spec_path(s).ok())
+        .flat_map(|p| [stamp(&p), stamp(&db_path(&p))])
+        .collect()
+}
+
 /// What `newaliases` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::parse::split_members;
 use super::safefile::{DontBlame, Kind};
 use super::{AliasTable, MAX_DEPTH, Member, Target};
+use crate::asuser::Who;
 use crate::log::{Logger, Severity};
 
 /// A local account, as far as expansion needs it.
@@ -66,6 +67,41 @@ pub struct Expander<'a> {
     pub log: Option<(&'a Logger, Option<&'a str>)>,
     /// `DontBlameSendmail`: which safe-file checks are relaxed (none by default).
     pub dont_blame: DontBlame,
+    /// sendmail's `DefaultUser` (uid, gid): an `:include:` of the alias file (no owner) is
+    /// read with its rights, as sendmail's `include()` does; None reads with ours.
+    pub default_user: Option<(u32, u32)>,
+    /// `ForwardPath`: the `.forward` files to try, in order, the first that exists wins;
+    /// the cf's macros expanded, the user's home (`$z`) and name (`$u`) left as
+    /// [`HOME`] and [`USER`]. Default `$z/.forward`.
+    pub forward_path: Vec<String>,
+}
+
+/// Stands for `$z` (the user's home directory) in [`Expander::forward_path`].
+pub const HOME: char = '\u{1}';
+/// Stands for `$u` (the user's name) in [`Expander::forward_path`].
+pub const USER: char = '\u{2}';
+
+/// `ForwardPath` of `config` as [`Expander::forward_path`] keeps it: split at `:`, the cf's
+/// macros (`$w`, `$j`, …) expanded, `$z` and `$u` kept for each user. Empty: no `.forward`.
+pub fn forward_path_of(config: &crate::config::Config) -> Vec<String> {
+    let keep = |name: &str| match name {
+        "z" => Some(HOME.to_string()),
+        "u" => Some(USER.to_string()),
+        _ => None,
+    };
+    let lookup = crate::config::macros::Layered {
+        top: &keep,
+        base: config,
+    };
+    config
+        .options
+        .forward_path
+        .expand(&lookup)
+        .split(':')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl<'a> Expander<'a> {
@@ -77,6 +113,8 @@ impl<'a> Expander<'a> {
             users: &system_user,
             log: None,
             dont_blame: DontBlame::default(),
+            forward_path: vec![format!("{HOME}/.forward")],
+            default_user: None,
         }
     }
 
@@ -84,6 +122,8 @@ impl<'a> Expander<'a> {
     pub fn from_config(table: &'a AliasTable, config: &crate::config::Config) -> Expander<'a> {
         let mut e = Expander::new(table);
         e.dont_blame = DontBlame::from_words(&config.options.dont_blame_sendmail);
+        e.forward_path = forward_path_of(config);
+        e.default_user = Some(default_user(config));
         e.local_domains = config.classes.get("w").cloned().unwrap_or_default();
         if !config.host.fqdn.is_empty() {
             e.local_domains.push(config.host.fqdn.clone());
@@ -239,7 +279,18 @@ impl<'a> Expander<'a> {
                     }));
                     return;
                 }
-                match super::safefile::read(p, None, Kind::Include, &self.dont_blame) {
+                // read as sendmail's include() does: as the controlling user, else DefaultUser
+                let reader = match owner {
+                    Some(u) => Some(Who::user(&u.name, u.uid, u.gid)),
+                    None => self.default_user.map(|(uid, gid)| Who::uid(uid, gid)),
+                };
+                match super::safefile::read(
+                    p,
+                    None,
+                    Kind::Include,
+                    &self.dont_blame,
+                    reader.as_ref(),
+                ) {
                     Ok(file) => {
                         // sendmail runs an include file's entries as its owner (unless root)
                         let file_owner = (file.uid != 0).then(|| user_by_uid(file.uid, file.gid));
@@ -264,15 +315,40 @@ impl<'a> Expander<'a> {
         }
     }
 
-    /// The members of `~user/.forward`: None when absent, empty or unsafe (logged), an
-    /// error when reading failed for a passing reason (sendmail then queues the address).
+    /// The members of the user's `.forward`: the first file of [`Self::forward_path`]
+    /// that exists and is safe (sendmail's `forward()`: a missing or unsafe one, logged, sends
+    /// it on to the next). None when there is none or it is empty; an error when reading
+    /// failed for a passing reason (sendmail then queues the address).
     fn read_forward(&self, user: &LocalUser) -> Result<Option<Vec<Member>>, ReadSafeError> {
-        let path = user.home.join(".forward");
-        match super::safefile::read(&path, Some(user.uid), Kind::Forward, &self.dont_blame) {
-            Ok(file) => {
-                let members = split_members(&strip_comments(&file.text));
-                Ok((!members.is_empty()).then_some(members))
+        let home = user.home.to_string_lossy();
+        for template in &self.forward_path {
+            let path: PathBuf = template
+                .replace(HOME, &home)
+                .replace(USER, &user.name)
+                .into();
+            match self.read_one_forward(&path, user)? {
+                Some(members) => return Ok((!members.is_empty()).then_some(members)),
+                None => continue,
             }
+        }
+        Ok(None)
+    }
+
+    /// One `.forward` candidate: its members, None when missing or unsafe (logged).
+    fn read_one_forward(
+        &self,
+        path: &Path,
+        user: &LocalUser,
+    ) -> Result<Option<Vec<Member>>, ReadSafeError> {
+        let reader = Who::user(&user.name, user.uid, user.gid);
+        match super::safefile::read(
+            path,
+            Some(user.uid),
+            Kind::Forward,
+            &self.dont_blame,
+            Some(&reader),
+        ) {
+            Ok(file) => Ok(Some(split_members(&strip_comments(&file.text)))),
             Err(ReadSafeError::Missing) => Ok(None),
             Err(why) if why.is_transient() => {
                 self.note(
@@ -343,10 +419,12 @@ impl ReadSafeError {
             e.raw_os_error(),
             Some(EIO | EAGAIN | ETIMEDOUT | ENOSPC | ENOMEM | ENFILE | EMFILE | EINTR | ESTALE)
         );
-        ReadSafeError::Io {
-            message: e.to_string(),
-            transient,
-        }
+        // sendmail's words (strerror), without Rust's "(os error N)"
+        let message = match e.raw_os_error() {
+            Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+            None => e.to_string(),
+        };
+        ReadSafeError::Io { message, transient }
     }
 
     /// Whether trying again later may succeed.
@@ -377,5 +455,34 @@ pub fn read_safe(path: &Path, owner: Option<u32>) -> Result<SafeFile, ReadSafeEr
         Some(_) => Kind::Forward,
         None => Kind::Include,
     };
-    super::safefile::read(path, owner, kind, &DontBlame::default())
+    super::safefile::read(path, owner, kind, &DontBlame::default(), None)
+}
+
+/// sendmail's `DefaultUser` of `config` as (uid, gid): the option, else `mailnull`, else
+/// 1:1.
+pub fn default_user(config: &crate::config::Config) -> (u32, u32) {
+    match &config.options.default_user {
+        Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
+        None => system_user("mailnull").map(|u| (u.uid, u.gid)),
+    }
+    .unwrap_or((1, 1))
+}
+
+/// `DefaultUser=user[:group]`: names or numbers.
+pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => system_user(user).map(|u| (u.uid, u.gid))?,
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()?
+                .gid
+                .as_raw(),
+        };
+    }
+    Some((uid, gid))
 }

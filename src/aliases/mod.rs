@@ -47,9 +47,10 @@ mod expand;
 mod parse;
 pub mod safefile;
 
-pub use db::{Stats, db_path, load, load_all, rebuild, run_newaliases};
+pub use db::{LiveAliases, Stats, db_path, load, load_all, rebuild, run_newaliases};
 pub use expand::{
-    Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, read_safe, system_user,
+    Expander, LocalUser, OwnedTarget, ReadSafeError, SafeFile, default_user, read_safe,
+    resolve_user_spec, system_user,
 };
 pub use parse::{parse, spec_path, split_members};
 

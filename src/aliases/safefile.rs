@@ -30,6 +30,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::MAX_INCLUDE_BYTES;
 use super::expand::{ReadSafeError, SafeFile};
+use crate::asuser::Who;
 
 /// Which kind of file is being read (the `DontBlameSendmail` words differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,18 +112,25 @@ impl DontBlame {
     }
 }
 
-/// Reads `path` if it passes the checks; `owner`: the uid it must belong to (or root).
+/// Reads `path` if it passes the checks; `owner`: the uid it must belong to (or root);
+/// `reader`: whose rights it is opened with (sendmail's `include()` reads as the
+/// `.forward`'s user, the include's controlling user or `DefaultUser`), see
+/// [`crate::asuser`]: a symlink to a file that user may not read gives `Permission denied`.
 pub fn read(
     path: &Path,
     owner: Option<u32>,
     kind: Kind,
     blame: &DontBlame,
+    reader: Option<&Who>,
 ) -> Result<SafeFile, ReadSafeError> {
-    let file = match File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-    {
+    let mut opts = File::options();
+    opts.read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+    let opened = match reader {
+        Some(who) => crate::asuser::open_as(path, &opts, who),
+        None => opts.open(path),
+    };
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadSafeError::Missing),
         Err(e) => return Err(ReadSafeError::io(&e)),
@@ -257,7 +265,7 @@ mod tests {
     #[test]
     fn a_private_forward_in_private_directories_is_read() {
         let (_d, fwd, uid) = home();
-        let f = read(&fwd, Some(uid), Kind::Forward, &SAFE).unwrap();
+        let f = read(&fwd, Some(uid), Kind::Forward, &SAFE, None).unwrap();
         assert_eq!(f.text, "jo@elsewhere.test\n");
         assert_eq!(f.uid, uid);
     }
@@ -266,7 +274,7 @@ mod tests {
     fn a_group_writable_home_is_refused_unless_the_words_allow_it() {
         let (_d, fwd, uid) = home();
         chmod(fwd.parent().unwrap(), 0o775);
-        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE));
+        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE, None));
         assert_eq!(why, "Group writable directory");
         for words in [
             ["GroupWritableDirPathSafe"],
@@ -275,27 +283,27 @@ mod tests {
         ] {
             let blame = DontBlame::from_words(&words);
             assert!(
-                read(&fwd, Some(uid), Kind::Forward, &blame).is_ok(),
+                read(&fwd, Some(uid), Kind::Forward, &blame, None).is_ok(),
                 "{words:?}"
             );
         }
         // the include words do not cover .forward files
         let blame = DontBlame::from_words(&["IncludeFileInGroupWritableDirPath"]);
-        assert!(read(&fwd, Some(uid), Kind::Forward, &blame).is_err());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &blame, None).is_err());
     }
 
     #[test]
     fn a_world_writable_directory_anywhere_on_the_path_is_refused() {
         let (d, fwd, uid) = home();
         chmod(&d.path().join("home"), 0o777);
-        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE));
+        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE, None));
         assert_eq!(why, "World writable directory");
         // GroupWritableDirPathSafe does not cover world-writable ones
         let blame = DontBlame::from_words(&["GroupWritableDirPathSafe"]);
-        assert!(read(&fwd, Some(uid), Kind::Forward, &blame).is_err());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &blame, None).is_err());
         // a sticky world-writable directory (like /tmp) is trusted
         chmod(&d.path().join("home"), 0o1777);
-        assert!(read(&fwd, Some(uid), Kind::Forward, &SAFE).is_ok());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &SAFE, None).is_ok());
     }
 
     #[test]
@@ -307,7 +315,7 @@ mod tests {
         let real = open.join("jo");
         fs::rename(fwd.parent().unwrap(), &real).unwrap();
         std::os::unix::fs::symlink(&real, fwd.parent().unwrap()).unwrap();
-        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE));
+        let why = refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE, None));
         assert_eq!(why, "World writable directory");
     }
 
@@ -316,22 +324,22 @@ mod tests {
         let (_d, fwd, uid) = home();
         chmod(&fwd, 0o664);
         assert_eq!(
-            refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE)),
+            refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE, None)),
             "Group writable file"
         );
         let blame = DontBlame::from_words(&["groupwritableforwardfile"]);
-        assert!(read(&fwd, Some(uid), Kind::Forward, &blame).is_ok());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &blame, None).is_ok());
         chmod(&fwd, 0o646);
         assert_eq!(
-            refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE)),
+            refusal(read(&fwd, Some(uid), Kind::Forward, &SAFE, None)),
             "World writable file"
         );
         let blame = DontBlame::from_words(&["WorldWritableForwardFile"]);
-        assert!(read(&fwd, Some(uid), Kind::Forward, &blame).is_ok());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &blame, None).is_ok());
         // the include words are for includes
         let blame = DontBlame::from_words(&["WorldWritableIncludeFile"]);
-        assert!(read(&fwd, None, Kind::Include, &blame).is_ok());
-        assert!(read(&fwd, Some(uid), Kind::Forward, &blame).is_err());
+        assert!(read(&fwd, None, Kind::Include, &blame, None).is_ok());
+        assert!(read(&fwd, Some(uid), Kind::Forward, &blame, None).is_err());
     }
 
     #[test]
@@ -340,22 +348,22 @@ mod tests {
         let dir_fwd = fwd.parent().unwrap().join("dir");
         fs::create_dir(&dir_fwd).unwrap();
         assert_eq!(
-            refusal(read(&dir_fwd, Some(uid), Kind::Forward, &SAFE)),
+            refusal(read(&dir_fwd, Some(uid), Kind::Forward, &SAFE, None)),
             "Regular files only"
         );
         let fifo = fwd.parent().unwrap().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         assert_eq!(
-            refusal(read(&fifo, Some(uid), Kind::Forward, &SAFE)),
+            refusal(read(&fifo, Some(uid), Kind::Forward, &SAFE, None)),
             "Regular files only"
         );
         if uid != 0 {
-            assert!(read(&fwd, Some(uid + 1), Kind::Forward, &SAFE).is_err());
+            assert!(read(&fwd, Some(uid + 1), Kind::Forward, &SAFE, None).is_err());
         } else {
             // root's files are trusted for anyone
-            assert!(read(&fwd, Some(12345), Kind::Forward, &SAFE).is_ok());
+            assert!(read(&fwd, Some(12345), Kind::Forward, &SAFE, None).is_ok());
             std::os::unix::fs::chown(&fwd, Some(54321), None).unwrap();
-            let why = refusal(read(&fwd, Some(12345), Kind::Forward, &SAFE));
+            let why = refusal(read(&fwd, Some(12345), Kind::Forward, &SAFE, None));
             assert!(why.contains("owned by uid 54321"), "{why}");
         }
     }

@@ -691,3 +691,85 @@ fn targets_carry_their_owner() {
     let inc_owner = owner_of(Target::File("/tmp/staff.copy".into()));
     assert_eq!(inc_owner, if me == 0 { Some(4242) } else { Some(me) });
 }
+
+#[test]
+fn a_running_daemon_sees_an_alias_newaliases_just_added() {
+    let d = tempfile::tempdir().unwrap();
+    let text = d.path().join("aliases");
+    fs::write(&text, "postmaster: root\n").unwrap();
+    let spec = text.display().to_string();
+    rebuild(&spec).unwrap();
+    let live = LiveAliases::new(
+        std::slice::from_ref(&spec),
+        load_all(std::slice::from_ref(&spec)).unwrap(),
+    );
+    assert!(live.current().get("newlist").is_none());
+    fs::write(&text, "postmaster: root\nnewlist: root\n").unwrap();
+    rebuild(&spec).unwrap();
+    assert!(live.current().get("newlist").is_some());
+    // unchanged files: the same table, not read again
+    assert!(std::sync::Arc::ptr_eq(&live.current(), &live.current()));
+}
+
+#[test]
+fn forward_path_tries_each_file_in_turn_with_home_user_and_host() {
+    let home = tempfile::tempdir().unwrap();
+    let me = nix::unistd::getuid().as_raw();
+    let home_path = home.path().to_path_buf();
+    let users = move |n: &str| {
+        (n == "jo").then(|| LocalUser {
+            name: "jo".into(),
+            uid: me,
+            gid: me,
+            home: home_path.clone(),
+        })
+    };
+    // Debian's ForwardPath, with $w = mta.
+    let cf = crate::config::Config::from_str(
+        "t.cf",
+        "Dwmta\nO ForwardPath=$z/.forward.$w:$z/.forward\n",
+        &[],
+    )
+    .unwrap();
+    let t = AliasTable::default();
+    let mut e = Expander::from_config(&t, &cf);
+    e.users = &users;
+    let write = |name: &str, text: &str| {
+        let p = home.path().join(name);
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
+    write(".forward", "jo@second.test\n");
+    assert_eq!(
+        e.expand("jo"),
+        vec![Target::Remote("jo@second.test".into())]
+    );
+    write(".forward.mta", "jo@first.test\n");
+    assert_eq!(e.expand("jo"), vec![Target::Remote("jo@first.test".into())]);
+    // An unsafe first file is passed over for the next, as sendmail's forward() does.
+    fs::set_permissions(
+        home.path().join(".forward.mta"),
+        fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    assert_eq!(
+        e.expand("jo"),
+        vec![Target::Remote("jo@second.test".into())]
+    );
+    // $u, and an empty ForwardPath (submit.cf's `O ForwardPath`): no forwarding at all.
+    let cf = crate::config::Config::from_str(
+        "t.cf",
+        &format!("O ForwardPath={}/fwd-$u\n", home.path().display()),
+        &[],
+    )
+    .unwrap();
+    write("fwd-jo", "jo@third.test\n");
+    let mut e = Expander::from_config(&t, &cf);
+    e.users = &users;
+    assert_eq!(e.expand("jo"), vec![Target::Remote("jo@third.test".into())]);
+    let cf = crate::config::Config::from_str("t.cf", "O ForwardPath\n", &[]).unwrap();
+    let mut e = Expander::from_config(&t, &cf);
+    e.users = &users;
+    assert_eq!(e.expand("jo"), vec![Target::User("jo".into())]);
+}

@@ -5,12 +5,17 @@
 //! sends after a `334`. Out: [`Step`]s — the next `334` challenge, the decoded
 //! [`Credentials`], or why the exchange ended. Sans-IO: no socket, no clock; the session
 //! ([`crate::smtp::session`]) turns steps into replies, checks the credentials with an
-//! [`Authenticator`] ([`passwd::PasswordFile`]) and logs as sendmail does.
+//! [`Authenticator`] ([`passwd::PasswordFile`], or the site's Cyrus `saslauthd`:
+//! [`saslauthd::Saslauthd`]) and logs as sendmail does.
+//!
+//! Failures are also counted per client address across connections ([`limit`]).
 //!
 //! sendmail 8.17 with Cyrus SASL is the model (srvrsmtp.c `CMDAUTH`): `*` cancels, `=` is an
 //! empty initial response, LOGIN asks `Username:` then `Password:`.
 
+pub mod limit;
 pub mod passwd;
+pub mod saslauthd;
 
 use std::sync::Arc;
 

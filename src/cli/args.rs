@@ -43,6 +43,9 @@ pub struct LowArgs {
     pub ignored: Vec<String>,
     /// Words that are not flags: recipients (or the ruleset address for `-bv`).
     pub recipients: Vec<String>,
+    /// `--unprivileged` (ours, not sendmail's): a first run without root — see
+    /// [`super::unprivileged_overrides`].
+    pub unprivileged: bool,
 }
 
 /// A command line sendmail would refuse.
@@ -146,6 +149,8 @@ impl LowArgs {
                     a.ignored.push(format!("-Q{}", v.unwrap_or_default()));
                 }
                 Value(v) => a.recipients.push(text(v)?),
+                // Ours: listeners on unprivileged loopback ports, state in the user's home.
+                Long("unprivileged") => a.unprivileged = true,
                 Short(c) => return Err(ArgsError::Unknown(c.to_string())),
                 Long(l) => return Err(ArgsError::Unknown(format!("-{l}"))),
             }

@@ -7,6 +7,7 @@
 //! foreground, `-bp` print the queue, `-q` alone runs the queue, and so on.
 
 pub mod args;
+pub mod manual;
 
 use std::path::{Path, PathBuf};
 
@@ -101,14 +102,14 @@ pub fn parse(argv: &[String], system_cf: &Path) -> Result<Invocation, CliError> 
         None if system_cf.exists() => Source::File(system_cf.to_path_buf()),
         None => Source::Embedded,
     };
-    let overrides = low
-        .options
-        .iter()
-        .map(|(name, value)| Override {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect();
+    let mut overrides: Vec<Override> = Vec::new();
+    if low.unprivileged {
+        overrides.extend(unprivileged_overrides(&unprivileged_dir()));
+    }
+    overrides.extend(low.options.iter().map(|(name, value)| Override {
+        name: name.clone(),
+        value: value.clone(),
+    }));
     let queue_interval = match &mode {
         // The -q flag that is a time (`-q30m`), not a limit (`-qRexample.com`).
         Mode::Daemon { .. } => low
@@ -128,9 +129,113 @@ pub fn parse(argv: &[String], system_cf: &Path) -> Result<Invocation, CliError> 
     })
 }
 
+/// Where `--unprivileged` keeps its queue, pid file, statistics and log:
+/// `$XDG_STATE_HOME/sendmail-rs`, else `$HOME/.local/state/sendmail-rs`, else
+/// `/tmp/sendmail-rs-<uid>`.
+pub fn unprivileged_dir() -> PathBuf {
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    nonempty("XDG_STATE_HOME")
+        .or_else(|| nonempty("HOME").map(|h| h.join(".local/state")))
+        .map(|d| d.join("sendmail-rs"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/sendmail-rs-{}", nix::unistd::getuid())))
+}
+
+/// `--unprivileged`: what a first run without root needs, as `-O` options placed before the
+/// command line's own (which can still change any of them): the embedded default's four
+/// daemons on loopback ports 2525 (MTA) and 2587 (MSA, `M=Ea`), IPv6 and IPv4; the queue,
+/// pid file, statistics file and mail log (`LogFile`) under `dir`.
+pub fn unprivileged_overrides(dir: &Path) -> Vec<Override> {
+    let o = |name: &str, value: String| Override {
+        name: name.to_string(),
+        value,
+    };
+    let dpo = |v: &str| o("DaemonPortOptions", v.to_string());
+    vec![
+        dpo("Name=MTA-v6, Family=inet6, Port=2525, Addr=::1"),
+        dpo("Name=MTA-v4, Family=inet, Port=2525, Addr=127.0.0.1"),
+        dpo("Name=MSA-v6, Family=inet6, Port=2587, Addr=::1, M=Ea"),
+        dpo("Name=MSA-v4, Family=inet, Port=2587, Addr=127.0.0.1, M=Ea"),
+        o("QueueDirectory", dir.join("mqueue").display().to_string()),
+        o("PidFile", dir.join("sendmail.pid").display().to_string()),
+        o("StatusFile", dir.join("sendmail.st").display().to_string()),
+        o("LogFile", dir.join("maillog").display().to_string()),
+    ]
+}
+
+/// Options a non-root user may set with `-O`/`-o` and keep the privilege (sendmail's
+/// options marked safe: they change how this one message is handled, never a path, a
+/// user or a map).
+pub const SAFE_OPTIONS: &[&str] = &[
+    "DeliveryMode",
+    "d",
+    "ErrorMode",
+    "e",
+    "IgnoreDots",
+    "i",
+    "SendMimeErrors",
+    "j",
+    "MeToo",
+    "m",
+    "Verbose",
+    "v",
+    "SevenBitInput",
+    "7",
+    "EightBitMode",
+    "8",
+    "OldStyleHeaders",
+    "o",
+];
+
+/// Once the command line is known: keeps the saved privilege only for a non-root user's
+/// submission or `mailq` with the system configuration and safe options.
+pub fn settle_privilege(inv: &Invocation) {
+    if !keeps_privilege(inv, nix::unistd::getuid().is_root()) {
+        crate::setgid::drop_for_good();
+    }
+}
+
+/// Whether this invocation may keep the saved privilege.
+pub fn keeps_privilege(inv: &Invocation, root: bool) -> bool {
+    let mode_needs_it = matches!(inv.mode, Mode::Deliver | Mode::Smtp | Mode::PrintQueue);
+    let safe_options = inv
+        .args
+        .options
+        .iter()
+        .all(|(name, _)| SAFE_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name)));
+    !root
+        && mode_needs_it
+        && inv.args.config_file.is_none()
+        && !inv.args.unprivileged
+        && safe_options
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unprivileged_puts_everything_in_one_directory_and_the_command_line_wins() {
+        let argv: Vec<String> = "sendmail -bD --unprivileged -O LogLevel=12"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let i = parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap();
+        let names: Vec<&str> = i.overrides.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(
+            names.iter().filter(|n| **n == "DaemonPortOptions").count(),
+            4
+        );
+        assert_eq!(names.last(), Some(&"LogLevel"));
+        let dir = unprivileged_dir();
+        for name in ["QueueDirectory", "PidFile", "StatusFile", "LogFile"] {
+            let o = i.overrides.iter().find(|o| o.name == name).unwrap();
+            assert!(Path::new(&o.value).starts_with(&dir), "{name}={}", o.value);
+        }
+    }
 
     fn inv(line: &str) -> Invocation {
         let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
@@ -255,5 +360,51 @@ mod time_tests {
         assert_eq!(parse_time("", 'm'), None);
         assert_eq!(format_interval("30m"), "00:30:00");
         assert_eq!(format_interval("1d2h"), "1+02:00:00");
+    }
+
+    // The set-group-id privilege (crate::setgid).
+    fn inv_of(args: &[&str]) -> Invocation {
+        let argv: Vec<String> = std::iter::once("sendmail")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        parse(&argv, Path::new("/nonexistent/sendmail.cf")).unwrap()
+    }
+
+    #[test]
+    fn a_users_submission_and_mailq_keep_it() {
+        assert!(keeps_privilege(&inv_of(&["-t"]), false));
+        assert!(keeps_privilege(
+            &inv_of(&["-oi", "-f", "me", "root"]),
+            false
+        ));
+        assert!(keeps_privilege(&inv_of(&["-bs"]), false));
+        assert!(keeps_privilege(&inv_of(&["-bp"]), false));
+        assert!(keeps_privilege(
+            &inv_of(&["-ODeliveryMode=b", "root"]),
+            false
+        ));
+    }
+
+    #[test]
+    fn root_other_modes_other_files_drop_it() {
+        assert!(!keeps_privilege(&inv_of(&["-t"]), true));
+        assert!(!keeps_privilege(&inv_of(&["-bd"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-q"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-bi"]), false));
+        assert!(!keeps_privilege(&inv_of(&["-bv", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv_of(&["-C", "/tmp/x.cf", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(
+            &inv_of(&["-OQueueDirectory=/tmp/q", "root"]),
+            false
+        ));
+        assert!(!keeps_privilege(&inv_of(&["-oQ/tmp/q", "root"]), false));
+        assert!(!keeps_privilege(
+            &inv_of(&["-OAliasFile=/tmp/a", "-bp"]),
+            false
+        ));
     }
 }

@@ -12,7 +12,7 @@
 //!   `R` (RcvBufSize) / `r` (refuseLA) differ by case and `c` (children), `q` (queueLA) are lower
 //!   case only;
 //! * `Addr` and `Port` are interpreted after the whole list is read, so the order is free;
-//! * defaults: `Name=Daemon<i>`, `Family=inet`, `Port=smtp`, `Addr` any, `Listen=10`.
+//! * defaults: `Name=Daemon<i>`, `Family=inet`, `Port=smtp`, `Addr` any, `Listen=1024` (sendmail: 10; see [`DEFAULT_LISTEN`]).
 //!
 //! Where sendmail only warns, we refuse: an unknown key (sendmail: `PortOptions parameter
 //! "Xyz=1" unknown`, daemon still created) is an error here, because a mistyped `Addr` would
@@ -22,8 +22,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-/// sendmail's `DEF_LISTENQUEUE`.
-pub const DEFAULT_LISTEN: u32 = 10;
+/// The backlog when `Listen=` is not given. sendmail's `DEF_LISTENQUEUE` is 10, which drops
+/// connections in a burst (200 clients at once are not all greeted within 30 s); ours is
+/// 1024 (the kernel caps it at `net.core.somaxconn`). A cf's own `Listen=` is honoured.
+pub const DEFAULT_LISTEN: u32 = 1024;
 /// The port used when `Port` is not given (`smtp`).
 pub const DEFAULT_PORT: u16 = 25;
 

@@ -239,11 +239,16 @@ impl HostNames {
     /// `/etc/hosts` (sendmail asks the resolver; the hosts file is what this machine's
     /// resolver answers for its own name in the common `hosts: files dns` setup).
     pub fn of_this_host() -> HostNames {
+        HostNames::of_this_host_in(std::path::Path::new("/etc/hosts"))
+    }
+
+    /// [`HostNames::of_this_host`] with another hosts file (`HostsFile`).
+    pub fn of_this_host_in(hosts_file: &std::path::Path) -> HostNames {
         let name = nix::unistd::gethostname()
             .ok()
             .and_then(|n| n.into_string().ok())
             .unwrap_or_else(|| "localhost".to_string());
-        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let hosts = std::fs::read_to_string(hosts_file).unwrap_or_default();
         HostNames::from_fqdn(&canonical_name(&name, &hosts))
     }
 }

@@ -6,7 +6,7 @@
 //! what was expected. Options the project does not implement yet become warnings (one line
 //! each in the mail log), never silence and never a crash.
 //!
-//! sendmail semantics kept here (see `../shared/sendmail-facts.md` §1.4):
+//! sendmail semantics kept here (see `docs/sendmail-facts.md` §1.4):
 //! * each `DaemonPortOptions` occurrence adds one daemon; none means one default daemon;
 //! * command-line options are applied first and are *sticky*: a cf line for the same option
 //!   is then ignored (for `DaemonPortOptions`: every cf line, each command-line occurrence
@@ -303,12 +303,6 @@ impl Config {
         w.iter().map(|s| s.to_ascii_lowercase()).collect()
     }
 
-    /// Whether `domain` (a trailing dot ignored, any case) is one of [`Config::local_names`].
-    pub fn is_local_name(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.local_names().contains(&d)
-    }
-
     /// A ruleset by name or number (`"canonify"`, `"3"`).
     pub fn ruleset(&self, name_or_number: &str) -> Option<&Ruleset> {
         let n = match name_or_number.parse::<u32>() {
@@ -368,7 +362,10 @@ pub fn from_reader(
     r: impl BufRead,
     overrides: &[Override],
 ) -> Result<Config, Vec<ConfigError>> {
-    let (config, errors) = from_reader_lenient(file, r, overrides, HostNames::of_this_host());
+    let (mut config, errors) = from_reader_lenient(file, r, overrides, HostNames::of_this_host());
+    if config.options.hosts_file != Path::new("/etc/hosts") {
+        config.host = HostNames::of_this_host_in(&config.options.hosts_file);
+    }
     if errors.is_empty() {
         Ok(config)
     } else {

@@ -66,14 +66,14 @@ const fn n(name: &'static str, short: Option<char>) -> OptionInfo {
 /// Every option sendmail 8.17.1.9 (Debian build) accepts, plus our own `LogFile` and
 /// `NameServers`. Source: op §5.6 and the binary itself (each name probed with `-bt`).
 pub const OPTIONS: &[OptionInfo] = &[
-    n("SevenBitInput", Some('7')),
+    s("SevenBitInput", Some('7')),
     n("EightBitMode", Some('8')),
     s("AliasFile", Some('A')),
-    n("AliasWait", Some('a')),
-    n("BlankSub", Some('B')),
+    s("AliasWait", Some('a')),
+    s("BlankSub", Some('B')),
     s("MinFreeBlocks", Some('b')),
     n("CheckpointInterval", Some('C')),
-    n("HoldExpensive", Some('c')),
+    s("HoldExpensive", Some('c')),
     s("DeliveryMode", Some('d')),
     n("ErrorHeader", Some('E')),
     n("ErrorMode", Some('e')),
@@ -81,18 +81,18 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SaveFromLine", Some('f')),
     n("MatchGECOS", Some('G')),
     s("HelpFile", Some('H')),
-    n("MaxHopCount", Some('h')),
-    n("ResolverOptions", Some('I')),
+    s("MaxHopCount", Some('h')),
+    s("ResolverOptions", Some('I')),
     n("IgnoreDots", Some('i')),
-    n("ForwardPath", Some('J')),
-    n("SendMimeErrors", Some('j')),
+    s("ForwardPath", Some('J')),
+    s("SendMimeErrors", Some('j')),
     s("ConnectionCacheSize", Some('k')),
     s("ConnectionCacheTimeout", Some('K')),
-    n("UseErrorsTo", Some('l')),
+    s("UseErrorsTo", Some('l')),
     s("LogLevel", Some('L')),
-    n("MeToo", Some('m')),
-    n("CheckAliases", Some('n')),
-    n("OldStyleHeaders", Some('o')),
+    s("MeToo", Some('m')),
+    s("CheckAliases", Some('n')),
+    s("OldStyleHeaders", Some('o')),
     s("DaemonPortOptions", Some('O')),
     s("PrivacyOptions", Some('p')),
     n("PostmasterCopy", Some('P')),
@@ -101,7 +101,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("DontPruneRoutes", Some('R')),
     s("Timeout", Some('r')),
     s("StatusFile", Some('S')),
-    n("SuperSafe", Some('s')),
+    s("SuperSafe", Some('s')),
     s("QueueTimeout", Some('T')),
     n("TimeZoneSpec", Some('t')),
     n("UserDatabaseSpec", Some('U')),
@@ -116,22 +116,22 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("ClassFactor", Some('z')),
     n("RetryFactor", Some('Z')),
     n("QueueSortOrder", None),
-    n("HostsFile", None),
+    s("HostsFile", None),
     n("MinQueueAge", None),
     n("MaxQueueAge", None),
     n("DefaultCharSet", None),
-    n("ServiceSwitchFile", None),
+    s("ServiceSwitchFile", None),
     n("DialDelay", None),
     n("NoRecipientAction", None),
-    n("SafeFileEnvironment", None),
+    s("SafeFileEnvironment", None),
     s("MaxMessageSize", None),
     n("ColonOkInAddr", None),
     n("MaxQueueRunSize", None),
     s("MaxDaemonChildren", None),
     n("DontExpandCnames", None),
-    n("MustQuoteChars", None),
+    s("MustQuoteChars", None),
     s("SmtpGreetingMessage", None),
-    n("UnixFromLine", None),
+    s("UnixFromLine", None),
     s("OperatorChars", None),
     n("DontInitGroups", None),
     n("SingleLineFromHeader", None),
@@ -139,22 +139,22 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("ConnectionRateThrottle", None),
     n("UnsafeGroupWrites", None),
     n("DoubleBounceAddress", None),
-    n("HostStatusDirectory", None),
+    s("HostStatusDirectory", None),
     n("SingleThreadDelivery", None),
     s("RunAsUser", None),
-    n("RrtImpliesDsn", None),
+    s("RrtImpliesDsn", None),
     s("PidFile", None),
     s("DontBlameSendmail", None),
-    n("DontProbeInterfaces", None),
+    s("DontProbeInterfaces", None),
     s("MaxRecipientsPerMessage", None),
-    n("DeadLetterDrop", None),
+    s("DeadLetterDrop", None),
     n("MaxAliasRecursion", None),
     n("ConnectOnlyTo", None),
-    n("TrustedUser", None),
+    s("TrustedUser", None),
     n("MaxMimeHeaderLength", None),
-    n("ControlSocketName", None),
+    s("ControlSocketName", None),
     s("MaxHeadersLength", None),
-    n("ProcessTitlePrefix", None),
+    s("ProcessTitlePrefix", None),
     n("DefaultAuthInfo", None),
     s("AuthMechanisms", None),
     s("ClientPortOptions", None),
@@ -171,7 +171,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("InputMailFilters", None),
     n("Milter", None),
     s("AuthOptions", None),
-    n("QueueFileMode", None),
+    s("QueueFileMode", None),
     n("CertFingerprintAlgorithm", None),
     n("CipherList", None),
     n("RandFile", None),
@@ -185,7 +185,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SharedMemoryKey", None),
     n("AuthMaxBits", None),
     n("MailboxDatabase", None),
-    n("UseMSP", None),
+    s("UseMSP", None),
     s("DelayLA", None),
     n("FastSplit", None),
     n("SoftBounce", None),
@@ -195,7 +195,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("ConnectionRateWindowSize", None),
     n("CRLFile", None),
     n("FallbackSmartHost", None),
-    n("AuthRealm", None),
+    s("AuthRealm", None),
     n("CRLPath", None),
     s("HeloName", None),
     n("MaxNOOPCommands", None),
@@ -220,6 +220,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("LocalDestinationConcurrencyLimit", None),
     s("DestinationRateDelay", None),
     s("AuthPasswordFile", None),
+    s("MinDataRate", None),
 ];
 
 /// What an option name resolved to.
@@ -650,6 +651,9 @@ pub fn parse_name_servers(text: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// `MaxHopCount` when the cf does not set it (observed on sendmail 8.17.1.9).
+pub const DEFAULT_MAX_HOP_COUNT: u32 = 25;
+
 /// `PrivacyOptions` words op §5.6 lists.
 pub const PRIVACY_WORDS: &[&str] = &[
     "public",
@@ -688,6 +692,9 @@ pub struct RawOption {
     pub literal: bool,
 }
 
+/// `MinDataRate` when the cf does not set it: Postfix's `smtpd_min_data_rate` default.
+pub const DEFAULT_MIN_DATA_RATE: u64 = 500;
+
 /// The typed options, each with sendmail's default when not set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -714,6 +721,11 @@ pub struct Options {
     pub max_message_size: u64,
     /// `MaxRecipientsPerMessage`; 0 = unlimited.
     pub max_recipients_per_message: u32,
+    /// `MaxHopCount`: a message with more trace headers (`Received:` and the like, ours
+    /// included) bounces `554 5.4.6 Too many hops`. Default 25 (sendmail 8.17 with the cf's
+    /// `#O MaxHopCount=25` left commented out: 25 `Received:` + its own = 26 bounced,
+    /// tests/data/hardened-default/oracle-maillog.txt).
+    pub max_hop_count: u32,
     /// `MaxDaemonChildren`; 0 = unlimited.
     pub max_daemon_children: u32,
     /// `ConnectionRateThrottle` (connections per second per daemon); 0 = unlimited.
@@ -762,8 +774,11 @@ pub struct Options {
     pub auth_mechanisms: Option<Vec<String>>,
     /// `AuthOptions` letters/words as written (`p`: plain-text mechanisms only over TLS).
     pub auth_options: Vec<String>,
-    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: no AUTH).
+    /// Ours: `AuthPasswordFile`, the `user:hash` file AUTH checks (none: the site's Cyrus
+    /// SASL `Sendmail.conf`, if it names saslauthd; else no AUTH).
     pub auth_password_file: Option<Text>,
+    /// `AuthRealm`: the realm saslauthd is asked about (`None`: `$j`, as sendmail).
+    pub auth_realm: Option<Text>,
     /// Where each option was last set (`file:line`), for errors found after loading (a
     /// certificate file that does not parse).
     pub set_at: std::collections::BTreeMap<&'static str, String>,
@@ -782,6 +797,9 @@ pub struct Options {
     pub reject_nul: bool,
     /// `MaxHeadersLength`, default 32768; 0 = unlimited.
     pub max_headers_length: u32,
+    /// Ours: `MinDataRate`, bytes per second a message must average after its grace
+    /// (`smtp::conn::DataClock`); default 500 (Postfix's `smtpd_min_data_rate`); 0 = none.
+    pub min_data_rate: u64,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
@@ -796,8 +814,79 @@ pub struct Options {
     /// addition to the fixed `()<>,;"` and CR/LF. Default `.:%@!^/[]+` (configuration level
     /// 7 and later).
     pub operator_chars: String,
+    /// `SevenBitInput`, default false: the eighth bit of every body byte is cleared at
+    /// receipt (SMTP and command line), as sendmail's `collect` does.
+    pub seven_bit_input: bool,
+    /// `AliasWait` (default 10 minutes in the m4 cfs). No effect: see the README's table.
+    pub alias_wait: Duration,
+    /// `BlankSub`: the character an unquoted blank in an address becomes (default a blank,
+    /// i.e. none); the ruleset engine's tokenizer applies it.
+    pub blank_sub: char,
+    /// `HoldExpensive`. No effect: see the README's table.
+    pub hold_expensive: bool,
+    /// `QueueFileMode`: the mode of queue files; `None` = 0600 (sendmail: 0600, 0660 with
+    /// `RunAsUser` set and not root).
+    pub queue_file_mode: Option<u32>,
+    /// `ResolverOptions` as written (`+WorkAroundBrokenAAAA`, `+AAONLY`, …). See the README.
+    pub resolver_options: String,
+    /// `SendMimeErrors`, default true: EHLO offers `DSN` only when it is set (observed on
+    /// sendmail 8.17.1.9 with `O SendMimeErrors=False`: no `250-DSN`).
+    pub send_mime_errors: bool,
+    /// `ForwardPath`: the `.forward` files to try, colon-separated, with `$z` (home), `$w`
+    /// (host), `$u` (user) expanded; empty = no forwarding. Default `$z/.forward`.
+    pub forward_path: Text,
+    /// `HostStatusDirectory`; `None` = not set. No effect: see the README's table.
+    pub host_status_directory: Option<Text>,
+    /// `UseErrorsTo`, default false. No effect: see the README's table.
+    pub use_errors_to: bool,
+    /// `MeToo`, default true (sendmail 8.17): the sender stays in an alias list it is on.
+    pub me_too: bool,
+    /// `CheckAliases`, default false. No effect: see the README's table.
+    pub check_aliases: bool,
+    /// `OldStyleHeaders`. No effect: see the README's table.
+    pub old_style_headers: bool,
+    /// `SuperSafe` as written (`True`, `False`, `Interactive`, `PostMilter`). No effect: we
+    /// always sync the queue file before the 250.
+    pub super_safe: String,
+    /// `HostsFile`, default `/etc/hosts`: where host names are looked up before DNS.
+    pub hosts_file: PathBuf,
+    /// `ServiceSwitchFile`, default `/etc/mail/service.switch`: its `hosts` line says
+    /// whether DNS is asked (`hosts files` alone: never).
+    pub service_switch_file: PathBuf,
+    /// `SafeFileEnvironment`: file deliveries only to regular files, inside this
+    /// directory (`/`: anywhere, still regular files only).
+    pub safe_file_environment: Option<PathBuf>,
+    /// `MustQuoteChars`. See the README's table.
+    pub must_quote_chars: String,
+    /// `UnixFromLine`, default `From $g $d`: the line that starts each message in an mbox.
+    pub unix_from_line: Text,
+    /// `RrtImpliesDsn`, default false. See the README's table.
+    pub rrt_implies_dsn: bool,
+    /// `DeadLetterDrop`: where a bounce that cannot be returned or sent to the postmaster
+    /// is saved, last. See the README's table.
+    pub dead_letter_drop: Option<PathBuf>,
+    /// `TrustedUser`: a user that may act as root for the files sendmail checks. See the
+    /// README's table.
+    pub trusted_user: Option<UserSpec>,
+    /// `ControlSocketName`: sendmail's control socket. See the README's table.
+    pub control_socket_name: Option<PathBuf>,
+    /// `ProcessTitlePrefix`. See the README's table.
+    pub process_title_prefix: Option<Text>,
+    /// `UseMSP` (submit.cf). See the README's table.
+    pub use_msp: bool,
+    /// `DontProbeInterfaces` as written (`True`, `False`, `loopback`). See the README.
+    pub dont_probe_interfaces: String,
     /// Known options not implemented yet, in the order given.
     pub unsupported: Vec<RawOption>,
+}
+
+impl Options {
+    /// `PrivacyOptions=authwarnings` (or `goaway`) is set: `X-Authentication-Warning:`
+    /// headers are added.
+    pub fn auth_warnings(&self) -> bool {
+        let p = &self.privacy_options;
+        p.iter().any(|w| w == "authwarnings" || w == "goaway")
+    }
 }
 
 impl Default for Options {
@@ -813,6 +902,7 @@ impl Default for Options {
             alias_files: Vec::new(),
             max_message_size: 0,
             max_recipients_per_message: 0,
+            max_hop_count: DEFAULT_MAX_HOP_COUNT,
             max_daemon_children: 0,
             connection_rate_throttle: 0,
             connection_cache_size: 1,
@@ -837,6 +927,7 @@ impl Default for Options {
             auth_mechanisms: None,
             auth_options: Vec::new(),
             auth_password_file: None,
+            auth_realm: None,
             set_at: std::collections::BTreeMap::new(),
             client_cert_file: None,
             client_key_file: None,
@@ -846,11 +937,38 @@ impl Default for Options {
             reject_nul: false,
             smtp_utf8: false,
             max_headers_length: 32768,
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
             use_compressed_ipv6_addresses: false,
             operator_chars: ".:%@!^/[]+".to_string(),
+            seven_bit_input: false,
+            alias_wait: Duration::from_secs(10 * MIN),
+            blank_sub: ' ',
+            hold_expensive: false,
+            queue_file_mode: None,
+            resolver_options: String::new(),
+            send_mime_errors: true,
+            forward_path: Text::cf("$z/.forward"),
+            host_status_directory: None,
+            use_errors_to: false,
+            me_too: true,
+            check_aliases: false,
+            old_style_headers: false,
+            super_safe: "True".to_string(),
+            hosts_file: PathBuf::from("/etc/hosts"),
+            service_switch_file: PathBuf::from("/etc/mail/service.switch"),
+            safe_file_environment: None,
+            must_quote_chars: String::new(),
+            unix_from_line: Text::cf("From $g $d"),
+            rrt_implies_dsn: false,
+            dead_letter_drop: None,
+            trusted_user: None,
+            control_socket_name: None,
+            process_title_prefix: None,
+            use_msp: false,
+            dont_probe_interfaces: String::new(),
             unsupported: Vec::new(),
         }
     }
@@ -899,6 +1017,7 @@ impl Options {
             }
             "MaxMessageSize" => self.max_message_size = parse_number(value)?,
             "MaxRecipientsPerMessage" => self.max_recipients_per_message = parse_number(value)?,
+            "MaxHopCount" => self.max_hop_count = parse_number(value)?,
             "MaxDaemonChildren" => self.max_daemon_children = parse_number(value)?,
             "ConnectionRateThrottle" => self.connection_rate_throttle = parse_number(value)?,
             "ConnectionCacheSize" => self.connection_cache_size = parse_number(value)?,
@@ -968,6 +1087,7 @@ impl Options {
             }
             "AuthOptions" => self.auth_options = words(value).map(str::to_string).collect(),
             "AuthPasswordFile" => self.auth_password_file = Some(text()),
+            "AuthRealm" => self.auth_realm = Some(text()),
             "ClientCertFile" => self.client_cert_file = Some(text()),
             "ClientKeyFile" => self.client_key_file = Some(text()),
             "TLSFallbacktoClear" => self.tls_fallback_to_clear = parse_bool(value),
@@ -976,6 +1096,7 @@ impl Options {
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
+            "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
                     Some((b, s)) => (b, Some(s)),
@@ -998,6 +1119,37 @@ impl Options {
                     super::cf::lines::munch(value, None).0
                 }
             }
+            "SevenBitInput" => self.seven_bit_input = parse_bool(value),
+            "AliasWait" => self.alias_wait = parse_duration(value, 'm')?,
+            "BlankSub" => self.blank_sub = value.trim().chars().next().unwrap_or(' '),
+            "HoldExpensive" => self.hold_expensive = parse_bool(value),
+            "QueueFileMode" => self.queue_file_mode = Some(parse_octal(value)?),
+            "ResolverOptions" => self.resolver_options = value.trim().to_string(),
+            "SendMimeErrors" => self.send_mime_errors = parse_bool(value),
+            "ForwardPath" => self.forward_path = text(),
+            "HostStatusDirectory" => {
+                self.host_status_directory = Some(text()).filter(|t| !t.raw.trim().is_empty())
+            }
+            "UseErrorsTo" => self.use_errors_to = parse_bool(value),
+            "MeToo" => self.me_too = parse_bool(value),
+            "CheckAliases" => self.check_aliases = parse_bool(value),
+            "OldStyleHeaders" => self.old_style_headers = parse_bool(value),
+            "SuperSafe" => self.super_safe = value.trim().to_string(),
+            "HostsFile" => self.hosts_file = path()?,
+            "ServiceSwitchFile" => self.service_switch_file = path()?,
+            "SafeFileEnvironment" => {
+                self.safe_file_environment =
+                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "MustQuoteChars" => self.must_quote_chars = value.to_string(),
+            "UnixFromLine" => self.unix_from_line = text(),
+            "RrtImpliesDsn" => self.rrt_implies_dsn = parse_bool(value),
+            "DeadLetterDrop" => self.dead_letter_drop = Some(path()?),
+            "TrustedUser" => self.trusted_user = Some(parse_user(value)?),
+            "ControlSocketName" => self.control_socket_name = Some(path()?),
+            "ProcessTitlePrefix" => self.process_title_prefix = Some(text()),
+            "UseMSP" => self.use_msp = parse_bool(value),
+            "DontProbeInterfaces" => self.dont_probe_interfaces = value.trim().to_string(),
             other => {
                 return Err(format!(
                     "option {other} has no typed field (internal: not supported)"
@@ -1110,6 +1262,26 @@ mod tests {
                     "true"
                 }
                 "OperatorChars" => ".:@",
+                "SevenBitInput" | "HoldExpensive" | "UseErrorsTo" | "CheckAliases"
+                | "OldStyleHeaders" | "RrtImpliesDsn" | "UseMSP" => "true",
+                "SendMimeErrors" | "MeToo" => "false",
+                "BlankSub" => ".",
+                "QueueFileMode" => "0640",
+                "ResolverOptions" => "+WorkAroundBrokenAAAA",
+                "SuperSafe" => "PostMilter",
+                "ForwardPath"
+                | "HostStatusDirectory"
+                | "HostsFile"
+                | "ServiceSwitchFile"
+                | "SafeFileEnvironment"
+                | "DeadLetterDrop"
+                | "ControlSocketName"
+                | "ProcessTitlePrefix"
+                | "AuthRealm" => "/y",
+                "MustQuoteChars" => ".'",
+                "UnixFromLine" => "From $g",
+                "TrustedUser" => "smmta",
+                "DontProbeInterfaces" => "loopback",
                 "TempFileMode" => "0644",
                 _ => "7",
             };

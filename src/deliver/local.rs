@@ -62,6 +62,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::asuser::{Who, open_as};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -255,6 +256,55 @@ pub struct LocalDelivery {
     /// ([`mailer::input`]: a `From ` line unless `n`, …); otherwise the program reads the
     /// message alone.
     pub prog_flags: Option<String>,
+    /// `UnixFromLine` with the cf's macros expanded, `$g` and `$d` left as
+    /// [`FROM_SENDER`]/[`FROM_DATE`] for [`from_line`] (default `From $g $d`).
+    pub unix_from_line: String,
+    /// `SafeFileEnvironment`: `/file` deliveries resolve inside this directory as if it were
+    /// the root (sendmail chroots there; here `openat2` with `RESOLVE_IN_ROOT`, so no symlink
+    /// or `..` leaves it), the directory's own prefix of the name removed, and only regular
+    /// files without execute bits or extra hard links take mail; `/dev/null` takes it and
+    /// keeps nothing (sendmail's special case). None: files anywhere, as before.
+    pub safe_file_environment: Option<PathBuf>,
+}
+
+/// Stands for `$g` in [`LocalDelivery::unix_from_line`].
+pub const FROM_SENDER: char = '\u{1}';
+/// Stands for `$d` in [`LocalDelivery::unix_from_line`].
+pub const FROM_DATE: char = '\u{2}';
+/// sendmail's default `UnixFromLine`, `From $g $d`, in [`from_line`]'s form.
+pub const DEFAULT_FROM_LINE: &str = "From \u{1} \u{2}";
+
+/// `UnixFromLine` (the cf's other macros already expanded) for the cf: `$g` and `$d` become
+/// [`FROM_SENDER`] and [`FROM_DATE`].
+pub fn from_line_template(config: &crate::config::Config) -> String {
+    let keep = |name: &str| match name {
+        "g" => Some(FROM_SENDER.to_string()),
+        "d" => Some(FROM_DATE.to_string()),
+        _ => None,
+    };
+    let lookup = crate::config::macros::Layered {
+        top: &keep,
+        base: config,
+    };
+    config.options.unix_from_line.expand(&lookup)
+}
+
+/// The first line of an mbox entry (and of a mailer's input): `template` with the sender
+/// (`$g`) and sendmail's `ctime` date (`$d`) put in, and a newline.
+pub fn from_line(template: &str, d: &Delivery, when: SystemTime) -> String {
+    let date = chrono::DateTime::<chrono::Local>::from(when)
+        .format("%a %b %e %H:%M:%S %Y")
+        .to_string();
+    let mut out = String::with_capacity(template.len() + 64);
+    for c in template.chars() {
+        match c {
+            FROM_SENDER => out.push_str(d.envelope_from()),
+            FROM_DATE => out.push_str(&date),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
 }
 
 impl Default for LocalDelivery {
@@ -275,6 +325,8 @@ impl Default for LocalDelivery {
             client_addr: None,
             rules: None,
             prog_flags: None,
+            unix_from_line: DEFAULT_FROM_LINE.to_string(),
+            safe_file_environment: None,
         }
     }
 }
@@ -292,16 +344,14 @@ impl LocalDelivery {
     /// Maildir names with `$w`, `DefaultUser` (else `mailnull`, else 1:1, as sendmail).
     /// The spool directory stays `/var/mail`.
     pub fn from_config(config: &crate::config::Config) -> LocalDelivery {
-        let default_user = match &config.options.default_user {
-            Some(spec) => resolve_user_spec(&spec.user, spec.group.as_deref()),
-            None => system_mail_user("mailnull").map(|u| (u.uid, u.gid)),
-        }
-        .unwrap_or((1, 1));
+        let default_user = crate::aliases::default_user(config);
         let mut d = LocalDelivery {
             return_path: config.mailer("local").is_none_or(|m| m.has_flag('P')),
             default_user: Some(default_user),
             mailer: mailer::LocalMailer::from_config(config),
             prog_flags: config.mailer("prog").map(|m| m.flags.clone()),
+            unix_from_line: from_line_template(config),
+            safe_file_environment: config.options.safe_file_environment.clone(),
             ..LocalDelivery::default()
         };
         let fileopen = config.options.timeouts.fileopen;
@@ -358,11 +408,12 @@ impl LocalDelivery {
                     _ => self.deliver_maildir(path, Path::new(""), None, d),
                 }
             }
-            Target::File(path) => match owner {
-                Some(u) if u.uid != nix::unistd::geteuid().as_raw() => {
+            Target::File(path) => match (&self.safe_file_environment, owner) {
+                (Some(root), owner) => self.deliver_safe_file(root, path, owner, d),
+                (None, Some(u)) if u.uid != nix::unistd::geteuid().as_raw() => {
                     self.deliver_owned_file(path, u, d)
                 }
-                _ => self.deliver_file(path, d),
+                (None, _) => self.deliver_file(path, d),
             },
             Target::Program(cmd) => self.deliver_program(cmd, owner, d),
             Target::Remote(addr) => Outcome::perm(
@@ -423,9 +474,65 @@ impl LocalDelivery {
         )
     }
 
-    /// A `/file` target: mbox format, `fcntl` + `flock`, created 0600 if absent.
+    /// A `/file` target of the system alias file: mbox format, `fcntl` + `flock`, created
+    /// 0600 if absent. As sendmail's `mailfile()`: `/dev/null` is delivered without being
+    /// opened, and when we are root the file is opened (and created) with
+    /// [`Self::default_user`]'s rights ([`crate::asuser`]), so a file that user may not write
+    /// is `Can't create output`, never written as root.
     pub fn deliver_file(&self, path: &Path, d: &Delivery) -> Outcome {
-        self.deliver_mbox(path, None, false, d)
+        if path == Path::new("/dev/null") {
+            return Outcome::Delivered;
+        }
+        let who = self
+            .default_user
+            .filter(|_| nix::unistd::geteuid().is_root())
+            .map(|(uid, gid)| Who::uid(uid, gid));
+        self.deliver_mbox_as(path, None, false, who.as_ref(), d)
+    }
+
+    /// A `/file` under `SafeFileEnvironment` (see [`Self::safe_file_environment`]); a file
+    /// named by a user's `.forward` (an `owner` other than us) must exist and be theirs.
+    pub fn deliver_safe_file(
+        &self,
+        root: &Path,
+        path: &Path,
+        owner: Option<&MailUser>,
+        d: &Delivery,
+    ) -> Outcome {
+        if path == Path::new("/dev/null") {
+            return Outcome::Delivered;
+        }
+        let cant = |why: String| {
+            Outcome::perm(
+                "5.0.0",
+                format!("Can't create output: {}: {why}", path.display()),
+            )
+        };
+        let inside = path.strip_prefix(root).unwrap_or(path);
+        let inside = inside.strip_prefix("/").unwrap_or(inside);
+        let someone_else = owner.filter(|u| u.uid != nix::unistd::geteuid().as_raw());
+        let (mut file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
+            Ok(x) => x,
+            Err(e) if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return cant(e.to_string());
+            }
+            Err(e) => return io_outcome(path, &e),
+        };
+        match file.metadata() {
+            Ok(m) if !m.is_file() => return cant("not a regular file".into()),
+            Ok(m) if m.nlink() != 1 => return cant("file has more than one link".into()),
+            Ok(m) if m.mode() & 0o111 != 0 => return cant("file is executable".into()),
+            Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => {
+                return cant(
+                    "not a regular file of its owner (files named in a .forward must exist and belong to its owner)"
+                        .into(),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return io_outcome(path, &e),
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        self.lock_and_append(&mut file, path, deadline, d)
     }
 
     /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
@@ -472,7 +579,7 @@ impl LocalDelivery {
         if let Err(o) = lock_file(file, path, deadline) {
             return o;
         }
-        let bytes = mbox_entry(d, self.return_path, SystemTime::now());
+        let bytes = mbox_entry(d, self.return_path, &self.unix_from_line, SystemTime::now());
         match append_or_rollback(file, &bytes) {
             Ok(()) => Outcome::Delivered,
             Err(e) => io_outcome(path, &e),
@@ -487,6 +594,18 @@ impl LocalDelivery {
         dotlock: bool,
         d: &Delivery,
     ) -> Outcome {
+        self.deliver_mbox_as(path, owner, dotlock, None, d)
+    }
+
+    /// [`Self::deliver_mbox`], the file opened with `who`'s rights when given.
+    fn deliver_mbox_as(
+        &self,
+        path: &Path,
+        owner: Option<&MailUser>,
+        dotlock: bool,
+        who: Option<&Who>,
+        d: &Delivery,
+    ) -> Outcome {
         let deadline = Instant::now() + self.lock_timeout;
         let _dotlock = if dotlock {
             match DotLock::acquire(path, deadline, self.stale_lock) {
@@ -496,7 +615,7 @@ impl LocalDelivery {
         } else {
             None
         };
-        let mut file = match open_or_create(path) {
+        let mut file = match open_or_create(path, who) {
             Ok((f, created)) => {
                 // only a file this call created (O_EXCL) is handed to the user
                 if created && let Some(u) = owner {
@@ -637,7 +756,12 @@ impl LocalDelivery {
         };
         let ids = ids.filter(|_| nix::unistd::geteuid().is_root());
         let input = match (&self.prog_flags, d.rpath) {
-            (Some(flags), Some(_)) => Some(mailer::input(flags, d, SystemTime::now())),
+            (Some(flags), Some(_)) => Some(mailer::input(
+                flags,
+                d,
+                &self.unix_from_line,
+                SystemTime::now(),
+            )),
             _ => None,
         };
         let d = match &input {
@@ -861,12 +985,16 @@ pub fn run_command(mut c: Command, message: Vec<u8>, timeout: Duration) -> io::R
     Ok(ProgramRun { outcome, output })
 }
 
-/// `From <sender> <ctime>` + optional `Return-Path:` + the message with `From ` lines
-/// quoted + a final newline if missing + one blank line.
-pub fn mbox_entry(d: &Delivery, return_path: bool, when: SystemTime) -> Vec<u8> {
-    let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+/// The `From ` line ([`from_line`] of `from_template`) + optional `Return-Path:` + the
+/// message with `From ` lines quoted + a final newline if missing + one blank line.
+pub fn mbox_entry(
+    d: &Delivery,
+    return_path: bool,
+    from_template: &str,
+    when: SystemTime,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(d.message.len() + 128);
-    out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+    out.extend_from_slice(from_line(from_template, d, when).as_bytes());
     if return_path {
         push_return_path(&mut out, d);
     }
@@ -985,24 +1113,24 @@ fn open_dir_at(
 }
 
 /// Opens `path` for appending; creates it (0600, `O_EXCL`) if absent. `true` if created.
-fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
+fn open_or_create(path: &Path, who: Option<&Who>) -> io::Result<(File, bool)> {
+    let open = |opts: &mut OpenOptions| match who {
+        Some(w) => open_as(path, opts, w),
+        None => opts.open(path),
+    };
     for _ in 0..3 {
-        match OpenOptions::new()
-            .append(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(OpenOptions::new().append(true).custom_flags(OPEN_FLAGS)) {
             Ok(f) => return Ok((f, false)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
+        match open(
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(OPEN_FLAGS),
+        ) {
             Ok(f) => return Ok((f, true)),
             // someone else created it in between: open theirs
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -1015,28 +1143,41 @@ fn open_or_create(path: &Path) -> io::Result<(File, bool)> {
     ))
 }
 
+/// Opens `inside` (relative) for appending with `root` as the root of every name on the
+/// way (`RESOLVE_IN_ROOT`: `..` and absolute symlinks stay inside; the last component is
+/// never a symlink), creating it (mode 0600) when `create` and it does not exist. The flag
+/// says whether it was created.
+fn open_in_root(root: &Path, inside: &Path, create: bool) -> io::Result<(File, bool)> {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY)
+        .open(root)?;
+    let base = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let how = OpenHow::new()
+        .flags(base)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(&dir, inside, how) {
+        Ok(fd) => return Ok((File::from(fd), false)),
+        Err(nix::errno::Errno::ENOENT) if create => {}
+        Err(e) => return Err(e.into()),
+    }
+    // openat2 takes a mode only together with O_CREAT.
+    let how = how
+        .flags(base | OFlag::O_CREAT | OFlag::O_EXCL)
+        .mode(Mode::from_bits_truncate(0o600));
+    let fd = openat2(&dir, inside, how)?;
+    Ok((File::from(fd), true))
+}
+
 /// Flags for opening a mailbox or file: never through a symlink, never block on a FIFO,
 /// never acquire a controlling terminal.
 const OPEN_FLAGS: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY;
-
-/// `DefaultUser=user[:group]`: names or numbers.
-pub fn resolve_user_spec(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => system_mail_user(user).map(|u| (u.uid, u.gid))?,
-    };
-    if let Some(g) = group {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()?
-                .gid
-                .as_raw(),
-        };
-    }
-    Some((uid, gid))
-}
 
 fn is_permanent_open_error(e: &io::Error) -> bool {
     matches!(

@@ -95,3 +95,51 @@ fn a_resolver_can_be_built_outside_the_runtime() {
     let addr: SocketAddr = "127.0.0.1:5353".parse().unwrap();
     assert!(Dns::new(&[addr], DnsOptions::default()).is_ok());
 }
+
+#[tokio::test]
+async fn hosts_file_first_and_dns_only_where_the_service_switch_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = dir.path().join("service.switch");
+    assert!(switch_uses_dns(&switch), "no file: sendmail's `dns files`");
+    std::fs::write(&switch, "aliases files\n").unwrap();
+    assert!(switch_uses_dns(&switch), "no hosts line: the default");
+    std::fs::write(&switch, "hosts\tfiles dns\n").unwrap();
+    assert!(switch_uses_dns(&switch));
+    std::fs::write(&switch, "# hosts dns\nhosts files\n").unwrap();
+    assert!(!switch_uses_dns(&switch));
+
+    let files = hosts_by_name("192.0.2.7 relay.files.test relay\n2001:db8::7 Relay.Files.Test\n");
+    let zone = Zone::default()
+        .a("relay.files.test", "192.0.2.99")
+        .mx("dns.test", 10, "relay.files.test")
+        .a("only-dns.test", "192.0.2.8");
+    let server = DnsServer::start(zone).await;
+    let opts = DnsOptions {
+        timeout: Duration::from_secs(2),
+        attempts: 1,
+    };
+    // Files, then DNS: the file's address wins; a name it lacks is asked of the server.
+    let both = Dns::with_files(&[server.addr], opts, files.clone(), true).unwrap();
+    assert_eq!(
+        both.a("RELAY.files.test.").await,
+        Answer::Found(vec!["192.0.2.7".parse().unwrap()])
+    );
+    assert_eq!(
+        both.aaaa("relay.files.test").await,
+        Answer::Found(vec!["2001:db8::7".parse().unwrap()])
+    );
+    assert_eq!(
+        both.a("only-dns.test").await,
+        Answer::Found(vec!["192.0.2.8".parse().unwrap()])
+    );
+    assert!(matches!(both.mx("dns.test").await, Answer::Found(_)));
+    // `hosts files` alone: the server is never asked.
+    let files_only = Dns::with_files(&[server.addr], opts, files, false).unwrap();
+    assert_eq!(files_only.a("only-dns.test").await, Answer::NxDomain);
+    assert_eq!(files_only.mx("dns.test").await, Answer::NoData);
+    assert_eq!(
+        files_only.a("relay").await,
+        Answer::Found(vec!["192.0.2.7".parse().unwrap()])
+    );
+    assert_eq!(files_only.aaaa("relay").await, Answer::NoData);
+}

@@ -177,12 +177,14 @@ pub fn deliver(
                 .and_then(|r| check(ctx, current, &msg, r));
             match checked {
                 Ok((user, r)) => {
-                    let out = runner::deliver_local(
+                    let out = runner::deliver_local_in(
                         current,
                         &ctx.logger,
                         &msg,
                         &user,
                         std::slice::from_ref(&r),
+                        Some(&ctx.queue_dir),
+                        None,
                     );
                     out.into_iter()
                         .next()
@@ -252,8 +254,20 @@ fn check(
 }
 
 /// Removes the pid file if it still holds `pid` (a daemon started since keeps its own).
+/// Read without following a symlink or blocking on a FIFO: it lies where the daemon's
+/// files are, and root reads it.
 pub(super) fn remove_pid_file(path: &Path, pid: u32) {
-    let holds_ours = std::fs::read_to_string(path)
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let holds_ours = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .and_then(crate::log::regular_only)
+        .and_then(|f| {
+            let mut t = String::new();
+            f.take(4096).read_to_string(&mut t).map(|_| t)
+        })
         .ok()
         .and_then(|t| t.lines().next().map(|l| l.trim() == pid.to_string()))
         .unwrap_or(false);
@@ -488,6 +502,12 @@ mod tests {
     fn fixture(rcpts: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        // the alias's /file is created as DefaultUser when the test runs as root
+        std::fs::set_permissions(
+            root,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
+        )
+        .unwrap();
         let cf = root.join("sendmail.cf");
         std::fs::write(&cf, "Djmta.example.test\nCwmta.example.test\n").unwrap();
         let aliases = root.join("aliases");

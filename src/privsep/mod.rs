@@ -24,8 +24,10 @@
 //! stays root, and so does this daemon (a drop-in must keep reading the root-only maps,
 //! keys and home directories it read before); it says so in the log.
 //!
-//! A queue directory with group or other permission bits is logged as sendmail logs it
-//! (`dangerous permissions=…`) and set back to 0700: the queue holds other people's mail.
+//! A queue directory that its group may write, or anyone else may enter, is logged as
+//! sendmail logs it (`dangerous permissions=…`) and set back to 0700: the queue holds other
+//! people's mail. Read and search for the group (2750) is how [`crate::setgid`] lets the
+//! submission group (`smmsp`) reach the maildrop and `mailq` read the queue.
 
 pub mod agent;
 pub mod proto;
@@ -96,7 +98,7 @@ pub fn run_as(cfg: &Config) -> Result<Option<RunAs>, PrivError> {
         Some(g) => format!("{}:{g}", spec.user),
         None => spec.user.clone(),
     };
-    let (uid, gid) = crate::deliver::local::resolve_user_spec(&spec.user, spec.group.as_deref())
+    let (uid, gid) = crate::aliases::resolve_user_spec(&spec.user, spec.group.as_deref())
         .ok_or_else(|| PrivError::UnknownUser(shown.clone()))?;
     if uid == 0 {
         return Ok(None);
@@ -114,7 +116,7 @@ pub fn check_queue_mode(dir: &Path, logger: &Logger) {
         return;
     };
     let mode = meta.mode() & 0o7777;
-    if meta.is_dir() && mode & 0o077 != 0 {
+    if meta.is_dir() && mode & 0o027 != 0 {
         logger.log(
             Severity::Warning,
             None,
@@ -127,24 +129,79 @@ pub fn check_queue_mode(dir: &Path, logger: &Logger) {
     }
 }
 
-/// Gives the queue tree (the directory, `journal/`, `maildrop/` and their files; symlinks
-/// are not followed) to `to`.
+/// Gives the queue tree (the directory, `journal/`, `maildrop/` and their files) to `to`.
+///
+/// The tree may already belong to `to` (an earlier run), who could swap a directory for a
+/// symlink while root walks it. So root never resolves a path below the queue directory:
+/// each directory is opened with `O_NOFOLLOW|O_DIRECTORY` relative to its parent's
+/// descriptor, each entry changed with `fchownat(AT_SYMLINK_NOFOLLOW)` relative to it (a
+/// symlink is changed itself, never what it points at), and a directory that turns into
+/// anything else between the listing and the open stops the hand-over (the daemon does not
+/// start) instead of being followed.
 pub fn hand_over_queue(dir: &Path, to: &RunAs) -> Result<(), PrivError> {
+    use nix::fcntl::open;
     let err = |path: &Path, e: std::io::Error| PrivError::Queue {
         path: path.to_path_buf(),
         user: to.name.clone(),
         source: e,
     };
-    own(dir, to).map_err(|e| err(dir, e))?;
-    let entries = fs::read_dir(dir).map_err(|e| err(dir, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        own(&path, to).map_err(|e| err(&path, e))?;
+    let top =
+        open(dir, dir_flags(), nix::sys::stat::Mode::empty()).map_err(|e| err(dir, e.into()))?;
+    nix::unistd::fchown(
+        &top,
+        Some(Uid::from_raw(to.uid)),
+        Some(Gid::from_raw(to.gid)),
+    )
+    .map_err(|e| err(dir, e.into()))?;
+    own_entries(&top, dir, to, 1).map_err(|(p, e)| err(&p, e))
+}
+
+/// `O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC`.
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Changes every entry of the open directory `dfd` (shown as `shown`), and, `depth` levels
+/// down, the entries of its subdirectories, all relative to their parent's descriptor.
+fn own_entries(
+    dfd: &OwnedFd,
+    shown: &Path,
+    to: &RunAs,
+    depth: u32,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    use nix::fcntl::{AtFlags, openat};
+    use std::os::fd::AsRawFd;
+    // the directory this descriptor holds, whatever its path has become since
+    let listing = PathBuf::from(format!("/proc/self/fd/{}", dfd.as_raw_fd()));
+    let entries = fs::read_dir(&listing).map_err(|e| (shown.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (shown.to_path_buf(), e))?;
+        let name = entry.file_name();
+        let path = shown.join(&name);
+        nix::unistd::fchownat(
+            dfd,
+            name.as_os_str(),
+            Some(Uid::from_raw(to.uid)),
+            Some(Gid::from_raw(to.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| (path.clone(), e.into()))?;
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            for sub in fs::read_dir(&path).map_err(|e| err(&path, e))?.flatten() {
-                own(&sub.path(), to).map_err(|e| err(&sub.path(), e))?;
-            }
+        if depth > 0 && is_dir {
+            #[cfg(test)]
+            tests::between_listing_and_open(&path);
+            let sub = openat(dfd, name.as_os_str(), dir_flags(), nix::sys::stat::Mode::empty())
+                .map_err(|e| {
+                    let why = match e {
+                        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                            std::io::Error::other("no longer a directory (replaced while the queue was handed over); not followed")
+                        }
+                        e => e.into(),
+                    };
+                    (path.clone(), why)
+                })?;
+            own_entries(&sub, &path, to, depth - 1)?;
         }
     }
     Ok(())
@@ -188,7 +245,21 @@ pub fn start(
 ) -> Result<Option<Arc<AgentClient>>, PrivError> {
     let qdir = &cfg.options.queue_directory;
     check_queue_mode(qdir, logger);
+    // The queue open to the submission group (after any hand-over, which sets the group).
+    let prepare = || {
+        if let Err(e) = crate::setgid::prepare_queue(qdir) {
+            logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "queue directory {}: {e}; local users cannot submit mail",
+                    qdir.display()
+                ),
+            );
+        }
+    };
     let Some(to) = run_as(cfg)? else {
+        prepare();
         if nix::unistd::geteuid().is_root() {
             logger.log(
                 Severity::Notice,
@@ -201,6 +272,7 @@ pub fn start(
         return Ok(None);
     };
     hand_over_queue(qdir, &to)?;
+    prepare();
     if let Some(st) = &cfg.options.status_file
         && st.exists()
     {
@@ -270,5 +342,70 @@ fn fork_supervisor(
             drop(theirs);
             Ok((child.as_raw(), ours))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+
+    /// Test builds only: what runs in [`own_entries`] between listing a directory and
+    /// opening a subdirectory of it — where an attacker who owns the queue would swap it.
+    static SWAP: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    pub(super) fn between_listing_and_open(path: &Path) {
+        let want = SWAP.lock().unwrap().clone();
+        if want.as_deref() == Some(path) {
+            let target = fs::read_link(path.with_extension("target")).unwrap();
+            fs::rename(path, path.with_extension("old")).unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_queue_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: handing the queue over needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("shadow"), "root:x\n").unwrap();
+        let q = d.path().join("mqueue");
+        fs::create_dir_all(q.join("journal")).unwrap();
+        fs::write(q.join("journal/00000001.seg"), "").unwrap();
+        // where the swap points (read by the hook)
+        std::os::unix::fs::symlink(&victim, q.join("journal.target")).unwrap();
+        *SWAP.lock().unwrap() = Some(q.join("journal"));
+        let to = RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        let r = hand_over_queue(&q, &to);
+        *SWAP.lock().unwrap() = None;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("no longer a directory"), "{e}");
+        // root changed nothing through the link
+        assert_eq!(fs::metadata(victim.join("shadow")).unwrap().uid(), 0);
+        assert_eq!(fs::metadata(&victim).unwrap().uid(), 0);
+        // without a swap the whole tree is handed over, symlinks as themselves
+        fs::remove_file(q.join("journal")).unwrap();
+        fs::rename(q.join("journal.old"), q.join("journal")).unwrap();
+        hand_over_queue(&q, &to).unwrap();
+        assert_eq!(
+            fs::metadata(q.join("journal/00000001.seg")).unwrap().uid(),
+            65534
+        );
+        assert_eq!(
+            fs::symlink_metadata(q.join("journal.target"))
+                .unwrap()
+                .uid(),
+            65534
+        );
+        assert_eq!(fs::metadata(victim.join("shadow")).unwrap().uid(), 0);
     }
 }

@@ -375,17 +375,62 @@ pub fn body_part_len(message: &[u8]) -> usize {
 
 /// The exact bytes of the queue file for `msg`.
 pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
+    encode_envelope(msg, &mut out);
+    record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
+    let crc = crc32fast::hash(&out);
+    record(&mut out, b'E', |p| {
+        p.extend_from_slice(&(msg.body.len() as u64).to_be_bytes());
+        p.extend_from_slice(&crc.to_be_bytes());
+    });
+    out
+}
+
+/// Bytes of a message kept outside memory (a spool file): their length and CRC-32.
+#[derive(Debug, Clone, Default)]
+pub struct Gap {
+    pub len: u64,
+    pub crc: crc32fast::Hasher,
+}
+
+/// The queue file of a message whose bytes are `msg.body[..at]`, then the `gap`'s bytes,
+/// then `msg.body[at..]`: the file's bytes without the gap's, and where in them the gap's
+/// bytes belong. Putting the gap's bytes there gives exactly what [`encode`] gives for
+/// the whole message (the checksum already covers them).
+pub fn encode_with_gap(msg: &Message, at: usize, gap: &Gap) -> (Vec<u8>, usize) {
+    let (before, after) = msg.body.split_at(at.min(msg.body.len()));
+    let total = msg.body.len() as u64 + gap.len;
+    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * msg.envelope.recipients.len());
+    encode_envelope(msg, &mut out);
+    out.push(b'B');
+    out.extend_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(before);
+    let gap_at = out.len();
+    out.extend_from_slice(after);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[..gap_at]);
+    crc.combine(&gap.crc);
+    crc.update(&out[gap_at..]);
+    let crc = crc.finalize();
+    record(&mut out, b'E', |p| {
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&crc.to_be_bytes());
+    });
+    (out, gap_at)
+}
+
+/// Every record before `B`.
+fn encode_envelope(msg: &Message, out: &mut Vec<u8>) {
     let env = &msg.envelope;
-    let mut out = Vec::with_capacity(msg.body.len() + 256 + 64 * env.recipients.len());
     out.extend_from_slice(MAGIC);
 
-    record(&mut out, b'H', |p| {
+    record(out, b'H', |p| {
         p.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         put_i64(p, unix_secs(env.arrival));
         put_str(p, env.id.as_str());
     });
-    record(&mut out, b'S', |p| put_str(p, &env.sender));
-    record(&mut out, b'P', |p| {
+    record(out, b'S', |p| put_str(p, &env.sender));
+    record(out, b'P', |p| {
         let pr = &env.params;
         put_opt(p, pr.size, |p, v| p.extend_from_slice(&v.to_be_bytes()));
         p.push(match pr.body {
@@ -402,19 +447,19 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         put_opt_str(p, pr.envid.as_deref());
         p.push(u8::from(pr.smtputf8));
     });
-    record(&mut out, b'C', |p| {
+    record(out, b'C', |p| {
         let c = &env.client;
         put_opt_str(p, c.daemon.as_deref());
         put_opt_str(p, c.name.as_deref());
         put_opt_str(p, c.addr.as_deref());
         p.push(c.protocol.map_or(0, Protocol::code));
     });
-    record(&mut out, b'I', |p| {
+    record(out, b'I', |p| {
         put_opt_str(p, env.msgid.as_deref());
         put_i64(p, env.priority);
     });
     if env.notices != Notices::default() {
-        record(&mut out, b'N', |p| {
+        record(out, b'N', |p| {
             p.push(match env.notices.origin {
                 Origin::Received => 0,
                 Origin::Dsn => 1,
@@ -424,7 +469,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         });
     }
     for r in &env.recipients {
-        record(&mut out, b'R', |p| {
+        record(out, b'R', |p| {
             put_str(p, &r.address);
             p.push(r.notify.to_bits());
             put_opt_str(p, r.orcpt.as_deref());
@@ -443,19 +488,12 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             }
         });
         if let Some(x) = &r.expanded {
-            record(&mut out, b'X', |p| {
+            record(out, b'X', |p| {
                 put_str(p, &x.parent);
                 put_opt_str(p, x.owner.as_deref());
             });
         }
     }
-    record(&mut out, b'B', |p| p.extend_from_slice(&msg.body));
-    let crc = crc32fast::hash(&out);
-    record(&mut out, b'E', |p| {
-        p.extend_from_slice(&(msg.body.len() as u64).to_be_bytes());
-        p.extend_from_slice(&crc.to_be_bytes());
-    });
-    out
 }
 
 fn record(out: &mut Vec<u8>, tag: u8, fill: impl FnOnce(&mut Vec<u8>)) {
@@ -911,6 +949,43 @@ pub fn put_frame(out: &mut Vec<u8>, id: &QueueId, file: &[u8]) -> usize {
     FRAME_HEADER_LEN + payload_head.len()
 }
 
+/// [`put_frame`] for a queue file from [`encode_with_gap`]: `file` lacks the gap's bytes,
+/// which belong at `gap_at` in it. Returns the offset of the file within the frame and
+/// where, in `out`'s new bytes, the gap's bytes must be written; the frame's checksum
+/// already covers them.
+pub fn put_frame_with_gap(
+    out: &mut Vec<u8>,
+    id: &QueueId,
+    file: &[u8],
+    gap_at: usize,
+    gap: &Gap,
+) -> (usize, usize) {
+    let idb = id.as_str().as_bytes();
+    let start = out.len();
+    let len = 1 + idb.len() + file.len() + gap.len as usize;
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    let (before, after) = file.split_at(gap_at);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[KIND_PUT]);
+    crc.update(&len);
+    crc.update(&[idb.len() as u8]);
+    crc.update(idb);
+    crc.update(before);
+    crc.combine(&gap.crc);
+    crc.update(after);
+    out.push(FRAME_MAGIC);
+    out.push(KIND_PUT);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    out.push(idb.len() as u8);
+    out.extend_from_slice(idb);
+    let file_at = out.len() - start;
+    out.extend_from_slice(before);
+    let gap_pos = out.len() - start;
+    out.extend_from_slice(after);
+    (file_at, gap_pos)
+}
+
 /// Appends the frame that removes `id`.
 pub fn remove_frame(out: &mut Vec<u8>, id: &QueueId) {
     frame(out, KIND_REMOVE, &[id.as_str().as_bytes()]);
@@ -1013,6 +1088,37 @@ mod tests {
 
     fn id(s: &str) -> QueueId {
         QueueId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_file_with_a_gap_filled_in_is_the_whole_file_and_its_frame_checks() {
+        let mut msg = full_message();
+        msg.body = b"Received: x\nSubject: y\n\nhead part|spooled middle|tail\n".to_vec();
+        let whole_file = encode(&msg);
+        let mut whole_frame = Vec::new();
+        put_frame(&mut whole_frame, &msg.envelope.id, &whole_file);
+        let start = msg.body.iter().position(|&b| b == b'|').unwrap() + 1;
+        let end = start + b"spooled middle|".len();
+        let middle = msg.body[start..end].to_vec();
+        let mut gap = Gap {
+            len: middle.len() as u64,
+            ..Gap::default()
+        };
+        gap.crc.update(&middle);
+        let mut short = msg.clone();
+        short.body.drain(start..end);
+        let (file, at) = encode_with_gap(&short, start, &gap);
+        let mut filled = file.clone();
+        filled.splice(at..at, middle.iter().copied());
+        assert_eq!(filled, whole_file);
+        let mut frame = b"earlier".to_vec();
+        let (file_at, gap_pos) = put_frame_with_gap(&mut frame, &msg.envelope.id, &file, at, &gap);
+        let mut framed = frame[7..].to_vec();
+        framed.splice(gap_pos..gap_pos, middle.iter().copied());
+        assert_eq!(framed, whole_frame);
+        assert_eq!(&framed[file_at..], &whole_file[..]);
+        assert!(matches!(read_frame(&framed), FrameRead::Frame { .. }));
+        assert_eq!(decode(&filled).unwrap().body, msg.body);
     }
 
     fn full_message() -> Message {

@@ -179,7 +179,7 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    // Verbatim from /work/shared/oracle/samples/40-cli-queue.txt and 46-cli-deferred.txt
+    // Verbatim from tests/data/oracle/samples/40-cli-queue.txt and 46-cli-deferred.txt
     // (sendmail 8.17.1.9 `-bp` output).
     const SAMPLE_40_ONE: &str = "\t\t$ORACLE/run/mqueue (1 request)
 -----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------

@@ -26,6 +26,7 @@ pub mod id;
 pub mod maildrop;
 pub mod mailq;
 pub mod space;
+pub mod spool;
 pub mod store;
 
 pub use file::{

@@ -88,12 +88,15 @@ pub fn run_text(
     mut out: impl Write,
 ) -> i32 {
     let host = super::cf::HostInfo::current();
-    let (cfg, config_errors) = crate::config::from_reader_lenient(
+    let (mut cfg, config_errors) = crate::config::from_reader_lenient(
         std::path::Path::new(name),
         text,
         overrides,
         crate::config::macros::HostNames::of_this_host(),
     );
+    if cfg.options.hosts_file != std::path::Path::new("/etc/hosts") {
+        cfg.host = crate::config::macros::HostNames::of_this_host_in(&cfg.options.hosts_file);
+    }
     let (engine, extras, problems) = super::cf::from_config(&cfg, &host);
     let mut errors: Vec<String> = config_errors
         .iter()

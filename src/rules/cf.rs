@@ -173,21 +173,9 @@ pub fn from_config(cfg: &Config, host: &HostInfo) -> (Engine, CfExtras, Vec<Stri
         config_level,
         help_file: cfg.options.help_file.clone(),
     };
-    // options the config keeps untyped (not supported by the daemon yet): the last one counts
-    let raw = |name: &str| {
-        cfg.options
-            .unsupported
-            .iter()
-            .rev()
-            .find(|o| o.name == name)
-            .map(|o| o.value.as_str())
-    };
-    if let Some(b) = raw("BlankSub") {
-        e.space_sub = b.bytes().next().unwrap_or(b' ');
-    }
-    let hosts_file = PathBuf::from(raw("HostsFile").unwrap_or("/etc/hosts"));
-    let service_switch =
-        PathBuf::from(raw("ServiceSwitchFile").unwrap_or("/etc/mail/service.switch"));
+    e.space_sub = u8::try_from(cfg.options.blank_sub).unwrap_or(b' ');
+    let hosts_file = cfg.options.hosts_file.clone();
+    let service_switch = cfg.options.service_switch_file.clone();
     for (name, value) in &cfg.macros {
         if let Some(id) = e.names.id(name) {
             let v = translate_dollars(&mut e.names, value.as_bytes());

@@ -11,6 +11,9 @@
 //! * **a daemon holds it**: this process asks the daemon through its control socket
 //!   ([`super::control`]) and waits for its answer; the daemon does the run and all writes.
 //!
+//! With `PrivacyOptions=restrictqrun` (the embedded default has it) a user other than root
+//! and the queue directory's owner is refused, in sendmail's words, with status 77.
+//!
 //! `-q` with an interval and no `-bd` (sendmail's queue-runner daemon) is not supported: use
 //! `-bd -q30m`. Every pending recipient of a selected message is tried, whatever its backoff
 //! (sendmail's `-q` ignores retry times too).
@@ -21,9 +24,11 @@ use super::control::{self, ControlError};
 use super::select::QueueRun;
 use crate::cli::Invocation;
 use crate::log::Severity;
-use crate::queue::{QueueError, Store};
+use crate::queue::{QueueError, Store, StoreOptions};
 use crate::runtime::{self, Current, Shared};
-use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE};
+use crate::sysexits::{
+    EX_CANTCREAT, EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE,
+};
 
 /// Runs the queue once as `inv` asks; the exit code.
 pub fn run(inv: &Invocation) -> i32 {
@@ -43,7 +48,15 @@ pub fn run(inv: &Invocation) -> i32 {
         Err(code) => return code,
     };
     let qdir = cfg.options.queue_directory.clone();
-    match Store::open(&qdir) {
+    if !may_run_queue(&cfg, nix::unistd::getuid()) {
+        // sendmail's words and exit status (tests/data/hardened-default/oracle-cli-nobody.txt).
+        eprintln!("You do not have permission to process the queue");
+        return EX_NOPERM;
+    }
+    match Store::open_with(
+        &qdir,
+        StoreOptions::with_file_mode(cfg.options.queue_file_mode),
+    ) {
         Ok(store) => run_here(inv, cfg, store, &run),
         Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
             Ok(_) => EX_OK,
@@ -61,6 +74,22 @@ pub fn run(inv: &Invocation) -> i32 {
             EX_CANTCREAT
         }
     }
+}
+
+/// `PrivacyOptions=restrictqrun`: only root and the owner of the queue directory may run
+/// the queue (sendmail compares the directory's owner with the real uid; a directory that
+/// cannot be looked at is nobody's).
+fn may_run_queue(cfg: &crate::config::Config, uid: nix::unistd::Uid) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let restricted = cfg
+        .options
+        .privacy_options
+        .iter()
+        .any(|w| w == "restrictqrun");
+    if !restricted || uid.is_root() {
+        return true;
+    }
+    std::fs::metadata(&cfg.options.queue_directory).is_ok_and(|m| m.uid() == uid.as_raw())
 }
 
 /// The run in this process, which holds the queue's lock.
@@ -82,6 +111,17 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_SOFTWARE;
         }
     };
+    // As the daemon does at start-up: the maildrop open to the submission group.
+    if let Err(e) = crate::setgid::prepare_queue(store.dir()) {
+        logger.log(
+            Severity::Err,
+            None,
+            format_args!(
+                "queue directory {}: {e}; local users cannot submit mail",
+                store.dir().display()
+            ),
+        );
+    }
     let (current, warnings) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {

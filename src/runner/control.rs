@@ -6,7 +6,7 @@
 //! daemon listens on, and sends the run's limits. The daemon runs the selected messages
 //! (every recipient still pending, backoff or not, as sendmail's `-q` does), and answers
 //! once they are done; the command exits then, so a `mailq` after it shows the result. The
-//! socket lives in the queue directory (mode 0700), so only the queue's owner can ask.
+//! socket (mode 0600) lives in the queue directory, so only the queue's owner can ask.
 //! Nothing is written through it: a request that dies half-way has changed nothing but the
 //! delivery attempts the daemon made, which it records itself.
 //!
@@ -56,6 +56,9 @@ pub async fn serve(qdir: &Path, runs: mpsc::Sender<RunRequest>) -> io::Result<()
         _ => {}
     }
     let listener = tokio::net::UnixListener::bind(&path)?;
+    // Only the queue's owner may ask: the queue directory may be open to the submission
+    // group (2750, for mailq and the maildrop), the socket never is.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     loop {
         let (stream, _) = listener.accept().await?;
         let runs = runs.clone();

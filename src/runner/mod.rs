@@ -40,6 +40,7 @@ pub mod cmdline;
 pub mod control;
 pub mod expand;
 pub mod limits;
+pub mod loops;
 pub mod notices;
 pub mod orphans;
 pub mod pickup;
@@ -306,6 +307,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     };
     let now = SystemTime::now();
     let current = shared.current();
+    if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {
+        fail_looping(shared, &mut msg, &text, now);
+    }
     let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
@@ -347,6 +351,30 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
             format_args!("queue update failed: {e}"),
         ),
     }
+}
+
+/// A message that has looped: the SYSERR line, and every pending recipient failed with
+/// `554 5.4.6 Too many hops` (no delivery attempt; the bounce follows from `notices::settle`).
+fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime) {
+    let current = shared.current();
+    let user = loops::real_user_name(current.config.options.run_as_user.is_some());
+    shared.logger.log(
+        Severity::Crit,
+        Some(msg.envelope.id.as_str()),
+        format_args!("SYSERR({user}): {text}"),
+    );
+    let outcome = Outcome::Permanent {
+        dsn: loops::TOO_MANY_HOPS_DSN.into(),
+        text: loops::TOO_MANY_HOPS.into(),
+    };
+    let mut recipients = std::mem::take(&mut msg.envelope.recipients);
+    for r in recipients.iter_mut() {
+        if r.state == DeliveryState::Pending {
+            apply(r, &outcome, msg, &current.dsn, now);
+            dsn::record_attempt(r, &outcome, None, false);
+        }
+    }
+    msg.envelope.recipients = recipients;
 }
 
 /// A queued message that cannot be read is left in place and said so, never skipped
@@ -456,7 +484,7 @@ async fn deliver_group(
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
                 None => {
                     let track = Some((mailers.as_path(), indexes.as_slice()));
-                    deliver_local_tracked(&current, &logger, &msg, &user, &rcpts, track)
+                    deliver_local_in(&current, &logger, &msg, &user, &rcpts, None, track)
                 }
             })
             .await;
@@ -492,18 +520,25 @@ pub fn deliver_local(
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
-    deliver_local_tracked(current, logger, msg, user, rcpts, None)
+    deliver_local_in(current, logger, msg, user, rcpts, None, None)
 }
 
-/// [`deliver_local`], with a status file in `track.0` for each program run, named
-/// `<queue id>.<recipient index>` (`track.1`: the queue indexes of `rcpts`), so that a
-/// restarted daemon knows what a program that outlived this one did ([`orphans`]).
-pub fn deliver_local_tracked(
+/// [`deliver_local`] for the root delivery agent ([`crate::privsep::agent`]) of queue
+/// `qdir`: the unprivileged daemon cannot read a `.forward` in a private (0700) home, so
+/// it hands the user to the agent unexpanded; the non-local addresses the agent's
+/// expansion finds are queued as a new message of the same sender through the maildrop
+/// (the daemon's pickup then relays them), and the user counts as delivered, instead of
+/// being deferred again on every run. With `track` (the daemon's own runner), each program
+/// run gets a status file in `track.0`, named `<queue id>.<recipient index>` (`track.1`:
+/// the queue indexes of `rcpts`), so that a restarted daemon knows what a program that
+/// outlived this one did ([`orphans`]).
+pub fn deliver_local_in(
     current: &Current,
     logger: &crate::log::Logger,
     msg: &Message,
     user: &str,
     rcpts: &[Recipient],
+    requeue_in: Option<&std::path::Path>,
     track: Option<(&std::path::Path, &[usize])>,
 ) -> Vec<Outcome> {
     let status = |k: usize| {
@@ -541,7 +576,11 @@ pub fn deliver_local_tracked(
                 None => {
                     let report =
                         crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
-                    if !report.remote.is_empty() {
+                    if !report.remote.is_empty()
+                        && let Some(qdir) = requeue_in
+                    {
+                        requeue_remote(qdir, logger, msg, user, &report.remote)?;
+                    } else if !report.remote.is_empty() {
                         // The aliases changed since the expansion: expand again next time.
                         return Err(Outcome::Temporary {
                             dsn: "4.3.0".into(),
@@ -557,6 +596,37 @@ pub fn deliver_local_tracked(
             }
         })
         .collect()
+}
+
+/// Queues `remote` (from `user`'s expansion) as a new message of `msg`'s sender, body and
+/// client through the maildrop; a temporary failure when that cannot be written.
+fn requeue_remote(
+    qdir: &std::path::Path,
+    logger: &crate::log::Logger,
+    msg: &Message,
+    user: &str,
+    remote: &[String],
+) -> Result<(), Outcome> {
+    let failed = |e: String| Outcome::Temporary {
+        dsn: "4.3.0".into(),
+        text: format!("Deferred: cannot queue the forwarded copy: {e}"),
+    };
+    let id = QueueId::new(crate::queue::id::QueueIdGen::new().next_id())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut env = msg.envelope.clone();
+    env.id = id.clone();
+    env.recipients = remote.iter().map(|a| Recipient::new(a.clone())).collect();
+    let copy = Message {
+        envelope: env,
+        body: msg.body.clone(),
+    };
+    crate::queue::maildrop::submit(qdir, &copy).map_err(|e| failed(e.to_string()))?;
+    logger.log(
+        crate::log::Severity::Info,
+        Some(msg.envelope.id.as_str()),
+        format_args!("{user}: forwarded to {} as {id}", remote.join(", ")),
+    );
+    Ok(())
 }
 
 fn from_local(o: crate::deliver::local::Outcome) -> Outcome {

@@ -137,15 +137,7 @@ impl Runner {
                 } else {
                     "local"
                 };
-                log_to(
-                    shared,
-                    &msg,
-                    &r,
-                    mailer,
-                    None,
-                    &outcome,
-                    SystemTime::now(),
-                );
+                log_to(shared, &msg, &r, mailer, None, &outcome, SystemTime::now());
                 shared.logger.log(
                     Severity::Info,
                     Some(id.as_str()),
@@ -158,7 +150,10 @@ impl Runner {
             Err(e) => shared.logger.log(
                 Severity::Err,
                 Some(id.as_str()),
-                format_args!("queue update failed: {e}; mailer status kept in {}", path.display()),
+                format_args!(
+                    "queue update failed: {e}; mailer status kept in {}",
+                    path.display()
+                ),
             ),
         }
     }

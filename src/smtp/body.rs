@@ -21,10 +21,16 @@
 //! or the empty line, ends the header block.
 
 /// The size limit when `MaxMessageSize` is not set: sendmail has none, but a session must
-/// not be able to make this process hold an unbounded message in memory (the queue commits
-/// a message whole). 64 MiB is above any size real mail systems accept by default (Postfix
-/// 10 MB, Exim 50 MB, Gmail 25 MB).
+/// not be able to fill the queue's disk with one endless message (nor exceed a journal
+/// frame). 64 MiB is above any size real mail systems accept by default (Postfix 10 MB,
+/// Exim 50 MB, Gmail 25 MB).
 pub const HARD_MAX_MESSAGE: u64 = 64 << 20;
+
+/// Bytes at the start of a message that always stay in memory: the header block that
+/// `receive` scans for `Message-Id:` and `Date:` (`MaxHeadersLength` is 32768 by default,
+/// so the whole header block is here unless an admin raised or lifted that limit; then the
+/// scan sees the first this-many bytes of it).
+pub const KEEP_HEAD: usize = 64 << 10;
 
 /// The limits a message is received under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +39,26 @@ pub struct Limits {
     pub max_size: u64,
     /// `MaxHeadersLength` (0: no limit).
     pub max_headers: u64,
+    /// Clear the eighth bit of every byte kept ([`seven_bit_input`]).
+    pub seven_bit: bool,
+}
+
+/// Whether a message is cut to seven bits at receipt: `SevenBitInput`, unless the client
+/// said `BODY=8BITMIME`; always after `BODY=7BIT` (sendmail's `mail_esmtp_args` sets
+/// `SevenBitInput` from the BODY parameter, srvrsmtp.c).
+pub fn seven_bit_input(option: bool, body: Option<super::command::BodyType>) -> bool {
+    match body {
+        Some(super::command::BodyType::EightBitMime) => false,
+        Some(super::command::BodyType::SevenBit) => true,
+        None => option,
+    }
+}
+
+/// Clears the eighth bit of every byte (sendmail's `collect` under `SevenBitInput`).
+pub fn strip_eighth_bit(text: &mut [u8]) {
+    for b in text {
+        *b &= 0x7f;
+    }
 }
 
 impl Limits {
@@ -64,9 +90,15 @@ enum Line {
 }
 
 /// A message body being received.
+///
+/// Past the first [`KEEP_HEAD`] bytes, the bytes kept can be taken out
+/// ([`BodyBuf::take_spill`]) to be stored elsewhere (the queue's spool file): then the
+/// message is `body[..KEEP_HEAD]`, the bytes taken out in order, `body[KEEP_HEAD..]`.
 #[derive(Debug)]
 pub struct BodyBuf {
     body: Vec<u8>,
+    /// Bytes taken out by [`BodyBuf::take_spill`].
+    spilled: u64,
     /// Bytes so far (`\n` line ends), including those not kept.
     size: u64,
     limits: Limits,
@@ -85,6 +117,7 @@ impl BodyBuf {
     pub fn new(limits: Limits) -> BodyBuf {
         BodyBuf {
             body: Vec::new(),
+            spilled: 0,
             size: 0,
             limits,
             in_header: true,
@@ -118,7 +151,11 @@ impl BodyBuf {
         if self.exceeded() {
             self.drop_kept();
         } else if !self.headers_exceeded {
+            let from = self.body.len();
             self.body.extend_from_slice(bytes);
+            if self.limits.seven_bit {
+                strip_eighth_bit(&mut self.body[from..]);
+            }
         }
     }
 
@@ -169,13 +206,36 @@ impl BodyBuf {
         if self.exceeded() {
             self.drop_kept();
         } else if !self.headers_exceeded {
-            self.body.push(b);
+            self.body
+                .push(if self.limits.seven_bit { b & 0x7f } else { b });
         }
     }
 
     /// A refused message keeps nothing.
     fn drop_kept(&mut self) {
         self.body = Vec::new();
+    }
+
+    /// The bytes kept after the first [`KEEP_HEAD`], once there are at least `min` of
+    /// them (and no limit is broken): they leave this buffer, which from then on holds
+    /// the head and what came after them.
+    pub fn take_spill(&mut self, min: usize) -> Option<Vec<u8>> {
+        if !self.intact() || self.body.len() < KEEP_HEAD + min.max(1) {
+            return None;
+        }
+        let tail = self.body.split_off(KEEP_HEAD);
+        self.spilled += tail.len() as u64;
+        Some(tail)
+    }
+
+    /// Bytes taken out by [`BodyBuf::take_spill`].
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+
+    /// No limit is broken (the message may still be accepted).
+    pub fn intact(&self) -> bool {
+        !self.exceeded() && !self.headers_exceeded
     }
 
     /// Bytes so far (`\n` line ends), counting bytes not kept.
@@ -233,13 +293,39 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn headers(max: u64) -> Limits {
         Limits {
             max_size: 0,
             max_headers: max,
+            seven_bit: false,
         }
+    }
+
+    #[test]
+    fn seven_bit_input_clears_the_eighth_bit_of_every_byte_kept() {
+        let limits = Limits {
+            seven_bit: true,
+            ..NO_LIMITS
+        };
+        let mut b = BodyBuf::new(limits);
+        b"Subject: caf\xe9".iter().for_each(|&c| b.push(c));
+        b.newline();
+        b.newline();
+        b.push_run(b"body caf\xe9");
+        b.newline();
+        assert_eq!(b.into_body(), b"Subject: cafi\n\nbody cafi\n");
+        assert!(!seven_bit_input(
+            true,
+            Some(super::super::command::BodyType::EightBitMime)
+        ));
+        assert!(seven_bit_input(
+            false,
+            Some(super::super::command::BodyType::SevenBit)
+        ));
+        assert!(seven_bit_input(true, None) && !seven_bit_input(false, None));
     }
 
     #[test]
@@ -281,6 +367,7 @@ mod tests {
         let limits = Limits {
             max_size: 10,
             max_headers: 0,
+            seven_bit: false,
         };
         let b = fill(limits, b"0123456789abcdef\n");
         assert!(b.exceeded());
@@ -313,6 +400,7 @@ mod tests {
             Limits {
                 max_size: 30,
                 max_headers: 0,
+                seven_bit: false,
             },
         ] {
             let (a, b) = (fill(limits, text), fill_runs(limits, text));
@@ -343,6 +431,7 @@ mod tests {
         let limits = Limits {
             max_size: 5,
             max_headers: 0,
+            seven_bit: false,
         };
         assert_eq!(limits.size_limit(), 5);
     }

@@ -53,6 +53,11 @@ impl ChunkReader {
         &self.body
     }
 
+    /// The body so far, to take bytes out of ([`BodyBuf::take_spill`]).
+    pub fn body_mut(&mut self) -> &mut BodyBuf {
+        &mut self.body
+    }
+
     /// The message after its `LAST` chunk.
     pub fn finish(mut self) -> Result<BodyBuf, DataEnd> {
         if self.cr {
@@ -72,6 +77,7 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn read(chunks: &[&[u8]]) -> Result<Vec<u8>, DataEnd> {

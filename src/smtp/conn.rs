@@ -14,7 +14,11 @@
 //! (RFC 5321 4.5.3.2 defaults): a command line must arrive whole within `Timeout.command` (as
 //! sendmail's `sfgets` times the whole line, so a client trickling a byte at a time is still
 //! cut off), while DATA and BDAT input times out after `Timeout.datablock` without any byte
-//! (sendmail's collect restarts its timer on progress); ends the session at the next command boundary once the
+//! (sendmail's collect restarts its timer on progress), and the message as a whole must
+//! keep up `MinDataRate` (`DataClock`, below); hands a spilling sink the bytes of a message past
+//! its head as they arrive ([`MessageSink::spill`], [`SPILL_CHUNK`] at a time), so that a
+//! session holds at most about `KEEP_HEAD + SPILL_CHUNK` of any message, and tells it to
+//! drop them when the message ends without a commit; ends the session at the next command boundary once the
 //! shutdown future completes (a message being received is finished first); writes
 //! `421 4.4.1 <host> Lost input channel from <client>` when the peer goes away.
 //!
@@ -60,6 +64,9 @@ pub struct Timeouts {
     /// Waiting for more DATA or BDAT bytes (`Timeout.datablock`; RFC 5321 4.5.3.2.6: 3
     /// minutes).
     pub data_block: Duration,
+    /// The least average rate, in bytes per second, at which a message must arrive
+    /// (`MinDataRate`; 0: none). See `DataClock`.
+    pub min_data_rate: u64,
 }
 
 impl Default for Timeouts {
@@ -67,7 +74,41 @@ impl Default for Timeouts {
         Timeouts {
             command: Duration::from_secs(5 * 60),
             data_block: Duration::from_secs(3 * 60),
+            min_data_rate: crate::config::options::DEFAULT_MIN_DATA_RATE,
         }
+    }
+}
+
+/// The most time a message is given before `MinDataRate` starts to count (less when
+/// `Timeout.datablock` is shorter).
+pub const DATA_GRACE: Duration = Duration::from_secs(5 * 60);
+/// Bytes of a message the driver lets the session hold past its head before handing them
+/// to [`MessageSink::spill`].
+pub const SPILL_CHUNK: usize = 256 << 10;
+
+/// The whole-message deadline of `MinDataRate` (op has none: sendmail restarts
+/// `Timeout.datablock` on every read, so a client sending a byte a second holds a session
+/// for as long as it likes). From the first byte the session expects of a message (after
+/// DATA's `354`, or the first BDAT chunk) the message has a grace of `Timeout.datablock`
+/// (at most [`DATA_GRACE`]), and every byte received adds `1/MinDataRate` seconds: at
+/// 500 bytes/s a 50 MB message may take 28 hours, a client trickling a byte a second is
+/// cut off after five minutes. Past the deadline the session ends as for
+/// `Timeout.datablock`, in sendmail's words (`451 4.4.1 timeout waiting for input during
+/// message collect`, logged `timeout waiting for input from HOST during message
+/// collect`). Between the chunks of a BDAT transaction the clock keeps running.
+#[derive(Debug, Clone, Copy)]
+struct DataClock {
+    start: Instant,
+    bytes: u64,
+}
+
+impl DataClock {
+    fn deadline(&self, t: &Timeouts) -> Option<Instant> {
+        if t.min_data_rate == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs_f64(self.bytes as f64 / t.min_data_rate as f64);
+        Some(self.start + t.data_block.min(DATA_GRACE) + earned)
     }
 }
 
@@ -107,8 +148,29 @@ pub enum CommitError {
 
 /// Where finished messages go (the queue). Only after `commit` returns `Ok` does the client
 /// get `250 ... Message accepted for delivery`.
+///
+/// A sink that [`spills`](MessageSink::spills) takes the bytes of the message being
+/// received beyond its first [`super::body::KEEP_HEAD`] as they arrive
+/// ([`MessageSink::spill`], in order), so the session holds a bounded part of it; the
+/// [`Message`] handed to `commit` then says where they belong ([`Message::spilled`]).
+/// [`MessageSink::discard`] drops them when the message will not be committed (refused,
+/// reset, the client gone).
 pub trait MessageSink {
     fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    /// Takes bytes out of the session's memory (only called when `spills`).
+    fn spill(&mut self, bytes: Vec<u8>) -> impl Future<Output = ()> + Send {
+        drop(bytes);
+        std::future::ready(())
+    }
+
+    /// Keeps spilled bytes; when false, the whole message stays in memory.
+    fn spills(&self) -> bool {
+        false
+    }
+
+    /// Drops the bytes spilled for a message that will not be committed.
+    fn discard(&mut self) {}
 }
 
 /// A sink for servers without a queue: every message is refused with a temporary error, so
@@ -184,7 +246,22 @@ where
     let mut stopping = false;
     // When the command line being read must be complete.
     let mut line_deadline: Option<Instant> = None;
+    // The message being received (MinDataRate).
+    let mut clock: Option<DataClock> = None;
+    let spills = sink.spills();
     while !d.session.is_closed() {
+        if spills {
+            if d.session.receiving() {
+                if let Some(bytes) = d.session.take_spill(SPILL_CHUNK) {
+                    sink.spill(bytes).await;
+                }
+            } else {
+                sink.discard();
+            }
+        }
+        if !d.session.receiving() && !d.session.wants_data() {
+            clock = None;
+        }
         if d.write_failed {
             d.end = EndReason::Lost;
             let actions = d.session.connection_lost();
@@ -193,7 +270,12 @@ where
         }
         if d.session.wants_data() {
             if !d.input.is_empty() {
+                let c = clock.get_or_insert(DataClock {
+                    start: Instant::now(),
+                    bytes: 0,
+                });
                 let (used, actions) = d.session.data(&d.input);
+                c.bytes += used as u64;
                 d.input.drain(..used);
                 d.run(actions, sink).await;
                 continue;
@@ -239,7 +321,15 @@ where
         d.flush().await;
         let (limit, during) = if d.session.wants_data() {
             line_deadline = None;
-            (Instant::now() + opts.timeouts.data_block, "message collect")
+            let c = *clock.get_or_insert(DataClock {
+                start: Instant::now(),
+                bytes: 0,
+            });
+            let block = Instant::now() + opts.timeouts.data_block;
+            let limit = c
+                .deadline(&opts.timeouts)
+                .map_or(block, |whole| whole.min(block));
+            (limit, "message collect")
         } else {
             let deadline =
                 *line_deadline.get_or_insert_with(|| Instant::now() + opts.timeouts.command);

@@ -112,6 +112,16 @@ impl DataReader {
         self.body.in_header()
     }
 
+    /// The body so far.
+    pub fn body(&self) -> &BodyBuf {
+        &self.body
+    }
+
+    /// The body so far, to take bytes out of ([`BodyBuf::take_spill`]).
+    pub fn body_mut(&mut self) -> &mut BodyBuf {
+        &mut self.body
+    }
+
     /// The body received.
     pub fn into_body(self) -> BodyBuf {
         self.body
@@ -125,6 +135,7 @@ mod tests {
     const NO_LIMITS: Limits = Limits {
         max_size: 0,
         max_headers: 0,
+        seven_bit: false,
     };
 
     fn read_all(input: &[u8]) -> (usize, Option<DataEnd>, Vec<u8>, u64, bool) {
@@ -203,6 +214,7 @@ mod tests {
         let mut r = DataReader::new(Limits {
             max_size: 10,
             max_headers: 0,
+            seven_bit: false,
         });
         let (_, end) = r.feed(b"0123456789abcdef\r\n.\r\n");
         assert_eq!(end, Some(DataEnd::Complete));

@@ -235,6 +235,8 @@ pub struct SessionContext {
     pub max_message_size: u64,
     /// `MaxHeadersLength` (0: none).
     pub max_headers_length: u64,
+    /// `SevenBitInput`: messages are cut to seven bits unless `BODY=8BITMIME`.
+    pub seven_bit_input: bool,
     /// `MaxRecipientsPerMessage` (0: none).
     pub max_recipients: u32,
     pub features: Features,
@@ -351,8 +353,13 @@ pub struct Message {
     pub sender: Address,
     pub mail_params: MailParams,
     pub recipients: Vec<Recipient>,
-    /// Dot-unstuffed body with `\n` line ends (its length is `size=` in the log).
+    /// Dot-unstuffed body with `\n` line ends, but for the `spilled` bytes that the
+    /// driver handed to [`super::conn::MessageSink::spill`], which belong at `spill_at`.
     pub body: Vec<u8>,
+    /// Bytes of the message taken out during receipt (0: `body` is the whole message).
+    pub spilled: u64,
+    /// Where in `body` the spilled bytes belong.
+    pub spill_at: usize,
     /// HELO/EHLO name, `None` if the client never said HELO (Authentication-Warning).
     pub helo: Option<String>,
     /// `ESMTP` after EHLO (`ESMTPS`, `ESMTPA`, `ESMTPSA` with TLS/AUTH), else `SMTP`.
@@ -368,7 +375,7 @@ pub struct Message {
 impl Message {
     /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
     pub fn from_log_line(&self, msgid: Option<&str>) -> String {
-        self.from_log_line_sized(self.body.len() as u64, msgid)
+        self.from_log_line_sized(self.body.len() as u64 + self.spilled, msgid)
     }
 
     /// The `from=` line for a message of `size` bytes (its body already moved on).
@@ -518,6 +525,38 @@ impl Session {
     /// True while DATA bytes or BDAT octets are expected.
     pub fn wants_data(&self) -> bool {
         matches!(self.state, State::Data(_) | State::Chunk(_))
+    }
+
+    /// A message body is being received (DATA, or BDAT chunks so far) and no limit is
+    /// broken yet: bytes taken out with [`Session::take_spill`] still belong to a message.
+    pub fn receiving(&self) -> bool {
+        match &self.state {
+            State::Data(r) => r.body().intact(),
+            State::Chunk(c) if c.feeding() => self.chunks_intact(),
+            State::Command => self.chunks_intact(),
+            _ => false,
+        }
+    }
+
+    /// Bytes of the message being received beyond what it keeps in memory, once there are
+    /// at least `min` (see [`super::body::BodyBuf::take_spill`]).
+    pub fn take_spill(&mut self, min: usize) -> Option<Vec<u8>> {
+        match &mut self.state {
+            State::Data(r) => r.body_mut().take_spill(min),
+            State::Chunk(_) | State::Command => self
+                .tx
+                .as_mut()
+                .and_then(|t| t.chunks.as_mut())
+                .and_then(|c| c.body_mut().take_spill(min)),
+            _ => None,
+        }
+    }
+
+    fn chunks_intact(&self) -> bool {
+        self.tx
+            .as_ref()
+            .and_then(|t| t.chunks.as_ref())
+            .is_some_and(|c| c.body().intact())
     }
 
     /// True once the session has ended.

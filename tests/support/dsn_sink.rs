@@ -113,6 +113,12 @@ pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> T {
 /// sendmail-rs relaying everything to the sink, `postmaster` aliased to a file.
 pub fn relay_to(sink: &Sink, args: &[&str]) -> (Daemon, PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
+    // an alias /file is created as DefaultUser (sendmail's mailfile()): a sticky directory
+    std::fs::set_permissions(
+        &dir,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o1777),
+    )
+    .unwrap();
     let postmaster = dir.join("postmaster.mbox");
     let aliases = dir.join("aliases");
     std::fs::write(&aliases, format!("postmaster: {}\n", postmaster.display())).unwrap();

@@ -118,8 +118,8 @@ pub(super) fn supervise(c: &mut Command) -> Option<File> {
 /// The message as a file in memory (memfd), read from its start: a tracked program's
 /// stdin, complete whatever becomes of the daemon.
 pub(super) fn input_file(message: &[u8]) -> io::Result<std::process::Stdio> {
-    use std::io::{Seek, Write};
     use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::{Seek, Write};
     let fd = memfd_create(c"mailer-input", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
     let mut file = File::from(fd);
     file.write_all(message)?;

@@ -47,6 +47,8 @@ pub struct LocalMailer {
     pub flags: String,
     /// The cf's `D` macros, for the `A=` words.
     pub macros: BTreeMap<String, String>,
+    /// `UnixFromLine`, as [`super::from_line_template`] gives it.
+    pub from_line: String,
 }
 
 /// One recipient's values for the `A=` macros.
@@ -75,6 +77,7 @@ impl LocalMailer {
             argv: m.argv.clone(),
             flags: m.flags.clone(),
             macros: cfg.macros.clone(),
+            from_line: super::from_line_template(cfg),
         })
     }
 
@@ -123,7 +126,7 @@ impl LocalMailer {
 
     /// What the program reads on stdin.
     pub fn input(&self, d: &Delivery, when: SystemTime) -> Vec<u8> {
-        input(&self.flags, d, when)
+        input(&self.flags, d, &self.from_line, when)
     }
 
     /// Runs the program for one recipient. `user` is the account when there is one;
@@ -181,11 +184,10 @@ impl LocalMailer {
 /// What a mailer program with flags `flags` reads on stdin: a `From <sender> <ctime>` line
 /// unless flag `n`, `Return-Path: <sender>` under flag `P`, the message with lines starting
 /// with `From ` quoted as `>From ` under flag `E`.
-pub fn input(flags: &str, d: &Delivery, when: SystemTime) -> Vec<u8> {
+pub fn input(flags: &str, d: &Delivery, from_template: &str, when: SystemTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(d.message.len() + 128);
     if !flags.contains('n') {
-        let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
-        out.extend_from_slice(format!("From {} {date}\n", d.envelope_from()).as_bytes());
+        out.extend_from_slice(super::from_line(from_template, d, when).as_bytes());
     }
     if flags.contains('P') {
         super::push_return_path(&mut out, d);
@@ -218,6 +220,7 @@ mod tests {
             argv: m.argv.clone(),
             flags: m.flags.clone(),
             macros: cfg.macros.clone(),
+            from_line: crate::deliver::local::DEFAULT_FROM_LINE.to_string(),
         }
     }
 

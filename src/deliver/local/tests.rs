@@ -68,7 +68,7 @@ fn read_mbox(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn mbox_entry_has_the_from_line_quoting_and_blank_line() {
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_505_214);
-    let e = mbox_entry(&d(MSG), true, when);
+    let e = mbox_entry(&d(MSG), true, DEFAULT_FROM_LINE, when);
     let text = String::from_utf8(e).unwrap();
     let first = text.lines().next().unwrap();
     let date = chrono::DateTime::<chrono::Local>::from(when)
@@ -90,7 +90,8 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         message: b"Subject: x\n\nno newline",
         rpath: None,
     };
-    let text = String::from_utf8(mbox_entry(&m, true, SystemTime::now())).unwrap();
+    let text =
+        String::from_utf8(mbox_entry(&m, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
     assert!(text.starts_with("From MAILER-DAEMON "));
     assert!(text.contains("\nReturn-Path: <>\n"));
     assert!(text.ends_with("\nno newline\n\n"));
@@ -99,7 +100,8 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         message: b"Return-Path: <x@y>\n\nbody\n",
         rpath: None,
     };
-    let text = String::from_utf8(mbox_entry(&m2, true, SystemTime::now())).unwrap();
+    let text =
+        String::from_utf8(mbox_entry(&m2, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
     assert_eq!(text.matches("Return-Path").count(), 1);
 }
 
@@ -256,8 +258,11 @@ fn a_full_disk_leaves_no_half_message_and_is_temporary() {
     let before = fs::read(&path).unwrap();
     let file = OpenOptions::new().append(true).open(&path).unwrap();
     let mut f = FullDisk { file, budget: 10 };
-    let err =
-        append_or_rollback(&mut f, &mbox_entry(&d(MSG), true, SystemTime::now())).unwrap_err();
+    let err = append_or_rollback(
+        &mut f,
+        &mbox_entry(&d(MSG), true, DEFAULT_FROM_LINE, SystemTime::now()),
+    )
+    .unwrap_err();
     assert_eq!(fs::read(&path).unwrap(), before);
     let o = io_outcome(&path, &err);
     assert_eq!(o.dsn(), "4.2.2");
@@ -685,4 +690,86 @@ fn with_rules_each_target_gets_what_its_mailer_writes() {
     let (from, rest) = text.split_once('\n').unwrap();
     assert!(from.starts_with("From MAILER-DAEMON "), "{from:?}");
     assert_eq!(rest, headers);
+}
+
+#[test]
+fn unix_from_line_is_the_cfs_template_with_g_and_d() {
+    let cfg = crate::config::Config::from_str(
+        "t.cf",
+        "Djmta.example.test\nDXsite\nO UnixFromLine=From $g $d remote from $j via ${X}\n",
+        &[],
+    )
+    .unwrap();
+    let template = from_line_template(&cfg);
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(86400 * 365);
+    let date = chrono::DateTime::<chrono::Local>::from(when)
+        .format("%a %b %e %H:%M:%S %Y")
+        .to_string();
+    let e = String::from_utf8(mbox_entry(&d(MSG), false, &template, when)).unwrap();
+    let first = e.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("From sender@client.example.test {date} remote from mta.example.test via site")
+    );
+    // The default cf value gives sendmail's usual line.
+    let plain =
+        crate::config::Config::from_str("t.cf", "O UnixFromLine=From $g $d\n", &[]).unwrap();
+    assert_eq!(from_line_template(&plain), DEFAULT_FROM_LINE);
+}
+
+#[test]
+fn safe_file_environment_resolves_files_inside_it_and_takes_only_regular_files() {
+    let spool = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("log")).unwrap();
+    let mut a = agent(spool.path());
+    a.safe_file_environment = Some(root.path().to_path_buf());
+    let file = |p: &str| Target::File(PathBuf::from(p));
+    // A name is taken inside the environment, with or without its prefix.
+    assert_eq!(
+        a.deliver(&file("/log/mail"), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    let prefixed = format!("{}/log/mail", root.path().display());
+    assert_eq!(
+        a.deliver(&file(&prefixed), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    let got = fs::read(root.path().join("log/mail")).unwrap();
+    assert_eq!(read_mbox(&got).len(), 2);
+    // `..` and an absolute symlink on the way stay inside.
+    std::os::unix::fs::symlink(outside.path(), root.path().join("log/out")).unwrap();
+    let o = a.deliver(&file("/log/out/escaped"), None, &d(MSG));
+    assert!(matches!(o, Outcome::Permanent { .. }), "{o:?}");
+    assert!(!outside.path().join("escaped").exists());
+    assert_eq!(
+        a.deliver(&file("/../../x"), None, &d(MSG)),
+        Outcome::Delivered
+    );
+    assert!(root.path().join("x").exists());
+    // Only regular files: not a directory, not a file with two links, not a program.
+    let o = a.deliver(&file("/log"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("Can't create output")),
+        "{o:?}"
+    );
+    fs::hard_link(root.path().join("x"), root.path().join("x2")).unwrap();
+    let o = a.deliver(&file("/x2"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("more than one link")),
+        "{o:?}"
+    );
+    fs::write(root.path().join("prog"), "").unwrap();
+    fs::set_permissions(root.path().join("prog"), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = a.deliver(&file("/prog"), None, &d(MSG));
+    assert!(
+        matches!(&o, Outcome::Permanent { reason, .. } if reason.contains("executable")),
+        "{o:?}"
+    );
+    // /dev/null takes the message and keeps nothing (sendmail's special case).
+    assert_eq!(
+        a.deliver(&file("/dev/null"), None, &d(MSG)),
+        Outcome::Delivered
+    );
 }

@@ -87,7 +87,7 @@ impl Settings {
             connect_timeout: o.timeouts.connect,
             timeouts: ClientTimeouts::from_config(&o.timeouts),
             family: Family::Ipv6First,
-            hosts: Hosts::load(std::path::Path::new("/etc/hosts")),
+            hosts: Hosts::load(&o.hosts_file),
             local_names: local_names(config),
             tls: Some(TlsSettings::load(&TlsFiles::from_options(o, config))),
             authinfo: authinfo_map(config),

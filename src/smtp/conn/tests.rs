@@ -47,6 +47,7 @@ fn session() -> Session {
         },
         max_message_size: 0,
         max_headers_length: 0,
+        seven_bit_input: false,
         max_recipients: 0,
         features: Features::default(),
         privacy: Privacy::default(),
@@ -65,6 +66,7 @@ fn quick() -> ConnOptions {
         timeouts: Timeouts {
             command: Duration::from_secs(5),
             data_block: Duration::from_secs(5),
+            min_data_rate: 0,
         },
         max_line: MAX_COMMAND_LINE,
         ..ConnOptions::default()
@@ -803,4 +805,121 @@ async fn a_body_that_arrived_in_a_later_read_before_the_354_is_rejected() {
         "{out}"
     );
     assert!(!out.contains("354"), "{out}");
+}
+
+/// Spills into memory as the queue's spool would, and puts the message back together at
+/// the commit; records the largest body the session held at any spill.
+#[derive(Default)]
+struct Spilling {
+    spooled: Vec<u8>,
+    discards: usize,
+    held_max: usize,
+    whole: Vec<Vec<u8>>,
+}
+
+impl MessageSink for Spilling {
+    fn spills(&self) -> bool {
+        true
+    }
+    fn spill(&mut self, bytes: Vec<u8>) -> impl Future<Output = ()> + Send {
+        self.spooled.extend_from_slice(&bytes);
+        std::future::ready(())
+    }
+    fn discard(&mut self) {
+        if !self.spooled.is_empty() {
+            self.discards += 1;
+        }
+        self.spooled.clear();
+    }
+    fn commit(&mut self, msg: Message) -> impl Future<Output = Result<(), CommitError>> + Send {
+        assert_eq!(msg.spilled, self.spooled.len() as u64);
+        self.held_max = self.held_max.max(msg.body.len());
+        let mut whole = msg.body[..msg.spill_at.min(msg.body.len())].to_vec();
+        whole.append(&mut self.spooled);
+        whole.extend_from_slice(&msg.body[msg.spill_at.min(msg.body.len())..]);
+        if msg.spilled == 0 {
+            whole = msg.body.clone();
+        }
+        self.whole.push(whole);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_big_message_leaves_the_session_in_spills_and_comes_back_whole() {
+    let (server, mut c) = pair();
+    let mut sink = Spilling::default();
+    let logger = Logger::stderr(0);
+    let opts = quick();
+    // 3 MB of numbered lines: DATA, then the same text in three BDAT chunks.
+    let mut text = String::from("Subject: big\r\n\r\n");
+    for i in 0..60_000 {
+        text.push_str(&format!(
+            "line {i:08} ..........................................\r\n"
+        ));
+    }
+    let lf = text.replace("\r\n", "\n").into_bytes();
+    let t = text.clone();
+    let client = async move {
+        assert!(c.first_line().await.starts_with("220"));
+        c.send(b"EHLO c.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.example.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(t.as_bytes()).await;
+        c.send(b".\r\n").await;
+        assert!(c.first_line().await.starts_with("250 2.0.0"));
+        let b = t.as_bytes();
+        let third = b.len() / 3;
+        c.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.example.test>\r\n")
+            .await;
+        c.reply().await;
+        c.reply().await;
+        for (i, part) in [&b[..third], &b[third..2 * third], &b[2 * third..]]
+            .iter()
+            .enumerate()
+        {
+            let last = if i == 2 { " LAST" } else { "" };
+            c.send(format!("BDAT {}{last}\r\n", part.len()).as_bytes())
+                .await;
+            c.send(part).await;
+            assert!(c.first_line().await.starts_with("250 2.0.0"));
+        }
+        // A reset transaction: its spilled bytes are given back.
+        c.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.example.test>\r\nBDAT 600000\r\n")
+            .await;
+        c.reply().await;
+        c.reply().await;
+        c.send(&b[..600_000]).await;
+        c.reply().await;
+        c.send(b"RSET\r\n").await;
+        c.reply().await;
+        c.send(b"QUIT\r\n").await;
+        c.reply().await;
+    };
+    let ((), _) = tokio::join!(client, async {
+        serve(
+            server,
+            session(),
+            &mut sink,
+            &logger,
+            &opts,
+            std::future::pending(),
+        )
+        .await
+    });
+    assert_eq!(sink.whole.len(), 2);
+    for w in &sink.whole {
+        assert_eq!(w.len(), lf.len());
+        assert!(w == &lf, "message put back together differs");
+    }
+    assert!(
+        sink.held_max < crate::smtp::body::KEEP_HEAD + SPILL_CHUNK + (64 << 10),
+        "the session held {} bytes",
+        sink.held_max
+    );
+    assert_eq!(sink.discards, 1, "the reset message's spill is dropped");
 }

@@ -32,6 +32,13 @@ pub(super) struct Chunk {
     refusal: Option<Reply>,
 }
 
+impl Chunk {
+    /// The chunk's octets go into the message (it was not refused).
+    pub(super) fn feeding(&self) -> bool {
+        self.refusal.is_none()
+    }
+}
+
 impl Session {
     /// CHUNKING is offered (and BDAT understood) in this session.
     pub(super) fn chunking_offered(&self) -> bool {

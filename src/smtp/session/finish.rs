@@ -16,9 +16,11 @@ use crate::smtp::body::BodyBuf;
 impl Session {
     /// The limits a message of this session is received under.
     pub(super) fn limits(&self) -> Limits {
+        let body = self.tx.as_ref().and_then(|t| t.params.body);
         Limits {
             max_size: self.ctx.max_message_size,
             max_headers: self.ctx.max_headers_length,
+            seven_bit: super::super::body::seven_bit_input(self.ctx.seven_bit_input, body),
         }
     }
 
@@ -45,11 +47,18 @@ impl Session {
         };
         self.log_sender = None;
         let protocol = self.message_protocol(&tx.params);
+        let spilled = body.spilled();
         let msg = Message {
             qid: self.qid(),
             sender: tx.sender,
             mail_params: tx.params,
             recipients: tx.rcpts,
+            spilled,
+            spill_at: if spilled > 0 {
+                crate::smtp::body::KEEP_HEAD
+            } else {
+                0
+            },
             body: body.into_body(),
             helo: self.helo.clone(),
             protocol,

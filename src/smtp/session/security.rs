@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Action, Session, State};
+use crate::auth::limit::AuthLimit;
 use crate::auth::{Abort, Authenticator, Credentials, Exchange, Mechanism, Step};
 use crate::log::Severity;
 use crate::smtp::reply;
@@ -40,6 +41,8 @@ pub struct Security {
     pub mechanisms: Vec<Mechanism>,
     /// Plain-text mechanisms only after STARTTLS (`AuthOptions=p`, or a non-loopback client).
     pub auth_needs_tls: bool,
+    /// The daemon's AUTH failures per client address (none for `-bs`).
+    pub failure_limit: Option<Arc<AuthLimit>>,
 }
 
 /// A successful AUTH: `${auth_type}`, `${auth_authen}`, `${auth_author}`.
@@ -180,6 +183,10 @@ impl Session {
             out.push(Action::Reply(reply::auth_in_transaction()));
             return;
         }
+        if let Some(n) = self.address_exhausted() {
+            self.refuse_guessing(n, out);
+            return;
+        }
         let mut words = arg.split_ascii_whitespace();
         let Some(name) = words.next() else {
             out.push(Action::Reply(reply::auth_mechanism_required()));
@@ -276,6 +283,17 @@ impl Session {
             );
             self.log(Severity::Warning, true, text, out);
         }
+        let by_address = match (&self.ctx.security.failure_limit, self.ctx.client.ip) {
+            (Some(limit), Some(ip)) => {
+                limit.record_failure(ip, std::time::Instant::now());
+                self.address_exhausted()
+            }
+            _ => None,
+        };
+        if let Some(n) = by_address {
+            self.refuse_guessing(n, out);
+            return;
+        }
         if self.sec.failures >= MAX_AUTH_FAILURES {
             out.push(Action::Reply(reply::too_many_auth_failures(
                 &self.ctx.hostname,
@@ -287,6 +305,29 @@ impl Session {
             AUTH_FAILURE_DELAY * (1 << (self.sec.failures - 1)),
         ));
         out.push(Action::Reply(reply::auth_failed()));
+    }
+
+    /// The failures counted against the client's address once it may not try any more.
+    fn address_exhausted(&self) -> Option<u32> {
+        let limit = self.ctx.security.failure_limit.as_ref()?;
+        limit.exhausted(self.ctx.client.ip?, std::time::Instant::now())
+    }
+
+    /// The address has used up its AUTH attempts (across connections): sendmail's
+    /// `possible SMTP attack` line (fail2ban's `sendmail-auth` filter matches it), the 421,
+    /// and the end of the session, without looking at any credentials.
+    fn refuse_guessing(&mut self, failures: u32, out: &mut Vec<Action>) {
+        if self.ctx.log_level > 5 {
+            let text = format!(
+                "{}: possible SMTP attack: command=AUTH, count={failures}",
+                self.ctx.client.display()
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        out.push(Action::Reply(reply::too_many_auth_failures(
+            &self.ctx.hostname,
+        )));
+        self.end_session(false, 0, out);
     }
 
     /// `$r`: the protocol with RFC 3848's `S` (TLS) and `A` (authenticated).

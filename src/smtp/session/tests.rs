@@ -97,6 +97,7 @@ fn oracle_ctx() -> SessionContext {
         client: v6_client(),
         max_message_size: 0,
         max_headers_length: 32768,
+        seven_bit_input: false,
         max_recipients: 0,
         features: Features {
             pipelining: true,

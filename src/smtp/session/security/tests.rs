@@ -56,6 +56,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
         max_message_size: 0,
         max_recipients: 0,
         max_headers_length: 32768,
+        seven_bit_input: false,
         features: Features::default(),
         privacy: Privacy::default(),
         log_level: 9,
@@ -69,6 +70,7 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             authenticator: Some(Arc::new(OneUser)),
             mechanisms: crate::auth::Mechanism::allowed(None),
             auth_needs_tls: needs_tls,
+            failure_limit: None,
         },
     })
 }
