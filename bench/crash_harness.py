@@ -19,7 +19,8 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * torn: a kill in the middle of an append left a partial copy in a mailbox;
 * queue recovery: `queue recovery:` lines the daemon logged at its starts (torn journal
   frames cut off, never delivered);
-* duplicates per kill: duplicated / kills (`--max-dups-per-kill` makes it a condition).
+* duplicates per kill: duplicated / kills, and the local deliveries' alone
+  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions).
 
 Local delivery goes by the file mailer into mbox files (`--local file`, aliases to the
 files), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
@@ -517,6 +518,8 @@ def main():
                          "program (a script that locks and appends, as procmail)")
     ap.add_argument("--max-dups-per-kill", type=float, default=None,
                     help="fail when duplicated / kills is above this")
+    ap.add_argument("--max-local-dups-per-kill", type=float, default=None,
+                    help="fail when the local deliveries' duplicates / kills is above this")
     a = ap.parse_args()
     if a.smoke:
         a.messages, a.clients, a.kills, a.gap, a.drain = 300, 16, 6, (0.05, 0.3), 45
@@ -643,7 +646,12 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         print(f"  DELIVERED FROM A TORN FRAME {t}")
     if recoveries < tearer.damaging():
         print(f"  {tearer.damaging()} damaging tears but only {recoveries} queue recovery lines")
-    too_many = a.max_dups_per_kill is not None and dups > a.max_dups_per_kill * max(len(kills), 1)
+    per_kill = max(len(kills), 1)
+    too_many = a.max_dups_per_kill is not None and dups > a.max_dups_per_kill * per_kill
+    if a.max_local_dups_per_kill is not None and dups_by["local"] > a.max_local_dups_per_kill * per_kill:
+        print(f"  {dups_by['local']} local duplicates in {len(kills)} kills: more than "
+              f"{a.max_local_dups_per_kill} per kill")
+        too_many = True
     if too_many:
         print(f"  {dups} duplicates in {len(kills)} kills: more than {a.max_dups_per_kill} per kill")
     return (

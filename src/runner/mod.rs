@@ -438,6 +438,8 @@ async fn deliver_group(
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
             let _slot = runner.destinations.acquire(host, *port).await;
+            let delay = shared.config().options.destination_rate_delay;
+            runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
                 message: msg,
@@ -475,10 +477,19 @@ async fn deliver_group(
             // recipients itself).
             let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
             let (store, user) = (shared.queue.clone(), user.clone());
-            // Few deliveries to one mailbox at once (Postfix's
-            // local_destination_concurrency_limit, 2): they would only queue on its lock,
-            // and each one in flight is a possible duplicate if the daemon dies.
-            let _slot = runner.local.acquire(&user, 0).await;
+            // Few program runs for one recipient at once (Postfix's
+            // local_destination_concurrency_limit, 2): they would only queue on the
+            // mailbox's lock, and each one in flight outlives a daemon that dies. Built-in
+            // mbox and Maildir deliveries run in this process and are not limited: a
+            // Maildir needs no lock, an mbox waits on its own lock.
+            let program = mailer == "prog"
+                || (mailer == "local"
+                    && crate::deliver::local::mailer::LocalMailer::from_config(&current.config)
+                        .is_some());
+            let _slot = match program {
+                true => Some(runner.local.acquire(&user, 0).await),
+                false => None,
+            };
             let mailers = orphans::dir(shared);
             let done = tokio::task::spawn_blocking(move || match agent {
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
