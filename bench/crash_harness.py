@@ -154,8 +154,7 @@ def free_port():
 MDA = """#!/usr/bin/env python3
 import fcntl, os, sys
 data = sys.stdin.buffer.read()
-box = %r[sys.argv[1]]
-with open(os.path.join(%r, box + ".mbox"), "ab") as f:
+with open(%r[sys.argv[1]], "ab") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     f.write(data if data.endswith(b"\\n\\n") else data + b"\\n")
     f.flush()
@@ -194,7 +193,7 @@ class Daemon:
                     f.write(f"box{i}: {u}\n")
                 mda = os.path.join(work, "mda.py")
                 with open(mda, "w") as m:
-                    m.write(MDA % ({u: f"box{i}" for i, u in enumerate(users)}, work))
+                    m.write(MDA % {u: self.mbox(i) for i, u in enumerate(users)})
                 os.chmod(mda, 0o755)
                 # as Debian's procmail mailer: a From line, Return-Path; S keeps root
                 mailer = f"Mlocal, P={mda}, F=lsDFMAS5:/|@qP, T=DNS/RFC822/X-Unix, A=mda $u\n"
