@@ -12,6 +12,10 @@
 //!    local delivery agent, become the user; only then start the store and the runtime;
 //! 6. log `starting daemon (VERSION): SMTP…` and serve.
 //!
+//! With `MetricsAddress`, its socket is bound with the SMTP sockets (step 2; a failure exits
+//! 71 the same way) and [`crate::exporter`] serves it; SIGHUP moves, starts or stops it
+//! when the option changed.
+//!
 //! Signals (facts §4): SIGHUP re-reads the configuration in place — listeners whose options
 //! changed are closed and reopened, unchanged ones keep their socket, sessions in progress carry
 //! on, and a configuration that no longer loads is logged and the running one kept (sendmail
@@ -70,6 +74,13 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             return EX_CONFIG;
         }
     };
+    let devlog = crate::log::DEFAULT_SYSLOG_PATH;
+    if !foreground && cfg.options.log_file.is_none() && !Path::new(devlog).exists() {
+        // Before detaching, while the admin still sees the terminal (issue 18 item 5).
+        eprintln!(
+            "sendmail: no syslog socket ({devlog}) and no LogFile: the mail log goes to syslog as soon as {devlog} appears and is lost until then (O LogFile=/var/log/mail.log writes it to a file)"
+        );
+    }
     for w in &cfg.warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
@@ -128,6 +139,14 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("opendaemonsocket: {s}"),
         );
     }
+    let metrics = match cfg.options.metrics_address.map(bind_metrics).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            logger.log(Severity::Crit, None, format_args!("SYSERR: {e}"));
+            eprintln!("sendmail: {e}");
+            return EX_OSERR;
+        }
+    };
     // Open the queue once in the foreground so that an unusable queue is reported before
     // detaching; it is reopened after the fork (the store runs a committer thread). This
     // first open is the one that recovers from a crash, so it is the one whose report is
@@ -235,7 +254,55 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
         .clone()
         .map(|a| a as Arc<dyn crate::deliver::LocalAgent>);
     let shared = Arc::new(shared);
-    runtime.block_on(serve(inv, shared, local_agent, opened.listeners))
+    runtime.block_on(serve(inv, shared, local_agent, opened.listeners, metrics))
+}
+
+/// Binds the metrics listener's socket (`MetricsAddress`).
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<MetricsSocket, String> {
+    std::net::TcpListener::bind(addr)
+        .map(|l| (addr, l))
+        .map_err(|e| format!("MetricsAddress={addr}: cannot listen: {e}"))
+}
+
+/// The metrics listener's socket, with the address the option gave.
+type MetricsSocket = (std::net::SocketAddr, std::net::TcpListener);
+
+/// The running metrics listener, with the address the option gave.
+struct MetricsRunning {
+    addr: std::net::SocketAddr,
+    running: Running,
+}
+
+fn start_metrics(socket: MetricsSocket, shared: &Arc<Shared>) -> MetricsRunning {
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(crate::exporter::serve(socket.1, shared.clone(), stopped));
+    MetricsRunning {
+        addr: socket.0,
+        running: Running { stop, task },
+    }
+}
+
+/// SIGHUP: the metrics listener follows `MetricsAddress` (stopped, moved or started); one
+/// that cannot be opened is logged and the daemon runs on without it.
+async fn reload_metrics(cfg: &Config, shared: &Arc<Shared>, metrics: &mut Option<MetricsRunning>) {
+    let wanted = cfg.options.metrics_address;
+    if metrics.as_ref().map(|m| m.addr) == wanted {
+        return;
+    }
+    if let Some(m) = metrics.take() {
+        let _ = m.running.stop.send(());
+        let _ = m.running.task.await;
+    }
+    if let Some(addr) = wanted {
+        match bind_metrics(addr) {
+            Ok(socket) => *metrics = Some(start_metrics(socket, shared)),
+            Err(e) => shared.logger.log(
+                Severity::Err,
+                None,
+                format_args!("{e}; the daemon runs on without metrics"),
+            ),
+        }
+    }
 }
 
 /// One `queue recovery:` line for each journal segment the queue's opening cut back to its
@@ -374,6 +441,7 @@ async fn serve(
     shared: Arc<Shared>,
     agent: Option<Arc<AgentClient>>,
     listeners: Vec<Listener>,
+    metrics: Option<MetricsSocket>,
 ) -> i32 {
     // Signals first: from the start line on, SIGHUP and SIGTERM are handled, never fatal.
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
@@ -392,6 +460,15 @@ async fn serve(
     let shutdown = Shutdown::new();
     let mut running: HashMap<ListenerKey, Running> = HashMap::new();
     let daemons = shared.config().daemons.clone();
+    // every daemon and mailer shows in the metrics from the start, at zero
+    for d in &daemons {
+        crate::metrics::global().daemon(&d.name);
+    }
+    let mailers = shared.config().mailers.clone();
+    for m in crate::stats::mailstats::mailer_slots(mailers.iter().map(|m| m.name.as_str())) {
+        crate::metrics::global().mailer(&m);
+    }
+    let mut metrics = metrics.map(|m| start_metrics(m, &shared));
     for l in listeners {
         let key = (l.daemon.clone(), listener::v6only(&l.daemon, &daemons));
         running.insert(key, start(l, &shared, &shutdown));
@@ -407,6 +484,20 @@ async fn serve(
         interval,
     };
     let (runs, requests) = tokio::sync::mpsc::channel(16);
+    let etrn_runs = runs.clone();
+    let _ = shared.queue_runs.set(Arc::new(move |substr: &str| {
+        use crate::runner::select::{Limit, LimitKind, Selection};
+        let (done, _) = oneshot::channel();
+        let select = Selection {
+            limits: vec![Limit {
+                kind: LimitKind::Recipient,
+                negate: false,
+                substr: substr.to_string(),
+            }],
+        };
+        let request = crate::runner::control::RunRequest { select, done };
+        etrn_runs.try_send(request).is_ok()
+    }));
     let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
@@ -428,7 +519,11 @@ async fn serve(
     });
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&inv, &shared, agent.as_ref(), &shutdown, &mut running).await,
+            _ = hup.recv() => {
+                if let Some(cfg) = reload(&inv, &shared, agent.as_ref(), &shutdown, &mut running).await {
+                    reload_metrics(&cfg, &shared, &mut metrics).await;
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -441,6 +536,10 @@ async fn serve(
     for (_, r) in running.drain() {
         let _ = r.stop.send(());
         let _ = r.task.await;
+    }
+    if let Some(m) = metrics.take() {
+        let _ = m.running.stop.send(());
+        let _ = m.running.task.await;
     }
     shutdown.trigger();
     if !shutdown.wait_idle(SHUTDOWN_GRACE).await {
@@ -525,14 +624,15 @@ fn log_not_reloaded(shared: &Shared, errors: &[impl std::fmt::Display], summary:
         .log(Severity::Err, None, format_args!("{summary}"));
 }
 
-/// SIGHUP: re-read the configuration and reopen the listeners that changed.
+/// SIGHUP: re-read the configuration and reopen the listeners that changed; the new
+/// configuration, when it loaded.
 async fn reload(
     inv: &Invocation,
     shared: &Arc<Shared>,
     agent: Option<&Arc<AgentClient>>,
     shutdown: &Shutdown,
     running: &mut HashMap<ListenerKey, Running>,
-) {
+) -> Option<Arc<Config>> {
     let argv0 = inv.command_line.split(' ').next().unwrap_or("sendmail");
     shared.logger.log(
         Severity::Info,
@@ -547,7 +647,7 @@ async fn reload(
                 errors.len()
             );
             log_not_reloaded(shared, &errors, &summary);
-            return;
+            return None;
         }
     };
     for w in &cfg.warnings {
@@ -609,7 +709,7 @@ async fn reload(
                 &[e],
                 "configuration not reloaded: 1 error(s); the running configuration is kept",
             );
-            return;
+            return None;
         }
     };
     current.credentials = credentials;
@@ -636,6 +736,7 @@ async fn reload(
         None,
         format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
     );
+    Some(shared.config())
 }
 
 /// SIGHUP under `RunAsUser`: the root supervisor re-reads the configuration too, so that
@@ -821,6 +922,7 @@ async fn accept_loop(
         }
     };
     let mut limits = Limits::new(&daemon, &shared.config());
+    let _listening = crate::metrics::global().listening();
     loop {
         let permit = tokio::select! {
             _ = &mut stopped => return,

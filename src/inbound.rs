@@ -2,7 +2,9 @@
 //!
 //! In: an accepted stream, the peer's address, the daemon it came in on, and the daemon's
 //! shared state. Out: nothing but effects — the mail log's `connect from` line, the session
-//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats`.
+//! served by [`crate::smtp::conn::serve`], and the per-daemon counters for `mailstats` and
+//! for the metrics listener ([`crate::metrics`], counted as they happen by the connection
+//! driver).
 //!
 //! This is where the configuration meets the session: the client is named (hosts file), the
 //! per-connection macros (`$_`, `${client_addr}`, `${daemon_name}`, …) are set, the greeting is
@@ -51,11 +53,30 @@ pub async fn serve_client<S>(
     if let Some(c) = &counters {
         c.connection();
     }
+    // Counted until this function returns (`${client_connections}`, `${client_rate}`).
+    let counted = client.ip.map(|ip| {
+        shared.clients.connect(
+            ip,
+            current.config.options.connection_rate_window_size,
+            std::time::Instant::now(),
+        )
+    });
+    let mut macros = connection_macros(&daemon, &client, &shared);
+    if let Some((_, n)) = &counted {
+        macros.insert("client_connections".into(), n.connections.to_string());
+        macros.insert("client_rate".into(), n.rate.to_string());
+    }
+    let live = crate::metrics::global().daemon(&daemon.name);
+    let _open = live.session();
     let relay_reject = current
         .rules_policy
         .as_ref()
-        .and_then(|r| r.check_relay(&client, daemon.modifiers.as_str()));
-    let macros = connection_macros(&daemon, &client);
+        .and_then(|r| r.check_relay(&client, &macros));
+    // FEATURE(greet_pause): not for a client check_relay already refused.
+    let greet_pause = match (&relay_reject, &current.rules_policy) {
+        (None, Some(r)) => r.greet_pause(&client, &macros),
+        _ => None,
+    };
     let origin = Origin {
         daemon_name: daemon.name.clone(),
         daemon_flags: daemon.modifiers.as_str().to_string(),
@@ -66,6 +87,13 @@ pub async fn serve_client<S>(
     };
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
+    if let Some(runs) = shared.queue_runs.get() {
+        ctx.features.etrn = true;
+        ctx.policy = Arc::new(EtrnRuns {
+            inner: ctx.policy.clone(),
+            runs: runs.clone(),
+        });
+    }
     if let Some((reply, log)) = relay_reject {
         shared
             .logger
@@ -75,6 +103,8 @@ pub async fn serve_client<S>(
     let opts = ConnOptions {
         tls: current.credentials.tls.clone(),
         implicit_tls: daemon.modifiers.has('s'),
+        greet_pause,
+        live: Some(live.clone()),
         ..conn_options(&current.config)
     };
     let mut sink = QueueSink::new(
@@ -121,18 +151,22 @@ fn client_info(peer: Peer, shared: &Shared) -> ClientInfo {
     }
 }
 
-/// The per-connection macros sendmail defines for a daemon connection.
-fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMap<String, String> {
+/// The per-connection macros sendmail defines for a daemon connection (observed values:
+/// [`crate::rules::smtp_macros`]).
+fn connection_macros(
+    daemon: &DaemonPortOptions,
+    client: &ClientInfo,
+    shared: &Shared,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), client.display());
     if let Some(ip) = client.ip {
         m.insert("client_addr".into(), crate::dns::format_ip(ip));
         m.insert("client_port".into(), client.port.to_string());
     }
-    m.insert(
-        "client_name".into(),
-        client.name.clone().unwrap_or_else(|| client.display()),
-    );
+    let name = client.name.clone().unwrap_or_else(|| client.display());
+    m.insert("client_name".into(), name.clone());
+    m.insert("client_ptr".into(), name);
     m.insert(
         "client_resolve".into(),
         if client.name.is_some() { "OK" } else { "FAIL" }.into(),
@@ -141,6 +175,14 @@ fn connection_macros(daemon: &DaemonPortOptions, client: &ClientInfo) -> BTreeMa
     m.insert("daemon_family".into(), daemon.family.as_str().into());
     m.insert("daemon_flags".into(), daemon.modifiers.daemon_flags());
     m.insert("daemon_port".into(), daemon.port.to_string());
+    if let crate::config::daemon_options::Addr::Ip { ip, .. } = daemon.addr {
+        m.insert("daemon_addr".into(), crate::dns::format_ip(ip));
+        // `{if_name}`: the name of the address the client reached (`localhost` for
+        // 127.0.0.1); `{if_addr}` is left undefined for a loopback address, as sendmail does.
+        if let Some(n) = shared.hosts().name_of(ip) {
+            m.insert("if_name".into(), n.to_string());
+        }
+    }
     m
 }
 
@@ -222,6 +264,8 @@ pub fn session_context(
         policy: current.policy.clone(),
         ids: origin.ids,
         security,
+        macros: Arc::new(origin.macros.clone()),
+        bad_rcpt_throttle: cfg.options.bad_rcpt_throttle,
     }
 }
 
@@ -250,5 +294,164 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
             .collect(),
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
         failure_limit: None,
+    }
+}
+
+/// ETRN (RFC 1985) as sendmail 8.17 answers it, on a daemon whose queue runner takes
+/// requests: `ETRN host` starts a run of the messages with a recipient at that host
+/// (`-qR@host`), `ETRN @domain` of those with a recipient in that domain or below it
+/// (`-qRdomain`), each answered `250 2.0.0 Queuing for node <node> started`; `ETRN #group`
+/// names a queue group, and there are none here (`459 4.5.4 Queue <group> unknown`).
+/// Everything else is the wrapped policy's.
+struct EtrnRuns {
+    inner: Arc<dyn crate::smtp::session::Policy>,
+    runs: crate::runtime::QueueRunHook,
+}
+
+impl EtrnRuns {
+    /// The recipient substring of the run ETRN `node` asks for.
+    fn limit(node: &str) -> String {
+        match node.strip_prefix('@') {
+            Some(domain) => domain.to_string(),
+            None => format!("@{node}"),
+        }
+    }
+}
+
+impl crate::smtp::session::Policy for EtrnRuns {
+    fn check_mail(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        sender: &crate::smtp::command::Address,
+        params: &crate::smtp::command::MailParams,
+    ) -> crate::smtp::session::Decision {
+        self.inner.check_mail(ctx, sender, params)
+    }
+
+    fn check_rcpt(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        rcpt: &crate::smtp::command::Address,
+        params: &crate::smtp::command::RcptParams,
+    ) -> crate::smtp::session::Decision {
+        self.inner.check_rcpt(ctx, rcpt, params)
+    }
+
+    fn recipient_key(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        rcpt: &crate::smtp::command::Address,
+    ) -> Option<String> {
+        self.inner.recipient_key(ctx, rcpt)
+    }
+
+    fn vrfy(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        arg: &str,
+    ) -> crate::smtp::reply::Reply {
+        self.inner.vrfy(ctx, arg)
+    }
+
+    fn expn(
+        &self,
+        ctx: &crate::smtp::session::PolicyContext<'_>,
+        arg: &str,
+    ) -> crate::smtp::reply::Reply {
+        self.inner.expn(ctx, arg)
+    }
+
+    fn etrn(
+        &self,
+        _ctx: &crate::smtp::session::PolicyContext<'_>,
+        node: &str,
+    ) -> crate::smtp::reply::Reply {
+        use crate::smtp::reply;
+        if let Some(group) = node.strip_prefix('#') {
+            return reply::etrn_unknown_queue_group(group);
+        }
+        if (self.runs)(&EtrnRuns::limit(node)) {
+            reply::etrn_started(node)
+        } else {
+            reply::etrn_not_started()
+        }
+    }
+}
+
+#[cfg(test)]
+mod etrn_tests {
+    use super::*;
+    use crate::smtp::session::Policy;
+
+    struct Nothing;
+    impl Policy for Nothing {
+        fn check_mail(
+            &self,
+            _: &crate::smtp::session::PolicyContext<'_>,
+            _: &crate::smtp::command::Address,
+            _: &crate::smtp::command::MailParams,
+        ) -> crate::smtp::session::Decision {
+            crate::smtp::session::Decision::Accept
+        }
+        fn check_rcpt(
+            &self,
+            _: &crate::smtp::session::PolicyContext<'_>,
+            _: &crate::smtp::command::Address,
+            _: &crate::smtp::command::RcptParams,
+        ) -> crate::smtp::session::Decision {
+            crate::smtp::session::Decision::Accept
+        }
+    }
+
+    fn ctx_parts() -> (ClientInfo, BTreeMap<String, String>) {
+        let client = ClientInfo {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: 1,
+            name: Some("localhost".into()),
+        };
+        (client, BTreeMap::new())
+    }
+
+    /// ETRN host and ETRN @domain ask the runner for the runs `-qR@host` and `-qRdomain`
+    /// would make; `#group` is answered as sendmail does when the group does not exist.
+    #[test]
+    fn etrn_asks_the_runner_for_the_node() {
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
+        let p = EtrnRuns {
+            inner: Arc::new(Nothing),
+            runs: Arc::new(move |s: &str| {
+                log.lock().unwrap().push(s.to_string());
+                true
+            }),
+        };
+        let (client, macros) = ctx_parts();
+        let ctx = crate::smtp::session::PolicyContext {
+            client: &client,
+            helo: Some("h"),
+            daemon_name: "MTA",
+            daemon_flags: "",
+            qid: "q",
+            sender: None,
+            auth: None,
+            tls: None,
+            macros: &macros,
+            protocol: "ESMTP",
+            nrcpts: 0,
+            msg_size: None,
+        };
+        let r = p.etrn(&ctx, "remote.example.test");
+        assert_eq!(r.code, 250, "{r:?}");
+        p.etrn(&ctx, "@example.test");
+        let r = p.etrn(&ctx, "#queuegroup");
+        assert_eq!(
+            (r.code, r.lines[0].as_str()),
+            (459, "Queue queuegroup unknown")
+        );
+        assert_eq!(
+            *asked.lock().unwrap(),
+            ["@remote.example.test", "example.test"],
+            "no run for an unknown queue group"
+        );
     }
 }

@@ -31,7 +31,8 @@
 //!    With `RunAsUser`, [`privsep`] runs all of this as that user after start-up, and local
 //!    delivery in a root agent forked before the drop, which re-reads the queue itself.
 //! 8. [`log`] writes sendmail's mail-log lines (syslog, `LogFile`, or stderr), and
-//!    [`stats`] counts per mailer and per daemon for `mailstats`.
+//!    [`stats`] counts per mailer and per daemon for `mailstats`; [`metrics`] counts the
+//!    same events live, which [`exporter`] serves to Prometheus (`MetricsAddress`).
 //!
 //! # The layers, top to bottom
 //!
@@ -42,15 +43,15 @@
 //! | --- | --- | --- |
 //! | 10 | [`daemon`] | start-up, signals, reload, the accept loop; the only module that wires [`privsep`] in |
 //! | 9 | [`privsep`] [`submit`] | the root supervisor and local-delivery agent; `-bm -bs -t -bv` |
-//! | 8 | [`runner`] [`inbound`] | the queue manager (runs, limits, selection, control socket, pickup, notices); serving one client |
+//! | 8 | [`runner`] [`inbound`] [`exporter`] | the queue manager (runs, limits, selection, control socket, pickup, notices); serving one client; the metrics listener (`/metrics`, `/healthz`) |
 //! | 7 | [`runtime`] | the context: one configuration generation ([`runtime::Current`]) and what a process shares ([`runtime::Shared`]) |
 //! | 6 | [`policy`] [`receive`] | MAIL/RCPT decisions; the SMTP message sink into the queue |
 //! | 5 | [`deliver`] | mailer choice, local and remote delivery, DSNs; the common [`deliver::Outcome`] |
 //! | 4 | [`smtp`] | the sans-IO session, commands, replies, the connection driver |
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
-//! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets |
+//! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] [`version`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets; `-d0.1`'s version block |
 //! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms and the saslauthd client; queue storage |
-//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege) |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] [`conncontrol`] [`metrics`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege; conncontrol: open connections and arrivals per client address; metrics: the live counters and their Prometheus text) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -64,10 +65,12 @@ pub mod asuser;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conncontrol;
 pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod dns;
+pub mod exporter;
 pub mod headers;
 pub mod hosts;
 pub mod inbound;
@@ -76,6 +79,7 @@ pub mod log;
 pub mod mailbox;
 pub mod makemap;
 pub mod mapdb;
+pub mod metrics;
 pub mod policy;
 pub mod privsep;
 pub mod queue;
@@ -91,3 +95,4 @@ pub mod stats;
 pub mod submit;
 pub mod sysexits;
 pub mod tls;
+pub mod version;

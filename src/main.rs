@@ -72,6 +72,12 @@ fn main() {
             );
         }
     }
+    // -d0.1: the version block first, as sendmail prints it after reading the cf.
+    if sendmail_rs::version::wants_version_block(&inv.args.debug)
+        && let Ok(cfg) = runtime::load_config(&inv)
+    {
+        print!("{}", sendmail_rs::version::version_block(&cfg));
+    }
     let code = match inv.mode {
         Mode::Daemon { foreground } => daemon::run(inv, foreground),
         Mode::Mailstats => stats::run_mailstats(&argv),

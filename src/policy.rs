@@ -19,15 +19,19 @@
 //! Everything refused gets `550 5.7.1 <addr>... Relaying denied` and sendmail's log line
 //! `ruleset=check_rcpt, arg1=<addr>, relay=…, reject=550 5.7.1 <addr>... Relaying denied`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::config::daemon_options::Modifiers;
 use crate::dns::format_ip;
 use crate::mailbox::{self, AddrError, Domain, LocalKind, Mailbox};
+use crate::rules::address::{Use, parseaddr};
 use crate::rules::check::{Verdict, rscheck, take_messages};
 use crate::rules::handle::Handle;
+use crate::rules::mailer::MailerDef;
+use crate::rules::rewrite::Engine;
+use crate::rules::smtp_macros::{self, Resolved};
 use crate::smtp::command::{Address, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{ClientInfo, Decision, Policy, PolicyContext};
@@ -161,19 +165,6 @@ fn invalid_address(shown: &str, e: AddrError) -> Decision {
     }
 }
 
-/// The per-session macros the rulesets may test (`$&{auth_type}`, `$&{verify}` …).
-const SESSION_MACROS: &[&str] = &[
-    "auth_type",
-    "auth_authen",
-    "auth_author",
-    "auth_ssf",
-    "tls_version",
-    "cipher",
-    "cipher_bits",
-    "alg_bits",
-    "verify",
-];
-
 /// This session's TLS and AUTH macro values.
 fn session_macros(ctx: &PolicyContext<'_>) -> Vec<(&'static str, String)> {
     let mut m = Vec::new();
@@ -228,51 +219,68 @@ impl RulesPolicy {
         &self.rules
     }
 
-    /// Runs `set` on `arg` for this client; `Some((code, dsn, text))` when it refuses.
-    #[allow(clippy::too_many_arguments)]
+    /// An address through rulesets 3 and 0 (sendmail's `parseaddr`), for the
+    /// `{mail_*}`/`{rcpt_*}` macros; the null sender is sendmail's `local` with no host or user.
+    fn resolve_for_macros(
+        e: &mut Engine,
+        mailers: &[MailerDef],
+        bare: &str,
+        sender: bool,
+    ) -> Resolved {
+        if bare.is_empty() {
+            return Resolved {
+                mailer: "local".into(),
+                ..Resolved::default()
+            };
+        }
+        let how = Use {
+            sender,
+            header: false,
+        };
+        let parsed = parseaddr(e, mailers, bare.as_bytes(), how);
+        let _ = take_messages(e);
+        match parsed {
+            Some(a) => Resolved {
+                mailer: a.mailer,
+                host: a
+                    .host
+                    .map(|h| String::from_utf8_lossy(&h).into_owned())
+                    .unwrap_or_default(),
+                addr: String::from_utf8_lossy(&a.user).into_owned(),
+            },
+            None => Resolved::default(),
+        }
+    }
+
+    /// Runs `set` on `arg` with the connection's macros and, for MAIL and RCPT, the
+    /// transaction's ([`crate::rules::smtp_macros`]); `Some((code, dsn, text))` when it refuses.
     fn run(
         &self,
-        client: &ClientInfo,
-        daemon_flags: &str,
-        session: &[(&'static str, String)],
+        conn: &BTreeMap<String, String>,
+        tx: Option<Transaction<'_>>,
         set: &str,
         arg: &str,
         arg2: Option<&str>,
-        sender: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
         let mut e = self.rules.engine();
-        let name = client.name.clone().unwrap_or_else(|| match client.ip {
-            Some(ip) => format!("[{}]", format_ip(ip)),
-            None => "localhost".to_string(),
-        });
-        let addr = client
-            .ip
-            .map(format_ip)
-            .unwrap_or_else(|| "127.0.0.1".to_string());
-        // `${daemon_flags}`: letters separated by spaces, upper case doubled (`M=Ea` → `EE a`).
-        let flags = Modifiers::parse(daemon_flags).daemon_flags();
-        for (k, v) in [
-            ("client_addr", addr.as_str()),
-            ("client_name", name.as_str()),
-            (
-                "client_resolve",
-                if client.name.is_some() { "OK" } else { "FAIL" },
-            ),
-            ("daemon_flags", flags.as_str()),
-            ("f", sender.unwrap_or("")),
-        ] {
-            if let Some(id) = e.names.id(k) {
-                e.macros.define(id, v.as_bytes().to_vec());
-            }
+        let mailers = self.rules.mailers();
+        smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
+        let mut t = smtp_macros::Transaction::default();
+        if let Some(Transaction { ctx, sender, rcpt }) = tx {
+            t = smtp_macros::Transaction {
+                helo: ctx.helo,
+                protocol: ctx.protocol,
+                qid: ctx.qid,
+                sender,
+                sender_resolved: sender.map(|s| Self::resolve_for_macros(&mut e, mailers, s, true)),
+                rcpt_resolved: rcpt.map(|r| Self::resolve_for_macros(&mut e, mailers, r, false)),
+                checking_rcpt: rcpt.is_some(),
+                nrcpts: ctx.nrcpts,
+                msg_size: ctx.msg_size,
+                security: session_macros(ctx),
+            };
         }
-        // The TLS and AUTH macros: this session's values, empty when it has none (the
-        // engine is shared between sessions).
-        for k in SESSION_MACROS {
-            let v = session.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v);
-            if let Some(id) = e.names.id(k) {
-                e.macros.define(id, v.as_bytes().to_vec());
-            }
-        }
+        smtp_macros::apply(&mut e, &smtp_macros::transaction_values(&t));
         let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
         let _ = take_messages(&mut e);
         match verdict {
@@ -282,8 +290,12 @@ impl RulesPolicy {
     }
 
     /// `check_relay` for a new connection: the reply that makes the session a "nullserver"
-    /// and the log line, when the ruleset refuses the client.
-    pub fn check_relay(&self, client: &ClientInfo, daemon_flags: &str) -> Option<(Reply, String)> {
+    /// and the log line, when the ruleset refuses the client. `conn`: the connection's macros.
+    pub fn check_relay(
+        &self,
+        client: &ClientInfo,
+        conn: &BTreeMap<String, String>,
+    ) -> Option<(Reply, String)> {
         let name = client.name.clone().unwrap_or_else(|| {
             client
                 .ip
@@ -291,21 +303,51 @@ impl RulesPolicy {
                 .unwrap_or_default()
         });
         let addr = client.ip.map(format_ip).unwrap_or_default();
-        let (code, dsn, text) = self.run(
-            client,
-            daemon_flags,
-            &[],
-            "check_relay",
-            &name,
-            Some(&addr),
-            None,
-        )?;
+        let (code, dsn, text) = self.run(conn, None, "check_relay", &name, Some(&addr))?;
         let reply = Reply::new(code, dsn.as_deref(), text);
         let log = format!(
             "ruleset=check_relay, arg1={name}, arg2={addr}, relay={}, reject={reply}",
             client.display()
         );
         Some((reply, log))
+    }
+
+    /// FEATURE(greet_pause): the `greet_pause` ruleset on `client_name $| client_addr`
+    /// (the access map's `GreetPause:` entries, else the FEATURE's default); its `$# N` is
+    /// the pause in milliseconds before the greeting. `None`: no such ruleset, or no pause.
+    pub fn greet_pause(
+        &self,
+        client: &ClientInfo,
+        conn: &BTreeMap<String, String>,
+    ) -> Option<std::time::Duration> {
+        let name = client.name.clone().unwrap_or_else(|| {
+            client
+                .ip
+                .map(|ip| format!("[{}]", format_ip(ip)))
+                .unwrap_or_default()
+        });
+        let addr = client.ip.map(format_ip).unwrap_or_default();
+        let mut e = self.rules.engine();
+        smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
+        let verdict = rscheck(
+            &mut e,
+            "greet_pause",
+            name.as_bytes(),
+            Some(addr.as_bytes()),
+            true,
+        );
+        let _ = take_messages(&mut e);
+        let Verdict::Accept(pvp) = verdict else {
+            return None;
+        };
+        if !pvp
+            .first()
+            .is_some_and(|t| crate::rules::token::meta::is(t, crate::rules::token::meta::CANONNET))
+        {
+            return None;
+        }
+        let ms: u64 = std::str::from_utf8(pvp.get(1)?).ok()?.parse().ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     fn check(&self, ctx: &PolicyContext<'_>, set: &str, addr: &Address) -> Decision {
@@ -318,16 +360,13 @@ impl RulesPolicy {
             _ => ctx.sender,
         }
         .map(|s| mailbox::blank_sub(bare(&s.raw)));
-        let session = session_macros(ctx);
-        match self.run(
-            ctx.client,
-            ctx.daemon_flags,
-            &session,
-            set,
-            &shown,
-            None,
-            sender.as_deref(),
-        ) {
+        let rcpt = (set == "check_rcpt").then(|| bare(&addr.raw));
+        let tx = Transaction {
+            ctx,
+            sender: sender.as_deref(),
+            rcpt,
+        };
+        match self.run(ctx.macros, Some(tx), set, &shown, None) {
             None => Decision::Accept,
             Some((code, dsn, text)) => {
                 let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));
@@ -344,10 +383,28 @@ impl RulesPolicy {
     }
 }
 
+/// What a MAIL or RCPT check knows beyond the connection.
+struct Transaction<'a> {
+    ctx: &'a PolicyContext<'a>,
+    /// The sender as `$f` holds it (without brackets; `""` for `<>`).
+    sender: Option<&'a str>,
+    /// The recipient being checked, without brackets.
+    rcpt: Option<&'a str>,
+}
+
 impl Policy for RulesPolicy {
+    /// The cf's check_mail alone decides: an unqualified sender is refused by its rules
+    /// (`553 5.5.4 … Domain name required`), unless the access map lets the client relay
+    /// (Debian's `Connect:127 RELAY`), as in sendmail.
+    /// sendmail's canonify first (`553 5.1.2 … Invalid host name`), then the cf's
+    /// check_mail alone decides: an unqualified sender is refused by its rules (`553 5.5.4 …
+    /// Domain name required`) unless the access map lets the client relay (Debian's
+    /// `Connect:127 RELAY`), as in sendmail.
     fn check_mail(&self, ctx: &PolicyContext<'_>, sender: &Address, _: &MailParams) -> Decision {
-        if let Some(d) = unqualified_sender(ctx, sender) {
-            return d;
+        if !sender.is_null()
+            && let Err(e) = mailbox::parse(&sender.raw)
+        {
+            return invalid_address(sender.raw.trim(), e);
         }
         self.check(ctx, "check_mail", sender)
     }
@@ -422,6 +479,25 @@ impl KnownUsers {
 }
 
 impl KnownUsers {
+    /// VRFY, as sendmail 8.17 answers it (tests/differential 18-vrfy-outside): a remote
+    /// address `252 2.1.5 <addr>`; an alias is not expanded but shown as an address of this
+    /// host, `250 2.1.5 <postmaster@host>`; a user as EXPN shows it.
+    fn vrfy_reply(&self, arg: &str) -> Reply {
+        let bare = bare(arg);
+        let host = crate::config::macros::expand("$j", &*self.config);
+        match crate::deliver::route::route_with(self.rules.as_deref(), &self.config, bare) {
+            crate::deliver::route::Route::Remote { .. } => {
+                Reply::new(252, Some("2.1.5"), format!("<{bare}>"))
+            }
+            crate::deliver::route::Route::Local { mailer, user }
+                if mailer == "local" && self.aliases.current().get(&user).is_some() =>
+            {
+                Reply::new(250, Some("2.1.5"), format!("<{user}@{host}>"))
+            }
+            _ => self.expand_reply(arg),
+        }
+    }
+
     /// VRFY/EXPN: the address expanded through the aliases, each final address as sendmail
     /// shows it (`root <root@host>`: the passwd full name, or the user name), or
     /// `550 5.1.1 x... User unknown`.
@@ -548,7 +624,7 @@ impl Policy for KnownUsers {
     }
 
     fn vrfy(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
-        self.expand_reply(arg)
+        self.vrfy_reply(arg)
     }
 
     fn expn(&self, _: &PolicyContext<'_>, arg: &str) -> Reply {
@@ -563,6 +639,79 @@ impl Policy for KnownUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rulesets of Debian's stock sendmail.cf (tests/fixtures), as the daemon loads them.
+    fn debian_rules() -> RulesPolicy {
+        let text = std::fs::read_to_string("tests/fixtures/debian-sendmail.cf")
+            .unwrap()
+            .replace(
+                "Fw/etc/mail/local-host-names",
+                "Fwtests/fixtures/debian-etc-mail/local-host-names",
+            )
+            .replace(
+                "-T<TMPF> /etc/mail/access",
+                "-T<TMPF> tests/differential/env/etc/mail/access",
+            );
+        let host = crate::rules::cf::HostInfo {
+            hostname: "oracle.example.test".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+        };
+        let (engine, x) = match crate::rules::cf::load(text.as_bytes(), "sendmail.cf", &host) {
+            Ok(v) => v,
+            Err(errs) => panic!("{errs:?}"),
+        };
+        RulesPolicy::new(Arc::new(Handle::new(engine, &x.mailers)))
+    }
+
+    fn addr(raw: &str) -> Address {
+        let bare = raw.trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = match bare.rsplit_once('@') {
+            Some((l, d)) => (l.to_string(), Some(d.to_string())),
+            None => (bare.to_string(), None),
+        };
+        Address {
+            raw: raw.to_string(),
+            route: Vec::new(),
+            local,
+            domain,
+        }
+    }
+
+    /// issue 18: Debian's FEATURE(delay_checks) re-checks the sender in check_rcpt through
+    /// `${mail_from}`; with it undefined every recipient got `553 5.5.4 … Domain name
+    /// required for sender address`, even for the null sender.
+    #[test]
+    fn delay_checks_sees_the_sender_through_mail_from() {
+        let rules = debian_rules();
+        let client = ClientInfo {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: 40000,
+            name: Some("localhost".into()),
+        };
+        let mut macros = BTreeMap::new();
+        macros.insert("client_addr".to_string(), "127.0.0.1".to_string());
+        macros.insert("client_name".to_string(), "localhost".to_string());
+        macros.insert("client_resolve".to_string(), "OK".to_string());
+        for sender in ["<>", "<someone@oracle.example.test>"] {
+            let sender = addr(sender);
+            let ctx = PolicyContext {
+                client: &client,
+                helo: Some("client.example.test"),
+                daemon_name: "MTA-v4",
+                daemon_flags: "",
+                qid: "6B64jNku030377",
+                sender: Some(&sender),
+                auth: None,
+                tls: None,
+                macros: &macros,
+                protocol: "SMTP",
+                nrcpts: 0,
+                msg_size: None,
+            };
+            let d = rules.check_rcpt(&ctx, &addr("<root>"), &RcptParams::default());
+            assert_eq!(d, Decision::Accept, "sender {}", sender.raw);
+        }
+    }
 
     #[test]
     fn dj_is_a_local_name() {

@@ -166,7 +166,16 @@ pub struct Shared {
     pub local_agent: Option<Arc<dyn LocalAgent>>,
     /// AUTH failures per client address, across connections (kept over SIGHUP).
     pub auth_limit: Arc<crate::auth::limit::AuthLimit>,
+    /// Open connections and arrivals per client address (`${client_connections}`,
+    /// `${client_rate}`).
+    pub clients: Arc<crate::conncontrol::ClientCounts>,
+    /// Where ETRN asks the daemon's queue runner for a run (set once the runner runs).
+    pub queue_runs: std::sync::OnceLock<QueueRunHook>,
 }
+
+/// ETRN's way to the queue runner: asks for a run of the messages with a recipient
+/// containing the text (as `-qR` selects them); whether the runner took the request.
+pub type QueueRunHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Shared {
     /// What a process that owns the queue shares (the daemon, or `sendmail -q` alone).
@@ -181,6 +190,8 @@ impl Shared {
             queue,
             local_agent: None,
             auth_limit: Arc::default(),
+            clients: Arc::default(),
+            queue_runs: std::sync::OnceLock::new(),
         }
     }
 
@@ -229,11 +240,13 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
     }
 }
 
-/// The mail log for this configuration: syslog when `/dev/log` exists, `LogFile` when set,
-/// and stderr for `-bD` when neither is there.
+/// The mail log for this configuration: syslog (from the moment `/dev/log` exists), `LogFile`
+/// when set, and stderr for `-bD` when neither is there at the start.
 pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io::Result<Logger> {
-    let syslog_path = PathBuf::from("/dev/log");
-    let syslog = syslog_path.exists();
+    let syslog_path = PathBuf::from(crate::log::DEFAULT_SYSLOG_PATH);
+    // Always on: a missing socket is looked for again (at most once a second), so a syslogd
+    // started after sendmail still gets the lines.
+    let syslog_exists = syslog_path.exists();
     let file = cfg
         .options
         .log_file
@@ -246,8 +259,8 @@ pub fn make_logger(cfg: &Config, inv: &Invocation, foreground: bool) -> std::io:
             .clone()
             .unwrap_or_else(|| "sendmail".to_string()),
         level: cfg.options.log_level,
-        syslog,
-        stderr: foreground && !syslog && file.is_none(),
+        syslog: true,
+        stderr: foreground && !syslog_exists && file.is_none(),
         file,
         syslog_path,
     })

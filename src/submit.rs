@@ -409,6 +409,10 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     };
     let mut macros = BTreeMap::new();
     macros.insert("_".to_string(), client.display());
+    macros.insert(
+        "daemon_flags".to_string(),
+        crate::config::daemon_options::Modifiers::parse("cu").daemon_flags(),
+    );
     let origin = Origin {
         daemon_name: String::new(),
         // DirectSubmissionModifiers' default for command-line submissions: `c u` (so an
@@ -459,6 +463,8 @@ pub fn verify(inv: &Invocation) -> i32 {
         eprintln!("sendmail: Recipient names must be specified");
         return EX_USAGE;
     }
+    let logger =
+        make_logger(&cfg, inv, false).unwrap_or_else(|_| Logger::stderr(cfg.options.log_level));
     let (current, _) = match Current::new(cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -470,11 +476,21 @@ pub fn verify(inv: &Invocation) -> i32 {
     let table = load_all(&cfg.options.alias_files).unwrap_or_default();
     let mut expander = Expander::from_config(&table, &cfg);
     expander.forward = false;
-    let mut deliverable: Vec<String> = Vec::new();
+    // (mailer, user) of each final address, and its line: a recipient reached twice (an
+    // alias and a virtusertable entry to the same user) is listed once, as the first.
+    let mut deliverable: Vec<((String, String), String)> = Vec::new();
     let mut unknown = false;
-    let mut add = |line: String| {
-        if !deliverable.contains(&line) {
-            deliverable.push(line);
+    // sendmail's -bv has an envelope: each refused address is printed and logged (notice)
+    // under its queue id, `6B64nF5V018234: nosuchuser... User unknown`.
+    let qid = QueueIdGen::new().next_id();
+    let refuse = |text: String| {
+        println!("{text}");
+        logger.log(Severity::Notice, Some(&qid), format_args!("{text}"));
+    };
+    let mut add = |mailer: &str, user: &str, line: String| {
+        let key = (mailer.to_string(), user.to_string());
+        if !deliverable.iter().any(|(k, _)| *k == key) {
+            deliverable.push((key, line));
         }
     };
     for addr in inv
@@ -485,40 +501,73 @@ pub fn verify(inv: &Invocation) -> i32 {
     {
         match route_with(current.rules.as_deref(), &cfg, &addr) {
             Route::Error { text } => {
-                println!("{text}");
+                refuse(text);
                 unknown = true;
             }
-            Route::Remote { mailer, host, .. } => add(format!(
-                "{addr}... deliverable: mailer {mailer}, host {host}, user {addr}"
-            )),
+            Route::Remote { mailer, host, .. } => {
+                // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
+                let user = current
+                    .rules
+                    .as_ref()
+                    .and_then(|r| r.resolve(&addr).ok())
+                    .map_or_else(|| addr.clone(), |(_, _, u)| u);
+                let line =
+                    format!("{addr}... deliverable: mailer {mailer}, host {host}, user {user}");
+                add(&mailer, &user, line)
+            }
             Route::Local { mailer, user } => {
+                // An address that is no alias keeps its own name in the line (sendmail's
+                // q_paddr): `info@virtual.example.test... deliverable: mailer local, user root`.
+                let aliased = table.get(&user).is_some();
                 for target in expander.expand(&user) {
                     match target {
                         Target::User(name)
                             if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
                         {
-                            add(format!(
-                                "{name}... deliverable: mailer {mailer}, user {name}"
-                            ))
+                            let shown = if aliased { &name } else { &addr };
+                            let line =
+                                format!("{shown}... deliverable: mailer {mailer}, user {name}");
+                            add(&mailer, &name, line)
                         }
                         Target::User(name) => {
-                            println!("{name}... User unknown");
+                            refuse(format!("{name}... User unknown"));
                             unknown = true;
                         }
-                        Target::File(p) => add(format!(
-                            "{0}... deliverable: mailer *file*, user {0}",
-                            p.display()
-                        )),
-                        Target::Program(cmd) => add(format!(
-                            "\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\""
-                        )),
-                        Target::Remote(r) => {
-                            add(format!("{r}... deliverable: mailer esmtp, user {r}"))
+                        Target::File(p) => {
+                            let p = p.display().to_string();
+                            let line = format!("{p}... deliverable: mailer *file*, user {p}");
+                            add("*file*", &p, line)
                         }
+                        Target::Program(cmd) => {
+                            let line =
+                                format!("\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\"");
+                            add("prog", &cmd, line)
+                        }
+                        // An alias's address goes through rulesets 3 and 0 again (where
+                        // FEATURE(redirect) answers `551 User has moved` for `x.REDIRECT`).
+                        Target::Remote(r) => match current.rules.as_ref().map(|p| p.resolve(&r)) {
+                            Some(Err(text)) => {
+                                // sendmail parses an alias's address with no current
+                                // recipient, so its message has no `addr... ` in front
+                                let prefix = format!("{r}... ");
+                                refuse(text.strip_prefix(&prefix).unwrap_or(&text).to_string());
+                                unknown = true;
+                            }
+                            Some(Ok((m, h, u))) => {
+                                let host = h.map(|h| format!(", host {h}")).unwrap_or_default();
+                                let line =
+                                    format!("{r}... deliverable: mailer {m}{host}, user {u}");
+                                add(&m, &u, line)
+                            }
+                            None => {
+                                let line = format!("{r}... deliverable: mailer esmtp, user {r}");
+                                add("esmtp", &r, line)
+                            }
+                        },
                         Target::Error {
                             address, reason, ..
                         } => {
-                            println!("{address}... {reason}");
+                            refuse(format!("{address}... {reason}"));
                             unknown = true;
                         }
                     }
@@ -526,7 +575,7 @@ pub fn verify(inv: &Invocation) -> i32 {
             }
         }
     }
-    for line in deliverable {
+    for (_, line) in deliverable {
         println!("{line}");
     }
     if unknown {

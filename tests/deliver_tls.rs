@@ -62,6 +62,22 @@ fn start_sink(dir: &Path, addr: &str) -> Sink {
     }
 }
 
+/// `GET /metrics` from the daemon's metrics listener (its `metrics: listening on` line).
+fn scrape(d: &mut Daemon) -> String {
+    use std::io::{Read, Write};
+    let needle = "metrics: listening on ";
+    let log = d.wait_log(needle);
+    let line = log.lines().find(|l| l.contains(needle)).unwrap();
+    let addr: std::net::SocketAddr = line.split(needle).nth(1).unwrap().trim().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    text
+}
+
 /// Relays one message through the smart host `literal` (`DS` macro) to the sink on
 /// `listen`; `relay` is the host as the log names it.
 fn relay_once(literal: &str, listen: &str, relay: &str) {
@@ -85,7 +101,7 @@ fn relay_once(literal: &str, listen: &str, relay: &str) {
         authinfo.display(),
         sink.port
     );
-    let mut a = Daemon::start(&cf, &[]);
+    let mut a = Daemon::start(&cf, &["-O", "MetricsAddress=127.0.0.1:0"]);
     let mut c = Smtp::connect(a.addr_of("MTA-v4"));
     c.reply();
     c.cmd("EHLO client.example.test");
@@ -122,6 +138,14 @@ fn relay_once(literal: &str, listen: &str, relay: &str) {
     assert!(
         to.contains("stat=Sent (2.0.0 Ok: queued as PYSINK)"),
         "{to}"
+    );
+
+    // The metrics listener counted the handshake.
+    let metrics = scrape(&mut a);
+    assert!(
+        metrics.contains("\nsendmail_smtp_tls_connections_total 1\n")
+            && metrics.contains("\nsendmail_smtp_tls_handshake_failures_total 0\n"),
+        "{metrics}"
     );
 
     // The sink's side: TLS 1.3 with the same cipher, AUTH over it, EHLO again after it.

@@ -12,17 +12,29 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["privsep", "submit"],
-    &["runner", "inbound"],
+    &["runner", "inbound", "exporter"],
     &["runtime"],
     &["policy", "receive"],
     &["deliver"],
     &["smtp"],
     &["rules", "credentials", "makemap"],
-    &["cli", "tls", "dns", "aliases", "stats", "listener"],
+    &[
+        "cli", "tls", "dns", "aliases", "stats", "listener", "version",
+    ],
     &["config", "auth", "queue"],
     &[
-        "sysexits", "log", "hosts", "rlimit", "shutdown", "mapdb", "headers", "mailbox", "asuser",
+        "sysexits",
+        "log",
+        "hosts",
+        "rlimit",
+        "shutdown",
+        "mapdb",
+        "headers",
+        "mailbox",
+        "asuser",
         "setgid",
+        "conncontrol",
+        "metrics",
     ],
 ];
 

@@ -119,6 +119,8 @@ pub struct Stats {
     pub user: String,
     /// Duplicate names and other non-fatal findings.
     pub warnings: Vec<ParseIssue>,
+    /// The bad entries, left out of the map (sendmail reports each as a SYSERR).
+    pub errors: Vec<ParseIssue>,
 }
 
 impl Stats {
@@ -161,12 +163,13 @@ impl Stats {
     }
 }
 
-/// `newaliases` / `-bi` for one `AliasFile` spec: parses the text (any error: nothing is
-/// written), writes the compiled map beside it (temp file, fsync, rename, fsync dir).
+/// `newaliases` / `-bi` for one `AliasFile` spec: parses the text and writes the compiled
+/// map of its good entries beside it (temp file, fsync, rename, fsync dir), as sendmail
+/// does; the bad entries are in [`Stats::errors`].
 pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
     let path = spec_path(spec)?;
     let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
-    let table = parse(&String::from_utf8_lossy(&bytes), &path)?;
+    let (table, errors) = super::parse::parse_lenient(&String::from_utf8_lossy(&bytes), &path);
     let db = db_path(&path);
     mapdb::write_atomically(&db, &encode_db(&table), 0o644).map_err(|e| match e {
         mapdb::MapDbError::Io { op, path, source } => io_err(op, &path, source),
@@ -186,13 +189,16 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
         total,
         user,
         warnings: table.warnings,
+        errors,
     })
 }
 
 /// `newaliases` / `-bi` over every `AliasFile`: rebuilds each, prints sendmail's figures
 /// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`.
-/// A file with errors is not compiled (its old map stays in use). Returns the exit code:
-/// `EX_OK`, `EX_DATAERR` (errors in a file), `EX_NOINPUT` / `EX_CANTCREAT` (I/O).
+/// As sendmail 8.17 (tests/differential 37-newaliases-bad-lines): a file with bad entries
+/// is still compiled with its good ones, each bad one is also logged as
+/// `SYSERR(user): file: line N: …` (crit), and the exit code is then `EX_SOFTWARE` (70).
+/// Otherwise: `EX_OK`, `EX_DATAERR` (an unsupported spec), `EX_NOINPUT` / `EX_CANTCREAT` (I/O).
 pub fn run_newaliases(
     specs: &[String],
     logger: &Logger,
@@ -204,10 +210,29 @@ pub fn run_newaliases(
     for spec in specs {
         match rebuild(spec) {
             Ok(stats) => {
-                for w in &stats.warnings {
+                for w in stats.warnings.iter().chain(&stats.errors) {
                     let _ = writeln!(err, "{w}");
                 }
-                stats.log(logger);
+                if stats.errors.is_empty() {
+                    stats.log(logger);
+                } else {
+                    code = crate::sysexits::EX_SOFTWARE;
+                    if logger.enabled(7) {
+                        let line = stats.rebuilt_line();
+                        logger.log(Severity::Notice, None, format_args!("{line}"));
+                    }
+                    for e in &stats.errors {
+                        logger.log(
+                            Severity::Crit,
+                            Some("NOQUEUE"),
+                            format_args!("SYSERR({}): {}", stats.user, e.sendmail_words()),
+                        );
+                    }
+                    if logger.enabled(7) {
+                        let line = stats.figures_line();
+                        logger.log(Severity::Info, None, format_args!("{line}"));
+                    }
+                }
                 let _ = writeln!(out, "{}", stats.figures_line());
             }
             Err(e) => {

@@ -69,6 +69,24 @@ pub struct ParseIssue {
     pub message: String,
 }
 
+impl ParseIssue {
+    /// The problem in sendmail's words, for its SYSERR log line: our message without the
+    /// explanation in parentheses that ends it, and `missing colon` without the line's text
+    /// (sendmail 8.17: `line 2: missing colon`, `line 4: : nobody... illegal alias name`).
+    pub fn sendmail_words(&self) -> String {
+        let m = self.message.as_str();
+        let m = match m.rfind(" (") {
+            Some(i) if m.ends_with(')') => &m[..i],
+            _ => m,
+        };
+        let m = match m.rsplit_once("... ") {
+            Some((_, "missing colon")) => "missing colon",
+            _ => m,
+        };
+        format!("{}: line {}: {m}", self.path.display(), self.line)
+    }
+}
+
 impl fmt::Display for ParseIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -6,6 +6,17 @@ use super::{Alias, AliasError, AliasTable, Member, ParseIssue};
 
 /// Parses alias-file text. `path` only names the file in messages. All errors are collected.
 pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
+    let (table, issues) = parse_lenient(text, path);
+    if issues.is_empty() {
+        Ok(table)
+    } else {
+        Err(AliasError::Parse(issues))
+    }
+}
+
+/// As sendmail's newaliases reads a file: every good entry, and every bad line's problem
+/// (the bad ones are left out; the good ones are still built).
+pub fn parse_lenient(text: &str, path: &Path) -> (AliasTable, Vec<ParseIssue>) {
     let mut table = AliasTable::default();
     let mut issues = Vec::new();
     let issue = |line: usize, message: String| ParseIssue {
@@ -62,11 +73,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AliasTable, AliasError> {
         }
     }
     finish(current.take(), &mut table, &mut issues);
-    if issues.is_empty() {
-        Ok(table)
-    } else {
-        Err(AliasError::Parse(issues))
-    }
+    (table, issues)
 }
 
 /// Physical lines joined where one ends in a backslash (sendmail joins them with the

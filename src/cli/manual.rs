@@ -189,6 +189,21 @@ const OWN_OPTIONS: &[Entry] = &[
         "path",
         "The users AUTH PLAIN and LOGIN accept, one user:hash line each (SHA-512-crypt or argon2); without it, no AUTH.",
     ),
+    e(
+        "MinDataRate=",
+        "n",
+        "Bytes per second a message must average after a grace of Timeout.datablock (at most 5 minutes); default 500, 0 for none.",
+    ),
+    e(
+        "MetricsAddress=",
+        "addr:port",
+        "Serve /metrics (Prometheus text format) and /healthz over HTTP on this address, e.g. [::1]:9125; unset, no listener. A non-loopback address is a configuration error unless MetricsAllowRemote is set too.",
+    ),
+    e(
+        "MetricsAllowRemote=",
+        "bool",
+        "Allow a MetricsAddress that is not loopback; default false.",
+    ),
 ];
 
 const SIGNALS: &[Entry] = &[

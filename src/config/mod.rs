@@ -333,6 +333,12 @@ impl MacroLookup for Config {
             "m" => Some(Cow::Borrowed(self.host.domain.as_str())),
             "v" | "Z" => Some(Cow::Borrowed(macros::VERSION)),
             "b" => Some(Cow::Owned(macros::rfc5322_date(&chrono::Local::now()))),
+            // Defined by sendmail's main() before the cf is read, so a rule's `${opMode}`
+            // (FEATURE(redirect)) is expanded with it: the values the ruleset engine starts
+            // with (rules::cf::startup_macros). sendmail's opMode is the -b letter of the
+            // process (`d` for the daemon); any letter but `i` gives redirect's 551.
+            "opMode" => Some(Cow::Borrowed("t")),
+            "deliveryMode" => Some(Cow::Borrowed("i")),
             _ => None,
         }
     }
@@ -405,6 +411,9 @@ struct Builder {
     /// `DaemonPortOptions` values with their origin and whether they came from the cf.
     daemon_values: Vec<(Location, String)>,
     daemons_from_command_line: bool,
+    /// Where `MetricsAddress` was last set (its loopback check comes at the end, when
+    /// `MetricsAllowRemote` is known too).
+    metrics_loc: Option<Location>,
     current_ruleset: Option<u32>,
     next_named_ruleset: u32,
 }
@@ -435,6 +444,7 @@ impl Builder {
             },
             errors: Vec::new(),
             sticky: BTreeSet::new(),
+            metrics_loc: None,
             warned: BTreeSet::new(),
             daemon_values: Vec::new(),
             daemons_from_command_line: false,
@@ -592,6 +602,9 @@ impl Builder {
         match info.support {
             Support::NotYet => self.not_supported(loc, &key, value, literal),
             Support::Supported => {
+                if info.name == "MetricsAddress" {
+                    self.metrics_loc = Some(loc.clone());
+                }
                 self.config
                     .options
                     .set_at
@@ -900,6 +913,20 @@ impl Builder {
     }
 
     fn finish(mut self) -> (Config, Vec<ConfigError>) {
+        let o = &self.config.options;
+        if let (Some(addr), Some(loc)) = (o.metrics_address, &self.metrics_loc)
+            && !addr.ip().to_canonical().is_loopback()
+            && !o.metrics_allow_remote
+        {
+            self.errors.push(ConfigError::BadOptionValue {
+                loc: loc.clone(),
+                option: "MetricsAddress".into(),
+                msg: format!(
+                    "{addr} is not a loopback address (expected [::1]:PORT or 127.0.0.1:PORT; \
+                     to serve metrics on another address, set O MetricsAllowRemote=True as well)"
+                ),
+            });
+        }
         if self.daemons_from_command_line {
             let before = self.daemon_values.len();
             self.daemon_values
@@ -970,4 +997,20 @@ fn scan_class_line(line: &str, format: Option<&str>) -> Option<String> {
         return line.split_whitespace().next().map(str::to_string);
     }
     Some(line.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sendmail defines `${opMode}` before reading the cf, and FEATURE(redirect)'s rule
+    /// expands it when read (`< ${opMode} >` must not come out empty, or `.REDIRECT`
+    /// aliases never get `551 User has moved`; the oracle's `-bt` shows `< t >`).
+    #[test]
+    fn a_rule_reading_op_mode_gets_it_when_read() {
+        let cf = "V10/Berkeley\nDjmta.example.test\nSParseLocal=98\nR$* < @ $+ .REDIRECT. >\t$: $1 < @ $2 . REDIRECT . > < ${opMode} >\n";
+        let cfg = Config::from_str("redirect.cf", cf, &[]).unwrap();
+        let rule = &cfg.ruleset("ParseLocal").unwrap().rules[0];
+        assert_eq!(rule.rhs, "$: $1 < @ $2 . REDIRECT . > < t >");
+    }
 }

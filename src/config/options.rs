@@ -19,7 +19,10 @@
 //! Options of our own (not sendmail's, documented here):
 //! * `LogFile=/path` — write the mail log to this file instead of syslog;
 //! * `NameServers=ADDR[:PORT],...` — DNS servers to ask instead of `/etc/resolv.conf`
-//!   (`192.0.2.1`, `192.0.2.1:5353`, `::1`, `[::1]:5353`; port defaults to 53).
+//!   (`192.0.2.1`, `192.0.2.1:5353`, `::1`, `[::1]:5353`; port defaults to 53);
+//! * `MetricsAddress=ADDR:PORT` — serve `/metrics` (Prometheus text) and `/healthz` there
+//!   (`[::1]:9125`, `127.0.0.1:9125`; empty or unset: no listener). A non-loopback address
+//!   is a configuration error unless `MetricsAllowRemote=True` says it is meant.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -176,7 +179,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("CipherList", None),
     n("RandFile", None),
     n("TLSSrvOptions", None),
-    n("BadRcptThrottle", None),
+    s("BadRcptThrottle", None),
     n("DeliverByMin", None),
     s("MaxQueueChildren", None),
     n("MaxRunnersPerQueue", None),
@@ -192,7 +195,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("SharedMemoryKeyFile", None),
     n("RejectLogInterval", None),
     n("RequiresDirfsync", None),
-    n("ConnectionRateWindowSize", None),
+    s("ConnectionRateWindowSize", None),
     n("CRLFile", None),
     n("FallbackSmartHost", None),
     s("AuthRealm", None),
@@ -221,6 +224,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("DestinationRateDelay", None),
     s("AuthPasswordFile", None),
     s("MinDataRate", None),
+    s("MetricsAddress", None),
+    s("MetricsAllowRemote", None),
 ];
 
 /// What an option name resolved to.
@@ -651,6 +656,17 @@ pub fn parse_name_servers(text: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// Parses our `MetricsAddress` value: `ADDR:PORT` (IPv6 as `[ADDR]:PORT`); empty: none.
+pub fn parse_metrics_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("bad address \"{t}\" (expected ADDR:PORT, IPv6 as [ADDR]:PORT, e.g. [::1]:9125)")
+    })
+}
+
 /// `MaxHopCount` when the cf does not set it (observed on sendmail 8.17.1.9).
 pub const DEFAULT_MAX_HOP_COUNT: u32 = 25;
 
@@ -747,6 +763,11 @@ pub struct Options {
     /// Ours: `DestinationRateDelay`, the pause between two deliveries to one next hop
     /// (Postfix's `default_destination_rate_delay`, 0 = none).
     pub destination_rate_delay: Duration,
+    /// `ConnectionRateWindowSize`: the window of `${client_rate}` (default 60 s).
+    pub connection_rate_window_size: Duration,
+    /// `BadRcptThrottle`: past this many refused RCPTs in a session, each further RCPT
+    /// waits a second (0: never).
+    pub bad_rcpt_throttle: u32,
     /// `DeliveryMode`, default background.
     pub delivery_mode: DeliveryMode,
     /// `RefuseLA`; `None` = sendmail's default, 12 × online CPUs.
@@ -800,6 +821,10 @@ pub struct Options {
     /// Ours: `MinDataRate`, bytes per second a message must average after its grace
     /// (`smtp::conn::DataClock`); default 500 (Postfix's `smtpd_min_data_rate`); 0 = none.
     pub min_data_rate: u64,
+    /// Ours: `MetricsAddress`, where the metrics listener serves (None: no listener).
+    pub metrics_address: Option<SocketAddr>,
+    /// Ours: `MetricsAllowRemote`, default false: a non-loopback `MetricsAddress` is allowed.
+    pub metrics_allow_remote: bool,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
     /// `MinFreeBlocks`, default 100.
@@ -911,6 +936,8 @@ impl Default for Options {
             destination_concurrency_limit: 20,
             local_destination_concurrency_limit: 2,
             destination_rate_delay: Duration::ZERO,
+            connection_rate_window_size: Duration::from_secs(60),
+            bad_rcpt_throttle: 0,
             delivery_mode: DeliveryMode::Background,
             refuse_la: None,
             delay_la: 0,
@@ -938,6 +965,8 @@ impl Default for Options {
             smtp_utf8: false,
             max_headers_length: 32768,
             min_data_rate: DEFAULT_MIN_DATA_RATE,
+            metrics_address: None,
+            metrics_allow_remote: false,
             min_free_blocks: 100,
             temp_file_mode: 0o600,
             dont_blame_sendmail: Vec::new(),
@@ -1030,6 +1059,10 @@ impl Options {
                 self.local_destination_concurrency_limit = positive(parse_number(value)?)?
             }
             "DestinationRateDelay" => self.destination_rate_delay = parse_duration(value, 's')?,
+            "ConnectionRateWindowSize" => {
+                self.connection_rate_window_size = parse_duration(value, 's')?
+            }
+            "BadRcptThrottle" => self.bad_rcpt_throttle = parse_number(value)?,
             "DeliveryMode" => {
                 self.delivery_mode = match value.trim().chars().next() {
                     None | Some('i') => DeliveryMode::Interactive,
@@ -1097,6 +1130,8 @@ impl Options {
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
             "MinDataRate" => self.min_data_rate = parse_number(value)?,
+            "MetricsAddress" => self.metrics_address = parse_metrics_address(value)?,
+            "MetricsAllowRemote" => self.metrics_allow_remote = parse_bool(value),
             "MinFreeBlocks" => {
                 let (blocks, size) = match value.split_once('/') {
                     Some((b, s)) => (b, Some(s)),
@@ -1257,10 +1292,13 @@ mod tests {
                 "QueueTimeout" => "5d/4h",
                 "RunAsUser" | "DefaultUser" => "mail:mail",
                 "NameServers" => "::1",
+                "MetricsAddress" => "[::1]:9125",
                 "DontBlameSendmail" => "safe",
-                "RejectNUL" | "UseCompressedIPv6Addresses" | "SmtpUTF8" | "TLSFallbacktoClear" => {
-                    "true"
-                }
+                "RejectNUL"
+                | "UseCompressedIPv6Addresses"
+                | "SmtpUTF8"
+                | "TLSFallbacktoClear"
+                | "MetricsAllowRemote" => "true",
                 "OperatorChars" => ".:@",
                 "SevenBitInput" | "HoldExpensive" | "UseErrorsTo" | "CheckAliases"
                 | "OldStyleHeaders" | "RrtImpliesDsn" | "UseMSP" => "true",

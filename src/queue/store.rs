@@ -164,10 +164,21 @@ pub struct CommitterStats {
     pub ops: u64,
 }
 
-#[derive(Default)]
 struct Counters {
     batches: AtomicU64,
     ops: AtomicU64,
+    /// Frames per batch.
+    sizes: crate::metrics::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            batches: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            sizes: crate::metrics::Histogram::new(crate::metrics::BATCH_BUCKETS),
+        }
+    }
 }
 
 /// One queued message as `mailq` and the runner see it.
@@ -552,6 +563,14 @@ impl Store {
                 batches: w.stats.batches.load(Ordering::Relaxed),
                 ops: w.stats.ops.load(Ordering::Relaxed),
             })
+    }
+
+    /// Frames per fdatasync of the journal, as a histogram (empty when read-only).
+    pub fn batch_sizes(&self) -> crate::metrics::HistogramSnapshot {
+        self.inner.writer.as_ref().map_or_else(
+            || crate::metrics::HistogramSnapshot::empty(crate::metrics::BATCH_BUCKETS),
+            |w| w.stats.sizes.snapshot(),
+        )
     }
 
     /// Queues `msg` durably. Returns its id only once its frame is written and the
@@ -1217,6 +1236,7 @@ impl Committer {
         self.stats
             .ops
             .fetch_add(applied.len() as u64, Ordering::Relaxed);
+        self.stats.sizes.observe(applied.len() as f64);
         let mut index = Index::lock(&self.index);
         if let Some(s) = index.segments.get_mut(&self.active.seq) {
             s.len = self.active.len;
@@ -1579,6 +1599,9 @@ mod tests {
             store.committer_stats(),
             CommitterStats { batches: 1, ops: 1 }
         );
+        // the batch of one frame, in the batch-size histogram's first bucket
+        let sizes = store.batch_sizes();
+        assert_eq!((sizes.counts[0], sizes.count(), sizes.sum), (1, 1, 1.0));
     }
 
     #[test]

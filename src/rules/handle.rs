@@ -36,6 +36,11 @@ impl Handle {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The cf's mailers as the engine numbers them.
+    pub fn mailers(&self) -> &[MailerDef] {
+        &self.mailers
+    }
+
     /// Ruleset 3 then 0 on a recipient, as sendmail's `parseaddr`: the mailer triple, or the
     /// error the rules chose.
     pub fn resolve(&self, addr: &str) -> Result<(String, Option<String>, String), String> {

@@ -18,6 +18,7 @@
 //! * [`deliver`] — rulesets 1/2/4 and the mailers' `S=`/`R=` at delivery: envelope and headers.
 //! * [`handle`] — the shared engine handle: mailer choice and rewriting at delivery.
 //! * [`check`] — `rscheck`: `check_mail`/`check_rcpt`/... verdicts for the SMTP server.
+//! * [`smtp_macros`] — the macros a session defines for those checks (`${mail_from}` …).
 //! * [`fuzz`] — panic-free entry points (tokenize, one ruleset) for the fuzz targets.
 //! * [`bt`] — the `-bt` dialogue; [`bt::run`] is `sendmail -bt`.
 //!
@@ -44,4 +45,5 @@ pub mod print;
 pub mod regex_map;
 pub mod rewrite;
 pub mod ruleset;
+pub mod smtp_macros;
 pub mod token;

@@ -17,7 +17,8 @@
 //! hop for all of a message's recipients there, kept open afterwards for the next message
 //! to that hop ([`crate::deliver::remote::cache`], swept every second); the `local` mailer's recipients are first
 //! expanded once and durably ([`expand`]), then delivered by [`crate::deliver::local`].
-//! Limits and delivery modes: [`limits`].
+//! Limits and delivery modes: [`limits`]. Each `to=` line is counted for the metrics
+//! listener too ([`crate::metrics`]: delivered, deferred or bounced, per mailer).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -814,7 +815,9 @@ fn log_to(
     started: SystemTime,
 ) {
     let now = SystemTime::now();
-    let delay = hms(now.duration_since(msg.envelope.arrival).unwrap_or_default());
+    let since_arrival = now.duration_since(msg.envelope.arrival).unwrap_or_default();
+    crate::metrics::global().delivery(mailer, disposition(outcome, r.state, since_arrival));
+    let delay = hms(since_arrival);
     let xdelay = hms(now.duration_since(started).unwrap_or_default());
     let relay = relay.map(|h| format!(", relay={h}")).unwrap_or_default();
     let stat = match (outcome, r.state) {
@@ -846,6 +849,25 @@ fn log_to(
             outcome.dsn()
         ),
     );
+}
+
+/// What the metrics count for one `to=` line: a temporary failure past the queue's lifetime
+/// is a bounce.
+fn disposition(
+    outcome: &Outcome,
+    state: DeliveryState,
+    since_arrival: Duration,
+) -> crate::metrics::Disposition {
+    use crate::metrics::Disposition;
+    match (outcome, state) {
+        (Outcome::Delivered { .. }, _) => Disposition::Delivered {
+            delay: since_arrival.as_secs_f64(),
+        },
+        (Outcome::Temporary { .. }, DeliveryState::Failed) | (Outcome::Permanent { .. }, _) => {
+            Disposition::Bounced
+        }
+        (Outcome::Temporary { .. }, _) => Disposition::Deferred,
+    }
 }
 
 /// The ids a program or file target runs under: its owner's, else `DefaultUser`'s.

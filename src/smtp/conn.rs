@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -122,6 +123,12 @@ pub struct ConnOptions {
     pub tls: Option<ServerTls>,
     /// Handshake before the greeting (`M=s`).
     pub implicit_tls: bool,
+    /// FEATURE(greet_pause): how long to wait for the client to speak first before the
+    /// greeting; if it does, [`Session::pre_greeting_traffic`].
+    pub greet_pause: Option<Duration>,
+    /// The daemon's live counters for the metrics listener: the session's messages,
+    /// rejected recipients, TLS handshakes and AUTH failures are added as they happen.
+    pub live: Option<Arc<crate::metrics::DaemonCounters>>,
 }
 
 impl Default for ConnOptions {
@@ -131,6 +138,8 @@ impl Default for ConnOptions {
             max_line: MAX_COMMAND_LINE,
             tls: None,
             implicit_tls: false,
+            greet_pause: None,
+            live: None,
         }
     }
 }
@@ -232,10 +241,21 @@ where
         write_failed: false,
         tls: opts.tls.clone(),
         handshake_timeout: opts.timeouts.command,
+        live: opts.live.clone(),
+        reported: SessionStats::default(),
     };
     if opts.implicit_tls {
         let actions = d.start_tls().await;
         d.run(actions, sink).await;
+    }
+    if let Some(pause) = opts.greet_pause
+        && !d.session.is_closed()
+    {
+        let start = Instant::now();
+        if d.input_within(start + pause).await {
+            let actions = d.session.pre_greeting_traffic(start.elapsed());
+            d.run(actions, sink).await;
+        }
     }
     if !d.session.is_closed() {
         let greeting = d.session.greeting();
@@ -355,6 +375,7 @@ where
     }
     d.flush().await;
     let _ = d.stream.shutdown().await;
+    d.report();
     ConnOutcome {
         end: d.end,
         stats: d.session.stats(),
@@ -373,6 +394,9 @@ struct Driver<'a, S> {
     write_failed: bool,
     tls: Option<ServerTls>,
     handshake_timeout: Duration,
+    live: Option<Arc<crate::metrics::DaemonCounters>>,
+    /// The session's counts already added to `live`.
+    reported: SessionStats,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
@@ -429,6 +453,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                 }
             }
         }
+        self.report();
+    }
+
+    /// Adds what the session counted since the last report to the daemon's live counters.
+    fn report(&mut self) {
+        let Some(live) = &self.live else { return };
+        let now = self.session.stats();
+        let was = std::mem::replace(&mut self.reported, now);
+        let add = |c: &std::sync::atomic::AtomicU64, now: u64, was: u64| {
+            crate::metrics::DaemonCounters::add(c, now.saturating_sub(was));
+        };
+        add(&live.messages, now.messages.into(), was.messages.into());
+        add(&live.bytes, now.bytes, was.bytes);
+        add(
+            &live.rejected_recipients,
+            now.rejected_rcpts.into(),
+            was.rejected_rcpts.into(),
+        );
+        add(
+            &live.tls_handshakes,
+            now.tls_handshakes.into(),
+            was.tls_handshakes.into(),
+        );
+        add(
+            &live.tls_failures,
+            now.tls_failures.into(),
+            was.tls_failures.into(),
+        );
+        add(
+            &live.auth_failures,
+            now.auth_failures.into(),
+            was.auth_failures.into(),
+        );
     }
 
     /// Runs the server side of the handshake on the plain stream; the session's answer.
@@ -479,6 +536,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
     fn make_read_room(&mut self) {
         if self.input.capacity() - self.input.len() < READ_ROOM / 2 {
             self.input.reserve(READ_ROOM);
+        }
+    }
+
+    /// Whether the client sends anything before `deadline` (what it sends is kept as input).
+    async fn input_within(&mut self, deadline: Instant) -> bool {
+        let mut chunk = vec![0u8; READ_ROOM];
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.input.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
         }
     }
 

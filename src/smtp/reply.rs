@@ -182,6 +182,12 @@ pub fn protocol_error() -> Reply {
 }
 
 /// `550 5.0.0 Command rejected` (every command after a protocol error).
+/// The greeting after pre-greeting traffic (FEATURE(greet_pause)):
+/// `554 <host> ESMTP not accepting messages`.
+pub fn not_accepting_messages(host: &str) -> Reply {
+    Reply::new(554, None, format!("{host} ESMTP not accepting messages"))
+}
+
 pub fn command_rejected() -> Reply {
     Reply::new(550, Some("5.0.0"), "Command rejected")
 }
@@ -285,6 +291,16 @@ pub fn argument_required() -> Reply {
 /// `500 5.5.2 Parameter required` (ETRN without argument).
 pub fn parameter_required() -> Reply {
     Reply::new(500, Some("5.5.2"), "Parameter required")
+}
+
+/// `459 4.5.4 Queue <group> unknown` (ETRN `#group`; sendmail 8.17, observed).
+pub fn etrn_unknown_queue_group(group: &str) -> Reply {
+    Reply::new(459, Some("4.5.4"), format!("Queue {group} unknown"))
+}
+
+/// `451 4.3.0 Unable to start queue run` (ETRN while the queue runner cannot take a request).
+pub fn etrn_not_started() -> Reply {
+    Reply::new(451, Some("4.3.0"), "Unable to start queue run")
 }
 
 /// `250 2.0.0 Queuing for node <node> started` (ETRN).

@@ -26,6 +26,7 @@
 //! header limits and the one commit (`session/finish.rs`).
 
 use crate::dns::format_ip;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
@@ -254,6 +255,11 @@ pub struct SessionContext {
     pub ids: Arc<QueueIdGen>,
     /// What STARTTLS and AUTH may offer.
     pub security: Security,
+    /// The macros defined at connect (`$_`, `${client_addr}`, `${daemon_name}` …), for the
+    /// cf's check rulesets ([`crate::rules::smtp_macros`]).
+    pub macros: Arc<BTreeMap<String, String>>,
+    /// `BadRcptThrottle` (0: off).
+    pub bad_rcpt_throttle: u32,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -274,6 +280,14 @@ pub struct PolicyContext<'a> {
     pub auth: Option<&'a AuthInfo>,
     /// The TLS parameters, for `${verify}`, `${tls_version}` ….
     pub tls: Option<&'a TlsInfo>,
+    /// The connection's macros ([`SessionContext::macros`]).
+    pub macros: &'a BTreeMap<String, String>,
+    /// `$r`: `SMTP`, `ESMTP` ….
+    pub protocol: &'a str,
+    /// Recipients accepted so far in this transaction (`${nrcpts}`).
+    pub nrcpts: usize,
+    /// MAIL's `SIZE=` (`${msg_size}`).
+    pub msg_size: Option<u64>,
 }
 
 /// A policy's answer to MAIL or RCPT.
@@ -422,6 +436,11 @@ pub struct SessionStats {
     pub rejected_rcpts: u32,
     /// MAIL/EXPN/VRFY/ETRN was issued.
     pub mail_issued: bool,
+    /// TLS handshakes completed, and failed.
+    pub tls_handshakes: u32,
+    pub tls_failures: u32,
+    /// AUTH attempts that failed.
+    pub auth_failures: u32,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -479,6 +498,8 @@ pub struct Session {
     n_bad: u32,
     verbose: bool,
     sec: security::SecurityState,
+    /// The greeting to send instead of the configured one (pre-greeting traffic).
+    greeting_override: Option<Reply>,
 }
 
 impl Session {
@@ -501,6 +522,7 @@ impl Session {
             n_bad: 0,
             verbose: false,
             sec: security::SecurityState::default(),
+            greeting_override: None,
             ctx,
         }
     }
@@ -514,7 +536,32 @@ impl Session {
             self.state = State::Closed;
             return r.clone();
         }
+        if let Some(r) = self.greeting_override.take() {
+            return r;
+        }
         reply::greeting(&self.ctx.greeting)
+    }
+
+    /// FEATURE(greet_pause): the client spoke `after` the connect, before the greeting.
+    /// The greeting becomes `554 <host> ESMTP not accepting messages` and every later
+    /// command is refused ("nullserver"), with sendmail's log line.
+    pub fn pre_greeting_traffic(&mut self, after: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        let addr = self
+            .ctx
+            .client
+            .ip
+            .map(format_ip)
+            .unwrap_or_else(|| "0".to_owned());
+        let text = format!(
+            "rejecting commands from {} [{addr}] due to pre-greeting traffic after {} seconds",
+            self.ctx.client.host_name(),
+            after.as_secs()
+        );
+        self.log(Severity::Info, true, text, &mut out);
+        self.nullserver = Some(reply::command_rejected());
+        self.greeting_override = Some(reply::not_accepting_messages(&self.ctx.hostname));
+        out
     }
 
     /// The context the session was made with.
@@ -958,7 +1005,10 @@ impl Session {
         }
         let qid = self.qid();
         let decision = {
-            let pctx = self.policy_context(&qid, None);
+            let pctx = PolicyContext {
+                msg_size: params.size,
+                ..self.policy_context(&qid, None)
+            };
             self.ctx.policy.check_mail(&pctx, &m.path, &params)
         };
         let shown = match decision {
@@ -994,6 +1044,7 @@ impl Session {
             out.push(Action::Reply(reply::need_mail_before_rcpt()));
             return;
         }
+        self.bad_rcpt_throttle(out);
         let max = self.ctx.max_recipients;
         let count = self.tx.as_ref().map_or(0, |t| t.accepted);
         if max > 0 && count >= max as usize {
@@ -1068,6 +1119,25 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// `BadRcptThrottle`: once this many RCPTs of the session were refused, each further
+    /// RCPT waits a second first, and the first such wait is logged (`LogLevel` > 5) as
+    /// sendmail logs it: `<client>: Possible SMTP RCPT flood, throttling.`
+    fn bad_rcpt_throttle(&mut self, out: &mut Vec<Action>) {
+        let limit = self.ctx.bad_rcpt_throttle;
+        let bad = self.stats.rejected_rcpts;
+        if limit == 0 || bad < limit {
+            return;
+        }
+        if bad == limit && self.ctx.log_level > 5 {
+            let text = format!(
+                "{}: Possible SMTP RCPT flood, throttling.",
+                self.ctx.client.display()
+            );
+            self.log(Severity::Info, true, text, out);
+        }
+        out.push(Action::Delay(Duration::from_secs(1)));
     }
 
     fn data_cmd(&mut self, more_input: bool, out: &mut Vec<Action>) {
@@ -1391,6 +1461,10 @@ impl Session {
             sender,
             auth: self.sec.auth.as_ref(),
             tls: self.sec.tls.as_ref(),
+            macros: &self.ctx.macros,
+            protocol: self.protocol_name(),
+            nrcpts: self.tx.as_ref().map_or(0, |t| t.rcpts.len()),
+            msg_size: self.tx.as_ref().and_then(|t| t.params.size),
         }
     }
 }

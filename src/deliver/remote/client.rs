@@ -922,12 +922,14 @@ async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
     };
     match result {
         Ok((stream, info)) => {
+            crate::metrics::DaemonCounters::add(&crate::metrics::global().smtp_tls_handshakes, 1);
             conn.io = Stream::Tls(Box::new(stream));
             let line = info.log_line(&conn.host);
             conn.note(8, line);
             Ok(Tls::Up)
         }
         Err(e) => {
+            crate::metrics::DaemonCounters::add(&crate::metrics::global().smtp_tls_failures, 1);
             conn.note(5, tls::handshake_failure_line(&e));
             let line = tls::rejection_line("SOFTWARE", &conn.host, tls::HANDSHAKE_FAILED);
             conn.note(5, line);

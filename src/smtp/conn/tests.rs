@@ -58,6 +58,8 @@ fn session() -> Session {
         policy: Arc::new(AcceptAll),
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
+        macros: Default::default(),
+        bad_rcpt_throttle: 0,
     })
 }
 
@@ -922,4 +924,52 @@ async fn a_big_message_leaves_the_session_in_spills_and_comes_back_whole() {
         sink.held_max
     );
     assert_eq!(sink.discards, 1, "the reset message's spill is dropped");
+}
+
+/// The daemon's live counters see a message as soon as it is committed, while the session
+/// goes on (a client that stays connected for hours is still counted).
+#[tokio::test]
+async fn a_message_is_counted_live_before_the_session_ends() {
+    use std::sync::atomic::Ordering;
+    let (server, mut c) = pair();
+    let mut sink = Keep::default();
+    let logger = Logger::stderr(9);
+    let live = Arc::new(crate::metrics::DaemonCounters::default());
+    let opts = ConnOptions {
+        live: Some(live.clone()),
+        ..quick()
+    };
+    let serve = serve(
+        server,
+        session(),
+        &mut sink,
+        &logger,
+        &opts,
+        std::future::pending(),
+    );
+    let seen = live.clone();
+    let client = async move {
+        c.reply().await;
+        c.send(b"HELO client.example.test\r\n").await;
+        c.reply().await;
+        c.send(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.example.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+        assert_accepted(&c.first_line().await);
+        let during = (
+            seen.messages.load(Ordering::Relaxed),
+            seen.bytes.load(Ordering::Relaxed),
+        );
+        c.send(b"QUIT\r\n").await;
+        c.reply().await;
+        during
+    };
+    let (outcome, during) = tokio::join!(serve, client);
+    assert_eq!(during, (1, 18));
+    assert_eq!(outcome.stats.messages, 1);
+    // reported once: the end of the session adds nothing more
+    assert_eq!(live.messages.load(Ordering::Relaxed), 1);
 }

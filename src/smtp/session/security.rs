@@ -89,6 +89,7 @@ impl Session {
     /// `M=s` daemon): log it as sendmail does and restart the dialogue from EHLO.
     pub fn tls_started(&mut self, info: TlsInfo) -> Vec<Action> {
         let mut out = Vec::new();
+        self.stats.tls_handshakes += 1;
         if self.ctx.log_level > 8 {
             let text = info.log_line("server", &self.ctx.client.display());
             self.log(Severity::Info, false, text, &mut out);
@@ -107,6 +108,7 @@ impl Session {
     /// The handshake failed: the stream is unusable, the session ends.
     pub fn tls_failed(&mut self, reason: &str) -> Vec<Action> {
         let mut out = Vec::new();
+        self.stats.tls_failures += 1;
         if self.ctx.log_level > 5 {
             let text = format!(
                 "STARTTLS=server, error: accept failed, reason={reason}, relay={}",
@@ -272,6 +274,7 @@ impl Session {
         out: &mut Vec<Action>,
     ) {
         self.sec.failures += 1;
+        self.stats.auth_failures += 1;
         if self.ctx.log_level >= 9 {
             let user = user.map_or(String::new(), |u| {
                 format!(", user={}", reply::shorten(u, reply::MAXSHORTSTR))

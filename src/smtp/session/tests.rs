@@ -118,6 +118,8 @@ fn oracle_ctx() -> SessionContext {
         policy: Arc::new(OraclePolicy),
         ids: Arc::new(QueueIdGen::new()),
         security: Default::default(),
+        macros: Default::default(),
+        bad_rcpt_throttle: 0,
     }
 }
 
@@ -1311,3 +1313,63 @@ fn command_lines_are_logged_above_level_14() {
 }
 
 mod receipt;
+
+/// BadRcptThrottle=3 (Debian's cf), as the oracle does it (tests/differential
+/// 27-bad-rcpt-throttle): the fourth RCPT after three refused ones waits a second and logs
+/// the flood once; every later RCPT waits too.
+#[test]
+fn bad_rcpt_throttle_delays_and_logs_once() {
+    let mut ctx = oracle_ctx();
+    ctx.bad_rcpt_throttle = 3;
+    let mut s = Session::new(ctx);
+    script(
+        &mut s,
+        &["EHLO client.example.test", "MAIL FROM:<a@b.test>"],
+    );
+    let mut delays = Vec::new();
+    let mut flood_logs = 0;
+    for rcpt in [
+        "nosuchuser",
+        "nosuchuser",
+        "nosuchuser",
+        "nosuchuser",
+        "root",
+    ] {
+        let actions = script(&mut s, &[&format!("RCPT TO:<{rcpt}>")]);
+        delays.push(
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Delay(d) if *d == Duration::from_secs(1)))
+                .count(),
+        );
+        flood_logs += logs(&actions)
+            .iter()
+            .filter(|l| l.ends_with(": Possible SMTP RCPT flood, throttling."))
+            .count();
+    }
+    assert_eq!(delays, [0, 0, 0, 1, 1]);
+    assert_eq!(flood_logs, 1);
+}
+
+/// FEATURE(greet_pause): talk before the greeting gets sendmail's 554 greeting, its log
+/// line, and "Command rejected" for every transaction command.
+#[test]
+fn pre_greeting_traffic_is_refused() {
+    let mut s = Session::new(oracle_ctx());
+    let actions = s.pre_greeting_traffic(Duration::from_millis(300));
+    assert_eq!(
+        logs(&actions),
+        [
+            "rejecting commands from localhost [IPv6:0:0:0:0:0:0:0:1] due to pre-greeting traffic after 0 seconds"
+        ]
+    );
+    let greeting = String::from_utf8(s.greeting().to_bytes()).unwrap();
+    assert_eq!(
+        greeting,
+        "554 oracle.example.test ESMTP not accepting messages\r\n"
+    );
+    assert_eq!(
+        talk(&mut s, &["MAIL FROM:<a@b.test>"]),
+        ["550 5.0.0 Command rejected"]
+    );
+}

@@ -72,6 +72,8 @@ fn session(flags: &str, ip: &str, needs_tls: bool) -> Session {
             auth_needs_tls: needs_tls,
             failure_limit: None,
         },
+        macros: Default::default(),
+        bad_rcpt_throttle: 0,
     })
 }
 
