@@ -18,7 +18,16 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * unacknowledged but delivered: the commit was done, the 250 was lost with the kill;
 * torn: a kill in the middle of an append left a partial copy in a mailbox;
 * queue recovery: `queue recovery:` lines the daemon logged at its starts (torn journal
-  frames cut off, never delivered).
+  frames cut off, never delivered);
+* duplicates per kill: duplicated / kills, and the local deliveries' alone
+  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions).
+
+Local delivery goes by the file mailer into mbox files (`--local file`, aliases to the
+files), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
+mail.local: a script this harness writes (`mda.py`) that takes an exclusive `flock` on the
+recipient's mbox, appends what it reads on stdin, fsyncs and exits 0, one run per
+recipient. A program outlives a SIGKILLed daemon (it runs in its own process group), so
+this mode shows what the next daemon makes of deliveries that finished behind its back.
 
 A SIGKILL rarely lands inside a journal write, so the harness also tears the journal on
 purpose: after most kills (`--clean-every`), before the restart, it writes into the newest
@@ -142,8 +151,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+MDA = """#!/usr/bin/env python3
+import fcntl, os, sys
+data = sys.stdin.buffer.read()
+with open(%r[sys.argv[1]], "ab") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.write(data if data.endswith(b"\\n\\n") else data + b"\\n")
+    f.flush()
+    os.fsync(f.fileno())
+"""
+
+
 class Daemon:
-    def __init__(self, binary, work, sink_port, boxes):
+    def __init__(self, binary, work, sink_port, boxes, local="file"):
         self.binary = binary
         self.work = work
         self.port = free_port()
@@ -157,9 +177,26 @@ class Daemon:
         os.makedirs(os.path.join(work, "boxes"), exist_ok=True)
         os.chmod(os.path.join(work, "boxes"), 0o1777)
         aliases = os.path.join(work, "aliases")
+        mailer = ""
         with open(aliases, "w") as f:
-            for i in range(boxes):
-                f.write(f"box{i}: {self.mbox(i)}\n")
+            if local == "file":
+                for i in range(boxes):
+                    f.write(f"box{i}: {self.mbox(i)}\n")
+            else:
+                # boxN is an alias for an account of this host (the server checks local
+                # users at RCPT); the program maps the account back to boxN's mbox.
+                import pwd
+                users = sorted(p.pw_name for p in pwd.getpwall() if p.pw_uid != 0)[:boxes]
+                if len(users) < boxes:
+                    sys.exit(f"--local program needs {boxes} accounts on this host")
+                for i, u in enumerate(users):
+                    f.write(f"box{i}: {u}\n")
+                mda = os.path.join(work, "mda.py")
+                with open(mda, "w") as m:
+                    m.write(MDA % {u: self.mbox(i) for i, u in enumerate(users)})
+                os.chmod(mda, 0o755)
+                # as Debian's procmail mailer: a From line, Return-Path; S keeps root
+                mailer = f"Mlocal, P={mda}, F=lsDFMAS5:/|@qP, T=DNS/RFC822/X-Unix, A=mda $u\n"
         with open(self.cf, "w") as f:
             f.write(
                 "Djmta.example.test\n"
@@ -169,6 +206,7 @@ class Daemon:
                 f"O DaemonPortOptions=Name=MTA-v4, Family=inet, Port={self.port}, Addr=127.0.0.1, Listen=1024\n"
                 "Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, "
                 f"A=TCP $h {sink_port}\n"
+                + mailer
             )
         self.args = [
             "-C", self.cf,
@@ -474,6 +512,13 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--smoke", action="store_true", help="CI size: 300 messages, 6 kills")
+    ap.add_argument("--local", choices=("file", "program"), default="file",
+                    help="local delivery: the file mailer into mbox files, or the cf's Mlocal "
+                         "program (a script that locks and appends, as procmail)")
+    ap.add_argument("--max-dups-per-kill", type=float, default=None,
+                    help="fail when duplicated / kills is above this")
+    ap.add_argument("--max-local-dups-per-kill", type=float, default=None,
+                    help="fail when the local deliveries' duplicates / kills is above this")
     a = ap.parse_args()
     if a.smoke:
         a.messages, a.clients, a.kills, a.gap, a.drain = 300, 16, 6, (0.05, 0.3), 45
@@ -484,7 +529,7 @@ def main():
     os.makedirs("bench/run", exist_ok=True)
     work = tempfile.mkdtemp(prefix="crash-", dir=os.path.abspath("bench/run"))
     sink = Sink()
-    daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes)
+    daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes, a.local)
     daemon.start()
     tearer = Tearer(os.path.join(work, "mqueue", "journal"), rng)
     clients = Clients(daemon.port, a.messages, a.boxes, a.per_conn)
@@ -553,6 +598,7 @@ def local_and_remote(daemon, boxes, sink):
 def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     local, remote = local_and_remote(daemon, a.boxes, sink)
     lost, dups, unexplained, delivered = [], 0, [], 0
+    dups_by = {"local": 0, "remote": 0}
     for token, rcpts in sorted(clients.acked.items()):
         everywhere = True
         for r in rcpts:
@@ -563,6 +609,7 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
                 everywhere = False
                 continue
             dups += len(complete) - 1
+            dups_by[kind] += len(complete) - 1
             slack = 1.5 if kind == "local" else 0.05
             if len(complete) > 1 and not explained(complete, kills, slack):
                 unexplained.append(f"{token} {kind} x{len(complete)}")
@@ -578,9 +625,12 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     torn_delivered = tearer.delivered(daemon, a.boxes, sink)
     print(
         f"crash harness: seed={seed} messages={a.messages} clients={a.clients} per_conn={a.per_conn} "
-        f"kills={len(kills)} starts={daemon.starts}\n"
+        f"boxes={a.boxes} local={a.local} kills={len(kills)} starts={daemon.starts}\n"
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "
+        f"(local {dups_by['local']}, remote {dups_by['remote']}) "
+        f"duplicates_per_kill={dups / max(len(kills), 1):.2f} "
+        f"(local {dups_by['local'] / max(len(kills), 1):.2f}) "
         f"unacknowledged_but_delivered={unacked} torn_copies={torn} client_retries={clients.errors}\n"
         f"  tears={len(tearer.tears)} (damaging {tearer.damaging()}) "
         f"torn_frames_delivered={len(torn_delivered)} "
@@ -595,9 +645,17 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         print(f"  DELIVERED FROM A TORN FRAME {t}")
     if recoveries < tearer.damaging():
         print(f"  {tearer.damaging()} damaging tears but only {recoveries} queue recovery lines")
+    per_kill = max(len(kills), 1)
+    too_many = a.max_dups_per_kill is not None and dups > a.max_dups_per_kill * per_kill
+    if a.max_local_dups_per_kill is not None and dups_by["local"] > a.max_local_dups_per_kill * per_kill:
+        print(f"  {dups_by['local']} local duplicates in {len(kills)} kills: more than "
+              f"{a.max_local_dups_per_kill} per kill")
+        too_many = True
+    if too_many:
+        print(f"  {dups} duplicates in {len(kills)} kills: more than {a.max_dups_per_kill} per kill")
     return (
         not lost and not unexplained and queue_empty and len(kills) >= a.kills
-        and not torn_delivered and recoveries >= tearer.damaging()
+        and not torn_delivered and recoveries >= tearer.damaging() and not too_many
     )
 
 

@@ -593,3 +593,55 @@ fn the_same_message_reaches_a_maildir_and_a_remote_peer_byte_for_byte() {
         String::from_utf8_lossy(&stored)
     );
 }
+
+/// A local mailer program that counts how many of its runs are under way at once (the
+/// highest count in `<dir>/max`), reads its input, waits a little, and appends a line to
+/// `<dir>/done`.
+fn counting_mda(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("count.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd={d}\n\
+             (flock 9; n=$(($(cat $d/n 2>/dev/null || echo 0) + 1)); echo $n > $d/n;\n\
+              [ $n -gt $(cat $d/max 2>/dev/null || echo 0) ] && echo $n > $d/max) 9>$d/lock\n\
+             cat > /dev/null\nsleep 0.2\n\
+             (flock 9; echo $(($(cat $d/n) - 1)) > $d/n; echo x >> $d/done) 9>$d/lock\nexit 0\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn local_deliveries_to_one_recipient_run_at_most_two_at_once() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let mda = counting_mda(dir.path());
+    let extra = format!(
+        "Mlocal, P={}, F=lsDFMAw5:/|@qSP9, T=DNS/RFC822/X-Unix, A=count $u\n",
+        mda.display()
+    );
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    let v6 = d.addr_of("MTA-v6");
+    for _ in 0..8 {
+        send(
+            v6,
+            "alice@client.example.test",
+            &["nobody@mta.example.test".into()],
+        );
+    }
+    // One queue run takes all eight messages at once; the mailbox sees two at a time.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("done").lines().count(), 8);
+    let max: usize = read("max").trim().parse().unwrap();
+    assert!(
+        (1..=2).contains(&max),
+        "{max} deliveries to one mailbox at once"
+    );
+}

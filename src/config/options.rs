@@ -89,8 +89,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("IgnoreDots", Some('i')),
     s("ForwardPath", Some('J')),
     s("SendMimeErrors", Some('j')),
-    n("ConnectionCacheSize", Some('k')),
-    n("ConnectionCacheTimeout", Some('K')),
+    s("ConnectionCacheSize", Some('k')),
+    s("ConnectionCacheTimeout", Some('K')),
     s("UseErrorsTo", Some('l')),
     s("LogLevel", Some('L')),
     s("MeToo", Some('m')),
@@ -181,7 +181,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("TLSSrvOptions", None),
     s("BadRcptThrottle", None),
     n("DeliverByMin", None),
-    n("MaxQueueChildren", None),
+    s("MaxQueueChildren", None),
     n("MaxRunnersPerQueue", None),
     n("DirectSubmissionModifiers", None),
     n("NiceQueueRun", None),
@@ -218,6 +218,10 @@ pub const OPTIONS: &[OptionInfo] = &[
     // ours
     s("LogFile", None),
     s("NameServers", None),
+    // Ours, in sendmail's style, after Postfix's `*_destination_*` parameters (src/runner/limits.rs).
+    s("DestinationConcurrencyLimit", None),
+    s("LocalDestinationConcurrencyLimit", None),
+    s("DestinationRateDelay", None),
     s("AuthPasswordFile", None),
     s("MinDataRate", None),
     s("MetricsAddress", None),
@@ -588,6 +592,15 @@ fn unit_name(unit: char) -> &'static str {
     }
 }
 
+/// A limit of at least one.
+fn positive(n: usize) -> Result<usize, String> {
+    if n == 0 {
+        Err("0 (expected a limit of at least 1)".to_string())
+    } else {
+        Ok(n)
+    }
+}
+
 fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
     let t = text.trim();
     t.strip_prefix('+')
@@ -733,6 +746,23 @@ pub struct Options {
     pub max_daemon_children: u32,
     /// `ConnectionRateThrottle` (connections per second per daemon); 0 = unlimited.
     pub connection_rate_throttle: u32,
+    /// `ConnectionCacheSize`: idle SMTP connections kept per delivery slot; 0 = none.
+    /// sendmail's default when the cf does not set it is 1 (op §5.6; m4 cfs set 2).
+    pub connection_cache_size: usize,
+    /// `ConnectionCacheTimeout`: how long an idle cached connection stays open (5m).
+    pub connection_cache_timeout: Duration,
+    /// `MaxQueueChildren`: deliveries under way at once in the whole runner; 0 = the
+    /// runner's own bound (100, as Postfix's `default_process_limit`).
+    pub max_queue_children: usize,
+    /// Ours: `DestinationConcurrencyLimit`, SMTP connections at once to one next hop
+    /// (Postfix's `default_destination_concurrency_limit`, 20).
+    pub destination_concurrency_limit: usize,
+    /// Ours: `LocalDestinationConcurrencyLimit`, deliveries at once to one local recipient
+    /// (Postfix's `local_destination_concurrency_limit`, 2).
+    pub local_destination_concurrency_limit: usize,
+    /// Ours: `DestinationRateDelay`, the pause between two deliveries to one next hop
+    /// (Postfix's `default_destination_rate_delay`, 0 = none).
+    pub destination_rate_delay: Duration,
     /// `ConnectionRateWindowSize`: the window of `${client_rate}` (default 60 s).
     pub connection_rate_window_size: Duration,
     /// `BadRcptThrottle`: past this many refused RCPTs in a session, each further RCPT
@@ -906,6 +936,12 @@ impl Default for Options {
             max_hop_count: DEFAULT_MAX_HOP_COUNT,
             max_daemon_children: 0,
             connection_rate_throttle: 0,
+            connection_cache_size: 1,
+            connection_cache_timeout: Duration::from_secs(300),
+            max_queue_children: 0,
+            destination_concurrency_limit: 20,
+            local_destination_concurrency_limit: 2,
+            destination_rate_delay: Duration::ZERO,
             connection_rate_window_size: Duration::from_secs(60),
             bad_rcpt_throttle: 0,
             delivery_mode: DeliveryMode::Background,
@@ -1021,6 +1057,16 @@ impl Options {
             "MaxHopCount" => self.max_hop_count = parse_number(value)?,
             "MaxDaemonChildren" => self.max_daemon_children = parse_number(value)?,
             "ConnectionRateThrottle" => self.connection_rate_throttle = parse_number(value)?,
+            "ConnectionCacheSize" => self.connection_cache_size = parse_number(value)?,
+            "ConnectionCacheTimeout" => self.connection_cache_timeout = parse_duration(value, 'm')?,
+            "MaxQueueChildren" => self.max_queue_children = parse_number(value)?,
+            "DestinationConcurrencyLimit" => {
+                self.destination_concurrency_limit = positive(parse_number(value)?)?
+            }
+            "LocalDestinationConcurrencyLimit" => {
+                self.local_destination_concurrency_limit = positive(parse_number(value)?)?
+            }
+            "DestinationRateDelay" => self.destination_rate_delay = parse_duration(value, 's')?,
             "ConnectionRateWindowSize" => {
                 self.connection_rate_window_size = parse_duration(value, 's')?
             }

@@ -876,7 +876,17 @@ pub fn run_command(mut c: Command, message: Vec<u8>, timeout: Duration) -> io::R
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Under the queue runner: a supervisor records how the program ends (inflight), and
+    // the program reads the message from a file of its own, so that a daemon that dies
+    // while writing cannot hand it a truncated message that it would then deliver.
+    let status_file = inflight::supervise(&mut c);
+    let mut message = message;
+    if status_file.is_some() {
+        c.stdin(inflight::input_file(&message)?);
+        message.clear();
+    }
     let mut child = c.spawn()?;
+    drop(status_file);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut stdin = child.stdin.take();
     let writer = std::thread::spawn(move || {
@@ -1274,6 +1284,7 @@ impl Drop for DotLock {
     }
 }
 
+pub mod inflight;
 pub mod mailer;
 
 #[cfg(test)]

@@ -184,6 +184,7 @@ pub fn deliver(
                         &user,
                         std::slice::from_ref(&r),
                         Some(&ctx.queue_dir),
+                        None,
                     );
                     out.into_iter()
                         .next()

@@ -14,7 +14,8 @@
 //! host's names (`$=w`) are local and everything else goes by MX (`esmtp`, on the port its
 //! `A=TCP $h PORT` names), or to the smart host (`DS`). Mailers whose `P=[IPC]` with
 //! `A=TCP $h [port]` deliver over SMTP ([`crate::deliver::remote`]), one connection per next
-//! hop for all of a message's recipients there; the `local` mailer's recipients are first
+//! hop for all of a message's recipients there, kept open afterwards for the next message
+//! to that hop ([`crate::deliver::remote::cache`], swept every second); the `local` mailer's recipients are first
 //! expanded once and durably ([`expand`]), then delivered by [`crate::deliver::local`].
 //! Limits and delivery modes: [`limits`]. Each `to=` line is counted for the metrics
 //! listener too ([`crate::metrics`]: delivered, deferred or bounced, per mailer).
@@ -42,17 +43,17 @@ pub mod expand;
 pub mod limits;
 pub mod loops;
 pub mod notices;
+pub mod orphans;
 pub mod pickup;
 pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
 pub const RETRY_SCAN: Duration = Duration::from_secs(60);
-/// Messages delivered at the same time by the whole runner (Postfix's
-/// `default_process_limit` is 100 too).
+/// Messages delivered at the same time by the whole runner when `MaxQueueChildren` does not
+/// say (Postfix's `default_process_limit` is 100 too). SMTP connections at once to one
+/// destination: `DestinationConcurrencyLimit` (20, as Postfix's
+/// `default_destination_concurrency_limit`).
 pub const CONCURRENT_MESSAGES: usize = 100;
-/// SMTP connections open at the same time to one destination (next hop and port):
-/// Postfix's `default_destination_concurrency_limit`, 20.
-pub const MAX_PER_DESTINATION: usize = 20;
 
 /// The route of `addr` under the running configuration.
 pub fn route(current: &Current, addr: &str) -> Route {
@@ -78,6 +79,10 @@ pub struct Runner {
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
     destinations: limits::Destinations,
+    /// Deliveries at once to one local recipient (mailbox, file, program).
+    local: limits::Destinations,
+    /// Idle SMTP sessions kept for the next message to the same hop.
+    cache: remote::cache::Cache,
 }
 
 /// Why a pass runs: it decides which messages and recipients it takes.
@@ -106,13 +111,22 @@ impl Runner {
                 return None;
             }
         };
+        let o = &shared.config().options;
+        let slots = match o.max_queue_children {
+            0 => CONCURRENT_MESSAGES,
+            n => n,
+        };
+        let destinations = limits::Destinations::new(o.destination_concurrency_limit);
+        let local = limits::Destinations::new(o.local_destination_concurrency_limit);
         Some(Arc::new(Runner {
-            shared,
             dns,
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
-            slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES)),
-            destinations: limits::Destinations::new(MAX_PER_DESTINATION),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            destinations,
+            local,
+            cache: remote::cache::Cache::new(slots),
+            shared,
         }))
     }
 
@@ -195,6 +209,22 @@ pub async fn run(
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
     };
+    runner.recover_orphans().await;
+    // Idle cached connections: closed on timeout, and after a SIGHUP that built new
+    // remote settings.
+    let sweeper = {
+        let weak = Arc::downgrade(&runner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(runner) = weak.upgrade() else { return };
+                let current = runner.shared.current();
+                runner.cache.sweep(&current.remote).await;
+            }
+        })
+    };
+    let _sweeper = AbortOnDrop(sweeper);
     let mut commits = shared.queue.watch_commits();
     let scan = schedule.interval.unwrap_or(RETRY_SCAN);
     let periodic = schedule.on_commit || schedule.interval.is_some();
@@ -233,17 +263,31 @@ pub async fn run(
     }
 }
 
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `sendmail -q…` with no daemon running: the caller holds the queue (its lock), so this
 /// process is the journal's one writer. Runs the selected messages once and waits for
 /// them; returns how many were attempted.
 pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
     match Runner::new(shared) {
-        Some(runner) => runner
-            .pass(select, Pass::Forced)
-            .await
-            .join_all()
-            .await
-            .len(),
+        Some(runner) => {
+            runner.recover_orphans().await;
+            let n = runner
+                .pass(select, Pass::Forced)
+                .await
+                .join_all()
+                .await
+                .len();
+            runner.cache.clear().await;
+            n
+        }
         None => 0,
     }
 }
@@ -294,6 +338,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     if !changed {
         return;
     }
+    let n_recipients = msg.envelope.recipients.len();
     let result = if dsn::finished(&msg) {
         store.remove(id).await
     } else {
@@ -302,12 +347,14 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
             .update_state(id, env.recipients, Some(env.notices))
             .await
     };
-    if let Err(e) = result {
-        shared.logger.log(
+    match result {
+        // The outcomes are in the queue: the programs' status files have served.
+        Ok(()) => orphans::forget(shared, id, n_recipients),
+        Err(e) => shared.logger.log(
             Severity::Err,
             Some(id.as_str()),
             format_args!("queue update failed: {e}"),
-        );
+        ),
     }
 }
 
@@ -378,7 +425,7 @@ async fn deliver_due(
 /// recipient, the `relay=` text, and whether the next hop took DSN duties on.
 async fn deliver_group(
     runner: &Runner,
-    settings: &Settings,
+    settings: &Arc<Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
@@ -396,6 +443,8 @@ async fn deliver_group(
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
             let _slot = runner.destinations.acquire(host, *port).await;
+            let delay = shared.config().options.destination_rate_delay;
+            runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
                 message: msg,
@@ -403,7 +452,7 @@ async fn deliver_group(
                 host,
                 port: *port,
             };
-            let report = remote::deliver(dns, settings, &req, &mut rng).await;
+            let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
             for line in &report.noqid_log {
                 shared
                     .logger
@@ -433,9 +482,26 @@ async fn deliver_group(
             // recipients itself).
             let (agent, indexes) = (shared.local_agent.clone(), indexes.to_vec());
             let (store, user) = (shared.queue.clone(), user.clone());
+            // Few program runs for one recipient at once (Postfix's
+            // local_destination_concurrency_limit, 2): they would only queue on the
+            // mailbox's lock, and each one in flight outlives a daemon that dies. Built-in
+            // mbox and Maildir deliveries run in this process and are not limited: a
+            // Maildir needs no lock, an mbox waits on its own lock.
+            let program = mailer == "prog"
+                || (mailer == "local"
+                    && crate::deliver::local::mailer::LocalMailer::from_config(&current.config)
+                        .is_some());
+            let _slot = match program {
+                true => Some(runner.local.acquire(&user, 0).await),
+                false => None,
+            };
+            let mailers = orphans::dir(shared);
             let done = tokio::task::spawn_blocking(move || match agent {
                 Some(a) => a.deliver(&store, &msg.envelope.id, &indexes),
-                None => deliver_local(&current, &logger, &msg, &user, &rcpts),
+                None => {
+                    let track = Some((mailers.as_path(), indexes.as_slice()));
+                    deliver_local_in(&current, &logger, &msg, &user, &rcpts, None, track)
+                }
             })
             .await;
             let outcomes = done.unwrap_or_else(|e| {
@@ -470,7 +536,7 @@ pub fn deliver_local(
     user: &str,
     rcpts: &[Recipient],
 ) -> Vec<Outcome> {
-    deliver_local_in(current, logger, msg, user, rcpts, None)
+    deliver_local_in(current, logger, msg, user, rcpts, None, None)
 }
 
 /// [`deliver_local`] for the root delivery agent ([`crate::privsep::agent`]) of queue
@@ -478,7 +544,10 @@ pub fn deliver_local(
 /// it hands the user to the agent unexpanded; the non-local addresses the agent's
 /// expansion finds are queued as a new message of the same sender through the maildrop
 /// (the daemon's pickup then relays them), and the user counts as delivered, instead of
-/// being deferred again on every run.
+/// being deferred again on every run. With `track` (the daemon's own runner), each program
+/// run gets a status file in `track.0`, named `<queue id>.<recipient index>` (`track.1`:
+/// the queue indexes of `rcpts`), so that a restarted daemon knows what a program that
+/// outlived this one did ([`orphans`]).
 pub fn deliver_local_in(
     current: &Current,
     logger: &crate::log::Logger,
@@ -486,7 +555,14 @@ pub fn deliver_local_in(
     user: &str,
     rcpts: &[Recipient],
     requeue_in: Option<&std::path::Path>,
+    track: Option<(&std::path::Path, &[usize])>,
 ) -> Vec<Outcome> {
+    let status = |k: usize| {
+        track.and_then(|(dir, idx)| {
+            idx.get(k)
+                .map(|i| dir.join(format!("{}.{i}", msg.envelope.id.as_str())))
+        })
+    };
     let cfg = &*current.config;
     let table = match crate::aliases::load_all(&cfg.options.alias_files) {
         Ok(t) => t,
@@ -506,11 +582,12 @@ pub fn deliver_local_in(
     let d = crate::deliver::local::Delivery::from_message(msg);
     rcpts
         .iter()
-        .map(|r| {
-            let outcome = match &r.expanded {
+        .enumerate()
+        .map(|(k, r)| {
+            let tracked = crate::deliver::local::inflight::track(status(k), || match &r.expanded {
                 Some(x) => {
                     let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
-                    agent.deliver(&expand::target_of(r), owner.as_ref(), &d)
+                    Ok(agent.deliver(&expand::target_of(r), owner.as_ref(), &d))
                 }
                 None => {
                     let report =
@@ -518,20 +595,21 @@ pub fn deliver_local_in(
                     if !report.remote.is_empty()
                         && let Some(qdir) = requeue_in
                     {
-                        if let Err(o) = requeue_remote(qdir, logger, msg, user, &report.remote) {
-                            return o;
-                        }
+                        requeue_remote(qdir, logger, msg, user, &report.remote)?;
                     } else if !report.remote.is_empty() {
                         // The aliases changed since the expansion: expand again next time.
-                        return Outcome::Temporary {
+                        return Err(Outcome::Temporary {
                             dsn: "4.3.0".into(),
                             text: "Deferred: aliases changed during delivery".into(),
-                        };
+                        });
                     }
-                    report.combined()
+                    Ok(report.combined())
                 }
-            };
-            from_local(outcome)
+            });
+            match tracked {
+                Ok(outcome) => from_local(outcome),
+                Err(o) => o,
+            }
         })
         .collect()
 }

@@ -533,6 +533,33 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     job: &Job<'_>,
     timeouts: &ClientTimeouts,
 ) -> SessionResult {
+    match start(io, host, job, timeouts).await {
+        Ok(mut session) => {
+            let (result, _) = session.transaction(job, timeouts).await;
+            session.quit(timeouts).await;
+            result
+        }
+        Err(result) => result,
+    }
+}
+
+/// An SMTP session past the greeting, EHLO, STARTTLS and AUTH, between mail transactions:
+/// what the connection cache ([`super::cache`]) keeps for the next message to the same hop.
+pub struct Session<S> {
+    conn: Conn<S>,
+    caps: Capabilities,
+    /// A transaction ran on it already: the next one starts with `RSET`.
+    used: bool,
+}
+
+/// Opens a session over `io` for `job` (greeting, EHLO, STARTTLS, AUTH). `Err`: the host
+/// would not take mail from us, with every recipient's outcome (the connection is closed).
+pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    host: &str,
+    job: &Job<'_>,
+    t: &ClientTimeouts,
+) -> Result<Session<S>, SessionResult> {
     let mut conn = Conn {
         io: Stream::Plain(io),
         parser: ReplyParser::default(),
@@ -541,9 +568,60 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         log_level: job.log_level,
         dsn: false,
     };
-    let n = job.recipients.len();
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-    let result = dialogue(&mut conn, job, timeouts, &mut outcomes).await;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
+    let opened = greet(&mut conn, job, t).await;
+    match opened {
+        Ok(Ok(caps)) => {
+            conn.dsn = caps.dsn;
+            Ok(Session {
+                conn,
+                caps,
+                used: false,
+            })
+        }
+        Ok(Err(end)) => Err(finish(&mut conn, host, Ok(end), &mut outcomes)),
+        Err(e) => Err(finish(&mut conn, host, Err(e), &mut outcomes)),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// One mail transaction for `job` (after `RSET` when the session was used before).
+    /// Returns the result and whether the session can carry another message: it answered
+    /// everything in order and never said 421.
+    pub async fn transaction(
+        &mut self,
+        job: &Job<'_>,
+        t: &ClientTimeouts,
+    ) -> (SessionResult, bool) {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
+        let reset = std::mem::replace(&mut self.used, true);
+        let ended = transaction(&mut self.conn, job, &self.caps, t, reset, &mut outcomes).await;
+        let reusable = matches!(&ended, Ok((_, false)));
+        let ended = ended.map(|(end, _)| end);
+        let host = self.conn.host.clone();
+        let result = finish(&mut self.conn, &host, ended, &mut outcomes);
+        (result, reusable)
+    }
+
+    /// `QUIT`, and the connection closed.
+    pub async fn quit(mut self, t: &ClientTimeouts) {
+        quit(&mut self.conn, t).await;
+    }
+
+    /// Whether the server offered DSN (it took `NOTIFY=SUCCESS` on).
+    pub fn peer_dsn(&self) -> bool {
+        self.caps.dsn
+    }
+}
+
+/// The recipients' outcomes once a dialogue step ended; the log lines so far move into
+/// the result.
+fn finish<S>(
+    conn: &mut Conn<S>,
+    host: &str,
+    result: Result<End, SessionError>,
+    outcomes: &mut [Option<Outcome>],
+) -> SessionResult {
     let answered = outcomes.iter().any(Option::is_some);
     let tls_failed = matches!(result, Ok(End::TlsFailed));
     let (fill, try_next_host) = match result {
@@ -558,8 +636,8 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         Err(e) => (Some(e.outcome(&conn.host)), !answered),
     };
     let outcomes = outcomes
-        .into_iter()
-        .map(|o| match (o, &fill) {
+        .iter_mut()
+        .map(|o| match (o.take(), &fill) {
             (Some(Outcome::Delivered { .. }), Some(f)) => f.clone(),
             (Some(o), _) => o,
             (None, Some(f)) => f.clone(),
@@ -573,7 +651,7 @@ pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
         outcomes,
         try_next_host,
         tls_failed,
-        log: conn.log,
+        log: std::mem::take(&mut conn.log),
         peer_dsn: conn.dsn,
     }
 }
@@ -591,53 +669,71 @@ enum End {
     TlsFailed,
 }
 
-/// The dialogue. Per-recipient answers go into `outcomes` (a recipient's `Delivered` there
-/// means "RCPT accepted", replaced by the final reply's outcome).
-async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
+/// Greeting, EHLO (HELO), STARTTLS, AUTH: the session's capabilities, or how it ended
+/// (the connection then closed with `QUIT` where the server still listens).
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     job: &Job<'_>,
     t: &ClientTimeouts,
-    outcomes: &mut [Option<Outcome>],
-) -> Result<End, SessionError> {
+) -> Result<Result<Capabilities, End>, SessionError> {
     let greeting = conn.reply(t.initial, "client greeting").await?;
     if greeting.class() != 2 {
         quit(conn, t).await;
-        return Ok(End::Host(Outcome::from_reply(&greeting)));
+        return Ok(Err(End::Host(Outcome::from_reply(&greeting))));
     }
     let caps = match hello(conn, job.helo_name, t).await? {
         Ok(caps) => caps,
         Err(refusal) => {
             quit(conn, t).await;
-            return Ok(End::Host(refusal));
+            return Ok(Err(End::Host(refusal)));
         }
     };
-    let caps = match secure(conn, job, t, caps).await? {
-        Ok(caps) => caps,
-        Err(end) => return Ok(end),
-    };
-    conn.dsn = caps.dsn;
+    secure(conn, job, t, caps).await
+}
+
+/// One mail transaction (`RSET` first when `reset`), the session left open. Per-recipient
+/// answers go into `outcomes` (a recipient's `Delivered` there means "RCPT accepted",
+/// replaced by the final reply's outcome). The flag: the server said 421 somewhere, so the
+/// connection must not carry another message.
+async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    job: &Job<'_>,
+    caps: &Capabilities,
+    t: &ClientTimeouts,
+    reset: bool,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(End, bool), SessionError> {
+    let rset = if reset { "RSET\r\n" } else { "" };
     let data = encode_data(&job.message.body);
     let wire_size = data.len().saturating_sub(3);
     if let Some(limit) = caps.size.filter(|l| *l > 0)
         && wire_size as u64 > limit
     {
-        quit(conn, t).await;
-        return Ok(End::All(Outcome::Permanent {
-            dsn: "5.2.3".to_string(),
-            text: format!("Message is too large; {limit} bytes max"),
-        }));
+        return Ok((
+            End::All(Outcome::Permanent {
+                dsn: "5.2.3".to_string(),
+                text: format!("Message is too large; {limit} bytes max"),
+            }),
+            false,
+        ));
     }
-    let mail = mail_command(job.message, &caps, wire_size);
+    let mail = mail_command(job.message, caps, wire_size);
     let rcpts: Vec<String> = job
         .recipients
         .iter()
-        .map(|r| rcpt_command(r, &caps))
+        .map(|r| rcpt_command(r, caps))
         .collect();
     let data_reply = if caps.pipelining {
-        let mut batch = mail.clone();
+        let mut batch = format!("{rset}{mail}");
         rcpts.iter().for_each(|r| batch.push_str(r));
         batch.push_str("DATA\r\n");
         conn.send(batch.as_bytes(), t.mail, "client MAIL").await?;
+        if reset {
+            let r = conn.reply(t.mail, "client RSET").await?;
+            if r.class() != 2 {
+                return Err(SessionError::Closed);
+            }
+        }
         let mail_reply = conn.reply(t.mail, "client MAIL").await?;
         read_rcpt_replies(conn, t, outcomes).await?;
         let data_reply = conn.reply(t.datainit, "client DATA").await?;
@@ -646,47 +742,61 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                 let _ = conn.send(b".\r\n", t.datafinal, "client DATA").await;
                 let _ = conn.reply(t.datafinal, "client DATA").await;
             }
-            quit(conn, t).await;
             // The RCPT replies after a refused MAIL say nothing about the recipients.
             outcomes.iter_mut().for_each(|o| *o = None);
-            return Ok(End::All(Outcome::from_reply(&mail_reply)));
+            return Ok((
+                End::All(Outcome::from_reply(&mail_reply)),
+                mail_reply.code == 421,
+            ));
         }
         data_reply
     } else {
+        if reset {
+            conn.send(rset.as_bytes(), t.mail, "client RSET").await?;
+            let r = conn.reply(t.mail, "client RSET").await?;
+            if r.class() != 2 {
+                return Err(SessionError::Closed);
+            }
+        }
         conn.send(mail.as_bytes(), t.mail, "client MAIL").await?;
         let mail_reply = conn.reply(t.mail, "client MAIL").await?;
         if mail_reply.class() != 2 {
-            quit(conn, t).await;
-            return Ok(End::All(Outcome::from_reply(&mail_reply)));
+            return Ok((
+                End::All(Outcome::from_reply(&mail_reply)),
+                mail_reply.code == 421,
+            ));
         }
+        let mut closing = false;
         for (i, r) in rcpts.iter().enumerate() {
             conn.send(r.as_bytes(), t.rcpt, "client RCPT").await?;
             let reply = conn.reply(t.rcpt, "client RCPT").await?;
+            closing |= reply.code == 421;
             outcomes[i] = Some(Outcome::from_reply(&reply));
         }
         if !any_accepted(outcomes) {
-            quit(conn, t).await;
-            return Ok(End::Answered);
+            return Ok((End::Answered, closing));
         }
         conn.send(b"DATA\r\n", t.datainit, "client DATA").await?;
         conn.reply(t.datainit, "client DATA").await?
     };
+    let closing = outcomes.iter().any(|o| {
+        matches!(o, Some(Outcome::Temporary { text, .. }) if text.starts_with("Deferred: 421 "))
+    });
     if !any_accepted(outcomes) {
         if data_reply.code == 354 {
             let _ = conn.send(b".\r\n", t.datafinal, "client DATA").await;
             let _ = conn.reply(t.datafinal, "client DATA").await;
         }
-        quit(conn, t).await;
-        return Ok(End::Answered);
+        return Ok((End::Answered, closing || data_reply.code == 421));
     }
     if data_reply.code != 354 {
-        quit(conn, t).await;
-        return Ok(End::All(Outcome::from_reply(&data_reply)));
+        let c = data_reply.code == 421;
+        return Ok((End::All(Outcome::from_reply(&data_reply)), closing || c));
     }
     conn.send(&data, t.datablock, "client DATA block").await?;
     let final_reply = conn.reply(t.datafinal, "client DATA status").await?;
-    quit(conn, t).await;
-    Ok(End::All(Outcome::from_reply(&final_reply)))
+    let c = final_reply.code == 421;
+    Ok((End::All(Outcome::from_reply(&final_reply)), closing || c))
 }
 
 fn any_accepted(outcomes: &[Option<Outcome>]) -> bool {

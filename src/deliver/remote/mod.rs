@@ -19,6 +19,7 @@
 //! same address again without STARTTLS (sendmail deliver.c).
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod connect;
 pub mod route;
@@ -66,6 +67,10 @@ pub struct Settings {
     pub authinfo: Option<Maps>,
     /// `LogLevel`, for the client's own log lines.
     pub log_level: u32,
+    /// `ConnectionCacheSize` (per delivery slot; 0 = no caching) and
+    /// `ConnectionCacheTimeout` ([`cache`]).
+    pub cache_size: usize,
+    pub cache_timeout: Duration,
 }
 
 impl Settings {
@@ -87,6 +92,8 @@ impl Settings {
             tls: Some(TlsSettings::load(&TlsFiles::from_options(o, config))),
             authinfo: authinfo_map(config),
             log_level: o.log_level,
+            cache_size: o.connection_cache_size,
+            cache_timeout: o.connection_cache_timeout,
         })
     }
 
@@ -216,6 +223,63 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
     req: &Request<'_>,
     rng: &mut R,
 ) -> Report {
+    fresh(dns, settings, req, rng, None).await
+}
+
+/// [`deliver`], over a session the cache holds for the hop when there is one (`RSET`
+/// first), and leaving the session in the cache afterwards when it is still good. A cached
+/// session that fails before any recipient is answered — the server closed it while it
+/// waited, or refused the `RSET` — is dropped and the message goes over a new connection.
+pub async fn deliver_cached<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &std::sync::Arc<Settings>,
+    cache: &cache::Cache,
+    req: &Request<'_>,
+    rng: &mut R,
+) -> Report {
+    while let Some(mut cached) = cache.take(req.host, req.port, settings) {
+        let job = Job {
+            message: req.message,
+            recipients: req.recipients,
+            helo_name: &settings.helo_name,
+            addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            tls: None,
+            auth: None,
+            log_level: settings.log_level,
+        };
+        let (result, reusable) = cached.session.transaction(&job, &settings.timeouts).await;
+        if result.try_next_host {
+            // Gone stale while it waited: try the next cached one, then a new connection.
+            continue;
+        }
+        let report = Report {
+            peer_dsn: result.peer_dsn,
+            outcomes: result.outcomes,
+            relay: Some(cached.relay.clone()),
+            log: Vec::new(),
+            noqid_log: result.log,
+        };
+        if reusable {
+            cache
+                .put(req.host, req.port, settings, cached.session, cached.relay)
+                .await;
+        } else {
+            cached.session.quit(&settings.timeouts).await;
+        }
+        return report;
+    }
+    fresh(dns, settings, req, rng, Some((cache, settings))).await
+}
+
+/// A delivery over new connections (DNS, routing, MX fallback); the session that took the
+/// message goes into `cache` when one is given and the session is still good.
+async fn fresh<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &Settings,
+    req: &Request<'_>,
+    rng: &mut R,
+    cache: Option<(&cache::Cache, &std::sync::Arc<Settings>)>,
+) -> Report {
     let n = req.recipients.len();
     let routes = match resolve(dns, settings, req.host, rng).await {
         Ok(routes) => routes,
@@ -241,12 +305,19 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
         let Some(c) = connected else { break };
         let relay = format!("{} {}", c.host, bracketed(c.addr));
         let (route, addr, host) = (c.route, c.addr, c.host.clone());
-        let mut result = session(settings, req, c, true, &mut noqid_log).await;
+        if let Some((cache, _)) = cache {
+            cache.opened();
+        }
+        let keep = cache.map(|(cache, s)| (cache, s, &relay));
+        let mut result = session(settings, req, c, true, &mut noqid_log, keep).await;
         if result.tls_failed
             && settings.tls.as_ref().is_some_and(|t| t.fallback_to_clear)
             && let Some(plain) = reconnect(settings, req, &host, addr, route, &mut log).await
         {
-            result = session(settings, req, plain, false, &mut noqid_log).await;
+            if let Some((cache, _)) = cache {
+                cache.opened();
+            }
+            result = session(settings, req, plain, false, &mut noqid_log, keep).await;
         }
         let next = result.try_next_host;
         last_session = Some((result, relay));
@@ -274,13 +345,15 @@ pub async fn deliver<R: Rng + Send + ?Sized>(
 }
 
 /// One SMTP session over a fresh connection, with STARTTLS (when `tls` and allowed) and
-/// AUTH as the settings say; its log lines go to `noqid_log`.
+/// AUTH as the settings say; its log lines go to `noqid_log`. With `keep`, a session that
+/// is still good afterwards goes into that cache (for `$h` and port) instead of `QUIT`.
 async fn session(
     settings: &Settings,
     req: &Request<'_>,
     c: Connected,
     tls: bool,
     noqid_log: &mut Vec<String>,
+    keep: Option<(&cache::Cache, &std::sync::Arc<Settings>, &String)>,
 ) -> SessionResult {
     let helo = settings.helo_for(c.local.map(|a| a.ip()));
     let auth = settings.auth_for(&c.host, c.addr, noqid_log);
@@ -293,7 +366,21 @@ async fn session(
         auth: auth.as_ref(),
         log_level: settings.log_level,
     };
-    let result = client::send_message(c.stream, &c.host, &job, &settings.timeouts).await;
+    let result = match client::start(c.stream, &c.host, &job, &settings.timeouts).await {
+        Err(result) => result,
+        Ok(mut session) => {
+            let (result, reusable) = session.transaction(&job, &settings.timeouts).await;
+            match keep {
+                Some((cache, s, relay)) if reusable && s.cache_size > 0 => {
+                    cache
+                        .put(req.host, req.port, s, session, relay.clone())
+                        .await
+                }
+                _ => session.quit(&settings.timeouts).await,
+            }
+            result
+        }
+    };
     noqid_log.extend(result.log.iter().cloned());
     result
 }
@@ -369,6 +456,8 @@ async fn resolve<R: Rng + Send + ?Sized>(
     route::usable_routes(&domain, resolved)
 }
 
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

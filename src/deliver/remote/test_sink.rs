@@ -96,6 +96,9 @@ pub struct SinkConfig {
     pub auth_tempfail: bool,
     /// Offer `AUTH PLAIN LOGIN` (also in clear) and accept this user and password.
     pub auth: Option<(String, String)>,
+    /// Close the connection, without a word, after this many messages on it (a hop that
+    /// ends idle connections while the client still caches them).
+    pub close_after: Option<usize>,
 }
 
 impl SinkConfig {
@@ -122,6 +125,7 @@ impl SinkConfig {
             starttls_reply: "220 2.0.0 Ready to start TLS".to_string(),
             auth_tempfail: false,
             auth: None,
+            close_after: None,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Seen {
     pub authenticated: Option<String>,
     /// Every AUTH attempt: mechanism, and whether it was made over TLS.
     pub auth_attempts: Vec<(String, bool)>,
+    /// Messages taken (final `250` after DATA).
+    pub messages: usize,
 }
 
 pub type Log = Arc<Mutex<Vec<Seen>>>;
@@ -204,6 +210,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 break;
             }
             write_lines(&mut conn, &[format!("250 2.0.0 Ok: queued as {}", cfg.tag)]).await;
+            seen.messages += 1;
+            if cfg.close_after.is_some_and(|n| seen.messages >= n) {
+                break;
+            }
             continue;
         }
         if verb == "STARTTLS" && !cfg.starttls_reply.starts_with("220") {
@@ -393,6 +403,8 @@ async fn read_data<R: AsyncBufReadExt + Unpin>(lines: &mut R, seen: &mut Seen, d
 /// A sink on a loopback socket: accepts until dropped.
 pub struct TcpSink {
     pub log: Log,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -406,11 +418,18 @@ impl TcpSink {
     pub fn start(listener: tokio::net::TcpListener, cfg: SinkConfig) -> TcpSink {
         let log: Log = Arc::default();
         let l = log.clone();
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let a = accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(serve(stream, cfg.clone(), l.clone(), Some(peer)));
             }
         });
-        TcpSink { log, task }
+        TcpSink {
+            log,
+            accepted,
+            task,
+        }
     }
 }

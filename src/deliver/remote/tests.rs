@@ -41,7 +41,7 @@ async fn ports(want_v6: bool, want_v4: bool) -> Ports {
 }
 
 pub(super) struct World {
-    dns: Dns,
+    pub(super) dns: Dns,
     _dns_server: DnsServer,
     pub(super) _sinks: Vec<TcpSink>,
     pub(super) port: u16,
@@ -89,10 +89,12 @@ pub(super) fn settings() -> Settings {
         tls: None,
         authinfo: None,
         log_level: 9,
+        cache_size: 1,
+        cache_timeout: Duration::from_secs(300),
     }
 }
 
-fn message() -> Message {
+pub(super) fn message() -> Message {
     Message {
         envelope: Envelope::new(
             QueueId::new("6AO7R0vX027769").unwrap(),

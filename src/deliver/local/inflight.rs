@@ -1,0 +1,298 @@
+//! Mailer programs in flight: a record, per delivery, that outlives the daemon.
+//!
+//! In: the path of a status file for one recipient's delivery ([`track`], set by the queue
+//! runner around the delivery), and the program about to run ([`super::run_command`]). Out:
+//! the file, written by the program's own supervising process: `pid N` when it starts,
+//! then `exit C` or `signal S` when the program ends ([`read`]).
+//!
+//! Why. A mailer program (procmail, mail.local, a `|program` alias) runs in its own process
+//! group, so that a time limit can kill it and everything it started. When the daemon dies
+//! (SIGKILL, OOM, a crash) the program goes on, delivers, and exits to nobody; the queue
+//! still says the recipient is pending and the next daemon delivers it again. Killing the
+//! programs with their parent is not safe: a program stopped in the middle of an append
+//! leaves half a message in the mailbox (mail.local truncates back on its own errors, not on
+//! SIGKILL), and one stopped just after its append still counts as undelivered. So the
+//! program is run under a small supervisor — a fork of the child before the `exec`: the
+//! supervisor keeps the status file open, waits for the program, writes how it ended and
+//! exits the same way (same code, or the same signal), so the daemon that is still there
+//! sees exactly what it saw before. A restarted daemon reads the files the previous one
+//! left ([`crate::runner`]'s recovery): a program that ended with 0 delivered, so the
+//! recipient is done; one still running is waited for (its `pid`, checked through
+//! `/proc/PID/fd` to be the process that holds this very file) before anything else is
+//! tried for that message; one that failed or was killed is retried as usual. What is left
+//! is the window between the supervisor's start and its `pid` line, and a program killed
+//! with its supervisor (a killed process group): those are retried, at most one duplicate
+//! each.
+//!
+//! The file is created by the daemon (root, mode 0600, in `<QueueDirectory>/mailers/`) and
+//! reaches the supervisor as an inherited descriptor; the program itself never sees it
+//! (close-on-exec). The program reads the message from a file in memory, not from a pipe
+//! the daemon writes: a daemon that dies while writing would otherwise hand the program a
+//! truncated message — often an empty one, which a program like procmail delivers and
+//! exits 0 for. Built-in mbox and Maildir deliveries run inside the daemon and die with
+//! it; they are not tracked.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+thread_local! {
+    static STATUS: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a blocking delivery on this thread) with `status` as the status file of any
+/// program it starts.
+pub fn track<T>(status: Option<PathBuf>, f: impl FnOnce() -> T) -> T {
+    let before = STATUS.with(|s| s.replace(status));
+    let out = f();
+    STATUS.with(|s| *s.borrow_mut() = before);
+    out
+}
+
+/// The status file for the program about to start on this thread, created empty: the
+/// caller keeps it open until the program is spawned. None when nothing is tracked, or the
+/// file cannot be made (the delivery then runs untracked, as before).
+pub(super) fn supervise(c: &mut Command) -> Option<File> {
+    let path = STATUS.with(|s| s.borrow().clone())?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .ok()?;
+    let fd = file.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-
+    // safe calls are allowed: it uses fork, getpid, write, waitpid, kill and _exit on
+    // plain integers and a stack buffer, and allocates nothing. The raw descriptor stays
+    // valid in the child: `file` is open in the parent until spawn returns.
+    unsafe {
+        c.pre_exec(move || {
+            use nix::libc;
+            let me = libc::getpid();
+            put(fd, b"pid ", me as i64);
+            let pid = libc::fork();
+            if pid < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if pid == 0 {
+                return Ok(()); // the program: exec goes on (the file closes on exec)
+            }
+            // The supervisor keeps only the status file: not the program's pipes, and not
+            // the pipe on which std's spawn waits for the exec (it would wait for us).
+            close_all_but(fd);
+            let mut status: libc::c_int = 0;
+            loop {
+                let r = libc::waitpid(pid, &mut status, 0);
+                if r == pid {
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(75);
+                }
+            }
+            if libc::WIFEXITED(status) {
+                let code = libc::WEXITSTATUS(status);
+                put(fd, b"exit ", code as i64);
+                libc::_exit(code);
+            }
+            let sig = if libc::WIFSIGNALED(status) {
+                libc::WTERMSIG(status)
+            } else {
+                libc::SIGKILL
+            };
+            put(fd, b"signal ", sig as i64);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(me, sig);
+            libc::_exit(128 + sig);
+        });
+    }
+    Some(file)
+}
+
+/// The message as a file in memory (memfd), read from its start: a tracked program's
+/// stdin, complete whatever becomes of the daemon.
+pub(super) fn input_file(message: &[u8]) -> io::Result<std::process::Stdio> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::{Seek, Write};
+    let fd = memfd_create(c"mailer-input", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    let mut file = File::from(fd);
+    file.write_all(message)?;
+    file.rewind()?;
+    Ok(std::process::Stdio::from(file))
+}
+
+/// Closes every descriptor but `keep` (async-signal-safe: close_range(2), else close(2)
+/// one by one up to 65536).
+fn close_all_but(keep: i32) {
+    use nix::libc;
+    // SAFETY: plain system calls on descriptor numbers; nothing in this process uses the
+    // closed descriptors afterwards (it only writes `keep` and exits).
+    unsafe {
+        let lo = match keep {
+            0 => 0,
+            k => libc::syscall(libc::SYS_close_range, 0u32, (k - 1) as u32, 0u32),
+        };
+        let hi = libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        if lo != 0 || hi != 0 {
+            for n in 0..65536 {
+                if n != keep {
+                    libc::close(n);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `word` `n` and a newline to `fd` (async-signal-safe: no allocation).
+fn put(fd: i32, word: &[u8], n: i64) {
+    let mut buf = [0u8; 40];
+    let mut len = 0;
+    for &b in word {
+        buf[len] = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 20];
+    let mut k = 0;
+    let neg = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if neg {
+        buf[len] = b'-';
+        len += 1;
+    }
+    while k > 0 {
+        k -= 1;
+        buf[len] = digits[k];
+        len += 1;
+    }
+    buf[len] = b'\n';
+    len += 1;
+    // SAFETY: write(2) of `len` initialised bytes from a live stack buffer.
+    unsafe {
+        nix::libc::write(fd, buf.as_ptr().cast(), len);
+    }
+}
+
+/// What a status file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Created, no supervisor line yet (the daemon died before the program started, or
+    /// it is starting now).
+    Empty,
+    /// The supervisor's pid: the program was running when the line was written.
+    Running(i32),
+    /// The program exited with this code.
+    Exited(i32),
+    /// The program died by this signal.
+    Signaled(i32),
+}
+
+/// Reads a status file.
+pub fn read(path: &Path) -> io::Result<Record> {
+    let text = std::fs::read_to_string(path)?;
+    let mut record = Record::Empty;
+    for line in text.lines() {
+        let Some((word, n)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.trim().parse::<i32>() else {
+            continue;
+        };
+        record = match word {
+            "pid" => Record::Running(n),
+            "exit" => Record::Exited(n),
+            "signal" => Record::Signaled(n),
+            _ => record,
+        };
+    }
+    Ok(record)
+}
+
+/// Whether process `pid` is alive and holds `path` open (so it is the supervisor that
+/// writes it, not some later process that got the same pid).
+pub fn holds(pid: i32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    fds.flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(script: &str, status: &Path) -> std::process::ExitStatus {
+        track(Some(status.to_path_buf()), || {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            let _file = supervise(&mut c);
+            c.status().unwrap()
+        })
+    }
+
+    #[test]
+    fn the_supervisor_records_the_exit_and_exits_the_same_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("q.0");
+        let st = run("exit 67", &status);
+        assert_eq!(st.code(), Some(67));
+        assert_eq!(read(&status).unwrap(), Record::Exited(67));
+
+        let st = run("kill -TERM $$", &status);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(nix::libc::SIGTERM));
+        assert_eq!(read(&status).unwrap(), Record::Signaled(nix::libc::SIGTERM));
+    }
+
+    #[test]
+    fn a_running_program_is_seen_through_its_supervisor_and_finishes_without_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("q.1");
+        let gate = dir.path().join("gate");
+        let script = format!(
+            "while [ ! -e {g} ]; do sleep 0.02; done; exit 0",
+            g = gate.display()
+        );
+        let mut child = track(Some(status.clone()), || {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(&script);
+            let _file = supervise(&mut c);
+            c.spawn().unwrap()
+        });
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read(&status).unwrap() == Record::Empty {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(read(&status).unwrap(), Record::Running(pid));
+        assert!(holds(pid, &status));
+        std::fs::write(&gate, "").unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(read(&status).unwrap(), Record::Exited(0));
+        assert!(!holds(pid, &status));
+    }
+
+    #[test]
+    fn nothing_is_tracked_outside_track() {
+        let mut c = Command::new("/bin/true");
+        assert!(supervise(&mut c).is_none());
+        assert!(c.status().unwrap().success());
+    }
+}
