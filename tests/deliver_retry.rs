@@ -58,7 +58,16 @@ fn a_451_at_rcpt_is_deferred_queued_and_delivered_by_the_next_queue_run() {
         deferred[0]
     );
     assert!(sink.messages().is_empty());
-    let q = d.mailq();
+    // The to= line is logged before the recipient's new state is written back: read the
+    // queue until the attempt is in it (bounded).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let q = loop {
+        let q = d.mailq();
+        if q.contains("(Deferred: ") || std::time::Instant::now() > until {
+            break q;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(
         q.contains(&id)
             && q.contains("<later1@remote.example.test>")

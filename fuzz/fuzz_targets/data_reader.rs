@@ -14,6 +14,7 @@ fuzz_target!(|input: &[u8]| {
     let limits = Limits {
         max_size: u64::from(cut) * 4,
         max_headers: u64::from(cut) * 2,
+        seven_bit: cut & 1 == 1,
     };
     let mut whole = DataReader::new(limits);
     let (used_whole, end_whole) = whole.feed(data);

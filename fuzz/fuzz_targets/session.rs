@@ -17,6 +17,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use sendmail_rs::queue::id::QueueIdGen;
 use sendmail_rs::smtp::command::{Address, MailParams, RcptParams};
+use sendmail_rs::smtp::filter::FilterVerdict;
 use sendmail_rs::smtp::reply::Reply;
 use sendmail_rs::smtp::session::{
     Action, ClientInfo, Decision, Features, Policy, PolicyContext, Privacy, Session, SessionContext,
@@ -63,6 +64,9 @@ fn context(flags: u8) -> SessionContext {
         },
         max_message_size: if flags & 0x10 != 0 { 200 } else { 0 },
         max_headers_length: 1024,
+        seven_bit_input: flags & 0x20 != 0,
+        macros: Arc::default(),
+        bad_rcpt_throttle: u32::from(flags & 0x80 != 0) * 2,
         max_recipients: 5,
         features: Features {
             dsn: flags & 1 != 0,
@@ -145,6 +149,8 @@ fn run(s: &mut Session, c: &mut Check, actions: Vec<Action>, refuse_commit: bool
             }
             Action::StartTls => queue.extend(s.tls_failed("fuzz")),
             Action::Close => c.closed = true,
+            // no filters are configured here; a filter call goes on as without filters
+            Action::Filter(_) => queue.extend(s.filtered(FilterVerdict::Continue)),
             Action::Log(_) | Action::Delay(_) | Action::StartData => {}
         }
     }
