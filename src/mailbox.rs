@@ -228,8 +228,9 @@ fn dequote(s: &str) -> String {
     out
 }
 
-/// `s` without its comments `(...)` outside quotes.
-fn strip_comments(s: &str) -> String {
+/// `s` without its RFC 5322 comments `(...)` outside quotes (the SMTP command parser's
+/// too).
+pub fn strip_comments(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let (mut depth, mut quoted, mut escaped) = (0u32, false, false);
     for c in s.chars() {
@@ -261,7 +262,7 @@ fn strip_comments(s: &str) -> String {
 }
 
 /// Byte positions of `want` outside quotes and brackets and not after a backslash.
-fn unquoted(s: &str, want: char) -> Vec<usize> {
+pub fn unquoted(s: &str, want: char) -> Vec<usize> {
     let (mut quoted, mut escaped, mut bracket) = (false, false, false);
     let mut found = Vec::new();
     for (i, c) in s.char_indices() {

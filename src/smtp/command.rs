@@ -492,68 +492,9 @@ fn split_path(s: &str) -> Result<(&str, &str), ArgError> {
     Ok((raw, &s[end..]))
 }
 
-/// Removes RFC 5322 comments `(...)` outside quotes.
-fn strip_comments(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let (mut depth, mut quoted, mut escaped) = (0u32, false, false);
-    for c in s.chars() {
-        if escaped {
-            escaped = false;
-            if depth == 0 {
-                out.push(c);
-            }
-            continue;
-        }
-        match c {
-            '\\' => {
-                escaped = true;
-                if depth == 0 {
-                    out.push(c);
-                }
-                continue;
-            }
-            '"' if depth == 0 => quoted = !quoted,
-            '(' if !quoted => {
-                depth += 1;
-                continue;
-            }
-            ')' if !quoted && depth > 0 => {
-                depth -= 1;
-                continue;
-            }
-            _ => {}
-        }
-        if depth == 0 {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Positions of `c` outside quotes, brackets and after no backslash.
-fn unquoted_positions(s: &str, want: char) -> Vec<usize> {
-    let (mut quoted, mut escaped, mut bracket) = (false, false, false);
-    let mut found = Vec::new();
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' if !bracket => quoted = !quoted,
-            '[' if !quoted => bracket = true,
-            ']' if !quoted => bracket = false,
-            c if c == want && !quoted && !bracket => found.push(i),
-            _ => {}
-        }
-    }
-    found
-}
-
 /// Splits a (balanced) path into route, local part and domain.
 fn parse_path(raw: &str) -> Result<Address, ArgError> {
-    let clean = strip_comments(raw);
+    let clean = crate::mailbox::strip_comments(raw);
     let clean = clean.trim_matches(is_space);
     // Content of the outermost <...> if there is one (a phrase before it is ignored).
     let inner = match (clean.find('<'), clean.rfind('>')) {
@@ -564,7 +505,7 @@ fn parse_path(raw: &str) -> Result<Address, ArgError> {
     let mut route = Vec::new();
     let mut mailbox = inner;
     if inner.starts_with('@') {
-        let colon = unquoted_positions(inner, ':');
+        let colon = crate::mailbox::unquoted(inner, ':');
         let Some(&c) = colon.first() else {
             return Err(ArgError::InvalidRoute(raw.to_owned()));
         };
@@ -577,7 +518,7 @@ fn parse_path(raw: &str) -> Result<Address, ArgError> {
         }
         mailbox = &inner[c + 1..];
     }
-    let ats = unquoted_positions(mailbox, '@');
+    let ats = crate::mailbox::unquoted(mailbox, '@');
     let (local, domain) = match ats.as_slice() {
         [] => (mailbox.to_owned(), None),
         [at] => {
