@@ -87,7 +87,9 @@ def parse_steps(path, body):
         i += 1
         if not line.strip() or line.startswith("#"):
             continue
-        if line.startswith(">1 "):
+        if line.startswith(">> ") or line == ">>":
+            steps.append(("queue", line[3:]))
+        elif line.startswith(">1 "):
             steps.append(("send1", line[3:]))
         elif line.startswith("> "):
             steps.append(("send", line[2:]))
@@ -127,6 +129,13 @@ class Conn:
         self.sock.settimeout(READ_TIMEOUT)
         self.sock.connect(("127.0.0.1", port))
         self.buf = b""
+        self.pending = ""
+        self.queued = 0
+
+    def queued_replies(self):
+        """The replies to the lines ">>" steps sent ahead of the current one."""
+        n, self.queued = self.queued, 0
+        return [line for _ in range(n) for line in self.reply()]
 
     def reply(self):
         """One SMTP reply (all its lines), or a marker for EOF/timeout."""
@@ -168,6 +177,8 @@ class Conn:
             out.append(line)
 
     def send(self, text):
+        # what ">>" steps queued goes out in the same write (a pipelining client)
+        text, self.pending = self.pending + text, ""
         try:
             self.sock.sendall(text.encode("latin-1"))
         except OSError as e:
@@ -178,8 +189,23 @@ class Conn:
 def play(sc, record):
     conns = {}
     cur = None
+    pending = []  # lines of ">>" steps, sent in one write with the next line
     for step in sc.steps:
         verb = step[0]
+        if verb == "queue":
+            record.append(f"C (no wait): {step[1]}")
+            pending.append(step[1] + "\r\n")
+            continue
+        if pending and verb in ("send", "send1", "data", "close", "eof") and cur is not None:
+            if verb in ("close", "eof"):
+                err = cur.send("".join(pending))
+                if err:
+                    record.append(err)
+                pending = []
+            else:
+                cur.pending = "".join(pending)
+                cur.queued = len(pending)
+                pending = []
         if verb in ("connect", "early"):
             args = step[1]
             src = args[0]
@@ -249,6 +275,8 @@ def play(sc, record):
             err = cur.send(step[1] + "\r\n")
             if err:
                 record.append(err)
+            for line in cur.queued_replies():
+                record.append(f"S: {line}")
             reply = cur.reply()
             record.append(f"S: {reply[0]}" + (" <...>" if len(reply) > 1 else ""))
         elif verb == "send":
@@ -257,7 +285,7 @@ def play(sc, record):
             err = cur.send(text + "\r\n")
             if err:
                 record.append(err)
-            for line in cur.reply():
+            for line in cur.queued_replies() + cur.reply():
                 record.append(f"S: {line}")
         elif verb == "data":
             text = "".join(line + "\r\n" for line in step[1]) + ".\r\n"
@@ -265,7 +293,7 @@ def play(sc, record):
             err = cur.send(text)
             if err:
                 record.append(err)
-            for line in cur.reply():
+            for line in cur.queued_replies() + cur.reply():
                 record.append(f"S: {line}")
         elif verb == "eof":
             for line in cur.rest():
@@ -448,7 +476,8 @@ def compare(scenarios, results, works, verbose):
                 a = norm_transcript(ro["transcript"]) + la
                 b = norm_transcript(rr["transcript"]) + lb
                 detail = []
-        same = a == b
+        # a scenario one side did not play is a failure, whatever it expects
+        same = a == b and "<not run>" not in a + b
         diff = list(difflib.unified_diff(a, b, "oracle", "sendmail-rs", lineterm="", n=2))
         if sc.expect == "pass":
             status = "PASS" if same else "FAIL"
@@ -477,7 +506,9 @@ def compare(scenarios, results, works, verbose):
 
 def outside(args):
     os.makedirs(args.work, exist_ok=True)
-    scenario_paths = args.scenarios or sorted(
+    # absolute paths: the inside runs elsewhere; a bare name is one of scenarios/
+    scenario_paths = [os.path.abspath(p if os.path.exists(p) else os.path.join(SCENARIOS, p))
+                      for p in args.scenarios] or sorted(
         os.path.join(SCENARIOS, f) for f in os.listdir(SCENARIOS) if f.endswith(".txt"))
     scenarios = [Scenario(p) for p in scenario_paths]
     smtp_paths = [s.path for s in scenarios if not s.fail2ban]
