@@ -111,7 +111,8 @@ pub async fn serve_client<S>(
         Destination::Store(shared.queue.clone()),
         current.config.clone(),
         shared.logger.clone(),
-    );
+    )
+    .with_rules(current.rules.clone());
     let mut session = Session::new(ctx);
     let filters = current.milters.for_daemon(&daemon.name);
     let outcome = if filters.is_empty() {

@@ -152,6 +152,22 @@ impl Policy for BuiltinPolicy {
     }
 }
 
+/// A check ruleset's refusal as sendmail's `usrerr` words it (err.c `fmtmsg`): the address
+/// goes in front of the text only for the codes 250, 252, 450, 550 and 553 (a `451 4.7.1 Try
+/// again later` or `421 4.0.0 …` from the access map names none), and a reply without an
+/// enhanced status code gets `X.0.0` from its first digit (`550 5.0.0 <a@b>... Your domain
+/// is blocked`), as the oracle answers.
+fn usrerr_reply(code: u16, dsn: Option<&str>, shown: &str, text: &str) -> Reply {
+    let default_dsn = matches!(code / 100, 2 | 4 | 5).then(|| format!("{}.0.0", code / 100));
+    let dsn = dsn.map(str::to_owned).or(default_dsn);
+    let text = if matches!(code, 250 | 252 | 450 | 550 | 553) {
+        format!("{shown}... {text}")
+    } else {
+        text.to_string()
+    };
+    Reply::new(code, dsn.as_deref(), text)
+}
+
 /// An address as the client wrote it, without the angle brackets around it.
 fn bare(raw: &str) -> &str {
     raw.trim().trim_start_matches('<').trim_end_matches('>')
@@ -262,6 +278,21 @@ impl RulesPolicy {
         arg: &str,
         arg2: Option<&str>,
     ) -> Option<(u16, Option<String>, String)> {
+        match self.run_verdict(conn, tx, set, arg, arg2) {
+            Verdict::Reject { code, dsn, text } => Some((code, dsn, text)),
+            _ => None,
+        }
+    }
+
+    /// As [`Self::run`], with the ruleset's whole verdict (accept, discard, reject).
+    fn run_verdict(
+        &self,
+        conn: &BTreeMap<String, String>,
+        tx: Option<Transaction<'_>>,
+        set: &str,
+        arg: &str,
+        arg2: Option<&str>,
+    ) -> Verdict {
         let mut e = self.rules.engine();
         let mailers = self.rules.mailers();
         smtp_macros::apply(&mut e, &smtp_macros::connection_values(conn));
@@ -283,10 +314,7 @@ impl RulesPolicy {
         smtp_macros::apply(&mut e, &smtp_macros::transaction_values(&t));
         let verdict = rscheck(&mut e, set, arg.as_bytes(), arg2.map(str::as_bytes), true);
         let _ = take_messages(&mut e);
-        match verdict {
-            Verdict::Reject { code, dsn, text } => Some((code, dsn, text)),
-            _ => None,
-        }
+        verdict
     }
 
     /// `check_relay` for a new connection: the reply that makes the session a "nullserver"
@@ -366,10 +394,18 @@ impl RulesPolicy {
             sender: sender.as_deref(),
             rcpt,
         };
-        match self.run(ctx.macros, Some(tx), set, &shown, None) {
-            None => Decision::Accept,
-            Some((code, dsn, text)) => {
-                let reply = Reply::new(code, dsn.as_deref(), format!("{shown}... {text}"));
+        match self.run_verdict(ctx.macros, Some(tx), set, &shown, None) {
+            Verdict::Accept(_) | Verdict::Quarantine(_) => Decision::Accept,
+            // sendmail logs the discard at once (srvrsmtp.c, LogLevel > 3) and throws the
+            // message away at its end
+            Verdict::Discard => Decision::Discard {
+                log: format!(
+                    "ruleset={set}, arg1={shown}, relay={}, discard",
+                    ctx.client.display()
+                ),
+            },
+            Verdict::Reject { code, dsn, text } => {
+                let reply = usrerr_reply(code, dsn.as_deref(), &shown, &text);
                 let log = format!(
                     "ruleset={set}, arg1={shown}, relay={}, reject={reply}",
                     ctx.client.display()
@@ -638,6 +674,28 @@ impl Policy for KnownUsers {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usrerr_names_the_address_for_some_codes_and_fills_the_enhanced_code() {
+        // the oracle's replies to access-map entries under delay_checks
+        let r = |c, d, t| super::usrerr_reply(c, d, "<root@oracle.example.test>", t).to_string();
+        assert_eq!(
+            r(451, Some("4.7.1"), "Try again later"),
+            "451 4.7.1 Try again later"
+        );
+        assert_eq!(
+            r(421, None, "Closing the connection now"),
+            "421 4.0.0 Closing the connection now"
+        );
+        assert_eq!(
+            r(550, None, "Your domain is blocked"),
+            "550 5.0.0 <root@oracle.example.test>... Your domain is blocked"
+        );
+        assert_eq!(
+            r(450, Some("4.2.1"), "Mailbox busy"),
+            "450 4.2.1 <root@oracle.example.test>... Mailbox busy"
+        );
+    }
+
     use super::*;
 
     /// The rulesets of Debian's stock sendmail.cf (tests/fixtures), as the daemon loads them.

@@ -65,6 +65,9 @@ pub struct QueueSink {
     pub logger: Logger,
     /// Where the bytes of the message being received past its head go.
     pub spool: SpoolState,
+    /// The cf's rulesets, to name each recipient's mailer in the `stat=queued` lines of
+    /// DeliveryMode queue/defer ([`queued_lines`]).
+    pub rules: Option<Arc<crate::rules::handle::Handle>>,
 }
 
 /// The spool of the message being received (a [`Destination::Store`] only; the maildrop
@@ -86,8 +89,51 @@ impl QueueSink {
             config,
             logger,
             spool: SpoolState::Idle,
+            rules: None,
         }
     }
+
+    /// The same, with the cf's rulesets for the `stat=queued` lines.
+    pub fn with_rules(mut self, rules: Option<Arc<crate::rules::handle::Handle>>) -> QueueSink {
+        self.rules = rules;
+        self
+    }
+}
+
+/// DeliveryMode queue or defer: sendmail's `deliver()` marks each recipient of a mailer that
+/// no alias expansion waits for (an SMTP mailer; local ones are expanded in the queue run)
+/// queued and logs it (LogLevel > 8): `to=<a@b>, delay=00:00:00, mailer=esmtp, pri=N,
+/// stat=queued`, in RCPT order, once each (oracle: 65-access-connect-relay).
+fn queued_lines(
+    msg: &Message,
+    cfg: &Config,
+    rules: Option<&crate::rules::handle::Handle>,
+    priority: i64,
+) -> Vec<String> {
+    use crate::config::options::DeliveryMode;
+    use crate::deliver::route::{Route, route_with};
+    if !matches!(
+        cfg.options.delivery_mode,
+        DeliveryMode::QueueOnly | DeliveryMode::Defer
+    ) {
+        return Vec::new();
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for r in &msg.recipients {
+        if seen.contains(&r.shown.as_str()) {
+            continue;
+        }
+        seen.push(&r.shown);
+        let bare = r.shown.trim_start_matches('<').trim_end_matches('>');
+        if let Route::Remote { mailer, .. } = route_with(rules, cfg, bare) {
+            out.push(format!(
+                "to={}, delay=00:00:00, mailer={mailer}, pri={priority}, stat=queued",
+                r.shown
+            ));
+        }
+    }
+    out
 }
 
 impl MessageSink for QueueSink {
@@ -128,8 +174,31 @@ impl MessageSink for QueueSink {
         let prepared = prepare(&msg, body, &self.config);
         let dest = self.dest.clone();
         let logger = self.logger.clone();
+        let queued_log = match (&prepared, logger.enabled(8)) {
+            (Ok((q, _, _)), true) if !msg.discard => queued_lines(
+                &msg,
+                &self.config,
+                self.rules.as_deref(),
+                q.envelope.priority,
+            ),
+            _ => Vec::new(),
+        };
         async move {
             let (queued, msgid, added) = prepared?;
+            if msg.discard {
+                // a check ruleset's $#discard (access map DISCARD): answered 250, logged as
+                // sendmail logs it (the from= line, then "discarded"), nothing queued
+                drop(spool);
+                if logger.enabled(4) {
+                    logger.log(
+                        Severity::Info,
+                        Some(&msg.qid),
+                        format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
+                    );
+                }
+                logger.log(Severity::Info, Some(&msg.qid), format_args!("discarded"));
+                return Ok(());
+            }
             let temp = commit_error;
             let spool = match spool {
                 SpoolState::Failed(e) => return Err(temp(e)),
@@ -168,6 +237,9 @@ impl MessageSink for QueueSink {
                     Some(&msg.qid),
                     format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
                 );
+            }
+            for line in queued_log {
+                logger.log(Severity::Info, Some(&msg.qid), format_args!("{line}"));
             }
             Ok(())
         }
@@ -342,6 +414,60 @@ fn bare(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DeliveryMode=q logs `stat=queued` for the SMTP recipients only, once each; other
+    /// modes log none (oracle: 65-access-connect-relay, 05-outside-to-local).
+    #[test]
+    fn queue_only_logs_smtp_recipients_queued() {
+        use crate::smtp::command::parse_path;
+        use crate::smtp::session::Recipient;
+        let rcpt = |a: &str| Recipient {
+            addr: parse_path(a).unwrap(),
+            shown: a.to_string(),
+            params: Default::default(),
+        };
+        let msg = Message {
+            qid: "6B64nF5V018234".into(),
+            sender: parse_path("<a@remote.example>").unwrap(),
+            mail_params: Default::default(),
+            recipients: vec![
+                rcpt("<user@remote.example>"),
+                rcpt("<root>"),
+                rcpt("<user@remote.example>"),
+                rcpt("<other@far.example>"),
+            ],
+            body: Vec::new(),
+            spilled: 0,
+            spill_at: 0,
+            helo: None,
+            protocol: "SMTP",
+            client: crate::smtp::session::ClientInfo {
+                ip: None,
+                port: 0,
+                name: None,
+            },
+            daemon_name: "MTA".into(),
+            tls: None,
+            auth: None,
+            quarantine: None,
+            discard: false,
+        };
+        let cfg = |mode: &str| {
+            let o = crate::config::Override {
+                name: "DeliveryMode".into(),
+                value: mode.into(),
+            };
+            Config::from_str("default.cf", crate::config::DEFAULT_CF, &[o]).unwrap()
+        };
+        assert_eq!(
+            queued_lines(&msg, &cfg("q"), None, 120),
+            [
+                "to=<user@remote.example>, delay=00:00:00, mailer=esmtp, pri=120, stat=queued",
+                "to=<other@far.example>, delay=00:00:00, mailer=esmtp, pri=120, stat=queued",
+            ]
+        );
+        assert!(queued_lines(&msg, &cfg("b"), None, 120).is_empty());
+    }
 
     #[test]
     fn addresses_lose_their_brackets() {

@@ -97,6 +97,9 @@ pub fn take_messages(e: &mut Engine) -> Vec<String> {
         .collect()
 }
 
+/// The longest `$#error` text, quotes included, that `buildaddr` keeps.
+const ERROR_TEXT_MAX: usize = 255;
+
 /// Decode `$#error [$@ host] $: text` as `buildaddr` does.
 fn error_verdict(e: &Engine, pvp: &Tokens) -> Verdict {
     let host_at = pvp.iter().position(|t| meta::is(t, meta::CANONHOST));
@@ -118,9 +121,12 @@ fn error_verdict(e: &Engine, pvp: &Tokens) -> Verdict {
             .unwrap_or_default();
         return Verdict::Quarantine(String::from_utf8_lossy(&reason).into_owned());
     }
-    let user = user_at
+    let mut user = user_at
         .map(|u| cataddr(&e.tables, &pvp[u + 1..], Some(b' '), false))
         .unwrap_or_default();
+    // buildaddr's buffer: the text (quotes and all) ends after 255 bytes, before its quotes
+    // are stripped (oracle: a long `$: "…" $&{x} "…"` reply is cut there)
+    user.truncate(ERROR_TEXT_MAX);
     let msg = String::from_utf8_lossy(&stripquotes(&user)).into_owned();
     let b = msg.as_bytes();
     let host_dsn = is_dsn(&host).then(|| host.clone());
@@ -184,6 +190,29 @@ mod tests {
                 text: "no relay".into()
             }
         );
+    }
+
+    #[test]
+    fn a_long_error_text_is_cut_after_255_bytes_with_its_quotes() {
+        // 30 quoted labels and an atom each: the text ends inside the label that crosses byte
+        // 255, as the oracle's reply did
+        let mut rhs = String::from("$#error $@ 5.7.1 $: \"550 x\"");
+        for i in 0..30 {
+            rhs.push_str(&format!(" \" l{i:06}:\" v"));
+        }
+        let cf = format!("V10\nScheck_rcpt\nR$*\t{rhs}\nMlocal, P=/bin/true, F=l, A=x\n");
+        let (mut e, _, errs) =
+            crate::rules::cf::load_lenient(cf.as_bytes(), "t.cf", &HostInfo::default());
+        assert!(errs.is_empty(), "{errs:?}");
+        let Verdict::Reject { code, text, .. } =
+            rscheck(&mut e, "check_rcpt", b"<a@b>", None, true)
+        else {
+            panic!("no reject");
+        };
+        assert_eq!(code, 550);
+        // quoted: `"550 x"` (7) + 20 × `" l0000NN:"v` (12) = 247, then `" l000020:"` cut
+        // after its first 8 bytes: `" l00002`
+        assert!(text.ends_with(" l000019:v l00002"), "{text}");
     }
 
     #[test]

@@ -493,7 +493,7 @@ fn split_path(s: &str) -> Result<(&str, &str), ArgError> {
 }
 
 /// Splits a (balanced) path into route, local part and domain.
-fn parse_path(raw: &str) -> Result<Address, ArgError> {
+pub(crate) fn parse_path(raw: &str) -> Result<Address, ArgError> {
     let clean = crate::mailbox::strip_comments(raw);
     let clean = clean.trim_matches(is_space);
     // Content of the outermost <...> if there is one (a phrase before it is ignored).

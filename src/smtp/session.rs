@@ -301,6 +301,11 @@ pub enum Decision {
     /// Refuse with `reply`. `log`: the line to log at notice (e.g. `ruleset=check_rcpt,
     /// arg1=..., reject=...`); `None` logs the reply text as sendmail logs a user error.
     Reject { reply: Reply, log: Option<String> },
+    /// Accept, but throw the message away at its end (a ruleset's `$#discard`, the access
+    /// map's `DISCARD`): `log` is the notice sendmail logs now (`ruleset=check_rcpt,
+    /// arg1=<a@b>, relay=…, discard`); the message is answered `250` and logged
+    /// `discarded` instead of being queued.
+    Discard { log: String },
 }
 
 /// Decisions the session leaves to the rules/alias layers (wired by the caller).
@@ -388,6 +393,9 @@ pub struct Message {
     /// Set by a content filter (milter `SMFIR_QUARANTINE`): queue the message held, with
     /// this reason.
     pub quarantine: Option<String>,
+    /// A check ruleset discarded the transaction ([`Decision::Discard`]): log it, answer
+    /// `250`, queue nothing.
+    pub discard: bool,
 }
 
 impl Message {
@@ -500,6 +508,8 @@ struct Transaction {
     started: Instant,
     /// The BDAT chunks received so far (`None` until the first BDAT).
     chunks: Option<ChunkReader>,
+    /// A check ruleset said `$#discard` for the sender or a recipient.
+    discard: bool,
 }
 
 /// One SMTP session.
@@ -515,6 +525,9 @@ pub struct Session {
     /// sendmail's "nullserver": the reply to (almost) every command after a `check_relay`
     /// refusal or a pipelining violation.
     nullserver: Option<Reply>,
+    /// `stats.rejected_rcpts` when the current MAIL was accepted: sendmail's `n_badrcpts`
+    /// (BadRcptThrottle) counts the refused recipients of one transaction only.
+    rejected_before_mail: u32,
     first_command: bool,
     last_cmd: String,
     stats: SessionStats,
@@ -546,6 +559,7 @@ impl Session {
             log_sender: None,
             qid: None,
             nullserver: ctx.connect_reject.clone(),
+            rejected_before_mail: 0,
             first_command: true,
             last_cmd: "startup".to_owned(),
             stats: SessionStats::default(),
@@ -1171,9 +1185,15 @@ impl Session {
             };
             self.ctx.policy.check_mail(&pctx, &m.path, &params)
         };
+        let mut discard = false;
         let shown = match decision {
             Decision::Accept => m.path.raw.clone(),
             Decision::AcceptAs(s) => s,
+            Decision::Discard { log } => {
+                self.log(Severity::Notice, true, log, out);
+                discard = true;
+                m.path.raw.clone()
+            }
             Decision::Reject { reply, log } => {
                 if let Some(text) = log {
                     self.log(Severity::Notice, true, text, out);
@@ -1211,7 +1231,9 @@ impl Session {
             accepted: 0,
             started: Instant::now(),
             chunks: None,
+            discard,
         });
+        self.rejected_before_mail = self.stats.rejected_rcpts;
     }
 
     fn rcpt(&mut self, r: Result<RcptTo, ArgError>, out: &mut Vec<Action>) {
@@ -1230,6 +1252,28 @@ impl Session {
             Ok(x) => x,
             Err(e) => {
                 self.stats.rejected_rcpts += 1;
+                // sendmail runs check_rcpt on `<>` too: Debian's cf answers it (`553 5.0.0
+                // <>... User address required`, logged as the ruleset's reject)
+                if let ArgError::UserAddressRequired(raw) = &e
+                    && let Ok(null) = command::parse_path(raw)
+                {
+                    let qid = self.qid();
+                    let sender = self.tx.as_ref().map(|t| &t.sender);
+                    let pctx = self.policy_context(&qid, sender);
+                    let d = self
+                        .ctx
+                        .policy
+                        .check_rcpt(&pctx, &null, &RcptParams::default());
+                    if let Decision::Reject {
+                        reply,
+                        log: Some(text),
+                    } = d
+                    {
+                        self.log(Severity::Notice, true, text, out);
+                        out.push(Action::Reply(reply));
+                        return;
+                    }
+                }
                 self.user_error(e.reply(), out);
                 return;
             }
@@ -1254,6 +1298,13 @@ impl Session {
         let shown = match decision {
             Decision::Accept => path.raw.clone(),
             Decision::AcceptAs(s) => s,
+            Decision::Discard { log } => {
+                self.log(Severity::Notice, true, log, out);
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.discard = true;
+                }
+                path.raw.clone()
+            }
             Decision::Reject { reply, log } => {
                 self.stats.rejected_rcpts += 1;
                 match log {
@@ -1329,7 +1380,7 @@ impl Session {
     /// sendmail logs it: `<client>: Possible SMTP RCPT flood, throttling.`
     fn bad_rcpt_throttle(&mut self, out: &mut Vec<Action>) {
         let limit = self.ctx.bad_rcpt_throttle;
-        let bad = self.stats.rejected_rcpts;
+        let bad = self.stats.rejected_rcpts - self.rejected_before_mail;
         if limit == 0 || bad < limit {
             return;
         }
@@ -1586,8 +1637,11 @@ impl Session {
 
     /// Ends the transaction: the `from=` line of an unfinished one (LogLevel > 4), a fresh
     /// envelope id next time.
+    /// A transaction that ends before its message: sendmail's `from=` says `size=` of the
+    /// MAIL command's `SIZE=` (e_msgsize is set from it), else 0 (oracle).
     fn finish_transaction(&mut self, out: &mut Vec<Action>) {
-        self.finish_transaction_sized(0, out);
+        let announced = self.tx.as_ref().and_then(|t| t.params.size).unwrap_or(0);
+        self.finish_transaction_sized(announced, out);
     }
 
     fn finish_transaction_sized(&mut self, size: u64, out: &mut Vec<Action>) {
@@ -1619,6 +1673,10 @@ impl Session {
         if quit {
             self.log_undelivered("aborted by sender", 9, out);
         }
+        let size = match size {
+            0 => self.tx.as_ref().and_then(|t| t.params.size).unwrap_or(0),
+            n => n,
+        };
         self.finish_transaction_sized(size, out);
         if !self.stats.mail_issued && self.nullserver.is_none() && self.ctx.log_level > 5 {
             let text = format!(

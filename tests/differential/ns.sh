@@ -65,7 +65,7 @@ chmod 3775 /var/mail; chown root:mail /var/mail
 touch /var/lib/sendmail/sendmail.st
 
 cd /etc/mail
-for mc in sendmail submit admin; do
+for mc in sendmail submit admin breadth; do
     [ -f $mc.mc ] && m4 $mc.mc > $mc.cf
 done
 busybox syslogd -n -O "$work/maillog" </dev/null >/dev/null 2>&1 &

@@ -67,6 +67,7 @@ impl Session {
             tls: self.sec.tls.clone(),
             auth: self.sec.auth.clone(),
             quarantine: None,
+            discard: tx.discard,
         };
         self.state = State::Committing(size);
         out.push(Action::Commit(Box::new(msg)));

@@ -1352,6 +1352,28 @@ fn bad_rcpt_throttle_delays_and_logs_once() {
     assert_eq!(flood_logs, 1);
 }
 
+/// The count starts again with each MAIL (tests/differential 77-access-from-codes: four
+/// transactions with one refused recipient each are never throttled).
+#[test]
+fn bad_rcpt_throttle_counts_one_transaction() {
+    let mut ctx = oracle_ctx();
+    ctx.bad_rcpt_throttle = 3;
+    let mut s = Session::new(ctx);
+    script(&mut s, &["EHLO client.example.test"]);
+    let mut delays = 0;
+    for _ in 0..5 {
+        let actions = script(
+            &mut s,
+            &["MAIL FROM:<a@b.test>", "RCPT TO:<nosuchuser>", "RSET"],
+        );
+        delays += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delay(_)))
+            .count();
+    }
+    assert_eq!(delays, 0);
+}
+
 /// FEATURE(greet_pause): talk before the greeting gets sendmail's 554 greeting, its log
 /// line, and "Command rejected" for every transaction command.
 #[test]
