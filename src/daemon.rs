@@ -528,11 +528,14 @@ async fn serve(
             _ = int.recv() => break,
         }
     }
-    shared.logger.log(
-        Severity::Info,
-        Some("NOQUEUE"),
-        format_args!("stopping daemon, reason=signal"),
-    );
+    // LogLevel > 9 (src/log.rs): at Debian's 9 the oracle says nothing
+    if shared.logger.enabled(9) {
+        shared.logger.log(
+            Severity::Info,
+            Some("NOQUEUE"),
+            format_args!("stopping daemon, reason=signal"),
+        );
+    }
     for (_, r) in running.drain() {
         let _ = r.stop.send(());
         let _ = r.task.await;

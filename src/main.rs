@@ -49,7 +49,11 @@ fn main() {
         Ok(inv) => inv,
         Err(e) => {
             setgid::drop_for_good();
-            eprintln!("sendmail: {e}");
+            match e {
+                // sendmail prints these without its name
+                cli::CliError::UnknownMode(_) => eprintln!("{e}"),
+                _ => eprintln!("sendmail: {e}"),
+            }
             std::process::exit(EX_USAGE);
         }
     };

@@ -460,7 +460,8 @@ pub fn verify(inv: &Invocation) -> i32 {
         Err(code) => return code,
     };
     if inv.args.recipients.is_empty() {
-        eprintln!("sendmail: Recipient names must be specified");
+        // sendmail's usrerr, without its name in front (oracle)
+        eprintln!("Recipient names must be specified");
         return EX_USAGE;
     }
     let logger =
@@ -487,6 +488,8 @@ pub fn verify(inv: &Invocation) -> i32 {
         println!("{text}");
         logger.log(Severity::Notice, Some(&qid), format_args!("{text}"));
     };
+    // a program, file or :include: named on the command line, not reached through an alias
+    let mut direct = false;
     let mut add = |mailer: &str, user: &str, line: String| {
         let key = (mailer.to_string(), user.to_string());
         if !deliverable.iter().any(|(k, _)| *k == key) {
@@ -497,8 +500,17 @@ pub fn verify(inv: &Invocation) -> i32 {
         .args
         .recipients
         .iter()
-        .flat_map(|a| parse_address_list(a))
+        .flat_map(|a| match direct_target(a) {
+            // `:include:/x` is no RFC 822 group
+            Some(_) => vec![a.trim().to_string()],
+            None => parse_address_list(a),
+        })
     {
+        if let Some(what) = direct_target(&addr) {
+            refuse(format!("{addr}... Cannot mail directly to {what}"));
+            direct = true;
+            continue;
+        }
         match route_with(current.rules.as_deref(), &cfg, &addr) {
             Route::Error { text } => {
                 refuse(text);
@@ -539,8 +551,9 @@ pub fn verify(inv: &Invocation) -> i32 {
                             add("*file*", &p, line)
                         }
                         Target::Program(cmd) => {
+                            // the alias keeps its quotes in front, the user has none (oracle)
                             let line =
-                                format!("\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\"");
+                                format!("\"|{cmd}\"... deliverable: mailer prog, user |{cmd}");
                             add("prog", &cmd, line)
                         }
                         // An alias's address goes through rulesets 3 and 0 again (where
@@ -578,10 +591,28 @@ pub fn verify(inv: &Invocation) -> i32 {
     for (_, line) in deliverable {
         println!("{line}");
     }
-    if unknown {
+    if direct {
+        EX_USAGE
+    } else if unknown {
         crate::sysexits::EX_NOUSER
     } else {
         EX_OK
+    }
+}
+
+/// What sendmail's `recipient()` refuses when no alias led there: an address naming a
+/// program (`|cmd`), a file (`/path`) or an include list (`:include:`), answered `x...
+/// Cannot mail directly to programs` (`files`, `:include:s`) by the oracle for `-bv`.
+fn direct_target(addr: &str) -> Option<&'static str> {
+    let a = addr.trim();
+    if a.starts_with('|') {
+        Some("programs")
+    } else if a.starts_with('/') {
+        Some("files")
+    } else if a.len() >= 9 && a[..9].eq_ignore_ascii_case(":include:") {
+        Some(":include:s")
+    } else {
+        None
     }
 }
 
@@ -597,6 +628,19 @@ mod tests {
             args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.prepare().map(|(b, r)| (String::from_utf8(b).unwrap(), r))
+    }
+
+    #[test]
+    fn programs_files_and_include_lists_are_not_mailed_directly() {
+        assert_eq!(direct_target("|/bin/cat"), Some("programs"));
+        assert_eq!(direct_target("/tmp/somefile"), Some("files"));
+        assert_eq!(
+            direct_target(":include:/etc/mail/inc.list"),
+            Some(":include:s")
+        );
+        assert_eq!(direct_target(":INCLUDE:/x"), Some(":include:s"));
+        assert_eq!(direct_target("root"), None);
+        assert_eq!(direct_target("user@remote.example.test"), None);
     }
 
     #[test]

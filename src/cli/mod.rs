@@ -59,7 +59,9 @@ pub struct Invocation {
 pub enum CliError {
     #[error(transparent)]
     Args(#[from] ArgsError),
-    #[error("unknown mode -b{0} (expected one of d D s p t v i m)")]
+    /// sendmail's words (main.c): `Frozen configurations unsupported` for `-bz`, else
+    /// `Invalid operation mode X`; printed without a `sendmail:` prefix, exit 64.
+    #[error("{}", if .0 == "z" { "Frozen configurations unsupported".to_string() } else { format!("Invalid operation mode {}", .0) })]
     UnknownMode(String),
     #[error("mode -b{0} is not supported yet")]
     Unsupported(String),
@@ -296,6 +298,15 @@ mod tests {
             parse(&argv, Path::new("/nonexistent")),
             Err(CliError::UnknownMode(m)) if m == "z"
         ));
+        // the oracle's words
+        assert_eq!(
+            CliError::UnknownMode("z".into()).to_string(),
+            "Frozen configurations unsupported"
+        );
+        assert_eq!(
+            CliError::UnknownMode("q".into()).to_string(),
+            "Invalid operation mode q"
+        );
     }
 }
 
