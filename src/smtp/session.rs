@@ -944,13 +944,41 @@ impl Session {
 
     /// The peer closed the connection (or reading failed).
     pub fn connection_lost(&mut self) -> Vec<Action> {
+        self.connection_lost_after(false)
+    }
+
+    /// The connection ended; `timed_out`: by the read timeout (already logged).
+    fn connection_lost_after(&mut self, timed_out: bool) -> Vec<Action> {
         let mut out = Vec::new();
         if self.is_closed() {
             return out;
         }
         let in_tx = self.tx.is_some();
         let level = self.ctx.log_level;
-        if (in_tx && level > 1) || level > 19 {
+        if !timed_out && matches!(self.state, State::Data(_)) {
+            // a close in the middle of DATA is collect()'s, as the oracle logs it
+            // (85-quit-mid-data): no "lost input channel" line
+            if level > 0 {
+                self.log(
+                    Severity::Warning,
+                    true,
+                    "collect: premature EOM: unexpected close".to_string(),
+                    &mut out,
+                );
+            }
+            if level > 1 {
+                let from = self
+                    .log_sender
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default();
+                let text = format!(
+                    "collect: relay={}, from={from}, info=unexpected close",
+                    self.ctx.client.host_name()
+                );
+                self.log(Severity::Notice, true, text, &mut out);
+            }
+        } else if (in_tx && level > 1) || level > 19 {
             let text = format!(
                 "lost input channel from {} to {} after {}",
                 self.ctx.client.display(),
@@ -987,7 +1015,7 @@ impl Session {
         if self.wants_data() {
             out.push(Action::Reply(reply::timeout(during)));
         }
-        out.extend(self.connection_lost());
+        out.extend(self.connection_lost_after(true));
         out
     }
 

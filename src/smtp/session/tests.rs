@@ -921,6 +921,30 @@ fn lost_input_after_mail_is_logged() {
     );
 }
 
+/// A close in the middle of DATA is logged as sendmail's collect() logs it
+/// (tests/differential 85-quit-mid-data).
+#[test]
+fn a_close_during_data_is_a_premature_eom() {
+    let mut s = Session::new(oracle_ctx());
+    talk(
+        &mut s,
+        &[
+            "EHLO client.example.test",
+            "MAIL FROM:<sender@client.example.test>",
+            "RCPT TO:<root>",
+            "DATA",
+        ],
+    );
+    let _ = s.data(b"Subject: unfinished\r\n\r\nbody\r\n");
+    let lines = logs(&s.connection_lost());
+    assert_eq!(lines[0], "collect: premature EOM: unexpected close");
+    assert_eq!(
+        lines[1],
+        "collect: relay=localhost, from=<sender@client.example.test>, info=unexpected close"
+    );
+    assert!(lines[2].starts_with("from=<sender@client.example.test>, size="));
+}
+
 #[test]
 fn lost_input_without_mail_logs_only_did_not_issue_at_level_14() {
     let mut s = Session::new(oracle_ctx());
