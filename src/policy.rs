@@ -576,7 +576,8 @@ impl KnownUsers {
                     None => return reply::user_unknown(&user),
                 },
                 Target::File(p) => format!("<{}>", p.display()),
-                Target::Program(cmd) => format!("<\"|{cmd}\">"),
+                // unquoted, as the oracle answers (`250 2.1.5 <|/bin/cat>`)
+                Target::Program(cmd) => format!("<|{cmd}>"),
                 Target::Remote(r) => format!("<{r}>"),
                 Target::Error {
                     address, reason, ..

@@ -211,9 +211,19 @@ impl BodyBuf {
         }
     }
 
-    /// A refused message keeps nothing.
+    /// A message over the size limit keeps only its header block when that was complete
+    /// and within its own limit (its `Message-Id` goes into the `from=` line), else
+    /// nothing.
     fn drop_kept(&mut self) {
-        self.body = Vec::new();
+        let keep = if self.in_header || self.headers_exceeded {
+            0
+        } else {
+            (self.header_len as usize).min(self.body.len())
+        };
+        if self.body.len() > keep {
+            self.body.truncate(keep);
+            self.body.shrink_to_fit();
+        }
     }
 
     /// The bytes kept after the first [`KEEP_HEAD`], once there are at least `min` of

@@ -165,17 +165,17 @@ impl Privacy {
                 "noetrn" => p.noetrn = true,
                 "authwarnings" => p.authwarnings = true,
                 "public" => p = Privacy::default(),
+                // everything but noetrn (sendmail 8.17's PRIV_GOAWAY mask leaves it out: the
+                // oracle under goaway offers ETRN and runs it, tests/differential
+                // 89r-privacy-goaway); added to the words before it, as sendmail ORs them
                 "goaway" => {
-                    p = Privacy {
-                        needmailhelo: true,
-                        needexpnhelo: true,
-                        needvrfyhelo: true,
-                        noexpn: true,
-                        novrfy: true,
-                        noverb: true,
-                        noetrn: true,
-                        authwarnings: true,
-                    }
+                    p.needmailhelo = true;
+                    p.needexpnhelo = true;
+                    p.needvrfyhelo = true;
+                    p.noexpn = true;
+                    p.novrfy = true;
+                    p.noverb = true;
+                    p.authwarnings = true;
                 }
                 _ => {}
             }
@@ -528,6 +528,8 @@ pub struct Session {
     /// `stats.rejected_rcpts` when the current MAIL was accepted: sendmail's `n_badrcpts`
     /// (BadRcptThrottle) counts the refused recipients of one transaction only.
     rejected_before_mail: u32,
+    /// The Message-Id of a message just refused for its size, for its `from=` line.
+    msgid_of_refused: Option<String>,
     first_command: bool,
     last_cmd: String,
     stats: SessionStats,
@@ -560,6 +562,7 @@ impl Session {
             qid: None,
             nullserver: ctx.connect_reject.clone(),
             rejected_before_mail: 0,
+            msgid_of_refused: None,
             first_command: true,
             last_cmd: "startup".to_owned(),
             stats: SessionStats::default(),
@@ -1674,6 +1677,7 @@ impl Session {
 
     fn finish_transaction_sized(&mut self, size: u64, out: &mut Vec<Action>) {
         let nrcpts = self.tx.as_ref().map_or(0, |t| t.rcpts.len());
+        let msgid = self.msgid_of_refused.take();
         if let Some((from, body)) = self.log_sender.take()
             && self.ctx.log_level > 4
         {
@@ -1681,7 +1685,7 @@ impl Session {
                 &from,
                 size,
                 nrcpts,
-                None,
+                msgid.as_deref(),
                 body,
                 self.protocol(),
                 &self.ctx.daemon_name,

@@ -29,6 +29,18 @@ impl Session {
         let size = body.size();
         if body.exceeded() {
             let max = body.limits().size_limit();
+            // when the header block ended within the limit sendmail has read it: its from=
+            // line names the Message-Id, the message's own or the one it made up (oracle,
+            // 89p-max-message-size; none for a message without a header block)
+            let kept = body.into_body();
+            let (_, rest) = crate::headers::split(&kept);
+            let (header_end, existing) = crate::headers::scan(&kept);
+            if !rest.is_empty() && header_end as u64 <= max {
+                self.msgid_of_refused = Some(existing.unwrap_or_else(|| {
+                    let (qid, host) = (self.qid(), &self.ctx.hostname);
+                    crate::queue::id::message_id(chrono::Utc::now(), &qid, host)
+                }));
+            }
             let notice = format!("message size ({size}) exceeds maximum ({max})");
             self.refuse_message(notice, reply::message_too_big(max), false, size, out);
             return;
