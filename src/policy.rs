@@ -395,7 +395,15 @@ impl RulesPolicy {
             rcpt,
         };
         match self.run_verdict(ctx.macros, Some(tx), set, &shown, None) {
-            Verdict::Accept(_) | Verdict::Quarantine(_) => Decision::Accept,
+            Verdict::Accept(_) => Decision::Accept,
+            // held in the queue (access QUARANTINE:), logged now as sendmail logs it
+            Verdict::Quarantine(reason) => Decision::Quarantine {
+                log: format!(
+                    "ruleset={set}, arg1={shown}, relay={}, quarantine={reason}",
+                    ctx.client.display()
+                ),
+                reason,
+            },
             // sendmail logs the discard at once (srvrsmtp.c, LogLevel > 3) and throws the
             // message away at its end
             Verdict::Discard => Decision::Discard {

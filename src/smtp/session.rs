@@ -306,6 +306,10 @@ pub enum Decision {
     /// arg1=<a@b>, relay=…, discard`); the message is answered `250` and logged
     /// `discarded` instead of being queued.
     Discard { log: String },
+    /// Accept, and queue the message held (a ruleset's `$#error $@ quarantine $: reason`,
+    /// the access map's `QUARANTINE:reason`): `log` is sendmail's notice (`ruleset=…,
+    /// arg1=…, relay=…, quarantine=reason`).
+    Quarantine { log: String, reason: String },
 }
 
 /// Decisions the session leaves to the rules/alias layers (wired by the caller).
@@ -510,6 +514,8 @@ struct Transaction {
     chunks: Option<ChunkReader>,
     /// A check ruleset said `$#discard` for the sender or a recipient.
     discard: bool,
+    /// A check ruleset quarantined the transaction, with this reason.
+    quarantine: Option<String>,
 }
 
 /// One SMTP session.
@@ -1217,12 +1223,18 @@ impl Session {
             self.ctx.policy.check_mail(&pctx, &m.path, &params)
         };
         let mut discard = false;
+        let mut quarantine = None;
         let shown = match decision {
             Decision::Accept => m.path.raw.clone(),
             Decision::AcceptAs(s) => s,
             Decision::Discard { log } => {
                 self.log(Severity::Notice, true, log, out);
                 discard = true;
+                m.path.raw.clone()
+            }
+            Decision::Quarantine { log, reason } => {
+                self.log(Severity::Notice, true, log, out);
+                quarantine = Some(reason);
                 m.path.raw.clone()
             }
             Decision::Reject { reply, log } => {
@@ -1263,6 +1275,7 @@ impl Session {
             started: Instant::now(),
             chunks: None,
             discard,
+            quarantine,
         });
         self.rejected_before_mail = self.stats.rejected_rcpts;
     }
@@ -1333,6 +1346,13 @@ impl Session {
                 self.log(Severity::Notice, true, log, out);
                 if let Some(tx) = self.tx.as_mut() {
                     tx.discard = true;
+                }
+                path.raw.clone()
+            }
+            Decision::Quarantine { log, reason } => {
+                self.log(Severity::Notice, true, log, out);
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.quarantine = Some(reason);
                 }
                 path.raw.clone()
             }

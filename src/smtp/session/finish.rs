@@ -78,7 +78,7 @@ impl Session {
             daemon_name: self.ctx.daemon_name.clone(),
             tls: self.sec.tls.clone(),
             auth: self.sec.auth.clone(),
-            quarantine: None,
+            quarantine: tx.quarantine,
             discard: tx.discard,
         };
         self.state = State::Committing(size);

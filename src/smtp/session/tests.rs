@@ -42,6 +42,18 @@ impl Policy for OraclePolicy {
         if rcpt.local.eq_ignore_ascii_case("postmaster") && rcpt.domain.is_none() {
             return Decision::AcceptAs("<postmaster>".into());
         }
+        // the access map's QUARANTINE: and DISCARD, as the cf's check_rcpt returns them
+        if rcpt.local == "held" {
+            return Decision::Quarantine {
+                log: format!("ruleset=check_rcpt, arg1={}, quarantine=review", rcpt.raw),
+                reason: "review".into(),
+            };
+        }
+        if rcpt.local == "dropped" {
+            return Decision::Discard {
+                log: format!("ruleset=check_rcpt, arg1={}, discard", rcpt.raw),
+            };
+        }
         Decision::Accept
     }
 
@@ -677,6 +689,36 @@ fn transaction(s: &mut Session, body: &[u8]) -> (Vec<String>, Option<Message>) {
         _ => None,
     });
     (got, msg)
+}
+
+/// A recipient the rules quarantine holds the whole message; one they discard drops it
+/// (tests/differential 89bj-access-quarantine, 68-access-connect-discard).
+#[test]
+fn quarantine_and_discard_verdicts_mark_the_message() {
+    for (rcpt, held, dropped) in [("held", true, false), ("dropped", false, true)] {
+        let mut s = Session::new(oracle_ctx());
+        talk(
+            &mut s,
+            &["EHLO client.example.test", "MAIL FROM:<a@b.test>"],
+        );
+        let a = s.handle(format!("RCPT TO:<{rcpt}@x.test>").as_bytes(), false);
+        assert_eq!(
+            replies(&a),
+            [format!("250 2.1.5 <{rcpt}@x.test>... Recipient ok")]
+        );
+        assert!(logs(&a)[0].starts_with(&format!("ruleset=check_rcpt, arg1=<{rcpt}@x.test>")));
+        talk(&mut s, &["RCPT TO:<root>", "DATA"]);
+        let (_, actions) = s.data(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+        let msg = actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Commit(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(msg.quarantine.is_some(), held);
+        assert_eq!(msg.discard, dropped);
+    }
 }
 
 #[test]
