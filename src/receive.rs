@@ -315,6 +315,13 @@ fn prepare(
     let mut env = queue::Envelope::new(id, sender);
     env.arrival = now;
     env.recipients = msg.recipients.iter().map(recipient).collect();
+    // the transaction's last refused recipient, as sendmail's qf M line (mailq shows it
+    // until a delivery attempt says something else)
+    if let Some(text) = &msg.last_error {
+        for r in &mut env.recipients {
+            r.status = Some(text.clone());
+        }
+    }
     env.params = queue::EsmtpParams {
         size: msg.mail_params.size,
         body: msg.mail_params.body.map(|b| match b {
@@ -451,6 +458,7 @@ mod tests {
             auth: None,
             quarantine: None,
             discard: false,
+            last_error: None,
         };
         let cfg = |mode: &str| {
             let o = crate::config::Override {

@@ -400,6 +400,8 @@ pub struct Message {
     /// A check ruleset discarded the transaction ([`Decision::Discard`]): log it, answer
     /// `250`, queue nothing.
     pub discard: bool,
+    /// The text of the transaction's last refused recipient (sendmail's `e_message`).
+    pub last_error: Option<String>,
 }
 
 impl Message {
@@ -516,6 +518,10 @@ struct Transaction {
     discard: bool,
     /// A check ruleset quarantined the transaction, with this reason.
     quarantine: Option<String>,
+    /// The text of the last recipient refused in this transaction (sendmail's
+    /// `e_message`, the queue file's M line that mailq shows in parentheses): a 5xx
+    /// replaces it, a 4xx only fills it.
+    last_error: Option<String>,
 }
 
 /// One SMTP session.
@@ -1276,6 +1282,7 @@ impl Session {
             chunks: None,
             discard,
             quarantine,
+            last_error: None,
         });
         self.rejected_before_mail = self.stats.rejected_rcpts;
     }
@@ -1358,6 +1365,7 @@ impl Session {
             }
             Decision::Reject { reply, log } => {
                 self.stats.rejected_rcpts += 1;
+                self.note_refused(&reply);
                 match log {
                     Some(text) => {
                         self.log(Severity::Notice, true, text, out);
@@ -1648,6 +1656,16 @@ impl Session {
     }
 
     /// A user error reply; logged (as sendmail's usrerr) only inside a transaction.
+    /// Keeps a refused recipient's text for the queue file's M line (sendmail's usrerr
+    /// sets `e_message`: a permanent error always, a temporary one when there is none).
+    fn note_refused(&mut self, r: &Reply) {
+        if let Some(tx) = self.tx.as_mut()
+            && (r.code >= 500 || tx.last_error.is_none())
+        {
+            tx.last_error = Some(r.text().to_string());
+        }
+    }
+
     fn user_error(&mut self, r: Reply, out: &mut Vec<Action>) {
         if self.tx.is_some() && self.ctx.log_level > 3 {
             self.log(Severity::Notice, true, r.text().to_owned(), out);

@@ -80,6 +80,7 @@ impl Session {
             auth: self.sec.auth.clone(),
             quarantine: tx.quarantine,
             discard: tx.discard,
+            last_error: tx.last_error,
         };
         self.state = State::Committing(size);
         out.push(Action::Commit(Box::new(msg)));

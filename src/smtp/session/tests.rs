@@ -721,6 +721,35 @@ fn quarantine_and_discard_verdicts_mark_the_message() {
     }
 }
 
+/// The last refused recipient's text goes with the message (sendmail's qf M line, shown
+/// by mailq: tests/differential 89bo-mailq-message-after-rejected-rcpt).
+#[test]
+fn a_refused_recipient_is_remembered_for_the_queue() {
+    let mut s = Session::new(oracle_ctx());
+    talk(
+        &mut s,
+        &[
+            "EHLO client.example.test",
+            "MAIL FROM:<a@b.test>",
+            "RCPT TO:<root>",
+            "RCPT TO:<nosuchuser>",
+            "DATA",
+        ],
+    );
+    let (_, actions) = s.data(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    let msg = actions
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Commit(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        msg.last_error.as_deref(),
+        Some("<nosuchuser>... User unknown")
+    );
+}
+
 #[test]
 fn full_transaction_is_committed_before_250() {
     let mut s = Session::new(oracle_ctx());
