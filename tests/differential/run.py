@@ -440,7 +440,10 @@ def compare(scenarios, results, works, verbose):
         else:
             ro, rr = results["oracle"].get(sc.name), results["ours"].get(sc.name)
             if ro is None or rr is None:
-                a, b, detail = ["<not run>"], ["<not run>" if rr is None else "ran"], []
+                # a target whose run failed never counts as "the same"
+                a = ["<not run>" if ro is None else "ran"]
+                b = ["<not run: sendmail-rs>" if rr is None else "ran"]
+                detail = []
             else:
                 la, lb = norm_log(ro["log"]), norm_log(rr["log"])
                 if sc.log_any_order:
@@ -477,7 +480,7 @@ def compare(scenarios, results, works, verbose):
 
 def outside(args):
     os.makedirs(args.work, exist_ok=True)
-    scenario_paths = args.scenarios or sorted(
+    scenario_paths = [os.path.abspath(p) for p in args.scenarios] or sorted(
         os.path.join(SCENARIOS, f) for f in os.listdir(SCENARIOS) if f.endswith(".txt"))
     scenarios = [Scenario(p) for p in scenario_paths]
     smtp_paths = [s.path for s in scenarios if not s.fail2ban]
