@@ -870,7 +870,8 @@ pub struct Options {
     pub host_status_directory: Option<Text>,
     /// `UseErrorsTo`, default false. No effect: see the README's table.
     pub use_errors_to: bool,
-    /// `MeToo`, default true (sendmail 8.17): the sender stays in an alias list it is on.
+    /// `MeToo`, default true (sendmail 8.17): the sender stays in an alias list it is on;
+    /// false drops it from the expansions (`runner::expand::drop_sender`).
     pub me_too: bool,
     /// `CheckAliases`, default false. No effect: see the README's table.
     pub check_aliases: bool,
