@@ -391,6 +391,9 @@ MMDD = re.compile(r"\b\d\d/\d\d \d\d:\d\d\b")
 DELAY = re.compile(r"\b(x?delay|pri)=[\d:+]+")
 PID = re.compile(r"\bpid=\d+|\bprocess \d+\b|\[\d{3,}\]")
 MSGID = re.compile(r"<[0-9A-Za-x]{8}\d{6,}@")
+# a made-up Message-Id is <YYYYMMDDhhmm.qid@host>: the two targets need not be in the same
+# minute (they run side by side, at their own pace)
+MSGID_TIME = re.compile(r"<\d{12}\.QID@")
 
 
 # sendmail-rs's $v is its own version (the cf's $Z stays Debian's).
@@ -401,6 +404,7 @@ def norm(line):
     line = VERSION.sub(r"\1VERSION", line)
     line = QID.sub("QID", line)
     line = MSGID.sub("<QID@", line)
+    line = MSGID_TIME.sub("<YYYYMMDDhhmm.QID@", line)
     line = DATE.sub("DATE", line)
     line = CTIME.sub("DATE", line)
     line = MMDD.sub("MM/DD hh:mm", line)
