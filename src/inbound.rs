@@ -274,14 +274,19 @@ fn connection_macros(
 /// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
 /// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
 /// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
-/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option. DSN
-/// only with `SendMimeErrors` (its default is true; sendmail 8.17.1.9 with
-/// `O SendMimeErrors=False` lists no DSN and answers RET/ENVID/NOTIFY/ORCPT with
-/// `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
+/// aliases and the passwd file; DELIVERBY unless `DeliverByMin` is below 0 (sendmail's
+/// default 0 offers it, so Debian's daemon lists `DELIVERBY`); CHUNKING only with our
+/// `Chunking` option (sendmail 8.17 has none, and a drop-in answers EHLO as it does);
+/// SMTPUTF8 with the `SmtpUTF8` option. DSN only with `SendMimeErrors` (its default is
+/// true; sendmail 8.17.1.9 with `O SendMimeErrors=False` lists no DSN and answers
+/// RET/ENVID/NOTIFY/ORCPT with `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
 pub fn server_features(cfg: &Config) -> Features {
     Features {
         dsn: cfg.options.send_mime_errors,
         expn: true,
+        deliverby: cfg.options.deliver_by_min >= 0,
+        deliver_by_min: cfg.options.deliver_by_min,
+        chunking: cfg.options.chunking,
         smtputf8: cfg.options.smtp_utf8,
         ..Features::default()
     }

@@ -180,7 +180,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("RandFile", None),
     n("TLSSrvOptions", None),
     s("BadRcptThrottle", None),
-    n("DeliverByMin", None),
+    s("DeliverByMin", None),
     s("MaxQueueChildren", None),
     n("MaxRunnersPerQueue", None),
     n("DirectSubmissionModifiers", None),
@@ -218,6 +218,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // ours
     s("LogFile", None),
     s("NameServers", None),
+    s("Chunking", None),
     // Ours, in sendmail's style, after Postfix's `*_destination_*` parameters (src/runner/limits.rs).
     s("DestinationConcurrencyLimit", None),
     s("LocalDestinationConcurrencyLimit", None),
@@ -827,6 +828,14 @@ pub struct Options {
     pub metrics_allow_remote: bool,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
+    /// `DeliverByMin`, default 0: EHLO offers `DELIVERBY` (with this value when it is above
+    /// 0) and MAIL takes `BY=` (RFC 2852); below 0 neither (sendmail's `srvrsmtp.c`; on the
+    /// oracle `-O DeliverByMin=60` gives `250-DELIVERBY 60`, `-1` no keyword and
+    /// `555 5.5.4 BY parameter unrecognized`).
+    pub deliver_by_min: i64,
+    /// Ours: `Chunking`, default false: offer CHUNKING/BDAT (RFC 3030). sendmail 8.17 has no
+    /// CHUNKING, so a drop-in answers EHLO without it unless the admin asks for it.
+    pub chunking: bool,
     /// `MinFreeBlocks`, default 100.
     pub min_free_blocks: u64,
     /// `TempFileMode`, default 0600.
@@ -969,6 +978,8 @@ impl Default for Options {
             client_port_options: Vec::new(),
             reject_nul: false,
             smtp_utf8: false,
+            deliver_by_min: 0,
+            chunking: false,
             max_headers_length: 32768,
             min_data_rate: DEFAULT_MIN_DATA_RATE,
             metrics_address: None,
@@ -1154,6 +1165,8 @@ impl Options {
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
+            "DeliverByMin" => self.deliver_by_min = parse_number(value)?,
+            "Chunking" => self.chunking = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
             "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MetricsAddress" => self.metrics_address = parse_metrics_address(value)?,
@@ -1323,6 +1336,7 @@ mod tests {
                 "RejectNUL"
                 | "UseCompressedIPv6Addresses"
                 | "SmtpUTF8"
+                | "Chunking"
                 | "TLSFallbacktoClear"
                 | "MetricsAllowRemote" => "true",
                 "OperatorChars" => ".:@",

@@ -324,6 +324,7 @@ def settle(logfile):
 
 def inside(args):
     work = os.environ["DIFF_WORK"]
+    os.environ["DIFF_HARNESS"] = HERE  # for `$ python3 "$DIFF_HARNESS/bs.py" …`
     logfile = os.path.join(work, "maillog")
     results = {}
     settle(logfile)

@@ -107,6 +107,7 @@ fn oracle_ctx() -> SessionContext {
             dsn: true,
             etrn: true,
             deliverby: true,
+            deliver_by_min: 0,
             chunking: false,
             smtputf8: false,
         },
