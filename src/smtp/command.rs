@@ -1152,7 +1152,14 @@ mod tests {
             mail("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 BY=120;RT")
                 .unwrap();
         let p = m.params.unwrap();
-        assert_eq!(p.by.as_deref(), Some("120;RT"));
+        assert_eq!(
+            p.by,
+            Some(DeliverBy {
+                seconds: 120,
+                mode: ByMode::Return,
+                trace: true
+            })
+        );
         assert_eq!(p.size, Some(1000));
         assert_eq!(p.body, Some(BodyType::EightBitMime));
         assert_eq!(p.ret, Some(Ret::Hdrs));
