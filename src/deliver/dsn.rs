@@ -33,7 +33,9 @@ use crate::config::Config;
 use crate::config::macros::{MacroLookup, rfc5322_date};
 use crate::config::options::PerPrecedence;
 use crate::deliver::Outcome;
-use crate::queue::{DeliveryState, Envelope, Message, Notices, Origin, QueueId, Recipient, Ret};
+use crate::queue::{
+    ByMode, DeliveryState, Envelope, Message, Notices, Origin, QueueId, Recipient, Ret,
+};
 
 /// What one notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,9 +177,58 @@ fn age(msg: &Message, now: SystemTime) -> Duration {
     now.duration_since(msg.envelope.arrival).unwrap_or_default()
 }
 
+/// The enhanced code of a recipient failed by its `BY=…;R` deadline (RFC 2852 §4.1.4).
+pub const DELIVER_BY_EXPIRED_DSN: &str = "5.4.7";
+
+/// The seconds of `msg`'s `BY=…;R` once its deadline has passed at `now`.
+pub fn deliver_by_expired(msg: &Message, now: SystemTime) -> Option<i64> {
+    let env = &msg.envelope;
+    let by = env.params.deliver_by?;
+    (by.mode == ByMode::Return && by.seconds > 0 && now >= by.deadline(env.arrival))
+        .then_some(by.seconds)
+}
+
+/// RFC 2852 `BY=…;R` (sendmail's `sendenvelope`/`dropenvelope`): once the deadline has
+/// passed, no delivery is tried and every recipient still pending fails with `5.4.7` and
+/// sendmail's words, `delivery time expired 120s`; returns whether any changed.
+pub fn expire_deliver_by(msg: &mut Message, now: SystemTime) -> bool {
+    let Some(seconds) = deliver_by_expired(msg, now) else {
+        return false;
+    };
+    let mut changed = false;
+    for r in &mut msg.envelope.recipients {
+        if r.state == DeliveryState::Pending {
+            r.state = DeliveryState::Failed;
+            r.status = Some(format!("delivery time expired {seconds}s"));
+            r.dsn_code = Some(DELIVER_BY_EXPIRED_DSN.into());
+            r.remote_mta = None;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The `BY=…;N` deadline a delay notice reports now (sendmail's `MSG_WARN_BY`): passed, and
+/// `Timeout.queuewarn` (which takes precedence) not yet.
+fn warn_by(settings: &Settings, msg: &Message, now: SystemTime) -> Option<i64> {
+    let env = &msg.envelope;
+    let by = env.params.deliver_by?;
+    let warn = settings.timeout_for(&settings.queuewarn, msg);
+    let queuewarn_due = !warn.is_zero() && age(msg, now) >= warn;
+    (by.mode == ByMode::Notify
+        && by.seconds > 0
+        && now >= by.deadline(env.arrival)
+        && !queuewarn_due)
+        .then_some(by.seconds)
+}
+
 /// Fails the recipients still pending once `msg` has outlived `Timeout.queuereturn` (their
-/// last status stays, so the notice can say why); returns whether any changed.
+/// last status stays, so the notice can say why) or its `BY=…;R` deadline
+/// ([`expire_deliver_by`]); returns whether any changed.
 pub fn expire(settings: &Settings, msg: &mut Message, now: SystemTime) -> bool {
+    if expire_deliver_by(msg, now) {
+        return true;
+    }
     if !expired(settings, msg, now) {
         return false;
     }
@@ -260,9 +311,9 @@ fn failure_addressee(settings: &Settings, env: &Envelope) -> Addressee {
 fn delay_notice(settings: &Settings, msg: &Message, now: SystemTime) -> Option<Notice> {
     let env = &msg.envelope;
     let warn = settings.timeout_for(&settings.queuewarn, msg);
+    let due = (!warn.is_zero() && age(msg, now) >= warn) || warn_by(settings, msg, now).is_some();
     let eligible = !env.notices.warned
-        && !warn.is_zero()
-        && age(msg, now) >= warn
+        && due
         && env.notices.origin == Origin::Received
         && !env.sender.is_empty()
         && settings.class(msg) >= 0;
@@ -390,13 +441,7 @@ fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
 /// `Subject:` and the `Auto-Submitted:` reason, as sendmail words them.
 fn subject(b: &Build<'_>, original: &Message) -> (String, &'static str) {
     match (b.notice.kind, &b.notice.to) {
-        (Kind::Delay, _) => {
-            let warn = b.settings.timeout_for(&b.settings.queuewarn, original);
-            (
-                format!("Warning: could not send message for past {}", words(warn)),
-                "warning-timeout",
-            )
-        }
+        (Kind::Delay, _) => (delay_reason(b, original), "warning-timeout"),
         (Kind::Success, _) => ("Return receipt".to_string(), "return-receipt"),
         (Kind::Failure, Addressee::Sender(_)) => (
             "Returned mail: see transcript for details".to_string(),
@@ -405,6 +450,19 @@ fn subject(b: &Build<'_>, original: &Message) -> (String, &'static str) {
         (Kind::Failure, _) => (
             "Postmaster notify: see transcript for details".to_string(),
             "postmaster-notification",
+        ),
+    }
+}
+
+/// The subject of a delay notice and what the log says of it: `Timeout.queuewarn`'s, or
+/// for a passed `BY=…;N` deadline sendmail's `Warning: Delivery time (60s) exceeded`.
+fn delay_reason(b: &Build<'_>, original: &Message) -> String {
+    let s = b.settings;
+    match warn_by(s, original, b.now) {
+        Some(by) => format!("Warning: Delivery time ({by}s) exceeded"),
+        None => format!(
+            "Warning: could not send message for past {}",
+            words(s.timeout_for(&s.queuewarn, original))
         ),
     }
 }
@@ -534,10 +592,26 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
         Kind::Delay => {
             let warn = s.timeout_for(&s.queuewarn, original);
             let ret = s.timeout_for(&s.queuereturn, original);
+            match warn_by(s, original, b.now) {
+                Some(by) => t.push_str(&format!("Warning: Delivery time ({by}s) exceeded\n")),
+                None => t.push_str(&format!(
+                    "Warning: message still undelivered after {}\n",
+                    words(warn)
+                )),
+            }
             t.push_str(&format!(
-                "Warning: message still undelivered after {}\nWill keep trying until message is {} old\n",
-                words(warn),
+                "Will keep trying until message is {} old\n",
                 words(ret)
+            ));
+        }
+        Kind::Failure
+            if recipients(b, original)
+                .any(|(_, r)| r.dsn_code.as_deref() == Some(DELIVER_BY_EXPIRED_DSN))
+                && original.envelope.params.deliver_by.is_some() =>
+        {
+            let by = original.envelope.params.deliver_by.map_or(0, |b| b.seconds);
+            t.push_str(&format!(
+                "Delivery time ({by}s) expired\nMessage will be deleted from queue\n"
             ));
         }
         Kind::Failure if recipients(b, original).any(|(_, r)| failed_by_expiry(r)) => {
@@ -689,10 +763,7 @@ pub fn log_word(notice: &Notice, original: &Message) -> &'static str {
 pub fn log_reason(b: &Build<'_>, original: &Message) -> String {
     let s = b.settings;
     match b.notice.kind {
-        Kind::Delay => format!(
-            "Warning: could not send message for past {}",
-            words(s.timeout_for(&s.queuewarn, original))
-        ),
+        Kind::Delay => delay_reason(b, original),
         Kind::Success => "Return receipt".to_string(),
         Kind::Failure => match recipients(b, original).next() {
             Some((_, r)) if failed_by_expiry(r) => format!(

@@ -315,6 +315,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {
         fail_looping(shared, &mut msg, &text, now);
     }
+    // RFC 2852 `BY=…;R` past its deadline: not tried, returned (sendmail's `sendenvelope`).
+    let by_expired = dsn::expire_deliver_by(&mut msg, now);
     let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
@@ -325,7 +327,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         })
         .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
-    let mut changed = !due.is_empty();
+    let mut changed = !due.is_empty() || by_expired;
     if changed {
         // Local recipients are expanded once, durably (aliases, .forward), before delivery.
         let Some(due) = expand_due(shared, &mut msg, due, now).await else {
