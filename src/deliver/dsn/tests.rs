@@ -395,7 +395,10 @@ fn deliver_by_n_past_its_deadline_gives_one_delay_notice_in_sendmails_words() {
         id: QueueId::new("6B2GCLvQ018176").unwrap(),
         now: at(60),
     };
-    assert_eq!(log_reason(&b, &msg), "Warning: Delivery time (60s) exceeded");
+    assert_eq!(
+        log_reason(&b, &msg),
+        "Warning: Delivery time (60s) exceeded"
+    );
     let dsn = String::from_utf8(build(&b, &msg).body).unwrap();
     assert!(
         dsn.contains("Subject: Warning: Delivery time (60s) exceeded\n"),
