@@ -607,9 +607,9 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
         Kind::Failure
             if recipients(b, original)
                 .any(|(_, r)| r.dsn_code.as_deref() == Some(DELIVER_BY_EXPIRED_DSN))
-                && original.envelope.params.deliver_by.is_some() =>
+                && deliver_by_expired(original, b.now).is_some() =>
         {
-            let by = original.envelope.params.deliver_by.map_or(0, |b| b.seconds);
+            let by = deliver_by_expired(original, b.now).unwrap_or_default();
             t.push_str(&format!(
                 "Delivery time ({by}s) expired\nMessage will be deleted from queue\n"
             ));

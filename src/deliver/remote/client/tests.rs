@@ -246,7 +246,10 @@ async fn by_is_relayed_with_the_time_left_and_r_is_returned_where_it_cannot_be_k
     let mut plain = SinkConfig::new("P");
     plain.ehlo = Some(vec!["PIPELINING".into()]);
     let (result, seen) = run(plain.clone(), &msg, &rcpts(&["a@d.test"])).await;
-    assert!(!seen.commands.iter().any(|c| c.starts_with("MAIL")), "{seen:?}");
+    assert!(
+        !seen.commands.iter().any(|c| c.starts_with("MAIL")),
+        "{seen:?}"
+    );
     assert_eq!(
         result.outcomes[0],
         Outcome::Permanent {
