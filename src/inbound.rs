@@ -88,11 +88,7 @@ pub async fn serve_client<S>(
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
     if let Some(runs) = shared.queue_runs.get() {
-        ctx.features.etrn = true;
-        ctx.policy = Arc::new(EtrnRuns {
-            inner: ctx.policy.clone(),
-            runs: runs.clone(),
-        });
+        offer_etrn(&mut ctx, runs.clone());
     }
     if let Some((reply, log)) = relay_reject {
         shared
@@ -385,6 +381,16 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
         failure_limit: None,
     }
+}
+
+/// Offers ETRN in a session whose queue runs `runs` starts (the daemon's runner; for
+/// `sendmail -bs` a detached `sendmail -qR…`, as sendmail's `-bs` forks one).
+pub fn offer_etrn(ctx: &mut SessionContext, runs: crate::runtime::QueueRunHook) {
+    ctx.features.etrn = true;
+    ctx.policy = Arc::new(EtrnRuns {
+        inner: ctx.policy.clone(),
+        runs,
+    });
 }
 
 /// ETRN (RFC 1985) as sendmail 8.17 answers it, on a daemon whose queue runner takes

@@ -155,7 +155,10 @@ fn by_r_to_a_next_hop_without_deliverby_is_returned_with_5_4_7() {
         "the returned message at the sink",
     )[0];
     assert!(dsn.contains("\nStatus: 5.4.7"), "{dsn}");
-    assert!(!dsn.contains("Delivery time (3600s) expired"), "not expired: {dsn}");
+    assert!(
+        !dsn.contains("Delivery time (3600s) expired"),
+        "not expired: {dsn}"
+    );
     assert!(
         !sink
             .messages()

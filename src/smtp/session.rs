@@ -172,6 +172,8 @@ impl Privacy {
                 "noetrn" => p.noetrn = true,
                 "authwarnings" => p.authwarnings = true,
                 "public" => p = Privacy::default(),
+                // Not `noetrn`: sendmail 8.17.1.9 under `goaway` still offers and runs ETRN
+                // (tests/differential/scenarios/69-*).
                 "goaway" => {
                     p = Privacy {
                         needmailhelo: true,
@@ -180,7 +182,7 @@ impl Privacy {
                         noexpn: true,
                         novrfy: true,
                         noverb: true,
-                        noetrn: true,
+                        noetrn: p.noetrn,
                         authwarnings: true,
                     }
                 }
@@ -1634,7 +1636,12 @@ impl Session {
             let text = format!(
                 "{} did not issue MAIL/EXPN/VRFY/ETRN during connection to {}",
                 self.ctx.client.display(),
-                self.ctx.daemon_name
+                // `-bs` has no daemon name; sendmail says `stdin` (the oracle).
+                if self.ctx.daemon_name.is_empty() {
+                    "stdin"
+                } else {
+                    &self.ctx.daemon_name
+                }
             );
             self.log(Severity::Info, true, text, out);
         }
@@ -1756,11 +1763,12 @@ fn from_line(
     if let Some(b) = body {
         let _ = write!(s, ", bodytype={}", b.as_str());
     }
-    let _ = write!(
-        s,
-        ", proto={proto}, daemon={daemon}, relay={}",
-        client.display()
-    );
+    let _ = write!(s, ", proto={proto}");
+    // sendmail's logsender: no `daemon=` without a daemon name (`-bs`).
+    if !daemon.is_empty() {
+        let _ = write!(s, ", daemon={daemon}");
+    }
+    let _ = write!(s, ", relay={}", client.display());
     s
 }
 

@@ -1005,10 +1005,16 @@ fn privacy_options() {
     let mut ctx = oracle_ctx();
     ctx.privacy = Privacy::parse("authwarnings,goaway");
     let mut s = Session::new(ctx);
+    assert!(!s.ehlo_keywords().iter().any(|k| k == "EXPN" || k == "VERB"));
+    // goaway leaves ETRN on (sendmail 8.17.1.9, differential 69); noetrn takes it off.
+    assert!(s.ehlo_keywords().iter().any(|k| k == "ETRN"));
+    let mut no_etrn = oracle_ctx();
+    no_etrn.privacy = Privacy::parse("goaway,noetrn");
     assert!(
-        !s.ehlo_keywords()
+        !Session::new(no_etrn)
+            .ehlo_keywords()
             .iter()
-            .any(|k| k == "EXPN" || k == "VERB" || k == "ETRN")
+            .any(|k| k == "ETRN")
     );
     let got = talk(
         &mut s,
