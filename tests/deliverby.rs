@@ -206,3 +206,39 @@ fn by_r_past_its_deadline_is_returned_and_by_n_warns_once() {
     assert!(!q.contains(&r), "{q}");
     d.stop();
 }
+
+#[test]
+fn by_n_relayed_to_a_next_hop_without_deliverby_is_reported_relayed() {
+    // sendmail's deliver.c: BY=…;N handed to a next hop that cannot keep it → a notice
+    // "Deliver-By notify: relayed" (RFC 2852 §4.1.4.2).
+    let sink = Sink::start();
+    let (mut d, _) = relay_to(&sink, &[]);
+    send_by(
+        d.addr_of("MTA-v6"),
+        "BY=3600;N",
+        "someone@remote.example.test",
+    );
+    d.wait_log(": DSN: Return receipt");
+    let dsn = &support::dsn_sink::wait_for(
+        || Some(sink.dsns()).filter(|d| !d.is_empty()),
+        "the notice at the sink",
+    )[0];
+    assert!(dsn.contains("Deliver-by notify: relayed"), "{dsn}");
+    assert!(
+        dsn.contains("Action: relayed (Deliver-By notify mode)"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Deliver-By-Date: "), "{dsn}");
+    // The message itself went on, without BY= (the sink offers no DELIVERBY).
+    let sent = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("X-Sink-Rcpt: To:<someone@remote.example.test>"))
+        .expect("relayed");
+    assert!(
+        sent.starts_with("X-Sink-Mail: From:<sender@client.example.test>"),
+        "{sent}"
+    );
+    assert!(!sent.lines().next().unwrap().contains("BY="), "{sent}");
+    d.stop();
+}

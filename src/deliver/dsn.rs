@@ -34,7 +34,8 @@ use crate::config::macros::{MacroLookup, rfc5322_date};
 use crate::config::options::PerPrecedence;
 use crate::deliver::Outcome;
 use crate::queue::{
-    ByMode, DeliveryState, Envelope, Message, Notices, Origin, QueueId, Recipient, Ret,
+    ByMode, ByRelayed, DeliverBy, DeliveryState, Envelope, Message, Notices, Origin, QueueId,
+    Recipient, Ret,
 };
 
 /// What one notice reports.
@@ -146,15 +147,44 @@ impl Settings {
     }
 }
 
+/// What the next hop that took a message offered, as far as notices care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// DSN: it was handed `NOTIFY` and reports success itself (RFC 3461 §5.2.2).
+    pub dsn: bool,
+    /// DELIVERBY: it was handed `BY=` and keeps the deadline itself (RFC 2852).
+    pub deliverby: bool,
+}
+
 /// Notes what an attempt learnt about `r` that a notice reports: the `dsn=` code and the
-/// remote host (the first word of `relay=`). A next hop that offered DSN (`peer_dsn`) was
-/// handed `NOTIFY` and reports success itself (RFC 3461 §5.2.2): nothing is left for us.
-pub fn record_attempt(r: &mut Recipient, outcome: &Outcome, relay: Option<&str>, peer_dsn: bool) {
+/// remote host (the first word of `relay=`). A next hop that offered DSN was handed
+/// `NOTIFY` and reports success itself: nothing is left for us — unless RFC 2852 asks for
+/// a notice of our own (sendmail's `deliver.c`, after the `NOTIFY=SUCCESS` cases): `BY=…;N`
+/// delivered to a next hop without DELIVERBY (`Deliver-By notify: relayed`), or `BY=…T`
+/// (`Deliver-By trace: relayed`), each for an envelope recipient whose NOTIFY is not NEVER.
+pub fn record_attempt(
+    r: &mut Recipient,
+    outcome: &Outcome,
+    relay: Option<&str>,
+    peer: Peer,
+    by: Option<DeliverBy>,
+) {
     r.dsn_code = Some(outcome.dsn().to_string());
     r.remote_mta = relay
         .and_then(|h| h.split_whitespace().next())
         .map(|h| h.trim_end_matches('.').to_string());
-    if peer_dsn && matches!(outcome, Outcome::Delivered { .. }) {
+    if !matches!(outcome, Outcome::Delivered { .. }) {
+        return;
+    }
+    let primary = r.expanded.is_none();
+    let success_case = r.notify.success && (r.remote_mta.is_none() || !peer.dsn);
+    r.by_relayed = match by {
+        _ if success_case || !primary || r.notify.never => None,
+        Some(b) if b.mode == ByMode::Notify && !peer.deliverby => Some(ByRelayed::Notify),
+        Some(b) if b.trace => Some(ByRelayed::Trace),
+        _ => None,
+    };
+    if peer.dsn && r.by_relayed.is_none() {
         r.reported = true;
     }
 }
@@ -265,6 +295,7 @@ pub fn plan(settings: &Settings, msg: &Message, now: SystemTime) -> Plan {
             _ if r.reported => {}
             DeliveryState::Failed if wants(r, |n| n.failure) => failed.push(i),
             DeliveryState::Done if r.notify.success && !r.notify.never => delivered.push(i),
+            DeliveryState::Done if r.by_relayed.is_some() => delivered.push(i),
             _ => plan.quiet.push(i),
         }
     }
@@ -573,9 +604,11 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
                 "   ----- The following addresses had successful delivery notifications -----\n",
             );
             for (_, r) in recipients(b, original) {
-                let how = match r.remote_mta {
-                    Some(_) => "relayed to non-DSN-aware mailer",
-                    None => "successfully delivered to mailbox",
+                let how = match (r.by_relayed, &r.remote_mta) {
+                    (Some(ByRelayed::Notify), _) => "Deliver-By notify: relayed",
+                    (Some(ByRelayed::Trace), _) => "Deliver-By trace: relayed",
+                    (None, Some(_)) => "relayed to non-DSN-aware mailer",
+                    (None, None) => "successfully delivered to mailbox",
                 };
                 t.push_str(&format!("<{}>  ({how})\n", r.address));
             }
@@ -631,6 +664,13 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
 fn transcript(kind: Kind, r: &Recipient) -> String {
     let stat = r.status.as_deref().unwrap_or("");
     match (kind, &r.remote_mta) {
+        // sendmail's transcript words, `by` in lower case for notify (deliver.c).
+        (Kind::Success, _) if r.by_relayed == Some(ByRelayed::Notify) => {
+            format!("<{}>... Deliver-by notify: relayed\n", r.address)
+        }
+        (Kind::Success, _) if r.by_relayed == Some(ByRelayed::Trace) => {
+            format!("<{}>... Deliver-By trace: relayed\n", r.address)
+        }
         (Kind::Success, Some(_)) => {
             format!(
                 "<{}>... relayed; expect no further notifications\n",
@@ -666,6 +706,13 @@ fn status_part(b: &Build<'_>, original: &Message) -> String {
         t.push_str(&format!("Received-From-MTA: DNS; {from}\n"));
     }
     t.push_str(&format!("Arrival-Date: {}\n", date(env.arrival)));
+    // RFC 2852 §5: when the message had BY=, the deadline (sendmail's errbody).
+    if let Some(by) = env.params.deliver_by {
+        t.push_str(&format!(
+            "Deliver-By-Date: {}\n",
+            date(by.deadline(env.arrival))
+        ));
+    }
     for (_, r) in recipients(b, original) {
         t.push('\n');
         t.push_str(&recipient_fields(b, original, r));
@@ -689,6 +736,12 @@ fn recipient_fields(b: &Build<'_>, original: &Message, r: &Recipient) -> String 
         Kind::Failure if failed_by_expiry(r) => ("failed", "4.4.7".to_string()),
         Kind::Failure => ("failed", code_or(r, "5.0.0")),
         Kind::Delay => ("delayed", code_or(r, "4.0.0")),
+        Kind::Success if r.by_relayed == Some(ByRelayed::Trace) => {
+            ("relayed (Deliver-By trace mode)", "2.0.0".to_string())
+        }
+        Kind::Success if r.by_relayed == Some(ByRelayed::Notify) => {
+            ("relayed (Deliver-By notify mode)", "2.0.0".to_string())
+        }
         Kind::Success if r.remote_mta.is_some() => {
             ("relayed (to non-DSN-aware mailer)", "2.0.0".to_string())
         }

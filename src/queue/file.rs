@@ -24,7 +24,7 @@
 //! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
 //! | `I` | info | msgid opt str, priority i64 |
 //! | `Q` | quarantine (0..1) | reason str |
-//! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
+//! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str[, DSN code opt str, remote MTA opt str, reported u8[, BY notice u8]] |
 //! | `X` | expansion (0..1 after an `R`) | parent address str, owner opt str |
 //! | `B` | message | header and body bytes, LF line ends |
 //! | `E` | END | body length u64, CRC-32 (IEEE) u32 of every byte before this record |
@@ -358,9 +358,21 @@ pub struct Recipient {
     /// The notice this recipient's final state calls for (failure, or success with
     /// `NOTIFY=SUCCESS`) is queued, or none was due: never report it again.
     pub reported: bool,
+    /// RFC 2852: a delivery that calls for a `BY=` notice of its own (sendmail's
+    /// `QBYNRELAY` / `QBYTRACE`), reported with the success notices.
+    pub by_relayed: Option<ByRelayed>,
     /// Set on a target of alias / `.forward` expansion (never on an envelope recipient):
     /// the address it came from, and whose authority it runs under.
     pub expanded: Option<Expanded>,
+}
+
+/// Why a delivered recipient is reported under RFC 2852 (sendmail's `deliver.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByRelayed {
+    /// `BY=…;N` handed to a next hop without DELIVERBY: `Deliver-By notify: relayed`.
+    Notify,
+    /// `BY=…T`: `Deliver-By trace: relayed`.
+    Trace,
 }
 
 /// Where an expanded recipient came from (the queue file's `X` record).
@@ -386,6 +398,7 @@ impl Recipient {
             dsn_code: None,
             remote_mta: None,
             reported: false,
+            by_relayed: None,
             expanded: None,
         }
     }
@@ -552,10 +565,20 @@ fn encode_envelope(msg: &Message, out: &mut Vec<u8>) {
             p.extend_from_slice(&r.tries.to_be_bytes());
             put_opt(p, r.next_attempt, |p, t| put_i64(p, unix_secs(t)));
             put_opt_str(p, r.status.as_deref());
-            if r.dsn_code.is_some() || r.remote_mta.is_some() || r.reported {
+            if r.dsn_code.is_some()
+                || r.remote_mta.is_some()
+                || r.reported
+                || r.by_relayed.is_some()
+            {
                 put_opt_str(p, r.dsn_code.as_deref());
                 put_opt_str(p, r.remote_mta.as_deref());
                 p.push(u8::from(r.reported));
+                // Later still: only when set, so older readers' files stay as they were.
+                match r.by_relayed {
+                    None => {}
+                    Some(ByRelayed::Notify) => p.push(1),
+                    Some(ByRelayed::Trace) => p.push(2),
+                }
             }
         });
         if let Some(x) = &r.expanded {
@@ -822,10 +845,18 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
     let status = r.opt("status", |r| r.str("status text"))?;
     // Trailing fields added later (see the module doc): absent in older queue files.
     let (mut dsn_code, mut remote_mta, mut reported) = (None, None, false);
+    let mut by_relayed = None;
     if !r.rest().is_empty() {
         dsn_code = r.opt("DSN code", |r| r.str("DSN code"))?;
         remote_mta = r.opt("remote MTA", |r| r.str("remote MTA"))?;
         reported = r.bool("reported")?;
+        if !r.rest().is_empty() {
+            by_relayed = match r.u8("BY notice")? {
+                1 => Some(ByRelayed::Notify),
+                2 => Some(ByRelayed::Trace),
+                n => return Err(r.bad(format!("BY notice code {n}"))),
+            };
+        }
     }
     Ok(Recipient {
         address,
@@ -838,6 +869,7 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
         dsn_code,
         remote_mta,
         reported,
+        by_relayed,
         expanded: None,
     })
 }
@@ -1262,6 +1294,7 @@ mod tests {
         gone.dsn_code = Some("5.1.1".into());
         gone.remote_mta = Some("[127.0.0.1]".into());
         gone.reported = true;
+        root.by_relayed = Some(ByRelayed::Trace);
         env.recipients = vec![bob, root, gone];
         env.notices = Notices {
             origin: Origin::Dsn,
@@ -1346,7 +1379,7 @@ mod tests {
         let mut m = full_message();
         m.envelope.notices = Notices::default();
         for r in &mut m.envelope.recipients {
-            (r.dsn_code, r.remote_mta, r.reported) = (None, None, false);
+            (r.dsn_code, r.remote_mta, r.reported, r.by_relayed) = (None, None, false, None);
         }
         let bytes = encode(&m);
         let mut recs = Records {

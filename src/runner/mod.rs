@@ -378,7 +378,7 @@ fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime)
     for r in recipients.iter_mut() {
         if r.state == DeliveryState::Pending {
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, None, false);
+            dsn::record_attempt(r, &outcome, None, dsn::Peer::default(), None);
         }
     }
     msg.envelope.recipients = recipients;
@@ -411,12 +411,13 @@ async fn deliver_due(
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
-        let (mailer, outcomes, relay, peer_dsn) =
+        let (mailer, outcomes, relay, peer) =
             deliver_group(runner, &current.remote, msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
+            let by = msg.envelope.params.deliver_by;
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer, by);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
     }
@@ -424,14 +425,14 @@ async fn deliver_due(
 }
 
 /// Delivers one group of recipients that share a route: the mailer, one outcome per
-/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
+/// recipient, the `relay=` text, and what the next hop took on (DSN, DELIVERBY).
 async fn deliver_group(
     runner: &Runner,
     settings: &Arc<Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>, bool) {
+) -> (String, Vec<Outcome>, Option<String>, dsn::Peer) {
     let (shared, dns) = (&*runner.shared, &runner.dns);
     let n = indexes.len();
     match route {
@@ -467,12 +468,11 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (
-                mailer.clone(),
-                report.outcomes,
-                report.relay,
-                report.peer_dsn,
-            )
+            let peer = dsn::Peer {
+                dsn: report.peer_dsn,
+                deliverby: report.peer_deliverby,
+            };
+            (mailer.clone(), report.outcomes, report.relay, peer)
         }
         Route::Local { mailer, user } => {
             let rcpts: Vec<Recipient> = indexes
@@ -515,14 +515,19 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None, false)
+            (mailer.clone(), outcomes, None, dsn::Peer::default())
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None, false)
+            (
+                "*error*".to_string(),
+                vec![o; n],
+                None,
+                dsn::Peer::default(),
+            )
         }
     }
 }

@@ -424,3 +424,64 @@ fn deliver_by_n_past_its_deadline_gives_one_delay_notice_in_sendmails_words() {
         "Warning: could not send message for past 4 hours"
     );
 }
+
+#[test]
+fn by_n_through_a_next_hop_without_deliverby_and_by_trace_are_reported_as_sendmail_does() {
+    use crate::queue::{ByMode, ByRelayed};
+    let s = settings();
+    let delivered = Outcome::Delivered {
+        reply: "250 2.0.0 Ok".into(),
+    };
+    let relay = Some("mx.example.test. [127.0.0.1]");
+    let plain = Peer::default();
+    let aware = Peer {
+        dsn: true,
+        deliverby: true,
+    };
+    let record = |by: Option<crate::queue::DeliverBy>, peer: Peer, never: bool| {
+        let mut r = Recipient::new("a@remote.example.test");
+        r.notify.never = never;
+        r.state = DeliveryState::Done;
+        record_attempt(&mut r, &delivered, relay, peer, by);
+        r
+    };
+    // N to a next hop without DELIVERBY: "Deliver-by notify: relayed".
+    let n = record(by(60, ByMode::Notify), plain, false);
+    assert_eq!(n.by_relayed, Some(ByRelayed::Notify));
+    // … but not where the next hop took BY= on, nor for NOTIFY=NEVER.
+    assert_eq!(
+        record(by(60, ByMode::Notify), aware, false).by_relayed,
+        None
+    );
+    assert_eq!(record(by(60, ByMode::Notify), plain, true).by_relayed, None);
+    // Trace: wherever it went, and not swallowed by a DSN-aware next hop.
+    let mut t = by(60, ByMode::Return);
+    t.as_mut().unwrap().trace = true;
+    let traced = record(t, aware, false);
+    assert_eq!(traced.by_relayed, Some(ByRelayed::Trace));
+    assert!(!traced.reported);
+    assert_eq!(record(None, aware, false).by_relayed, None);
+
+    let mut msg = message("sender@client.example.test", vec![n], "");
+    msg.envelope.params.deliver_by = by(60, ByMode::Notify);
+    let p = plan(&s, &msg, at(10));
+    assert_eq!(kinds(&p), [(Kind::Success, sender(), vec![0])]);
+    let b = Build {
+        settings: &s,
+        notice: &p.notices[0],
+        id: QueueId::new("6B2GCLvQ018176").unwrap(),
+        now: at(10),
+    };
+    assert_eq!(log_reason(&b, &msg), "Return receipt");
+    let dsn = String::from_utf8(build(&b, &msg).body).unwrap();
+    for want in [
+        "<a@remote.example.test>  (Deliver-By notify: relayed)\n",
+        "<a@remote.example.test>... Deliver-by notify: relayed\n",
+        "\nAction: relayed (Deliver-By notify mode)\nStatus: 2.0.0\n",
+        "\nDeliver-By-Date: ",
+    ] {
+        assert!(dsn.contains(want), "{want:?} in {dsn}");
+    }
+    mark(&mut msg, &p);
+    assert!(plan(&s, &msg, at(20)).is_empty(), "once");
+}

@@ -328,6 +328,8 @@ pub struct SessionResult {
     pub log: Vec<String>,
     /// The server offered DSN: it took on `NOTIFY=SUCCESS`, so we send no "relayed" receipt.
     pub peer_dsn: bool,
+    /// The server offered DELIVERBY: it took `BY=` on.
+    pub peer_deliverby: bool,
 }
 
 /// Why a session stopped short.
@@ -522,6 +524,8 @@ pub(super) struct Conn<S> {
     log_level: u32,
     /// The server's EHLO offered DSN (so NOTIFY went on with the recipients).
     dsn: bool,
+    /// The server's EHLO offered DELIVERBY (so BY= went on).
+    deliverby: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -620,12 +624,14 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
         log: Vec::new(),
         log_level: job.log_level,
         dsn: false,
+        deliverby: false,
     };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
     let opened = greet(&mut conn, job, t).await;
     match opened {
         Ok(Ok(caps)) => {
             conn.dsn = caps.dsn;
+            conn.deliverby = caps.deliverby.is_some();
             Ok(Session {
                 conn,
                 caps,
@@ -706,6 +712,7 @@ fn finish<S>(
         tls_failed,
         log: std::mem::take(&mut conn.log),
         peer_dsn: conn.dsn,
+        peer_deliverby: conn.deliverby,
     }
 }
 
