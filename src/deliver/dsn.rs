@@ -22,6 +22,14 @@
 //! Both by the message's precedence class (the cf's `P` lines on its `Precedence:` header:
 //! above 0 `urgent`, below 0 `non-urgent`) and `dsn` for our own notices.
 //!
+//! RFC 2852 (`BY=`, kept as [`crate::queue::DeliverBy`]), as sendmail's `envelope.c`,
+//! `deliver.c` and `savemail.c` do it: `R` past its deadline fails what is pending with
+//! `5.4.7` (`delivery time expired Ns`) and no further attempt; `N` past it gives the one
+//! delay notice (`Warning: Delivery time (Ns) exceeded`; `Timeout.queuewarn` wins when both
+//! are due); `N` handed to a next hop without DELIVERBY, and `T`, are reported with the
+//! success notices ([`record_attempt`]); every notice about such a message says
+//! `Deliver-By-Date:`.
+//!
 //! Sources: RFC 3464 (the report), RFC 3461 (NOTIFY, RET, ENVID, ORCPT), RFC 3834
 //! (`Auto-Submitted`); samples recorded from sendmail 8.17 in `tests/fixtures/dsn/`.
 
