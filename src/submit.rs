@@ -419,7 +419,7 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     macros.insert("_".to_string(), client.display());
     // sendmail's `-bs` defines `{client_addr}` as `0` and leaves `{client_name}` and
     // `{client_resolve}` undefined: Debian's greeting then reads `(No UCE/UBE) logging
-    // access from: ()-root@localhost` (the oracle; tests/differential/scenarios/64-*).
+    // access from: ()-root@localhost` (the oracle; tests/differential/scenarios/21a-*).
     macros.insert("client_addr".to_string(), "0".to_string());
     macros.insert(
         "daemon_flags".to_string(),

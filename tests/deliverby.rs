@@ -54,7 +54,7 @@ fn by_is_offered_checked_as_sendmail_checks_it_and_kept_in_the_queue_record() {
         let k = ehlo(&mut c);
         assert_eq!(&k[k.len() - 2..], ["250-DELIVERBY 60", "250 HELP"], "{k:?}");
         assert!(!k.iter().any(|l| l.contains("CHUNKING")), "{k:?}");
-        // The replies of sendmail 8.17.1.9 with -O DeliverByMin=60 (differential 64).
+        // The replies of sendmail 8.17.1.9 with -O DeliverByMin=60 (differential 21a).
         for (by, want) in [
             ("BY=30;R", "555 5.5.2 time 30 less than 60"),
             ("BY=0;R", "501 5.5.4 mode R requires BY time > 0"),

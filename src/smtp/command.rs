@@ -1231,7 +1231,7 @@ mod tests {
 
     #[test]
     fn by_values_as_the_oracle_takes_them_under_deliver_by_min() {
-        // sendmail 8.17.1.9 with `-O DeliverByMin=60` (tests/differential/scenarios/64-*).
+        // sendmail 8.17.1.9 with `-O DeliverByMin=60` (tests/differential/scenarios/21a-*).
         let ext = Extensions {
             deliver_by_min: 60,
             ..Extensions::ALL

@@ -173,7 +173,7 @@ impl Privacy {
                 "authwarnings" => p.authwarnings = true,
                 "public" => p = Privacy::default(),
                 // Not `noetrn`: sendmail 8.17.1.9 under `goaway` still offers and runs ETRN
-                // (tests/differential/scenarios/69-*).
+                // (tests/differential/scenarios/28b-*).
                 "goaway" => {
                     p = Privacy {
                         needmailhelo: true,

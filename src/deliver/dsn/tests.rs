@@ -340,7 +340,7 @@ fn by(seconds: i64, mode: crate::queue::ByMode) -> Option<crate::queue::DeliverB
 #[test]
 fn deliver_by_r_past_its_deadline_returns_the_message_with_5_4_7() {
     // The oracle: `BY=1;R`, queue run 2 s later → no delivery attempt and
-    // `ID: BOUNCEID: DSN: delivery time expired 1s` (tests/differential/scenarios/66-*).
+    // `ID: BOUNCEID: DSN: delivery time expired 1s` (tests/differential/scenarios/89-*).
     let s = settings();
     let mut msg = message(
         "sender@client.example.test",

@@ -260,7 +260,7 @@ fn etrn_when_offered() {
 #[test]
 fn ehlo_lists_deliverby_with_its_minimum_and_takes_by_only_when_offered() {
     // The oracle: `DeliverByMin` 0 → `DELIVERBY`, 60 → `DELIVERBY 60`, -1 → none, and
-    // then `BY=` is an unknown parameter (tests/differential/scenarios/64-*, 65-*).
+    // then `BY=` is an unknown parameter (tests/differential/scenarios/21a-*, 21b-*).
     let last_two = |min: i64, deliverby: bool| {
         let mut ctx = oracle_ctx();
         ctx.features.deliver_by_min = min;
@@ -1006,7 +1006,7 @@ fn privacy_options() {
     ctx.privacy = Privacy::parse("authwarnings,goaway");
     let mut s = Session::new(ctx);
     assert!(!s.ehlo_keywords().iter().any(|k| k == "EXPN" || k == "VERB"));
-    // goaway leaves ETRN on (sendmail 8.17.1.9, differential 69); noetrn takes it off.
+    // goaway leaves ETRN on (sendmail 8.17.1.9, differential 28b); noetrn takes it off.
     assert!(s.ehlo_keywords().iter().any(|k| k == "ETRN"));
     let mut no_etrn = oracle_ctx();
     no_etrn.privacy = Privacy::parse("goaway,noetrn");
