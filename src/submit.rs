@@ -28,7 +28,7 @@ use crate::runtime::{Current, load_config, make_logger};
 use crate::smtp::conn;
 use crate::smtp::session::{ClientInfo, Session};
 use crate::sysexits::{
-    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE,
+    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE,
 };
 
 /// The invoking user's login name (`root` when it cannot be found).
@@ -451,7 +451,9 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
 
 /// `sendmail -bv addr…`: says where each address would be delivered, as sendmail prints it
 /// (`root... deliverable: mailer local, user root`; `x... User unknown`), aliases expanded,
-/// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
+/// each final address once. The exit status is the first refusal's (sendmail's `setstat`):
+/// 67 (EX_NOUSER) for an unknown user, an `error:` mailer's by its DSN (65 for 5.7.1), 64
+/// for a syntax error; a temporary `error:` is no failure here.
 pub fn verify(inv: &Invocation) -> i32 {
     use crate::aliases::{Expander, Target, load_all};
     use crate::deliver::route::{Route, route_with};
@@ -479,7 +481,7 @@ pub fn verify(inv: &Invocation) -> i32 {
     // (mailer, user) of each final address, and its line: a recipient reached twice (an
     // alias and a virtusertable entry to the same user) is listed once, as the first.
     let mut deliverable: Vec<((String, String), String)> = Vec::new();
-    let mut unknown = false;
+    let mut status = EX_OK;
     // sendmail's -bv has an envelope: each refused address is printed and logged (notice)
     // under its queue id, `6B64nF5V018234: nosuchuser... User unknown`.
     let qid = QueueIdGen::new().next_id();
@@ -501,8 +503,21 @@ pub fn verify(inv: &Invocation) -> i32 {
     {
         match route_with(current.rules.as_deref(), &cfg, &addr) {
             Route::Error { text } => {
-                refuse(text);
-                unknown = true;
+                let (st, error) = error_status(current.rules.as_deref(), &addr);
+                if st == EX_TEMPFAIL {
+                    // sendmail keeps a temporary error: mailer's address (deliverable,
+                    // to the *error* mailer) after saying why
+                    refuse(text);
+                    if let Some((host, user)) = error {
+                        let host = host.map(|h| format!(", host {h}")).unwrap_or_default();
+                        let line =
+                            format!("{addr}... deliverable: mailer *error*{host}, user {user}");
+                        add("*error*", &user, line);
+                    }
+                } else {
+                    refuse(text);
+                    setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
+                }
             }
             Route::Remote { mailer, host, .. } => {
                 // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
@@ -531,7 +546,7 @@ pub fn verify(inv: &Invocation) -> i32 {
                         }
                         Target::User(name) => {
                             refuse(format!("{name}... User unknown"));
-                            unknown = true;
+                            setstat(&mut status, crate::sysexits::EX_NOUSER);
                         }
                         Target::File(p) => {
                             let p = p.display().to_string();
@@ -551,7 +566,8 @@ pub fn verify(inv: &Invocation) -> i32 {
                                 // recipient, so its message has no `addr... ` in front
                                 let prefix = format!("{r}... ");
                                 refuse(text.strip_prefix(&prefix).unwrap_or(&text).to_string());
-                                unknown = true;
+                                let (st, _) = error_status(current.rules.as_deref(), &r);
+                                setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
                             }
                             Some(Ok((m, h, u))) => {
                                 let host = h.map(|h| format!(", host {h}")).unwrap_or_default();
@@ -568,7 +584,7 @@ pub fn verify(inv: &Invocation) -> i32 {
                             address, reason, ..
                         } => {
                             refuse(format!("{address}... {reason}"));
-                            unknown = true;
+                            setstat(&mut status, crate::sysexits::EX_NOUSER);
                         }
                     }
                 }
@@ -578,11 +594,39 @@ pub fn verify(inv: &Invocation) -> i32 {
     for (_, line) in deliverable {
         println!("{line}");
     }
-    if unknown {
-        crate::sysexits::EX_NOUSER
-    } else {
-        EX_OK
+    // a temporary failure alone is no failure of -bv (the address stays deliverable)
+    if status == EX_TEMPFAIL { EX_OK } else { status }
+}
+
+/// sendmail's `setstat`: the first status that is neither OK nor a temporary failure.
+fn setstat(status: &mut i32, st: i32) {
+    if *status == EX_OK || *status == EX_TEMPFAIL {
+        *status = st;
     }
+}
+
+/// The exit status sendmail's `buildaddr` sets for a refused address (an `error:` mailer's
+/// DSN through `dsntoexitstat`, a syntax error's 64), and the `error:` triple's host and user.
+fn error_status(
+    rules: Option<&crate::rules::handle::Handle>,
+    addr: &str,
+) -> (i32, Option<(Option<String>, String)>) {
+    use crate::rules::address::{Use, parseaddr};
+    let Some(h) = rules else {
+        return (crate::sysexits::EX_NOUSER, None);
+    };
+    let mut e = h.engine();
+    e.exit_stat = EX_OK;
+    let parsed = parseaddr(&mut e, h.mailers(), addr.as_bytes(), Use::default());
+    let _ = crate::rules::check::take_messages(&mut e);
+    let st = std::mem::replace(&mut e.exit_stat, EX_OK);
+    let error = parsed.filter(|a| a.mailer == "*error*").map(|a| {
+        (
+            a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
+            String::from_utf8_lossy(&a.user).into_owned(),
+        )
+    });
+    (st, error)
 }
 
 #[cfg(test)]

@@ -477,7 +477,10 @@ def compare(scenarios, results, works, verbose):
 
 def outside(args):
     os.makedirs(args.work, exist_ok=True)
-    scenario_paths = args.scenarios or sorted(
+    # a bare name or a path relative to here: the namespace run starts elsewhere
+    scenario_paths = [p if os.path.exists(p) else os.path.join(SCENARIOS, p)
+                      for p in args.scenarios]
+    scenario_paths = [os.path.abspath(p) for p in scenario_paths] or sorted(
         os.path.join(SCENARIOS, f) for f in os.listdir(SCENARIOS) if f.endswith(".txt"))
     scenarios = [Scenario(p) for p in scenario_paths]
     smtp_paths = [s.path for s in scenarios if not s.fail2ban]
