@@ -324,7 +324,9 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
     }
 }
 
-fn logger_start_line(logger: &Logger, inv: &Invocation) {
+/// sendmail's start-up lines: `starting daemon (…): SMTP…`, at LogLevel 13 and above the
+/// STARTTLS warning, above 9 `started as: …`.
+fn logger_start_line(logger: &Logger, inv: &Invocation, credentials: &Credentials) {
     let mut what = String::from("SMTP");
     if let Some(q) = &inv.queue_interval {
         what.push_str(&format!("+queueing@{}", crate::cli::format_interval(q)));
@@ -337,6 +339,13 @@ fn logger_start_line(logger: &Logger, inv: &Invocation) {
         None,
         format_args!("starting daemon ({}): {what}", crate::VERSION),
     );
+    if credentials.server_cert_unset && logger.level() > Credentials::SERVER_CERT_MISSING_LEVEL {
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!("{}", Credentials::SERVER_CERT_MISSING),
+        );
+    }
     if logger.level() > 9 {
         logger.log(
             Severity::Info,
@@ -456,7 +465,7 @@ async fn serve(
         );
         return EX_OSERR;
     };
-    logger_start_line(&shared.logger, &inv);
+    logger_start_line(&shared.logger, &inv, &shared.current().credentials);
     let shutdown = Shutdown::new();
     let mut running: HashMap<ListenerKey, Running> = HashMap::new();
     let daemons = shared.config().daemons.clone();
@@ -776,12 +785,16 @@ async fn open_listener(
 }
 
 /// Starts the accept loop of one listener.
+/// sendmail logs nothing per listener; the port is logged only when `Port=0` left it to the
+/// kernel (nothing else tells where the daemon listens), or at LogLevel 14 and above.
 fn start(l: Listener, shared: &Arc<Shared>, shutdown: &Shutdown) -> Running {
-    shared.logger.log(
-        Severity::Info,
-        None,
-        format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
-    );
+    if l.daemon.port == 0 || shared.logger.level() > 13 {
+        shared.logger.log(
+            Severity::Info,
+            None,
+            format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
+        );
+    }
     let (stop, stopped) = oneshot::channel();
     let shared = shared.clone();
     let daemon = Arc::new(l.daemon.clone());

@@ -194,7 +194,8 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
 }
 
 /// `newaliases` / `-bi` over every `AliasFile`: rebuilds each, prints sendmail's figures
-/// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`.
+/// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`
+/// (a bad entry in sendmail's words: `line 2: missing colon`).
 /// As sendmail 8.17 (tests/differential 37-newaliases-bad-lines): a file with bad entries
 /// is still compiled with its good ones, each bad one is also logged as
 /// `SYSERR(user): file: line N: …` (crit), and the exit code is then `EX_SOFTWARE` (70).
@@ -210,8 +211,12 @@ pub fn run_newaliases(
     for spec in specs {
         match rebuild(spec) {
             Ok(stats) => {
-                for w in stats.warnings.iter().chain(&stats.errors) {
+                for w in &stats.warnings {
                     let _ = writeln!(err, "{w}");
+                }
+                // each bad entry in sendmail's words, as its newaliases prints them
+                for e in &stats.errors {
+                    let _ = writeln!(err, "{}", e.sendmail_words());
                 }
                 if stats.errors.is_empty() {
                     stats.log(logger);

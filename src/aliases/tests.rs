@@ -549,11 +549,8 @@ fn newaliases_prints_figures_and_reports_every_bad_file() {
     assert_eq!(code, crate::sysexits::EX_SOFTWARE);
     let err2 = String::from_utf8(err2).unwrap();
     assert!(
-        err2.contains(&format!(
-            "{}: line 2: nocolon... missing colon",
-            bad.display()
-        )),
-        "{err2}"
+        err2.contains(&format!("{}: line 2: missing colon\n", bad.display())),
+        "sendmail's words on the terminal: {err2}"
     );
     assert!(
         err2.contains(&format!("{}: line 3: Non-continuation", bad.display())),

@@ -94,7 +94,7 @@ impl Table {
 }
 
 /// One declared map.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Map {
     pub name: String,
     pub class: String,
@@ -122,6 +122,26 @@ pub struct Map {
     /// What the files were when the entries were read (database maps): a change, or a
     /// file appearing or going, makes [`Maps::reopen`] read them again.
     stamp: Vec<Option<FileStamp>>,
+}
+
+/// What the map is (its declaration and contents); how it is reopened is left out.
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("name", &self.name)
+            .field("class", &self.class)
+            .field("kind", &self.kind)
+            .field("append", &self.append)
+            .field("tempfail_append", &self.tempfail_append)
+            .field("no_fold", &self.no_fold)
+            .field("match_only", &self.match_only)
+            .field("keep_quotes", &self.keep_quotes)
+            .field("space_sub", &self.space_sub)
+            .field("optional", &self.optional)
+            .field("file", &self.file)
+            .field("warning", &self.warning)
+            .finish()
+    }
 }
 
 /// A file's identity and version: inode, size and modification time.

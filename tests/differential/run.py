@@ -358,7 +358,7 @@ MSGID = re.compile(r"<[0-9A-Za-x]{8}\d{6,}@")
 
 
 # sendmail-rs's $v is its own version (the cf's $Z stays Debian's).
-VERSION = re.compile(r"(\bSendmail |\bsendmail version |^\| Version )(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
+VERSION = re.compile(r"(\bSendmail |\bsendmail version |^\| Version |\bstarting daemon \()(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
 
 
 def norm(line):
