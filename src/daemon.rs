@@ -537,11 +537,14 @@ async fn serve(
             _ = int.recv() => break,
         }
     }
-    shared.logger.log(
-        Severity::Info,
-        Some("NOQUEUE"),
-        format_args!("stopping daemon, reason=signal"),
-    );
+    // sendmail's shutdown_daemon says so above LogLevel 9
+    if shared.logger.level() > 9 {
+        shared.logger.log(
+            Severity::Info,
+            Some("NOQUEUE"),
+            format_args!("stopping daemon, reason=signal"),
+        );
+    }
     for (_, r) in running.drain() {
         let _ = r.stop.send(());
         let _ = r.task.await;
@@ -676,10 +679,12 @@ async fn reload(
         .filter(|k| !wanted.contains(k))
         .cloned()
         .collect();
+    let mut closed = Vec::new();
     for k in gone {
         if let Some(r) = running.remove(&k) {
             let _ = r.stop.send(());
             let _ = r.task.await;
+            closed.push(format!("{} (port {})", k.0.name, k.0.port));
         }
     }
     let (mut kept, mut opened) = (0, 0);
@@ -740,11 +745,23 @@ async fn reload(
             format_args!("cannot reopen the mail log: {e}"),
         );
     }
-    shared.logger.log(
-        Severity::Info,
-        None,
-        format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
-    );
+    // sendmail restarts itself (exec) on SIGHUP, so its log goes on with the new process's
+    // start-up lines; a daemon gone from the cf is simply not opened again.
+    logger_start_line(&shared.logger, inv, &shared.current().credentials);
+    if shared.logger.level() > 9 {
+        let closed = if closed.is_empty() {
+            String::new()
+        } else {
+            format!("; closed: {}", closed.join(", "))
+        };
+        shared.logger.log(
+            Severity::Info,
+            None,
+            format_args!(
+                "configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened{closed}"
+            ),
+        );
+    }
     Some(shared.config())
 }
 

@@ -355,6 +355,8 @@ MMDD = re.compile(r"\b\d\d/\d\d \d\d:\d\d\b")
 DELAY = re.compile(r"\b(x?delay|pri)=[\d:+]+")
 PID = re.compile(r"\bpid=\d+|\bprocess \d+\b|\[\d{3,}\]")
 MSGID = re.compile(r"<[0-9A-Za-x]{8}\d{6,}@")
+# each target's binary is linked from its own directory (`restarting PATH due to signal`)
+BINDIR = re.compile(r"\S*/bin-(?:oracle|ours)/")
 
 
 # sendmail-rs's $v is its own version (the cf's $Z stays Debian's).
@@ -370,6 +372,7 @@ def norm(line):
     line = MMDD.sub("MM/DD hh:mm", line)
     line = DELAY.sub(lambda m: m.group(1) + "=N", line)
     line = PID.sub("PID", line)
+    line = BINDIR.sub("BIN/", line)
     return line
 
 
