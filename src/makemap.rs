@@ -372,7 +372,7 @@ fn build(
         let _ = writeln!(err, "makemap: {}: {p}", o.name.display());
     }
     if let Err(e) = mapdb::write_atomically(db, &b.encode(), 0o640) {
-        let _ = writeln!(err, "{}: {e}", open_error(o));
+        let _ = writeln!(err, "{}: {}", open_error(o), reason(&e));
         return EX_CANTCREAT;
     }
     give_to(db, trusted, err);

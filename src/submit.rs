@@ -503,8 +503,18 @@ pub fn verify(inv: &Invocation) -> i32 {
     {
         match route_with(current.rules.as_deref(), &cfg, &addr) {
             Route::Error { text } => {
-                let (st, error) = error_status(current.rules.as_deref(), &addr);
-                if st == EX_TEMPFAIL {
+                let (st, error, syserr) = error_status(current.rules.as_deref(), &addr);
+                if syserr {
+                    // a configuration error (`buildaddr: unknown mailer bogus`): sendmail's
+                    // syserr, logged as SYSERR(user) at crit
+                    println!("{text}");
+                    logger.log(
+                        Severity::Crit,
+                        Some(&qid),
+                        format_args!("SYSERR({}): {text}", invoking_user()),
+                    );
+                    setstat(&mut status, st);
+                } else if st == EX_TEMPFAIL {
                     // sendmail keeps a temporary error: mailer's address (deliverable,
                     // to the *error* mailer) after saying why
                     refuse(text);
@@ -566,7 +576,7 @@ pub fn verify(inv: &Invocation) -> i32 {
                                 // recipient, so its message has no `addr... ` in front
                                 let prefix = format!("{r}... ");
                                 refuse(text.strip_prefix(&prefix).unwrap_or(&text).to_string());
-                                let (st, _) = error_status(current.rules.as_deref(), &r);
+                                let (st, _, _) = error_status(current.rules.as_deref(), &r);
                                 setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
                             }
                             Some(Ok((m, h, u))) => {
@@ -606,27 +616,30 @@ fn setstat(status: &mut i32, st: i32) {
 }
 
 /// The exit status sendmail's `buildaddr` sets for a refused address (an `error:` mailer's
-/// DSN through `dsntoexitstat`, a syntax error's 64), and the `error:` triple's host and user.
+/// DSN through `dsntoexitstat`, a syntax error's 64), the `error:` triple's host and user,
+/// and whether the refusal was a configuration error (a syserr).
 fn error_status(
     rules: Option<&crate::rules::handle::Handle>,
     addr: &str,
-) -> (i32, Option<(Option<String>, String)>) {
+) -> (i32, Option<(Option<String>, String)>, bool) {
     use crate::rules::address::{Use, parseaddr};
     let Some(h) = rules else {
-        return (crate::sysexits::EX_NOUSER, None);
+        return (crate::sysexits::EX_NOUSER, None, false);
     };
     let mut e = h.engine();
     e.exit_stat = EX_OK;
+    e.syserr_seen = false;
     let parsed = parseaddr(&mut e, h.mailers(), addr.as_bytes(), Use::default());
     let _ = crate::rules::check::take_messages(&mut e);
     let st = std::mem::replace(&mut e.exit_stat, EX_OK);
+    let syserr = std::mem::take(&mut e.syserr_seen);
     let error = parsed.filter(|a| a.mailer == "*error*").map(|a| {
         (
             a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
             String::from_utf8_lossy(&a.user).into_owned(),
         )
     });
-    (st, error)
+    (st, error, syserr)
 }
 
 #[cfg(test)]

@@ -199,14 +199,16 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
 /// As sendmail 8.17 (tests/differential 37-newaliases-bad-lines): a file with bad entries
 /// is still compiled with its good ones, each bad one is also logged as
 /// `SYSERR(user): file: line N: …` (crit), and the exit code is then `EX_SOFTWARE` (70).
-/// Otherwise: `EX_OK`, `EX_DATAERR` (an unsupported spec), `EX_NOINPUT` / `EX_CANTCREAT` (I/O).
+/// Otherwise: `EX_OK` (also when an alias file cannot be read: `newaliases: cannot open
+/// FILE: No such file or directory`, as sendmail), `EX_DATAERR` (an unsupported spec),
+/// `EX_CANTCREAT` (writing the map).
 pub fn run_newaliases(
     specs: &[String],
     logger: &Logger,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_OK};
+    use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_OK};
     let mut code = EX_OK;
     for spec in specs {
         match rebuild(spec) {
@@ -240,11 +242,20 @@ pub fn run_newaliases(
                 }
                 let _ = writeln!(out, "{}", stats.figures_line());
             }
+            // sendmail 8.17: an alias file that cannot be read is said so and skipped;
+            // the exit status stays (0 if nothing else failed)
+            Err(AliasError::Io {
+                op: "read",
+                path,
+                source,
+            }) => {
+                let why = crate::log::open_error_text(&source);
+                let _ = writeln!(err, "newaliases: cannot open {}: {why}", path.display());
+            }
             Err(e) => {
                 let _ = writeln!(err, "newaliases: {e}");
                 code = match e {
                     AliasError::Parse(_) => EX_DATAERR,
-                    AliasError::Io { op: "read", .. } => EX_NOINPUT,
                     AliasError::UnsupportedSpec(_) => EX_DATAERR,
                     _ => EX_CANTCREAT,
                 };

@@ -58,6 +58,8 @@ pub struct Engine {
     /// user named in `SYSERR(user)` (set where the daemon builds its engine; `None`: only
     /// the message output above).
     pub syserr_log: Option<(crate::log::Logger, String)>,
+    /// Whether a `syserr` happened since this was last cleared (the caller's to reset).
+    pub syserr_seen: bool,
 }
 
 impl Default for Engine {
@@ -76,6 +78,7 @@ impl Default for Engine {
             e_to: None,
             reported_maps: Default::default(),
             syserr_log: None,
+            syserr_seen: false,
         }
     }
 }
@@ -184,6 +187,7 @@ impl Engine {
     /// A configuration/software error (sendmail's `syserr`): printed without the address
     /// prefix, and the exit status becomes `EX_SOFTWARE` (70).
     pub fn syserr(&mut self, msg: &str) {
+        self.syserr_seen = true;
         if let Some((log, user)) = &self.syserr_log {
             log.log(
                 crate::log::Severity::Crit,
