@@ -267,7 +267,8 @@ pub fn run_newaliases(
 
 /// Compiled map: the shared map format ([`crate::mapdb`]), keys the lower-cased alias
 /// names, values the right-hand sides, so that the rules' `aliases` map and local delivery
-/// read the same file.
+/// read the same file. Plus sendmail's `@` → `@` entry, its mark of a completed rebuild
+/// (`makemap -u` of the oracle's aliases.db lists it).
 pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
     let entries = table
         .iter()
@@ -277,9 +278,16 @@ pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
                 a.rhs.clone().into_bytes(),
             )
         })
+        .chain(std::iter::once((
+            REBUILT_MARK.to_vec(),
+            REBUILT_MARK.to_vec(),
+        )))
         .collect();
     mapdb::encode(entries)
 }
+
+/// sendmail's key (and value) that marks an alias map as completely rebuilt.
+const REBUILT_MARK: &[u8] = b"@";
 
 /// The table stored in a compiled map (names lower-cased, in key order; line numbers are
 /// those of the text, which the map does not keep, so 0).
@@ -287,7 +295,7 @@ pub(super) fn decode_db(bytes: &[u8], path: &Path) -> Result<AliasTable, AliasEr
     let corrupt = || AliasError::CorruptDb(path.to_path_buf());
     let db = mapdb::MapDb::decode(bytes.to_vec()).map_err(|_| corrupt())?;
     let mut table = AliasTable::default();
-    for (k, v) in db.iter() {
+    for (k, v) in db.iter().filter(|(k, _)| *k != REBUILT_MARK) {
         let name = String::from_utf8(k.to_vec()).map_err(|_| corrupt())?;
         let rhs = String::from_utf8(v.to_vec()).map_err(|_| corrupt())?;
         table.insert(Alias { name, rhs, line: 0 }, path);
