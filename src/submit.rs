@@ -495,106 +495,126 @@ pub fn verify(inv: &Invocation) -> i32 {
             deliverable.push((key, line));
         }
     };
-    for addr in inv
-        .args
-        .recipients
-        .iter()
-        .flat_map(|a| parse_address_list(a))
-    {
-        match route_with(current.rules.as_deref(), &cfg, &addr) {
-            Route::Error { text } => {
-                let (st, error, syserr) = error_status(current.rules.as_deref(), &addr);
-                if syserr {
-                    // a configuration error (`buildaddr: unknown mailer bogus`): sendmail's
-                    // syserr, logged as SYSERR(user) at crit
-                    println!("{text}");
-                    logger.log(
-                        Severity::Crit,
-                        Some(&qid),
-                        format_args!("SYSERR({}): {text}", invoking_user()),
-                    );
-                    setstat(&mut status, st);
-                } else if st == EX_TEMPFAIL {
-                    // sendmail keeps a temporary error: mailer's address (deliverable,
-                    // to the *error* mailer) after saying why
-                    refuse(text);
-                    if let Some((host, user)) = error {
-                        let host = host.map(|h| format!(", host {h}")).unwrap_or_default();
-                        let line =
-                            format!("{addr}... deliverable: mailer *error*{host}, user {user}");
-                        add("*error*", &user, line);
+    for arg in &inv.args.recipients {
+        // sendmail's prescan: `x<y... Unbalanced '<'`, then the text as it is, a local
+        // name nobody has (`x<y... User unknown`)
+        match unbalanced_angle(arg) {
+            Some(c) if !arg.contains('@') => {
+                refuse(format!("{arg}... Unbalanced '{c}'"));
+                refuse(format!("{arg}... User unknown"));
+                setstat(&mut status, crate::sysexits::EX_NOUSER);
+                continue;
+            }
+            Some(c) => refuse(format!("{arg}... Unbalanced '{c}'")),
+            None => {}
+        }
+        for addr in parse_address_list(arg) {
+            match route_with(current.rules.as_deref(), &cfg, &addr) {
+                Route::Error { text } => {
+                    let (st, error, syserr) = error_status(current.rules.as_deref(), &addr);
+                    if syserr {
+                        // a configuration error (`buildaddr: unknown mailer bogus`): sendmail's
+                        // syserr, logged as SYSERR(user) at crit
+                        println!("{text}");
+                        logger.log(
+                            Severity::Crit,
+                            Some(&qid),
+                            format_args!("SYSERR({}): {text}", invoking_user()),
+                        );
+                        setstat(&mut status, st);
+                    } else if st == EX_TEMPFAIL {
+                        // sendmail keeps a temporary error: mailer's address (deliverable,
+                        // to the *error* mailer) after saying why
+                        refuse(text);
+                        if let Some((host, user)) = error {
+                            let host = host.map(|h| format!(", host {h}")).unwrap_or_default();
+                            let line =
+                                format!("{addr}... deliverable: mailer *error*{host}, user {user}");
+                            add("*error*", &user, line);
+                        }
+                    } else {
+                        refuse(text);
+                        setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
                     }
-                } else {
-                    refuse(text);
-                    setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
                 }
-            }
-            Route::Remote { mailer, host, .. } => {
-                // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
-                let user = current
-                    .rules
-                    .as_ref()
-                    .and_then(|r| r.resolve(&addr).ok())
-                    .map_or_else(|| addr.clone(), |(_, _, u)| u);
-                let line =
-                    format!("{addr}... deliverable: mailer {mailer}, host {host}, user {user}");
-                add(&mailer, &user, line)
-            }
-            Route::Local { mailer, user } => {
-                // An address that is no alias keeps its own name in the line (sendmail's
-                // q_paddr): `info@virtual.example.test... deliverable: mailer local, user root`.
-                let aliased = table.get(&user).is_some();
-                for target in expander.expand(&user) {
-                    match target {
-                        Target::User(name)
-                            if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
-                        {
-                            let shown = if aliased { &name } else { &addr };
-                            let line =
-                                format!("{shown}... deliverable: mailer {mailer}, user {name}");
-                            add(&mailer, &name, line)
-                        }
-                        Target::User(name) => {
-                            refuse(format!("{name}... User unknown"));
-                            setstat(&mut status, crate::sysexits::EX_NOUSER);
-                        }
-                        Target::File(p) => {
-                            let p = p.display().to_string();
-                            let line = format!("{p}... deliverable: mailer *file*, user {p}");
-                            add("*file*", &p, line)
-                        }
-                        Target::Program(cmd) => {
-                            let line =
-                                format!("\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\"");
-                            add("prog", &cmd, line)
-                        }
-                        // An alias's address goes through rulesets 3 and 0 again (where
-                        // FEATURE(redirect) answers `551 User has moved` for `x.REDIRECT`).
-                        Target::Remote(r) => match current.rules.as_ref().map(|p| p.resolve(&r)) {
-                            Some(Err(text)) => {
-                                // sendmail parses an alias's address with no current
-                                // recipient, so its message has no `addr... ` in front
-                                let prefix = format!("{r}... ");
-                                refuse(text.strip_prefix(&prefix).unwrap_or(&text).to_string());
-                                let (st, _, _) = error_status(current.rules.as_deref(), &r);
-                                setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
-                            }
-                            Some(Ok((m, h, u))) => {
-                                let host = h.map(|h| format!(", host {h}")).unwrap_or_default();
+                Route::Remote { mailer, host, .. } => {
+                    // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
+                    let user = current
+                        .rules
+                        .as_ref()
+                        .and_then(|r| r.resolve(&addr).ok())
+                        .map_or_else(|| addr.clone(), |(_, _, u)| u);
+                    let line =
+                        format!("{addr}... deliverable: mailer {mailer}, host {host}, user {user}");
+                    add(&mailer, &user, line)
+                }
+                Route::Local { mailer, user } => {
+                    // An address that is no alias keeps its own name in the line (sendmail's
+                    // q_paddr): `info@virtual.example.test... deliverable: mailer local, user root`.
+                    let aliased = table.get(&user).is_some();
+                    for target in expander.expand(&user) {
+                        match target {
+                            Target::User(name)
+                                if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
+                            {
+                                let shown = if aliased { &name } else { &addr };
                                 let line =
-                                    format!("{r}... deliverable: mailer {m}{host}, user {u}");
-                                add(&m, &u, line)
+                                    format!("{shown}... deliverable: mailer {mailer}, user {name}");
+                                add(&mailer, &name, line)
                             }
-                            None => {
-                                let line = format!("{r}... deliverable: mailer esmtp, user {r}");
-                                add("esmtp", &r, line)
+                            Target::User(name) => {
+                                refuse(format!("{name}... User unknown"));
+                                setstat(&mut status, crate::sysexits::EX_NOUSER);
                             }
-                        },
-                        Target::Error {
-                            address, reason, ..
-                        } => {
-                            refuse(format!("{address}... {reason}"));
-                            setstat(&mut status, crate::sysexits::EX_NOUSER);
+                            Target::File(p) => {
+                                let p = p.display().to_string();
+                                let line = format!("{p}... deliverable: mailer *file*, user {p}");
+                                add("*file*", &p, line)
+                            }
+                            Target::Program(cmd) => {
+                                let line = format!(
+                                    "\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\""
+                                );
+                                add("prog", &cmd, line)
+                            }
+                            // An alias's address goes through rulesets 3 and 0 again (where
+                            // FEATURE(redirect) answers `551 User has moved` for `x.REDIRECT`).
+                            Target::Remote(r) => {
+                                match current.rules.as_ref().map(|p| p.resolve(&r)) {
+                                    Some(Err(text)) => {
+                                        // sendmail parses an alias's address with no current
+                                        // recipient, so its message has no `addr... ` in front
+                                        let prefix = format!("{r}... ");
+                                        refuse(
+                                            text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+                                        );
+                                        let (st, _, _) = error_status(current.rules.as_deref(), &r);
+                                        setstat(
+                                            &mut status,
+                                            if st == EX_OK { EX_USAGE } else { st },
+                                        );
+                                    }
+                                    Some(Ok((m, h, u))) => {
+                                        let host =
+                                            h.map(|h| format!(", host {h}")).unwrap_or_default();
+                                        let line = format!(
+                                            "{r}... deliverable: mailer {m}{host}, user {u}"
+                                        );
+                                        add(&m, &u, line)
+                                    }
+                                    None => {
+                                        let line =
+                                            format!("{r}... deliverable: mailer esmtp, user {r}");
+                                        add("esmtp", &r, line)
+                                    }
+                                }
+                            }
+                            Target::Error {
+                                address, reason, ..
+                            } => {
+                                refuse(format!("{address}... {reason}"));
+                                setstat(&mut status, crate::sysexits::EX_NOUSER);
+                            }
                         }
                     }
                 }
@@ -606,6 +626,33 @@ pub fn verify(inv: &Invocation) -> i32 {
     }
     // a temporary failure alone is no failure of -bv (the address stays deliverable)
     if status == EX_TEMPFAIL { EX_OK } else { status }
+}
+
+/// The bracket an address leaves unbalanced (outside quotes and comments): a `>` with no
+/// `<` open, a `<` inside another, or a `<` never closed. sendmail 8.17's prescan refuses
+/// each (`Unbalanced '<'`).
+fn unbalanced_angle(addr: &str) -> Option<char> {
+    let (mut open, mut quoted, mut comment, mut escaped) = (false, false, 0u32, false);
+    for c in addr.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' if comment == 0 => quoted = !quoted,
+            _ if quoted => {}
+            '(' => comment += 1,
+            ')' if comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            '<' if open => return Some('<'),
+            '<' => open = true,
+            '>' if !open => return Some('>'),
+            '>' => open = false,
+            _ => {}
+        }
+    }
+    open.then_some('<')
 }
 
 /// sendmail's `setstat`: the first status that is neither OK nor a temporary failure.
@@ -645,6 +692,17 @@ fn error_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unbalanced_angle_brackets_as_sendmails_prescan_finds_them() {
+        // the oracle's -bv: `bad>addr` '>', `x<y` and `a<b<c>` '<'
+        assert_eq!(unbalanced_angle("bad>addr"), Some('>'));
+        assert_eq!(unbalanced_angle("x<y"), Some('<'));
+        assert_eq!(unbalanced_angle("a<b<c>"), Some('<'));
+        for fine in ["root", "Name <a@b>", "\"x<y\"@b", "a (x<y) <b@c>", "a\\<b"] {
+            assert_eq!(unbalanced_angle(fine), None, "{fine}");
+        }
+    }
 
     fn sub(text: &str, t: bool, i: bool, args: &[&str]) -> Result<(String, Vec<String>), String> {
         let s = Submission {
