@@ -475,7 +475,16 @@ pub fn verify(inv: &Invocation) -> i32 {
         }
     };
     let cfg = current.config.clone();
-    let table = load_all(&cfg.options.alias_files).unwrap_or_default();
+    // An alias file that cannot be read: sendmail's alias lookups fail temporarily, so
+    // every local name is kept (deliverable), known user or not.
+    let missing = |spec: &String| {
+        crate::aliases::spec_path(spec)
+            .is_ok_and(|p| !p.exists() && !crate::aliases::db_path(&p).exists())
+    };
+    let (table, aliases_unavailable) = match load_all(&cfg.options.alias_files) {
+        Ok(t) => (t, cfg.options.alias_files.iter().any(missing)),
+        Err(_) => (Default::default(), true),
+    };
     let mut expander = Expander::from_config(&table, &cfg);
     expander.forward = false;
     // (mailer, user) of each final address, and its line: a recipient reached twice (an
@@ -555,7 +564,11 @@ pub fn verify(inv: &Invocation) -> i32 {
                     for target in expander.expand(&user) {
                         match target {
                             Target::User(name)
-                                if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
+                                if aliases_unavailable
+                                    || nix::unistd::User::from_name(&name)
+                                        .ok()
+                                        .flatten()
+                                        .is_some() =>
                             {
                                 let shown = if aliased { &name } else { &addr };
                                 let line =
