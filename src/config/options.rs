@@ -182,7 +182,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("BadRcptThrottle", None),
     s("DeliverByMin", None),
     s("MaxQueueChildren", None),
-    n("MaxRunnersPerQueue", None),
+    s("MaxRunnersPerQueue", None),
     n("DirectSubmissionModifiers", None),
     n("NiceQueueRun", None),
     n("SharedMemoryKey", None),
@@ -755,6 +755,11 @@ pub struct Options {
     /// `MaxQueueChildren`: deliveries under way at once in the whole runner; 0 = the
     /// runner's own bound (100, as Postfix's `default_process_limit`).
     pub max_queue_children: usize,
+    /// `MaxRunnersPerQueue`: messages a queue run (`-q` interval or `sendmail -q`) has in
+    /// delivery at once (sendmail: runners per queue group, each one message at a time);
+    /// 0 = not set, the runner's own bound only. New mail is not a queue run and is not
+    /// counted, as sendmail's arrivals are delivered outside its queue runners.
+    pub max_runners_per_queue: usize,
     /// Ours: `DestinationConcurrencyLimit`, SMTP connections at once to one next hop
     /// (Postfix's `default_destination_concurrency_limit`, 20).
     pub destination_concurrency_limit: usize,
@@ -951,6 +956,7 @@ impl Default for Options {
             connection_cache_size: 1,
             connection_cache_timeout: Duration::from_secs(300),
             max_queue_children: 0,
+            max_runners_per_queue: 0,
             destination_concurrency_limit: 20,
             local_destination_concurrency_limit: 2,
             destination_rate_delay: Duration::ZERO,
@@ -1074,6 +1080,7 @@ impl Options {
             "ConnectionCacheSize" => self.connection_cache_size = parse_number(value)?,
             "ConnectionCacheTimeout" => self.connection_cache_timeout = parse_duration(value, 'm')?,
             "MaxQueueChildren" => self.max_queue_children = parse_number(value)?,
+            "MaxRunnersPerQueue" => self.max_runners_per_queue = parse_number(value)?,
             "DestinationConcurrencyLimit" => {
                 self.destination_concurrency_limit = positive(parse_number(value)?)?
             }

@@ -78,6 +78,8 @@ pub struct Runner {
     /// Signalled whenever an attempt ends (for forced runs waiting on a busy message).
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
+    /// `MaxRunnersPerQueue`, when set: messages in hand at once for queue runs.
+    runners: Option<Arc<tokio::sync::Semaphore>>,
     destinations: limits::Destinations,
     /// Deliveries at once to one local recipient (mailbox, file, program).
     local: limits::Destinations,
@@ -123,6 +125,8 @@ impl Runner {
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            runners: (o.max_runners_per_queue > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(o.max_runners_per_queue))),
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
@@ -151,6 +155,15 @@ impl Runner {
             if !forced && !self.lock_busy().insert(id.clone()) {
                 continue;
             }
+            // A queue run has at most MaxRunnersPerQueue messages in hand (sendmail's
+            // runners, one message each); taken first, so a run waits for its own.
+            let runner = match (&self.runners, why) {
+                (Some(r), Pass::Interval | Pass::Forced) => match r.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                _ => None,
+            };
             // The slot is taken before the task exists: a pass never has more than the
             // runner's bound of messages in hand.
             let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -163,6 +176,7 @@ impl Runner {
                 }
                 attempt(&me, &id, forced).await;
                 drop(slot);
+                drop(runner);
                 me.lock_busy().remove(&id);
                 me.idle.notify_waiters();
             });
