@@ -966,6 +966,40 @@ fn a_quarantined_message_is_held_and_listed_by_mailq_qq() {
         d.log_text()
             .contains("milter=test, quarantine=held by test filter")
     );
+    // As sendmail 8.17 does (asked with -Q/-qQ on the oracle's queue): `-qQsubstr` selects
+    // by reason; `-Q -qQ…` releases, `-Qreason -q…` quarantines the selected messages; a
+    // `-qQ` run tries the quarantined ones.
+    let cf = d.cf.to_str().unwrap().to_string();
+    let qdir = format!("QueueDirectory={}", d.queue_dir().display());
+    let sm = |args: &[&str]| -> String {
+        let mut all = args.to_vec();
+        all.extend(["-C", &cf, "-O", &qdir]);
+        let out = support::run(&all);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(sm(&["-bp", "-qQtest filter"]).contains(&held_id));
+    assert!(!sm(&["-bp", "-qQother"]).contains(&held_id));
+    assert!(sm(&["-bp", "-q!Qother"]).contains(&held_id));
+    d.stop();
+    sm(&["-Q", "-qQ", &format!("-qI{held_id}")]);
+    assert!(!sm(&["-bp", "-qQ"]).contains(&held_id));
+    let q = sm(&["-bp"]);
+    assert!(q.contains(&held_id) && !q.contains("QUARANTINE"), "{q}");
+    sm(&["-Qby the admin", &format!("-qI{held_id}")]);
+    assert!(sm(&["-bp", "-qQ"]).contains("\n     QUARANTINE: by the admin"));
+    assert!(!sm(&["-bp"]).contains(&held_id));
+    // A plain run leaves it; a -qQ run delivers it.
+    sm(&["-q"]);
+    assert!(sm(&["-bp", "-qQ"]).contains(&held_id));
+    sm(&["-qQ"]);
+    let msgs = sink.wait_messages(2);
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("X-Sink-Rcpt: To:<quarantine@dest.example>")),
+        "{msgs:?}"
+    );
+    assert!(!sm(&["-bp", "-qQ"]).contains(&held_id));
 }
 
 #[test]
