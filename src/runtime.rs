@@ -256,6 +256,9 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
             }
         },
         Err(errors) => {
+            if let [config::ConfigError::Io { file, source }] = errors.as_slice() {
+                return Err(cannot_open(inv, file, source));
+            }
             for e in &errors {
                 eprintln!("{e}");
             }
@@ -266,6 +269,34 @@ pub fn load_config(inv: &Invocation) -> Result<Config, i32> {
             Err(EX_CONFIG)
         }
     }
+}
+
+/// A configuration file that cannot be opened at all, as sendmail's readcf() reports it: `FILE:
+/// line 0: cannot open: REASON` on the terminal and as `SYSERR(user)` in the log (there is no
+/// configuration yet, so the log is syslog with sendmail's defaults), exit `EX_OSFILE` (72).
+fn cannot_open(inv: &Invocation, file: &std::path::Path, e: &std::io::Error) -> i32 {
+    let text = format!(
+        "{}: line 0: cannot open: {}",
+        file.display(),
+        crate::log::open_error_text(e)
+    );
+    eprintln!("{text}");
+    let mut log = LogConfig::default();
+    if let Some(tag) = &inv.args.log_tag {
+        log.ident = tag.clone();
+    }
+    if let Ok(logger) = Logger::new(log) {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map_or_else(|| "root".to_string(), |u| u.name);
+        logger.log(
+            crate::log::Severity::Crit,
+            Some("NOQUEUE"),
+            format_args!("SYSERR({user}): {text}"),
+        );
+    }
+    crate::sysexits::EX_OSFILE
 }
 
 /// The mail log for this configuration: syslog (from the moment `/dev/log` exists), `LogFile`

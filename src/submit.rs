@@ -532,6 +532,12 @@ pub fn verify(inv: &Invocation) -> i32 {
             setstat(&mut status, EX_USAGE);
             continue;
         }
+        // the null address names nobody here: sendmail's `<>... User unknown`
+        if arg.trim() == "<>" {
+            refuse("<>... User unknown".to_string());
+            setstat(&mut status, crate::sysexits::EX_NOUSER);
+            continue;
+        }
         // sendmail's prescan: `x<y... Unbalanced '<'`, then the text as it is, a local
         // name nobody has (`x<y... User unknown`)
         match unbalanced_angle(arg) {
