@@ -265,6 +265,45 @@ pub struct LocalDelivery {
     /// files without execute bits or extra hard links take mail; `/dev/null` takes it and
     /// keeps nothing (sendmail's special case). None: files anywhere, as before.
     pub safe_file_environment: Option<PathBuf>,
+    /// The mailboxes being written: deliveries to one mailbox that are ready together share
+    /// one lock and one fsync ([`batch`]). One per configuration generation (the runtime
+    /// builds the agent once), shared by all the threads that deliver.
+    pub batches: std::sync::Arc<Batches>,
+}
+
+/// Which mbox: its path, how it is opened (a kind of target) and for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MboxKey {
+    pub path: PathBuf,
+    kind: u8,
+    uid: Option<u32>,
+}
+
+/// Which Maildir: its trusted base, the names below it, and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MaildirKey {
+    pub base: PathBuf,
+    pub rel: PathBuf,
+    uid: Option<u32>,
+}
+
+/// The group commits of one agent: mbox entries and Maildir files by mailbox.
+#[derive(Default)]
+pub struct Batches {
+    pub mbox: batch::Group<MboxKey, Vec<u8>>,
+    pub maildir: batch::Group<MaildirKey, Vec<u8>>,
+}
+
+impl Batches {
+    /// Syncs so far (mbox rounds + Maildir rounds) and the messages they made durable.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (a, b) = (&self.mbox.counters, &self.maildir.counters);
+        (
+            a.syncs.load(Relaxed) + b.syncs.load(Relaxed),
+            a.messages.load(Relaxed) + b.messages.load(Relaxed),
+        )
+    }
 }
 
 /// Stands for `$g` in [`LocalDelivery::unix_from_line`].
@@ -327,6 +366,7 @@ impl Default for LocalDelivery {
             prog_flags: None,
             unix_from_line: DEFAULT_FROM_LINE.to_string(),
             safe_file_environment: None,
+            batches: std::sync::Arc::default(),
         }
     }
 }
@@ -511,28 +551,33 @@ impl LocalDelivery {
         let inside = path.strip_prefix(root).unwrap_or(path);
         let inside = inside.strip_prefix("/").unwrap_or(inside);
         let someone_else = owner.filter(|u| u.uid != nix::unistd::geteuid().as_raw());
-        let (mut file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
-            Ok(x) => x,
-            Err(e) if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return cant(e.to_string());
-            }
-            Err(e) => return io_outcome(path, &e),
+        let key = MboxKey {
+            path: root.join(inside),
+            kind: 3,
+            uid: someone_else.map(|u| u.uid),
         };
-        match file.metadata() {
-            Ok(m) if !m.is_file() => return cant("not a regular file".into()),
-            Ok(m) if m.nlink() != 1 => return cant("file has more than one link".into()),
-            Ok(m) if m.mode() & 0o111 != 0 => return cant("file is executable".into()),
-            Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => {
-                return cant(
+        self.batched_mbox(key, path, d, |_| {
+            let (file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
+                Ok(x) => x,
+                Err(e)
+                    if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) =>
+                {
+                    return Err(cant(e.to_string()));
+                }
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if !m.is_file() => Err(cant("not a regular file".into())),
+                Ok(m) if m.nlink() != 1 => Err(cant("file has more than one link".into())),
+                Ok(m) if m.mode() & 0o111 != 0 => Err(cant("file is executable".into())),
+                Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => Err(cant(
                     "not a regular file of its owner (files named in a .forward must exist and belong to its owner)"
                         .into(),
-                );
+                )),
+                Ok(_) => Ok((file, None)),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Ok(_) => {}
-            Err(e) => return io_outcome(path, &e),
-        }
-        let deadline = Instant::now() + self.lock_timeout;
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
     /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
@@ -544,46 +589,69 @@ impl LocalDelivery {
                 format!("Can't create output: {}: {why}", path.display()),
             )
         };
-        let mut file = match OpenOptions::new()
-            .append(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if is_permanent_open_error(&e) => return cant(e.to_string()),
-            Err(e) => return io_outcome(path, &e),
+        let key = MboxKey {
+            path: path.to_path_buf(),
+            kind: 2,
+            uid: Some(owner.uid),
         };
-        match file.metadata() {
-            Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => {}
-            Ok(_) => {
-                return cant(format!(
+        self.batched_mbox(key, path, d, |_| {
+            let file = match OpenOptions::new()
+                .append(true)
+                .custom_flags(OPEN_FLAGS)
+                .open(path)
+            {
+                Ok(f) => f,
+                Err(e) if is_permanent_open_error(&e) => return Err(cant(e.to_string())),
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => Ok((file, None)),
+                Ok(_) => Err(cant(format!(
                     "not a regular file of {} (files named in a .forward must exist and belong to its owner)",
                     owner.name
-                ));
+                ))),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Err(e) => return io_outcome(path, &e),
-        }
-        let deadline = Instant::now() + self.lock_timeout;
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
-    /// Locks an open mbox file (fcntl + flock, waiting until `deadline`) and appends one
-    /// message, truncating back to the old length if the write fails.
-    fn lock_and_append(
+    /// Appends `d` to the mbox `key` names, together with the other deliveries to it that
+    /// are ready ([`batch`]): the leader of a round opens the file (`open`, given the lock
+    /// deadline: the file and its dotlock, if any), takes the `fcntl` + `flock` locks,
+    /// appends every queued entry, syncs once and unlocks.
+    fn batched_mbox(
         &self,
-        file: &mut File,
+        key: MboxKey,
         path: &Path,
-        deadline: Instant,
         d: &Delivery,
+        open: impl FnOnce(Instant) -> Result<(File, Option<DotLock>), Outcome>,
     ) -> Outcome {
-        if let Err(o) = lock_file(file, path, deadline) {
-            return o;
-        }
         let bytes = mbox_entry(d, self.return_path, &self.unix_from_line, SystemTime::now());
-        match append_or_rollback(file, &bytes) {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => io_outcome(path, &e),
+        let mut lead = match self.batches.mbox.join(key, bytes) {
+            Ok(lead) => lead,
+            Err(outcome) => return outcome,
+        };
+        let deadline = Instant::now() + self.lock_timeout;
+        let (mut file, dotlock) = match open(deadline) {
+            Ok(x) => x,
+            Err(o) => return lead.fail_own(o),
+        };
+        if let Err(o) = lock_file(&file, path, deadline) {
+            return lead.fail_own(o);
         }
+        let entries = lead.take();
+        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        let outcomes = batch::append_batch(&mut file, &refs)
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => io_outcome(path, &e),
+            })
+            .collect();
+        // unlocked (fcntl, flock, dotlock) before the waiting deliveries hear of it
+        drop(file);
+        drop(dotlock);
+        lead.finish(outcomes)
     }
 
     /// Appends to the mbox at `path`; see the module doc for the format and locking.
@@ -606,55 +674,59 @@ impl LocalDelivery {
         who: Option<&Who>,
         d: &Delivery,
     ) -> Outcome {
-        let deadline = Instant::now() + self.lock_timeout;
-        let _dotlock = if dotlock {
-            match DotLock::acquire(path, deadline, self.stale_lock) {
-                Ok(l) => Some(l),
-                Err(o) => return o,
-            }
-        } else {
-            None
+        let key = MboxKey {
+            path: path.to_path_buf(),
+            kind: if dotlock { 1 } else { 0 },
+            uid: owner.map(|u| u.uid).or(who.map(|w| w.uid)),
         };
-        let mut file = match open_or_create(path, who) {
-            Ok((f, created)) => {
-                // only a file this call created (O_EXCL) is handed to the user
-                if created && let Some(u) = owner {
-                    give_to(&f, u);
+        self.batched_mbox(key, path, d, |deadline| {
+            let dotlock = match dotlock {
+                true => Some(DotLock::acquire(path, deadline, self.stale_lock)?),
+                false => None,
+            };
+            let file = match open_or_create(path, who) {
+                Ok((f, created)) => {
+                    // only a file this call created (O_EXCL) is handed to the user
+                    if created && let Some(u) = owner {
+                        give_to(&f, u);
+                    }
+                    f
                 }
-                f
-            }
-            Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
-                return Outcome::perm(
-                    "5.0.0",
-                    format!("Can't create output: {}: {e}", path.display()),
-                );
-            }
-            Err(e) => return io_outcome(path, &e),
-        };
-        match file.metadata() {
-            Ok(m) if !m.is_file() => {
-                return Outcome::temp("4.3.0", format!("{}: not a regular file", path.display()));
-            }
-            Ok(m) if m.nlink() > 1 => {
-                return Outcome::temp("4.3.0", format!("{}: too many links", path.display()));
-            }
-            // mail.local: a mailbox must belong to its user (when we can tell them apart)
-            Ok(m)
-                if owner.is_some_and(|u| m.uid() != u.uid) && nix::unistd::geteuid().is_root() =>
-            {
-                return Outcome::temp(
+                Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
+                    return Err(Outcome::perm(
+                        "5.0.0",
+                        format!("Can't create output: {}: {e}", path.display()),
+                    ));
+                }
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if !m.is_file() => Err(Outcome::temp(
                     "4.3.0",
-                    format!(
-                        "{}: mailbox owned by uid {}, not by its user",
-                        path.display(),
-                        m.uid()
-                    ),
-                );
+                    format!("{}: not a regular file", path.display()),
+                )),
+                Ok(m) if m.nlink() > 1 => Err(Outcome::temp(
+                    "4.3.0",
+                    format!("{}: too many links", path.display()),
+                )),
+                // mail.local: a mailbox must belong to its user (when we can tell them apart)
+                Ok(m)
+                    if owner.is_some_and(|u| m.uid() != u.uid)
+                        && nix::unistd::geteuid().is_root() =>
+                {
+                    Err(Outcome::temp(
+                        "4.3.0",
+                        format!(
+                            "{}: mailbox owned by uid {}, not by its user",
+                            path.display(),
+                            m.uid()
+                        ),
+                    ))
+                }
+                Ok(_) => Ok((file, dotlock)),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Ok(_) => {}
-            Err(e) => return io_outcome(path, &e),
-        }
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
     /// Writes one message into the Maildir `base/rel` (creating it and `tmp`, `new`, `cur`).
@@ -670,19 +742,44 @@ impl LocalDelivery {
         d: &Delivery,
     ) -> Outcome {
         let dir = base.join(rel);
-        match self.write_maildir(base, rel, owner, d) {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => io_outcome(&dir, &e),
+        let mut bytes = Vec::with_capacity(d.message.len() + 64);
+        if self.return_path {
+            push_return_path(&mut bytes, d);
         }
+        bytes.extend_from_slice(d.message);
+        let key = MaildirKey {
+            base: base.to_path_buf(),
+            rel: rel.to_path_buf(),
+            uid: owner.map(|u| u.uid),
+        };
+        let mut lead = match self.batches.maildir.join(key, bytes) {
+            Ok(lead) => lead,
+            Err(outcome) => return outcome,
+        };
+        let (tmp, new) = match self.open_maildir(base, rel, owner) {
+            Ok(dirs) => dirs,
+            Err(e) => return lead.fail_own(io_outcome(&dir, &e)),
+        };
+        let files = lead.take();
+        let outcomes = self
+            .write_maildir(&tmp, &new, owner, &files)
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => io_outcome(&dir, &e),
+            })
+            .collect();
+        lead.finish(outcomes)
     }
 
-    fn write_maildir(
+    /// Opens (creating as needed) the Maildir `base/rel` and its `tmp`, `new` and `cur`;
+    /// returns `tmp` and `new`.
+    fn open_maildir(
         &self,
         base: &Path,
         rel: &Path,
         owner: Option<&MailUser>,
-        d: &Delivery,
-    ) -> io::Result<()> {
+    ) -> io::Result<(File, File)> {
         if owner.is_none() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -702,37 +799,72 @@ impl LocalDelivery {
         let tmp = open_dir_at(&dir, "tmp".as_ref(), owner)?;
         let new = open_dir_at(&dir, "new".as_ref(), owner)?;
         open_dir_at(&dir, "cur".as_ref(), owner)?;
-        let name = self.maildir_name();
-        let mut bytes = Vec::with_capacity(d.message.len() + 64);
-        if self.return_path {
-            push_return_path(&mut bytes, d);
-        }
-        bytes.extend_from_slice(d.message);
+        Ok((tmp, new))
+    }
+
+    /// Writes each of `files` into `tmp` under a unique name, fsyncs each (written first,
+    /// synced after, so the file system commits them together), renames them into `new`,
+    /// and fsyncs `new` once for all. One result per file; a file that failed is removed.
+    fn write_maildir(
+        &self,
+        tmp: &File,
+        new: &File,
+        owner: Option<&MailUser>,
+        files: &[Vec<u8>],
+    ) -> Vec<io::Result<()>> {
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let mut f = File::from(nix::fcntl::openat(
-            tmp.as_fd(),
-            name.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        )?);
-        let result = (|| -> io::Result<()> {
-            if let Some(u) = owner {
-                give_to(&f, u);
+        let unlink = |dir: &File, name: &str| {
+            let _ =
+                nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        };
+        let mut written: Vec<(String, io::Result<File>)> = files
+            .iter()
+            .map(|bytes| {
+                let name = self.maildir_name();
+                let f = nix::fcntl::openat(
+                    tmp.as_fd(),
+                    name.as_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map(File::from)
+                .map_err(io::Error::from)
+                .and_then(|mut f| {
+                    if let Some(u) = owner {
+                        give_to(&f, u);
+                    }
+                    f.write_all(bytes).map(|()| f)
+                });
+                (name, f)
+            })
+            .collect();
+        let mut results: Vec<io::Result<()>> = Vec::with_capacity(files.len());
+        for (name, f) in written.iter_mut() {
+            let r = match f {
+                Ok(f) => f.sync_all().and_then(|()| {
+                    nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())
+                        .map_err(io::Error::from)
+                }),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            if r.is_err() {
+                unlink(tmp, name);
             }
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())?;
-            new.sync_all()
-        })();
-        if result.is_err() {
-            let _ = nix::unistd::unlinkat(
-                tmp.as_fd(),
-                name.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            results.push(r);
         }
-        result
+        if results.iter().any(|r| r.is_ok())
+            && let Err(e) = new.sync_all()
+        {
+            // not durable: nobody is told these were delivered, and they are taken back
+            for ((name, _), r) in written.iter().zip(results.iter_mut()) {
+                if r.is_ok() {
+                    unlink(new, name);
+                    *r = Err(io::Error::new(e.kind(), e.to_string()));
+                }
+            }
+        }
+        results
     }
 
     /// `<secs>.<pid>_<seq>.<host>`, with `/` and `:` in the host name escaped as the
@@ -1038,7 +1170,8 @@ impl AppendFile for File {
         self.write_all(bytes)
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.sync_all()
+        // the appended bytes and the new size: all a reader needs (fdatasync)
+        self.sync_data()
     }
     fn truncate_to(&mut self, len: u64) -> io::Result<()> {
         self.set_len(len)?;
@@ -1046,15 +1179,10 @@ impl AppendFile for File {
     }
 }
 
-/// Appends and fsyncs; on failure cuts the file back to where it was.
+/// Appends and fsyncs one entry; on failure cuts the file back to where it was (a batch of
+/// one: [`batch::append_batch`]).
 pub fn append_or_rollback<F: AppendFile>(f: &mut F, bytes: &[u8]) -> io::Result<()> {
-    let start = f.current_len()?;
-    let result = f.append(bytes).and_then(|()| f.sync());
-    if let Err(e) = result {
-        let _ = f.truncate_to(start);
-        return Err(e);
-    }
-    Ok(())
+    batch::append_batch(f, &[bytes]).pop().unwrap_or(Ok(()))
 }
 
 /// When running as root, hands a new file or directory to the recipient (0600/0700 kept).
@@ -1284,6 +1412,7 @@ impl Drop for DotLock {
     }
 }
 
+pub mod batch;
 pub mod inflight;
 pub mod mailer;
 

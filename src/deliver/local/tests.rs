@@ -773,3 +773,189 @@ fn safe_file_environment_resolves_files_inside_it_and_takes_only_regular_files()
         Outcome::Delivered
     );
 }
+
+/// Waits (bounded, on state, not on time) until `n` deliveries are queued for `key`.
+fn wait_queued(a: &LocalDelivery, key: &MboxKey, n: usize) {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while a.batches.mbox.queued(key) < n {
+        assert!(Instant::now() < give_up, "deliveries never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn deliveries_waiting_for_a_mailbox_are_written_under_one_lock_and_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = std::sync::Arc::new(agent(dir.path()));
+    let mbox = dir.path().join("jo");
+    // someone else holds the dotlock: the first delivery leads and waits for it, the
+    // others queue behind it
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, b"1\n").unwrap();
+    let key = MboxKey {
+        path: mbox.clone(),
+        kind: 1,
+        uid: Some(4242),
+    };
+    let n = 6;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let body = format!("Subject: {i}\n\nFrom here on, message {i}\n");
+                a.deliver_user("jo", &d(body.as_bytes()))
+            })
+        })
+        .collect();
+    wait_queued(&a, &key, n);
+    assert!(fs::read(&mbox).map(|b| b.is_empty()).unwrap_or(true));
+    fs::remove_file(&lock).unwrap();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    }
+    assert_eq!(a.batches.totals(), (1, n as u64), "one fsync for the batch");
+    let got = read_mbox(&fs::read(&mbox).unwrap());
+    assert_eq!(got.len(), n);
+    let mut subjects: Vec<String> = got
+        .iter()
+        .map(|(_, m)| {
+            let m = String::from_utf8_lossy(m).into_owned();
+            assert!(m.contains("\n\nFrom here on, message "), "{m}");
+            m.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    subjects.sort();
+    let want: Vec<String> = (0..n).map(|i| format!("Subject: {i}")).collect();
+    assert_eq!(subjects, want);
+    assert!(!lock.exists(), "the dotlock is removed after the batch");
+    assert_eq!(a.batches.mbox.queued(&key), 0);
+}
+
+#[test]
+fn a_leader_that_cannot_lock_fails_alone_and_the_next_one_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path());
+    a.lock_timeout = Duration::from_millis(300);
+    let a = std::sync::Arc::new(a);
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, b"1\n").unwrap();
+    let key = MboxKey {
+        path: dir.path().join("jo"),
+        kind: 1,
+        uid: Some(4242),
+    };
+    // the first one leads and times out on the lock; the second waits behind it
+    let first = {
+        let a = a.clone();
+        std::thread::spawn(move || a.deliver_user("jo", &d(MSG)))
+    };
+    wait_queued(&a, &key, 1);
+    let second = {
+        let a = a.clone();
+        std::thread::spawn(move || a.deliver_user("jo", &d(MSG)))
+    };
+    wait_queued(&a, &key, 2);
+    let o = first.join().unwrap();
+    assert!(o.is_temporary(), "{o:?}");
+    // the second leads now: released, it delivers
+    fs::remove_file(&lock).unwrap();
+    let o2 = second.join().unwrap();
+    // it may have timed out too if it led before the lock went; then it is temporary and
+    // nothing was written; otherwise one message is there
+    let got = read_mbox(&fs::read(dir.path().join("jo")).unwrap_or_default());
+    match o2 {
+        Outcome::Delivered => assert_eq!(got.len(), 1),
+        o => {
+            assert!(o.is_temporary(), "{o:?}");
+            assert!(got.is_empty());
+        }
+    }
+    assert_eq!(a.batches.mbox.queued(&key), 0);
+}
+
+/// A real file with a size limit, failing like a quota (`EDQUOT`) after writing part.
+struct Quota {
+    file: File,
+    max: u64,
+    errno: i32,
+}
+
+impl AppendFile for Quota {
+    fn current_len(&self) -> io::Result<u64> {
+        self.file.current_len()
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = self.file.current_len()?;
+        if len + bytes.len() as u64 > self.max {
+            self.file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(self.errno));
+        }
+        self.file.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.file.truncate_to(len)
+    }
+}
+
+#[test]
+fn a_message_over_quota_is_deferred_alone_and_an_io_error_defers_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mbox");
+    fs::write(&path, b"From x Mon Jan  1 00:00:00 2024\n\nold\n\n").unwrap();
+    let before = fs::read(&path).unwrap();
+    let small1 = b"From a Mon Jan  1 00:00:00 2024\n\none\n\n".to_vec();
+    let big = vec![b'x'; 4000];
+    let small2 = b"From b Mon Jan  1 00:00:00 2024\n\ntwo\n\n".to_vec();
+    let entries: Vec<&[u8]> = vec![&small1, &big, &small2];
+    let open = || OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = Quota {
+        file: open(),
+        max: 1000,
+        errno: nix::libc::EDQUOT,
+    };
+    let r = batch::append_batch(&mut f, &entries);
+    assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+    assert_eq!(io_outcome(&path, r[1].as_ref().unwrap_err()).dsn(), "4.2.2");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        [&before[..], &small1, &small2].concat()
+    );
+    // any other write error: back to where the batch started, all deferred
+    fs::write(&path, &before).unwrap();
+    let mut f = Quota {
+        file: open(),
+        max: 1000,
+        errno: nix::libc::EIO,
+    };
+    let r = batch::append_batch(&mut f, &entries);
+    assert!(r.iter().all(|r| r.is_err()), "{r:?}");
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_maildir_batch_lands_whole_in_new_and_leaves_tmp_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let (tmp, new) = a
+        .open_maildir(dir.path(), Path::new("Maildir"), None)
+        .unwrap();
+    let files: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("Subject: {i}\n\nbody\n").into_bytes())
+        .collect();
+    let r = a.write_maildir(&tmp, &new, None, &files);
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    let md = dir.path().join("Maildir");
+    let mut got: Vec<Vec<u8>> = fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, files);
+    assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+}
