@@ -182,6 +182,9 @@ pub struct Delivery<'a> {
     /// The sender as the cf's rules rewrote it for this target's mailer (sendmail's `$g`,
     /// [`LocalDelivery::rules`]), written as it is, even empty. None without rules.
     pub rpath: Option<&'a str>,
+    /// `${client_addr}` for a mailer's argv: the SMTP client of the message (`IPv6:…` as
+    /// the queue keeps it).
+    pub client_addr: Option<&'a str>,
 }
 
 impl<'a> Delivery<'a> {
@@ -190,6 +193,7 @@ impl<'a> Delivery<'a> {
             sender: &msg.envelope.sender,
             message: &msg.body,
             rpath: None,
+            client_addr: msg.envelope.client.addr.as_deref(),
         }
     }
 
@@ -243,9 +247,6 @@ pub struct LocalDelivery {
     /// The cf's `local` mailer when it names a program installed here (procmail,
     /// mail.local, sensible-mda): users' mail goes through it instead of the built-in mbox.
     pub mailer: Option<mailer::LocalMailer>,
-    /// `${client_addr}` for the mailer's argv: the SMTP client of the message being
-    /// delivered (`IPv6:…` as the queue keeps it), set per message by the caller.
-    pub client_addr: Option<String>,
     /// The cf's rulesets, when it has any: each target's envelope sender and address
     /// headers are then rewritten for its mailer (`local`, `prog`, `*file*`) before they
     /// are written, as sendmail does ([`crate::rules::deliver`]). None leaves them as
@@ -361,7 +362,6 @@ impl Default for LocalDelivery {
             users: Box::new(system_mail_user),
             default_user: None,
             mailer: None,
-            client_addr: None,
             rules: None,
             prog_flags: None,
             unix_from_line: DEFAULT_FROM_LINE.to_string(),
@@ -421,9 +421,9 @@ impl LocalDelivery {
         match &rewritten {
             Some((rpath, message)) => {
                 let d = Delivery {
-                    sender: d.sender,
                     message,
                     rpath: Some(rpath),
+                    ..*d
                 };
                 self.deliver_target(target, owner, &d)
             }
@@ -503,7 +503,7 @@ impl LocalDelivery {
             user: name,
             host: "",
             home: home.as_deref(),
-            client_addr: self.client_addr.as_deref(),
+            client_addr: d.client_addr,
         };
         m.deliver(
             &r,

@@ -231,6 +231,7 @@ mod tests {
             sender,
             message: MSG,
             rpath: None,
+            client_addr: None,
         }
     }
 

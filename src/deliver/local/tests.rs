@@ -29,6 +29,7 @@ fn d(message: &[u8]) -> Delivery<'_> {
         sender: "sender@client.example.test",
         message,
         rpath: None,
+        client_addr: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         sender: "",
         message: b"Subject: x\n\nno newline",
         rpath: None,
+        client_addr: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -99,6 +101,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         sender: "x@y",
         message: b"Return-Path: <x@y>\n\nbody\n",
         rpath: None,
+        client_addr: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m2, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -638,6 +641,7 @@ fn without_rules_a_file_gets_the_message_as_queued() {
         sender: "",
         message: NULL_SENDER_MSG,
         rpath: None,
+        client_addr: None,
     };
     assert_eq!(
         a.deliver(&Target::File(file.clone()), None, &d),
@@ -667,6 +671,7 @@ fn with_rules_each_target_gets_what_its_mailer_writes() {
         sender: "",
         message: NULL_SENDER_MSG,
         rpath: None,
+        client_addr: None,
     };
     let headers = "From: alice (Alice A)\nTo: alice, root@oracle.example.test\n\nbody\n";
     assert_eq!(
