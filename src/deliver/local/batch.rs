@@ -135,6 +135,9 @@ impl<K: Hash + Eq + Clone, J> Group<K, J> {
                 led: false,
             });
             lane.queue.push_back((job, slot.clone()));
+            crate::metrics::global()
+                .local_mailbox_waiting
+                .fetch_add(1, Ordering::Relaxed);
             !std::mem::replace(&mut lane.led, true)
         };
         if !lead {
@@ -183,6 +186,9 @@ impl<K: Hash + Eq + Clone, J> Lead<'_, K, J> {
             jobs.push(job);
             self.taken.push(slot);
         }
+        crate::metrics::global()
+            .local_mailbox_waiting
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         jobs
     }
 
@@ -206,6 +212,10 @@ impl<K: Hash + Eq + Clone, J> Lead<'_, K, J> {
             let c = &self.group.counters;
             c.syncs.fetch_add(1, Ordering::Relaxed);
             c.messages.fetch_add(written as u64, Ordering::Relaxed);
+            let m = crate::metrics::global();
+            m.local_mailbox_syncs.fetch_add(1, Ordering::Relaxed);
+            m.local_mailbox_messages
+                .fetch_add(written as u64, Ordering::Relaxed);
         }
         own.unwrap_or_else(|| Outcome::temp("4.3.0", "batched delivery lost its outcome"))
     }
@@ -215,7 +225,11 @@ impl<K: Hash + Eq + Clone, J> Lead<'_, K, J> {
     pub fn fail_own(mut self, o: Outcome) -> Outcome {
         let mut lanes = self.group.lanes();
         if let Some(lane) = lanes.get_mut(&self.key) {
+            let before = lane.queue.len();
             lane.queue.retain(|(_, s)| !Arc::ptr_eq(s, &self.own));
+            crate::metrics::global()
+                .local_mailbox_waiting
+                .fetch_sub((before - lane.queue.len()) as u64, Ordering::Relaxed);
         }
         drop(lanes);
         // Anything taken by mistake is not left hanging.
