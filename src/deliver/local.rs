@@ -13,13 +13,15 @@
 //!   readers expect: the dotlock `USER.lock` beside the mailbox (created with `O_EXCL`; one
 //!   older than [`LocalDelivery::stale_lock`] is removed), then an `fcntl` write lock and a
 //!   `flock` on the mailbox itself (Linux keeps the two apart, so readers using either are
-//!   excluded). The message is appended, fsynced, and on any error the file is truncated
-//!   back to its original length: a mailbox never holds half a message, and the failure is
+//!   excluded). The message is appended — together with every other message for that
+//!   mailbox that is ready, under the same lock ([`batch`]) — fsynced once, and on an error
+//!   the file is truncated back: a mailbox never holds half a message, and the failure is
 //!   temporary. `/file` targets are locked with `fcntl` + `flock` only (no dotlock: the
 //!   directory is usually not ours).
 //! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
-//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, directory
-//!   fsynced; every directory below the trusted base is opened relative to its parent
+//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, and `new/`
+//!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
+//!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
 //!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
 //!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `SHELL=/bin/sh`,
@@ -280,19 +282,18 @@ pub struct MboxKey {
     uid: Option<u32>,
 }
 
-/// Which Maildir: its trusted base, the names below it, and its owner.
+/// Which Maildir: its `new` directory (device and inode, however it was reached).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MaildirKey {
-    pub base: PathBuf,
-    pub rel: PathBuf,
-    uid: Option<u32>,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// The group commits of one agent: mbox entries and Maildir files by mailbox.
 #[derive(Default)]
 pub struct Batches {
     pub mbox: batch::Group<MboxKey, Vec<u8>>,
-    pub maildir: batch::Group<MaildirKey, Vec<u8>>,
+    pub maildir: batch::Group<MaildirKey, ()>,
 }
 
 impl Batches {
@@ -747,29 +748,36 @@ impl LocalDelivery {
             push_return_path(&mut bytes, d);
         }
         bytes.extend_from_slice(d.message);
-        let key = MaildirKey {
-            base: base.to_path_buf(),
-            rel: rel.to_path_buf(),
-            uid: owner.map(|u| u.uid),
+        let written = self.open_maildir(base, rel, owner).and_then(|(tmp, new)| {
+            let name = self.write_maildir_file(&tmp, &new, owner, &bytes)?;
+            let m = new.metadata()?;
+            Ok((new, name, m.dev(), m.ino()))
+        });
+        let (new, name, dev, ino) = match written {
+            Ok(x) => x,
+            Err(e) => return io_outcome(&dir, &e),
         };
-        let mut lead = match self.batches.maildir.join(key, bytes) {
-            Ok(lead) => lead,
-            Err(outcome) => return outcome,
+        // One fsync of `new` for every file renamed into it before that fsync began.
+        let outcome = match self.batches.maildir.join(MaildirKey { dev, ino }, ()) {
+            Err(outcome) => outcome,
+            Ok(mut lead) => {
+                let taken = lead.take();
+                let o = match new.sync_all() {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => io_outcome(&dir, &e),
+                };
+                lead.finish(vec![o; taken.len()])
+            }
         };
-        let (tmp, new) = match self.open_maildir(base, rel, owner) {
-            Ok(dirs) => dirs,
-            Err(e) => return lead.fail_own(io_outcome(&dir, &e)),
-        };
-        let files = lead.take();
-        let outcomes = self
-            .write_maildir(&tmp, &new, owner, &files)
-            .into_iter()
-            .map(|r| match r {
-                Ok(()) => Outcome::Delivered,
-                Err(e) => io_outcome(&dir, &e),
-            })
-            .collect();
-        lead.finish(outcomes)
+        if outcome != Outcome::Delivered {
+            // not durable: nobody is told it was delivered, and it is taken back
+            let _ = nix::unistd::unlinkat(
+                new.as_fd(),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        outcome
     }
 
     /// Opens (creating as needed) the Maildir `base/rel` and its `tmp`, `new` and `cur`;
@@ -802,69 +810,45 @@ impl LocalDelivery {
         Ok((tmp, new))
     }
 
-    /// Writes each of `files` into `tmp` under a unique name, fsyncs each (written first,
-    /// synced after, so the file system commits them together), renames them into `new`,
-    /// and fsyncs `new` once for all. One result per file; a file that failed is removed.
-    fn write_maildir(
+    /// Writes `bytes` into `tmp` under a unique name, fsyncs it and renames it into `new`
+    /// (whose own fsync [`Self::deliver_maildir`] shares with the deliveries beside it);
+    /// the name. A file that could not be written is removed.
+    fn write_maildir_file(
         &self,
         tmp: &File,
         new: &File,
         owner: Option<&MailUser>,
-        files: &[Vec<u8>],
-    ) -> Vec<io::Result<()>> {
+        bytes: &[u8],
+    ) -> io::Result<String> {
+        let name = self.maildir_name();
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let unlink = |dir: &File, name: &str| {
-            let _ =
-                nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        };
-        let mut written: Vec<(String, io::Result<File>)> = files
-            .iter()
-            .map(|bytes| {
-                let name = self.maildir_name();
-                let f = nix::fcntl::openat(
+        let mut f = File::from(nix::fcntl::openat(
+            tmp.as_fd(),
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?);
+        let result = (|| -> io::Result<()> {
+            if let Some(u) = owner {
+                give_to(&f, u);
+            }
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(name),
+            Err(e) => {
+                let _ = nix::unistd::unlinkat(
                     tmp.as_fd(),
                     name.as_str(),
-                    flags,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map(File::from)
-                .map_err(io::Error::from)
-                .and_then(|mut f| {
-                    if let Some(u) = owner {
-                        give_to(&f, u);
-                    }
-                    f.write_all(bytes).map(|()| f)
-                });
-                (name, f)
-            })
-            .collect();
-        let mut results: Vec<io::Result<()>> = Vec::with_capacity(files.len());
-        for (name, f) in written.iter_mut() {
-            let r = match f {
-                Ok(f) => f.sync_all().and_then(|()| {
-                    nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())
-                        .map_err(io::Error::from)
-                }),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            if r.is_err() {
-                unlink(tmp, name);
-            }
-            results.push(r);
-        }
-        if results.iter().any(|r| r.is_ok())
-            && let Err(e) = new.sync_all()
-        {
-            // not durable: nobody is told these were delivered, and they are taken back
-            for ((name, _), r) in written.iter().zip(results.iter_mut()) {
-                if r.is_ok() {
-                    unlink(new, name);
-                    *r = Err(io::Error::new(e.kind(), e.to_string()));
-                }
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                Err(e)
             }
         }
-        results
     }
 
     /// `<secs>.<pid>_<seq>.<host>`, with `/` and `:` in the host name escaped as the

@@ -944,23 +944,35 @@ fn a_message_over_quota_is_deferred_alone_and_an_io_error_defers_the_batch() {
 }
 
 #[test]
-fn a_maildir_batch_lands_whole_in_new_and_leaves_tmp_empty() {
+fn maildir_deliveries_at_once_land_whole_in_new_and_share_directory_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
-    let a = agent(dir.path());
-    let (tmp, new) = a
-        .open_maildir(dir.path(), Path::new("Maildir"), None)
-        .unwrap();
-    let files: Vec<Vec<u8>> = (0..5)
-        .map(|i| format!("Subject: {i}\n\nbody\n").into_bytes())
+    let a = std::sync::Arc::new(agent(dir.path()));
+    let n = 8;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (a, base) = (a.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                let body = format!("Subject: {i}\n\nbody\n");
+                a.deliver_maildir(&base, Path::new("Maildir"), None, &d(body.as_bytes()))
+            })
+        })
         .collect();
-    let r = a.write_maildir(&tmp, &new, None, &files);
-    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    }
     let md = dir.path().join("Maildir");
-    let mut got: Vec<Vec<u8>> = fs::read_dir(md.join("new"))
+    let mut got: Vec<String> = fs::read_dir(md.join("new"))
         .unwrap()
-        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     got.sort();
-    assert_eq!(got, files);
+    let want: Vec<String> = (0..n)
+        .map(|i| format!("Return-Path: <sender@client.example.test>\nSubject: {i}\n\nbody\n"))
+        .collect();
+    assert_eq!(got, want);
     assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    // every delivery was reported after a directory fsync that covered it; at most one each
+    let (syncs, messages) = a.batches.totals();
+    assert_eq!(messages, n as u64);
+    assert!((1..=n as u64).contains(&syncs), "{syncs}");
 }
