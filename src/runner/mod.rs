@@ -586,7 +586,12 @@ pub fn deliver_local_in(
             let tracked = crate::deliver::local::inflight::track(status(k), || match &r.expanded {
                 Some(x) => {
                     let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
-                    Ok(agent.deliver(&expand::target_of(r), owner.as_ref(), &d))
+                    let o = agent.deliver(&expand::target_of(r), owner.as_ref(), &d);
+                    // one target, durable: a daemon killed now need not deliver it again
+                    if o == crate::deliver::local::Outcome::Delivered {
+                        crate::deliver::local::inflight::delivered();
+                    }
+                    Ok(o)
                 }
                 None => {
                     let report =

@@ -29,8 +29,17 @@
 //! (close-on-exec). The program reads the message from a file in memory, not from a pipe
 //! the daemon writes: a daemon that dies while writing would otherwise hand the program a
 //! truncated message — often an empty one, which a program like procmail delivers and
-//! exits 0 for. Built-in mbox and Maildir deliveries run inside the daemon and die with
-//! it; they are not tracked.
+//! exits 0 for.
+//!
+//! Built-in mbox and Maildir deliveries run inside the daemon and die with it, but what
+//! they made durable stays: the caller writes `exit 0` into the recipient's status file
+//! ([`delivered`]) as soon as the delivery's fsync returned, before the outcome travels
+//! back to the queue. That narrows the window in which a daemon killed after the fsync
+//! delivers again — which matters more since deliveries to one mailbox share their fsync
+//! ([`super::batch`]): a kill in that window would duplicate the whole batch. The record is
+//! not fsynced: the daemon's death keeps the page cache, and after a crash of the machine
+//! a lost record only means a duplicate; the record is never written before the mailbox's
+//! own fsync, so it never stands for a message that is not on the disk.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -52,6 +61,21 @@ pub fn track<T>(status: Option<PathBuf>, f: impl FnOnce() -> T) -> T {
     let out = f();
     STATUS.with(|s| *s.borrow_mut() = before);
     out
+}
+
+/// Records, in this thread's status file (when [`track`] set one), that the delivery is
+/// done and durable: `exit 0`, as a program's supervisor writes it.
+pub fn delivered() {
+    let Some(path) = STATUS.with(|s| s.borrow().clone()) else {
+        return;
+    };
+    let _ = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"exit 0\n"));
 }
 
 /// The status file for the program about to start on this thread, created empty: the
