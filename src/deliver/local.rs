@@ -292,7 +292,8 @@ pub struct MaildirKey {
 /// The group commits of one agent: mbox entries and Maildir files by mailbox.
 #[derive(Default)]
 pub struct Batches {
-    pub mbox: batch::Group<MboxKey, Vec<u8>>,
+    /// Each entry with its delivery's status file ([`inflight::current`]).
+    pub mbox: batch::Group<MboxKey, (Vec<u8>, Option<PathBuf>)>,
     pub maildir: batch::Group<MaildirKey, ()>,
 }
 
@@ -628,7 +629,7 @@ impl LocalDelivery {
         open: impl FnOnce(Instant) -> Result<(File, Option<DotLock>), Outcome>,
     ) -> Outcome {
         let bytes = mbox_entry(d, self.return_path, &self.unix_from_line, SystemTime::now());
-        let mut lead = match self.batches.mbox.join(key, bytes) {
+        let mut lead = match self.batches.mbox.join(key, (bytes, inflight::current())) {
             Ok(lead) => lead,
             Err(outcome) => return outcome,
         };
@@ -641,7 +642,16 @@ impl LocalDelivery {
             return lead.fail_own(o);
         }
         let entries = lead.take();
-        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        // where each entry goes, for a daemon that would restart before the fsync returns
+        if let Ok(mut at) = file.metadata().map(|m| m.len()) {
+            for (bytes, status) in &entries {
+                if let Some(status) = status {
+                    inflight::appending(status, path, at, bytes);
+                }
+                at += bytes.len() as u64;
+            }
+        }
+        let refs: Vec<&[u8]> = entries.iter().map(|(b, _)| b.as_slice()).collect();
         let outcomes = batch::append_batch(&mut file, &refs)
             .into_iter()
             .map(|r| match r {

@@ -10,7 +10,10 @@
 //! A status file is removed once its outcome is in the queue: by the attempt that ran the
 //! program, right after its queue update ([`forget`]), or here. So a file found at start
 //! belongs to an attempt whose result never reached the queue:
-//! * `exit 0`: the program delivered; the recipient is done (no second copy);
+//! * `exit 0`: the program delivered; the recipient is done (no second copy); built-in
+//!   mbox and Maildir deliveries write it too, once their fsync returned;
+//! * `append …`: a built-in mbox delivery was under way: done if its entry is in the
+//!   mailbox byte for byte (then synced), else retried;
 //! * still running (its supervisor holds the file open): the message waits for it, then
 //!   as above;
 //! * any other exit, a signal, or no supervisor line: the recipient stays pending and is
@@ -102,7 +105,23 @@ impl Runner {
     async fn settle_orphan(&self, id: &QueueId, idx: usize, path: &Path) {
         let shared = &*self.shared;
         let record = inflight::read(path).unwrap_or(Record::Empty);
-        if record != Record::Exited(0) {
+        let done = match record {
+            Record::Exited(0) => true,
+            // a built-in mbox append the previous daemon did not see synced: delivered if
+            // its entry is there (and now synced)
+            Record::Appending {
+                mailbox,
+                offset,
+                len,
+                crc,
+            } => tokio::task::spawn_blocking(move || {
+                inflight::confirm_append(&mailbox, offset, len, crc)
+            })
+            .await
+            .unwrap_or(false),
+            _ => false,
+        };
+        if !done {
             let _ = std::fs::remove_file(path);
             return;
         }
@@ -142,7 +161,7 @@ impl Runner {
                     Severity::Info,
                     Some(id.as_str()),
                     format_args!(
-                        "recipient {idx}: delivered by a mailer that outlived the previous daemon"
+                        "recipient {idx}: delivered before the previous daemon ended (by a mailer that outlived it, or a mailbox append found in place)"
                     ),
                 );
                 let _ = std::fs::remove_file(path);

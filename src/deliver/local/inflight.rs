@@ -78,6 +78,55 @@ pub fn delivered() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"exit 0\n"));
 }
 
+/// This thread's status file, if [`track`] set one.
+pub fn current() -> Option<PathBuf> {
+    STATUS.with(|s| s.borrow().clone())
+}
+
+/// Records in `status`, before the append, where a built-in mbox delivery puts its entry
+/// (`bytes` at `offset` of `mailbox`). Should the daemon die before the fsync returns, the
+/// next one finds the entry there or not ([`confirm_append`]) instead of appending it a
+/// second time; a batch of appends ([`super::batch`]) is otherwise all duplicated by a
+/// kill during its fsync.
+pub fn appending(status: &Path, mailbox: &Path, offset: u64, bytes: &[u8]) {
+    let line = format!(
+        "append {offset} {} {} {}\n",
+        bytes.len(),
+        crc32fast::hash(bytes),
+        mailbox.display()
+    );
+    let _ = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(status)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
+/// Whether the entry an [`Record::Appending`] names is in its mailbox, byte for byte; if
+/// so, it is made durable here (fsync) before the caller counts it delivered.
+pub fn confirm_append(mailbox: &Path, offset: u64, len: u64, crc: u32) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(mailbox)
+    else {
+        return false;
+    };
+    let fits = f
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() >= offset.saturating_add(len));
+    let Ok(n) = usize::try_from(len) else {
+        return false;
+    };
+    let mut buf = vec![0u8; n];
+    fits && f.read_exact_at(&mut buf, offset).is_ok()
+        && crc32fast::hash(&buf) == crc
+        && f.sync_all().is_ok()
+}
+
 /// The status file for the program about to start on this thread, created empty: the
 /// caller keeps it open until the program is spawned. None when nothing is tracked, or the
 /// file cannot be made (the delivery then runs untracked, as before).
@@ -211,7 +260,7 @@ fn put(fd: i32, word: &[u8], n: i64) {
 }
 
 /// What a status file says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// Created, no supervisor line yet (the daemon died before the program started, or
     /// it is starting now).
@@ -222,6 +271,14 @@ pub enum Record {
     Exited(i32),
     /// The program died by this signal.
     Signaled(i32),
+    /// A built-in mbox delivery was appending this entry (`append OFFSET LEN CRC32 PATH`)
+    /// and had not yet seen its fsync return: [`confirm_append`] tells whether it is there.
+    Appending {
+        mailbox: PathBuf,
+        offset: u64,
+        len: u64,
+        crc: u32,
+    },
 }
 
 /// Reads a status file.
@@ -232,6 +289,21 @@ pub fn read(path: &Path) -> io::Result<Record> {
         let Some((word, n)) = line.split_once(' ') else {
             continue;
         };
+        if word == "append" {
+            let mut f = n.splitn(4, ' ');
+            let mut num = || f.next().and_then(|x| x.parse::<u64>().ok());
+            if let (Some(offset), Some(len), Some(crc)) = (num(), num(), num())
+                && let Some(path) = f.next()
+            {
+                record = Record::Appending {
+                    mailbox: PathBuf::from(path),
+                    offset,
+                    len,
+                    crc: crc as u32,
+                };
+            }
+            continue;
+        }
         let Ok(n) = n.trim().parse::<i32>() else {
             continue;
         };
@@ -311,6 +383,39 @@ mod tests {
         assert!(child.wait().unwrap().success());
         assert_eq!(read(&status).unwrap(), Record::Exited(0));
         assert!(!holds(pid, &status));
+    }
+
+    #[test]
+    fn an_append_in_progress_is_confirmed_only_when_its_bytes_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, mbox) = (dir.path().join("q.2"), dir.path().join("mbox"));
+        let entry = b"From a Mon Jan  1 00:00:00 2024\n\nbody\n\n";
+        std::fs::write(&mbox, b"old\n").unwrap();
+        appending(&status, &mbox, 4, entry);
+        let Record::Appending {
+            mailbox,
+            offset,
+            len,
+            crc,
+        } = read(&status).unwrap()
+        else {
+            panic!("{:?}", read(&status));
+        };
+        assert_eq!(
+            (mailbox.as_path(), offset, len),
+            (mbox.as_path(), 4, entry.len() as u64)
+        );
+        // not written yet (or cut back): not there
+        assert!(!confirm_append(&mailbox, offset, len, crc));
+        std::fs::write(&mbox, [&b"old\n"[..], entry].concat()).unwrap();
+        assert!(confirm_append(&mailbox, offset, len, crc));
+        // other bytes at that place: not this entry
+        std::fs::write(
+            &mbox,
+            [&b"OLD\n"[..], &entry[..10], b"X", &entry[11..]].concat(),
+        )
+        .unwrap();
+        assert!(!confirm_append(&mailbox, offset, len, crc));
     }
 
     #[test]
