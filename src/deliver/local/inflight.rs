@@ -69,13 +69,7 @@ pub fn delivered() {
     let Some(path) = STATUS.with(|s| s.borrow().clone()) else {
         return;
     };
-    let _ = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"exit 0\n"));
+    let _ = append_line(&path, b"exit 0\n");
 }
 
 /// This thread's status file, if [`track`] set one.
@@ -95,13 +89,20 @@ pub fn appending(status: &Path, mailbox: &Path, offset: u64, bytes: &[u8]) {
         crc32fast::hash(bytes),
         mailbox.display()
     );
-    let _ = OpenOptions::new()
-        .write(true)
+    let _ = append_line(status, line.as_bytes());
+}
+
+/// Adds a line to a status file (its last line is what it says, [`read`]), creating it
+/// (0600). Never truncated: on ext4, a file cut to zero and written again is flushed to the
+/// disk at its close (`auto_da_alloc`), a write per delivery that nobody needs — these
+/// files are removed once the queue has the outcome, usually before they reach the disk.
+fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .append(true)
         .create(true)
-        .truncate(true)
         .mode(0o600)
-        .open(status)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        .open(path)?;
+    std::io::Write::write_all(&mut f, line)
 }
 
 /// Whether the entry an [`Record::Appending`] names is in its mailbox, byte for byte; if
