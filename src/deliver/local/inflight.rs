@@ -69,7 +69,7 @@ pub fn delivered() {
     let Some(path) = STATUS.with(|s| s.borrow().clone()) else {
         return;
     };
-    let _ = append_line(&path, b"exit 0\n");
+    log_line(&path, "exit 0");
 }
 
 /// This thread's status file, if [`track`] set one.
@@ -84,25 +84,94 @@ pub fn current() -> Option<PathBuf> {
 /// kill during its fsync.
 pub fn appending(status: &Path, mailbox: &Path, offset: u64, bytes: &[u8]) {
     let line = format!(
-        "append {offset} {} {} {}\n",
+        "append {offset} {} {} {}",
         bytes.len(),
         crc32fast::hash(bytes),
         mailbox.display()
     );
-    let _ = append_line(status, line.as_bytes());
+    log_line(status, &line);
 }
 
-/// Adds a line to a status file (its last line is what it says, [`read`]), creating it
-/// (0600). Never truncated: on ext4, a file cut to zero and written again is flushed to the
-/// disk at its close (`auto_da_alloc`), a write per delivery that nobody needs — these
-/// files are removed once the queue has the outcome, usually before they reach the disk.
-fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
+/// The built-in deliveries' records do not get a file each: creating and removing a file
+/// per message puts two metadata changes per message into every commit of the file
+/// system's journal — which the queue's own fdatasyncs wait for (measured, bench local
+/// cells: 516–956 msg/s into an mbox with a file per delivery, 1,757–1,905 without). They
+/// are lines of one append-only log beside the status files, `<dir>/local.log`
+/// (`<queue id>.<index> <record>`), never synced (see the module doc), started afresh past
+/// [`LOG_ROTATE`] bytes (the previous one kept as `local.log.1`, read too at recovery).
+pub const LOCAL_LOG: &str = "local.log";
+/// Size past which [`LOCAL_LOG`] is started afresh.
+pub const LOG_ROTATE: u64 = 4 << 20;
+
+static LOGS: std::sync::Mutex<Vec<(PathBuf, File)>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes `<name of status> <record>` as one line of the log in `status`'s directory.
+fn log_line(status: &Path, record: &str) {
+    let (Some(dir), Some(name)) = (status.parent(), status.file_name()) else {
+        return;
+    };
+    let line = format!("{} {record}\n", name.to_string_lossy());
+    let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+    let k = match logs.iter().position(|(d, _)| d == dir) {
+        Some(k) => k,
+        None => match open_log(dir) {
+            Ok(f) => {
+                logs.push((dir.to_path_buf(), f));
+                logs.len() - 1
+            }
+            Err(_) => return,
+        },
+    };
+    if logs[k].1.metadata().is_ok_and(|m| m.len() > LOG_ROTATE) {
+        let _ = std::fs::rename(dir.join(LOCAL_LOG), dir.join(format!("{LOCAL_LOG}.1")));
+        match open_log(dir) {
+            Ok(f) => logs[k].1 = f,
+            Err(_) => return,
+        }
+    }
+    let _ = std::io::Write::write_all(&mut logs[k].1, line.as_bytes());
+}
+
+fn open_log(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, line)
+        .open(dir.join(LOCAL_LOG))
+}
+
+/// The records of the logs in `dir` (the older one first): status-file name → its last
+/// record.
+pub fn read_logs(dir: &Path) -> Vec<(String, Record)> {
+    let mut last: Vec<(String, Record)> = Vec::new();
+    for file in [format!("{LOCAL_LOG}.1"), LOCAL_LOG.to_string()] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some((name, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            let record = parse(rest);
+            if record == Record::Empty {
+                continue;
+            }
+            match last.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = record,
+                None => last.push((name.to_string(), record)),
+            }
+        }
+    }
+    last
+}
+
+/// Empties the logs in `dir` once what they said is in the queue. The log this process
+/// writes is reopened (a daemon recovers before it delivers: nothing is lost).
+pub fn clear_logs(dir: &Path) {
+    let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+    logs.retain(|(d, _)| d != dir);
+    let _ = std::fs::remove_file(dir.join(format!("{LOCAL_LOG}.1")));
+    let _ = std::fs::remove_file(dir.join(LOCAL_LOG));
 }
 
 /// Whether the entry an [`Record::Appending`] names is in its mailbox, byte for byte; if
@@ -284,7 +353,11 @@ pub enum Record {
 
 /// Reads a status file.
 pub fn read(path: &Path) -> io::Result<Record> {
-    let text = std::fs::read_to_string(path)?;
+    Ok(parse(&std::fs::read_to_string(path)?))
+}
+
+/// The last record of a status file's lines.
+fn parse(text: &str) -> Record {
     let mut record = Record::Empty;
     for line in text.lines() {
         let Some((word, n)) = line.split_once(' ') else {
@@ -315,7 +388,7 @@ pub fn read(path: &Path) -> io::Result<Record> {
             _ => record,
         };
     }
-    Ok(record)
+    record
 }
 
 /// Whether process `pid` is alive and holds `path` open (so it is the supervisor that
@@ -393,14 +466,18 @@ mod tests {
         let entry = b"From a Mon Jan  1 00:00:00 2024\n\nbody\n\n";
         std::fs::write(&mbox, b"old\n").unwrap();
         appending(&status, &mbox, 4, entry);
-        let Record::Appending {
-            mailbox,
-            offset,
-            len,
-            crc,
-        } = read(&status).unwrap()
+        let logs = read_logs(dir.path());
+        let Some((
+            _,
+            Record::Appending {
+                mailbox,
+                offset,
+                len,
+                crc,
+            },
+        )) = logs.into_iter().next()
         else {
-            panic!("{:?}", read(&status));
+            panic!("{:?}", read_logs(dir.path()));
         };
         assert_eq!(
             (mailbox.as_path(), offset, len),
@@ -417,6 +494,36 @@ mod tests {
         )
         .unwrap();
         assert!(!confirm_append(&mailbox, offset, len, crc));
+    }
+
+    #[test]
+    fn built_in_deliveries_keep_their_records_in_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mbox, a, b) = (
+            dir.path().join("mbox"),
+            dir.path().join("6AO7R0vX027769.0"),
+            dir.path().join("6AO7R0vX027769.1"),
+        );
+        appending(&a, &mbox, 0, b"entry a");
+        appending(&b, &mbox, 7, b"entry b");
+        track(Some(a.clone()), delivered);
+        assert!(!a.exists() && !b.exists(), "no file per delivery");
+        let got = read_logs(dir.path());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], ("6AO7R0vX027769.0".to_string(), Record::Exited(0)));
+        assert!(matches!(
+            &got[1].1,
+            Record::Appending {
+                offset: 7,
+                len: 7,
+                ..
+            }
+        ));
+        clear_logs(dir.path());
+        assert!(read_logs(dir.path()).is_empty());
+        // written again after a clear: a fresh log
+        appending(&b, &mbox, 14, b"entry c");
+        assert_eq!(read_logs(dir.path()).len(), 1);
     }
 
     #[test]
