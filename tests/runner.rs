@@ -421,6 +421,32 @@ fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_not
     assert_eq!(d.log_text().matches(": alias list => ").count(), 1);
 }
 
+#[test]
+fn without_me_too_the_sender_is_left_out_of_a_list_it_is_on() {
+    // sendmail 8.17 (the oracle, `-O MeToo=false`, `list: root, daemon`): `-f daemon list`
+    // delivers to root only, with no line for daemon.
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "list: daemon, bob@[127.0.0.2]\n").unwrap();
+    let extra = format!("O AliasFile={}\n", aliases.display());
+    let mut d = Daemon::start(
+        &cf(sink.port, &extra),
+        &["-O", "DeliveryMode=queueonly", "-O", "MeToo=false"],
+    );
+    let v6 = d.addr_of("MTA-v6");
+    send(
+        v6,
+        "daemon@mta.example.test",
+        &["list@mta.example.test".into()],
+    );
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let log = d.log_text();
+    assert!(!log.contains("to=daemon,"), "{log}");
+}
+
 /// A local mailer program that records its argv, uid and stdin, and exits with the code in
 /// `<dir>/exit` (0 when there is none).
 fn recording_mda(dir: &std::path::Path) -> std::path::PathBuf {
@@ -643,5 +669,39 @@ fn local_deliveries_to_one_recipient_run_at_most_two_at_once() {
     assert!(
         (1..=2).contains(&max),
         "{max} deliveries to one mailbox at once"
+    );
+}
+
+#[test]
+fn a_queue_run_has_at_most_max_runners_per_queue_messages_in_delivery() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let mda = counting_mda(dir.path());
+    // Debian's cf sets MaxRunnersPerQueue=5; here 3, with the per-mailbox bound (ours) out
+    // of the way, so that only the runners bound the run.
+    let extra = format!(
+        "O MaxRunnersPerQueue=3\nO LocalDestinationConcurrencyLimit=20\n\
+         Mlocal, P={}, F=lsDFMAw5:/|@qSP9, T=DNS/RFC822/X-Unix, A=count $u\n",
+        mda.display()
+    );
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    assert!(!d.log_text().contains("MaxRunnersPerQueue"), "no warning");
+    let v6 = d.addr_of("MTA-v6");
+    for _ in 0..9 {
+        send(
+            v6,
+            "alice@client.example.test",
+            &["nobody@mta.example.test".into()],
+        );
+    }
+    // `sendmail -q` is a queue run: nine messages, never more than three at once.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("done").lines().count(), 9);
+    let max: usize = read("max").trim().parse().unwrap();
+    assert!(
+        (1..=3).contains(&max),
+        "{max} messages in delivery at once in one queue run"
     );
 }

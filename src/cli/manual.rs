@@ -161,9 +161,14 @@ const FLAGS: &[Entry] = &[
         "Accepted for compatibility; no effect.",
     ),
     e(
-        "-h -p -M -B -A -D -Q",
+        "-h -p -M -B -A -D",
         "value",
         "Accepted for compatibility; no effect.",
+    ),
+    e(
+        "-Q",
+        "[reason]",
+        "With -q limits: quarantine the selected messages with reason; with -qQ and no reason, release them (the daemon must be stopped).",
     ),
     e(
         "--unprivileged",
@@ -193,6 +198,11 @@ const OWN_OPTIONS: &[Entry] = &[
         "MinDataRate=",
         "n",
         "Bytes per second a message must average after a grace of Timeout.datablock (at most 5 minutes); default 500, 0 for none.",
+    ),
+    e(
+        "Chunking=",
+        "bool",
+        "Offer CHUNKING (BDAT, RFC 3030); default false, because sendmail 8.17 has no CHUNKING and a drop-in answers EHLO as sendmail does.",
     ),
     e(
         "MetricsAddress=",

@@ -77,6 +77,8 @@ pub struct Runner {
     /// Signalled whenever an attempt ends (for forced runs waiting on a busy message).
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
+    /// `MaxRunnersPerQueue`, when set: messages in hand at once for queue runs.
+    runners: Option<Arc<tokio::sync::Semaphore>>,
     destinations: limits::Destinations,
     /// Deliveries at once to one local recipient (mailbox, file, program).
     local: limits::Destinations,
@@ -122,6 +124,8 @@ impl Runner {
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            runners: (o.max_runners_per_queue > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(o.max_runners_per_queue))),
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
@@ -137,8 +141,10 @@ impl Runner {
         let forced = why == Pass::Forced;
         // Reading each message first is needed only for limits, or when some mail may be
         // waiting for a queue run.
-        let filter = !select.limits.is_empty()
+        let filter = select.quarantined
+            || !select.limits.is_empty()
             || (why == Pass::Prompt && limits::some_mail_waits(&self.shared.config()));
+        let held = select.quarantined;
         for id in ids {
             // A forced run waits for an attempt already under way, then makes its own.
             if !forced && self.lock_busy().contains(&id) {
@@ -150,6 +156,15 @@ impl Runner {
             if !forced && !self.lock_busy().insert(id.clone()) {
                 continue;
             }
+            // A queue run has at most MaxRunnersPerQueue messages in hand (sendmail's
+            // runners, one message each); taken first, so a run waits for its own.
+            let runner = match (&self.runners, why) {
+                (Some(r), Pass::Interval | Pass::Forced) => match r.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                _ => None,
+            };
             // The slot is taken before the task exists: a pass never has more than the
             // runner's bound of messages in hand.
             let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -160,8 +175,9 @@ impl Runner {
                 if forced {
                     me.wait_not_busy(&id).await;
                 }
-                attempt(&me, &id, forced).await;
+                attempt(&me, &id, forced, held).await;
                 drop(slot);
+                drop(runner);
                 me.lock_busy().remove(&id);
                 me.idle.notify_waiters();
             });
@@ -292,7 +308,8 @@ pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
 }
 
 /// One delivery attempt for the due recipients of one message.
-async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
+/// `held`: a `-qQ` run, which tries quarantined messages too (they stay quarantined).
+async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
     let shared = &*runner.shared;
     let store = shared.queue.clone();
     let loaded = {
@@ -305,8 +322,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         Ok(Err(e)) => return log_load_failure(shared, id, &e),
         Err(e) => return log_load_failure(shared, id, &e),
     };
-    if msg.envelope.quarantine.is_some() {
-        // Held by a mail filter: not delivered, not bounced, until released.
+    if msg.envelope.quarantine.is_some() && !held {
+        // Held by a mail filter or `-Q`: not delivered, not bounced, until released (or a
+        // `-qQ` run, as sendmail runs the hf files then).
         return;
     }
     let now = SystemTime::now();
@@ -314,6 +332,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {
         fail_looping(shared, &mut msg, &text, now);
     }
+    // RFC 2852 `BY=…;R` past its deadline: not tried, returned (sendmail's `sendenvelope`).
+    let by_expired = dsn::expire_deliver_by(&mut msg, now);
     let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
@@ -324,7 +344,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         })
         .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
-    let mut changed = !due.is_empty();
+    let mut changed = !due.is_empty() || by_expired;
     if changed {
         // Local recipients are expanded once, durably (aliases, .forward), before delivery.
         let Some(due) = expand_due(shared, &mut msg, due, now).await else {
@@ -375,7 +395,7 @@ fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime)
     for r in recipients.iter_mut() {
         if r.state == DeliveryState::Pending {
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, None, false);
+            dsn::record_attempt(r, &outcome, None, dsn::Peer::default(), None);
         }
     }
     msg.envelope.recipients = recipients;
@@ -408,12 +428,13 @@ async fn deliver_due(
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     for (route, indexes) in groups {
-        let (mailer, outcomes, relay, peer_dsn) =
+        let (mailer, outcomes, relay, peer) =
             deliver_group(runner, &current.remote, msg, &route, &indexes).await;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
+            let by = msg.envelope.params.deliver_by;
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer, by);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
     }
@@ -421,14 +442,14 @@ async fn deliver_due(
 }
 
 /// Delivers one group of recipients that share a route: the mailer, one outcome per
-/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
+/// recipient, the `relay=` text, and what the next hop took on (DSN, DELIVERBY).
 async fn deliver_group(
     runner: &Runner,
     settings: &Arc<Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>, bool) {
+) -> (String, Vec<Outcome>, Option<String>, dsn::Peer) {
     let (shared, dns) = (&*runner.shared, &runner.dns);
     let n = indexes.len();
     match route {
@@ -464,12 +485,11 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (
-                mailer.clone(),
-                report.outcomes,
-                report.relay,
-                report.peer_dsn,
-            )
+            let peer = dsn::Peer {
+                dsn: report.peer_dsn,
+                deliverby: report.peer_deliverby,
+            };
+            (mailer.clone(), report.outcomes, report.relay, peer)
         }
         Route::Local { mailer, user } => {
             let rcpts: Vec<Recipient> = indexes
@@ -509,14 +529,19 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None, false)
+            (mailer.clone(), outcomes, None, dsn::Peer::default())
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None, false)
+            (
+                "*error*".to_string(),
+                vec![o; n],
+                None,
+                dsn::Peer::default(),
+            )
         }
     }
 }
@@ -676,6 +701,19 @@ pub fn route_recipient(current: &Current, r: &Recipient) -> Route {
     }
 }
 
+/// The local user the envelope sender routes to (ruleset 0 → the `local` mailer), if any.
+fn sender_user(current: &Current, sender: &str) -> Option<String> {
+    if sender.is_empty() {
+        return None;
+    }
+    match route(current, sender) {
+        Route::Local { mailer, user } if mailer == "local" => {
+            Some(user.trim_start_matches('\\').to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Expands the due recipients of the `local` mailer that are not expansions themselves
 /// ([`expand`]), and records the result in the queue before anything is delivered.
 /// Returns what to deliver now (None: the queue could not be updated; logged).
@@ -745,7 +783,12 @@ async fn expand_due(
                 msg.envelope.recipients[i] = r;
                 changed = true;
             }
-            expand::Expansion::Targets(targets) => {
+            expand::Expansion::Targets(mut targets) => {
+                if !current.config.options.me_too
+                    && let Some(user) = sender_user(&current, &msg.envelope.sender)
+                {
+                    expand::drop_sender(&mut targets, &user);
+                }
                 let parent = &mut msg.envelope.recipients[i];
                 parent.state = DeliveryState::Done;
                 parent.tries += 1;

@@ -400,6 +400,16 @@ pub fn auth_aborted() -> Reply {
 }
 
 /// `501 5.5.4 cannot decode AUTH parameter <text>` (a SASL line that is not base64).
+/// sendmail's answer to an AUTH command whose initial response is not base64 (a line sent
+/// after a `334` gets [`auth_cannot_decode`]).
+pub fn auth_cannot_decode_initial(text: &str) -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        format!("cannot BASE64 decode '{}'", shorten(text, MAXSHORTSTR)),
+    )
+}
+
 pub fn auth_cannot_decode(text: &str) -> Reply {
     Reply::new(
         501,
@@ -662,6 +672,15 @@ pub fn by_missing_semicolon() -> Reply {
 /// `501 5.5.4 mode R requires BY time > 0`.
 pub fn by_mode_r_needs_time() -> Reply {
     Reply::new(501, Some("5.5.4"), "mode R requires BY time > 0")
+}
+
+/// `555 5.5.2 time 30 less than 60`: `BY=30;R` under `DeliverByMin=60`.
+pub fn by_time_below_min(seconds: i64, min: i64) -> Reply {
+    Reply::new(
+        555,
+        Some("5.5.2"),
+        format!("time {seconds} less than {min}"),
+    )
 }
 
 /// `501 5.5.2 illegal by-mode 'x'` / `illegal by-trace 'x'`.

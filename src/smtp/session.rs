@@ -110,16 +110,22 @@ pub struct Features {
     pub dsn: bool,
     /// ETRN can start a queue run.
     pub etrn: bool,
+    /// DELIVERBY (RFC 2852): `BY=` on MAIL, kept with the message (`DeliverByMin` ≥ 0).
     pub deliverby: bool,
-    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`.
+    /// `DeliverByMin`: EHLO says `DELIVERBY <n>` when above 0; a `BY=…;R` below it is
+    /// refused.
+    pub deliver_by_min: i64,
+    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`; only with our `Chunking` option
+    /// (sendmail 8.17 has none).
     pub chunking: bool,
     /// SMTPUTF8 (RFC 6531), in `session/utf8.rs`; only with the `SmtpUTF8` option.
     pub smtputf8: bool,
 }
 
 impl Default for Features {
-    /// What the session itself implements end to end: PIPELINING, 8BITMIME and CHUNKING
-    /// (VERB is offered only together with EXPN, as in sendmail).
+    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
+    /// offered only together with EXPN, as in sendmail); CHUNKING is implemented but off,
+    /// as sendmail 8.17 has none.
     fn default() -> Features {
         Features {
             pipelining: true,
@@ -129,7 +135,8 @@ impl Default for Features {
             dsn: false,
             etrn: false,
             deliverby: false,
-            chunking: true,
+            deliver_by_min: 0,
+            chunking: false,
             smtputf8: false,
         }
     }
@@ -165,6 +172,8 @@ impl Privacy {
                 "noetrn" => p.noetrn = true,
                 "authwarnings" => p.authwarnings = true,
                 "public" => p = Privacy::default(),
+                // Not `noetrn`: sendmail 8.17.1.9 under `goaway` still offers and runs ETRN
+                // (tests/differential/scenarios/28b-*).
                 "goaway" => {
                     p = Privacy {
                         needmailhelo: true,
@@ -173,7 +182,7 @@ impl Privacy {
                         noexpn: true,
                         novrfy: true,
                         noverb: true,
-                        noetrn: true,
+                        noetrn: p.noetrn,
                         authwarnings: true,
                     }
                 }
@@ -522,6 +531,7 @@ pub struct Session {
     n_vrfy: u32,
     n_etrn: u32,
     n_noop: u32,
+    n_auth: u32,
     n_bad: u32,
     verbose: bool,
     sec: security::SecurityState,
@@ -553,6 +563,7 @@ impl Session {
             n_vrfy: 0,
             n_etrn: 0,
             n_noop: 0,
+            n_auth: 0,
             n_bad: 0,
             verbose: false,
             sec: security::SecurityState::default(),
@@ -795,6 +806,7 @@ impl Session {
         let ext = command::Extensions {
             dsn: self.ctx.features.dsn,
             deliverby: self.ctx.features.deliverby,
+            deliver_by_min: self.ctx.features.deliver_by_min,
             smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
@@ -1105,7 +1117,9 @@ impl Session {
         if self.starttls_offered() {
             k.push("STARTTLS".into());
         }
-        if f.deliverby {
+        if f.deliverby && f.deliver_by_min > 0 {
+            k.push(format!("DELIVERBY {}", f.deliver_by_min));
+        } else if f.deliverby {
             k.push("DELIVERBY".into());
         }
         k.push("HELP".into());
@@ -1523,6 +1537,7 @@ impl Session {
             Counter::Vrfy => (&mut self.n_vrfy, MAX_VRFY_COMMANDS),
             Counter::Etrn => (&mut self.n_etrn, MAX_ETRN_COMMANDS),
             Counter::Noop => (&mut self.n_noop, MAX_NOOP_COMMANDS),
+            Counter::Auth(max) => (&mut self.n_auth, max),
         };
         *count += 1;
         let n = *count;
@@ -1624,7 +1639,12 @@ impl Session {
             let text = format!(
                 "{} did not issue MAIL/EXPN/VRFY/ETRN during connection to {}",
                 self.ctx.client.display(),
-                self.ctx.daemon_name
+                // `-bs` has no daemon name; sendmail says `stdin` (the oracle).
+                if self.ctx.daemon_name.is_empty() {
+                    "stdin"
+                } else {
+                    &self.ctx.daemon_name
+                }
             );
             self.log(Severity::Info, true, text, out);
         }
@@ -1713,6 +1733,8 @@ enum Counter {
     Vrfy,
     Etrn,
     Noop,
+    /// AUTH commands, with their limit (the number of mechanisms offered, plus one).
+    Auth(u32),
 }
 
 /// sendmail's `pintvl`: `HH:MM:SS`, with `Nd+` in front past a day.
@@ -1746,11 +1768,12 @@ fn from_line(
     if let Some(b) = body {
         let _ = write!(s, ", bodytype={}", b.as_str());
     }
-    let _ = write!(
-        s,
-        ", proto={proto}, daemon={daemon}, relay={}",
-        client.display()
-    );
+    let _ = write!(s, ", proto={proto}");
+    // sendmail's logsender: no `daemon=` without a daemon name (`-bs`).
+    if !daemon.is_empty() {
+        let _ = write!(s, ", daemon={daemon}");
+    }
+    let _ = write!(s, ", relay={}", client.display());
     s
 }
 
