@@ -32,9 +32,10 @@
 //! exits 0 for.
 //!
 //! Built-in mbox and Maildir deliveries run inside the daemon and die with it, but what
-//! they made durable stays: the caller writes `exit 0` into the recipient's status file
-//! ([`delivered`]) as soon as the delivery's fsync returned, before the outcome travels
-//! back to the queue. That narrows the window in which a daemon killed after the fsync
+//! they made durable stays: the caller records `exit 0` for the recipient ([`delivered`],
+//! a line of the log [`LOCAL_LOG`] rather than a file of its own) as soon as the delivery's
+//! fsync returned, before the outcome travels back to the queue; an mbox batch's leader
+//! records beforehand where each entry goes ([`appending`]). That narrows the window in which a daemon killed after the fsync
 //! delivers again — which matters more since deliveries to one mailbox share their fsync
 //! ([`super::batch`]): a kill in that window would duplicate the whole batch. The record is
 //! not fsynced: the daemon's death keeps the page cache, and after a crash of the machine
