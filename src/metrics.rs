@@ -183,6 +183,11 @@ pub struct Metrics {
     /// Remote delivery's STARTTLS handshakes completed, and failed.
     pub smtp_tls_handshakes: AtomicU64,
     pub smtp_tls_failures: AtomicU64,
+    /// Local delivery's mailbox group commits: rounds synced, the messages they made
+    /// durable, and deliveries now waiting for a mailbox (queued behind its lock).
+    pub local_mailbox_syncs: AtomicU64,
+    pub local_mailbox_messages: AtomicU64,
+    pub local_mailbox_waiting: AtomicU64,
 }
 
 /// An SMTP listener accepting: counted until dropped.
@@ -407,6 +412,30 @@ impl Metrics {
         ];
         for (name, help, c) in outbound {
             header(&mut out, name, "counter", help);
+            sample(&mut out, name, &[], c.load(Ordering::Relaxed));
+        }
+        let local: [(&str, &str, &str, &AtomicU64); 3] = [
+            (
+                "sendmail_local_mailbox_syncs_total",
+                "counter",
+                "fsyncs of local mailboxes (mbox, Maildir): one per batch of messages to one mailbox.",
+                &self.local_mailbox_syncs,
+            ),
+            (
+                "sendmail_local_mailbox_messages_total",
+                "counter",
+                "Messages made durable in local mailboxes by those fsyncs.",
+                &self.local_mailbox_messages,
+            ),
+            (
+                "sendmail_local_mailbox_waiting",
+                "gauge",
+                "Local deliveries waiting for a mailbox that another delivery is writing.",
+                &self.local_mailbox_waiting,
+            ),
+        ];
+        for (name, kind, help, c) in local {
+            header(&mut out, name, kind, help);
             sample(&mut out, name, &[], c.load(Ordering::Relaxed));
         }
         let name = "sendmail_delivery_delay_seconds";

@@ -51,6 +51,11 @@ pub struct Current {
     pub dsn: Arc<dsn::Settings>,
     /// `PrivacyOptions`, as the SMTP server applies them.
     pub privacy: Privacy,
+    /// The local delivery agent of this generation (mailbox settings, the `local` mailer's
+    /// program, the rules), built once here rather than per delivery; it also holds the
+    /// mailboxes' group commits ([`crate::deliver::local::batch`]), which only batch what
+    /// shares one agent.
+    pub local: Arc<crate::deliver::local::LocalDelivery>,
 }
 
 /// Why a configuration cannot become a running generation (the settings derived from it
@@ -121,6 +126,8 @@ impl Current {
         };
         let milters =
             crate::milter::MilterConfig::from_config(&config).map_err(CurrentError::Milter)?;
+        let mut local = crate::deliver::local::LocalDelivery::from_config(&config);
+        local.rules = rules.clone();
         let config = Arc::new(config);
         let policy: Arc<dyn Policy> = Arc::new(KnownUsers {
             inner: relay,
@@ -141,6 +148,7 @@ impl Current {
                 remote: Arc::new(remote),
                 dsn: Arc::new(dsn),
                 privacy,
+                local: Arc::new(local),
             },
             warnings,
         ))

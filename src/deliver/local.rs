@@ -13,13 +13,15 @@
 //!   readers expect: the dotlock `USER.lock` beside the mailbox (created with `O_EXCL`; one
 //!   older than [`LocalDelivery::stale_lock`] is removed), then an `fcntl` write lock and a
 //!   `flock` on the mailbox itself (Linux keeps the two apart, so readers using either are
-//!   excluded). The message is appended, fsynced, and on any error the file is truncated
-//!   back to its original length: a mailbox never holds half a message, and the failure is
+//!   excluded). The message is appended — together with every other message for that
+//!   mailbox that is ready, under the same lock ([`batch`]) — fsynced once, and on an error
+//!   the file is truncated back: a mailbox never holds half a message, and the failure is
 //!   temporary. `/file` targets are locked with `fcntl` + `flock` only (no dotlock: the
 //!   directory is usually not ours).
 //! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
-//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, directory
-//!   fsynced; every directory below the trusted base is opened relative to its parent
+//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, and `new/`
+//!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
+//!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
 //!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
 //!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `SHELL=/bin/sh`,
@@ -182,6 +184,9 @@ pub struct Delivery<'a> {
     /// The sender as the cf's rules rewrote it for this target's mailer (sendmail's `$g`,
     /// [`LocalDelivery::rules`]), written as it is, even empty. None without rules.
     pub rpath: Option<&'a str>,
+    /// `${client_addr}` for a mailer's argv: the SMTP client of the message (`IPv6:…` as
+    /// the queue keeps it).
+    pub client_addr: Option<&'a str>,
 }
 
 impl<'a> Delivery<'a> {
@@ -190,6 +195,7 @@ impl<'a> Delivery<'a> {
             sender: &msg.envelope.sender,
             message: &msg.body,
             rpath: None,
+            client_addr: msg.envelope.client.addr.as_deref(),
         }
     }
 
@@ -243,9 +249,6 @@ pub struct LocalDelivery {
     /// The cf's `local` mailer when it names a program installed here (procmail,
     /// mail.local, sensible-mda): users' mail goes through it instead of the built-in mbox.
     pub mailer: Option<mailer::LocalMailer>,
-    /// `${client_addr}` for the mailer's argv: the SMTP client of the message being
-    /// delivered (`IPv6:…` as the queue keeps it), set per message by the caller.
-    pub client_addr: Option<String>,
     /// The cf's rulesets, when it has any: each target's envelope sender and address
     /// headers are then rewritten for its mailer (`local`, `prog`, `*file*`) before they
     /// are written, as sendmail does ([`crate::rules::deliver`]). None leaves them as
@@ -265,6 +268,45 @@ pub struct LocalDelivery {
     /// files without execute bits or extra hard links take mail; `/dev/null` takes it and
     /// keeps nothing (sendmail's special case). None: files anywhere, as before.
     pub safe_file_environment: Option<PathBuf>,
+    /// The mailboxes being written: deliveries to one mailbox that are ready together share
+    /// one lock and one fsync ([`batch`]). One per configuration generation (the runtime
+    /// builds the agent once), shared by all the threads that deliver.
+    pub batches: std::sync::Arc<Batches>,
+}
+
+/// Which mbox: its path, how it is opened (a kind of target) and for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MboxKey {
+    pub path: PathBuf,
+    kind: u8,
+    uid: Option<u32>,
+}
+
+/// Which Maildir: its `new` directory (device and inode, however it was reached).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MaildirKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The group commits of one agent: mbox entries and Maildir files by mailbox.
+#[derive(Default)]
+pub struct Batches {
+    /// Each entry with its delivery's status file ([`inflight::current`]).
+    pub mbox: batch::Group<MboxKey, (Vec<u8>, Option<PathBuf>)>,
+    pub maildir: batch::Group<MaildirKey, ()>,
+}
+
+impl Batches {
+    /// Syncs so far (mbox rounds + Maildir rounds) and the messages they made durable.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (a, b) = (&self.mbox.counters, &self.maildir.counters);
+        (
+            a.syncs.load(Relaxed) + b.syncs.load(Relaxed),
+            a.messages.load(Relaxed) + b.messages.load(Relaxed),
+        )
+    }
 }
 
 /// Stands for `$g` in [`LocalDelivery::unix_from_line`].
@@ -322,11 +364,11 @@ impl Default for LocalDelivery {
             users: Box::new(system_mail_user),
             default_user: None,
             mailer: None,
-            client_addr: None,
             rules: None,
             prog_flags: None,
             unix_from_line: DEFAULT_FROM_LINE.to_string(),
             safe_file_environment: None,
+            batches: std::sync::Arc::default(),
         }
     }
 }
@@ -381,9 +423,9 @@ impl LocalDelivery {
         match &rewritten {
             Some((rpath, message)) => {
                 let d = Delivery {
-                    sender: d.sender,
                     message,
                     rpath: Some(rpath),
+                    ..*d
                 };
                 self.deliver_target(target, owner, &d)
             }
@@ -463,7 +505,7 @@ impl LocalDelivery {
             user: name,
             host: "",
             home: home.as_deref(),
-            client_addr: self.client_addr.as_deref(),
+            client_addr: d.client_addr,
         };
         m.deliver(
             &r,
@@ -511,28 +553,33 @@ impl LocalDelivery {
         let inside = path.strip_prefix(root).unwrap_or(path);
         let inside = inside.strip_prefix("/").unwrap_or(inside);
         let someone_else = owner.filter(|u| u.uid != nix::unistd::geteuid().as_raw());
-        let (mut file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
-            Ok(x) => x,
-            Err(e) if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return cant(e.to_string());
-            }
-            Err(e) => return io_outcome(path, &e),
+        let key = MboxKey {
+            path: root.join(inside),
+            kind: 3,
+            uid: someone_else.map(|u| u.uid),
         };
-        match file.metadata() {
-            Ok(m) if !m.is_file() => return cant("not a regular file".into()),
-            Ok(m) if m.nlink() != 1 => return cant("file has more than one link".into()),
-            Ok(m) if m.mode() & 0o111 != 0 => return cant("file is executable".into()),
-            Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => {
-                return cant(
+        self.batched_mbox(key, path, d, |_| {
+            let (file, _created) = match open_in_root(root, inside, someone_else.is_none()) {
+                Ok(x) => x,
+                Err(e)
+                    if is_permanent_open_error(&e) || e.raw_os_error() == Some(nix::libc::ELOOP) =>
+                {
+                    return Err(cant(e.to_string()));
+                }
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if !m.is_file() => Err(cant("not a regular file".into())),
+                Ok(m) if m.nlink() != 1 => Err(cant("file has more than one link".into())),
+                Ok(m) if m.mode() & 0o111 != 0 => Err(cant("file is executable".into())),
+                Ok(m) if someone_else.is_some_and(|u| m.uid() != u.uid) => Err(cant(
                     "not a regular file of its owner (files named in a .forward must exist and belong to its owner)"
                         .into(),
-                );
+                )),
+                Ok(_) => Ok((file, None)),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Ok(_) => {}
-            Err(e) => return io_outcome(path, &e),
-        }
-        let deadline = Instant::now() + self.lock_timeout;
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
     /// A `/file` named by a user's `.forward`: only an existing regular file of theirs
@@ -544,46 +591,78 @@ impl LocalDelivery {
                 format!("Can't create output: {}: {why}", path.display()),
             )
         };
-        let mut file = match OpenOptions::new()
-            .append(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if is_permanent_open_error(&e) => return cant(e.to_string()),
-            Err(e) => return io_outcome(path, &e),
+        let key = MboxKey {
+            path: path.to_path_buf(),
+            kind: 2,
+            uid: Some(owner.uid),
         };
-        match file.metadata() {
-            Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => {}
-            Ok(_) => {
-                return cant(format!(
+        self.batched_mbox(key, path, d, |_| {
+            let file = match OpenOptions::new()
+                .append(true)
+                .custom_flags(OPEN_FLAGS)
+                .open(path)
+            {
+                Ok(f) => f,
+                Err(e) if is_permanent_open_error(&e) => return Err(cant(e.to_string())),
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == owner.uid => Ok((file, None)),
+                Ok(_) => Err(cant(format!(
                     "not a regular file of {} (files named in a .forward must exist and belong to its owner)",
                     owner.name
-                ));
+                ))),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Err(e) => return io_outcome(path, &e),
-        }
-        let deadline = Instant::now() + self.lock_timeout;
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
-    /// Locks an open mbox file (fcntl + flock, waiting until `deadline`) and appends one
-    /// message, truncating back to the old length if the write fails.
-    fn lock_and_append(
+    /// Appends `d` to the mbox `key` names, together with the other deliveries to it that
+    /// are ready ([`batch`]): the leader of a round opens the file (`open`, given the lock
+    /// deadline: the file and its dotlock, if any), takes the `fcntl` + `flock` locks,
+    /// appends every queued entry, syncs once and unlocks.
+    fn batched_mbox(
         &self,
-        file: &mut File,
+        key: MboxKey,
         path: &Path,
-        deadline: Instant,
         d: &Delivery,
+        open: impl FnOnce(Instant) -> Result<(File, Option<DotLock>), Outcome>,
     ) -> Outcome {
-        if let Err(o) = lock_file(file, path, deadline) {
-            return o;
-        }
         let bytes = mbox_entry(d, self.return_path, &self.unix_from_line, SystemTime::now());
-        match append_or_rollback(file, &bytes) {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => io_outcome(path, &e),
+        let mut lead = match self.batches.mbox.join(key, (bytes, inflight::current())) {
+            Ok(lead) => lead,
+            Err(outcome) => return outcome,
+        };
+        let deadline = Instant::now() + self.lock_timeout;
+        let (mut file, dotlock) = match open(deadline) {
+            Ok(x) => x,
+            Err(o) => return lead.fail_own(o),
+        };
+        if let Err(o) = lock_file(&file, path, deadline) {
+            return lead.fail_own(o);
         }
+        let entries = lead.take();
+        // where each entry goes, for a daemon that would restart before the fsync returns
+        if let Ok(mut at) = file.metadata().map(|m| m.len()) {
+            for (bytes, status) in &entries {
+                if let Some(status) = status {
+                    inflight::appending(status, path, at, bytes);
+                }
+                at += bytes.len() as u64;
+            }
+        }
+        let refs: Vec<&[u8]> = entries.iter().map(|(b, _)| b.as_slice()).collect();
+        let outcomes = batch::append_batch(&mut file, &refs)
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => io_outcome(path, &e),
+            })
+            .collect();
+        // unlocked (fcntl, flock, dotlock) before the waiting deliveries hear of it
+        drop(file);
+        drop(dotlock);
+        lead.finish(outcomes)
     }
 
     /// Appends to the mbox at `path`; see the module doc for the format and locking.
@@ -606,55 +685,59 @@ impl LocalDelivery {
         who: Option<&Who>,
         d: &Delivery,
     ) -> Outcome {
-        let deadline = Instant::now() + self.lock_timeout;
-        let _dotlock = if dotlock {
-            match DotLock::acquire(path, deadline, self.stale_lock) {
-                Ok(l) => Some(l),
-                Err(o) => return o,
-            }
-        } else {
-            None
+        let key = MboxKey {
+            path: path.to_path_buf(),
+            kind: if dotlock { 1 } else { 0 },
+            uid: owner.map(|u| u.uid).or(who.map(|w| w.uid)),
         };
-        let mut file = match open_or_create(path, who) {
-            Ok((f, created)) => {
-                // only a file this call created (O_EXCL) is handed to the user
-                if created && let Some(u) = owner {
-                    give_to(&f, u);
+        self.batched_mbox(key, path, d, |deadline| {
+            let dotlock = match dotlock {
+                true => Some(DotLock::acquire(path, deadline, self.stale_lock)?),
+                false => None,
+            };
+            let file = match open_or_create(path, who) {
+                Ok((f, created)) => {
+                    // only a file this call created (O_EXCL) is handed to the user
+                    if created && let Some(u) = owner {
+                        give_to(&f, u);
+                    }
+                    f
                 }
-                f
-            }
-            Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
-                return Outcome::perm(
-                    "5.0.0",
-                    format!("Can't create output: {}: {e}", path.display()),
-                );
-            }
-            Err(e) => return io_outcome(path, &e),
-        };
-        match file.metadata() {
-            Ok(m) if !m.is_file() => {
-                return Outcome::temp("4.3.0", format!("{}: not a regular file", path.display()));
-            }
-            Ok(m) if m.nlink() > 1 => {
-                return Outcome::temp("4.3.0", format!("{}: too many links", path.display()));
-            }
-            // mail.local: a mailbox must belong to its user (when we can tell them apart)
-            Ok(m)
-                if owner.is_some_and(|u| m.uid() != u.uid) && nix::unistd::geteuid().is_root() =>
-            {
-                return Outcome::temp(
+                Err(e) if owner.is_none() && is_permanent_open_error(&e) => {
+                    return Err(Outcome::perm(
+                        "5.0.0",
+                        format!("Can't create output: {}: {e}", path.display()),
+                    ));
+                }
+                Err(e) => return Err(io_outcome(path, &e)),
+            };
+            match file.metadata() {
+                Ok(m) if !m.is_file() => Err(Outcome::temp(
                     "4.3.0",
-                    format!(
-                        "{}: mailbox owned by uid {}, not by its user",
-                        path.display(),
-                        m.uid()
-                    ),
-                );
+                    format!("{}: not a regular file", path.display()),
+                )),
+                Ok(m) if m.nlink() > 1 => Err(Outcome::temp(
+                    "4.3.0",
+                    format!("{}: too many links", path.display()),
+                )),
+                // mail.local: a mailbox must belong to its user (when we can tell them apart)
+                Ok(m)
+                    if owner.is_some_and(|u| m.uid() != u.uid)
+                        && nix::unistd::geteuid().is_root() =>
+                {
+                    Err(Outcome::temp(
+                        "4.3.0",
+                        format!(
+                            "{}: mailbox owned by uid {}, not by its user",
+                            path.display(),
+                            m.uid()
+                        ),
+                    ))
+                }
+                Ok(_) => Ok((file, dotlock)),
+                Err(e) => Err(io_outcome(path, &e)),
             }
-            Ok(_) => {}
-            Err(e) => return io_outcome(path, &e),
-        }
-        self.lock_and_append(&mut file, path, deadline, d)
+        })
     }
 
     /// Writes one message into the Maildir `base/rel` (creating it and `tmp`, `new`, `cur`).
@@ -670,19 +753,51 @@ impl LocalDelivery {
         d: &Delivery,
     ) -> Outcome {
         let dir = base.join(rel);
-        match self.write_maildir(base, rel, owner, d) {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => io_outcome(&dir, &e),
+        let mut bytes = Vec::with_capacity(d.message.len() + 64);
+        if self.return_path {
+            push_return_path(&mut bytes, d);
         }
+        bytes.extend_from_slice(d.message);
+        let written = self.open_maildir(base, rel, owner).and_then(|(tmp, new)| {
+            let name = self.write_maildir_file(&tmp, &new, owner, &bytes)?;
+            let m = new.metadata()?;
+            Ok((new, name, m.dev(), m.ino()))
+        });
+        let (new, name, dev, ino) = match written {
+            Ok(x) => x,
+            Err(e) => return io_outcome(&dir, &e),
+        };
+        // One fsync of `new` for every file renamed into it before that fsync began.
+        let outcome = match self.batches.maildir.join(MaildirKey { dev, ino }, ()) {
+            Err(outcome) => outcome,
+            Ok(mut lead) => {
+                let taken = lead.take();
+                let o = match new.sync_all() {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => io_outcome(&dir, &e),
+                };
+                lead.finish(vec![o; taken.len()])
+            }
+        };
+        if outcome != Outcome::Delivered {
+            // not durable: nobody is told it was delivered, and it is taken back
+            let _ = nix::unistd::unlinkat(
+                new.as_fd(),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        outcome
     }
 
-    fn write_maildir(
+    /// Opens (creating as needed) the Maildir `base/rel` and its `tmp`, `new` and `cur`;
+    /// returns `tmp` and `new`.
+    fn open_maildir(
         &self,
         base: &Path,
         rel: &Path,
         owner: Option<&MailUser>,
-        d: &Delivery,
-    ) -> io::Result<()> {
+    ) -> io::Result<(File, File)> {
         if owner.is_none() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -702,12 +817,20 @@ impl LocalDelivery {
         let tmp = open_dir_at(&dir, "tmp".as_ref(), owner)?;
         let new = open_dir_at(&dir, "new".as_ref(), owner)?;
         open_dir_at(&dir, "cur".as_ref(), owner)?;
+        Ok((tmp, new))
+    }
+
+    /// Writes `bytes` into `tmp` under a unique name, fsyncs it and renames it into `new`
+    /// (whose own fsync [`Self::deliver_maildir`] shares with the deliveries beside it);
+    /// the name. A file that could not be written is removed.
+    fn write_maildir_file(
+        &self,
+        tmp: &File,
+        new: &File,
+        owner: Option<&MailUser>,
+        bytes: &[u8],
+    ) -> io::Result<String> {
         let name = self.maildir_name();
-        let mut bytes = Vec::with_capacity(d.message.len() + 64);
-        if self.return_path {
-            push_return_path(&mut bytes, d);
-        }
-        bytes.extend_from_slice(d.message);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut f = File::from(nix::fcntl::openat(
@@ -720,19 +843,22 @@ impl LocalDelivery {
             if let Some(u) = owner {
                 give_to(&f, u);
             }
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
             nix::fcntl::renameat(tmp.as_fd(), name.as_str(), new.as_fd(), name.as_str())?;
-            new.sync_all()
+            Ok(())
         })();
-        if result.is_err() {
-            let _ = nix::unistd::unlinkat(
-                tmp.as_fd(),
-                name.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+        match result {
+            Ok(()) => Ok(name),
+            Err(e) => {
+                let _ = nix::unistd::unlinkat(
+                    tmp.as_fd(),
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                Err(e)
+            }
         }
-        result
     }
 
     /// `<secs>.<pid>_<seq>.<host>`, with `/` and `:` in the host name escaped as the
@@ -1038,7 +1164,8 @@ impl AppendFile for File {
         self.write_all(bytes)
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.sync_all()
+        // the appended bytes and the new size: all a reader needs (fdatasync)
+        self.sync_data()
     }
     fn truncate_to(&mut self, len: u64) -> io::Result<()> {
         self.set_len(len)?;
@@ -1046,15 +1173,10 @@ impl AppendFile for File {
     }
 }
 
-/// Appends and fsyncs; on failure cuts the file back to where it was.
+/// Appends and fsyncs one entry; on failure cuts the file back to where it was (a batch of
+/// one: [`batch::append_batch`]).
 pub fn append_or_rollback<F: AppendFile>(f: &mut F, bytes: &[u8]) -> io::Result<()> {
-    let start = f.current_len()?;
-    let result = f.append(bytes).and_then(|()| f.sync());
-    if let Err(e) = result {
-        let _ = f.truncate_to(start);
-        return Err(e);
-    }
-    Ok(())
+    batch::append_batch(f, &[bytes]).pop().unwrap_or(Ok(()))
 }
 
 /// When running as root, hands a new file or directory to the recipient (0600/0700 kept).
@@ -1284,6 +1406,7 @@ impl Drop for DotLock {
     }
 }
 
+pub mod batch;
 pub mod inflight;
 pub mod mailer;
 

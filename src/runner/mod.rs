@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
 use crate::deliver::Outcome;
 use crate::deliver::dsn;
 use crate::deliver::remote::{self, Request, Settings};
@@ -507,10 +506,7 @@ async fn deliver_group(
             // mailbox's lock, and each one in flight outlives a daemon that dies. Built-in
             // mbox and Maildir deliveries run in this process and are not limited: a
             // Maildir needs no lock, an mbox waits on its own lock.
-            let program = mailer == "prog"
-                || (mailer == "local"
-                    && crate::deliver::local::mailer::LocalMailer::from_config(&current.config)
-                        .is_some());
+            let program = mailer == "prog" || (mailer == "local" && current.local.mailer.is_some());
             let _slot = match program {
                 true => Some(runner.local.acquire(&user, 0).await),
                 false => None,
@@ -589,7 +585,12 @@ pub fn deliver_local_in(
         })
     };
     let cfg = &*current.config;
-    let table = match crate::aliases::load_all(&cfg.options.alias_files) {
+    // The aliases are read only for a recipient that was not expanded before.
+    let table = match rcpts.iter().all(|r| r.expanded.is_some()) {
+        true => Ok(crate::aliases::AliasTable::default()),
+        false => crate::aliases::load_all(&cfg.options.alias_files),
+    };
+    let table = match table {
         Ok(t) => t,
         Err(e) => {
             let o = Outcome::Temporary {
@@ -601,9 +602,7 @@ pub fn deliver_local_in(
     };
     let mut expander = crate::aliases::Expander::from_config(&table, cfg);
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
-    let mut agent = crate::deliver::local::LocalDelivery::from_config(cfg);
-    agent.client_addr = msg.envelope.client.addr.clone();
-    agent.rules = current.rules.clone();
+    let agent = &*current.local;
     let d = crate::deliver::local::Delivery::from_message(msg);
     rcpts
         .iter()
@@ -612,11 +611,16 @@ pub fn deliver_local_in(
             let tracked = crate::deliver::local::inflight::track(status(k), || match &r.expanded {
                 Some(x) => {
                     let owner = x.owner.as_deref().and_then(|n| (agent.users)(n));
-                    Ok(agent.deliver(&expand::target_of(r), owner.as_ref(), &d))
+                    let o = agent.deliver(&expand::target_of(r), owner.as_ref(), &d);
+                    // one target, durable: a daemon killed now need not deliver it again
+                    if o == crate::deliver::local::Outcome::Delivered {
+                        crate::deliver::local::inflight::delivered();
+                    }
+                    Ok(o)
                 }
                 None => {
                     let report =
-                        crate::deliver::local::deliver_recipient(&agent, &expander, user, msg);
+                        crate::deliver::local::deliver_recipient(agent, &expander, user, msg);
                     if !report.remote.is_empty()
                         && let Some(qdir) = requeue_in
                     {
@@ -882,7 +886,7 @@ fn log_to(
     let to = match &r.expanded {
         None => format!("<{}>", r.address),
         Some(x) if matches!(mailer, "prog" | "*file*") => {
-            let (uid, gid) = ctl_ids(&shared.config(), x);
+            let (uid, gid) = ctl_ids(&shared.current().local, x);
             format!("{}, ctladdr=<{}> ({uid}/{gid})", r.address, x.parent)
         }
         Some(_) => r.address.clone(),
@@ -918,8 +922,7 @@ fn disposition(
 }
 
 /// The ids a program or file target runs under: its owner's, else `DefaultUser`'s.
-fn ctl_ids(cfg: &Config, x: &crate::queue::Expanded) -> (u32, u32) {
-    let agent = crate::deliver::local::LocalDelivery::from_config(cfg);
+fn ctl_ids(agent: &crate::deliver::local::LocalDelivery, x: &crate::queue::Expanded) -> (u32, u32) {
     x.owner
         .as_deref()
         .and_then(|n| (agent.users)(n))

@@ -10,7 +10,11 @@
 //! A status file is removed once its outcome is in the queue: by the attempt that ran the
 //! program, right after its queue update ([`forget`]), or here. So a file found at start
 //! belongs to an attempt whose result never reached the queue:
-//! * `exit 0`: the program delivered; the recipient is done (no second copy);
+//! * `exit 0`: the program delivered; the recipient is done (no second copy); built-in
+//!   mbox and Maildir deliveries write it too, once their fsync returned;
+//! * `append …`: a built-in mbox delivery was under way: done if its entry is in the
+//!   mailbox byte for byte (then synced), else retried (built-in deliveries keep their
+//!   records as lines of one log, `mailers/local.log`, emptied once settled here);
 //! * still running (its supervisor holds the file open): the message waits for it, then
 //!   as above;
 //! * any other exit, a signal, or no supervisor line: the recipient stays pending and is
@@ -95,33 +99,69 @@ impl Runner {
                 _ => self.settle_orphan(&id, idx, &path).await,
             }
         }
+        // The built-in deliveries' records (one log, not a file each)
+        let mut kept = false;
+        for (name, record) in inflight::read_logs(&dir) {
+            if let Some((id, idx)) = parse_name(&name) {
+                kept |= !self.settle(&id, idx, record).await;
+            }
+        }
+        if !kept {
+            inflight::clear_logs(&dir);
+        }
     }
 
     /// Marks recipient `idx` of `id` delivered when its program ended with 0; removes the
     /// status file once that is in the queue (or nothing was to be done).
     async fn settle_orphan(&self, id: &QueueId, idx: usize, path: &Path) {
-        let shared = &*self.shared;
         let record = inflight::read(path).unwrap_or(Record::Empty);
-        if record != Record::Exited(0) {
+        if self.settle(id, idx, record).await {
             let _ = std::fs::remove_file(path);
-            return;
+        } else {
+            self.shared.logger.log(
+                Severity::Err,
+                Some(id.as_str()),
+                format_args!("mailer status kept in {}", path.display()),
+            );
+        }
+    }
+
+    /// Marks recipient `idx` of `id` delivered when `record` says it was; false when the
+    /// queue could not be updated (the record is to be kept).
+    async fn settle(&self, id: &QueueId, idx: usize, record: Record) -> bool {
+        let shared = &*self.shared;
+        let done = match record {
+            Record::Exited(0) => true,
+            // a built-in mbox append the previous daemon did not see synced: delivered if
+            // its entry is there (and now synced)
+            Record::Appending {
+                mailbox,
+                offset,
+                len,
+                crc,
+            } => tokio::task::spawn_blocking(move || {
+                inflight::confirm_append(&mailbox, offset, len, crc)
+            })
+            .await
+            .unwrap_or(false),
+            _ => false,
+        };
+        if !done {
+            return true;
         }
         let loaded = {
             let (store, id) = (shared.queue.clone(), id.clone());
             tokio::task::spawn_blocking(move || store.load(&id)).await
         };
         let Ok(Ok(msg)) = loaded else {
-            let _ = std::fs::remove_file(path); // delivered and gone meanwhile
-            return;
+            return true; // delivered and gone meanwhile
         };
         let mut recipients = msg.envelope.recipients.clone();
         let Some(r) = recipients.get_mut(idx) else {
-            let _ = std::fs::remove_file(path);
-            return;
+            return true;
         };
         if r.state != DeliveryState::Pending {
-            let _ = std::fs::remove_file(path);
-            return;
+            return true;
         }
         let outcome = Outcome::Delivered {
             reply: String::new(),
@@ -142,19 +182,19 @@ impl Runner {
                     Severity::Info,
                     Some(id.as_str()),
                     format_args!(
-                        "recipient {idx}: delivered by a mailer that outlived the previous daemon"
+                        "recipient {idx}: delivered before the previous daemon ended (by a mailer that outlived it, or a mailbox append found in place)"
                     ),
                 );
-                let _ = std::fs::remove_file(path);
+                true
             }
-            Err(e) => shared.logger.log(
-                Severity::Err,
-                Some(id.as_str()),
-                format_args!(
-                    "queue update failed: {e}; mailer status kept in {}",
-                    path.display()
-                ),
-            ),
+            Err(e) => {
+                shared.logger.log(
+                    Severity::Err,
+                    Some(id.as_str()),
+                    format_args!("queue update failed: {e}"),
+                );
+                false
+            }
         }
     }
 }

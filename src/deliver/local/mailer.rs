@@ -21,7 +21,10 @@
 //!   cannot be started is a temporary failure, never a lost message.
 //!
 //! Differences: one program run per recipient even under flag `m` (sendmail hands all the
-//! recipients of one delivery to one run); and a `P=` that is not installed on this host (the
+//! recipients of one delivery to one run). Debian's `Mlocal` (FEATURE(local_procmail):
+//! `F=lsDFMAw5:/|@qSPfhn9`) and the embedded default have no `m`, so there sendmail too
+//! runs procmail once per recipient; the generic MAILER(local) (`F=…Prmn9`,
+//! `A=mail -d $u`) has it; and a `P=` that is not installed on this host (the
 //! embedded default cf names `/usr/bin/procmail`) is not used at all: local mail then goes
 //! to the built-in mbox delivery, as mail.local would write it ([`super::LocalDelivery`]).
 
@@ -231,6 +234,7 @@ mod tests {
             sender,
             message: MSG,
             rpath: None,
+            client_addr: None,
         }
     }
 

@@ -29,6 +29,7 @@ fn d(message: &[u8]) -> Delivery<'_> {
         sender: "sender@client.example.test",
         message,
         rpath: None,
+        client_addr: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         sender: "",
         message: b"Subject: x\n\nno newline",
         rpath: None,
+        client_addr: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -99,6 +101,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         sender: "x@y",
         message: b"Return-Path: <x@y>\n\nbody\n",
         rpath: None,
+        client_addr: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m2, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -638,6 +641,7 @@ fn without_rules_a_file_gets_the_message_as_queued() {
         sender: "",
         message: NULL_SENDER_MSG,
         rpath: None,
+        client_addr: None,
     };
     assert_eq!(
         a.deliver(&Target::File(file.clone()), None, &d),
@@ -667,6 +671,7 @@ fn with_rules_each_target_gets_what_its_mailer_writes() {
         sender: "",
         message: NULL_SENDER_MSG,
         rpath: None,
+        client_addr: None,
     };
     let headers = "From: alice (Alice A)\nTo: alice, root@oracle.example.test\n\nbody\n";
     assert_eq!(
@@ -772,4 +777,202 @@ fn safe_file_environment_resolves_files_inside_it_and_takes_only_regular_files()
         a.deliver(&file("/dev/null"), None, &d(MSG)),
         Outcome::Delivered
     );
+}
+
+/// Waits (bounded, on state, not on time) until `n` deliveries are queued for `key`.
+fn wait_queued(a: &LocalDelivery, key: &MboxKey, n: usize) {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while a.batches.mbox.queued(key) < n {
+        assert!(Instant::now() < give_up, "deliveries never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn deliveries_waiting_for_a_mailbox_are_written_under_one_lock_and_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = std::sync::Arc::new(agent(dir.path()));
+    let mbox = dir.path().join("jo");
+    // someone else holds the dotlock: the first delivery leads and waits for it, the
+    // others queue behind it
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, b"1\n").unwrap();
+    let key = MboxKey {
+        path: mbox.clone(),
+        kind: 1,
+        uid: Some(4242),
+    };
+    let n = 6;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let body = format!("Subject: {i}\n\nFrom here on, message {i}\n");
+                a.deliver_user("jo", &d(body.as_bytes()))
+            })
+        })
+        .collect();
+    wait_queued(&a, &key, n);
+    assert!(fs::read(&mbox).map(|b| b.is_empty()).unwrap_or(true));
+    fs::remove_file(&lock).unwrap();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    }
+    assert_eq!(a.batches.totals(), (1, n as u64), "one fsync for the batch");
+    let got = read_mbox(&fs::read(&mbox).unwrap());
+    assert_eq!(got.len(), n);
+    let mut subjects: Vec<String> = got
+        .iter()
+        .map(|(_, m)| {
+            let m = String::from_utf8_lossy(m).into_owned();
+            assert!(m.contains("\n\nFrom here on, message "), "{m}");
+            m.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    subjects.sort();
+    let want: Vec<String> = (0..n).map(|i| format!("Subject: {i}")).collect();
+    assert_eq!(subjects, want);
+    assert!(!lock.exists(), "the dotlock is removed after the batch");
+    assert_eq!(a.batches.mbox.queued(&key), 0);
+}
+
+#[test]
+fn a_leader_that_cannot_lock_fails_alone_and_the_next_one_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path());
+    a.lock_timeout = Duration::from_millis(300);
+    let a = std::sync::Arc::new(a);
+    let lock = dir.path().join("jo.lock");
+    fs::write(&lock, b"1\n").unwrap();
+    let key = MboxKey {
+        path: dir.path().join("jo"),
+        kind: 1,
+        uid: Some(4242),
+    };
+    // the first one leads and times out on the lock; the second waits behind it
+    let first = {
+        let a = a.clone();
+        std::thread::spawn(move || a.deliver_user("jo", &d(MSG)))
+    };
+    wait_queued(&a, &key, 1);
+    let second = {
+        let a = a.clone();
+        std::thread::spawn(move || a.deliver_user("jo", &d(MSG)))
+    };
+    wait_queued(&a, &key, 2);
+    let o = first.join().unwrap();
+    assert!(o.is_temporary(), "{o:?}");
+    // the second leads now: released, it delivers
+    fs::remove_file(&lock).unwrap();
+    let o2 = second.join().unwrap();
+    // it may have timed out too if it led before the lock went; then it is temporary and
+    // nothing was written; otherwise one message is there
+    let got = read_mbox(&fs::read(dir.path().join("jo")).unwrap_or_default());
+    match o2 {
+        Outcome::Delivered => assert_eq!(got.len(), 1),
+        o => {
+            assert!(o.is_temporary(), "{o:?}");
+            assert!(got.is_empty());
+        }
+    }
+    assert_eq!(a.batches.mbox.queued(&key), 0);
+}
+
+/// A real file with a size limit, failing like a quota (`EDQUOT`) after writing part.
+struct Quota {
+    file: File,
+    max: u64,
+    errno: i32,
+}
+
+impl AppendFile for Quota {
+    fn current_len(&self) -> io::Result<u64> {
+        self.file.current_len()
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = self.file.current_len()?;
+        if len + bytes.len() as u64 > self.max {
+            self.file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(self.errno));
+        }
+        self.file.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.file.truncate_to(len)
+    }
+}
+
+#[test]
+fn a_message_over_quota_is_deferred_alone_and_an_io_error_defers_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mbox");
+    fs::write(&path, b"From x Mon Jan  1 00:00:00 2024\n\nold\n\n").unwrap();
+    let before = fs::read(&path).unwrap();
+    let small1 = b"From a Mon Jan  1 00:00:00 2024\n\none\n\n".to_vec();
+    let big = vec![b'x'; 4000];
+    let small2 = b"From b Mon Jan  1 00:00:00 2024\n\ntwo\n\n".to_vec();
+    let entries: Vec<&[u8]> = vec![&small1, &big, &small2];
+    let open = || OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = Quota {
+        file: open(),
+        max: 1000,
+        errno: nix::libc::EDQUOT,
+    };
+    let r = batch::append_batch(&mut f, &entries);
+    assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+    assert_eq!(io_outcome(&path, r[1].as_ref().unwrap_err()).dsn(), "4.2.2");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        [&before[..], &small1, &small2].concat()
+    );
+    // any other write error: back to where the batch started, all deferred
+    fs::write(&path, &before).unwrap();
+    let mut f = Quota {
+        file: open(),
+        max: 1000,
+        errno: nix::libc::EIO,
+    };
+    let r = batch::append_batch(&mut f, &entries);
+    assert!(r.iter().all(|r| r.is_err()), "{r:?}");
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn maildir_deliveries_at_once_land_whole_in_new_and_share_directory_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = std::sync::Arc::new(agent(dir.path()));
+    let n = 8;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (a, base) = (a.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                let body = format!("Subject: {i}\n\nbody\n");
+                a.deliver_maildir(&base, Path::new("Maildir"), None, &d(body.as_bytes()))
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    }
+    let md = dir.path().join("Maildir");
+    let mut got: Vec<String> = fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    got.sort();
+    let want: Vec<String> = (0..n)
+        .map(|i| format!("Return-Path: <sender@client.example.test>\nSubject: {i}\n\nbody\n"))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    // every delivery was reported after a directory fsync that covered it; at most one each
+    let (syncs, messages) = a.batches.totals();
+    assert_eq!(messages, n as u64);
+    assert!((1..=n as u64).contains(&syncs), "{syncs}");
 }
