@@ -392,14 +392,23 @@ fn log_load_failure(shared: &Shared, id: &QueueId, e: &dyn std::fmt::Display) {
     );
 }
 
-/// Delivers the `due` recipients of `msg` (with their routes), grouped by route; returns
-/// the recipient list with their new states.
+/// Delivers the `due` recipients of `msg` (with their routes), grouped by route, the
+/// groups at once; returns the recipient list with their new states.
+///
+/// A group's results are recorded in the queue as soon as that group is done while other
+/// groups are still under way: a message for a remote hop and a local mailbox must not
+/// keep the hop's `250` unrecorded while the local delivery waits for its mailbox (its
+/// program runs are few at a time), since a crash in that gap delivers the message to the
+/// hop again (issue 19: 226 remote duplicates in 6 kills of the crash harness, nearly all
+/// messages with a local recipient too). The last group's results are recorded by
+/// [`attempt`] with the message's notices (one write, as before, for a one-group message).
 async fn deliver_due(
     runner: &Runner,
     msg: &Message,
     due: Vec<(usize, Route)>,
     now: SystemTime,
 ) -> Vec<Recipient> {
+    use futures_util::StreamExt;
     let shared = &*runner.shared;
     let current = shared.current();
     let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
@@ -408,14 +417,32 @@ async fn deliver_due(
     }
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
-    for (route, indexes) in groups {
-        let (mailer, outcomes, relay, peer_dsn) =
-            deliver_group(runner, &current.remote, msg, &route, &indexes).await;
+    let settings = &current.remote;
+    let mut running: futures_util::stream::FuturesUnordered<_> = groups
+        .into_iter()
+        .map(|(route, indexes)| async move {
+            let done = deliver_group(runner, settings, msg, &route, &indexes).await;
+            (indexes, done)
+        })
+        .collect();
+    while let Some((indexes, (mailer, outcomes, relay, peer_dsn))) = running.next().await {
+        let mut final_ones = false;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
+            final_ones |= !matches!(outcome, Outcome::Temporary { .. });
             apply(r, &outcome, msg, &current.dsn, now);
             dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
+        }
+        if final_ones && !running.is_empty() {
+            let id = &msg.envelope.id;
+            if let Err(e) = shared.queue.update(id, recipients.clone()).await {
+                shared.logger.log(
+                    Severity::Err,
+                    Some(id.as_str()),
+                    format_args!("queue update failed: {e}"),
+                );
+            }
         }
     }
     recipients
