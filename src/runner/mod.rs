@@ -116,8 +116,8 @@ impl Runner {
             0 => CONCURRENT_MESSAGES,
             n => n,
         };
-        let destinations = limits::Destinations::new(o.destination_concurrency_limit);
-        let local = limits::Destinations::new(o.local_destination_concurrency_limit);
+        let destinations = limits::Destinations::slow_start();
+        let local = limits::Destinations::fixed();
         Some(Arc::new(Runner {
             dns,
             busy: Mutex::default(),
@@ -469,8 +469,12 @@ async fn deliver_group(
             let rewritten = (shared.current().rules.as_deref())
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
-            let _slot = runner.destinations.acquire(host, *port).await;
-            let delay = shared.config().options.destination_rate_delay;
+            // The limits in force now (a SIGHUP's apply to the next deliveries).
+            let (limit, delay) = {
+                let o = &shared.config().options;
+                (o.destination_concurrency_limit, o.destination_rate_delay)
+            };
+            let slot = runner.destinations.acquire(host, *port, limit).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
@@ -480,6 +484,9 @@ async fn deliver_group(
                 port: *port,
             };
             let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
+            let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
+            slot.feedback(took, limit);
+            drop(slot);
             for line in &report.noqid_log {
                 shared
                     .logger
@@ -518,8 +525,9 @@ async fn deliver_group(
                 || (mailer == "local"
                     && crate::deliver::local::mailer::LocalMailer::from_config(&current.config)
                         .is_some());
+            let limit = current.config.options.local_destination_concurrency_limit;
             let _slot = match program {
-                true => Some(runner.local.acquire(&user, 0).await),
+                true => Some(runner.local.acquire(&user, 0, limit).await),
                 false => None,
             };
             let mailers = orphans::dir(shared);
