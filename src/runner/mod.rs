@@ -42,6 +42,7 @@ pub mod control;
 pub mod expand;
 pub mod limits;
 pub mod loops;
+pub mod marks;
 pub mod notices;
 pub mod orphans;
 pub mod pickup;
@@ -83,6 +84,8 @@ pub struct Runner {
     local: limits::Destinations,
     /// Idle SMTP sessions kept for the next message to the same hop.
     cache: remote::cache::Cache,
+    /// Deliveries written down before the queue records them ([`marks`]).
+    marks: marks::Marks,
 }
 
 /// Why a pass runs: it decides which messages and recipients it takes.
@@ -126,6 +129,7 @@ impl Runner {
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
+            marks: marks::Marks::new(shared.queue.dir()),
             shared,
         }))
     }
@@ -209,6 +213,7 @@ pub async fn run(
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
     };
+    marks::recover(&shared).await;
     runner.recover_orphans().await;
     // Idle cached connections: closed on timeout, and after a SIGHUP that built new
     // remote settings.
@@ -278,6 +283,7 @@ impl Drop for AbortOnDrop {
 pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
     match Runner::new(shared) {
         Some(runner) => {
+            marks::recover(&runner.shared).await;
             runner.recover_orphans().await;
             let n = runner
                 .pass(select, Pass::Forced)
@@ -294,6 +300,8 @@ pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
 
 /// One delivery attempt for the due recipients of one message.
 async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
+    // The delivery marks of this attempt stay until its result is in the queue.
+    let _marks = runner.marks.enter();
     let shared = &*runner.shared;
     let store = shared.queue.clone();
     let loaded = {
@@ -426,6 +434,13 @@ async fn deliver_due(
         })
         .collect();
     while let Some((indexes, (mailer, outcomes, relay, peer_dsn))) = running.next().await {
+        // Written down at once (one write, no sync): a crash before the queue update
+        // below or in attempt() must not deliver these again.
+        let delivered: Vec<usize> = (indexes.iter().zip(&outcomes))
+            .filter(|(_, o)| matches!(o, Outcome::Delivered { .. }))
+            .map(|(i, _)| *i)
+            .collect();
+        runner.marks.record(shared, &msg.envelope.id, &delivered);
         let mut final_ones = false;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
