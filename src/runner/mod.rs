@@ -334,6 +334,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
     let mut changed = !due.is_empty();
+    // Only local deliveries leave status files (program runs): a remote-only attempt has
+    // none to remove (one unlink per recipient saved on the relay path).
+    let local = due.iter().any(|(_, r)| matches!(r, Route::Local { .. }));
     if changed {
         // Local recipients are expanded once, durably (aliases, .forward), before delivery.
         let Some(due) = expand_due(shared, &mut msg, due, now).await else {
@@ -357,7 +360,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     };
     match result {
         // The outcomes are in the queue: the programs' status files have served.
-        Ok(()) => orphans::forget(shared, id, n_recipients),
+        Ok(()) if local => orphans::forget(shared, id, n_recipients),
+        Ok(()) => {}
         Err(e) => shared.logger.log(
             Severity::Err,
             Some(id.as_str()),
