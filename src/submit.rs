@@ -99,8 +99,10 @@ pub fn deliver(inv: &Invocation) -> i32 {
         relay: &relay,
         warning: warning.as_deref(),
     };
-    let (body, msgid) = add_headers(&cfg, body, &qid, &who, &recipients);
+    // sendmail's `size=` (and the priority) count the message as it was read, without the
+    // headers sendmail adds (the oracle: `size=46` for a 46-byte `sendmail -t` input).
     let size = body.len();
+    let (body, msgid) = add_headers(&cfg, body, &qid, &who, &recipients);
     let mut env = queue::Envelope::new(id, sender.clone());
     env.recipients = recipients
         .iter()

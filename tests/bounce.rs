@@ -268,6 +268,40 @@ fn null_sender_and_double_bounces_go_to_postmaster() {
 }
 
 #[test]
+fn a_failed_postmaster_notice_is_saved_in_dead_letter_drop() {
+    // sendmail 8.17 (the oracle, DeadLetterDrop set, no SafeFileEnvironment, a
+    // DoubleBounceAddress that does not exist): "ID: NEWID: return to sender: User unknown",
+    // then "ID: Saved message in PATH" and the notice appended to PATH.
+    let sink = Sink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let drop = dir.path().join("dead.letter");
+    let (dbl, dld) = (
+        "DoubleBounceAddress=nosuchpm@remote.example.test".to_string(),
+        format!("DeadLetterDrop={}", drop.display()),
+    );
+    let (mut d, _postmaster) = relay_to(&sink, &["-O", &dbl, "-O", &dld]);
+    send(
+        &mut d,
+        "<>",
+        &["<nosuch8@remote.example.test>"],
+        "d-dead-letter",
+    );
+    let log = d.wait_log(&format!("Saved message in {}", drop.display()));
+    assert!(log.contains(": return to sender: User unknown"), "{log}");
+    let saved = std::fs::read_to_string(&drop).unwrap();
+    assert!(saved.starts_with("From MAILER-DAEMON "), "{saved}");
+    assert!(
+        saved.contains("\nReturn-Path: <MAILER-DAEMON>\n"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("Subject: Postmaster notify: see transcript for details"),
+        "{saved}"
+    );
+    assert!(saved.contains("Subject: d-dead-letter"), "{saved}");
+}
+
+#[test]
 fn queuewarn_warns_once_then_queuereturn_returns_the_message() {
     let sink = Sink::start();
     let (mut d, _) = relay_to(

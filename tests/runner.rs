@@ -421,6 +421,32 @@ fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_not
     assert_eq!(d.log_text().matches(": alias list => ").count(), 1);
 }
 
+#[test]
+fn without_me_too_the_sender_is_left_out_of_a_list_it_is_on() {
+    // sendmail 8.17 (the oracle, `-O MeToo=false`, `list: root, daemon`): `-f daemon list`
+    // delivers to root only, with no line for daemon.
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "list: daemon, bob@[127.0.0.2]\n").unwrap();
+    let extra = format!("O AliasFile={}\n", aliases.display());
+    let mut d = Daemon::start(
+        &cf(sink.port, &extra),
+        &["-O", "DeliveryMode=queueonly", "-O", "MeToo=false"],
+    );
+    let v6 = d.addr_of("MTA-v6");
+    send(
+        v6,
+        "daemon@mta.example.test",
+        &["list@mta.example.test".into()],
+    );
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let log = d.log_text();
+    assert!(!log.contains("to=daemon,"), "{log}");
+}
+
 /// A local mailer program that records its argv, uid and stdin, and exits with the code in
 /// `<dir>/exit` (0 when there is none).
 fn recording_mda(dir: &std::path::Path) -> std::path::PathBuf {

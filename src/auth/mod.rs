@@ -48,14 +48,37 @@ impl Mechanism {
         }
     }
 
-    /// The mechanisms to offer: ours, limited to `AuthMechanisms` when it is set.
+    /// The mechanisms to offer: ours, limited to `AuthMechanisms` when it is set and then in
+    /// its order (sendmail's `intersect(AuthMechanisms, <the SASL library's list>)` keeps the
+    /// option's order: the oracle offers `AUTH PLAIN LOGIN` under Debian's sasl.m4, whose
+    /// list ends `PLAIN LOGIN`, and `AUTH LOGIN PLAIN` under `LOGIN PLAIN`).
     pub fn allowed(configured: Option<&[String]>) -> Vec<Mechanism> {
-        MECHANISMS
-            .iter()
-            .copied()
-            .filter(|m| configured.is_none_or(|c| c.iter().any(|n| n == m.name())))
-            .collect()
+        let Some(names) = configured else {
+            return MECHANISMS.to_vec();
+        };
+        let mut out = Vec::new();
+        for m in names.iter().filter_map(|n| Mechanism::parse(n)) {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
     }
+
+    /// The SASL plug-in's own words when the password is refused (Cyrus SASL 2.1's `plain.c`
+    /// and `login.c`, as the oracle logs them under saslauthd and under sasldb).
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "Password verification failed",
+            Mechanism::Login => "checkpass failed",
+        }
+    }
+}
+
+/// Whether `text` is base64 as the exchange decodes it (`=`, the empty response, is).
+pub fn is_base64(text: &str) -> bool {
+    let text = text.trim();
+    text == "=" || STANDARD.decode(text).is_ok()
 }
 
 /// What the client proved it knows.

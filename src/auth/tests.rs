@@ -80,6 +80,15 @@ fn mechanisms_are_ours_limited_by_auth_mechanisms() {
     );
     let cf = vec!["CRAM-MD5".to_string(), "PLAIN".to_string()];
     assert_eq!(Mechanism::allowed(Some(&cf)), vec![Mechanism::Plain]);
+    // In the option's order, as sendmail's intersect() (Debian's sasl.m4 ends PLAIN LOGIN).
+    let debian: Vec<String> = "EXTERNAL DIGEST-MD5 CRAM-MD5 PLAIN LOGIN"
+        .split(' ')
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        Mechanism::allowed(Some(&debian)),
+        vec![Mechanism::Plain, Mechanism::Login]
+    );
     assert_eq!(Mechanism::parse("plain"), Some(Mechanism::Plain));
     assert_eq!(Mechanism::parse("CRAM-MD5"), None);
 }

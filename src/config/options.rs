@@ -868,9 +868,11 @@ pub struct Options {
     pub forward_path: Text,
     /// `HostStatusDirectory`; `None` = not set. No effect: see the README's table.
     pub host_status_directory: Option<Text>,
-    /// `UseErrorsTo`, default false. No effect: see the README's table.
+    /// `UseErrorsTo`, default false: a failure notice also goes to the original's
+    /// `Errors-To:` addresses (`deliver::dsn`).
     pub use_errors_to: bool,
-    /// `MeToo`, default true (sendmail 8.17): the sender stays in an alias list it is on.
+    /// `MeToo`, default true (sendmail 8.17): the sender stays in an alias list it is on;
+    /// false drops it from the expansions (`runner::expand::drop_sender`).
     pub me_too: bool,
     /// `CheckAliases`, default false. No effect: see the README's table.
     pub check_aliases: bool,
@@ -891,10 +893,11 @@ pub struct Options {
     pub must_quote_chars: String,
     /// `UnixFromLine`, default `From $g $d`: the line that starts each message in an mbox.
     pub unix_from_line: Text,
-    /// `RrtImpliesDsn`, default false. See the README's table.
+    /// `RrtImpliesDsn`, default false: `Return-Receipt-To:` asks for a return receipt to
+    /// the envelope sender (`deliver::dsn::plan`).
     pub rrt_implies_dsn: bool,
     /// `DeadLetterDrop`: where a bounce that cannot be returned or sent to the postmaster
-    /// is saved, last. See the README's table.
+    /// is saved, last, when `SafeFileEnvironment` is not set (`runner::notices`).
     pub dead_letter_drop: Option<PathBuf>,
     /// `TrustedUser`: a user that may act as root for the files sendmail checks. See the
     /// README's table.

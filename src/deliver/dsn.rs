@@ -92,6 +92,12 @@ pub struct Settings {
     pub queuereturn: PerPrecedence,
     /// The cf's `P` lines (`Pbulk=-60`).
     pub priorities: Vec<(String, i32)>,
+    /// `UseErrorsTo`: a failure notice also goes to the addresses of the original's
+    /// `Errors-To:` header.
+    pub use_errors_to: bool,
+    /// `RrtImpliesDsn`: a `Return-Receipt-To:` header asks for a return receipt (to the
+    /// envelope sender) for every recipient without a `NOTIFY` of its own.
+    pub rrt_implies_dsn: bool,
 }
 
 impl Settings {
@@ -115,6 +121,8 @@ impl Settings {
             queuewarn: cfg.options.timeouts.queuewarn,
             queuereturn: cfg.options.timeouts.queuereturn,
             priorities: cfg.priorities.clone(),
+            use_errors_to: cfg.options.use_errors_to,
+            rrt_implies_dsn: cfg.options.rrt_implies_dsn,
         }
     }
 
@@ -208,12 +216,18 @@ pub fn plan(settings: &Settings, msg: &Message, now: SystemTime) -> Plan {
     let env = &msg.envelope;
     let mut plan = Plan::default();
     let (mut failed, mut delivered) = (Vec::new(), Vec::new());
+    // sendmail (the oracle, `-O RrtImpliesDsn=true`): `Return-Receipt-To:` gives the
+    // envelope sender a return receipt, as NOTIFY=SUCCESS would.
+    let receipt_asked =
+        settings.rrt_implies_dsn && header(&msg.body, "return-receipt-to").is_some();
     for (i, r) in env.recipients.iter().enumerate() {
+        let n = &r.notify;
+        let success = n.success || (receipt_asked && !(n.never || n.failure || n.delay));
         match r.state {
             DeliveryState::Pending => {}
             _ if r.reported => {}
             DeliveryState::Failed if wants(r, |n| n.failure) => failed.push(i),
-            DeliveryState::Done if r.notify.success && !r.notify.never => delivered.push(i),
+            DeliveryState::Done if success && !r.notify.never => delivered.push(i),
             _ => plan.quiet.push(i),
         }
     }
@@ -320,6 +334,9 @@ pub fn build(b: &Build<'_>, original: &Message) -> Message {
     let mut env = Envelope::new(b.id.clone(), "");
     env.arrival = b.now;
     env.recipients = vec![Recipient::new(to.clone())];
+    let errors_to = errors_to(b, original);
+    env.recipients
+        .extend(errors_to.iter().map(|a| Recipient::new(a.clone())));
     env.notices = Notices {
         origin: match b.notice.to {
             Addressee::Sender(_) => Origin::Dsn,
@@ -330,7 +347,7 @@ pub fn build(b: &Build<'_>, original: &Message) -> Message {
     env.client.name = Some("localhost".to_string());
     let msgid = crate::queue::id::message_id(b.now.into(), b.id.as_str(), &b.settings.host);
     env.msgid = Some(msgid.clone());
-    let body = compose(b, original, &to, &msgid);
+    let body = compose(b, original, &to, &errors_to, &msgid);
     Message {
         envelope: env,
         body: body.into_bytes(),
@@ -341,7 +358,40 @@ fn date(t: SystemTime) -> String {
     rfc5322_date(&DateTime::<Local>::from(t))
 }
 
-fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
+/// `UseErrorsTo`: the addresses of the original's `Errors-To:` header, for a failure
+/// notice to the sender (the oracle sends one notice to both, a `To:` line for each, the
+/// sender's first; a `From:`-style `Name <addr>` gives `addr`).
+fn errors_to(b: &Build<'_>, original: &Message) -> Vec<String> {
+    if !b.settings.use_errors_to
+        || b.notice.kind != Kind::Failure
+        || !matches!(b.notice.to, Addressee::Sender(_))
+    {
+        return Vec::new();
+    }
+    let Some(value) = header(&original.body, "errors-to") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for a in crate::rules::deliver::split_addresses(value.as_bytes()) {
+        let a = String::from_utf8_lossy(&a).into_owned();
+        let a = match (a.rfind('<'), a.rfind('>')) {
+            (Some(l), Some(r)) if l < r => a[l + 1..r].trim().to_string(),
+            _ => a,
+        };
+        if !a.is_empty() && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn compose(
+    b: &Build<'_>,
+    original: &Message,
+    to: &str,
+    errors_to: &[String],
+    msgid: &str,
+) -> String {
     let s = b.settings;
     let unix = b
         .now
@@ -368,6 +418,9 @@ fn compose(b: &Build<'_>, original: &Message, to: &str, msgid: &str) -> String {
     ));
     m.push_str(&format!("Message-Id: {msgid}\n"));
     m.push_str(&format!("To: {to_header}\n"));
+    for a in errors_to {
+        m.push_str(&format!("To: <{a}>\n"));
+    }
     m.push_str("MIME-Version: 1.0\n");
     m.push_str(&format!(
         "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"

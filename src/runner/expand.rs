@@ -110,6 +110,24 @@ pub fn expand(
     Expansion::Targets(out)
 }
 
+/// `MeToo=false`: the sender is left out of the expansions it is a member of (sendmail's
+/// `sendall` marks the envelope sender `QS_SENDER` and re-adds it, so an expanded copy of it
+/// is dropped, silently: no `to=` line). `sender_user` is the local user the envelope sender
+/// routes to. An envelope recipient naming the sender itself is kept (the oracle: `-O
+/// MeToo=false -f daemon daemon root` delivers to both), and so is `root`: the oracle
+/// delivers `-f root list` (`list: root, daemon`) to root too.
+pub fn drop_sender(targets: &mut Vec<Recipient>, sender_user: &str) {
+    if sender_user.eq_ignore_ascii_case("root") {
+        return;
+    }
+    targets.retain(|t| {
+        !(target_mailer(t) == Some("local")
+            && t.address
+                .trim_start_matches('\\')
+                .eq_ignore_ascii_case(sender_user))
+    });
+}
+
 /// The mailer an expanded target goes to without routing: `prog` for `|program`, `*file*`
 /// for `/file`, `local` for a user name; None for an address (it is routed as usual).
 pub fn target_mailer(r: &Recipient) -> Option<&'static str> {
@@ -200,6 +218,25 @@ mod tests {
         };
         let addrs: Vec<&str> = second.iter().map(|r| r.address.as_str()).collect();
         assert_eq!(addrs, ["carol@remote.example"], "root is had once");
+    }
+
+    #[test]
+    fn without_me_too_the_sender_is_dropped_from_its_own_lists_but_root_is_not() {
+        // The oracle (sendmail 8.17.1.9, `-odi -O MeToo=false`, aliases `list: root, daemon`):
+        // `-f daemon list` delivers to root only; `-f root list` to both.
+        let (_d, cfg) = cfg_with_aliases("list: root, daemon, daemon@remote.example\n");
+        let log = Logger::stderr(0);
+        let parent = Recipient::new("list");
+        let Expansion::Targets(all) = expand(&cfg, &log, "Q1", &parent, "list", &[], &[]) else {
+            panic!()
+        };
+        let mut t = all.clone();
+        drop_sender(&mut t, "daemon");
+        let addrs: Vec<&str> = t.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["root", "daemon@remote.example"]);
+        let mut t = all.clone();
+        drop_sender(&mut t, "root");
+        assert_eq!(t, all);
     }
 
     #[test]

@@ -726,6 +726,19 @@ pub fn route_recipient(current: &Current, r: &Recipient) -> Route {
     }
 }
 
+/// The local user the envelope sender routes to (ruleset 0 → the `local` mailer), if any.
+fn sender_user(current: &Current, sender: &str) -> Option<String> {
+    if sender.is_empty() {
+        return None;
+    }
+    match route(current, sender) {
+        Route::Local { mailer, user } if mailer == "local" => {
+            Some(user.trim_start_matches('\\').to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Expands the due recipients of the `local` mailer that are not expansions themselves
 /// ([`expand`]), and records the result in the queue before anything is delivered.
 /// Returns what to deliver now (None: the queue could not be updated; logged).
@@ -795,7 +808,12 @@ async fn expand_due(
                 msg.envelope.recipients[i] = r;
                 changed = true;
             }
-            expand::Expansion::Targets(targets) => {
+            expand::Expansion::Targets(mut targets) => {
+                if !current.config.options.me_too
+                    && let Some(user) = sender_user(&current, &msg.envelope.sender)
+                {
+                    expand::drop_sender(&mut targets, &user);
+                }
                 let parent = &mut msg.envelope.recipients[i];
                 parent.state = DeliveryState::Done;
                 parent.tries += 1;

@@ -59,6 +59,36 @@ async fn send(
     };
     let reason = log_reason(&b, original);
     if notice.to == Addressee::Dropped {
+        // sendmail's savemail: with DeadLetterDrop set and no SafeFileEnvironment, the
+        // failed notice is returned to no one and appended to that file (the oracle logs
+        // "ID: NEWID: return to sender: REASON" then, at notice, "ID: Saved message in PATH").
+        let options = &shared.current().config.options;
+        if let (Some(path), None) = (
+            options.dead_letter_drop.clone(),
+            options.safe_file_environment.as_ref(),
+        ) {
+            shared.logger.log(
+                Severity::Info,
+                Some(orig_id),
+                format_args!("{id}: return to sender: {reason}"),
+            );
+            let entry = dead_letter_entry(&original.body, now);
+            match append_dead_letter(&path, &entry) {
+                Ok(()) => {
+                    shared.logger.log(
+                        Severity::Notice,
+                        Some(orig_id),
+                        format_args!("Saved message in {}", path.display()),
+                    );
+                    return Ok(());
+                }
+                Err(e) => shared.logger.log(
+                    Severity::Alert,
+                    Some(orig_id),
+                    format_args!("cannot save the message in {}: {e}", path.display()),
+                ),
+            }
+        }
         shared.logger.log(
             Severity::Alert,
             Some(orig_id),
@@ -74,4 +104,58 @@ async fn send(
         format_args!("{id}: {}: {reason}", log_word(notice, original)),
     );
     Ok(())
+}
+
+/// The dead-letter file's entry for a failed notice, in the mbox form sendmail writes it:
+/// `From MAILER-DAEMON <ctime>`, `Return-Path: <MAILER-DAEMON>`, the message with its
+/// `From ` lines quoted, a blank line.
+fn dead_letter_entry(message: &[u8], when: SystemTime) -> Vec<u8> {
+    let date = chrono::DateTime::<chrono::Local>::from(when).format("%a %b %e %H:%M:%S %Y");
+    let mut out = format!("From MAILER-DAEMON {date}\nReturn-Path: <MAILER-DAEMON>\n").into_bytes();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !message.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Appends `entry` to `path` (created 0600), synced; cut back on failure.
+fn append_dead_letter(path: &std::path::Path, entry: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    crate::deliver::local::append_or_rollback(&mut f, entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_is_an_mbox_entry_from_mailer_daemon() {
+        let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_543_596);
+        let entry = dead_letter_entry(b"Subject: x\n\nFrom here\nbody", when);
+        let text = String::from_utf8(entry).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert!(first.starts_with("From MAILER-DAEMON "), "{first}");
+        assert_eq!(
+            rest,
+            "Return-Path: <MAILER-DAEMON>\nSubject: x\n\n>From here\nbody\n\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.letter");
+        append_dead_letter(&path, b"one\n").unwrap();
+        append_dead_letter(&path, b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+    }
 }

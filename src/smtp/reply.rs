@@ -400,6 +400,16 @@ pub fn auth_aborted() -> Reply {
 }
 
 /// `501 5.5.4 cannot decode AUTH parameter <text>` (a SASL line that is not base64).
+/// sendmail's answer to an AUTH command whose initial response is not base64 (a line sent
+/// after a `334` gets [`auth_cannot_decode`]).
+pub fn auth_cannot_decode_initial(text: &str) -> Reply {
+    Reply::new(
+        501,
+        Some("5.5.4"),
+        format!("cannot BASE64 decode '{}'", shorten(text, MAXSHORTSTR)),
+    )
+}
+
 pub fn auth_cannot_decode(text: &str) -> Reply {
     Reply::new(
         501,

@@ -522,6 +522,7 @@ pub struct Session {
     n_vrfy: u32,
     n_etrn: u32,
     n_noop: u32,
+    n_auth: u32,
     n_bad: u32,
     verbose: bool,
     sec: security::SecurityState,
@@ -553,6 +554,7 @@ impl Session {
             n_vrfy: 0,
             n_etrn: 0,
             n_noop: 0,
+            n_auth: 0,
             n_bad: 0,
             verbose: false,
             sec: security::SecurityState::default(),
@@ -1523,6 +1525,7 @@ impl Session {
             Counter::Vrfy => (&mut self.n_vrfy, MAX_VRFY_COMMANDS),
             Counter::Etrn => (&mut self.n_etrn, MAX_ETRN_COMMANDS),
             Counter::Noop => (&mut self.n_noop, MAX_NOOP_COMMANDS),
+            Counter::Auth(max) => (&mut self.n_auth, max),
         };
         *count += 1;
         let n = *count;
@@ -1713,6 +1716,8 @@ enum Counter {
     Vrfy,
     Etrn,
     Noop,
+    /// AUTH commands, with their limit (the number of mechanisms offered, plus one).
+    Auth(u32),
 }
 
 /// sendmail's `pintvl`: `HH:MM:SS`, with `Nd+` in front past a day.

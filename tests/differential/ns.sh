@@ -15,6 +15,8 @@
 #   * /var/spool, /var/lib and /run are private tmpfs with Debian's directories in them;
 #   * /dev is a private tmpfs with the usual nodes, so busybox syslogd may create /dev/log
 #     there (the same trick as /root/private-devlog.sh) and write WORK/maillog;
+#   * saslauthd -a sasldb runs over /etc/sasldb2 (users bob and alice) for SMTP AUTH, with
+#     /etc/sasl2/Sendmail.conf and sasl.m4 as a Debian site has them;
 #   * sendmail.cf and submit.cf are compiled by m4 from Debian's stock sendmail.mc and
 #     submit.mc, and admin.cf from admin.mc (stock + the FEATUREs an admin commonly adds);
 #     the maps are built with the target's own makemap and `newaliases`;
@@ -71,6 +73,18 @@ done
 busybox syslogd -n -O "$work/maillog" </dev/null >/dev/null 2>&1 &
 syslogd=$!
 for _ in $(seq 100); do [ -S /dev/log ] && break; sleep 0.05; done
+# SMTP AUTH as a Debian site sets it up: Cyrus saslauthd (sasl2-bin) checking the users of
+# /etc/sasldb2 (made here with saslpasswd2, realm = the host name, sendmail'"'"'s default
+# AuthRealm), /etc/sasl2/Sendmail.conf (pwcheck_method: saslauthd, mech_list: PLAIN LOGIN)
+# and sasl.m4 included by sendmail.mc (AuthMechanisms, TRUST_AUTH_MECH).
+mkdir -p /run/saslauthd
+for u in bob:secret alice:wonderland; do
+    printf %s "${u#*:}" | saslpasswd2 -p -c -u oracle.example.test "${u%%:*}"
+done
+chmod 640 /etc/sasldb2
+setsid saslauthd -a sasldb -m /run/saslauthd -n 0 -d </dev/null >"$work/saslauthd.log" 2>&1 &
+saslauthd=$!  # its own session: on SIGTERM saslauthd signals its whole process group
+for _ in $(seq 100); do [ -S /run/saslauthd/mux ] && break; sleep 0.05; done
 export PATH="$bindir:$PATH"
 for m in access mailertable virtusertable genericstable; do
     [ -f /etc/mail/$m ] && makemap hash /etc/mail/$m < /etc/mail/$m
@@ -90,6 +104,7 @@ rc=$?
 [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null
 for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
 sleep 0.2
+kill -TERM $saslauthd 2>/dev/null
 kill -TERM $syslogd 2>/dev/null
 wait $syslogd 2>/dev/null
 exit $rc

@@ -6,8 +6,8 @@
 # Fetches the real sendmail (setup-oracle.sh, once, into target/differential/oracle-root;
 # ORACLE_DEBS=DIR takes the .debs from DIR), links each target's sendmail, mailq, newaliases
 # and makemap into target/differential/bin-{oracle,ours} (ours: SENDMAIL, default
-# target/debug/sendmail) and runs run.py. Needs m4, sendmail-cf, busybox, iproute2, python3
-# and fail2ban (the .ci/run package list).
+# target/debug/sendmail) and runs run.py. Needs m4, sendmail-cf, busybox, iproute2, python3,
+# fail2ban, sasl2-bin + libsasl2-modules (AUTH) and s-nail (mail -s) (the .ci/run package list).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"

@@ -15,7 +15,8 @@ mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
 sm="$dest/pkg/usr/libexec/sendmail/sendmail"
 [ -x "$sm" ] && exit 0
-libs=(libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 busybox)
+libs=(libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libsasl2-modules libssl3 libwrap0
+      busybox)
 missing=()
 for p in "${libs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -328,3 +328,78 @@ fn the_log_gets_the_short_reason() {
     assert_eq!(short_reason("554 Transaction failed"), "Transaction failed");
     assert_eq!(short_reason("User unknown"), "User unknown");
 }
+
+#[test]
+fn use_errors_to_sends_the_failure_to_the_errors_to_addresses_too() {
+    // The oracle (`-odi -oem -O UseErrorsTo=true`, `Errors-To: root`, from daemon to an
+    // unknown user): one notice, to daemon and root, a `To:` line for each.
+    let mut s = settings();
+    let msg = message(
+        "sender@client.example.test",
+        vec![unknown("nosuch@remote.example.test")],
+        "Errors-To: Errors Desk <errors@client.example.test>, root\n",
+    );
+    let p = plan(&s, &msg, at(1));
+    let build_it = |s: &Settings| {
+        let b = Build {
+            settings: s,
+            notice: &p.notices[0],
+            id: QueueId::new("6B2GCFR8017990").unwrap(),
+            now: at(1),
+        };
+        build(&b, &msg)
+    };
+    let off = build_it(&s);
+    assert_eq!(
+        off.envelope.recipients.len(),
+        1,
+        "UseErrorsTo is false by default"
+    );
+    s.use_errors_to = true;
+    let on = build_it(&s);
+    let to: Vec<&str> = on
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(
+        to,
+        [
+            "sender@client.example.test",
+            "errors@client.example.test",
+            "root"
+        ]
+    );
+    let text = String::from_utf8(on.body).unwrap();
+    assert!(
+        text.contains(
+            "To: <sender@client.example.test>\nTo: <errors@client.example.test>\nTo: <root>\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn rrt_implies_dsn_turns_return_receipt_to_into_a_receipt_for_the_sender() {
+    // The oracle (`-O RrtImpliesDsn=true`, `Return-Receipt-To: root`, from daemon to
+    // daemon): "DSN: Return receipt" to daemon, the envelope sender, not to root.
+    let mut s = settings();
+    let mut done = Recipient::new("daemon");
+    done.state = DeliveryState::Done;
+    let msg = message(
+        "sender@client.example.test",
+        vec![done],
+        "Return-Receipt-To: root\n",
+    );
+    assert_eq!(kinds(&plan(&s, &msg, at(1))), [], "off by default");
+    s.rrt_implies_dsn = true;
+    assert_eq!(
+        kinds(&plan(&s, &msg, at(1))),
+        [(Kind::Success, sender(), vec![0])]
+    );
+    // An explicit NOTIFY wins over the header.
+    let mut never = msg.clone();
+    never.envelope.recipients[0].notify.never = true;
+    assert_eq!(kinds(&plan(&s, &never, at(1))), []);
+}

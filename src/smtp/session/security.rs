@@ -189,6 +189,12 @@ impl Session {
             self.refuse_guessing(n, out);
             return;
         }
+        // sendmail's "crude way to avoid crack attempts": every AUTH that gets this far counts,
+        // limit one more than the mechanisms offered.
+        let limit = u32::try_from(offered.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        self.attack_check(super::Counter::Auth(limit), "AUTH", out);
         let mut words = arg.split_ascii_whitespace();
         let Some(name) = words.next() else {
             out.push(Action::Reply(reply::auth_mechanism_required()));
@@ -199,7 +205,20 @@ impl Session {
             out.push(Action::Reply(reply::auth_mechanism_unavailable(name)));
             return;
         };
-        let (exchange, step) = Exchange::start(mech, words.next());
+        let initial = words.next();
+        if let Some(text) = initial.filter(|t| !crate::auth::is_base64(t)) {
+            if self.ctx.log_level > 5 {
+                let text = format!(
+                    "AUTH decode64 error [-5 for \"{}\"], relay={}",
+                    reply::shorten(text, reply::MAXSHORTSTR),
+                    self.ctx.client.display()
+                );
+                self.log(Severity::Warning, true, text, out);
+            }
+            out.push(Action::Reply(reply::auth_cannot_decode_initial(text)));
+            return;
+        }
+        let (exchange, step) = Exchange::start(mech, initial);
         self.auth_step(exchange, step, out);
     }
 
@@ -244,8 +263,11 @@ impl Session {
         // Acting as someone else is not supported: the authzid must be the user itself.
         let as_self = creds.authzid.as_ref().is_none_or(|z| *z == creds.authcid);
         if !(ok && as_self) {
-            let why = "authentication failure (-13) SASL(-13): authentication failure: Password verification failed";
-            self.auth_failure(mech, why, Some(&creds.authcid), out);
+            let why = format!(
+                "authentication failure (-13) SASL(-13): authentication failure: {}",
+                mech.refusal()
+            );
+            self.auth_failure(mech, &why, Some(&creds.authcid), out);
             return;
         }
         if self.ctx.log_level > 8 {

@@ -277,3 +277,56 @@ fn credentials_never_reach_the_log() {
     assert_eq!(loggable("auth login"), "auth login");
     assert_eq!(loggable("MAIL FROM:<a@b>"), "MAIL FROM:<a@b>");
 }
+
+#[test]
+fn login_refusals_use_the_login_plug_ins_words() {
+    let mut s = session("", "127.0.0.1", false);
+    say(&mut s, "AUTH LOGIN");
+    say(&mut s, &STANDARD.encode("alice"));
+    let refused = say(&mut s, &STANDARD.encode("guess"));
+    assert_eq!(
+        logs(&refused),
+        [
+            "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication \
+          failure: checkpass failed, user=alice, relay=[127.0.0.1]"
+        ]
+    );
+}
+
+#[test]
+fn every_auth_command_counts_and_the_one_past_the_mechanisms_is_logged_as_an_attack() {
+    // Two mechanisms offered: the limit is three AUTH commands (sendmail: n_mechs + 1).
+    let mut s = session("", "127.0.0.1", false);
+    for cmd in ["AUTH CRAM-MD5", "AUTH"] {
+        assert_eq!(logs(&say(&mut s, cmd)), Vec::<String>::new(), "{cmd}");
+    }
+    let third = say(&mut s, &plain("alice", "secret"));
+    assert_eq!(
+        logs(&third)[0],
+        "[127.0.0.1]: possible SMTP attack: command=AUTH, count=3"
+    );
+    assert!(third.contains(&Action::Delay(Duration::from_secs(1))));
+    assert_eq!(replies(&third), ["235 2.0.0 OK Authenticated\r\n"]);
+}
+
+#[test]
+fn an_initial_response_that_is_not_base64_is_refused_and_logged_as_sendmail_does() {
+    let mut s = session("", "127.0.0.1", false);
+    let out = say(&mut s, "AUTH PLAIN !!!notbase64");
+    assert_eq!(
+        replies(&out),
+        ["501 5.5.4 cannot BASE64 decode '!!!notbase64'\r\n"]
+    );
+    assert_eq!(
+        logs(&out),
+        ["AUTH decode64 error [-5 for \"!!!notbase64\"], relay=[127.0.0.1]"]
+    );
+    // After a challenge the answer is sendmail's other wording, and nothing is logged.
+    say(&mut s, "AUTH LOGIN");
+    let out = say(&mut s, "###");
+    assert_eq!(
+        replies(&out),
+        ["501 5.5.4 cannot decode AUTH parameter ###\r\n"]
+    );
+    assert!(logs(&out).is_empty());
+}
