@@ -27,9 +27,18 @@ pub struct Credentials {
     pub sasl_mech_list: Option<Vec<String>>,
     /// Lines for the log: what is not offered because its file does not exist.
     pub notes: Vec<String>,
+    /// Neither ServerCertFile nor its key is set: no STARTTLS. sendmail says so
+    /// (`STARTTLS: ServerCertFile missing`, a warning) only at LogLevel 13 and above, right
+    /// after its `starting daemon` line ([`Credentials::SERVER_CERT_MISSING`]).
+    pub server_cert_unset: bool,
 }
 
 impl Credentials {
+    /// sendmail's start-up warning when no server certificate is configured.
+    pub const SERVER_CERT_MISSING: &str = "STARTTLS: ServerCertFile missing";
+    /// The LogLevel above which sendmail logs it (8.17.1.9 on Debian's cf: at 13, not 12).
+    pub const SERVER_CERT_MISSING_LEVEL: u32 = 12;
+
     /// Loads both; every error, each naming its file and line. A file named in the cf that
     /// does not exist is not an error (the embedded default names the usual places before
     /// anything is there): that feature is off and a note says why, as sendmail logs
@@ -52,9 +61,7 @@ impl Credentials {
                 None
             }),
         };
-        if tls.is_none() && missing.is_none() {
-            notes.push("STARTTLS: ServerCertFile missing".to_string());
-        }
+        let server_cert_unset = tls.is_none() && missing.is_none();
         let passwords = match crate::tls::option_path(cfg, "AuthPasswordFile") {
             None => None,
             Some(path) if !path.exists() => {
@@ -108,6 +115,7 @@ impl Credentials {
                 saslauthd,
                 sasl_mech_list,
                 notes,
+                server_cert_unset,
             })
         } else {
             Err(errors)

@@ -324,7 +324,9 @@ fn log_recovery(logger: &Logger, report: &crate::queue::RecoveryReport) {
     }
 }
 
-fn logger_start_line(logger: &Logger, inv: &Invocation) {
+/// sendmail's start-up lines: `starting daemon (…): SMTP…`, at LogLevel 13 and above the
+/// STARTTLS warning, above 9 `started as: …`.
+fn logger_start_line(logger: &Logger, inv: &Invocation, credentials: &Credentials) {
     let mut what = String::from("SMTP");
     if let Some(q) = &inv.queue_interval {
         what.push_str(&format!("+queueing@{}", crate::cli::format_interval(q)));
@@ -337,6 +339,13 @@ fn logger_start_line(logger: &Logger, inv: &Invocation) {
         None,
         format_args!("starting daemon ({}): {what}", crate::VERSION),
     );
+    if credentials.server_cert_unset && logger.level() > Credentials::SERVER_CERT_MISSING_LEVEL {
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!("{}", Credentials::SERVER_CERT_MISSING),
+        );
+    }
     if logger.level() > 9 {
         logger.log(
             Severity::Info,
@@ -456,7 +465,7 @@ async fn serve(
         );
         return EX_OSERR;
     };
-    logger_start_line(&shared.logger, &inv);
+    logger_start_line(&shared.logger, &inv, &shared.current().credentials);
     let shutdown = Shutdown::new();
     let mut running: HashMap<ListenerKey, Running> = HashMap::new();
     let daemons = shared.config().daemons.clone();
@@ -528,11 +537,14 @@ async fn serve(
             _ = int.recv() => break,
         }
     }
-    shared.logger.log(
-        Severity::Info,
-        Some("NOQUEUE"),
-        format_args!("stopping daemon, reason=signal"),
-    );
+    // sendmail's shutdown_daemon says so above LogLevel 9
+    if shared.logger.level() > 9 {
+        shared.logger.log(
+            Severity::Info,
+            Some("NOQUEUE"),
+            format_args!("stopping daemon, reason=signal"),
+        );
+    }
     for (_, r) in running.drain() {
         let _ = r.stop.send(());
         let _ = r.task.await;
@@ -667,10 +679,12 @@ async fn reload(
         .filter(|k| !wanted.contains(k))
         .cloned()
         .collect();
+    let mut closed = Vec::new();
     for k in gone {
         if let Some(r) = running.remove(&k) {
             let _ = r.stop.send(());
             let _ = r.task.await;
+            closed.push(format!("{} (port {})", k.0.name, k.0.port));
         }
     }
     let (mut kept, mut opened) = (0, 0);
@@ -731,11 +745,23 @@ async fn reload(
             format_args!("cannot reopen the mail log: {e}"),
         );
     }
-    shared.logger.log(
-        Severity::Info,
-        None,
-        format_args!("configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened"),
-    );
+    // sendmail restarts itself (exec) on SIGHUP, so its log goes on with the new process's
+    // start-up lines; a daemon gone from the cf is simply not opened again.
+    logger_start_line(&shared.logger, inv, &shared.current().credentials);
+    if shared.logger.level() > 9 {
+        let closed = if closed.is_empty() {
+            String::new()
+        } else {
+            format!("; closed: {}", closed.join(", "))
+        };
+        shared.logger.log(
+            Severity::Info,
+            None,
+            format_args!(
+                "configuration reloaded: {kept} daemon(s) kept, {opened} (re)opened{closed}"
+            ),
+        );
+    }
     Some(shared.config())
 }
 
@@ -776,12 +802,16 @@ async fn open_listener(
 }
 
 /// Starts the accept loop of one listener.
+/// sendmail logs nothing per listener; the port is logged only when `Port=0` left it to the
+/// kernel (nothing else tells where the daemon listens), or at LogLevel 14 and above.
 fn start(l: Listener, shared: &Arc<Shared>, shutdown: &Shutdown) -> Running {
-    shared.logger.log(
-        Severity::Info,
-        None,
-        format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
-    );
+    if l.daemon.port == 0 || shared.logger.level() > 13 {
+        shared.logger.log(
+            Severity::Info,
+            None,
+            format_args!("daemon {}: listening on {}", l.daemon.name, l.local),
+        );
+    }
     let (stop, stopped) = oneshot::channel();
     let shared = shared.clone();
     let daemon = Arc::new(l.daemon.clone());

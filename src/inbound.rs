@@ -88,11 +88,7 @@ pub async fn serve_client<S>(
     // check_relay may still make this a "nullserver" session (below).
     let mut ctx = session_context(&current, client, origin);
     if let Some(runs) = shared.queue_runs.get() {
-        ctx.features.etrn = true;
-        ctx.policy = Arc::new(EtrnRuns {
-            inner: ctx.policy.clone(),
-            runs: runs.clone(),
-        });
+        offer_etrn(&mut ctx, runs.clone());
     }
     if let Some((reply, log)) = relay_reject {
         shared
@@ -274,14 +270,19 @@ fn connection_macros(
 /// The ESMTP extensions offered, the same for daemon connections and `-bs` (sendmail's
 /// `-bs` offers what its daemon offers, samples/42): DSN parameters are kept with each
 /// queued message (RET, ENVID, NOTIFY, ORCPT); EXPN (and with it VERB) is answered from the
-/// aliases and the passwd file; CHUNKING always; SMTPUTF8 with the `SmtpUTF8` option. DSN
-/// only with `SendMimeErrors` (its default is true; sendmail 8.17.1.9 with
-/// `O SendMimeErrors=False` lists no DSN and answers RET/ENVID/NOTIFY/ORCPT with
-/// `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
+/// aliases and the passwd file; DELIVERBY unless `DeliverByMin` is below 0 (sendmail's
+/// default 0 offers it, so Debian's daemon lists `DELIVERBY`); CHUNKING only with our
+/// `Chunking` option (sendmail 8.17 has none, and a drop-in answers EHLO as it does);
+/// SMTPUTF8 with the `SmtpUTF8` option. DSN only with `SendMimeErrors` (its default is
+/// true; sendmail 8.17.1.9 with `O SendMimeErrors=False` lists no DSN and answers
+/// RET/ENVID/NOTIFY/ORCPT with `504 5.7.0 Sorry, RET not supported, we do not allow DSN`).
 pub fn server_features(cfg: &Config) -> Features {
     Features {
         dsn: cfg.options.send_mime_errors,
         expn: true,
+        deliverby: cfg.options.deliver_by_min >= 0,
+        deliver_by_min: cfg.options.deliver_by_min,
+        chunking: cfg.options.chunking,
         smtputf8: cfg.options.smtp_utf8,
         ..Features::default()
     }
@@ -380,6 +381,16 @@ fn security(current: &Current, client: &ClientInfo) -> Security {
         auth_needs_tls: !loopback || o.auth_options.iter().any(|w| w == "p"),
         failure_limit: None,
     }
+}
+
+/// Offers ETRN in a session whose queue runs `runs` starts (the daemon's runner; for
+/// `sendmail -bs` a detached `sendmail -qR…`, as sendmail's `-bs` forks one).
+pub fn offer_etrn(ctx: &mut SessionContext, runs: crate::runtime::QueueRunHook) {
+    ctx.features.etrn = true;
+    ctx.policy = Arc::new(EtrnRuns {
+        inner: ctx.policy.clone(),
+        runs,
+    });
 }
 
 /// ETRN (RFC 1985) as sendmail 8.17 answers it, on a daemon whose queue runner takes

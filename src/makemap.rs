@@ -235,6 +235,23 @@ impl Builder {
     }
 }
 
+/// `makemap hash TEXT < TEXT` with makemap's default options: `TEXT.db` built from the
+/// text file `TEXT` (mode 0640). Problem lines are left out, as makemap leaves them.
+pub fn build_from_text(text: &Path) -> Result<(), mapdb::MapDbError> {
+    let o = Options::parse(&["hash".to_string(), text.display().to_string()])
+        .expect("fixed makemap arguments");
+    let bytes = std::fs::read(text).map_err(|source| mapdb::MapDbError::Io {
+        op: "read",
+        path: text.to_path_buf(),
+        source,
+    })?;
+    let mut b = Builder::default();
+    for (n, line) in bytes.split(|&c| c == b'\n').enumerate() {
+        b.line(&o, n + 1, line.strip_suffix(b"\r").unwrap_or(line));
+    }
+    mapdb::write_atomically(&mapdb::db_path(text), &b.encode(), 0o640)
+}
+
 /// `makemap ARGS < TEXT`. Returns the exit status.
 pub fn run(
     args: &[String],
@@ -355,7 +372,7 @@ fn build(
         let _ = writeln!(err, "makemap: {}: {p}", o.name.display());
     }
     if let Err(e) = mapdb::write_atomically(db, &b.encode(), 0o640) {
-        let _ = writeln!(err, "{}: {e}", open_error(o));
+        let _ = writeln!(err, "{}: {}", open_error(o), reason(&e));
         return EX_CANTCREAT;
     }
     give_to(db, trusted, err);

@@ -303,6 +303,13 @@ impl RulesPolicy {
                 .unwrap_or_default()
         });
         let addr = client.ip.map(format_ip).unwrap_or_default();
+        // sendmail's process for a connection opens the maps anew: a rebuilt map is read,
+        // a missing map file is reported (SYSERR) once per connection, at its first lookup.
+        {
+            let mut e = self.rules.engine();
+            e.maps.reopen();
+            e.reported_maps.clear();
+        }
         let (code, dsn, text) = self.run(conn, None, "check_relay", &name, Some(&addr))?;
         let reply = Reply::new(code, dsn.as_deref(), text);
         let log = format!(
@@ -642,6 +649,13 @@ mod tests {
 
     /// The rulesets of Debian's stock sendmail.cf (tests/fixtures), as the daemon loads them.
     fn debian_rules() -> RulesPolicy {
+        // the access map as the harness installs it, built with makemap (a hash map is
+        // read from its .db only); the map is read into memory here, so the directory
+        // may go at the end of this function
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access");
+        std::fs::copy("tests/differential/env/etc/mail/access", &access).unwrap();
+        crate::makemap::build_from_text(&access).unwrap();
         let text = std::fs::read_to_string("tests/fixtures/debian-sendmail.cf")
             .unwrap()
             .replace(
@@ -650,7 +664,7 @@ mod tests {
             )
             .replace(
                 "-T<TMPF> /etc/mail/access",
-                "-T<TMPF> tests/differential/env/etc/mail/access",
+                &format!("-T<TMPF> {}", access.display()),
             );
         let host = crate::rules::cf::HostInfo {
             hostname: "oracle.example.test".into(),

@@ -255,6 +255,7 @@ fn prepare(
         }),
         envid: msg.mail_params.envid.clone(),
         smtputf8: msg.mail_params.smtputf8,
+        deliver_by: msg.mail_params.by,
     };
     env.client = queue::ClientInfo {
         daemon: Some(msg.daemon_name.clone()),

@@ -96,7 +96,11 @@ impl Current {
             .map_err(|e| CurrentError::ClientPortOptions(e.to_string()))?;
         let dsn = dsn::Settings::from_config(&config);
         let privacy = Privacy::parse(&config.options.privacy_options.join(","));
-        let rules = rules_engine(&config, &mut warnings).map(|(e, m)| Arc::new(Handle::new(e, &m)));
+        let rules = rules_engine(&config, &mut warnings).map(|(mut e, m)| {
+            // sendmail's syserr (a missing map file) goes to the mail log too.
+            e.syserr_log = logger.clone().map(|l| (l, real_user_name(&config)));
+            Arc::new(Handle::new(e, &m))
+        });
         let rules_policy = rules.clone().map(|h| Arc::new(RulesPolicy::new(h)));
         let relay: Arc<dyn Policy> = match &rules_policy {
             Some(r) => r.clone(),
@@ -146,6 +150,19 @@ impl Current {
 /// The ruleset engine for a cf with `check_relay`/`check_mail`/`check_rcpt` rulesets, built
 /// from the configuration already read (so the rulesets and the options are of one
 /// generation: the file is not read again).
+/// sendmail's `RealUserName` in `SYSERR(user)`: who started the daemon (root, when it has
+/// since become `RunAsUser`).
+fn real_user_name(config: &Config) -> String {
+    let uid = nix::unistd::getuid();
+    if config.options.run_as_user.is_some() && !uid.is_root() {
+        return "root".into();
+    }
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
 fn rules_engine(
     config: &Config,
     warnings: &mut Vec<String>,

@@ -20,7 +20,7 @@ use chrono::Local;
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::config::macros::{Layered, expand, rfc5322_date};
-use crate::inbound::{Origin, conn_options, server_features, session_context};
+use crate::inbound::{Origin, conn_options, offer_etrn, server_features, session_context};
 use crate::log::{Logger, Severity};
 use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
 use crate::receive::{Destination, QueueSink};
@@ -28,7 +28,7 @@ use crate::runtime::{Current, load_config, make_logger};
 use crate::smtp::conn;
 use crate::smtp::session::{ClientInfo, Session};
 use crate::sysexits::{
-    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE,
+    EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE,
 };
 
 /// The invoking user's login name (`root` when it cannot be found).
@@ -156,29 +156,35 @@ pub fn deliver(inv: &Invocation) -> i32 {
 /// into the queue and delivers this message; a daemon started meanwhile is asked to instead).
 /// A user's submission waits in the maildrop for the daemon or `sendmail -q`.
 fn deliver_in_background(inv: &Invocation, qid: &str) {
+    queue_run_in_background(&inv.args, &format!("-qI{qid}"));
+}
+
+/// A detached `sendmail <run>` (`-qI<id>`, `-qR<limit>`) with this command's `-C` and
+/// options; not waited for. Returns whether it started.
+fn queue_run_in_background(args: &crate::cli::args::LowArgs, run: &str) -> bool {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
-        return;
+        return false;
     };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg0("sendmail");
-    if let Some(cf) = &inv.args.config_file {
+    if let Some(cf) = &args.config_file {
         cmd.arg("-C").arg(cf);
     }
-    for (name, value) in &inv.args.options {
+    for (name, value) in &args.options {
         if name.chars().count() == 1 {
             cmd.arg(format!("-o{name}{value}"));
         } else {
             cmd.arg("-O").arg(format!("{name}={value}"));
         }
     }
-    cmd.arg(format!("-qI{qid}"))
+    cmd.arg(run)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
     // Not waited for: it outlives this process (reparented to init), as sendmail's child does.
-    let _ = cmd.spawn();
+    cmd.spawn().is_ok()
 }
 
 /// The message as read, and what the command line said about it.
@@ -411,6 +417,10 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
     };
     let mut macros = BTreeMap::new();
     macros.insert("_".to_string(), client.display());
+    // sendmail's `-bs` defines `{client_addr}` as `0` and leaves `{client_name}` and
+    // `{client_resolve}` undefined: Debian's greeting then reads `(No UCE/UBE) logging
+    // access from: ()-root@localhost` (the oracle; tests/differential/scenarios/21a-*).
+    macros.insert("client_addr".to_string(), "0".to_string());
     macros.insert(
         "daemon_flags".to_string(),
         crate::config::daemon_options::Modifiers::parse("cu").daemon_flags(),
@@ -425,7 +435,14 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
         ids: Arc::new(QueueIdGen::new()),
         auth_limit: None,
     };
-    let ctx = session_context(&current, client, origin);
+    let mut ctx = session_context(&current, client, origin);
+    // sendmail's `-bs` offers ETRN and forks a queue run for it: here a detached
+    // `sendmail -qR<limit>` (the oracle answers `250 2.0.0 Queuing for node … started`).
+    let args = inv.args.clone();
+    offer_etrn(
+        &mut ctx,
+        Arc::new(move |limit: &str| queue_run_in_background(&args, &format!("-qR{limit}"))),
+    );
 
     let mut sink = QueueSink::new(
         Destination::Maildrop(cfg.options.queue_directory.clone()),
@@ -453,7 +470,9 @@ pub fn smtp_on_stdio(inv: &Invocation) -> i32 {
 
 /// `sendmail -bv addr…`: says where each address would be delivered, as sendmail prints it
 /// (`root... deliverable: mailer local, user root`; `x... User unknown`), aliases expanded,
-/// each final address once. Exit 67 (EX_NOUSER) when any address is unknown.
+/// each final address once. The exit status is the first refusal's (sendmail's `setstat`):
+/// 67 (EX_NOUSER) for an unknown user, an `error:` mailer's by its DSN (65 for 5.7.1), 64
+/// for a syntax error; a temporary `error:` is no failure here.
 pub fn verify(inv: &Invocation) -> i32 {
     use crate::aliases::{Expander, Target, load_all};
     use crate::deliver::route::{Route, route_with};
@@ -475,13 +494,22 @@ pub fn verify(inv: &Invocation) -> i32 {
         }
     };
     let cfg = current.config.clone();
-    let table = load_all(&cfg.options.alias_files).unwrap_or_default();
+    // An alias file that cannot be read: sendmail's alias lookups fail temporarily, so
+    // every local name is kept (deliverable), known user or not.
+    let missing = |spec: &String| {
+        crate::aliases::spec_path(spec)
+            .is_ok_and(|p| !p.exists() && !crate::aliases::db_path(&p).exists())
+    };
+    let (table, aliases_unavailable) = match load_all(&cfg.options.alias_files) {
+        Ok(t) => (t, cfg.options.alias_files.iter().any(missing)),
+        Err(_) => (Default::default(), true),
+    };
     let mut expander = Expander::from_config(&table, &cfg);
     expander.forward = false;
     // (mailer, user) of each final address, and its line: a recipient reached twice (an
     // alias and a virtusertable entry to the same user) is listed once, as the first.
     let mut deliverable: Vec<((String, String), String)> = Vec::new();
-    let mut unknown = false;
+    let mut status = EX_OK;
     // sendmail's -bv has an envelope: each refused address is printed and logged (notice)
     // under its queue id, `6B64nF5V018234: nosuchuser... User unknown`.
     let qid = QueueIdGen::new().next_id();
@@ -495,82 +523,130 @@ pub fn verify(inv: &Invocation) -> i32 {
             deliverable.push((key, line));
         }
     };
-    for addr in inv
-        .args
-        .recipients
-        .iter()
-        .flat_map(|a| parse_address_list(a))
-    {
-        match route_with(current.rules.as_deref(), &cfg, &addr) {
-            Route::Error { text } => {
-                refuse(text);
-                unknown = true;
+    for arg in &inv.args.recipients {
+        // sendmail's prescan: `x<y... Unbalanced '<'`, then the text as it is, a local
+        // name nobody has (`x<y... User unknown`)
+        match unbalanced_angle(arg) {
+            Some(c) if !arg.contains('@') => {
+                refuse(format!("{arg}... Unbalanced '{c}'"));
+                refuse(format!("{arg}... User unknown"));
+                setstat(&mut status, crate::sysexits::EX_NOUSER);
+                continue;
             }
-            Route::Remote { mailer, host, .. } => {
-                // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
-                let user = current
-                    .rules
-                    .as_ref()
-                    .and_then(|r| r.resolve(&addr).ok())
-                    .map_or_else(|| addr.clone(), |(_, _, u)| u);
-                let line =
-                    format!("{addr}... deliverable: mailer {mailer}, host {host}, user {user}");
-                add(&mailer, &user, line)
-            }
-            Route::Local { mailer, user } => {
-                // An address that is no alias keeps its own name in the line (sendmail's
-                // q_paddr): `info@virtual.example.test... deliverable: mailer local, user root`.
-                let aliased = table.get(&user).is_some();
-                for target in expander.expand(&user) {
-                    match target {
-                        Target::User(name)
-                            if nix::unistd::User::from_name(&name).ok().flatten().is_some() =>
-                        {
-                            let shown = if aliased { &name } else { &addr };
+            Some(c) => refuse(format!("{arg}... Unbalanced '{c}'")),
+            None => {}
+        }
+        for addr in parse_address_list(arg) {
+            match route_with(current.rules.as_deref(), &cfg, &addr) {
+                Route::Error { text } => {
+                    let (st, error, syserr) = error_status(current.rules.as_deref(), &addr);
+                    if syserr {
+                        // a configuration error (`buildaddr: unknown mailer bogus`): sendmail's
+                        // syserr, logged as SYSERR(user) at crit
+                        println!("{text}");
+                        logger.log(
+                            Severity::Crit,
+                            Some(&qid),
+                            format_args!("SYSERR({}): {text}", invoking_user()),
+                        );
+                        setstat(&mut status, st);
+                    } else if st == EX_TEMPFAIL {
+                        // sendmail keeps a temporary error: mailer's address (deliverable,
+                        // to the *error* mailer) after saying why
+                        refuse(text);
+                        if let Some((host, user)) = error {
+                            let host = host.map(|h| format!(", host {h}")).unwrap_or_default();
                             let line =
-                                format!("{shown}... deliverable: mailer {mailer}, user {name}");
-                            add(&mailer, &name, line)
+                                format!("{addr}... deliverable: mailer *error*{host}, user {user}");
+                            add("*error*", &user, line);
                         }
-                        Target::User(name) => {
-                            refuse(format!("{name}... User unknown"));
-                            unknown = true;
-                        }
-                        Target::File(p) => {
-                            let p = p.display().to_string();
-                            let line = format!("{p}... deliverable: mailer *file*, user {p}");
-                            add("*file*", &p, line)
-                        }
-                        Target::Program(cmd) => {
-                            let line =
-                                format!("\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\"");
-                            add("prog", &cmd, line)
-                        }
-                        // An alias's address goes through rulesets 3 and 0 again (where
-                        // FEATURE(redirect) answers `551 User has moved` for `x.REDIRECT`).
-                        Target::Remote(r) => match current.rules.as_ref().map(|p| p.resolve(&r)) {
-                            Some(Err(text)) => {
-                                // sendmail parses an alias's address with no current
-                                // recipient, so its message has no `addr... ` in front
-                                let prefix = format!("{r}... ");
-                                refuse(text.strip_prefix(&prefix).unwrap_or(&text).to_string());
-                                unknown = true;
-                            }
-                            Some(Ok((m, h, u))) => {
-                                let host = h.map(|h| format!(", host {h}")).unwrap_or_default();
+                    } else {
+                        refuse(text);
+                        setstat(&mut status, if st == EX_OK { EX_USAGE } else { st });
+                    }
+                }
+                Route::Remote { mailer, host, .. } => {
+                    // the user as ruleset 0 gave it (`host!user@$j`, a virtusertable's `%1`)
+                    let user = current
+                        .rules
+                        .as_ref()
+                        .and_then(|r| r.resolve(&addr).ok())
+                        .map_or_else(|| addr.clone(), |(_, _, u)| u);
+                    let line =
+                        format!("{addr}... deliverable: mailer {mailer}, host {host}, user {user}");
+                    add(&mailer, &user, line)
+                }
+                Route::Local { mailer, user } => {
+                    // An address that is no alias keeps its own name in the line (sendmail's
+                    // q_paddr): `info@virtual.example.test... deliverable: mailer local, user root`.
+                    let aliased = table.get(&user).is_some();
+                    for target in expander.expand(&user) {
+                        match target {
+                            Target::User(name)
+                                if aliases_unavailable
+                                    || nix::unistd::User::from_name(&name)
+                                        .ok()
+                                        .flatten()
+                                        .is_some() =>
+                            {
+                                let shown = if aliased { &name } else { &addr };
                                 let line =
-                                    format!("{r}... deliverable: mailer {m}{host}, user {u}");
-                                add(&m, &u, line)
+                                    format!("{shown}... deliverable: mailer {mailer}, user {name}");
+                                add(&mailer, &name, line)
                             }
-                            None => {
-                                let line = format!("{r}... deliverable: mailer esmtp, user {r}");
-                                add("esmtp", &r, line)
+                            Target::User(name) => {
+                                refuse(format!("{name}... User unknown"));
+                                setstat(&mut status, crate::sysexits::EX_NOUSER);
                             }
-                        },
-                        Target::Error {
-                            address, reason, ..
-                        } => {
-                            refuse(format!("{address}... {reason}"));
-                            unknown = true;
+                            Target::File(p) => {
+                                let p = p.display().to_string();
+                                let line = format!("{p}... deliverable: mailer *file*, user {p}");
+                                add("*file*", &p, line)
+                            }
+                            Target::Program(cmd) => {
+                                let line = format!(
+                                    "\"|{cmd}\"... deliverable: mailer prog, user \"|{cmd}\""
+                                );
+                                add("prog", &cmd, line)
+                            }
+                            // An alias's address goes through rulesets 3 and 0 again (where
+                            // FEATURE(redirect) answers `551 User has moved` for `x.REDIRECT`).
+                            Target::Remote(r) => {
+                                match current.rules.as_ref().map(|p| p.resolve(&r)) {
+                                    Some(Err(text)) => {
+                                        // sendmail parses an alias's address with no current
+                                        // recipient, so its message has no `addr... ` in front
+                                        let prefix = format!("{r}... ");
+                                        refuse(
+                                            text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+                                        );
+                                        let (st, _, _) = error_status(current.rules.as_deref(), &r);
+                                        setstat(
+                                            &mut status,
+                                            if st == EX_OK { EX_USAGE } else { st },
+                                        );
+                                    }
+                                    Some(Ok((m, h, u))) => {
+                                        let host =
+                                            h.map(|h| format!(", host {h}")).unwrap_or_default();
+                                        let line = format!(
+                                            "{r}... deliverable: mailer {m}{host}, user {u}"
+                                        );
+                                        add(&m, &u, line)
+                                    }
+                                    None => {
+                                        let line =
+                                            format!("{r}... deliverable: mailer esmtp, user {r}");
+                                        add("esmtp", &r, line)
+                                    }
+                                }
+                            }
+                            Target::Error {
+                                address, reason, ..
+                            } => {
+                                refuse(format!("{address}... {reason}"));
+                                setstat(&mut status, crate::sysexits::EX_NOUSER);
+                            }
                         }
                     }
                 }
@@ -580,16 +656,85 @@ pub fn verify(inv: &Invocation) -> i32 {
     for (_, line) in deliverable {
         println!("{line}");
     }
-    if unknown {
-        crate::sysexits::EX_NOUSER
-    } else {
-        EX_OK
+    // a temporary failure alone is no failure of -bv (the address stays deliverable)
+    if status == EX_TEMPFAIL { EX_OK } else { status }
+}
+
+/// The bracket an address leaves unbalanced (outside quotes and comments): a `>` with no
+/// `<` open, a `<` inside another, or a `<` never closed. sendmail 8.17's prescan refuses
+/// each (`Unbalanced '<'`).
+fn unbalanced_angle(addr: &str) -> Option<char> {
+    let (mut open, mut quoted, mut comment, mut escaped) = (false, false, 0u32, false);
+    for c in addr.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' if comment == 0 => quoted = !quoted,
+            _ if quoted => {}
+            '(' => comment += 1,
+            ')' if comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            '<' if open => return Some('<'),
+            '<' => open = true,
+            '>' if !open => return Some('>'),
+            '>' => open = false,
+            _ => {}
+        }
     }
+    open.then_some('<')
+}
+
+/// sendmail's `setstat`: the first status that is neither OK nor a temporary failure.
+fn setstat(status: &mut i32, st: i32) {
+    if *status == EX_OK || *status == EX_TEMPFAIL {
+        *status = st;
+    }
+}
+
+/// The exit status sendmail's `buildaddr` sets for a refused address (an `error:` mailer's
+/// DSN through `dsntoexitstat`, a syntax error's 64), the `error:` triple's host and user,
+/// and whether the refusal was a configuration error (a syserr).
+fn error_status(
+    rules: Option<&crate::rules::handle::Handle>,
+    addr: &str,
+) -> (i32, Option<(Option<String>, String)>, bool) {
+    use crate::rules::address::{Use, parseaddr};
+    let Some(h) = rules else {
+        return (crate::sysexits::EX_NOUSER, None, false);
+    };
+    let mut e = h.engine();
+    e.exit_stat = EX_OK;
+    e.syserr_seen = false;
+    let parsed = parseaddr(&mut e, h.mailers(), addr.as_bytes(), Use::default());
+    let _ = crate::rules::check::take_messages(&mut e);
+    let st = std::mem::replace(&mut e.exit_stat, EX_OK);
+    let syserr = std::mem::take(&mut e.syserr_seen);
+    let error = parsed.filter(|a| a.mailer == "*error*").map(|a| {
+        (
+            a.host.map(|h| String::from_utf8_lossy(&h).into_owned()),
+            String::from_utf8_lossy(&a.user).into_owned(),
+        )
+    });
+    (st, error, syserr)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unbalanced_angle_brackets_as_sendmails_prescan_finds_them() {
+        // the oracle's -bv: `bad>addr` '>', `x<y` and `a<b<c>` '<'
+        assert_eq!(unbalanced_angle("bad>addr"), Some('>'));
+        assert_eq!(unbalanced_angle("x<y"), Some('<'));
+        assert_eq!(unbalanced_angle("a<b<c>"), Some('<'));
+        for fine in ["root", "Name <a@b>", "\"x<y\"@b", "a (x<y) <b@c>", "a\\<b"] {
+            assert_eq!(unbalanced_angle(fine), None, "{fine}");
+        }
+    }
 
     fn sub(text: &str, t: bool, i: bool, args: &[&str]) -> Result<(String, Vec<String>), String> {
         let s = Submission {

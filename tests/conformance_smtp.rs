@@ -56,6 +56,7 @@ fn oracle_env(conf: &Path) -> OracleEnv {
     for f in ["access", "aliases"] {
         std::fs::copy(conf.join("env/oracle").join(f), root.join("run").join(f)).unwrap();
     }
+    support::makemap(&root.join("run/access"));
     std::fs::copy(
         conf.join("env/debian/etc/mail/helpfile"),
         root.join("run/helpfile"),

@@ -90,6 +90,7 @@ fn relay_once(literal: &str, listen: &str, relay: &str) {
         format!("AuthInfo:{addr_key} \"U:relayuser\" \"P:s3cret\" \"M:PLAIN\"\n"),
     )
     .unwrap();
+    support::makemap(&authinfo);
     let cf = format!(
         "Djmta.example.test\n\
          DSrelay:{literal}\n\

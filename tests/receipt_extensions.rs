@@ -21,6 +21,9 @@ O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1
 O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1
 ";
 
+/// Our `Chunking` option: CHUNKING/BDAT is off by default (sendmail 8.17 has none).
+const CHUNKING: [&str; 2] = ["-O", "Chunking=true"];
+
 /// Receipt only: delivery would write to this machine's /var/mail.
 const QUEUE_ONLY: [&str; 2] = ["-O", "DeliveryMode=queueonly"];
 
@@ -58,7 +61,7 @@ fn pipelined_bdat_chunks_land_in_the_queue_byte_for_byte_on_both_families() {
     let first: &[u8] = b"Subject: chunked\r\nMessage-Id: <c1@client.example.test>\r\n\r\n.\r\nMAIL FROM:<evil@x>\r\n";
     let second: &[u8] = b"nul \x00 and 8bit \xe9\r\n..two dots\r\n";
     for name in ["MTA-v6", "MTA-v4"] {
-        let mut d = start(&[]);
+        let mut d = start(&CHUNKING);
         let mut c = Smtp::connect(d.addr_of(name));
         assert!(ehlo(&mut c).contains(&"250-CHUNKING".to_string()));
         let mut wire =
@@ -99,7 +102,7 @@ fn pipelined_bdat_chunks_land_in_the_queue_byte_for_byte_on_both_families() {
 
 #[test]
 fn bdat_without_a_transaction_is_read_and_refused_and_data_after_bdat_is_503() {
-    let mut d = start(&[]);
+    let mut d = start(&CHUNKING);
     let mut c = Smtp::connect(d.addr_of("MTA-v6"));
     ehlo(&mut c);
     // The octets are consumed even though the command is refused: "QUIT\r\n" inside the
@@ -121,7 +124,7 @@ fn bdat_without_a_transaction_is_read_and_refused_and_data_after_bdat_is_503() {
 
 #[test]
 fn a_bdat_message_over_max_message_size_is_refused_at_the_chunk_that_breaks_it() {
-    let mut d = start(&["-O", "MaxMessageSize=1000"]);
+    let mut d = start(&["-O", "MaxMessageSize=1000", "-O", "Chunking=true"]);
     let mut c = Smtp::connect(d.addr_of("MTA-v4"));
     let keywords = ehlo(&mut c);
     assert!(
@@ -206,6 +209,26 @@ fn smtputf8_addresses_are_accepted_with_the_option_and_kept_with_the_message() {
     let body = String::from_utf8(m.body).unwrap();
     assert!(body.contains("with UTF8SMTP id"), "{body}");
     assert!(body.contains("Subject: café"), "{body}");
+}
+
+#[test]
+fn without_the_option_chunking_is_not_offered_and_bdat_is_an_unknown_command() {
+    let mut d = start(&[]);
+    let mut c = Smtp::connect(d.addr_of("MTA-v4"));
+    let keywords = ehlo(&mut c);
+    assert!(
+        !keywords.iter().any(|k| k.contains("CHUNKING")),
+        "{keywords:?}"
+    );
+    assert!(
+        keywords.iter().any(|k| k == "250-DELIVERBY"),
+        "{keywords:?}"
+    );
+    assert_eq!(
+        c.cmd("BDAT 0 LAST")[0],
+        "500 5.5.1 Command unrecognized: \"BDAT 0 LAST\""
+    );
+    d.stop();
 }
 
 #[test]
@@ -339,7 +362,7 @@ fn bs_offers_what_the_daemon_offers() {
         "8BITMIME",
         "SIZE",
         "DSN",
-        "CHUNKING",
+        "DELIVERBY",
         "HELP",
     ] {
         assert!(
@@ -347,6 +370,7 @@ fn bs_offers_what_the_daemon_offers() {
             "{k} missing from {keywords:?}"
         );
     }
+    assert!(!keywords.contains(&"CHUNKING".to_string()), "{keywords:?}");
     input.write_all(b"QUIT\r\n").unwrap();
     reply();
     drop(input);

@@ -671,3 +671,37 @@ fn local_deliveries_to_one_recipient_run_at_most_two_at_once() {
         "{max} deliveries to one mailbox at once"
     );
 }
+
+#[test]
+fn a_queue_run_has_at_most_max_runners_per_queue_messages_in_delivery() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let dir = open_dir();
+    let mda = counting_mda(dir.path());
+    // Debian's cf sets MaxRunnersPerQueue=5; here 3, with the per-mailbox bound (ours) out
+    // of the way, so that only the runners bound the run.
+    let extra = format!(
+        "O MaxRunnersPerQueue=3\nO LocalDestinationConcurrencyLimit=20\n\
+         Mlocal, P={}, F=lsDFMAw5:/|@qSP9, T=DNS/RFC822/X-Unix, A=count $u\n",
+        mda.display()
+    );
+    let mut d = Daemon::start(&cf(sink.port, &extra), &["-O", "DeliveryMode=queueonly"]);
+    assert!(!d.log_text().contains("MaxRunnersPerQueue"), "no warning");
+    let v6 = d.addr_of("MTA-v6");
+    for _ in 0..9 {
+        send(
+            v6,
+            "alice@client.example.test",
+            &["nobody@mta.example.test".into()],
+        );
+    }
+    // `sendmail -q` is a queue run: nine messages, never more than three at once.
+    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("done").lines().count(), 9);
+    let max: usize = read("max").trim().parse().unwrap();
+    assert!(
+        (1..=3).contains(&max),
+        "{max} messages in delivery at once in one queue run"
+    );
+}

@@ -194,24 +194,31 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
 }
 
 /// `newaliases` / `-bi` over every `AliasFile`: rebuilds each, prints sendmail's figures
-/// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`.
+/// line on `out` and logs both lines; every problem goes to `err` as `file: line N: …`
+/// (a bad entry in sendmail's words: `line 2: missing colon`).
 /// As sendmail 8.17 (tests/differential 37-newaliases-bad-lines): a file with bad entries
 /// is still compiled with its good ones, each bad one is also logged as
 /// `SYSERR(user): file: line N: …` (crit), and the exit code is then `EX_SOFTWARE` (70).
-/// Otherwise: `EX_OK`, `EX_DATAERR` (an unsupported spec), `EX_NOINPUT` / `EX_CANTCREAT` (I/O).
+/// Otherwise: `EX_OK` (also when an alias file cannot be read: `newaliases: cannot open
+/// FILE: No such file or directory`, as sendmail), `EX_DATAERR` (an unsupported spec),
+/// `EX_CANTCREAT` (writing the map).
 pub fn run_newaliases(
     specs: &[String],
     logger: &Logger,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_NOINPUT, EX_OK};
+    use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_OK};
     let mut code = EX_OK;
     for spec in specs {
         match rebuild(spec) {
             Ok(stats) => {
-                for w in stats.warnings.iter().chain(&stats.errors) {
+                for w in &stats.warnings {
                     let _ = writeln!(err, "{w}");
+                }
+                // each bad entry in sendmail's words, as its newaliases prints them
+                for e in &stats.errors {
+                    let _ = writeln!(err, "{}", e.sendmail_words());
                 }
                 if stats.errors.is_empty() {
                     stats.log(logger);
@@ -235,11 +242,20 @@ pub fn run_newaliases(
                 }
                 let _ = writeln!(out, "{}", stats.figures_line());
             }
+            // sendmail 8.17: an alias file that cannot be read is said so and skipped;
+            // the exit status stays (0 if nothing else failed)
+            Err(AliasError::Io {
+                op: "read",
+                path,
+                source,
+            }) => {
+                let why = crate::log::open_error_text(&source);
+                let _ = writeln!(err, "newaliases: cannot open {}: {why}", path.display());
+            }
             Err(e) => {
                 let _ = writeln!(err, "newaliases: {e}");
                 code = match e {
                     AliasError::Parse(_) => EX_DATAERR,
-                    AliasError::Io { op: "read", .. } => EX_NOINPUT,
                     AliasError::UnsupportedSpec(_) => EX_DATAERR,
                     _ => EX_CANTCREAT,
                 };
@@ -251,7 +267,8 @@ pub fn run_newaliases(
 
 /// Compiled map: the shared map format ([`crate::mapdb`]), keys the lower-cased alias
 /// names, values the right-hand sides, so that the rules' `aliases` map and local delivery
-/// read the same file.
+/// read the same file. Plus sendmail's `@` → `@` entry, its mark of a completed rebuild
+/// (`makemap -u` of the oracle's aliases.db lists it).
 pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
     let entries = table
         .iter()
@@ -261,9 +278,16 @@ pub(super) fn encode_db(table: &AliasTable) -> Vec<u8> {
                 a.rhs.clone().into_bytes(),
             )
         })
+        .chain(std::iter::once((
+            REBUILT_MARK.to_vec(),
+            REBUILT_MARK.to_vec(),
+        )))
         .collect();
     mapdb::encode(entries)
 }
+
+/// sendmail's key (and value) that marks an alias map as completely rebuilt.
+const REBUILT_MARK: &[u8] = b"@";
 
 /// The table stored in a compiled map (names lower-cased, in key order; line numbers are
 /// those of the text, which the map does not keep, so 0).
@@ -271,7 +295,7 @@ pub(super) fn decode_db(bytes: &[u8], path: &Path) -> Result<AliasTable, AliasEr
     let corrupt = || AliasError::CorruptDb(path.to_path_buf());
     let db = mapdb::MapDb::decode(bytes.to_vec()).map_err(|_| corrupt())?;
     let mut table = AliasTable::default();
-    for (k, v) in db.iter() {
+    for (k, v) in db.iter().filter(|(k, _)| *k != REBUILT_MARK) {
         let name = String::from_utf8(k.to_vec()).map_err(|_| corrupt())?;
         let rhs = String::from_utf8(v.to_vec()).map_err(|_| corrupt())?;
         table.insert(Alias { name, rhs, line: 0 }, path);

@@ -195,6 +195,11 @@ const OWN_OPTIONS: &[Entry] = &[
         "Bytes per second a message must average after a grace of Timeout.datablock (at most 5 minutes); default 500, 0 for none.",
     ),
     e(
+        "Chunking=",
+        "bool",
+        "Offer CHUNKING (BDAT, RFC 3030); default false, because sendmail 8.17 has no CHUNKING and a drop-in answers EHLO as sendmail does.",
+    ),
+    e(
         "MetricsAddress=",
         "addr:port",
         "Serve /metrics (Prometheus text format) and /healthz over HTTP on this address, e.g. [::1]:9125; unset, no listener. A non-loopback address is a configuration error unless MetricsAllowRemote is set too.",

@@ -180,9 +180,9 @@ pub const OPTIONS: &[OptionInfo] = &[
     n("RandFile", None),
     n("TLSSrvOptions", None),
     s("BadRcptThrottle", None),
-    n("DeliverByMin", None),
+    s("DeliverByMin", None),
     s("MaxQueueChildren", None),
-    n("MaxRunnersPerQueue", None),
+    s("MaxRunnersPerQueue", None),
     n("DirectSubmissionModifiers", None),
     n("NiceQueueRun", None),
     n("SharedMemoryKey", None),
@@ -218,6 +218,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // ours
     s("LogFile", None),
     s("NameServers", None),
+    s("Chunking", None),
     // Ours, in sendmail's style, after Postfix's `*_destination_*` parameters (src/runner/limits.rs).
     s("DestinationConcurrencyLimit", None),
     s("LocalDestinationConcurrencyLimit", None),
@@ -754,6 +755,11 @@ pub struct Options {
     /// `MaxQueueChildren`: deliveries under way at once in the whole runner; 0 = the
     /// runner's own bound (100, as Postfix's `default_process_limit`).
     pub max_queue_children: usize,
+    /// `MaxRunnersPerQueue`: messages a queue run (`-q` interval or `sendmail -q`) has in
+    /// delivery at once (sendmail: runners per queue group, each one message at a time);
+    /// 0 = not set, the runner's own bound only. New mail is not a queue run and is not
+    /// counted, as sendmail's arrivals are delivered outside its queue runners.
+    pub max_runners_per_queue: usize,
     /// Ours: `DestinationConcurrencyLimit`, SMTP connections at once to one next hop
     /// (Postfix's `default_destination_concurrency_limit`, 20).
     pub destination_concurrency_limit: usize,
@@ -827,6 +833,14 @@ pub struct Options {
     pub metrics_allow_remote: bool,
     /// `SmtpUTF8` (op §6.9, EAI): offer SMTPUTF8 (RFC 6531); default false, as in sendmail.
     pub smtp_utf8: bool,
+    /// `DeliverByMin`, default 0: EHLO offers `DELIVERBY` (with this value when it is above
+    /// 0) and MAIL takes `BY=` (RFC 2852); below 0 neither (sendmail's `srvrsmtp.c`; on the
+    /// oracle `-O DeliverByMin=60` gives `250-DELIVERBY 60`, `-1` no keyword and
+    /// `555 5.5.4 BY parameter unrecognized`).
+    pub deliver_by_min: i64,
+    /// Ours: `Chunking`, default false: offer CHUNKING/BDAT (RFC 3030). sendmail 8.17 has no
+    /// CHUNKING, so a drop-in answers EHLO without it unless the admin asks for it.
+    pub chunking: bool,
     /// `MinFreeBlocks`, default 100.
     pub min_free_blocks: u64,
     /// `TempFileMode`, default 0600.
@@ -942,6 +956,7 @@ impl Default for Options {
             connection_cache_size: 1,
             connection_cache_timeout: Duration::from_secs(300),
             max_queue_children: 0,
+            max_runners_per_queue: 0,
             destination_concurrency_limit: 20,
             local_destination_concurrency_limit: 2,
             destination_rate_delay: Duration::ZERO,
@@ -972,6 +987,8 @@ impl Default for Options {
             client_port_options: Vec::new(),
             reject_nul: false,
             smtp_utf8: false,
+            deliver_by_min: 0,
+            chunking: false,
             max_headers_length: 32768,
             min_data_rate: DEFAULT_MIN_DATA_RATE,
             metrics_address: None,
@@ -1063,6 +1080,7 @@ impl Options {
             "ConnectionCacheSize" => self.connection_cache_size = parse_number(value)?,
             "ConnectionCacheTimeout" => self.connection_cache_timeout = parse_duration(value, 'm')?,
             "MaxQueueChildren" => self.max_queue_children = parse_number(value)?,
+            "MaxRunnersPerQueue" => self.max_runners_per_queue = parse_number(value)?,
             "DestinationConcurrencyLimit" => {
                 self.destination_concurrency_limit = positive(parse_number(value)?)?
             }
@@ -1157,6 +1175,8 @@ impl Options {
             "ClientPortOptions" => self.client_port_options.push(value.to_string()),
             "RejectNUL" => self.reject_nul = parse_bool(value),
             "SmtpUTF8" => self.smtp_utf8 = parse_bool(value),
+            "DeliverByMin" => self.deliver_by_min = parse_number(value)?,
+            "Chunking" => self.chunking = parse_bool(value),
             "MaxHeadersLength" => self.max_headers_length = parse_number(value)?,
             "MinDataRate" => self.min_data_rate = parse_number(value)?,
             "MetricsAddress" => self.metrics_address = parse_metrics_address(value)?,
@@ -1326,6 +1346,7 @@ mod tests {
                 "RejectNUL"
                 | "UseCompressedIPv6Addresses"
                 | "SmtpUTF8"
+                | "Chunking"
                 | "TLSFallbacktoClear"
                 | "MetricsAllowRemote" => "true",
                 "OperatorChars" => ".:@",

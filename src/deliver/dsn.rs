@@ -22,6 +22,14 @@
 //! Both by the message's precedence class (the cf's `P` lines on its `Precedence:` header:
 //! above 0 `urgent`, below 0 `non-urgent`) and `dsn` for our own notices.
 //!
+//! RFC 2852 (`BY=`, kept as [`crate::queue::DeliverBy`]), as sendmail's `envelope.c`,
+//! `deliver.c` and `savemail.c` do it: `R` past its deadline fails what is pending with
+//! `5.4.7` (`delivery time expired Ns`) and no further attempt; `N` past it gives the one
+//! delay notice (`Warning: Delivery time (Ns) exceeded`; `Timeout.queuewarn` wins when both
+//! are due); `N` handed to a next hop without DELIVERBY, and `T`, are reported with the
+//! success notices ([`record_attempt`]); every notice about such a message says
+//! `Deliver-By-Date:`.
+//!
 //! Sources: RFC 3464 (the report), RFC 3461 (NOTIFY, RET, ENVID, ORCPT), RFC 3834
 //! (`Auto-Submitted`); samples recorded from sendmail 8.17 in `tests/fixtures/dsn/`.
 
@@ -33,7 +41,10 @@ use crate::config::Config;
 use crate::config::macros::{MacroLookup, rfc5322_date};
 use crate::config::options::PerPrecedence;
 use crate::deliver::Outcome;
-use crate::queue::{DeliveryState, Envelope, Message, Notices, Origin, QueueId, Recipient, Ret};
+use crate::queue::{
+    ByMode, ByRelayed, DeliverBy, DeliveryState, Envelope, Message, Notices, Origin, QueueId,
+    Recipient, Ret,
+};
 
 /// What one notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,15 +163,44 @@ impl Settings {
     }
 }
 
+/// What the next hop that took a message offered, as far as notices care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// DSN: it was handed `NOTIFY` and reports success itself (RFC 3461 §5.2.2).
+    pub dsn: bool,
+    /// DELIVERBY: it was handed `BY=` and keeps the deadline itself (RFC 2852).
+    pub deliverby: bool,
+}
+
 /// Notes what an attempt learnt about `r` that a notice reports: the `dsn=` code and the
-/// remote host (the first word of `relay=`). A next hop that offered DSN (`peer_dsn`) was
-/// handed `NOTIFY` and reports success itself (RFC 3461 §5.2.2): nothing is left for us.
-pub fn record_attempt(r: &mut Recipient, outcome: &Outcome, relay: Option<&str>, peer_dsn: bool) {
+/// remote host (the first word of `relay=`). A next hop that offered DSN was handed
+/// `NOTIFY` and reports success itself: nothing is left for us — unless RFC 2852 asks for
+/// a notice of our own (sendmail's `deliver.c`, after the `NOTIFY=SUCCESS` cases): `BY=…;N`
+/// delivered to a next hop without DELIVERBY (`Deliver-By notify: relayed`), or `BY=…T`
+/// (`Deliver-By trace: relayed`), each for an envelope recipient whose NOTIFY is not NEVER.
+pub fn record_attempt(
+    r: &mut Recipient,
+    outcome: &Outcome,
+    relay: Option<&str>,
+    peer: Peer,
+    by: Option<DeliverBy>,
+) {
     r.dsn_code = Some(outcome.dsn().to_string());
     r.remote_mta = relay
         .and_then(|h| h.split_whitespace().next())
         .map(|h| h.trim_end_matches('.').to_string());
-    if peer_dsn && matches!(outcome, Outcome::Delivered { .. }) {
+    if !matches!(outcome, Outcome::Delivered { .. }) {
+        return;
+    }
+    let primary = r.expanded.is_none();
+    let success_case = r.notify.success && (r.remote_mta.is_none() || !peer.dsn);
+    r.by_relayed = match by {
+        _ if success_case || !primary || r.notify.never => None,
+        Some(b) if b.mode == ByMode::Notify && !peer.deliverby => Some(ByRelayed::Notify),
+        Some(b) if b.trace => Some(ByRelayed::Trace),
+        _ => None,
+    };
+    if peer.dsn && r.by_relayed.is_none() {
         r.reported = true;
     }
 }
@@ -183,9 +223,58 @@ fn age(msg: &Message, now: SystemTime) -> Duration {
     now.duration_since(msg.envelope.arrival).unwrap_or_default()
 }
 
+/// The enhanced code of a recipient failed by its `BY=…;R` deadline (RFC 2852 §4.1.4).
+pub const DELIVER_BY_EXPIRED_DSN: &str = "5.4.7";
+
+/// The seconds of `msg`'s `BY=…;R` once its deadline has passed at `now`.
+pub fn deliver_by_expired(msg: &Message, now: SystemTime) -> Option<i64> {
+    let env = &msg.envelope;
+    let by = env.params.deliver_by?;
+    (by.mode == ByMode::Return && by.seconds > 0 && now >= by.deadline(env.arrival))
+        .then_some(by.seconds)
+}
+
+/// RFC 2852 `BY=…;R` (sendmail's `sendenvelope`/`dropenvelope`): once the deadline has
+/// passed, no delivery is tried and every recipient still pending fails with `5.4.7` and
+/// sendmail's words, `delivery time expired 120s`; returns whether any changed.
+pub fn expire_deliver_by(msg: &mut Message, now: SystemTime) -> bool {
+    let Some(seconds) = deliver_by_expired(msg, now) else {
+        return false;
+    };
+    let mut changed = false;
+    for r in &mut msg.envelope.recipients {
+        if r.state == DeliveryState::Pending {
+            r.state = DeliveryState::Failed;
+            r.status = Some(format!("delivery time expired {seconds}s"));
+            r.dsn_code = Some(DELIVER_BY_EXPIRED_DSN.into());
+            r.remote_mta = None;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The `BY=…;N` deadline a delay notice reports now (sendmail's `MSG_WARN_BY`): passed, and
+/// `Timeout.queuewarn` (which takes precedence) not yet.
+fn warn_by(settings: &Settings, msg: &Message, now: SystemTime) -> Option<i64> {
+    let env = &msg.envelope;
+    let by = env.params.deliver_by?;
+    let warn = settings.timeout_for(&settings.queuewarn, msg);
+    let queuewarn_due = !warn.is_zero() && age(msg, now) >= warn;
+    (by.mode == ByMode::Notify
+        && by.seconds > 0
+        && now >= by.deadline(env.arrival)
+        && !queuewarn_due)
+        .then_some(by.seconds)
+}
+
 /// Fails the recipients still pending once `msg` has outlived `Timeout.queuereturn` (their
-/// last status stays, so the notice can say why); returns whether any changed.
+/// last status stays, so the notice can say why) or its `BY=…;R` deadline
+/// ([`expire_deliver_by`]); returns whether any changed.
 pub fn expire(settings: &Settings, msg: &mut Message, now: SystemTime) -> bool {
+    if expire_deliver_by(msg, now) {
+        return true;
+    }
     if !expired(settings, msg, now) {
         return false;
     }
@@ -228,6 +317,7 @@ pub fn plan(settings: &Settings, msg: &Message, now: SystemTime) -> Plan {
             _ if r.reported => {}
             DeliveryState::Failed if wants(r, |n| n.failure) => failed.push(i),
             DeliveryState::Done if success && !r.notify.never => delivered.push(i),
+            DeliveryState::Done if r.by_relayed.is_some() => delivered.push(i),
             _ => plan.quiet.push(i),
         }
     }
@@ -274,9 +364,9 @@ fn failure_addressee(settings: &Settings, env: &Envelope) -> Addressee {
 fn delay_notice(settings: &Settings, msg: &Message, now: SystemTime) -> Option<Notice> {
     let env = &msg.envelope;
     let warn = settings.timeout_for(&settings.queuewarn, msg);
+    let due = (!warn.is_zero() && age(msg, now) >= warn) || warn_by(settings, msg, now).is_some();
     let eligible = !env.notices.warned
-        && !warn.is_zero()
-        && age(msg, now) >= warn
+        && due
         && env.notices.origin == Origin::Received
         && !env.sender.is_empty()
         && settings.class(msg) >= 0;
@@ -443,13 +533,7 @@ fn compose(
 /// `Subject:` and the `Auto-Submitted:` reason, as sendmail words them.
 fn subject(b: &Build<'_>, original: &Message) -> (String, &'static str) {
     match (b.notice.kind, &b.notice.to) {
-        (Kind::Delay, _) => {
-            let warn = b.settings.timeout_for(&b.settings.queuewarn, original);
-            (
-                format!("Warning: could not send message for past {}", words(warn)),
-                "warning-timeout",
-            )
-        }
+        (Kind::Delay, _) => (delay_reason(b, original), "warning-timeout"),
         (Kind::Success, _) => ("Return receipt".to_string(), "return-receipt"),
         (Kind::Failure, Addressee::Sender(_)) => (
             "Returned mail: see transcript for details".to_string(),
@@ -458,6 +542,19 @@ fn subject(b: &Build<'_>, original: &Message) -> (String, &'static str) {
         (Kind::Failure, _) => (
             "Postmaster notify: see transcript for details".to_string(),
             "postmaster-notification",
+        ),
+    }
+}
+
+/// The subject of a delay notice and what the log says of it: `Timeout.queuewarn`'s, or
+/// for a passed `BY=…;N` deadline sendmail's `Warning: Delivery time (60s) exceeded`.
+fn delay_reason(b: &Build<'_>, original: &Message) -> String {
+    let s = b.settings;
+    match warn_by(s, original, b.now) {
+        Some(by) => format!("Warning: Delivery time ({by}s) exceeded"),
+        None => format!(
+            "Warning: could not send message for past {}",
+            words(s.timeout_for(&s.queuewarn, original))
         ),
     }
 }
@@ -568,9 +665,11 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
                 "   ----- The following addresses had successful delivery notifications -----\n",
             );
             for (_, r) in recipients(b, original) {
-                let how = match r.remote_mta {
-                    Some(_) => "relayed to non-DSN-aware mailer",
-                    None => "successfully delivered to mailbox",
+                let how = match (r.by_relayed, &r.remote_mta) {
+                    (Some(ByRelayed::Notify), _) => "Deliver-By notify: relayed",
+                    (Some(ByRelayed::Trace), _) => "Deliver-By trace: relayed",
+                    (None, Some(_)) => "relayed to non-DSN-aware mailer",
+                    (None, None) => "successfully delivered to mailbox",
                 };
                 t.push_str(&format!("<{}>  ({how})\n", r.address));
             }
@@ -587,10 +686,26 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
         Kind::Delay => {
             let warn = s.timeout_for(&s.queuewarn, original);
             let ret = s.timeout_for(&s.queuereturn, original);
+            match warn_by(s, original, b.now) {
+                Some(by) => t.push_str(&format!("Warning: Delivery time ({by}s) exceeded\n")),
+                None => t.push_str(&format!(
+                    "Warning: message still undelivered after {}\n",
+                    words(warn)
+                )),
+            }
             t.push_str(&format!(
-                "Warning: message still undelivered after {}\nWill keep trying until message is {} old\n",
-                words(warn),
+                "Will keep trying until message is {} old\n",
                 words(ret)
+            ));
+        }
+        Kind::Failure
+            if recipients(b, original)
+                .any(|(_, r)| r.dsn_code.as_deref() == Some(DELIVER_BY_EXPIRED_DSN))
+                && deliver_by_expired(original, b.now).is_some() =>
+        {
+            let by = deliver_by_expired(original, b.now).unwrap_or_default();
+            t.push_str(&format!(
+                "Delivery time ({by}s) expired\nMessage will be deleted from queue\n"
             ));
         }
         Kind::Failure if recipients(b, original).any(|(_, r)| failed_by_expiry(r)) => {
@@ -610,6 +725,13 @@ fn human_part(b: &Build<'_>, original: &Message) -> String {
 fn transcript(kind: Kind, r: &Recipient) -> String {
     let stat = r.status.as_deref().unwrap_or("");
     match (kind, &r.remote_mta) {
+        // sendmail's transcript words, `by` in lower case for notify (deliver.c).
+        (Kind::Success, _) if r.by_relayed == Some(ByRelayed::Notify) => {
+            format!("<{}>... Deliver-by notify: relayed\n", r.address)
+        }
+        (Kind::Success, _) if r.by_relayed == Some(ByRelayed::Trace) => {
+            format!("<{}>... Deliver-By trace: relayed\n", r.address)
+        }
         (Kind::Success, Some(_)) => {
             format!(
                 "<{}>... relayed; expect no further notifications\n",
@@ -645,6 +767,13 @@ fn status_part(b: &Build<'_>, original: &Message) -> String {
         t.push_str(&format!("Received-From-MTA: DNS; {from}\n"));
     }
     t.push_str(&format!("Arrival-Date: {}\n", date(env.arrival)));
+    // RFC 2852 §5: when the message had BY=, the deadline (sendmail's errbody).
+    if let Some(by) = env.params.deliver_by {
+        t.push_str(&format!(
+            "Deliver-By-Date: {}\n",
+            date(by.deadline(env.arrival))
+        ));
+    }
     for (_, r) in recipients(b, original) {
         t.push('\n');
         t.push_str(&recipient_fields(b, original, r));
@@ -668,6 +797,12 @@ fn recipient_fields(b: &Build<'_>, original: &Message, r: &Recipient) -> String 
         Kind::Failure if failed_by_expiry(r) => ("failed", "4.4.7".to_string()),
         Kind::Failure => ("failed", code_or(r, "5.0.0")),
         Kind::Delay => ("delayed", code_or(r, "4.0.0")),
+        Kind::Success if r.by_relayed == Some(ByRelayed::Trace) => {
+            ("relayed (Deliver-By trace mode)", "2.0.0".to_string())
+        }
+        Kind::Success if r.by_relayed == Some(ByRelayed::Notify) => {
+            ("relayed (Deliver-By notify mode)", "2.0.0".to_string())
+        }
         Kind::Success if r.remote_mta.is_some() => {
             ("relayed (to non-DSN-aware mailer)", "2.0.0".to_string())
         }
@@ -742,10 +877,7 @@ pub fn log_word(notice: &Notice, original: &Message) -> &'static str {
 pub fn log_reason(b: &Build<'_>, original: &Message) -> String {
     let s = b.settings;
     match b.notice.kind {
-        Kind::Delay => format!(
-            "Warning: could not send message for past {}",
-            words(s.timeout_for(&s.queuewarn, original))
-        ),
+        Kind::Delay => delay_reason(b, original),
         Kind::Success => "Return receipt".to_string(),
         Kind::Failure => match recipients(b, original).next() {
             Some((_, r)) if failed_by_expiry(r) => format!(

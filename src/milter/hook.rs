@@ -372,6 +372,7 @@ fn apply(msg: &mut Message, edit: Edit) {
     let ext = Extensions {
         dsn: true,
         deliverby: true,
+        deliver_by_min: 0,
         smtputf8: true,
     };
     if bare(&edit.sender) != bare(&msg.sender.raw) || edit.sender_args.is_some() {

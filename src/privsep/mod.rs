@@ -260,7 +260,9 @@ pub fn start(
     };
     let Some(to) = run_as(cfg)? else {
         prepare();
-        if nix::unistd::geteuid().is_root() {
+        // not sendmail's: said only where sendmail adds its own start-up advice (the
+        // STARTTLS warning, LogLevel 13 and above)
+        if nix::unistd::geteuid().is_root() && logger.level() > 12 {
             logger.log(
                 Severity::Notice,
                 None,

@@ -20,11 +20,11 @@
 //! |---|---|---|
 //! | `H` | header | version u16, arrival (unix seconds) i64, queue id str |
 //! | `S` | sender | address str (empty = null sender `<>`) |
-//! | `P` | ESMTP parameters | SIZE opt u64, BODY u8, RET u8, ENVID opt str, SMTPUTF8 u8 |
+//! | `P` | ESMTP parameters | SIZE opt u64, BODY u8, RET u8, ENVID opt str, SMTPUTF8 u8[, BY mode u8, BY seconds i64] |
 //! | `C` | client | daemon `Name` opt str, client name opt str, client address opt str, protocol u8 |
 //! | `I` | info | msgid opt str, priority i64 |
 //! | `Q` | quarantine (0..1) | reason str |
-//! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str |
+//! | `R` | recipient (0..n) | address str, NOTIFY u8, ORCPT opt str, state u8, tries u32, next attempt opt i64, status opt str[, DSN code opt str, remote MTA opt str, reported u8[, BY notice u8]] |
 //! | `X` | expansion (0..1 after an `R`) | parent address str, owner opt str |
 //! | `B` | message | header and body bytes, LF line ends |
 //! | `E` | END | body length u64, CRC-32 (IEEE) u32 of every byte before this record |
@@ -46,7 +46,8 @@
 //! when one of them is set; a reader treats a missing `N` or missing trailing fields as
 //! their defaults. They carry what the DSN work ([`crate::deliver::dsn`]) needs across
 //! restarts: which notice a recipient's final state called for has been queued, and whether
-//! the delay warning went out.
+//! the delay warning went out. The two trailing fields of `P` (RFC 2852 `BY=`: mode 1 `R`,
+//! 2 `N`, 3 `RT`, 4 `NT`, then the seconds) are written only when the client gave `BY=`.
 //! A `Q` record (written only for a message a mail filter quarantined) holds the reason;
 //! files without it read as not quarantined.
 //! An `X` record marks the `R` before it as a target of a local recipient's expansion
@@ -154,6 +155,56 @@ pub struct EsmtpParams {
     pub envid: Option<String>,
     /// `SMTPUTF8` was given.
     pub smtputf8: bool,
+    /// `BY=` (RFC 2852 DELIVERBY): the deadline, counted from [`Envelope::arrival`].
+    pub deliver_by: Option<DeliverBy>,
+}
+
+/// A `BY=<seconds>;<mode>[T]` request (RFC 2852), as sendmail keeps it (`e_deliver_by`,
+/// `e_dlvr_flag`; its qf line `!<flag> <seconds>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverBy {
+    /// Seconds after arrival; may be 0 or negative with [`ByMode::Notify`].
+    pub seconds: i64,
+    pub mode: ByMode,
+    /// `T`: trace (RFC 2852 §4: the delivery is reported as with `NOTIFY=SUCCESS`).
+    pub trace: bool,
+}
+
+/// The by-mode of [`DeliverBy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByMode {
+    /// `R`: return the message (a failure DSN) when the deadline passes undelivered.
+    Return,
+    /// `N`: send a delay DSN when the deadline passes, and keep trying.
+    Notify,
+}
+
+impl DeliverBy {
+    /// The deadline for a message that arrived at `arrival`.
+    pub fn deadline(&self, arrival: SystemTime) -> SystemTime {
+        let d = Duration::from_secs(self.seconds.unsigned_abs());
+        if self.seconds >= 0 {
+            arrival + d
+        } else {
+            arrival.checked_sub(d).unwrap_or(UNIX_EPOCH)
+        }
+    }
+
+    /// Seconds left before the deadline at `now` (negative once it has passed): what a
+    /// relay sends on as its own `BY=` (sendmail's `e_deliver_by - (now - e_ctime)`).
+    pub fn left(&self, arrival: SystemTime, now: SystemTime) -> i64 {
+        self.seconds - unix_secs(now).saturating_sub(unix_secs(arrival))
+    }
+
+    /// The parameter as sent on: `BY=<seconds>;R` / `;N`, `T` appended for trace.
+    pub fn param(&self, seconds: i64) -> String {
+        let mode = match self.mode {
+            ByMode::Return => 'R',
+            ByMode::Notify => 'N',
+        };
+        let trace = if self.trace { "T" } else { "" };
+        format!("BY={seconds};{mode}{trace}")
+    }
 }
 
 /// `BODY=` values (RFC 6152, RFC 3030).
@@ -307,9 +358,21 @@ pub struct Recipient {
     /// The notice this recipient's final state calls for (failure, or success with
     /// `NOTIFY=SUCCESS`) is queued, or none was due: never report it again.
     pub reported: bool,
+    /// RFC 2852: a delivery that calls for a `BY=` notice of its own (sendmail's
+    /// `QBYNRELAY` / `QBYTRACE`), reported with the success notices.
+    pub by_relayed: Option<ByRelayed>,
     /// Set on a target of alias / `.forward` expansion (never on an envelope recipient):
     /// the address it came from, and whose authority it runs under.
     pub expanded: Option<Expanded>,
+}
+
+/// Why a delivered recipient is reported under RFC 2852 (sendmail's `deliver.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByRelayed {
+    /// `BY=…;N` handed to a next hop without DELIVERBY: `Deliver-By notify: relayed`.
+    Notify,
+    /// `BY=…T`: `Deliver-By trace: relayed`.
+    Trace,
 }
 
 /// Where an expanded recipient came from (the queue file's `X` record).
@@ -335,6 +398,7 @@ impl Recipient {
             dsn_code: None,
             remote_mta: None,
             reported: false,
+            by_relayed: None,
             expanded: None,
         }
     }
@@ -453,6 +517,16 @@ fn encode_envelope(msg: &Message, out: &mut Vec<u8>) {
         });
         put_opt_str(p, pr.envid.as_deref());
         p.push(u8::from(pr.smtputf8));
+        // A trailing field added later (see the module doc): only when BY= was given.
+        if let Some(by) = pr.deliver_by {
+            p.push(match (by.mode, by.trace) {
+                (ByMode::Return, false) => 1,
+                (ByMode::Notify, false) => 2,
+                (ByMode::Return, true) => 3,
+                (ByMode::Notify, true) => 4,
+            });
+            put_i64(p, by.seconds);
+        }
     });
     record(out, b'C', |p| {
         let c = &env.client;
@@ -491,10 +565,20 @@ fn encode_envelope(msg: &Message, out: &mut Vec<u8>) {
             p.extend_from_slice(&r.tries.to_be_bytes());
             put_opt(p, r.next_attempt, |p, t| put_i64(p, unix_secs(t)));
             put_opt_str(p, r.status.as_deref());
-            if r.dsn_code.is_some() || r.remote_mta.is_some() || r.reported {
+            if r.dsn_code.is_some()
+                || r.remote_mta.is_some()
+                || r.reported
+                || r.by_relayed.is_some()
+            {
                 put_opt_str(p, r.dsn_code.as_deref());
                 put_opt_str(p, r.remote_mta.as_deref());
                 p.push(u8::from(r.reported));
+                // Later still: only when set, so older readers' files stay as they were.
+                match r.by_relayed {
+                    None => {}
+                    Some(ByRelayed::Notify) => p.push(1),
+                    Some(ByRelayed::Trace) => p.push(2),
+                }
             }
         });
         if let Some(x) = &r.expanded {
@@ -613,6 +697,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
     };
     let envid = p.opt("ENVID", |p| p.str("ENVID value"))?;
     let smtputf8 = p.bool("SMTPUTF8")?;
+    // Trailing BY= fields (see the module doc): absent in older queue files.
+    let mut deliver_by = None;
+    if !p.rest().is_empty() {
+        let (mode, trace) = match p.u8("BY mode")? {
+            1 => (ByMode::Return, false),
+            2 => (ByMode::Notify, false),
+            3 => (ByMode::Return, true),
+            4 => (ByMode::Notify, true),
+            n => return Err(p.bad(format!("BY mode code {n}"))),
+        };
+        let seconds = p.i64("BY seconds")?;
+        deliver_by = Some(DeliverBy {
+            seconds,
+            mode,
+            trace,
+        });
+    }
     p.end()?;
 
     let mut c = recs.expect(b'C', "client record C")?;
@@ -708,6 +809,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, QueueError> {
                 ret,
                 envid,
                 smtputf8,
+                deliver_by,
             },
             client: ClientInfo {
                 daemon,
@@ -743,10 +845,18 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
     let status = r.opt("status", |r| r.str("status text"))?;
     // Trailing fields added later (see the module doc): absent in older queue files.
     let (mut dsn_code, mut remote_mta, mut reported) = (None, None, false);
+    let mut by_relayed = None;
     if !r.rest().is_empty() {
         dsn_code = r.opt("DSN code", |r| r.str("DSN code"))?;
         remote_mta = r.opt("remote MTA", |r| r.str("remote MTA"))?;
         reported = r.bool("reported")?;
+        if !r.rest().is_empty() {
+            by_relayed = match r.u8("BY notice")? {
+                1 => Some(ByRelayed::Notify),
+                2 => Some(ByRelayed::Trace),
+                n => return Err(r.bad(format!("BY notice code {n}"))),
+            };
+        }
     }
     Ok(Recipient {
         address,
@@ -759,6 +869,7 @@ fn decode_recipient(r: &mut Fields<'_>) -> Result<Recipient, QueueError> {
         dsn_code,
         remote_mta,
         reported,
+        by_relayed,
         expanded: None,
     })
 }
@@ -1148,6 +1259,11 @@ mod tests {
             ret: Some(Ret::Hdrs),
             envid: Some("env-1".into()),
             smtputf8: true,
+            deliver_by: Some(DeliverBy {
+                seconds: 3600,
+                mode: ByMode::Notify,
+                trace: true,
+            }),
         };
         env.client = ClientInfo {
             daemon: Some("MTA-v6".into()),
@@ -1178,6 +1294,7 @@ mod tests {
         gone.dsn_code = Some("5.1.1".into());
         gone.remote_mta = Some("[127.0.0.1]".into());
         gone.reported = true;
+        root.by_relayed = Some(ByRelayed::Trace);
         env.recipients = vec![bob, root, gone];
         env.notices = Notices {
             origin: Origin::Dsn,
@@ -1203,6 +1320,54 @@ mod tests {
     }
 
     #[test]
+    fn deliver_by_round_trips_in_every_mode_and_a_p_record_without_it_reads_as_none() {
+        let mut m = full_message();
+        for (mode, trace, seconds) in [
+            (ByMode::Return, false, 120),
+            (ByMode::Return, true, 1),
+            (ByMode::Notify, false, -10),
+            (ByMode::Notify, true, 0),
+        ] {
+            m.envelope.params.deliver_by = Some(DeliverBy {
+                seconds,
+                mode,
+                trace,
+            });
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+        // Without BY= the P record is byte for byte what builds before BY= wrote, so
+        // their queue files read as they did.
+        m.envelope.params.deliver_by = None;
+        let old = encode(&m);
+        let p_at = old.iter().position(|&b| b == b'P').unwrap();
+        let p_len = u32::from_be_bytes(old[p_at + 1..p_at + 5].try_into().unwrap());
+        // SIZE (1+8), BODY, RET, ENVID (1+4+5), SMTPUTF8.
+        assert_eq!(p_len, 9 + 1 + 1 + 10 + 1);
+        assert_eq!(decode(&old).unwrap().envelope.params.deliver_by, None);
+    }
+
+    #[test]
+    fn deliver_by_deadline_and_time_left() {
+        let arrival = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let by = DeliverBy {
+            seconds: 120,
+            mode: ByMode::Return,
+            trace: false,
+        };
+        assert_eq!(by.deadline(arrival), arrival + Duration::from_secs(120));
+        assert_eq!(by.left(arrival, arrival + Duration::from_secs(50)), 70);
+        assert_eq!(by.left(arrival, arrival + Duration::from_secs(200)), -80);
+        assert_eq!(by.param(70), "BY=70;R");
+        let n = DeliverBy {
+            seconds: -5,
+            mode: ByMode::Notify,
+            trace: true,
+        };
+        assert_eq!(n.deadline(arrival), arrival - Duration::from_secs(5));
+        assert_eq!(n.param(-5), "BY=-5;NT");
+    }
+
+    #[test]
     fn every_field_survives_encode_then_decode() {
         let m = full_message();
         assert_eq!(decode(&encode(&m)).unwrap(), m);
@@ -1214,7 +1379,7 @@ mod tests {
         let mut m = full_message();
         m.envelope.notices = Notices::default();
         for r in &mut m.envelope.recipients {
-            (r.dsn_code, r.remote_mta, r.reported) = (None, None, false);
+            (r.dsn_code, r.remote_mta, r.reported, r.by_relayed) = (None, None, false, None);
         }
         let bytes = encode(&m);
         let mut recs = Records {

@@ -30,8 +30,9 @@ pub mod spool;
 pub mod store;
 
 pub use file::{
-    BodyType, ClientInfo, DeliveryState, Envelope, EsmtpParams, Expanded, Message, NewMessage,
-    Notices, Notify, Origin, Protocol, QueuedMessage, Recipient, Ret,
+    BodyType, ByMode, ByRelayed, ClientInfo, DeliverBy, DeliveryState, Envelope, EsmtpParams,
+    Expanded, Message, NewMessage, Notices, Notify, Origin, Protocol, QueuedMessage, Recipient,
+    Ret,
 };
 pub use mailq::{format_queue, print_queue};
 pub use store::{

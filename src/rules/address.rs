@@ -13,8 +13,8 @@ use super::mailer::MailerDef;
 use super::rewrite::{Engine, MAXATOM, cataddr, stripquotes};
 use super::token::{Table, Tokens, meta, prescan};
 use crate::sysexits::{
-    EX_CONFIG, EX_DATAERR, EX_NOHOST, EX_NOPERM, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_SOFTWARE,
-    EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+    EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOHOST, EX_NOUSER, EX_OK, EX_OSERR, EX_PROTOCOL,
+    EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
 
 /// How an address is used (sendmail's RF_SENDERADDR / RF_HEADERADDR).
@@ -42,7 +42,11 @@ fn l1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
-/// Map an enhanced status code to a sysexits value (sendmail's `dsntoexitstat`).
+/// Map an enhanced status code to a sysexits value (sendmail's `dsntoexitstat`), as the
+/// oracle's `-bv` exit status shows it for an `error:` mailer with each code (8.17.1.9:
+/// `5.1.0` 65, `5.1.4` 69, `5.1.5` 78, `5.2.3` 65, `5.3.x` 71, `5.4.0`/`5.4.2` 74, `5.4.1`/
+/// `5.4.3`/`5.4.5` a temporary failure, `5.4.4` 76, `5.4.6` 78, `5.6.x` 69, `5.7.x` 65; a
+/// class other than 2, 4 or 5: 78).
 pub fn dsn_to_exit(code: &str) -> i32 {
     let p: Vec<u32> = code.split('.').map(|x| x.parse().unwrap_or(0)).collect();
     let (c0, c1, c2) = (
@@ -50,23 +54,26 @@ pub fn dsn_to_exit(code: &str) -> i32 {
         p.get(1).copied().unwrap_or(0),
         p.get(2).copied().unwrap_or(0),
     );
-    if c0 == 4 {
-        return EX_TEMPFAIL;
+    match c0 {
+        2 => return EX_OK,
+        4 => return EX_TEMPFAIL,
+        5 => {}
+        _ => return EX_CONFIG,
     }
     match (c1, c2) {
         (1, 0) => EX_DATAERR,
-        (1, 1) => EX_NOUSER,
-        (1, 2) => EX_NOHOST,
-        (1, 3) => EX_USAGE,
-        (1, 4) | (1, 5) => EX_DATAERR,
-        (1, 6) => EX_NOUSER,
-        (1, 7) => EX_USAGE,
-        (1, 8) => EX_NOHOST,
-        (2, _) => EX_UNAVAILABLE,
-        (3, _) => EX_SOFTWARE,
-        (4, _) | (5, _) => EX_PROTOCOL,
-        (6, _) => EX_DATAERR,
-        (7, _) => EX_NOPERM,
+        (1, 1) | (1, 6) => EX_NOUSER,
+        (1, 2) | (1, 8) => EX_NOHOST,
+        (1, 3) | (1, 7) => EX_USAGE,
+        (1, 5) => EX_CONFIG,
+        (2, 3) => EX_DATAERR,
+        (3, _) => EX_OSERR,
+        (4, 0) | (4, 2) => EX_IOERR,
+        (4, 1) | (4, 3) | (4, 5) => EX_TEMPFAIL,
+        (4, 4) => EX_PROTOCOL,
+        (4, 6) => EX_CONFIG,
+        (5, _) => EX_PROTOCOL,
+        (7, _) => EX_DATAERR,
         _ => EX_UNAVAILABLE,
     }
 }
@@ -721,6 +728,10 @@ mod tests {
         assert_eq!(dsn_to_exit("5.1.3"), EX_USAGE);
         assert_eq!(dsn_to_exit("5.1.1"), EX_NOUSER);
         assert_eq!(dsn_to_exit("4.4.0"), EX_TEMPFAIL);
-        assert_eq!(dsn_to_exit("5.7.1"), EX_NOPERM);
+        assert_eq!(dsn_to_exit("5.7.1"), EX_DATAERR);
+        assert_eq!(dsn_to_exit("5.4.6"), EX_CONFIG);
+        assert_eq!(dsn_to_exit("5.3.0"), EX_OSERR);
+        assert_eq!(dsn_to_exit("5.4.1"), EX_TEMPFAIL);
+        assert_eq!(dsn_to_exit("3.0.0"), EX_CONFIG);
     }
 }

@@ -544,11 +544,12 @@ impl Session {
             self.say(&s);
             return;
         }
-        let s = format!("map_lookup: {name} ({}) ", lossy(&key));
-        self.say(&s);
+        // the open failure (sendmail opens the map first) comes before the lookup's line
         let ans = self
             .engine
             .map_lookup(&name, &key, std::slice::from_ref(&key));
+        let s = format!("map_lookup: {name} ({}) ", lossy(&key));
+        self.say(&s);
         let s = match ans.value {
             None => format!("no match ({})\n", ans.status),
             Some(v) => format!("returns {} ({})\n", lossy(&v), ans.status),

@@ -5,10 +5,12 @@
 //! when the map is unavailable, `EX_NOHOST` for unknown hosts, `EX_CONFIG` for bad use).
 //!
 //! Database maps (`hash`, `btree`, `dbm`, `implicit` for aliases) read the map `makemap` or
-//! `newaliases` built (`FILE.db`, [`crate::mapdb`]) when it exists, is intact and is not
-//! older than its text source; otherwise they read the text source itself, so they work
-//! before any map is built. A damaged map is never read: it is reported
-//! ([`Map::warning`]) and the text is used.
+//! `newaliases` built (`FILE.db`, [`crate::mapdb`]) when it is intact and not older than its
+//! text source; otherwise they read the text source itself. A missing `FILE.db` is
+//! sendmail's `missing map file` for `hash`, `btree` and `dbm` (a required map then fails
+//! every lookup temporarily, an optional `-o` one is closed); only the alias class
+//! (`implicit`) reads the text without one, as sendmail's falls back to its `stab` class.
+//! A damaged map is never read: it is reported ([`Map::warning`]) and the text is used.
 //! The `host` map (and `$[ $]`) answers from the hosts file (`HostsFile` option, else
 //! `/etc/hosts`) and, where the `ServiceSwitchFile`'s `hosts` line names `dns`, from DNS
 //! ([`crate::dns::BlockingCanon`]: A, AAAA or MX), in the switch's order.
@@ -92,7 +94,7 @@ impl Table {
 }
 
 /// One declared map.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Map {
     pub name: String,
     pub class: String,
@@ -115,6 +117,40 @@ pub struct Map {
     pub file: std::path::PathBuf,
     /// Why the built map file was not used although it exists (damaged, foreign format).
     pub warning: Option<String>,
+    /// The `K` line's arguments, to open the map again ([`Maps::reopen`]).
+    args: String,
+    /// What the files were when the entries were read (database maps): a change, or a
+    /// file appearing or going, makes [`Maps::reopen`] read them again.
+    stamp: Vec<Option<FileStamp>>,
+}
+
+/// What the map is (its declaration and contents); how it is reopened is left out.
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("name", &self.name)
+            .field("class", &self.class)
+            .field("kind", &self.kind)
+            .field("append", &self.append)
+            .field("tempfail_append", &self.tempfail_append)
+            .field("no_fold", &self.no_fold)
+            .field("match_only", &self.match_only)
+            .field("keep_quotes", &self.keep_quotes)
+            .field("space_sub", &self.space_sub)
+            .field("optional", &self.optional)
+            .field("file", &self.file)
+            .field("warning", &self.warning)
+            .finish()
+    }
+}
+
+/// A file's identity and version: inode, size and modification time.
+type FileStamp = (u64, u64, i64, i64);
+
+fn file_stamp(p: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// Where host names are looked up, in the service switch's order (`hosts files dns`).
@@ -304,6 +340,8 @@ impl Map {
             optional: false,
             file: std::path::PathBuf::new(),
             warning: None,
+            args: args.to_string(),
+            stamp: Vec::new(),
         };
         if class == "regex" {
             m.regex(args);
@@ -354,7 +392,12 @@ impl Map {
                         // the text source of "file.db" is "file"
                         let p = p.strip_suffix(".db").unwrap_or(p);
                         m.file = std::path::PathBuf::from(p);
-                        let (entries, warning) = load_table(Path::new(p), alias, m.no_fold);
+                        m.stamp = m.sources().iter().map(|f| file_stamp(f)).collect();
+                        // sendmail reads a hash or btree map from its .db only; the
+                        // implicit (alias) class falls back to the text (its `stab`).
+                        let text_fallback = alias;
+                        let (entries, warning) =
+                            load_table(Path::new(p), alias, m.no_fold, text_fallback);
                         m.warning = warning
                             .map(|w| format!("{class} map \"{name}\": {w}; reading {p} instead"));
                         entries
@@ -383,6 +426,11 @@ impl Map {
         }
     }
 
+    /// The files a database map is read from: the built map and its text source.
+    fn sources(&self) -> [std::path::PathBuf; 2] {
+        [crate::mapdb::db_path(&self.file), self.file.clone()]
+    }
+
     /// The alias map sendmail makes from `AliasFile` (named `aliases`).
     pub fn aliases(path: &Path) -> Map {
         let mut m = Map::new("aliases", "implicit", &path.display().to_string());
@@ -402,12 +450,13 @@ impl Map {
     }
 
     /// For a required database map whose file is missing: sendmail's message when it
-    /// first tries to open it.
+    /// first tries to open it (none for the alias class: sendmail's answers "no match"
+    /// with a temporary failure and says nothing).
     pub fn open_failure(&self) -> Option<String> {
         match &self.kind {
             MapKind::Table {
                 entries: Err(_), ..
-            } if !self.optional => Some(format!(
+            } if !self.optional && self.class != "implicit" => Some(format!(
                 "{} map \"{}\": missing map file {}.db: No such file or directory",
                 self.class,
                 self.name,
@@ -420,9 +469,18 @@ impl Map {
 
 /// The entries of the database map whose text source is `path`: its built map
 /// (`path.db`) when current and intact, else the text. The second value says why an
-/// existing built map was refused.
-fn load_table(path: &Path, alias: bool, no_fold: bool) -> (Result<Table, String>, Option<String>) {
+/// existing built map was refused. Without `text_fallback` a missing `path.db` is an error
+/// (sendmail: `missing map file`), not a reason to read the text.
+fn load_table(
+    path: &Path,
+    alias: bool,
+    no_fold: bool,
+    text_fallback: bool,
+) -> (Result<Table, String>, Option<String>) {
     let db = crate::mapdb::db_path(path);
+    if !text_fallback && !db.exists() {
+        return (Err(format!("{}: missing map file", db.display())), None);
+    }
     match crate::mapdb::open_if_current(&db, path) {
         Ok(Some(built)) => (Ok(Table::Built(built)), None),
         Ok(None) => (load_text(path, alias, no_fold).map(Table::Text), None),
@@ -673,6 +731,23 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// Open again every database map whose files changed since they were read, as
+    /// sendmail's process for a new connection opens its maps: a map rebuilt with
+    /// `makemap` is read at once, one whose `.db` went missing fails from now on.
+    pub fn reopen(&mut self) {
+        for m in self.maps.values_mut() {
+            if !matches!(m.kind, MapKind::Table { .. }) {
+                continue;
+            }
+            let now: Vec<_> = m.sources().iter().map(|f| file_stamp(f)).collect();
+            if now != m.stamp {
+                let name = m.name.clone();
+                *m = Map::new(&m.name, &m.class, &m.args);
+                m.name = name;
+            }
+        }
+    }
+
     /// Look `key` up in map `name` (macro maps are handled by the caller, who owns the
     /// macros). `args[0]` is the key, `args[1..]` the `$@` arguments.
     pub fn lookup(&self, name: &str, key: &[u8], args: &[Vec<u8>], depth: usize) -> MapAnswer {
@@ -893,6 +968,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m");
         std::fs::write(&p, "key relay:%1 via %0\n").unwrap();
+        crate::makemap::build_from_text(&p).unwrap();
         let mut maps = Maps::default();
         maps.maps.insert(
             "m".into(),
@@ -943,6 +1019,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("access");
         std::fs::write(&p, "# c\nConnect:127.0.0.9\t\tREJECT\n").unwrap();
+        crate::makemap::build_from_text(&p).unwrap();
         let mut maps = Maps::default();
         maps.maps.insert(
             "access".into(),
@@ -1000,5 +1077,44 @@ mod tests {
             b"root, alice"
         );
         assert_eq!(maps.lookup("aliases", b"root", &[], 0).status, EX_NOHOST);
+    }
+
+    #[test]
+    fn a_missing_db_is_an_error_not_the_text_and_reopen_follows_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access");
+        std::fs::write(&p, "Connect:192.0.2.1 REJECT\n").unwrap();
+        let mut maps = Maps::default();
+        let args = p.display().to_string();
+        maps.maps
+            .insert("access".into(), Map::new("access", "hash", &args));
+        maps.maps.insert(
+            "opt".into(),
+            Map::new("opt", "btree", &format!("-o {args}")),
+        );
+        maps.maps
+            .insert("al".into(), Map::new("al", "implicit", &args));
+        // sendmail 8.17: `hash map "access": missing map file …access.db: No such file
+        // or directory`, every lookup a temporary failure; -o: closed; implicit: the text
+        let a = maps.lookup("access", b"connect:192.0.2.1", &[], 0);
+        assert_eq!(a, MapAnswer::none(EX_TEMPFAIL));
+        assert_eq!(
+            maps.maps["access"].open_failure().unwrap(),
+            format!("hash map \"access\": missing map file {args}.db: No such file or directory")
+        );
+        assert!(!maps.maps["opt"].is_open());
+        assert!(maps.maps["opt"].open_failure().is_none());
+        assert!(maps.maps["al"].open_failure().is_none());
+        // makemap builds it: the next reopen (a new connection) reads it
+        crate::makemap::build_from_text(&p).unwrap();
+        maps.reopen();
+        let a = maps.lookup("access", b"connect:192.0.2.1", &[], 0);
+        assert_eq!(a.value.as_deref(), Some(&b"REJECT"[..]));
+        assert!(maps.maps["opt"].is_open());
+        // and when the .db goes, the map fails again
+        std::fs::remove_file(crate::mapdb::db_path(&p)).unwrap();
+        maps.reopen();
+        let a = maps.lookup("access", b"connect:192.0.2.1", &[], 0);
+        assert_eq!(a, MapAnswer::none(EX_TEMPFAIL));
     }
 }

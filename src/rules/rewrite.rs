@@ -54,6 +54,12 @@ pub struct Engine {
     pub e_to: Option<Vec<u8>>,
     /// Maps whose failure to open was already reported.
     pub reported_maps: std::collections::HashSet<String>,
+    /// Where `syserr` also goes, as sendmail's `syserr` logs every one: the mail log and the
+    /// user named in `SYSERR(user)` (set where the daemon builds its engine; `None`: only
+    /// the message output above).
+    pub syserr_log: Option<(crate::log::Logger, String)>,
+    /// Whether a `syserr` happened since this was last cleared (the caller's to reset).
+    pub syserr_seen: bool,
 }
 
 impl Default for Engine {
@@ -71,6 +77,8 @@ impl Default for Engine {
             exit_stat: EX_OK,
             e_to: None,
             reported_maps: Default::default(),
+            syserr_log: None,
+            syserr_seen: false,
         }
     }
 }
@@ -139,7 +147,7 @@ enum Step {
 
 impl Engine {
     /// A user error as test mode prints it: SMTP and enhanced codes dropped, prefixed by
-    /// the current address (`addr... text`). `msg` is Latin-1 (one char per byte).
+    /// the current address (`addr... text`) when its reply code is one sendmail names it for. `msg` is Latin-1 (one char per byte).
     pub fn usrerr(&mut self, msg: &str) {
         let bytes: Vec<u8> = msg.chars().map(|c| c as u32 as u8).collect();
         self.usrerr_bytes(&bytes);
@@ -150,7 +158,16 @@ impl Engine {
     pub fn usrerr_bytes(&mut self, msg: &[u8]) {
         let text = strip_codes_bytes(msg);
         let mut line = Vec::new();
-        if let Some(to) = &self.e_to {
+        // sendmail's fmtmsg names the address only for replies 050, 250, 550 and 553 (a
+        // message without a code is a 553): `552 full` is printed as `full`.
+        let code = match msg {
+            [a, b, c, b' ' | b'-', ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+                [*a, *b, *c]
+            }
+            _ => *b"553",
+        };
+        let named = matches!(&code, b"050" | b"250" | b"550" | b"553");
+        if let Some(to) = self.e_to.as_ref().filter(|_| named) {
             line.extend_from_slice(&shorten(to));
             line.extend_from_slice(b"... ");
         }
@@ -170,15 +187,25 @@ impl Engine {
     /// A configuration/software error (sendmail's `syserr`): printed without the address
     /// prefix, and the exit status becomes `EX_SOFTWARE` (70).
     pub fn syserr(&mut self, msg: &str) {
+        self.syserr_seen = true;
+        if let Some((log, user)) = &self.syserr_log {
+            log.log(
+                crate::log::Severity::Crit,
+                Some("NOQUEUE"),
+                format_args!("SYSERR({user}): {}", strip_codes(msg)),
+            );
+        }
         let saved = self.e_to.take();
         self.usrerr(msg);
         self.e_to = saved;
         self.setstat(crate::sysexits::EX_SOFTWARE);
     }
 
-    /// sendmail's `setstat`: remember the first non-OK status.
+    /// sendmail's `setstat`: remember the first status that is neither OK nor a temporary
+    /// failure (a later hard failure replaces a temporary one: the oracle's `-bv` of a
+    /// 4.x.x `error:` address then a 5.7.1 one exits 65).
     pub fn setstat(&mut self, st: i32) {
-        if self.exit_stat == EX_OK {
+        if self.exit_stat == EX_OK || self.exit_stat == crate::sysexits::EX_TEMPFAIL {
             self.exit_stat = st;
         }
     }

@@ -79,6 +79,8 @@ pub struct Runner {
     /// Signalled whenever an attempt ends (for forced runs waiting on a busy message).
     idle: tokio::sync::Notify,
     slots: Arc<tokio::sync::Semaphore>,
+    /// `MaxRunnersPerQueue`, when set: messages in hand at once for queue runs.
+    runners: Option<Arc<tokio::sync::Semaphore>>,
     destinations: limits::Destinations,
     /// Deliveries at once to one local recipient (mailbox, file, program).
     local: limits::Destinations,
@@ -126,6 +128,8 @@ impl Runner {
             busy: Mutex::default(),
             idle: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            runners: (o.max_runners_per_queue > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(o.max_runners_per_queue))),
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
@@ -155,6 +159,15 @@ impl Runner {
             if !forced && !self.lock_busy().insert(id.clone()) {
                 continue;
             }
+            // A queue run has at most MaxRunnersPerQueue messages in hand (sendmail's
+            // runners, one message each); taken first, so a run waits for its own.
+            let runner = match (&self.runners, why) {
+                (Some(r), Pass::Interval | Pass::Forced) => match r.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                _ => None,
+            };
             // The slot is taken before the task exists: a pass never has more than the
             // runner's bound of messages in hand.
             let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -167,6 +180,7 @@ impl Runner {
                 }
                 attempt(&me, &id, forced).await;
                 drop(slot);
+                drop(runner);
                 me.lock_busy().remove(&id);
                 me.idle.notify_waiters();
             });
@@ -323,6 +337,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
     if let Some(text) = loops::too_many_hops(&msg, current.config.options.max_hop_count) {
         fail_looping(shared, &mut msg, &text, now);
     }
+    // RFC 2852 `BY=…;R` past its deadline: not tried, returned (sendmail's `sendenvelope`).
+    let by_expired = dsn::expire_deliver_by(&mut msg, now);
     let due: Vec<(usize, Route)> = msg
         .envelope
         .recipients
@@ -333,7 +349,7 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         })
         .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
-    let mut changed = !due.is_empty();
+    let mut changed = !due.is_empty() || by_expired;
     // Only local deliveries leave status files (program runs): a remote-only attempt has
     // none to remove (one unlink per recipient saved on the relay path).
     let local = due.iter().any(|(_, r)| matches!(r, Route::Local { .. }));
@@ -388,7 +404,7 @@ fn fail_looping(shared: &Shared, msg: &mut Message, text: &str, now: SystemTime)
     for r in recipients.iter_mut() {
         if r.state == DeliveryState::Pending {
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, None, false);
+            dsn::record_attempt(r, &outcome, None, dsn::Peer::default(), None);
         }
     }
     msg.envelope.recipients = recipients;
@@ -437,7 +453,7 @@ async fn deliver_due(
             (indexes, done)
         })
         .collect();
-    while let Some((indexes, (mailer, outcomes, relay, peer_dsn))) = running.next().await {
+    while let Some((indexes, (mailer, outcomes, relay, peer))) = running.next().await {
         // Written down at once (one write, no sync): a crash before the queue update
         // below or in attempt() must not deliver these again.
         let delivered: Vec<usize> = (indexes.iter().zip(&outcomes))
@@ -450,7 +466,8 @@ async fn deliver_due(
             let r = &mut recipients[*i];
             final_ones |= !matches!(outcome, Outcome::Temporary { .. });
             apply(r, &outcome, msg, &current.dsn, now);
-            dsn::record_attempt(r, &outcome, relay.as_deref(), peer_dsn);
+            let by = msg.envelope.params.deliver_by;
+            dsn::record_attempt(r, &outcome, relay.as_deref(), peer, by);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
         }
         if final_ones && !running.is_empty() {
@@ -468,14 +485,14 @@ async fn deliver_due(
 }
 
 /// Delivers one group of recipients that share a route: the mailer, one outcome per
-/// recipient, the `relay=` text, and whether the next hop took DSN duties on.
+/// recipient, the `relay=` text, and what the next hop took on (DSN, DELIVERBY).
 async fn deliver_group(
     runner: &Runner,
     settings: &Arc<Settings>,
     msg: &Message,
     route: &Route,
     indexes: &[usize],
-) -> (String, Vec<Outcome>, Option<String>, bool) {
+) -> (String, Vec<Outcome>, Option<String>, dsn::Peer) {
     let (shared, dns) = (&*runner.shared, &runner.dns);
     let n = indexes.len();
     match route {
@@ -518,12 +535,11 @@ async fn deliver_group(
                     format_args!("{line}"),
                 );
             }
-            (
-                mailer.clone(),
-                report.outcomes,
-                report.relay,
-                report.peer_dsn,
-            )
+            let peer = dsn::Peer {
+                dsn: report.peer_dsn,
+                deliverby: report.peer_deliverby,
+            };
+            (mailer.clone(), report.outcomes, report.relay, peer)
         }
         Route::Local { mailer, user } => {
             let rcpts: Vec<Recipient> = indexes
@@ -567,14 +583,19 @@ async fn deliver_group(
                     n
                 ]
             });
-            (mailer.clone(), outcomes, None, false)
+            (mailer.clone(), outcomes, None, dsn::Peer::default())
         }
         Route::Error { text } => {
             let o = Outcome::Permanent {
                 dsn: "5.1.3".into(),
                 text: text.clone(),
             };
-            ("*error*".to_string(), vec![o; n], None, false)
+            (
+                "*error*".to_string(),
+                vec![o; n],
+                None,
+                dsn::Peer::default(),
+            )
         }
     }
 }

@@ -21,6 +21,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::reply::{self, Reply};
+pub use crate::queue::{ByMode, DeliverBy};
 
 /// sendmail's `MAXNAME`: the longest token (atom) in an address.
 pub const MAX_TOKEN: usize = 256;
@@ -134,8 +135,8 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// AUTH= as sent (RFC 4954).
     pub auth: Option<String>,
-    /// BY= as sent (RFC 2852).
-    pub by: Option<String>,
+    /// BY= (RFC 2852), checked as sendmail checks it; the last one given counts.
+    pub by: Option<DeliverBy>,
     /// `SMTPUTF8` was given (RFC 6531 §3.4).
     pub smtputf8: bool,
 }
@@ -247,6 +248,8 @@ pub struct Extensions {
     pub dsn: bool,
     /// DELIVERBY: BY= (MAIL).
     pub deliverby: bool,
+    /// `DeliverByMin`: a `BY=…;R` below it is refused (`555 5.5.2 time N less than MIN`).
+    pub deliver_by_min: i64,
     /// SMTPUTF8 (MAIL, RFC 6531).
     pub smtputf8: bool,
 }
@@ -256,6 +259,7 @@ impl Extensions {
     pub const ALL: Extensions = Extensions {
         dsn: true,
         deliverby: true,
+        deliver_by_min: 0,
         smtputf8: true,
     };
 }
@@ -695,8 +699,7 @@ fn mail_params(
             }
             "by" if ext.deliverby => {
                 let v = need_value(value, "BY=")?;
-                check_by(&v)?;
-                p.by = Some(v);
+                p.by = Some(check_by(&v, ext.deliver_by_min)?);
             }
             _ => return Err(ArgError::ParamUnrecognized(key.clone())),
         }
@@ -705,12 +708,16 @@ fn mail_params(
 }
 
 /// BY=<time>;<mode>[T] (RFC 2852) as sendmail checks it.
-fn check_by(v: &str) -> Result<(), ArgError> {
+/// sendmail's check of a `BY=` value (`srvrsmtp.c` `mail_esmtp_args`): `<seconds>;<mode>`
+/// then an optional `T`; mode `R` needs a time above 0 and, when `DeliverByMin` is above
+/// 0, at least that. The character named in a refusal is the one sent (the oracle:
+/// `BY=10;X` → `illegal by-mode 'X'`).
+fn check_by(v: &str, min: i64) -> Result<DeliverBy, ArgError> {
     let bad = |r: Reply| Err(ArgError::Param(r));
     let t = v.trim_start_matches(is_space);
     let sign = usize::from(t.starts_with(['-', '+']));
     let digits = t[sign..].bytes().take_while(u8::is_ascii_digit).count();
-    let time = match strtol(t) {
+    let seconds = match strtol(t) {
         Some(n) if n.abs() <= 999_999_999 => n,
         _ => return bad(reply::by_out_of_range(v)),
     };
@@ -719,17 +726,26 @@ fn check_by(v: &str) -> Result<(), ArgError> {
         return bad(reply::by_missing_semicolon());
     };
     let mut chars = rest.trim_start_matches(is_space).chars();
-    match chars.next().map(|c| c.to_ascii_lowercase()) {
-        Some('n') => {}
-        Some('r') if time <= 0 => return bad(reply::by_mode_r_needs_time()),
-        Some('r') => {}
+    let mode = match chars.next() {
+        Some('n' | 'N') => ByMode::Notify,
+        Some('r' | 'R') if seconds <= 0 => return bad(reply::by_mode_r_needs_time()),
+        Some('r' | 'R') if min > 0 && seconds < min => {
+            return bad(reply::by_time_below_min(seconds, min));
+        }
+        Some('r' | 'R') => ByMode::Return,
         other => return bad(reply::by_illegal("mode", other.unwrap_or('?'))),
-    }
+    };
     let rest = chars.as_str().trim_start_matches(is_space);
-    match rest.chars().next().map(|c| c.to_ascii_lowercase()) {
-        None | Some('t') => Ok(()),
-        Some(c) => bad(reply::by_illegal("trace", c)),
-    }
+    let trace = match rest.chars().next() {
+        None => false,
+        Some('t' | 'T') => true,
+        Some(c) => return bad(reply::by_illegal("trace", c)),
+    };
+    Ok(DeliverBy {
+        seconds,
+        mode,
+        trace,
+    })
 }
 
 fn rcpt_params(
@@ -950,8 +966,20 @@ mod tests {
                 "MAIL FROM:<x@y> BY=0;R",
                 "501 5.5.4 mode R requires BY time > 0",
             ),
-            ("MAIL FROM:<x@y> BY=10;X", "501 5.5.2 illegal by-mode 'x'"),
-            ("MAIL FROM:<x@y> BY=10;NQ", "501 5.5.2 illegal by-trace 'q'"),
+            ("MAIL FROM:<x@y> BY=10;X", "501 5.5.2 illegal by-mode 'X'"),
+            ("MAIL FROM:<x@y> BY=10;NQ", "501 5.5.2 illegal by-trace 'Q'"),
+            ("MAIL FROM:<x@y> BY=10;", "501 5.5.2 illegal by-mode '?'"),
+            (
+                "MAIL FROM:<x@y> BY=-10;R",
+                "501 5.5.4 mode R requires BY time > 0",
+            ),
+            ("MAIL FROM:<x@y> BY", "501 5.5.2 BY= requires a value"),
+            ("MAIL FROM:<x@y> BY=", "501 5.5.2 BY= missing ';'"),
+            ("MAIL FROM:<x@y> BY=abc;R", "501 5.5.2 BY= missing ';'"),
+            (
+                "MAIL FROM:<x@y> BY=9999999999;R",
+                "501 5.5.2 BY=9999999999;R out of range",
+            ),
             (
                 "MAIL FROM:<x@y> RET=ALL",
                 "501 5.5.2 Bad argument \"ALL\" to RET",
@@ -1124,7 +1152,14 @@ mod tests {
             mail("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 BY=120;RT")
                 .unwrap();
         let p = m.params.unwrap();
-        assert_eq!(p.by.as_deref(), Some("120;RT"));
+        assert_eq!(
+            p.by,
+            Some(DeliverBy {
+                seconds: 120,
+                mode: ByMode::Return,
+                trace: true
+            })
+        );
         assert_eq!(p.size, Some(1000));
         assert_eq!(p.body, Some(BodyType::EightBitMime));
         assert_eq!(p.ret, Some(Ret::Hdrs));
@@ -1195,10 +1230,46 @@ mod tests {
     }
 
     #[test]
+    fn by_values_as_the_oracle_takes_them_under_deliver_by_min() {
+        // sendmail 8.17.1.9 with `-O DeliverByMin=60` (tests/differential/scenarios/21a-*).
+        let ext = Extensions {
+            deliver_by_min: 60,
+            ..Extensions::ALL
+        };
+        let by = |line: &str| match parse_with(line.as_bytes(), &ext) {
+            Command::Mail(Ok(m)) => m.params.map(|p| p.by.unwrap()),
+            other => panic!("{other:?}"),
+        };
+        let ok = |seconds, mode, trace| {
+            Ok(DeliverBy {
+                seconds,
+                mode,
+                trace,
+            })
+        };
+        assert_eq!(by("MAIL FROM:<a@b> BY=30;N"), ok(30, ByMode::Notify, false));
+        assert_eq!(by("MAIL FROM:<a@b> BY=0;N"), ok(0, ByMode::Notify, false));
+        assert_eq!(by("MAIL FROM:<a@b> BY=-5;NT"), ok(-5, ByMode::Notify, true));
+        assert_eq!(by("MAIL FROM:<a@b> BY=60;R"), ok(60, ByMode::Return, false));
+        assert_eq!(
+            by("MAIL FROM:<a@b> BY=+60;rt"),
+            ok(60, ByMode::Return, true)
+        );
+        // A repeated BY= is not refused; the last one counts.
+        assert_eq!(
+            by("MAIL FROM:<a@b> BY=60;RT BY=70;N"),
+            ok(70, ByMode::Notify, false)
+        );
+        let err = by("MAIL FROM:<a@b> BY=30;R").unwrap_err();
+        assert_eq!(err.reply().to_string(), "555 5.5.2 time 30 less than 60");
+    }
+
+    #[test]
     fn extensions_not_offered_are_refused_as_sendmail_does() {
         let none = Extensions {
             dsn: false,
             deliverby: false,
+            deliver_by_min: 0,
             smtputf8: false,
         };
         let cases = [

@@ -674,6 +674,15 @@ pub fn by_mode_r_needs_time() -> Reply {
     Reply::new(501, Some("5.5.4"), "mode R requires BY time > 0")
 }
 
+/// `555 5.5.2 time 30 less than 60`: `BY=30;R` under `DeliverByMin=60`.
+pub fn by_time_below_min(seconds: i64, min: i64) -> Reply {
+    Reply::new(
+        555,
+        Some("5.5.2"),
+        format!("time {seconds} less than {min}"),
+    )
+}
+
 /// `501 5.5.2 illegal by-mode 'x'` / `illegal by-trace 'x'`.
 pub fn by_illegal(what: &str, c: char) -> Reply {
     let c = if c.is_ascii_graphic() { c } else { '?' };

@@ -110,16 +110,22 @@ pub struct Features {
     pub dsn: bool,
     /// ETRN can start a queue run.
     pub etrn: bool,
+    /// DELIVERBY (RFC 2852): `BY=` on MAIL, kept with the message (`DeliverByMin` ≥ 0).
     pub deliverby: bool,
-    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`.
+    /// `DeliverByMin`: EHLO says `DELIVERBY <n>` when above 0; a `BY=…;R` below it is
+    /// refused.
+    pub deliver_by_min: i64,
+    /// CHUNKING: BDAT (RFC 3030), in `session/bdat.rs`; only with our `Chunking` option
+    /// (sendmail 8.17 has none).
     pub chunking: bool,
     /// SMTPUTF8 (RFC 6531), in `session/utf8.rs`; only with the `SmtpUTF8` option.
     pub smtputf8: bool,
 }
 
 impl Default for Features {
-    /// What the session itself implements end to end: PIPELINING, 8BITMIME and CHUNKING
-    /// (VERB is offered only together with EXPN, as in sendmail).
+    /// What the session itself implements end to end: PIPELINING and 8BITMIME (VERB is
+    /// offered only together with EXPN, as in sendmail); CHUNKING is implemented but off,
+    /// as sendmail 8.17 has none.
     fn default() -> Features {
         Features {
             pipelining: true,
@@ -129,7 +135,8 @@ impl Default for Features {
             dsn: false,
             etrn: false,
             deliverby: false,
-            chunking: true,
+            deliver_by_min: 0,
+            chunking: false,
             smtputf8: false,
         }
     }
@@ -165,6 +172,8 @@ impl Privacy {
                 "noetrn" => p.noetrn = true,
                 "authwarnings" => p.authwarnings = true,
                 "public" => p = Privacy::default(),
+                // Not `noetrn`: sendmail 8.17.1.9 under `goaway` still offers and runs ETRN
+                // (tests/differential/scenarios/28b-*).
                 "goaway" => {
                     p = Privacy {
                         needmailhelo: true,
@@ -173,7 +182,7 @@ impl Privacy {
                         noexpn: true,
                         novrfy: true,
                         noverb: true,
-                        noetrn: true,
+                        noetrn: p.noetrn,
                         authwarnings: true,
                     }
                 }
@@ -797,6 +806,7 @@ impl Session {
         let ext = command::Extensions {
             dsn: self.ctx.features.dsn,
             deliverby: self.ctx.features.deliverby,
+            deliver_by_min: self.ctx.features.deliver_by_min,
             smtputf8: self.ctx.features.smtputf8 && self.nullserver.is_none(),
         };
         let cmd = command::parse_with(line, &ext);
@@ -1107,7 +1117,9 @@ impl Session {
         if self.starttls_offered() {
             k.push("STARTTLS".into());
         }
-        if f.deliverby {
+        if f.deliverby && f.deliver_by_min > 0 {
+            k.push(format!("DELIVERBY {}", f.deliver_by_min));
+        } else if f.deliverby {
             k.push("DELIVERBY".into());
         }
         k.push("HELP".into());
@@ -1627,7 +1639,12 @@ impl Session {
             let text = format!(
                 "{} did not issue MAIL/EXPN/VRFY/ETRN during connection to {}",
                 self.ctx.client.display(),
-                self.ctx.daemon_name
+                // `-bs` has no daemon name; sendmail says `stdin` (the oracle).
+                if self.ctx.daemon_name.is_empty() {
+                    "stdin"
+                } else {
+                    &self.ctx.daemon_name
+                }
             );
             self.log(Severity::Info, true, text, out);
         }
@@ -1751,11 +1768,12 @@ fn from_line(
     if let Some(b) = body {
         let _ = write!(s, ", bodytype={}", b.as_str());
     }
-    let _ = write!(
-        s,
-        ", proto={proto}, daemon={daemon}, relay={}",
-        client.display()
-    );
+    let _ = write!(s, ", proto={proto}");
+    // sendmail's logsender: no `daemon=` without a daemon name (`-bs`).
+    if !daemon.is_empty() {
+        let _ = write!(s, ", daemon={daemon}");
+    }
+    let _ = write!(s, ", relay={}", client.display());
     s
 }
 

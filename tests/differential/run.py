@@ -332,6 +332,7 @@ def settle(logfile):
 
 def inside(args):
     work = os.environ["DIFF_WORK"]
+    os.environ["DIFF_HARNESS"] = HERE  # for `$ python3 "$DIFF_HARNESS/bs.py" …`
     logfile = os.path.join(work, "maillog")
     results = {}
     settle(logfile)
@@ -363,10 +364,12 @@ MMDD = re.compile(r"\b\d\d/\d\d \d\d:\d\d\b")
 DELAY = re.compile(r"\b(x?delay|pri)=[\d:+]+")
 PID = re.compile(r"\bpid=\d+|\bprocess \d+\b|\[\d{3,}\]")
 MSGID = re.compile(r"<[0-9A-Za-x]{8}\d{6,}@")
+# each target's binary is linked from its own directory (`restarting PATH due to signal`)
+BINDIR = re.compile(r"\S*/bin-(?:oracle|ours)/")
 
 
 # sendmail-rs's $v is its own version (the cf's $Z stays Debian's).
-VERSION = re.compile(r"(\bSendmail |\bsendmail version |^\| Version )(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
+VERSION = re.compile(r"(\bSendmail |\bsendmail version |^\| Version |\bstarting daemon \()(?:8\.17\.1\.9|\d+\.\d+\.\d+)\b")
 
 
 def norm(line):
@@ -378,6 +381,7 @@ def norm(line):
     line = MMDD.sub("MM/DD hh:mm", line)
     line = DELAY.sub(lambda m: m.group(1) + "=N", line)
     line = PID.sub("PID", line)
+    line = BINDIR.sub("BIN/", line)
     return line
 
 
@@ -492,7 +496,10 @@ def compare(scenarios, results, works, verbose):
 
 def outside(args):
     os.makedirs(args.work, exist_ok=True)
-    scenario_paths = [os.path.abspath(p) for p in args.scenarios] or sorted(
+    # a bare name or a path relative to here: the namespace run starts elsewhere
+    scenario_paths = [p if os.path.exists(p) else os.path.join(SCENARIOS, p)
+                      for p in args.scenarios]
+    scenario_paths = [os.path.abspath(p) for p in scenario_paths] or sorted(
         os.path.join(SCENARIOS, f) for f in os.listdir(SCENARIOS) if f.endswith(".txt"))
     scenarios = [Scenario(p) for p in scenario_paths]
     smtp_paths = [s.path for s in scenarios if not s.fail2ban]

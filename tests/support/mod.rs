@@ -338,3 +338,32 @@ pub fn read_reply(r: &mut impl BufRead) -> Vec<String> {
 pub fn path_str(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
+
+/// `makemap hash TEXT < TEXT` with this build: `TEXT.db`, which a `hash` map reads (a
+/// missing `.db` is sendmail's "missing map file", not a reason to read the text).
+pub fn makemap(text: &Path) {
+    use std::os::unix::process::CommandExt;
+    let input = std::fs::read_to_string(text).unwrap();
+    let mut child = Command::new(sendmail_bin())
+        .arg0("makemap")
+        .args(["-C", "/dev/null", "hash"])
+        .arg(text)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "makemap {}: {}",
+        text.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

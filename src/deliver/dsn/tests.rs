@@ -329,6 +329,163 @@ fn the_log_gets_the_short_reason() {
     assert_eq!(short_reason("User unknown"), "User unknown");
 }
 
+fn by(seconds: i64, mode: crate::queue::ByMode) -> Option<crate::queue::DeliverBy> {
+    Some(crate::queue::DeliverBy {
+        seconds,
+        mode,
+        trace: false,
+    })
+}
+
+#[test]
+fn deliver_by_r_past_its_deadline_returns_the_message_with_5_4_7() {
+    // The oracle: `BY=1;R`, queue run 2 s later → no delivery attempt and
+    // `ID: BOUNCEID: DSN: delivery time expired 1s` (tests/differential/scenarios/89-*).
+    let s = settings();
+    let mut msg = message(
+        "sender@client.example.test",
+        vec![deferred("later@remote.example.test")],
+        "",
+    );
+    msg.envelope.params.deliver_by = by(120, crate::queue::ByMode::Return);
+    assert!(!expire_deliver_by(&mut msg, at(119)));
+    assert_eq!(msg.envelope.recipients[0].state, DeliveryState::Pending);
+    assert!(expire(&s, &mut msg, at(120)));
+    let r = &msg.envelope.recipients[0];
+    assert_eq!(r.state, DeliveryState::Failed);
+    assert_eq!(r.dsn_code.as_deref(), Some("5.4.7"));
+    assert!(!failed_by_expiry(r), "not a queuereturn expiry");
+    let p = plan(&s, &msg, at(120));
+    assert_eq!(kinds(&p), [(Kind::Failure, sender(), vec![0])]);
+    let b = Build {
+        settings: &s,
+        notice: &p.notices[0],
+        id: QueueId::new("6B2GCLvQ018176").unwrap(),
+        now: at(120),
+    };
+    assert_eq!(log_reason(&b, &msg), "delivery time expired 120s");
+    let dsn = String::from_utf8(build(&b, &msg).body).unwrap();
+    assert!(dsn.contains("\nAction: failed\nStatus: 5.4.7\n"), "{dsn}");
+    assert!(
+        dsn.contains("\nDelivery time (120s) expired\nMessage will be deleted from queue\n"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("<later@remote.example.test>... delivery time expired 120s\n"));
+    // N never fails a message by itself.
+    let mut n = message("s@x.test", vec![deferred("a@remote.example.test")], "");
+    n.envelope.params.deliver_by = by(120, crate::queue::ByMode::Notify);
+    assert!(!expire(&s, &mut n, at(3 * HOUR)));
+}
+
+#[test]
+fn deliver_by_n_past_its_deadline_gives_one_delay_notice_in_sendmails_words() {
+    let s = settings();
+    let mut msg = message(
+        "sender@client.example.test",
+        vec![deferred("later@remote.example.test")],
+        "",
+    );
+    msg.envelope.params.deliver_by = by(60, crate::queue::ByMode::Notify);
+    assert!(plan(&s, &msg, at(59)).is_empty());
+    let p = plan(&s, &msg, at(60));
+    assert_eq!(kinds(&p), [(Kind::Delay, sender(), vec![0])]);
+    let b = Build {
+        settings: &s,
+        notice: &p.notices[0],
+        id: QueueId::new("6B2GCLvQ018176").unwrap(),
+        now: at(60),
+    };
+    assert_eq!(
+        log_reason(&b, &msg),
+        "Warning: Delivery time (60s) exceeded"
+    );
+    let dsn = String::from_utf8(build(&b, &msg).body).unwrap();
+    assert!(
+        dsn.contains("Subject: Warning: Delivery time (60s) exceeded\n"),
+        "{dsn}"
+    );
+    assert!(dsn.contains(
+        "\nWarning: Delivery time (60s) exceeded\nWill keep trying until message is 5 days old\n"
+    ));
+    mark(&mut msg, &p);
+    assert!(plan(&s, &msg, at(5 * HOUR)).is_empty(), "warned once");
+    // Past Timeout.queuewarn the queuewarn wording wins, as in sendmail.
+    let mut late = message("s@x.test", vec![deferred("a@remote.example.test")], "");
+    late.envelope.params.deliver_by = by(60, crate::queue::ByMode::Notify);
+    let p = plan(&s, &late, at(4 * HOUR));
+    let b = Build {
+        settings: &s,
+        notice: &p.notices[0],
+        id: QueueId::new("6B2GCLvQ018176").unwrap(),
+        now: at(4 * HOUR),
+    };
+    assert_eq!(
+        log_reason(&b, &late),
+        "Warning: could not send message for past 4 hours"
+    );
+}
+
+#[test]
+fn by_n_through_a_next_hop_without_deliverby_and_by_trace_are_reported_as_sendmail_does() {
+    use crate::queue::{ByMode, ByRelayed};
+    let s = settings();
+    let delivered = Outcome::Delivered {
+        reply: "250 2.0.0 Ok".into(),
+    };
+    let relay = Some("mx.example.test. [127.0.0.1]");
+    let plain = Peer::default();
+    let aware = Peer {
+        dsn: true,
+        deliverby: true,
+    };
+    let record = |by: Option<crate::queue::DeliverBy>, peer: Peer, never: bool| {
+        let mut r = Recipient::new("a@remote.example.test");
+        r.notify.never = never;
+        r.state = DeliveryState::Done;
+        record_attempt(&mut r, &delivered, relay, peer, by);
+        r
+    };
+    // N to a next hop without DELIVERBY: "Deliver-by notify: relayed".
+    let n = record(by(60, ByMode::Notify), plain, false);
+    assert_eq!(n.by_relayed, Some(ByRelayed::Notify));
+    // … but not where the next hop took BY= on, nor for NOTIFY=NEVER.
+    assert_eq!(
+        record(by(60, ByMode::Notify), aware, false).by_relayed,
+        None
+    );
+    assert_eq!(record(by(60, ByMode::Notify), plain, true).by_relayed, None);
+    // Trace: wherever it went, and not swallowed by a DSN-aware next hop.
+    let mut t = by(60, ByMode::Return);
+    t.as_mut().unwrap().trace = true;
+    let traced = record(t, aware, false);
+    assert_eq!(traced.by_relayed, Some(ByRelayed::Trace));
+    assert!(!traced.reported);
+    assert_eq!(record(None, aware, false).by_relayed, None);
+
+    let mut msg = message("sender@client.example.test", vec![n], "");
+    msg.envelope.params.deliver_by = by(60, ByMode::Notify);
+    let p = plan(&s, &msg, at(10));
+    assert_eq!(kinds(&p), [(Kind::Success, sender(), vec![0])]);
+    let b = Build {
+        settings: &s,
+        notice: &p.notices[0],
+        id: QueueId::new("6B2GCLvQ018176").unwrap(),
+        now: at(10),
+    };
+    assert_eq!(log_reason(&b, &msg), "Return receipt");
+    let dsn = String::from_utf8(build(&b, &msg).body).unwrap();
+    for want in [
+        "<a@remote.example.test>  (Deliver-By notify: relayed)\n",
+        "<a@remote.example.test>... Deliver-by notify: relayed\n",
+        "\nAction: relayed (Deliver-By notify mode)\nStatus: 2.0.0\n",
+        "\nDeliver-By-Date: ",
+    ] {
+        assert!(dsn.contains(want), "{want:?} in {dsn}");
+    }
+    mark(&mut msg, &p);
+    assert!(plan(&s, &msg, at(20)).is_empty(), "once");
+}
+
 #[test]
 fn use_errors_to_sends_the_failure_to_the_errors_to_addresses_too() {
     // The oracle (`-odi -oem -O UseErrorsTo=true`, `Errors-To: root`, from daemon to an

@@ -269,6 +269,7 @@ mod tests {
              AuthInfo: \"U:default\" \"P:4\"\n",
         )
         .unwrap();
+        crate::makemap::build_from_text(&file).unwrap();
         let mut maps = Maps::default();
         maps.maps.insert(
             MAP_NAME.into(),

@@ -32,7 +32,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -40,7 +40,7 @@ use super::auth::{self, AuthEnd, AuthInfo};
 use super::tls::{self, Stream, TlsSettings};
 use crate::config::options::Timeouts;
 use crate::deliver::Outcome;
-use crate::queue::{BodyType, Message, Recipient, Ret};
+use crate::queue::{BodyType, ByMode, Message, Recipient, Ret};
 
 /// Longest reply line accepted (RFC 5321 says 512; servers exceed it).
 pub const MAX_REPLY_LINE: usize = 4096;
@@ -183,6 +183,8 @@ pub struct Capabilities {
     pub starttls: bool,
     /// The `AUTH` mechanisms offered, as written.
     pub auth: Vec<String>,
+    /// `DELIVERBY` offered (RFC 2852); the number is its minimum (0 = none given).
+    pub deliverby: Option<i64>,
 }
 
 impl Capabilities {
@@ -204,6 +206,9 @@ impl Capabilities {
                     caps.auth.extend(words.map(str::to_string));
                 }
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "DELIVERBY" => {
+                    caps.deliverby = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+                }
                 _ => {}
             }
         }
@@ -323,6 +328,8 @@ pub struct SessionResult {
     pub log: Vec<String>,
     /// The server offered DSN: it took on `NOTIFY=SUCCESS`, so we send no "relayed" receipt.
     pub peer_dsn: bool,
+    /// The server offered DELIVERBY: it took `BY=` on.
+    pub peer_deliverby: bool,
 }
 
 /// Why a session stopped short.
@@ -412,8 +419,52 @@ pub fn xtext(s: &str) -> String {
     out
 }
 
+/// RFC 2852 `BY=…;R` before MAIL (sendmail's `deliver.c`): a next hop that does not offer
+/// DELIVERBY, or whose minimum is more than the time left, cannot take the message in
+/// time; it is returned (`5.4.7`) instead of sent.
+pub fn deliver_by_refusal(
+    message: &Message,
+    caps: &Capabilities,
+    now: SystemTime,
+) -> Option<Outcome> {
+    let env = &message.envelope;
+    let by = env.params.deliver_by.filter(|b| b.mode == ByMode::Return)?;
+    let refuse = |text: String| Outcome::Permanent {
+        dsn: "5.4.7".to_string(),
+        text,
+    };
+    let Some(min) = caps.deliverby else {
+        return Some(refuse("Server does not support Deliver By".into()));
+    };
+    let left = by.left(env.arrival, now);
+    (by.seconds > 0 && left < min).then(|| {
+        refuse(format!(
+            "Message can't be delivered in time; {left} < {min}"
+        ))
+    })
+}
+
+/// The `BY=` sent on to a next hop that offers DELIVERBY (sendmail's `smtpmailfrom`): the
+/// time left, with the mode and trace flag received; for `R` with no time left, the next
+/// hop's minimum (or 1).
+fn by_param(message: &Message, caps: &Capabilities, now: SystemTime) -> Option<String> {
+    let min = caps.deliverby?;
+    let env = &message.envelope;
+    let by = env.params.deliver_by?;
+    let mut left = by.left(env.arrival, now);
+    if left <= 0 && by.mode == ByMode::Return {
+        left = if min <= 0 { 1 } else { min };
+    }
+    Some(by.param(left))
+}
+
 /// `MAIL From:<…>` with the parameters the server allows.
-pub fn mail_command(message: &Message, caps: &Capabilities, wire_size: usize) -> String {
+pub fn mail_command(
+    message: &Message,
+    caps: &Capabilities,
+    wire_size: usize,
+    now: SystemTime,
+) -> String {
     let env = &message.envelope;
     let mut cmd = format!("MAIL From:<{}>", env.sender);
     if caps.size.is_some() {
@@ -431,6 +482,10 @@ pub fn mail_command(message: &Message, caps: &Capabilities, wire_size: usize) ->
         if let Some(envid) = &env.params.envid {
             cmd.push_str(&format!(" ENVID={}", xtext(envid)));
         }
+    }
+    if let Some(by) = by_param(message, caps, now) {
+        cmd.push(' ');
+        cmd.push_str(&by);
     }
     cmd.push_str("\r\n");
     cmd
@@ -475,6 +530,8 @@ pub(super) struct Conn<S> {
     log_level: u32,
     /// The server's EHLO offered DSN (so NOTIFY went on with the recipients).
     dsn: bool,
+    /// The server's EHLO offered DELIVERBY (so BY= went on).
+    deliverby: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -573,12 +630,14 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
         log: Vec::new(),
         log_level: job.log_level,
         dsn: false,
+        deliverby: false,
     };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
     let opened = greet(&mut conn, job, t).await;
     match opened {
         Ok(Ok(caps)) => {
             conn.dsn = caps.dsn;
+            conn.deliverby = caps.deliverby.is_some();
             Ok(Session {
                 conn,
                 caps,
@@ -659,6 +718,7 @@ fn finish<S>(
         tls_failed,
         log: std::mem::take(&mut conn.log),
         peer_dsn: conn.dsn,
+        peer_deliverby: conn.deliverby,
     }
 }
 
@@ -723,7 +783,11 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
             false,
         ));
     }
-    let mail = mail_command(job.message, caps, wire_size);
+    let now = SystemTime::now();
+    if let Some(refused) = deliver_by_refusal(job.message, caps, now) {
+        return Ok((End::All(refused), false));
+    }
+    let mail = mail_command(job.message, caps, wire_size, now);
     let rcpts: Vec<String> = job
         .recipients
         .iter()

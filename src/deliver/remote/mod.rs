@@ -201,6 +201,8 @@ pub struct Report {
     pub noqid_log: Vec<String>,
     /// The host that took the message offered DSN ([`client::SessionResult::peer_dsn`]).
     pub peer_dsn: bool,
+    /// The host that took the message offered DELIVERBY (RFC 2852).
+    pub peer_deliverby: bool,
 }
 
 impl Report {
@@ -211,6 +213,7 @@ impl Report {
             log,
             noqid_log: Vec::new(),
             peer_dsn: false,
+            peer_deliverby: false,
         }
     }
 }
@@ -254,6 +257,7 @@ pub async fn deliver_cached<R: Rng + Send + ?Sized>(
         }
         let report = Report {
             peer_dsn: result.peer_dsn,
+            peer_deliverby: result.peer_deliverby,
             outcomes: result.outcomes,
             relay: Some(cached.relay.clone()),
             log: Vec::new(),
@@ -329,6 +333,7 @@ async fn fresh<R: Rng + Send + ?Sized>(
     match last_session {
         Some((result, relay)) => Report {
             peer_dsn: result.peer_dsn,
+            peer_deliverby: result.peer_deliverby,
             outcomes: result.outcomes,
             relay: Some(relay),
             log,

@@ -177,6 +177,7 @@ async fn a_failed_handshake_defers_or_with_fallback_retries_in_clear() {
 fn authinfo(dir: &std::path::Path, entry: &str) -> Maps {
     let file = dir.join("authinfo");
     std::fs::write(&file, format!("{entry}\n")).unwrap();
+    crate::makemap::build_from_text(&file).unwrap();
     let mut maps = Maps::default();
     maps.maps.insert(
         auth::MAP_NAME.into(),
@@ -345,6 +346,7 @@ fn settings_take_the_tls_options_and_the_authinfo_map_from_the_configuration() {
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let map = dir.path().join("authinfo");
     std::fs::write(&map, "AuthInfo:smart.test \"U:u\" \"P:p\"\n").unwrap();
+    crate::makemap::build_from_text(&map).unwrap();
     let cf = format!(
         "V10\nDjoracle.example.test\nO CACertFile={}\nO TLSFallbacktoClear=True\nO LogLevel=12\nKauthinfo hash -o {}.db\n",
         ca.display(),

@@ -49,7 +49,11 @@ fn session() -> Session {
         max_headers_length: 0,
         seven_bit_input: false,
         max_recipients: 0,
-        features: Features::default(),
+        // BDAT is exercised here: on, as under our `Chunking` option.
+        features: Features {
+            chunking: true,
+            ..Features::default()
+        },
         privacy: Privacy::default(),
         log_level: 9,
         version: "0.1.0".into(),

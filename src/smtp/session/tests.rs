@@ -107,6 +107,7 @@ fn oracle_ctx() -> SessionContext {
             dsn: true,
             etrn: true,
             deliverby: true,
+            deliver_by_min: 0,
             chunking: false,
             smtputf8: false,
         },
@@ -257,6 +258,22 @@ fn etrn_when_offered() {
 }
 
 #[test]
+fn ehlo_lists_deliverby_with_its_minimum_and_takes_by_only_when_offered() {
+    // The oracle: `DeliverByMin` 0 → `DELIVERBY`, 60 → `DELIVERBY 60`, -1 → none, and
+    // then `BY=` is an unknown parameter (tests/differential/scenarios/21a-*, 21b-*).
+    let last_two = |min: i64, deliverby: bool| {
+        let mut ctx = oracle_ctx();
+        ctx.features.deliver_by_min = min;
+        ctx.features.deliverby = deliverby;
+        let k = Session::new(ctx).ehlo_keywords();
+        k[k.len() - 2..].to_vec()
+    };
+    assert_eq!(last_two(0, true), ["DELIVERBY", "HELP"]);
+    assert_eq!(last_two(60, true), ["DELIVERBY 60", "HELP"]);
+    assert_ne!(last_two(-1, false)[0], "DELIVERBY");
+}
+
+#[test]
 fn ehlo_size_shows_the_limit() {
     let mut ctx = oracle_ctx();
     ctx.max_message_size = 1000;
@@ -269,7 +286,6 @@ fn ehlo_size_shows_the_limit() {
             "PIPELINING",
             "8BITMIME",
             "SIZE 1000",
-            "CHUNKING",
             "HELP"
         ]
     );
@@ -989,10 +1005,16 @@ fn privacy_options() {
     let mut ctx = oracle_ctx();
     ctx.privacy = Privacy::parse("authwarnings,goaway");
     let mut s = Session::new(ctx);
+    assert!(!s.ehlo_keywords().iter().any(|k| k == "EXPN" || k == "VERB"));
+    // goaway leaves ETRN on (sendmail 8.17.1.9, differential 28b); noetrn takes it off.
+    assert!(s.ehlo_keywords().iter().any(|k| k == "ETRN"));
+    let mut no_etrn = oracle_ctx();
+    no_etrn.privacy = Privacy::parse("goaway,noetrn");
     assert!(
-        !s.ehlo_keywords()
+        !Session::new(no_etrn)
+            .ehlo_keywords()
             .iter()
-            .any(|k| k == "EXPN" || k == "VERB" || k == "ETRN")
+            .any(|k| k == "ETRN")
     );
     let got = talk(
         &mut s,

@@ -223,6 +223,63 @@ async fn dsn_parameters_pass_through_only_when_offered() {
 }
 
 #[tokio::test]
+async fn by_is_relayed_with_the_time_left_and_r_is_returned_where_it_cannot_be_kept() {
+    use crate::queue::{ByMode, DeliverBy};
+    let mut msg = message("s@x.test", b"x\n");
+    // Arrived 30 s ago with BY=120;RT: 90 s (or, the clock ticking, 89) are left.
+    msg.envelope.arrival = std::time::SystemTime::now() - Duration::from_secs(30);
+    msg.envelope.params.deliver_by = Some(DeliverBy {
+        seconds: 120,
+        mode: ByMode::Return,
+        trace: true,
+    });
+    let mut by = SinkConfig::new("B");
+    by.ehlo = Some(vec!["PIPELINING".into(), "DELIVERBY".into()]);
+    let (result, seen) = run(by, &msg, &rcpts(&["a@d.test"])).await;
+    let mail = &seen.commands[1];
+    assert!(
+        mail == "MAIL From:<s@x.test> BY=90;RT" || mail == "MAIL From:<s@x.test> BY=89;RT",
+        "{mail}"
+    );
+    assert!(matches!(result.outcomes[0], Outcome::Delivered { .. }));
+    // A next hop without DELIVERBY cannot keep an R deadline: returned, nothing sent.
+    let mut plain = SinkConfig::new("P");
+    plain.ehlo = Some(vec!["PIPELINING".into()]);
+    let (result, seen) = run(plain.clone(), &msg, &rcpts(&["a@d.test"])).await;
+    assert!(
+        !seen.commands.iter().any(|c| c.starts_with("MAIL")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        result.outcomes[0],
+        Outcome::Permanent {
+            dsn: "5.4.7".into(),
+            text: "Server does not support Deliver By".into()
+        }
+    );
+    // Nor one whose minimum is above the time left.
+    let mut slow = SinkConfig::new("S");
+    slow.ehlo = Some(vec!["DELIVERBY 3600".into()]);
+    let (result, _) = run(slow, &msg, &rcpts(&["a@d.test"])).await;
+    assert!(
+        matches!(&result.outcomes[0], Outcome::Permanent { dsn, text }
+            if dsn == "5.4.7" && text.starts_with("Message can't be delivered in time; ")
+                && text.ends_with(" < 3600")),
+        "{:?}",
+        result.outcomes[0]
+    );
+    // N goes on to any next hop; BY= only where it is offered.
+    msg.envelope.params.deliver_by = Some(DeliverBy {
+        seconds: -5,
+        mode: ByMode::Notify,
+        trace: false,
+    });
+    let (result, seen) = run(plain, &msg, &rcpts(&["a@d.test"])).await;
+    assert_eq!(seen.commands[1], "MAIL From:<s@x.test>");
+    assert!(matches!(result.outcomes[0], Outcome::Delivered { .. }));
+}
+
+#[tokio::test]
 async fn a_refusing_greeting_defers_and_hands_over_to_the_next_host() {
     let mut cfg = SinkConfig::new("X");
     cfg.greeting = "421 4.3.2 sink.example.test Service not available".into();
@@ -340,6 +397,7 @@ fn replies_parse_line_by_line_and_across_reads() {
             dsn: false,
             starttls: false,
             auth: vec![],
+            deliverby: None,
         }
     );
     let go = p.next_reply().unwrap().unwrap();
