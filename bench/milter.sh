@@ -89,7 +89,9 @@ pf_start() {   # milters: "" or the smtpd_milters value
 pf_count() { find "$PF_SPOOL/hold" "$PF_SPOOL/incoming" "$PF_SPOOL/active" -type f 2>/dev/null | wc -l; }
 pf_signed() {
     local f; f=$(find "$PF_SPOOL/hold" -type f 2>/dev/null | head -1)
-    [ -n "$f" ] && postcat -c "$PF_CONF" -q "$(basename "$f")" 2>/dev/null | grep -q "DKIM-Signature:"
+    # grep reads to the end: with -q it may exit first, postcat then dies of SIGPIPE and
+    # pipefail calls a signed message UNSIGNED.
+    [ -n "$f" ] && postcat -c "$PF_CONF" -q "$(basename "$f")" 2>/dev/null | grep "DKIM-Signature:" >/dev/null
 }
 
 cleanup() {

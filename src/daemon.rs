@@ -503,6 +503,7 @@ async fn serve(
                 negate: false,
                 substr: substr.to_string(),
             }],
+            quarantined: false,
         };
         let request = crate::runner::control::RunRequest { select, done };
         etrn_runs.try_send(request).is_ok()

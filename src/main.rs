@@ -118,9 +118,16 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
         println!("You are not permitted to see the queue");
         return EX_NOPERM;
     }
-    // `-qQ`: the messages mail filters quarantined, and only those (sendmail's hf files).
-    let quarantined = inv.args.queue_flags.iter().any(|f| f == "Q");
-    setgid::with_privilege(|| list_queue(qdir, quarantined))
+    // `-qQ[substr]`: the quarantined messages, and only those (sendmail's hf files); the
+    // other `-q` limits as a queue run reads them.
+    let select = match runner::select::QueueRun::parse(&inv.args.queue_flags) {
+        Ok(run) => run.select,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_USAGE;
+        }
+    };
+    setgid::with_privilege(|| list_queue(qdir, &select))
 }
 
 /// `restrictmailq`: root, or the real group or a supplementary group is the queue
@@ -137,7 +144,7 @@ fn may_see_queue(qdir: &Path) -> bool {
     nix::unistd::getgid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid))
 }
 
-fn list_queue(qdir: &Path, quarantined: bool) -> i32 {
+fn list_queue(qdir: &Path, select: &runner::select::Selection) -> i32 {
     let store = match queue::Store::open_read_only(qdir) {
         Ok(s) => s,
         Err(e) => {
@@ -155,7 +162,7 @@ fn list_queue(qdir: &Path, quarantined: bool) -> i32 {
     // Command-line submissions not yet picked up by the daemon.
     let (waiting, corrupt) = queue::maildrop::waiting(qdir);
     entries.extend(waiting.iter().map(queue::QueueEntrySummary::of));
-    entries.retain(|e| e.envelope.quarantine.is_some() == quarantined);
+    entries.retain(|e| select.matches(&e.envelope));
     for path in corrupt {
         eprintln!("sendmail: {}: not a queue file", path.display());
     }

@@ -19,6 +19,9 @@ pub struct LowArgs {
     pub queue: Option<String>,
     /// Every `-q…` as typed after `q`, in order (`-qRx -qS!y` are several limits).
     pub queue_flags: Vec<String>,
+    /// `-Q[reason]`: with `-q` limits, quarantine the selected messages with `reason`, or
+    /// release them (`-Q` alone, with `-qQ…`).
+    pub quarantine: Option<String>,
     /// `-d cat.level,…` debug flags (accepted, noted, not acted on).
     pub debug: Vec<String>,
     /// `-L tag`: the syslog identifier.
@@ -39,7 +42,7 @@ pub struct LowArgs {
     pub traffic_log: Option<OsString>,
     /// `-v`: verbose.
     pub verbose: bool,
-    /// Flags accepted for compatibility and otherwise ignored (`-n -G -U -hN -p -M -B -A -Q`).
+    /// Flags accepted for compatibility and otherwise ignored (`-n -G -U -hN -p -M -B -A`).
     pub ignored: Vec<String>,
     /// Words that are not flags: recipients (or the ruleset address for `-bv`).
     pub recipients: Vec<String>,
@@ -146,7 +149,7 @@ impl LowArgs {
                 }
                 Short('Q') => {
                     let v = p.optional_value().map(text).transpose()?;
-                    a.ignored.push(format!("-Q{}", v.unwrap_or_default()));
+                    a.quarantine = Some(v.unwrap_or_default());
                 }
                 Value(v) => a.recipients.push(text(v)?),
                 // Ours: listeners on unprivileged loopback ports, state in the user's home.

@@ -161,9 +161,14 @@ const FLAGS: &[Entry] = &[
         "Accepted for compatibility; no effect.",
     ),
     e(
-        "-h -p -M -B -A -D -Q",
+        "-h -p -M -B -A -D",
         "value",
         "Accepted for compatibility; no effect.",
+    ),
+    e(
+        "-Q",
+        "[reason]",
+        "With -q limits: quarantine the selected messages with reason; with -qQ and no reason, release them (the daemon must be stopped).",
     ),
     e(
         "--unprivileged",

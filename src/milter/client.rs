@@ -55,6 +55,11 @@ enum Sock {
 pub struct Client {
     sock: Sock,
     decoder: Decoder,
+    /// Packets written but not yet sent: commands that get no reply are sent with the next
+    /// one that does (or at [`Client::flush`]), in one write.
+    out: Vec<u8>,
+    /// The first unsent packet's letter and data length, for the write error line.
+    out_first: Option<(u8, usize)>,
     pub timeouts: super::config::Timeouts,
     /// What the filter said it does.
     pub negotiated: Negotiated,
@@ -86,6 +91,8 @@ impl Client {
         let mut c = Client {
             sock,
             decoder: Decoder::new(),
+            out: Vec::new(),
+            out_first: None,
             timeouts: t,
             negotiated: Negotiated {
                 version: 0,
@@ -159,30 +166,72 @@ impl Client {
         self.negotiated.protocol & flag != 0
     }
 
-    /// Writes one packet within `T=S`.
+    /// Writes one packet (and any queued before it) within `T=S`.
     pub async fn send(&mut self, cmd: &Command) -> Result<(), ClientError> {
-        let bytes = cmd.encode();
-        let letter = char::from(cmd.letter());
-        let len = bytes.len() - 4;
+        self.queue(cmd);
+        self.flush().await
+    }
+
+    /// Queues one packet; it goes out with the next [`Client::send`], read or flush. Only
+    /// for commands the filter does not answer, so nothing waits on it.
+    pub fn queue(&mut self, cmd: &Command) {
+        let len = cmd.encode_into(&mut self.out);
+        self.out_first.get_or_insert((cmd.letter(), len + 1));
+    }
+
+    /// Queues one body chunk without copying it into a [`Command`] first.
+    pub fn queue_body(&mut self, chunk: &[u8]) {
+        let len = proto::encode_packet(&mut self.out, b'B', chunk);
+        self.out_first.get_or_insert((b'B', len + 1));
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Sends what is queued, in one write, within `T=S`.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let Some((letter, len)) = self.out_first.take() else {
+            return Ok(());
+        };
+        let bytes = std::mem::take(&mut self.out);
         let write = async {
             match &mut self.sock {
                 Sock::Tcp(s) => write_all(s, &bytes).await,
                 Sock::Unix(s) => write_all(s, &bytes).await,
             }
         };
-        match tokio::time::timeout(nonzero(self.timeouts.send), write).await {
+        let r = tokio::time::timeout(nonzero(self.timeouts.send), write).await;
+        // The buffer is kept for the next packets (its capacity, not its bytes).
+        self.out = bytes;
+        self.out.clear();
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ClientError::Write {
-                letter,
+                letter: char::from(letter),
                 len,
                 msg: io_text(&e),
             }),
             Err(_) => Err(ClientError::Timeout {
                 started: false,
                 what: "write",
-                where_: where_of(cmd),
+                where_: where_of_letter(letter),
             }),
         }
+    }
+
+    /// True when the filter has neither closed this idle connection nor sent anything
+    /// unasked (checked without waiting, before the connection is used again).
+    pub fn is_idle_and_open(&self) -> bool {
+        let sock = match &self.sock {
+            Sock::Tcp(s) => socket2::SockRef::from(s),
+            Sock::Unix(s) => socket2::SockRef::from(s),
+        };
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(sock.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            && !self.decoder.is_partial()
+            && self.out.is_empty()
     }
 
     /// Reads one reply within `T=R`.
@@ -207,6 +256,7 @@ impl Client {
         deadline: Instant,
         where_: &'static str,
     ) -> Result<(u8, Vec<u8>), ClientError> {
+        self.flush().await?;
         let mut buf = [0u8; 8192];
         loop {
             if let Some(p) = self.decoder.next_packet()? {
@@ -270,23 +320,23 @@ fn nonzero(d: Duration) -> Duration {
     }
 }
 
-/// sendmail's `where=` names for each command.
-fn where_of(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Negotiate { .. } => "negotiate",
-        Command::Macros { .. } => "send_macros",
-        Command::Connect { .. } => "connect",
-        Command::Helo(_) => "helo",
-        Command::Mail(_) => "mail",
-        Command::Rcpt(_) => "rcpt",
-        Command::Data => "data",
-        Command::Unknown(_) => "unknown",
-        Command::Header { .. } => "header",
-        Command::EndOfHeaders => "eoh",
-        Command::Body(_) => "body chunk",
-        Command::EndOfMessage => "eom",
-        Command::Abort => "abort_filter",
-        Command::Quit | Command::QuitNewConnection => "quit_filter",
+/// sendmail's `where=` names for each command letter.
+fn where_of_letter(letter: u8) -> &'static str {
+    match letter {
+        b'O' => "negotiate",
+        b'D' => "send_macros",
+        b'C' => "connect",
+        b'H' => "helo",
+        b'M' => "mail",
+        b'R' => "rcpt",
+        b'T' => "data",
+        b'U' => "unknown",
+        b'L' => "header",
+        b'N' => "eoh",
+        b'B' => "body chunk",
+        b'E' => "eom",
+        b'A' => "abort_filter",
+        _ => "quit_filter",
     }
 }
 

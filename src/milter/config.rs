@@ -102,6 +102,8 @@ pub struct MilterConfig {
     /// `Milter.maxdatasize`: 64K-1 (default), 256K-1 or 1M-1; above 64K it is offered to the
     /// filter as `SMFIP_MDS_256K`/`SMFIP_MDS_1M`.
     pub max_data_size: usize,
+    /// Filter connections between sessions of this configuration.
+    pub pool: Arc<super::pool::Pool>,
 }
 
 /// A filter definition or list that sendmail would refuse (it says `syserr`).

@@ -54,6 +54,12 @@ struct Slot {
     def: Arc<FilterDef>,
     client: Option<Client>,
     state: State,
+    /// The client came from the pool (another session's connection, ended with `K`).
+    reused: bool,
+    /// The last thing the filter answered was an end of message with "continue": libmilter
+    /// then takes `SMFIC_QUIT_NC` (from any other state it ignores it, and the next
+    /// session's connect with it), so only then is the connection given back to the pool.
+    at_eom: bool,
 }
 
 /// The message as filters see and change it.
@@ -97,6 +103,8 @@ impl Engine {
                     def: d.clone(),
                     client: None,
                     state: State::Closed,
+                    reused: false,
+                    at_eom: false,
                 })
                 .collect(),
             cfg,
@@ -155,34 +163,15 @@ impl Engine {
         }
         let mut state = Outcome::Continue;
         for i in 0..self.slots.len() {
-            let def = self.slots[i].def.clone();
-            match Client::open(&def, self.cfg.max_data_size).await {
-                Ok(c) => {
-                    self.slots[i].client = Some(c);
-                    self.slots[i].state = State::Open;
-                    self.log(
-                        9,
-                        Severity::Info,
-                        format_args!("Milter ({}): init success to negotiate", def.name),
-                    );
-                }
-                Err(e) => {
-                    let what = if matches!(e, ClientError::Connect(_)) {
-                        "open"
-                    } else {
-                        "negotiate"
-                    };
-                    self.fail(i, &e);
-                    self.log(
-                        0,
-                        Severity::Err,
-                        format_args!("Milter ({}): init failed to {what}", def.name),
-                    );
-                    if let Some(o) = self.on_error(i) {
-                        state = o;
-                        break;
-                    }
-                }
+            if let Some(c) = self.cfg.pool.take(&self.slots[i].def) {
+                self.slots[i].client = Some(c);
+                self.slots[i].state = State::Open;
+                self.slots[i].reused = true;
+                continue;
+            }
+            if let Some(o) = self.open_slot(i).await {
+                state = o;
+                break;
             }
         }
         if state != Outcome::Continue {
@@ -199,7 +188,7 @@ impl Engine {
             hostname: hostname.to_string(),
             family,
         };
-        let out = self.command(Stage::Connect, &cmd, macros, false).await;
+        let out = self.connect_stage(&cmd, macros).await;
         let out = match out {
             // A reply code cannot be given before the greeting: its class decides.
             Outcome::ReplyCode(r) if r.starts_with("421 ") => Outcome::Shutdown,
@@ -214,6 +203,101 @@ impl Engine {
             self.close_closable().await;
         }
         out
+    }
+
+    /// Opens and negotiates the filter of slot `i` (`milter_open` + `milter_negotiate`).
+    /// `Some`: it failed and its `F=` rule ends filtering with that outcome.
+    async fn open_slot(&mut self, i: usize) -> Option<Outcome> {
+        let def = self.slots[i].def.clone();
+        self.slots[i].reused = false;
+        match Client::open(&def, self.cfg.max_data_size).await {
+            Ok(c) => {
+                self.slots[i].client = Some(c);
+                self.slots[i].state = State::Open;
+                self.log(
+                    9,
+                    Severity::Info,
+                    format_args!("Milter ({}): init success to negotiate", def.name),
+                );
+                None
+            }
+            Err(e) => {
+                let what = if matches!(e, ClientError::Connect(_)) {
+                    "open"
+                } else {
+                    "negotiate"
+                };
+                self.fail(i, &e);
+                self.log(
+                    0,
+                    Severity::Err,
+                    format_args!("Milter ({}): init failed to {what}", def.name),
+                );
+                self.on_error(i)
+            }
+        }
+    }
+
+    /// The connect stage to every filter in order. A connection taken from the pool that
+    /// turns out closed or broken (the filter restarted, or timed it out while it was idle)
+    /// is replaced by a new one and the stage sent again: that is not the filter failing.
+    async fn connect_stage(&mut self, cmd: &Command, macros: &BTreeMap<String, String>) -> Outcome {
+        for i in 0..self.slots.len() {
+            match self.slots[i].state {
+                State::Error => match self.on_error(i) {
+                    Some(o) => return o,
+                    None => continue,
+                },
+                State::Open => {}
+                _ => continue,
+            }
+            if self.slots[i].reused {
+                let tried = self.exchange(i, Some(Stage::Connect), cmd, macros).await;
+                match tried {
+                    Ok(reply) => {
+                        self.slots[i].reused = false;
+                        let out = match reply {
+                            Some(r) => self.interpret(i, cmd, r),
+                            None => Outcome::Continue,
+                        };
+                        if out != Outcome::Continue {
+                            return out;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.log(
+                            10,
+                            Severity::Info,
+                            format_args!(
+                                "Milter ({}): reused connection: {e}, reconnecting",
+                                self.slots[i].def.name
+                            ),
+                        );
+                        self.slots[i].client = None;
+                        if let Some(o) = self.open_slot(i).await {
+                            self.init_failed = true;
+                            return o;
+                        }
+                        if self.slots[i].client.is_none() {
+                            continue;
+                        }
+                    }
+                }
+            }
+            let out = match self.exchange(i, Some(Stage::Connect), cmd, macros).await {
+                Ok(Some(r)) => self.interpret(i, cmd, r),
+                Ok(None) => Outcome::Continue,
+                Err(e) => {
+                    self.fail(i, &e);
+                    self.on_error(i).unwrap_or(Outcome::Continue)
+                }
+            };
+            if out != Outcome::Continue {
+                return out;
+            }
+        }
+        Outcome::Continue
     }
 
     /// HELO/EHLO (aborts a message in progress first).
@@ -286,6 +370,7 @@ impl Engine {
                 Severity::Info,
                 format_args!("Milter ({}): abort filter", self.slots[i].def.name),
             );
+            self.slots[i].at_eom = false;
             let r = match self.slots[i].client.as_mut() {
                 Some(c) => c.send(&Command::Abort).await,
                 None => continue,
@@ -305,12 +390,35 @@ impl Engine {
     }
 
     async fn quit_one(&mut self, i: usize) {
-        if self.slots[i].state == State::Error {
-            return;
+        if self.slots[i].state != State::Error {
+            self.close_one(i).await;
         }
+        // Logged once the connection is closed or back in the pool.
+        let name = self.slots[i].def.name.clone();
+        self.log(
+            18,
+            Severity::Info,
+            format_args!("Milter ({name}): quit filter"),
+        );
+    }
+
+    /// `milter_quit_filter` for a filter not in error: `Q` and close, or `K` and back to
+    /// the pool.
+    async fn close_one(&mut self, i: usize) {
         if let Some(mut c) = self.slots[i].client.take() {
-            let _ = c.send(&Command::Quit).await;
+            // Version 6 filters (libmilter 8.14 and later) take `K`: the connection then
+            // serves the next session without a new connect and negotiation.
+            if self.slots[i].at_eom
+                && c.negotiated.version >= 6
+                && self.cfg.pool.wants(&self.slots[i].def)
+                && c.send(&Command::QuitNewConnection).await.is_ok()
+            {
+                self.cfg.pool.put(&self.slots[i].def, c);
+            } else {
+                let _ = c.send(&Command::Quit).await;
+            }
         }
+        self.slots[i].at_eom = false;
         self.slots[i].state = State::Closed;
     }
 
@@ -392,26 +500,21 @@ impl Engine {
             if self.slots[i].client.is_none() {
                 continue;
             }
-            if let Some(stage) = stage {
-                let pairs = self.stage_macros(i, stage, macros);
-                if !pairs.is_empty() {
-                    let m = Command::Macros {
-                        stage_letter: stage.command_letter(),
-                        pairs,
-                    };
-                    if let Err(e) = self.client(i).send(&m).await {
-                        self.fail(i, &e);
-                        match self.on_error(i) {
-                            Some(o) => return o,
-                            None => continue,
-                        }
-                    }
-                }
-            }
             if rejected_rcpt && !self.client(i).skips(flags::RCPT_REJ) {
+                // sendmail sends the macros anyway; they go out with the next command.
+                if let Some(stage) = stage {
+                    self.queue_macros(i, stage, macros);
+                }
                 continue;
             }
-            let out = self.send_command(i, cmd).await;
+            let out = match self.exchange(i, stage, cmd, macros).await {
+                Ok(Some(r)) => self.interpret(i, cmd, r),
+                Ok(None) => Outcome::Continue,
+                Err(e) => {
+                    self.fail(i, &e);
+                    self.on_error(i).unwrap_or(Outcome::Continue)
+                }
+            };
             if out != Outcome::Continue {
                 return out;
             }
@@ -419,31 +522,50 @@ impl Engine {
         Outcome::Continue
     }
 
+    /// Queues the macros of `stage` for filter `i` (sent with the command that follows).
+    fn queue_macros(&mut self, i: usize, stage: Stage, macros: &BTreeMap<String, String>) {
+        let pairs = self.stage_macros(i, stage, macros);
+        if !pairs.is_empty() {
+            self.client(i).queue(&Command::Macros {
+                stage_letter: stage.command_letter(),
+                pairs,
+            });
+        }
+    }
+
+    /// `milter_send_command`'s I/O: the stage's macros and the command in one write, then the
+    /// answer. `Ok(None)`: the filter asked not to get this command, or not to answer it.
+    async fn exchange(
+        &mut self,
+        i: usize,
+        stage: Option<Stage>,
+        cmd: &Command,
+        macros: &BTreeMap<String, String>,
+    ) -> Result<Option<Reply>, ClientError> {
+        self.slots[i].at_eom = false;
+        if let Some(stage) = stage {
+            self.queue_macros(i, stage, macros);
+        }
+        let (skip, noreply, action, _) = command_flags(cmd);
+        if skip != 0 && self.client(i).skips(skip) {
+            // The macros still go out (as sendmail sends them), with the next command.
+            return Ok(None);
+        }
+        self.client(i).send(cmd).await?;
+        if noreply != 0 && self.client(i).skips(noreply) {
+            return Ok(None);
+        }
+        self.client(i).read(action).await.map(Some)
+    }
+
     fn client(&mut self, i: usize) -> &mut Client {
         self.slots[i].client.as_mut().expect("open filter")
     }
 
-    /// `milter_send_command`: one command to one filter and its answer.
-    async fn send_command(&mut self, i: usize, cmd: &Command) -> Outcome {
-        let (skip, noreply, action, default) = command_flags(cmd);
-        if skip != 0 && self.client(i).skips(skip) {
-            return Outcome::Continue;
-        }
+    /// `milter_send_command`'s verdict: what filter `i`'s answer to `cmd` means.
+    fn interpret(&mut self, i: usize, cmd: &Command, reply: Reply) -> Outcome {
+        let (_, _, action, default) = command_flags(cmd);
         let name = self.slots[i].def.name.clone();
-        if let Err(e) = self.client(i).send(cmd).await {
-            self.fail(i, &e);
-            return self.on_error(i).unwrap_or(Outcome::Continue);
-        }
-        if noreply != 0 && self.client(i).skips(noreply) {
-            return Outcome::Continue;
-        }
-        let reply = match self.client(i).read(action).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(i, &e);
-                return self.on_error(i).unwrap_or(Outcome::Continue);
-            }
-        };
         match reply {
             Reply::ReplyCode(text) => {
                 self.log(
@@ -587,16 +709,18 @@ impl Engine {
         macros: &BTreeMap<String, String>,
     ) -> Result<Outcome, ClientError> {
         let name = self.slots[i].def.name.clone();
+        self.slots[i].at_eom = false;
         let leadspc = self.client(i).skips(flags::HDR_LEADSPC);
         if !self.client(i).skips(flags::NOHDRS) {
-            for (h, v) in edit.headers.clone() {
+            for k in 0..edit.headers.len() {
+                let (h, v) = &edit.headers[k];
                 let v = if leadspc {
                     v.as_str()
                 } else {
-                    v.strip_prefix(' ').unwrap_or(&v)
+                    v.strip_prefix(' ').unwrap_or(v)
                 };
                 let cmd = Command::Header {
-                    name: h,
+                    name: h.clone(),
                     value: v.as_bytes().to_vec(),
                 };
                 match self.step(i, &cmd).await? {
@@ -608,7 +732,7 @@ impl Engine {
             }
         }
         if !self.client(i).skips(flags::NOEOH) {
-            self.send_macros(i, Stage::Eoh, macros).await?;
+            self.queue_macros(i, Stage::Eoh, macros);
             match self.step(i, &Command::EndOfHeaders).await? {
                 Step::Go | Step::Skip => {}
                 Step::Done => return Ok(Outcome::Continue),
@@ -617,7 +741,16 @@ impl Engine {
         }
         if !self.client(i).skips(flags::NOBODY) {
             let crlf = to_crlf(&edit.body);
+            let noreply = self.client(i).skips(flags::NR_BODY);
             for chunk in crlf.chunks(CHUNK_SIZE) {
+                if noreply {
+                    // Unanswered chunks go out together, a write per few chunks.
+                    self.client(i).queue_body(chunk);
+                    if self.client(i).queued() >= 4 * CHUNK_SIZE {
+                        self.client(i).flush().await?;
+                    }
+                    continue;
+                }
                 match self.step(i, &Command::Body(chunk.to_vec())).await? {
                     Step::Go => {}
                     Step::Skip => break,
@@ -626,7 +759,7 @@ impl Engine {
                 }
             }
         }
-        self.send_macros(i, Stage::Eom, macros).await?;
+        self.queue_macros(i, Stage::Eom, macros);
         self.client(i).send(&Command::EndOfMessage).await?;
         let eom_deadline = Instant::now() + self.client(i).timeouts.eom;
         let read_timeout = self.client(i).timeouts.read;
@@ -643,6 +776,7 @@ impl Engine {
                 }
                 r => r?,
             };
+            let is_continue = reply == Reply::Continue;
             match reply {
                 Reply::ReplyCode(t) => {
                     self.log(
@@ -680,6 +814,8 @@ impl Engine {
                         edit.changed = true;
                     }
                     self.slots[i].state = State::Done;
+                    // After "accept" libmilter goes back to its HELO state, not to EOM.
+                    self.slots[i].at_eom = is_continue;
                     return Ok(Outcome::Continue);
                 }
                 Reply::Progress => {}
@@ -877,31 +1013,19 @@ impl Engine {
         }
     }
 
-    async fn send_macros(
-        &mut self,
-        i: usize,
-        stage: Stage,
-        macros: &BTreeMap<String, String>,
-    ) -> Result<(), ClientError> {
-        let pairs = self.stage_macros(i, stage, macros);
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        self.client(i)
-            .send(&Command::Macros {
-                stage_letter: stage.command_letter(),
-                pairs,
-            })
-            .await
-    }
-
-    /// One header/EOH/body command inside the message and its answer.
+    /// One header/EOH/body command inside the message and its answer. A command the filter
+    /// does not answer (`SMFIP_NR_*`) is only queued: it goes out with the next one that
+    /// is answered (at the latest the end of message), in one write.
     async fn step(&mut self, i: usize, cmd: &Command) -> Result<Step, ClientError> {
         let (_, noreply, action, default) = command_flags(cmd);
-        self.client(i).send(cmd).await?;
         if self.client(i).skips(noreply) {
+            self.client(i).queue(cmd);
+            if self.client(i).queued() >= 4 * CHUNK_SIZE {
+                self.client(i).flush().await?;
+            }
             return Ok(Step::Go);
         }
+        self.client(i).send(cmd).await?;
         let name = self.slots[i].def.name.clone();
         let reply = self.client(i).read(action).await?;
         let word = match &reply {

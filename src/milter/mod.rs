@@ -9,6 +9,7 @@
 //! * [`client`] — one connection to one filter: socket, `T=` timeouts, negotiation;
 //! * [`engine`] — the filters of one session: every stage, states, `F=R/T/4` failure rule;
 //! * [`hook`] — the session's sink: replies, log lines, the message changed before commit.
+//! * [`pool`] — filter connections kept between sessions (`SMFIC_QUIT_NC`).
 //! * [`submission`] — command-line mail from the maildrop through the same filters.
 //!
 //! Sources: sendmail 8.17 `include/libmilter/mfdef.h`, `mfapi.h`, `sendmail/milter.c`,
@@ -18,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod hook;
+pub mod pool;
 pub mod proto;
 pub mod submission;
 

@@ -272,13 +272,28 @@ impl Command {
 
     /// The whole packet: length, letter, data.
     pub fn encode(&self) -> Vec<u8> {
-        let data = self.data();
-        let mut out = Vec::with_capacity(5 + data.len());
-        out.extend_from_slice(&((data.len() + 1) as u32).to_be_bytes());
-        out.push(self.letter());
-        out.extend_from_slice(&data);
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
         out
     }
+
+    /// Appends the whole packet to `out`; returns its data length.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> usize {
+        if let Command::Body(chunk) = self {
+            return encode_packet(out, b'B', chunk);
+        }
+        let data = self.data();
+        encode_packet(out, self.letter(), &data)
+    }
+}
+
+/// Appends one packet (length, letter, `data`) to `out`; returns the data length.
+pub fn encode_packet(out: &mut Vec<u8>, letter: u8, data: &[u8]) -> usize {
+    out.reserve(5 + data.len());
+    out.extend_from_slice(&((data.len() + 1) as u32).to_be_bytes());
+    out.push(letter);
+    out.extend_from_slice(data);
+    data.len()
 }
 
 /// A string with its NUL (an embedded NUL would end it early on the other side, so the value

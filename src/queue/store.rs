@@ -708,6 +708,35 @@ impl Store {
         .await
     }
 
+    /// Sets (`Some(reason)`) or clears (`None`) message `id`'s quarantine, durably
+    /// (`sendmail -Q[reason] -q…`). A quarantined message is listed by `mailq -qQ` and tried
+    /// only by `-qQ` runs.
+    pub async fn set_quarantine(
+        &self,
+        id: &QueueId,
+        reason: Option<String>,
+    ) -> Result<(), QueueError> {
+        let w = self.writer()?;
+        let (store, id2) = (self.clone(), id.clone());
+        let file = tokio::task::spawn_blocking(move || {
+            let mut msg = store.load(&id2)?;
+            msg.envelope.quarantine = reason;
+            Ok::<_, QueueError>(file::encode(&msg))
+        })
+        .await
+        .map_err(|_| QueueError::CommitterGone)??;
+        self.submit(
+            w,
+            Op::Put {
+                id: id.clone(),
+                file,
+                gap: None,
+                new: false,
+            },
+        )
+        .await
+    }
+
     /// Removes message `id` from the queue (after delivery or bounce), durably.
     /// [`QueueError::NotFound`] if it is not there.
     pub async fn remove(&self, id: &QueueId) -> Result<(), QueueError> {

@@ -43,6 +43,7 @@ pub fn run(inv: &Invocation) -> i32 {
         eprintln!("sendmail: a periodic queue run needs the daemon: use -bd -q<time>");
         return EX_USAGE;
     }
+    let reason = inv.args.quarantine.clone();
     let cfg = match runtime::load_config(inv) {
         Ok(c) => c,
         Err(code) => return code,
@@ -57,7 +58,17 @@ pub fn run(inv: &Invocation) -> i32 {
         &qdir,
         StoreOptions::with_file_mode(cfg.options.queue_file_mode),
     ) {
-        Ok(store) => run_here(inv, cfg, store, &run),
+        Ok(store) => match reason {
+            Some(reason) => quarantine_here(store, &run, reason),
+            None => run_here(inv, cfg, store, &run),
+        },
+        Err(QueueError::Locked(_)) if reason.is_some() => {
+            // The daemon is the queue's one writer; it takes no quarantine requests (yet).
+            eprintln!(
+                "sendmail: -Q: the queue is in use by the daemon; quarantine changes are made with the daemon stopped"
+            );
+            EX_TEMPFAIL
+        }
         Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
             Ok(_) => EX_OK,
             Err(e @ ControlError::Unreachable { .. }) => {
@@ -90,6 +101,44 @@ fn may_run_queue(cfg: &crate::config::Config, uid: nix::unistd::Uid) -> bool {
         return true;
     }
     std::fs::metadata(&cfg.options.queue_directory).is_ok_and(|m| m.uid() == uid.as_raw())
+}
+
+/// `-Q[reason]` with `-q` limits, in this process (which holds the queue's lock): every
+/// selected message is quarantined with `reason`, or released when it is empty — as
+/// sendmail renames the selected qf files to hf with a `q` line, or back (`-Q -qQ…`: the
+/// selection is of quarantined messages then). Nothing is delivered.
+fn quarantine_here(store: Store, run: &QueueRun, reason: String) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: cannot start runtime: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let reason = (!reason.is_empty()).then_some(reason);
+    let ids = match store.ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("sendmail: queue {}: {e}", store.dir().display());
+            return EX_SOFTWARE;
+        }
+    };
+    runtime.block_on(async {
+        for id in ids {
+            let Ok(msg) = store.load(&id) else { continue };
+            if !run.select.matches(&msg.envelope) || msg.envelope.quarantine == reason {
+                continue;
+            }
+            if let Err(e) = store.set_quarantine(&id, reason.clone()).await {
+                eprintln!("sendmail: {id}: {e}");
+                return EX_SOFTWARE;
+            }
+        }
+        EX_OK
+    })
 }
 
 /// The run in this process, which holds the queue's lock.

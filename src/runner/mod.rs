@@ -146,8 +146,10 @@ impl Runner {
         let forced = why == Pass::Forced;
         // Reading each message first is needed only for limits, or when some mail may be
         // waiting for a queue run.
-        let filter = !select.limits.is_empty()
+        let filter = select.quarantined
+            || !select.limits.is_empty()
             || (why == Pass::Prompt && limits::some_mail_waits(&self.shared.config()));
+        let held = select.quarantined;
         for id in ids {
             // A forced run waits for an attempt already under way, then makes its own.
             if !forced && self.lock_busy().contains(&id) {
@@ -178,7 +180,7 @@ impl Runner {
                 if forced {
                     me.wait_not_busy(&id).await;
                 }
-                attempt(&me, &id, forced).await;
+                attempt(&me, &id, forced, held).await;
                 drop(slot);
                 drop(runner);
                 me.lock_busy().remove(&id);
@@ -313,7 +315,8 @@ pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
 }
 
 /// One delivery attempt for the due recipients of one message.
-async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
+/// `held`: a `-qQ` run, which tries quarantined messages too (they stay quarantined).
+async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
     // The delivery marks of this attempt stay until its result is in the queue.
     let _marks = runner.marks.enter();
     let shared = &*runner.shared;
@@ -328,8 +331,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool) {
         Ok(Err(e)) => return log_load_failure(shared, id, &e),
         Err(e) => return log_load_failure(shared, id, &e),
     };
-    if msg.envelope.quarantine.is_some() {
-        // Held by a mail filter: not delivered, not bounced, until released.
+    if msg.envelope.quarantine.is_some() && !held {
+        // Held by a mail filter or `-Q`: not delivered, not bounced, until released (or a
+        // `-qQ` run, as sendmail runs the hf files then).
         return;
     }
     let now = SystemTime::now();

@@ -11,8 +11,10 @@
 //! `QueueLimitId`/`QueueLimitRecipient`/`QueueLimitSender` lists, queue.c). Recipient and
 //! sender substrings are matched without regard to case, ids exactly. A selected message is
 //! run whole (every recipient still due), as sendmail runs a whole queue file.
-//! Not supported (an error, never silently ignored): `-qG` queue groups and `-qQ`
-//! quarantine runs (`mailq -qQ` lists what mail filters quarantined; releasing is not done).
+//! `-q[!]Q[substr]` turns to the quarantined messages (sendmail's `hf` files: held by a mail
+//! filter or by `-Q`), and only them; with a substring, those whose quarantine reason
+//! contains it (or, with `!`, does not). Every other run leaves quarantined messages alone.
+//! Not supported (an error, never silently ignored): `-qG` queue groups.
 
 use std::time::Duration;
 
@@ -28,10 +30,13 @@ pub struct QueueRun {
     pub select: Selection,
 }
 
-/// The `-qI/-qR/-qS` limits of one queue run; empty takes every message.
+/// The `-qI/-qR/-qS/-qQ` limits of one queue run; empty takes every message not
+/// quarantined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub limits: Vec<Limit>,
+    /// `-qQ`: the quarantined messages instead of the others.
+    pub quarantined: bool,
 }
 
 /// One `-q[!]Xsubstr`.
@@ -52,6 +57,8 @@ pub enum LimitKind {
     Recipient,
     /// `S`: the envelope sender.
     Sender,
+    /// `Q`: the quarantine reason.
+    Quarantine,
 }
 
 /// A `-q` flag that cannot be run.
@@ -59,7 +66,7 @@ pub enum LimitKind {
 pub enum SelectError {
     #[error("-q{0}: not a queue interval or limit (expected -q[time], -qf, -q[!]I/R/Ssubstr)")]
     Malformed(String),
-    #[error("-q{0}: queue groups and quarantine (-qG, -qQ) are not supported")]
+    #[error("-q{0}: queue groups (-qG) are not supported")]
     Unsupported(String),
     #[error("-q{0}: a limit needs a substring")]
     Empty(String),
@@ -86,7 +93,14 @@ impl QueueRun {
             Some('I') => LimitKind::Id,
             Some('R') => LimitKind::Recipient,
             Some('S') => LimitKind::Sender,
-            Some('G' | 'Q') => return Err(SelectError::Unsupported(flag.to_string())),
+            Some('Q') => {
+                self.select.quarantined = true;
+                if chars.as_str().is_empty() {
+                    return Ok(());
+                }
+                LimitKind::Quarantine
+            }
+            Some('G') => return Err(SelectError::Unsupported(flag.to_string())),
             Some('f') if !negate && chars.as_str().is_empty() => {
                 self.foreground = true;
                 return Ok(());
@@ -119,28 +133,42 @@ impl QueueRun {
 impl Selection {
     /// Whether this run takes the message with envelope `env`.
     pub fn matches(&self, env: &Envelope) -> bool {
-        [LimitKind::Id, LimitKind::Recipient, LimitKind::Sender]
-            .into_iter()
-            .all(|kind| {
-                let mut of_kind = self.limits.iter().filter(|l| l.kind == kind).peekable();
-                of_kind.peek().is_none() || of_kind.any(|l| l.takes(env))
-            })
+        if env.quarantine.is_some() != self.quarantined {
+            return false;
+        }
+        [
+            LimitKind::Id,
+            LimitKind::Recipient,
+            LimitKind::Sender,
+            LimitKind::Quarantine,
+        ]
+        .into_iter()
+        .all(|kind| {
+            let mut of_kind = self.limits.iter().filter(|l| l.kind == kind).peekable();
+            of_kind.peek().is_none() || of_kind.any(|l| l.takes(env))
+        })
     }
 
     /// The limits as `-q` flag texts (`R@example.com`, `!Sroot`), as [`QueueRun::parse`]
     /// reads them: how a selection travels to a running daemon.
     pub fn to_flags(&self) -> Vec<String> {
-        self.limits
+        let mut flags: Vec<String> = self
+            .limits
             .iter()
             .map(|l| {
                 let kind = match l.kind {
                     LimitKind::Id => 'I',
                     LimitKind::Recipient => 'R',
                     LimitKind::Sender => 'S',
+                    LimitKind::Quarantine => 'Q',
                 };
                 format!("{}{kind}{}", if l.negate { "!" } else { "" }, l.substr)
             })
-            .collect()
+            .collect();
+        if self.quarantined {
+            flags.push("Q".into());
+        }
+        flags
     }
 }
 
@@ -153,6 +181,10 @@ impl Limit {
                 .iter()
                 .any(|r| contains_ignore_case(&r.address, &self.substr)),
             LimitKind::Sender => contains_ignore_case(&env.sender, &self.substr),
+            LimitKind::Quarantine => env
+                .quarantine
+                .as_deref()
+                .is_some_and(|q| q.contains(&self.substr)),
         };
         found != self.negate
     }
@@ -225,8 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn q_runs_take_the_quarantined_messages_and_only_them() {
+        let mut held = env("A1", "s@x", &["r@y"]);
+        held.quarantine = Some("held by test filter".into());
+        let free = env("A2", "s@x", &["r@y"]);
+        assert!(!takes(&[""], &held) && takes(&[""], &free));
+        assert!(takes(&["Q"], &held) && !takes(&["Q"], &free));
+        assert!(takes(&["Qtest filter"], &held) && !takes(&["Qother"], &held));
+        assert!(takes(&["!Qother"], &held) && !takes(&["!Qtest"], &held));
+        assert!(!takes(&["!Qother"], &free));
+        assert!(takes(&["Q", "IA1"], &held) && !takes(&["Q", "IA2"], &held));
+    }
+
+    #[test]
     fn flags_round_trip_to_a_daemon() {
-        let run = QueueRun::parse(&["Rb.example", "!Sroot", "IQ1"]).unwrap();
+        let run = QueueRun::parse(&["Rb.example", "!Sroot", "IQ1", "Qspam", "Q"]).unwrap();
         let again = QueueRun::parse(&run.select.to_flags()).unwrap();
         assert_eq!(again.select, run.select);
     }

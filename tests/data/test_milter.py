@@ -12,9 +12,12 @@ Behaviour, chosen by the addresses of the transaction:
   RCPT to quarantine@...     -> quarantine at end of message
   RCPT to spam@...           -> setreply 550 5.7.1 "spam refused" at end of message
   RCPT to slow@...           -> no answer to end of message for 60 seconds
+  RCPT to plain@...          -> CONTINUE at end of message, no changes
   otherwise, at end of message: progress, add/insert/change/delete headers, replace the
   body, add a recipient (plain and with ESMTP args), delete remove-me@..., change the
   sender to <changed@filter.test>.
+A `negotiate` line is written for each new MTA connection (option negotiation happens once
+per connection; a session on a connection kept with SMFIC_QUIT_NC starts at connect).
 Each callback appends one line to the record file: the stage, then tab-separated
 `m:<macro>=<value>` for each macro defined and `<field>=<value>` for its arguments.
 """
@@ -52,6 +55,11 @@ class TestMilter(Milter.Base):
         self.rcpts = []
         self.mode = None
 
+    def negotiate(self, opts):
+        with open(RECORD, "a") as f:
+            f.write("negotiate\n")
+        return Milter.Base.negotiate(self, opts)
+
     def connect(self, hostname, family, hostaddr):
         record("connect", self, hostname=hostname, hostaddr=str(hostaddr))
         return Milter.CONTINUE
@@ -84,6 +92,8 @@ class TestMilter(Milter.Base):
             self.mode = "spam"
         if low.startswith("<slow@"):
             self.mode = "slow"
+        if low.startswith("<plain@"):
+            self.mode = "plain"
         self.rcpts.append(rcpt)
         return Milter.CONTINUE
 
@@ -110,6 +120,8 @@ class TestMilter(Milter.Base):
             return Milter.ACCEPT
         if self.mode == "slow":
             time.sleep(60)
+        if self.mode == "plain":
+            return Milter.CONTINUE
         if self.mode == "spam":
             self.setreply("550", "5.7.1", "spam refused")
             return Milter.REJECT
