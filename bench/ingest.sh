@@ -475,6 +475,12 @@ for cell in "${CELLS[@]}"; do
 done
 
 # --- 6. relay and local: accept, queue, deliver; time until the queue is empty ---------------
+# ratio = how many times better sendmail-rs is (msg/s: ours / theirs; KiB, ms: theirs / ours)
+ratio() {   # unit ours theirs
+    awk -v u="$1" -v a="$2" -v b="$3" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
+        printf "%.2f", (u == "msg/s" ? a / b : b / a) }'
+}
 cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }   # all CPUs, jiffies
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 queued() {   # server -> messages (files, for the peers) still in its queue
@@ -516,9 +522,25 @@ relay_row() {   # label sm-E2E pf-E2E sx-E2E
     ROWS+=("${5:-relay}|$label|msg/s|$a|${b:--}|$c|$smcpu|accept_s/until_empty_s(median)/daemon µs/all-CPU µs per msg/status: sendmail-rs ${sm// //}${pf:+; Postfix ${pf// //}}${sx:+; sendmail ${sx// //}}; load $(cut -d' ' -f1 /proc/loadavg)")
     log "  $label: sendmail-rs [$sm]  Postfix [$pf]  sendmail [$sx]"
 }
+# smtp-sink's own accept rate: smtp-source straight at it, as the relay cells' sessions (20
+# sessions, RELAY_MSGS messages, median of RUNS runs) -- the ceiling of any relay through it.
+sink_rate() {
+    local r t0 t1 walls=""
+    for r in $(seq "$RUNS"); do
+        t0=$(now_ms)
+        timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$RELAY_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$TO" \
+            "127.0.0.1:$SINK_PORT" >>"$RUN/e2e-sink.out" 2>&1 || { echo "-"; return; }
+        t1=$(now_ms); walls+="$(( t1 - t0 )) "
+    done
+    awk -v w="$walls" -v n="$RELAY_MSGS" 'BEGIN { k = split(w, v, " ")
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] + 0 < v[i] + 0) { x = v[i]; v[i] = v[j]; v[j] = x }
+        printf "%.0f\n", n / (v[int((k + 1) / 2)] / 1000) }'
+}
 if [ "$RELAY" = 1 ]; then
     log "relay: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> smtp-sink 127.0.0.1:$SINK_PORT"
     sink_start
+    SINK_RATE=$(sink_rate)
+    log "  smtp-sink alone (smtp-source straight at it): $SINK_RATE msg/s"
     SM_CF="$RUN/sendmail/relay.cf"; sm_reset
     e2e_measure sm "$TO"; E_SM=$E2E
     sm_stop; SM_CF="$RUN/sendmail/bench.cf"
@@ -532,6 +554,9 @@ if [ "$RELAY" = 1 ]; then
         sx_stop
     fi
     relay_row "s=20, $((RELAY_MSGS / 20))/conn, smtp-sink" "$E_SM" "$E_PF" "$E_SX"
+    read -r sm_relay _ <<<"$E_SM"
+    ROWS+=("relay|smtp-source straight into smtp-sink (no MTA): the ceiling|msg/s|$SINK_RATE|-|-|-|sendmail-rs relay / smtp-sink alone = $(ratio msg/s "$sm_relay" "$SINK_RATE"); load $(cut -d' ' -f1 /proc/loadavg)")
+    log "  sendmail-rs relay / smtp-sink alone: $(ratio msg/s "$sm_relay" "$SINK_RATE")"
     case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
 fi
 # Local delivery targets: DIR/mbox (an mbox file) and DIR/Maildir/ for each server.
@@ -640,12 +665,6 @@ STDERR_LINES=$(wc -l < "$RUN/sendmail/stderr.log")
 
 MACHINE="nproc $(nproc), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo), load average $START_LOAD at the start and $(cut -d' ' -f1-3 /proc/loadavg) at the end, fs ${FSTYPE:-?}"
 REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# ratio = how many times better sendmail-rs is (msg/s: ours / theirs; KiB, ms: theirs / ours)
-ratio() {   # unit ours theirs
-    awk -v u="$1" -v a="$2" -v b="$3" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
-        printf "%.2f", (u == "msg/s" ? a / b : b / a) }'
-}
 TABLE=$( {
     echo "| part | cell | unit | sendmail-rs | Postfix | sendmail 8.17 | × Postfix | × sendmail | sendmail-rs CPU µs/msg | details |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"

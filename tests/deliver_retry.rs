@@ -102,3 +102,64 @@ fn a_451_at_rcpt_is_deferred_queued_and_delivered_by_the_next_queue_run() {
     assert!(sink.dsns().is_empty(), "no bounce, no delay notice");
     d.stop();
 }
+
+/// A delivery the previous daemon made but did not record in the queue (killed between the
+/// next hop's `250` and the queue update) is written down in `<queue>/delivered/` the moment
+/// it succeeds (src/runner/marks.rs); the next start marks it done instead of sending it
+/// again. Here the mark is written by hand for a message still pending in the queue (the
+/// state a SIGKILL in that gap leaves): the queue run sends nothing, logs the recipient
+/// `stat=Sent` and why, and empties the queue. Without the marks the run delivers it again.
+#[test]
+fn a_delivery_written_down_before_a_crash_is_not_sent_again() {
+    let sink = Sink::start();
+    let (mut d, _) = relay_to(&sink, &[]);
+    send(
+        &mut d,
+        "<sender@client.example.test>",
+        &["<later2@remote.example.test>"],
+        "delivered before the crash",
+    );
+    let log = d.wait_log("stat=Deferred");
+    let to = "to=<later2@remote.example.test>, ";
+    let id = lines_with(&log, to)[0]
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !d.mailq().contains("(Deferred: ") && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.stop();
+    assert!(d.mailq().contains(&id), "still queued");
+
+    let marks = d.queue_dir().join("delivered");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::write(marks.join("0"), format!("{id} 0\n")).unwrap();
+    sink.accept_later();
+    let out = sendmail(&d, &["-q"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.log_text();
+    let tries = lines_with(&log, to);
+    assert_eq!(tries.len(), 2, "{log}");
+    assert!(
+        tries[1].contains(&format!(": {id}: "))
+            && tries[1].contains(", mailer=relay, ")
+            && tries[1].contains("stat=Sent"),
+        "{}",
+        tries[1]
+    );
+    assert!(
+        log.contains(&format!(
+            "{id}: recipient 0: delivered before the previous daemon stopped, not in the queue yet: not sent again"
+        )),
+        "{log}"
+    );
+    assert!(sink.messages().is_empty(), "not sent again");
+    assert!(!d.mailq().contains(&id), "{}", d.mailq());
+    assert_eq!(
+        std::fs::read_dir(&marks).unwrap().count(),
+        0,
+        "the marks are gone once in the queue"
+    );
+}

@@ -8,7 +8,10 @@
 //!   (as Postfix's `default_destination_concurrency_limit`, 20); the whole runner is
 //!   bounded separately ([`super::CONCURRENT_MESSAGES`] messages at once). One message's
 //!   recipients for one next hop share one connection (the runner groups them by route).
-//!   `DestinationConcurrencyLimit` sets it; `MaxQueueChildren` the runner's bound.
+//!   `DestinationConcurrencyLimit` sets it; `MaxQueueChildren` the runner's bound. Within
+//!   it, each hop has a window: slow start from [`INITIAL_CONCURRENCY`], one more per
+//!   delivery taken, back to one on a deferral ([`Destinations`]). The limits are read at
+//!   each delivery, so a SIGHUP's new values apply to the next ones.
 //! * **Rate**: with `DestinationRateDelay` (ours, after Postfix's
 //!   `default_destination_rate_delay`; 0 by default) deliveries to one next hop start at
 //!   least that far apart.
@@ -26,47 +29,146 @@
 //!   delivery starts right after the commit, but the `250` does not wait for it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::config::daemon_options::DeliveryMode as DaemonMode;
 use crate::config::options::DeliveryMode;
 use crate::queue::Envelope;
 
-/// One semaphore per destination, created on first use and dropped when idle.
+/// Connections a destination starts with, and comes back to once idle (Postfix's
+/// `initial_destination_concurrency`, 5); never more than its limit.
+pub const INITIAL_CONCURRENCY: usize = 5;
+
+/// What the runner knows of one destination: connections in use and its window.
+struct Hop {
+    in_use: usize,
+    /// Connections allowed now (slow start, backoff); at most the limit in force.
+    window: usize,
+}
+
+/// Per-destination connection windows (slow start and backoff), created on first use and
+/// forgotten when idle and not backed off.
+///
+/// Slow start (Postfix's idea, `qmgr`'s concurrency feedback): a destination starts at
+/// [`INITIAL_CONCURRENCY`] connections; every delivery it takes (a recipient accepted or
+/// refused for good) adds one, up to the limit; a delivery it defers (every recipient
+/// deferred: a connection failure, a 4xx greeting, `MAIL` or `DATA`) brings it back to
+/// one, so a destination in trouble gets one connection at a time instead of the limit's
+/// worth of timeouts or 421s, and grows again with its first success. The limit is the one
+/// in force at each acquisition (a SIGHUP's new `DestinationConcurrencyLimit` applies to
+/// the next deliveries; connections already open finish).
 pub struct Destinations {
-    per_destination: usize,
-    open: Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
+    slow_start: bool,
+    hops: Mutex<HashMap<(String, u16), Hop>>,
+    /// Signalled whenever a connection ends or a window grows.
+    freed: Notify,
     /// When the next delivery to a destination may start (`DestinationRateDelay`).
     next_start: Mutex<HashMap<(String, u16), tokio::time::Instant>>,
 }
 
+/// A connection slot to one destination, given back when dropped.
+pub struct Permit<'a> {
+    owner: &'a Destinations,
+    key: (String, u16),
+}
+
+impl Permit<'_> {
+    /// The outcome of the delivery over this slot: `took` when the destination took or
+    /// refused for good at least one recipient, false when it deferred all of them. Grows
+    /// or shrinks the destination's window (slow start only).
+    pub fn feedback(&self, took: bool, limit: usize) {
+        if !self.owner.slow_start {
+            return;
+        }
+        let mut hops = self.owner.lock();
+        if let Some(hop) = hops.get_mut(&self.key) {
+            if took {
+                hop.window = (hop.window + 1).min(limit.max(1));
+            } else {
+                hop.window = 1;
+            }
+        }
+        drop(hops);
+        if took {
+            self.owner.freed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut hops = self.owner.lock();
+        if let Some(hop) = hops.get_mut(&self.key) {
+            hop.in_use = hop.in_use.saturating_sub(1);
+        }
+        drop(hops);
+        self.owner.freed.notify_waiters();
+    }
+}
+
 impl Destinations {
-    pub fn new(per_destination: usize) -> Destinations {
+    /// Fixed limits (the local recipients' program runs): each destination gets its limit
+    /// at once.
+    pub fn fixed() -> Destinations {
+        Destinations::with(false)
+    }
+
+    /// Slow start and backoff (the SMTP next hops).
+    pub fn slow_start() -> Destinations {
+        Destinations::with(true)
+    }
+
+    fn with(slow_start: bool) -> Destinations {
         Destinations {
-            per_destination: per_destination.max(1),
-            open: Mutex::default(),
+            slow_start,
+            hops: Mutex::default(),
+            freed: Notify::new(),
             next_start: Mutex::default(),
         }
     }
 
-    /// Waits for a free connection slot to `host` port `port` (host compared without case).
-    pub async fn acquire(&self, host: &str, port: u16) -> OwnedSemaphorePermit {
-        let sem = {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget destinations nobody is using (only the map holds them), so the map
-            // stays as small as the set of busy destinations.
-            open.retain(|_, s| Arc::strong_count(s) > 1);
-            open.entry((host.to_ascii_lowercase(), port))
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_destination)))
-                .clone()
-        };
-        // The semaphore is never closed, so acquiring cannot fail.
-        match sem.acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => unreachable!("destination semaphores are never closed"),
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Hop>> {
+        self.hops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn initial(&self, limit: usize) -> usize {
+        match self.slow_start {
+            true => INITIAL_CONCURRENCY.min(limit),
+            false => limit,
+        }
+    }
+
+    /// Waits for a free connection slot to `host` port `port` (host compared without case)
+    /// under `limit` connections at once (the limit in force now).
+    pub async fn acquire(&self, host: &str, port: u16, limit: usize) -> Permit<'_> {
+        let limit = limit.max(1);
+        let key = (host.to_ascii_lowercase(), port);
+        loop {
+            // Registered before the check, so a slot freed in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut hops = self.lock();
+                let initial = self.initial(limit);
+                // Forget destinations nobody is using that are not backed off, so the
+                // map stays about as small as the set of busy or deferring destinations.
+                let slow = self.slow_start;
+                hops.retain(|_, h| h.in_use > 0 || (slow && h.window < initial));
+                let hop = hops.entry(key.clone()).or_insert(Hop {
+                    in_use: 0,
+                    window: initial,
+                });
+                let cap = if slow { hop.window.min(limit) } else { limit };
+                if hop.in_use < cap {
+                    hop.in_use += 1;
+                    return Permit { owner: self, key };
+                }
+            }
+            freed.await;
         }
     }
 
@@ -90,9 +192,18 @@ impl Destinations {
 
     /// Connections to `host`:`port` in use now.
     pub fn in_use(&self, host: &str, port: u16) -> usize {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&(host.to_ascii_lowercase(), port))
-            .map_or(0, |s| self.per_destination - s.available_permits())
+        let hops = self.lock();
+        hops.get(&(host.to_ascii_lowercase(), port))
+            .map_or(0, |h| h.in_use)
+    }
+
+    /// The connections `host`:`port` may have at once now (its window; `limit` for a
+    /// destination not seen).
+    pub fn window(&self, host: &str, port: u16, limit: usize) -> usize {
+        let hops = self.lock();
+        hops.get(&(host.to_ascii_lowercase(), port))
+            .filter(|_| self.slow_start)
+            .map_or(self.initial(limit.max(1)), |h| h.window.min(limit.max(1)))
     }
 }
 
@@ -195,26 +306,89 @@ mod tests {
 
     #[tokio::test]
     async fn at_most_n_connections_per_destination() {
-        let d = Arc::new(Destinations::new(2));
-        let a = d.acquire("MX.example", 25).await;
-        let _b = d.acquire("mx.example", 25).await;
+        let d = std::sync::Arc::new(Destinations::fixed());
+        let a = d.acquire("MX.example", 25, 2).await;
+        let _b = d.acquire("mx.example", 25, 2).await;
         assert_eq!(d.in_use("mx.example", 25), 2);
-        let _other = d.acquire("mx.example", 587).await;
+        let _other = d.acquire("mx.example", 587, 2).await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let d2 = d.clone();
-        let third = tokio::spawn(async move { d2.acquire("mx.example", 25).await });
+        let third = tokio::spawn(async move {
+            let p = d2.acquire("mx.example", 25, 2).await;
+            tx.send(()).await.unwrap();
+            drop(p);
+        });
         tokio::task::yield_now().await;
-        assert!(!third.is_finished(), "a third connection waits");
+        assert!(rx.try_recv().is_err(), "a third connection waits");
         drop(a);
-        let _c = tokio::time::timeout(std::time::Duration::from_secs(10), third)
-            .await
-            .expect("the freed slot is taken")
-            .unwrap();
-        assert_eq!(d.in_use("mx.example", 25), 2);
+        rx.recv().await.expect("the freed slot is taken");
+        third.await.unwrap();
+        assert_eq!(d.in_use("mx.example", 25), 1);
+    }
+
+    /// Takes every slot the destination gives now, without waiting.
+    fn take_all<'a>(d: &'a Destinations, limit: usize) -> Vec<Permit<'a>> {
+        let mut held = Vec::new();
+        loop {
+            let mut f = std::pin::pin!(d.acquire("relay.example", 25, limit));
+            let waker = std::task::Waker::noop();
+            match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+                std::task::Poll::Ready(p) => held.push(p),
+                std::task::Poll::Pending => return held,
+            }
+        }
+    }
+
+    #[test]
+    fn slow_start_grows_on_success_and_falls_to_one_on_a_deferral() {
+        let d = Destinations::slow_start();
+        let held = take_all(&d, 20);
+        assert_eq!(
+            held.len(),
+            INITIAL_CONCURRENCY,
+            "a new destination starts small"
+        );
+        // Three deliveries taken: three more connections allowed.
+        for p in &held[..3] {
+            p.feedback(true, 20);
+        }
+        assert_eq!(d.window("relay.example", 25, 20), INITIAL_CONCURRENCY + 3);
+        let more = take_all(&d, 20);
+        assert_eq!(more.len(), 3);
+        // Growth stops at the limit.
+        for _ in 0..30 {
+            held[0].feedback(true, 20);
+        }
+        assert_eq!(d.window("relay.example", 25, 20), 20);
+        // A deferral: one connection at a time, until a delivery succeeds again.
+        held[1].feedback(false, 20);
+        assert_eq!(d.window("relay.example", 25, 20), 1);
+        drop(held);
+        drop(more);
+        let one = take_all(&d, 20);
+        assert_eq!(one.len(), 1, "a backed-off destination gets one connection");
+        one[0].feedback(true, 20);
+        drop(one);
+        assert_eq!(take_all(&d, 20).len(), 2);
+    }
+
+    #[test]
+    fn a_lower_limit_applies_to_the_next_acquisition() {
+        let d = Destinations::fixed();
+        assert_eq!(take_all(&d, 20).len(), 20);
+        assert_eq!(take_all(&d, 3).len(), 3, "a SIGHUP's new limit");
+        let s = Destinations::slow_start();
+        assert_eq!(take_all(&s, 2).len(), 2, "never above the limit");
+        // Fixed windows take no feedback.
+        let held = take_all(&d, 4);
+        held[0].feedback(false, 4);
+        drop(held);
+        assert_eq!(take_all(&d, 4).len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
     async fn deliveries_to_one_destination_start_a_rate_delay_apart() {
-        let d = Destinations::new(20);
+        let d = Destinations::fixed();
         let delay = std::time::Duration::from_secs(2);
         let t0 = tokio::time::Instant::now();
         let mut starts = Vec::new();

@@ -41,6 +41,7 @@ pub mod control;
 pub mod expand;
 pub mod limits;
 pub mod loops;
+pub mod marks;
 pub mod notices;
 pub mod orphans;
 pub mod pickup;
@@ -84,6 +85,8 @@ pub struct Runner {
     local: limits::Destinations,
     /// Idle SMTP sessions kept for the next message to the same hop.
     cache: remote::cache::Cache,
+    /// Deliveries written down before the queue records them ([`marks`]).
+    marks: marks::Marks,
 }
 
 /// Why a pass runs: it decides which messages and recipients it takes.
@@ -117,8 +120,8 @@ impl Runner {
             0 => CONCURRENT_MESSAGES,
             n => n,
         };
-        let destinations = limits::Destinations::new(o.destination_concurrency_limit);
-        let local = limits::Destinations::new(o.local_destination_concurrency_limit);
+        let destinations = limits::Destinations::slow_start();
+        let local = limits::Destinations::fixed();
         Some(Arc::new(Runner {
             dns,
             busy: Mutex::default(),
@@ -129,6 +132,7 @@ impl Runner {
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
+            marks: marks::Marks::new(shared.queue.dir()),
             shared,
         }))
     }
@@ -224,6 +228,7 @@ pub async fn run(
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
     };
+    marks::recover(&shared).await;
     runner.recover_orphans().await;
     // Idle cached connections: closed on timeout, and after a SIGHUP that built new
     // remote settings.
@@ -293,6 +298,7 @@ impl Drop for AbortOnDrop {
 pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
     match Runner::new(shared) {
         Some(runner) => {
+            marks::recover(&runner.shared).await;
             runner.recover_orphans().await;
             let n = runner
                 .pass(select, Pass::Forced)
@@ -310,6 +316,8 @@ pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
 /// One delivery attempt for the due recipients of one message.
 /// `held`: a `-qQ` run, which tries quarantined messages too (they stay quarantined).
 async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
+    // The delivery marks of this attempt stay until its result is in the queue.
+    let _marks = runner.marks.enter();
     let shared = &*runner.shared;
     let store = shared.queue.clone();
     let loaded = {
@@ -345,6 +353,9 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
         .map(|(i, r)| (i, route_recipient(&current, r)))
         .collect();
     let mut changed = !due.is_empty() || by_expired;
+    // Only local deliveries leave status files (program runs): a remote-only attempt has
+    // none to remove (one unlink per recipient saved on the relay path).
+    let local = due.iter().any(|(_, r)| matches!(r, Route::Local { .. }));
     if changed {
         // Local recipients are expanded once, durably (aliases, .forward), before delivery.
         let Some(due) = expand_due(shared, &mut msg, due, now).await else {
@@ -368,7 +379,8 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
     };
     match result {
         // The outcomes are in the queue: the programs' status files have served.
-        Ok(()) => orphans::forget(shared, id, n_recipients),
+        Ok(()) if local => orphans::forget(shared, id, n_recipients),
+        Ok(()) => {}
         Err(e) => shared.logger.log(
             Severity::Err,
             Some(id.as_str()),
@@ -411,14 +423,23 @@ fn log_load_failure(shared: &Shared, id: &QueueId, e: &dyn std::fmt::Display) {
     );
 }
 
-/// Delivers the `due` recipients of `msg` (with their routes), grouped by route; returns
-/// the recipient list with their new states.
+/// Delivers the `due` recipients of `msg` (with their routes), grouped by route, the
+/// groups at once; returns the recipient list with their new states.
+///
+/// A group's results are recorded in the queue as soon as that group is done while other
+/// groups are still under way: a message for a remote hop and a local mailbox must not
+/// keep the hop's `250` unrecorded while the local delivery waits for its mailbox (its
+/// program runs are few at a time), since a crash in that gap delivers the message to the
+/// hop again (issue 19: 226 remote duplicates in 6 kills of the crash harness, nearly all
+/// messages with a local recipient too). The last group's results are recorded by
+/// [`attempt`] with the message's notices (one write, as before, for a one-group message).
 async fn deliver_due(
     runner: &Runner,
     msg: &Message,
     due: Vec<(usize, Route)>,
     now: SystemTime,
 ) -> Vec<Recipient> {
+    use futures_util::StreamExt;
     let shared = &*runner.shared;
     let current = shared.current();
     let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
@@ -427,15 +448,40 @@ async fn deliver_due(
     }
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
-    for (route, indexes) in groups {
-        let (mailer, outcomes, relay, peer) =
-            deliver_group(runner, &current.remote, msg, &route, &indexes).await;
+    let settings = &current.remote;
+    let mut running: futures_util::stream::FuturesUnordered<_> = groups
+        .into_iter()
+        .map(|(route, indexes)| async move {
+            let done = deliver_group(runner, settings, msg, &route, &indexes).await;
+            (indexes, done)
+        })
+        .collect();
+    while let Some((indexes, (mailer, outcomes, relay, peer))) = running.next().await {
+        // Written down at once (one write, no sync): a crash before the queue update
+        // below or in attempt() must not deliver these again.
+        let delivered: Vec<usize> = (indexes.iter().zip(&outcomes))
+            .filter(|(_, o)| matches!(o, Outcome::Delivered { .. }))
+            .map(|(i, _)| *i)
+            .collect();
+        runner.marks.record(shared, &msg.envelope.id, &delivered);
+        let mut final_ones = false;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
+            final_ones |= !matches!(outcome, Outcome::Temporary { .. });
             apply(r, &outcome, msg, &current.dsn, now);
             let by = msg.envelope.params.deliver_by;
             dsn::record_attempt(r, &outcome, relay.as_deref(), peer, by);
             log_to(shared, msg, r, &mailer, relay.as_deref(), &outcome, started);
+        }
+        if final_ones && !running.is_empty() {
+            let id = &msg.envelope.id;
+            if let Err(e) = shared.queue.update(id, recipients.clone()).await {
+                shared.logger.log(
+                    Severity::Err,
+                    Some(id.as_str()),
+                    format_args!("queue update failed: {e}"),
+                );
+            }
         }
     }
     recipients
@@ -462,8 +508,12 @@ async fn deliver_group(
             let rewritten = (shared.current().rules.as_deref())
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
-            let _slot = runner.destinations.acquire(host, *port).await;
-            let delay = shared.config().options.destination_rate_delay;
+            // The limits in force now (a SIGHUP's apply to the next deliveries).
+            let (limit, delay) = {
+                let o = &shared.config().options;
+                (o.destination_concurrency_limit, o.destination_rate_delay)
+            };
+            let slot = runner.destinations.acquire(host, *port, limit).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             let req = Request {
@@ -473,6 +523,9 @@ async fn deliver_group(
                 port: *port,
             };
             let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
+            let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
+            slot.feedback(took, limit);
+            drop(slot);
             for line in &report.noqid_log {
                 shared
                     .logger
@@ -507,8 +560,9 @@ async fn deliver_group(
             // mbox and Maildir deliveries run in this process and are not limited: a
             // Maildir needs no lock, an mbox waits on its own lock.
             let program = mailer == "prog" || (mailer == "local" && current.local.mailer.is_some());
+            let limit = current.config.options.local_destination_concurrency_limit;
             let _slot = match program {
-                true => Some(runner.local.acquire(&user, 0).await),
+                true => Some(runner.local.acquire(&user, 0, limit).await),
                 false => None,
             };
             let mailers = orphans::dir(shared);

@@ -369,24 +369,30 @@ impl SessionError {
 /// the body lacks one, then `.` CRLF.
 pub fn encode_data(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 8);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
+    // A line at a time (memchr), not a byte at a time: this runs for every relayed message.
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (line, ended) = match memchr::memchr(b'\n', rest) {
+            Some(n) => (&rest[..n], Some(n + 1)),
+            None => (rest, None),
+        };
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        if b == b'\n' {
-            if out.last() != Some(&b'\r') {
-                out.push(b'\r');
+        out.extend_from_slice(line);
+        match ended {
+            Some(n) => {
+                if line.last() != Some(&b'\r') {
+                    out.push(b'\r');
+                }
+                out.push(b'\n');
+                rest = &rest[n..];
             }
-            out.push(b'\n');
-            at_line_start = true;
-        } else {
-            out.push(b);
-            at_line_start = false;
+            None => {
+                out.extend_from_slice(b"\r\n");
+                rest = &[];
+            }
         }
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out

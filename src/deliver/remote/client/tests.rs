@@ -488,6 +488,9 @@ fn data_is_crlf_and_dot_stuffed() {
         (b".\n..x\nend.\n", b"..\r\n...x\r\nend.\r\n.\r\n"),
         (b"crlf\r\nkept\r\n", b"crlf\r\nkept\r\n.\r\n"),
         (b"", b".\r\n"),
+        (b"\n\n.", b"\r\n\r\n..\r\n.\r\n"),
+        (b"bare\rcr\r", b"bare\rcr\r\r\n.\r\n"),
+        (b"x\r\r\n.y", b"x\r\r\n..y\r\n.\r\n"),
     ];
     for (body, wire) in cases {
         assert_eq!(
