@@ -196,3 +196,40 @@ fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
         "{boxed}"
     );
 }
+
+/// Host status (sendmail's `Timeout.hoststatus`): once no host of a destination took a
+/// connection, its next deliveries are deferred with the same status without connecting
+/// again, so a dead next hop costs one connection attempt, not one per message.
+#[test]
+fn a_next_hop_known_down_is_not_connected_to_again() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cf = format!(
+        "Djmta.example.test\n\
+         DSrelay:[127.0.0.1]\n\
+         O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
+    );
+    let mut a = Daemon::start(&cf, &[]);
+    let v4 = a.addr_of("MTA-v4");
+    for n in 1..=3 {
+        let mut c = Smtp::connect(v4);
+        c.reply();
+        c.cmd("HELO client.example.test");
+        c.cmd("MAIL FROM:<sender@client.example.test>");
+        c.cmd("RCPT TO:<bob@remote.example.test>");
+        c.cmd("DATA");
+        c.send(&format!("Subject: deferred {n}\r\n\r\nx\r\n."));
+        assert!(c.reply()[0].starts_with("250 2.0.0 "));
+        c.cmd("QUIT");
+        a.wait_log_count("stat=Deferred: Connection refused by [127.0.0.1]", n);
+    }
+    let log = a.wait_log("stat=Deferred");
+    assert_eq!(
+        log.matches("makeconnection (").count(),
+        1,
+        "one connection attempt for three messages:\n{log}"
+    );
+}

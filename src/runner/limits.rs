@@ -12,6 +12,10 @@
 //!   it, each hop has a window: slow start from [`INITIAL_CONCURRENCY`], one more per
 //!   delivery taken, back to one on a deferral ([`Destinations`]). The limits are read at
 //!   each delivery, so a SIGHUP's new values apply to the next ones.
+//! * **Host status** (sendmail's `Timeout.hoststatus`, 30 m; Debian's cf keeps it in its
+//!   `HostStatusDirectory`, we in memory): a destination none of whose hosts took a
+//!   connection is not connected to again for that long, or until a delivery to it
+//!   succeeds; its mail is deferred with the status it got ([`Destinations::down`]).
 //! * **Rate**: with `DestinationRateDelay` (ours, after Postfix's
 //!   `default_destination_rate_delay`; 0 by default) deliveries to one next hop start at
 //!   least that far apart.
@@ -36,6 +40,7 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::config::daemon_options::DeliveryMode as DaemonMode;
 use crate::config::options::DeliveryMode;
+use crate::deliver::Outcome;
 use crate::queue::Envelope;
 
 /// Connections a destination starts with, and comes back to once idle (Postfix's
@@ -67,6 +72,9 @@ pub struct Destinations {
     freed: Notify,
     /// When the next delivery to a destination may start (`DestinationRateDelay`).
     next_start: Mutex<HashMap<(String, u16), tokio::time::Instant>>,
+    /// Destinations none of whose hosts could be connected to: since when, and the
+    /// deferral every delivery got ([`Destinations::down`]).
+    down: Mutex<HashMap<(String, u16), (std::time::Instant, Outcome)>>,
 }
 
 /// A connection slot to one destination, given back when dropped.
@@ -127,7 +135,40 @@ impl Destinations {
             hops: Mutex::default(),
             freed: Notify::new(),
             next_start: Mutex::default(),
+            down: Mutex::default(),
         }
+    }
+
+    /// Host status, as sendmail keeps it for `Timeout.hoststatus` (30 m): a destination
+    /// none of whose hosts took a connection is known to be down, and for `fresh` after
+    /// that its deliveries are deferred with the same status without connecting again —
+    /// so a dead destination costs one connection timeout, not one per message (with
+    /// slow start at one connection it would cost them one after the other). A success
+    /// ([`Destinations::up`]) or the status growing older than `fresh` ends it; a zero
+    /// `fresh` (`Timeout.hoststatus=0`) keeps no status.
+    pub fn down(&self, host: &str, port: u16, fresh: std::time::Duration) -> Option<Outcome> {
+        let key = (host.to_ascii_lowercase(), port);
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, outcome) = down.get(&key)?;
+        if since.elapsed() < fresh {
+            return Some(outcome.clone());
+        }
+        down.remove(&key);
+        None
+    }
+
+    /// Records that no host of the destination could be connected to.
+    pub fn mark_down(&self, host: &str, port: u16, outcome: Outcome) {
+        let key = (host.to_ascii_lowercase(), port);
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        down.insert(key, (std::time::Instant::now(), outcome));
+    }
+
+    /// Forgets a destination's down status (it took a connection).
+    pub fn up(&self, host: &str, port: u16) {
+        let key = (host.to_ascii_lowercase(), port);
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        down.remove(&key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Hop>> {
@@ -403,5 +444,29 @@ mod tests {
         // Without a delay nothing waits.
         d.pace("relay.example", 25, std::time::Duration::ZERO).await;
         assert_eq!(t0.elapsed().as_secs(), 4);
+    }
+
+    #[test]
+    fn a_destination_known_down_keeps_its_status_until_a_success_or_staleness() {
+        let d = Destinations::slow_start();
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(d.down("relay.example", 25, hour).is_none());
+        let refused = Outcome::Temporary {
+            dsn: "4.4.1".into(),
+            text: "Deferred: Connection refused by relay.example".into(),
+        };
+        d.mark_down("Relay.Example", 25, refused.clone());
+        assert_eq!(d.down("relay.example", 25, hour), Some(refused.clone()));
+        // another port is another destination
+        assert!(d.down("relay.example", 587, hour).is_none());
+        // Timeout.hoststatus=0: no status kept
+        assert!(
+            d.down("relay.example", 25, std::time::Duration::ZERO)
+                .is_none()
+        );
+        assert!(d.down("relay.example", 25, hour).is_none());
+        d.mark_down("relay.example", 25, refused);
+        d.up("relay.example", 25);
+        assert!(d.down("relay.example", 25, hour).is_none());
     }
 }

@@ -513,6 +513,16 @@ async fn deliver_group(
                 let o = &shared.config().options;
                 (o.destination_concurrency_limit, o.destination_rate_delay)
             };
+            // A destination known to be down (host status) is not tried again yet.
+            let fresh = shared.config().options.timeouts.hoststatus;
+            if let Some(outcome) = runner.destinations.down(host, *port, fresh) {
+                return (
+                    mailer.clone(),
+                    vec![outcome; rcpts.len()],
+                    None,
+                    dsn::Peer::default(),
+                );
+            }
             let slot = runner.destinations.acquire(host, *port, limit).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
@@ -526,6 +536,12 @@ async fn deliver_group(
             let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
             slot.feedback(took, limit);
             drop(slot);
+            match (report.unreachable, report.outcomes.first()) {
+                (true, Some(outcome)) => {
+                    runner.destinations.mark_down(host, *port, outcome.clone())
+                }
+                _ => runner.destinations.up(host, *port),
+            }
             for line in &report.noqid_log {
                 shared
                     .logger

@@ -203,6 +203,9 @@ pub struct Report {
     pub peer_dsn: bool,
     /// The host that took the message offered DELIVERBY (RFC 2852).
     pub peer_deliverby: bool,
+    /// No host of the route could be connected to at all (every address refused, timed
+    /// out or unreachable): the runner treats the destination as down for a while.
+    pub unreachable: bool,
 }
 
 impl Report {
@@ -214,6 +217,7 @@ impl Report {
             noqid_log: Vec::new(),
             peer_dsn: false,
             peer_deliverby: false,
+            unreachable: false,
         }
     }
 }
@@ -262,6 +266,7 @@ pub async fn deliver_cached<R: Rng + Send + ?Sized>(
             relay: Some(cached.relay.clone()),
             log: Vec::new(),
             noqid_log: result.log,
+            unreachable: false,
         };
         if reusable {
             cache
@@ -338,13 +343,18 @@ async fn fresh<R: Rng + Send + ?Sized>(
             relay: Some(relay),
             log,
             noqid_log,
+            unreachable: false,
         },
         None => {
             let relay = failures
                 .last()
                 .map(|f| format!("{} {}", f.host, bracketed(f.addr)));
+            let unreachable = !failures.is_empty();
             let outcome = AllFailed { failures }.outcome();
-            Report::all(n, outcome, relay, log)
+            Report {
+                unreachable,
+                ..Report::all(n, outcome, relay, log)
+            }
         }
     }
 }
