@@ -14,6 +14,7 @@ fuzz_target!(|line: &[u8]| {
             dsn: false,
             deliverby: false,
             smtputf8: false,
+            deliver_by_min: 0,
         },
     );
     if !matches!(all, Command::Mail(_) | Command::Rcpt(_)) {
