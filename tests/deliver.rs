@@ -68,28 +68,8 @@ fn a_queued_message_is_relayed_to_the_smart_host_and_crossed_off() {
 
 #[test]
 fn a_refused_next_hop_defers_and_keeps_the_message() {
-    // Nothing listens on the relay's port: the connection is refused.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let cf = format!(
-        "Djmta.example.test\n\
-         DSrelay:[127.0.0.1]\n\
-         O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
-         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
-    );
-    let mut a = Daemon::start(&cf, &[]);
-    let v4 = a.addr_of("MTA-v4");
-    let mut c = Smtp::connect(v4);
-    c.reply();
-    c.cmd("HELO client.example.test");
-    c.cmd("MAIL FROM:<sender@client.example.test>");
-    c.cmd("RCPT TO:<bob@remote.example.test>");
-    c.cmd("DATA");
-    c.send("Subject: deferred\r\n\r\nx\r\n.");
-    assert!(c.reply()[0].starts_with("250 2.0.0 "));
-    c.cmd("QUIT");
+    let (mut a, port) = refused_relay_daemon();
+    send_deferred(&mut a, 1);
     let log = a.wait_log("stat=Deferred");
     assert!(
         log.contains(&format!("makeconnection ([127.0.0.1] [127.0.0.1].{port} (2)) failed: Connection refused by [127.0.0.1]")),
@@ -202,6 +182,22 @@ fn local_mail_goes_through_the_aliases_into_a_mailbox_file() {
 /// again, so a dead next hop costs one connection attempt, not one per message.
 #[test]
 fn a_next_hop_known_down_is_not_connected_to_again() {
+    let (mut a, _) = refused_relay_daemon();
+    for n in 1..=3 {
+        send_deferred(&mut a, n);
+        a.wait_log_count("stat=Deferred: Connection refused by [127.0.0.1]", n);
+    }
+    let log = a.wait_log("stat=Deferred");
+    assert_eq!(
+        log.matches("makeconnection (").count(),
+        1,
+        "one connection attempt for three messages:\n{log}"
+    );
+}
+
+/// A daemon whose smart host's port has nothing listening (every connection refused), and
+/// that port.
+fn refused_relay_daemon() -> (Daemon, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -212,24 +208,18 @@ fn a_next_hop_known_down_is_not_connected_to_again() {
          O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
          Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
     );
-    let mut a = Daemon::start(&cf, &[]);
-    let v4 = a.addr_of("MTA-v4");
-    for n in 1..=3 {
-        let mut c = Smtp::connect(v4);
-        c.reply();
-        c.cmd("HELO client.example.test");
-        c.cmd("MAIL FROM:<sender@client.example.test>");
-        c.cmd("RCPT TO:<bob@remote.example.test>");
-        c.cmd("DATA");
-        c.send(&format!("Subject: deferred {n}\r\n\r\nx\r\n."));
-        assert!(c.reply()[0].starts_with("250 2.0.0 "));
-        c.cmd("QUIT");
-        a.wait_log_count("stat=Deferred: Connection refused by [127.0.0.1]", n);
-    }
-    let log = a.wait_log("stat=Deferred");
-    assert_eq!(
-        log.matches("makeconnection (").count(),
-        1,
-        "one connection attempt for three messages:\n{log}"
-    );
+    (Daemon::start(&cf, &[]), port)
+}
+
+/// Message `n` to a remote recipient, accepted with 250.
+fn send_deferred(a: &mut Daemon, n: usize) {
+    let mut c = Smtp::connect(a.addr_of("MTA-v4"));
+    c.reply();
+    c.cmd("HELO client.example.test");
+    c.cmd("MAIL FROM:<sender@client.example.test>");
+    c.cmd("RCPT TO:<bob@remote.example.test>");
+    c.cmd("DATA");
+    c.send(&format!("Subject: deferred {n}\r\n\r\nx\r\n."));
+    assert!(c.reply()[0].starts_with("250 2.0.0 "));
+    c.cmd("QUIT");
 }

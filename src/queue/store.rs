@@ -682,17 +682,30 @@ impl Store {
         recipients: Vec<Recipient>,
         notices: Option<Notices>,
     ) -> Result<(), QueueError> {
+        self.rewrite(id, move |id, msg| {
+            check_same_recipients(id, &msg.envelope.recipients, &recipients)?;
+            msg.envelope.recipients = recipients;
+            if let Some(n) = notices {
+                msg.envelope.notices = n;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Loads message `id`, lets `change` edit it, and puts the new copy in the journal
+    /// (durably; it supersedes the old one).
+    async fn rewrite<F>(&self, id: &QueueId, change: F) -> Result<(), QueueError>
+    where
+        F: FnOnce(&QueueId, &mut Message) -> Result<(), QueueError> + Send + 'static,
+    {
         let w = self.writer()?;
         let (store, id2) = (self.clone(), id.clone());
         // Reading the current copy is file I/O: keep it off the async workers.
         let file = tokio::task::spawn_blocking(move || {
             let mut msg = store.load(&id2)?;
-            check_same_recipients(&id2, &msg.envelope.recipients, &recipients)?;
-            msg.envelope.recipients = recipients;
-            if let Some(n) = notices {
-                msg.envelope.notices = n;
-            }
-            Ok(file::encode(&msg))
+            change(&id2, &mut msg)?;
+            Ok::<_, QueueError>(file::encode(&msg))
         })
         .await
         .map_err(|_| QueueError::CommitterGone)??;
@@ -716,24 +729,10 @@ impl Store {
         id: &QueueId,
         reason: Option<String>,
     ) -> Result<(), QueueError> {
-        let w = self.writer()?;
-        let (store, id2) = (self.clone(), id.clone());
-        let file = tokio::task::spawn_blocking(move || {
-            let mut msg = store.load(&id2)?;
+        self.rewrite(id, move |_, msg| {
             msg.envelope.quarantine = reason;
-            Ok::<_, QueueError>(file::encode(&msg))
+            Ok(())
         })
-        .await
-        .map_err(|_| QueueError::CommitterGone)??;
-        self.submit(
-            w,
-            Op::Put {
-                id: id.clone(),
-                file,
-                gap: None,
-                new: false,
-            },
-        )
         .await
     }
 

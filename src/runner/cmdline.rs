@@ -103,20 +103,22 @@ fn may_run_queue(cfg: &crate::config::Config, uid: nix::unistd::Uid) -> bool {
     std::fs::metadata(&cfg.options.queue_directory).is_ok_and(|m| m.uid() == uid.as_raw())
 }
 
+/// The runtime of a run in this process; a failure is said on stderr (`EX_SOFTWARE`).
+fn build_runtime(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, i32> {
+    b.enable_all().build().map_err(|e| {
+        eprintln!("sendmail: cannot start runtime: {e}");
+        EX_SOFTWARE
+    })
+}
+
 /// `-Q[reason]` with `-q` limits, in this process (which holds the queue's lock): every
 /// selected message is quarantined with `reason`, or released when it is empty — as
 /// sendmail renames the selected qf files to hf with a `q` line, or back (`-Q -qQ…`: the
 /// selection is of quarantined messages then). Nothing is delivered.
 fn quarantine_here(store: Store, run: &QueueRun, reason: String) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sendmail: cannot start runtime: {e}");
-            return EX_SOFTWARE;
-        }
+        Err(code) => return code,
     };
     let reason = (!reason.is_empty()).then_some(reason);
     let ids = match store.ids() {
@@ -150,15 +152,9 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_CANTCREAT;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sendmail: cannot start runtime: {e}");
-            return EX_SOFTWARE;
-        }
+        Err(code) => return code,
     };
     // As the daemon does at start-up: the maildrop open to the submission group.
     if let Err(e) = crate::setgid::prepare_queue(store.dir()) {
