@@ -111,11 +111,18 @@ impl Outcome {
         }
     }
 
-    /// The `stat=` field: `Sent`, `Deferred: …`, or the permanent reason.
+    /// The `stat=` field: `Sent`, `Deferred: …`, or the permanent reason. A mailer's
+    /// temporary exit status other than `EX_TEMPFAIL` is its sysexits text alone, as
+    /// sendmail's `giveresponse` words it (the oracle, a `Mlocal` program that cannot be
+    /// executed — its child exits `EX_OSERR`: `dsn=4.0.0, stat=Operating system error`).
     pub fn stat(&self) -> String {
         match self {
             Outcome::Delivered => "Sent".to_string(),
-            Outcome::Temporary { reason, .. } if reason == "Deferred" => reason.clone(),
+            Outcome::Temporary { reason, .. }
+                if reason == "Deferred" || BARE_TEMPORARY_TEXTS.contains(&reason.as_str()) =>
+            {
+                reason.clone()
+            }
             Outcome::Temporary { reason, .. } => format!("Deferred: {reason}"),
             Outcome::Permanent { reason, .. } => reason.clone(),
         }
@@ -154,6 +161,10 @@ impl Outcome {
     }
 }
 
+/// The sysexits texts of temporary exit statuses other than `EX_TEMPFAIL`
+/// ([`Outcome::from_exit_code`]): `stat=` shows them without `Deferred: `.
+const BARE_TEMPORARY_TEXTS: [&str; 2] = ["Operating system error", "I/O error"];
+
 /// How a user's mailbox is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailboxFormat {
@@ -187,6 +198,10 @@ pub struct Delivery<'a> {
     /// `${client_addr}` for a mailer's argv: the SMTP client of the message (`IPv6:…` as
     /// the queue keeps it).
     pub client_addr: Option<&'a str>,
+    /// Where the lines sendmail logs while it delivers go (a mailer program that cannot be
+    /// run: `Warning: program … unsafe`, `SYSERR(root): Cannot exec …`), with the queue id.
+    /// None: not logged.
+    pub log: Option<(&'a crate::log::Logger, Option<&'a str>)>,
 }
 
 impl<'a> Delivery<'a> {
@@ -196,6 +211,7 @@ impl<'a> Delivery<'a> {
             message: &msg.body,
             rpath: None,
             client_addr: msg.envelope.client.addr.as_deref(),
+            log: None,
         }
     }
 
@@ -935,7 +951,10 @@ pub fn deliver_recipient(
     user: &str,
     msg: &Message,
 ) -> RecipientReport {
-    let d = Delivery::from_message(msg);
+    let d = Delivery {
+        log: expander.log,
+        ..Delivery::from_message(msg)
+    };
     let mut report = RecipientReport {
         results: Vec::new(),
         remote: Vec::new(),

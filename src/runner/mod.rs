@@ -673,7 +673,10 @@ pub fn deliver_local_in(
     let mut expander = crate::aliases::Expander::from_config(&table, cfg);
     expander.log = Some((logger, Some(msg.envelope.id.as_str())));
     let agent = &*current.local;
-    let d = crate::deliver::local::Delivery::from_message(msg);
+    let d = crate::deliver::local::Delivery {
+        log: Some((logger, Some(msg.envelope.id.as_str()))),
+        ..crate::deliver::local::Delivery::from_message(msg)
+    };
     rcpts
         .iter()
         .enumerate()

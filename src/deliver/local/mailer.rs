@@ -24,9 +24,15 @@
 //! recipients of one delivery to one run). Debian's `Mlocal` (FEATURE(local_procmail):
 //! `F=lsDFMAw5:/|@qSPfhn9`) and the embedded default have no `m`, so there sendmail too
 //! runs procmail once per recipient; the generic MAILER(local) (`F=…Prmn9`,
-//! `A=mail -d $u`) has it; and a `P=` that is not installed on this host (the
-//! embedded default cf names `/usr/bin/procmail`) is not used at all: local mail then goes
-//! to the built-in mbox delivery, as mail.local would write it ([`super::LocalDelivery`]).
+//! `A=mail -d $u`) has it.
+//!
+//! A `P=` that is not installed: in a cf read from a file, as sendmail — `Warning: program
+//! P unsafe: No such file or directory` (info), `SYSERR(root): Cannot exec P: No such file
+//! or directory` (crit) and the recipient deferred, `dsn=4.0.0, stat=Operating system error`
+//! (its child exits `EX_OSERR`), so nothing is delivered elsewhere behind the admin's back.
+//! Only the embedded default configuration (whose `Mlocal` names `/usr/bin/procmail`, which
+//! may not be installed) falls back to the built-in mbox delivery, as mail.local would write
+//! it ([`super::LocalDelivery`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -68,14 +74,17 @@ pub struct Recipient<'a> {
 }
 
 impl LocalMailer {
-    /// The cf's `local` mailer, when its `P=` is a program installed here; None otherwise
-    /// (no such mailer, `[IPC]`, or a program that is not there).
+    /// The cf's `local` mailer program; None without one (no such mailer, `[IPC]`, a `P=`
+    /// that is not an absolute path) and, for the embedded default configuration only,
+    /// when its program is not installed here (then the built-in mbox delivery serves).
     pub fn from_config(cfg: &Config) -> Option<LocalMailer> {
         let m = cfg.mailer("local")?;
         let path = PathBuf::from(&m.path);
-        let executable = std::fs::metadata(&path)
-            .is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0);
-        (path.is_absolute() && executable).then(|| LocalMailer {
+        let usable = match cfg.file.as_path() == std::path::Path::new(EMBEDDED_CF) {
+            true => executable(&path),
+            false => true,
+        };
+        (path.is_absolute() && usable).then(|| LocalMailer {
             path,
             argv: m.argv.clone(),
             flags: m.flags.clone(),
@@ -145,6 +154,9 @@ impl LocalMailer {
         if self.has_flag('w') && user.is_none() {
             return Outcome::user_unknown();
         }
+        if !executable(&self.path) {
+            return self.cannot_exec(d);
+        }
         let argv = self.argv_for(r, d);
         let home = user
             .map(|u| u.home.clone())
@@ -181,6 +193,46 @@ impl LocalMailer {
                 reason: format!("cannot run {}: {e}", self.path.display()),
             },
         }
+    }
+}
+
+/// [`crate::config::Config::file`] of the embedded default configuration.
+const EMBEDDED_CF: &str = "<embedded default.cf>";
+
+/// A regular file with an execute bit.
+fn executable(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0)
+}
+
+impl LocalMailer {
+    /// The program cannot be run: sendmail's `safefile` warning before the fork and its
+    /// child's `Cannot exec` SYSERR (`RealUserName`: who we run as), then the exit status
+    /// `EX_OSERR` read as any mailer's.
+    fn cannot_exec(&self, d: &Delivery) -> Outcome {
+        let why = match std::fs::metadata(&self.path) {
+            Err(e) => crate::log::open_error_text(&e),
+            Ok(md) if md.is_dir() => nix::errno::Errno::EISDIR.desc().to_string(),
+            Ok(_) => nix::errno::Errno::EACCES.desc().to_string(),
+        };
+        if let Some((logger, qid)) = d.log {
+            let path = self.path.display();
+            logger.log(
+                crate::log::Severity::Info,
+                qid,
+                format_args!("Warning: program {path} unsafe: {why}"),
+            );
+            let uid = nix::unistd::getuid();
+            let user = nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(|| uid.to_string(), |u| u.name);
+            logger.log(
+                crate::log::Severity::Crit,
+                qid,
+                format_args!("SYSERR({user}): Cannot exec {path}: {why}"),
+            );
+        }
+        Outcome::from_exit_code(crate::sysexits::EX_OSERR)
     }
 }
 
@@ -235,6 +287,7 @@ mod tests {
             message: MSG,
             rpath: None,
             client_addr: None,
+            log: None,
         }
     }
 

@@ -30,6 +30,7 @@ fn d(message: &[u8]) -> Delivery<'_> {
         message,
         rpath: None,
         client_addr: None,
+        log: None,
     }
 }
 
@@ -91,6 +92,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         message: b"Subject: x\n\nno newline",
         rpath: None,
         client_addr: None,
+        log: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -102,6 +104,7 @@ fn mbox_entry_for_the_null_sender_and_a_message_without_final_newline() {
         message: b"Return-Path: <x@y>\n\nbody\n",
         rpath: None,
         client_addr: None,
+        log: None,
     };
     let text =
         String::from_utf8(mbox_entry(&m2, true, DEFAULT_FROM_LINE, SystemTime::now())).unwrap();
@@ -477,8 +480,8 @@ fn program_exit_codes_map_like_sendmail() {
     let cases = [
         ("exit 0", "2.0.0", "Sent", false),
         ("exit 75", "4.0.0", "Deferred", true),
-        ("exit 74", "4.0.0", "Deferred: I/O error", true),
-        ("exit 71", "4.0.0", "Deferred: Operating system error", true),
+        ("exit 74", "4.0.0", "I/O error", true),
+        ("exit 71", "4.0.0", "Operating system error", true),
         ("exit 67", "5.1.1", "User unknown", false),
         ("exit 69", "5.0.0", "Service unavailable", false),
         ("exit 1", "5.3.0", "unknown mailer error 1", false),
@@ -642,6 +645,7 @@ fn without_rules_a_file_gets_the_message_as_queued() {
         message: NULL_SENDER_MSG,
         rpath: None,
         client_addr: None,
+        log: None,
     };
     assert_eq!(
         a.deliver(&Target::File(file.clone()), None, &d),
@@ -672,6 +676,7 @@ fn with_rules_each_target_gets_what_its_mailer_writes() {
         message: NULL_SENDER_MSG,
         rpath: None,
         client_addr: None,
+        log: None,
     };
     let headers = "From: alice (Alice A)\nTo: alice, root@oracle.example.test\n\nbody\n";
     assert_eq!(
