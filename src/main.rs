@@ -131,7 +131,7 @@ fn print_queue(inv: &cli::Invocation) -> i32 {
             return EX_USAGE;
         }
     };
-    setgid::with_privilege(|| list_queue(qdir, &select))
+    setgid::with_privilege(|| list_queue(qdir, &select, inv.args.verbose))
 }
 
 /// `restrictmailq`: root, or the real group or a supplementary group is the queue
@@ -148,7 +148,7 @@ fn may_see_queue(qdir: &Path) -> bool {
     nix::unistd::getgid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid))
 }
 
-fn list_queue(qdir: &Path, select: &runner::select::Selection) -> i32 {
+fn list_queue(qdir: &Path, select: &runner::select::Selection, verbose: bool) -> i32 {
     let store = match queue::Store::open_read_only(qdir) {
         Ok(s) => s,
         Err(e) => {
@@ -171,7 +171,7 @@ fn list_queue(qdir: &Path, select: &runner::select::Selection) -> i32 {
         eprintln!("sendmail: {}: not a queue file", path.display());
     }
     let mut out = std::io::stdout().lock();
-    match queue::format_queue(&entries, &qdir.display().to_string(), &mut out) {
+    match queue::format_queue(&entries, &qdir.display().to_string(), verbose, &mut out) {
         Ok(()) => EX_OK,
         Err(e) => {
             eprintln!("sendmail: {e}");

@@ -103,6 +103,9 @@ fn a_list_reaches_mailboxes_a_file_and_a_program() {
         }),
         // the program writes into our temp dir: keep the current user for it
         default_user: None,
+        // the built-in mbox delivery (the cf's Mlocal names procmail, which a cf read from a
+        // file would run, and defer if it is not installed)
+        mailer: None,
         ..LocalDelivery::from_config(&cfg)
     };
     let d = Delivery::from_message(&msg);

@@ -25,6 +25,24 @@
 //! * addresses of messages received over SMTP show in angle brackets, as sendmail keeps
 //!   the `MAIL`/`RCPT` argument; command-line ones bare; the null sender is `<>`.
 //! * an empty queue is `<qdir> is empty`; the `Total requests: N` line always follows.
+//!
+//! `mailq -v` (sendmail's `Verbose`) lists the same entries wider (oracle, scenario 89bi):
+//!
+//! ```text
+//! -----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recipient--------
+//! 6B696cNw011354       14     198047 Dec  6 09:06 <prober@remote.example.test>
+//!                  (Operating system error)
+//! \t\t\t\t\t\t<root@oracle.example.test>
+//! ```
+//!
+//! * after the size the work priority `%10ld` (the queue file's, [`Envelope::priority`]:
+//!   sendmail's `e_msgpriority`, message size − class × `ClassFactor` + recipients ×
+//!   `RecipientFactor`, plus `RetryFactor` per queue run), then `+` if a delay warning
+//!   was sent, else a space, and the date without the weekday (`ctime(3)` + 4, 12 chars);
+//! * the sender at most 78 columns, the status text at most 100, recipients after six
+//!   tabs, at most 71 columns.
+//!
+//! [`Envelope::priority`]: crate::queue::Envelope::priority
 
 use std::io::{self, Write};
 use std::time::SystemTime;
@@ -40,15 +58,16 @@ pub fn print_queue(
     out: &mut impl Write,
 ) -> Result<usize, QueueError> {
     let entries = store.list()?;
-    format_queue(&entries, qdir_display, out)
+    format_queue(&entries, qdir_display, false, out)
         .map_err(|e| QueueError::io("write queue listing to", "stdout", e))?;
     Ok(entries.len())
 }
 
-/// Writes the listing of `entries` (already in run order).
+/// Writes the listing of `entries` (already in run order); `verbose`: `mailq -v`'s.
 pub fn format_queue(
     entries: &[QueueEntrySummary],
     qdir_display: &str,
+    verbose: bool,
     out: &mut impl Write,
 ) -> io::Result<()> {
     let n = entries.len();
@@ -62,26 +81,44 @@ pub fn format_queue(
         )?;
         writeln!(
             out,
-            "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
+            "{}",
+            match verbose {
+                true => {
+                    "-----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recipient--------"
+                }
+                false => {
+                    "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
+                }
+            }
         )?;
         for e in entries {
-            format_entry(e, out)?;
+            format_entry(e, verbose, out)?;
         }
     }
     writeln!(out, "\t\tTotal requests: {n}")
 }
 
-fn format_entry(e: &QueueEntrySummary, out: &mut impl Write) -> io::Result<()> {
+fn format_entry(e: &QueueEntrySummary, verbose: bool, out: &mut impl Write) -> io::Result<()> {
     let env = &e.envelope;
     let smtp = env.client.protocol.is_some();
-    write!(
-        out,
-        "{:>13} {:>8} {} ",
-        env.id.as_str(),
-        e.body_size,
-        ctime16(env.arrival)
-    )?;
-    prtstr(out, &shown_address(&env.sender, smtp, true), 39)?;
+    // sendmail's column widths: sender, status text, recipient; the recipients' indent.
+    let (sender_cols, status_cols, rcpt_cols, indent) = match verbose {
+        true => (78, 100, 71, "\t\t\t\t\t\t"),
+        false => (39, 60, 38, "\t\t\t\t\t "),
+    };
+    write!(out, "{:>13} {:>8} ", env.id.as_str(), e.body_size)?;
+    if verbose {
+        let warned = if env.notices.warned { '+' } else { ' ' };
+        write!(
+            out,
+            "{:>10}{warned}{} ",
+            env.priority,
+            chrono::DateTime::<chrono::Local>::from(env.arrival).format("%b %e %H:%M")
+        )?;
+    } else {
+        write!(out, "{} ", ctime16(env.arrival))?;
+    }
+    prtstr(out, &shown_address(&env.sender, smtp, true), sender_cols)?;
     if let Some(q) = &env.quarantine {
         write!(out, "\n     QUARANTINE: {}", truncate_chars(q, 60))?;
     }
@@ -91,12 +128,12 @@ fn format_entry(e: &QueueEntrySummary, out: &mut impl Write) -> io::Result<()> {
     if status.is_some() || !body_type.is_empty() {
         write!(out, "\n    {body_type:>10.10}")?;
         if let Some(s) = status {
-            write!(out, "   ({})", truncate_chars(s, 60))?;
+            write!(out, "   ({})", truncate_chars(s, status_cols))?;
         }
     }
     for r in e.pending() {
-        write!(out, "\n\t\t\t\t\t ")?;
-        prtstr(out, &shown_address(&r.address, smtp, false), 38)?;
+        write!(out, "\n{indent}")?;
+        prtstr(out, &shown_address(&r.address, smtp, false), rcpt_cols)?;
     }
     writeln!(out)
 }
@@ -178,8 +215,50 @@ mod tests {
 
     fn listing(entries: &[QueueEntrySummary], qdir: &str) -> String {
         let mut out = Vec::new();
-        format_queue(entries, qdir, &mut out).unwrap();
+        format_queue(entries, qdir, false, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// sendmail 8.17.1.9, `mailq -v` (differential scenario 89bi, 2026-12-06): the priority
+    /// column, the date without weekday, the status text up to 100 columns, six tabs.
+    #[test]
+    fn verbose_listing_as_sendmail() {
+        let mut e = entry(
+            "6B696cNw011354",
+            "prober@remote.example.test",
+            &["root@oracle.example.test", "user@relay.example.net"],
+            b"Subject: probe\n\nbody line one\n",
+        );
+        e.envelope.client.protocol = Some(Protocol::Smtp);
+        e.envelope.arrival = at_local(2026, 12, 6, 9, 6);
+        e.envelope.priority = 198_047;
+        let status =
+            "<user@other.example.net>... Relaying denied. IP name lookup failed [203.0.113.96]";
+        e.envelope.recipients[0].status = Some(status.into());
+        let mut out = Vec::new();
+        format_queue(&[e.clone()], "/var/spool/mqueue", true, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "\t\t/var/spool/mqueue (1 request)
+-----Q-ID----- --Size-- -Priority- ---Q-Time--- --------Sender/Recipient--------
+6B696cNw011354       14     198047 Dec  6 09:06 <prober@remote.example.test>
+                 ({status})
+\t\t\t\t\t\t<root@oracle.example.test>
+\t\t\t\t\t\t<user@relay.example.net>
+\t\tTotal requests: 1
+"
+            )
+        );
+        // a delay warning sent: `+` before the date
+        e.envelope.notices.warned = true;
+        let mut out = Vec::new();
+        format_queue(&[e], "/var/spool/mqueue", true, &mut out).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("      14     198047+Dec  6 09:06 <prober")
+        );
     }
 
     // Verbatim from tests/data/oracle/samples/40-cli-queue.txt and 46-cli-deferred.txt

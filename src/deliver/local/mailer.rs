@@ -357,14 +357,52 @@ mod tests {
         assert_eq!(rest, "Return-Path: <s@x>\nSubject: hi\n\n>From me\nbye\n");
     }
 
+    /// sendmail 8.17.1.9, Debian's cf without `/usr/sbin/sensible-mda` (differential
+    /// scenario 88): the warning, the SYSERR, and the recipient deferred.
     #[test]
-    fn a_program_that_is_not_installed_is_not_used() {
-        let cfg = Config::from_str(
-            "t.cf",
-            "Mlocal, P=/nonexistent/procmail, F=lsn, A=procmail -d $u\n",
-            &[],
-        )
+    fn a_program_that_is_not_installed_defers_with_sendmails_lines() {
+        let cf = "Mlocal, P=/nonexistent/procmail, F=lsn, A=procmail -d $u\n";
+        let cfg = Config::from_str("t.cf", cf, &[]).unwrap();
+        let m = LocalMailer::from_config(&cfg).expect("a cf read from a file keeps its P=");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("maillog");
+        let logger = crate::log::Logger::new(crate::log::LogConfig {
+            syslog: false,
+            file: Some(file.clone()),
+            ..Default::default()
+        })
         .unwrap();
+        let d = Delivery {
+            log: Some((&logger, Some("QID1"))),
+            ..d("a@b.example")
+        };
+        let r = Recipient {
+            user: "root",
+            ..Default::default()
+        };
+        let o = m.deliver(&r, None, None, &d, Duration::from_secs(5));
+        assert_eq!(
+            (o.dsn(), o.stat().as_str(), o.is_temporary()),
+            ("4.0.0", "Operating system error", true)
+        );
+        let log = std::fs::read_to_string(&file).unwrap();
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .map_or_else(|| nix::unistd::getuid().to_string(), |u| u.name);
+        assert!(
+            log.contains(
+                "QID1: Warning: program /nonexistent/procmail unsafe: No such file or directory\n"
+            ),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "QID1: SYSERR({user}): Cannot exec /nonexistent/procmail: No such file or directory\n"
+            )),
+            "{log}"
+        );
+        // Only the embedded default falls back to the built-in mbox delivery.
+        let cfg = Config::from_str(EMBEDDED_CF, cf, &[]).unwrap();
         assert!(LocalMailer::from_config(&cfg).is_none());
         let cfg = Config::from_str("t.cf", "Mlocal, P=/bin/cat, F=lsn, A=cat\n", &[]).unwrap();
         assert_eq!(
