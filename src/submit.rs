@@ -126,6 +126,8 @@ pub fn deliver(inv: &Invocation) -> i32 {
     }
     if logger.enabled(4) {
         let msgid = msgid.map(|m| format!(", msgid={m}")).unwrap_or_default();
+        // sendmail's logsender: `from=%.200s`
+        let sender = &sender[..sender.floor_char_boundary(200)];
         logger.log(
             Severity::Info,
             Some(&qid),

@@ -27,6 +27,9 @@ pub use crate::queue::{ByMode, DeliverBy};
 pub const MAX_TOKEN: usize = 256;
 /// sendmail's parse buffer (`MAXNAME + MAXATOM`): the longest address.
 pub const MAX_ADDRESS: usize = 296;
+/// The longest MAIL/RCPT path sendmail takes once it has been tokenized (`MAXNAME` − 1,
+/// brackets included): a longer one is `Address "…" too long (255 bytes max)`.
+pub const MAX_PATH: usize = 255;
 /// sendmail's `MAXSMTPARGS`: at most this many ESMTP parameters on one command.
 pub const MAX_PARAMS: usize = 20;
 
@@ -214,6 +217,8 @@ pub enum ArgError {
     TokenTooLong(String),
     /// An address longer than [`MAX_ADDRESS`].
     AddressTooLong(String),
+    /// A path longer than [`MAX_PATH`]: its first [`MAX_PATH`] bytes.
+    PathTooLong(String),
     /// An ESMTP keyword this server does not know (as written).
     ParamUnrecognized(String),
     /// A parameter with a bad, missing or repeated value, or one for an extension that is
@@ -233,6 +238,7 @@ impl ArgError {
             ArgError::UserAddressRequired(a) => reply::user_address_required(a),
             ArgError::TokenTooLong(a) => reply::token_too_long(a),
             ArgError::AddressTooLong(a) => reply::address_too_long(a),
+            ArgError::PathTooLong(a) => reply::path_too_long(a),
             ArgError::ParamUnrecognized(k) => reply::param_unrecognized(k),
             ArgError::Param(r) => r.clone(),
             ArgError::TooManyParams => reply::too_many_params(),
@@ -492,6 +498,11 @@ fn split_path(s: &str) -> Result<(&str, &str), ArgError> {
     }
     if raw.len() > MAX_ADDRESS {
         return Err(ArgError::AddressTooLong(raw.to_owned()));
+    }
+    if raw.len() > MAX_PATH {
+        return Err(ArgError::PathTooLong(
+            raw[..raw.floor_char_boundary(MAX_PATH)].to_owned(),
+        ));
     }
     Ok((raw, &s[end..]))
 }
@@ -1028,6 +1039,29 @@ mod tests {
             };
             assert_eq!(err.reply().to_string(), want, "{line}");
         }
+    }
+
+    /// sendmail 8.17.1.9 (differential scenario 82b): a path of 255 bytes, brackets
+    /// included, is taken; one of 256 is refused, its first 255 bytes quoted.
+    #[test]
+    fn path_over_255_bytes_is_too_long() {
+        let path = |n: usize| format!("<{}@x.example.test>", "r".repeat(n - 17));
+        assert!(rcpt(&format!("RCPT TO:{}", path(255))).is_ok());
+        let long = path(256);
+        let err = rcpt(&format!("RCPT TO:{long}")).unwrap_err();
+        let quoted = &long[..255];
+        assert_eq!(
+            err.reply().to_string(),
+            format!(
+                "553 5.1.0 {}...{}... Address \"{quoted}\" too long (255 bytes max)",
+                &quoted[..100],
+                &quoted[155..]
+            )
+        );
+        let Command::Mail(Err(e)) = parse(format!("MAIL FROM:{long} SIZE=10").as_bytes()) else {
+            panic!("MAIL of a 256-byte path accepted");
+        };
+        assert!(matches!(e, ArgError::PathTooLong(q) if q == quoted));
     }
 
     #[test]

@@ -492,14 +492,23 @@ pub fn help_not_implemented(version: &str) -> Reply {
 // ---------------------------------------------------------------------------------------
 // The mail transaction.
 
-/// `250 2.1.0 <addr>... Sender ok`.
+/// `250 2.1.0 <addr>... Sender ok` (a long address shortened, as every `addr...` prefix).
 pub fn sender_ok(addr: &str) -> Reply {
-    Reply::new(250, Some("2.1.0"), format!("{addr}... Sender ok"))
+    Reply::new(
+        250,
+        Some("2.1.0"),
+        format!("{}... Sender ok", shorten(addr, MAXSHORTSTR)),
+    )
 }
 
-/// `250 2.1.5 <addr>... Recipient ok`.
+/// `250 2.1.5 <addr>... Recipient ok` (a long address shortened: the oracle answers
+/// `<r{99}...r{84}@x.example.test>... Recipient ok` for a 255-byte argument).
 pub fn recipient_ok(addr: &str) -> Reply {
-    Reply::new(250, Some("2.1.5"), format!("{addr}... Recipient ok"))
+    Reply::new(
+        250,
+        Some("2.1.5"),
+        format!("{}... Recipient ok", shorten(addr, MAXSHORTSTR)),
+    )
 }
 
 /// `503 5.5.0 Sender already specified`.
@@ -581,6 +590,22 @@ pub fn token_too_long(addr: &str) -> Reply {
         553,
         Some("5.1.0"),
         format!("{}... prescan: token too long", shorten(addr, MAXSHORTSTR)),
+    )
+}
+
+/// `553 5.1.0 <addr>... Address "addr" too long (255 bytes max)`: a MAIL/RCPT path over
+/// [`crate::smtp::command::MAX_PATH`] bytes; `addr` is its first 255 bytes, shortened before
+/// the `...` (sendmail 8.17.1.9, differential scenarios 82 and 82b: `<` + 239 `r` +
+/// `@x.example.test>` is refused, one byte less is accepted).
+pub fn path_too_long(addr: &str) -> Reply {
+    Reply::new(
+        553,
+        Some("5.1.0"),
+        format!(
+            "{}... Address \"{addr}\" too long ({} bytes max)",
+            shorten(addr, MAXSHORTSTR),
+            crate::smtp::command::MAX_PATH
+        ),
     )
 }
 

@@ -547,6 +547,10 @@ pub struct Session {
     /// `stats.rejected_rcpts` when the current MAIL was accepted: sendmail's `n_badrcpts`
     /// (BadRcptThrottle) counts the refused recipients of one transaction only.
     rejected_before_mail: u32,
+    /// The `Possible SMTP RCPT flood` line of this transaction was logged (sendmail bumps
+    /// its bad-RCPT count past the limit so that it is logged once, even when accepted
+    /// RCPTs follow).
+    rcpt_flood_logged: bool,
     /// The Message-Id of a message just refused for its size, for its `from=` line.
     msgid_of_refused: Option<String>,
     first_command: bool,
@@ -582,6 +586,7 @@ impl Session {
             qid: None,
             nullserver: ctx.connect_reject.clone(),
             rejected_before_mail: 0,
+            rcpt_flood_logged: false,
             msgid_of_refused: None,
             first_command: true,
             last_cmd: "startup".to_owned(),
@@ -1297,6 +1302,7 @@ impl Session {
             last_error: None,
         });
         self.rejected_before_mail = self.stats.rejected_rcpts;
+        self.rcpt_flood_logged = false;
     }
 
     fn rcpt(&mut self, r: Result<RcptTo, ArgError>, out: &mut Vec<Action>) {
@@ -1455,7 +1461,8 @@ impl Session {
         if limit == 0 || bad < limit {
             return;
         }
-        if bad == limit && self.ctx.log_level > 5 {
+        if bad == limit && !self.rcpt_flood_logged && self.ctx.log_level > 5 {
+            self.rcpt_flood_logged = true;
             let text = format!(
                 "{}: Possible SMTP RCPT flood, throttling.",
                 self.ctx.client.display()
@@ -1887,6 +1894,8 @@ fn from_line(
     daemon: &str,
     client: &ClientInfo,
 ) -> String {
+    // sendmail's logsender: `from=%.200s`
+    let from = &from[..from.floor_char_boundary(200)];
     let mut s = format!("from={from}, size={size}, class=0, nrcpts={nrcpts}");
     if let Some(m) = msgid {
         let _ = write!(s, ", msgid={m}");
