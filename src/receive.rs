@@ -46,8 +46,12 @@ const DEFAULT_RECEIVED: &str = "$?sfrom $s $.$?_($?s$|from $.$_)\n\t\
      (version=${tls_version} cipher=${cipher} bits=${cipher_bits} verify=${verify})$.$?u\n\t\
      for $u; $|;\n\t$.$b";
 
-/// sendmail's `WkRecipFact`: each recipient adds this much to the work priority.
+/// sendmail's `WkRecipFact` (`RecipientFactor`): each recipient adds this much to the work
+/// priority.
 const RECIPIENT_FACTOR: i64 = 30_000;
+/// sendmail's `WkClassFact` (`ClassFactor`): each unit of precedence class takes this much
+/// off (the oracle: `Precedence: bulk`, class -60, 47 bytes, 3 recipients: 198047).
+const CLASS_FACTOR: i64 = 1_800;
 
 /// Where accepted messages go.
 #[derive(Clone)]
@@ -172,6 +176,11 @@ impl MessageSink for QueueSink {
         let spool = std::mem::take(&mut self.spool);
         let size = body.len() as u64 + msg.spilled;
         let prepared = prepare(&msg, body, &self.config);
+        // sendmail's e_class for the from= line (the Precedence: header as received)
+        let class = prepared.as_ref().map_or(0, |(q, _, added)| {
+            let received = q.body.get(*added..).unwrap_or(&[]);
+            crate::deliver::dsn::precedence_class(&self.config.priorities, received)
+        });
         let dest = self.dest.clone();
         let logger = self.logger.clone();
         let queued_log = match (&prepared, logger.enabled(8)) {
@@ -193,7 +202,7 @@ impl MessageSink for QueueSink {
                     logger.log(
                         Severity::Info,
                         Some(&msg.qid),
-                        format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
+                        format_args!("{}", msg.from_log_line_sized(size, class, msgid.as_deref())),
                     );
                 }
                 logger.log(Severity::Info, Some(&msg.qid), format_args!("discarded"));
@@ -235,7 +244,7 @@ impl MessageSink for QueueSink {
                 logger.log(
                     Severity::Info,
                     Some(&msg.qid),
-                    format_args!("{}", msg.from_log_line_sized(size, msgid.as_deref())),
+                    format_args!("{}", msg.from_log_line_sized(size, class, msgid.as_deref())),
                 );
             }
             for line in queued_log {
@@ -294,6 +303,7 @@ fn prepare(
         &body[..]
     };
     let (more, msgid) = id_and_date(head, &msg.qid, &hostname);
+    let class = crate::deliver::dsn::precedence_class(&cfg.priorities, head);
     added.push_str(&more);
     // PrivacyOptions=authwarnings: the warning the session logged at MAIL, as a header.
     if msg.helo.is_none() && cfg.options.auth_warnings() {
@@ -347,7 +357,8 @@ fn prepare(
     }
     env.msgid = msgid.clone();
     env.quarantine = msg.quarantine.clone();
-    env.priority = size as i64 + RECIPIENT_FACTOR * msg.recipients.len() as i64;
+    env.priority = size as i64 - CLASS_FACTOR * i64::from(class)
+        + RECIPIENT_FACTOR * msg.recipients.len() as i64;
     Ok((
         queue::Message {
             envelope: env,
@@ -476,6 +487,53 @@ mod tests {
             ]
         );
         assert!(queued_lines(&msg, &cfg("b"), None, 120).is_empty());
+    }
+
+    /// sendmail 8.17.1.9 (Debian's cf, `Pbulk=-60`): 47 bytes with `Precedence: bulk`
+    /// to 3 recipients is `class=-60` and priority 47 + 60 × 1800 + 3 × 30000 = 198047.
+    #[test]
+    fn priority_counts_size_class_and_recipients() {
+        use crate::smtp::command::parse_path;
+        use crate::smtp::session::Recipient;
+        let rcpt = |a: &str| Recipient {
+            addr: parse_path(a).unwrap(),
+            shown: a.to_string(),
+            params: Default::default(),
+        };
+        let msg = Message {
+            qid: "6B696cNw011354".into(),
+            sender: parse_path("<prober@remote.example.test>").unwrap(),
+            mail_params: Default::default(),
+            recipients: vec![
+                rcpt("<root>"),
+                rcpt("<a@relay.example>"),
+                rcpt("<b@relay.example>"),
+            ],
+            body: Vec::new(),
+            spilled: 0,
+            spill_at: 0,
+            helo: None,
+            protocol: "SMTP",
+            client: crate::smtp::session::ClientInfo {
+                ip: None,
+                port: 0,
+                name: None,
+            },
+            daemon_name: "MTA".into(),
+            tls: None,
+            auth: None,
+            quarantine: None,
+            discard: false,
+            last_error: None,
+        };
+        let cf = format!("{}\nPbulk=-60\n", crate::config::DEFAULT_CF);
+        let cfg = Config::from_str("t.cf", &cf, &[]).unwrap();
+        let body = b"Subject: probe\nPrecedence: bulk\n\nbody line one\n".to_vec();
+        assert_eq!(body.len(), 47);
+        let (q, _, _) = prepare(&msg, body, &cfg).unwrap();
+        assert_eq!(q.envelope.priority, 198_047);
+        let (q, _, _) = prepare(&msg, b"Subject: x\n\nbody\n".to_vec(), &cfg).unwrap();
+        assert_eq!(q.envelope.priority, 17 + 90_000);
     }
 
     #[test]

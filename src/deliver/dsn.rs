@@ -152,15 +152,21 @@ impl Settings {
     /// The precedence class of the message's `Precedence:` header (0 without one, or for
     /// a name the cf does not list).
     pub fn class(&self, msg: &Message) -> i32 {
-        let Some(value) = header(&msg.body, "precedence") else {
-            return 0;
-        };
-        let word = value.split_whitespace().next().unwrap_or("");
-        self.priorities
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(word))
-            .map_or(0, |(_, v)| *v)
+        precedence_class(&self.priorities, &msg.body)
     }
+}
+
+/// sendmail's `e_class`: the value the cf's `P` lines give the first word of the message's
+/// `Precedence:` header (0 without one, or for a name the cf does not list).
+pub fn precedence_class(priorities: &[(String, i32)], message: &[u8]) -> i32 {
+    let Some(value) = header(message, "precedence") else {
+        return 0;
+    };
+    let word = value.split_whitespace().next().unwrap_or("");
+    priorities
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(word))
+        .map_or(0, |(_, v)| *v)
 }
 
 /// What the next hop that took a message offered, as far as notices care.

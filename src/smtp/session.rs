@@ -414,14 +414,16 @@ pub struct Message {
 impl Message {
     /// sendmail's `from=` log line for this message (`msgid` from its Message-Id header).
     pub fn from_log_line(&self, msgid: Option<&str>) -> String {
-        self.from_log_line_sized(self.body.len() as u64 + self.spilled, msgid)
+        self.from_log_line_sized(self.body.len() as u64 + self.spilled, 0, msgid)
     }
 
-    /// The `from=` line for a message of `size` bytes (its body already moved on).
-    pub fn from_log_line_sized(&self, size: u64, msgid: Option<&str>) -> String {
+    /// The `from=` line for a message of `size` bytes (its body already moved on) of
+    /// precedence class `class` (sendmail's `e_class`).
+    pub fn from_log_line_sized(&self, size: u64, class: i32, msgid: Option<&str>) -> String {
         from_line(
             &self.sender.raw,
             size,
+            class,
             self.recipients.len(),
             msgid,
             self.mail_params.body,
@@ -1742,6 +1744,7 @@ impl Session {
             let text = from_line(
                 &from,
                 size,
+                0,
                 nrcpts,
                 msgid.as_deref(),
                 body,
@@ -1887,6 +1890,7 @@ pub fn format_delay(d: Duration) -> String {
 fn from_line(
     from: &str,
     size: u64,
+    class: i32,
     nrcpts: usize,
     msgid: Option<&str>,
     body: Option<command::BodyType>,
@@ -1896,7 +1900,7 @@ fn from_line(
 ) -> String {
     // sendmail's logsender: `from=%.200s`
     let from = &from[..from.floor_char_boundary(200)];
-    let mut s = format!("from={from}, size={size}, class=0, nrcpts={nrcpts}");
+    let mut s = format!("from={from}, size={size}, class={class}, nrcpts={nrcpts}");
     if let Some(m) = msgid {
         let _ = write!(s, ", msgid={m}");
     }
