@@ -22,7 +22,8 @@
 //!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, and `new/`
 //!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
 //!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
-//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
+//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir), and `tmp`
+//!   and `new` are kept open for the next deliveries while the path still leads to them.
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
 //!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `SHELL=/bin/sh`,
 //!   `HOME`, `USER` and `LOGNAME` (of the owner), `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
@@ -54,6 +55,7 @@
 //! `conf.c` (`SysExMsg`), mail.local(8); RFC 3463 for the status codes; the Maildir
 //! specification (cr.yp.to/proto/maildir.html) for the unique names.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -61,6 +63,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -289,12 +292,31 @@ pub struct MaildirKey {
     pub ino: u64,
 }
 
-/// The group commits of one agent: mbox entries and Maildir files by mailbox.
+/// The group commits of one agent: mbox entries and Maildir files by mailbox; and the
+/// Maildirs' open directories.
 #[derive(Default)]
 pub struct Batches {
     /// Each entry with its delivery's status file ([`inflight::current`]).
     pub mbox: batch::Group<MboxKey, (Vec<u8>, Option<PathBuf>)>,
     pub maildir: batch::Group<MaildirKey, ()>,
+    /// `tmp` and `new` of each Maildir delivered to, kept open for the configuration
+    /// generation ([`LocalDelivery::deliver_maildir`]).
+    maildirs: std::sync::Mutex<HashMap<MaildirPath, Arc<MaildirDirs>>>,
+}
+
+/// A Maildir as a delivery names it: base, path below it, and the owner's uid.
+type MaildirPath = (PathBuf, PathBuf, Option<u32>);
+
+/// At most this many Maildirs keep their directories open (two descriptors each); past it
+/// the kept ones are closed and reopened as they are used.
+const MAILDIRS_KEPT: usize = 256;
+
+/// The open `tmp` and `new` directories of one Maildir, checked as [`open_dir_at`] checks
+/// them when opened, and `new`'s device and inode.
+struct MaildirDirs {
+    tmp: File,
+    new: File,
+    key: MaildirKey,
 }
 
 impl Batches {
@@ -744,7 +766,11 @@ impl LocalDelivery {
     /// `base` is trusted (an alias-file path, a home directory from the password file);
     /// below it every directory is opened with `O_NOFOLLOW` relative to its parent's
     /// descriptor and, for a user's Maildir, must belong to that user — so a symlink or a
-    /// renamed directory cannot send root's writes elsewhere.
+    /// renamed directory cannot send root's writes elsewhere. The opened `tmp` and `new`
+    /// are kept for the next deliveries ([`Batches`]; five opens per message otherwise):
+    /// each use first checks that the path still leads to that `new` (one `lstat`), so a
+    /// Maildir moved away or replaced is opened again, with the checks; a write through a
+    /// kept directory that fails is tried once more through freshly opened ones.
     pub fn deliver_maildir(
         &self,
         base: &Path,
@@ -758,17 +784,22 @@ impl LocalDelivery {
             push_return_path(&mut bytes, d);
         }
         bytes.extend_from_slice(d.message);
-        let written = self.open_maildir(base, rel, owner).and_then(|(tmp, new)| {
-            let name = self.write_maildir_file(&tmp, &new, owner, &bytes)?;
-            let m = new.metadata()?;
-            Ok((new, name, m.dev(), m.ino()))
-        });
-        let (new, name, dev, ino) = match written {
-            Ok(x) => x,
-            Err(e) => return io_outcome(&dir, &e),
+        let write = |fresh: bool| {
+            let dirs = self.maildir_dirs(base, rel, owner, fresh)?;
+            let name = self.write_maildir_file(&dirs.tmp, &dirs.new, owner, &bytes)?;
+            Ok::<_, io::Error>((dirs, name))
         };
+        let written = write(false).or_else(|_| write(true));
+        let (dirs, name) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                self.forget_maildir(base, rel, owner);
+                return io_outcome(&dir, &e);
+            }
+        };
+        let new = &dirs.new;
         // One fsync of `new` for every file renamed into it before that fsync began.
-        let outcome = match self.batches.maildir.join(MaildirKey { dev, ino }, ()) {
+        let outcome = match self.batches.maildir.join(dirs.key.clone(), ()) {
             Err(outcome) => outcome,
             Ok(mut lead) => {
                 let taken = lead.take();
@@ -788,6 +819,58 @@ impl LocalDelivery {
             );
         }
         outcome
+    }
+
+    /// The kept `tmp` and `new` of the Maildir `base/rel` when its path still leads to that
+    /// `new` (and not `fresh`), else [`Self::open_maildir`]'s, then kept.
+    fn maildir_dirs(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        fresh: bool,
+    ) -> io::Result<Arc<MaildirDirs>> {
+        let key = (base.to_path_buf(), rel.to_path_buf(), owner.map(|u| u.uid));
+        let lock = || {
+            self.batches
+                .maildirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let kept = lock().get(&key).cloned().filter(|_| !fresh);
+        if let Some(d) = kept
+            && let Ok(m) = fs::symlink_metadata(base.join(rel).join("new"))
+            && (m.dev(), m.ino()) == (d.key.dev, d.key.ino)
+        {
+            return Ok(d);
+        }
+        let (tmp, new) = self.open_maildir(base, rel, owner)?;
+        let m = new.metadata()?;
+        let d = Arc::new(MaildirDirs {
+            tmp,
+            new,
+            key: MaildirKey {
+                dev: m.dev(),
+                ino: m.ino(),
+            },
+        });
+        let mut kept = lock();
+        if kept.len() >= MAILDIRS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Closes the kept directories of the Maildir `base/rel` (after a failed delivery).
+    fn forget_maildir(&self, base: &Path, rel: &Path, owner: Option<&MailUser>) {
+        let key = (base.to_path_buf(), rel.to_path_buf(), owner.map(|u| u.uid));
+        let mut kept = self
+            .batches
+            .maildirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        kept.remove(&key);
     }
 
     /// Opens (creating as needed) the Maildir `base/rel` and its `tmp`, `new` and `cur`;
@@ -870,7 +953,9 @@ impl LocalDelivery {
             .unwrap_or(0);
         let seq = MAILDIR_SEQ.fetch_add(1, Ordering::Relaxed);
         let host = self.hostname.replace('/', "\\057").replace(':', "\\072");
-        format!("{secs}.{}_{seq}.{host}", std::process::id())
+        static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let pid = PID.get_or_init(std::process::id);
+        format!("{secs}.{pid}_{seq}.{host}")
     }
 
     /// Runs `/bin/sh -c cmd` with the message on stdin; see the module doc. When we are

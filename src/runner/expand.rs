@@ -43,12 +43,12 @@ pub enum Expansion {
 /// whom `direct` (the local users the message's recipients name, lower case) already names:
 /// each address is delivered once per message, as sendmail's duplicate suppression does
 /// (`root` and an alias `alice: root` as recipients: one delivery to root). `default_user`:
-/// `DefaultUser` as the runtime resolved it (None: looked up here). Blocking.
+/// `DefaultUser` as the runtime resolved it (None: looked up here); `log`: the logger and
+/// the queue id. Blocking.
 pub fn expand(
     cfg: &Config,
     default_user: Option<(u32, u32)>,
-    logger: &Logger,
-    id: &str,
+    log: (&Logger, &str),
     parent: &Recipient,
     user: &str,
     existing: &[Recipient],
@@ -65,7 +65,7 @@ pub fn expand(
     };
     let ids = default_user.unwrap_or_else(|| crate::aliases::default_user(cfg));
     let mut expander = Expander::from_config_as(&table, cfg, ids);
-    expander.log = Some((logger, Some(id)));
+    expander.log = Some((log.0, Some(log.1)));
     let targets = expander.expand_owned(user);
     if let [(Target::User(name), None)] = targets.as_slice()
         && name.eq_ignore_ascii_case(user)
@@ -181,7 +181,7 @@ mod tests {
         );
         let parent = Recipient::new("list@mta.example.test");
         let log = Logger::stderr(0);
-        let Expansion::Targets(t) = expand(&cfg, None, &log, "Q1", &parent, "list", &[], &[])
+        let Expansion::Targets(t) = expand(&cfg, None, (&log, "Q1"), &parent, "list", &[], &[])
         else {
             panic!("not expanded");
         };
@@ -211,24 +211,28 @@ mod tests {
         let direct = expand(
             &cfg,
             None,
-            &log,
-            "Q1",
+            (&log, "Q1"),
             &Recipient::new("root"),
             "root",
             &[],
             &[],
         );
         assert_eq!(direct, Expansion::Direct);
-        let Expansion::Targets(first) =
-            expand(&cfg, None, &log, "Q1", &Recipient::new("a"), "a", &[], &[])
-        else {
+        let Expansion::Targets(first) = expand(
+            &cfg,
+            None,
+            (&log, "Q1"),
+            &Recipient::new("a"),
+            "a",
+            &[],
+            &[],
+        ) else {
             panic!()
         };
         let Expansion::Targets(second) = expand(
             &cfg,
             None,
-            &log,
-            "Q1",
+            (&log, "Q1"),
             &Recipient::new("b"),
             "b",
             &first,
@@ -247,7 +251,7 @@ mod tests {
         let (_d, cfg) = cfg_with_aliases("list: root, daemon, daemon@remote.example\n");
         let log = Logger::stderr(0);
         let parent = Recipient::new("list");
-        let Expansion::Targets(all) = expand(&cfg, None, &log, "Q1", &parent, "list", &[], &[])
+        let Expansion::Targets(all) = expand(&cfg, None, (&log, "Q1"), &parent, "list", &[], &[])
         else {
             panic!()
         };
@@ -269,8 +273,8 @@ mod tests {
         let direct = ["root".to_string()];
         let Expansion::Targets(t) = expand(
             &cfg,
-            &log,
-            "Q1",
+            None,
+            (&log, "Q1"),
             &Recipient::new("alice"),
             "alice",
             &[],

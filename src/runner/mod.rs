@@ -832,8 +832,7 @@ async fn expand_due(
             expand::expand(
                 &cfg,
                 ids,
-                &logger,
-                id.as_str(),
+                (&logger, id.as_str()),
                 &parent,
                 &user,
                 &existing,
