@@ -19,7 +19,8 @@
 //!   temporary. `/file` targets are locked with `fcntl` + `flock` only (no dotlock: the
 //!   directory is usually not ours).
 //! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
-//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, and `new/`
+//!   written unnamed in `new/` (`O_TMPFILE`; where that cannot be, in `tmp/`), fsynced,
+//!   linked (renamed) into `new/` as `<secs>.<pid>_<seq>.<host>`, and `new/`
 //!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
 //!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
 //!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir), and `tmp`
@@ -392,6 +393,55 @@ impl Default for LocalDelivery {
             safe_file_environment: None,
             batches: std::sync::Arc::default(),
         }
+    }
+}
+
+/// Set once unnamed Maildir files ([`write_unnamed`]) cannot be made or linked here.
+static NO_UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `bytes` into an unnamed file of `new` (`O_TMPFILE`), fsyncs it and links it in as
+/// `name`. `Ok(false)`: this file system or process cannot (nothing was left behind).
+fn write_unnamed(
+    new: &File,
+    name: &str,
+    owner: Option<&MailUser>,
+    bytes: &[u8],
+) -> io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::AtFlags;
+    let flags = OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC;
+    let mut f = match nix::fcntl::openat(new.as_fd(), ".", flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(u) = owner {
+        give_to(&f, u);
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    // The descriptor itself needs CAP_DAC_READ_SEARCH; its /proc name does not.
+    let by_fd = nix::unistd::linkat(f.as_fd(), "", new.as_fd(), name, AtFlags::AT_EMPTY_PATH);
+    let linked = match by_fd {
+        Err(Errno::EEXIST) => by_fd,
+        Err(_) => {
+            use std::os::fd::AsRawFd;
+            let proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+            let cwd = nix::fcntl::AT_FDCWD;
+            nix::unistd::linkat(
+                cwd,
+                proc.as_str(),
+                new.as_fd(),
+                name,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        }
+        ok => ok,
+    };
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e @ (Errno::EEXIST | Errno::ENOSPC | Errno::EDQUOT | Errno::EIO)) => Err(e.into()),
+        Err(_) => Ok(false),
     }
 }
 
@@ -903,9 +953,16 @@ impl LocalDelivery {
         Ok((tmp, new))
     }
 
-    /// Writes `bytes` into `tmp` under a unique name, fsyncs it and renames it into `new`
-    /// (whose own fsync [`Self::deliver_maildir`] shares with the deliveries beside it);
-    /// the name. A file that could not be written is removed.
+    /// Writes `bytes` as a new file of `new` under a unique name, on disk before the name
+    /// appears there (whose own fsync [`Self::deliver_maildir`] shares with the deliveries
+    /// beside it); the name. The file is made unnamed in `new` (`O_TMPFILE`), written,
+    /// fsynced and only then linked in under its name: the name appears at once with the
+    /// whole message, as the Maildir specification's `tmp`-then-rename gives, but the file
+    /// system changes one directory instead of two (measured on ext4: three disk writes
+    /// per file fsync instead of four, as `tmp` is not written), and a crash leaves nothing
+    /// behind in `tmp`. Where that cannot be done (no `O_TMPFILE`, no `/proc` for the
+    /// link), the specification's way: `tmp/<name>`, fsync, rename into `new`. A file that
+    /// could not be written is removed.
     fn write_maildir_file(
         &self,
         tmp: &File,
@@ -914,6 +971,25 @@ impl LocalDelivery {
         bytes: &[u8],
     ) -> io::Result<String> {
         let name = self.maildir_name();
+        if !NO_UNNAMED.load(Ordering::Relaxed) {
+            match write_unnamed(new, &name, owner, bytes) {
+                Ok(true) => return Ok(name),
+                Ok(false) => NO_UNNAMED.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_maildir_tmp(tmp, new, owner, bytes, name)
+    }
+
+    /// [`Self::write_maildir_file`] through `tmp/<name>` and a rename.
+    fn write_maildir_tmp(
+        &self,
+        tmp: &File,
+        new: &File,
+        owner: Option<&MailUser>,
+        bytes: &[u8],
+        name: String,
+    ) -> io::Result<String> {
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut f = File::from(nix::fcntl::openat(
