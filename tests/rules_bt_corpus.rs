@@ -159,6 +159,8 @@ fn oracle_config_corpus() {
     std::fs::create_dir_all(d.join("pkg/etc/mail")).unwrap();
     std::fs::copy(conf.join("env/etc/hosts"), d.join("run/etc/hosts")).unwrap();
     std::fs::copy(conf.join("env/oracle/access"), d.join("run/access")).unwrap();
+    // the recorded runs had the map built (`makemap hash access < access`), as a site does
+    sendmail_rs::makemap::build_from_text(&d.join("run/access")).unwrap();
     std::fs::copy(conf.join("env/oracle/aliases"), d.join("run/aliases")).unwrap();
     std::fs::copy(
         conf.join("env/debian/etc/mail/helpfile"),
@@ -180,6 +182,7 @@ fn debian_config_corpus() {
     let d = dir.path();
     copy_dir(&conf.join("env/debian/etc"), &d.join("etc"));
     std::fs::copy(conf.join("env/etc/hosts"), d.join("etc/hosts")).unwrap();
+    sendmail_rs::makemap::build_from_text(&d.join("etc/mail/access")).unwrap();
     let etc_mail = format!("{}/etc/mail/", d.display());
     let mut cf = std::fs::read_to_string(conf.join("env/debian/etc/mail/sendmail.cf"))
         .unwrap()

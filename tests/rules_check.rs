@@ -16,6 +16,7 @@ fn oracle_engine(dir: &Path) -> Engine {
     std::fs::create_dir_all(dir.join("run/etc")).unwrap();
     std::fs::copy(conf.join("env/etc/hosts"), dir.join("run/etc/hosts")).unwrap();
     std::fs::copy(conf.join("env/oracle/access"), dir.join("run/access")).unwrap();
+    sendmail_rs::makemap::build_from_text(&dir.join("run/access")).unwrap();
     std::fs::copy(conf.join("env/oracle/aliases"), dir.join("run/aliases")).unwrap();
     let cf = std::fs::read_to_string(conf.join("env/oracle/oracle.cf"))
         .unwrap()
