@@ -19,10 +19,12 @@
 //!   temporary. `/file` targets are locked with `fcntl` + `flock` only (no dotlock: the
 //!   directory is usually not ours).
 //! * **Maildir** (a `/file` target ending in `/`, or [`MailboxFormat::Maildir`] for users):
-//!   written to `tmp/<secs>.<pid>_<seq>.<host>`, fsynced, renamed into `new/`, and `new/`
+//!   written unnamed in `new/` (`O_TMPFILE`; where that cannot be, in `tmp/`), fsynced,
+//!   linked (renamed) into `new/` as `<secs>.<pid>_<seq>.<host>`, and `new/`
 //!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
 //!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
-//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir).
+//!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir), and `tmp`
+//!   and `new` are kept open for the next deliveries while the path still leads to them.
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the
 //!   shell, never an address), clean environment `PATH=/bin:/usr/bin`, `SHELL=/bin/sh`,
 //!   `HOME`, `USER` and `LOGNAME` (of the owner), `SENDER`, working directory the user's home or `/` (sendmail's `D=$z:/`), the message
@@ -54,6 +56,7 @@
 //! `conf.c` (`SysExMsg`), mail.local(8); RFC 3463 for the status codes; the Maildir
 //! specification (cr.yp.to/proto/maildir.html) for the unique names.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -61,6 +64,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -305,12 +309,31 @@ pub struct MaildirKey {
     pub ino: u64,
 }
 
-/// The group commits of one agent: mbox entries and Maildir files by mailbox.
+/// The group commits of one agent: mbox entries and Maildir files by mailbox; and the
+/// Maildirs' open directories.
 #[derive(Default)]
 pub struct Batches {
     /// Each entry with its delivery's status file ([`inflight::current`]).
     pub mbox: batch::Group<MboxKey, (Vec<u8>, Option<PathBuf>)>,
     pub maildir: batch::Group<MaildirKey, ()>,
+    /// `tmp` and `new` of each Maildir delivered to, kept open for the configuration
+    /// generation ([`LocalDelivery::deliver_maildir`]).
+    maildirs: std::sync::Mutex<HashMap<MaildirPath, Arc<MaildirDirs>>>,
+}
+
+/// A Maildir as a delivery names it: base, path below it, and the owner's uid.
+type MaildirPath = (PathBuf, PathBuf, Option<u32>);
+
+/// At most this many Maildirs keep their directories open (two descriptors each); past it
+/// the kept ones are closed and reopened as they are used.
+const MAILDIRS_KEPT: usize = 256;
+
+/// The open `tmp` and `new` directories of one Maildir, checked as [`open_dir_at`] checks
+/// them when opened, and `new`'s device and inode.
+struct MaildirDirs {
+    tmp: File,
+    new: File,
+    key: MaildirKey,
 }
 
 impl Batches {
@@ -386,6 +409,55 @@ impl Default for LocalDelivery {
             safe_file_environment: None,
             batches: std::sync::Arc::default(),
         }
+    }
+}
+
+/// Set once unnamed Maildir files ([`write_unnamed`]) cannot be made or linked here.
+static NO_UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `bytes` into an unnamed file of `new` (`O_TMPFILE`), fsyncs it and links it in as
+/// `name`. `Ok(false)`: this file system or process cannot (nothing was left behind).
+fn write_unnamed(
+    new: &File,
+    name: &str,
+    owner: Option<&MailUser>,
+    bytes: &[u8],
+) -> io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::AtFlags;
+    let flags = OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC;
+    let mut f = match nix::fcntl::openat(new.as_fd(), ".", flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(u) = owner {
+        give_to(&f, u);
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    // The descriptor itself needs CAP_DAC_READ_SEARCH; its /proc name does not.
+    let by_fd = nix::unistd::linkat(f.as_fd(), "", new.as_fd(), name, AtFlags::AT_EMPTY_PATH);
+    let linked = match by_fd {
+        Err(Errno::EEXIST) => by_fd,
+        Err(_) => {
+            use std::os::fd::AsRawFd;
+            let proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+            let cwd = nix::fcntl::AT_FDCWD;
+            nix::unistd::linkat(
+                cwd,
+                proc.as_str(),
+                new.as_fd(),
+                name,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        }
+        ok => ok,
+    };
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e @ (Errno::EEXIST | Errno::ENOSPC | Errno::EDQUOT | Errno::EIO)) => Err(e.into()),
+        Err(_) => Ok(false),
     }
 }
 
@@ -760,7 +832,11 @@ impl LocalDelivery {
     /// `base` is trusted (an alias-file path, a home directory from the password file);
     /// below it every directory is opened with `O_NOFOLLOW` relative to its parent's
     /// descriptor and, for a user's Maildir, must belong to that user — so a symlink or a
-    /// renamed directory cannot send root's writes elsewhere.
+    /// renamed directory cannot send root's writes elsewhere. The opened `tmp` and `new`
+    /// are kept for the next deliveries ([`Batches`]; five opens per message otherwise):
+    /// each use first checks that the path still leads to that `new` (one `lstat`), so a
+    /// Maildir moved away or replaced is opened again, with the checks; a write through a
+    /// kept directory that fails is tried once more through freshly opened ones.
     pub fn deliver_maildir(
         &self,
         base: &Path,
@@ -774,17 +850,22 @@ impl LocalDelivery {
             push_return_path(&mut bytes, d);
         }
         bytes.extend_from_slice(d.message);
-        let written = self.open_maildir(base, rel, owner).and_then(|(tmp, new)| {
-            let name = self.write_maildir_file(&tmp, &new, owner, &bytes)?;
-            let m = new.metadata()?;
-            Ok((new, name, m.dev(), m.ino()))
-        });
-        let (new, name, dev, ino) = match written {
-            Ok(x) => x,
-            Err(e) => return io_outcome(&dir, &e),
+        let write = |fresh: bool| {
+            let dirs = self.maildir_dirs(base, rel, owner, fresh)?;
+            let name = self.write_maildir_file(&dirs.tmp, &dirs.new, owner, &bytes)?;
+            Ok::<_, io::Error>((dirs, name))
         };
+        let written = write(false).or_else(|_| write(true));
+        let (dirs, name) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                self.forget_maildir(base, rel, owner);
+                return io_outcome(&dir, &e);
+            }
+        };
+        let new = &dirs.new;
         // One fsync of `new` for every file renamed into it before that fsync began.
-        let outcome = match self.batches.maildir.join(MaildirKey { dev, ino }, ()) {
+        let outcome = match self.batches.maildir.join(dirs.key.clone(), ()) {
             Err(outcome) => outcome,
             Ok(mut lead) => {
                 let taken = lead.take();
@@ -804,6 +885,58 @@ impl LocalDelivery {
             );
         }
         outcome
+    }
+
+    /// The kept `tmp` and `new` of the Maildir `base/rel` when its path still leads to that
+    /// `new` (and not `fresh`), else [`Self::open_maildir`]'s, then kept.
+    fn maildir_dirs(
+        &self,
+        base: &Path,
+        rel: &Path,
+        owner: Option<&MailUser>,
+        fresh: bool,
+    ) -> io::Result<Arc<MaildirDirs>> {
+        let key = (base.to_path_buf(), rel.to_path_buf(), owner.map(|u| u.uid));
+        let lock = || {
+            self.batches
+                .maildirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let kept = lock().get(&key).cloned().filter(|_| !fresh);
+        if let Some(d) = kept
+            && let Ok(m) = fs::symlink_metadata(base.join(rel).join("new"))
+            && (m.dev(), m.ino()) == (d.key.dev, d.key.ino)
+        {
+            return Ok(d);
+        }
+        let (tmp, new) = self.open_maildir(base, rel, owner)?;
+        let m = new.metadata()?;
+        let d = Arc::new(MaildirDirs {
+            tmp,
+            new,
+            key: MaildirKey {
+                dev: m.dev(),
+                ino: m.ino(),
+            },
+        });
+        let mut kept = lock();
+        if kept.len() >= MAILDIRS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Closes the kept directories of the Maildir `base/rel` (after a failed delivery).
+    fn forget_maildir(&self, base: &Path, rel: &Path, owner: Option<&MailUser>) {
+        let key = (base.to_path_buf(), rel.to_path_buf(), owner.map(|u| u.uid));
+        let mut kept = self
+            .batches
+            .maildirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        kept.remove(&key);
     }
 
     /// Opens (creating as needed) the Maildir `base/rel` and its `tmp`, `new` and `cur`;
@@ -836,9 +969,16 @@ impl LocalDelivery {
         Ok((tmp, new))
     }
 
-    /// Writes `bytes` into `tmp` under a unique name, fsyncs it and renames it into `new`
-    /// (whose own fsync [`Self::deliver_maildir`] shares with the deliveries beside it);
-    /// the name. A file that could not be written is removed.
+    /// Writes `bytes` as a new file of `new` under a unique name, on disk before the name
+    /// appears there (whose own fsync [`Self::deliver_maildir`] shares with the deliveries
+    /// beside it); the name. The file is made unnamed in `new` (`O_TMPFILE`), written,
+    /// fsynced and only then linked in under its name: the name appears at once with the
+    /// whole message, as the Maildir specification's `tmp`-then-rename gives, but the file
+    /// system changes one directory instead of two (measured on ext4: three disk writes
+    /// per file fsync instead of four, as `tmp` is not written), and a crash leaves nothing
+    /// behind in `tmp`. Where that cannot be done (no `O_TMPFILE`, no `/proc` for the
+    /// link), the specification's way: `tmp/<name>`, fsync, rename into `new`. A file that
+    /// could not be written is removed.
     fn write_maildir_file(
         &self,
         tmp: &File,
@@ -847,6 +987,25 @@ impl LocalDelivery {
         bytes: &[u8],
     ) -> io::Result<String> {
         let name = self.maildir_name();
+        if !NO_UNNAMED.load(Ordering::Relaxed) {
+            match write_unnamed(new, &name, owner, bytes) {
+                Ok(true) => return Ok(name),
+                Ok(false) => NO_UNNAMED.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_maildir_tmp(tmp, new, owner, bytes, name)
+    }
+
+    /// [`Self::write_maildir_file`] through `tmp/<name>` and a rename.
+    fn write_maildir_tmp(
+        &self,
+        tmp: &File,
+        new: &File,
+        owner: Option<&MailUser>,
+        bytes: &[u8],
+        name: String,
+    ) -> io::Result<String> {
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut f = File::from(nix::fcntl::openat(
@@ -886,7 +1045,9 @@ impl LocalDelivery {
             .unwrap_or(0);
         let seq = MAILDIR_SEQ.fetch_add(1, Ordering::Relaxed);
         let host = self.hostname.replace('/', "\\057").replace(':', "\\072");
-        format!("{secs}.{}_{seq}.{host}", std::process::id())
+        static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let pid = PID.get_or_init(std::process::id);
+        format!("{secs}.{pid}_{seq}.{host}")
     }
 
     /// Runs `/bin/sh -c cmd` with the message on stdin; see the module doc. When we are

@@ -232,7 +232,11 @@ fn check(
     let user = local_user(&parent.address)?;
     let table = crate::aliases::load_all(&current.config.options.alias_files)
         .map_err(|e| refused(format!("aliases: {e}")))?;
-    let mut expander = crate::aliases::Expander::from_config(&table, &current.config);
+    let ids = current
+        .local
+        .default_user
+        .unwrap_or_else(|| crate::aliases::default_user(&current.config));
+    let mut expander = crate::aliases::Expander::from_config_as(&table, &current.config, ids);
     expander.log = Some((&ctx.logger, Some(msg.envelope.id.as_str())));
     let want = runner::expand::target_of(r);
     let (_, owner) = expander

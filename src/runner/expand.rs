@@ -42,11 +42,13 @@ pub enum Expansion {
 /// `.forward`s. Targets already among `existing` expansions are left out, and so is a user
 /// whom `direct` (the local users the message's recipients name, lower case) already names:
 /// each address is delivered once per message, as sendmail's duplicate suppression does
-/// (`root` and an alias `alice: root` as recipients: one delivery to root). Blocking.
+/// (`root` and an alias `alice: root` as recipients: one delivery to root). `default_user`:
+/// `DefaultUser` as the runtime resolved it (None: looked up here); `log`: the logger and
+/// the queue id. Blocking.
 pub fn expand(
     cfg: &Config,
-    logger: &Logger,
-    id: &str,
+    default_user: Option<(u32, u32)>,
+    log: (&Logger, &str),
     parent: &Recipient,
     user: &str,
     existing: &[Recipient],
@@ -61,8 +63,9 @@ pub fn expand(
             };
         }
     };
-    let mut expander = Expander::from_config(&table, cfg);
-    expander.log = Some((logger, Some(id)));
+    let ids = default_user.unwrap_or_else(|| crate::aliases::default_user(cfg));
+    let mut expander = Expander::from_config_as(&table, cfg, ids);
+    expander.log = Some((log.0, Some(log.1)));
     let targets = expander.expand_owned(user);
     if let [(Target::User(name), None)] = targets.as_slice()
         && name.eq_ignore_ascii_case(user)
@@ -178,7 +181,8 @@ mod tests {
         );
         let parent = Recipient::new("list@mta.example.test");
         let log = Logger::stderr(0);
-        let Expansion::Targets(t) = expand(&cfg, &log, "Q1", &parent, "list", &[], &[]) else {
+        let Expansion::Targets(t) = expand(&cfg, None, (&log, "Q1"), &parent, "list", &[], &[])
+        else {
             panic!("not expanded");
         };
         let addrs: Vec<&str> = t.iter().map(|r| r.address.as_str()).collect();
@@ -204,16 +208,36 @@ mod tests {
     fn a_plain_user_is_delivered_directly_and_duplicates_once() {
         let (_d, cfg) = cfg_with_aliases("a: root\nb: root, carol@remote.example\n");
         let log = Logger::stderr(0);
-        let direct = expand(&cfg, &log, "Q1", &Recipient::new("root"), "root", &[], &[]);
+        let direct = expand(
+            &cfg,
+            None,
+            (&log, "Q1"),
+            &Recipient::new("root"),
+            "root",
+            &[],
+            &[],
+        );
         assert_eq!(direct, Expansion::Direct);
-        let Expansion::Targets(first) =
-            expand(&cfg, &log, "Q1", &Recipient::new("a"), "a", &[], &[])
-        else {
+        let Expansion::Targets(first) = expand(
+            &cfg,
+            None,
+            (&log, "Q1"),
+            &Recipient::new("a"),
+            "a",
+            &[],
+            &[],
+        ) else {
             panic!()
         };
-        let Expansion::Targets(second) =
-            expand(&cfg, &log, "Q1", &Recipient::new("b"), "b", &first, &[])
-        else {
+        let Expansion::Targets(second) = expand(
+            &cfg,
+            None,
+            (&log, "Q1"),
+            &Recipient::new("b"),
+            "b",
+            &first,
+            &[],
+        ) else {
             panic!()
         };
         let addrs: Vec<&str> = second.iter().map(|r| r.address.as_str()).collect();
@@ -227,7 +251,8 @@ mod tests {
         let (_d, cfg) = cfg_with_aliases("list: root, daemon, daemon@remote.example\n");
         let log = Logger::stderr(0);
         let parent = Recipient::new("list");
-        let Expansion::Targets(all) = expand(&cfg, &log, "Q1", &parent, "list", &[], &[]) else {
+        let Expansion::Targets(all) = expand(&cfg, None, (&log, "Q1"), &parent, "list", &[], &[])
+        else {
             panic!()
         };
         let mut t = all.clone();
@@ -248,8 +273,8 @@ mod tests {
         let direct = ["root".to_string()];
         let Expansion::Targets(t) = expand(
             &cfg,
-            &log,
-            "Q1",
+            None,
+            (&log, "Q1"),
             &Recipient::new("alice"),
             "alice",
             &[],

@@ -670,9 +670,12 @@ pub fn deliver_local_in(
             return vec![o; rcpts.len()];
         }
     };
-    let mut expander = crate::aliases::Expander::from_config(&table, cfg);
-    expander.log = Some((logger, Some(msg.envelope.id.as_str())));
     let agent = &*current.local;
+    let ids = agent
+        .default_user
+        .unwrap_or_else(|| crate::aliases::default_user(cfg));
+    let mut expander = crate::aliases::Expander::from_config_as(&table, cfg, ids);
+    expander.log = Some((logger, Some(msg.envelope.id.as_str())));
     let d = crate::deliver::local::Delivery {
         log: Some((logger, Some(msg.envelope.id.as_str()))),
         ..crate::deliver::local::Delivery::from_message(msg)
@@ -824,14 +827,15 @@ async fn expand_due(
             }
         };
         let (cfg, logger) = (current.config.clone(), shared.logger.clone());
+        let ids = current.local.default_user;
         let (id, parent) = (msg.envelope.id.clone(), msg.envelope.recipients[i].clone());
         let existing = msg.envelope.recipients.clone();
         let direct = direct.clone();
         let expansion = tokio::task::spawn_blocking(move || {
             expand::expand(
                 &cfg,
-                &logger,
-                id.as_str(),
+                ids,
+                (&logger, id.as_str()),
                 &parent,
                 &user,
                 &existing,

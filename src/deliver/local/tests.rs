@@ -981,3 +981,30 @@ fn maildir_deliveries_at_once_land_whole_in_new_and_share_directory_fsyncs() {
     assert_eq!(messages, n as u64);
     assert!((1..=n as u64).contains(&syncs), "{syncs}");
 }
+
+#[test]
+fn a_maildir_moved_away_or_removed_gets_the_next_message_where_its_path_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let md = dir.path().join("Maildir");
+    let count = |p: &Path| fs::read_dir(p).map(|r| r.count()).unwrap_or(0);
+    let deliver = || a.deliver_maildir(dir.path(), Path::new("Maildir"), None, &d(MSG));
+    assert_eq!(deliver(), Outcome::Delivered);
+    // moved away and made anew: the kept directories are not where the path leads now
+    fs::rename(&md, dir.path().join("Maildir.old")).unwrap();
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    assert_eq!(deliver(), Outcome::Delivered);
+    assert_eq!(count(&md.join("new")), 1);
+    assert_eq!(count(&dir.path().join("Maildir.old/new")), 1);
+    // its tmp removed: the kept one is gone, a fresh one is made
+    fs::remove_dir_all(md.join("tmp")).unwrap();
+    assert_eq!(deliver(), Outcome::Delivered);
+    assert_eq!(count(&md.join("new")), 2);
+    // removed whole
+    fs::remove_dir_all(&md).unwrap();
+    assert_eq!(deliver(), Outcome::Delivered);
+    assert_eq!(count(&md.join("new")), 1);
+    assert!(md.join("cur").is_dir() && md.join("tmp").is_dir());
+}
