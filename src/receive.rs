@@ -434,27 +434,22 @@ fn bare(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    /// DeliveryMode=q logs `stat=queued` for the SMTP recipients only, once each; other
-    /// modes log none (oracle: 65-access-connect-relay, 05-outside-to-local).
-    #[test]
-    fn queue_only_logs_smtp_recipients_queued() {
+    /// A received message with no body from `sender` to `rcpts` (paths as sent).
+    fn message(qid: &str, sender: &str, rcpts: &[&str]) -> Message {
         use crate::smtp::command::parse_path;
         use crate::smtp::session::Recipient;
-        let rcpt = |a: &str| Recipient {
-            addr: parse_path(a).unwrap(),
-            shown: a.to_string(),
-            params: Default::default(),
-        };
-        let msg = Message {
-            qid: "6B64nF5V018234".into(),
-            sender: parse_path("<a@remote.example>").unwrap(),
+        Message {
+            qid: qid.into(),
+            sender: parse_path(sender).unwrap(),
             mail_params: Default::default(),
-            recipients: vec![
-                rcpt("<user@remote.example>"),
-                rcpt("<root>"),
-                rcpt("<user@remote.example>"),
-                rcpt("<other@far.example>"),
-            ],
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    addr: parse_path(a).unwrap(),
+                    shown: a.to_string(),
+                    params: Default::default(),
+                })
+                .collect(),
             body: Vec::new(),
             spilled: 0,
             spill_at: 0,
@@ -471,7 +466,23 @@ mod tests {
             quarantine: None,
             discard: false,
             last_error: None,
-        };
+        }
+    }
+
+    /// DeliveryMode=q logs `stat=queued` for the SMTP recipients only, once each; other
+    /// modes log none (oracle: 65-access-connect-relay, 05-outside-to-local).
+    #[test]
+    fn queue_only_logs_smtp_recipients_queued() {
+        let msg = message(
+            "6B64nF5V018234",
+            "<a@remote.example>",
+            &[
+                "<user@remote.example>",
+                "<root>",
+                "<user@remote.example>",
+                "<other@far.example>",
+            ],
+        );
         let cfg = |mode: &str| {
             let o = crate::config::Override {
                 name: "DeliveryMode".into(),
@@ -493,39 +504,11 @@ mod tests {
     /// to 3 recipients is `class=-60` and priority 47 + 60 × 1800 + 3 × 30000 = 198047.
     #[test]
     fn priority_counts_size_class_and_recipients() {
-        use crate::smtp::command::parse_path;
-        use crate::smtp::session::Recipient;
-        let rcpt = |a: &str| Recipient {
-            addr: parse_path(a).unwrap(),
-            shown: a.to_string(),
-            params: Default::default(),
-        };
-        let msg = Message {
-            qid: "6B696cNw011354".into(),
-            sender: parse_path("<prober@remote.example.test>").unwrap(),
-            mail_params: Default::default(),
-            recipients: vec![
-                rcpt("<root>"),
-                rcpt("<a@relay.example>"),
-                rcpt("<b@relay.example>"),
-            ],
-            body: Vec::new(),
-            spilled: 0,
-            spill_at: 0,
-            helo: None,
-            protocol: "SMTP",
-            client: crate::smtp::session::ClientInfo {
-                ip: None,
-                port: 0,
-                name: None,
-            },
-            daemon_name: "MTA".into(),
-            tls: None,
-            auth: None,
-            quarantine: None,
-            discard: false,
-            last_error: None,
-        };
+        let msg = message(
+            "6B696cNw011354",
+            "<prober@remote.example.test>",
+            &["<root>", "<a@relay.example>", "<b@relay.example>"],
+        );
         let cf = format!("{}\nPbulk=-60\n", crate::config::DEFAULT_CF);
         let cfg = Config::from_str("t.cf", &cf, &[]).unwrap();
         let body = b"Subject: probe\nPrecedence: bulk\n\nbody line one\n".to_vec();

@@ -150,7 +150,7 @@ fn run_corpus(cases_file: &Path, cf_text: &[u8], subst: &str) {
 }
 
 #[test]
-#[ignore = "needs the conformance corpus outside the repository"]
+#[ignore = "702 recorded cases: slow; .ci/run runs them with --ignored"]
 fn oracle_config_corpus() {
     let conf = corpus_dir();
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +175,7 @@ fn oracle_config_corpus() {
 }
 
 #[test]
-#[ignore = "needs the conformance corpus outside the repository"]
+#[ignore = "702 recorded cases: slow; .ci/run runs them with --ignored"]
 fn debian_config_corpus() {
     let conf = corpus_dir();
     let dir = tempfile::tempdir().unwrap();

@@ -36,7 +36,7 @@ fn set(e: &mut Engine, name: &str, value: &str) {
 }
 
 #[test]
-#[ignore = "needs the conformance corpus outside the repository"]
+#[ignore = "run with the recorded corpora: .ci/run runs them with --ignored"]
 fn relaying_and_access_verdicts() {
     let dir = tempfile::tempdir().unwrap();
     let mut e = oracle_engine(dir.path());
