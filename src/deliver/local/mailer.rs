@@ -30,9 +30,10 @@
 //! P unsafe: No such file or directory` (info), `SYSERR(root): Cannot exec P: No such file
 //! or directory` (crit) and the recipient deferred, `dsn=4.0.0, stat=Operating system error`
 //! (its child exits `EX_OSERR`), so nothing is delivered elsewhere behind the admin's back.
-//! Only the embedded default configuration (whose `Mlocal` names `/usr/bin/procmail`, which
-//! may not be installed) falls back to the built-in mbox delivery, as mail.local would write
-//! it ([`super::LocalDelivery`]).
+//! Only our own default configuration — embedded, or installed by the Debian package as
+//! `/etc/mail/sendmail.cf` with its `Mlocal` unchanged — (whose `Mlocal` names
+//! `/usr/bin/procmail`, which may not be installed) falls back to the built-in mbox
+//! delivery, as mail.local would write it ([`super::LocalDelivery`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -75,12 +76,12 @@ pub struct Recipient<'a> {
 
 impl LocalMailer {
     /// The cf's `local` mailer program; None without one (no such mailer, `[IPC]`, a `P=`
-    /// that is not an absolute path) and, for the embedded default configuration only,
-    /// when its program is not installed here (then the built-in mbox delivery serves).
+    /// that is not an absolute path) and, for our own default configuration only
+    /// ([`is_our_default`]), when its program is not installed here (then the built-in mbox delivery serves).
     pub fn from_config(cfg: &Config) -> Option<LocalMailer> {
         let m = cfg.mailer("local")?;
         let path = PathBuf::from(&m.path);
-        let usable = match cfg.file.as_path() == std::path::Path::new(EMBEDDED_CF) {
+        let usable = match is_our_default(cfg, m) {
             true => executable(&path),
             false => true,
         };
@@ -199,6 +200,24 @@ impl LocalMailer {
 /// [`crate::config::Config::file`] of the embedded default configuration.
 const EMBEDDED_CF: &str = "<embedded default.cf>";
 
+/// Whether `cfg` is our own default configuration: the embedded one, or the copy the
+/// Debian package installs as `/etc/mail/sendmail.cf` (recognised by its `local` mailer,
+/// `P=`, `F=` and `A=` unchanged from the embedded default's). Only there does a missing
+/// `P=` program fall back to the built-in mbox delivery; an admin's own `Mlocal` is run
+/// as written, or deferred as sendmail does.
+fn is_our_default(cfg: &Config, local: &crate::config::Mailer) -> bool {
+    static DEFAULT_LOCAL: std::sync::LazyLock<Option<(String, String, Vec<String>)>> =
+        std::sync::LazyLock::new(|| {
+            let cfg = Config::from_str(EMBEDDED_CF, crate::config::DEFAULT_CF, &[]).ok()?;
+            let m = cfg.mailer("local")?;
+            Some((m.path.clone(), m.flags.clone(), m.argv.clone()))
+        });
+    cfg.file.as_path() == std::path::Path::new(EMBEDDED_CF)
+        || DEFAULT_LOCAL.as_ref().is_some_and(|(path, flags, argv)| {
+            *path == local.path && *flags == local.flags && *argv == local.argv
+        })
+}
+
 /// A regular file with an execute bit.
 fn executable(path: &std::path::Path) -> bool {
     std::fs::metadata(path).is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0)
@@ -288,6 +307,32 @@ mod tests {
             rpath: None,
             client_addr: None,
             log: None,
+        }
+    }
+
+    /// The package installs the embedded default as /etc/mail/sendmail.cf: that copy is
+    /// still ours (a missing procmail falls back to the built-in mbox); a cf whose `Mlocal`
+    /// differs in any of P=, F=, A= is the admin's.
+    #[test]
+    fn our_default_is_recognised_wherever_it_is_read_from() {
+        let installed =
+            Config::from_str("/etc/mail/sendmail.cf", crate::config::DEFAULT_CF, &[]).unwrap();
+        assert!(is_our_default(
+            &installed,
+            installed.mailer("local").unwrap()
+        ));
+        for (from, to) in [
+            ("P=/usr/bin/procmail", "P=/usr/local/bin/procmail"),
+            ("A=procmail -a $h -d $u", "A=procmail -d $u"),
+            ("F=lsDFMAw5:/|@qSPfhn9", "F=lsDFMAw5:/|@qSPfn9"),
+        ] {
+            assert!(crate::config::DEFAULT_CF.contains(from), "{from}");
+            let text = crate::config::DEFAULT_CF.replace(from, to);
+            let site = Config::from_str("/etc/mail/sendmail.cf", &text, &[]).unwrap();
+            assert!(
+                !is_our_default(&site, site.mailer("local").unwrap()),
+                "{to}"
+            );
         }
     }
 
