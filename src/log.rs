@@ -216,6 +216,15 @@ pub fn regular_only(f: File) -> io::Result<File> {
     }
 }
 
+/// The invoking user's login name (sendmail's `RealUserName`, the `user` of `SYSERR(user)`
+/// lines and of `$_`); None when the password database has no entry for the real uid.
+pub fn real_user_name() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
 /// An open error in sendmail's words: `Symbolic links not allowed` for `O_NOFOLLOW`'s
 /// `ELOOP`, else the system's text without Rust's `(os error N)`.
 pub fn open_error_text(e: &io::Error) -> String {

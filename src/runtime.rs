@@ -294,10 +294,7 @@ fn cannot_open(inv: &Invocation, file: &std::path::Path, e: &std::io::Error) -> 
         log.ident = tag.clone();
     }
     if let Ok(logger) = Logger::new(log) {
-        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map_or_else(|| "root".to_string(), |u| u.name);
+        let user = crate::log::real_user_name().unwrap_or_else(|| "root".to_string());
         logger.log(
             crate::log::Severity::Crit,
             Some("NOQUEUE"),

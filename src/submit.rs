@@ -33,11 +33,7 @@ use crate::sysexits::{
 
 /// The invoking user's login name (`root` when it cannot be found).
 pub fn invoking_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".to_string())
+    crate::log::real_user_name().unwrap_or_else(|| "root".to_string())
 }
 
 /// Whether `-i`, `-oi` or `-O IgnoreDots` was given.

@@ -176,11 +176,7 @@ pub fn rebuild(spec: &str) -> Result<Stats, AliasError> {
         other => io_err("write", &db, std::io::Error::other(other)),
     })?;
     let (aliases, longest, total) = table.figures();
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| nix::unistd::getuid().to_string());
+    let user = crate::log::real_user_name().unwrap_or_else(|| nix::unistd::getuid().to_string());
     Ok(Stats {
         file: path,
         db,

@@ -860,11 +860,7 @@ fn header_flags(name: &str) -> u32 {
 
 /// The invoking user's login name (sendmail's `RealUserName`).
 fn real_user_name() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into())
+    crate::log::real_user_name().unwrap_or_else(|| "root".into())
 }
 
 /// Bytes as a Latin-1 string (one char per byte): input and address text pass through

@@ -301,11 +301,7 @@ fn startup_macros(e: &mut Engine, host: &HostInfo) {
         e.macros.add_to_class(b'w', full.as_bytes());
     }
     e.macros.define(b'v', b"8.17.1.9".to_vec());
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into());
+    let user = crate::log::real_user_name().unwrap_or_else(|| "root".into());
     e.macros
         .define(b'_', format!("{user}@localhost").into_bytes());
     if let Some(id) = e.names.id("addr_type") {

@@ -240,11 +240,8 @@ impl LocalMailer {
                 qid,
                 format_args!("Warning: program {path} unsafe: {why}"),
             );
-            let uid = nix::unistd::getuid();
-            let user = nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map_or_else(|| uid.to_string(), |u| u.name);
+            let user =
+                crate::log::real_user_name().unwrap_or_else(|| nix::unistd::getuid().to_string());
             logger.log(
                 crate::log::Severity::Crit,
                 qid,
