@@ -509,12 +509,16 @@ async fn deliver_group(
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
             // The limits in force now (a SIGHUP's apply to the next deliveries).
-            let (limit, delay) = {
+            let (limit, delay, fresh) = {
                 let o = &shared.config().options;
-                (o.destination_concurrency_limit, o.destination_rate_delay)
+                let t = &o.timeouts;
+                (
+                    o.destination_concurrency_limit,
+                    o.destination_rate_delay,
+                    t.hoststatus,
+                )
             };
             // A destination known to be down (host status) is not tried again yet.
-            let fresh = shared.config().options.timeouts.hoststatus;
             if let Some(outcome) = runner.destinations.down(host, *port, fresh) {
                 return (
                     mailer.clone(),
