@@ -20,7 +20,22 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * queue recovery: `queue recovery:` lines the daemon logged at its starts (torn journal
   frames cut off, never delivered);
 * duplicates per kill: duplicated / kills, and the local deliveries' alone
-  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions).
+  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions);
+* remote duplicates timed: for each remote copy that was sent again, when the sink recorded
+  it and wrote its 250, in ms from the nearest SIGKILL (taken when the signal is sent).
+  A copy recorded after the kill was data the daemon had sent before it died (nothing the
+  daemon can mark: no 250 had come); one whose 250 was written before the kill is time the
+  daemon took to read the 250 and write its mark (src/runner/marks.rs).
+
+The sink (the remote next hop) runs in a process of its own, one asyncio loop, and records
+each message (a write(2) to a file this script reads) before it answers 250: the semantics
+of a remote that committed. Until 2026-12-06 it ran as threads of this script, sharing the
+GIL with the 50 client threads: a copy could wait 5 ms (the GIL's switch interval) or more
+to be read, recorded and answered, time no real MTA adds, which this report counted as the
+daemon's duplicates; and, being the slowest part, it held delivery back (the queue drained
+in 3-7 s after the clients were done; now in 0.1-0.2 s), which kept the duplicates low. Its
+figures are therefore not comparable with the earlier ones: the delivery rate at the kills
+is higher, and duplicates per kill grow with it (Little's law).
 
 Local delivery goes by the file mailer into mbox files (`--local file`, aliases to the
 files), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
@@ -239,6 +254,7 @@ class Daemon:
         self.proc = None
         self.starts = 0
         self.reaped = []  # seconds from each SIGKILL to the daemon's end
+        self.bind_retries = 0  # starts that found the port still taken
         # An alias's /file is written as DefaultUser, as sendmail's mailfile() does: the
         # mailboxes live in a directory that user can reach and write (sticky, like /tmp).
         os.chmod(work, 0o755)
@@ -309,14 +325,30 @@ class Daemon:
             return False
 
     def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "-bD"] + self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.work, "stderr"), "ab"),
-        )
-        self.starts += 1
+        """Starts the daemon and waits for its port. A start that cannot bind the port
+        (exit 71) is tried again, up to 5 s: a mailer program the killed daemon was
+        starting holds a copy of the listening socket from its fork until its exec, which
+        on a machine this loaded took long enough, twice in ~20 program-mode runs, for the
+        restart to find the port taken (as an init system restarts a daemon that failed)."""
         deadline = time.time() + 30
+        retry_until = time.time() + 5
+        while True:
+            self.proc = subprocess.Popen(
+                [self.binary, "-bD"] + self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(self.work, "stderr"), "ab"),
+            )
+            self.starts += 1
+            while not self.listening() and self.proc.poll() is None:
+                if time.time() > deadline:
+                    sys.exit(f"daemon did not listen within 30 s; see {self.work}")
+                time.sleep(0.02)
+            if self.proc.poll() == 71 and time.time() < retry_until:
+                self.bind_retries += 1
+                time.sleep(0.1)
+                continue
+            break
         while not self.listening():
             if self.proc.poll() is not None:
                 sys.exit(f"daemon exited with {self.proc.returncode} at start; see {self.work}")
@@ -742,7 +774,8 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     torn_delivered = tearer.delivered(daemon, a.boxes, sink)
     print(
         f"crash harness: seed={seed} messages={a.messages} clients={a.clients} per_conn={a.per_conn} "
-        f"boxes={a.boxes} local={a.local} kills={len(kills)} starts={daemon.starts}\n"
+        f"boxes={a.boxes} local={a.local} kills={len(kills)} starts={daemon.starts} "
+        f"(bind retries {daemon.bind_retries})\n"
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "
         f"(local {dups_by['local']}, remote {dups_by['remote']}) "
