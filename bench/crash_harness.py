@@ -324,6 +324,13 @@ class Daemon:
         except OSError:
             return False
 
+    def started(self):
+        """The port accepts and this very daemon logged its start (which it does after it
+        bound its ports): a port that accepts may still be the killed daemon's listening
+        socket, held by a mailer it was forking (then the new daemon exits 71)."""
+        mine = f"sendmail[{self.proc.pid}]: starting daemon"
+        return self.listening() and mine in self.log_text()
+
     def start(self):
         """Starts the daemon and waits for its port. A start that cannot bind the port
         (exit 71) is tried again, up to 5 s: a mailer program the killed daemon was
@@ -340,7 +347,7 @@ class Daemon:
                 stderr=open(os.path.join(self.work, "stderr"), "ab"),
             )
             self.starts += 1
-            while not self.listening() and self.proc.poll() is None:
+            while not self.started() and self.proc.poll() is None:
                 if time.time() > deadline:
                     sys.exit(f"daemon did not listen within 30 s; see {self.work}")
                 time.sleep(0.02)
@@ -349,7 +356,7 @@ class Daemon:
                 time.sleep(0.1)
                 continue
             break
-        while not self.listening():
+        while not self.started():
             if self.proc.poll() is not None:
                 sys.exit(f"daemon exited with {self.proc.returncode} at start; see {self.work}")
             if time.time() > deadline:
