@@ -61,7 +61,8 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 RUN="$BENCH/run"
-LOCAL_TRASH="$RUN/local-trash"   # the local cells' earlier targets (local_fresh)
+# The local cells' mailboxes: a directory of this run's own (see local_fresh), removed at exit.
+LOCAL_DIR="$RUN/local/run.$(date +%s).$$"
 SMOKE=${SMOKE:-0}
 RUNS=${RUNS:-3}
 WARMUP=${WARMUP:-1}
@@ -261,7 +262,7 @@ cleanup() {
     pf_stop
     sx_stop
     sink_stop
-    rm -rf "$LOCAL_TRASH"   # see local_fresh
+    rm -rf "$LOCAL_DIR"   # see local_fresh
     exit "$rc"
 }
 trap cleanup EXIT
@@ -317,7 +318,7 @@ cat >> "$RUN/sendmail/local.cf" <<EOF
 Cwbench.example.test
 O AliasFile=$RUN/local/aliases
 EOF
-printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/sm/mbox" "$RUN/local/sm/Maildir" > "$RUN/local/aliases"
+printf 'mbox: %s\nmaildir: %s/\n' "$LOCAL_DIR/sm/mbox" "$LOCAL_DIR/sm/Maildir" > "$RUN/local/aliases"
 "$SM_BIN" -bi -C "$RUN/sendmail/local.cf" >"$RUN/local/newaliases.log" 2>&1 || die "newaliases failed (see $RUN/local/newaliases.log)"
 : > "$RUN/sendmail/sendmail.st"
 cc -O2 -o "$RUN/fsync_probe" "$BENCH/fsync_probe.c" || die "cannot compile fsync_probe.c"
@@ -562,22 +563,21 @@ if [ "$RELAY" = 1 ]; then
     case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
 fi
 # Local delivery targets: DIR/mbox (an mbox file) and DIR/Maildir/ for each server.
-# Earlier targets are moved aside, not deleted, and deleted only when the run ends
-# (cleanup): on ext4 without a journal (this machine's root) the inode allocator skips
-# every inode freed in the last 60 s (300 s while its inode-table block is dirty), looking
-# each one up, from the start of the block group, for every new file. Deleting the last
-# run's thousands of Maildir files just before a cell made each new file of the cell pay
-# that scan (perf: 38 % of sendmail-rs's CPU in find_inode_bit/recently_deleted; daemon
-# 975-1,005 µs per message against 400-475 with the old files moved aside, mbox 455-485)
-# -- a cost of the benchmark's own cleanup, charged to whichever server's directory shares
-# a block group with the deleted files. The fresh targets go below a top-level-like
-# directory (chattr +T, where it can be set) so the allocator spreads them over emptier
-# groups instead of the one beside the fsync probe's deleted files.
+# The targets of each run live in a directory of its own (LOCAL_DIR, below a directory
+# with chattr +T, where it can be set, so the file system places it as a top-level one:
+# in a block group chosen from its unique name, not beside the last run's), and are
+# deleted only when the run ends. On ext4 without a journal (this machine's root) the
+# inode allocator skips every inode of the block group freed in the last 60 s (300 s
+# while its inode-table block is dirty), looking each one up, for every new file:
+# deleting the last run's thousands of Maildir files just before a cell (as this did with
+# rm -rf, or at the end of a run just before the next one in the same directory) made
+# every new file of the cell pay that scan (perf: 38 % of sendmail-rs's CPU in
+# find_inode_bit/recently_deleted; daemon 877-1,005 us per message against 400-475
+# without, mbox 455-495) -- a cost of the benchmark's own cleanup, charged to whichever
+# server's directory shares a block group with the deleted files. Within a run only the
+# mbox cell's target (one file, empty Maildir directories) is removed.
 local_fresh() {   # dir owner: empty targets, the directory owned by the delivering user
-    if [ -e "$1" ]; then
-        mkdir -p "$LOCAL_TRASH"; mv "$1" "$LOCAL_TRASH/$(basename "$1").$(date +%s%N)"
-    fi
-    mkdir -p "$1/Maildir/tmp" "$1/Maildir/new" "$1/Maildir/cur"; : > "$1/mbox"
+    rm -rf "$1"; mkdir -p "$1/Maildir/tmp" "$1/Maildir/new" "$1/Maildir/cur"; : > "$1/mbox"
     chown -R "$2" "$1"
 }
 local_check() {   # dir target: E2E gets SHORT(got/want) unless every message arrived
@@ -588,33 +588,33 @@ local_check() {   # dir target: E2E gets SHORT(got/want) unless every message ar
 }
 if [ "$LOCAL" = 1 ]; then
     log "local: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> aliases -> mbox, Maildir"
-    printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/pf/mbox" "$RUN/local/pf/Maildir" > "$RUN/postfix/aliases"
+    printf 'mbox: %s\nmaildir: %s/\n' "$LOCAL_DIR/pf/mbox" "$LOCAL_DIR/pf/Maildir" > "$RUN/postfix/aliases"
     postalias -c "$PF_CONF" "hash:$RUN/postfix/aliases" || die "postalias failed"
     SX_FILE_OWNER=${SX_FILE_OWNER:-1:0}   # its DefaultUser: its log says ctladdr=<mbox@...> (1/0)
     if [ "$PEER" = 1 ]; then
         # sx start runs -bi on this file
-        grep -q '^mbox:' "$SX_DIR/run/sendmail/aliases" ||
-            printf 'mbox: %s\n' "$RUN/local/sx/mbox" >> "$SX_DIR/run/sendmail/aliases"
+        if [ -f "$SX_DIR/run/sendmail/aliases" ]; then sed -i '/^mbox:/d' "$SX_DIR/run/sendmail/aliases"; fi
+        printf 'mbox: %s\n' "$LOCAL_DIR/sx/mbox" >> "$SX_DIR/run/sendmail/aliases"
     fi
     for target in mbox maildir; do
         SM_CF="$RUN/sendmail/local.cf"
         # sendmail-rs writes an alias's /file as DefaultUser (mailnull, else 1:1), as
         # sendmail's mailfile() does
-        local_fresh "$RUN/local/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
+        local_fresh "$LOCAL_DIR/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
         sm_reset
-        e2e_measure sm "$target@bench.example.test"; local_check "$RUN/local/sm" "$target"; E_SM=$E2E
+        e2e_measure sm "$target@bench.example.test"; local_check "$LOCAL_DIR/sm" "$target"; E_SM=$E2E
         sm_stop; SM_CF="$RUN/sendmail/bench.cf"
-        local_fresh "$RUN/local/pf" nobody
+        local_fresh "$LOCAL_DIR/pf" nobody
         pf_stop; pf_mode local; pf_reset
-        e2e_measure pf "$target@bench.example.test"; local_check "$RUN/local/pf" "$target"; E_PF=$E2E
+        e2e_measure pf "$target@bench.example.test"; local_check "$LOCAL_DIR/pf" "$target"; E_PF=$E2E
         pf_stop; pf_mode hold
         E_SX=""
         if [ "$PEER" = 1 ] && [ "$target" = mbox ]; then
             # the real sendmail's *file* mailer (it has no Maildir delivery of its own);
             # for an alias in root's aliases file it writes as DefaultUser
-            local_fresh "$RUN/local/sx" "$SX_FILE_OWNER"
+            local_fresh "$LOCAL_DIR/sx" "$SX_FILE_OWNER"
             sx_reset relay
-            e2e_measure sx "$target@bench.example.test"; local_check "$RUN/local/sx" "$target"; E_SX=$E2E
+            e2e_measure sx "$target@bench.example.test"; local_check "$LOCAL_DIR/sx" "$target"; E_SX=$E2E
             sx_stop
         fi
         relay_row "s=20, $((RELAY_MSGS / 20))/conn, $target" "$E_SM" "$E_PF" "$E_SX" local
