@@ -569,11 +569,11 @@ fi
 # deleted only when the run ends. On ext4 without a journal (this machine's root) the
 # inode allocator skips every inode of the block group freed in the last 60 s (300 s
 # while its inode-table block is dirty), looking each one up, for every new file:
-# deleting the last run's thousands of Maildir files just before a cell (as this did with
-# rm -rf, or at the end of a run just before the next one in the same directory) made
-# every new file of the cell pay that scan (perf: 38 % of sendmail-rs's CPU in
-# find_inode_bit/recently_deleted; daemon 877-1,005 us per message against 400-475
-# without, mbox 455-495) -- a cost of the benchmark's own cleanup, charged to whichever
+# deleting the last run's thousands of Maildir files a minute before the cells (rm -rf
+# "$RUN" at the start) and recreating the same directories beside them made every new
+# file of the Maildir cell pay that scan (perf: 38 % of sendmail-rs's CPU in
+# find_inode_bit/recently_deleted; daemon 870-1,005 us per message against 405-510
+# without, mbox 455-640) -- a cost of the benchmark's own cleanup, charged to whichever
 # server's directory shares a block group with the deleted files. Within a run only the
 # mbox cell's target (one file, empty Maildir directories) is removed.
 local_fresh() {   # dir owner: empty targets, the directory owned by the delivering user
