@@ -254,6 +254,65 @@ impl Drop for Writer {
 struct Index {
     ids: HashMap<QueueId, Track>,
     segments: BTreeMap<u64, Segment>,
+    /// Copies of the newest messages' queue files, as written ([`Fresh`]).
+    fresh: Fresh,
+}
+
+/// Bytes of freshly committed queue files kept in memory (see [`Fresh`]).
+pub const FRESH_BYTES: usize = 4 << 20;
+
+/// The queue files of the messages committed last, kept in memory until superseded,
+/// removed, or pushed out by newer ones (at most [`FRESH_BYTES`] in all), so that the
+/// runner's first load of a new message — moments after its commit, with background
+/// delivery — decodes them without reading the segment: no `pread`, and no hand-off to a
+/// blocking thread ([`Store::load_fresh`]). The bytes are those the committer wrote and
+/// fdatasynced for the frame; a message spliced from a spool file is not kept.
+#[derive(Default)]
+struct Fresh {
+    files: HashMap<QueueId, (u64, Arc<[u8]>)>,
+    /// Oldest first: (serial, id); an entry whose serial no longer matches is gone.
+    order: std::collections::VecDeque<(u64, QueueId)>,
+    bytes: usize,
+    serial: u64,
+}
+
+impl Fresh {
+    fn insert(&mut self, id: &QueueId, file: &[u8]) {
+        if file.len() > FRESH_BYTES / 8 {
+            return;
+        }
+        self.forget(id);
+        self.serial += 1;
+        self.bytes += file.len();
+        self.files
+            .insert(id.clone(), (self.serial, Arc::from(file)));
+        self.order.push_back((self.serial, id.clone()));
+        while self.bytes > FRESH_BYTES {
+            let Some((serial, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.files.get(&old).is_some_and(|(s, _)| *s == serial) {
+                self.forget(&old);
+            }
+        }
+        // Entries forgotten early leave stale places in `order`: trim them so it stays
+        // bounded by the entries kept.
+        if self.order.len() > 2 * self.files.len() + 64 {
+            let files = &self.files;
+            self.order
+                .retain(|(s, id)| files.get(id).is_some_and(|(k, _)| k == s));
+        }
+    }
+
+    fn forget(&mut self, id: &QueueId) {
+        if let Some((_, f)) = self.files.remove(id) {
+            self.bytes -= f.len();
+        }
+    }
+
+    fn get(&self, id: &QueueId) -> Option<Arc<[u8]>> {
+        self.files.get(id).map(|(_, f)| f.clone())
+    }
 }
 
 /// The frames of one id in the surviving segments.
@@ -313,7 +372,12 @@ impl Index {
 
     /// Records a frame for `id` in segment `seg`: a `Put` at `put`, or a `Remove`.
     fn apply(&mut self, id: &QueueId, seg: u64, put: Option<Loc>) {
-        let Index { ids, segments } = self;
+        let Index {
+            ids,
+            segments,
+            fresh,
+        } = self;
+        fresh.forget(id);
         let t = ids.entry(id.clone()).or_insert_with(|| Track {
             segs: Vec::new(),
             live: None,
@@ -770,12 +834,23 @@ impl Store {
 
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
     pub fn load(&self, id: &QueueId) -> Result<QueuedMessage, QueueError> {
+        if let Some(loaded) = self.load_fresh(id) {
+            return loaded;
+        }
         let found = Index::lock(&self.inner.index).find(id);
         let (seg, loc) = found.ok_or_else(|| QueueError::NotFound(id.clone()))?;
         let mut bytes = vec![0; loc.len];
         seg.read_exact_at(&mut bytes, loc.offset)
             .map_err(|e| QueueError::io("read", self.inner.root.join("journal"), e))?;
         decode_copy(id, &bytes)
+    }
+
+    /// [`Store::load`] from memory when message `id` is among those committed last and not
+    /// changed since ([`Fresh`]): no file I/O, so async code may call it on its own task;
+    /// `None` otherwise (then [`Store::load`], off the async workers).
+    pub fn load_fresh(&self, id: &QueueId) -> Option<Result<QueuedMessage, QueueError>> {
+        let bytes = Index::lock(&self.inner.index).fresh.get(id)?;
+        Some(decode_copy(id, &bytes))
     }
 
     /// Where the latest copy of `id` is in the journal, for a reader in another process
@@ -1271,7 +1346,13 @@ impl Committer {
         }
         for (i, loc) in applied {
             match &batch[i].op {
-                Op::Put { id, .. } => index.apply(id, self.active.seq, loc),
+                Op::Put { id, file, gap, new } => {
+                    index.apply(id, self.active.seq, loc);
+                    // A new message is what the runner loads next (background delivery).
+                    if *new && gap.is_none() {
+                        index.fresh.insert(id, file);
+                    }
+                }
                 Op::Remove { id } => index.apply(id, self.active.seq, None),
             }
         }
@@ -1778,6 +1859,62 @@ mod tests {
             rt.block_on(store.update(&id("Q1"), smuggled)),
             Err(QueueError::UpdateMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_new_message_loads_from_memory_as_written_until_changed_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a@x", "b@y"])))
+            .unwrap();
+        // The copy in memory is the one on disk.
+        let fresh = store
+            .load_fresh(&id("Q1"))
+            .expect("just committed")
+            .unwrap();
+        let Some((seg, loc)) = Index::lock(&store.inner.index).find(&id("Q1")) else {
+            panic!("not queued")
+        };
+        let mut on_disk = vec![0; loc.len];
+        seg.read_exact_at(&mut on_disk, loc.offset).unwrap();
+        assert_eq!(fresh, decode_copy(&id("Q1"), &on_disk).unwrap());
+        assert_eq!(fresh.body, b"Subject: Q1\n\nbody of Q1\n");
+
+        // An update supersedes it: read from the journal from then on, with the change.
+        let mut rcpts = fresh.envelope.recipients.clone();
+        rcpts[0].state = DeliveryState::Done;
+        rt.block_on(store.update(&id("Q1"), rcpts.clone())).unwrap();
+        assert!(store.load_fresh(&id("Q1")).is_none());
+        assert_eq!(store.load(&id("Q1")).unwrap().envelope.recipients, rcpts);
+
+        // A removed message is not served from memory either.
+        rt.block_on(store.commit(message("Q2", &["c@z"]))).unwrap();
+        assert!(store.load_fresh(&id("Q2")).is_some());
+        rt.block_on(store.remove(&id("Q2"))).unwrap();
+        assert!(store.load_fresh(&id("Q2")).is_none());
+        assert!(matches!(
+            store.load(&id("Q2")),
+            Err(QueueError::NotFound(_))
+        ));
+
+        // The memory is bounded: the oldest copies make room for the newest.
+        let mut big = message("Q3", &["d@w"]);
+        big.body = vec![b'x'; FRESH_BYTES / 10];
+        let n = 20;
+        for i in 0..n {
+            let mut m = big.clone();
+            m.envelope.id = id(&format!("B{i:02}"));
+            rt.block_on(store.commit(m)).unwrap();
+        }
+        let index = Index::lock(&store.inner.index);
+        assert!(index.fresh.bytes <= FRESH_BYTES, "{}", index.fresh.bytes);
+        assert!(index.fresh.get(&id(&format!("B{:02}", n - 1))).is_some());
+        assert!(index.fresh.get(&id("B00")).is_none());
+        assert!(index.fresh.order.len() <= 2 * index.fresh.files.len() + 64);
+        drop(index);
+        // ... and those pushed out still load, from the journal.
+        assert_eq!(store.load(&id("B00")).unwrap().body.len(), FRESH_BYTES / 10);
     }
 
     #[test]
