@@ -42,6 +42,10 @@
 //!   batch, busy or not, had cost 100 committers 18 %). Replay takes zeros after the last
 //!   frame for the end.
 //! * `update` (the runner's state changes) and `remove` are frames in the same batches.
+//!   A batch of removals only is written but not fdatasynced: the next batch's fdatasync
+//!   covers it, or the idle committer's after [`REMOVE_SYNC_DELAY`] (why that is safe:
+//!   [`Store::remove`]). Under relay load that halves the journal's fdatasyncs (each
+//!   delivered message's removal had mostly made a batch, and a sync, of its own).
 //! * a segment is closed at [`SEGMENT_BYTES`]; the new one is created and the directory
 //!   fsynced before any frame in it is acknowledged.
 //! * a closed segment is deleted once nothing depends on it: it holds no message's latest
@@ -100,6 +104,9 @@ pub struct StoreOptions {
     /// The mode journal segments (the queue files) are created with: sendmail's
     /// `QueueFileMode`, default 0600.
     pub file_mode: u32,
+    /// How long written removals may wait for the next batch's fdatasync before the idle
+    /// committer syncs them ([`Store::remove`]; default [`REMOVE_SYNC_DELAY`]).
+    pub remove_sync_delay: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -107,6 +114,7 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_bytes: SEGMENT_BYTES,
             file_mode: 0o600,
+            remove_sync_delay: REMOVE_SYNC_DELAY,
         }
     }
 }
@@ -158,7 +166,8 @@ impl RecoveryReport {
 /// How much the committer has batched so far (for benchmarks and tuning).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitterStats {
-    /// fdatasyncs of the journal (one per batch).
+    /// fdatasyncs of the journal: one per batch, except a batch of removals only, which
+    /// the next one covers (or the idle committer's own sync, counted too).
     pub batches: u64,
     /// Frames (commits, updates, removals) written in those batches.
     pub ops: u64,
@@ -548,6 +557,7 @@ impl Store {
             active,
             index: index.clone(),
             stats: stats.clone(),
+            unsynced: false,
             options,
         };
         let thread = thread::Builder::new()
@@ -800,8 +810,16 @@ impl Store {
         .await
     }
 
-    /// Removes message `id` from the queue (after delivery or bounce), durably.
+    /// Removes message `id` from the queue (after delivery or bounce).
     /// [`QueueError::NotFound`] if it is not there.
+    ///
+    /// Returns once the removal is written to the journal (in the page cache: a killed
+    /// daemon does not lose it), and it reaches stable storage with the next batch's
+    /// fdatasync, at the latest [`REMOVE_SYNC_DELAY`] later. Only a crash of the machine
+    /// in that window brings the message back, and then it is delivered again: a
+    /// duplicate, never a loss (a removal only ever follows a delivery or a bounce that is
+    /// queued already, durably) — the same bargain as the runner's delivery marks
+    /// (`runner::marks`, never fsynced).
     pub async fn remove(&self, id: &QueueId) -> Result<(), QueueError> {
         let w = self.writer()?;
         self.submit(w, Op::Remove { id: id.clone() }).await
@@ -1205,7 +1223,13 @@ struct Committer {
     active: ActiveSegment,
     index: Arc<Mutex<Index>>,
     stats: Arc<Counters>,
+    /// Removals written to the active segment and not fdatasynced yet ([`Store::remove`]).
+    unsynced: bool,
 }
+
+/// How long written removals may wait for the next batch's fdatasync before the committer,
+/// idle, syncs them on its own ([`Store::remove`], [`StoreOptions::remove_sync_delay`]).
+pub const REMOVE_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Committer {
     /// Runs until every [`Store`] clone is dropped.
@@ -1214,6 +1238,14 @@ impl Committer {
         loop {
             let first = match waiting.take() {
                 Some(j) => j,
+                None if self.unsynced => match rx.recv_timeout(self.options.remove_sync_delay) {
+                    Ok(j) => j,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync_removals();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
                 None => match rx.recv() {
                     Ok(j) => j,
                     Err(_) => break,
@@ -1239,9 +1271,18 @@ impl Committer {
                 Err(mpsc::TryRecvError::Disconnected) => break,
             }
         }
+        self.sync_removals();
         // A clean stop leaves the segment as long as its frames (a zeroed tail would
         // only be skipped by the next replay).
         let _ = self.active.file.set_len(self.active.len);
+    }
+
+    /// fdatasyncs removals written without a sync (a failure leaves them for the next try).
+    fn sync_removals(&mut self) {
+        if self.unsynced && self.active.file.sync_data().is_ok() {
+            self.unsynced = false;
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Checks each op against the index, writes the frames of the valid ones with one
@@ -1325,7 +1366,11 @@ impl Committer {
         if applied.is_empty() {
             return results;
         }
-        if let Err(e) = self.append(&buf, &splices) {
+        // A batch of removals only is written but not synced (see [`Store::remove`]).
+        let sync = applied
+            .iter()
+            .any(|(i, _)| !matches!(batch[*i].op, Op::Remove { .. }));
+        if let Err(e) = self.append(&buf, &splices, sync) {
             for (i, _) in &applied {
                 results[*i] = Err(QueueError::io(
                     "append to",
@@ -1335,7 +1380,9 @@ impl Committer {
             }
             return results;
         }
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats
             .ops
             .fetch_add(applied.len() as u64, Ordering::Relaxed);
@@ -1365,14 +1412,18 @@ impl Committer {
     /// touched.
     ///
     /// `splices` put the bytes of spool files between those of `buf`, in order.
-    fn append(&mut self, buf: &[u8], splices: &[Splice]) -> io::Result<()> {
+    fn append(&mut self, buf: &[u8], splices: &[Splice], sync: bool) -> io::Result<()> {
         let f = &self.active.file;
         let written = write_spliced(f, self.active.len, buf, splices).and_then(|end| {
-            f.sync_data()?;
+            if sync {
+                f.sync_data()?;
+            }
             Ok(end)
         });
         match written {
             Ok(end) => {
+                // One fdatasync covers every byte written before it.
+                self.unsynced = !sync;
                 self.active.len = end;
                 self.active.allocated = self.active.allocated.max(self.active.len);
                 Ok(())
@@ -1446,6 +1497,8 @@ impl Committer {
     }
 
     fn roll_over(&mut self) -> Result<(), QueueError> {
+        // The segment left behind has all its frames on stable storage.
+        self.sync_removals();
         let next =
             ActiveSegment::create(&self.journal, self.active.seq + 1, self.options.file_mode)?;
         Index::lock(&self.index)
@@ -1501,7 +1554,7 @@ impl Committer {
             return Ok(());
         }
         let base = self.active.len;
-        self.append(&buf, &[])
+        self.append(&buf, &[], true)
             .map_err(|e| QueueError::io("append to", self.active_path(), e))?;
         let active = self.active.seq;
         let mut index = Index::lock(&self.index);
@@ -1915,6 +1968,59 @@ mod tests {
         drop(index);
         // ... and those pushed out still load, from the journal.
         assert_eq!(store.load(&id("B00")).unwrap().body.len(), FRESH_BYTES / 10);
+    }
+
+    #[test]
+    fn a_removal_is_written_at_once_and_synced_by_the_next_batch_or_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            remove_sync_delay: std::time::Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 1, ops: 1 }
+        );
+        // The removal costs no fdatasync of its own ...
+        rt.block_on(store.remove(&id("Q1"))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 1, ops: 2 }
+        );
+        // ... but is in the journal at once: another process reading the queue (mailq, or
+        // the next daemon after a kill) finds the message gone.
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        assert!(reader.ids().unwrap().is_empty());
+        // The next commit's fdatasync covers it.
+        rt.block_on(store.commit(message("Q2", &["b"]))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 2, ops: 3 }
+        );
+        drop(store);
+        assert_eq!(queued_ids(&Store::open(dir.path()).unwrap()), ["Q2"]);
+
+        // With nothing else to write, the idle committer syncs it after the delay.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            remove_sync_delay: std::time::Duration::from_millis(1),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        rt.block_on(store.remove(&id("Q1"))).unwrap();
+        let mut synced = false;
+        for _ in 0..1000 {
+            if store.committer_stats() == (CommitterStats { batches: 2, ops: 2 }) {
+                synced = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(synced, "{:?}", store.committer_stats());
     }
 
     #[test]
