@@ -176,7 +176,7 @@ pub struct CommitterStats {
 struct Counters {
     batches: AtomicU64,
     ops: AtomicU64,
-    /// Frames per batch.
+    /// Frames per fdatasync (a batch's, and the removals before it not synced yet).
     sizes: crate::metrics::Histogram,
 }
 
@@ -557,7 +557,7 @@ impl Store {
             active,
             index: index.clone(),
             stats: stats.clone(),
-            unsynced: false,
+            unsynced: 0,
             options,
         };
         let thread = thread::Builder::new()
@@ -1223,8 +1223,9 @@ struct Committer {
     active: ActiveSegment,
     index: Arc<Mutex<Index>>,
     stats: Arc<Counters>,
-    /// Removals written to the active segment and not fdatasynced yet ([`Store::remove`]).
-    unsynced: bool,
+    /// Frames (removals) written to the active segment and not fdatasynced yet
+    /// ([`Store::remove`]).
+    unsynced: usize,
 }
 
 /// How long written removals may wait for the next batch's fdatasync before the committer,
@@ -1238,14 +1239,16 @@ impl Committer {
         loop {
             let first = match waiting.take() {
                 Some(j) => j,
-                None if self.unsynced => match rx.recv_timeout(self.options.remove_sync_delay) {
-                    Ok(j) => j,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync_removals();
-                        continue;
+                None if self.unsynced > 0 => {
+                    match rx.recv_timeout(self.options.remove_sync_delay) {
+                        Ok(j) => j,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync_removals();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
+                }
                 None => match rx.recv() {
                     Ok(j) => j,
                     Err(_) => break,
@@ -1279,10 +1282,17 @@ impl Committer {
 
     /// fdatasyncs removals written without a sync (a failure leaves them for the next try).
     fn sync_removals(&mut self) {
-        if self.unsynced && self.active.file.sync_data().is_ok() {
-            self.unsynced = false;
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if self.unsynced > 0 && self.active.file.sync_data().is_ok() {
+            self.synced();
         }
+    }
+
+    /// An fdatasync of the active segment succeeded: every frame written is durable
+    /// (counted with the frames it covered).
+    fn synced(&mut self) {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.sizes.observe(self.unsynced as f64);
+        self.unsynced = 0;
     }
 
     /// Checks each op against the index, writes the frames of the valid ones with one
@@ -1380,13 +1390,13 @@ impl Committer {
             }
             return results;
         }
+        self.unsynced += applied.len();
         if sync {
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.synced();
         }
         self.stats
             .ops
             .fetch_add(applied.len() as u64, Ordering::Relaxed);
-        self.stats.sizes.observe(applied.len() as f64);
         let mut index = Index::lock(&self.index);
         if let Some(s) = index.segments.get_mut(&self.active.seq) {
             s.len = self.active.len;
@@ -1422,8 +1432,6 @@ impl Committer {
         });
         match written {
             Ok(end) => {
-                // One fdatasync covers every byte written before it.
-                self.unsynced = !sync;
                 self.active.len = end;
                 self.active.allocated = self.active.allocated.max(self.active.len);
                 Ok(())
@@ -1556,6 +1564,9 @@ impl Committer {
         let base = self.active.len;
         self.append(&buf, &[], true)
             .map_err(|e| QueueError::io("append to", self.active_path(), e))?;
+        if self.unsynced > 0 {
+            self.synced(); // that fdatasync covered the removals written before
+        }
         let active = self.active.seq;
         let mut index = Index::lock(&self.index);
         if let Some(s) = index.segments.get_mut(&active) {
