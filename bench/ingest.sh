@@ -12,9 +12,9 @@
 #           DSrelay:[127.0.0.1] with A=TCP $h SINK_PORT; Postfix relayhost; sendmail
 #           SMART_HOST): msg/s until the queue is empty again, CPU per message; beside
 #           it smtp-sink's own accept rate (smtp-source straight at it, 20 persistent
-#           sessions as the relay's, SINK_MSGS a run, median of RUNS runs just before and
-#           RUNS just after sendmail-rs's relay runs): the ceiling of any relay through
-#           it, and the denominator of "relay / smtp-sink alone";
+#           sessions as the relay's, SINK_MSGS a run, median of RUNS runs alternating
+#           with sendmail-rs's relay runs and RUNS just after them): the ceiling of any
+#           relay through it, and the denominator of "relay / smtp-sink alone";
 #   local   delivering through aliases into an mbox file and a Maildir in the scratch dir
 #           (never /var/mail): sendmail-rs; Postfix's local(8) through the instance's own
 #           aliases file (hash, postalias); the real sendmail's *file* mailer for the mbox
@@ -503,6 +503,8 @@ e2e_measure() {   # server rcpt
     case "$server" in sm) port=$SM_PORT ;; pf) port=$PF_PORT ;; sx) port=$SX_PORT ;; esac
     for r in $(seq "$RUNS"); do
         for _ in $(seq 1500); do [ "$(queued "$server")" -eq 0 ] && break; sleep 0.2; done
+        # sendmail-rs's relay runs alternate with smtp-sink-alone runs (its ceiling)
+        [ "$server" = sm ] && [ "${SINK_BESIDE:-0}" = 1 ] && sink_runs 1 0
         sync   # as in measure(): no writeback left over from before
         c0=$(cpu_busy); [ "$server" = sm ] && d0=$(sm_cpu_ticks); t0=$(now_ms)
         timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$RELAY_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$rcpt" "[::1]:$port" \
@@ -534,10 +536,10 @@ relay_row() {   # label sm-E2E pf-E2E sx-E2E
 }
 # smtp-sink's own accept rate: smtp-source straight at it, as the relay cells' sessions (20
 # sessions, persistent) but SINK_MSGS messages a run (default 5 x RELAY_MSGS: 2,000 take
-# ~0.12 s there, too short to time steadily), after one warm-up run, RUNS runs just before
-# sendmail-rs's relay runs and RUNS just after them (bracketing them on this shared
-# machine) -- the ceiling of any relay through it. Leaves the wall times (ms) in
-# SINK_WALLS; sink_summary gives "MSGS_PER_S(median) MIN MAX RUNS".
+# ~0.12 s there, too short to time steadily), after one warm-up run: one run just before
+# each of sendmail-rs's RUNS relay runs (alternating with them on this shared machine) and
+# RUNS just after them -- the ceiling of any relay through it. Leaves the wall times (ms)
+# in SINK_WALLS; sink_summary gives "MSGS_PER_S(median) MIN MAX RUNS".
 SINK_WALLS=""
 sink_runs() {   # runs warmup
     local r t0 t1
@@ -548,6 +550,7 @@ sink_runs() {   # runs warmup
         t1=$(now_ms)
         [ "$r" -gt "$2" ] && SINK_WALLS+="$(( t1 - t0 )) "
     done
+    return 0
 }
 sink_summary() {
     case "$SINK_WALLS" in *FAILED*|"") echo "- - - 0"; return ;; esac
@@ -560,9 +563,9 @@ sink_summary() {
 if [ "$RELAY" = 1 ]; then
     log "relay: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> smtp-sink 127.0.0.1:$SINK_PORT"
     sink_start
-    sink_runs "$RUNS" 1
+    sink_runs 0 1   # warm-up
     SM_CF="$RUN/sendmail/relay.cf"; sm_reset
-    e2e_measure sm "$TO"; E_SM=$E2E
+    SINK_BESIDE=1 e2e_measure sm "$TO"; E_SM=$E2E
     sm_stop; SM_CF="$RUN/sendmail/bench.cf"
     sink_runs "$RUNS" 0
     read -r SINK_RATE sink_min sink_max sink_n <<<"$(sink_summary)"
@@ -578,7 +581,7 @@ if [ "$RELAY" = 1 ]; then
     fi
     relay_row "s=20, $((RELAY_MSGS / 20))/conn, smtp-sink" "$E_SM" "$E_PF" "$E_SX"
     read -r sm_relay _ <<<"$E_SM"
-    ROWS+=("relay|smtp-source straight into smtp-sink (no MTA): the ceiling|msg/s|$SINK_RATE|-|-|-|sendmail-rs relay / smtp-sink alone = $(ratio msg/s "$sm_relay" "$SINK_RATE"); smtp-sink alone: s=20, $SINK_MSGS msgs a run, median of $sink_n runs (half before, half after sendmail-rs's relay runs), slowest $sink_min, fastest $sink_max msg/s; load $(cut -d' ' -f1 /proc/loadavg)")
+    ROWS+=("relay|smtp-source straight into smtp-sink (no MTA): the ceiling|msg/s|$SINK_RATE|-|-|-|sendmail-rs relay / smtp-sink alone = $(ratio msg/s "$sm_relay" "$SINK_RATE"); smtp-sink alone: s=20, $SINK_MSGS msgs a run, median of $sink_n runs (half alternating with sendmail-rs's relay runs, half after them), slowest $sink_min, fastest $sink_max msg/s; load $(cut -d' ' -f1 /proc/loadavg)")
     log "  sendmail-rs relay / smtp-sink alone: $(ratio msg/s "$sm_relay" "$SINK_RATE")"
     case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
 fi
