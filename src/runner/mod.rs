@@ -320,9 +320,14 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
     let _marks = runner.marks.enter();
     let shared = &*runner.shared;
     let store = shared.queue.clone();
-    let loaded = {
-        let (store, id) = (store.clone(), id.clone());
-        tokio::task::spawn_blocking(move || store.load(&id)).await
+    // A message committed moments ago is decoded from the store's memory on this task;
+    // any other is read from the journal off the async workers.
+    let loaded = match store.load_fresh(id) {
+        Some(loaded) => Ok(loaded),
+        None => {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::task::spawn_blocking(move || store.load(&id)).await
+        }
     };
     let mut msg = match loaded {
         Ok(Ok(msg)) => msg,
