@@ -17,7 +17,9 @@
 //!    (sendmail's rewriting engine, also behind `-bt`), or the built-in relay rules, then the
 //!    local-user lookup ([`aliases`], passwd). Without rulesets, [`mailbox`] is the one
 //!    reading of an address that the relay check, the lookup and the router share.
-//! 6. At the end of DATA (or of the last BDAT chunk), [`receive`] adds
+//! 6. The session's stages also go to the mail filters ([`milter`]: `InputMailFilters`,
+//!    sendmail's milter protocol), whose changes are applied before the commit. At the end
+//!    of DATA (or of the last BDAT chunk), [`receive`] adds
 //!    `Received:`/`Message-Id:`/`Date:` and commits the message to the durable [`queue`]
 //!    (journal, group commit) before the `250`. Command-line
 //!    submissions ([`submit`]: `-t`, `-bs`) go through [`queue::maildrop`] instead.
