@@ -10,7 +10,11 @@
 #           sendmail DeliveryMode=queue (SuperSafe); 5 KiB and 100 KiB bodies;
 #   relay   accept, queue, deliver over SMTP to Postfix's smtp-sink (sendmail-rs: smart host
 #           DSrelay:[127.0.0.1] with A=TCP $h SINK_PORT; Postfix relayhost; sendmail
-#           SMART_HOST): msg/s until the queue is empty again, CPU per message;
+#           SMART_HOST): msg/s until the queue is empty again, CPU per message; beside
+#           it smtp-sink's own accept rate (smtp-source straight at it, 20 persistent
+#           sessions as the relay's, SINK_MSGS a run, median of RUNS runs alternating
+#           with sendmail-rs's relay runs and RUNS just after them): the ceiling of any
+#           relay through it, and the denominator of "relay / smtp-sink alone";
 #   local   delivering through aliases into an mbox file and a Maildir in the scratch dir
 #           (never /var/mail): sendmail-rs; Postfix's local(8) through the instance's own
 #           aliases file (hash, postalias); the real sendmail's *file* mailer for the mbox
@@ -48,7 +52,8 @@
 # Environment: RUNS (3), WARMUP (1), SMOKE (0), SM_PORT (10040), PF_PORT (10041),
 # SX_PORT (10042, the real sendmail), SINK_PORT (10043, smtp-sink for sendmail-rs and
 # Postfix), SX_SINK_PORT (10044), PEER (1: include the real sendmail), RELAY (1), LOCAL (1),
-# BIG (1: the 100 KiB cells), RELAY_MSGS (2000 per run, 20 sessions),
+# BIG (1: the 100 KiB cells), RELAY_MSGS (2000 per run, 20 sessions), SINK_MSGS (5 x
+# RELAY_MSGS: messages per run of the smtp-sink-alone ceiling),
 # SRC_TIMEOUT (120 s per smtp-source run), LATENCY (1), IDLE_CONNS ("1000 10000"; 0 = skip),
 # IDLE_PEER_CONNS (1000),
 # QUICK (0; 1 = every part once with a fifth of the messages: a reduced run, for when the
@@ -61,6 +66,8 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 RUN="$BENCH/run"
+# The local cells' mailboxes: a directory of this run's own (see local_fresh), removed at exit.
+LOCAL_DIR="$RUN/local/run.$(date +%s).$$"
 SMOKE=${SMOKE:-0}
 RUNS=${RUNS:-3}
 WARMUP=${WARMUP:-1}
@@ -78,6 +85,7 @@ RELAY=${RELAY:-1}
 LOCAL=${LOCAL:-1}
 BIG=${BIG:-1}
 RELAY_MSGS=${RELAY_MSGS:-2000}
+SINK_MSGS=${SINK_MSGS:-}
 PEERS=$BENCH/peers
 RESULTS_FILE=${RESULTS_FILE:-$BENCH/RESULTS.md}
 MSG_LEN=5120
@@ -91,17 +99,19 @@ if [ "$SMOKE" = 1 ]; then
     RUNS=1; WARMUP=0; LATENCY=0; IDLE_CONNS=0; IDLE_PEER_CONNS=0; PEER=0; LOCAL=0; BIG=0
     RELAY=${SMOKE_RELAY:-1}; RELAY_MSGS=200
 fi
+SINK_MSGS=${SINK_MSGS:-$(( RELAY_MSGS * 5 ))}
 
 log() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 
-case "$RUNS$WARMUP$SM_PORT$PF_PORT$SX_PORT$SINK_PORT$SX_SINK_PORT$SRC_TIMEOUT$RELAY_MSGS$IDLE_PEER_CONNS${IDLE_CONNS// /}" in
+case "$RUNS$WARMUP$SM_PORT$PF_PORT$SX_PORT$SINK_PORT$SX_SINK_PORT$SRC_TIMEOUT$RELAY_MSGS$SINK_MSGS$IDLE_PEER_CONNS${IDLE_CONNS// /}" in
     *[!0-9]*) die "RUNS, WARMUP, the ports, SRC_TIMEOUT, RELAY_MSGS, IDLE_CONNS must be numbers" ;;
 esac
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 50 ] || die "RUNS must be 1..50"
 [ "$WARMUP" -le 5 ] || die "WARMUP must be 0..5"
 for n in $IDLE_CONNS $IDLE_PEER_CONNS; do [ "$n" -le 10000 ] || die "IDLE_CONNS must be 0..10000"; done
 [ "$RELAY_MSGS" -le 100000 ] || die "RELAY_MSGS must be <= 100000"
+[ "$SINK_MSGS" -ge 1 ] && [ "$SINK_MSGS" -le 500000 ] || die "SINK_MSGS must be 1..500000"
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts a private Postfix)"
 
 # --- 1. what it needs --------------------------------------------------------------------
@@ -260,6 +270,7 @@ cleanup() {
     pf_stop
     sx_stop
     sink_stop
+    rm -rf "$LOCAL_DIR"   # see local_fresh
     exit "$rc"
 }
 trap cleanup EXIT
@@ -309,13 +320,13 @@ DSrelay:[127.0.0.1]
 Mrelay, P=[IPC], F=mDFMuXa8, E=\r\n, L=2040, T=DNS/RFC822/SMTP, A=TCP \$h $SINK_PORT
 EOF
 # local: bench.example.test is local; two aliases, one to an mbox file, one to a Maildir
-mkdir -p "$RUN/local"
+mkdir -p "$RUN/local"; chattr +T "$RUN/local" 2>/dev/null || true   # see local_fresh
 sed 's/^O DeliveryMode=queueonly$/O DeliveryMode=background/' "$RUN/sendmail/bench.cf" > "$RUN/sendmail/local.cf"
 cat >> "$RUN/sendmail/local.cf" <<EOF
 Cwbench.example.test
 O AliasFile=$RUN/local/aliases
 EOF
-printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/sm/mbox" "$RUN/local/sm/Maildir" > "$RUN/local/aliases"
+printf 'mbox: %s\nmaildir: %s/\n' "$LOCAL_DIR/sm/mbox" "$LOCAL_DIR/sm/Maildir" > "$RUN/local/aliases"
 "$SM_BIN" -bi -C "$RUN/sendmail/local.cf" >"$RUN/local/newaliases.log" 2>&1 || die "newaliases failed (see $RUN/local/newaliases.log)"
 : > "$RUN/sendmail/sendmail.st"
 cc -O2 -o "$RUN/fsync_probe" "$BENCH/fsync_probe.c" || die "cannot compile fsync_probe.c"
@@ -495,13 +506,17 @@ e2e_measure() {   # server rcpt
     case "$server" in sm) port=$SM_PORT ;; pf) port=$PF_PORT ;; sx) port=$SX_PORT ;; esac
     for r in $(seq "$RUNS"); do
         for _ in $(seq 1500); do [ "$(queued "$server")" -eq 0 ] && break; sleep 0.2; done
+        # sendmail-rs's relay runs alternate with smtp-sink-alone runs (its ceiling)
+        [ "$server" = sm ] && [ "${SINK_BESIDE:-0}" = 1 ] && sink_runs 1 0
         sync   # as in measure(): no writeback left over from before
         c0=$(cpu_busy); [ "$server" = sm ] && d0=$(sm_cpu_ticks); t0=$(now_ms)
         timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$RELAY_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$rcpt" "[::1]:$port" \
             >>"$RUN/e2e-$server.out" 2>&1 || status=FAILED
         t1=$(now_ms)
-        local left=1
-        for _ in $(seq 3000); do left=$(queued "$server"); [ "$left" -eq 0 ] && break; sleep 0.1; done
+        # polled every 20 ms (plus the count's own time: mailq ~50 ms) for at most 300 s: a
+        # coarser step would weigh on a relay run that lasts a third of a second
+        local left=1 until=$(( $(now_ms) + 300000 ))
+        while :; do left=$(queued "$server"); [ "$left" -eq 0 ] || [ "$(now_ms)" -ge "$until" ] && break; sleep 0.02; done
         [ "$left" -eq 0 ] || status="STUCK($left)"
         t2=$(now_ms); c1=$(cpu_busy); [ "$server" = sm ] && d1=$(sm_cpu_ticks)
         accepts+="$(( t1 - t0 )) "; totals+="$(( t2 - t0 )) "
@@ -523,27 +538,41 @@ relay_row() {   # label sm-E2E pf-E2E sx-E2E
     log "  $label: sendmail-rs [$sm]  Postfix [$pf]  sendmail [$sx]"
 }
 # smtp-sink's own accept rate: smtp-source straight at it, as the relay cells' sessions (20
-# sessions, RELAY_MSGS messages, median of RUNS runs) -- the ceiling of any relay through it.
-sink_rate() {
-    local r t0 t1 walls=""
-    for r in $(seq "$RUNS"); do
+# sessions, persistent) but SINK_MSGS messages a run (default 5 x RELAY_MSGS: 2,000 take
+# ~0.12 s there, too short to time steadily), after one warm-up run: one run just before
+# each of sendmail-rs's RUNS relay runs (alternating with them on this shared machine) and
+# RUNS just after them -- the ceiling of any relay through it. Leaves the wall times (ms)
+# in SINK_WALLS; sink_summary gives "MSGS_PER_S(median) MIN MAX RUNS".
+SINK_WALLS=""
+sink_runs() {   # runs warmup
+    local r t0 t1
+    for r in $(seq $(( $1 + $2 ))); do
         t0=$(now_ms)
-        timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$RELAY_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$TO" \
-            "127.0.0.1:$SINK_PORT" >>"$RUN/e2e-sink.out" 2>&1 || { echo "-"; return; }
-        t1=$(now_ms); walls+="$(( t1 - t0 )) "
+        timeout "$SRC_TIMEOUT" smtp-source -d -s 20 -m "$SINK_MSGS" -l "$MSG_LEN" -f "$FROM" -t "$TO" \
+            "127.0.0.1:$SINK_PORT" >>"$RUN/e2e-sink.out" 2>&1 || { SINK_WALLS+="FAILED "; continue; }
+        t1=$(now_ms)
+        [ "$r" -gt "$2" ] && SINK_WALLS+="$(( t1 - t0 )) "
     done
-    awk -v w="$walls" -v n="$RELAY_MSGS" 'BEGIN { k = split(w, v, " ")
+    return 0
+}
+sink_summary() {
+    case "$SINK_WALLS" in *FAILED*|"") echo "- - - 0"; return ;; esac
+    awk -v w="$SINK_WALLS" -v n="$SINK_MSGS" 'BEGIN { k = split(w, v, " ")
         for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] + 0 < v[i] + 0) { x = v[i]; v[i] = v[j]; v[j] = x }
-        printf "%.0f\n", n / (v[int((k + 1) / 2)] / 1000) }'
+        # median (the mean of the middle two for an even count), slowest, fastest
+        m = (k % 2) ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+        printf "%.0f %.0f %.0f %d\n", n / (m / 1000), n / (v[k] / 1000), n / (v[1] / 1000), k }'
 }
 if [ "$RELAY" = 1 ]; then
     log "relay: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> smtp-sink 127.0.0.1:$SINK_PORT"
     sink_start
-    SINK_RATE=$(sink_rate)
-    log "  smtp-sink alone (smtp-source straight at it): $SINK_RATE msg/s"
+    sink_runs 0 1   # warm-up
     SM_CF="$RUN/sendmail/relay.cf"; sm_reset
-    e2e_measure sm "$TO"; E_SM=$E2E
+    SINK_BESIDE=1 e2e_measure sm "$TO"; E_SM=$E2E
     sm_stop; SM_CF="$RUN/sendmail/bench.cf"
+    sink_runs "$RUNS" 0
+    read -r SINK_RATE sink_min sink_max sink_n <<<"$(sink_summary)"
+    log "  smtp-sink alone (smtp-source straight at it, $SINK_MSGS msgs x $sink_n runs): $SINK_RATE msg/s (slowest $sink_min, fastest $sink_max)"
     pf_stop; pf_mode relay; pf_reset
     e2e_measure pf "$TO"; E_PF=$E2E
     pf_stop; pf_mode hold
@@ -555,11 +584,24 @@ if [ "$RELAY" = 1 ]; then
     fi
     relay_row "s=20, $((RELAY_MSGS / 20))/conn, smtp-sink" "$E_SM" "$E_PF" "$E_SX"
     read -r sm_relay _ <<<"$E_SM"
-    ROWS+=("relay|smtp-source straight into smtp-sink (no MTA): the ceiling|msg/s|$SINK_RATE|-|-|-|sendmail-rs relay / smtp-sink alone = $(ratio msg/s "$sm_relay" "$SINK_RATE"); load $(cut -d' ' -f1 /proc/loadavg)")
+    ROWS+=("relay|smtp-source straight into smtp-sink (no MTA): the ceiling|msg/s|$SINK_RATE|-|-|-|sendmail-rs relay / smtp-sink alone = $(ratio msg/s "$sm_relay" "$SINK_RATE"); smtp-sink alone: s=20, $SINK_MSGS msgs a run, median of $sink_n runs (half alternating with sendmail-rs's relay runs, half after them), slowest $sink_min, fastest $sink_max msg/s; load $(cut -d' ' -f1 /proc/loadavg)")
     log "  sendmail-rs relay / smtp-sink alone: $(ratio msg/s "$sm_relay" "$SINK_RATE")"
     case "$E_SM" in *" ok") ;; *) SM_SHORT=1; FAILED_CELLS=$((FAILED_CELLS + 1)) ;; esac
 fi
 # Local delivery targets: DIR/mbox (an mbox file) and DIR/Maildir/ for each server.
+# The targets of each run live in a directory of its own (LOCAL_DIR, below a directory
+# with chattr +T, where it can be set, so the file system places it as a top-level one:
+# in a block group chosen from its unique name, not beside the last run's), and are
+# deleted only when the run ends. On ext4 without a journal (this machine's root) the
+# inode allocator skips every inode of the block group freed in the last 60 s (300 s
+# while its inode-table block is dirty), looking each one up, for every new file:
+# deleting the last run's thousands of Maildir files a minute before the cells (rm -rf
+# "$RUN" at the start) and recreating the same directories beside them made every new
+# file of the Maildir cell pay that scan (perf: 38 % of sendmail-rs's CPU in
+# find_inode_bit/recently_deleted; daemon 870-1,005 us per message against 405-510
+# without, mbox 455-640) -- a cost of the benchmark's own cleanup, charged to whichever
+# server's directory shares a block group with the deleted files. Within a run only the
+# mbox cell's target (one file, empty Maildir directories) is removed.
 local_fresh() {   # dir owner: empty targets, the directory owned by the delivering user
     rm -rf "$1"; mkdir -p "$1/Maildir/tmp" "$1/Maildir/new" "$1/Maildir/cur"; : > "$1/mbox"
     chown -R "$2" "$1"
@@ -572,33 +614,33 @@ local_check() {   # dir target: E2E gets SHORT(got/want) unless every message ar
 }
 if [ "$LOCAL" = 1 ]; then
     log "local: 20 sessions x $RELAY_MSGS msgs x $RUNS runs -> aliases -> mbox, Maildir"
-    printf 'mbox: %s\nmaildir: %s/\n' "$RUN/local/pf/mbox" "$RUN/local/pf/Maildir" > "$RUN/postfix/aliases"
+    printf 'mbox: %s\nmaildir: %s/\n' "$LOCAL_DIR/pf/mbox" "$LOCAL_DIR/pf/Maildir" > "$RUN/postfix/aliases"
     postalias -c "$PF_CONF" "hash:$RUN/postfix/aliases" || die "postalias failed"
     SX_FILE_OWNER=${SX_FILE_OWNER:-1:0}   # its DefaultUser: its log says ctladdr=<mbox@...> (1/0)
     if [ "$PEER" = 1 ]; then
         # sx start runs -bi on this file
-        grep -q '^mbox:' "$SX_DIR/run/sendmail/aliases" ||
-            printf 'mbox: %s\n' "$RUN/local/sx/mbox" >> "$SX_DIR/run/sendmail/aliases"
+        if [ -f "$SX_DIR/run/sendmail/aliases" ]; then sed -i '/^mbox:/d' "$SX_DIR/run/sendmail/aliases"; fi
+        printf 'mbox: %s\n' "$LOCAL_DIR/sx/mbox" >> "$SX_DIR/run/sendmail/aliases"
     fi
     for target in mbox maildir; do
         SM_CF="$RUN/sendmail/local.cf"
         # sendmail-rs writes an alias's /file as DefaultUser (mailnull, else 1:1), as
         # sendmail's mailfile() does
-        local_fresh "$RUN/local/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
+        local_fresh "$LOCAL_DIR/sm" "${SM_FILE_OWNER:-$(id -u mailnull 2>/dev/null || echo 1):$(id -g mailnull 2>/dev/null || echo 1)}"
         sm_reset
-        e2e_measure sm "$target@bench.example.test"; local_check "$RUN/local/sm" "$target"; E_SM=$E2E
+        e2e_measure sm "$target@bench.example.test"; local_check "$LOCAL_DIR/sm" "$target"; E_SM=$E2E
         sm_stop; SM_CF="$RUN/sendmail/bench.cf"
-        local_fresh "$RUN/local/pf" nobody
+        local_fresh "$LOCAL_DIR/pf" nobody
         pf_stop; pf_mode local; pf_reset
-        e2e_measure pf "$target@bench.example.test"; local_check "$RUN/local/pf" "$target"; E_PF=$E2E
+        e2e_measure pf "$target@bench.example.test"; local_check "$LOCAL_DIR/pf" "$target"; E_PF=$E2E
         pf_stop; pf_mode hold
         E_SX=""
         if [ "$PEER" = 1 ] && [ "$target" = mbox ]; then
             # the real sendmail's *file* mailer (it has no Maildir delivery of its own);
             # for an alias in root's aliases file it writes as DefaultUser
-            local_fresh "$RUN/local/sx" "$SX_FILE_OWNER"
+            local_fresh "$LOCAL_DIR/sx" "$SX_FILE_OWNER"
             sx_reset relay
-            e2e_measure sx "$target@bench.example.test"; local_check "$RUN/local/sx" "$target"; E_SX=$E2E
+            e2e_measure sx "$target@bench.example.test"; local_check "$LOCAL_DIR/sx" "$target"; E_SX=$E2E
             sx_stop
         fi
         relay_row "s=20, $((RELAY_MSGS / 20))/conn, $target" "$E_SM" "$E_PF" "$E_SX" local

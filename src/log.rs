@@ -337,7 +337,7 @@ impl Logger {
         if inner.syslog.is_none() && inner.file.is_none() && !inner.stderr {
             return;
         }
-        let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+        let stamp = stamp_now();
         if let Some(syslog) = &inner.syslog {
             let pri = FACILITY_MAIL * 8 + sev as u8;
             let datagram = format!("<{pri}>{stamp} {body}");
@@ -365,6 +365,30 @@ impl Logger {
     pub fn notice(&self, qid: Option<&str>, msg: fmt::Arguments<'_>) {
         self.log(Severity::Notice, qid, msg);
     }
+}
+
+/// The syslog time stamp of this second (`Dec  6 11:40:02`), made once per second per
+/// thread: the local-time conversion and formatting cost more than the rest of a line.
+fn stamp_now() -> String {
+    thread_local! {
+        static STAMP: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    STAMP.with(|cell| {
+        let mut c = cell.borrow_mut();
+        if c.0 != secs {
+            *c = (
+                secs,
+                chrono::DateTime::<chrono::Local>::from(now)
+                    .format("%b %e %H:%M:%S")
+                    .to_string(),
+            );
+        }
+        c.1.clone()
+    })
 }
 
 /// `ident[pid]: qid: msg`, the text made printable as sendmail does ([`push_printable`]).

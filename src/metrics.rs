@@ -188,6 +188,8 @@ pub struct Metrics {
     pub local_mailbox_syncs: AtomicU64,
     pub local_mailbox_messages: AtomicU64,
     pub local_mailbox_waiting: AtomicU64,
+    /// Messages the queue runner took for a delivery attempt (each reads its queue file).
+    pub queue_attempts: AtomicU64,
 }
 
 /// An SMTP listener accepting: counted until dropped.
@@ -414,7 +416,13 @@ impl Metrics {
             header(&mut out, name, "counter", help);
             sample(&mut out, name, &[], c.load(Ordering::Relaxed));
         }
-        let local: [(&str, &str, &str, &AtomicU64); 3] = [
+        let local: [(&str, &str, &str, &AtomicU64); 4] = [
+            (
+                "sendmail_queue_attempts_total",
+                "counter",
+                "Messages the queue runner took for a delivery attempt (each reads its queue file).",
+                &self.queue_attempts,
+            ),
             (
                 "sendmail_local_mailbox_syncs_total",
                 "counter",

@@ -14,7 +14,9 @@
 //!
 //! SIGKILL tests process crashes; a power cut additionally relies on fdatasync returning
 //! before the acknowledgement (and on a new segment's directory entry being fsynced
-//! before anything in it is acknowledged).
+//! before anything in it is acknowledged). A removal is acknowledged once written, before
+//! its fdatasync (`Store::remove`): a kill cannot undo it, which this test checks; a power
+//! cut can, and the message is then delivered again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -39,6 +41,7 @@ const MAX_PER_TASK: u32 = 60;
 const OPTIONS: StoreOptions = StoreOptions {
     segment_bytes: 256 * 1024,
     file_mode: 0o600,
+    remove_sync_delay: sendmail_rs::queue::store::REMOVE_SYNC_DELAY,
 };
 
 fn main() {

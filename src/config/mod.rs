@@ -303,6 +303,27 @@ impl Config {
         w.iter().map(|s| s.to_ascii_lowercase()).collect()
     }
 
+    /// Whether `name` is one of [`Config::local_names`], without building the list (the
+    /// built-in router asks once per recipient). `name` is compared as given with each
+    /// local name in lower case, as `local_names().contains(name)` does.
+    pub fn is_local_name(&self, name: &str) -> bool {
+        let lower_eq = |w: &str| {
+            w.len() == name.len()
+                && w.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == b)
+        };
+        lower_eq("localhost")
+            || lower_eq("[127.0.0.1]")
+            || lower_eq(&self.host.fqdn)
+            || lower_eq(&self.host.short)
+            || self
+                .classes
+                .get("w")
+                .is_some_and(|w| w.iter().any(|x| lower_eq(x)))
+            || lower_eq(&macros::expand("$j", self))
+    }
+
     /// A ruleset by name or number (`"canonify"`, `"3"`).
     pub fn ruleset(&self, name_or_number: &str) -> Option<&Ruleset> {
         let n = match name_or_number.parse::<u32>() {
@@ -1012,5 +1033,36 @@ mod tests {
         let cfg = Config::from_str("redirect.cf", cf, &[]).unwrap();
         let rule = &cfg.ruleset("ParseLocal").unwrap().rules[0];
         assert_eq!(rule.rhs, "$: $1 < @ $2 . REDIRECT . > < t >");
+    }
+
+    /// The router's per-recipient test agrees with the list the relay check is built from.
+    #[test]
+    fn is_local_name_agrees_with_local_names() {
+        let cf = "V10/Berkeley\nDjMta.Example.Test\nCwMail.Example.Test other.test\n";
+        let cfg = Config::from_str("w.cf", cf, &[]).unwrap();
+        let names = cfg.local_names();
+        for n in [
+            "mta.example.test",
+            "Mta.Example.Test",
+            "mail.example.test",
+            "other.test",
+            "localhost",
+            "LOCALHOST",
+            "[127.0.0.1]",
+            "[ipv6:::1]",
+            "example.test",
+            "remote.test",
+            "",
+            &cfg.host.short.to_ascii_lowercase(),
+            &cfg.host.fqdn.to_ascii_lowercase(),
+        ] {
+            assert_eq!(
+                cfg.is_local_name(n),
+                names.iter().any(|x| x == n),
+                "{n:?} in {names:?}"
+            );
+        }
+        assert!(cfg.is_local_name("mail.example.test"));
+        assert!(!cfg.is_local_name("remote.test"));
     }
 }

@@ -22,7 +22,9 @@
 //!   written unnamed in `new/` (`O_TMPFILE`; where that cannot be, in `tmp/`), fsynced,
 //!   linked (renamed) into `new/` as `<secs>.<pid>_<seq>.<host>`, and `new/`
 //!   fsynced once for every delivery renamed into it meanwhile ([`batch`]; the files' own
-//!   fsyncs run side by side, which the file system's journal merges); every directory below the trusted base is opened relative to its parent
+//!   fsyncs run side by side on the delivering threads, so that their writeback, inode
+//!   blocks and cache flushes are shared by whichever wait together — [`batch`] gives what
+//!   was weighed against that and measured); every directory below the trusted base is opened relative to its parent
 //!   with `O_NOFOLLOW` (and must belong to the user, for a user's Maildir), and `tmp`
 //!   and `new` are kept open for the next deliveries while the path still leads to them.
 //! * **`|program`**: `/bin/sh -c <command text>` (only the alias's own text goes to the

@@ -70,7 +70,7 @@ fn builtin_route(cfg: &Config, addr: &str) -> Route {
                 text: "Invalid host name".into(),
             };
         }
-        Some(d) if !cfg.local_names().contains(&d.class_key()) => d,
+        Some(d) if !cfg.is_local_name(&d.class_key()) => d,
         // No domain, or this host's: the local part names a user here, whatever it holds.
         _ => {
             // The local mailer reads its user in lower case unless it has `F=u`.

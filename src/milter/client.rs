@@ -234,6 +234,20 @@ impl Client {
             && self.out.is_empty()
     }
 
+    /// Acknowledges what was read at once instead of with our next packet. At end of
+    /// message a filter writes its changes and then its verdict, each packet on its own;
+    /// libmilter does not set `TCP_NODELAY`, so Nagle's algorithm holds each next packet until
+    /// the previous one is acknowledged, and Linux delays that acknowledgement by 40 ms while
+    /// we wait without writing. opendkim's `DKIM-Signature` then cost every message 40 ms:
+    /// fed by 20 sessions at once it passed ≈ 400 msg/s, ≈ 880 with this (bench/milter.sh's
+    /// ceiling row). A unix socket has no such delay.
+    pub fn ack_now(&self) {
+        if let Sock::Tcp(s) = &self.sock {
+            // Only a hint: without it the next packet comes, 40 ms later.
+            let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+        }
+    }
+
     /// Reads one reply within `T=R`.
     pub async fn read(&mut self, where_: &'static str) -> Result<Reply, ClientError> {
         self.read_until(Instant::now() + nonzero(self.timeouts.read), where_)

@@ -777,6 +777,10 @@ impl Engine {
                 r => r?,
             };
             let is_continue = reply == Reply::Continue;
+            if reply.precedes_verdict() {
+                // The verdict follows: it must not wait for our delayed ACK.
+                self.client(i).ack_now();
+            }
             match reply {
                 Reply::ReplyCode(t) => {
                     self.log(

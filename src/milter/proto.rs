@@ -397,6 +397,24 @@ impl Reply {
             Reply::ChangeFrom { .. } => 'e',
         }
     }
+
+    /// True for what a filter sends at end of message before its verdict (a change, a
+    /// quarantine, progress): another packet follows.
+    pub fn precedes_verdict(&self) -> bool {
+        matches!(
+            self,
+            Reply::Progress
+                | Reply::Quarantine(_)
+                | Reply::AddHeader { .. }
+                | Reply::InsertHeader { .. }
+                | Reply::ChangeHeader { .. }
+                | Reply::ReplaceBody(_)
+                | Reply::AddRcpt(_)
+                | Reply::AddRcptPar { .. }
+                | Reply::DelRcpt(_)
+                | Reply::ChangeFrom { .. }
+        )
+    }
 }
 
 /// A packet that cannot be understood.
@@ -778,6 +796,13 @@ mod tests {
                 char::from(letter)
             );
             assert_eq!(want.letter(), char::from(letter));
+            // Only a verdict ends the end-of-message exchange.
+            assert_eq!(
+                want.precedes_verdict(),
+                b"pqimb+-2e".contains(&letter),
+                "{}",
+                char::from(letter)
+            );
         }
     }
 

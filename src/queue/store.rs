@@ -42,6 +42,10 @@
 //!   batch, busy or not, had cost 100 committers 18 %). Replay takes zeros after the last
 //!   frame for the end.
 //! * `update` (the runner's state changes) and `remove` are frames in the same batches.
+//!   A batch of removals only is written but not fdatasynced: the next batch's fdatasync
+//!   covers it, or the idle committer's after [`REMOVE_SYNC_DELAY`] (why that is safe:
+//!   [`Store::remove`]). Under relay load that halves the journal's fdatasyncs (each
+//!   delivered message's removal had mostly made a batch, and a sync, of its own).
 //! * a segment is closed at [`SEGMENT_BYTES`]; the new one is created and the directory
 //!   fsynced before any frame in it is acknowledged.
 //! * a closed segment is deleted once nothing depends on it: it holds no message's latest
@@ -100,6 +104,9 @@ pub struct StoreOptions {
     /// The mode journal segments (the queue files) are created with: sendmail's
     /// `QueueFileMode`, default 0600.
     pub file_mode: u32,
+    /// How long written removals may wait for the next batch's fdatasync before the idle
+    /// committer syncs them ([`Store::remove`]; default [`REMOVE_SYNC_DELAY`]).
+    pub remove_sync_delay: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -107,6 +114,7 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_bytes: SEGMENT_BYTES,
             file_mode: 0o600,
+            remove_sync_delay: REMOVE_SYNC_DELAY,
         }
     }
 }
@@ -158,7 +166,8 @@ impl RecoveryReport {
 /// How much the committer has batched so far (for benchmarks and tuning).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitterStats {
-    /// fdatasyncs of the journal (one per batch).
+    /// fdatasyncs of the journal: one per batch, except a batch of removals only, which
+    /// the next one covers (or the idle committer's own sync, counted too).
     pub batches: u64,
     /// Frames (commits, updates, removals) written in those batches.
     pub ops: u64,
@@ -167,7 +176,7 @@ pub struct CommitterStats {
 struct Counters {
     batches: AtomicU64,
     ops: AtomicU64,
-    /// Frames per batch.
+    /// Frames per fdatasync (a batch's, and the removals before it not synced yet).
     sizes: crate::metrics::Histogram,
 }
 
@@ -254,6 +263,65 @@ impl Drop for Writer {
 struct Index {
     ids: HashMap<QueueId, Track>,
     segments: BTreeMap<u64, Segment>,
+    /// Copies of the newest messages' queue files, as written ([`Fresh`]).
+    fresh: Fresh,
+}
+
+/// Bytes of freshly committed queue files kept in memory (see [`Fresh`]).
+pub const FRESH_BYTES: usize = 4 << 20;
+
+/// The queue files of the messages committed last, kept in memory until superseded,
+/// removed, or pushed out by newer ones (at most [`FRESH_BYTES`] in all), so that the
+/// runner's first load of a new message — moments after its commit, with background
+/// delivery — decodes them without reading the segment: no `pread`, and no hand-off to a
+/// blocking thread ([`Store::load_fresh`]). The bytes are those the committer wrote and
+/// fdatasynced for the frame; a message spliced from a spool file is not kept.
+#[derive(Default)]
+struct Fresh {
+    files: HashMap<QueueId, (u64, Arc<[u8]>)>,
+    /// Oldest first: (serial, id); an entry whose serial no longer matches is gone.
+    order: std::collections::VecDeque<(u64, QueueId)>,
+    bytes: usize,
+    serial: u64,
+}
+
+impl Fresh {
+    fn insert(&mut self, id: &QueueId, file: &[u8]) {
+        if file.len() > FRESH_BYTES / 8 {
+            return;
+        }
+        self.forget(id);
+        self.serial += 1;
+        self.bytes += file.len();
+        self.files
+            .insert(id.clone(), (self.serial, Arc::from(file)));
+        self.order.push_back((self.serial, id.clone()));
+        while self.bytes > FRESH_BYTES {
+            let Some((serial, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.files.get(&old).is_some_and(|(s, _)| *s == serial) {
+                self.forget(&old);
+            }
+        }
+        // Entries forgotten early leave stale places in `order`: trim them so it stays
+        // bounded by the entries kept.
+        if self.order.len() > 2 * self.files.len() + 64 {
+            let files = &self.files;
+            self.order
+                .retain(|(s, id)| files.get(id).is_some_and(|(k, _)| k == s));
+        }
+    }
+
+    fn forget(&mut self, id: &QueueId) {
+        if let Some((_, f)) = self.files.remove(id) {
+            self.bytes -= f.len();
+        }
+    }
+
+    fn get(&self, id: &QueueId) -> Option<Arc<[u8]>> {
+        self.files.get(id).map(|(_, f)| f.clone())
+    }
 }
 
 /// The frames of one id in the surviving segments.
@@ -313,7 +381,12 @@ impl Index {
 
     /// Records a frame for `id` in segment `seg`: a `Put` at `put`, or a `Remove`.
     fn apply(&mut self, id: &QueueId, seg: u64, put: Option<Loc>) {
-        let Index { ids, segments } = self;
+        let Index {
+            ids,
+            segments,
+            fresh,
+        } = self;
+        fresh.forget(id);
         let t = ids.entry(id.clone()).or_insert_with(|| Track {
             segs: Vec::new(),
             live: None,
@@ -484,6 +557,7 @@ impl Store {
             active,
             index: index.clone(),
             stats: stats.clone(),
+            unsynced: 0,
             options,
         };
         let thread = thread::Builder::new()
@@ -736,8 +810,16 @@ impl Store {
         .await
     }
 
-    /// Removes message `id` from the queue (after delivery or bounce), durably.
+    /// Removes message `id` from the queue (after delivery or bounce).
     /// [`QueueError::NotFound`] if it is not there.
+    ///
+    /// Returns once the removal is written to the journal (in the page cache: a killed
+    /// daemon does not lose it), and it reaches stable storage with the next batch's
+    /// fdatasync, at the latest [`REMOVE_SYNC_DELAY`] later. Only a crash of the machine
+    /// in that window brings the message back, and then it is delivered again: a
+    /// duplicate, never a loss (a removal only ever follows a delivery or a bounce that is
+    /// queued already, durably) — the same bargain as the runner's delivery marks
+    /// (`runner::marks`, never fsynced).
     pub async fn remove(&self, id: &QueueId) -> Result<(), QueueError> {
         let w = self.writer()?;
         self.submit(w, Op::Remove { id: id.clone() }).await
@@ -770,12 +852,23 @@ impl Store {
 
     /// The whole message `id`, checked. [`QueueError::NotFound`] if it is not queued.
     pub fn load(&self, id: &QueueId) -> Result<QueuedMessage, QueueError> {
+        if let Some(loaded) = self.load_fresh(id) {
+            return loaded;
+        }
         let found = Index::lock(&self.inner.index).find(id);
         let (seg, loc) = found.ok_or_else(|| QueueError::NotFound(id.clone()))?;
         let mut bytes = vec![0; loc.len];
         seg.read_exact_at(&mut bytes, loc.offset)
             .map_err(|e| QueueError::io("read", self.inner.root.join("journal"), e))?;
         decode_copy(id, &bytes)
+    }
+
+    /// [`Store::load`] from memory when message `id` is among those committed last and not
+    /// changed since ([`Fresh`]): no file I/O, so async code may call it on its own task;
+    /// `None` otherwise (then [`Store::load`], off the async workers).
+    pub fn load_fresh(&self, id: &QueueId) -> Option<Result<QueuedMessage, QueueError>> {
+        let bytes = Index::lock(&self.inner.index).fresh.get(id)?;
+        Some(decode_copy(id, &bytes))
     }
 
     /// Where the latest copy of `id` is in the journal, for a reader in another process
@@ -1130,7 +1223,14 @@ struct Committer {
     active: ActiveSegment,
     index: Arc<Mutex<Index>>,
     stats: Arc<Counters>,
+    /// Frames (removals) written to the active segment and not fdatasynced yet
+    /// ([`Store::remove`]).
+    unsynced: usize,
 }
+
+/// How long written removals may wait for the next batch's fdatasync before the committer,
+/// idle, syncs them on its own ([`Store::remove`], [`StoreOptions::remove_sync_delay`]).
+pub const REMOVE_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Committer {
     /// Runs until every [`Store`] clone is dropped.
@@ -1139,6 +1239,16 @@ impl Committer {
         loop {
             let first = match waiting.take() {
                 Some(j) => j,
+                None if self.unsynced > 0 => {
+                    match rx.recv_timeout(self.options.remove_sync_delay) {
+                        Ok(j) => j,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync_removals();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
                 None => match rx.recv() {
                     Ok(j) => j,
                     Err(_) => break,
@@ -1164,9 +1274,25 @@ impl Committer {
                 Err(mpsc::TryRecvError::Disconnected) => break,
             }
         }
+        self.sync_removals();
         // A clean stop leaves the segment as long as its frames (a zeroed tail would
         // only be skipped by the next replay).
         let _ = self.active.file.set_len(self.active.len);
+    }
+
+    /// fdatasyncs removals written without a sync (a failure leaves them for the next try).
+    fn sync_removals(&mut self) {
+        if self.unsynced > 0 && self.active.file.sync_data().is_ok() {
+            self.synced();
+        }
+    }
+
+    /// An fdatasync of the active segment succeeded: every frame written is durable
+    /// (counted with the frames it covered).
+    fn synced(&mut self) {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.sizes.observe(self.unsynced as f64);
+        self.unsynced = 0;
     }
 
     /// Checks each op against the index, writes the frames of the valid ones with one
@@ -1250,7 +1376,11 @@ impl Committer {
         if applied.is_empty() {
             return results;
         }
-        if let Err(e) = self.append(&buf, &splices) {
+        // A batch of removals only is written but not synced (see [`Store::remove`]).
+        let sync = applied
+            .iter()
+            .any(|(i, _)| !matches!(batch[*i].op, Op::Remove { .. }));
+        if let Err(e) = self.append(&buf, &splices, sync) {
             for (i, _) in &applied {
                 results[*i] = Err(QueueError::io(
                     "append to",
@@ -1260,18 +1390,26 @@ impl Committer {
             }
             return results;
         }
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.unsynced += applied.len();
+        if sync {
+            self.synced();
+        }
         self.stats
             .ops
             .fetch_add(applied.len() as u64, Ordering::Relaxed);
-        self.stats.sizes.observe(applied.len() as f64);
         let mut index = Index::lock(&self.index);
         if let Some(s) = index.segments.get_mut(&self.active.seq) {
             s.len = self.active.len;
         }
         for (i, loc) in applied {
             match &batch[i].op {
-                Op::Put { id, .. } => index.apply(id, self.active.seq, loc),
+                Op::Put { id, file, gap, new } => {
+                    index.apply(id, self.active.seq, loc);
+                    // A new message is what the runner loads next (background delivery).
+                    if *new && gap.is_none() {
+                        index.fresh.insert(id, file);
+                    }
+                }
                 Op::Remove { id } => index.apply(id, self.active.seq, None),
             }
         }
@@ -1284,10 +1422,12 @@ impl Committer {
     /// touched.
     ///
     /// `splices` put the bytes of spool files between those of `buf`, in order.
-    fn append(&mut self, buf: &[u8], splices: &[Splice]) -> io::Result<()> {
+    fn append(&mut self, buf: &[u8], splices: &[Splice], sync: bool) -> io::Result<()> {
         let f = &self.active.file;
         let written = write_spliced(f, self.active.len, buf, splices).and_then(|end| {
-            f.sync_data()?;
+            if sync {
+                f.sync_data()?;
+            }
             Ok(end)
         });
         match written {
@@ -1365,6 +1505,8 @@ impl Committer {
     }
 
     fn roll_over(&mut self) -> Result<(), QueueError> {
+        // The segment left behind has all its frames on stable storage.
+        self.sync_removals();
         let next =
             ActiveSegment::create(&self.journal, self.active.seq + 1, self.options.file_mode)?;
         Index::lock(&self.index)
@@ -1420,8 +1562,11 @@ impl Committer {
             return Ok(());
         }
         let base = self.active.len;
-        self.append(&buf, &[])
+        self.append(&buf, &[], true)
             .map_err(|e| QueueError::io("append to", self.active_path(), e))?;
+        if self.unsynced > 0 {
+            self.synced(); // that fdatasync covered the removals written before
+        }
         let active = self.active.seq;
         let mut index = Index::lock(&self.index);
         if let Some(s) = index.segments.get_mut(&active) {
@@ -1778,6 +1923,115 @@ mod tests {
             rt.block_on(store.update(&id("Q1"), smuggled)),
             Err(QueueError::UpdateMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_new_message_loads_from_memory_as_written_until_changed_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a@x", "b@y"])))
+            .unwrap();
+        // The copy in memory is the one on disk.
+        let fresh = store
+            .load_fresh(&id("Q1"))
+            .expect("just committed")
+            .unwrap();
+        let Some((seg, loc)) = Index::lock(&store.inner.index).find(&id("Q1")) else {
+            panic!("not queued")
+        };
+        let mut on_disk = vec![0; loc.len];
+        seg.read_exact_at(&mut on_disk, loc.offset).unwrap();
+        assert_eq!(fresh, decode_copy(&id("Q1"), &on_disk).unwrap());
+        assert_eq!(fresh.body, b"Subject: Q1\n\nbody of Q1\n");
+
+        // An update supersedes it: read from the journal from then on, with the change.
+        let mut rcpts = fresh.envelope.recipients.clone();
+        rcpts[0].state = DeliveryState::Done;
+        rt.block_on(store.update(&id("Q1"), rcpts.clone())).unwrap();
+        assert!(store.load_fresh(&id("Q1")).is_none());
+        assert_eq!(store.load(&id("Q1")).unwrap().envelope.recipients, rcpts);
+
+        // A removed message is not served from memory either.
+        rt.block_on(store.commit(message("Q2", &["c@z"]))).unwrap();
+        assert!(store.load_fresh(&id("Q2")).is_some());
+        rt.block_on(store.remove(&id("Q2"))).unwrap();
+        assert!(store.load_fresh(&id("Q2")).is_none());
+        assert!(matches!(
+            store.load(&id("Q2")),
+            Err(QueueError::NotFound(_))
+        ));
+
+        // The memory is bounded: the oldest copies make room for the newest.
+        let mut big = message("Q3", &["d@w"]);
+        big.body = vec![b'x'; FRESH_BYTES / 10];
+        let n = 20;
+        for i in 0..n {
+            let mut m = big.clone();
+            m.envelope.id = id(&format!("B{i:02}"));
+            rt.block_on(store.commit(m)).unwrap();
+        }
+        let index = Index::lock(&store.inner.index);
+        assert!(index.fresh.bytes <= FRESH_BYTES, "{}", index.fresh.bytes);
+        assert!(index.fresh.get(&id(&format!("B{:02}", n - 1))).is_some());
+        assert!(index.fresh.get(&id("B00")).is_none());
+        assert!(index.fresh.order.len() <= 2 * index.fresh.files.len() + 64);
+        drop(index);
+        // ... and those pushed out still load, from the journal.
+        assert_eq!(store.load(&id("B00")).unwrap().body.len(), FRESH_BYTES / 10);
+    }
+
+    #[test]
+    fn a_removal_is_written_at_once_and_synced_by_the_next_batch_or_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            remove_sync_delay: std::time::Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        let rt = rt();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 1, ops: 1 }
+        );
+        // The removal costs no fdatasync of its own ...
+        rt.block_on(store.remove(&id("Q1"))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 1, ops: 2 }
+        );
+        // ... but is in the journal at once: another process reading the queue (mailq, or
+        // the next daemon after a kill) finds the message gone.
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        assert!(reader.ids().unwrap().is_empty());
+        // The next commit's fdatasync covers it.
+        rt.block_on(store.commit(message("Q2", &["b"]))).unwrap();
+        assert_eq!(
+            store.committer_stats(),
+            CommitterStats { batches: 2, ops: 3 }
+        );
+        drop(store);
+        assert_eq!(queued_ids(&Store::open(dir.path()).unwrap()), ["Q2"]);
+
+        // With nothing else to write, the idle committer syncs it after the delay.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            remove_sync_delay: std::time::Duration::from_millis(1),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        rt.block_on(store.commit(message("Q1", &["a"]))).unwrap();
+        rt.block_on(store.remove(&id("Q1"))).unwrap();
+        let mut synced = false;
+        for _ in 0..1000 {
+            if store.committer_stats() == (CommitterStats { batches: 2, ops: 2 }) {
+                synced = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(synced, "{:?}", store.committer_stats());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! Limits and delivery modes: [`limits`]. Each `to=` line is counted for the metrics
 //! listener too ([`crate::metrics`]: delivered, deferred or bounced, per mailer).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -87,14 +87,22 @@ pub struct Runner {
     cache: remote::cache::Cache,
     /// Deliveries written down before the queue records them ([`marks`]).
     marks: marks::Marks,
+    /// Messages with nothing due before a time, as their last attempt left them: a pass
+    /// after a commit skips them without reading them (with a backlog of deferred mail,
+    /// each new message would otherwise cost a read of every deferred one). The retry scan
+    /// and queue runs read every message, as before, and renew this.
+    not_due: Mutex<HashMap<QueueId, SystemTime>>,
 }
 
 /// Why a pass runs: it decides which messages and recipients it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    /// After a commit, or the retry scan: due recipients; a message received by a
-    /// queue-only daemon and never tried waits for a queue run.
+    /// The retry scan: due recipients; a message received by a queue-only daemon and
+    /// never tried waits for a queue run.
     Prompt,
+    /// After a commit: as [`Pass::Prompt`], but only messages that may have something due
+    /// (new ones, and those whose last attempt left a recipient due by now).
+    Commit,
     /// The `-q` interval: every due recipient.
     Interval,
     /// `sendmail -q…`: every pending recipient of the selected messages, backoff or not.
@@ -133,6 +141,7 @@ impl Runner {
             local,
             cache: remote::cache::Cache::new(slots),
             marks: marks::Marks::new(shared.queue.dir()),
+            not_due: Mutex::default(),
             shared,
         }))
     }
@@ -141,13 +150,25 @@ impl Runner {
     /// the returned set finishes when they are done.
     async fn pass(self: &Arc<Self>, select: &Selection, why: Pass) -> tokio::task::JoinSet<()> {
         let mut started = tokio::task::JoinSet::new();
-        let ids = self.shared.queue.ids().unwrap_or_default();
+        let mut ids = self.shared.queue.ids().unwrap_or_default();
         let forced = why == Pass::Forced;
+        let now = SystemTime::now();
+        {
+            let mut not_due = self.lock_not_due();
+            if why == Pass::Commit {
+                ids.retain(|id| not_due.get(id).is_none_or(|t| *t <= now));
+            } else if select == &Selection::default() {
+                // A pass over the whole queue: forget messages that are gone.
+                let queued: HashSet<&QueueId> = ids.iter().collect();
+                not_due.retain(|id, _| queued.contains(id));
+            }
+        }
         // Reading each message first is needed only for limits, or when some mail may be
         // waiting for a queue run.
         let filter = select.quarantined
             || !select.limits.is_empty()
-            || (why == Pass::Prompt && limits::some_mail_waits(&self.shared.config()));
+            || (matches!(why, Pass::Prompt | Pass::Commit)
+                && limits::some_mail_waits(&self.shared.config()));
         let held = select.quarantined;
         for id in ids {
             // A forced run waits for an attempt already under way, then makes its own.
@@ -179,7 +200,11 @@ impl Runner {
                 if forced {
                     me.wait_not_busy(&id).await;
                 }
-                attempt(&me, &id, forced, held).await;
+                let next = attempt(&me, &id, forced, held).await;
+                match next {
+                    Some(t) => me.lock_not_due().insert(id.clone(), t),
+                    None => me.lock_not_due().remove(&id),
+                };
                 drop(slot);
                 drop(runner);
                 me.lock_busy().remove(&id);
@@ -209,11 +234,17 @@ impl Runner {
         let loaded = tokio::task::spawn_blocking(move || store.load(&id)).await;
         let Ok(Ok(msg)) = loaded else { return false };
         let env = &msg.envelope;
-        select.matches(env) && !(why == Pass::Prompt && limits::waits_for_queue_run(&cfg, env))
+        select.matches(env)
+            && !(matches!(why, Pass::Prompt | Pass::Commit)
+                && limits::waits_for_queue_run(&cfg, env))
     }
 
     fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_not_due(&self) -> std::sync::MutexGuard<'_, HashMap<QueueId, SystemTime>> {
+        self.not_due.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -253,6 +284,9 @@ pub async fn run(
         None => Pass::Prompt,
     };
     let mut open = true;
+    // The scan keeps its own clock: commits coming more often than `scan` must not put it
+    // off (a pass after a commit reads only messages that may have something due).
+    let mut next_scan = tokio::time::Instant::now() + scan;
     loop {
         if periodic {
             // Dropping a JoinSet would abort its tasks: these run on their own.
@@ -260,11 +294,18 @@ pub async fn run(
         }
         why = Pass::Prompt;
         tokio::select! {
-            r = commits.changed(), if schedule.on_commit => if r.is_err() { return },
-            _ = tokio::time::sleep(scan), if periodic => {
-                if schedule.interval.is_some() {
-                    why = Pass::Interval;
+            r = commits.changed(), if schedule.on_commit => {
+                if r.is_err() {
+                    return;
                 }
+                why = Pass::Commit;
+            }
+            _ = tokio::time::sleep_until(next_scan), if periodic => {
+                next_scan = tokio::time::Instant::now() + scan;
+                why = match schedule.interval {
+                    Some(_) => Pass::Interval,
+                    None => Pass::Prompt,
+                };
             }
             req = requests.recv(), if open => match req {
                 Some(req) => {
@@ -315,25 +356,42 @@ pub async fn run_once(shared: Arc<Shared>, select: &Selection) -> usize {
 
 /// One delivery attempt for the due recipients of one message.
 /// `held`: a `-qQ` run, which tries quarantined messages too (they stay quarantined).
-async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
+/// Returns the time before which the message, still queued, has nothing due (for
+/// [`Runner::not_due`]); `None` when something may be due now or it is gone.
+async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) -> Option<SystemTime> {
+    crate::metrics::global()
+        .queue_attempts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The delivery marks of this attempt stay until its result is in the queue.
     let _marks = runner.marks.enter();
     let shared = &*runner.shared;
     let store = shared.queue.clone();
-    let loaded = {
-        let (store, id) = (store.clone(), id.clone());
-        tokio::task::spawn_blocking(move || store.load(&id)).await
+    // A message committed moments ago is decoded from the store's memory on this task;
+    // any other is read from the journal off the async workers.
+    let loaded = match store.load_fresh(id) {
+        Some(loaded) => Ok(loaded),
+        None => {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::task::spawn_blocking(move || store.load(&id)).await
+        }
     };
     let mut msg = match loaded {
         Ok(Ok(msg)) => msg,
-        Ok(Err(crate::queue::QueueError::NotFound(_))) => return, // delivered meanwhile
-        Ok(Err(e)) => return log_load_failure(shared, id, &e),
-        Err(e) => return log_load_failure(shared, id, &e),
+        Ok(Err(crate::queue::QueueError::NotFound(_))) => return None, // delivered meanwhile
+        Ok(Err(e)) => {
+            log_load_failure(shared, id, &e);
+            return None;
+        }
+        Err(e) => {
+            log_load_failure(shared, id, &e);
+            return None;
+        }
     };
     if msg.envelope.quarantine.is_some() && !held {
         // Held by a mail filter or `-Q`: not delivered, not bounced, until released (or a
-        // `-qQ` run, as sendmail runs the hf files then).
-        return;
+        // `-qQ` run, as sendmail runs the hf files then). Passes after commits leave it
+        // alone; the retry scan and queue runs look at it again.
+        return Some(SystemTime::now() + HELD);
     }
     let now = SystemTime::now();
     let current = shared.current();
@@ -358,15 +416,15 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
     let local = due.iter().any(|(_, r)| matches!(r, Route::Local { .. }));
     if changed {
         // Local recipients are expanded once, durably (aliases, .forward), before delivery.
-        let Some(due) = expand_due(shared, &mut msg, due, now).await else {
-            return;
-        };
+        // None: the queue could not be updated (logged); the next pass tries again.
+        let due = expand_due(shared, &mut msg, due, now).await?;
         msg.envelope.recipients = deliver_due(runner, &msg, due, now).await;
     }
     // Bounces, delay warnings, expiry: src/deliver/dsn.rs.
     changed |= notices::settle(shared, &mut msg).await;
+    let next = next_due(&msg.envelope.recipients);
     if !changed {
-        return;
+        return next;
     }
     let n_recipients = msg.envelope.recipients.len();
     let result = if dsn::finished(&msg) {
@@ -381,12 +439,37 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) {
         // The outcomes are in the queue: the programs' status files have served.
         Ok(()) if local => orphans::forget(shared, id, n_recipients),
         Ok(()) => {}
-        Err(e) => shared.logger.log(
-            Severity::Err,
-            Some(id.as_str()),
-            format_args!("queue update failed: {e}"),
-        ),
+        Err(e) => {
+            shared.logger.log(
+                Severity::Err,
+                Some(id.as_str()),
+                format_args!("queue update failed: {e}"),
+            );
+            return None;
+        }
     }
+    next
+}
+
+/// How long a pass after a commit leaves a quarantined message alone (the retry scan and
+/// queue runs look at it whatever this says).
+const HELD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The earliest time one of `recipients` is due again, when every pending one waits for a
+/// later try; `None` when one is due now, or none is pending (the message is finished, or
+/// what is left is for the notices, which the next attempt settles).
+fn next_due(recipients: &[Recipient]) -> Option<SystemTime> {
+    let mut pending = recipients
+        .iter()
+        .filter(|r| r.state == DeliveryState::Pending)
+        .peekable();
+    pending.peek()?;
+    pending
+        .map(|r| r.next_attempt)
+        .try_fold(None, |min: Option<SystemTime>, t| {
+            let t = t?;
+            Some(Some(min.map_or(t, |m| m.min(t))))
+        })?
 }
 
 /// A message that has looped: the SYSERR line, and every pending recipient failed with
@@ -1043,6 +1126,31 @@ mod tests {
     fn backoff_doubles_to_an_hour() {
         let mins: Vec<u64> = (1..=7).map(|t| backoff(t).as_secs() / 60).collect();
         assert_eq!(mins, [5, 10, 20, 40, 60, 60, 60]);
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_retry_of_the_pending_recipients() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |secs: u64, state: DeliveryState| {
+            let mut r = Recipient::new("a@b.test");
+            r.state = state;
+            r.next_attempt = Some(t0 + Duration::from_secs(secs));
+            r
+        };
+        let waiting = [
+            at(300, DeliveryState::Pending),
+            at(60, DeliveryState::Pending),
+            at(5, DeliveryState::Done),
+        ];
+        assert_eq!(next_due(&waiting), Some(t0 + Duration::from_secs(60)));
+        // One never tried (or due now): the message may have something due at any pass.
+        let mut fresh = Recipient::new("c@d.test");
+        fresh.state = DeliveryState::Pending;
+        let mixed = [at(300, DeliveryState::Pending), fresh];
+        assert_eq!(next_due(&mixed), None);
+        // Nothing pending: finished, or only notices left, which the next attempt settles.
+        assert_eq!(next_due(&[at(5, DeliveryState::Done)]), None);
+        assert_eq!(next_due(&[]), None);
     }
 
     #[test]

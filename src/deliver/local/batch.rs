@@ -19,6 +19,40 @@
 //! This is how the queue's journal commits many messages per `fdatasync`
 //! ([`crate::queue`]), and how Postfix's local(8) is *not* built (one delivery per lock).
 //!
+//! Why each Maildir file keeps its own fsync, on its delivery's thread (what was weighed,
+//! 2026-12-06). The only POSIX way to make a file durable is `fsync`/`fdatasync` on it, and
+//! for its name `fsync` on its directory; `syncfs` would sync every other user of a shared
+//! file system, and the order in which one file system happens to write is no guarantee. So
+//! what can be shared is *waiting*, not calls: each file needs its call, and the calls must
+//! be in flight together. They are: every delivery runs on its own blocking thread (up to
+//! the runner's `CONCURRENT_MESSAGES`, 100, messages at once) and fsyncs its file right after
+//! writing it, so the files of one burst are written back side by side and their inodes
+//! (neighbours in one inode-table block) and the disk's cache flushes (merged by the block
+//! layer) are shared by whichever fsyncs are waiting. Measured with `bench/maildir_probe.c`
+//! (the daemon's sequence: `O_TMPFILE`, 5 KiB, fsync, `linkat`, fsync of the directory;
+//! the shared root file system, ext4 *without* a journal, so no journal merges commits;
+//! four interleaved rounds, files/s): one thread 82–187; 16 threads, a file each at a
+//! time 577–912; 16 threads each gathering 4 files, starting the writeback of all
+//! (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) before fsyncing each, 659–933 — no better;
+//! 4 threads gathering 16 each 367–631 — worse: a leader that gathers serialises what the
+//! threads overlap, as the 243 msg/s leader above did, and a delivery's fsync straight
+//! after its write starts its writeback at once anyway. `fdatasync` instead of `fsync`
+//! showed no consistent difference (one thread, batches of 16, three interleaved rounds:
+//! 297–1,233 against 480–1,122/s): for a new file the size and block map must be written
+//! either way, and fsync keeps the times too. The disk swings several-fold within minutes
+//! (the same one-thread case ran at 123 and at 909/s), so only interleaved runs compare.
+//! What is left per message is one fsync of its file (strace -c -f of the
+//! daemon, 2,000 messages: 2,000 file fsyncs, 1,027 of `new/`, 2,532 of the queue's
+//! journal). And the cost that made the Maildir cell slow was not an fsync at all: on ext4
+//! without a journal the inode allocator skips, with a lookup each, every inode of the block
+//! group freed in the last minute (five while its table block is dirty); the benchmark
+//! deleted the previous run's Maildir files just before measuring, and 38 % of the daemon's
+//! CPU went to `ext4_tmpfile` → `find_inode_bit` → `recently_deleted` (daemon 870–1,005 µs
+//! per message; 405–475 µs, as mbox's 455–500, since each run of the benchmark delivers into
+//! a directory of its own, `local_fresh` in `bench/ingest.sh`). A real Maildir meets that
+//! cost only where its owner has just deleted many files, and only without a journal (the
+//! allocator checks for recently freed inodes only then).
+//!
 //! Crash semantics. A delivery is reported done (to the runner, which then records it in the
 //! queue) only after the fsync that made its bytes durable returned. A crash before that
 //! fsync leaves the messages of the batch in the queue, not done: the restarted daemon
