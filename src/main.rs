@@ -6,6 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sendmail_rs::cli::{self, Mode};
+use sendmail_rs::deliver::local::inflight;
 use sendmail_rs::setgid;
 use sendmail_rs::sysexits::{EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_USAGE};
 use sendmail_rs::{daemon, makemap, queue, rules, runner, runtime, stats, submit};
@@ -14,6 +15,12 @@ fn main() {
     // Installed set-group-id smmsp: the privilege is held back from here on and used only
     // to write into the maildrop and to read the queue for mailq (sendmail_rs::setgid).
     setgid::at_start();
+    // A mailer program's supervisor, started by the daemon (deliver::local::inflight).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == inflight::SUPERVISOR_FLAG) {
+        setgid::drop_for_good();
+        inflight::supervisor_main(&args[2..]);
+    }
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();

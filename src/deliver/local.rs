@@ -1142,6 +1142,40 @@ pub struct ProgramRun {
     pub output: Vec<u8>,
 }
 
+/// A program to run, as data: the mailer or `|program` delivery describes it, and
+/// [`run_command`] runs it directly or under [`inflight`]'s supervisor.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub path: PathBuf,
+    /// `argv[0]` when it is not the path.
+    pub arg0: Option<std::ffi::OsString>,
+    pub args: Vec<std::ffi::OsString>,
+    /// The whole environment (nothing else of the daemon's is passed on).
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// The working directory, entered after the switch to `ids`.
+    pub cwd: PathBuf,
+    /// (uid, gid) to switch to in the child (std drops supplementary groups too).
+    pub ids: Option<(u32, u32)>,
+}
+
+impl Program {
+    /// The command that runs the program itself (no supervisor).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.path);
+        if let Some(a) = &self.arg0 {
+            c.arg0(a);
+        }
+        c.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd);
+        if let Some((uid, gid)) = self.ids {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+}
+
 /// Runs the program; kills its process group when the time limit passes.
 /// `ids`: (uid, gid) to switch to in the child (std drops supplementary groups too).
 pub fn run_program(
@@ -1155,39 +1189,41 @@ pub fn run_program(
         .map(|u| u.home.clone())
         .filter(|h| h.is_dir())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let mut c = Command::new("/bin/sh");
-    c.arg("-c")
-        .arg(cmd)
-        .env_clear()
-        .env("PATH", "/bin:/usr/bin")
-        .env("SHELL", "/bin/sh")
-        .env("HOME", &home)
-        .env("SENDER", d.envelope_from())
-        .current_dir(&home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("PATH".into(), "/bin:/usr/bin".into()),
+        ("SHELL".into(), "/bin/sh".into()),
+        ("HOME".into(), home.clone().into()),
+        ("SENDER".into(), d.envelope_from().into()),
+    ];
     if let Some(u) = owner {
-        c.env("USER", &u.name).env("LOGNAME", &u.name);
+        env.push(("USER".into(), u.name.clone().into()));
+        env.push(("LOGNAME".into(), u.name.clone().into()));
     }
-    if let Some((uid, gid)) = ids {
-        c.uid(uid).gid(gid);
-    }
-    run_command(c, d.message.to_vec(), timeout)
+    let p = Program {
+        path: "/bin/sh".into(),
+        arg0: None,
+        args: vec!["-c".into(), cmd.into()],
+        env,
+        cwd: home,
+        ids,
+    };
+    run_command(&p, d.message.to_vec(), timeout)
 }
 
-/// Runs a prepared command (its own process group, piped stdio) with `message` on stdin;
-/// kills the group when `timeout` passes; the exit status read as sendmail reads it.
-pub fn run_command(mut c: Command, message: Vec<u8>, timeout: Duration) -> io::Result<ProgramRun> {
+/// Runs a program (its own process group, piped stdio) with `message` on stdin; kills the
+/// group when `timeout` passes; the exit status read as sendmail reads it.
+pub fn run_command(p: &Program, message: Vec<u8>, timeout: Duration) -> io::Result<ProgramRun> {
+    // Under the queue runner: a supervisor records how the program ends (inflight), and
+    // the program reads the message from a file of its own, so that a daemon that dies
+    // while writing cannot hand it a truncated message that it would then deliver.
+    let (mut c, status_file) = match inflight::supervise(p) {
+        Some((c, f)) => (c, Some(f)),
+        None => (p.command(), None),
+    };
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // Under the queue runner: a supervisor records how the program ends (inflight), and
-    // the program reads the message from a file of its own, so that a daemon that dies
-    // while writing cannot hand it a truncated message that it would then deliver.
-    let status_file = inflight::supervise(&mut c);
     let mut message = message;
     if status_file.is_some() {
         c.stdin(inflight::input_file(&message)?);

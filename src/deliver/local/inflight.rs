@@ -12,8 +12,8 @@
 //! programs with their parent is not safe: a program stopped in the middle of an append
 //! leaves half a message in the mailbox (mail.local truncates back on its own errors, not on
 //! SIGKILL), and one stopped just after its append still counts as undelivered. So the
-//! program is run under a small supervisor — a fork of the child before the `exec`: the
-//! supervisor keeps the status file open, waits for the program, writes how it ended and
+//! program is run under a small supervisor — this binary started again in a mode of its own
+//! ([`supervise`] says why it is not a fork of the daemon): the supervisor keeps the status file open, waits for the program, writes how it ended and
 //! exits the same way (same code, or the same signal), so the daemon that is still there
 //! sees exactly what it saw before. A restarted daemon reads the files the previous one
 //! left ([`crate::runner`]'s recovery): a program that ended with 0 delivered, so the
@@ -25,8 +25,8 @@
 //! each.
 //!
 //! The file is created by the daemon (root, mode 0600, in `<QueueDirectory>/mailers/`) and
-//! reaches the supervisor as an inherited descriptor; the program itself never sees it
-//! (close-on-exec). The program reads the message from a file in memory, not from a pipe
+//! reopened by the supervisor (root, as the daemon) by its path, which is on its command
+//! line; the program itself never sees it (close-on-exec). The program reads the message from a file in memory, not from a pipe
 //! the daemon writes: a daemon that dies while writing would otherwise hand the program a
 //! truncated message — often an empty one, which a program like procmail delivers and
 //! exits 0 for.
@@ -45,7 +45,6 @@
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -198,10 +197,34 @@ pub fn confirm_append(mailbox: &Path, offset: u64, len: u64, crc: u32) -> bool {
         && f.sync_all().is_ok()
 }
 
-/// The status file for the program about to start on this thread, created empty: the
-/// caller keeps it open until the program is spawned. None when nothing is tracked, or the
-/// file cannot be made (the delivery then runs untracked, as before).
-pub(super) fn supervise(c: &mut Command) -> Option<File> {
+/// argv[1] of the sendmail binary run as a mailer's supervisor ([`supervisor_main`]).
+pub const SUPERVISOR_FLAG: &str = "--mailer-supervisor";
+
+static SUPERVISOR_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Where the supervisor's binary is: the running binary itself (`/proc/self/exe`, which
+/// still works after the file was replaced by an upgrade) unless set here — by tests,
+/// whose own binary is not sendmail.
+pub fn set_supervisor_exe(path: PathBuf) {
+    let _ = SUPERVISOR_EXE.set(path);
+}
+
+/// The command that starts `p` under a supervisor, and the status file for it, created
+/// empty: the caller keeps it open until the command is spawned. None when nothing is
+/// tracked on this thread, or the file cannot be made (the delivery then runs untracked).
+///
+/// The supervisor is this binary run again ([`SUPERVISOR_FLAG`]), not a fork of the
+/// daemon: the command has no `pre_exec` hook, no uid or gid, so std starts it with
+/// `posix_spawn` (a `vfork`-like clone that shares the daemon's memory until the exec)
+/// instead of `fork`. A fork of the daemon copies the page tables of a large
+/// multi-threaded process, and while it does, every other thread that faults a page or
+/// maps memory waits: each program delivery stalled the whole daemon — SMTP sessions,
+/// the queue's marks of remote `250`s — for as long. The switch of ids, the working
+/// directory and the program's `argv[0]` are the supervisor's, before its own (small,
+/// single-threaded, cheap) fork and exec of the program. The daemon's descriptors are all
+/// close-on-exec (its listening sockets too): neither the supervisor nor the program
+/// holds them, so a restarted daemon can bind at once.
+pub fn supervise(p: &super::Program) -> Option<(Command, File)> {
     let path = STATUS.with(|s| s.borrow().clone())?;
     let file = OpenOptions::new()
         .write(true)
@@ -210,53 +233,96 @@ pub(super) fn supervise(c: &mut Command) -> Option<File> {
         .mode(0o600)
         .open(&path)
         .ok()?;
-    let fd = file.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-
-    // safe calls are allowed: it uses fork, getpid, write, waitpid, kill and _exit on
-    // plain integers and a stack buffer, and allocates nothing. The raw descriptor stays
-    // valid in the child: `file` is open in the parent until spawn returns.
-    unsafe {
-        c.pre_exec(move || {
-            use nix::libc;
-            let me = libc::getpid();
-            put(fd, b"pid ", me as i64);
-            let pid = libc::fork();
-            if pid < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if pid == 0 {
-                return Ok(()); // the program: exec goes on (the file closes on exec)
-            }
-            // The supervisor keeps only the status file: not the program's pipes, and not
-            // the pipe on which std's spawn waits for the exec (it would wait for us).
-            close_all_but(fd);
-            let mut status: libc::c_int = 0;
-            loop {
-                let r = libc::waitpid(pid, &mut status, 0);
-                if r == pid {
-                    break;
-                }
-                if r < 0 && *libc::__errno_location() != libc::EINTR {
-                    libc::_exit(75);
-                }
-            }
-            if libc::WIFEXITED(status) {
-                let code = libc::WEXITSTATUS(status);
-                put(fd, b"exit ", code as i64);
-                libc::_exit(code);
-            }
-            let sig = if libc::WIFSIGNALED(status) {
-                libc::WTERMSIG(status)
-            } else {
-                libc::SIGKILL
-            };
-            put(fd, b"signal ", sig as i64);
-            libc::signal(sig, libc::SIG_DFL);
-            libc::kill(me, sig);
-            libc::_exit(128 + sig);
-        });
+    let exe = SUPERVISOR_EXE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let id = |n: Option<u32>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let mut c = Command::new(exe);
+    c.arg0("sendmail: mailer supervisor")
+        .arg(SUPERVISOR_FLAG)
+        .arg(&path)
+        .arg(id(p.ids.map(|i| i.0)))
+        .arg(id(p.ids.map(|i| i.1)))
+        .arg(&p.cwd)
+        .arg(&p.path)
+        .arg(p.arg0.clone().unwrap_or_else(|| p.path.clone().into()))
+        .args(&p.args)
+        .env_clear()
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/");
+    Some((c, file))
+}
+
+/// The supervisor (`sendmail --mailer-supervisor STATUS UID GID CWD PATH ARGV0 ARGS…`,
+/// started by [`supervise`] with the program's environment, stdio and process group):
+/// writes `pid N` (its own) to the status file the daemon created, runs the program —
+/// as UID/GID (`-`: unchanged; supplementary groups dropped, as std does for root), in
+/// CWD, with the environment and stdio it was given, in its process group — gives up its
+/// own stdio (so that only the program holds the daemon's pipes), waits, writes `exit C`
+/// or `signal S`, and exits the same way. A program that cannot be started: `exit 75`
+/// (EX_TEMPFAIL) and the reason on stderr.
+pub fn supervisor_main(args: &[std::ffi::OsString]) -> ! {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    let [status, uid, gid, cwd, path, arg0, rest @ ..] = args else {
+        eprintln!("sendmail: {SUPERVISOR_FLAG}: STATUS UID GID CWD PATH ARGV0 ARGS... expected");
+        std::process::exit(crate::sysexits::EX_USAGE);
+    };
+    let mut file = match OpenOptions::new().append(true).open(status) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "sendmail: mailer supervisor: {}: {e}",
+                Path::new(status).display()
+            );
+            std::process::exit(crate::sysexits::EX_TEMPFAIL);
+        }
+    };
+    let _ = writeln!(file, "pid {}", std::process::id());
+    let id = |s: &std::ffi::OsString| s.to_str().and_then(|s| s.parse::<u32>().ok());
+    let mut c = Command::new(path);
+    c.arg0(arg0).args(rest).current_dir(cwd);
+    if let Some(u) = id(uid) {
+        c.uid(u);
     }
-    Some(file)
+    if let Some(g) = id(gid) {
+        c.gid(g);
+    }
+    let mut child = match c.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("cannot run {}: {e}", Path::new(path).display());
+            let _ = writeln!(file, "exit {}", crate::sysexits::EX_TEMPFAIL);
+            std::process::exit(crate::sysexits::EX_TEMPFAIL);
+        }
+    };
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let st = loop {
+        match child.wait() {
+            Ok(st) => break st,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => std::process::exit(crate::sysexits::EX_TEMPFAIL),
+        }
+    };
+    if let Some(code) = st.code() {
+        let _ = writeln!(file, "exit {code}");
+        std::process::exit(code);
+    }
+    let sig = st.signal().unwrap_or(nix::libc::SIGKILL);
+    let _ = writeln!(file, "signal {sig}");
+    drop(file);
+    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+        // SAFETY: restores the default action of one signal in a single-threaded process
+        // that installs no handler of its own; nothing runs concurrently with it.
+        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl) };
+        let _ = nix::sys::signal::raise(s);
+    }
+    std::process::exit(128 + sig)
 }
 
 /// The message as a file in memory (memfd), read from its start: a tracked program's
@@ -269,65 +335,6 @@ pub(super) fn input_file(message: &[u8]) -> io::Result<std::process::Stdio> {
     file.write_all(message)?;
     file.rewind()?;
     Ok(std::process::Stdio::from(file))
-}
-
-/// Closes every descriptor but `keep` (async-signal-safe: close_range(2), else close(2)
-/// one by one up to 65536).
-fn close_all_but(keep: i32) {
-    use nix::libc;
-    // SAFETY: plain system calls on descriptor numbers; nothing in this process uses the
-    // closed descriptors afterwards (it only writes `keep` and exits).
-    unsafe {
-        let lo = match keep {
-            0 => 0,
-            k => libc::syscall(libc::SYS_close_range, 0u32, (k - 1) as u32, 0u32),
-        };
-        let hi = libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
-        if lo != 0 || hi != 0 {
-            for n in 0..65536 {
-                if n != keep {
-                    libc::close(n);
-                }
-            }
-        }
-    }
-}
-
-/// Writes `word` `n` and a newline to `fd` (async-signal-safe: no allocation).
-fn put(fd: i32, word: &[u8], n: i64) {
-    let mut buf = [0u8; 40];
-    let mut len = 0;
-    for &b in word {
-        buf[len] = b;
-        len += 1;
-    }
-    let mut digits = [0u8; 20];
-    let mut k = 0;
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        digits[k] = b'0' + (v % 10) as u8;
-        k += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        buf[len] = b'-';
-        len += 1;
-    }
-    while k > 0 {
-        k -= 1;
-        buf[len] = digits[k];
-        len += 1;
-    }
-    buf[len] = b'\n';
-    len += 1;
-    // SAFETY: write(2) of `len` initialised bytes from a live stack buffer.
-    unsafe {
-        nix::libc::write(fd, buf.as_ptr().cast(), len);
-    }
 }
 
 /// What a status file says.
@@ -406,59 +413,8 @@ pub fn holds(pid: i32, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn run(script: &str, status: &Path) -> std::process::ExitStatus {
-        track(Some(status.to_path_buf()), || {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(script);
-            let _file = supervise(&mut c);
-            c.status().unwrap()
-        })
-    }
-
-    #[test]
-    fn the_supervisor_records_the_exit_and_exits_the_same_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let status = dir.path().join("q.0");
-        let st = run("exit 67", &status);
-        assert_eq!(st.code(), Some(67));
-        assert_eq!(read(&status).unwrap(), Record::Exited(67));
-
-        let st = run("kill -TERM $$", &status);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(nix::libc::SIGTERM));
-        assert_eq!(read(&status).unwrap(), Record::Signaled(nix::libc::SIGTERM));
-    }
-
-    #[test]
-    fn a_running_program_is_seen_through_its_supervisor_and_finishes_without_the_parent() {
-        let dir = tempfile::tempdir().unwrap();
-        let status = dir.path().join("q.1");
-        let gate = dir.path().join("gate");
-        let script = format!(
-            "while [ ! -e {g} ]; do sleep 0.02; done; exit 0",
-            g = gate.display()
-        );
-        let mut child = track(Some(status.clone()), || {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(&script);
-            let _file = supervise(&mut c);
-            c.spawn().unwrap()
-        });
-        let pid = child.id() as i32;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while read(&status).unwrap() == Record::Empty {
-            assert!(std::time::Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(read(&status).unwrap(), Record::Running(pid));
-        assert!(holds(pid, &status));
-        std::fs::write(&gate, "").unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(read(&status).unwrap(), Record::Exited(0));
-        assert!(!holds(pid, &status));
-    }
+    // The supervisor's own tests run the real binary: tests/mailer_supervisor.rs.
 
     #[test]
     fn an_append_in_progress_is_confirmed_only_when_its_bytes_are_there() {
@@ -529,8 +485,15 @@ mod tests {
 
     #[test]
     fn nothing_is_tracked_outside_track() {
-        let mut c = Command::new("/bin/true");
-        assert!(supervise(&mut c).is_none());
-        assert!(c.status().unwrap().success());
+        let p = super::super::Program {
+            path: "/bin/true".into(),
+            arg0: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            ids: None,
+        };
+        assert!(supervise(&p).is_none());
+        assert!(p.command().status().unwrap().success());
     }
 }

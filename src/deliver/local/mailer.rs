@@ -39,7 +39,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use super::{Delivery, MailUser, Outcome};
@@ -163,31 +162,28 @@ impl LocalMailer {
             .map(|u| u.home.clone())
             .filter(|h| h.is_dir())
             .unwrap_or_else(|| PathBuf::from("/"));
-        let mut c = Command::new(&self.path);
-        if let Some(arg0) = argv.first() {
-            std::os::unix::process::CommandExt::arg0(&mut c, arg0);
-        }
-        c.args(argv.iter().skip(1))
-            .env_clear()
-            .env("PATH", "/bin:/usr/bin")
-            .env("HOME", &home)
-            .env("SENDER", d.envelope_from())
-            .current_dir(&home);
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+            ("PATH".into(), "/bin:/usr/bin".into()),
+            ("HOME".into(), home.clone().into()),
+            ("SENDER".into(), d.envelope_from().into()),
+        ];
         if let Some(u) = user {
-            c.env("USER", &u.name);
+            env.push(("USER".into(), u.name.clone().into()));
         }
         let ids = match user {
             Some(u) => Some((u.uid, u.gid)),
             None => default_user,
         };
-        if nix::unistd::geteuid().is_root()
-            && !self.has_flag('S')
-            && let Some((uid, gid)) = ids
-        {
-            std::os::unix::process::CommandExt::uid(&mut c, uid);
-            std::os::unix::process::CommandExt::gid(&mut c, gid);
-        }
-        match super::run_command(c, self.input(d, SystemTime::now()), timeout) {
+        let ids = ids.filter(|_| nix::unistd::geteuid().is_root() && !self.has_flag('S'));
+        let p = super::Program {
+            path: self.path.clone(),
+            arg0: argv.first().map(Into::into),
+            args: argv.iter().skip(1).map(Into::into).collect(),
+            env,
+            cwd: home,
+            ids,
+        };
+        match super::run_command(&p, self.input(d, SystemTime::now()), timeout) {
             Ok(run) => run.outcome,
             Err(e) => Outcome::Temporary {
                 dsn: "4.3.0".into(),
