@@ -506,7 +506,9 @@ async fn serve(
             quarantined: false,
         };
         let request = crate::runner::control::RunRequest { select, done };
-        etrn_runs.try_send(request).is_ok()
+        etrn_runs
+            .try_send(crate::runner::control::Request::Run(request))
+            .is_ok()
     }));
     let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
@@ -580,7 +582,7 @@ async fn serve(
 /// is logged, and the daemon runs on without it.
 async fn control_socket(
     shared: Arc<Shared>,
-    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
+    runs: tokio::sync::mpsc::Sender<crate::runner::control::Request>,
 ) {
     let qdir = shared.queue.dir().to_path_buf();
     if let Err(e) = crate::runner::control::serve(&qdir, runs).await {
