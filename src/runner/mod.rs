@@ -312,11 +312,15 @@ pub async fn run(
     // The scan keeps its own clock: commits coming more often than `scan` must not put it
     // off (a pass after a commit reads only messages that may have something due).
     let mut next_scan = tokio::time::Instant::now() + scan;
+    // A quarantine change is no reason for a pass: as in sendmail, a released message waits
+    // for the next run, and one about to be held is not put in delivery by the change itself.
+    let mut pass_now = true;
     loop {
-        if periodic {
+        if periodic && pass_now {
             // Dropping a JoinSet would abort its tasks: these run on their own.
             runner.pass(&Selection::default(), why).await.detach_all();
         }
+        pass_now = true;
         why = Pass::Prompt;
         tokio::select! {
             r = commits.changed(), if schedule.on_commit => {
@@ -334,6 +338,7 @@ pub async fn run(
             }
             req = requests.recv(), if open => match req {
                 Some(ControlRequest::Quarantine(req)) => {
+                    pass_now = false;
                     let runner = runner.clone();
                     tokio::spawn(async move {
                         let shared = &runner.shared;
