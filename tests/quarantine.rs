@@ -148,7 +148,7 @@ fn without_a_daemon_the_command_makes_the_change_itself() {
     send(
         &mut d,
         "<sender@client.example.test>",
-        &["<later@remote.example.test>"],
+        &["<offline@remote.example.test>"],
         "held offline",
     );
     let id = only_id(&d.mailq());
