@@ -129,7 +129,11 @@ fn a_message_in_delivery_is_skipped_and_changed_once_its_attempt_is_over() {
     d.wait_log(&format!("{id}: to=<busy@remote.example.test>"));
     // Its outcome is written back right after that line; until then -Q still skips it.
     wait_for(
-        || (sm(&d, &["-Qafter", &format!("-qI{id}")]) == "").then_some(()),
+        || {
+            sm(&d, &["-Qafter", &format!("-qI{id}")])
+                .is_empty()
+                .then_some(())
+        },
         "the quarantine once the attempt is over",
     );
     d.wait_log(&format!("{id}: quarantine=after"));
