@@ -20,7 +20,22 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * queue recovery: `queue recovery:` lines the daemon logged at its starts (torn journal
   frames cut off, never delivered);
 * duplicates per kill: duplicated / kills, and the local deliveries' alone
-  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions).
+  (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions);
+* remote duplicates timed: for each remote copy that was sent again, when the sink recorded
+  it and wrote its 250, in ms from the nearest SIGKILL (taken when the signal is sent).
+  A copy recorded after the kill was data the daemon had sent before it died (nothing the
+  daemon can mark: no 250 had come); one whose 250 was written before the kill is time the
+  daemon took to read the 250 and write its mark (src/runner/marks.rs).
+
+The sink (the remote next hop) runs in a process of its own, one asyncio loop, and records
+each message (a write(2) to a file this script reads) before it answers 250: the semantics
+of a remote that committed. Until 2026-12-06 it ran as threads of this script, sharing the
+GIL with the 50 client threads: a copy could wait 5 ms (the GIL's switch interval) or more
+to be read, recorded and answered, time no real MTA adds, which this report counted as the
+daemon's duplicates; and, being the slowest part, it held delivery back (the queue drained
+in 3-7 s after the clients were done; now in 0.1-0.2 s), which kept the duplicates low. Its
+figures are therefore not comparable with the earlier ones: the delivery rate at the kills
+is higher, and duplicates per kill grow with it (Little's law).
 
 Local delivery goes by the file mailer into mbox files (`--local file`, aliases to the
 files), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
@@ -53,7 +68,6 @@ import shutil
 import signal
 import smtplib
 import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
@@ -69,86 +83,154 @@ END_RE = re.compile(rb"^END (\S+)\r?$", re.M)
 
 
 class Sink:
-    """A small SMTP server recording, per accepted DATA, the token and the time."""
+    """The remote next hop: an SMTP server in a process of its own (serve_sink below), which
+    records each message it takes before it answers `250` — what a remote MTA that
+    committed does. This side reads its records (token, complete, when recorded, when the
+    250 was written) from files in `dir`.
 
-    def __init__(self):
+    Why a process of its own: run as threads of this process, the sink shared the GIL with
+    the 50 client threads, and a copy could wait a switch interval (5 ms) or more before it
+    was read, recorded or answered — time no real MTA adds, which the harness counted as
+    the daemon's duplicates (most remote duplicates were copies the sink recorded after the
+    SIGKILL, data the daemon had sent that sat unread in the sink)."""
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "sink")
+        os.makedirs(self.dir)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve-sink", self.dir],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("port "):
+            sys.exit(f"the sink did not start: {line!r}")
+        self.port = int(line.split()[1])
         self.lock = threading.Lock()
-        self.copies = []  # (token, complete, time)
-        self.bodies = []  # every DATA received, to look for torn tokens
-        sink = self
+        self.copies = []  # (token, complete, time recorded)
+        self.answers = []  # per copy: when its 250 was written (None: not yet, or never)
+        self.bodies = b""  # every DATA received, to look for torn tokens
+        self.read_to = 0
 
-        class Handler(socketserver.StreamRequestHandler):
-            timeout = 60
+    def refresh(self):
+        """Reads the records written since the last call (call it holding `lock`)."""
+        with open(os.path.join(self.dir, "records"), "rb") as f:
+            f.seek(self.read_to)
+            data = f.read()
+        whole = data[: data.rfind(b"\n") + 1]
+        self.read_to += len(whole)
+        for line in whole.decode().splitlines():
+            kind, k, *rest = line.split()
+            if kind == "rec":
+                token, complete, when = rest
+                self.copies.append((None if token == "-" else token, complete == "1", float(when)))
+                self.answers.append(None)
+            else:
+                self.answers[int(k)] = float(rest[0])
+        with open(os.path.join(self.dir, "bodies"), "rb") as f:
+            self.bodies = f.read()
 
-            def handle(self):
-                try:
-                    self.converse()
-                except OSError:
-                    pass  # the daemon was killed in mid-session
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
-            def converse(self):
-                w = self.wfile
-                w.write(b"220 sink.example.test ESMTP harness sink\r\n")
-                while True:
-                    line = self.rfile.readline(4096)
-                    if not line:
-                        return
-                    verb = line[:4].upper()
-                    if verb == b"EHLO":
-                        w.write(b"250-sink.example.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                    elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
-                        w.write(b"250 2.0.0 Ok\r\n")
-                    elif verb == b"DATA":
-                        w.write(b"354 go ahead\r\n")
-                        w.flush()
-                        body = self.read_data()
-                        if body is None:
-                            return
-                        sink.record(body)
-                        w.write(b"250 2.0.0 Ok: queued\r\n")
-                    elif verb == b"QUIT":
-                        w.write(b"221 2.0.0 bye\r\n")
-                        return
-                    else:
-                        w.write(b"500 5.5.1 what\r\n")
-                    w.flush()
 
-            def read_data(self):
-                lines = []
-                while True:
-                    line = self.rfile.readline(1 << 20)
-                    if not line:
-                        return None
-                    if line == b".\r\n":
-                        return b"".join(lines)
-                    lines.append(line[1:] if line.startswith(b".") else line)
+def serve_sink(out):
+    """The sink's process: one asyncio loop (no threads, so no GIL hand-offs), port on
+    stdout. Per message: its body appended to `out/bodies`, then a line `rec K TOKEN
+    COMPLETE TIME` to `out/records` (each one write(2): that is the commit, which this
+    process's end does not undo), then the `250`, then `ans K TIME`."""
+    import asyncio
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            request_queue_size = 1024  # the default 5 drops SYNs under load (1 s, 3 s... retries)
+    bodies = os.open(os.path.join(out, "bodies"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    records = os.open(os.path.join(out, "records"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    count = [0]
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def record(self, body):
+    def record(body):
         tok = TOKEN_RE.search(body)
         end = END_RE.search(body)
-        token = tok.group(1).decode() if tok else None
-        complete = bool(tok and end and end.group(1) == tok.group(1))
-        with self.lock:
-            self.copies.append((token, complete, time.time()))
-            self.bodies.append(body)
+        token = tok.group(1).decode() if tok else "-"
+        complete = int(bool(tok and end and end.group(1) == tok.group(1)))
+        os.write(bodies, body)
+        k = count[0]
+        count[0] += 1
+        os.write(records, f"rec {k} {token} {complete} {time.time():.6f}\n".encode())
+        return k
+
+    async def converse(reader, writer):
+        writer.write(b"220 sink.example.test ESMTP harness sink\r\n")
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-sink.example.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                writer.write(b"250 2.0.0 Ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                lines = []
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return  # cut off before the final dot: nothing was taken
+                    if line == b".\r\n":
+                        break
+                    lines.append(line[1:] if line.startswith(b".") else line)
+                k = record(b"".join(lines))
+                writer.write(b"250 2.0.0 Ok: queued\r\n")  # sent now when the socket takes it
+                os.write(records, f"ans {k} {time.time():.6f}\n".encode())
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 bye\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            else:
+                writer.write(b"500 5.5.1 what\r\n")
+            await writer.drain()
+
+    async def handle(reader, writer):
+        try:
+            await converse(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            pass  # the daemon was killed in mid-session
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(
+            handle, "127.0.0.1", 0, backlog=1024, limit=1 << 20, reuse_address=True
+        )
+        print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
 
 
 # ------------------------------------------------------------------ the daemon
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range: a port the kernel hands out (bind to 0) can
+    be taken by a client connection's source port while the daemon is down between a kill
+    and its restart, which then cannot bind it (seen once in 12 runs)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    pick = random.Random()
+    for _ in range(1000):
+        port = pick.randrange(min(10000, low - 1000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    sys.exit("no free port below the ephemeral range")
 
 
 MDA = """#!/usr/bin/env python3
@@ -171,6 +253,8 @@ class Daemon:
         self.log = os.path.join(work, "maillog")
         self.proc = None
         self.starts = 0
+        self.reaped = []  # seconds from each SIGKILL to the daemon's end
+        self.bind_retries = 0  # starts that found the port still taken
         # An alias's /file is written as DefaultUser, as sendmail's mailfile() does: the
         # mailboxes live in a directory that user can reach and write (sticky, like /tmp).
         os.chmod(work, 0o755)
@@ -240,16 +324,39 @@ class Daemon:
         except OSError:
             return False
 
+    def started(self):
+        """The port accepts and this very daemon logged its start (which it does after it
+        bound its ports): a port that accepts may still be the killed daemon's listening
+        socket, held by a mailer it was forking (then the new daemon exits 71)."""
+        mine = f"sendmail[{self.proc.pid}]: starting daemon"
+        return self.listening() and mine in self.log_text()
+
     def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "-bD"] + self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.work, "stderr"), "ab"),
-        )
-        self.starts += 1
+        """Starts the daemon and waits for its port. A start that cannot bind the port
+        (exit 71) is tried again, up to 5 s: a mailer program the killed daemon was
+        starting holds a copy of the listening socket from its fork until its exec, which
+        on a machine this loaded took long enough, twice in ~20 program-mode runs, for the
+        restart to find the port taken (as an init system restarts a daemon that failed)."""
         deadline = time.time() + 30
-        while not self.listening():
+        retry_until = time.time() + 5
+        while True:
+            self.proc = subprocess.Popen(
+                [self.binary, "-bD"] + self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(self.work, "stderr"), "ab"),
+            )
+            self.starts += 1
+            while not self.started() and self.proc.poll() is None:
+                if time.time() > deadline:
+                    sys.exit(f"daemon did not listen within 30 s; see {self.work}")
+                time.sleep(0.02)
+            if self.proc.poll() == 71 and time.time() < retry_until:
+                self.bind_retries += 1
+                time.sleep(0.1)
+                continue
+            break
+        while not self.started():
             if self.proc.poll() is not None:
                 sys.exit(f"daemon exited with {self.proc.returncode} at start; see {self.work}")
             if time.time() > deadline:
@@ -257,8 +364,13 @@ class Daemon:
             time.sleep(0.02)
 
     def kill(self):
+        """SIGKILL; returns when it was sent (the daemon runs no code after that moment,
+        while the wait for its end can take tens of ms on a loaded machine)."""
+        at = time.time()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self.reaped.append(time.time() - at)
+        return at
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -492,7 +604,8 @@ class Tearer:
             except FileNotFoundError:
                 pass
         with sink.lock:
-            data += b"".join(sink.bodies)
+            sink.refresh()
+            data += sink.bodies
         for t in self.torn_tokens:
             if re.search(rb"(?<![\w])" + t.encode() + rb"(?![\w])", data):
                 found.add(t)
@@ -503,6 +616,8 @@ class Tearer:
 
 
 def main():
+    if sys.argv[1:2] == ["--serve-sink"]:
+        return serve_sink(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default="target/release/sendmail")
     ap.add_argument("--messages", type=int, default=5000)
@@ -536,7 +651,7 @@ def main():
 
     os.makedirs("bench/run", exist_ok=True)
     work = tempfile.mkdtemp(prefix="crash-", dir=os.path.abspath("bench/run"))
-    sink = Sink()
+    sink = Sink(work)
     daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes, a.local)
     daemon.start()
     tearer = Tearer(os.path.join(work, "mqueue", "journal"), rng)
@@ -553,8 +668,7 @@ def main():
             time.sleep(rng.uniform(*a.gap))
             if len(kills) >= a.kills:
                 continue
-            daemon.kill()
-            kills.append(time.time())
+            kills.append(daemon.kill())
             torn = ""
             clean = a.no_tear or (a.clean_every and len(kills) % a.clean_every == 0)
             if not clean:
@@ -584,6 +698,7 @@ def main():
         ok = report(a, seed, daemon, clients, sink, kills, tearer, drained, time.time() - started)
     finally:
         daemon.stop()
+        sink.stop()
         if ok and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -598,9 +713,42 @@ def local_and_remote(daemon, boxes, sink):
         for token, complete, when in mbox_copies(daemon.mbox(i)):
             local.setdefault(token, []).append((complete, when))
     with sink.lock:
+        sink.refresh()
         for token, complete, when in sink.copies:
             remote.setdefault(token, []).append((complete, when))
     return local, remote
+
+
+def remote_dup_timing(sink, kills):
+    """For each remote copy that was delivered again, when the sink recorded it and wrote
+    its 250, relative to the nearest SIGKILL (negative: before it). Lines for the report."""
+    by_token = {}
+    with sink.lock:
+        sink.refresh()
+        for k, (token, complete, when) in enumerate(sink.copies):
+            if complete:
+                by_token.setdefault(token, []).append((when, sink.answers[k]))
+    rows = []
+    for copies in by_token.values():
+        copies.sort(key=lambda c: c[0])
+        for rec, ans in copies[:-1]:
+            kill = min(kills, key=lambda k: abs(k - rec), default=None)
+            if kill is not None:
+                rows.append((rec - kill, None if ans is None else ans - kill))
+    if not rows:
+        return []
+    rows.sort()
+    after = sum(1 for r, _ in rows if r >= 0)
+    unanswered = sum(1 for r, a in rows if r < 0 and (a is None or a >= 0))
+    answered = [a for r, a in rows if r < 0 and a is not None and a < 0]
+    show = lambda x: "-" if x is None else f"{x * 1000:+.1f}"
+    return [
+        f"  remote duplicates: {len(rows)} copies sent again, by when the sink recorded them: "
+        f"after the kill {after} (the data was on its way), before it {len(rows) - after} "
+        f"(of which 250 written after the kill: {unanswered}, before it: {len(answered)})",
+        "    ms from the kill to record/250: "
+        + " ".join(f"{show(r)}/{show(a)}" for r, a in rows),
+    ]
 
 
 def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
@@ -633,7 +781,8 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     torn_delivered = tearer.delivered(daemon, a.boxes, sink)
     print(
         f"crash harness: seed={seed} messages={a.messages} clients={a.clients} per_conn={a.per_conn} "
-        f"boxes={a.boxes} local={a.local} kills={len(kills)} starts={daemon.starts}\n"
+        f"boxes={a.boxes} local={a.local} kills={len(kills)} starts={daemon.starts} "
+        f"(bind retries {daemon.bind_retries})\n"
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "
         f"(local {dups_by['local']}, remote {dups_by['remote']}) "
@@ -645,6 +794,12 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         f"queue_recovery_lines={recoveries} queue_empty={queue_empty} "
         f"drain_s={drained:.1f} total_s={took:.1f}"
     )
+    for line in remote_dup_timing(sink, kills):
+        print(line)
+    if daemon.reaped:
+        r = sorted(daemon.reaped)
+        print(f"  SIGKILL to the daemon's end: median {r[len(r) // 2] * 1000:.1f} "
+              f"max {r[-1] * 1000:.1f} ms")
     for x in lost[:20]:
         print(f"  LOST {x}")
     for x in unexplained[:20]:

@@ -163,3 +163,56 @@ fn a_delivery_written_down_before_a_crash_is_not_sent_again() {
         "the marks are gone once in the queue"
     );
 }
+
+/// The mark is written the moment the next hop's `250` is read, not after what follows on
+/// the connection: here the hop takes the message and then stalls (it never answers the
+/// `QUIT` that follows, `ConnectionCacheSize=0`), so the delivery's result never reaches
+/// the queue; the mark is there all the same. The daemon is SIGKILLed in that state, and
+/// the next queue run does not send the message again. Before the marks were written from
+/// the reply itself, the mark waited for the `QUIT`'s answer (issue 19: a crash in that gap
+/// sent the message twice).
+#[test]
+fn a_hop_that_took_the_message_is_written_down_before_the_session_ends() {
+    let sink = Sink::start();
+    sink.stall_after_data(true);
+    let (mut d, _) = relay_to(&sink, &["-O", "ConnectionCacheSize=0"]);
+    send(
+        &mut d,
+        "<sender@client.example.test>",
+        &["<taken@remote.example.test>"],
+        "taken, then the hop stalls",
+    );
+    assert_eq!(sink.wait_messages(1).len(), 1);
+    let marks = d.queue_dir().join("delivered");
+    let mark = support::dsn_sink::wait_for(
+        || {
+            let files = std::fs::read_dir(&marks).ok()?;
+            let text: String = (files.flatten())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect();
+            text.lines().next().map(str::to_string)
+        },
+        "delivery mark while the hop stalls",
+    );
+    let id = mark
+        .strip_suffix(" 0")
+        .expect("recipient 0 marked")
+        .to_string();
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.child.as_mut().unwrap().wait().unwrap();
+    assert!(d.mailq().contains(&id), "the queue does not know yet");
+    assert!(!d.log_text().contains("stat=Sent"), "{}", d.log_text());
+
+    sink.stall_after_data(false);
+    let out = sendmail(&d, &["-q"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!(
+            "{id}: recipient 0: delivered before the previous daemon stopped, not in the queue yet: not sent again"
+        )),
+        "{log}"
+    );
+    assert_eq!(sink.messages().len(), 1, "not sent again");
+    assert!(!d.mailq().contains(&id), "{}", d.mailq());
+}

@@ -581,17 +581,21 @@ async fn deliver_due(
         .into_iter()
         .map(|(route, indexes)| async move {
             let done = deliver_group(runner, settings, msg, &route, &indexes).await;
-            (indexes, done)
+            let marked = matches!(route, Route::Remote { .. });
+            (indexes, marked, done)
         })
         .collect();
-    while let Some((indexes, (mailer, outcomes, relay, peer))) = running.next().await {
+    while let Some((indexes, marked, (mailer, outcomes, relay, peer))) = running.next().await {
         // Written down at once (one write, no sync): a crash before the queue update
-        // below or in attempt() must not deliver these again.
+        // below or in attempt() must not deliver these again. A remote hop's were written
+        // as its reply came in (deliver_group).
         let delivered: Vec<usize> = (indexes.iter().zip(&outcomes))
             .filter(|(_, o)| matches!(o, Outcome::Delivered { .. }))
             .map(|(i, _)| *i)
             .collect();
-        runner.marks.record(shared, &msg.envelope.id, &delivered);
+        if !marked {
+            runner.marks.record(shared, &msg.envelope.id, &delivered);
+        }
         let mut final_ones = false;
         for (i, outcome) in indexes.iter().zip(outcomes) {
             let r = &mut recipients[*i];
@@ -658,11 +662,19 @@ async fn deliver_group(
             let slot = runner.destinations.acquire(host, *port, limit).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
+            // The hop's 250 is written down in the same step that read it: a crash before
+            // the queue update must not send these again (see `marks`).
+            let id = &msg.envelope.id;
+            let mark = |taken: &[usize]| {
+                let delivered: Vec<usize> = taken.iter().map(|&k| indexes[k]).collect();
+                runner.marks.record(shared, id, &delivered);
+            };
             let req = Request {
                 message: msg,
                 recipients: rcpts,
                 host,
                 port: *port,
+                on_accepted: Some(remote::Accepted(&mark)),
             };
             let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
             let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));

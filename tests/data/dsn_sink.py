@@ -6,11 +6,14 @@ by the address: `550 5.1.1 <a>... User unknown` when it contains "nosuch",
 Usage: dsn_sink.py <outdir> [address]. Binds port 0 on the address (127.0.0.1 by
 default) and prints "port N" on stdout. Each message goes to <outdir>/<n>.eml, after
 X-Sink-Mail / X-Sink-Rcpt lines with the envelope. (No DSN extension: sendmail-rs
-reports NOTIFY=SUCCESS as "relayed".)"""
+reports NOTIFY=SUCCESS as "relayed".) While the file <outdir>/stall-after-data exists, a
+session that has just answered 250 to a message reads and answers nothing more: the
+client's next command (QUIT, RSET) waits."""
 import os
 import socketserver
 import sys
 import threading
+import time
 
 OUT = sys.argv[1]
 os.makedirs(OUT, exist_ok=True)
@@ -76,6 +79,8 @@ class Handler(socketserver.StreamRequestHandler):
                     f.writelines(body)
                 os.rename(tmp, os.path.join(OUT, "%d.eml" % n))
                 self.reply("250 2.0.0 Ok: queued as SINK%d" % n)
+                while os.path.exists(os.path.join(OUT, "stall-after-data")):
+                    time.sleep(0.05)
             elif verb in ("RSET", "NOOP"):
                 if verb == "RSET":
                     mail_from, rcpts = None, []

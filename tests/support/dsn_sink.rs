@@ -63,6 +63,16 @@ impl Sink {
         std::fs::write(self.dir.path().join("accept-later"), "").unwrap();
     }
 
+    /// Makes the sink stall every session right after its `250` to a message (`on`), or
+    /// go on (a flag file beside the messages).
+    pub fn stall_after_data(&self, on: bool) {
+        let flag = self.dir.path().join("stall-after-data");
+        match on {
+            true => std::fs::write(flag, "").unwrap(),
+            false => std::fs::remove_file(flag).unwrap(),
+        }
+    }
+
     /// The DSNs (null sender) received so far.
     pub fn dsns(&self) -> Vec<String> {
         self.messages()

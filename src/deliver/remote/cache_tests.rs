@@ -35,6 +35,7 @@ async fn send_many(
                 recipients: &rcpts,
                 host: "d.test",
                 port,
+                on_accepted: None,
             };
             let mut rng = StdRng::seed_from_u64(i as u64);
             let report = deliver_cached(&dns, &s, &cache, &req, &mut rng).await;

@@ -311,6 +311,25 @@ pub struct Job<'a> {
     pub auth: Option<&'a AuthInfo>,
     /// `LogLevel`: which of the session's log lines are written.
     pub log_level: u32,
+    /// Told which recipients the server took, the moment its final reply to the message
+    /// says so ([`Accepted`]).
+    pub on_accepted: Option<Accepted<'a>>,
+}
+
+/// What to do the moment a server's final reply to `DATA` accepts the message: called
+/// with the positions in [`Job::recipients`] it took (their `RCPT` accepted), before
+/// anything else happens — before the outcomes are put together, the session goes back
+/// to the cache or says `QUIT`, and the result travels back to the queue runner. The
+/// runner writes its delivery marks here ([`crate::runner`]): the time between the next
+/// hop's commit and our record of it is the window in which a crash sends the message
+/// again (issue 19), so nothing may stand between the two.
+#[derive(Clone, Copy)]
+pub struct Accepted<'a>(pub &'a (dyn Fn(&[usize]) + Send + Sync));
+
+impl std::fmt::Debug for Accepted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accepted(..)")
+    }
 }
 
 /// The result of one session.
@@ -865,6 +884,15 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     }
     conn.send(&data, t.datablock, "client DATA block").await?;
     let final_reply = conn.reply(t.datafinal, "client DATA status").await?;
+    if final_reply.class() == 2
+        && let Some(Accepted(accepted)) = job.on_accepted
+    {
+        let taken: Vec<usize> = (outcomes.iter().enumerate())
+            .filter(|(_, o)| matches!(o, Some(Outcome::Delivered { .. })))
+            .map(|(i, _)| i)
+            .collect();
+        accepted(&taken);
+    }
     let c = final_reply.code == 421;
     Ok((End::All(Outcome::from_reply(&final_reply)), closing || c))
 }

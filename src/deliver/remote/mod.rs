@@ -41,6 +41,7 @@ use crate::hosts::Hosts;
 use crate::queue::{Message, Recipient};
 use crate::rules::maps::{Map, Maps};
 use auth::AuthInfo;
+pub use client::Accepted;
 use client::{ClientTimeouts, Job, SessionResult};
 use connect::{AllFailed, ClientOptions, ConnectFailure, Connected};
 use route::{Family, Hop, HopHost, Route, Target};
@@ -185,6 +186,8 @@ pub struct Request<'a> {
     pub host: &'a str,
     /// From the mailer's `A=TCP $h PORT` ([`route::mailer_port`]).
     pub port: u16,
+    /// Told at once which recipients a host took ([`client::Accepted`]).
+    pub on_accepted: Option<client::Accepted<'a>>,
 }
 
 /// The result of one delivery.
@@ -253,6 +256,7 @@ pub async fn deliver_cached<R: Rng + Send + ?Sized>(
             tls: None,
             auth: None,
             log_level: settings.log_level,
+            on_accepted: req.on_accepted,
         };
         let (result, reusable) = cached.session.transaction(&job, &settings.timeouts).await;
         if result.try_next_host {
@@ -380,6 +384,7 @@ async fn session(
         tls: settings.tls_for(c.addr).filter(|_| tls),
         auth: auth.as_ref(),
         log_level: settings.log_level,
+        on_accepted: req.on_accepted,
     };
     let result = match client::start(c.stream, &c.host, &job, &settings.timeouts).await {
         Err(result) => result,

@@ -116,6 +116,7 @@ pub(super) async fn send_with(w: &World, s: &Settings, host: &str, to: &[&str]) 
         recipients: &rcpts,
         host,
         port: w.port,
+        on_accepted: None,
     };
     let mut rng = StdRng::seed_from_u64(3);
     tokio::time::timeout(Duration::from_secs(30), deliver(&w.dns, s, &req, &mut rng))
@@ -386,6 +387,7 @@ async fn client_port_options_set_the_source_address_and_the_helo_name() {
         recipients: &rcpts,
         host: "d.test",
         port: w.port,
+        on_accepted: None,
     };
     let r = deliver(&w.dns, &s, &req, &mut StdRng::seed_from_u64(1)).await;
     assert!(matches!(&r.outcomes[0], Outcome::Delivered { .. }), "{r:?}");

@@ -20,6 +20,16 @@ fn rcpts(addrs: &[&str]) -> Vec<Recipient> {
 
 /// Runs one session against a sink; returns the result and what the sink saw.
 async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionResult, Seen) {
+    run_with(cfg, msg, rcpts, None).await
+}
+
+/// [`run`], with `on_accepted` told what the server took.
+async fn run_with(
+    cfg: SinkConfig,
+    msg: &Message,
+    rcpts: &[Recipient],
+    on_accepted: Option<Accepted<'_>>,
+) -> (SessionResult, Seen) {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let log: Log = Log::default();
     let server = tokio::spawn(serve(server_io, cfg, log.clone(), None));
@@ -31,6 +41,7 @@ async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionRes
         tls: None,
         auth: None,
         log_level: 9,
+        on_accepted,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(20),
@@ -58,6 +69,31 @@ async fn run(cfg: SinkConfig, msg: &Message, rcpts: &[Recipient]) -> (SessionRes
 fn delivered(reply: &str) -> Outcome {
     Outcome::Delivered {
         reply: reply.to_string(),
+    }
+}
+
+/// The recipients the server took are told at its final reply, once, by their positions
+/// in the job: not the one refused at RCPT, and nothing when the message is refused.
+#[tokio::test]
+async fn the_recipients_taken_are_told_at_the_final_reply() {
+    for (pipelining, drop_in_data) in [(true, false), (false, false), (true, true)] {
+        let mut cfg = SinkConfig::new("SINK1");
+        cfg.require_pipelining = pipelining;
+        cfg.drop_in_data = drop_in_data;
+        let msg = message("sender@client.example.test", b"Subject: hi\n\nline\n");
+        let to = rcpts(&["a@d.test", "nosuch@d.test", "b@d.test"]);
+        let told = std::sync::Mutex::new(Vec::new());
+        let tell = |taken: &[usize]| told.lock().unwrap().push(taken.to_vec());
+        let (result, _) = run_with(cfg, &msg, &to, Some(Accepted(&tell))).await;
+        let told = told.into_inner().unwrap();
+        if drop_in_data {
+            assert!(told.is_empty(), "{told:?} {result:?}");
+            assert!(!matches!(result.outcomes[0], Outcome::Delivered { .. }));
+        } else {
+            assert_eq!(told, [vec![0, 2]], "pipelining {pipelining}");
+            assert!(matches!(result.outcomes[0], Outcome::Delivered { .. }));
+            assert!(matches!(result.outcomes[1], Outcome::Permanent { .. }));
+        }
     }
 }
 
@@ -358,6 +394,7 @@ async fn a_silent_server_times_out_within_the_configured_wait() {
         tls: None,
         auth: None,
         log_level: 9,
+        on_accepted: None,
     };
     let t = ClientTimeouts::uniform(Duration::from_millis(100));
     let result = tokio::time::timeout(
