@@ -354,6 +354,9 @@ pub async fn run(
                     });
                 }
                 Some(ControlRequest::Run(req)) => {
+                    // The run asked for is the pass: no second one over the whole queue
+                    // beside it (the in-delivery set kept them apart; it was only work).
+                    pass_now = false;
                     // Command-line submissions the pickup has not moved yet belong to the run.
                     pickup::pickup_once(&shared).await;
                     let set = runner.pass(&req.select, Pass::Forced).await;
