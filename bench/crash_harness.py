@@ -327,7 +327,8 @@ class Daemon:
     def started(self):
         """The port accepts and this very daemon logged its start (which it does after it
         bound its ports): a port that accepts may still be the killed daemon's listening
-        socket, held by a mailer it was forking (then the new daemon exits 71)."""
+        socket, held by a mailer it was forking (then the new daemon waits and tries again,
+        5 s later, as sendmail's opendaemonsocket)."""
         mine = f"sendmail[{self.proc.pid}]: starting daemon"
         return self.listening() and mine in self.log_text()
 
@@ -336,7 +337,9 @@ class Daemon:
         (exit 71) is tried again, up to 5 s: a mailer program the killed daemon was
         starting holds a copy of the listening socket from its fork until its exec, which
         on a machine this loaded took long enough, twice in ~20 program-mode runs, for the
-        restart to find the port taken (as an init system restarts a daemon that failed)."""
+        restart to find the port taken (as an init system restarts a daemon that failed).
+        Since the daemon tries again by itself (10 tries, 5 s apart, `problem creating SMTP
+        socket` in its log), this loop only serves builds that exit at once."""
         deadline = time.time() + 30
         retry_until = time.time() + 5
         while True:

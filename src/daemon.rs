@@ -120,17 +120,9 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
             format_args!("cannot raise the open files limit: {e}"),
         ),
     }
-    let mut opened = match listener::open_all(&cfg.daemons) {
-        Ok(o) => o,
-        Err(e) => {
-            logger.log(
-                Severity::Crit,
-                None,
-                format_args!("SYSERR: opendaemonsocket: {e}"),
-            );
-            eprintln!("sendmail: {e}");
-            return EX_OSERR;
-        }
+    let mut opened = match open_daemons(&cfg.daemons, &logger, OPEN_RETRY) {
+        Some(o) => o,
+        None => return EX_OSERR,
     };
     for s in &opened.skipped {
         logger.log(
@@ -506,7 +498,9 @@ async fn serve(
             quarantined: false,
         };
         let request = crate::runner::control::RunRequest { select, done };
-        etrn_runs.try_send(request).is_ok()
+        etrn_runs
+            .try_send(crate::runner::control::Request::Run(request))
+            .is_ok()
     }));
     let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
     let control = tokio::spawn(control_socket(shared.clone(), runs));
@@ -580,7 +574,7 @@ async fn serve(
 /// is logged, and the daemon runs on without it.
 async fn control_socket(
     shared: Arc<Shared>,
-    runs: tokio::sync::mpsc::Sender<crate::runner::control::RunRequest>,
+    runs: tokio::sync::mpsc::Sender<crate::runner::control::Request>,
 ) {
     let qdir = shared.queue.dir().to_path_buf();
     if let Err(e) = crate::runner::control::serve(&qdir, runs).await {
@@ -781,6 +775,61 @@ async fn reload_supervisor(shared: &Shared, agent: Option<&Arc<AgentClient>>) {
     shared
         .logger
         .log(Severity::Err, None, format_args!("{err}"));
+}
+
+/// Tries of [`open_daemons`] and the wait between them (sendmail's `MAXOPENTRIES` and
+/// `sleep(5)` in `opendaemonsocket`).
+const OPEN_TRIES: u32 = 10;
+const OPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Opens every daemon's socket at start-up ([`listener::open_all`]). An error that may
+/// pass (the address in use, e.g. by a mailer the killed daemon was starting, or not yet
+/// on this host) is tried again `retry` later, [`OPEN_TRIES`] times in all, each failure
+/// logged in sendmail's words (`SYSERR(root): opendaemonsocket: daemon NAME: cannot bind…`,
+/// then `daemon NAME: problem creating SMTP socket`), and the last with `server SMTP
+/// socket wedged: exiting`; any other error ends the start at once. None: nothing is left
+/// open, the caller exits `EX_OSERR` (71), as sendmail.
+fn open_daemons(
+    daemons: &[crate::config::daemon_options::DaemonPortOptions],
+    logger: &Logger,
+    retry: Duration,
+) -> Option<listener::Opened> {
+    let user = crate::log::real_user_name().unwrap_or_else(|| "root".to_string());
+    for attempt in 1..=OPEN_TRIES {
+        let e = match listener::open_all(daemons) {
+            Ok(o) => return Some(o),
+            Err(e) => e,
+        };
+        logger.log(
+            Severity::Crit,
+            Some("NOQUEUE"),
+            format_args!("SYSERR({user}): opendaemonsocket: {e}"),
+        );
+        if !e.transient() {
+            eprintln!("sendmail: {e}");
+            return None;
+        }
+        logger.log(
+            Severity::Alert,
+            None,
+            format_args!("daemon {}: problem creating SMTP socket", e.daemon()),
+        );
+        if attempt == OPEN_TRIES {
+            logger.log(
+                Severity::Alert,
+                Some("NOQUEUE"),
+                format_args!(
+                    "SYSERR({user}): opendaemonsocket: daemon {}: server SMTP socket wedged: exiting",
+                    e.daemon()
+                ),
+            );
+            eprintln!("sendmail: {e}; server SMTP socket wedged: exiting");
+            return None;
+        }
+        eprintln!("sendmail: {e}; trying again in {} s", retry.as_secs());
+        std::thread::sleep(retry);
+    }
+    None
 }
 
 /// Opens one daemon's socket on SIGHUP: itself, or, once root is given up and the port is

@@ -94,6 +94,32 @@ pub enum ListenError {
     UnixInUse { daemon: String, path: String },
 }
 
+impl ListenError {
+    /// The daemon (`Name=`) whose socket could not be opened.
+    pub fn daemon(&self) -> &str {
+        match self {
+            ListenError::UnknownHost { daemon, .. }
+            | ListenError::Bind { daemon, .. }
+            | ListenError::Listen { daemon, .. }
+            | ListenError::Socket { daemon, .. }
+            | ListenError::UnixInUse { daemon, .. } => daemon,
+        }
+    }
+
+    /// Whether trying again later may succeed: the address is in use (a process of the
+    /// daemon that was killed still holds the socket) or not yet on this host — the
+    /// errors sendmail's `transienterror` lets `opendaemonsocket` retry.
+    pub fn transient(&self) -> bool {
+        match self {
+            ListenError::Bind { source, .. } | ListenError::Listen { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(nix::libc::EADDRINUSE | nix::libc::EADDRNOTAVAIL)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// What happened to each daemon when opening: opened, or skipped (Modifier `O`).
 #[derive(Debug)]
 pub struct Opened {

@@ -168,7 +168,7 @@ const FLAGS: &[Entry] = &[
     e(
         "-Q",
         "[reason]",
-        "With -q limits: quarantine the selected messages with reason; with -qQ and no reason, release them (the daemon must be stopped).",
+        "With -q limits: quarantine the selected messages with reason; with -qQ and no reason, release them. While a daemon runs, the daemon makes the change; a message in delivery at that moment is skipped (\"Skipping ./id\"). With -v, each change is printed. A released message is delivered at the next queue run.",
     ),
     e(
         "--unprivileged",

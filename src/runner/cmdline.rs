@@ -11,6 +11,10 @@
 //! * **a daemon holds it**: this process asks the daemon through its control socket
 //!   ([`super::control`]) and waits for its answer; the daemon does the run and all writes.
 //!
+//! `-Q[reason]` with `-q` limits changes the selected messages' quarantine instead of running
+//! them ([`super::quarantine`]), the same way in either case; what sendmail prints for it
+//! (skipped messages; with `-v` each change) goes to stdout, and the status is 0.
+//!
 //! With `PrivacyOptions=restrictqrun` (the embedded default has it) a user other than root
 //! and the queue directory's owner is refused, in sendmail's words, with status 77.
 //!
@@ -21,6 +25,7 @@
 use std::sync::Arc;
 
 use super::control::{self, ControlError};
+use super::quarantine;
 use super::select::QueueRun;
 use crate::cli::Invocation;
 use crate::log::Severity;
@@ -59,15 +64,27 @@ pub fn run(inv: &Invocation) -> i32 {
         StoreOptions::with_file_mode(cfg.options.queue_file_mode),
     ) {
         Ok(store) => match reason {
-            Some(reason) => quarantine_here(store, &run, reason),
+            Some(reason) => quarantine_here(inv, &cfg, store, &run, new_reason(&reason)),
             None => run_here(inv, cfg, store, &run),
         },
         Err(QueueError::Locked(_)) if reason.is_some() => {
-            // The daemon is the queue's one writer; it takes no quarantine requests (yet).
-            eprintln!(
-                "sendmail: -Q: the queue is in use by the daemon; quarantine changes are made with the daemon stopped"
-            );
-            EX_TEMPFAIL
+            let reason = new_reason(reason.as_deref().unwrap_or_default());
+            match control::request_quarantine(&qdir, &run.select, reason.as_deref()) {
+                Ok(outcomes) => {
+                    let text =
+                        quarantine::report(&outcomes, reason.as_deref(), inv.args.verbose, &qdir);
+                    print!("{text}");
+                    EX_OK
+                }
+                Err(e @ ControlError::Unreachable { .. }) => {
+                    eprintln!("sendmail: the queue is in use by another process, and {e}");
+                    EX_TEMPFAIL
+                }
+                Err(e) => {
+                    eprintln!("sendmail: {e}");
+                    EX_TEMPFAIL
+                }
+            }
         }
         Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
             Ok(_) => EX_OK,
@@ -111,36 +128,54 @@ fn build_runtime(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
+/// `-Q[reason]`'s reason: `None` (release) when empty; newlines made spaces, as sendmail
+/// cleans it.
+fn new_reason(reason: &str) -> Option<String> {
+    (!reason.is_empty()).then(|| control::one_line(reason))
+}
+
 /// `-Q[reason]` with `-q` limits, in this process (which holds the queue's lock): every
-/// selected message is quarantined with `reason`, or released when it is empty — as
+/// selected message is quarantined with `reason`, or released when it is `None` — as
 /// sendmail renames the selected qf files to hf with a `q` line, or back (`-Q -qQ…`: the
 /// selection is of quarantined messages then). Nothing is delivered.
-fn quarantine_here(store: Store, run: &QueueRun, reason: String) -> i32 {
+fn quarantine_here(
+    inv: &Invocation,
+    cfg: &crate::config::Config,
+    store: Store,
+    run: &QueueRun,
+    reason: Option<String>,
+) -> i32 {
+    let logger = match runtime::make_logger(cfg, inv, true) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sendmail: cannot open the mail log: {e}");
+            return EX_CANTCREAT;
+        }
+    };
     let runtime = match build_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let reason = (!reason.is_empty()).then_some(reason);
-    let ids = match store.ids() {
-        Ok(ids) => ids,
+    // No delivery runs in this process: every message may be written.
+    let applied = runtime.block_on(quarantine::apply(
+        &store,
+        &logger,
+        &run.select,
+        reason.clone(),
+        |_| Some(()),
+    ));
+    match applied {
+        Ok(outcomes) => {
+            let text =
+                quarantine::report(&outcomes, reason.as_deref(), inv.args.verbose, store.dir());
+            print!("{text}");
+            EX_OK
+        }
         Err(e) => {
             eprintln!("sendmail: queue {}: {e}", store.dir().display());
-            return EX_SOFTWARE;
+            EX_SOFTWARE
         }
-    };
-    runtime.block_on(async {
-        for id in ids {
-            let Ok(msg) = store.load(&id) else { continue };
-            if !run.select.matches(&msg.envelope) || msg.envelope.quarantine == reason {
-                continue;
-            }
-            if let Err(e) = store.set_quarantine(&id, reason.clone()).await {
-                eprintln!("sendmail: {id}: {e}");
-                return EX_SOFTWARE;
-            }
-        }
-        EX_OK
-    })
+    }
 }
 
 /// The run in this process, which holds the queue's lock.

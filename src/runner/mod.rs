@@ -1,7 +1,8 @@
 //! The queue runner: queued messages → delivery attempts → recipients crossed off or retried.
 //!
 //! In: the store (woken by each commit, once a minute for retries, at the `-q` interval) and
-//! requests for a queue run (`sendmail -q`, [`crate::runner::control`]). Out: for every pending
+//! requests for a queue run or a quarantine change (`sendmail -q`, `sendmail -Q -q`,
+//! [`crate::runner::control`], [`quarantine`]). Out: for every pending
 //! recipient whose time has come, one delivery attempt through the mailer the configuration
 //! chooses, sendmail's `to=` log line, and the recipient's new state written back durably
 //! (`Done`, `Pending` with the next attempt, or `Failed`). After each attempt (and at each
@@ -32,7 +33,7 @@ use crate::deliver::route::{Route, route_with};
 use crate::dns::Dns;
 use crate::log::Severity;
 use crate::queue::{DeliveryState, Message, QueueId, Recipient};
-use crate::runner::control::RunRequest;
+use crate::runner::control::Request as ControlRequest;
 use crate::runner::select::Selection;
 use crate::runtime::{Current, Shared};
 
@@ -45,6 +46,7 @@ pub mod marks;
 pub mod notices;
 pub mod orphans;
 pub mod pickup;
+pub mod quarantine;
 pub mod select;
 
 /// How often deferred recipients are looked at again when nothing new arrives.
@@ -239,6 +241,15 @@ impl Runner {
                 && limits::waits_for_queue_run(&cfg, env))
     }
 
+    /// Keeps delivery off message `id` while the returned guard lives (a quarantine change
+    /// writes it then); `None` when an attempt is under way.
+    fn claim(self: &Arc<Self>, id: &QueueId) -> Option<Claim> {
+        self.lock_busy().insert(id.clone()).then(|| Claim {
+            runner: self.clone(),
+            id: id.clone(),
+        })
+    }
+
     fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -248,13 +259,27 @@ impl Runner {
     }
 }
 
-/// Runs the queue until the task is dropped: passes as `schedule` says, and a forced pass
-/// for every request from `sendmail -q` (through [`crate::runner::control`]), answered when
-/// its messages are done.
+/// A message kept from delivery ([`Runner::claim`]) until dropped.
+struct Claim {
+    runner: Arc<Runner>,
+    id: QueueId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.runner.lock_busy().remove(&self.id);
+        self.runner.idle.notify_waiters();
+    }
+}
+
+/// Runs the queue until the task is dropped: passes as `schedule` says, a forced pass for
+/// every request from `sendmail -q` (through [`crate::runner::control`]), answered when its
+/// messages are done, and each quarantine change from `sendmail -Q -q…`, made on the
+/// messages not in delivery at that moment ([`quarantine`]).
 pub async fn run(
     shared: Arc<Shared>,
     schedule: Schedule,
-    mut requests: tokio::sync::mpsc::Receiver<RunRequest>,
+    mut requests: tokio::sync::mpsc::Receiver<ControlRequest>,
 ) {
     let Some(runner) = Runner::new(shared.clone()) else {
         return;
@@ -287,11 +312,15 @@ pub async fn run(
     // The scan keeps its own clock: commits coming more often than `scan` must not put it
     // off (a pass after a commit reads only messages that may have something due).
     let mut next_scan = tokio::time::Instant::now() + scan;
+    // A quarantine change is no reason for a pass: as in sendmail, a released message waits
+    // for the next run, and one about to be held is not put in delivery by the change itself.
+    let mut pass_now = true;
     loop {
-        if periodic {
+        if periodic && pass_now {
             // Dropping a JoinSet would abort its tasks: these run on their own.
             runner.pass(&Selection::default(), why).await.detach_all();
         }
+        pass_now = true;
         why = Pass::Prompt;
         tokio::select! {
             r = commits.changed(), if schedule.on_commit => {
@@ -308,7 +337,26 @@ pub async fn run(
                 };
             }
             req = requests.recv(), if open => match req {
-                Some(req) => {
+                Some(ControlRequest::Quarantine(req)) => {
+                    pass_now = false;
+                    let runner = runner.clone();
+                    tokio::spawn(async move {
+                        let shared = &runner.shared;
+                        let done = quarantine::apply(
+                            &shared.queue,
+                            &shared.logger,
+                            &req.select,
+                            req.reason,
+                            |id| runner.claim(id),
+                        )
+                        .await;
+                        let _ = req.done.send(done.map_err(|e| e.to_string()));
+                    });
+                }
+                Some(ControlRequest::Run(req)) => {
+                    // The run asked for is the pass: no second one over the whole queue
+                    // beside it (the in-delivery set kept them apart; it was only work).
+                    pass_now = false;
                     // Command-line submissions the pickup has not moved yet belong to the run.
                     pickup::pickup_once(&shared).await;
                     let set = runner.pass(&req.select, Pass::Forced).await;
