@@ -140,6 +140,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recent_figure_never_hides_too_little_space() {
+        let dir = std::env::temp_dir();
+        let st = nix::sys::statvfs::statvfs(&dir).expect("statvfs of the temp dir");
+        let available = st.blocks_available();
+        // An answer of plenty, kept for the next checks ...
+        assert_eq!(check_recent(&dir, 1, 0), Space::Enough);
+        assert_eq!(check_recent(&dir, 1, 0), Space::Enough);
+        // ... is not trusted for a need it does not clear by RECENT_MARGIN: a need beyond
+        // what the disk has is refused at once (the figure asked again, not the cached one).
+        let too_much = available.saturating_add(1 << 40);
+        assert!(matches!(
+            check_recent(&dir, too_much, 0),
+            Space::Low { needed, .. } if needed == too_much
+        ));
+        assert!(matches!(
+            check_recent(&dir, 1, u64::MAX / 2),
+            Space::Low { .. }
+        ));
+        assert_eq!(check_recent(&dir, 0, 0), Space::Enough);
+    }
+
+    #[test]
     fn no_minimum_and_no_size_always_passes() {
         assert_eq!(judge(0, 4096, 0, 0), Space::Enough);
     }
