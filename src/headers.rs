@@ -51,6 +51,22 @@ pub fn fields(head: &[u8]) -> Vec<&[u8]> {
 
 /// The value of `field` (trimmed) when its name is `name` (any case).
 pub fn value(field: &[u8], name: &str) -> Option<String> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    let field_name = &field[..colon];
+    if field_name.is_ascii() {
+        // The common case without the lossy copy of the whole field: the same test on
+        // bytes (`char::is_whitespace` of an ASCII byte, as `str::trim_end`).
+        let end = field_name
+            .iter()
+            .rposition(|&b| !char::from(b).is_whitespace())
+            .map_or(0, |i| i + 1);
+        let n = &field_name[..end];
+        return n.eq_ignore_ascii_case(name.as_bytes()).then(|| {
+            String::from_utf8_lossy(&field[colon + 1..])
+                .trim()
+                .to_string()
+        });
+    }
     let text = String::from_utf8_lossy(field);
     let (n, v) = text.split_once(':')?;
     n.trim_end()
@@ -71,6 +87,28 @@ pub fn has(head: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_value_is_found_by_its_name_whatever_its_bytes() {
+        assert_eq!(
+            value(b"Precedence: bulk\r\n", "precedence").as_deref(),
+            Some("bulk")
+        );
+        // whitespace before the colon, VT included (str::trim_end's), any case
+        assert_eq!(
+            value(b"PRECEDENCE \x0b\t: list \n", "precedence").as_deref(),
+            Some("list")
+        );
+        assert_eq!(value(b"Precedenc: bulk\n", "precedence"), None);
+        assert_eq!(value(b"no colon here\n", "no colon here"), None);
+        // 8-bit bytes in the value become U+FFFD; in the name, the whole field is read so
+        assert_eq!(
+            value(b"Subject: a\xffb\n", "subject").as_deref(),
+            Some("a\u{fffd}b")
+        );
+        assert_eq!(value(b"Subj\xe9ct: x\n", "subject"), None);
+        assert_eq!(value(b"X\xc2\xa0: y\n", "x").as_deref(), Some("y"));
+    }
 
     #[test]
     fn header_scan_finds_message_id_and_the_end_of_the_headers() {

@@ -337,17 +337,20 @@ impl Logger {
         if inner.syslog.is_none() && inner.file.is_none() && !inner.stderr {
             return;
         }
-        let stamp = stamp_now();
         if let Some(syslog) = &inner.syslog {
             let pri = FACILITY_MAIL * 8 + sev as u8;
-            let datagram = format!("<{pri}>{stamp} {body}");
+            let datagram = with_stamp(|stamp| format!("<{pri}>{stamp} {body}"));
             syslog
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .send(datagram.as_bytes());
         }
         if let Some((_, lock)) = &inner.file {
-            let line = format!("{stamp} {} {body}\n", inner.hostname);
+            let mut line = String::with_capacity(body.len() + inner.hostname.len() + 20);
+            with_stamp(|stamp| line.push_str(stamp));
+            for part in [" ", &inner.hostname, " ", &body, "\n"] {
+                line.push_str(part);
+            }
             let f = lock.read().unwrap_or_else(|p| p.into_inner());
             let _ = (&*f).write_all(line.as_bytes());
         }
@@ -367,9 +370,9 @@ impl Logger {
     }
 }
 
-/// The syslog time stamp of this second (`Dec  6 11:40:02`), made once per second per
+/// Calls `f` with the syslog time stamp of this second (`Dec  6 11:40:02`), made once per second per
 /// thread: the local-time conversion and formatting cost more than the rest of a line.
-fn stamp_now() -> String {
+fn with_stamp<R>(f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
         static STAMP: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
@@ -387,24 +390,31 @@ fn stamp_now() -> String {
                     .to_string(),
             );
         }
-        c.1.clone()
+        f(&c.1)
     })
 }
 
 /// `ident[pid]: qid: msg`, the text made printable as sendmail does ([`push_printable`]).
 fn format_body(ident: &str, pid: u32, qid: Option<&str>, msg: fmt::Arguments<'_>) -> String {
-    let mut raw = String::with_capacity(128);
+    let mut out = String::with_capacity(160);
+    let _ = write!(out, "{ident}[{pid}]: ");
+    let start = out.len();
     match qid {
         Some(q) => {
-            let _ = write!(raw, "{q}: {msg}");
+            let _ = write!(out, "{q}: {msg}");
         }
         None => {
-            let _ = write!(raw, "{msg}");
+            let _ = write!(out, "{msg}");
         }
     }
-    let mut out = String::with_capacity(ident.len() + 10 + raw.len());
-    let _ = write!(out, "{ident}[{pid}]: ");
-    push_printable(&mut out, &raw);
+    // Written in place (one buffer a line); made printable only when it has to be.
+    if !out.as_bytes()[start..]
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        let raw = out.split_off(start);
+        push_printable(&mut out, &raw);
+    }
     out
 }
 

@@ -484,7 +484,7 @@ impl KnownUsers {
     fn enough_disk(&self, p: &MailParams) -> bool {
         let opts = &self.config.options;
         let size = p.size.unwrap_or(0);
-        match crate::queue::space::check(&opts.queue_directory, opts.min_free_blocks, size) {
+        match crate::queue::space::check_recent(&opts.queue_directory, opts.min_free_blocks, size) {
             crate::queue::space::Space::Enough => true,
             crate::queue::space::Space::Low {
                 available,

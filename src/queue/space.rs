@@ -13,8 +13,17 @@
 //! try again later` to MAIL (the client keeps the message and retries), and a log line. A
 //! filesystem that cannot be asked counts as enough (sendmail does the same), so a
 //! statvfs failure never refuses mail by itself.
+//!
+//! [`check_recent`] is [`check`] for every MAIL of a busy daemon: a figure at most
+//! [`RECENT`] old is trusted only while it leaves at least [`RECENT_MARGIN`] bytes beyond
+//! what is needed, so a refusal (and an acceptance near the limit) always rests on a fresh
+//! statvfs, while a roomy queue costs one statvfs a second instead of one per MAIL (~1.4 %
+//! of the daemon's CPU relaying to smtp-sink). A commit that meets a full disk anyway
+//! answers `452 4.3.1` and loses nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::QueueError;
 
@@ -69,6 +78,47 @@ pub fn check(dir: &Path, min_free: u64, size: u64) -> Space {
     }
 }
 
+/// How long a statvfs figure may serve [`check_recent`].
+pub const RECENT: Duration = Duration::from_secs(1);
+/// Bytes a recent figure must leave beyond the need to be trusted ([`check_recent`]):
+/// more than a second of intake at any rate this daemon reaches.
+pub const RECENT_MARGIN: u64 = 256 << 20;
+
+/// The last statvfs of [`check_recent`]: directory, when, blocks available, block size.
+static LAST: Mutex<Option<(PathBuf, Instant, u64, u64)>> = Mutex::new(None);
+
+/// [`check`], reusing a statvfs at most [`RECENT`] old of the same directory when it left
+/// [`RECENT_MARGIN`] bytes to spare beyond the need; otherwise asks the filesystem again.
+pub fn check_recent(dir: &Path, min_free: u64, size: u64) -> Space {
+    if min_free == 0 && size == 0 {
+        return Space::Enough;
+    }
+    let now = Instant::now();
+    {
+        let last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((d, at, available, block_size)) = &*last
+            && d == dir
+            && now.duration_since(*at) < RECENT
+        {
+            let bs = (*block_size).max(1);
+            let margin = RECENT_MARGIN.div_ceil(bs);
+            let needed = min_free.saturating_add(size.div_ceil(bs));
+            if *available >= needed.saturating_add(margin) {
+                return Space::Enough;
+            }
+        }
+    }
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            let (available, block_size) = (st.blocks_available(), st.fragment_size().max(1));
+            *LAST.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((dir.to_path_buf(), now, available, block_size));
+            judge(available, block_size, min_free, size)
+        }
+        Err(_) => Space::Enough,
+    }
+}
+
 /// Whether a queue error is the disk (or the queue owner's quota) being full.
 pub fn is_disk_full(e: &QueueError) -> bool {
     match e {
@@ -88,6 +138,28 @@ pub fn is_disk_full(e: &QueueError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_figure_never_hides_too_little_space() {
+        let dir = std::env::temp_dir();
+        let st = nix::sys::statvfs::statvfs(&dir).expect("statvfs of the temp dir");
+        let available = st.blocks_available();
+        // An answer of plenty, kept for the next checks ...
+        assert_eq!(check_recent(&dir, 1, 0), Space::Enough);
+        assert_eq!(check_recent(&dir, 1, 0), Space::Enough);
+        // ... is not trusted for a need it does not clear by RECENT_MARGIN: a need beyond
+        // what the disk has is refused at once (the figure asked again, not the cached one).
+        let too_much = available.saturating_add(1 << 40);
+        assert!(matches!(
+            check_recent(&dir, too_much, 0),
+            Space::Low { needed, .. } if needed == too_much
+        ));
+        assert!(matches!(
+            check_recent(&dir, 1, u64::MAX / 2),
+            Space::Low { .. }
+        ));
+        assert_eq!(check_recent(&dir, 0, 0), Space::Enough);
+    }
 
     #[test]
     fn no_minimum_and_no_size_always_passes() {

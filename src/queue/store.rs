@@ -262,6 +262,10 @@ impl Drop for Writer {
 #[derive(Default)]
 struct Index {
     ids: HashMap<QueueId, Track>,
+    /// The ids whose latest frame is a `Put` (queued): `ids` also keeps removed ones until
+    /// their segments go (thousands under relay load), and the runner lists the queue
+    /// after every commit, so a listing walks only these.
+    live: HashSet<QueueId>,
     segments: BTreeMap<u64, Segment>,
     /// Copies of the newest messages' queue files, as written ([`Fresh`]).
     fresh: Fresh,
@@ -383,10 +387,18 @@ impl Index {
     fn apply(&mut self, id: &QueueId, seg: u64, put: Option<Loc>) {
         let Index {
             ids,
+            live,
             segments,
             fresh,
         } = self;
         fresh.forget(id);
+        if put.is_some() {
+            if !live.contains(id) {
+                live.insert(id.clone());
+            }
+        } else {
+            live.remove(id);
+        }
         let t = ids.entry(id.clone()).or_insert_with(|| Track {
             segs: Vec::new(),
             live: None,
@@ -449,7 +461,9 @@ impl Index {
     }
 
     fn queued(&self) -> impl Iterator<Item = (&QueueId, Loc)> {
-        self.ids.iter().filter_map(|(id, t)| Some((id, t.live?)))
+        self.live
+            .iter()
+            .filter_map(|id| Some((id, self.ids.get(id)?.live?)))
     }
 
     /// The file and position of `id`'s latest copy.

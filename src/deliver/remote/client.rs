@@ -422,7 +422,7 @@ pub fn needs_8bit(message: &Message) -> bool {
     matches!(
         message.envelope.params.body,
         Some(BodyType::EightBitMime) | Some(BodyType::BinaryMime)
-    ) || message.body.iter().any(|&b| b >= 0x80)
+    ) || !message.body.is_ascii()
 }
 
 /// RFC 3461 xtext: `+XX` for `+`, `=`, and bytes outside `!`..`~`.
