@@ -167,28 +167,10 @@ fn hup_with_a_broken_config_keeps_the_running_one() {
     assert_greeting(&Smtp::connect(v6).reply());
 }
 
-/// Starts `sendmail -bD -C cf` with the log in `dir`, stderr piped.
-fn spawn_daemon(dir: &std::path::Path, cf_text: &str) -> std::process::Child {
-    let cf = dir.join("sendmail.cf");
-    std::fs::write(&cf, cf_text).unwrap();
-    std::process::Command::new(support::sendmail_bin())
-        .args(["-bD", "-C", cf.to_str().unwrap(), "-O", "LogLevel=9"])
-        .arg("-O")
-        .arg(format!("PidFile={}", dir.join("pid").display()))
-        .arg("-O")
-        .arg(format!("LogFile={}", dir.join("maillog").display()))
-        .arg("-O")
-        .arg(format!("QueueDirectory={}", dir.join("mqueue").display()))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Reads `child`'s stderr until a line contains `needle`; returns what was read.
-fn stderr_until(child: &mut std::process::Child, needle: &str) -> String {
+/// Reads the daemon's stderr until a line contains `needle`; returns what was read.
+fn stderr_until(d: &mut Daemon, needle: &str) -> String {
     use std::io::BufRead;
+    let child = d.child.as_mut().unwrap();
     let mut err = std::io::BufReader::new(child.stderr.as_mut().unwrap());
     let mut seen = String::new();
     let until = Instant::now() + WAIT;
@@ -210,32 +192,26 @@ fn stderr_until(child: &mut std::process::Child, needle: &str) -> String {
 /// again, saying why, and opens nothing meanwhile (no pid file).
 #[test]
 fn an_address_not_on_this_host_is_tried_again_as_sendmail_does() {
-    let dir = tempfile::tempdir().unwrap();
     // 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of a test machine.
-    let mut child = spawn_daemon(
-        dir.path(),
+    let mut d = Daemon::spawn(
         "O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n\
          O DaemonPortOptions=Name=Elsewhere, Family=inet, Port=0, Addr=192.0.2.1\n",
+        &[],
     );
-    let err = stderr_until(&mut child, "trying again in 5 s");
+    let err = stderr_until(&mut d, "trying again in 5 s");
     assert!(
         err.contains("daemon Elsewhere: cannot bind 192.0.2.1:0"),
         "{err}"
     );
     assert!(err.contains("not on this host"), "{err}");
-    assert!(!dir.path().join("pid").exists(), "no pid file yet");
-    let log = std::fs::read_to_string(dir.path().join("maillog")).unwrap();
+    assert!(!d.pid_file.exists(), "no pid file yet");
+    let log = d.log_text();
     assert!(
         log.contains("NOQUEUE: SYSERR(root): opendaemonsocket: daemon Elsewhere: cannot bind")
             && log.contains("daemon Elsewhere: problem creating SMTP socket"),
         "{log}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    // dropped: the daemon, still trying, is killed
 }
 
 /// A port still held by another process (a mailer of the daemon that was just killed, or
@@ -243,31 +219,19 @@ fn an_address_not_on_this_host_is_tried_again_as_sendmail_does() {
 /// tries, 5 s apart), and starts as soon as the port is free.
 #[test]
 fn a_port_in_use_at_start_is_tried_again_until_it_is_free() {
-    let dir = tempfile::tempdir().unwrap();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let mut child = spawn_daemon(
-        dir.path(),
+    let mut d = Daemon::spawn(
         &format!(
             "Djmta.example.test\nO DaemonPortOptions=Name=MTA-v4, Family=inet, Port={port}, Addr=127.0.0.1\n"
         ),
+        &[],
     );
-    let err = stderr_until(&mut child, "trying again in 5 s");
+    let err = stderr_until(&mut d, "trying again in 5 s");
     assert!(err.contains("daemon MTA-v4: cannot bind"), "{err}");
     drop(holder);
-    let until = Instant::now() + WAIT;
-    let log = loop {
-        let log = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
-        if log.contains("starting daemon") {
-            break log;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon gave up: {log}"
-        );
-        assert!(Instant::now() < until, "never started: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // (fails if the daemon gives up first)
+    let log = d.wait_log("starting daemon");
     assert!(
         log.contains("daemon MTA-v4: problem creating SMTP socket"),
         "{log}"
@@ -275,12 +239,7 @@ fn a_port_in_use_at_start_is_tried_again_until_it_is_free() {
     assert!(!log.contains("wedged"), "{log}");
     let mut c = Smtp::connect(format!("127.0.0.1:{port}").parse().unwrap());
     assert!(c.reply()[0].starts_with("220 "));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    assert!(d.stop().success());
 }
 
 #[test]

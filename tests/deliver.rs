@@ -198,6 +198,11 @@ fn a_next_hop_known_down_is_not_connected_to_again() {
 /// A daemon whose smart host's port has nothing listening (every connection refused), and
 /// that port.
 fn refused_relay_daemon() -> (Daemon, u16) {
+    refused_relay_daemon_with("", &[])
+}
+
+/// [`refused_relay_daemon`] with more cf lines and command-line arguments.
+fn refused_relay_daemon_with(cf_lines: &str, args: &[&str]) -> (Daemon, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -206,20 +211,26 @@ fn refused_relay_daemon() -> (Daemon, u16) {
         "Djmta.example.test\n\
          DSrelay:[127.0.0.1]\n\
          O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
-         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n"
+         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n\
+         {cf_lines}"
     );
-    (Daemon::start(&cf, &[]), port)
+    (Daemon::start(&cf, args), port)
 }
 
 /// Message `n` to a remote recipient, accepted with 250.
 fn send_deferred(a: &mut Daemon, n: usize) {
+    send_one(a, "bob@remote.example.test", &format!("deferred {n}"));
+}
+
+/// One message to `rcpt` over one SMTP session on MTA-v4, accepted with 250.
+fn send_one(a: &mut Daemon, rcpt: &str, subject: &str) {
     let mut c = Smtp::connect(a.addr_of("MTA-v4"));
     c.reply();
     c.cmd("HELO client.example.test");
     c.cmd("MAIL FROM:<sender@client.example.test>");
-    c.cmd("RCPT TO:<bob@remote.example.test>");
+    c.cmd(&format!("RCPT TO:<{rcpt}>"));
     c.cmd("DATA");
-    c.send(&format!("Subject: deferred {n}\r\n\r\nx\r\n."));
+    c.send(&format!("Subject: {subject}\r\n\r\nx\r\n."));
     assert!(c.reply()[0].starts_with("250 2.0.0 "));
     c.cmd("QUIT");
 }
@@ -241,54 +252,19 @@ fn a_backlog_of_deferred_mail_is_not_read_again_for_every_new_message() {
     std::fs::set_permissions(&mbox, std::fs::Permissions::from_mode(0o666)).unwrap();
     let aliases = dir.path().join("aliases");
     std::fs::write(&aliases, format!("box: {}\n", mbox.display())).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let cf = format!(
-        "Djmta.example.test\n\
-         DSrelay:[127.0.0.1]\n\
-         O AliasFile={}\n\
-         O DaemonPortOptions=Name=MTA-v4, Family=inet, Port=0, Addr=127.0.0.1\n\
-         Mrelay, P=[IPC], F=mDFMuXa8, E=\\r\\n, L=2040, T=DNS/RFC822/SMTP, A=TCP $h {port}\n",
-        aliases.display()
+    let (mut a, _) = refused_relay_daemon_with(
+        &format!("O AliasFile={}\n", aliases.display()),
+        &["-O", "MetricsAddress=127.0.0.1:0"],
     );
-    let mut a = Daemon::start(&cf, &["-O", "MetricsAddress=127.0.0.1:0"]);
-    let metrics = {
-        let needle = "metrics: listening on ";
-        let log = a.wait_log(needle);
-        let line = log.lines().rev().find(|l| l.contains(needle)).unwrap();
-        let addr: std::net::SocketAddr = line.split(needle).nth(1).unwrap().trim().parse().unwrap();
-        addr
-    };
-    let attempts = || -> u64 {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("sendmail_queue_attempts_total "))
-            .expect("sendmail_queue_attempts_total")
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let metrics = a.metrics_addr();
+    let attempts = || support::scrape_metrics(metrics)["sendmail_queue_attempts_total"] as u64;
     for n in 1..=DEFERRED {
         send_deferred(&mut a, n);
     }
     a.wait_log_count("stat=Deferred", DEFERRED);
     let before = attempts();
     for n in 1..=NEW {
-        let mut c = Smtp::connect(a.addr_of("MTA-v4"));
-        c.reply();
-        c.cmd("HELO client.example.test");
-        c.cmd("MAIL FROM:<sender@client.example.test>");
-        c.cmd("RCPT TO:<box@mta.example.test>");
-        c.cmd("DATA");
-        c.send(&format!("Subject: local {n}\r\n\r\nx\r\n."));
-        assert!(c.reply()[0].starts_with("250 2.0.0 "));
-        c.cmd("QUIT");
+        send_one(&mut a, "box@mta.example.test", &format!("local {n}"));
         // One at a time: each commit gets its own pass.
         a.wait_log_count("mailer=*file*", n);
     }

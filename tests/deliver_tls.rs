@@ -65,11 +65,7 @@ fn start_sink(dir: &Path, addr: &str) -> Sink {
 /// `GET /metrics` from the daemon's metrics listener (its `metrics: listening on` line).
 fn scrape(d: &mut Daemon) -> String {
     use std::io::{Read, Write};
-    let needle = "metrics: listening on ";
-    let log = d.wait_log(needle);
-    let line = log.lines().find(|l| l.contains(needle)).unwrap();
-    let addr: std::net::SocketAddr = line.split(needle).nth(1).unwrap().trim().parse().unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect(d.metrics_addr()).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut text = String::new();

@@ -11,38 +11,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::{Daemon, Smtp};
+use support::{Daemon, Smtp, scrape_metrics as scrape};
 
 const N: usize = 24;
 const SESSIONS: usize = 4;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn metrics_addr(d: &mut Daemon) -> SocketAddr {
-    let needle = "metrics: listening on ";
-    let log = d.wait_log(needle);
-    let line = log.lines().rev().find(|l| l.contains(needle)).unwrap();
-    line.split(needle).nth(1).unwrap().trim().parse().unwrap()
-}
-
-/// The unlabelled samples of `/metrics`.
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.contains('{'))
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
 
 fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> BTreeMap<String, f64> {
     let until = Instant::now() + WAIT;
@@ -126,7 +103,7 @@ fn many_messages_to_one_mbox_and_one_maildir_arrive_whole_once_with_shared_fsync
     );
     let mut d = Daemon::start(&cf, &["-O", "MetricsAddress=[::1]:0"]);
     let smtp = d.addr_of("MTA-v6");
-    let metrics = metrics_addr(&mut d);
+    let metrics = d.metrics_addr();
 
     // The mbox is held by a reader: every delivery to it queues.
     let reader = std::fs::File::open(&mbox).unwrap();

@@ -64,6 +64,18 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the binary run through `wrapper` (e.g. `unshare`).
     pub fn start_wrapped(cf_text: &str, args: &[&str], wrapper: &[&str]) -> Daemon {
+        let mut d = Daemon::spawn_wrapped(cf_text, args, wrapper);
+        d.wait_log("starting daemon");
+        d
+    }
+
+    /// Like [`Daemon::start`], without waiting for the daemon to log its start (for what
+    /// happens before it: opening its sockets). Its stderr is piped.
+    pub fn spawn(cf_text: &str, args: &[&str]) -> Daemon {
+        Daemon::spawn_wrapped(cf_text, args, &[])
+    }
+
+    fn spawn_wrapped(cf_text: &str, args: &[&str], wrapper: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let cf = dir.path().join("sendmail.cf");
         std::fs::write(&cf, cf_text).unwrap();
@@ -103,15 +115,13 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut d = Daemon {
+        Daemon {
             child: Some(child),
             dir,
             cf,
             log,
             pid_file,
-        };
-        d.wait_log("starting daemon");
-        d
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -176,6 +186,15 @@ impl Daemon {
             .unwrap_or_else(|_| panic!("not a socket address: {addr}"))
     }
 
+    /// The metrics listener's address (`MetricsAddress`), from its latest `metrics:
+    /// listening on` log line.
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        let needle = "metrics: listening on ";
+        let log = self.wait_log(needle);
+        let line = log.lines().rev().find(|l| l.contains(needle)).unwrap();
+        line.split(needle).nth(1).unwrap().trim().parse().unwrap()
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
@@ -236,6 +255,21 @@ pub const AS_ORACLE_HOST: &[&str] = &[
 ];
 
 /// Runs the binary to completion with `args` (no stdin).
+/// The unlabelled samples of `GET /metrics` at `addr` (name → value).
+pub fn scrape_metrics(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 pub fn run(args: &[&str]) -> Output {
     Command::new(sendmail_bin())
         .args(args)
