@@ -76,32 +76,29 @@ pub fn run(inv: &Invocation) -> i32 {
                     print!("{text}");
                     EX_OK
                 }
-                Err(e @ ControlError::Unreachable { .. }) => {
-                    eprintln!("sendmail: the queue is in use by another process, and {e}");
-                    EX_TEMPFAIL
-                }
-                Err(e) => {
-                    eprintln!("sendmail: {e}");
-                    EX_TEMPFAIL
-                }
+                Err(e) => control_failed(&e),
             }
         }
         Err(QueueError::Locked(_)) => match control::request_run(&qdir, &run.select) {
             Ok(_) => EX_OK,
-            Err(e @ ControlError::Unreachable { .. }) => {
-                eprintln!("sendmail: the queue is in use by another process, and {e}");
-                EX_TEMPFAIL
-            }
-            Err(e) => {
-                eprintln!("sendmail: {e}");
-                EX_TEMPFAIL
-            }
+            Err(e) => control_failed(&e),
         },
         Err(e) => {
             eprintln!("sendmail: queue {}: {e}", qdir.display());
             EX_CANTCREAT
         }
     }
+}
+
+/// A request to the running daemon that failed: why, on stderr; `EX_TEMPFAIL`.
+fn control_failed(e: &ControlError) -> i32 {
+    match e {
+        ControlError::Unreachable { .. } => {
+            eprintln!("sendmail: the queue is in use by another process, and {e}")
+        }
+        _ => eprintln!("sendmail: {e}"),
+    }
+    EX_TEMPFAIL
 }
 
 /// `PrivacyOptions=restrictqrun`: only root and the owner of the queue directory may run

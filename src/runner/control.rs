@@ -310,6 +310,26 @@ pub fn request_run(qdir: &Path, select: &Selection) -> Result<usize, ControlErro
 mod tests {
     use super::*;
 
+    /// `request`'s answer once the control socket is up (the server starts beside it),
+    /// off the async workers (the client side blocks).
+    async fn once_up<T: Send + 'static>(
+        request: impl Fn() -> Result<T, ControlError> + Send + 'static,
+    ) -> T {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..500 {
+                match request() {
+                    Err(ControlError::Unreachable { .. }) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    other => return other.unwrap(),
+                }
+            }
+            panic!("control socket never came up");
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_request_reaches_the_runner_and_its_answer_comes_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -326,20 +346,8 @@ mod tests {
             flags
         });
         let qdir = dir.path().to_path_buf();
-        let n = tokio::task::spawn_blocking(move || {
-            let select = QueueRun::parse(&["Rexample.com", "!Sroot"]).unwrap().select;
-            for _ in 0..500 {
-                match request_run(&qdir, &select) {
-                    Err(ControlError::Unreachable { .. }) => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    other => return other.unwrap(),
-                }
-            }
-            panic!("control socket never came up");
-        })
-        .await
-        .unwrap();
+        let select = QueueRun::parse(&["Rexample.com", "!Sroot"]).unwrap().select;
+        let n = once_up(move || request_run(&qdir, &select)).await;
         assert_eq!(n, 3);
         assert_eq!(runner.await.unwrap(), ["Rexample.com", "!Sroot"]);
         server.abort();
@@ -375,20 +383,8 @@ mod tests {
             asked
         });
         let qdir = dir.path().to_path_buf();
-        let got = tokio::task::spawn_blocking(move || {
-            let select = QueueRun::parse(&["Q", "I6B6BQ3"]).unwrap().select;
-            for _ in 0..500 {
-                match request_quarantine(&qdir, &select, Some("by the\nadmin")) {
-                    Err(ControlError::Unreachable { .. }) => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    other => return other.unwrap(),
-                }
-            }
-            panic!("control socket never came up");
-        })
-        .await
-        .unwrap();
+        let select = QueueRun::parse(&["Q", "I6B6BQ3"]).unwrap().select;
+        let got = once_up(move || request_quarantine(&qdir, &select, Some("by the\nadmin"))).await;
         assert_eq!(got, outcomes);
         let (flags, reason) = runner.await.unwrap();
         assert_eq!(reason.as_deref(), Some("by the admin"));
