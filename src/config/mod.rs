@@ -292,36 +292,40 @@ impl Config {
     /// host's own names, `localhost` and `[127.0.0.1]` added — what the built-in rules take
     /// for "mail to me" (relay check and mailer choice alike).
     pub fn local_names(&self) -> Vec<String> {
-        let mut w = self.classes.get("w").cloned().unwrap_or_default();
-        w.extend([
-            macros::expand("$j", self),
-            self.host.fqdn.clone(),
-            self.host.short.clone(),
-            "localhost".to_string(),
-        ]);
-        w.push("[127.0.0.1]".to_string());
-        w.iter().map(|s| s.to_ascii_lowercase()).collect()
+        self.each_local_name()
+            .map(|s| s.to_ascii_lowercase())
+            .collect()
     }
 
     /// Whether `name` is one of [`Config::local_names`], without building the list (the
     /// built-in router asks once per recipient). `name` is compared as given with each
     /// local name in lower case, as `local_names().contains(name)` does.
     pub fn is_local_name(&self, name: &str) -> bool {
-        let lower_eq = |w: &str| {
+        self.each_local_name().any(|w| {
             w.len() == name.len()
                 && w.bytes()
                     .zip(name.bytes())
                     .all(|(a, b)| a.to_ascii_lowercase() == b)
-        };
-        lower_eq("localhost")
-            || lower_eq("[127.0.0.1]")
-            || lower_eq(&self.host.fqdn)
-            || lower_eq(&self.host.short)
-            || self
-                .classes
-                .get("w")
-                .is_some_and(|w| w.iter().any(|x| lower_eq(x)))
-            || lower_eq(&macros::expand("$j", self))
+        })
+    }
+
+    /// The names of [`Config::local_names`], as written.
+    fn each_local_name(&self) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let w = self.classes.get("w").into_iter().flatten();
+        w.map(|s| Cow::Borrowed(s.as_str()))
+            .chain(std::iter::once_with(|| {
+                Cow::Owned(macros::expand("$j", self))
+            }))
+            .chain(
+                [
+                    self.host.fqdn.as_str(),
+                    self.host.short.as_str(),
+                    "localhost",
+                    "[127.0.0.1]",
+                ]
+                .map(Cow::Borrowed),
+            )
     }
 
     /// A ruleset by name or number (`"canonify"`, `"3"`).
