@@ -507,17 +507,15 @@ const HELD: Duration = Duration::from_secs(365 * 24 * 3600);
 /// later try; `None` when one is due now, or none is pending (the message is finished, or
 /// what is left is for the notices, which the next attempt settles).
 fn next_due(recipients: &[Recipient]) -> Option<SystemTime> {
-    let mut pending = recipients
+    let mut earliest: Option<SystemTime> = None;
+    for r in recipients
         .iter()
         .filter(|r| r.state == DeliveryState::Pending)
-        .peekable();
-    pending.peek()?;
-    pending
-        .map(|r| r.next_attempt)
-        .try_fold(None, |min: Option<SystemTime>, t| {
-            let t = t?;
-            Some(Some(min.map_or(t, |m| m.min(t))))
-        })?
+    {
+        let t = r.next_attempt?;
+        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+    }
+    earliest
 }
 
 /// A message that has looped: the SYSERR line, and every pending recipient failed with
