@@ -502,7 +502,17 @@ async fn serve(
             .try_send(crate::runner::control::Request::Run(request))
             .is_ok()
     }));
-    let runner = tokio::spawn(crate::runner::run(shared.clone(), schedule, requests));
+    let runner = match crate::runner::Thread::start(shared.clone(), schedule, requests) {
+        Ok(t) => t,
+        Err(e) => {
+            shared.logger.log(
+                Severity::Crit,
+                None,
+                format_args!("SYSERR: cannot start the queue runner: {e}"),
+            );
+            return EX_OSERR;
+        }
+    };
     let control = tokio::spawn(control_socket(shared.clone(), runs));
     let (stats_stop, stats_stopped) = oneshot::channel::<()>();
     let stats_task = shared.stats.clone().map(|stats| {
@@ -562,7 +572,7 @@ async fn serve(
     pickup.abort();
     control.abort();
     let _ = std::fs::remove_file(crate::runner::control::socket_path(shared.queue.dir()));
-    runner.abort();
+    let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
     let _ = stats_stop.send(());
     if let Some(t) = stats_task {
         let _ = t.await;

@@ -53,7 +53,7 @@
 //! | 3 | [`rules`] [`credentials`] [`makemap`] | the ruleset engine and `-bt`; TLS certificate and AUTH passwords; `makemap` |
 //! | 2 | [`cli`] [`tls`] [`dns`] [`aliases`] [`stats`] [`listener`] [`version`] | argv; TLS contexts; the resolver; aliases; `mailstats`; sockets; `-d0.1`'s version block |
 //! | 1 | [`config`] [`auth`] [`queue`] | the one sendmail.cf reader; SASL mechanisms and the saslauthd client; queue storage |
-//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] [`conncontrol`] [`metrics`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege; conncontrol: open connections and arrivals per client address; metrics: the live counters and their Prometheus text) |
+//! | 0 | [`sysexits`] [`log`] [`hosts`] [`rlimit`] [`priority`] [`shutdown`] [`mapdb`] [`headers`] [`mailbox`] [`asuser`] [`setgid`] [`conncontrol`] [`metrics`] | ground (mailbox: the one reading of an address; asuser: opening a file with another user's rights; setgid: the submission group's privilege; priority: a thread's nice value; conncontrol: open connections and arrivals per client address; metrics: the live counters and their Prometheus text) |
 //!
 //! RFCs followed: RFC 5321 (SMTP), RFC 1869/5321 (ESMTP), RFC 3461 (DSN parameters),
 //! RFC 3464 (delivery status notifications), RFC 6152 (8BITMIME), RFC 3030 (CHUNKING),
@@ -84,6 +84,7 @@ pub mod mapdb;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
+pub mod priority;
 pub mod privsep;
 pub mod queue;
 pub mod receive;

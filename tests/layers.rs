@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
         "log",
         "hosts",
         "rlimit",
+        "priority",
         "shutdown",
         "mapdb",
         "headers",

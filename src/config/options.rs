@@ -66,6 +66,11 @@ const fn n(name: &'static str, short: Option<char>) -> OptionInfo {
     }
 }
 
+/// The daemon's queue runner thread's nice(3) increment when `NiceQueueRun` is not set
+/// (see [`crate::runner::Thread`]: it reads the next hops' replies and marks deliveries, and
+/// a reply left waiting for the CPU is a message sent again after a crash).
+pub const DEFAULT_RUNNER_NICE: i32 = -10;
+
 /// Every option sendmail 8.17.1.9 (Debian build) accepts, plus our own `LogFile` and
 /// `NameServers`. Source: op §5.6 and the binary itself (each name probed with `-bt`).
 pub const OPTIONS: &[OptionInfo] = &[
@@ -184,7 +189,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     s("MaxQueueChildren", None),
     s("MaxRunnersPerQueue", None),
     n("DirectSubmissionModifiers", None),
-    n("NiceQueueRun", None),
+    s("NiceQueueRun", None),
     n("SharedMemoryKey", None),
     n("AuthMaxBits", None),
     n("MailboxDatabase", None),
@@ -760,6 +765,10 @@ pub struct Options {
     /// 0 = not set, the runner's own bound only. New mail is not a queue run and is not
     /// counted, as sendmail's arrivals are delivered outside its queue runners.
     pub max_runners_per_queue: usize,
+    /// `NiceQueueRun`: the increment to the scheduling priority (nice(3)) of queue runs:
+    /// the daemon's runner thread and `sendmail -q`. Not set: the daemon's runner thread
+    /// runs at [`DEFAULT_RUNNER_NICE`] where the system allows it, `sendmail -q` unchanged.
+    pub nice_queue_run: Option<i32>,
     /// Ours: `DestinationConcurrencyLimit`, SMTP connections at once to one next hop
     /// (Postfix's `default_destination_concurrency_limit`, 20).
     pub destination_concurrency_limit: usize,
@@ -957,6 +966,7 @@ impl Default for Options {
             connection_cache_timeout: Duration::from_secs(300),
             max_queue_children: 0,
             max_runners_per_queue: 0,
+            nice_queue_run: None,
             destination_concurrency_limit: 20,
             local_destination_concurrency_limit: 2,
             destination_rate_delay: Duration::ZERO,
@@ -1081,6 +1091,7 @@ impl Options {
             "ConnectionCacheTimeout" => self.connection_cache_timeout = parse_duration(value, 'm')?,
             "MaxQueueChildren" => self.max_queue_children = parse_number(value)?,
             "MaxRunnersPerQueue" => self.max_runners_per_queue = parse_number(value)?,
+            "NiceQueueRun" => self.nice_queue_run = Some(parse_number(value)?),
             "DestinationConcurrencyLimit" => {
                 self.destination_concurrency_limit = positive(parse_number(value)?)?
             }

@@ -184,6 +184,18 @@ fn run_here(inv: &Invocation, cfg: crate::config::Config, store: Store, run: &Qu
             return EX_CANTCREAT;
         }
     };
+    // NiceQueueRun, as sendmail's queue runs nice(3) themselves: set before the runtime
+    // exists, so that its threads and the mailers they start have it too.
+    if let Some(n) = cfg.options.nice_queue_run
+        && let Err(e) = crate::priority::this_thread()
+            .and_then(|base| crate::priority::set_this_thread(base + n))
+    {
+        logger.log(
+            Severity::Warning,
+            None,
+            format_args!("NiceQueueRun={n}: queue run priority unchanged: {e}"),
+        );
+    }
     let runtime = match build_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
         Err(code) => return code,

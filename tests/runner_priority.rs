@@ -1,0 +1,116 @@
+//! The queue runner's thread and its priority (`NiceQueueRun`, src/runner/mod.rs `Thread`):
+//! the real daemon, a local mailer program that reports its own nice value, and the
+//! daemon's threads read from /proc.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{Daemon, Smtp};
+
+/// The nice value in a /proc …/stat line (field 19; the command name, field 2, may hold
+/// spaces and parentheses, so fields are counted after its last `)`).
+fn nice_of(stat: &str) -> i32 {
+    let after = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// The nice value of the daemon's thread named `name`, and of its main thread.
+fn thread_nice(pid: i32, name: &str) -> (i32, i32) {
+    let main = nice_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            return (nice_of(&stat), main);
+        }
+    }
+    panic!("no thread named {name} in daemon {pid}");
+}
+
+/// A local mailer program that writes its /proc stat line to `dir/stat`.
+fn cf_with_reporting_mailer(dir: &Path, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("mda.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\ncat /proc/$$/stat > {d}/stat.tmp && mv {d}/stat.tmp {d}/stat\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    format!(
+        "Djmta.example.test\n\
+         O DaemonPortOptions=Name=MTA-v6, Family=inet6, Port=0, Addr=::1\n\
+         Mlocal, P={}, F=lsDFMAw5:/|@qP9, S=EnvFromL/HdrFromL, R=EnvToL/HdrToL, T=DNS/RFC822/X-Unix, A=mda $u\n\
+         {extra}",
+        script.display()
+    )
+}
+
+/// Sends one message to nobody@ and waits for the mailer program's report: its nice value.
+fn program_nice(d: &mut Daemon, dir: &Path) -> i32 {
+    let mut c = Smtp::connect(d.addr_of("MTA-v6"));
+    c.reply();
+    c.cmd("EHLO client.example.test");
+    assert!(c.cmd("MAIL FROM:<alice@client.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("RCPT TO:<nobody@mta.example.test>")[0].starts_with("250"));
+    assert!(c.cmd("DATA")[0].starts_with("354"));
+    c.send("Subject: priority\r\n\r\nhello\r\n.");
+    assert!(c.reply()[0].starts_with("250 "));
+    c.cmd("QUIT");
+    let stat = dir.join("stat");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stat.exists() {
+        assert!(Instant::now() < deadline, "the program did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nice_of(&std::fs::read_to_string(stat).unwrap())
+}
+
+/// Whether this process may raise a thread's priority (root, or an RLIMIT_NICE allowing it).
+fn may_raise_priority() -> bool {
+    std::thread::spawn(|| {
+        let base = sendmail_rs::priority::this_thread().unwrap();
+        sendmail_rs::priority::set_this_thread(base - 1).is_ok()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&cf_with_reporting_mailer(dir.path(), ""), &[]);
+    let (runner, main) = thread_nice(d.pid(), "runner");
+    if may_raise_priority() {
+        assert_eq!(runner, (main - 10).max(-20), "the default increment");
+    } else {
+        assert_eq!(runner, main, "left as it is where the system refuses");
+    }
+    assert_eq!(program_nice(&mut d, dir.path()), main, "the mailer program");
+    assert!(!d.log_text().contains("NiceQueueRun"), "{}", d.log_text());
+}
+
+#[test]
+fn nice_queue_run_sets_the_runner_threads_increment_as_sendmails_queue_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = cf_with_reporting_mailer(dir.path(), "O NiceQueueRun=4\n");
+    let mut d = Daemon::start(&cf, &[]);
+    let (runner, main) = thread_nice(d.pid(), "runner");
+    assert_eq!(runner, (main + 4).min(19));
+    assert_eq!(program_nice(&mut d, dir.path()), main, "the mailer program");
+    d.stop();
+
+    // 0: the runner at the daemon's priority, as sendmail's default.
+    let dir = tempfile::tempdir().unwrap();
+    let cf = cf_with_reporting_mailer(dir.path(), "O NiceQueueRun=0\n");
+    let d = Daemon::start(&cf, &[]);
+    let (runner, main) = thread_nice(d.pid(), "runner");
+    assert_eq!(runner, main);
+}
