@@ -382,8 +382,10 @@ pub async fn run(
 /// from the sink writing `250` to the mark: on the daemon's runtime, median 1.8–3.6 ms and
 /// p90 6–9 ms; on a thread of its own at the same priority, median 1.4–1.8 ms and p90
 /// 4–14 ms (the thread waits for a CPU like any other); at nice −10, median 0.04–0.12 ms,
-/// p90 0.6–1.7 ms. That thread does little CPU work per message (5 % of a core in those
-/// runs), so its priority costs the sessions little.
+/// p90 0.6–1.7 ms; duplicates per kill, mean of 8–27 runs, file mode 2.14 → 1.10, program
+/// mode 2.97 → 0.71 (docs/reliability.md). That thread does little CPU work per message
+/// (5 % of a core in those runs), so its priority costs the sessions little; the relay
+/// bench's rate did not change.
 ///
 /// `NiceQueueRun` (sendmail's nice(3) increment for queue runs) sets the increment; not set,
 /// it is [`DEFAULT_RUNNER_NICE`], taken where the system allows it (root, or an `RLIMIT_NICE`
