@@ -19,15 +19,28 @@ fn nice_of(stat: &str) -> i32 {
 /// The nice value of the daemon's thread named `name`, and of its main thread.
 fn thread_nice(pid: i32, name: &str) -> (i32, i32) {
     let main = nice_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+    let stat = std::fs::read_to_string(thread_dir(pid, name).join("stat")).unwrap();
+    (nice_of(&stat), main)
+}
+
+/// /proc/PID/task/TID of the daemon's thread named `name`.
+fn thread_dir(pid: i32, name: &str) -> std::path::PathBuf {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-            return (nice_of(&stat), main);
+            return task;
         }
     }
     panic!("no thread named {name} in daemon {pid}");
+}
+
+/// A thread's time slice (ns) as the scheduler shows it (`se.slice`; None on kernels
+/// without it).
+fn slice_of(task: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(task.join("sched")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("se.slice"))?;
+    line.split(':').nth(1)?.trim().parse().ok()
 }
 
 /// A local mailer program that writes its /proc stat line to `dir/stat`.
@@ -37,7 +50,8 @@ fn cf_with_reporting_mailer(dir: &Path, extra: &str) -> String {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncat > /dev/null\ncat /proc/$$/stat > {d}/stat.tmp && mv {d}/stat.tmp {d}/stat\n",
+            "#!/bin/sh\ncat > /dev/null\ncp /proc/$$/sched {d}/sched 2>/dev/null\n\
+             cat /proc/$$/stat > {d}/stat.tmp && mv {d}/stat.tmp {d}/stat\n",
             d = dir.display()
         ),
     )
@@ -93,7 +107,20 @@ fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not
     } else {
         assert_eq!(runner, main, "left as it is where the system refuses");
     }
+    // The short slice (Linux 6.12 and later show it; before, it is ignored).
+    let task = thread_dir(d.pid(), "runner");
+    let main_task = std::path::PathBuf::from(format!("/proc/{}/task/{}", d.pid(), d.pid()));
+    if let (Some(runner_slice), Some(main_slice)) = (slice_of(&task), slice_of(&main_task)) {
+        assert_eq!(runner_slice, sendmail_rs::runner::RUNNER_SLICE_NS);
+        assert_ne!(
+            main_slice, runner_slice,
+            "the daemon's other threads keep theirs"
+        );
+    }
     assert_eq!(program_nice(&mut d, dir.path()), main, "the mailer program");
+    if let Some(slice) = slice_of(dir.path()) {
+        assert_ne!(slice, sendmail_rs::runner::RUNNER_SLICE_NS, "nor its slice");
+    }
     assert!(!d.log_text().contains("NiceQueueRun"), "{}", d.log_text());
 }
 
