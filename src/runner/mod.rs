@@ -430,10 +430,12 @@ impl Thread {
             .spawn(move || {
                 let set = match increment {
                     0 => Ok(()),
-                    // A higher priority and a short slice in one call; where the priority
-                    // is refused (not root), the slice alone, which needs no privilege.
+                    // A higher priority and a short slice in one call; a kernel that refuses
+                    // the slice still gets the priority; where the priority is refused (not
+                    // root), the slice alone, which needs no privilege.
                     n if n < 0 => {
                         crate::priority::set_this_thread_and_slice(base + n, RUNNER_SLICE_NS)
+                            .or_else(|_| crate::priority::set_this_thread(base + n))
                             .inspect_err(|_| {
                                 let _ = crate::priority::set_this_thread_and_slice(
                                     base,
