@@ -60,10 +60,11 @@ pub fn set_this_thread_and_slice(nice: i32, slice_ns: u64) -> io::Result<()> {
     }
 }
 
-/// The calling thread's time slice in nanoseconds as the scheduler reports it
-/// (`se.slice` in /proc/thread-self/sched; `None` where the kernel does not show it).
-pub fn this_thread_slice() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+/// A thread's time slice in nanoseconds as the scheduler reports it: `se.slice` in the
+/// `sched` file of `task` (`/proc/thread-self`, `/proc/PID/task/TID`); `None` where the
+/// kernel does not show it.
+pub fn slice_of(task: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(task.join("sched")).ok()?;
     let line = text.lines().find(|l| l.starts_with("se.slice"))?;
     line.split(':').nth(1)?.trim().parse().ok()
 }
@@ -97,7 +98,10 @@ mod tests {
         let base = this_thread().unwrap();
         let (nice, slice) = std::thread::spawn(move || {
             set_this_thread_and_slice(base + 1, 200_000).unwrap();
-            (this_thread().unwrap(), this_thread_slice())
+            (
+                this_thread().unwrap(),
+                slice_of("/proc/thread-self".as_ref()),
+            )
         })
         .join()
         .unwrap();

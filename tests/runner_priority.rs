@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sendmail_rs::priority::slice_of;
 use support::{Daemon, Smtp};
 
 /// The nice value in a /proc …/stat line (field 19; the command name, field 2, may hold
@@ -33,14 +34,6 @@ fn thread_dir(pid: i32, name: &str) -> std::path::PathBuf {
         }
     }
     panic!("no thread named {name} in daemon {pid}");
-}
-
-/// A thread's time slice (ns) as the scheduler shows it (`se.slice`; None on kernels
-/// without it).
-fn slice_of(task: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(task.join("sched")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("se.slice"))?;
-    line.split(':').nth(1)?.trim().parse().ok()
 }
 
 /// A local mailer program that writes its /proc stat line to `dir/stat`.
