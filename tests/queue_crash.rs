@@ -37,9 +37,11 @@ const TASKS: u32 = 32;
 /// the queue, and so the test's time, bounded).
 const MAX_PER_TASK: u32 = 60;
 /// Small segments, so that kills also land in segment roll-over, copy-forward and
-/// deletion.
+/// deletion (this queue never drains: the early roll-over of a drained queue's segment is
+/// the store's unit test's).
 const OPTIONS: StoreOptions = StoreOptions {
     segment_bytes: 256 * 1024,
+    empty_roll_bytes: 32 * 1024,
     file_mode: 0o600,
     remove_sync_delay: sendmail_rs::queue::store::REMOVE_SYNC_DELAY,
 };
