@@ -38,7 +38,9 @@ figures are therefore not comparable with the earlier ones: the delivery rate at
 is higher, and duplicates per kill grow with it (Little's law).
 
 Local delivery goes by the file mailer into mbox files (`--local file`, aliases to the
-files), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
+files), into Maildirs (`--local maildir`, aliases to `…/Maildir/`: sendmail-rs's own
+Maildir delivery; a message file in `new/` or `cur/` that is not whole fails the run, files
+left in `tmp/` are counted), or (`--local program`) through the cf's `Mlocal` program, as Debian's procmail or
 mail.local: a small C program this harness writes and compiles (`mda`; `mda.py`, the same
 in Python, where no C compiler works) that takes an exclusive `flock` on the recipient's
 mbox, appends what it reads on stdin, fsyncs and exits 0, one run per recipient. A program outlives a SIGKILLed daemon (it runs in its own process group), so
@@ -312,6 +314,7 @@ class Daemon:
         self.proc = None
         self.starts = 0
         self.mda = None  # the program mode's MDA (mda, compiled, or mda.py)
+        self.local = local
         self.reaped = []  # seconds from each SIGKILL to the daemon's end
         self.bind_retries = 0  # starts that found the port still taken
         # An alias's /file is written as DefaultUser, as sendmail's mailfile() does: the
@@ -325,6 +328,18 @@ class Daemon:
             if local == "file":
                 for i in range(boxes):
                     f.write(f"box{i}: {self.mbox(i)}\n")
+            elif local == "maildir":
+                # the trailing slash makes the alias a Maildir, delivered by sendmail-rs
+                # itself as DefaultUser (mailnull, else 1:1), as the file mailer's mbox
+                owner = default_user()
+                for i in range(boxes):
+                    for sub in ("tmp", "new", "cur"):
+                        d = os.path.join(self.maildir(i), sub)
+                        os.makedirs(d, exist_ok=True)
+                    if os.geteuid() == 0:  # else the daemon writes as this user
+                        for d, _, _ in os.walk(os.path.dirname(self.maildir(i))):
+                            os.chown(d, *owner)
+                    f.write(f"box{i}: {self.maildir(i)}/\n")
             else:
                 # boxN is an alias for an account of this host (the server checks local
                 # users at RCPT); the program maps the account back to boxN's mbox.
@@ -363,6 +378,31 @@ class Daemon:
 
     def mbox(self, i):
         return os.path.join(self.work, "boxes", f"box{i}.mbox")
+
+    def maildir(self, i):
+        return os.path.join(self.work, "boxes", f"box{i}", "Maildir")
+
+    def local_copies(self, i):
+        """(token, complete, time) for each copy delivered to box i."""
+        if self.local == "maildir":
+            return maildir_copies(self.maildir(i))
+        return mbox_copies(self.mbox(i))
+
+    def local_bytes(self, i):
+        """Everything delivered to box i, as one byte string."""
+        if self.local == "maildir":
+            return b"".join(maildir_files(self.maildir(i), ("new", "cur", "tmp")).values())
+        try:
+            with open(self.mbox(i), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def maildir_leftovers(self, boxes):
+        """Files left in the Maildirs' tmp/ (deliveries a SIGKILL cut short)."""
+        if self.local != "maildir":
+            return 0
+        return sum(len(maildir_files(self.maildir(i), ("tmp",))) for i in range(boxes))
 
     def log_text(self):
         try:
@@ -538,6 +578,50 @@ def mbox_copies(path):
     return out
 
 
+def maildir_files(maildir, subdirs):
+    """path -> contents of the files in a Maildir's `subdirs`."""
+    out = {}
+    for sub in subdirs:
+        d = os.path.join(maildir, sub)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for n in names:
+            p = os.path.join(d, n)
+            try:
+                with open(p, "rb") as f:
+                    out[p] = f.read()
+            except (FileNotFoundError, IsADirectoryError):
+                pass  # moved from new/ to cur/ meanwhile, or not a message
+    return out
+
+
+def maildir_copies(maildir):
+    """(token, complete, mtime) for each message file in a Maildir's new/ and cur/."""
+    out = []
+    for p, data in maildir_files(maildir, ("new", "cur")).items():
+        tok = TOKEN_RE.search(data)
+        ends = END_RE.findall(data)
+        token = tok.group(1).decode() if tok else None
+        try:
+            when = os.stat(p).st_mtime
+        except FileNotFoundError:
+            when = None
+        out.append((token, bool(tok) and ends == [tok.group(1)], when))
+    return out
+
+
+def default_user():
+    """(uid, gid) the daemon writes an alias's file or Maildir as: mailnull, else 1:1."""
+    import pwd
+    try:
+        p = pwd.getpwnam("mailnull")
+        return p.pw_uid, p.pw_gid
+    except KeyError:
+        return 1, 1
+
+
 def from_line_time(line):
     # "From sender@client.example.test Wed Dec  2 16:11:10 2026"
     parts = line.split()
@@ -656,13 +740,7 @@ class Tearer:
     def delivered(self, daemon, boxes, sink):
         """Torn tokens found anywhere in a mailbox or in what the sink received."""
         found = set()
-        data = b""
-        for i in range(boxes):
-            try:
-                with open(daemon.mbox(i), "rb") as f:
-                    data += f.read()
-            except FileNotFoundError:
-                pass
+        data = b"".join(daemon.local_bytes(i) for i in range(boxes))
         with sink.lock:
             sink.refresh()
             data += sink.bodies
@@ -695,9 +773,10 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--smoke", action="store_true", help="CI size: 300 messages, 6 kills")
-    ap.add_argument("--local", choices=("file", "program"), default="file",
-                    help="local delivery: the file mailer into mbox files, or the cf's Mlocal "
-                         "program (a script that locks and appends, as procmail)")
+    ap.add_argument("--local", choices=("file", "program", "maildir"), default="file",
+                    help="local delivery: the file mailer into mbox files, the cf's Mlocal "
+                         "program (a script that locks and appends, as procmail), or "
+                         "sendmail-rs's own Maildir delivery (aliases to Maildir/ directories)")
     ap.add_argument("--max-dups-per-kill", type=float, default=None,
                     help="fail when duplicated / kills is above this")
     ap.add_argument("--max-local-dups-per-kill", type=float, default=None,
@@ -770,7 +849,7 @@ def local_and_remote(daemon, boxes, sink):
     """token -> [(complete, time)] for the local mailboxes and for the sink."""
     local, remote = {}, {}
     for i in range(boxes):
-        for token, complete, when in mbox_copies(daemon.mbox(i)):
+        for token, complete, when in daemon.local_copies(i):
             local.setdefault(token, []).append((complete, when))
     with sink.lock:
         sink.refresh()
@@ -833,8 +912,13 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     unacked = sum(
         1 for t in clients.attempts if t not in clients.acked and (t in local or t in remote)
     )
-    torn = sum(1 for v in local.values() for c, _ in v if not c)
-    torn += sum(1 for v in remote.values() for c, _ in v if not c)
+    torn_local = sum(1 for v in local.values() for c, _ in v if not c)
+    torn = torn_local + sum(1 for v in remote.values() for c, _ in v if not c)
+    # A Maildir message appears whole or not at all (written in tmp/, then linked into
+    # new/): a partial copy there is a failure; tmp/ files are deliveries a kill cut short,
+    # which readers never see (left for the Maildir's cleanup, as qmail's are).
+    maildir_partial = torn_local if a.local == "maildir" else 0
+    leftovers = daemon.maildir_leftovers(a.boxes)
     log = daemon.log_text()
     recoveries = log.count("queue recovery:")
     queue_empty = daemon.queue_empty()
@@ -848,7 +932,8 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         f"(local {dups_by['local']}, remote {dups_by['remote']}) "
         f"duplicates_per_kill={dups / max(len(kills), 1):.2f} "
         f"(local {dups_by['local'] / max(len(kills), 1):.2f}) "
-        f"unacknowledged_but_delivered={unacked} torn_copies={torn} client_retries={clients.errors}\n"
+        f"unacknowledged_but_delivered={unacked} torn_copies={torn} client_retries={clients.errors}"
+        + (f" maildir_tmp_leftovers={leftovers}" if a.local == "maildir" else "") + "\n"
         f"  tears={len(tearer.tears)} (damaging {tearer.damaging()}) "
         f"torn_frames_delivered={len(torn_delivered)} "
         f"queue_recovery_lines={recoveries} queue_empty={queue_empty} "
@@ -866,6 +951,8 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         print(f"  UNEXPLAINED DUPLICATE {x}")
     for t in torn_delivered:
         print(f"  DELIVERED FROM A TORN FRAME {t}")
+    if maildir_partial:
+        print(f"  {maildir_partial} PARTIAL MESSAGE FILES in the Maildirs' new/ or cur/")
     if recoveries < tearer.damaging():
         print(f"  {tearer.damaging()} damaging tears but only {recoveries} queue recovery lines")
     per_kill = max(len(kills), 1)
@@ -879,6 +966,7 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     return (
         not lost and not unexplained and queue_empty and len(kills) >= a.kills
         and not torn_delivered and recoveries >= tearer.damaging() and not too_many
+        and not maildir_partial
     )
 
 

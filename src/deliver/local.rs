@@ -852,9 +852,17 @@ impl LocalDelivery {
             push_return_path(&mut bytes, d);
         }
         bytes.extend_from_slice(d.message);
+        // the name each file is about to get, for a daemon that would restart before the
+        // fsync of `new` returns (see `inflight::placing`)
+        let status = inflight::current();
+        let placing = |name: &str| {
+            if let Some(status) = &status {
+                inflight::placing(status, &dir.join("new").join(name));
+            }
+        };
         let write = |fresh: bool| {
             let dirs = self.maildir_dirs(base, rel, owner, fresh)?;
-            let name = self.write_maildir_file(&dirs.tmp, &dirs.new, owner, &bytes)?;
+            let name = self.write_maildir_file(&dirs.tmp, &dirs.new, owner, &bytes, &placing)?;
             Ok::<_, io::Error>((dirs, name))
         };
         let written = write(false).or_else(|_| write(true));
@@ -980,15 +988,18 @@ impl LocalDelivery {
     /// per file fsync instead of four, as `tmp` is not written), and a crash leaves nothing
     /// behind in `tmp`. Where that cannot be done (no `O_TMPFILE`, no `/proc` for the
     /// link), the specification's way: `tmp/<name>`, fsync, rename into `new`. A file that
-    /// could not be written is removed.
+    /// could not be written is removed. `placing` is told the name before anything is
+    /// written.
     fn write_maildir_file(
         &self,
         tmp: &File,
         new: &File,
         owner: Option<&MailUser>,
         bytes: &[u8],
+        placing: &dyn Fn(&str),
     ) -> io::Result<String> {
         let name = self.maildir_name();
+        placing(&name);
         if !NO_UNNAMED.load(Ordering::Relaxed) {
             match write_unnamed(new, &name, owner, bytes) {
                 Ok(true) => return Ok(name),

@@ -144,6 +144,13 @@ impl Runner {
             })
             .await
             .unwrap_or(false),
+            // a built-in Maildir delivery the previous daemon did not see synced:
+            // delivered if its file is in the Maildir (now synced)
+            Record::Placing(file) => {
+                tokio::task::spawn_blocking(move || inflight::confirm_maildir(&file))
+                    .await
+                    .unwrap_or(false)
+            }
             _ => false,
         };
         if !done {
