@@ -94,6 +94,9 @@ fn may_raise_priority() -> bool {
 fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(&cf_with_reporting_mailer(dir.path(), ""), &[]);
+    // A delivery first: the runner thread has started and set its priority once it has
+    // delivered (the daemon listens before that thread exists).
+    let mailer = program_nice(&mut d, dir.path());
     let (runner, main) = thread_nice(d.pid(), "runner");
     if may_raise_priority() {
         assert_eq!(runner, (main - 10).max(-20), "the default increment");
@@ -110,7 +113,7 @@ fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not
             "the daemon's other threads keep theirs"
         );
     }
-    assert_eq!(program_nice(&mut d, dir.path()), main, "the mailer program");
+    assert_eq!(mailer, main, "the mailer program");
     if let Some(slice) = slice_of(dir.path()) {
         assert_ne!(slice, sendmail_rs::runner::RUNNER_SLICE_NS, "nor its slice");
     }
@@ -122,15 +125,17 @@ fn nice_queue_run_sets_the_runner_threads_increment_as_sendmails_queue_runs() {
     let dir = tempfile::tempdir().unwrap();
     let cf = cf_with_reporting_mailer(dir.path(), "O NiceQueueRun=4\n");
     let mut d = Daemon::start(&cf, &[]);
+    let mailer = program_nice(&mut d, dir.path()); // the runner thread is under way
     let (runner, main) = thread_nice(d.pid(), "runner");
     assert_eq!(runner, (main + 4).min(19));
-    assert_eq!(program_nice(&mut d, dir.path()), main, "the mailer program");
+    assert_eq!(mailer, main, "the mailer program");
     d.stop();
 
     // 0: the runner at the daemon's priority, as sendmail's default.
     let dir = tempfile::tempdir().unwrap();
     let cf = cf_with_reporting_mailer(dir.path(), "O NiceQueueRun=0\n");
-    let d = Daemon::start(&cf, &[]);
+    let mut d = Daemon::start(&cf, &[]);
+    program_nice(&mut d, dir.path());
     let (runner, main) = thread_nice(d.pid(), "runner");
     assert_eq!(runner, main);
 }
