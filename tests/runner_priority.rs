@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sendmail_rs::priority::slice_of;
-use support::{Daemon, Smtp};
+use support::Daemon;
+use support::dsn_sink::send;
 
 /// The nice value in a /proc …/stat line (field 19; the command name, field 2, may hold
 /// spaces and parentheses, so fields are counted after its last `)`).
@@ -62,15 +63,12 @@ fn cf_with_reporting_mailer(dir: &Path, extra: &str) -> String {
 
 /// Sends one message to nobody@ and waits for the mailer program's report: its nice value.
 fn program_nice(d: &mut Daemon, dir: &Path) -> i32 {
-    let mut c = Smtp::connect(d.addr_of("MTA-v6"));
-    c.reply();
-    c.cmd("EHLO client.example.test");
-    assert!(c.cmd("MAIL FROM:<alice@client.example.test>")[0].starts_with("250"));
-    assert!(c.cmd("RCPT TO:<nobody@mta.example.test>")[0].starts_with("250"));
-    assert!(c.cmd("DATA")[0].starts_with("354"));
-    c.send("Subject: priority\r\n\r\nhello\r\n.");
-    assert!(c.reply()[0].starts_with("250 "));
-    c.cmd("QUIT");
+    send(
+        d,
+        "<alice@client.example.test>",
+        &["<nobody@mta.example.test>"],
+        "priority",
+    );
     let stat = dir.join("stat");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !stat.exists() {
