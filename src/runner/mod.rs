@@ -392,8 +392,9 @@ pub const RUNNER_SLICE_NS: u64 = 100_000;
 /// 4–14 ms (the thread waits for a CPU like any other); at nice −10, median 0.04–0.12 ms,
 /// p90 0.6–1.7 ms; duplicates per kill, mean of 8–27 runs, file mode 2.14 → 1.10, program
 /// mode 2.97 → 0.71 (docs/reliability.md). That thread does little CPU work per message
-/// (5 % of a core in those runs), so its priority costs the sessions little; the relay
-/// bench's rate did not change.
+/// (5 % of a core in those runs), but at −10 it wakes for each reply ahead of the sessions:
+/// a relay that keeps both cores busy moves 8–9 % fewer messages than at the daemon's
+/// priority (`NiceQueueRun=0`; bench/RESULTS.md, docs/operation.md).
 ///
 /// `NiceQueueRun` (sendmail's nice(3) increment for queue runs) sets the increment; not set,
 /// it is [`DEFAULT_RUNNER_NICE`], taken where the system allows it (root, or an `RLIMIT_NICE`
