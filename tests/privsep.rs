@@ -534,3 +534,90 @@ fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
     assert_eq!(held, 2);
     assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
 }
+
+/// The daemon is SIGKILLed while the agent runs a program for it. The agent finishes that
+/// delivery (a program is never cut off in mid-append) and keeps its record; the next
+/// daemon's agent, asked for the same recipient, waits for it and answers "delivered"
+/// instead of running the program a second time.
+#[test]
+fn a_daemon_killed_while_its_agent_delivers_is_not_followed_by_a_second_copy() {
+    let Some(_) = runnable() else { return };
+    let s = setup();
+    let o = s.out.display();
+    fs::write(
+        &s.aliases,
+        format!(
+            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi; exit 0'\"\n"
+        ),
+    )
+    .unwrap();
+    let built = support::run(&["-bi", "-O", &format!("AliasFile={}", s.aliases.display())]);
+    assert!(built.status.success(), "{built:?}");
+    let fifo = s.out.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(s.out.join("block"), "").unwrap();
+    let mut first = start(&s);
+    let agent = agent_pid(&first.wait_log("stays root"));
+    send(&mut first, &["hold@mta.example.test"]);
+    let since = std::time::Instant::now();
+    while !s.out.join("started").exists() {
+        assert!(since.elapsed() < support::WAIT, "the program never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let records = first.queue_dir().join("agent");
+    assert_eq!(mode(&records) & 0o777, 0o700, "records are private");
+    assert_eq!(
+        fs::metadata(&records).unwrap().uid(),
+        0,
+        "records are root's"
+    );
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = first.child.as_mut().unwrap().wait();
+    // The next daemon on the same queue; the first agent is still delivering.
+    let queue = format!("QueueDirectory={}", first.queue_dir().display());
+    let alias_opt = format!("AliasFile={}", s.aliases.display());
+    let mut second = Daemon::start_wrapped(
+        CF,
+        &[
+            "-O",
+            "RunAsUser=nobody",
+            "-O",
+            "DefaultUser=daemon:daemon",
+            "-O",
+            &alias_opt,
+            "-O",
+            &queue,
+        ],
+        &["sh", "-c", OPEN_DIR, "sh"],
+    );
+    let log = second.wait_log(&format!(
+        "waiting for the local delivery agent pid {agent}, which the previous daemon left delivering it"
+    ));
+    assert_ne!(agent_pid(&log), agent);
+    // The records outlived the hand-over of the queue to the new daemon's user.
+    assert_eq!(fs::metadata(&records).unwrap().uid(), 0);
+    fs::remove_file(s.out.join("block")).unwrap();
+    fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let log = second.wait_log("stat=Sent");
+    assert!(
+        log.contains(
+            "delivered by the local delivery agent of the previous daemon; not delivered again"
+        ),
+        "{log}"
+    );
+    wait_queue_empty(&first); // the queue both daemons used
+    let held = fs::read_dir(&s.out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("held.")
+        })
+        .count();
+    assert_eq!(held, 1, "the program ran once");
+    // Answered: no record is left behind.
+    assert_eq!(fs::read_dir(&records).unwrap().count(), 0);
+}

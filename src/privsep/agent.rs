@@ -13,7 +13,8 @@
 //! user's own `.forward` does not name. Each request is served on its own thread (a slow
 //! program does not hold up the others); the agent ends when the daemon's end closes,
 //! after the deliveries in progress (the supervisor then removes the pid file the daemon
-//! can no longer remove). The agent is forked by the root supervisor
+//! can no longer remove); what it delivers after a daemon's death is recorded for the next
+//! daemon's agent, which does not deliver it again ([`super::ledger`]). The agent is forked by the root supervisor
 //! ([`super::supervisor`]); when it dies, the deliveries it had in hand get a temporary
 //! failure (they stay queued and are logged `stat=Deferred`, retried like any deferral),
 //! and the next request has the supervisor start a new agent, whose socket the daemon
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use super::PrivError;
+use super::ledger::{Entry, Ledger, Previous};
 use super::proto::{self, Request, Tagged};
 use super::supervisor::Supervisor;
 use crate::cli::Invocation;
@@ -83,6 +85,7 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
         Ok(w) => Arc::new(Mutex::new(BufWriter::new(w))),
         Err(_) => std::process::exit(crate::sysexits::EX_OSERR),
     };
+    let ledger = Arc::new(super::ledger::Ledger::open(&ctx.queue_dir, &ctx.logger));
     let ctx = Arc::new(ctx);
     let mut reader = BufReader::new(sock);
     let mut workers = Vec::new();
@@ -99,11 +102,19 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
             }
         };
         let (ctx, current, writer) = (ctx.clone(), current.clone(), writer.clone());
+        let ledger = ledger.clone();
         workers.push(std::thread::spawn(move || {
-            let body = handle(&ctx, &current, req.body);
+            let (body, records) = handle(&ctx, &current, (*ledger).as_ref(), req.body);
             let payload = proto::encode_answer(&Tagged { tag: req.tag, body });
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = proto::write_frame(&mut *w, &payload);
+            let sent = {
+                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                proto::write_frame(&mut *w, &payload).is_ok()
+            };
+            // A daemon that is gone gets no answer: the records stay for the next one's
+            // agent ([`super::ledger`]).
+            if sent {
+                records.into_iter().for_each(Entry::answered);
+            }
         }));
         workers.retain(|w| !w.is_finished());
         // A bounded number at once, whatever the other side sends: wait for the oldest.
@@ -117,7 +128,12 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     std::process::exit(0)
 }
 
-fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> Vec<Outcome> {
+fn handle<'l>(
+    ctx: &AgentContext,
+    current: &RwLock<Arc<Current>>,
+    ledger: Option<&'l Ledger>,
+    req: Request,
+) -> (Vec<Outcome>, Vec<Entry<'l>>) {
     match req {
         Request::Reload => {
             let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
@@ -136,11 +152,11 @@ fn handle(ctx: &AgentContext, current: &RwLock<Arc<Current>>, req: Request) -> V
                     ),
                 ),
             }
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
         Request::Deliver { qid, at, indexes } => {
             let current = current.read().unwrap_or_else(|p| p.into_inner()).clone();
-            deliver(ctx, &current, &qid, at, &indexes)
+            deliver(ctx, &current, ledger, &qid, at, &indexes)
         }
     }
 }
@@ -153,20 +169,24 @@ fn refused(why: impl std::fmt::Display) -> Outcome {
 }
 
 /// Delivers the recipients at `indexes` of message `qid` (its copy at `at` in the journal),
-/// as the queue says them.
-pub fn deliver(
+/// as the queue says them. With a `ledger`, a recipient the previous daemon's agent
+/// delivered is not delivered again, and each delivery made is recorded (the records come
+/// back, to be dropped once the daemon has the answer).
+pub fn deliver<'l>(
     ctx: &AgentContext,
     current: &Current,
+    ledger: Option<&'l Ledger>,
     qid: &str,
     at: CopyRef,
     indexes: &[u32],
-) -> Vec<Outcome> {
+) -> (Vec<Outcome>, Vec<Entry<'l>>) {
     let loaded = QueueId::new(qid).and_then(|id| crate::queue::read_copy(&ctx.queue_dir, &id, at));
     let msg = match loaded {
         Ok(m) => m,
-        Err(e) => return vec![refused(e); indexes.len()],
+        Err(e) => return (vec![refused(e); indexes.len()], Vec::new()),
     };
-    indexes
+    let mut records = Vec::new();
+    let outcomes = indexes
         .iter()
         .map(|&i| {
             let checked = msg
@@ -177,6 +197,17 @@ pub fn deliver(
                 .and_then(|r| check(ctx, current, &msg, r));
             match checked {
                 Ok((user, r)) => {
+                    // the queue id is checked above: no `/` in the name
+                    let name = format!("{qid}.{i}");
+                    if let Some(l) = ledger
+                        && l.previous(&name, &ctx.logger, qid) == Previous::Delivered
+                    {
+                        records.push(l.adopt(&name));
+                        return Outcome::Delivered {
+                            reply: String::new(),
+                        };
+                    }
+                    let mut record = ledger.and_then(|l| l.begin(&name));
                     let out = runner::deliver_local_in(
                         current,
                         &ctx.logger,
@@ -186,14 +217,23 @@ pub fn deliver(
                         Some(&ctx.queue_dir),
                         None,
                     );
-                    out.into_iter()
+                    let out = out
+                        .into_iter()
                         .next()
-                        .unwrap_or_else(|| refused("no outcome for a recipient"))
+                        .unwrap_or_else(|| refused("no outcome for a recipient"));
+                    if let Some(mut record) = record.take() {
+                        if matches!(out, Outcome::Delivered { .. }) {
+                            record.delivered();
+                        }
+                        records.push(record);
+                    }
+                    out
                 }
                 Err(o) => o,
             }
         })
-        .collect()
+        .collect();
+    (outcomes, records)
 }
 
 /// Whether the agent will deliver recipient `r` of `msg`: it must be pending and route to a
@@ -577,7 +617,14 @@ mod tests {
             "/etc/passwd-by-address",
             "archive",
         ]);
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[0, 1, 2, 3]);
+        let (out, _) = deliver(
+            &f.ctx,
+            &f.current,
+            None,
+            "6B2GP0r6010938",
+            f.at,
+            &[0, 1, 2, 3],
+        );
         assert_eq!(out.len(), 4);
         for o in &out[..3] {
             assert!(
@@ -597,24 +644,24 @@ mod tests {
     #[test]
     fn the_agent_delivers_only_what_the_queue_lists_as_pending_and_local() {
         let f = fixture(&["archive", "bob@elsewhere.example.test"]);
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", f.at, &[1, 7]);
+        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", f.at, &[1, 7]);
         assert!(is_temporary(&out[0], "is not a local recipient"), "{out:?}");
         assert!(is_temporary(&out[1], "has no recipient #7"), "{out:?}");
         // the copy named must hold the message named, and lie inside the journal
-        let out = deliver(&f.ctx, &f.current, "NoSuchMessage1", f.at, &[0]);
+        let (out, _) = deliver(&f.ctx, &f.current, None, "NoSuchMessage1", f.at, &[0]);
         assert!(
             is_temporary(&out[0], "holds message 6B2GP0r6010938"),
             "{out:?}"
         );
         let mut beyond = f.at;
         beyond.offset += 1 << 30;
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", beyond, &[0]);
+        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", beyond, &[0]);
         assert!(is_temporary(&out[0], "is outside"), "{out:?}");
         let mut shifted = f.at;
         shifted.offset += 1;
-        let out = deliver(&f.ctx, &f.current, "6B2GP0r6010938", shifted, &[0]);
+        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", shifted, &[0]);
         assert!(matches!(out[0], Outcome::Temporary { .. }), "{out:?}");
-        let out = deliver(&f.ctx, &f.current, "../../etc", f.at, &[0]);
+        let (out, _) = deliver(&f.ctx, &f.current, None, "../../etc", f.at, &[0]);
         assert!(is_temporary(&out[0], "bad queue id"), "{out:?}");
         assert!(!f.dir.path().join("archive.mbox").exists());
     }

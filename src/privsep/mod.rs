@@ -30,6 +30,7 @@
 //! submission group (`smmsp`) reach the maildrop and `mailq` read the queue.
 
 pub mod agent;
+pub mod ledger;
 pub mod proto;
 pub mod supervisor;
 
@@ -178,6 +179,10 @@ fn own_entries(
     for entry in entries {
         let entry = entry.map_err(|e| (shown.to_path_buf(), e))?;
         let name = entry.file_name();
+        // The root agent's own records stay root's ([`ledger`]).
+        if depth == 1 && name == ledger::DIR {
+            continue;
+        }
         let path = shown.join(&name);
         nix::unistd::fchownat(
             dfd,

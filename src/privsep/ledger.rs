@@ -1,0 +1,297 @@
+//! The local delivery agent's record of the deliveries it has in hand, so that a daemon
+//! killed during one is not followed by a second copy.
+//!
+//! In: each recipient the agent is asked to deliver (`<queue id>.<position>`). Out: before
+//! it delivers, whether an agent of a previous daemon already delivered it (then the answer
+//! is "delivered" without a second run); while it delivers, a file naming the agent (`pid
+//! N`) that the agent keeps open, then `delivered` once the delivery succeeded; the file
+//! removed once the answer reached the daemon.
+//!
+//! Why. The agent outlives a daemon that dies (SIGKILL, OOM): it finishes the deliveries in
+//! hand — a program is never stopped in the middle of an append — and answers nobody. The
+//! next daemon, with its own agent, finds those recipients still pending in the queue and
+//! asks again. Without a record the second agent ran the program again (a duplicate each);
+//! the unprivileged daemon cannot keep that record itself, as the root daemon does with its
+//! mailer status files (`runner::orphans`): it may not look into the mailboxes, the users'
+//! Maildirs or the root agent's processes. So the agents keep it, and the asking agent
+//! settles it: a record still held open by the previous agent (a delivery under way) is
+//! waited for; one that says `delivered` answers "delivered"; anything else (the previous
+//! agent died too, or the delivery failed) is delivered again, as before.
+//!
+//! Where. `<QueueDirectory>/agent/`, created by the agent as root, mode 0700. The queue
+//! directory belongs to the daemon's user, who could swap that directory for its own or a
+//! symlink; so the agent opens it with `O_NOFOLLOW` relative to the queue directory's
+//! descriptor, uses it only when it is root's own and no one else's to write, and makes every
+//! file in it relative to that descriptor. A daemon that removes or renames the directory
+//! only loses the records (a duplicate, never a loss, and nothing is read or written
+//! anywhere else); the hand-over of the queue to the daemon's user leaves it alone.
+//!
+//! The record is not fsynced: the daemon's death keeps the page cache; after a crash of the
+//! machine a lost record means a second delivery, as before. It says `delivered` only after
+//! the delivery returned success (a mailbox's fsync, a program's exit 0).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, fstat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::deliver::local::inflight;
+use crate::log::{Logger, Severity};
+
+/// The directory's name in the queue directory.
+pub const DIR: &str = "agent";
+
+/// How long a delivery left by the previous daemon's agent is waited for, at most.
+const WAIT: Duration = Duration::from_secs(3600);
+
+/// How often its record is looked at meanwhile.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The open records directory.
+pub struct Ledger {
+    dir: OwnedFd,
+    /// Its path, for the log and for [`inflight::holds`].
+    path: PathBuf,
+}
+
+/// What the record of a recipient says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    /// No record, or one that does not say the delivery succeeded: deliver.
+    Unknown,
+    /// An agent of an earlier daemon delivered it.
+    Delivered,
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+impl Ledger {
+    /// Opens (or makes) `<queue_dir>/agent/`; `None`, logged, when it is not root's own
+    /// directory that only root may write (deliveries then go unrecorded, as before).
+    pub fn open(queue_dir: &Path, logger: &Logger) -> Option<Ledger> {
+        let path = queue_dir.join(DIR);
+        let opened = (|| {
+            let queue = open(queue_dir, dir_flags(), Mode::empty())?;
+            match mkdirat(&queue, DIR, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            let dir = openat(&queue, DIR, dir_flags(), Mode::empty())?;
+            Ok(dir)
+        })();
+        let refuse = |why: String| {
+            logger.log(
+                Severity::Err,
+                None,
+                format_args!(
+                    "local delivery agent: {}: {why}; deliveries in hand when a daemon dies may be made again",
+                    path.display()
+                ),
+            );
+            None
+        };
+        let dir = match opened {
+            Ok(d) => d,
+            Err(e) => return refuse(e.desc().to_string()),
+        };
+        let st = match fstat(&dir) {
+            Ok(st) => st,
+            Err(e) => return refuse(e.desc().to_string()),
+        };
+        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+            return refuse(format!(
+                "not root's own directory (owner uid {}, mode {:o}); not used",
+                st.st_uid,
+                st.st_mode & 0o7777
+            ));
+        }
+        Some(Ledger { dir, path })
+    }
+
+    /// What an earlier agent did with recipient `name`; a delivery it still has in hand is
+    /// waited for first (logged, with `qid`).
+    pub fn previous(&self, name: &str, logger: &Logger, qid: &str) -> Previous {
+        let Some(mut record) = self.read(name) else {
+            return Previous::Unknown;
+        };
+        let me = std::process::id() as i32;
+        if let Some(pid) = running(&record).filter(|&p| p != me)
+            && inflight::holds(pid, &self.path.join(name))
+        {
+            logger.log(
+                Severity::Notice,
+                Some(qid),
+                format_args!(
+                    "{name}: waiting for the local delivery agent pid {pid}, which the previous daemon left delivering it"
+                ),
+            );
+            let deadline = Instant::now() + WAIT;
+            while inflight::holds(pid, &self.path.join(name)) && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+            record = self.read(name).unwrap_or_default();
+        }
+        if record.lines().any(|l| l == "delivered") {
+            logger.log(
+                Severity::Info,
+                Some(qid),
+                format_args!(
+                    "{name}: delivered by the local delivery agent of the previous daemon; not delivered again"
+                ),
+            );
+            Previous::Delivered
+        } else {
+            Previous::Unknown
+        }
+    }
+
+    /// Starts the record of recipient `name` (`pid N`, this agent); `None` when it cannot
+    /// be written (the delivery goes on unrecorded).
+    pub fn begin(&self, name: &str) -> Option<Entry<'_>> {
+        let fd = openat(
+            &self.dir,
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .ok()?;
+        let mut file = File::from(fd);
+        writeln!(file, "pid {}", std::process::id()).ok()?;
+        Some(Entry {
+            ledger: self,
+            name: name.to_string(),
+            file: Some(file),
+        })
+    }
+
+    /// The record of recipient `name` that an earlier agent left saying `delivered`
+    /// ([`Ledger::previous`]), to remove once this answer reached the daemon.
+    pub fn adopt(&self, name: &str) -> Entry<'_> {
+        Entry {
+            ledger: self,
+            name: name.to_string(),
+            file: None,
+        }
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        let fd = openat(
+            &self.dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut text = String::new();
+        File::from(fd).read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+}
+
+/// The pid of a record's `pid N` line.
+fn running(record: &str) -> Option<i32> {
+    record
+        .lines()
+        .find_map(|l| l.strip_prefix("pid ")?.trim().parse().ok())
+}
+
+/// The record of one delivery under way, held open (so a later agent sees it is).
+pub struct Entry<'a> {
+    ledger: &'a Ledger,
+    name: String,
+    /// `None` for an adopted record ([`Ledger::adopt`]).
+    file: Option<File>,
+}
+
+impl Entry<'_> {
+    /// The delivery succeeded.
+    pub fn delivered(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "delivered");
+        }
+    }
+
+    /// The daemon has the answer: the record is no longer needed.
+    pub fn answered(self) {
+        let _ = unlinkat(
+            &self.ledger.dir,
+            self.name.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logger(dir: &Path) -> Logger {
+        Logger::new(crate::log::LogConfig {
+            syslog: false,
+            file: Some(dir.join("log")),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_delivered_record_answers_and_an_answered_one_is_gone() {
+        let q = tempfile::tempdir().unwrap();
+        let log = logger(q.path());
+        let Some(ledger) = Ledger::open(q.path(), &log) else {
+            // not root: the directory is ours, and refused as such
+            assert!(!nix::unistd::geteuid().is_root());
+            return;
+        };
+        assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Unknown);
+        // this agent's own record, not delivered: unknown (delivered again)
+        let mut e = ledger.begin("Q1.0").unwrap();
+        assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Unknown);
+        e.delivered();
+        // this agent holds it, but does not wait for itself
+        assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Delivered);
+        drop(e);
+        assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Delivered);
+        ledger.adopt("Q1.0").answered();
+        assert!(!q.path().join(DIR).join("Q1.0").exists());
+        assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Unknown);
+        ledger.begin("Q1.1").unwrap().answered();
+        assert!(!q.path().join(DIR).join("Q1.1").exists());
+    }
+
+    #[test]
+    fn a_directory_that_is_not_roots_own_or_a_symlink_is_not_used() {
+        let q = tempfile::tempdir().unwrap();
+        let log = logger(q.path());
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), q.path().join(DIR)).unwrap();
+        assert!(Ledger::open(q.path(), &log).is_none());
+        std::fs::remove_file(q.path().join(DIR)).unwrap();
+        std::fs::create_dir(q.path().join(DIR)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(q.path().join(DIR), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        assert!(Ledger::open(q.path(), &log).is_none());
+        let text = std::fs::read_to_string(q.path().join("log")).unwrap();
+        assert!(text.contains("not root's own directory"), "{text}");
+    }
+
+    #[test]
+    fn a_record_names_its_agent() {
+        assert_eq!(running("pid 42\n"), Some(42));
+        assert_eq!(running("pid 42\ndelivered\n"), Some(42));
+        assert_eq!(running("delivered\n"), None);
+        assert_eq!(running(""), None);
+    }
+}
