@@ -305,8 +305,11 @@ def build_mda(work, boxes_of):
 
 
 class Daemon:
-    def __init__(self, binary, work, sink_port, boxes, local="file"):
+    def __init__(self, binary, work, sink_port, boxes, local="file", run_as=None):
         self.binary = binary
+        # `RunAsUser`: the daemon serves SMTP and the queue as that user; the root agent
+        # delivers locally (src/privsep/)
+        self.daemon_args = ["-O", f"RunAsUser={run_as}"] if run_as else []
         self.work = work
         self.port = free_port()
         self.cf = os.path.join(work, "sendmail.cf")
@@ -441,7 +444,7 @@ class Daemon:
         retry_until = time.time() + 5
         while True:
             self.proc = subprocess.Popen(
-                [self.binary, "-bD"] + self.args,
+                [self.binary, "-bD"] + self.args + self.daemon_args,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(self.work, "stderr"), "ab"),
@@ -777,6 +780,9 @@ def main():
                     help="local delivery: the file mailer into mbox files, the cf's Mlocal "
                          "program (a script that locks and appends, as procmail), or "
                          "sendmail-rs's own Maildir delivery (aliases to Maildir/ directories)")
+    ap.add_argument("--run-as", metavar="USER", default=None,
+                    help="run the daemon with RunAsUser=USER (root only; the work directory "
+                         "goes under /tmp, which that user can reach)")
     ap.add_argument("--max-dups-per-kill", type=float, default=None,
                     help="fail when duplicated / kills is above this")
     ap.add_argument("--max-local-dups-per-kill", type=float, default=None,
@@ -788,10 +794,13 @@ def main():
     rng = random.Random(seed)
     started = time.time()
 
+    if a.run_as and os.geteuid() != 0:
+        sys.exit("--run-as needs root (the daemon starts as root and gives it up)")
     os.makedirs("bench/run", exist_ok=True)
-    work = tempfile.mkdtemp(prefix="crash-", dir=os.path.abspath("bench/run"))
+    # under RunAsUser the daemon must reach its queue: not below a private home
+    work = tempfile.mkdtemp(prefix="crash-", dir=None if a.run_as else os.path.abspath("bench/run"))
     sink = Sink(work)
-    daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes, a.local)
+    daemon = Daemon(os.path.abspath(a.binary), work, sink.port, a.boxes, a.local, a.run_as)
     daemon.start()
     tearer = Tearer(os.path.join(work, "mqueue", "journal"), rng)
     clients = Clients(daemon.port, a.messages, a.boxes, a.per_conn)
@@ -925,7 +934,7 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     torn_delivered = tearer.delivered(daemon, a.boxes, sink)
     print(
         f"crash harness: seed={seed} messages={a.messages} clients={a.clients} per_conn={a.per_conn} "
-        f"boxes={a.boxes} local={a.local}{' (' + daemon.mda + ')' if daemon.mda else ''} kills={len(kills)} starts={daemon.starts} "
+        f"boxes={a.boxes} local={a.local}{' (' + daemon.mda + ')' if daemon.mda else ''}{' run_as=' + a.run_as if a.run_as else ''} kills={len(kills)} starts={daemon.starts} "
         f"(bind retries {daemon.bind_retries})\n"
         f"  acknowledged={len(clients.acked)} delivered={delivered} lost={len(lost)} "
         f"duplicated={dups} (unexplained {len(unexplained)}) "

@@ -80,4 +80,7 @@ impl Outcome {
 /// at `indexes` of the queued message `qid` (one [`Outcome`] each, in order).
 pub trait LocalAgent: Send + Sync {
     fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome>;
+    /// The outcomes of recipients `indexes` of `qid` are in the queue: what the agent kept
+    /// of their deliveries, for a daemon that dies before they are, can go.
+    fn forget(&self, qid: &QueueId, indexes: &[usize]);
 }

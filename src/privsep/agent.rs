@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use super::PrivError;
-use super::ledger::{Entry, Ledger, Previous};
+use super::ledger::{Ledger, Previous};
 use super::proto::{self, Request, Tagged};
 use super::supervisor::Supervisor;
 use crate::cli::Invocation;
@@ -40,6 +40,10 @@ use crate::log::{Logger, Severity};
 use crate::queue::{CopyRef, DeliveryState, Expanded, QueueId, Recipient, Store};
 use crate::runner;
 use crate::runtime::Current;
+
+/// Records older than this are removed when an agent starts ([`Ledger::sweep`]): a
+/// message is bounced or delivered long before (`Timeout.queuereturn`, 5 days by default).
+const STALE_RECORDS: std::time::Duration = std::time::Duration::from_secs(10 * 86400);
 
 /// Most requests served at once (the daemon's runner sends at most
 /// [`crate::runner::CONCURRENT_MESSAGES`] at a time).
@@ -85,7 +89,10 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
         Ok(w) => Arc::new(Mutex::new(BufWriter::new(w))),
         Err(_) => std::process::exit(crate::sysexits::EX_OSERR),
     };
-    let ledger = Arc::new(super::ledger::Ledger::open(&ctx.queue_dir, &ctx.logger));
+    let ledger = Arc::new(Ledger::open(&ctx.queue_dir, &ctx.logger));
+    if let Some(l) = &*ledger {
+        l.sweep(STALE_RECORDS);
+    }
     let ctx = Arc::new(ctx);
     let mut reader = BufReader::new(sock);
     let mut workers = Vec::new();
@@ -104,17 +111,10 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
         let (ctx, current, writer) = (ctx.clone(), current.clone(), writer.clone());
         let ledger = ledger.clone();
         workers.push(std::thread::spawn(move || {
-            let (body, records) = handle(&ctx, &current, (*ledger).as_ref(), req.body);
+            let body = handle(&ctx, &current, (*ledger).as_ref(), req.body);
             let payload = proto::encode_answer(&Tagged { tag: req.tag, body });
-            let sent = {
-                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                proto::write_frame(&mut *w, &payload).is_ok()
-            };
-            // A daemon that is gone gets no answer: the records stay for the next one's
-            // agent ([`super::ledger`]).
-            if sent {
-                records.into_iter().for_each(Entry::answered);
-            }
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = proto::write_frame(&mut *w, &payload);
         }));
         workers.retain(|w| !w.is_finished());
         // A bounded number at once, whatever the other side sends: wait for the oldest.
@@ -128,12 +128,12 @@ pub fn serve(sock: UnixStream, ctx: AgentContext) -> ! {
     std::process::exit(0)
 }
 
-fn handle<'l>(
+fn handle(
     ctx: &AgentContext,
     current: &RwLock<Arc<Current>>,
-    ledger: Option<&'l Ledger>,
+    ledger: Option<&Ledger>,
     req: Request,
-) -> (Vec<Outcome>, Vec<Entry<'l>>) {
+) -> Vec<Outcome> {
     match req {
         Request::Reload => {
             let loaded = crate::config::load(&ctx.inv.source, &ctx.inv.overrides)
@@ -152,11 +152,18 @@ fn handle<'l>(
                     ),
                 ),
             }
-            (Vec::new(), Vec::new())
+            Vec::new()
         }
         Request::Deliver { qid, at, indexes } => {
             let current = current.read().unwrap_or_else(|p| p.into_inner()).clone();
             deliver(ctx, &current, ledger, &qid, at, &indexes)
+        }
+        Request::Forget { qid, indexes } => {
+            // a queue id names a record only when it is one (no `/`, no `..`)
+            if let (Some(l), Ok(id)) = (ledger, QueueId::new(&qid)) {
+                indexes.iter().for_each(|i| l.forget(&format!("{id}.{i}")));
+            }
+            Vec::new()
         }
     }
 }
@@ -170,23 +177,22 @@ fn refused(why: impl std::fmt::Display) -> Outcome {
 
 /// Delivers the recipients at `indexes` of message `qid` (its copy at `at` in the journal),
 /// as the queue says them. With a `ledger`, a recipient the previous daemon's agent
-/// delivered is not delivered again, and each delivery made is recorded (the records come
-/// back, to be dropped once the daemon has the answer).
-pub fn deliver<'l>(
+/// delivered is not delivered again, and each delivery made is recorded until the daemon
+/// says its outcome is in the queue ([`Request::Forget`]).
+pub fn deliver(
     ctx: &AgentContext,
     current: &Current,
-    ledger: Option<&'l Ledger>,
+    ledger: Option<&Ledger>,
     qid: &str,
     at: CopyRef,
     indexes: &[u32],
-) -> (Vec<Outcome>, Vec<Entry<'l>>) {
+) -> Vec<Outcome> {
     let loaded = QueueId::new(qid).and_then(|id| crate::queue::read_copy(&ctx.queue_dir, &id, at));
     let msg = match loaded {
         Ok(m) => m,
-        Err(e) => return (vec![refused(e); indexes.len()], Vec::new()),
+        Err(e) => return vec![refused(e); indexes.len()],
     };
-    let mut records = Vec::new();
-    let outcomes = indexes
+    indexes
         .iter()
         .map(|&i| {
             let checked = msg
@@ -202,7 +208,6 @@ pub fn deliver<'l>(
                     if let Some(l) = ledger
                         && l.previous(&name, &ctx.logger, qid) == Previous::Delivered
                     {
-                        records.push(l.adopt(&name));
                         return Outcome::Delivered {
                             reply: String::new(),
                         };
@@ -221,19 +226,17 @@ pub fn deliver<'l>(
                         .into_iter()
                         .next()
                         .unwrap_or_else(|| refused("no outcome for a recipient"));
-                    if let Some(mut record) = record.take() {
-                        if matches!(out, Outcome::Delivered { .. }) {
-                            record.delivered();
-                        }
-                        records.push(record);
+                    if let Some(record) = &mut record
+                        && matches!(out, Outcome::Delivered { .. })
+                    {
+                        record.delivered();
                     }
                     out
                 }
                 Err(o) => o,
             }
         })
-        .collect();
-    (outcomes, records)
+        .collect()
 }
 
 /// Whether the agent will deliver recipient `r` of `msg`: it must be pending and route to a
@@ -422,6 +425,10 @@ impl crate::deliver::LocalAgent for AgentClient {
     fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
         AgentClient::deliver(self, store, qid, indexes)
     }
+
+    fn forget(&self, qid: &QueueId, indexes: &[usize]) {
+        AgentClient::forget(self, qid, indexes)
+    }
 }
 
 impl AgentClient {
@@ -453,20 +460,44 @@ impl AgentClient {
     /// Delivers recipients `indexes` of message `qid` of `store` through the agent;
     /// blocking. One outcome per index; a temporary failure for each when the agent cannot
     /// be asked (the recipients stay queued).
+    ///
+    /// The journal may move the message's copy while the agent reads it (a segment's live
+    /// copies written forward and the segment removed): when every recipient came back
+    /// deferred and the copy is no longer where the request said, the agent is asked again
+    /// with where it is now (twice at most), instead of leaving the recipients for the next
+    /// queue run.
     pub fn deliver(&self, store: &Store, qid: &QueueId, indexes: &[usize]) -> Vec<Outcome> {
-        let Some(at) = store.locate(qid) else {
-            return vec![refused(format!("{qid} is not in the queue")); indexes.len()];
-        };
-        let req = Request::Deliver {
-            qid: qid.as_str().to_string(),
-            at,
-            indexes: indexes.iter().map(|&i| i as u32).collect(),
-        };
-        match self.ask(req) {
-            Some(out) if out.len() == indexes.len() => out,
-            Some(_) => vec![refused("answer does not match the request"); indexes.len()],
-            None => vec![refused("not running"); indexes.len()],
+        let mut tries = 0;
+        loop {
+            let Some(at) = store.locate(qid) else {
+                return vec![refused(format!("{qid} is not in the queue")); indexes.len()];
+            };
+            let req = Request::Deliver {
+                qid: qid.as_str().to_string(),
+                at,
+                indexes: indexes.iter().map(|&i| i as u32).collect(),
+            };
+            let out = match self.ask(req) {
+                Some(out) if out.len() == indexes.len() => out,
+                Some(_) => vec![refused("answer does not match the request"); indexes.len()],
+                None => vec![refused("not running"); indexes.len()],
+            };
+            tries += 1;
+            let deferred = out.iter().all(|o| matches!(o, Outcome::Temporary { .. }));
+            let moved = store.locate(qid).is_some_and(|now| now != at);
+            if !(deferred && moved) || tries == 3 {
+                return out;
+            }
         }
+    }
+
+    /// Tells the agent that the outcomes of recipients `indexes` of `qid` are in the queue
+    /// (its records of them can go); returns once it has them.
+    pub fn forget(&self, qid: &QueueId, indexes: &[usize]) {
+        self.ask(Request::Forget {
+            qid: qid.as_str().to_string(),
+            indexes: indexes.iter().map(|&i| i as u32).collect(),
+        });
     }
 
     /// Tells the agent to re-read the configuration; returns once it has.
@@ -617,7 +648,7 @@ mod tests {
             "/etc/passwd-by-address",
             "archive",
         ]);
-        let (out, _) = deliver(
+        let out = deliver(
             &f.ctx,
             &f.current,
             None,
@@ -644,24 +675,24 @@ mod tests {
     #[test]
     fn the_agent_delivers_only_what_the_queue_lists_as_pending_and_local() {
         let f = fixture(&["archive", "bob@elsewhere.example.test"]);
-        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", f.at, &[1, 7]);
+        let out = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", f.at, &[1, 7]);
         assert!(is_temporary(&out[0], "is not a local recipient"), "{out:?}");
         assert!(is_temporary(&out[1], "has no recipient #7"), "{out:?}");
         // the copy named must hold the message named, and lie inside the journal
-        let (out, _) = deliver(&f.ctx, &f.current, None, "NoSuchMessage1", f.at, &[0]);
+        let out = deliver(&f.ctx, &f.current, None, "NoSuchMessage1", f.at, &[0]);
         assert!(
             is_temporary(&out[0], "holds message 6B2GP0r6010938"),
             "{out:?}"
         );
         let mut beyond = f.at;
         beyond.offset += 1 << 30;
-        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", beyond, &[0]);
+        let out = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", beyond, &[0]);
         assert!(is_temporary(&out[0], "is outside"), "{out:?}");
         let mut shifted = f.at;
         shifted.offset += 1;
-        let (out, _) = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", shifted, &[0]);
+        let out = deliver(&f.ctx, &f.current, None, "6B2GP0r6010938", shifted, &[0]);
         assert!(matches!(out[0], Outcome::Temporary { .. }), "{out:?}");
-        let (out, _) = deliver(&f.ctx, &f.current, None, "../../etc", f.at, &[0]);
+        let out = deliver(&f.ctx, &f.current, None, "../../etc", f.at, &[0]);
         assert!(is_temporary(&out[0], "bad queue id"), "{out:?}");
         assert!(!f.dir.path().join("archive.mbox").exists());
     }

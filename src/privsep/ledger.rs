@@ -1,11 +1,13 @@
 //! The local delivery agent's record of the deliveries it has in hand, so that a daemon
 //! killed during one is not followed by a second copy.
 //!
-//! In: each recipient the agent is asked to deliver (`<queue id>.<position>`). Out: before
-//! it delivers, whether an agent of a previous daemon already delivered it (then the answer
-//! is "delivered" without a second run); while it delivers, a file naming the agent (`pid
-//! N`) that the agent keeps open, then `delivered` once the delivery succeeded; the file
-//! removed once the answer reached the daemon.
+//! In: each recipient the agent is asked to deliver (`<queue id>.<position>`), and the
+//! daemon's word that a message's outcomes are in the queue. Out: before it delivers,
+//! whether an agent of a previous daemon already delivered it (then the answer is
+//! "delivered" without a second run); while it delivers, a file naming the agent (`pid N`)
+//! that the agent keeps open, then `delivered` once the delivery succeeded; the files
+//! removed when the daemon says the outcomes are in the queue (`Forget`, after its queue
+//! update, as the root daemon removes its mailer status files).
 //!
 //! Why. The agent outlives a daemon that dies (SIGKILL, OOM): it finishes the deliveries in
 //! hand — a program is never stopped in the middle of an append — and answers nobody. The
@@ -36,8 +38,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::{Mode, fstat, mkdirat};
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::deliver::local::inflight;
@@ -154,7 +156,7 @@ impl Ledger {
 
     /// Starts the record of recipient `name` (`pid N`, this agent); `None` when it cannot
     /// be written (the delivery goes on unrecorded).
-    pub fn begin(&self, name: &str) -> Option<Entry<'_>> {
+    pub fn begin(&self, name: &str) -> Option<Entry> {
         let fd = openat(
             &self.dir,
             name,
@@ -168,20 +170,37 @@ impl Ledger {
         .ok()?;
         let mut file = File::from(fd);
         writeln!(file, "pid {}", std::process::id()).ok()?;
-        Some(Entry {
-            ledger: self,
-            name: name.to_string(),
-            file: Some(file),
-        })
+        Some(Entry { file })
     }
 
-    /// The record of recipient `name` that an earlier agent left saying `delivered`
-    /// ([`Ledger::previous`]), to remove once this answer reached the daemon.
-    pub fn adopt(&self, name: &str) -> Entry<'_> {
-        Entry {
-            ledger: self,
-            name: name.to_string(),
-            file: None,
+    /// Removes the record of recipient `name` (its outcome is in the queue).
+    pub fn forget(&self, name: &str) {
+        let _ = unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// Removes the records last changed more than `age` ago: those of deliveries whose
+    /// daemon died after its queue update and before it said so (the recipient is done and
+    /// no one asks again).
+    pub fn sweep(&self, age: Duration) {
+        use std::os::fd::AsRawFd;
+        let listing = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
+        let Ok(entries) = std::fs::read_dir(&listing) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let old = fstatat(&self.dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .ok()
+                .and_then(|st| {
+                    let changed = std::time::UNIX_EPOCH
+                        + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+                    now.duration_since(changed).ok()
+                })
+                .is_some_and(|d| d > age);
+            if old {
+                let _ = unlinkat(&self.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
         }
     }
 
@@ -206,29 +225,16 @@ fn running(record: &str) -> Option<i32> {
         .find_map(|l| l.strip_prefix("pid ")?.trim().parse().ok())
 }
 
-/// The record of one delivery under way, held open (so a later agent sees it is).
-pub struct Entry<'a> {
-    ledger: &'a Ledger,
-    name: String,
-    /// `None` for an adopted record ([`Ledger::adopt`]).
-    file: Option<File>,
+/// The record of one delivery under way, held open until it ends (so a later agent sees
+/// that it is under way).
+pub struct Entry {
+    file: File,
 }
 
-impl Entry<'_> {
+impl Entry {
     /// The delivery succeeded.
     pub fn delivered(&mut self) {
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "delivered");
-        }
-    }
-
-    /// The daemon has the answer: the record is no longer needed.
-    pub fn answered(self) {
-        let _ = unlinkat(
-            &self.ledger.dir,
-            self.name.as_str(),
-            UnlinkatFlags::NoRemoveDir,
-        );
+        let _ = writeln!(self.file, "delivered");
     }
 }
 
@@ -246,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_record_answers_and_an_answered_one_is_gone() {
+    fn a_delivered_record_answers_and_a_forgotten_or_stale_one_is_gone() {
         let q = tempfile::tempdir().unwrap();
         let log = logger(q.path());
         let Some(ledger) = Ledger::open(q.path(), &log) else {
@@ -263,10 +269,23 @@ mod tests {
         assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Delivered);
         drop(e);
         assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Delivered);
-        ledger.adopt("Q1.0").answered();
+        ledger.forget("Q1.0");
         assert!(!q.path().join(DIR).join("Q1.0").exists());
         assert_eq!(ledger.previous("Q1.0", &log, "Q1"), Previous::Unknown);
-        ledger.begin("Q1.1").unwrap().answered();
+        // only records older than the age go in a sweep
+        drop(ledger.begin("Q1.1").unwrap());
+        ledger.sweep(Duration::from_secs(3600));
+        assert!(q.path().join(DIR).join("Q1.1").exists());
+        let past = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+        nix::sys::stat::utimensat(
+            &ledger.dir,
+            "Q1.1",
+            &past,
+            &past,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        ledger.sweep(Duration::from_secs(3600));
         assert!(!q.path().join(DIR).join("Q1.1").exists());
     }
 

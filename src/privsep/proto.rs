@@ -37,6 +37,9 @@ pub enum Request {
     },
     /// Re-read the configuration (the daemon got SIGHUP).
     Reload,
+    /// The outcomes of these recipients of `qid` are in the queue: the agent's records of
+    /// their deliveries ([`super::ledger`]) have served.
+    Forget { qid: String, indexes: Vec<u32> },
 }
 
 /// A request with the number its answer carries.
@@ -63,6 +66,7 @@ pub enum ProtoError {
 
 const REQ_DELIVER: u8 = 1;
 const REQ_RELOAD: u8 = 2;
+const REQ_FORGET: u8 = 3;
 const OUT_DELIVERED: u8 = 0;
 const OUT_TEMPORARY: u8 = 1;
 const OUT_PERMANENT: u8 = 2;
@@ -77,14 +81,23 @@ pub fn encode_request(r: &Tagged<Request>) -> Vec<u8> {
             for n in [at.segment, at.offset, at.len] {
                 b.extend_from_slice(&n.to_be_bytes());
             }
-            b.extend_from_slice(&(indexes.len() as u32).to_be_bytes());
-            for i in indexes {
-                b.extend_from_slice(&i.to_be_bytes());
-            }
+            put_indexes(&mut b, indexes);
         }
         Request::Reload => b.push(REQ_RELOAD),
+        Request::Forget { qid, indexes } => {
+            b.push(REQ_FORGET);
+            put_str(&mut b, qid);
+            put_indexes(&mut b, indexes);
+        }
     }
     b
+}
+
+fn put_indexes(b: &mut Vec<u8>, indexes: &[u32]) {
+    b.extend_from_slice(&(indexes.len() as u32).to_be_bytes());
+    for i in indexes {
+        b.extend_from_slice(&i.to_be_bytes());
+    }
 }
 
 /// Decodes a request payload.
@@ -99,14 +112,15 @@ pub fn decode_request(bytes: &[u8]) -> Result<Tagged<Request>, ProtoError> {
                 offset: r.u64("offset")?,
                 len: r.u64("length")?,
             };
-            let n = r.u32("count")? as usize;
-            if n > r.0.len() / 4 {
-                return Err(ProtoError::Short("indexes"));
-            }
-            let indexes = (0..n).map(|_| r.u32("index")).collect::<Result<_, _>>()?;
+            let indexes = r.indexes()?;
             Request::Deliver { qid, at, indexes }
         }
         REQ_RELOAD => Request::Reload,
+        REQ_FORGET => {
+            let qid = r.string("queue id")?;
+            let indexes = r.indexes()?;
+            Request::Forget { qid, indexes }
+        }
         value => {
             return Err(ProtoError::Unknown {
                 what: "request kind",
@@ -363,6 +377,15 @@ impl Reader<'_> {
         String::from_utf8(b.to_vec()).map_err(|_| ProtoError::NotUtf8)
     }
 
+    /// A count and that many `u32` indexes.
+    fn indexes(&mut self) -> Result<Vec<u32>, ProtoError> {
+        let n = self.u32("count")? as usize;
+        if n > self.0.len() / 4 {
+            return Err(ProtoError::Short("indexes"));
+        }
+        (0..n).map(|_| self.u32("index")).collect()
+    }
+
     fn end(&self) -> Result<(), ProtoError> {
         match self.0.len() {
             0 => Ok(()),
@@ -398,6 +421,13 @@ mod tests {
             Tagged {
                 tag: u64::MAX,
                 body: Request::Reload,
+            },
+            Tagged {
+                tag: 7,
+                body: Request::Forget {
+                    qid: "6AO6rKe2007088".into(),
+                    indexes: vec![0, 1, 2],
+                },
             },
         ] {
             assert_eq!(decode_request(&encode_request(&r)), Ok(r));

@@ -603,8 +603,15 @@ async fn attempt(runner: &Runner, id: &QueueId, forced: bool, held: bool) -> Opt
             .await
     };
     match result {
-        // The outcomes are in the queue: the programs' status files have served.
-        Ok(()) if local => orphans::forget(shared, id, n_recipients),
+        // The outcomes are in the queue: the programs' status files (or the root agent's
+        // records, under RunAsUser) have served.
+        Ok(()) if local => match shared.local_agent.clone() {
+            Some(agent) => {
+                let (id, all) = (id.clone(), (0..n_recipients).collect::<Vec<_>>());
+                drop(tokio::task::spawn_blocking(move || agent.forget(&id, &all)));
+            }
+            None => orphans::forget(shared, id, n_recipients),
+        },
         Ok(()) => {}
         Err(e) => {
             shared.logger.log(
