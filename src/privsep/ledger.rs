@@ -42,6 +42,7 @@ use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use super::dir_flags;
 use crate::deliver::local::inflight;
 use crate::log::{Logger, Severity};
 
@@ -68,10 +69,6 @@ pub enum Previous {
     Unknown,
     /// An agent of an earlier daemon delivered it.
     Delivered,
-}
-
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
 impl Ledger {
