@@ -462,16 +462,15 @@ fn a_killed_agent_is_restarted_and_local_mail_is_delivered() {
     wait_queue_empty(&d);
 }
 
-#[test]
-fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
-    let Some((uid, _)) = runnable() else { return };
-    let s = setup();
-    // A program that holds its delivery open while `block` exists.
+/// The alias `hold`: a program that writes the message to `held.<its pid>`, touches
+/// `started`, then, while `block` exists (made here), waits for a writer on `fifo`
+/// ([`release`]), and exits 0.
+fn hold_setup(s: &Setup) {
     let o = s.out.display();
     fs::write(
         &s.aliases,
         format!(
-            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi'\"\n"
+            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi; exit 0'\"\n"
         ),
     )
     .unwrap();
@@ -481,14 +480,56 @@ fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
     fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(s.out.join("block"), "").unwrap();
-    let mut d = start(&s);
+}
+
+/// A daemon ([`start`]) with the `hold` alias ([`hold_setup`]), a message sent to it, and
+/// its program started; with the agent's pid.
+fn hold_started(s: &Setup) -> (Daemon, i32) {
+    hold_setup(s);
+    let mut d = start(s);
     let agent = agent_pid(&d.wait_log("stays root"));
     send(&mut d, &["hold@mta.example.test"]);
+    wait_started(s);
+    (d, agent)
+}
+
+/// Waits until a `hold` program has started.
+fn wait_started(s: &Setup) {
     let since = std::time::Instant::now();
     while !s.out.join("started").exists() {
         assert!(since.elapsed() < support::WAIT, "the program never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Lets the waiting `hold` programs end, and those started later run through.
+fn release(s: &Setup) {
+    fs::remove_file(s.out.join("block")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(s.out.join("fifo"))
+        .unwrap();
+}
+
+/// How many times a `hold` program ran.
+fn held(s: &Setup) -> usize {
+    fs::read_dir(&s.out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("held.")
+        })
+        .count()
+}
+
+#[test]
+fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
+    let Some((uid, _)) = runnable() else { return };
+    let s = setup();
+    let (mut d, agent) = hold_started(&s);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent),
         nix::sys::signal::Signal::SIGKILL,
@@ -502,8 +543,7 @@ fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
         "{q}"
     );
     // Let the orphaned program end; the retry goes through a new agent.
-    fs::remove_file(s.out.join("block")).unwrap();
-    fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    release(&s);
     let out = support::run(&[
         "-q",
         "-C",
@@ -521,16 +561,7 @@ fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
     );
     wait_queue_empty(&d);
     // At least once: the killed attempt's copy and the retry's.
-    let held = fs::read_dir(&s.out)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("held.")
-        })
-        .count();
+    let held = held(&s);
     assert_eq!(held, 2);
     assert_eq!(ids_of(d.pid()).0, vec![uid; 4], "daemon Uid");
 }
@@ -543,28 +574,7 @@ fn a_delivery_in_hand_when_the_agent_dies_stays_queued_and_is_retried() {
 fn a_daemon_killed_while_its_agent_delivers_is_not_followed_by_a_second_copy() {
     let Some(_) = runnable() else { return };
     let s = setup();
-    let o = s.out.display();
-    fs::write(
-        &s.aliases,
-        format!(
-            "hold: \"|/bin/sh -c 'cat > {o}/held.$$; touch {o}/started; if [ -e {o}/block ]; then read x < {o}/fifo; fi; exit 0'\"\n"
-        ),
-    )
-    .unwrap();
-    let built = support::run(&["-bi", "-O", &format!("AliasFile={}", s.aliases.display())]);
-    assert!(built.status.success(), "{built:?}");
-    let fifo = s.out.join("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
-    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o666)).unwrap();
-    fs::write(s.out.join("block"), "").unwrap();
-    let mut first = start(&s);
-    let agent = agent_pid(&first.wait_log("stays root"));
-    send(&mut first, &["hold@mta.example.test"]);
-    let since = std::time::Instant::now();
-    while !s.out.join("started").exists() {
-        assert!(since.elapsed() < support::WAIT, "the program never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (mut first, agent) = hold_started(&s);
     let records = first.queue_dir().join("agent");
     assert_eq!(mode(&records) & 0o777, 0o700, "records are private");
     assert_eq!(
@@ -597,8 +607,7 @@ fn a_daemon_killed_while_its_agent_delivers_is_not_followed_by_a_second_copy() {
     assert_ne!(agent_pid(&log), agent);
     // The records outlived the hand-over of the queue to the new daemon's user.
     assert_eq!(fs::metadata(&records).unwrap().uid(), 0);
-    fs::remove_file(s.out.join("block")).unwrap();
-    fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    release(&s);
     let log = second.wait_log("stat=Sent");
     assert!(
         log.contains(
@@ -607,16 +616,7 @@ fn a_daemon_killed_while_its_agent_delivers_is_not_followed_by_a_second_copy() {
         "{log}"
     );
     wait_queue_empty(&first); // the queue both daemons used
-    let held = fs::read_dir(&s.out)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("held.")
-        })
-        .count();
+    let held = held(&s);
     assert_eq!(held, 1, "the program ran once");
     // The outcome is in the queue: the daemon tells the agent, which drops the record.
     let since = std::time::Instant::now();
