@@ -41,9 +41,30 @@ pub fn set_this_thread(nice: i32) -> io::Result<()> {
 /// (sched_setattr(2); Linux takes 0.1–100 ms). Since Linux 6.12 a task with a shorter slice
 /// than the running one preempts it when it wakes; before, the slice is ignored.
 pub fn set_this_thread_and_slice(nice: i32, slice_ns: u64) -> io::Result<()> {
+    set_attr(libc::SCHED_OTHER, nice, slice_ns)
+}
+
+/// Sets the calling thread's nice value and the `SCHED_BATCH` policy (sched(7)): it runs as
+/// any thread of that nice value, but its wake-ups never preempt the running task. For
+/// threads whose work can wait for the end of a slice, so that waking one does not cost
+/// the thread that woke it its CPU (the queue runner's pool: [`crate::runner`]).
+pub fn set_this_thread_batch(nice: i32) -> io::Result<()> {
+    set_attr(libc::SCHED_BATCH, nice, 0)
+}
+
+/// The calling thread's scheduling policy (`SCHED_OTHER`, `SCHED_BATCH`, …).
+pub fn policy_of_this_thread() -> io::Result<i32> {
+    // SAFETY: sched_getscheduler takes a pid (0: the calling thread); no memory is passed.
+    match unsafe { libc::sched_getscheduler(0) } {
+        -1 => Err(io::Error::last_os_error()),
+        p => Ok(p),
+    }
+}
+
+fn set_attr(policy: i32, nice: i32, slice_ns: u64) -> io::Result<()> {
     let attr = libc::sched_attr {
         size: std::mem::size_of::<libc::sched_attr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
+        sched_policy: policy as u32,
         sched_flags: 0,
         sched_nice: nice.clamp(*RANGE.start(), *RANGE.end()),
         sched_priority: 0,
@@ -109,6 +130,29 @@ mod tests {
         if let Some(slice) = slice {
             assert_eq!(slice, 200_000, "where the kernel shows it");
         }
+    }
+
+    #[test]
+    fn a_thread_takes_the_batch_policy_and_back() {
+        let base = this_thread().unwrap();
+        let (batch, nice, other) = std::thread::spawn(move || {
+            set_this_thread_batch(base).unwrap();
+            let batch = policy_of_this_thread().unwrap();
+            let nice = this_thread().unwrap();
+            set_this_thread_and_slice(base, 0).unwrap();
+            (batch, nice, policy_of_this_thread().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            (batch, nice, other),
+            (libc::SCHED_BATCH, base, libc::SCHED_OTHER)
+        );
+        assert_eq!(
+            policy_of_this_thread().unwrap(),
+            libc::SCHED_OTHER,
+            "this one untouched"
+        );
     }
 
     #[test]

@@ -11,11 +11,26 @@ use sendmail_rs::priority::slice_of;
 use support::Daemon;
 use support::dsn_sink::send;
 
-/// The nice value in a /proc …/stat line (field 19; the command name, field 2, may hold
-/// spaces and parentheses, so fields are counted after its last `)`).
-fn nice_of(stat: &str) -> i32 {
+/// Field `n` (1-based) of a /proc …/stat line, from field 3 on (the command name, field 2,
+/// may hold spaces and parentheses, so fields are counted after its last `)`).
+fn stat_field(stat: &str, n: usize) -> i32 {
     let after = &stat[stat.rfind(')').expect("a stat line") + 1..];
-    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+    after
+        .split_whitespace()
+        .nth(n - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The nice value in a /proc …/stat line (field 19).
+fn nice_of(stat: &str) -> i32 {
+    stat_field(stat, 19)
+}
+
+/// The scheduling policy in a /proc …/stat line (field 41).
+fn policy_of(stat: &str) -> i32 {
+    stat_field(stat, 41)
 }
 
 /// The nice value of the daemon's thread named `name`, and of its main thread.
@@ -115,6 +130,19 @@ fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not
     if let Some(slice) = slice_of(dir.path()) {
         assert_ne!(slice, sendmail_rs::runner::RUNNER_SLICE_NS, "nor its slice");
     }
+    // The runner's pool (the program's delivery ran on one of its threads): the daemon's
+    // nice value and SCHED_BATCH; the program itself the normal policy again.
+    let pool = std::fs::read_to_string(thread_dir(d.pid(), "runner-pool").join("stat")).unwrap();
+    assert_eq!(
+        (nice_of(&pool), policy_of(&pool)),
+        (main, libc::SCHED_BATCH)
+    );
+    let program = std::fs::read_to_string(dir.path().join("stat")).unwrap();
+    assert_eq!(
+        policy_of(&program),
+        libc::SCHED_OTHER,
+        "the mailer program's policy"
+    );
     assert!(!d.log_text().contains("NiceQueueRun"), "{}", d.log_text());
 }
 

@@ -316,6 +316,12 @@ pub fn supervisor_main(args: &[std::ffi::OsString]) -> ! {
         eprintln!("sendmail: {SUPERVISOR_FLAG}: STATUS UID GID CWD PATH ARGV0 ARGS... expected");
         std::process::exit(crate::sysexits::EX_USAGE);
     };
+    // Started from the queue runner's pool, whose threads run SCHED_BATCH (runner::Thread):
+    // the program gets the normal policy back, at the nice value it inherited.
+    if crate::priority::policy_of_this_thread().is_ok_and(|p| p == libc::SCHED_BATCH) {
+        let nice = crate::priority::this_thread().unwrap_or(0);
+        let _ = crate::priority::set_this_thread_and_slice(nice, 0);
+    }
     let mut file = match OpenOptions::new().append(true).open(status) {
         Ok(f) => f,
         Err(e) => {
