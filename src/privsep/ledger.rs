@@ -45,15 +45,10 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::dir_flags;
 use crate::deliver::local::inflight;
 use crate::log::{Logger, Severity};
+use crate::runner::orphans::{ORPHAN_POLL, ORPHAN_WAIT};
 
 /// The directory's name in the queue directory.
 pub const DIR: &str = "agent";
-
-/// How long a delivery left by the previous daemon's agent is waited for, at most.
-const WAIT: Duration = Duration::from_secs(3600);
-
-/// How often its record is looked at meanwhile.
-const POLL: Duration = Duration::from_millis(50);
 
 /// The open records directory.
 pub struct Ledger {
@@ -121,8 +116,9 @@ impl Ledger {
             return Previous::Unknown;
         };
         let me = std::process::id() as i32;
+        let path = self.path.join(name);
         if let Some(pid) = running(&record).filter(|&p| p != me)
-            && inflight::holds(pid, &self.path.join(name))
+            && inflight::holds(pid, &path)
         {
             logger.log(
                 Severity::Notice,
@@ -131,9 +127,10 @@ impl Ledger {
                     "{name}: waiting for the local delivery agent pid {pid}, which the previous daemon left delivering it"
                 ),
             );
-            let deadline = Instant::now() + WAIT;
-            while inflight::holds(pid, &self.path.join(name)) && Instant::now() < deadline {
-                std::thread::sleep(POLL);
+            // as long, and as often, as the root daemon waits for its orphaned programs
+            let deadline = Instant::now() + ORPHAN_WAIT;
+            while inflight::holds(pid, &path) && Instant::now() < deadline {
+                std::thread::sleep(ORPHAN_POLL);
             }
             record = self.read(name).unwrap_or_default();
         }

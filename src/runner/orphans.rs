@@ -34,7 +34,10 @@ use crate::runtime::Shared;
 
 /// How long a program left by the previous daemon is waited for, at most, before its
 /// recipient is treated as unknown (retried).
-const ORPHAN_WAIT: Duration = Duration::from_secs(3600);
+pub const ORPHAN_WAIT: Duration = Duration::from_secs(3600);
+
+/// How often a program left by the previous daemon is looked at meanwhile.
+pub const ORPHAN_POLL: Duration = Duration::from_millis(50);
 
 /// The directory of the status files.
 pub fn dir(shared: &Shared) -> PathBuf {
@@ -86,7 +89,7 @@ impl Runner {
                     tokio::spawn(async move {
                         let deadline = Instant::now() + ORPHAN_WAIT;
                         while inflight::holds(pid, &path) && Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(ORPHAN_POLL).await;
                         }
                         me.settle_orphan(&id, idx, &path).await;
                         me.lock_busy().remove(&id);
