@@ -85,19 +85,22 @@ fn setup() -> Setup {
 }
 
 fn start(s: &Setup) -> Daemon {
+    start_with(s, &[])
+}
+
+/// [`start`], with `extra` arguments after the others (a later `-O` wins).
+fn start_with(s: &Setup, extra: &[&str]) -> Daemon {
     let alias_opt = format!("AliasFile={}", s.aliases.display());
-    Daemon::start_wrapped(
-        CF,
-        &[
-            "-O",
-            "RunAsUser=nobody",
-            "-O",
-            "DefaultUser=daemon:daemon",
-            "-O",
-            &alias_opt,
-        ],
-        &["sh", "-c", OPEN_DIR, "sh"],
-    )
+    let mut args = vec![
+        "-O",
+        "RunAsUser=nobody",
+        "-O",
+        "DefaultUser=daemon:daemon",
+        "-O",
+        &alias_opt,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start_wrapped(CF, &args, &["sh", "-c", OPEN_DIR, "sh"])
 }
 
 fn send(d: &mut Daemon, rcpts: &[&str]) -> Vec<String> {
@@ -586,21 +589,7 @@ fn a_daemon_killed_while_its_agent_delivers_is_not_followed_by_a_second_copy() {
     let _ = first.child.as_mut().unwrap().wait();
     // The next daemon on the same queue; the first agent is still delivering.
     let queue = format!("QueueDirectory={}", first.queue_dir().display());
-    let alias_opt = format!("AliasFile={}", s.aliases.display());
-    let mut second = Daemon::start_wrapped(
-        CF,
-        &[
-            "-O",
-            "RunAsUser=nobody",
-            "-O",
-            "DefaultUser=daemon:daemon",
-            "-O",
-            &alias_opt,
-            "-O",
-            &queue,
-        ],
-        &["sh", "-c", OPEN_DIR, "sh"],
-    );
+    let mut second = start_with(&s, &["-O", &queue]);
     let log = second.wait_log(&format!(
         "waiting for the local delivery agent pid {agent}, which the previous daemon left delivering it"
     ));
