@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use chrono::{Local, Utc};
+use chrono::Utc;
 
 use crate::config::Config;
-use crate::config::macros::{Layered, expand, rfc5322_date};
+use crate::config::macros::{Layered, expand, rfc5322_now};
 use crate::dns::format_ip;
 use crate::log::{Logger, Severity};
 use crate::queue::spool::Spool;
@@ -380,7 +380,7 @@ pub fn id_and_date(body: &[u8], qid: &str, host: &str) -> (String, Option<String
         Some(m)
     });
     if !crate::headers::has(&body[..header_end], "date") {
-        added.push_str(&format!("Date: {}\n", rfc5322_date(&Local::now())));
+        added.push_str(&format!("Date: {}\n", rfc5322_now()));
     }
     (added, msgid)
 }
@@ -404,7 +404,7 @@ fn receipt_macros(msg: &Message) -> BTreeMap<String, String> {
     if let [only] = msg.recipients.as_slice() {
         m.insert("u".into(), format!("<{}>", bare(&only.addr.raw)));
     }
-    m.insert("b".into(), rfc5322_date(&Local::now()));
+    m.insert("b".into(), rfc5322_now());
     m
 }
 

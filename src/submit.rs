@@ -15,11 +15,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use chrono::Local;
-
 use crate::cli::Invocation;
 use crate::config::Config;
-use crate::config::macros::{Layered, expand, rfc5322_date};
+use crate::config::macros::{Layered, expand, rfc5322_now};
 use crate::inbound::{Origin, conn_options, offer_etrn, server_features, session_context};
 use crate::log::{Logger, Severity};
 use crate::queue::{self, QueueId, id::QueueIdGen, maildrop};
@@ -343,7 +341,7 @@ fn add_headers(
     let mut m = BTreeMap::new();
     m.insert("_".to_string(), relay.to_string());
     m.insert("i".to_string(), qid.to_string());
-    m.insert("b".to_string(), rfc5322_date(&Local::now()));
+    m.insert("b".to_string(), rfc5322_now());
     // `$u` is the one recipient as it was given: sendmail writes `for root` for
     // `sendmail root` (tests/fixtures/oracle-local-delivery.txt, section d), where SMTP's
     // `RCPT TO:<root>` gives `for <root>`.

@@ -299,6 +299,25 @@ where
     format!("{} {zone}", t.format("%a, %-d %b %Y %H:%M:%S"))
 }
 
+/// [`rfc5322_date`] of now, local time: made once per second per thread (each message
+/// received takes it for `$b`, and the local-time conversion and formatting cost more
+/// than the rest of the macros).
+pub fn rfc5322_now() -> String {
+    thread_local! {
+        static NOW: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Local::now();
+    let secs = now.timestamp();
+    NOW.with(|cell| {
+        let mut c = cell.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, rfc5322_date(&now));
+        }
+        c.1.clone()
+    })
+}
+
 /// The built-in macros the daemon defines before reading the cf: `j w m v Z b`.
 pub fn builtin_macros(
     host: &HostNames,
@@ -420,6 +439,20 @@ mod tests {
             base: &cfg,
         };
         assert_eq!(expand("${daemon_name}@$j", &l), "MSA-v4@h");
+    }
+
+    #[test]
+    fn the_date_of_now_is_made_once_a_second_and_reads_as_rfc5322_date() {
+        let before = chrono::Local::now().timestamp();
+        let a = rfc5322_now();
+        let b = rfc5322_now();
+        let after = chrono::Local::now().timestamp();
+        let parsed = chrono::DateTime::parse_from_rfc2822(&a.replace(" GMT", " +0000"))
+            .expect("RFC 5322 date");
+        assert!((before..=after).contains(&parsed.timestamp()), "{a}");
+        if before == after {
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

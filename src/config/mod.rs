@@ -357,7 +357,7 @@ impl MacroLookup for Config {
             "w" => Some(Cow::Borrowed(self.host.short.as_str())),
             "m" => Some(Cow::Borrowed(self.host.domain.as_str())),
             "v" | "Z" => Some(Cow::Borrowed(macros::VERSION)),
-            "b" => Some(Cow::Owned(macros::rfc5322_date(&chrono::Local::now()))),
+            "b" => Some(Cow::Owned(macros::rfc5322_now())),
             // Defined by sendmail's main() before the cf is read, so a rule's `${opMode}`
             // (FEATURE(redirect)) is expanded with it: the values the ruleset engine starts
             // with (rules::cf::startup_macros). sendmail's opMode is the -b letter of the

@@ -864,6 +864,17 @@ impl Store {
             .collect())
     }
 
+    /// The queued messages' ids that `keep` takes, looked at under the index's lock (only
+    /// those are copied: the runner's pass after each commit skips the many in delivery
+    /// without copying them). `keep` must not use the store.
+    pub fn ids_where(&self, mut keep: impl FnMut(&QueueId) -> bool) -> Vec<QueueId> {
+        Index::lock(&self.inner.index)
+            .queued()
+            .filter(|(id, _)| keep(id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Every message in the queue, in run order (priority, then arrival, then id).
     pub fn list(&self) -> Result<Vec<QueueEntrySummary>, QueueError> {
         let mut out = Vec::new();

@@ -33,7 +33,7 @@
 //!   delivery starts right after the commit, but the `250` does not wait for it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -47,11 +47,36 @@ use crate::queue::Envelope;
 /// `initial_destination_concurrency`, 5); never more than its limit.
 pub const INITIAL_CONCURRENCY: usize = 5;
 
-/// What the runner knows of one destination: connections in use and its window.
+/// What the runner knows of one destination: connections in use, its window, and the
+/// deliveries waiting for one of its connections.
 struct Hop {
     in_use: usize,
     /// Connections allowed now (slow start, backoff); at most the limit in force.
     window: usize,
+    /// The window it starts with ([`INITIAL_CONCURRENCY`] under the limit it was created
+    /// with): below it, the destination is backed off and remembered while idle.
+    initial: usize,
+    /// Deliveries waiting in [`Destinations::acquire`] for a slot of this destination.
+    waiting: usize,
+    /// Wakes one of them when a slot may be free (a connection ended, the window grew).
+    /// One per destination: a slot freed at one destination wakes nobody waiting for
+    /// another, and one waiter, not all of them (with a busy next hop, 80 deliveries
+    /// waiting on one notice for everyone cost each connection's end 80 wake-ups).
+    freed: Arc<Notify>,
+}
+
+/// The destinations' state, shared with the permits.
+type Hops = Mutex<HashMap<(String, u16), Hop>>;
+
+fn lock_hops(hops: &Hops) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Hop>> {
+    hops.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hop {
+    /// Nothing to remember: no connection, nobody waiting, not backed off.
+    fn idle(&self, slow_start: bool) -> bool {
+        self.in_use == 0 && self.waiting == 0 && !(slow_start && self.window < self.initial)
+    }
 }
 
 /// Per-destination connection windows (slow start and backoff), created on first use and
@@ -67,9 +92,7 @@ struct Hop {
 /// the next deliveries; connections already open finish).
 pub struct Destinations {
     slow_start: bool,
-    hops: Mutex<HashMap<(String, u16), Hop>>,
-    /// Signalled whenever a connection ends or a window grows.
-    freed: Notify,
+    hops: Arc<Hops>,
     /// When the next delivery to a destination may start (`DestinationRateDelay`).
     next_start: Mutex<HashMap<(String, u16), tokio::time::Instant>>,
     /// Destinations none of whose hosts could be connected to: since when, and the
@@ -77,43 +100,74 @@ pub struct Destinations {
     down: Mutex<HashMap<(String, u16), (std::time::Instant, Outcome)>>,
 }
 
-/// A connection slot to one destination, given back when dropped.
-pub struct Permit<'a> {
-    owner: &'a Destinations,
+/// A connection slot to one destination, given back when dropped. It owns its share of
+/// the destinations' state, so it can travel with the connection it stands for (a session
+/// handed from one delivery to the next, `runner::follow`).
+pub struct Permit {
+    hops: Arc<Hops>,
+    slow_start: bool,
     key: (String, u16),
 }
 
-impl Permit<'_> {
+impl Permit {
     /// The outcome of the delivery over this slot: `took` when the destination took or
     /// refused for good at least one recipient, false when it deferred all of them. Grows
     /// or shrinks the destination's window (slow start only).
     pub fn feedback(&self, took: bool, limit: usize) {
-        if !self.owner.slow_start {
+        if !self.slow_start {
             return;
         }
-        let mut hops = self.owner.lock();
+        let mut hops = lock_hops(&self.hops);
         if let Some(hop) = hops.get_mut(&self.key) {
+            let before = hop.window;
             if took {
                 hop.window = (hop.window + 1).min(limit.max(1));
             } else {
                 hop.window = 1;
             }
-        }
-        drop(hops);
-        if took {
-            self.owner.freed.notify_waiters();
+            // A wider window lets one more in; it lets the next in if there is room still.
+            if hop.window > before && hop.waiting > 0 {
+                hop.freed.notify_one();
+            }
         }
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let mut hops = self.owner.lock();
+        let mut hops = lock_hops(&self.hops);
         if let Some(hop) = hops.get_mut(&self.key) {
             hop.in_use = hop.in_use.saturating_sub(1);
+            if hop.waiting > 0 {
+                hop.freed.notify_one();
+            } else if hop.idle(self.slow_start) {
+                hops.remove(&self.key);
+            }
         }
-        drop(hops);
-        self.owner.freed.notify_waiters();
+    }
+}
+
+/// Counts a delivery among its destination's waiting ones while it lives, so a wait that
+/// is cancelled (the daemon stopping) is counted out too; disarmed when the delivery is
+/// let in (counted out then, under the same lock).
+struct Waiting<'a> {
+    owner: &'a Destinations,
+    key: (String, u16),
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut hops = lock_hops(&self.owner.hops);
+        if let Some(hop) = hops.get_mut(&self.key) {
+            hop.waiting = hop.waiting.saturating_sub(1);
+            if hop.idle(self.owner.slow_start) {
+                hops.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -132,8 +186,7 @@ impl Destinations {
     fn with(slow_start: bool) -> Destinations {
         Destinations {
             slow_start,
-            hops: Mutex::default(),
-            freed: Notify::new(),
+            hops: Arc::default(),
             next_start: Mutex::default(),
             down: Mutex::default(),
         }
@@ -172,7 +225,7 @@ impl Destinations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Hop>> {
-        self.hops.lock().unwrap_or_else(|p| p.into_inner())
+        lock_hops(&self.hops)
     }
 
     fn initial(&self, limit: usize) -> usize {
@@ -183,33 +236,89 @@ impl Destinations {
     }
 
     /// Waits for a free connection slot to `host` port `port` (host compared without case)
-    /// under `limit` connections at once (the limit in force now).
-    pub async fn acquire(&self, host: &str, port: u16, limit: usize) -> Permit<'_> {
+    /// under `limit` connections at once (the limit in force now). Waiters are woken one
+    /// at a time, in the order they began waiting: each one let in lets the next in too
+    /// while there is room (a limit raised by a SIGHUP fills up that way).
+    pub async fn acquire(&self, host: &str, port: u16, limit: usize) -> Permit {
         let limit = limit.max(1);
         let key = (host.to_ascii_lowercase(), port);
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
-            // Registered before the check, so a slot freed in between is not missed.
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
+            let freed = {
                 let mut hops = self.lock();
-                let initial = self.initial(limit);
-                // Forget destinations nobody is using that are not backed off, so the
-                // map stays about as small as the set of busy or deferring destinations.
-                let slow = self.slow_start;
-                hops.retain(|_, h| h.in_use > 0 || (slow && h.window < initial));
-                let hop = hops.entry(key.clone()).or_insert(Hop {
-                    in_use: 0,
-                    window: initial,
-                });
-                let cap = if slow { hop.window.min(limit) } else { limit };
+                let (hop, cap) = self.hop(&mut hops, &key, limit);
                 if hop.in_use < cap {
                     hop.in_use += 1;
-                    return Permit { owner: self, key };
+                    if let Some(w) = waiting.as_mut() {
+                        w.armed = false;
+                        hop.waiting = hop.waiting.saturating_sub(1);
+                    }
+                    if hop.in_use < cap && hop.waiting > 0 {
+                        hop.freed.notify_one();
+                    }
+                    return self.permit(key);
                 }
+                if waiting.is_none() {
+                    hop.waiting += 1;
+                }
+                hop.freed.clone()
+            };
+            waiting.get_or_insert_with(|| Waiting {
+                owner: self,
+                key: key.clone(),
+                armed: true,
+            });
+            // A slot freed between the check and this wait is not missed: notify_one
+            // leaves a permit when nobody is registered yet.
+            freed.notified().await;
+        }
+    }
+
+    /// A slot to `host`:`port` if one is free now, without waiting (nor going ahead of
+    /// deliveries that wait).
+    pub fn try_acquire(&self, host: &str, port: u16, limit: usize) -> Option<Permit> {
+        let limit = limit.max(1);
+        let key = (host.to_ascii_lowercase(), port);
+        let mut hops = self.lock();
+        let (hop, cap) = self.hop(&mut hops, &key, limit);
+        if hop.in_use >= cap || hop.waiting > 0 {
+            if hop.idle(self.slow_start) {
+                hops.remove(&key);
             }
-            freed.await;
+            return None;
+        }
+        hop.in_use += 1;
+        Some(self.permit(key))
+    }
+
+    /// The destination's entry (made at its initial window if new) and the connections it
+    /// may have now under `limit`.
+    fn hop<'m>(
+        &self,
+        hops: &'m mut HashMap<(String, u16), Hop>,
+        key: &(String, u16),
+        limit: usize,
+    ) -> (&'m mut Hop, usize) {
+        let initial = self.initial(limit);
+        let hop = hops.entry(key.clone()).or_insert_with(|| Hop {
+            in_use: 0,
+            window: initial,
+            initial,
+            waiting: 0,
+            freed: Arc::new(Notify::new()),
+        });
+        let cap = match self.slow_start {
+            true => hop.window.min(limit),
+            false => limit,
+        };
+        (hop, cap)
+    }
+
+    fn permit(&self, key: (String, u16)) -> Permit {
+        Permit {
+            hops: self.hops.clone(),
+            slow_start: self.slow_start,
+            key,
         }
     }
 
@@ -367,8 +476,46 @@ mod tests {
         assert_eq!(d.in_use("mx.example", 25), 1);
     }
 
+    #[tokio::test]
+    async fn a_freed_slot_wakes_one_waiter_in_turn_and_a_cancelled_one_is_counted_out() {
+        let d = std::sync::Arc::new(Destinations::fixed());
+        let held = d.acquire("mx", 25, 1).await;
+        assert!(d.try_acquire("mx", 25, 1).is_none(), "full");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for i in 0..3 {
+            let (d, tx) = (d.clone(), tx.clone());
+            waiters.push(tokio::spawn(async move {
+                let p = d.acquire("mx", 25, 1).await;
+                tx.send(i).unwrap();
+                // Held until the test says so.
+                std::future::pending::<()>().await;
+                drop(p);
+            }));
+            // In this order.
+            tokio::task::yield_now().await;
+        }
+        // One waiter gives up: it no longer counts, and is not woken.
+        waiters.remove(1).abort();
+        tokio::task::yield_now().await;
+        assert!(
+            d.try_acquire("mx", 25, 2).is_none(),
+            "others wait: no cutting in"
+        );
+        drop(held);
+        assert_eq!(rx.recv().await, Some(0));
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "one slot, one woken");
+        waiters.remove(0).abort();
+        assert_eq!(rx.recv().await, Some(2));
+        waiters.remove(0).abort();
+        tokio::task::yield_now().await;
+        assert_eq!(d.in_use("mx", 25), 0);
+        assert!(d.lock().is_empty(), "an idle destination is forgotten");
+    }
+
     /// Takes every slot the destination gives now, without waiting.
-    fn take_all<'a>(d: &'a Destinations, limit: usize) -> Vec<Permit<'a>> {
+    fn take_all(d: &Destinations, limit: usize) -> Vec<Permit> {
         let mut held = Vec::new();
         loop {
             let mut f = std::pin::pin!(d.acquire("relay.example", 25, limit));

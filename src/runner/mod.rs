@@ -41,6 +41,7 @@ use crate::runtime::{Current, Shared};
 pub mod cmdline;
 pub mod control;
 pub mod expand;
+pub mod follow;
 pub mod limits;
 pub mod loops;
 pub mod marks;
@@ -88,6 +89,8 @@ pub struct Runner {
     local: limits::Destinations,
     /// Idle SMTP sessions kept for the next message to the same hop.
     cache: remote::cache::Cache,
+    /// Deliveries waiting to send their envelope behind another message's body ([`follow`]).
+    followers: follow::Followers,
     /// Deliveries written down before the queue records them ([`marks`]).
     marks: marks::Marks,
     /// Messages with nothing due before a time, as their last attempt left them: a pass
@@ -143,6 +146,7 @@ impl Runner {
             destinations,
             local,
             cache: remote::cache::Cache::new(slots),
+            followers: follow::Followers::default(),
             marks: marks::Marks::new(shared.queue.dir()),
             not_due: Mutex::default(),
             shared,
@@ -153,19 +157,26 @@ impl Runner {
     /// the returned set finishes when they are done.
     async fn pass(self: &Arc<Self>, select: &Selection, why: Pass) -> tokio::task::JoinSet<()> {
         let mut started = tokio::task::JoinSet::new();
-        let mut ids = self.shared.queue.ids().unwrap_or_default();
         let forced = why == Pass::Forced;
         let now = SystemTime::now();
-        {
-            let mut not_due = self.lock_not_due();
-            if why == Pass::Commit {
-                ids.retain(|id| not_due.get(id).is_none_or(|t| *t <= now));
-            } else if select == &Selection::default() {
+        let ids = if why == Pass::Commit {
+            // After a commit, with a busy queue: the messages in delivery are skipped in
+            // one look at the queue's index, not copied one by one (locks: these two, then
+            // the index's; the committer takes neither of them, nothing here the other way).
+            let busy = self.lock_busy();
+            let not_due = self.lock_not_due();
+            self.shared
+                .queue
+                .ids_where(|id| !busy.contains(id) && not_due.get(id).is_none_or(|t| *t <= now))
+        } else {
+            let ids = self.shared.queue.ids().unwrap_or_default();
+            if select == &Selection::default() {
                 // A pass over the whole queue: forget messages that are gone.
                 let queued: HashSet<&QueueId> = ids.iter().collect();
-                not_due.retain(|id, _| queued.contains(id));
+                self.lock_not_due().retain(|id, _| queued.contains(id));
             }
-        }
+            ids
+        };
         // Reading each message first is needed only for limits, or when some mail may be
         // waiting for a queue run.
         let filter = select.quarantined
@@ -717,15 +728,28 @@ async fn deliver_due(
     let mut recipients = msg.envelope.recipients.clone();
     let started = SystemTime::now();
     let settings = &current.remote;
-    let mut running: futures_util::stream::FuturesUnordered<_> = groups
+    // Boxed (a group's delivery is a few KB of state): moving one is moving a pointer.
+    let mut jobs: Vec<_> = groups
         .into_iter()
-        .map(|(route, indexes)| async move {
-            let done = deliver_group(runner, settings, msg, &route, &indexes).await;
-            let marked = matches!(route, Route::Remote { .. });
-            (indexes, marked, done)
+        .map(|(route, indexes)| {
+            Box::pin(async move {
+                let done = deliver_group(runner, settings, msg, &route, &indexes).await;
+                let marked = matches!(route, Route::Remote { .. });
+                (indexes, marked, done)
+            })
         })
         .collect();
-    while let Some((indexes, marked, (mailer, outcomes, relay, peer))) = running.next().await {
+    // One group (the usual case) is awaited as it is; several run at once.
+    let mut single = if jobs.len() == 1 { jobs.pop() } else { None };
+    let mut running: futures_util::stream::FuturesUnordered<_> = jobs.into_iter().collect();
+    loop {
+        let next = match single.take() {
+            Some(job) => Some(job.await),
+            None => running.next().await,
+        };
+        let Some((indexes, marked, (mailer, outcomes, relay, peer))) = next else {
+            break;
+        };
         // Written down at once (one write, no sync): a crash before the queue update
         // below or in attempt() must not deliver these again. A remote hop's were written
         // as its reply came in (deliver_group).
@@ -757,6 +781,47 @@ async fn deliver_due(
         }
     }
     recipients
+}
+
+/// A connection slot to `host`:`port` for a delivery of `msg` to `rcpts`: a permit when
+/// one is free; when the hop's connections are all in use, the first of a permit and a
+/// session handed on by a delivery that sent this message's envelope behind its own body
+/// ([`follow`]), which comes with that session's permit.
+async fn obtain(
+    runner: &Runner,
+    host: &str,
+    port: u16,
+    limit: usize,
+    msg: &Message,
+    rcpts: &[Recipient],
+) -> (limits::Permit, Option<remote::Handed>) {
+    let d = &runner.destinations;
+    if let Some(permit) = d.try_acquire(host, port, limit) {
+        return (permit, None);
+    }
+    // An envelope made for what the hop's sessions offer (known once one was opened).
+    let offered = runner.cache.capabilities(host, port).and_then(|caps| {
+        let envelope = remote::client::follow_envelope(msg, rcpts, &caps)?;
+        Some(runner.followers.offer(host, port, caps, envelope))
+    });
+    let Some(mut ticket) = offered else {
+        return (d.acquire(host, port, limit).await, None);
+    };
+    let baton = tokio::select! {
+        baton = ticket.receive() => baton,
+        permit = d.acquire(host, port, limit) => {
+            if ticket.withdraw() {
+                return (permit, None);
+            }
+            // Taken at the same moment: the envelope is on its way; the permit goes back.
+            drop(permit);
+            ticket.receive().await
+        }
+    };
+    match baton {
+        Some(b) => (b.permit, Some(b.handed)),
+        None => (d.acquire(host, port, limit).await, None),
+    }
 }
 
 /// Delivers one group of recipients that share a route: the mailer, one outcome per
@@ -799,7 +864,7 @@ async fn deliver_group(
                     dsn::Peer::default(),
                 );
             }
-            let slot = runner.destinations.acquire(host, *port, limit).await;
+            let (slot, handed) = obtain(runner, host, *port, limit, msg, rcpts).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             // The hop's 250 is written down in the same step that read it: a crash before
@@ -816,10 +881,28 @@ async fn deliver_group(
                 port: *port,
                 on_accepted: Some(remote::Accepted(&mark)),
             };
-            let report = remote::deliver_cached(dns, settings, &runner.cache, &req, &mut rng).await;
+            let mut leader = follow::Leader::new(&runner.followers, host, *port);
+            let follow = Some(&mut leader as &mut dyn remote::client::Follow);
+            let cache = &runner.cache;
+            // Boxed: the SMTP dialogue's state is large (~20 KB), and every future above it
+            // (the attempt, its task) would otherwise carry it inline and be copied whole
+            // each time it moves (spawning the attempt copied it for every message).
+            let (report, handed_on) = match handed {
+                Some(handed) => {
+                    let d = remote::deliver_handed(
+                        dns, settings, cache, handed, &req, &mut rng, follow,
+                    );
+                    Box::pin(d).await
+                }
+                None => {
+                    let d =
+                        remote::deliver_cached_with(dns, settings, cache, &req, &mut rng, follow);
+                    Box::pin(d).await
+                }
+            };
             let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
             slot.feedback(took, limit);
-            drop(slot);
+            leader.hand_on(handed_on, slot);
             match (report.unreachable, report.outcomes.first()) {
                 (true, Some(outcome)) => {
                     runner.destinations.mark_down(host, *port, outcome.clone())

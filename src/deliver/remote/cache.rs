@@ -21,6 +21,11 @@
 //! on which the server said 421, or that failed in any way, is never put back; one the
 //! server closed while it waited is found out by the `RSET` and the message goes over a
 //! new connection ([`super::deliver_cached`]).
+//!
+//! A session can also skip the cache: when the next message's envelope went behind the
+//! last body ([`super::client::Follow`]), the session passes straight to that message
+//! ([`super::Handed`], `runner::follow`). For those envelopes the cache remembers what each
+//! hop's sessions offered when one was last opened ([`Cache::capabilities`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,10 +46,23 @@ pub struct Cached {
     since: Instant,
 }
 
+impl Cached {
+    /// The settings it was opened under.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+}
+
+/// Hops whose capabilities are remembered, at most (the map is cleared past it).
+const REMEMBERED_HOPS: usize = 1024;
+
 /// The cache of one queue runner.
 pub struct Cache {
     slots: usize,
     idle: Mutex<HashMap<(String, u16), Vec<Cached>>>,
+    /// What each hop's sessions offered when one was last opened (for envelopes made before
+    /// a session is at hand: `runner::follow`).
+    caps: Mutex<HashMap<(String, u16), client::Capabilities>>,
     /// Sessions opened over its life (for tests and the log).
     opened: std::sync::atomic::AtomicUsize,
 }
@@ -55,6 +73,7 @@ impl Cache {
         Cache {
             slots,
             idle: Mutex::default(),
+            caps: Mutex::default(),
             opened: Default::default(),
         }
     }
@@ -104,6 +123,24 @@ impl Cache {
         if let Some(session) = refused {
             session.quit(&settings.timeouts).await;
         }
+    }
+
+    /// Remembers what a session just opened to `host`:`port` offers.
+    pub fn saw(&self, host: &str, port: u16, caps: &client::Capabilities) {
+        let mut map = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (host.to_ascii_lowercase(), port);
+        if map.get(&key) != Some(caps) {
+            if map.len() >= REMEMBERED_HOPS {
+                map.clear();
+            }
+            map.insert(key, caps.clone());
+        }
+    }
+
+    /// What sessions to `host`:`port` offered when one was last opened.
+    pub fn capabilities(&self, host: &str, port: u16) -> Option<client::Capabilities> {
+        let map = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(host.to_ascii_lowercase(), port)).cloned()
     }
 
     /// Counts a new connection.

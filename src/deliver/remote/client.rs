@@ -99,32 +99,51 @@ pub enum ReplyError {
     CodeChanged(u16, u16),
 }
 
-/// Sans-IO reply reader: [`ReplyParser::feed`] bytes, take [`ReplyParser::next_reply`]s.
+/// Sans-IO reply reader: [`ReplyParser::feed`] bytes (or read them into
+/// [`ReplyParser::space`]), take [`ReplyParser::next_reply`]s.
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already taken as reply lines.
+    start: usize,
     lines: Vec<String>,
     code: Option<u16>,
 }
+
+/// Room [`ReplyParser::space`] keeps for one read.
+const READ_ROOM: usize = 4096;
 
 impl ReplyParser {
     /// Forgets everything not yet read (what the server sent before the TLS handshake).
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
         self.lines.clear();
         self.code = None;
     }
 
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.space().extend_from_slice(data);
+    }
+
+    /// The buffer to read the next bytes into (appended; room for [`READ_ROOM`] bytes),
+    /// with the bytes already taken dropped first.
+    pub fn space(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(READ_ROOM);
+        &mut self.buf
     }
 
     /// The next complete reply, `Ok(None)` if more bytes are needed. Lines may end in CRLF
     /// or LF.
     pub fn next_reply(&mut self) -> Result<Option<SmtpReply>, ReplyError> {
         loop {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
-                if self.buf.len() > MAX_REPLY_LINE {
+            let rest = &self.buf[self.start..];
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                if rest.len() > MAX_REPLY_LINE {
                     return Err(ReplyError::LineTooLong);
                 }
                 return Ok(None);
@@ -132,8 +151,7 @@ impl ReplyParser {
             if nl > MAX_REPLY_LINE {
                 return Err(ReplyError::LineTooLong);
             }
-            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&raw);
+            let line = String::from_utf8_lossy(&rest[..=nl]);
             let line = line.trim_end_matches(['\r', '\n']);
             let (code, last, text) = split_line(line)?;
             if let Some(prev) = self.code
@@ -143,6 +161,11 @@ impl ReplyParser {
             }
             self.code = Some(code);
             self.lines.push(text.to_string());
+            self.start += nl + 1;
+            if self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
             if self.lines.len() > MAX_REPLY_LINES {
                 return Err(ReplyError::TooManyLines);
             }
@@ -417,6 +440,99 @@ pub fn encode_data(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bytes [`encode_data`] makes of `body`, without its final `.` CRLF, counted without
+/// making them (the `SIZE=` of a message whose envelope goes before its body is encoded).
+pub fn wire_len(body: &[u8]) -> usize {
+    let mut n = 0;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (line, ended) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], Some(i + 1)),
+            None => (rest, None),
+        };
+        n += line.len() + usize::from(line.first() == Some(&b'.'));
+        match ended {
+            Some(i) => {
+                n += 1 + usize::from(line.last() != Some(&b'\r'));
+                rest = &rest[i..];
+            }
+            None => {
+                n += 2;
+                rest = &[];
+            }
+        }
+    }
+    n
+}
+
+/// Why the message cannot go to a server with `caps` at all: too large for its `SIZE`, or
+/// a `DELIVERBY` it cannot honour.
+fn refusal(
+    message: &Message,
+    caps: &Capabilities,
+    wire_size: usize,
+    now: SystemTime,
+) -> Option<Outcome> {
+    if let Some(limit) = caps.size.filter(|l| *l > 0)
+        && wire_size as u64 > limit
+    {
+        return Some(Outcome::Permanent {
+            dsn: "5.2.3".to_string(),
+            text: format!("Message is too large; {limit} bytes max"),
+        });
+    }
+    deliver_by_refusal(message, caps, now)
+}
+
+/// `rset`, `MAIL`, the `RCPT`s and `DATA`, as one pipelined group.
+fn envelope(
+    rset: &str,
+    message: &Message,
+    recipients: &[Recipient],
+    caps: &Capabilities,
+    wire_size: usize,
+) -> String {
+    let mut batch = String::from(rset);
+    batch.push_str(&mail_command(message, caps, wire_size, SystemTime::now()));
+    recipients
+        .iter()
+        .for_each(|r| batch.push_str(&rcpt_command(r, caps)));
+    batch.push_str("DATA\r\n");
+    batch
+}
+
+/// The envelope of a message to send behind another message's body on a session with
+/// `caps` (`RSET`, `MAIL`, the `RCPT`s, `DATA`; [`Session::transaction_pending`] then
+/// reads its replies), or `None` when it cannot go that way: the server does not offer
+/// `PIPELINING`, or would refuse the message outright ([`refusal`]).
+pub fn follow_envelope(
+    message: &Message,
+    recipients: &[Recipient],
+    caps: &Capabilities,
+) -> Option<Vec<u8>> {
+    let wire_size = wire_len(&message.body);
+    if !caps.pipelining || refusal(message, caps, wire_size, SystemTime::now()).is_some() {
+        return None;
+    }
+    Some(envelope("RSET\r\n", message, recipients, caps, wire_size).into_bytes())
+}
+
+/// Where a transaction starts.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Its envelope is to be sent (after `RSET` when `reset`).
+    Send { reset: bool },
+    /// Its envelope ([`follow_envelope`]) was sent behind the previous message's body.
+    Sent,
+}
+
+/// Asked, once the server has said `354` to a message and before its body goes, for the
+/// envelope of a next message to the same hop to send behind it ([`follow_envelope`],
+/// built for these capabilities); `None`: there is none.
+pub trait Follow: Send {
+    fn next(&mut self, caps: &Capabilities) -> Option<Vec<u8>>;
+}
+
 /// Whether the message needs `BODY=8BITMIME`: declared so, or any byte above 127.
 pub fn needs_8bit(message: &Message) -> bool {
     matches!(
@@ -567,16 +683,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         stage: &'static str,
     ) -> Result<SmtpReply, SessionError> {
         let deadline = tokio::time::Instant::now() + nonzero(wait);
-        let mut buf = [0u8; 4096];
         loop {
             if let Some(r) = self.parser.next_reply()? {
                 return Ok(r);
             }
-            let read = tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await;
-            match read {
+            // Straight into the parser's buffer: no copy, nothing zeroed first.
+            let read = tokio::time::timeout_at(deadline, self.io.read_buf(self.parser.space()));
+            match read.await {
                 Err(_) => return Err(SessionError::Timeout(stage)),
                 Ok(Ok(0)) => return Err(SessionError::Closed),
-                Ok(Ok(n)) => self.parser.feed(&buf[..n]),
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
@@ -677,14 +793,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         job: &Job<'_>,
         t: &ClientTimeouts,
     ) -> (SessionResult, bool) {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
+        let (result, reusable, _) = self.transaction_with(job, t, None).await;
+        (result, reusable)
+    }
+
+    /// [`Session::transaction`], offering `follow` the chance to send the next message's
+    /// envelope behind this message's body. The third value: it did, so the session now
+    /// owes that envelope's replies and must go to that message
+    /// ([`Session::transaction_pending`]), not back to the cache.
+    pub async fn transaction_with(
+        &mut self,
+        job: &Job<'_>,
+        t: &ClientTimeouts,
+        follow: Option<&mut dyn Follow>,
+    ) -> (SessionResult, bool, bool) {
         let reset = std::mem::replace(&mut self.used, true);
-        let ended = transaction(&mut self.conn, job, &self.caps, t, reset, &mut outcomes).await;
+        self.run(job, t, Step::Send { reset }, follow).await
+    }
+
+    /// The transaction of `job`, whose envelope ([`follow_envelope`]) the previous message
+    /// sent behind its body on this session: its replies are read, then the message goes
+    /// as in [`Session::transaction_with`]. A session that fails before answering any
+    /// recipient ends with `try_next_host` (nothing was delivered over it).
+    pub async fn transaction_pending(
+        &mut self,
+        job: &Job<'_>,
+        t: &ClientTimeouts,
+        follow: Option<&mut dyn Follow>,
+    ) -> (SessionResult, bool, bool) {
+        self.used = true;
+        self.run(job, t, Step::Sent, follow).await
+    }
+
+    async fn run(
+        &mut self,
+        job: &Job<'_>,
+        t: &ClientTimeouts,
+        step: Step,
+        follow: Option<&mut dyn Follow>,
+    ) -> (SessionResult, bool, bool) {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
+        let mut led = false;
+        let caps = &self.caps;
+        let ended = transaction(
+            &mut self.conn,
+            job,
+            caps,
+            t,
+            step,
+            follow,
+            &mut led,
+            &mut outcomes,
+        );
+        let ended = ended.await;
         let reusable = matches!(&ended, Ok((_, false)));
         let ended = ended.map(|(end, _)| end);
         let host = self.conn.host.clone();
         let result = finish(&mut self.conn, &host, ended, &mut outcomes);
-        (result, reusable)
+        (result, reusable, led)
+    }
+
+    /// What the server offered (for [`follow_envelope`]).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
     }
 
     /// `QUIT`, and the connection closed.
@@ -780,43 +951,33 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
 /// answers go into `outcomes` (a recipient's `Delivered` there means "RCPT accepted",
 /// replaced by the final reply's outcome). The flag: the server said 421 somewhere, so the
 /// connection must not carry another message.
+#[allow(clippy::too_many_arguments)]
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     job: &Job<'_>,
     caps: &Capabilities,
     t: &ClientTimeouts,
-    reset: bool,
+    step: Step,
+    follow: Option<&mut dyn Follow>,
+    led: &mut bool,
     outcomes: &mut [Option<Outcome>],
 ) -> Result<(End, bool), SessionError> {
+    let (reset, sent) = match step {
+        Step::Send { reset } => (reset, false),
+        // The envelope went with RSET first (follow_envelope), and passed these checks.
+        Step::Sent => (true, true),
+    };
     let rset = if reset { "RSET\r\n" } else { "" };
-    let data = encode_data(&job.message.body);
+    let mut data = encode_data(&job.message.body);
     let wire_size = data.len().saturating_sub(3);
-    if let Some(limit) = caps.size.filter(|l| *l > 0)
-        && wire_size as u64 > limit
-    {
-        return Ok((
-            End::All(Outcome::Permanent {
-                dsn: "5.2.3".to_string(),
-                text: format!("Message is too large; {limit} bytes max"),
-            }),
-            false,
-        ));
-    }
-    let now = SystemTime::now();
-    if let Some(refused) = deliver_by_refusal(job.message, caps, now) {
+    if !sent && let Some(refused) = refusal(job.message, caps, wire_size, SystemTime::now()) {
         return Ok((End::All(refused), false));
     }
-    let mail = mail_command(job.message, caps, wire_size, now);
-    let rcpts: Vec<String> = job
-        .recipients
-        .iter()
-        .map(|r| rcpt_command(r, caps))
-        .collect();
-    let data_reply = if caps.pipelining {
-        let mut batch = format!("{rset}{mail}");
-        rcpts.iter().for_each(|r| batch.push_str(r));
-        batch.push_str("DATA\r\n");
-        conn.send(batch.as_bytes(), t.mail, "client MAIL").await?;
+    let data_reply = if sent || caps.pipelining {
+        if !sent {
+            let batch = envelope(rset, job.message, job.recipients, caps, wire_size);
+            conn.send(batch.as_bytes(), t.mail, "client MAIL").await?;
+        }
         if reset {
             let r = conn.reply(t.mail, "client RSET").await?;
             if r.class() != 2 {
@@ -840,6 +1001,13 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
         }
         data_reply
     } else {
+        let now = SystemTime::now();
+        let mail = mail_command(job.message, caps, wire_size, now);
+        let rcpts: Vec<String> = job
+            .recipients
+            .iter()
+            .map(|r| rcpt_command(r, caps))
+            .collect();
         if reset {
             conn.send(rset.as_bytes(), t.mail, "client RSET").await?;
             let r = conn.reply(t.mail, "client RSET").await?;
@@ -881,6 +1049,16 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     if data_reply.code != 354 {
         let c = data_reply.code == 421;
         return Ok((End::All(Outcome::from_reply(&data_reply)), closing || c));
+    }
+    // The next message's envelope, when one waits for this hop, goes behind the body in
+    // the same write (RFC 2920 §3.1: message content may begin a group): its replies
+    // follow this message's final reply, and neither side waits a round trip for them.
+    if !closing
+        && let Some(follow) = follow
+        && let Some(next) = follow.next(caps)
+    {
+        data.extend_from_slice(&next);
+        *led = true;
     }
     conn.send(&data, t.datablock, "client DATA block").await?;
     let final_reply = conn.reply(t.datafinal, "client DATA status").await?;

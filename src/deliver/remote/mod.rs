@@ -247,41 +247,131 @@ pub async fn deliver_cached<R: Rng + Send + ?Sized>(
     req: &Request<'_>,
     rng: &mut R,
 ) -> Report {
+    deliver_cached_with(dns, settings, cache, req, rng, None)
+        .await
+        .0
+}
+
+/// A session on which the next message's envelope went behind the last message's body
+/// ([`client::Follow`]): it owes that envelope's replies and belongs to that message
+/// ([`deliver_handed`]). Dropped, the connection closes (the server, in the middle of
+/// that transaction, takes nothing from it).
+pub struct Handed(cache::Cached);
+
+/// [`deliver_cached`]; over a cached session, `follow` may send the next message's
+/// envelope behind this message's body, and the session then comes back as [`Handed`]
+/// (when it is still good) instead of going to the cache. New connections carry one
+/// message as before.
+pub async fn deliver_cached_with<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &std::sync::Arc<Settings>,
+    cache: &cache::Cache,
+    req: &Request<'_>,
+    rng: &mut R,
+    mut follow: Option<&mut dyn client::Follow>,
+) -> (Report, Option<Handed>) {
     while let Some(mut cached) = cache.take(req.host, req.port, settings) {
-        let job = Job {
-            message: req.message,
-            recipients: req.recipients,
-            helo_name: &settings.helo_name,
-            addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            tls: None,
-            auth: None,
-            log_level: settings.log_level,
-            on_accepted: req.on_accepted,
-        };
-        let (result, reusable) = cached.session.transaction(&job, &settings.timeouts).await;
+        let job = cached_job(req, settings);
+        let t = &settings.timeouts;
+        let (result, reusable, led) = (cached.session)
+            .transaction_with(&job, t, reborrow(&mut follow))
+            .await;
         if result.try_next_host {
             // Gone stale while it waited: try the next cached one, then a new connection.
             continue;
         }
-        let report = Report {
-            peer_dsn: result.peer_dsn,
-            peer_deliverby: result.peer_deliverby,
-            outcomes: result.outcomes,
-            relay: Some(cached.relay.clone()),
-            log: Vec::new(),
-            noqid_log: result.log,
-            unreachable: false,
-        };
-        if reusable {
-            cache
-                .put(req.host, req.port, settings, cached.session, cached.relay)
-                .await;
-        } else {
-            cached.session.quit(&settings.timeouts).await;
-        }
-        return report;
+        return settle(cache, req, cached, result, reusable, led).await;
     }
-    fresh(dns, settings, req, rng, Some((cache, settings))).await
+    let report = fresh(dns, settings, req, rng, Some((cache, settings))).await;
+    (report, None)
+}
+
+/// The delivery of `req` over the session handed to it, whose envelope was sent already
+/// ([`Handed`]); the same as [`deliver_cached_with`] from there. A session that fails
+/// before answering any recipient (the connection broke under the previous message) is
+/// given up and the message takes [`deliver_cached_with`]'s way.
+pub async fn deliver_handed<R: Rng + Send + ?Sized>(
+    dns: &Dns,
+    settings: &std::sync::Arc<Settings>,
+    cache: &cache::Cache,
+    handed: Handed,
+    req: &Request<'_>,
+    rng: &mut R,
+    mut follow: Option<&mut dyn client::Follow>,
+) -> (Report, Option<Handed>) {
+    let mut cached = handed.0;
+    let job = cached_job(req, settings);
+    let t = &cached.settings().timeouts.clone();
+    let (result, reusable, led) = (cached.session)
+        .transaction_pending(&job, t, reborrow(&mut follow))
+        .await;
+    if result.try_next_host {
+        drop(cached);
+        return deliver_cached_with(dns, settings, cache, req, rng, follow).await;
+    }
+    settle(cache, req, cached, result, reusable, led).await
+}
+
+/// What a cached (or handed) session's transaction comes to: the report, and the session
+/// handed on, put back in the cache, or closed.
+async fn settle(
+    cache: &cache::Cache,
+    req: &Request<'_>,
+    cached: cache::Cached,
+    result: SessionResult,
+    reusable: bool,
+    led: bool,
+) -> (Report, Option<Handed>) {
+    let report = Report {
+        peer_dsn: result.peer_dsn,
+        peer_deliverby: result.peer_deliverby,
+        outcomes: result.outcomes,
+        relay: Some(cached.relay.clone()),
+        log: Vec::new(),
+        noqid_log: result.log,
+        unreachable: false,
+    };
+    let settings = cached.settings().clone();
+    let handed = match (reusable, led) {
+        (true, true) => Some(Handed(cached)),
+        // The next message's envelope went on a session that cannot take it: the
+        // connection closes under it, and that message goes its own way.
+        (false, true) => None,
+        (true, false) => {
+            let relay = cached.relay.clone();
+            (cache.put(req.host, req.port, &settings, cached.session, relay)).await;
+            None
+        }
+        (false, false) => {
+            cached.session.quit(&settings.timeouts).await;
+            None
+        }
+    };
+    (report, handed)
+}
+
+/// `follow` again for one more call (the trait object's lifetime shortened to the call's).
+fn reborrow<'a>(
+    follow: &'a mut Option<&mut dyn client::Follow>,
+) -> Option<&'a mut dyn client::Follow> {
+    match follow {
+        Some(f) => Some(&mut **f),
+        None => None,
+    }
+}
+
+/// The job of `req` over a session that is open already.
+fn cached_job<'a>(req: &Request<'a>, settings: &'a Settings) -> Job<'a> {
+    Job {
+        message: req.message,
+        recipients: req.recipients,
+        helo_name: &settings.helo_name,
+        addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        tls: None,
+        auth: None,
+        log_level: settings.log_level,
+        on_accepted: req.on_accepted,
+    }
 }
 
 /// A delivery over new connections (DNS, routing, MX fallback); the session that took the
@@ -389,6 +479,9 @@ async fn session(
     let result = match client::start(c.stream, &c.host, &job, &settings.timeouts).await {
         Err(result) => result,
         Ok(mut session) => {
+            if let Some((cache, _, _)) = keep {
+                cache.saw(req.host, req.port, session.capabilities());
+            }
             let (result, reusable) = session.transaction(&job, &settings.timeouts).await;
             match keep {
                 Some((cache, s, relay)) if reusable && s.cache_size > 0 => {

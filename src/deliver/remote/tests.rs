@@ -94,6 +94,17 @@ pub(super) fn settings() -> Settings {
     }
 }
 
+/// A delivery of `msg` to `rcpts` at `d.test` (the world's zone) on `port`.
+pub(super) fn request<'a>(msg: &'a Message, rcpts: &'a [Recipient], port: u16) -> Request<'a> {
+    Request {
+        message: msg,
+        recipients: rcpts,
+        host: "d.test",
+        port,
+        on_accepted: None,
+    }
+}
+
 pub(super) fn message() -> Message {
     Message {
         envelope: Envelope::new(
@@ -382,13 +393,7 @@ async fn client_port_options_set_the_source_address_and_the_helo_name() {
     s.hosts = Hosts::parse("127.0.0.5 out5.example.test out5\n");
     let msg = message();
     let rcpts = vec![Recipient::new("bob@d.test")];
-    let req = Request {
-        message: &msg,
-        recipients: &rcpts,
-        host: "d.test",
-        port: w.port,
-        on_accepted: None,
-    };
+    let req = request(&msg, &rcpts, w.port);
     let r = deliver(&w.dns, &s, &req, &mut StdRng::seed_from_u64(1)).await;
     assert!(matches!(&r.outcomes[0], Outcome::Delivered { .. }), "{r:?}");
     let seen = w._sinks[0].log.lock().unwrap().clone();

@@ -536,7 +536,61 @@ fn data_is_crlf_and_dot_stuffed() {
             "{:?}",
             String::from_utf8_lossy(body)
         );
+        // The count made without encoding (SIZE= of an envelope sent ahead) agrees.
+        assert_eq!(
+            wire_len(body),
+            wire.len() - 3,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
     }
+}
+
+#[test]
+fn a_reply_split_across_reads_and_several_in_one_read() {
+    let mut p = ReplyParser::default();
+    p.feed(b"250-first\r\n250 la");
+    assert_eq!(p.next_reply().unwrap(), None);
+    p.space()
+        .extend_from_slice(b"st\r\n354 go on\r\n250 2.0.0 Ok\r\n");
+    assert_eq!(p.next_reply().unwrap().unwrap().lines, ["first", "last"]);
+    assert_eq!(p.next_reply().unwrap().unwrap().code, 354);
+    assert_eq!(p.next_reply().unwrap().unwrap().code, 250);
+    assert_eq!(p.next_reply().unwrap(), None);
+    assert!(p.space().capacity() >= 4096, "room for a read");
+}
+
+#[test]
+fn an_envelope_to_follow_is_made_only_for_a_pipelining_server_that_takes_the_message() {
+    let msg = Message {
+        envelope: crate::queue::Envelope::new(
+            crate::queue::QueueId::new("6AO7R0vX027769").unwrap(),
+            "s@example.test",
+        ),
+        body: b"Subject: x\n\nbody\n".to_vec(),
+    };
+    let rcpts = [Recipient::new("r@example.test")];
+    let caps = Capabilities {
+        pipelining: true,
+        size: Some(0),
+        ..Capabilities::default()
+    };
+    let env = follow_envelope(&msg, &rcpts, &caps).expect("pipelining");
+    assert_eq!(
+        String::from_utf8(env).unwrap(),
+        "RSET\r\nMAIL From:<s@example.test> SIZE=20\r\nRCPT To:<r@example.test>\r\nDATA\r\n"
+    );
+    let plain = Capabilities::default();
+    assert_eq!(follow_envelope(&msg, &rcpts, &plain), None, "no PIPELINING");
+    let small = Capabilities {
+        size: Some(10),
+        ..caps
+    };
+    assert_eq!(
+        follow_envelope(&msg, &rcpts, &small),
+        None,
+        "too large for it"
+    );
 }
 
 #[test]
