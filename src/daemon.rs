@@ -227,8 +227,20 @@ pub fn run(inv: Invocation, foreground: bool) -> i32 {
     for w in &rule_warnings {
         logger.log(Severity::Warning, None, format_args!("{w}"));
     }
+    // The sessions' threads run SCHED_BATCH at the daemon's nice value: waking one (a
+    // client's command arrived, its commit is durable) never preempts the thread running,
+    // so a busy daemon switches tasks at the end of slices instead of at every event. The
+    // queue runner alone keeps the normal policy and preempts (runner::Thread). A policy
+    // the admin chose for the daemon (chrt) is left alone.
+    let nice = crate::priority::this_thread().unwrap_or(0);
+    let normal = crate::priority::policy_of_this_thread().is_ok_and(|p| p == libc::SCHED_OTHER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if normal {
+                let _ = crate::priority::set_this_thread_batch(nice);
+            }
+        })
         .build()
     {
         Ok(r) => r,

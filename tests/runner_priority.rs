@@ -143,6 +143,21 @@ fn the_runner_thread_runs_ten_nice_steps_above_the_daemon_and_its_mailers_do_not
         libc::SCHED_OTHER,
         "the mailer program's policy"
     );
+    // The sessions' threads and the queue's committer: SCHED_BATCH at the daemon's nice
+    // value; the runner itself (started from a session thread) the normal policy; the
+    // main thread as it was.
+    for name in ["tokio-rt-worker", "queue-committer"] {
+        let stat = std::fs::read_to_string(thread_dir(d.pid(), name).join("stat")).unwrap();
+        assert_eq!(
+            (nice_of(&stat), policy_of(&stat)),
+            (main, libc::SCHED_BATCH),
+            "{name}"
+        );
+    }
+    let runner = std::fs::read_to_string(task.join("stat")).unwrap();
+    assert_eq!(policy_of(&runner), libc::SCHED_OTHER, "the runner");
+    let main_stat = std::fs::read_to_string(main_task.join("stat")).unwrap();
+    assert_eq!(policy_of(&main_stat), libc::SCHED_OTHER, "the main thread");
     assert!(!d.log_text().contains("NiceQueueRun"), "{}", d.log_text());
 }
 
@@ -164,4 +179,7 @@ fn nice_queue_run_sets_the_runner_threads_increment_as_sendmails_queue_runs() {
     program_nice(&mut d, dir.path());
     let (runner, main) = thread_nice(d.pid(), "runner");
     assert_eq!(runner, main);
+    // ... and the normal policy, not the sessions' SCHED_BATCH it was started from.
+    let stat = std::fs::read_to_string(thread_dir(d.pid(), "runner").join("stat")).unwrap();
+    assert_eq!(policy_of(&stat), libc::SCHED_OTHER);
 }

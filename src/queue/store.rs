@@ -593,7 +593,18 @@ impl Store {
         };
         let thread = thread::Builder::new()
             .name("queue-committer".into())
-            .spawn(move || committer.run(rx))
+            .spawn(move || {
+                // SCHED_BATCH at the same nice value: a commit handed over does not take
+                // the CPU from the session that handed it (more commits gather for one
+                // fdatasync meanwhile). Relay bench rig: with the sessions' threads also
+                // SCHED_BATCH (daemon), 7 % more messages a second, 11 % less daemon CPU.
+                // (Only from the normal policy: one an admin chose is left alone.)
+                if crate::priority::policy_of_this_thread().is_ok_and(|p| p == libc::SCHED_OTHER) {
+                    let nice = crate::priority::this_thread().unwrap_or(0);
+                    let _ = crate::priority::set_this_thread_batch(nice);
+                }
+                committer.run(rx)
+            })
             .map_err(|e| QueueError::io("spawn committer for", &journal, e))?;
 
         Ok(Store {

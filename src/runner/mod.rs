@@ -453,6 +453,11 @@ impl Thread {
         let thread = std::thread::Builder::new()
             .name("runner".into())
             .spawn(move || {
+                // Started from a session thread (SCHED_BATCH, daemon.rs): the normal policy
+                // first, whatever the increment, so that the runner's wake-ups preempt.
+                if crate::priority::policy_of_this_thread().is_ok_and(|p| p == libc::SCHED_BATCH) {
+                    let _ = crate::priority::set_this_thread_and_slice(base, 0);
+                }
                 let set = match increment {
                     0 => Ok(()),
                     // A higher priority and a short slice in one call; a kernel that refuses
