@@ -110,6 +110,11 @@ fn serve(s: TcpStream, local: SocketAddr, seen: &Mutex<Seen>) {
         if in_data {
             if l == "." {
                 in_data = false;
+                // The client sent more without waiting for this message's reply: the next
+                // message's envelope behind this body (PipelineAcrossMessages).
+                if !r.buffer().is_empty() {
+                    note("MORE-BEHIND-THE-BODY".into());
+                }
                 note("DATA-END".into());
                 seen.lock()
                     .unwrap()
@@ -324,6 +329,49 @@ fn a_hundred_recipients_at_three_destinations_are_three_connections() {
     want.sort();
     assert_eq!(sink.rcpts(), want);
     assert!(mailq(&d).contains("mqueue is empty"));
+}
+
+#[test]
+fn with_pipeline_across_messages_a_busy_hops_next_envelope_goes_behind_a_body() {
+    let sink = Sink::start(&["127.0.0.2"]);
+    let extra = "O DestinationConcurrencyLimit=1\nO PipelineAcrossMessages=True\n";
+    let mut d = Daemon::start(&cf(sink.port, extra), &["-O", "DeliveryMode=queueonly"]);
+    let v6 = d.addr_of("MTA-v6");
+    // A first message: the runner learns what the hop's sessions offer.
+    send(
+        v6,
+        "alice@client.example.test",
+        &["first@[127.0.0.2]".into()],
+    );
+    assert!(sendmail(&d, &["-q"]).status.success());
+    sink.wait_sessions(1);
+    // Ten at once over the hop's one connection: all but the first wait for it, and each
+    // one's envelope goes behind the body before it.
+    let rcpts: Vec<String> = (0..10).map(|i| format!("user{i}@[127.0.0.2]")).collect();
+    for r in &rcpts {
+        send(v6, "alice@client.example.test", std::slice::from_ref(r));
+    }
+    assert!(sendmail(&d, &["-q"]).status.success());
+    // `sendmail -q` returns when the run is done: all eleven went.
+    assert_eq!(sink.seen.lock().unwrap().messages.len(), 11);
+    let sessions = sink.seen.lock().unwrap().sessions.clone();
+    let conns: Vec<&Vec<String>> = sessions.values().flatten().collect();
+    assert_eq!(conns.len(), 1, "one connection: {conns:?}");
+    let behind = conns[0]
+        .iter()
+        .filter(|l| *l == "MORE-BEHIND-THE-BODY")
+        .count();
+    assert!(
+        behind >= 1,
+        "no envelope went behind a body: {:?}",
+        conns[0]
+    );
+    let mut want = rcpts.clone();
+    want.push("first@[127.0.0.2]".into());
+    want.sort();
+    assert_eq!(sink.rcpts(), want);
+    assert!(mailq(&d).contains("mqueue is empty"));
+    d.stop();
 }
 
 /// A directory the delivery programs (run as `DefaultUser` when the tests run as root) can

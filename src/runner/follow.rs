@@ -18,15 +18,20 @@
 //! first keeps what a reused session has always started with here (sendmail probes a
 //! cached connection with `RSET` before each message).
 //!
-//! Only when a delivery would wait: below the hop's connection limit every message has a
-//! connection of its own, as before; and only once a session to the hop has been opened
-//! (its capabilities make the envelope): deliveries that began waiting before that wait for
-//! a permit as before (a queue run's first burst). A handed session never carries a message it was not
-//! built for: the envelope is made for the capabilities the hop last offered and sent only
-//! on a session offering the same. A session that fails after the envelope went ends the
-//! waiting delivery's turn; it takes the usual way (a permit, a cached or new connection).
-//! Crash behaviour is unchanged: the first message's delivery mark is written when its
-//! `250` is read, and the second message has sent only an envelope by then.
+//! Only with `O PipelineAcrossMessages=True` (off by default, as sendmail: more mail is in
+//! flight when the daemon dies, docs/operation.md), and only when a delivery would wait:
+//! below the hop's connection limit every message has a connection of its own, as before;
+//! and only once a session to the hop has been opened (its capabilities make the envelope):
+//! deliveries that began waiting before that wait for a permit as before (a queue run's
+//! first burst); and not under a `DestinationRateDelay` (each delivery then waits its turn
+//! on its own: an envelope sent ahead would leave the hop in the middle of a transaction
+//! for the delay). A handed session never carries a message it was not built for: the
+//! envelope is made for the capabilities the hop last offered and sent only on a session
+//! offering the same. A session that fails after the envelope went ends the waiting
+//! delivery's turn; it takes the usual way (a permit, a cached or new connection). The
+//! delivery marks work as before (the first message's is written when its `250` is read,
+//! the second has sent only an envelope by then); what grows is the mail in flight at a
+//! crash, the bodies sent a round trip sooner.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -791,16 +791,20 @@ async fn deliver_due(
 /// A connection slot to `host`:`port` for a delivery of `msg` to `rcpts`: a permit when
 /// one is free; when the hop's connections are all in use, the first of a permit and a
 /// session handed on by a delivery that sent this message's envelope behind its own body
-/// ([`follow`]), which comes with that session's permit.
+/// ([`follow`]), which comes with that session's permit (only a permit when not `follow`).
 async fn obtain(
     runner: &Runner,
     host: &str,
     port: u16,
     limit: usize,
+    follow: bool,
     msg: &Message,
     rcpts: &[Recipient],
 ) -> (limits::Permit, Option<remote::Handed>) {
     let d = &runner.destinations;
+    if !follow {
+        return (d.acquire(host, port, limit).await, None);
+    }
     if let Some(permit) = d.try_acquire(host, port, limit) {
         return (permit, None);
     }
@@ -851,13 +855,14 @@ async fn deliver_group(
                 .map(|rules| rules.for_delivery(mailer, msg, &rcpts));
             let (msg, rcpts) = rewritten.as_ref().map_or((msg, &rcpts), |(m, r)| (m, r));
             // The limits in force now (a SIGHUP's apply to the next deliveries).
-            let (limit, delay, fresh) = {
+            let (limit, delay, fresh, pipeline) = {
                 let o = &shared.config().options;
                 let t = &o.timeouts;
                 (
                     o.destination_concurrency_limit,
                     o.destination_rate_delay,
                     t.hoststatus,
+                    o.pipeline_across_messages,
                 )
             };
             // A destination known to be down (host status) is not tried again yet.
@@ -869,7 +874,11 @@ async fn deliver_group(
                     dsn::Peer::default(),
                 );
             }
-            let (slot, handed) = obtain(runner, host, *port, limit, msg, rcpts).await;
+            // `PipelineAcrossMessages`; never with a rate delay, where each delivery waits
+            // its turn on its own (an envelope sent ahead would leave the hop in the middle
+            // of a transaction meanwhile).
+            let follow = pipeline && delay.is_zero();
+            let (slot, handed) = obtain(runner, host, *port, limit, follow, msg, rcpts).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             // The hop's 250 is written down in the same step that read it: a crash before
