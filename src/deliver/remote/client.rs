@@ -411,31 +411,7 @@ impl SessionError {
 /// the body lacks one, then `.` CRLF.
 pub fn encode_data(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 8);
-    // A line at a time (memchr), not a byte at a time: this runs for every relayed message.
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (line, ended) = match memchr::memchr(b'\n', rest) {
-            Some(n) => (&rest[..n], Some(n + 1)),
-            None => (rest, None),
-        };
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-        match ended {
-            Some(n) => {
-                if line.last() != Some(&b'\r') {
-                    out.push(b'\r');
-                }
-                out.push(b'\n');
-                rest = &rest[n..];
-            }
-            None => {
-                out.extend_from_slice(b"\r\n");
-                rest = &[];
-            }
-        }
-    }
+    wire_pieces(body, |piece| out.extend_from_slice(piece));
     out.extend_from_slice(b".\r\n");
     out
 }
@@ -444,25 +420,40 @@ pub fn encode_data(body: &[u8]) -> Vec<u8> {
 /// making them (the `SIZE=` of a message whose envelope goes before its body is encoded).
 pub fn wire_len(body: &[u8]) -> usize {
     let mut n = 0;
+    wire_pieces(body, |piece| n += piece.len());
+    n
+}
+
+/// The body as it goes on the wire, before the final `.` CRLF, in pieces: each line (a
+/// leading `.` doubled) and its CRLF. A line at a time (memchr), not a byte at a time:
+/// this runs for every relayed message.
+fn wire_pieces(body: &[u8], mut put: impl FnMut(&[u8])) {
     let mut rest = body;
     while !rest.is_empty() {
         let (line, ended) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (&rest[..i], Some(i + 1)),
+            Some(n) => (&rest[..n], Some(n + 1)),
             None => (rest, None),
         };
-        n += line.len() + usize::from(line.first() == Some(&b'.'));
+        if line.first() == Some(&b'.') {
+            put(b".");
+        }
+        put(line);
         match ended {
-            Some(i) => {
-                n += 1 + usize::from(line.last() != Some(&b'\r'));
-                rest = &rest[i..];
+            // A line that ends in CR already gets only the LF.
+            Some(n) if line.last() == Some(&b'\r') => {
+                put(b"\n");
+                rest = &rest[n..];
+            }
+            Some(n) => {
+                put(b"\r\n");
+                rest = &rest[n..];
             }
             None => {
-                n += 2;
+                put(b"\r\n");
                 rest = &[];
             }
         }
     }
-    n
 }
 
 /// Why the message cannot go to a server with `caps` at all: too large for its `SIZE`, or
@@ -834,18 +825,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> (SessionResult, bool, bool) {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
         let mut led = false;
-        let caps = &self.caps;
-        let ended = transaction(
-            &mut self.conn,
-            job,
-            caps,
-            t,
-            step,
-            follow,
-            &mut led,
-            &mut outcomes,
-        );
-        let ended = ended.await;
+        let (conn, caps) = (&mut self.conn, &self.caps);
+        let ended = transaction(conn, job, caps, t, step, follow, &mut led, &mut outcomes).await;
         let reusable = matches!(&ended, Ok((_, false)));
         let ended = ended.map(|(end, _)| end);
         let host = self.conn.host.clone();
