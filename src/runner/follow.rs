@@ -104,9 +104,15 @@ impl Followers {
 
     /// The first waiting envelope made for `caps`, taken out of line.
     fn take(&self, key: &(String, u16), caps: &Capabilities) -> Option<Offer> {
+        self.remove(key, |o| &o.caps == caps)
+    }
+
+    /// The first offer for `key` that `which` picks, out of line (the hop forgotten when
+    /// nobody is left in it).
+    fn remove(&self, key: &(String, u16), which: impl Fn(&Offer) -> bool) -> Option<Offer> {
         let mut hops = self.lock();
         let queue = hops.get_mut(key)?;
-        let at = queue.offers.iter().position(|o| &o.caps == caps)?;
+        let at = queue.offers.iter().position(which)?;
         let offer = queue.offers.remove(at);
         if queue.offers.is_empty() {
             hops.remove(key);
@@ -127,18 +133,7 @@ impl Ticket<'_> {
     /// Leaves the line; false when a session took the envelope already (the baton, or
     /// word that the session failed, is then on its way: [`Ticket::receive`]).
     pub fn withdraw(&self) -> bool {
-        let mut hops = self.owner.lock();
-        let Some(queue) = hops.get_mut(&self.key) else {
-            return false;
-        };
-        let Some(at) = queue.offers.iter().position(|o| o.id == self.id) else {
-            return false;
-        };
-        queue.offers.remove(at);
-        if queue.offers.is_empty() {
-            hops.remove(&self.key);
-        }
-        true
+        self.owner.remove(&self.key, |o| o.id == self.id).is_some()
     }
 
     /// The session and its permit, once the session that took the envelope has read its

@@ -791,18 +791,19 @@ async fn deliver_due(
 /// A connection slot to `host`:`port` for a delivery of `msg` to `rcpts`: a permit when
 /// one is free; when the hop's connections are all in use, the first of a permit and a
 /// session handed on by a delivery that sent this message's envelope behind its own body
-/// ([`follow`]), which comes with that session's permit (only a permit when not `follow`).
+/// ([`follow`]), which comes with that session's permit (only a permit when not
+/// `pipelined`: `PipelineAcrossMessages` off, or a rate delay).
 async fn obtain(
     runner: &Runner,
     host: &str,
     port: u16,
     limit: usize,
-    follow: bool,
+    pipelined: bool,
     msg: &Message,
     rcpts: &[Recipient],
 ) -> (limits::Permit, Option<remote::Handed>) {
     let d = &runner.destinations;
-    if !follow {
+    if !pipelined {
         return (d.acquire(host, port, limit).await, None);
     }
     if let Some(permit) = d.try_acquire(host, port, limit) {
@@ -877,8 +878,8 @@ async fn deliver_group(
             // `PipelineAcrossMessages`; never with a rate delay, where each delivery waits
             // its turn on its own (an envelope sent ahead would leave the hop in the middle
             // of a transaction meanwhile).
-            let follow = pipeline && delay.is_zero();
-            let (slot, handed) = obtain(runner, host, *port, limit, follow, msg, rcpts).await;
+            let pipelined = pipeline && delay.is_zero();
+            let (slot, handed) = obtain(runner, host, *port, limit, pipelined, msg, rcpts).await;
             runner.destinations.pace(host, *port, delay).await;
             let mut rng: rand::rngs::StdRng = rand::make_rng();
             // The hop's 250 is written down in the same step that read it: a crash before
@@ -895,8 +896,9 @@ async fn deliver_group(
                 port: *port,
                 on_accepted: Some(remote::Accepted(&mark)),
             };
-            let mut leader = follow::Leader::new(&runner.followers, host, *port);
-            let follow = Some(&mut leader as &mut dyn remote::client::Follow);
+            // Asked for the next envelope at each body only with the option on.
+            let mut leader = pipelined.then(|| follow::Leader::new(&runner.followers, host, *port));
+            let follow = (leader.as_mut()).map(|l| l as &mut dyn remote::client::Follow);
             let cache = &runner.cache;
             // Boxed: the SMTP dialogue's state is large (~20 KB), and every future above it
             // (the attempt, its task) would otherwise carry it inline and be copied whole
@@ -916,7 +918,11 @@ async fn deliver_group(
             };
             let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
             slot.feedback(took, limit);
-            leader.hand_on(handed_on, slot);
+            match leader {
+                Some(leader) => leader.hand_on(handed_on, slot),
+                // Without a leader no envelope went behind the body: nothing is handed on.
+                None => drop(slot),
+            }
             match (report.unreachable, report.outcomes.first()) {
                 (true, Some(outcome)) => {
                     runner.destinations.mark_down(host, *port, outcome.clone())

@@ -339,7 +339,9 @@ async fn settle(
         (false, true) => None,
         (true, false) => {
             let relay = cached.relay.clone();
-            (cache.put(req.host, req.port, &settings, cached.session, relay)).await;
+            cache
+                .put(req.host, req.port, &settings, cached.session, relay)
+                .await;
             None
         }
         (false, false) => {
