@@ -374,24 +374,51 @@ impl Logger {
 /// thread: the local-time conversion and formatting cost more than the rest of a line.
 fn with_stamp<R>(f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
-        static STAMP: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        static STAMP: PerSecond = const { PerSecond::new() };
     }
     let now = std::time::SystemTime::now();
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    STAMP.with(|cell| {
-        let mut c = cell.borrow_mut();
+        .map_or(0, |d| d.as_secs() as i64);
+    STAMP.with(|stamp| {
+        let make = || {
+            chrono::DateTime::<chrono::Local>::from(now)
+                .format("%b %e %H:%M:%S")
+                .to_string()
+        };
+        stamp.with(secs, make, f)
+    })
+}
+
+/// A text made at most once per second, for a thread-local (a time stamp whose formatting
+/// costs more than its use): the text of second `secs`, made again when the second changed.
+pub struct PerSecond(std::cell::RefCell<(i64, String)>);
+
+impl Default for PerSecond {
+    fn default() -> PerSecond {
+        PerSecond::new()
+    }
+}
+
+impl PerSecond {
+    pub const fn new() -> PerSecond {
+        PerSecond(std::cell::RefCell::new((i64::MIN, String::new())))
+    }
+
+    /// Calls `f` with the text of second `secs`, made by `make` when it is not that
+    /// second's yet.
+    pub fn with<R>(
+        &self,
+        secs: i64,
+        make: impl FnOnce() -> String,
+        f: impl FnOnce(&str) -> R,
+    ) -> R {
+        let mut c = self.0.borrow_mut();
         if c.0 != secs {
-            *c = (
-                secs,
-                chrono::DateTime::<chrono::Local>::from(now)
-                    .format("%b %e %H:%M:%S")
-                    .to_string(),
-            );
+            *c = (secs, make());
         }
         f(&c.1)
-    })
+    }
 }
 
 /// `ident[pid]: qid: msg`, the text made printable as sendmail does ([`push_printable`]).

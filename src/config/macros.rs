@@ -304,18 +304,10 @@ where
 /// than the rest of the macros).
 pub fn rfc5322_now() -> String {
     thread_local! {
-        static NOW: std::cell::RefCell<(i64, String)> =
-            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+        static NOW: crate::log::PerSecond = const { crate::log::PerSecond::new() };
     }
     let now = chrono::Local::now();
-    let secs = now.timestamp();
-    NOW.with(|cell| {
-        let mut c = cell.borrow_mut();
-        if c.0 != secs {
-            *c = (secs, rfc5322_date(&now));
-        }
-        c.1.clone()
-    })
+    NOW.with(|date| date.with(now.timestamp(), || rfc5322_date(&now), str::to_string))
 }
 
 /// The built-in macros the daemon defines before reading the cf: `j w m v Z b`.
