@@ -301,9 +301,10 @@ pub async fn deliver_handed<R: Rng + Send + ?Sized>(
 ) -> (Report, Option<Handed>) {
     let mut cached = handed.0;
     let job = cached_job(req, settings);
-    let t = &cached.settings().timeouts.clone();
+    // The session's own generation's waits (a copy: the session is borrowed next).
+    let t = cached.settings().timeouts;
     let (result, reusable, led) = (cached.session)
-        .transaction_pending(&job, t, reborrow(&mut follow))
+        .transaction_pending(&job, &t, reborrow(&mut follow))
         .await;
     if result.try_next_host {
         drop(cached);
