@@ -22,7 +22,9 @@ random moments and restarts it each time. Then it lets the queue drain and repor
 * duplicates per kill: duplicated / kills, and the local deliveries' alone
   (`--max-dups-per-kill`, `--max-local-dups-per-kill` make them conditions);
 * remote duplicates timed: for each remote copy that was sent again, when the sink recorded
-  it and wrote its 250, in ms from the nearest SIGKILL (taken when the signal is sent).
+  it and wrote its 250, in ms from the nearest SIGKILL (from the clock read just before
+  the signal was sent; the report gives how far apart the reads around each kill(2) were,
+  the interpreter lock can hold the signal back by tens of ms).
   A copy recorded after the kill was data the daemon had sent before it died (nothing the
   daemon can mark: no 250 had come); one whose 250 was written before the kill is time the
   daemon took to read the 250 and write its mark (src/runner/marks.rs).
@@ -319,6 +321,7 @@ class Daemon:
         self.mda = None  # the program mode's MDA (mda, compiled, or mda.py)
         self.local = local
         self.reaped = []  # seconds from each SIGKILL to the daemon's end
+        self.sending = []  # seconds between the clock reads around each kill(2)
         self.bind_retries = 0  # starts that found the port still taken
         # An alias's /file is written as DefaultUser, as sendmail's mailfile() does: the
         # mailboxes live in a directory that user can reach and write (sticky, like /tmp).
@@ -467,13 +470,19 @@ class Daemon:
             time.sleep(0.02)
 
     def kill(self):
-        """SIGKILL; returns when it was sent (the daemon runs no code after that moment,
-        while the wait for its end can take tens of ms on a loaded machine)."""
+        """SIGKILL; returns when it was sent, as (not before, not after): the daemon runs
+        no code after that moment, while the wait for its end can take tens of ms on a
+        loaded machine. The two bounds are the clock read just before and just after the
+        kill(2): this script's 50 client threads share one interpreter lock, which the
+        thread sending the signal may lose between reading the clock and sending it (up to
+        70 ms seen on this machine's 2 cores under the full run's load)."""
         at = time.time()
-        self.proc.send_signal(signal.SIGKILL)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        sent = time.time()
         self.proc.wait(timeout=30)
         self.reaped.append(time.time() - at)
-        return at
+        self.sending.append(sent - at)
+        return (at, sent)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -636,10 +645,11 @@ def from_line_time(line):
 
 
 def explained(times, kills, slack):
-    """Every copy after the first has a kill between it and the copy before it."""
+    """Every copy after the first has a kill between it and the copy before it (a kill is
+    the interval in which its signal was sent: `Daemon.kill`)."""
     times = sorted(t for t in times if t is not None)
     for a, b in zip(times, times[1:]):
-        if not any(a - slack <= k <= b + slack for k in kills):
+        if not any(a - slack <= sent and at <= b + slack for at, sent in kills):
             return False
     return True
 
@@ -880,7 +890,8 @@ def remote_dup_timing(sink, kills):
     for copies in by_token.values():
         copies.sort(key=lambda c: c[0])
         for rec, ans in copies[:-1]:
-            kill = min(kills, key=lambda k: abs(k - rec), default=None)
+            # Times from the nearest kill, from the last clock read before its signal.
+            kill = min((at for at, _ in kills), key=lambda k: abs(k - rec), default=None)
             if kill is not None:
                 rows.append((rec - kill, None if ans is None else ans - kill))
     if not rows:
@@ -954,6 +965,9 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
         r = sorted(daemon.reaped)
         print(f"  SIGKILL to the daemon's end: median {r[len(r) // 2] * 1000:.1f} "
               f"max {r[-1] * 1000:.1f} ms")
+        w = sorted(daemon.sending)
+        print(f"  clock reads around each kill(2) apart: median {w[len(w) // 2] * 1000:.1f} "
+              f"max {w[-1] * 1000:.1f} ms (the kill is somewhere between)")
     for x in lost[:20]:
         print(f"  LOST {x}")
     for x in unexplained[:20]:
