@@ -27,7 +27,10 @@ random moments and restarts it each time. Then it lets the queue drain and repor
   the interpreter lock can hold the signal back by tens of ms).
   A copy recorded after the kill was data the daemon had sent before it died (nothing the
   daemon can mark: no 250 had come); one whose 250 was written before the kill is time the
-  daemon took to read the 250 and write its mark (src/runner/marks.rs).
+  daemon took to read the 250 and write its mark (src/runner/marks.rs);
+* connections open to the sink just before the kills (median, max): each can hold one
+  message the sink took and the daemon had not marked, so the remote duplicates grow with
+  them (`DestinationConcurrencyLimit`; docs/reliability.md).
 
 The sink (the remote next hop) runs in a process of its own, one asyncio loop, and records
 each message (a write(2) to a file this script reads) before it answers 250: the semantics
@@ -113,6 +116,7 @@ class Sink:
         self.lock = threading.Lock()
         self.copies = []  # (token, complete, time recorded)
         self.answers = []  # per copy: when its 250 was written (None: not yet, or never)
+        self.conns = {}  # per connection: [accepted, ended (None: not yet)]
         self.bodies = b""  # every DATA received, to look for torn tokens
         self.read_to = 0
 
@@ -129,8 +133,16 @@ class Sink:
                 token, complete, when = rest
                 self.copies.append((None if token == "-" else token, complete == "1", float(when)))
                 self.answers.append(None)
-            else:
+            elif kind == "ans":
                 self.answers[int(k)] = float(rest[0])
+            elif kind == "open":
+                self.conns[int(k)] = [float(rest[0]), None]
+            elif kind == "close":
+                self.conns[int(k)][1] = float(rest[0])
+
+    def open_at(self, when):
+        """Connections the sink had open at `when` (call it holding `lock`)."""
+        return sum(1 for a, b in self.conns.values() if a <= when and (b is None or b > when))
         with open(os.path.join(self.dir, "bodies"), "rb") as f:
             self.bodies = f.read()
 
@@ -144,12 +156,14 @@ def serve_sink(out):
     """The sink's process: one asyncio loop (no threads, so no GIL hand-offs), port on
     stdout. Per message: its body appended to `out/bodies`, then a line `rec K TOKEN
     COMPLETE TIME` to `out/records` (each one write(2): that is the commit, which this
-    process's end does not undo), then the `250`, then `ans K TIME`."""
+    process's end does not undo), then the `250`, then `ans K TIME`. Per connection, `open
+    C TIME` when it is accepted and `close C TIME` when it ends."""
     import asyncio
 
     bodies = os.open(os.path.join(out, "bodies"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     records = os.open(os.path.join(out, "records"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     count = [0]
+    conns = [0]
 
     def record(body):
         tok = TOKEN_RE.search(body)
@@ -196,12 +210,16 @@ def serve_sink(out):
             await writer.drain()
 
     async def handle(reader, writer):
+        c = conns[0]
+        conns[0] += 1
+        os.write(records, f"open {c} {time.time():.6f}\n".encode())
         try:
             await converse(reader, writer)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass  # the daemon was killed in mid-session
         finally:
             writer.close()
+            os.write(records, f"close {c} {time.time():.6f}\n".encode())
 
     async def main():
         server = await asyncio.start_server(
@@ -961,6 +979,13 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     )
     for line in remote_dup_timing(sink, kills):
         print(line)
+    with sink.lock:
+        sink.refresh()
+        conns = sorted(sink.open_at(at) for at, _ in kills)
+    if conns:
+        print(f"  connections open to the sink at the kills: median {conns[len(conns) // 2]} "
+              f"max {conns[-1]} (each can hold one message the sink has taken and the daemon "
+              "has not marked: a remote duplicate)")
     if daemon.reaped:
         r = sorted(daemon.reaped)
         print(f"  SIGKILL to the daemon's end: median {r[len(r) // 2] * 1000:.1f} "
