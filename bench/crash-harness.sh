@@ -6,6 +6,8 @@
 #   bash bench/crash-harness.sh            # full run: release build, 5000 messages, 15 kills
 #   bash bench/crash-harness.sh --smoke    # CI: debug build, 300 messages, 6 kills (4 tears), < 60 s
 #   bash bench/crash-harness.sh --messages 20000 --kills 30 --seed 7   # any option of the .py
+# Two builds compared seed by seed (one seed alone spreads 0.1-2.7 duplicates per kill):
+#   python3 bench/crash_ab.py --a BUILD_A --b BUILD_B --seeds 601-620 -- --local program
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ " $* " == *" --smoke "* ]]; then
