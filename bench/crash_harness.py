@@ -120,7 +120,7 @@ class Sink:
         self.copies = []  # (token, complete, time recorded)
         self.answers = []  # per copy: when its 250 was written (None: not yet, or never)
         self.conns = {}  # per connection: [accepted, ended (None: not yet)]
-        self.bodies = b""  # every DATA received, to look for torn tokens
+        self.bodies = bytearray()  # every DATA received, to look for torn tokens
         self.read_to = 0
 
     def refresh(self):
@@ -143,7 +143,8 @@ class Sink:
             elif kind == "close":
                 self.conns[int(k)][1] = float(rest[0])
         with open(os.path.join(self.dir, "bodies"), "rb") as f:
-            self.bodies = f.read()
+            f.seek(len(self.bodies))
+            self.bodies += f.read()
 
     def open_at(self, when):
         """Connections the sink had open at `when` (call it holding `lock`)."""
@@ -155,14 +156,14 @@ class Sink:
             self.proc.wait(timeout=30)
 
 
-class PostfixSink:
+class PostfixSink(Sink):
     """`--sink smtp-sink`: Postfix's smtp-sink(1) as the next hop instead (C, one event loop),
     each message dumped to a file of its own (`-d`), read here after it is closed — to see
     how much of the remote duplicates comes from the harness's own sink being slow (it
     shares 2 cores with 50 client threads). It gives each copy's time (the file's last
     write), not when the 250 went, nor its connections; the rest of the report is the same."""
 
-    def __init__(self, work):
+    def __init__(self, work):  # its own server: Sink.__init__ would start the harness sink
         self.dir = os.path.join(work, "sink")
         os.makedirs(self.dir)
         os.chmod(self.dir, 0o777)  # smtp-sink writes as nobody when started as root
@@ -182,9 +183,8 @@ class PostfixSink:
                 sys.exit("smtp-sink did not start (the postfix package has it)")
             time.sleep(0.05)
         self.lock = threading.Lock()
-        self.copies, self.answers, self.bodies = [], [], b""
-        self.conns = None  # not known
-        self.files = {}  # name -> (token, complete, mtime) once whole
+        self.copies, self.answers, self.bodies = [], [], bytearray()
+        self.read = set()  # dump files taken into `copies`
 
     def refresh(self):
         """Reads the dump files closed since the last call (call it holding `lock`): a file
@@ -192,7 +192,7 @@ class PostfixSink:
         for the next call."""
         now = time.time()
         for name in sorted(os.listdir(self.dir)):
-            if name in self.files:
+            if name in self.read:
                 continue
             path = os.path.join(self.dir, name)
             try:
@@ -206,18 +206,14 @@ class PostfixSink:
             if not complete and now - st.st_mtime < 0.2:
                 continue
             token = tok.group(1).decode() if tok else None
-            self.files[name] = (token, complete, st.st_mtime)
+            self.read.add(name)
             self.copies.append((token, complete, st.st_mtime))
             self.answers.append(None)
             self.bodies += body
 
     def open_at(self, when):
+        """Not known: smtp-sink does not say when connections open and end."""
         return None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 def serve_sink(out):
@@ -1009,6 +1005,12 @@ def remote_dup_timing(sink, kills):
     ]
 
 
+def median_max(xs):
+    """The upper median and the largest of a non-empty list."""
+    xs = sorted(xs)
+    return xs[len(xs) // 2], xs[-1]
+
+
 def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     local, remote = local_and_remote(daemon, a.boxes, sink)
     lost, dups, unexplained, delivered = [], 0, [], 0
@@ -1060,20 +1062,19 @@ def report(a, seed, daemon, clients, sink, kills, tearer, drained, took):
     )
     for line in remote_dup_timing(sink, kills):
         print(line)
-    with sink.lock:
-        sink.refresh()
-        conns = sorted(n for n in (sink.open_at(at) for at, _ in kills) if n is not None)
+    with sink.lock:  # refreshed by remote_dup_timing; the daemon has stopped
+        conns = [n for n in (sink.open_at(at) for at, _ in kills) if n is not None]
     if conns:
-        print(f"  connections open to the sink at the kills: median {conns[len(conns) // 2]} "
-              f"max {conns[-1]} (each can hold one message the sink has taken and the daemon "
-              "has not marked: a remote duplicate)")
+        med, top = median_max(conns)
+        print(f"  connections open to the sink at the kills: median {med} max {top} (each can "
+              "hold one message the sink has taken and the daemon has not marked: a remote "
+              "duplicate)")
     if daemon.reaped:
-        r = sorted(daemon.reaped)
-        print(f"  SIGKILL to the daemon's end: median {r[len(r) // 2] * 1000:.1f} "
-              f"max {r[-1] * 1000:.1f} ms")
-        w = sorted(daemon.sending)
-        print(f"  clock reads around each kill(2) apart: median {w[len(w) // 2] * 1000:.1f} "
-              f"max {w[-1] * 1000:.1f} ms (the kill is somewhere between)")
+        med, top = median_max(daemon.reaped)
+        print(f"  SIGKILL to the daemon's end: median {med * 1000:.1f} max {top * 1000:.1f} ms")
+        med, top = median_max(daemon.sending)
+        print(f"  clock reads around each kill(2) apart: median {med * 1000:.1f} "
+              f"max {top * 1000:.1f} ms (the kill is somewhere between)")
     for x in lost[:20]:
         print(f"  LOST {x}")
     for x in unexplained[:20]:
