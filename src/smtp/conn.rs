@@ -258,7 +258,7 @@ where
         d.run(actions, sink).await;
     }
     if opts.implicit_tls {
-        let actions = d.start_tls().await;
+        let actions = Box::pin(d.start_tls()).await;
         d.run(actions, sink).await;
     }
     if let Some(pause) = opts.greet_pause
@@ -446,7 +446,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                 Action::StartData => self.flush().await,
                 Action::Commit(msg) => {
                     let qid = msg.qid.clone();
-                    let result = match sink.commit(*msg).await {
+                    // Boxed, as the TLS handshake below: a future held inline here would
+                    // make every session's task that large while it waits for a command
+                    // (the per-session memory of `bench/idle.py`).
+                    let result = match Box::pin(sink.commit(*msg)).await {
                         Ok(()) => Ok(()),
                         Err(e) => {
                             self.logger
@@ -472,7 +475,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
                     // Whatever the client pipelined after STARTTLS was sent in the clear
                     // before the handshake: it is dropped, never executed.
                     self.input.clear();
-                    queue.extend(self.start_tls().await);
+                    queue.extend(Box::pin(self.start_tls()).await);
                 }
             }
         }
