@@ -917,7 +917,7 @@ async fn deliver_group(
                 }
             };
             let took = (report.outcomes.iter()).any(|o| !matches!(o, Outcome::Temporary { .. }));
-            slot.feedback(took, limit);
+            slot.feedback(took, limit, report.final_rtt);
             match leader {
                 Some(leader) => leader.hand_on(handed_on, slot),
                 // Without a leader no envelope went behind the body: nothing is handed on.

@@ -372,6 +372,11 @@ pub struct SessionResult {
     pub peer_dsn: bool,
     /// The server offered DELIVERBY: it took `BY=` on.
     pub peer_deliverby: bool,
+    /// How long the server took to answer the last message's final dot: from the end of
+    /// the body's write to the final reply read (the server's commit, and any wait behind
+    /// other connections' messages there). `None` when no body was sent. The runner sizes
+    /// the hop's window by it ([`crate::runner::limits`]).
+    pub final_rtt: Option<Duration>,
 }
 
 /// Why a session stopped short.
@@ -658,6 +663,8 @@ pub(super) struct Conn<S> {
     dsn: bool,
     /// The server's EHLO offered DELIVERBY (so BY= went on).
     deliverby: bool,
+    /// The last final dot's round trip ([`SessionResult::final_rtt`]).
+    final_rtt: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -757,6 +764,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
         log_level: job.log_level,
         dsn: false,
         deliverby: false,
+        final_rtt: None,
     };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; job.recipients.len()];
     let opened = greet(&mut conn, job, t).await;
@@ -890,6 +898,7 @@ fn finish<S>(
         log: std::mem::take(&mut conn.log),
         peer_dsn: conn.dsn,
         peer_deliverby: conn.deliverby,
+        final_rtt: conn.final_rtt.take(),
     }
 }
 
@@ -1042,7 +1051,9 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
         *led = true;
     }
     conn.send(&data, t.datablock, "client DATA block").await?;
+    let sent_at = std::time::Instant::now();
     let final_reply = conn.reply(t.datafinal, "client DATA status").await?;
+    conn.final_rtt = Some(sent_at.elapsed());
     if final_reply.class() == 2
         && let Some(Accepted(accepted)) = job.on_accepted
     {

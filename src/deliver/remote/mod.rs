@@ -209,6 +209,9 @@ pub struct Report {
     /// No host of the route could be connected to at all (every address refused, timed
     /// out or unreachable): the runner treats the destination as down for a while.
     pub unreachable: bool,
+    /// The final dot's round trip on the host that answered
+    /// ([`client::SessionResult::final_rtt`]).
+    pub final_rtt: Option<std::time::Duration>,
 }
 
 impl Report {
@@ -221,6 +224,7 @@ impl Report {
             peer_dsn: false,
             peer_deliverby: false,
             unreachable: false,
+            final_rtt: None,
         }
     }
 }
@@ -331,6 +335,7 @@ async fn settle(
         log: Vec::new(),
         noqid_log: result.log,
         unreachable: false,
+        final_rtt: result.final_rtt,
     };
     let settings = cached.settings().clone();
     let handed = match (reusable, led) {
@@ -441,6 +446,7 @@ async fn fresh<R: Rng + Send + ?Sized>(
             log,
             noqid_log,
             unreachable: false,
+            final_rtt: result.final_rtt,
         },
         None => {
             let relay = failures
