@@ -8,7 +8,6 @@
 
 mod support;
 
-use support::Daemon;
 use support::dsn_sink::{Sink, relay_to, send, wait_queue_empty};
 
 /// The end of the line sendmail 8.17.1.9 logged for the same deferral (the oracle relaying
@@ -16,16 +15,6 @@ use support::dsn_sink::{Sink, relay_to, send, wait_queue_empty};
 const ORACLE_DEFERRAL: &str = ", relay=[127.0.0.1] [127.0.0.1], \
 dsn=4.3.0, reply=451 4.3.0 <later1@remote.example.test>... try again later, \
 stat=Deferred: 451 4.3.0 <later1@remote.example.test>... try again later";
-
-/// `sendmail <args>` on daemon `d`'s cf, queue and log (as an administrator runs it).
-fn sendmail(d: &Daemon, args: &[&str]) -> std::process::Output {
-    let queue = format!("QueueDirectory={}", d.queue_dir().display());
-    let log = format!("LogFile={}", d.log.display());
-    let cf = d.cf.display().to_string();
-    let mut all = args.to_vec();
-    all.extend(["-C", &cf, "-O", &queue, "-O", &log]);
-    support::run(&all)
-}
 
 /// The log lines that mention `needle`.
 fn lines_with(log: &str, needle: &str) -> Vec<String> {
@@ -78,7 +67,7 @@ fn a_451_at_rcpt_is_deferred_queued_and_delivered_by_the_next_queue_run() {
 
     // The next hop changes its mind; the queue run delivers, once.
     sink.accept_later();
-    let out = sendmail(&d, &["-q"]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     let log = d.log_text();
     let tries = lines_with(&log, to);
@@ -137,7 +126,7 @@ fn a_delivery_written_down_before_a_crash_is_not_sent_again() {
     std::fs::create_dir_all(&marks).unwrap();
     std::fs::write(marks.join("0"), format!("{id} 0\n")).unwrap();
     sink.accept_later();
-    let out = sendmail(&d, &["-q"]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     let log = d.log_text();
     let tries = lines_with(&log, to);
@@ -204,7 +193,7 @@ fn a_hop_that_took_the_message_is_written_down_before_the_session_ends() {
     assert!(!d.log_text().contains("stat=Sent"), "{}", d.log_text());
 
     sink.stall_after_data(false);
-    let out = sendmail(&d, &["-q"]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     let log = d.log_text();
     assert!(

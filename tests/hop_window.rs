@@ -13,7 +13,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Daemon, Smtp};
 
@@ -56,15 +56,8 @@ impl Sink {
     }
 
     fn wait_committed(&self, n: usize) {
-        let start = Instant::now();
-        while self.counts.lock().unwrap().committed < n {
-            assert!(
-                start.elapsed() < support::WAIT * 4,
-                "the sink got {} of {n} messages",
-                self.counts.lock().unwrap().committed
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let committed = || self.counts.lock().unwrap().committed;
+        support::dsn_sink::wait_for(|| (committed() >= n).then_some(()), "messages at the sink");
     }
 
     fn peak(&self) -> usize {
@@ -148,16 +141,7 @@ fn queue_and_run(sink: &Sink, n: usize) -> Daemon {
         assert!(c.reply()[0].starts_with("250"));
     }
     c.cmd("QUIT");
-    // `sendmail -q` asks the running daemon for a queue run.
-    let out = support::run(&[
-        "-q",
-        "-C",
-        &d.cf.display().to_string(),
-        "-O",
-        &format!("QueueDirectory={}", d.queue_dir().display()),
-        "-O",
-        &format!("LogFile={}", d.log.display()),
-    ]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     d
 }

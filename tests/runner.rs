@@ -175,24 +175,9 @@ fn send(addr: SocketAddr, from: &str, rcpts: &[String]) -> String {
     accepted[0].split_whitespace().nth(2).unwrap().to_string()
 }
 
-/// `sendmail <args> -C cf -O QueueDirectory=… -O LogFile=…` for daemon `d`.
-fn sendmail(d: &Daemon, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    all.extend([
-        "-C".into(),
-        d.cf.display().to_string(),
-        "-O".into(),
-        format!("QueueDirectory={}", d.queue_dir().display()),
-        "-O".into(),
-        format!("LogFile={}", d.log.display()),
-    ]);
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    support::run(&refs)
-}
-
 /// Runs `sendmail -q`; returns the `to=<rcpt>` line it logged for message `id`.
 fn queue_run_line(d: &Daemon, id: &str, rcpt: &str) -> String {
-    let out = sendmail(d, &["-q"]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     let needle = format!("{id}: to=<{rcpt}>");
     let log = d.log_text();
@@ -203,7 +188,7 @@ fn queue_run_line(d: &Daemon, id: &str, rcpt: &str) -> String {
 }
 
 fn mailq(d: &Daemon) -> String {
-    let out = sendmail(d, &["-bp"]);
+    let out = d.sendmail(&["-bp"]);
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -217,7 +202,7 @@ fn sendmail_q_asks_the_running_daemon_and_returns_when_the_run_is_done() {
     assert!(mailq(&d).contains(&id), "queue-only: the message waits");
     assert!(sink.rcpts().is_empty());
 
-    let out = sendmail(&d, &["-q"]);
+    let out = d.sendmail(&["-q"]);
     assert!(out.status.success(), "{out:?}");
     // The run is over when `sendmail -q` returns: delivered, logged, crossed off.
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
@@ -246,17 +231,17 @@ fn q_r_runs_only_the_messages_with_a_matching_recipient() {
         &["carol@[127.0.0.3]".into()],
     );
 
-    let out = sendmail(&d, &["-qR127.0.0.3"]);
+    let out = d.sendmail(&["-qR127.0.0.3"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sink.rcpts(), ["carol@[127.0.0.3]"]);
     let q = mailq(&d);
     assert!(q.contains(&one) && !q.contains(&two), "{q}");
 
     // -q!I<id>: everything but that id (here: nothing left but it, so nothing runs).
-    let out = sendmail(&d, &[&format!("-q!I{one}")]);
+    let out = d.sendmail(&[&format!("-q!I{one}")]);
     assert!(out.status.success(), "{out:?}");
     assert!(mailq(&d).contains(&one));
-    let out = sendmail(&d, &[&format!("-qI{one}")]);
+    let out = d.sendmail(&[&format!("-qI{one}")]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]", "carol@[127.0.0.3]"]);
     assert!(mailq(&d).contains("mqueue is empty"));
@@ -271,7 +256,7 @@ fn sendmail_q_without_a_daemon_takes_the_queue_itself() {
     assert!(d.stop().success());
     assert!(mailq(&d).contains(&id));
 
-    let out = sendmail(&d, &["-qf", "-qSalice"]);
+    let out = d.sendmail(&["-qf", "-qSalice"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
@@ -306,7 +291,7 @@ fn a_queue_only_daemon_beside_a_background_one_holds_its_mail_for_the_queue_run(
     assert_eq!(sink.rcpts(), ["now@[127.0.0.2]"]);
     assert!(mailq(&d).contains(&held));
 
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert_eq!(sink.rcpts(), ["held@[127.0.0.2]", "now@[127.0.0.2]"]);
 }
 
@@ -319,7 +304,7 @@ fn a_hundred_recipients_at_three_destinations_are_three_connections() {
         .map(|i| format!("user{i:03}@[127.0.0.{}]", i % 3 + 2))
         .collect();
     send(v6, "alice@client.example.test", &rcpts);
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     let sessions = sink.wait_sessions(3);
     assert_eq!(sessions.len(), 3, "three destinations");
     for (addr, conns) in &sessions {
@@ -343,7 +328,7 @@ fn with_pipeline_across_messages_a_busy_hops_next_envelope_goes_behind_a_body() 
         "alice@client.example.test",
         &["first@[127.0.0.2]".into()],
     );
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     sink.wait_sessions(1);
     // Ten at once over the hop's one connection: all but the first wait for it, and each
     // one's envelope goes behind the body before it.
@@ -351,7 +336,7 @@ fn with_pipeline_across_messages_a_busy_hops_next_envelope_goes_behind_a_body() 
     for r in &rcpts {
         send(v6, "alice@client.example.test", std::slice::from_ref(r));
     }
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     // `sendmail -q` returns when the run is done: all eleven went.
     assert_eq!(sink.seen.lock().unwrap().messages.len(), 11);
     let sessions = sink.seen.lock().unwrap().sessions.clone();
@@ -429,7 +414,7 @@ fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_not
     );
 
     // First run: the file and the remote address take it, the program defers.
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
     let log = d.log_text();
     let remote = log
@@ -456,7 +441,7 @@ fn an_alias_to_a_remote_address_is_delivered_remotely_and_a_retry_redelivers_not
     assert!(q.contains(&id) && q.contains("(Deferred)"), "{q}");
 
     // The retry runs only the program: one copy in the file, one at the sink.
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
     let boxed = std::fs::read_to_string(&mbox).unwrap();
     assert_eq!(
@@ -489,7 +474,7 @@ fn without_me_too_the_sender_is_left_out_of_a_list_it_is_on() {
         "daemon@mta.example.test",
         &["list@mta.example.test".into()],
     );
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert_eq!(sink.rcpts(), ["bob@[127.0.0.2]"]);
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
     let log = d.log_text();
@@ -541,7 +526,7 @@ fn the_cf_local_mailer_program_runs_with_sendmails_argv_as_the_recipient() {
     // Success: sendmail's argv ($h empty for local mail), run as the user,
     // stdin = From line, Return-Path (F=P), the message with LF line ends.
     std::fs::write(dir.path().join("exit"), "0").unwrap();
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
     // (A script sees its own path as $0, whatever argv[0] the A= line gave it.)
     let argv = read("argv");
@@ -616,7 +601,7 @@ fn a_command_line_submission_waiting_in_the_maildrop_is_part_of_the_next_q_run()
         .unwrap();
     assert!(child.wait().unwrap().success());
     // Straight away: the run picks the maildrop up first.
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert_eq!(sink.rcpts(), ["carol@[127.0.0.2]"]);
 }
 
@@ -643,7 +628,7 @@ fn the_same_message_reaches_a_maildir_and_a_remote_peer_byte_for_byte() {
     c.send("Subject: both ways\r\n\r\nFrom the top\r\n..a dot\r\n>From quoted\r\nlast\r\n.");
     assert!(c.reply()[0].starts_with("250 2.0.0 "));
     c.cmd("QUIT");
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
 
     let new: Vec<_> = std::fs::read_dir(maildir.join("new"))
@@ -710,7 +695,7 @@ fn local_deliveries_to_one_recipient_run_at_most_two_at_once() {
         );
     }
     // One queue run takes all eight messages at once; the mailbox sees two at a time.
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
     assert_eq!(read("done").lines().count(), 8);
@@ -744,7 +729,7 @@ fn a_queue_run_has_at_most_max_runners_per_queue_messages_in_delivery() {
         );
     }
     // `sendmail -q` is a queue run: nine messages, never more than three at once.
-    assert!(sendmail(&d, &["-q"]).status.success());
+    assert!(d.sendmail(&["-q"]).status.success());
     assert!(mailq(&d).contains("mqueue is empty"), "{}", mailq(&d));
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
     assert_eq!(read("done").lines().count(), 9);

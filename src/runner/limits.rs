@@ -213,8 +213,8 @@ impl Permit {
         if let Some(hop) = hops.get_mut(&self.key) {
             let before = hop.window;
             if took {
-                let now = Instant::now();
                 if let Some(sample) = rtt {
+                    let now = Instant::now();
                     match hop.rtt.as_mut() {
                         Some(r) => r.add(sample, now),
                         None => hop.rtt = Some(Rtt::new(sample, now)),

@@ -128,6 +128,17 @@ impl Daemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// `sendmail <args>` on the daemon's cf, queue and log, as an administrator runs it
+    /// beside the daemon (`-q` asks it for a queue run).
+    pub fn sendmail(&self, args: &[&str]) -> Output {
+        let queue = format!("QueueDirectory={}", self.queue_dir().display());
+        let log = format!("LogFile={}", self.log.display());
+        let cf = self.cf.display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["-C", &cf, "-O", &queue, "-O", &log]);
+        run(&all)
+    }
+
     /// `sendmail -bp` on the daemon's queue.
     pub fn mailq(&self) -> String {
         let out = run(&[
